@@ -1,0 +1,202 @@
+"""Configuration of each stage: one dataclass per stage, every field documented under it.
+
+Values come from the dataclass defaults, then a YAML file (``--config``), then CLI flags.
+A stage's config, with the hash of what it reads, is stored in its run folder; resuming
+under a different one is refused (see ``winnow.rundir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from winnow.errors import WinnowError
+
+BACKENDS = ("hf",)
+LONG_PROMPT_POLICIES = ("error", "skip")
+STRATEGIES = (
+    "top_per_prompt",
+    "top_k_overall",
+    "top_k_per_prompt",
+    "threshold",
+    "random_per_prompt",
+    "random_k_overall",
+)
+
+
+@dataclass
+class GenerateConfig:
+    models: list[str] = field(default_factory=lambda: ["smollm2"])
+    """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
+    completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
+    backend: str = "hf"
+    """Generation engine: ``hf`` (transformers, CPU or CUDA)."""
+    n: int = 8
+    """Completions per prompt and model (N in the chapter)."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling mass, in (0, 1]; 1 keeps every token."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 turns it off."""
+    max_new_tokens: int = 64
+    """Most tokens sampled per completion; a completion cut here has finish_reason 'length'."""
+    seed: int = 0
+    """Seed of the sampler; each shard is seeded from it, so a resumed run samples the same."""
+    batch_size: int = 8
+    """Prompts per generate call (each expands to batch_size * n sequences)."""
+    shard_size: int = 32
+    """Prompts per shard file: the unit of resume."""
+    long_prompts: str = "error"
+    """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
+    device: str = "auto"
+    """``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``."""
+
+    def validate(self) -> None:
+        _check(self.models, "generate.models", "at least one model")
+        if self.backend not in BACKENDS:
+            raise WinnowError(f"generate.backend: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        _check(self.n >= 1, "generate.n", f"must be >= 1, got {self.n}")
+        _check(self.temperature >= 0, "generate.temperature", f"must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, "generate.top_k", f"must be >= 0, got {self.top_k}")
+        _check(self.max_new_tokens >= 1, "generate.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
+        if self.long_prompts not in LONG_PROMPT_POLICIES:
+            raise WinnowError(f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}")
+
+
+@dataclass
+class ScoreConfig:
+    reward_model: str | None = None
+    """A sequence-classification reward model folder (one output label)."""
+    reward_fn: str | None = "vader"
+    """A reward function: a built-in name (``vader``, ``length``), ``module:function`` or
+    ``path/to/file.py:function``. Ignored when reward_model is set."""
+    batch_tokens: int = 16384
+    """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
+    max_batch_size: int = 64
+    """Reward model: most rows per batch."""
+    fn_batch_size: int = 256
+    """Reward function: rows per call."""
+    shard_size: int = 1024
+    """Completions per shard file: the unit of resume."""
+    device: str = "auto"
+    """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+
+    def validate(self) -> None:
+        _check(self.reward_model or self.reward_fn, "score.reward_fn", "set reward_fn or reward_model")
+        for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
+            value = getattr(self, name)
+            _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
+
+
+@dataclass
+class SelectConfig:
+    strategy: str = "top_per_prompt"
+    """One of top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt,
+    random_k_overall (the random ones are matched controls)."""
+    k: int | None = None
+    """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt)."""
+    threshold: float | None = None
+    """Keep every pair with reward >= threshold (strategy 'threshold')."""
+    dedup: bool = False
+    """Treat repeated completion texts within a prompt as one (the earliest sample is kept)."""
+    seed: int = 0
+    """Seed of the random controls."""
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise WinnowError(f"select.strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if self.strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall"):
+            _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
+            _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
+        if self.strategy == "threshold":
+            _check(self.threshold is not None and math.isfinite(self.threshold), "select.threshold",
+                   "strategy threshold needs a finite threshold")
+
+
+@dataclass
+class TrainConfig:
+    model: str | None = None
+    """Starting checkpoint; defaults to the first generate model."""
+    lora: bool = False
+    """Train LoRA adapters (merged into the saved checkpoint) instead of every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (linear decay, no warm-up)."""
+    epochs: float = 2.0
+    """Passes over the selected rows."""
+    batch_size: int = 8
+    """Rows per optimizer step."""
+    max_length: int = 512
+    """Prompt + completion tokens kept per row (longer rows are truncated)."""
+    seed: int = 0
+    """Seed of data order and initialisation of LoRA weights."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda``."""
+
+    def validate(self) -> None:
+        _check(self.learning_rate > 0, "sft.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.epochs > 0, "sft.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
+
+
+SECTIONS = {"generate": GenerateConfig, "score": ScoreConfig, "select": SelectConfig, "sft": TrainConfig}
+
+
+def _check(ok: Any, name: str, message: str) -> None:
+    if not ok:
+        raise WinnowError(f"{name}: {message}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config: top-level keys ``prompts``, ``run_dir`` and one section per stage."""
+    path = Path(path)
+    if not path.is_file():
+        raise WinnowError(f"config file does not exist: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise WinnowError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise WinnowError(f"{path}: expected a mapping at the top level")
+    known = set(SECTIONS) | {"prompts", "run_dir", "prompt_column", "id_column"}
+    for key in data:
+        if key not in known:
+            raise WinnowError(f"{path}: field '{key}': unknown key (known: {', '.join(sorted(known))})")
+    return data
+
+
+def build(cls, *layers: dict, source: str = "config"):
+    """Instantiate ``cls`` from layered dicts; later layers win and None means 'not given'."""
+    names = {f.name for f in fields(cls)}
+    values: dict = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key not in names:
+                raise WinnowError(f"{source}: field '{key}': unknown option for {cls.__name__}")
+            if value is not None:
+                values[key] = value
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (dataclasses included)."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

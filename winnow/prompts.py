@@ -1,0 +1,100 @@
+"""Reading prompts: JSONL with line-level errors, or Parquet/JSON/saved datasets via ``datasets``.
+
+Rows are ``{"id"?, "prompt": str}`` or ``{"id"?, "messages": [{"role", "content"}, ...]}``.
+A row without an id gets ``row-<index>`` (its 0-based position), which is stable across
+reads of the same file; duplicate ids are an error, because grouping by a non-unique key
+silently merges prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from winnow.errors import WinnowError, where
+from winnow.records import Prompt, read_jsonl
+
+
+def load_prompts(
+    path: str | Path, *, prompt_column: str = "prompt", id_column: str = "id", split: str | None = None
+) -> list[Prompt]:
+    """Load prompts from ``path`` in file order. Raises WinnowError naming file, line and field."""
+    path = Path(path)
+    if not path.exists():
+        raise WinnowError(f"prompts file does not exist: {path}")
+    if path.suffix == ".jsonl":
+        rows = read_jsonl(path)
+    else:
+        rows = _dataset_rows(path, split)
+    prompts, seen = [], {}
+    for index, (line, row) in enumerate(rows):
+        prompt = _parse_row(row, index, path, line, prompt_column, id_column)
+        if prompt.id in seen:
+            raise WinnowError(
+                f"{where(path, line, id_column)}: duplicate id {prompt.id!r} (first seen on line {seen[prompt.id]})"
+            )
+        seen[prompt.id] = line
+        prompts.append(prompt)
+    if not prompts:
+        raise WinnowError(f"{path}: no prompts found")
+    return prompts
+
+
+def _dataset_rows(path: Path, split: str | None):
+    """Rows of a Parquet/JSON file or a ``save_to_disk`` folder; 'line' is the 1-based row."""
+    import datasets
+
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+        elif path.suffix == ".parquet":
+            ds = datasets.load_dataset("parquet", data_files=str(path))
+        elif path.suffix == ".json":
+            ds = datasets.load_dataset("json", data_files=str(path))
+        else:
+            raise WinnowError(f"{path}: unknown prompts format (use .jsonl, .json, .parquet or a dataset folder)")
+    except WinnowError:
+        raise
+    except Exception as e:  # datasets raises many types; the user needs the file named
+        raise WinnowError(f"{path}: could not read as a dataset: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        name = split or ("train" if "train" in ds else next(iter(ds)))
+        if name not in ds:
+            raise WinnowError(f"{path}: no split {name!r} (have {sorted(ds)})")
+        ds = ds[name]
+    for i, row in enumerate(ds):
+        yield i + 1, row
+
+
+def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str, id_column: str) -> Prompt:
+    raw_id = row.get(id_column)
+    if raw_id is None:
+        pid = f"row-{index}"
+    elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and str(raw_id) != "":
+        pid = str(raw_id)
+    else:
+        raise WinnowError(f"{where(path, line, id_column)}: id must be a non-empty string or integer, got {raw_id!r}")
+
+    if prompt_column in row and row[prompt_column] is not None and prompt_column != "messages":
+        text = row[prompt_column]
+        if not isinstance(text, str):
+            raise WinnowError(f"{where(path, line, prompt_column)}: expected a string, got {type(text).__name__}")
+        if not text.strip():
+            raise WinnowError(f"{where(path, line, prompt_column)}: prompt is empty")
+        return Prompt(id=pid, text=text)
+    if row.get("messages") is not None:
+        return Prompt(id=pid, messages=_parse_messages(row["messages"], path, line))
+    raise WinnowError(f"{where(path, line, prompt_column)}: missing prompt (need '{prompt_column}' or 'messages')")
+
+
+def _parse_messages(messages, path: Path, line: int) -> tuple[dict, ...]:
+    if not isinstance(messages, list) or not messages:
+        raise WinnowError(f"{where(path, line, 'messages')}: expected a non-empty list of messages")
+    parsed = []
+    for i, m in enumerate(messages):
+        ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        if not ok:
+            raise WinnowError(f"{where(path, line, f'messages[{i}]')}: expected {{'role': str, 'content': str}}")
+        parsed.append({"role": m["role"], "content": m["content"]})
+    if not any(m["content"].strip() for m in parsed):
+        raise WinnowError(f"{where(path, line, 'messages')}: all messages are empty")
+    return tuple(parsed)

@@ -1,0 +1,96 @@
+"""One reward contract: ``f(prompts, completions, **kw) -> list[float | None]``.
+
+``prompts[i]`` is the prompt text (or its chat messages) and ``completions[i]`` the
+completion text; keyword arguments carry ``prompt_ids`` and ``sample_indices``. ``None``
+or NaN means "unscored": it stays NaN in the reward matrix and selection skips it.
+A sequence-classification reward model is wrapped to the same contract
+(``winnow.rewards.classifier``), as in TRL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import numbers
+import sys
+from pathlib import Path
+from typing import Callable
+
+from winnow.errors import WinnowError
+from winnow.rewards import builtins
+
+RewardFn = Callable[..., list]
+
+BUILTINS: dict[str, RewardFn] = {"vader": builtins.vader, "length": builtins.length}
+
+
+def load_reward_fn(spec: str) -> RewardFn:
+    """Resolve a built-in name, ``module:function`` or ``path/to/file.py:function``."""
+    if ":" not in spec:
+        if spec not in BUILTINS:
+            raise WinnowError(
+                f"unknown reward function {spec!r}: use a built-in ({', '.join(BUILTINS)}), "
+                "'module:function' or 'path/to/file.py:function'"
+            )
+        return BUILTINS[spec]
+    target, _, name = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise WinnowError(f"reward function file does not exist: {path}")
+        module_spec = importlib.util.spec_from_file_location(f"winnow_user_reward_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            raise WinnowError(f"{path}: importing the reward module failed: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise WinnowError(f"reward function {spec!r}: cannot import module {target!r}: {e}") from e
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise WinnowError(f"reward function {spec!r}: {target} has no callable {name!r}")
+    return fn
+
+
+def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], **kw) -> list[float]:
+    """Call a reward and check what it returns: floats of the right length, NaN for unscored.
+
+    Returns list[float] of len(completions); raises WinnowError naming the function and
+    the offending row on an exception, a wrong length, a non-number or an infinity.
+    """
+    try:
+        values = fn(prompts, completions, **kw)
+    except Exception as e:
+        first = kw.get("prompt_ids", ["?"])[0] if kw.get("prompt_ids") else "?"
+        raise WinnowError(
+            f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
+        ) from e
+    try:
+        values = list(values)
+    except TypeError:
+        raise WinnowError(f"reward function {name!r} returned {type(values).__name__}, expected a list") from None
+    if len(values) != len(completions):
+        raise WinnowError(
+            f"reward function {name!r} returned {len(values)} values for {len(completions)} completions"
+        )
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(math.nan)
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise WinnowError(
+                f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i} "
+                f"(prompt_id {kw['prompt_ids'][i]!r}, sample_index {kw['sample_indices'][i]}): "
+                "expected a number or None"
+            )
+        v = float(v)
+        if math.isinf(v):
+            raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
+        out.append(v)
+    return out

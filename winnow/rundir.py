@@ -1,0 +1,99 @@
+"""The run directory: one folder per stage, shards written atomically, a manifest last.
+
+Layout (``run/`` is the ``--run-dir``)::
+
+    run/prompts.jsonl                 the prompts, ids assigned
+    run/generate/config.json          what the shards were made under
+    run/generate/shard-00000.jsonl    finished shards (temp file + rename)
+    run/generate/manifest.json        written last: its presence means "complete"
+    run/score/...  run/select/...  run/sft/...
+
+A stage first compares the stored ``config.json`` with its own; if they differ it refuses,
+naming the fields that changed, because shards made under one config must not be mixed
+with shards made under another. The stored config includes the hashes of the manifests
+the stage reads, so a changed upstream is caught too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from winnow.config import config_hash
+from winnow.errors import WinnowError
+from winnow.records import atomic_write_json, atomic_write_jsonl, read_jsonl
+
+
+class Stage:
+    """One stage folder in a run directory."""
+
+    def __init__(self, run_dir: str | Path, name: str, config: dict):
+        self.dir = Path(run_dir) / name
+        self.name = name
+        self.config = json.loads(json.dumps(config))  # normalise tuples etc. to JSON types
+        self.hash = config_hash(self.config)
+
+    def begin(self) -> None:
+        """Create the folder and claim it for this config, or refuse a changed one."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stored_path = self.dir / "config.json"
+        if stored_path.exists():
+            stored = json.loads(stored_path.read_text())
+            if stored != self.config:
+                changes = "; ".join(_diff(stored, self.config)) or "(unknown)"
+                raise WinnowError(
+                    f"refusing to resume {self.dir} under a changed config: {changes}. "
+                    f"Use a new --run-dir, or delete {self.dir} to redo this stage."
+                )
+        else:
+            atomic_write_json(stored_path, self.config)
+
+    def is_complete(self) -> bool:
+        path = self.dir / "manifest.json"
+        return path.exists() and json.loads(path.read_text()).get("config_hash") == self.hash
+
+    def manifest(self) -> dict:
+        path = self.dir / "manifest.json"
+        if not path.exists():
+            raise WinnowError(f"{self.dir} is not complete: run the {self.name} stage first")
+        return json.loads(path.read_text())
+
+    def shard_path(self, name: str) -> Path:
+        return self.dir / f"shard-{name}.jsonl"
+
+    def has_shard(self, name: str) -> bool:
+        return self.shard_path(name).exists()
+
+    def write_shard(self, name: str, rows: list[dict]) -> None:
+        atomic_write_jsonl(self.shard_path(name), rows)
+
+    def read_shards(self, names: list[str]) -> list[dict]:
+        rows = []
+        for name in names:
+            rows.extend(row for _, row in read_jsonl(self.shard_path(name)))
+        return rows
+
+    def finish(self, **summary) -> dict:
+        """Write the manifest, last: config, its hash and a summary of the outputs."""
+        manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, **summary}
+        atomic_write_json(self.dir / "manifest.json", manifest)
+        return manifest
+
+
+def completed_manifest(run_dir: str | Path, name: str) -> dict:
+    """The manifest of a finished upstream stage, or a clear error."""
+    path = Path(run_dir) / name / "manifest.json"
+    if not path.exists():
+        raise WinnowError(f"{path} not found: run `winnow {name}` on this run dir first")
+    return json.loads(path.read_text())
+
+
+def _diff(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+    return []
