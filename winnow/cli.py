@@ -1,0 +1,150 @@
+"""The ``winnow`` command: generate | score | select | sft | run | bon | demo.
+
+Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from winnow.config import SECTIONS, STRATEGIES, load_yaml, build
+from winnow.errors import WinnowError
+
+# (flag, section, field, type, help): one table, so every subcommand spells options alike.
+OPTIONS = {
+    "generate": [
+        ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
+        ("--backend", "generate", "backend", str, "generation engine: hf"),
+        ("--n", "generate", "n", int, "completions per prompt and model"),
+        ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
+        ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
+        ("--top-k", "generate", "top_k", int, "top-k sampling (0 = off)"),
+        ("--max-new-tokens", "generate", "max_new_tokens", int, "most tokens per completion"),
+        ("--seed", "generate", "seed", int, "sampling seed"),
+        ("--batch-size", "generate", "batch_size", int, "prompts per generate call"),
+        ("--shard-size", "generate", "shard_size", int, "prompts per shard (unit of resume)"),
+        ("--long-prompts", "generate", "long_prompts", str, "prompts too long for the context: error | skip"),
+    ],
+    "score": [
+        ("--reward-fn", "score", "reward_fn", str, "built-in (vader, length), module:function or file.py:function"),
+        ("--reward-model", "score", "reward_model", str, "sequence-classification reward model folder"),
+        ("--batch-tokens", "score", "batch_tokens", int, "reward model: most padded tokens per batch"),
+        ("--max-batch-size", "score", "max_batch_size", int, "reward model: most rows per batch"),
+    ],
+    "select": [
+        ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
+        ("--k", "select", "k", int, "pairs overall, or per prompt for top_k_per_prompt"),
+        ("--threshold", "select", "threshold", float, "keep rewards >= this (strategy threshold)"),
+        ("--dedup", "select", "dedup", "flag", "drop repeated completion texts within a prompt"),
+        ("--select-seed", "select", "seed", int, "seed of the random controls"),
+    ],
+    "sft": [
+        ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
+        ("--lora", "sft", "lora", "flag", "train LoRA adapters, merged on save"),
+        ("--learning-rate", "sft", "learning_rate", float, "peak learning rate"),
+        ("--epochs", "sft", "epochs", float, "passes over the selected rows"),
+        ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
+        ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
+    ],
+}
+STAGES_OF = {
+    "generate": ["generate"], "score": ["score"], "select": ["select"], "sft": ["sft"],
+    "run": ["generate", "score", "select", "sft"], "bon": ["generate", "score"],
+}
+NEEDS_PROMPTS = {"generate", "run", "bon"}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="winnow", description="Rejection sampling and Best-of-N for language models.")
+    sub = top.add_subparsers(dest="command", required=True)
+    helps = {
+        "generate": "sample N completions per prompt", "score": "score completions into an M x N matrix",
+        "select": "pick completions from the reward matrix", "sft": "fine-tune the starting checkpoint on them",
+        "run": "generate, score, select and sft in one go", "bon": "Best-of-N: the best completion per prompt",
+    }
+    for name, stages in STAGES_OF.items():
+        p = sub.add_parser(name, help=helps[name], description=helps[name])
+        p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+        p.add_argument("--run-dir", help="run directory (reruns resume from it)")
+        if name in NEEDS_PROMPTS:
+            p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
+            p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
+            p.add_argument("--id-column", help="column holding the id (default: id)")
+        if {"generate", "score", "sft"} & set(stages):
+            p.add_argument("--device", help="auto | cpu | cuda[:i]")
+        for stage in stages:
+            group = p.add_argument_group(stage)
+            for flag, _, field, kind, text in OPTIONS[stage]:
+                if kind == "flag":
+                    group.add_argument(flag, dest=field_key(stage, field), action="store_true", default=None, help=text)
+                elif kind == "append":
+                    group.add_argument(flag, dest=field_key(stage, field), action="append", help=text)
+                else:
+                    group.add_argument(flag, dest=field_key(stage, field), type=kind, help=text)
+        if name == "bon":
+            p.add_argument("--out", help="where to write the best completions (default: RUN_DIR/best.jsonl)")
+    demo = sub.add_parser("demo", help="offline demo: SmolLM2 + VADER, reward before and after fine-tuning")
+    demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
+    demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
+    return top
+
+
+def field_key(section: str, field: str) -> str:
+    return f"{section}__{field}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run_command(args)
+    except WinnowError as e:
+        print(f"winnow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> None:
+    from winnow import pipeline
+
+    if args.command == "demo":
+        from winnow.demo import run_demo
+
+        run_demo(args.run_dir, quick=args.quick)
+        return
+    file_config = load_yaml(args.config) if args.config else {}
+    run_dir = args.run_dir or file_config.get("run_dir")
+    if not run_dir:
+        raise WinnowError("--run-dir is required (or run_dir in the config file)")
+    configs = {}
+    for stage in STAGES_OF[args.command]:
+        flags = {key.split("__", 1)[1]: value for key, value in vars(args).items()
+                 if key.startswith(f"{stage}__") and value is not None}
+        if getattr(args, "device", None):
+            flags["device"] = args.device
+        if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
+            flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
+        configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
+    prompts = None
+    if args.command in NEEDS_PROMPTS:
+        from winnow.prompts import load_prompts
+
+        path = args.prompts or file_config.get("prompts")
+        if not path:
+            raise WinnowError("--prompts is required (or prompts in the config file)")
+        prompts = load_prompts(path, prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
+                               id_column=args.id_column or file_config.get("id_column", "id"))
+    summary = pipeline.run_stages(run_dir, prompts, configs)
+    if args.command == "bon":
+        pipeline.best_of_n(run_dir, out=args.out)
+    else:
+        print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Stages in sequence, and Best-of-N on top of generate + score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from winnow import select as sel
+from winnow import stages
+from winnow.config import GenerateConfig
+from winnow.records import atomic_write_jsonl
+from winnow.rundir import completed_manifest
+
+
+def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
+    """Run the configured stages in order; returns each stage's manifest summary."""
+    from winnow.sft import sft
+
+    summary = {}
+    if "generate" in configs:
+        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"])
+    if "score" in configs:
+        summary["score"] = stages.score(run_dir, configs["score"])
+    if "select" in configs:
+        summary["select"] = stages.select(run_dir, configs["select"])
+    if "sft" in configs:
+        summary["sft"] = sft(run_dir, configs["sft"])
+    return {name: {k: v for k, v in m.items() if k != "config"} for name, m in summary.items()}
+
+
+def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file_config: dict) -> str:
+    """The chapter fine-tunes the starting checkpoint: the (first) model that generated."""
+    if generate is not None:
+        return generate.models[0]
+    path = Path(run_dir) / "generate" / "manifest.json"
+    if path.exists():
+        return json.loads(path.read_text())["config"]["generate"]["models"][0]
+    return GenerateConfig().models[0]
+
+
+def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
+    """The best completion per prompt with its reward, written to ``best.jsonl`` and printed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    prompts, completions, _ = stages.load_generations(run_dir)
+    completed_manifest(run_dir, "score")
+    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
+    by_key = {(c["prompt_id"], c["sample_index"]): c for c in completions}
+    best = sel.top_per_prompt(rewards)
+    rows = []
+    for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):
+        c = by_key.get((prompt.id, j)) if j >= 0 else None
+        rows.append({
+            "prompt_id": prompt.id, "prompt": prompt.content,
+            "sample_index": j if c else None, "model": c["model"] if c else None,
+            "completion": c["text"] if c else None, "reward": float(rewards[i, j]) if c else None,
+            "mean_reward": float(np.nanmean(rewards[i])) if c else None,
+        })
+    out = Path(out) if out else Path(run_dir) / "best.jsonl"
+    atomic_write_jsonl(out, rows)
+    table = Table(title=f"Best-of-{rewards.shape[1]} ({out})")
+    for col in ("prompt_id", "reward", "mean", "best completion"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["prompt_id"], _fmt(r["reward"]), _fmt(r["mean_reward"]), (r["completion"] or "(none)")[:100])
+    Console().print(table)
+    return rows
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
