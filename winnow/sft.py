@@ -47,6 +47,19 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
 
 def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:
     """Run SFTTrainer on prompt-completion rows and save a full checkpoint to output_dir."""
+    trainer, tokenizer = make_trainer(rows, config, output_dir)
+    result = trainer.train()
+    trained = trainer.model
+    if config.lora:
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(output_dir / "trainer", ignore_errors=True)
+    return dict(result.metrics)
+
+
+def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path):
+    """An SFTTrainer over rows {"prompt": [messages], "completion": [messages]}; loss on completions."""
     import datasets
     import torch
     from transformers import AutoModelForCausalLM
@@ -84,11 +97,4 @@ def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                          peft_config=peft_config)
-    result = trainer.train()
-    trained = trainer.model
-    if config.lora:
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    shutil.rmtree(output_dir / "trainer", ignore_errors=True)
-    return dict(result.metrics)
+    return trainer, tokenizer

@@ -62,11 +62,14 @@ class HFBackend:
         sequences = self.lm.generate(
             **batch,
             max_new_tokens=sampling.max_new_tokens,
-            num_return_sequences=sampling.n,
+            # Greedy samples are all alike: decode once and repeat, instead of n times.
+            num_return_sequences=1 if greedy else sampling.n,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self.eos_ids),
             **kwargs,
         )
+        if greedy:
+            sequences = sequences.repeat_interleave(sampling.n, dim=0)
         # Rows are prompt-major: row b*n + j is sample j of prompt b.
         new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
         out = []
