@@ -125,7 +125,7 @@ def run_command(args: argparse.Namespace) -> None:
     for stage in STAGES_OF[args.command]:
         flags = {key.split("__", 1)[1]: value for key, value in vars(args).items()
                  if key.startswith(f"{stage}__") and value is not None}
-        if getattr(args, "device", None):
+        if getattr(args, "device", None) and stage != "select":
             flags["device"] = args.device
         if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)

@@ -189,9 +189,28 @@ def build(cls, *layers: dict, source: str = "config"):
                 raise WinnowError(f"{source}: field '{key}': unknown option for {cls.__name__}")
             if value is not None:
                 values[key] = value
+    types = {f.name: f.type for f in fields(cls)}
+    for key, value in values.items():
+        values[key] = _typed(value, types[key], f"{source}: field '{key}'")
     config = cls(**values)
     config.validate()
     return config
+
+
+def _typed(value: Any, annotation: str, name: str) -> Any:
+    """Check a config value against its field's annotation (ints are accepted for floats)."""
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    parts = [p.strip() for p in str(annotation).split("|")]
+    if "list[str]" in parts:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise WinnowError(f"{name}: expected a list of strings, got {value!r}")
+        return value
+    for part in parts:
+        allowed = kinds.get(part, ())
+        if isinstance(value, allowed) and not (isinstance(value, bool) and part != "bool"):
+            return float(value) if part == "float" else value
+    raise WinnowError(f"{name}: expected {annotation}, got {value!r} ({type(value).__name__})")
 
 
 def config_hash(obj: Any) -> str:

@@ -97,8 +97,10 @@ def random_per_prompt(rewards, seed: int) -> np.ndarray:
     r = _as_matrix(rewards)
     rng = np.random.default_rng(seed)
     # A random key per entry, -inf where unscored: its argmax is a uniform scored column.
-    key = np.where(np.isnan(r), -np.inf, rng.random(r.shape))
-    return top_per_prompt(key)
+    nan = np.isnan(r)
+    picked = np.argmax(np.where(nan, -1.0, rng.random(r.shape)), axis=1)
+    picked[nan.all(axis=1)] = -1
+    return picked.astype(np.int64)
 
 
 def random_k_overall(rewards, k: int, seed: int) -> np.ndarray:
@@ -119,6 +121,8 @@ def dedup(rewards, texts) -> np.ndarray:
     texts: shape (M, N) of str or None (None = no completion). Returns a new float matrix.
     """
     r = np.array(_as_matrix(rewards), dtype=float, copy=True)
+    if len(texts) != r.shape[0] or any(len(row) != r.shape[1] for row in texts):
+        raise WinnowError(f"texts must have the shape of rewards {r.shape}")
     for i, row in enumerate(texts):
         seen = set()
         for j, text in enumerate(row):
@@ -143,6 +147,10 @@ def to_pairs(strategy: str, picked: np.ndarray) -> np.ndarray:
 
 def apply(strategy: str, rewards, *, k: int | None = None, t: float | None = None, seed: int = 0) -> np.ndarray:
     """Run a strategy by name and return (row, column) pairs: int (P, 2)."""
+    if strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall") and k is None:
+        raise WinnowError(f"strategy {strategy} needs k")
+    if strategy == "threshold" and t is None:
+        raise WinnowError("strategy threshold needs a threshold")
     match strategy:
         case "top_per_prompt":
             picked = top_per_prompt(rewards)

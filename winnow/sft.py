@@ -29,7 +29,7 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     stage = Stage(run_dir, "sft", {"sft": asdict(config), "select_hash": selected["config_hash"]})
     stage.begin()
     if stage.is_complete():
-        return stage.manifest()
+        return _with_path(stage)
     rows = load_selected(run_dir)
     if not rows:
         raise WinnowError(f"{run_dir}/select/selected.jsonl has no rows to train on")
@@ -42,7 +42,15 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
         tmp.rename(checkpoint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return stage.finish(checkpoint=str(checkpoint), num_rows=len(rows), train_loss=metrics.get("train_loss"))
+    # The manifest names the checkpoint relative to the stage, so identical runs in two
+    # folders write identical manifests; callers get the full path.
+    stage.finish(checkpoint="checkpoint", num_rows=len(rows), train_loss=metrics.get("train_loss"))
+    return _with_path(stage)
+
+
+def _with_path(stage: Stage) -> dict:
+    manifest = stage.manifest()
+    return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
 
 
 def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:

@@ -49,8 +49,10 @@ def load_reward_fn(spec: str) -> RewardFn:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise WinnowError(f"reward function {spec!r}: cannot import module {target!r}: {e}") from e
+        except Exception as e:  # an ImportError, or whatever the module's body raised
+            raise WinnowError(
+                f"reward function {spec!r}: cannot import module {target!r}: {type(e).__name__}: {e}"
+            ) from e
     fn = getattr(module, name, None)
     if not callable(fn):
         raise WinnowError(f"reward function {spec!r}: {target} has no callable {name!r}")
@@ -84,9 +86,11 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
             out.append(math.nan)
             continue
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            key = ""
+            if kw.get("prompt_ids") and kw.get("sample_indices"):
+                key = f" (prompt_id {kw['prompt_ids'][i]!r}, sample_index {kw['sample_indices'][i]})"
             raise WinnowError(
-                f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i} "
-                f"(prompt_id {kw['prompt_ids'][i]!r}, sample_index {kw['sample_indices'][i]}): "
+                f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i}{key}: "
                 "expected a number or None"
             )
         v = float(v)
