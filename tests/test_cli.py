@@ -141,9 +141,7 @@ def test_model_path_that_does_not_exist(workdir, capsys):
 def test_prompt_longer_than_context(workdir, tiny_policy, capsys):
     write_jsonl(workdir / "prompts.jsonl", [{"id": "ok", "prompt": "hi"}, {"id": "big", "prompt": "fox " * 400}])
     fails(gen_args(workdir, tiny_policy), capsys, "prompt 'big' (row 2)", "--long-prompts skip")
-    assert main(gen_args(workdir, tiny_policy, "--long-prompts", "skip")) == 2  # changed config is refused
-    shutil.rmtree(workdir / "run")
-    assert main(gen_args(workdir, tiny_policy, "--long-prompts", "skip")) == 0
+    assert main(gen_args(workdir, tiny_policy, "--long-prompts", "skip")) == 0  # nothing was claimed
     assert json.loads((workdir / "run/generate/manifest.json").read_text())["skipped_prompts"] == 1
 
 
@@ -177,3 +175,11 @@ def test_bad_select_options(workdir, tiny_policy, capsys, flags, pattern):
 
 def test_stage_before_its_input(workdir, capsys):
     fails(["score", "--run-dir", str(workdir / "run")], capsys, "generate/manifest.json not found")
+
+
+def test_a_failed_start_does_not_claim_the_run_dir(workdir, tiny_policy, capsys):
+    """A typo that fails before any output can be fixed and rerun in the same run dir."""
+    fails(gen_args(workdir, workdir / "typo"), capsys, "model path does not exist")
+    assert main(gen_args(workdir, tiny_policy)) == 0
+    fails(["score", "--run-dir", str(workdir / "run"), "--reward-fn", f"{workdir}/rewards.py:boom"], capsys, "boom")
+    assert main(["score", "--run-dir", str(workdir / "run"), "--reward-fn", "length"]) == 0

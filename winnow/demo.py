@@ -48,50 +48,73 @@ def run_demo(run_dir: str | Path, *, quick: bool = False) -> dict:
         for cfg in (train_cfg, eval_cfg):
             cfg.update(n=2, max_new_tokens=8)
         sft_cfg.update(epochs=1)
-    timings = {}
-    t0 = time.perf_counter()
-    resolve_model(SMOLLM2)
-    timings["load model"] = time.perf_counter() - t0
+    timings, peaks = {}, {}
+    with _timed(timings, peaks, "convert model (once per machine)"):
+        resolve_model(SMOLLM2)
 
     train_dir = run_dir / "train"
-    with _timed(timings, "generate (train)"):
+    with _timed(timings, peaks, "generate (train)"):
         stages.generate(train_dir, train_prompts, GenerateConfig(models=[SMOLLM2], **train_cfg))
-    with _timed(timings, "score (train)"):
+    with _timed(timings, peaks, "score (train)"):
         train_scores = stages.score(train_dir, ScoreConfig(reward_fn="vader"))
-    with _timed(timings, "select"):
+    with _timed(timings, peaks, "select"):
         stages.select(train_dir, SelectConfig(strategy="top_per_prompt"))
-    with _timed(timings, "sft"):
+    with _timed(timings, peaks, "sft"):
         trained = sft(train_dir, TrainConfig(model=SMOLLM2, **sft_cfg))
 
     rewards = {}
     for name, model in (("start", SMOLLM2), ("fine-tuned", trained["checkpoint"])):
         eval_dir = run_dir / f"eval-{name}"
-        with _timed(timings, f"generate + score (held-out, {name})"):
+        with _timed(timings, peaks, f"generate + score (held-out, {name})"):
             stages.generate(eval_dir, heldout, GenerateConfig(models=[model], **eval_cfg))
             stages.score(eval_dir, ScoreConfig(reward_fn="vader"))
         rewards[name] = np.load(eval_dir / "score" / "rewards.npy")
-    return write_report(run_dir, rewards, np.load(train_dir / "score" / "rewards.npy"), train_scores, timings)
+    return write_report(run_dir, rewards, np.load(train_dir / "score" / "rewards.npy"), train_scores, timings, peaks)
 
 
 class _timed:
-    def __init__(self, timings: dict, name: str):
-        self.timings, self.name = timings, name
+    """Wall time of a step into ``timings``, and its peak resident memory into ``peaks``."""
+
+    def __init__(self, timings: dict, peaks: dict, name: str):
+        self.timings, self.name, self.peaks = timings, name, peaks
 
     def __enter__(self):
+        _reset_peak_rss()
         self.start = time.perf_counter()
 
     def __exit__(self, *exc):
         self.timings[self.name] = time.perf_counter() - self.start
+        self.peaks[self.name] = _peak_rss_mb()
 
 
-def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_scores: dict, timings: dict) -> dict:
+def _reset_peak_rss() -> None:
+    """Linux lets a process reset its peak-RSS mark (VmHWM) by writing 5 to clear_refs."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_scores: dict, timings: dict,
+                 peaks: dict) -> dict:
     """Table (report.md, report.json) and plot (rewards.png) of start vs fine-tuned rewards."""
     from rich.console import Console
     from rich.table import Table
 
     before, after = np.nanmean(rewards["start"], axis=1), np.nanmean(rewards["fine-tuned"], axis=1)
     low, high = report.paired_bootstrap(before, after)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Resetting the peak mark per step also resets ru_maxrss, so take the largest step peak.
+    peak_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *filter(None, peaks.values())])
     result = {
         "heldout_prompts": int(before.size),
         "samples_per_prompt": int(rewards["start"].shape[1]),
@@ -102,6 +125,7 @@ def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_s
         "train_mean_reward": train_scores["mean_reward"],
         "train_mean_best_reward": train_scores["mean_best_reward"],
         "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "peak_memory_mb_by_step": {k: round(v) if v else None for k, v in peaks.items()},
         "total_seconds": round(sum(timings.values()), 1),
         "peak_memory_mb": round(peak_mb),
     }
@@ -118,9 +142,9 @@ def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_s
         f"| gain (95% bootstrap CI) | {result['gain']:+.3f} [{low:+.3f}, {high:+.3f}] |", "",
         f"Training prompts: mean reward {result['train_mean_reward']:.3f}, mean best-of-8 "
         f"{result['train_mean_best_reward']:.3f}.", "",
-        "| step | seconds |", "|---|---|",
-        *[f"| {k} | {v:.1f} |" for k, v in timings.items()],
-        f"| total | {result['total_seconds']:.1f} |", "",
+        "| step | seconds | peak memory (MB) |", "|---|---|---|",
+        *[f"| {k} | {v:.1f} | {peaks.get(k) or 0:.0f} |" for k, v in timings.items()],
+        f"| total | {result['total_seconds']:.1f} | {result['peak_memory_mb']} |", "",
         f"Peak memory: {result['peak_memory_mb']} MB.", "", "![rewards](rewards.png)", "",
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))

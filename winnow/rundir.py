@@ -34,7 +34,12 @@ class Stage:
         self.hash = config_hash(self.config)
 
     def begin(self) -> None:
-        """Create the folder and claim it for this config, or refuse a changed one."""
+        """Create the folder, refusing it if outputs made under another config are there.
+
+        The folder is claimed (config.json written) only with its first output, so a run
+        that failed before producing anything (a typo in a model path, say) can be rerun
+        with the mistake fixed.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         stored_path = self.dir / "config.json"
         if stored_path.exists():
@@ -45,8 +50,12 @@ class Stage:
                     f"refusing to resume {self.dir} under a changed config: {changes}. "
                     f"Use a new --run-dir, or delete {self.dir} to redo this stage."
                 )
-        else:
-            atomic_write_json(stored_path, self.config)
+
+    def claim(self) -> None:
+        """Record the config the outputs are made under; called before the first output."""
+        path = self.dir / "config.json"
+        if not path.exists():
+            atomic_write_json(path, self.config)
 
     def is_complete(self) -> bool:
         path = self.dir / "manifest.json"
@@ -65,6 +74,7 @@ class Stage:
         return self.shard_path(name).exists()
 
     def write_shard(self, name: str, rows: list[dict]) -> None:
+        self.claim()
         atomic_write_jsonl(self.shard_path(name), rows)
 
     def read_shards(self, names: list[str]) -> list[dict]:
@@ -75,6 +85,7 @@ class Stage:
 
     def finish(self, **summary) -> dict:
         """Write the manifest, last: config, its hash and a summary of the outputs."""
+        self.claim()
         manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, **summary}
         atomic_write_json(self.dir / "manifest.json", manifest)
         return manifest

@@ -36,7 +36,6 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
     stage.begin()
     if stage.is_complete():
         return stage.manifest()
-    atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
     sampling = Sampling(config.n, config.temperature, config.top_p, config.top_k, config.max_new_tokens)
     num_shards = math.ceil(len(prompts) / config.shard_size)
     shard_names = []
@@ -58,6 +57,8 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
                 shard.append(row)
             stage.write_shard(names[i], shard)
     completions = stage.read_shards(shard_names)
+    stage.claim()
+    atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
     return stage.finish(
         shards=shard_names,
         num_prompts=len(prompts),
@@ -217,6 +218,7 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
             "model": completion["model"],
             "reward": float(rewards[i, j]),
         })
+    stage.claim()
     atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
     mean = float(np.mean([r["reward"] for r in rows])) if rows else None
     return stage.finish(num_selected=len(rows), mean_selected_reward=mean)
