@@ -1,9 +1,10 @@
 """A sequence-classification reward model wrapped to the reward contract.
 
 Batching follows the chapter's advice: tokenize once, sort by length so that rows of a
-batch are of similar length, pack batches under a token budget (padding included), score,
-and restore the original order. Padding is on the right with an attention mask, so a row's
-position ids, and therefore its score, do not depend on what else is in its batch.
+batch are of similar length, pack batches under a token budget (padding included, and at
+most a small share of it), score, and restore the original order. Padding is on the right
+with an attention mask, so a row's position ids, and therefore its score, do not depend on
+what else is in its batch.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from winnow.models import load_tokenizer, pick_device, resolve_model
 
 
 class ClassifierReward:
-    """``ClassifierReward(path)(prompts, completions) -> list[float]`` from a 1-label head."""
+    """``ClassifierReward(path)(prompts, completions) -> list[float]`` from a 1-label head.
 
-    def __init__(self, path: str, *, device: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 64):
+    batch_tokens, max_batch_size and max_padding shape the batches: see ``plan_batches``.
+    """
+
+    def __init__(self, path: str, *, device: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 64,
+                 max_padding: float = 0.02):
         from transformers import AutoModelForSequenceClassification
 
         folder = resolve_model(path)
@@ -27,6 +32,7 @@ class ClassifierReward:
         self.device = pick_device(device)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
+        self.max_padding = max_padding
         self.tokenizer = load_tokenizer(folder)
         self.tokenizer.padding_side = "right"
         self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
@@ -58,8 +64,8 @@ class ClassifierReward:
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float]:
         ids = self.tokenize(prompts, completions)
         scores = np.full(len(ids), np.nan, dtype=np.float64)
-        for batch in tqdm(plan_batches([len(x) for x in ids], self.batch_tokens, self.max_batch_size),
-                          desc="reward model", unit="batch", leave=False):
+        plan = plan_batches([len(x) for x in ids], self.batch_tokens, self.max_batch_size, self.max_padding)
+        for batch in tqdm(plan, desc="reward model", unit="batch", leave=False):
             scores[batch] = self._score_with_retry([ids[i] for i in batch])
         return scores.tolist()
 
@@ -86,24 +92,31 @@ class ClassifierReward:
         return logits[:, 0].float().cpu().numpy()
 
 
-def plan_batches(lengths: list[int], batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
+def plan_batches(lengths: list[int], batch_tokens: int, max_batch_size: int,
+                 max_padding: float = 0.02) -> list[np.ndarray]:
     """Group row indices into batches of similar length under a padded-token budget.
 
     lengths: shape (R,). Rows are taken longest first (so a batch that does not fit in
-    memory shows up at once), and a batch grows while (rows + 1) * longest <= batch_tokens.
-    A row longer than the budget gets a batch of its own. Returns index arrays covering
-    0..R-1 exactly once.
+    memory shows up at once), and a batch grows while (rows + 1) * longest <= batch_tokens,
+    rows <= max_batch_size, and its padding stays within max_padding * batch_tokens. The
+    last rule matters in the long tail of lengths, where rows are sparse and filling the
+    budget would pad a batch heavily; a batch far under the budget (cheap to pad) is not
+    split. A row longer than the budget gets a batch of its own. Returns index arrays
+    covering 0..R-1 exactly once.
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    batches, current, longest = [], [], 0
+    allowance = max_padding * batch_tokens
+    batches, current, width, padding = [], [], 0, 0
     for i in order:
         n = lengths[i]
-        width = max(longest, n)
-        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch_size):
+        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch_size
+                        or padding + width - n > allowance):
             batches.append(np.array(current))
-            current, width = [], n
+            current = []
+        if not current:
+            width, padding = n, 0  # longest first: the first row sets the batch's width
+        padding += width - n
         current.append(i)
-        longest = width
     if current:
         batches.append(np.array(current))
     return batches
