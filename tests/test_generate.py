@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -116,3 +117,117 @@ def test_missing_model_path(tmp_path):
 def test_unknown_backend():
     with pytest.raises(WinnowError, match="unknown backend 'vllm-x'"):
         make_backend("vllm-x", "m")
+
+
+# --- the decode loop (winnow.generate.decode) ---------------------------------------------
+
+
+def test_top_k_1_sampling_is_greedy(tiny_policy):
+    backend = make_backend("hf", str(tiny_policy), device="cpu", batch_size=2)
+    greedy = backend.generate(PROMPTS, Sampling(n=3, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8), seed=0)
+    top1 = backend.generate(PROMPTS, Sampling(n=3, temperature=0.7, top_p=1.0, top_k=1, max_new_tokens=8), seed=1)
+    assert top1 == greedy
+
+
+def test_shuffled_prompts_same_greedy_text_rows_in_input_order(tiny_policy):
+    """Batches are sorted by prompt length; the rows must come back in the caller's order."""
+    backend = make_backend("hf", str(tiny_policy), device="cpu", batch_size=2)
+    greedy = Sampling(n=2, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=6)
+    shuffled = [PROMPTS[2], PROMPTS[0], PROMPTS[1]]
+    out = backend.generate(shuffled, greedy, seed=0)
+    assert [(c.prompt_id, c.sample_index) for c in out] == [(p.id, j) for p in shuffled for j in range(2)]
+    reference = {(c.prompt_id, c.sample_index): c.text for c in backend.generate(PROMPTS, greedy, seed=0)}
+    assert {(c.prompt_id, c.sample_index): c.text for c in out} == reference
+
+
+def test_finished_rows_dropped_mid_batch_match_decoding_alone(tiny_policy):
+    """Make a token that prompt 0 emits at step 3 the EOS: its row leaves the batch early, a
+    later row moves into its slot, and every prompt still decodes as it would alone."""
+    from winnow.generate import decode
+
+    backend = make_backend("hf", str(tiny_policy), device="cpu")
+    ids = [backend.render(p) for p in PROMPTS]
+    kw = dict(n=1, max_new_tokens=10, pad_id=backend.tokenizer.pad_token_id, temperature=0.0)
+    free = decode.sample(backend.lm, ids, eos_ids=[-1], **kw)  # no EOS: every row runs 10 steps
+    eos = free[0][2]
+    batched = decode.sample(backend.lm, ids, eos_ids=[eos], **kw)
+    alone = [decode.sample(backend.lm, [x], eos_ids=[eos], **kw)[0] for x in ids]
+    assert batched == alone
+    assert len(batched[0]) <= 3 and batched[0][-1] == eos
+    assert any(len(row) > len(batched[0]) for row in batched[1:])  # some rows outlived row 0
+
+
+def test_sampled_rows_end_at_first_eos_or_max_tokens(tiny_policy):
+    from winnow.generate import decode
+
+    backend = make_backend("hf", str(tiny_policy), device="cpu")
+    ids = [backend.render(p) for p in PROMPTS]
+    eos = set(range(3, 300, 20))  # 5% of the vocabulary: about half the rows stop, at varied steps
+    torch.manual_seed(0)
+    rows = decode.sample(backend.lm, ids, n=4, max_new_tokens=12, eos_ids=sorted(eos),
+                         pad_id=backend.tokenizer.pad_token_id, temperature=1.0)
+    assert len(rows) == 12
+    stopped = 0
+    for row in rows:
+        assert not eos & set(row[:-1])
+        if row[-1] in eos:
+            stopped += 1
+        else:
+            assert len(row) == 12
+    assert 0 < stopped < 12
+
+
+def test_pick_matches_softmax_and_never_picks_filtered_tokens():
+    from winnow.generate.decode import make_warpers, pick
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, 0.5]]).repeat(40_000, 1)
+    torch.manual_seed(0)
+    counts = torch.bincount(pick(logits, make_warpers(1.0, 1.0, 0)), minlength=5) / 40_000
+    assert torch.allclose(counts, torch.softmax(logits[0], -1), atol=0.01)
+    top2 = torch.bincount(pick(logits, make_warpers(0.5, 1.0, 2)), minlength=5) / 40_000
+    assert top2[[0, 3, 4]].sum() == 0  # top_k=2 keeps tokens 2 and 1 only
+    assert abs(top2[2].item() - 1 / (1 + math.exp(-2))) < 0.01  # temperature 0.5 doubles the logit gap
+
+
+def test_make_warpers_switches_filters_off():
+    from winnow.generate.decode import make_warpers
+
+    assert len(make_warpers(1.0, 1.0, 0)) == 0  # top_k=0 means off (generate's top_k=None would mean 50)
+    assert [type(w).__name__ for w in make_warpers(0.7, 0.9, 5)] == [
+        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
+
+
+def test_fill_holes_keeps_running_rows_and_moves_few():
+    from winnow.generate.decode import fill_holes
+
+    running = torch.tensor([True, False, True, False, True, True])
+    keep = fill_holes(running)
+    assert sorted(keep.tolist()) == [0, 2, 4, 5]
+    assert keep[0] == 0 and keep[2] == 2  # rows already in place stay put
+    assert fill_holes(torch.tensor([False, False])).tolist() == []
+
+
+def test_reserved_layer_matches_dynamic_layer():
+    """Same keys/values as transformers' DynamicLayer through prefill, n-fold copy, growth
+    past the reserve, and row selection."""
+    from transformers.cache_utils import DynamicLayer
+
+    from winnow.generate.decode import ReservedLayer
+
+    torch.manual_seed(0)
+    ours, ref = ReservedLayer(reserve=2), DynamicLayer()
+    prefill = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    for layer in (ours, ref):
+        layer.update(*prefill)
+    steps = [(torch.randn(6, 2, 1, 4), torch.randn(6, 2, 1, 4)) for _ in range(4)]
+    keep = torch.tensor([0, 5, 2, 4])
+    for layer in (ours, ref):
+        layer.batch_repeat_interleave(2)
+        for i, (k, v) in enumerate(steps):  # 4 steps > reserve 2: the buffers must grow
+            if i == 2:
+                layer.batch_select_indices(keep)
+            if i >= 2:
+                k, v = k[keep], v[keep]
+            keys, values = layer.update(k, v)
+    assert torch.equal(ours.keys, ref.keys) and torch.equal(ours.values, ref.values)
+    assert ours.get_seq_length() == ref.get_seq_length() == 9

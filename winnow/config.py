@@ -49,10 +49,10 @@ class GenerateConfig:
     """Most tokens sampled per completion; a completion cut here has finish_reason 'length'."""
     seed: int = 0
     """Seed of the sampler; each shard is seeded from it, so a resumed run samples the same."""
-    batch_size: int = 8
-    """Prompts per generate call (each expands to batch_size * n sequences)."""
+    batch_size: int = 16
+    """Prompts decoded together (batch_size * n sequences; 16 measured fastest on CPU)."""
     shard_size: int = 32
-    """Prompts per shard file: the unit of resume."""
+    """Prompts per shard file: the unit of resume (batches never span two shards)."""
     long_prompts: str = "error"
     """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
     device: str = "auto"

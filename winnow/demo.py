@@ -26,8 +26,8 @@ from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
 from winnow.sft import sft
 
-TRAIN = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=4, shard_size=8, seed=0)
-EVAL = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=4, shard_size=8, seed=1)
+TRAIN = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=0)
+EVAL = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=1)
 SFT = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
 
 

@@ -1,0 +1,67 @@
+"""Run every benchmark and print one table of all checks.
+
+    python benchmarks/run_all.py            # full sizes (about 20 minutes on 2 CPU cores)
+    python benchmarks/run_all.py --quick    # smoke sizes (a few minutes; targets not meaningful)
+
+Each ``bench_*.py`` has ``main(argv) -> {"benchmark", "rows": [{check, measured, target,
+passed, detail}], "passed"}`` and prints its own detailed tables; this script runs them
+one after another (never concurrently: they time the same cores) and summarises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_demo  # noqa: E402
+import bench_generate  # noqa: E402
+import bench_score  # noqa: E402
+import bench_select  # noqa: E402
+
+BENCHMARKS = {"select": bench_select, "score": bench_score, "generate": bench_generate, "demo": bench_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke sizes")
+    parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run just these")
+    args = parser.parse_args(argv)
+
+    import numpy
+    import torch
+    import transformers
+
+    print(f"# winnow benchmarks, {date.today()}\n")
+    print(f"machine: {platform.machine()}, {_cpus()} CPU cores, {platform.system()} | python {platform.python_version()}"
+          f" | numpy {numpy.__version__} | torch {torch.__version__} | transformers {transformers.__version__}"
+          f" | CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    results = {}
+    for name in args.only or BENCHMARKS:
+        start = time.perf_counter()
+        results[name] = BENCHMARKS[name].main(["--quick"] if args.quick else [])
+        print(f"\n({name}: {time.perf_counter() - start:.0f} s)")
+
+    print("\n## Summary\n\n| benchmark | check | measured | target | result |\n|---|---|---:|---|---|")
+    for name, result in results.items():
+        for r in result["rows"]:
+            status = "-" if r["passed"] is None else "PASS" if r["passed"] else "FAIL"
+            print(f"| {name} | {r['check']} | {r['measured']:.3g} | {r['target']} | {status} |")
+    failed = [r["check"] for res in results.values() for r in res["rows"] if r["passed"] is False]
+    print(f"\n{len(failed)} target(s) missed" + (": " + "; ".join(failed) if failed else ""))
+    return 1 if failed and not args.quick else 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
