@@ -207,7 +207,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     from winnow.rewards.classifier import plan_batches
 
-    torch.set_num_threads(a.threads)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(a.threads)  # restored on return: run_all runs later benchmarks in this process
+    try:
+        return _run(a, plan_batches)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(a, plan_batches) -> dict:
     rm, ids = prepare(pairs=a.pairs, max_len=a.max_len, seed=a.seed, hidden=a.hidden, layers=a.layers,
                       heads=a.heads, batch_tokens=a.batch_tokens, max_batch_size=a.max_batch_size,
                       max_padding=a.max_padding)
