@@ -152,7 +152,14 @@ def main(argv: list[str] | None = None) -> dict:
     checks = {key: results[judged][key] >= goal for key, goal in TARGETS.items()}
     for key, goal in TARGETS.items():
         print(f"{'PASS' if checks[key] else 'FAIL'}: {judged} {key} = {results[judged][key]:.2f}x (target >= {goal}x)")
-    return {"config": vars(args), "results": results, "judged": judged, "targets": checks}
+    labels = {"vs_one_at_a_time": "one-completion-at-a-time loop", "vs_fixed_batches": "generate(n) in batches of 8"}
+    rows = [{"check": f"{name} tokens/s over {labels[key]}", "measured": results[name][key],
+             "target": f">= {goal:g}" if name == judged else "-",
+             "passed": results[name][key] >= goal if name == judged else None,
+             "detail": f"{results[name]['tokens_per_s']:.0f} tok/s"}
+            for name in results if name.startswith("HFBackend") for key, goal in TARGETS.items()]
+    return {"benchmark": "generate", "rows": rows, "passed": all(checks.values()), "config": vars(args),
+            "results": results, "judged": judged, "targets": checks}
 
 
 if __name__ == "__main__":
