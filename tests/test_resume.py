@@ -15,12 +15,12 @@ from conftest import write_jsonl
 
 from winnow.cli import main
 
-NUM_PROMPTS = 160
+NUM_PROMPTS = 120
 
 
 def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
     return ["run", "--prompts", str(workdir / "prompts.jsonl"), "--run-dir", str(run), "--model", str(model),
-            "--n", "4", "--max-new-tokens", "24", "--shard-size", "2", "--batch-size", "2", "--device", "cpu",
+            "--n", "4", "--max-new-tokens", "48", "--shard-size", "1", "--batch-size", "1", "--device", "cpu",
             "--reward-fn", "length", "--strategy", "top_k_overall", "--k", "50", "--epochs", "1",
             "--sft-batch-size", "8", *extra]
 
@@ -59,13 +59,13 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
 
     run = workdir / "run"
     proc = start(run_cmd(workdir, run, tiny_policy))
-    wait_for_shards(run / "generate", 5, proc)
+    wait_for_shards(run / "generate", 3, proc)  # one prompt a shard: the kill lands mid-generation
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     err = proc.stderr.read()
     assert not (run / "generate/manifest.json").exists()
     finished = len(list((run / "generate").glob("shard-*.jsonl")))
-    assert 5 <= finished < NUM_PROMPTS // 2
+    assert 3 <= finished < NUM_PROMPTS
     if sig == signal.SIGINT:
         assert code == 130 and "rerun the same command to resume" in err
     else:
