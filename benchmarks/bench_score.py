@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run(a, plan_batches) -> dict:
+    import torch
+
     rm, ids = prepare(pairs=a.pairs, max_len=a.max_len, seed=a.seed, hidden=a.hidden, layers=a.layers,
                       heads=a.heads, batch_tokens=a.batch_tokens, max_batch_size=a.max_batch_size,
                       max_padding=a.max_padding)
