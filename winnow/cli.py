@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from winnow.config import SECTIONS, STRATEGIES, load_yaml, build
 from winnow.errors import WinnowError

@@ -11,7 +11,6 @@ from winnow import select as sel
 from winnow import stages
 from winnow.config import GenerateConfig
 from winnow.records import atomic_write_jsonl
-from winnow.rundir import completed_manifest
 
 
 def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
@@ -45,10 +44,7 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
     from rich.console import Console
     from rich.table import Table
 
-    prompts, completions, _ = stages.load_generations(run_dir)
-    completed_manifest(run_dir, "score")
-    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
-    by_key = {(c["prompt_id"], c["sample_index"]): c for c in completions}
+    prompts, by_key, rewards, _ = stages.load_scored(run_dir)
     best = sel.top_per_prompt(rewards)
     rows = []
     for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):

@@ -68,7 +68,7 @@ class Stage:
         return json.loads(path.read_text())
 
     def shard_path(self, name: str) -> Path:
-        return self.dir / f"shard-{name}.jsonl"
+        return self.dir / f"shard-{name}.jsonl"  # read_shards below relies on this name
 
     def has_shard(self, name: str) -> bool:
         return self.shard_path(name).exists()
@@ -78,10 +78,7 @@ class Stage:
         atomic_write_jsonl(self.shard_path(name), rows)
 
     def read_shards(self, names: list[str]) -> list[dict]:
-        rows = []
-        for name in names:
-            rows.extend(row for _, row in read_jsonl(self.shard_path(name)))
-        return rows
+        return read_shards(self.dir, names)
 
     def finish(self, **summary) -> dict:
         """Write the manifest, last: config, its hash and a summary of the outputs."""
@@ -89,6 +86,14 @@ class Stage:
         manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, **summary}
         atomic_write_json(self.dir / "manifest.json", manifest)
         return manifest
+
+
+def read_shards(folder: Path, names: list[str]) -> list[dict]:
+    """The rows of shards ``names`` in ``folder``, in the order given."""
+    rows = []
+    for name in names:
+        rows.extend(row for _, row in read_jsonl(folder / f"shard-{name}.jsonl"))
+    return rows
 
 
 def completed_manifest(run_dir: str | Path, name: str) -> dict:

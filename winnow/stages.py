@@ -20,7 +20,7 @@ from winnow.config import GenerateConfig, ScoreConfig, SelectConfig, config_hash
 from winnow.errors import WinnowError
 from winnow.generate import Sampling, make_backend
 from winnow.records import Prompt, atomic_write_jsonl, read_jsonl, reward_to_json
-from winnow.rundir import Stage, completed_manifest
+from winnow.rundir import Stage, completed_manifest, read_shards
 
 
 def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
@@ -97,8 +97,17 @@ def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dic
     manifest = completed_manifest(run_dir, "generate")
     folder = Path(run_dir) / "generate"
     prompts = [_prompt_from_row(row) for _, row in read_jsonl(folder / "prompts.jsonl")]
-    completions = Stage(run_dir, "generate", {}).read_shards(manifest["shards"])
+    completions = read_shards(folder, manifest["shards"])
     return prompts, completions, manifest
+
+
+def load_scored(run_dir: str | Path) -> tuple[list[Prompt], dict, np.ndarray, dict]:
+    """What selection reads: prompts (matrix rows), completions keyed by (prompt_id,
+    sample_index), the reward matrix float (M, C) and the score manifest."""
+    prompts, completions, _ = load_generations(run_dir)
+    manifest = completed_manifest(run_dir, "score")
+    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
+    return prompts, {(c["prompt_id"], c["sample_index"]): c for c in completions}, rewards, manifest
 
 
 def _prompt_from_row(row: dict) -> Prompt:
@@ -195,14 +204,11 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
     """Pick rows with a strategy and write ``select/selected.jsonl`` in TRL's
     conversational prompt-completion format, each row keyed and carrying its reward."""
     config.validate()
-    prompts, completions, gen = load_generations(run_dir)
-    scored = completed_manifest(run_dir, "score")
+    prompts, by_key, rewards, scored = load_scored(run_dir)
     stage = Stage(run_dir, "select", {"select": asdict(config), "score_hash": scored["config_hash"]})
     stage.begin()
     if stage.is_complete():
         return stage.manifest()
-    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
-    by_key = {(c["prompt_id"], c["sample_index"]): c for c in completions}
     if config.dedup:
         texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
         rewards = sel.dedup(rewards, texts)
