@@ -43,10 +43,20 @@ def main(argv: list[str] | None = None) -> dict:
     low, high = report["gain_ci95"]
     rows = [
         _row("demo wall time, whole command", wall / 60, "<= 15 min", wall <= MAX_SECONDS, f"{wall:.0f} s"),
-        _row("demo peak memory", report["peak_memory_mb"] / 1024, "<= 6 GB", report["peak_memory_mb"] <= MAX_MEMORY_MB,
-             f"{report['peak_memory_mb']} MB"),
-        _row("demo gain, lower end of the 95% CI", low, "> 0", low > 0,
-             f"gain {report['gain']:+.3f} [{low:+.3f}, {high:+.3f}]"),
+        _row(
+            "demo peak memory",
+            report["peak_memory_mb"] / 1024,
+            "<= 6 GB",
+            report["peak_memory_mb"] <= MAX_MEMORY_MB,
+            f"{report['peak_memory_mb']} MB",
+        ),
+        _row(
+            "demo gain, lower end of the 95% CI",
+            low,
+            "> 0",
+            low > 0,
+            f"gain {report['gain']:+.3f} [{low:+.3f}, {high:+.3f}]",
+        ),
     ]
     if args.quick:  # a smoke run measures nothing
         for r in rows:
@@ -55,8 +65,13 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         result = "-" if r["passed"] is None else "PASS" if r["passed"] else "FAIL"
         print(f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {result} | {r['detail']} |")
-    return {"benchmark": "demo", "rows": rows, "passed": all(r["passed"] is not False for r in rows),
-            "wall_seconds": wall, "report": report}
+    return {
+        "benchmark": "demo",
+        "rows": rows,
+        "passed": all(r["passed"] is not False for r in rows),
+        "wall_seconds": wall,
+        "report": report,
+    }
 
 
 def _row(check: str, measured: float, target: str, passed: bool, detail: str) -> dict:

@@ -28,9 +28,21 @@ from winnow.generate.hf import HFBackend
 from winnow.records import Prompt
 
 SUBJECTS = [
-    "a rainy Monday commute", "an office printer", "a kitchen table", "a parking garage", "a bus timetable",
-    "a pencil sharpener", "a laundry room", "a grocery receipt", "a hallway carpet", "a filing cabinet",
-    "a traffic light", "a paper clip", "a train platform at noon", "a dishwasher cycle", "a stapler",
+    "a rainy Monday commute",
+    "an office printer",
+    "a kitchen table",
+    "a parking garage",
+    "a bus timetable",
+    "a pencil sharpener",
+    "a laundry room",
+    "a grocery receipt",
+    "a hallway carpet",
+    "a filing cabinet",
+    "a traffic light",
+    "a paper clip",
+    "a train platform at noon",
+    "a dishwasher cycle",
+    "a stapler",
     "a coffee mug",
 ]
 NOTE = (
@@ -72,8 +84,9 @@ def real_tokens(rows: list[list[int]], eos_ids: set[int]) -> int:
 
 
 @torch.inference_mode()
-def hf_generate(backend: HFBackend, prompts: list[Prompt], s: Sampling, seed: int, prompts_per_call: int,
-                n_per_call: int) -> tuple[int, int]:
+def hf_generate(
+    backend: HFBackend, prompts: list[Prompt], s: Sampling, seed: int, prompts_per_call: int, n_per_call: int
+) -> tuple[int, int]:
     """(completions, real tokens) from plain ``model.generate`` over fixed batches, in order."""
     torch.manual_seed(seed)
     tok, rows = backend.tokenizer, []
@@ -83,16 +96,23 @@ def hf_generate(backend: HFBackend, prompts: list[Prompt], s: Sampling, seed: in
         batch = tok.pad({"input_ids": ids}, return_tensors="pt").to(backend.device)
         for _ in range(s.n // n_per_call):
             out = backend.lm.generate(
-                **batch, max_new_tokens=s.max_new_tokens, do_sample=True, temperature=s.temperature,
-                top_p=s.top_p, top_k=s.top_k,  # top_k=0 is off; None would mean generate's default, 50
-                num_return_sequences=n_per_call, pad_token_id=tok.pad_token_id, eos_token_id=sorted(backend.eos_ids),
+                **batch,
+                max_new_tokens=s.max_new_tokens,
+                do_sample=True,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k,  # top_k=0 is off; None would mean generate's default, 50
+                num_return_sequences=n_per_call,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=sorted(backend.eos_ids),
             )
             rows += out[:, batch["input_ids"].shape[1] :].tolist()
     return len(rows), real_tokens(rows, backend.eos_ids)
 
 
-def winnow_backend(backend: HFBackend, prompts: list[Prompt], s: Sampling, seed: int,
-                   batch_size: int) -> tuple[int, int]:
+def winnow_backend(
+    backend: HFBackend, prompts: list[Prompt], s: Sampling, seed: int, batch_size: int
+) -> tuple[int, int]:
     backend.batch_size = batch_size
     out = backend.generate(prompts, s, seed=seed)
     return len(out), sum(c.num_tokens for c in out)
@@ -116,8 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
     subset = prompts[: args.one_at_a_time_prompts]  # mixed lengths too: even short, odd long
     backend = HFBackend("smollm2", device="cpu")
     lengths = backend.prompt_lengths(prompts)
-    print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), "
-          f"N={s.n}, {s.max_new_tokens} new tokens, {torch.get_num_threads()} threads")
+    print(
+        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}), "
+        f"N={s.n}, {s.max_new_tokens} new tokens, {torch.get_num_threads()} threads"
+    )
 
     judged = f"HFBackend batch_size={args.batch_sizes.split(',')[0]}"
     methods = {
@@ -138,28 +160,47 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = time.perf_counter() - start
             print(f"  repeat {rep} {name}: {tokens} tokens in {seconds:.1f}s", flush=True)
             if name not in results or tokens / seconds > results[name]["tokens_per_s"]:
-                results[name] = dict(completions=completions, tokens=tokens, seconds=seconds,
-                                     tokens_per_s=tokens / seconds)
+                results[name] = dict(
+                    completions=completions, tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds
+                )
 
     fixed, single = results["generate, batches of 8"]["tokens_per_s"], results["one at a time"]["tokens_per_s"]
-    print("\n| method | completions | completion tokens | seconds | tokens/s "
-          "| vs generate, batches of 8 | vs one at a time |")
+    print(
+        "\n| method | completions | completion tokens | seconds | tokens/s "
+        "| vs generate, batches of 8 | vs one at a time |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         r["vs_fixed_batches"], r["vs_one_at_a_time"] = r["tokens_per_s"] / fixed, r["tokens_per_s"] / single
-        print(f"| {name} | {r['completions']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} "
-              f"| {r['vs_fixed_batches']:.2f}x | {r['vs_one_at_a_time']:.2f}x |")
+        print(
+            f"| {name} | {r['completions']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} "
+            f"| {r['vs_fixed_batches']:.2f}x | {r['vs_one_at_a_time']:.2f}x |"
+        )
     checks = {key: results[judged][key] >= goal for key, goal in TARGETS.items()}
     for key, goal in TARGETS.items():
         print(f"{'PASS' if checks[key] else 'FAIL'}: {judged} {key} = {results[judged][key]:.2f}x (target >= {goal}x)")
     labels = {"vs_one_at_a_time": "one-completion-at-a-time loop", "vs_fixed_batches": "generate(n) in batches of 8"}
-    rows = [{"check": f"{name} tokens/s over {labels[key]}", "measured": results[name][key],
-             "target": f">= {goal:g}" if name == judged else "-",
-             "passed": results[name][key] >= goal if name == judged else None,
-             "detail": f"{results[name]['tokens_per_s']:.0f} tok/s"}
-            for name in results if name.startswith("HFBackend") for key, goal in TARGETS.items()]
-    return {"benchmark": "generate", "rows": rows, "passed": all(checks.values()), "config": vars(args),
-            "results": results, "judged": judged, "targets": checks}
+    rows = [
+        {
+            "check": f"{name} tokens/s over {labels[key]}",
+            "measured": results[name][key],
+            "target": f">= {goal:g}" if name == judged else "-",
+            "passed": results[name][key] >= goal if name == judged else None,
+            "detail": f"{results[name]['tokens_per_s']:.0f} tok/s",
+        }
+        for name in results
+        if name.startswith("HFBackend")
+        for key, goal in TARGETS.items()
+    ]
+    return {
+        "benchmark": "generate",
+        "rows": rows,
+        "passed": all(checks.values()),
+        "config": vars(args),
+        "results": results,
+        "judged": judged,
+        "targets": checks,
+    }
 
 
 if __name__ == "__main__":

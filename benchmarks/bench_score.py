@@ -34,11 +34,13 @@ import numpy as np
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}"
-                 "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+)
 
 
 # ---------------------------------------------------------------- a model and data, in-process
+
 
 def make_words(n: int, seed: int) -> list[str]:
     """n distinct made-up words (2-3 syllables), enough for a BPE to give each its own token."""
@@ -60,26 +62,40 @@ def build_reward_model(folder: Path, words: list[str], *, hidden: int, layers: i
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=8192, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=8192,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     # Each word after a space and after a newline (how a message starts), so both forms merge.
     tok.train_from_iterator([" ".join(words), "\n".join(words), "user assistant"] * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>",
-                                        pad_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(  # Llama's MLP ratio: intermediate ~ 8/3 hidden, a multiple of 16
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 8 // 3 // 16 * 16,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads, num_labels=1,
-        max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3 // 16 * 16,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        num_labels=1,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     LlamaForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def make_pairs(n: int, words: list[str], seed: int, lo: int = 16, hi: int = 1024,
-               template_tokens: int = 14) -> tuple[list, list]:
+def make_pairs(
+    n: int, words: list[str], seed: int, lo: int = 16, hi: int = 1024, template_tokens: int = 14
+) -> tuple[list, list]:
     """n (prompt, completion) pairs whose token lengths are long-tailed: lognormal (median 48,
     sigma 1) clipped to [lo, hi], as with sampled completions: many short, a few very long.
     Each word is one token and the chat template adds ``template_tokens``, so the lengths
@@ -102,8 +118,9 @@ def single_token_words(tokenizer, words: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- measuring
 
+
 def fixed_batches(order: np.ndarray, size: int) -> list[np.ndarray]:
-    return [order[i:i + size] for i in range(0, len(order), size)]  # the last may be short
+    return [order[i : i + size] for i in range(0, len(order), size)]  # the last may be short
 
 
 def peak_rss_during(fn) -> tuple[object, float]:
@@ -113,11 +130,13 @@ def peak_rss_during(fn) -> tuple[object, float]:
     mark, reset first through /proc/self/clear_refs where Linux allows it. Without the reset
     ru_maxrss only shows growth beyond the largest earlier peak (a lower bound). Freed heap
     is handed back to the OS first (glibc), or an earlier pass's leftovers hide the growth."""
+
     def kb(field: str) -> int:
         if not reset:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
         with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith(field))
+
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:
@@ -141,8 +160,12 @@ def score_pass(rm, ids: list[list[int]], batches: list[np.ndarray]) -> np.ndarra
 def describe(batches: list[np.ndarray], lengths: np.ndarray) -> dict:
     padded = [len(b) * int(lengths[b].max()) for b in batches]
     real = int(lengths.sum())
-    return {"batches": len(batches), "real_tokens": real, "padding_pct": 100 * (sum(padded) - real) / real,
-            "largest_batch_tokens": max(padded)}
+    return {
+        "batches": len(batches),
+        "real_tokens": real,
+        "padding_pct": 100 * (sum(padded) - real) / real,
+        "largest_batch_tokens": max(padded),
+    }
 
 
 def measure(rm, ids: list[list[int]], plans: dict, repeats: int) -> tuple[dict, dict]:
@@ -151,9 +174,9 @@ def measure(rm, ids: list[list[int]], plans: dict, repeats: int) -> tuple[dict, 
     scores = {}
     score_pass(rm, ids, next(iter(plans.values()))[:2])  # warm-up: first calls pay one-off costs
     for rep in range(repeats):
-        for name, batches in list(plans.items())[(rep > 0):]:
+        for name, batches in list(plans.items())[(rep > 0) :]:
             t, wall, cpu = timings[name], time.perf_counter(), time.process_time()
-            scores[name], grew = peak_rss_during(lambda: score_pass(rm, ids, batches))
+            scores[name], grew = peak_rss_during(lambda b=batches: score_pass(rm, ids, b))
             t["seconds"] = min(t["seconds"], time.perf_counter() - wall)
             # CPU time of this process: with one thread, the part of the wall time that other
             # work on the machine did not take. Shown for context; the targets use wall time.
@@ -169,6 +192,7 @@ def row(name: str, measured: float, op: str, target: float, detail: str) -> dict
 
 # ---------------------------------------------------------------- main
 
+
 def prepare(*, pairs: int, max_len: int, seed: int, hidden: int, layers: int, heads: int, **rm_kw):
     """The reward model and the pairs' token ids, tokenized once as ClassifierReward.__call__ does."""
     from winnow.rewards.classifier import ClassifierReward
@@ -178,8 +202,9 @@ def prepare(*, pairs: int, max_len: int, seed: int, hidden: int, layers: int, he
         folder = build_reward_model(Path(tmp), words, hidden=hidden, layers=layers, heads=heads, seed=seed)
         rm = ClassifierReward(str(folder), device="cpu", **rm_kw)
     template_tokens = len(rm.tokenize(["x"], ["x"])[0]) - 2
-    prompts, completions = make_pairs(pairs, single_token_words(rm.tokenizer, words), seed, hi=max_len,
-                                      template_tokens=template_tokens)
+    prompts, completions = make_pairs(
+        pairs, single_token_words(rm.tokenizer, words), seed, hi=max_len, template_tokens=template_tokens
+    )
     return rm, rm.tokenize(prompts, completions)
 
 
@@ -197,8 +222,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=2, help="passes of (b) and (c); the fastest is kept")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="smoke size (256 pairs up to 256 tokens, one pass); "
-                   "the targets are set for the full size")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke size (256 pairs up to 256 tokens, one pass); the targets are set for the full size",
+    )
     a = p.parse_args(argv)
     if a.quick:
         a.pairs, a.max_len, a.repeats = 256, 256, 1
@@ -218,13 +246,23 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(a, plan_batches) -> dict:
     import torch
 
-    rm, ids = prepare(pairs=a.pairs, max_len=a.max_len, seed=a.seed, hidden=a.hidden, layers=a.layers,
-                      heads=a.heads, batch_tokens=a.batch_tokens, max_batch_size=a.max_batch_size,
-                      max_padding=a.max_padding)
+    rm, ids = prepare(
+        pairs=a.pairs,
+        max_len=a.max_len,
+        seed=a.seed,
+        hidden=a.hidden,
+        layers=a.layers,
+        heads=a.heads,
+        batch_tokens=a.batch_tokens,
+        max_batch_size=a.max_batch_size,
+        max_padding=a.max_padding,
+    )
     lengths = np.array([len(x) for x in ids])
-    print(f"{len(ids)} pairs, {lengths.sum():,} tokens; length min {lengths.min()}, median "
-          f"{int(np.median(lengths))}, p90 {int(np.percentile(lengths, 90))}, max {lengths.max()}; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{len(ids)} pairs, {lengths.sum():,} tokens; length min {lengths.min()}, median "
+        f"{int(np.median(lengths))}, p90 {int(np.percentile(lengths, 90))}, max {lengths.max()}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     # The three batchings of the same ids; (c) is exactly what __call__ plans.
     by_length = np.argsort(-lengths, kind="stable")  # longest first, as winnow does
@@ -232,7 +270,8 @@ def _run(a, plan_batches) -> dict:
         f"(a) input order, {a.batch_size}/batch": fixed_batches(np.arange(len(ids)), a.batch_size),
         f"(b) length-sorted, {a.batch_size}/batch": fixed_batches(by_length, a.batch_size),
         f"(c) winnow plan_batches, {a.batch_tokens} tokens": plan_batches(
-            lengths.tolist(), rm.batch_tokens, rm.max_batch_size, rm.max_padding),
+            lengths.tolist(), rm.batch_tokens, rm.max_batch_size, rm.max_padding
+        ),
     }
     timings, scores = measure(rm, ids, plans, a.repeats)
     stats = {name: describe(batches, lengths) | timings[name] for name, batches in plans.items()}
@@ -247,31 +286,57 @@ def check_targets(sa: dict, sb: dict, sc: dict, *, scores: list[np.ndarray], bud
     """The targets for (c), from the stats of (a), (b), (c); scores all in input order."""
     max_diff = max(float(np.max(np.abs(s - scores[0]))) for s in scores)
     return [
-        row("(c) padding, % of real tokens", sc["padding_pct"], "<=", 5.0,
-            f"(a) {sa['padding_pct']:.0f}%, (b) {sb['padding_pct']:.1f}%"),
-        row("(c) real tokens/s over (a)", sc["tokens_per_s"] / sa["tokens_per_s"], ">=", 1.5,
-            f"{sc['tokens_per_s']:,.0f} vs {sa['tokens_per_s']:,.0f}"),
-        row("(c) real tokens/s over (b)", sc["tokens_per_s"] / sb["tokens_per_s"], ">=", 1.0,
-            f"{sc['tokens_per_s']:,.0f} vs {sb['tokens_per_s']:,.0f}"),
-        row("(c) largest batch / budget", sc["largest_batch_tokens"] / budget, "<=", 1.0,
-            f"{sc['largest_batch_tokens']:,} of {budget:,} tokens"),
+        row(
+            "(c) padding, % of real tokens",
+            sc["padding_pct"],
+            "<=",
+            5.0,
+            f"(a) {sa['padding_pct']:.0f}%, (b) {sb['padding_pct']:.1f}%",
+        ),
+        row(
+            "(c) real tokens/s over (a)",
+            sc["tokens_per_s"] / sa["tokens_per_s"],
+            ">=",
+            1.5,
+            f"{sc['tokens_per_s']:,.0f} vs {sa['tokens_per_s']:,.0f}",
+        ),
+        row(
+            "(c) real tokens/s over (b)",
+            sc["tokens_per_s"] / sb["tokens_per_s"],
+            ">=",
+            1.0,
+            f"{sc['tokens_per_s']:,.0f} vs {sb['tokens_per_s']:,.0f}",
+        ),
+        row(
+            "(c) largest batch / budget",
+            sc["largest_batch_tokens"] / budget,
+            "<=",
+            1.0,
+            f"{sc['largest_batch_tokens']:,} of {budget:,} tokens",
+        ),
         row("max |score difference| between (a), (b), (c)", max_diff, "<=", 1e-4, "after restoring input order"),
     ]
 
 
 def print_tables(stats: dict, rows: list[dict]) -> None:
     print("\n### reward-model scoring on CPU\n")
-    print("| config | batches | real tokens/s | padding % of real | largest batch (padded tokens) "
-          "| peak RSS growth MiB | wall s | CPU s |")
+    print(
+        "| config | batches | real tokens/s | padding % of real | largest batch (padded tokens) "
+        "| peak RSS growth MiB | wall s | CPU s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in stats.items():
-        print(f"| {name} | {s['batches']} | {s['tokens_per_s']:,.0f} | {s['padding_pct']:.1f} "
-              f"| {s['largest_batch_tokens']:,} | {s['rss_mib']:.0f} | {s['seconds']:.1f} | {s['cpu_seconds']:.1f} |")
+        print(
+            f"| {name} | {s['batches']} | {s['tokens_per_s']:,.0f} | {s['padding_pct']:.1f} "
+            f"| {s['largest_batch_tokens']:,} | {s['rss_mib']:.0f} | {s['seconds']:.1f} | {s['cpu_seconds']:.1f} |"
+        )
     print("\n| check | measured | target | result | detail |")
     print("|---|---:|---|---|---|")
     for r in rows:
-        print(f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {'PASS' if r['passed'] else 'FAIL'} "
-              f"| {r['detail']} |")
+        print(
+            f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {'PASS' if r['passed'] else 'FAIL'} "
+            f"| {r['detail']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def extra_memory(fn) -> int:
 # ---------------------------------------------------------------- plain-Python reference
 # Written for obviousness, not speed: the spec of the tie order in a few lines.
 
+
 def ref_top_per_prompt(rows: list[list[float]]) -> list[int]:
     """Per row, sort the scored columns by (-reward, column) and take the first; -1 if none.
 
@@ -96,6 +97,7 @@ def ref_top_k_overall(rows: list[list[float]], k: int) -> list[list[int]]:
 
 # ---------------------------------------------------------------- the checks
 
+
 def vs_numpy(m: int, n: int, k: int, repeats: int, seed: int) -> list[dict]:
     r = make_rewards(m, n, seed)
     mb = r.nbytes / 2**20
@@ -103,17 +105,38 @@ def vs_numpy(m: int, n: int, k: int, repeats: int, seed: int) -> list[dict]:
     rows = []
     t_win = best_time(lambda: top_per_prompt(r), repeats)
     t_np = best_time(lambda: np.nanargmax(r, axis=1), repeats)
-    rows.append(row(f"top_per_prompt vs np.nanargmax ({m:,}x{n}, {mb:.0f} MiB)", t_win / t_np, "<=", 2.0,
-                    f"{t_win * 1e3:.0f} ms vs {t_np * 1e3:.0f} ms"))
+    rows.append(
+        row(
+            f"top_per_prompt vs np.nanargmax ({m:,}x{n}, {mb:.0f} MiB)",
+            t_win / t_np,
+            "<=",
+            2.0,
+            f"{t_win * 1e3:.0f} ms vs {t_np * 1e3:.0f} ms",
+        )
+    )
     t_win = best_time(lambda: top_k_overall(r, k), repeats)
     t_np = best_time(lambda: np.argpartition(flat, flat.size - k), repeats)  # the k largest sit last
-    rows.append(row(f"top_k_overall(k={k:,}) vs np.argpartition", t_win / t_np, "<=", 2.0,
-                    f"{t_win * 1e3:.0f} ms vs {t_np * 1e3:.0f} ms"))
+    rows.append(
+        row(
+            f"top_k_overall(k={k:,}) vs np.argpartition",
+            t_win / t_np,
+            "<=",
+            2.0,
+            f"{t_win * 1e3:.0f} ms vs {t_np * 1e3:.0f} ms",
+        )
+    )
     # Memory last and once: tracemalloc slows nothing numpy does, but keep timings clean anyway.
     for name, fn in [("top_per_prompt", lambda: top_per_prompt(r)), ("top_k_overall", lambda: top_k_overall(r, k))]:
         extra = extra_memory(fn)
-        rows.append(row(f"{name} extra memory / R.nbytes", extra / r.nbytes, "<=", 2.0,
-                        f"peak {extra / 2**20:.0f} MiB over a {mb:.0f} MiB matrix"))
+        rows.append(
+            row(
+                f"{name} extra memory / R.nbytes",
+                extra / r.nbytes,
+                "<=",
+                2.0,
+                f"peak {extra / 2**20:.0f} MiB over a {mb:.0f} MiB matrix",
+            )
+        )
     return rows
 
 
@@ -129,24 +152,52 @@ def vs_python(m: int, n: int, k: int, repeats: int, seed: int) -> list[dict]:
         # winnow's calls take milliseconds here: more repeats are cheap and steady the minimum.
         t_win = best_time(win, 4 * repeats)
         t_ref = best_time(ref, max(1, repeats // 2))
-        rows.append(row(f"{name} speed-up vs Python ({m:,}x{n})", t_ref / t_win, ">=", 50.0,
-                        f"{t_win * 1e3:.1f} ms vs {t_ref * 1e3:.0f} ms"))
-        rows.append(row(f"{name} identical to Python, tie order included", float(same), "==", 1.0,
-                        "identical" if same else "DIFFERENT"))
+        rows.append(
+            row(
+                f"{name} speed-up vs Python ({m:,}x{n})",
+                t_ref / t_win,
+                ">=",
+                50.0,
+                f"{t_win * 1e3:.1f} ms vs {t_ref * 1e3:.0f} ms",
+            )
+        )
+        rows.append(
+            row(
+                f"{name} identical to Python, tie order included",
+                float(same),
+                "==",
+                1.0,
+                "identical" if same else "DIFFERENT",
+            )
+        )
     # Context for the per-prompt target: numpy's own call on the same rows (no target). With
     # N = 16, numpy spends most of its time per row, which bounds any numpy implementation.
     clean = make_rewards(m, n, seed)  # nanargmax raises on the all-NaN rows
     t_np = best_time(lambda: np.nanargmax(clean, axis=1), 4 * repeats)
     t_ref = best_time(lambda: ref_top_per_prompt(lists), max(1, repeats // 2))
-    rows.append(row(f"(context) bare np.nanargmax speed-up vs Python ({m:,}x{n})", t_ref / t_np, None, None,
-                    f"{t_np * 1e3:.1f} ms vs {t_ref * 1e3:.0f} ms"))
+    rows.append(
+        row(
+            f"(context) bare np.nanargmax speed-up vs Python ({m:,}x{n})",
+            t_ref / t_np,
+            None,
+            None,
+            f"{t_np * 1e3:.1f} ms vs {t_ref * 1e3:.0f} ms",
+        )
+    )
     # Context: against a hand-tuned single-pass loop instead of sorting, the gap is smaller,
     # because numpy's argmax over 16 columns pays a per-row overhead.
     assert loop_top_per_prompt(lists) == ref_top_per_prompt(lists)
     t_loop = best_time(lambda: loop_top_per_prompt(lists), max(1, repeats // 2))
     t_win = best_time(lambda: top_per_prompt(r), 4 * repeats)
-    rows.append(row(f"(context) top_per_prompt speed-up vs a single-pass Python loop ({m:,}x{n})", t_loop / t_win,
-                    None, None, f"{t_win * 1e3:.1f} ms vs {t_loop * 1e3:.0f} ms"))
+    rows.append(
+        row(
+            f"(context) top_per_prompt speed-up vs a single-pass Python loop ({m:,}x{n})",
+            t_loop / t_win,
+            None,
+            None,
+            f"{t_win * 1e3:.1f} ms vs {t_loop * 1e3:.0f} ms",
+        )
+    )
     return rows
 
 
@@ -154,8 +205,13 @@ def row(name: str, measured: float, op: str | None, target: float | None, detail
     """One table row; ``passed`` is None for a context row that has no target."""
     ops = {"<=": lambda: measured <= target, ">=": lambda: measured >= target, "==": lambda: measured == target}
     passed = ops[op]() if op else None
-    return {"check": name, "measured": measured, "target": f"{op} {target:g}" if op else "-", "passed": passed,
-            "detail": detail}
+    return {
+        "check": name,
+        "measured": measured,
+        "target": f"{op} {target:g}" if op else "-",
+        "passed": passed,
+        "detail": detail,
+    }
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -181,8 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
     if a.quick:
         a.rows, a.k, a.ref_rows, a.repeats = 20_000, 20_000, 5_000, 3
     # The reference comparison uses k = M: on average one pick per prompt.
-    rows = vs_numpy(a.rows, a.cols, a.k, a.repeats, a.seed) + vs_python(a.ref_rows, a.ref_cols, a.ref_rows,
-                                                                         a.repeats, a.seed)
+    rows = vs_numpy(a.rows, a.cols, a.k, a.repeats, a.seed) + vs_python(
+        a.ref_rows, a.ref_cols, a.ref_rows, a.repeats, a.seed
+    )
     print_table("winnow.select", rows)
     return {"benchmark": "select", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
 

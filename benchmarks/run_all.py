@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_demo  # noqa: E402
-import bench_generate  # noqa: E402
-import bench_score  # noqa: E402
-import bench_select  # noqa: E402
+import bench_demo
+import bench_generate
+import bench_score
+import bench_select
 
 BENCHMARKS = {"select": bench_select, "score": bench_score, "generate": bench_generate, "demo": bench_demo}
 
@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     print(f"# winnow benchmarks, {date.today()}\n")
-    print(f"machine: {platform.machine()}, {_cpus()} CPU cores, {platform.system()} | python {platform.python_version()}"
-          f" | numpy {numpy.__version__} | torch {torch.__version__} | transformers {transformers.__version__}"
-          f" | CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    print(
+        f"machine: {platform.machine()}, {_cpus()} CPU cores, {platform.system()} | python {platform.python_version()}"
+        f" | numpy {numpy.__version__} | torch {torch.__version__} | transformers {transformers.__version__}"
+        f" | CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
+    )
     results = {}
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()

@@ -40,8 +40,22 @@ def workdir(tmp_path, tiny_policy):
 
 
 def gen_args(d: Path, model: Path, *extra) -> list[str]:
-    return ["generate", "--prompts", str(d / "prompts.jsonl"), "--run-dir", str(d / "run"), "--model", str(model),
-            "--n", "4", "--max-new-tokens", "4", "--device", "cpu", *extra]
+    return [
+        "generate",
+        "--prompts",
+        str(d / "prompts.jsonl"),
+        "--run-dir",
+        str(d / "run"),
+        "--model",
+        str(model),
+        "--n",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def selected_pairs(path: Path) -> list[tuple[str, int, float]]:
@@ -57,13 +71,26 @@ def test_chapter_example_through_the_cli(workdir, tiny_policy):
     assert main(["select", "--run-dir", str(run), "--strategy", "top_k_overall", "--k", "5"]) == 0
     # flattened order 8, 5, 14, 0, 11 -> (row, column) = divmod(index, 4)
     assert selected_pairs(run / "select/selected.jsonl") == [
-        ("p2", 0, 0.9), ("p1", 1, 0.8), ("p3", 2, 0.8), ("p0", 0, 0.7), ("p2", 3, 0.7)]
+        ("p2", 0, 0.9),
+        ("p1", 1, 0.8),
+        ("p3", 2, 0.8),
+        ("p0", 0, 0.7),
+        ("p2", 3, 0.7),
+    ]
     assert main(["select", "--run-dir", str(other), "--strategy", "top_per_prompt"]) == 0
     rows = [json.loads(line) for line in (other / "select/selected.jsonl").read_text().splitlines()]
-    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == [("p0", 0), ("p1", 1), ("p2", 0), ("p3", 2), ("p4", 3)]
+    assert [(r["prompt_id"], r["sample_index"]) for r in rows] == [
+        ("p0", 0),
+        ("p1", 1),
+        ("p2", 0),
+        ("p3", 2),
+        ("p4", 3),
+    ]
     # TRL conversational prompt-completion rows, carrying the completion that was generated
-    completions = {(c["prompt_id"], c["sample_index"]): c["text"] for c in map(
-        json.loads, (run / "generate/shard-m0-00000.jsonl").read_text().splitlines())}
+    completions = {
+        (c["prompt_id"], c["sample_index"]): c["text"]
+        for c in map(json.loads, (run / "generate/shard-m0-00000.jsonl").read_text().splitlines())
+    }
     assert rows[0]["prompt"] == [{"role": "user", "content": "prompt number 0"}]
     assert rows[0]["completion"] == [{"role": "assistant", "content": completions[("p0", 0)]}]
 
@@ -71,21 +98,46 @@ def test_chapter_example_through_the_cli(workdir, tiny_policy):
 def test_run_and_bon_as_a_subprocess(workdir, tiny_policy, tmp_path):
     """`python -m winnow bon` in a child process: written, printed, exit 0."""
     out = tmp_path / "best.jsonl"
-    cmd = [sys.executable, "-m", "winnow", "bon", "--prompts", str(workdir / "prompts.jsonl"),
-           "--run-dir", str(tmp_path / "bon"), "--model", str(tiny_policy), "--n", "4", "--max-new-tokens", "4",
-           "--device", "cpu", "--reward-fn", f"{workdir}/rewards.py:chapter", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "winnow",
+        "bon",
+        "--prompts",
+        str(workdir / "prompts.jsonl"),
+        "--run-dir",
+        str(tmp_path / "bon"),
+        "--model",
+        str(tiny_policy),
+        "--n",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+        "--reward-fn",
+        f"{workdir}/rewards.py:chapter",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     best = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(b["prompt_id"], b["sample_index"], b["reward"]) for b in best] == [
-        ("p0", 0, 0.7), ("p1", 1, 0.8), ("p2", 0, 0.9), ("p3", 2, 0.8), ("p4", 3, 0.6)]
+        ("p0", 0, 0.7),
+        ("p1", 1, 0.8),
+        ("p2", 0, 0.9),
+        ("p3", 2, 0.8),
+        ("p4", 3, 0.6),
+    ]
     assert "Best-of-4" in proc.stdout and "0.900" in proc.stdout
 
 
 def test_yaml_config_with_flag_override(workdir, tiny_policy):
     (workdir / "cfg.yaml").write_text(
         f"prompts: {workdir / 'prompts.jsonl'}\nrun_dir: {workdir / 'run'}\n"
-        f"generate:\n  models: [{tiny_policy}]\n  n: 3\n  max_new_tokens: 2\n  device: cpu\n")
+        f"generate:\n  models: [{tiny_policy}]\n  n: 3\n  max_new_tokens: 2\n  device: cpu\n"
+    )
     assert main(["generate", "--config", str(workdir / "cfg.yaml"), "--n", "2"]) == 0
     manifest = json.loads((workdir / "run/generate/manifest.json").read_text())
     assert manifest["config"]["generate"]["n"] == 2 and manifest["config"]["generate"]["max_new_tokens"] == 2
@@ -101,6 +153,7 @@ def test_help(command, capsys):
 
 # ---- bad input: a clear message, exit 2, nothing half-written --------------------------------
 
+
 def fails(argv, capsys, *patterns) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -109,25 +162,34 @@ def fails(argv, capsys, *patterns) -> str:
     return err
 
 
-@pytest.mark.parametrize("rows, patterns", [
-    (['{"prompt": "ok"}', '{"prompt": "broken"'], ["prompts.jsonl:2", "malformed JSON"]),
-    (['{"id": "x"}'], ["prompts.jsonl:1", "field 'prompt'", "missing prompt"]),
-    (['{"prompt": "   "}'], ["prompts.jsonl:1", "field 'prompt'", "empty"]),
-    (['{"id": 1, "prompt": "a"}', '{"id": "1", "prompt": "b"}'], ["prompts.jsonl:2", "field 'id'", "duplicate id '1'"]),
-])
+@pytest.mark.parametrize(
+    "rows, patterns",
+    [
+        (['{"prompt": "ok"}', '{"prompt": "broken"'], ["prompts.jsonl:2", "malformed JSON"]),
+        (['{"id": "x"}'], ["prompts.jsonl:1", "field 'prompt'", "missing prompt"]),
+        (['{"prompt": "   "}'], ["prompts.jsonl:1", "field 'prompt'", "empty"]),
+        (
+            ['{"id": 1, "prompt": "a"}', '{"id": "1", "prompt": "b"}'],
+            ["prompts.jsonl:2", "field 'id'", "duplicate id '1'"],
+        ),
+    ],
+)
 def test_bad_prompt_files(tmp_path, tiny_policy, capsys, rows, patterns):
     write_jsonl(tmp_path / "prompts.jsonl", rows)
     fails(gen_args(tmp_path, tiny_policy), capsys, *patterns)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flags, pattern", [
-    (["--n", "0"], "generate.n: must be >= 1, got 0"),
-    (["--temperature", "-0.5"], "generate.temperature: must be >= 0"),
-    (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
-    (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
-    (["--backend", "magic"], "unknown backend 'magic'"),
-])
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        (["--n", "0"], "generate.n: must be >= 1, got 0"),
+        (["--temperature", "-0.5"], "generate.temperature: must be >= 0"),
+        (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
+        (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
+        (["--backend", "magic"], "unknown backend 'magic'"),
+    ],
+)
 def test_bad_generate_options(workdir, tiny_policy, capsys, flags, pattern):
     fails(gen_args(workdir, tiny_policy, *flags), capsys, pattern)
     assert not (workdir / "run").exists()
@@ -145,12 +207,15 @@ def test_prompt_longer_than_context(workdir, tiny_policy, capsys):
     assert json.loads((workdir / "run/generate/manifest.json").read_text())["skipped_prompts"] == 1
 
 
-@pytest.mark.parametrize("fn, patterns", [
-    ("boom", ["'", "rewards.py:boom", "raised RuntimeError: reward server down"]),
-    ("short", ["returned 19 values for 20 completions"]),
-    ("words", ["returned 'good' (str) at position 0", "expected a number or None"]),
-    ("nope", ["has no callable 'nope'"]),
-])
+@pytest.mark.parametrize(
+    "fn, patterns",
+    [
+        ("boom", ["'", "rewards.py:boom", "raised RuntimeError: reward server down"]),
+        ("short", ["returned 19 values for 20 completions"]),
+        ("words", ["returned 'good' (str) at position 0", "expected a number or None"]),
+        ("nope", ["has no callable 'nope'"]),
+    ],
+)
 def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
     assert main(gen_args(workdir, tiny_policy)) == 0
     score = ["score", "--run-dir", str(workdir / "run"), "--reward-fn", f"{workdir}/rewards.py:{fn}"]
@@ -160,12 +225,15 @@ def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
     assert not list((workdir / "run/score").glob("shard-*"))
 
 
-@pytest.mark.parametrize("flags, pattern", [
-    (["--strategy", "best_vibes"], "unknown strategy 'best_vibes'"),
-    (["--strategy", "top_k_overall", "--k", "0"], "select.k: must be >= 1, got 0"),
-    (["--strategy", "top_k_overall", "--k", "21"], "k must be between 1 and M x N = 20, got 21"),
-    (["--strategy", "top_k_overall"], "select.k: strategy top_k_overall needs k"),
-])
+@pytest.mark.parametrize(
+    "flags, pattern",
+    [
+        (["--strategy", "best_vibes"], "unknown strategy 'best_vibes'"),
+        (["--strategy", "top_k_overall", "--k", "0"], "select.k: must be >= 1, got 0"),
+        (["--strategy", "top_k_overall", "--k", "21"], "k must be between 1 and M x N = 20, got 21"),
+        (["--strategy", "top_k_overall"], "select.k: strategy top_k_overall needs k"),
+    ],
+)
 def test_bad_select_options(workdir, tiny_policy, capsys, flags, pattern):
     assert main(gen_args(workdir, tiny_policy)) == 0
     assert main(["score", "--run-dir", str(workdir / "run"), "--reward-fn", "length"]) == 0

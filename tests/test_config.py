@@ -17,16 +17,19 @@ def test_defaults_are_valid():
     SelectConfig().validate()
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("n", 0, "generate.n: must be >= 1, got 0"),
-    ("temperature", -0.1, "generate.temperature: must be >= 0, got -0.1"),
-    ("top_p", 0.0, "generate.top_p: must be in (0, 1], got 0.0"),
-    ("top_p", 1.5, "generate.top_p: must be in (0, 1], got 1.5"),
-    ("backend", "vllm", "generate.backend: unknown backend 'vllm'"),
-    ("long_prompts", "truncate", "generate.long_prompts: must be one of"),
-    ("models", [], "generate.models"),
-    ("max_new_tokens", 0, "generate.max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n", 0, "generate.n: must be >= 1, got 0"),
+        ("temperature", -0.1, "generate.temperature: must be >= 0, got -0.1"),
+        ("top_p", 0.0, "generate.top_p: must be in (0, 1], got 0.0"),
+        ("top_p", 1.5, "generate.top_p: must be in (0, 1], got 1.5"),
+        ("backend", "vllm", "generate.backend: unknown backend 'vllm'"),
+        ("long_prompts", "truncate", "generate.long_prompts: must be one of"),
+        ("models", [], "generate.models"),
+        ("max_new_tokens", 0, "generate.max_new_tokens"),
+    ],
+)
 def test_generate_config_errors_name_the_field(field, value, message):
     with pytest.raises(WinnowError, match=re.escape(message)):
         GenerateConfig(**{field: value}).validate()
@@ -38,6 +41,7 @@ def test_generate_config_boundaries_are_allowed(field, value):
 
 
 # ---------------------------------------------------------------- SelectConfig
+
 
 def test_select_unknown_strategy():
     with pytest.raises(WinnowError, match=r"select\.strategy: unknown strategy 'best'"):
@@ -69,20 +73,22 @@ def test_k_is_not_needed_by_top_per_prompt():
 
 # ---------------------------------------------------------------- build
 
+
 def test_build_layers_defaults_then_yaml_then_flags():
     yaml_layer = {"n": 4, "temperature": 0.5, "seed": 3}
     flags = {"temperature": 0.9, "top_p": None, "seed": None}  # None: flag not given
     config = build(GenerateConfig, yaml_layer, flags)
-    assert config.n == 4            # from YAML
+    assert config.n == 4  # from YAML
     assert config.temperature == 0.9  # flag beats YAML
-    assert config.seed == 3         # YAML kept: the flag was None
-    assert config.top_p == 1.0      # default: neither layer gave it
+    assert config.seed == 3  # YAML kept: the flag was None
+    assert config.top_p == 1.0  # default: neither layer gave it
     assert config.max_new_tokens == GenerateConfig().max_new_tokens
 
 
 def test_build_missing_section_is_an_empty_layer():
     assert build(SelectConfig, None, {"strategy": "top_k_overall", "k": 5}) == SelectConfig(
-        strategy="top_k_overall", k=5)
+        strategy="top_k_overall", k=5
+    )
 
 
 def test_build_validates():
@@ -102,11 +108,16 @@ def test_build_wrong_type_is_a_winnow_error():
 
 # ---------------------------------------------------------------- load_yaml
 
+
 def test_load_yaml_reads_sections(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("prompts: p.jsonl\nrun_dir: runs/x\ngenerate:\n  n: 4\nselect:\n  strategy: threshold\n")
-    assert load_yaml(path) == {"prompts": "p.jsonl", "run_dir": "runs/x", "generate": {"n": 4},
-                               "select": {"strategy": "threshold"}}
+    assert load_yaml(path) == {
+        "prompts": "p.jsonl",
+        "run_dir": "runs/x",
+        "generate": {"n": 4},
+        "select": {"strategy": "threshold"},
+    }
 
 
 def test_load_yaml_empty_file_is_empty_config(tmp_path):
@@ -142,6 +153,7 @@ def test_load_yaml_missing_file(tmp_path):
 
 
 # ---------------------------------------------------------------- config_hash
+
 
 def test_config_hash_is_sha256_of_canonical_json():
     # Keys sorted, no spaces: the same bytes in every process (no dependence on hash seeds).

@@ -77,8 +77,9 @@ def test_stop_on_eos(tmp_path):
 
 
 def test_generate_stage_several_models_keep_provenance(tmp_path, tiny_policy, tiny_policy_b):
-    config = GenerateConfig(models=[str(tiny_policy), str(tiny_policy_b)], n=2, max_new_tokens=4,
-                            shard_size=2, device="cpu")
+    config = GenerateConfig(
+        models=[str(tiny_policy), str(tiny_policy_b)], n=2, max_new_tokens=4, shard_size=2, device="cpu"
+    )
     manifest = stages.generate(tmp_path / "run", PROMPTS, config)
     assert manifest["num_columns"] == 4 and manifest["num_completions"] == 12
     prompts, rows, _ = stages.load_generations(tmp_path / "run")
@@ -89,7 +90,11 @@ def test_generate_stage_several_models_keep_provenance(tmp_path, tiny_policy, ti
         assert model == str(tiny_policy if j < 2 else tiny_policy_b)
     # shards: 2 models x ceil(3 / 2) prompts
     assert sorted(p.name for p in (tmp_path / "run" / "generate").glob("shard-*")) == [
-        "shard-m0-00000.jsonl", "shard-m0-00001.jsonl", "shard-m1-00000.jsonl", "shard-m1-00001.jsonl"]
+        "shard-m0-00000.jsonl",
+        "shard-m0-00001.jsonl",
+        "shard-m1-00000.jsonl",
+        "shard-m1-00001.jsonl",
+    ]
 
 
 def test_long_prompt_error_names_prompt(tmp_path, tiny_policy):
@@ -164,8 +169,15 @@ def test_sampled_rows_end_at_first_eos_or_max_tokens(tiny_policy):
     ids = [backend.render(p) for p in PROMPTS]
     eos = set(range(3, 300, 20))  # 5% of the vocabulary: about half the rows stop, at varied steps
     torch.manual_seed(0)
-    rows = decode.sample(backend.lm, ids, n=4, max_new_tokens=12, eos_ids=sorted(eos),
-                         pad_id=backend.tokenizer.pad_token_id, temperature=1.0)
+    rows = decode.sample(
+        backend.lm,
+        ids,
+        n=4,
+        max_new_tokens=12,
+        eos_ids=sorted(eos),
+        pad_id=backend.tokenizer.pad_token_id,
+        temperature=1.0,
+    )
     assert len(rows) == 12
     stopped = 0
     for row in rows:
@@ -194,7 +206,10 @@ def test_make_warpers_switches_filters_off():
 
     assert len(make_warpers(1.0, 1.0, 0)) == 0  # top_k=0 means off (generate's top_k=None would mean 50)
     assert [type(w).__name__ for w in make_warpers(0.7, 0.9, 5)] == [
-        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"]
+        "TemperatureLogitsWarper",
+        "TopKLogitsWarper",
+        "TopPLogitsWarper",
+    ]
 
 
 def test_fill_holes_keeps_running_rows_and_moves_few():

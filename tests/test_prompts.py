@@ -26,12 +26,16 @@ def _at(path, line, field=None):
 
 # ---------------------------------------------------------------- JSONL rows
 
+
 def test_text_and_messages_rows(tmp_path):
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    path = _jsonl(tmp_path / "p.jsonl", [
-        {"id": "a", "prompt": "write a haiku"},
-        {"id": "b", "messages": chat},
-    ])
+    path = _jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "prompt": "write a haiku"},
+            {"id": "b", "messages": chat},
+        ],
+    )
     prompts = load_prompts(path)
     assert prompts == [
         Prompt(id="a", text="write a haiku"),
@@ -69,9 +73,11 @@ def test_custom_columns(tmp_path):
 
 # ---------------------------------------------------------------- JSONL errors
 
+
 def test_duplicate_id_names_file_line_and_field(tmp_path):
-    path = _jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"},
-                                         {"id": "a", "prompt": "z"}])
+    path = _jsonl(
+        tmp_path / "p.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}]
+    )
     with pytest.raises(WinnowError, match=_at(path, 3, "id") + r": duplicate id 'a' \(first seen on line 1\)"):
         load_prompts(path)
 
@@ -174,6 +180,7 @@ def test_unknown_extension(tmp_path):
 
 # ---------------------------------------------------------------- datasets formats
 
+
 @pytest.fixture
 def datasets_lib(tmp_path, monkeypatch):
     """The `datasets` module with its cache in tmp_path (load_dataset writes Arrow files there)."""
@@ -201,10 +208,12 @@ def test_parquet_errors_name_the_row(tmp_path, datasets_lib):
 
 def test_save_to_disk_folder_with_messages_and_no_ids(tmp_path, datasets_lib):
     folder = tmp_path / "saved"
-    datasets_lib.Dataset.from_list([
-        {"question": None, "messages": [{"role": "user", "content": "hi"}]},
-        {"question": "what?", "messages": None},
-    ]).save_to_disk(str(folder))
+    datasets_lib.Dataset.from_list(
+        [
+            {"question": None, "messages": [{"role": "user", "content": "hi"}]},
+            {"question": "what?", "messages": None},
+        ]
+    ).save_to_disk(str(folder))
     prompts = load_prompts(folder, prompt_column="question")
     assert prompts == [
         Prompt(id="row-0", messages=({"role": "user", "content": "hi"},)),
@@ -214,10 +223,12 @@ def test_save_to_disk_folder_with_messages_and_no_ids(tmp_path, datasets_lib):
 
 def test_save_to_disk_dataset_dict_split(tmp_path, datasets_lib):
     folder = tmp_path / "saved"
-    datasets_lib.DatasetDict({
-        "train": datasets_lib.Dataset.from_dict({"id": ["t1"], "question": ["train q"]}),
-        "test": datasets_lib.Dataset.from_dict({"id": ["e1", "e2"], "question": ["test q1", "test q2"]}),
-    }).save_to_disk(str(folder))
+    datasets_lib.DatasetDict(
+        {
+            "train": datasets_lib.Dataset.from_dict({"id": ["t1"], "question": ["train q"]}),
+            "test": datasets_lib.Dataset.from_dict({"id": ["e1", "e2"], "question": ["test q1", "test q2"]}),
+        }
+    ).save_to_disk(str(folder))
     assert [p.id for p in load_prompts(folder, prompt_column="question")] == ["t1"]  # 'train' by default
     assert [p.text for p in load_prompts(folder, prompt_column="question", split="test")] == ["test q1", "test q2"]
     with pytest.raises(WinnowError, match=r"no split 'dev'"):

@@ -56,6 +56,7 @@ def test_bootstrap_is_seeded():
 
 # ---------------------------------------------------------------- best_of_n_curve
 
+
 def _brute_force_curve(rewards):
     """Average over rows of the mean, over every n-subset of the row, of the subset's max."""
     m, n_total = rewards.shape

@@ -19,29 +19,61 @@ NUM_PROMPTS = 120
 
 
 def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
-    return ["run", "--prompts", str(workdir / "prompts.jsonl"), "--run-dir", str(run), "--model", str(model),
-            "--n", "4", "--max-new-tokens", "48", "--shard-size", "1", "--batch-size", "1", "--device", "cpu",
-            "--reward-fn", "length", "--strategy", "top_k_overall", "--k", "50", "--epochs", "1",
-            "--sft-batch-size", "8", *extra]
+    return [
+        "run",
+        "--prompts",
+        str(workdir / "prompts.jsonl"),
+        "--run-dir",
+        str(run),
+        "--model",
+        str(model),
+        "--n",
+        "4",
+        "--max-new-tokens",
+        "48",
+        "--shard-size",
+        "1",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--reward-fn",
+        "length",
+        "--strategy",
+        "top_k_overall",
+        "--k",
+        "50",
+        "--epochs",
+        "1",
+        "--sft-batch-size",
+        "8",
+        *extra,
+    ]
 
 
 def tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file below root (model weights included), by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()
 def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl",
-                [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)])
+    write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)],
+    )
     return tmp_path
 
 
 def start(argv: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "winnow", *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "winnow", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_shards(folder: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -80,8 +112,21 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
 
 def test_changed_config_is_refused_naming_the_change(workdir, tiny_policy, capsys):
     run = workdir / "run"
-    args = ["generate", "--prompts", str(workdir / "prompts.jsonl"), "--run-dir", str(run),
-            "--model", str(tiny_policy), "--n", "2", "--max-new-tokens", "2", "--device", "cpu"]
+    args = [
+        "generate",
+        "--prompts",
+        str(workdir / "prompts.jsonl"),
+        "--run-dir",
+        str(run),
+        "--model",
+        str(tiny_policy),
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "2",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     before = tree_digest(run)
     assert main(args + ["--temperature", "0.7", "--seed", "3"]) == 2

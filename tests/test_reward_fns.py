@@ -30,14 +30,18 @@ def user_module(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- built-ins
 
+
 def test_vader_scores_sentiment_and_leaves_empty_unscored():
     fn = load_reward_fn("vader")
-    scores = fn(["p"] * 4, [
-        "What a wonderful, happy day! I love it, it is excellent.",
-        "This is terrible and awful. I hate it, it is the worst.",
-        "",
-        "   ",
-    ])
+    scores = fn(
+        ["p"] * 4,
+        [
+            "What a wonderful, happy day! I love it, it is excellent.",
+            "This is terrible and awful. I hate it, it is the worst.",
+            "",
+            "   ",
+        ],
+    )
     assert scores[0] > 0.5
     assert scores[1] < -0.5
     assert scores[2] is None and scores[3] is None
@@ -54,6 +58,7 @@ def test_unknown_builtin_name():
 
 
 # ---------------------------------------------------------------- module:function
+
 
 def test_module_function(user_module):
     fn = load_reward_fn(f"{user_module}:words")
@@ -84,6 +89,7 @@ def test_module_that_fails_while_importing_is_a_winnow_error(tmp_path, monkeypat
 
 
 # ---------------------------------------------------------------- path/to/file.py:function
+
 
 def test_file_function(tmp_path):
     path = tmp_path / "sub" / "my_reward.py"
@@ -173,8 +179,9 @@ def test_non_list_return():
 
 @pytest.mark.parametrize("bad", ["0.9", True, [0.5]])
 def test_non_number_names_position_prompt_and_sample(bad):
-    with pytest.raises(WinnowError,
-                       match=r"reward function 'f' returned .* at position 1 \(prompt_id 'p1', sample_index 5\)"):
+    with pytest.raises(
+        WinnowError, match=r"reward function 'f' returned .* at position 1 \(prompt_id 'p1', sample_index 5\)"
+    ):
         call_reward(_returns([0.1, bad, 0.3]), "f", ["a"] * 3, ["x"] * 3, **KW)
 
 
@@ -190,6 +197,12 @@ def test_non_number_without_key_kwargs_is_still_a_winnow_error():
 
 
 def test_builtins_through_call_reward():
-    out = call_reward(load_reward_fn("vader"), "vader", ["a", "b"], ["I love this, wonderful!", ""],
-                      prompt_ids=["a", "b"], sample_indices=[0, 0])
+    out = call_reward(
+        load_reward_fn("vader"),
+        "vader",
+        ["a", "b"],
+        ["I love this, wonderful!", ""],
+        prompt_ids=["a", "b"],
+        sample_indices=[0, 0],
+    )
     assert out[0] > 0.5 and math.isnan(out[1])

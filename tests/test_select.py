@@ -11,16 +11,19 @@ from winnow.errors import WinnowError
 nan = np.nan
 
 # The chapter's 5 x 4 example (rows are prompts, columns samples).
-R = np.array([
-    [0.7, 0.3, 0.5, 0.2],
-    [0.4, 0.8, 0.6, 0.5],
-    [0.9, 0.3, 0.4, 0.7],
-    [0.2, 0.5, 0.8, 0.6],
-    [0.5, 0.4, 0.3, 0.6],
-])
+R = np.array(
+    [
+        [0.7, 0.3, 0.5, 0.2],
+        [0.4, 0.8, 0.6, 0.5],
+        [0.9, 0.3, 0.4, 0.7],
+        [0.2, 0.5, 0.8, 0.6],
+        [0.5, 0.4, 0.3, 0.6],
+    ]
+)
 
 
 # ---------------------------------------------------------------- chapter example
+
 
 def test_top_per_prompt_chapter_example():
     # The chapter's 1-based S(R) = [1, 2, 1, 3, 4]; winnow is 0-based.
@@ -52,6 +55,7 @@ def test_not_a_matrix_is_an_error():
 
 
 # ---------------------------------------------------------------- NaN
+
 
 def test_nan_is_never_selected_per_prompt():
     r = np.array([[nan, 0.1, nan], [0.3, nan, 0.2], [nan, nan, nan]])
@@ -88,11 +92,14 @@ def test_top_k_overall_k_out_of_range(k):
 
 # ---------------------------------------------------------------- ties
 
+
 def test_ties_go_to_earlier_prompt_then_earlier_sample():
-    r = np.array([
-        [0.5, 0.5, 0.2],
-        [0.5, nan, 0.5],
-    ])
+    r = np.array(
+        [
+            [0.5, 0.5, 0.2],
+            [0.5, nan, 0.5],
+        ]
+    )
     # Every 0.5 ties: per prompt the first column wins; overall the order is row-major.
     assert sel.top_per_prompt(r).tolist() == [0, 0]
     assert sel.top_k_overall(r, 3).tolist() == [[0, 0], [0, 1], [1, 0]]
@@ -149,6 +156,7 @@ def test_top_per_prompt_and_top_k_per_prompt_match_reference():
 
 # ---------------------------------------------------------------- top_k_per_prompt
 
+
 def test_top_k_per_prompt_chapter_example_k2():
     # Row by row, the two best columns, best first:
     # 0.7(0) 0.5(2) | 0.8(1) 0.6(2) | 0.9(0) 0.7(3) | 0.8(2) 0.6(3) | 0.6(3) 0.5(0)
@@ -172,6 +180,7 @@ def test_top_k_per_prompt_k_below_one(k):
 
 # ---------------------------------------------------------------- threshold
 
+
 def test_threshold_is_inclusive_row_major_and_skips_nan():
     r = np.array([[0.5, 0.2], [nan, 0.7], [0.5, 0.49]])
     assert sel.threshold(r, 0.5).tolist() == [[0, 0], [1, 1], [2, 0]]
@@ -184,6 +193,7 @@ def test_threshold_chapter_example():
 
 
 # ---------------------------------------------------------------- random controls
+
 
 def _holey(seed=0, shape=(30, 8)):
     """About 40% NaN, but every row keeps at least one scored cell."""
@@ -240,10 +250,11 @@ def test_random_k_overall_k_out_of_range(k):
 
 # ---------------------------------------------------------------- dedup
 
+
 def test_dedup_within_row_keeps_earliest():
     rewards = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
     texts = [
-        ["a", "b", "a", None],   # the later "a" goes even though its reward (3) is higher
+        ["a", "b", "a", None],  # the later "a" goes even though its reward (3) is higher
         [None, "a", None, "a"],  # "a" from row 0 does not count here; None never dedups
     ]
     out = sel.dedup(rewards, texts)
@@ -258,6 +269,7 @@ def test_dedup_then_select_skips_the_duplicate():
 
 # ---------------------------------------------------------------- inputs are not modified
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_no_function_modifies_the_callers_matrix(dtype):
     r = np.array([[0.5, nan, 0.5], [nan, nan, nan], [0.1, 0.9, 0.1]], dtype=dtype)
@@ -270,8 +282,14 @@ def test_no_function_modifies_the_callers_matrix(dtype):
     sel.random_per_prompt(r, 0)
     sel.random_k_overall(r, 3, 0)
     sel.dedup(r, texts)
-    for name, kw in [("top_per_prompt", {}), ("top_k_overall", {"k": 2}), ("top_k_per_prompt", {"k": 2}),
-                     ("threshold", {"t": 0.2}), ("random_per_prompt", {}), ("random_k_overall", {"k": 2})]:
+    for name, kw in [
+        ("top_per_prompt", {}),
+        ("top_k_overall", {"k": 2}),
+        ("top_k_per_prompt", {"k": 2}),
+        ("threshold", {"t": 0.2}),
+        ("random_per_prompt", {}),
+        ("random_k_overall", {"k": 2}),
+    ]:
         sel.apply(name, r, **kw)
     assert r.dtype == dtype
     np.testing.assert_array_equal(r, before)
@@ -279,13 +297,20 @@ def test_no_function_modifies_the_callers_matrix(dtype):
 
 # ---------------------------------------------------------------- apply / to_pairs
 
-@pytest.mark.parametrize("strategy, kw, expected", [
-    ("top_per_prompt", {}, [[0, 0], [1, 1], [2, 0], [3, 2], [4, 3]]),
-    ("top_k_overall", {"k": 5}, [[2, 0], [1, 1], [3, 2], [0, 0], [2, 3]]),
-    ("top_k_per_prompt", {"k": 2},
-     [[0, 0], [0, 2], [1, 1], [1, 2], [2, 0], [2, 3], [3, 2], [3, 3], [4, 3], [4, 0]]),
-    ("threshold", {"t": 0.7}, [[0, 0], [1, 1], [2, 0], [2, 3], [3, 2]]),
-])
+
+@pytest.mark.parametrize(
+    "strategy, kw, expected",
+    [
+        ("top_per_prompt", {}, [[0, 0], [1, 1], [2, 0], [3, 2], [4, 3]]),
+        ("top_k_overall", {"k": 5}, [[2, 0], [1, 1], [3, 2], [0, 0], [2, 3]]),
+        (
+            "top_k_per_prompt",
+            {"k": 2},
+            [[0, 0], [0, 2], [1, 1], [1, 2], [2, 0], [2, 3], [3, 2], [3, 3], [4, 3], [4, 0]],
+        ),
+        ("threshold", {"t": 0.7}, [[0, 0], [1, 1], [2, 0], [2, 3], [3, 2]]),
+    ],
+)
 def test_apply_chapter_example(strategy, kw, expected):
     out = sel.apply(strategy, R, **kw)
     assert out.dtype == np.int64

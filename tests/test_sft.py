@@ -14,10 +14,14 @@ from winnow.records import Prompt
 from winnow.sft import make_trainer, sft
 
 ROWS = [
-    {"prompt": [{"role": "user", "content": "describe a rainy monday commute"}],
-     "completion": [{"role": "assistant", "content": "a wonderful happy day"}]},
-    {"prompt": [{"role": "user", "content": "write two sentences about a kitchen table"}],
-     "completion": [{"role": "assistant", "content": "great friends and good food"}]},
+    {
+        "prompt": [{"role": "user", "content": "describe a rainy monday commute"}],
+        "completion": [{"role": "assistant", "content": "a wonderful happy day"}],
+    },
+    {
+        "prompt": [{"role": "user", "content": "write two sentences about a kitchen table"}],
+        "completion": [{"role": "assistant", "content": "great friends and good food"}],
+    },
 ]
 
 
@@ -42,7 +46,7 @@ def test_loss_is_on_completion_tokens_only(tmp_path, tiny_policy):
     prompt = tok.apply_chat_template(ROWS[0]["prompt"], tokenize=False, add_generation_prompt=True)
     full = tok.apply_chat_template(ROWS[0]["prompt"] + ROWS[0]["completion"], tokenize=False)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tok(full, add_special_tokens=False)["input_ids"][len(prompt_ids):]
+    completion_ids = tok(full, add_special_tokens=False)["input_ids"][len(prompt_ids) :]
     assert labels[labels != -100].tolist() == completion_ids
     assert batch["input_ids"][0].tolist()[: len(prompt_ids)] == prompt_ids
 

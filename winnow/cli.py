@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from winnow.config import SECTIONS, STRATEGIES, load_yaml, build
+from winnow.config import SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
@@ -50,8 +50,12 @@ OPTIONS = {
     ],
 }
 STAGES_OF = {
-    "generate": ["generate"], "score": ["score"], "select": ["select"], "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft"], "bon": ["generate", "score"],
+    "generate": ["generate"],
+    "score": ["score"],
+    "select": ["select"],
+    "sft": ["sft"],
+    "run": ["generate", "score", "select", "sft"],
+    "bon": ["generate", "score"],
 }
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
@@ -60,9 +64,12 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="winnow", description="Rejection sampling and Best-of-N for language models.")
     sub = top.add_subparsers(dest="command", required=True)
     helps = {
-        "generate": "sample N completions per prompt", "score": "score completions into an M x N matrix",
-        "select": "pick completions from the reward matrix", "sft": "fine-tune the starting checkpoint on them",
-        "run": "generate, score, select and sft in one go", "bon": "Best-of-N: the best completion per prompt",
+        "generate": "sample N completions per prompt",
+        "score": "score completions into an M x N matrix",
+        "select": "pick completions from the reward matrix",
+        "sft": "fine-tune the starting checkpoint on them",
+        "run": "generate, score, select and sft in one go",
+        "bon": "Best-of-N: the best completion per prompt",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -122,8 +129,11 @@ def run_command(args: argparse.Namespace) -> None:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
     configs = {}
     for stage in STAGES_OF[args.command]:
-        flags = {key.split("__", 1)[1]: value for key, value in vars(args).items()
-                 if key.startswith(f"{stage}__") and value is not None}
+        flags = {
+            key.split("__", 1)[1]: value
+            for key, value in vars(args).items()
+            if key.startswith(f"{stage}__") and value is not None
+        }
         if getattr(args, "device", None) and stage != "select":
             flags["device"] = args.device
         if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
@@ -136,8 +146,11 @@ def run_command(args: argparse.Namespace) -> None:
         path = args.prompts or file_config.get("prompts")
         if not path:
             raise WinnowError("--prompts is required (or prompts in the config file)")
-        prompts = load_prompts(path, prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
-                               id_column=args.id_column or file_config.get("id_column", "id"))
+        prompts = load_prompts(
+            path,
+            prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
+            id_column=args.id_column or file_config.get("id_column", "id"),
+        )
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
         pipeline.best_of_n(run_dir, out=args.out)

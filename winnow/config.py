@@ -70,7 +70,9 @@ class GenerateConfig:
         _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
         if self.long_prompts not in LONG_PROMPT_POLICIES:
-            raise WinnowError(f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}")
+            raise WinnowError(
+                f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
+            )
 
 
 @dataclass
@@ -114,13 +116,18 @@ class SelectConfig:
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise WinnowError(f"select.strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+            raise WinnowError(
+                f"select.strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})"
+            )
         if self.strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall"):
             _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
             _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
         if self.strategy == "threshold":
-            _check(self.threshold is not None and math.isfinite(self.threshold), "select.threshold",
-                   "strategy threshold needs a finite threshold")
+            _check(
+                self.threshold is not None and math.isfinite(self.threshold),
+                "select.threshold",
+                "strategy threshold needs a finite threshold",
+            )
 
 
 @dataclass

@@ -105,8 +105,9 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_scores: dict, timings: dict,
-                 peaks: dict) -> dict:
+def write_report(
+    run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_scores: dict, timings: dict, peaks: dict
+) -> dict:
     """Table (report.md, report.json) and plot (rewards.png) of start vs fine-tuned rewards."""
     from rich.console import Console
     from rich.table import Table
@@ -130,22 +131,35 @@ def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_s
         "peak_memory_mb": round(peak_mb),
     }
     curve = report.best_of_n_curve(train_matrix)
-    report.plot(run_dir / "rewards.png", rewards["start"][~np.isnan(rewards["start"])],
-                rewards["fine-tuned"][~np.isnan(rewards["fine-tuned"])], curve,
-                title="winnow demo: SmolLM2-135M-Instruct, VADER reward, best-of-8 rejection sampling")
+    report.plot(
+        run_dir / "rewards.png",
+        rewards["start"][~np.isnan(rewards["start"])],
+        rewards["fine-tuned"][~np.isnan(rewards["fine-tuned"])],
+        curve,
+        title="winnow demo: SmolLM2-135M-Instruct, VADER reward, best-of-8 rejection sampling",
+    )
     atomic_write_json(run_dir / "report.json", result)
     lines = [
-        "# winnow demo report", "",
-        "| | mean reward (held-out) |", "|---|---|",
+        "# winnow demo report",
+        "",
+        "| | mean reward (held-out) |",
+        "|---|---|",
         f"| starting model | {result['mean_reward_start']:.3f} |",
         f"| fine-tuned on best-of-8 | {result['mean_reward_finetuned']:.3f} |",
-        f"| gain (95% bootstrap CI) | {result['gain']:+.3f} [{low:+.3f}, {high:+.3f}] |", "",
+        f"| gain (95% bootstrap CI) | {result['gain']:+.3f} [{low:+.3f}, {high:+.3f}] |",
+        "",
         f"Training prompts: mean reward {result['train_mean_reward']:.3f}, mean best-of-8 "
-        f"{result['train_mean_best_reward']:.3f}.", "",
-        "| step | seconds | peak memory (MB) |", "|---|---|---|",
+        f"{result['train_mean_best_reward']:.3f}.",
+        "",
+        "| step | seconds | peak memory (MB) |",
+        "|---|---|---|",
         *[f"| {k} | {v:.1f} | {peaks.get(k) or 0:.0f} |" for k, v in timings.items()],
-        f"| total | {result['total_seconds']:.1f} | {result['peak_memory_mb']} |", "",
-        f"Peak memory: {result['peak_memory_mb']} MB.", "", "![rewards](rewards.png)", "",
+        f"| total | {result['total_seconds']:.1f} | {result['peak_memory_mb']} |",
+        "",
+        f"Peak memory: {result['peak_memory_mb']} MB.",
+        "",
+        "![rewards](rewards.png)",
+        "",
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
 
@@ -157,8 +171,10 @@ def write_report(run_dir: Path, rewards: dict, train_matrix: np.ndarray, train_s
     table.add_row("gain [95% CI]", f"{result['gain']:+.3f} [{low:+.3f}, {high:+.3f}]")
     console = Console()
     console.print(table)
-    console.print(f"total {result['total_seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB; "
-                  f"report: {run_dir / 'report.md'}, plot: {run_dir / 'rewards.png'}")
+    console.print(
+        f"total {result['total_seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB; "
+        f"report: {run_dir / 'report.md'}, plot: {run_dir / 'rewards.png'}"
+    )
     if low <= 0:
         console.print("[yellow]the gain's 95% interval does not exclude zero[/yellow]")
     return result

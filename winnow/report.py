@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def paired_bootstrap(before: np.ndarray, after: np.ndarray, *, iters: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(
+    before: np.ndarray, after: np.ndarray, *, iters: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of mean(after - before), resampling prompts.
 
     before, after: shape (P,), the per-prompt mean reward of each model on the same

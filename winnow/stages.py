@@ -145,15 +145,25 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
         for start in range(0, len(rows), step):
             part = rows[start : start + step]
             values += call_reward(
-                reward, reward_name,
-                [by_id[c["prompt_id"]].content for c in part], [c["text"] for c in part],
-                prompt_ids=[c["prompt_id"] for c in part], sample_indices=[c["sample_index"] for c in part],
+                reward,
+                reward_name,
+                [by_id[c["prompt_id"]].content for c in part],
+                [c["text"] for c in part],
+                prompt_ids=[c["prompt_id"] for c in part],
+                sample_indices=[c["sample_index"] for c in part],
             )
-        stage.write_shard(names[i], [
-            {"prompt_id": c["prompt_id"], "sample_index": c["sample_index"], "model": c["model"],
-             "reward": reward_to_json(v)}
-            for c, v in zip(rows, values, strict=True)
-        ])
+        stage.write_shard(
+            names[i],
+            [
+                {
+                    "prompt_id": c["prompt_id"],
+                    "sample_index": c["sample_index"],
+                    "model": c["model"],
+                    "reward": reward_to_json(v),
+                }
+                for c, v in zip(rows, values, strict=True)
+            ],
+        )
     matrix = reward_matrix(prompts, stage.read_shards(names), gen["num_columns"])
     _save_npy(stage.dir / "rewards.npy", matrix)
     return stage.finish(shards=names, **summarize(matrix, num_completions=len(completions)))
@@ -163,8 +173,12 @@ def _make_reward(config: ScoreConfig, load_reward_fn):
     if config.reward_model:
         from winnow.rewards.classifier import ClassifierReward
 
-        rm = ClassifierReward(config.reward_model, device=config.device,
-                              batch_tokens=config.batch_tokens, max_batch_size=config.max_batch_size)
+        rm = ClassifierReward(
+            config.reward_model,
+            device=config.device,
+            batch_tokens=config.batch_tokens,
+            max_batch_size=config.max_batch_size,
+        )
         return rm, config.reward_model
     return load_reward_fn(config.reward_fn), config.reward_fn
 
@@ -216,14 +230,16 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
     rows = []
     for i, j in pairs.tolist():
         prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-        rows.append({
-            "prompt": prompt.as_messages(),
-            "completion": [{"role": "assistant", "content": completion["text"]}],
-            "prompt_id": prompt.id,
-            "sample_index": j,
-            "model": completion["model"],
-            "reward": float(rewards[i, j]),
-        })
+        rows.append(
+            {
+                "prompt": prompt.as_messages(),
+                "completion": [{"role": "assistant", "content": completion["text"]}],
+                "prompt_id": prompt.id,
+                "sample_index": j,
+                "model": completion["model"],
+                "reward": float(rewards[i, j]),
+            }
+        )
     stage.claim()
     atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
     mean = float(np.mean([r["reward"] for r in rows])) if rows else None

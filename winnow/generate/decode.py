@@ -71,8 +71,14 @@ def sample(
     # Prefill the B prompts once; only the last position's logits are needed.
     ids, mask = left_pad(prompts, pad_id, device)  # (B, L)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
-    logits = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                **{cache_kw: cache}).logits[:, -1, :]  # (B, V)
+    logits = lm(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_kw: cache},
+    ).logits[:, -1, :]  # (B, V)
 
     # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...).
     if n > 1:
@@ -93,8 +99,13 @@ def sample(
             cache.batch_select_indices(keep)
             rows, tokens, mask, next_pos = rows[keep], tokens[keep], mask[keep], next_pos[keep]
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        logits = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
-                    **{cache_kw: cache}).logits[:, -1, :]
+        logits = lm(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=next_pos[:, None],
+            use_cache=True,
+            **{cache_kw: cache},
+        ).logits[:, -1, :]
         next_pos = next_pos + 1
     return _collect(steps, len(prompts) * n)
 

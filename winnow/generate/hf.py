@@ -70,8 +70,14 @@ class HFBackend:
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
         rows = decode.sample(
-            self.lm, ids, n=n, max_new_tokens=sampling.max_new_tokens, eos_ids=sorted(self.eos_ids),
-            pad_id=self.tokenizer.pad_token_id, temperature=sampling.temperature, top_p=sampling.top_p,
+            self.lm,
+            ids,
+            n=n,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_ids=sorted(self.eos_ids),
+            pad_id=self.tokenizer.pad_token_id,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
             top_k=sampling.top_k,
         )
         # rows are prompt-major: row b*n + j is sample j of prompt b

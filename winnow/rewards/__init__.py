@@ -14,8 +14,8 @@ import importlib.util
 import math
 import numbers
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from winnow.errors import WinnowError
 from winnow.rewards import builtins
@@ -77,9 +77,7 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
     except TypeError:
         raise WinnowError(f"reward function {name!r} returned {type(values).__name__}, expected a list") from None
     if len(values) != len(completions):
-        raise WinnowError(
-            f"reward function {name!r} returned {len(values)} values for {len(completions)} completions"
-        )
+        raise WinnowError(f"reward function {name!r} returned {len(values)} values for {len(completions)} completions")
     out = []
     for i, v in enumerate(values):
         if v is None:

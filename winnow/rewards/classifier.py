@@ -23,8 +23,15 @@ class ClassifierReward:
     batch_tokens, max_batch_size and max_padding shape the batches: see ``plan_batches``.
     """
 
-    def __init__(self, path: str, *, device: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 64,
-                 max_padding: float = 0.02):
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: str = "auto",
+        batch_tokens: int = 16384,
+        max_batch_size: int = 64,
+        max_padding: float = 0.02,
+    ):
         from transformers import AutoModelForSequenceClassification
 
         folder = resolve_model(path)
@@ -92,8 +99,9 @@ class ClassifierReward:
         return logits[:, 0].float().cpu().numpy()
 
 
-def plan_batches(lengths: list[int], batch_tokens: int, max_batch_size: int,
-                 max_padding: float = 0.02) -> list[np.ndarray]:
+def plan_batches(
+    lengths: list[int], batch_tokens: int, max_batch_size: int, max_padding: float = 0.02
+) -> list[np.ndarray]:
     """Group row indices into batches of similar length under a padded-token budget.
 
     lengths: shape (R,). Rows are taken longest first (so a batch that does not fit in
@@ -109,8 +117,11 @@ def plan_batches(lengths: list[int], batch_tokens: int, max_batch_size: int,
     batches, current, width, padding = [], [], 0, 0
     for i in order:
         n = lengths[i]
-        if current and ((len(current) + 1) * width > batch_tokens or len(current) >= max_batch_size
-                        or padding + width - n > allowance):
+        if current and (
+            (len(current) + 1) * width > batch_tokens
+            or len(current) >= max_batch_size
+            or padding + width - n > allowance
+        ):
             batches.append(np.array(current))
             current = []
         if not current:
