@@ -11,7 +11,7 @@ import numpy as np
 from winnow.config import GenerateConfig, config_hash
 from winnow.errors import WinnowError
 from winnow.executors import ShardTask, run_shards
-from winnow.generate import Sampling, make_backend
+from winnow.generate import make_backend
 from winnow.records import Prompt, atomic_write_jsonl
 from winnow.rundir import Stage
 
@@ -78,7 +78,7 @@ class GenerateWorker:
             config.backend, config.models[model_index], device=config.device, batch_size=config.batch_size
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
-        self.sampling = Sampling(config.n, config.temperature, config.top_p, config.top_k, config.max_new_tokens)
+        self.sampling = config.sampling()
 
     def run(self, task: ShardTask) -> list[dict]:
         chunk, seed = task.payload
