@@ -16,7 +16,7 @@ from winnow.errors import WinnowError
 OPTIONS = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
-        ("--backend", "generate", "backend", str, "generation engine: hf"),
+        ("--backend", "generate", "backend", str, "generation engine: hf | vllm"),
         ("--n", "generate", "n", int, "completions per prompt and model"),
         ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
         ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
@@ -29,6 +29,9 @@ OPTIONS = {
         ("--batch-size", "generate", "batch_size", int, "prompts per generate call"),
         ("--shard-size", "generate", "shard_size", int, "prompts per shard (unit of resume)"),
         ("--long-prompts", "generate", "long_prompts", str, "prompts too long for the context: error | skip"),
+        ("--tensor-parallel-size", "generate", "tensor_parallel_size", int, "vllm: GPUs per model"),
+        ("--gpu-memory-utilization", "generate", "gpu_memory_utilization", float, "vllm: memory share for the engine"),
+        ("--max-model-len", "generate", "max_model_len", int, "vllm: context length to allocate for"),
     ],
     "score": [
         ("--reward-fn", "score", "reward_fn", str, "built-in (vader, length), module:function or file.py:function"),
@@ -84,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--id-column", help="column holding the id (default: id)")
         if {"generate", "score", "sft"} & set(stages):
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
+            p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, else float32)")
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
@@ -139,6 +143,8 @@ def run_command(args: argparse.Namespace) -> None:
         }
         if getattr(args, "device", None) and stage != "select":
             flags["device"] = args.device
+        if getattr(args, "dtype", None) and stage != "select":
+            flags["dtype"] = args.dtype
         if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")

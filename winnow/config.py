@@ -18,6 +18,7 @@ import yaml
 
 from winnow.errors import WinnowError
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.models import DTYPES
 
 LONG_PROMPT_POLICIES = ("error", "skip")
 STRATEGIES = (
@@ -36,7 +37,8 @@ class GenerateConfig:
     """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
-    """Generation engine: ``hf`` (transformers, CPU or CUDA)."""
+    """Generation engine: ``hf`` (transformers, CPU or CUDA) or ``vllm`` (vLLM's offline
+    engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
     """Completions per prompt and model (N in the chapter)."""
     temperature: float = 1.0
@@ -63,6 +65,17 @@ class GenerateConfig:
     """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
     device: str = "auto"
     """``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``."""
+    dtype: str = "auto"
+    """Precision of the policy: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs each model is split across."""
+    gpu_memory_utilization: float | None = None
+    """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
+    unset = vLLM's default."""
+    max_model_len: int | None = None
+    """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
+    it minus max_new_tokens follow ``long_prompts``."""
 
     def validate(self) -> None:
         _check(self.models, "generate.models", "at least one model")
@@ -81,6 +94,17 @@ class GenerateConfig:
         _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
         check_sampling(self.backend, self.sampling())
+        _check(self.dtype in DTYPES, "generate.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(self.tensor_parallel_size >= 1, "generate.tensor_parallel_size", "must be >= 1")
+        _check(
+            self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+            "generate.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _check(self.max_model_len is None or self.max_model_len >= 1, "generate.max_model_len", "must be >= 1")
+        if self.backend != "vllm":  # refused by name, never accepted and ignored
+            for name, value in self.engine().items():
+                _check(value is None or value == 1, f"generate.{name}", f"only the vllm backend takes it (got {value})")
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
                 f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
@@ -98,6 +122,14 @@ class GenerateConfig:
             repetition_penalty=self.repetition_penalty,
             stop=tuple(self.stop),
         )
+
+    def engine(self) -> dict:
+        """vLLM's engine options, passed through as given (None = vLLM's default)."""
+        return {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+        }
 
 
 @dataclass
@@ -117,9 +149,13 @@ class ScoreConfig:
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
     """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    dtype: str = "auto"
+    """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
 
     def validate(self) -> None:
         _check(self.reward_model or self.reward_fn, "score.reward_fn", "set reward_fn or reward_model")
+        _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
@@ -177,9 +213,13 @@ class TrainConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
+    on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
 
     def validate(self) -> None:
         _check(self.learning_rate > 0, "sft.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.dtype in DTYPES, "sft.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check(self.epochs > 0, "sft.epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")

@@ -40,7 +40,8 @@ OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0,
 """Optional sampling fields and their neutral ("off") values."""
 
 BACKENDS: dict[str, frozenset[str]] = {
-    "hf": frozenset(),
+    "hf": frozenset({"min_p", "repetition_penalty", "stop"}),
+    "vllm": frozenset({"min_p", "repetition_penalty", "stop"}),
 }
 """Every backend name, with the optional sampling fields it honours: the one list of backends."""
 
@@ -73,11 +74,25 @@ class Backend(Protocol):
         ...
 
 
-def make_backend(name: str, model: str, *, device: str = "auto", batch_size: int = 8) -> Backend:
+def make_backend(
+    name: str,
+    model: str,
+    *,
+    device: str = "auto",
+    batch_size: int = 8,
+    dtype: str = "auto",
+    engine: dict | None = None,
+) -> Backend:
+    """The backend ``name`` for ``model``. ``engine`` holds vLLM's engine options
+    (tensor_parallel_size, gpu_memory_utilization, max_model_len), passed through as given."""
     match name:
         case "hf":
             from winnow.generate.hf import HFBackend
 
-            return HFBackend(model, device=device, batch_size=batch_size)
+            return HFBackend(model, device=device, batch_size=batch_size, dtype=dtype)
+        case "vllm":
+            from winnow.generate.vllm import VLLMBackend
+
+            return VLLMBackend(model, dtype=dtype, **(engine or {}))
         case _:
             raise WinnowError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")

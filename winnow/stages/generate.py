@@ -75,7 +75,12 @@ class GenerateWorker:
         self.config = config
         self.model_index = model_index
         self.backend = make_backend(
-            config.backend, config.models[model_index], device=config.device, batch_size=config.batch_size
+            config.backend,
+            config.models[model_index],
+            device=config.device,
+            batch_size=config.batch_size,
+            dtype=config.dtype,
+            engine=config.engine(),
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()
