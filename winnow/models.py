@@ -121,15 +121,22 @@ def load_causal_lm(path: Path, *, dtype, device: str):
     Encoder-decoder checkpoints (T5, BART, ...) are refused: winnow samples a completion as
     the continuation of the prompt's tokens.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    refuse_encoder_decoder(path)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except ValueError as e:  # transformers' "Unrecognized configuration class ... for AutoModelForCausalLM"
+        raise WinnowError(f"model {path} cannot be loaded as a causal LM: {str(e).splitlines()[0]}") from None
+    return lm.to(device).eval()
+
+
+def refuse_encoder_decoder(path: Path) -> None:
+    """Refuse an encoder-decoder checkpoint (T5, BART, ...) with a clear message."""
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "is_encoder_decoder", False):
         raise WinnowError(
             f"model {path} is an encoder-decoder ({config.model_type}); winnow samples decoder-only causal LMs"
         )
-    try:
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except ValueError as e:  # transformers' "Unrecognized configuration class ... for AutoModelForCausalLM"
-        raise WinnowError(f"model {path} cannot be loaded as a causal LM: {str(e).splitlines()[0]}") from None
-    return lm.to(device).eval()

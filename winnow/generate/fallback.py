@@ -40,15 +40,16 @@ def sample(
 ) -> list[list[int]]:
     """Same arguments and result as ``decode.sample``: B*n token lists, prompt-major, each
     ending at its first EOS, at the token that completed a stop string, or at max_new_tokens."""
+    greedy = temperature == 0
     settings: dict = dict(
         repetition_penalty=repetition_penalty,
-        num_return_sequences=n,
+        num_return_sequences=1 if greedy else n,  # generate() refuses n > 1 greedy samples: all alike
         max_new_tokens=max_new_tokens,
         eos_token_id=sorted(eos_ids) or None,
         pad_token_id=pad_id,
-        do_sample=temperature > 0,
+        do_sample=not greedy,
     )
-    if temperature > 0:  # top_k 0 = off (None would mean generate's default of 50)
+    if not greedy:  # top_k 0 = off (None would mean generate's default of 50)
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     out: list[list[int]] = []
     with _neutral_generation_config(lm):
@@ -58,7 +59,8 @@ def sample(
             rows = lm.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings
             )
-            out += [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
+            samples = [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
+            out += samples * n if greedy else samples
     return out
 
 
