@@ -17,15 +17,7 @@ PROMPTS = [[1, 5, 6, 7, 8, 9, 10, 11, 12], [1, 20, 21], [1, 30, 31, 32, 33, 34]]
 STEPS = 8
 EOS = COMMON["eos_token_id"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine the idle
-    thread's spin-waits made each tiny op ~30x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(lm, prompt: list[int]) -> list[int]:
@@ -58,7 +50,9 @@ def test_greedy_equals_generate(model_type):
 def test_fast_path_problem_names_the_reason():
     assert decode.fast_path_problem(build("llama")) is None
     assert decode.fast_path_problem(build("rwkv")) == "RwkvForCausalLM keeps a cache of its own"
-    assert decode.fast_path_problem(build("recurrent_gemma")) == "RecurrentGemmaForCausalLM keeps state inside its modules"
+    assert (
+        decode.fast_path_problem(build("recurrent_gemma")) == "RecurrentGemmaForCausalLM keeps state inside its modules"
+    )
 
 
 def test_probe_catches_state_outside_the_cache(monkeypatch):

@@ -24,9 +24,7 @@ COMMON = dict(
     tie_word_embeddings=False,
 )
 SLIDING = dict(sliding_window=8, layer_types=["sliding_attention", "full_attention"])
-MAMBA2 = dict(
-    mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2
-)
+MAMBA2 = dict(mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2)
 LINEAR = dict(
     layer_types=["linear_attention", "full_attention"],
     linear_num_value_heads=4,

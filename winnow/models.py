@@ -128,7 +128,7 @@ def load_causal_lm(path: Path, *, dtype, device: str):
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except ValueError as e:  # transformers' "Unrecognized configuration class ... for AutoModelForCausalLM"
         raise WinnowError(f"model {path} cannot be loaded as a causal LM: {str(e).splitlines()[0]}") from None
-    return lm.to(device).eval()
+    return lm.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs mistype `to`
 
 
 def refuse_encoder_decoder(path: Path) -> None:

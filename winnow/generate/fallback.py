@@ -78,13 +78,12 @@ def probe(lm, pad_id: int) -> str | None:
         return problem
     vocab = lm.config.get_text_config(decoder=True).vocab_size
     prompts = [[(7 * i + 13 * k) % vocab for i in range(k)] for k in (9, 3, 6)]
-    kw = dict(max_new_tokens=6, pad_id=pad_id, temperature=0.0)
-    free = sample(lm, prompts, n=1, eos_ids=[], **kw)  # generate(), no EOS: every row runs 6 steps
+    free = sample(lm, prompts, n=1, eos_ids=[], max_new_tokens=6, pad_id=pad_id, temperature=0.0)  # generate()
     eos = free[0][2]  # ends prompt 0's samples at step 3, so rows leave the batch mid-way
     expected = [_trim(row, {eos}, None) for row in free for _ in range(2)]
     try:
-        got = decode.sample(lm, prompts, n=2, eos_ids=[eos], **kw)
-    except Exception as e:  # any failure of the fast loop means: use generate()
+        got = decode.sample(lm, prompts, n=2, eos_ids=[eos], max_new_tokens=6, pad_id=pad_id, temperature=0.0)
+    except Exception as e:  # noqa: BLE001 -- any failure of the fast loop means: use generate()
         return f"the fast loop failed on {type(lm).__name__}: {type(e).__name__}: {e}".splitlines()[0]
     if got != expected:
         return f"the fast loop's greedy tokens differ from generate()'s on {type(lm).__name__}"

@@ -65,9 +65,7 @@ class HFBackend:
             for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops), strict=True):
                 tokens[i] = samples
         n = sampling.n
-        return [
-            self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)
-        ]
+        return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
 
     def _sample(self, ids: list[list[int]], sampling: Sampling, stops: StopStrings) -> list[list[list[int]]]:
         """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens)."""
