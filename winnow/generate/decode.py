@@ -28,8 +28,8 @@ import inspect
 from collections.abc import Callable
 
 import torch
-from transformers import Cache, DynamicCache, LogitsProcessorList
-from transformers.cache_utils import DummyLayer, DynamicLayer, LinearAttentionCacheLayerMixin
+from transformers import Cache, DynamicCache, LogitsProcessorList, cache_utils
+from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
@@ -41,8 +41,13 @@ from transformers.generation.logits_process import (
 StopCheck = Callable[[list[int]], bool]
 """Given a row's tokens so far, whether a stop string has appeared (``StopStrings.hit``)."""
 
-CACHE_LAYERS = (DynamicLayer, LinearAttentionCacheLayerMixin, DummyLayer)
-"""Cache layer kinds whose rows ``repeat_rows`` and ``select_rows`` know how to copy."""
+CACHE_LAYERS = tuple(
+    getattr(cache_utils, name)
+    for name in ("DynamicLayer", "LinearAttentionCacheLayerMixin", "DummyLayer")  # DummyLayer: transformers >= 5.20
+    if hasattr(cache_utils, name)
+)
+"""Cache layer kinds whose rows ``repeat_rows`` and ``select_rows`` know how to copy (a
+``DummyLayer`` holds nothing: its batch ops do nothing)."""
 
 
 def make_warpers(temperature: float, top_p: float, top_k: int, min_p: float = 0.0) -> LogitsProcessorList:
@@ -285,8 +290,10 @@ def new_cache(lm, reserve: int) -> Cache:
 
 
 def _cache_kwarg(lm) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` in 5.x; take whichever forward has."""
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    """The cache's keyword in this model's forward: ``cache`` (transformers >= 5.20),
+    ``past_key_values``, or ``cache_params`` (Mamba models before 5.20)."""
+    params = inspect.signature(lm.forward).parameters
+    return next((name for name in ("cache", "past_key_values", "cache_params") if name in params), "past_key_values")
 
 
 class ReservedLayer(DynamicLayer):
