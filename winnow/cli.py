@@ -35,6 +35,13 @@ OPTIONS = {
         ("--reward-model", "score", "reward_model", str, "sequence-classification reward model folder"),
         ("--batch-tokens", "score", "batch_tokens", int, "reward model: most padded tokens per batch"),
         ("--max-batch-size", "score", "max_batch_size", int, "reward model: most rows per batch"),
+        (
+            "--reward-prefix-sharing",
+            "score",
+            "reward_prefix_sharing",
+            str,
+            "reward model: score a prompt's completions on one shared prefill: auto | on | off",
+        ),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),

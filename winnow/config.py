@@ -19,6 +19,7 @@ import yaml
 from winnow.errors import WinnowError
 from winnow.generate import BACKENDS, Sampling, check_sampling
 
+REWARD_PREFIX_SHARING = ("auto", "on", "off")
 LONG_PROMPT_POLICIES = ("error", "skip")
 STRATEGIES = (
     "top_per_prompt",
@@ -111,6 +112,11 @@ class ScoreConfig:
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = 64
     """Reward model: most rows per batch."""
+    reward_prefix_sharing: str = "auto"
+    """Reward model: read each prompt once and score its completions as continuations of
+    that shared prefill (exact for causal decoders). ``auto``: where the model allows it,
+    else every row in full with a note; ``on``: an architecture it does not know is an
+    error; ``off``: every row in full."""
     fn_batch_size: int = 256
     """Reward function: rows per call."""
     shard_size: int = 1024
@@ -123,6 +129,11 @@ class ScoreConfig:
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
+        _check(
+            self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
+            "score.reward_prefix_sharing",
+            f"must be one of {', '.join(REWARD_PREFIX_SHARING)}, got {self.reward_prefix_sharing!r}",
+        )
 
 
 @dataclass

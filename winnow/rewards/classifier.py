@@ -20,16 +20,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from winnow.config import REWARD_PREFIX_SHARING
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_model
 from winnow.rewards import prefix as pf
 
-PREFIX_SHARING = ("auto", "on", "off")
+# How a row was scored: as a continuation of its prompt's shared prefill, in full (with the
+# reason when sharing was on), or not at all (longer than the model's context).
+PATHS = (
+    "shared_prefix",
+    "full",
+    "full_prefix_mismatch",
+    "full_single_completion",
+    "full_sliding_window",
+    "too_long",
+)
 PAD_TOKEN = "<|winnow_pad|>"
 
 
@@ -55,9 +66,9 @@ class ClassifierReward:
         from transformers import AutoModelForSequenceClassification
         from transformers.modeling_layers import GenericForSequenceClassification
 
-        if prefix_sharing not in PREFIX_SHARING:
+        if prefix_sharing not in REWARD_PREFIX_SHARING:
             raise WinnowError(
-                f"reward prefix sharing must be one of {', '.join(PREFIX_SHARING)}, got {prefix_sharing!r}"
+                f"reward prefix sharing must be one of {', '.join(REWARD_PREFIX_SHARING)}, got {prefix_sharing!r}"
             )
         folder = resolve_model(path)
         self.name = path
@@ -85,19 +96,14 @@ class ClassifierReward:
             raise WinnowError(f"reward model {path}: --reward-prefix-sharing on, but {self.prefix_note}")
         if self.prefix_note and prefix_sharing == "auto":
             print(f"winnow: reward model {path}: scoring every row in full: {self.prefix_note}", file=sys.stderr)
-        self.stats = {
-            "rows_shared_prefix": 0,
-            "rows_full": 0,
-            "rows_full_prefix_mismatch": 0,
-            "rows_full_single_completion": 0,
-            "rows_full_sliding_window": 0,
-            "rows_too_long": 0,
-            "prompt_tokens_saved": 0,
-            "real_tokens": 0,
-            "padded_tokens": 0,
-            "batches": 0,
-            "oom_retries": 0,
-        }
+        self.stats: dict = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
+        self.path_counts: Counter[str] = Counter()
+        self.tokens_saved = 0
+        self.last_paths: list[str] = []
+        """After a call: how each row was scored, one of ``PATHS``."""
+        self.last_tokens_saved: list[int] = []
+        """After a call: prompt tokens each row did not recompute (its prompt's length for
+        every shared-prefix row but the first of its prompt in a chunk, else 0)."""
 
     def _give_distinct_pad_token(self) -> None:
         tok = self.tokenizer
@@ -147,20 +153,28 @@ class ClassifierReward:
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
         ids = self.tokenize(prompts, completions)
         scores = np.full(len(ids), np.nan, dtype=np.float64)
+        paths = ["full"] * len(ids)
+        saved = [0] * len(ids)
         fits = [i for i, row in enumerate(ids) if not self.max_length or len(row) <= self.max_length]
-        self.stats["rows_too_long"] += len(ids) - len(fits)
+        for i in set(range(len(ids))) - set(fits):
+            paths[i] = "too_long"
         full = fits
         if not self.prefix_note:
             groups, mismatched, alone = pf.group_rows(self.prompt_ids(prompts), ids, fits)
-            self.stats["rows_full_prefix_mismatch"] += len(mismatched)
-            self.stats["rows_full_single_completion"] += len(alone)
-            full = sorted(mismatched + alone + self._score_groups(groups, scores))
+            for i in mismatched:
+                paths[i] = "full_prefix_mismatch"
+            for i in alone:
+                paths[i] = "full_single_completion"
+            far = self._score_groups(groups, scores, paths, saved)
+            full = sorted(mismatched + alone + far)
         self._score_full(full, ids, scores)
+        self.last_paths, self.last_tokens_saved = paths, saved
+        self.path_counts.update(paths)
+        self.tokens_saved += sum(saved)
         return [None if np.isnan(s) else float(s) for s in scores]
 
     def _score_full(self, rows: list[int], ids: list[list[int]], scores: np.ndarray) -> None:
         """Score whole rows (indices into ids) in planned batches; write into scores."""
-        self.stats["rows_full"] += len(rows)
         plan = plan_batches([len(ids[i]) for i in rows], self.batch_tokens, self.max_batch_size, self.max_padding)
         for batch in tqdm(plan, desc="reward model", unit="batch", leave=False):
             picked = [rows[j] for j in batch]
@@ -203,25 +217,34 @@ class ClassifierReward:
         self.stats["real_tokens"] += real
         self.stats["padded_tokens"] += padded - real
 
-    def _score_groups(self, groups: list[pf.Group], scores: np.ndarray) -> list[int]:
-        """Score each group's rows as continuations of its prompt's prefill; returns the
-        rows handed back to the full path (a batch reaching past a sliding window)."""
-        handed_back: list[int] = []
-        if self.window:  # rows reaching past the window cannot be exact continuations: score them in full
-            window = self.window
+    def _score_groups(
+        self, groups: list[pf.Group], scores: np.ndarray, paths: list[str], saved: list[int]
+    ) -> list[int]:
+        """Score each group's rows as continuations of its prompt's prefill, writing scores,
+        paths and tokens saved; returns the rows left for the full path (past a sliding window)."""
+        far: list[int] = []
+        if self.window:  # a row longer than the window is not a continuation of a shared cache
             for g in groups:
-                far = [k for k, t in enumerate(g.tails) if len(g.prompt) + len(t) > window]
-                handed_back += [g.rows[k] for k in far]
-                g.rows = [r for k, r in enumerate(g.rows) if k not in far]
-                g.tails = [t for k, t in enumerate(g.tails) if k not in far]
-            self.stats["rows_full_sliding_window"] += len(handed_back)
+                keep = [len(g.prompt) + len(t) <= self.window for t in g.tails]
+                far += [r for r, k in zip(g.rows, keep, strict=True) if not k]
+                g.rows = [r for r, k in zip(g.rows, keep, strict=True) if k]
+                g.tails = [t for t, k in zip(g.tails, keep, strict=True) if k]
             groups = [g for g in groups if g.rows]
         chunks = plan_batches([len(g.prompt) for g in groups], self.batch_tokens, self.max_batch_size, self.max_padding)
         for chunk in tqdm(chunks, desc="reward model (shared prefix)", unit="chunk", leave=False):
-            handed_back += self._score_chunk([groups[i] for i in chunk], scores)
-        return handed_back
+            far += self._score_chunk([groups[i] for i in chunk], scores)
+        for i in far:
+            paths[i] = "full_sliding_window"
+        for g in groups:
+            shared = [r for r in g.rows if paths[r] != "full_sliding_window"]
+            for r in shared:
+                paths[r] = "shared_prefix"
+            for r in shared[1:]:  # a chunk holds all of a prompt's rows: one prefill each
+                saved[r] = len(g.prompt)
+        return far
 
     def _score_chunk(self, groups: list[pf.Group], scores: np.ndarray) -> list[int]:
+        """One prefill for the groups' prompts, then their rows in batches sorted by tail length."""
         try:
             prefix = pf.prefill(self._base, [g.prompt for g in groups], pad_id=self.pad_id, device=self.device)
         except torch.OutOfMemoryError:
@@ -230,24 +253,16 @@ class ClassifierReward:
             self.stats["oom_retries"] += 1
             half = len(groups) // 2
             return self._score_chunk(groups[:half], scores) + self._score_chunk(groups[half:], scores)
-        widest = prefix.mask.shape[1]
         self._count(sum(len(g.prompt) for g in groups), prefix.mask.numel())
         owners, rows, tails = pf.flatten(groups)
-        handed_back = []
+        far = []
         for batch in plan_batches([len(t) for t in tails], self.batch_tokens, self.max_batch_size, self.max_padding):
-            if self.window and widest + max(len(tails[j]) for j in batch) > self.window:
-                handed_back += [rows[j] for j in batch]  # a key would fall outside the window: not exact
+            if self.window and prefix.mask.shape[1] + max(len(tails[j]) for j in batch) > self.window:
+                far += [rows[j] for j in batch]  # a padded prompt would push keys out of the window
                 continue
             items = [(owners[j], tails[j]) for j in batch]
             scores[[rows[j] for j in batch]] = self._split_on_oom(lambda part: self._score_tails(prefix, part), items)
-        self.stats["rows_full_sliding_window"] += len(handed_back)
-        shared = len(rows) - len(handed_back)
-        self.stats["rows_shared_prefix"] += shared
-        self.stats["prompt_tokens_saved"] += sum(len(g.prompt) * len(g.rows) for g in groups) - prefix.mask.sum().item()
-        if handed_back:  # their prompt tokens were not saved after all
-            owner_of = dict(zip(rows, owners, strict=True))
-            self.stats["prompt_tokens_saved"] -= sum(len(groups[owner_of[r]].prompt) for r in handed_back)
-        return handed_back
+        return far
 
     def _score_tails(self, prefix: pf.Prefix, items: list[tuple[int, list[int]]]) -> np.ndarray:
         owners, tails = [o for o, _ in items], [t for _, t in items]
@@ -258,8 +273,14 @@ class ClassifierReward:
         )
 
     def summary(self) -> dict:
-        """What the scoring did, for the stage manifest: rows per path, tokens saved, batches."""
-        return {"prefix_sharing": self.prefix_sharing, "prefix_note": self.prefix_note, **self.stats}
+        """What this object's calls did: rows per path, prompt tokens saved, batches, tokens."""
+        return {
+            "prefix_sharing": self.prefix_sharing,
+            "prefix_note": self.prefix_note,
+            "rows": {p: self.path_counts[p] for p in PATHS if self.path_counts[p]},
+            "prompt_tokens_saved": self.tokens_saved,
+            **self.stats,
+        }
 
 
 def _messages(prompt) -> list[dict]:
@@ -281,7 +302,9 @@ def plan_batches(
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     allowance = max_padding * batch_tokens
-    batches, current, width, padding = [], [], 0, 0
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    width, padding = 0, 0
     for i in order:
         n = lengths[i]
         if current and (

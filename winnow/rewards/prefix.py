@@ -41,14 +41,15 @@ def unsupported_reason(model) -> str | None:
     """Why ``model`` cannot share a prompt's cache across rows, or None when it can."""
     from transformers.modeling_layers import GenericForSequenceClassification
 
-    model_type = getattr(model.config, "model_type", "?")
+    config = model.config
+    model_type = getattr(config, "model_type", "?")
     if not isinstance(model, GenericForSequenceClassification):
         return f"{type(model).__name__} is not a decoder with a last-token score head"
     if model_type not in ARCHITECTURES:
         return (
             f"architecture {model_type!r} is not one the shared-prefix path is tested on ({', '.join(ARCHITECTURES)})"
         )
-    if not getattr(model.config, "is_causal", True):
+    if not getattr(config, "is_causal", True):
         return f"{type(model).__name__} is configured for bidirectional attention"
     return None
 
@@ -119,10 +120,14 @@ def cache_kwarg(module) -> str:
 def prefill(base, prompts: list[list[int]], *, pad_id: int, device) -> Prefix:
     """Run G prompts through the base model (no score head) and keep every layer's KV."""
     ids, mask = right_pad(prompts, pad_id, device)
-    cache = Cache(layers=[DynamicLayer() for _ in range(base.config.num_hidden_layers)])
-    base(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_kwarg(base): cache})
+    layers = [DynamicLayer() for _ in range(base.config.num_hidden_layers)]
+    base(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_kwarg(base): Cache(layers=list(layers))})
+    keys = [layer.keys for layer in layers if layer.keys is not None]
+    values = [layer.values for layer in layers if layer.values is not None]
+    if len(keys) != len(layers) or len(values) != len(layers):  # every layer of ARCHITECTURES attends
+        raise RuntimeError(f"{type(base).__name__}: a layer kept no keys and values in the prefill")
     lengths = torch.tensor([len(p) for p in prompts], device=device)
-    return Prefix([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers], mask, lengths)
+    return Prefix(keys, values, mask, lengths)
 
 
 @torch.inference_mode()
@@ -152,12 +157,13 @@ class SharedPrefixLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor):
         super().__init__()
         self.keys, self.values, self.rows = keys, values, rows
+        self.prefix_keys, self.prefix_values = keys, values
         self.device = keys.device
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        keys = torch.cat([self.keys.index_select(0, self.rows), key_states], dim=-2)
-        values = torch.cat([self.values.index_select(0, self.rows), value_states], dim=-2)
+        keys = torch.cat([self.prefix_keys.index_select(0, self.rows), key_states], dim=-2)
+        values = torch.cat([self.prefix_values.index_select(0, self.rows), value_states], dim=-2)
         return keys, values
 
 
