@@ -43,11 +43,10 @@ def unsupported_reason(model) -> str | None:
 
     config = model.config
     model_type = getattr(config, "model_type", "?")
-    if not isinstance(model, GenericForSequenceClassification):
-        return f"{type(model).__name__} is not a decoder with a last-token score head"
-    if model_type not in ARCHITECTURES:
+    if model_type not in ARCHITECTURES or not isinstance(model, GenericForSequenceClassification):
         return (
-            f"architecture {model_type!r} is not one the shared-prefix path is tested on ({', '.join(ARCHITECTURES)})"
+            f"architecture {model_type!r} ({type(model).__name__}) is not one the shared-prefix path "
+            f"is tested on ({', '.join(ARCHITECTURES)})"
         )
     if not getattr(config, "is_causal", True):
         return f"{type(model).__name__} is configured for bidirectional attention"
