@@ -322,3 +322,40 @@ def test_bad_prefix_sharing_value(tmp_path, capsys):
 
     assert main(["score", "--run-dir", str(tmp_path), "--reward-prefix-sharing", "maybe"]) == 2
     assert "score.reward_prefix_sharing: must be one of auto, on, off, got 'maybe'" in capsys.readouterr().err
+
+
+def test_a_shared_prefix_that_would_change_scores_is_caught_at_load(tmp_path, monkeypatch, capsys):
+    """A cache that forgets the prompt (as a changed transformers might) fails the probe."""
+    folder = build(tmp_path)
+
+    def forgetful(self, keys, values, *args, **kw):
+        past_k = self.prefix_keys.index_select(0, self.rows)
+        past_v = self.prefix_values.index_select(0, self.rows)
+        return torch.cat([past_k * 0, keys], dim=-2), torch.cat([past_v * 0, values], dim=-2)
+
+    monkeypatch.setattr(pf.SharedPrefixLayer, "update", forgetful)
+    prompts, completions = workload(seed=8, sizes=(4,))
+    scores, rm = score(folder, prompts, completions)
+    assert "does not reproduce full-row scores" in capsys.readouterr().err
+    assert set(rm.last_paths) == {"full"}
+    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    np.testing.assert_allclose(scores, full, rtol=0, atol=1e-6)
+    with pytest.raises(WinnowError, match="prefix-sharing on, but the shared-prefix path does not reproduce"):
+        ClassifierReward(str(folder), device="cpu", prefix_sharing="on")
+
+
+def test_a_failing_shared_prefix_path_falls_back_to_full_rows(tmp_path, monkeypatch, capsys):
+    folder = build(tmp_path)
+    prompts, completions = workload(seed=9, sizes=(3, 5))
+    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    auto = ClassifierReward(str(folder), device="cpu")
+    on = ClassifierReward(str(folder), device="cpu", prefix_sharing="on")
+
+    def broken(*args, **kw):
+        raise TypeError("forward() got an unexpected keyword argument 'cache'")
+
+    monkeypatch.setattr(pf, "score_tails", broken)
+    np.testing.assert_allclose(np.array(auto(prompts, completions), dtype=float), full, rtol=0, atol=1e-6)
+    assert set(auto.last_paths) == {"full"} and "failed (TypeError" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        on(prompts, completions)

@@ -91,11 +91,13 @@ class ClassifierReward:
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         self.window = pf.sliding_window(self.model.config)
         self.prefix_sharing = prefix_sharing
-        self.prefix_note = "off" if prefix_sharing == "off" else pf.unsupported_reason(self.model)
+        self.prefix_note: str | None = "off" if prefix_sharing == "off" else pf.unsupported_reason(self.model)
+        if not self.prefix_note:
+            self.prefix_note = self._probe_shared_prefix()
         if self.prefix_note and prefix_sharing == "on":
             raise WinnowError(f"reward model {path}: --reward-prefix-sharing on, but {self.prefix_note}")
         if self.prefix_note and prefix_sharing == "auto":
-            print(f"winnow: reward model {path}: scoring every row in full: {self.prefix_note}", file=sys.stderr)
+            self._note(self.prefix_note)
         self.stats: dict = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
         self.path_counts: Counter[str] = Counter()
         self.tokens_saved = 0
@@ -104,6 +106,30 @@ class ClassifierReward:
         self.last_tokens_saved: list[int] = []
         """After a call: prompt tokens each row did not recompute (its prompt's length for
         every shared-prefix row but the first of its prompt in a chunk, else 0)."""
+
+    def _note(self, why: str) -> None:
+        print(f"winnow: reward model {self.name}: scoring every row in full: {why}", file=sys.stderr)
+
+    def _probe_shared_prefix(self) -> str | None:
+        """Score two short rows both ways once; None if they agree, else why not to share.
+
+        The listed architectures are tested against the full path, but the cache interface
+        they plug into belongs to transformers: this catches a version where sharing would
+        silently change scores (or fail) before any real row depends on it.
+        """
+        prompt = self.prompt_ids(["Say something."])[0]
+        tails = [prompt[-3:], prompt[:1]]  # any ids of this vocabulary will do
+        try:
+            prefix = pf.prefill(self._base, [prompt], pad_id=self.pad_id, device=self.device)
+            shared = pf.score_tails(
+                self._base, self.model.score, prefix, [0, 0], tails, pad_id=self.pad_id, device=self.device
+            )
+        except Exception as e:  # noqa: BLE001 -- whatever breaks, the full path is the answer
+            return f"the shared-prefix path failed on a probe ({type(e).__name__}: {e})"
+        full = self._forward([prompt + t for t in tails])
+        if not np.allclose(shared, full, rtol=1e-3, atol=1e-4):
+            return f"the shared-prefix path does not reproduce full-row scores here ({shared} vs {full})"
+        return None
 
     def _give_distinct_pad_token(self) -> None:
         tok = self.tokenizer
@@ -160,18 +186,33 @@ class ClassifierReward:
             paths[i] = "too_long"
         full = fits
         if not self.prefix_note:
+            full = self._score_shared(prompts, ids, fits, scores, paths, saved)
+        self._score_full(full, ids, scores)
+        self.last_paths, self.last_tokens_saved = paths, saved
+        self.path_counts.update(paths)
+        self.tokens_saved += sum(saved)
+        return [None if np.isnan(s) else float(s) for s in scores]
+
+    def _score_shared(self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int]) -> list[int]:
+        """Score the rows of ``fits`` that can share their prompt's prefill; returns the rest."""
+        try:
             groups, mismatched, alone = pf.group_rows(self.prompt_ids(prompts), ids, fits)
             for i in mismatched:
                 paths[i] = "full_prefix_mismatch"
             for i in alone:
                 paths[i] = "full_single_completion"
             far = self._score_groups(groups, scores, paths, saved)
-            full = sorted(mismatched + alone + far)
-        self._score_full(full, ids, scores)
-        self.last_paths, self.last_tokens_saved = paths, saved
-        self.path_counts.update(paths)
-        self.tokens_saved += sum(saved)
-        return [None if np.isnan(s) else float(s) for s in scores]
+            return sorted(mismatched + alone + far)
+        except (torch.OutOfMemoryError, WinnowError):
+            raise
+        except Exception as e:  # auto promises the full path, never a crash (re-raised above when it can)
+            if self.prefix_sharing == "on":
+                raise
+            self.prefix_note = f"the shared-prefix path failed ({type(e).__name__}: {e})"
+            self._note(self.prefix_note)
+            for i in fits:
+                paths[i], saved[i] = "full", 0
+            return fits
 
     def _score_full(self, rows: list[int], ids: list[list[int]], scores: np.ndarray) -> None:
         """Score whole rows (indices into ids) in planned batches; write into scores."""
@@ -200,8 +241,12 @@ class ClassifierReward:
     @torch.inference_mode()
     def _score(self, rows: list[list[int]]) -> np.ndarray:
         """Scores of whole rows, shape (len(rows),), read at each row's last real token."""
+        self._count(sum(len(r) for r in rows), len(rows) * max(len(r) for r in rows))
+        return self._forward(rows)
+
+    @torch.inference_mode()
+    def _forward(self, rows: list[list[int]]) -> np.ndarray:
         ids, mask = pf.right_pad(rows, self.pad_id, self.device)
-        self._count(sum(len(r) for r in rows), ids.numel())
         if not self.pool_by_mask:
             return self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
         hidden = self._base(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, T, hidden)
