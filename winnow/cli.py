@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | run | bon | demo | report.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -56,6 +56,15 @@ OPTIONS = {
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
     ],
+    "dpo": [
+        ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
+        ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
+        ("--dpo-beta", "dpo", "beta", float, "DPO beta: larger keeps the policy closer to the reference"),
+        ("--learning-rate", "dpo", "learning_rate", float, "peak learning rate"),
+        ("--epochs", "dpo", "epochs", float, "passes over the pairs"),
+        ("--dpo-batch-size", "dpo", "batch_size", int, "pairs per optimizer step"),
+        ("--max-length", "dpo", "max_length", int, "tokens kept per side of a pair"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate"],
@@ -64,6 +73,7 @@ STAGES_OF = {
     "sft": ["sft"],
     "run": ["generate", "score", "select", "sft"],
     "bon": ["generate", "score"],
+    "dpo": ["dpo"],
 }
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
@@ -78,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         "sft": "fine-tune the starting checkpoint on them",
         "run": "generate, score, select and sft in one go",
         "bon": "Best-of-N: the best completion per prompt",
+        "dpo": "DPO on the preference pairs of select --pairs",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -87,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
             p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft"} & set(stages):
+        if {"generate", "score", "sft", "dpo"} & set(stages):
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
         for stage in stages:
             group = p.add_argument_group(stage)
@@ -158,7 +169,7 @@ def run_command(args: argparse.Namespace) -> None:
         }
         if getattr(args, "device", None) and stage != "select":
             flags["device"] = args.device
-        if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
+        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
     prompts = None

@@ -208,7 +208,46 @@ class TrainConfig:
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
 
 
-SECTIONS = {"generate": GenerateConfig, "score": ScoreConfig, "select": SelectConfig, "sft": TrainConfig}
+@dataclass
+class DpoConfig:
+    model: str | None = None
+    """Starting checkpoint (also the frozen reference); defaults to the first generate model."""
+    lora: bool = False
+    """Train LoRA adapters (merged into the saved checkpoint) instead of every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    beta: float = 0.1
+    """DPO's beta (> 0): how far the policy may move from the reference; larger stays closer."""
+    learning_rate: float = 1e-6
+    """Peak learning rate (linear decay, no warm-up); TRL's default. LoRA wants ~10-100x more."""
+    epochs: float = 1.0
+    """Passes over the pairs."""
+    batch_size: int = 8
+    """Pairs per optimizer step."""
+    max_length: int = 512
+    """Prompt + completion tokens kept per side of a pair (longer ones are truncated)."""
+    seed: int = 0
+    """Seed of data order and initialisation of LoRA weights."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda``."""
+
+    def validate(self) -> None:
+        _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
+
+
+SECTIONS = {
+    "generate": GenerateConfig,
+    "score": ScoreConfig,
+    "select": SelectConfig,
+    "sft": TrainConfig,
+    "dpo": DpoConfig,
+}
 
 
 def _check(ok: Any, name: str, message: str) -> None:
