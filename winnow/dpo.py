@@ -76,6 +76,8 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
+    if not config.model:
+        raise WinnowError("dpo.model: no starting checkpoint given")
     path = resolve_model(config.model)
     device = pick_device(config.device)
     tokenizer = load_tokenizer(path)
