@@ -161,9 +161,9 @@ def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
 
     beta > 0: beta -> 0 gives top_k_per_prompt (in random order among tied rewards), a large
     beta a uniform draw without replacement. NaN is never chosen. Seeded and reproducible.
-    Cost: O(M N log N) per round of proposals; each round proposes N candidates per row at
-    once (those between two acceptances are independent uniform draws, so this is the same
-    process), and a round accepts one per row with probability >= 1 - (1 - 1/N)^N > 0.63.
+    Cost: O(M N) per round of proposals; a round makes N proposals per row at once (those
+    between two acceptances are independent uniform draws, so this is the same process) and
+    accepts one per row with probability >= 1 - (1 - 1/N)^N > 0.63, so about k + log M rounds.
 
     >>> R = np.array([[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7],
     ...               [0.2, 0.5, 0.8, 0.6], [0.5, 0.4, 0.3, 0.6]])
@@ -183,17 +183,18 @@ def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     active = np.flatnonzero(remaining.any(axis=1)) if n else np.empty(0, dtype=np.int64)
     while active.size:
         rem, rows = remaining[active], r[active]
-        count = rem.sum(axis=1)
         r_max = np.where(rem, rows, -np.inf).max(axis=1)
-        # Remaining columns first, in column order; a uniform rank < count picks one of them.
-        order = np.argsort(~rem, axis=1, kind="stable")
-        ranks = (rng.random((active.size, n)) * count[:, None]).astype(np.int64)
-        proposed = np.take_along_axis(order, ranks, axis=1)
+        # N proposals per row, uniform over all columns; one outside the pool is skipped,
+        # which leaves a uniform draw from the pool (and needs no per-row list of it).
+        proposed = rng.integers(0, n, size=(active.size, n))
+        in_pool = np.take_along_axis(rem, proposed, axis=1)
         value = np.take_along_axis(rows, proposed, axis=1)
         with np.errstate(invalid="ignore"):
-            # r == r_max is accepted outright (also when both are infinite, where r - r_max is NaN).
-            accept_p = np.where(value == r_max[:, None], 1.0, np.exp((value - r_max[:, None]) / beta))
-        accepted = rng.random((active.size, n)) < accept_p
+            # r == r_max is accepted outright (also when both are infinite, where r - r_max is NaN);
+            # the clip keeps proposals outside the pool, which may exceed r_max, from overflowing.
+            gap = np.minimum(value - r_max[:, None], 0.0)
+            accept_p = np.where(value == r_max[:, None], 1.0, np.exp(gap / beta))
+        accepted = in_pool & (rng.random((active.size, n)) < accept_p)
         hit = accepted.any(axis=1)
         first = np.argmax(accepted, axis=1)  # the earliest accepted proposal of the round
         rows_hit, cols = active[hit], proposed[hit, first[hit]]
