@@ -74,10 +74,14 @@ def plot_selected_vs_all(path: Path, groups: dict[str, tuple[np.ndarray, np.ndar
     """
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, (rewards, tokens) in groups.items():
-        rewards = rewards[~np.isnan(rewards)]
-        left.hist(rewards, bins=20, alpha=0.5, density=True, label=f"{name} (mean {np.mean(rewards):.3f})")
-        right.hist(tokens, bins=20, alpha=0.5, density=True, label=f"{name} (mean {np.mean(tokens):.1f})")
+    scored = {name: rewards[~np.isnan(rewards)] for name, (rewards, _) in groups.items()}
+    # Shared bin edges, so the groups' bars line up and their densities compare.
+    reward_bins = np.histogram_bin_edges(np.concatenate(list(scored.values())), bins=20)
+    token_bins = np.histogram_bin_edges(np.concatenate([tokens for _, tokens in groups.values()]), bins=20)
+    for name, (_, tokens) in groups.items():
+        rewards = scored[name]
+        left.hist(rewards, bins=reward_bins, alpha=0.5, density=True, label=f"{name} (mean {np.mean(rewards):.3f})")
+        right.hist(tokens, bins=token_bins, alpha=0.5, density=True, label=f"{name} (mean {np.mean(tokens):.1f})")
     left.set_xlabel("reward")
     left.set_title("Reward")
     right.set_xlabel("length (tokens)")
