@@ -1,5 +1,6 @@
 """winnow.select: the chapter's worked example, NaN handling, tie order and the controls."""
 
+import collections
 import math
 
 import numpy as np
@@ -323,12 +324,45 @@ def test_apply_drops_unselected_rows_and_padding():
     assert sel.apply("top_k_per_prompt", r, k=2).tolist() == [[1, 1], [1, 0], [2, 0]]
 
 
-def test_apply_random_controls_match_the_functions():
+def test_apply_random_per_prompt_one_uniform_scored_pair_per_row():
+    r = np.array([[nan, 0.9, 0.1, nan], [nan, nan, nan, nan], [0.5, nan, nan, -3.0]])
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = sel.apply("random_per_prompt", r, seed=seed).tolist()
+        # one pair for each row that has a scored cell, in row order; row 1 has none
+        assert [i for i, _ in pairs] == [0, 2], pairs
+        counts.update(map(tuple, pairs))
+    # each row's two scored cells are picked half the time each, whatever their rewards
+    assert set(counts) == {(0, 1), (0, 2), (2, 0), (2, 3)}
+    for cell, count in counts.items():
+        assert abs(count / trials - 0.5) < 0.05, (cell, count)
+    assert sel.apply("random_per_prompt", r).tolist() == sel.apply("random_per_prompt", r, seed=0).tolist()
+
+
+def test_apply_random_k_overall_k_distinct_uniform_scored_pairs():
+    r = np.array([[nan, 0.9, 0.1], [nan, nan, 7.0], [0.5, -2.0, nan]])
+    scored = {(0, 1), (0, 2), (1, 2), (2, 0), (2, 1)}
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = [tuple(p) for p in sel.apply("random_k_overall", r, k=2, seed=seed).tolist()]
+        assert len(pairs) == 2 and pairs == sorted(set(pairs)), pairs  # distinct, row-major
+        assert set(pairs) <= scored
+        counts.update(pairs)
+    for cell in scored:  # 2 of 5 scored cells: each one is in 40% of the draws
+        assert abs(counts[cell] / trials - 0.4) < 0.05, (cell, counts[cell])
+    assert sel.apply("random_k_overall", r, k=9, seed=3).tolist() == sorted(map(list, scored))  # capped
+
+
+def test_apply_random_controls_use_the_seed_given():
     r = _holey()
     picked = sel.random_per_prompt(r, 11)
     expected = [[i, int(j)] for i, j in enumerate(picked)]
     assert sel.apply("random_per_prompt", r, seed=11).tolist() == expected
+    assert sel.apply("random_per_prompt", r, seed=12).tolist() != expected
     assert sel.apply("random_k_overall", r, k=6, seed=11).tolist() == sel.random_k_overall(r, 6, 11).tolist()
+    assert sel.apply("random_k_overall", r, k=6, seed=12).tolist() != sel.random_k_overall(r, 6, 11).tolist()
 
 
 def test_to_pairs_shapes_for_empty_selections():
