@@ -173,3 +173,15 @@ def test_config_hash_changes_with_any_value():
     assert config_hash(GenerateConfig(seed=1)) != base
     assert config_hash(GenerateConfig(top_p=0.9)) != base
     assert config_hash([1, 2]) != config_hash([2, 1])  # list order is meaningful
+
+
+def test_a_backend_refuses_by_name_the_sampling_fields_it_cannot_honour(monkeypatch):
+    from winnow import generate
+
+    monkeypatch.setitem(generate.BACKENDS, "hf", frozenset({"min_p"}))
+    GenerateConfig(min_p=0.1).validate()  # honoured: accepted
+    with pytest.raises(WinnowError, match=r"generate.stop: backend 'hf' does not support stop \(got \('###',\)\)"):
+        GenerateConfig(stop=["###"]).validate()
+    with pytest.raises(WinnowError, match=r"generate\.repetition_penalty: backend 'hf' does not support"):
+        GenerateConfig(repetition_penalty=1.3).validate()
+    GenerateConfig(repetition_penalty=1.0, stop=[]).validate()  # neutral values are not "asked for"

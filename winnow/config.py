@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from winnow.errors import WinnowError
+from winnow.generate import BACKENDS, Sampling, check_sampling
 
-BACKENDS = ("hf",)
 LONG_PROMPT_POLICIES = ("error", "skip")
 STRATEGIES = (
     "top_per_prompt",
@@ -45,6 +45,12 @@ class GenerateConfig:
     """Nucleus sampling mass, in (0, 1]; 1 keeps every token."""
     top_k: int = 0
     """Keep only the k most likely tokens; 0 turns it off."""
+    min_p: float = 0.0
+    """Drop tokens below min_p times the top token's probability, in [0, 1); 0 turns it off."""
+    repetition_penalty: float = 1.0
+    """Penalty (> 0) on tokens already present, as in transformers and vLLM; 1 turns it off."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a completion (left out of its text; finish_reason 'stop')."""
     max_new_tokens: int = 64
     """Most tokens sampled per completion; a completion cut here has finish_reason 'length'."""
     seed: int = 0
@@ -66,13 +72,32 @@ class GenerateConfig:
         _check(self.temperature >= 0, "generate.temperature", f"must be >= 0, got {self.temperature}")
         _check(0 < self.top_p <= 1, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.top_k >= 0, "generate.top_k", f"must be >= 0, got {self.top_k}")
+        _check(0 <= self.min_p < 1, "generate.min_p", f"must be in [0, 1), got {self.min_p}")
+        _check(
+            self.repetition_penalty > 0, "generate.repetition_penalty", f"must be > 0, got {self.repetition_penalty}"
+        )
+        _check(all(self.stop), "generate.stop", "stop strings must not be empty")
         _check(self.max_new_tokens >= 1, "generate.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
+        check_sampling(self.backend, self.sampling())
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
                 f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
             )
+
+    def sampling(self) -> Sampling:
+        """The sampling contract these settings ask every backend to honour."""
+        return Sampling(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            stop=tuple(self.stop),
+        )
 
 
 @dataclass

@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from winnow.config import config_hash
 from winnow.errors import WinnowError
-from winnow.records import atomic_write_json, atomic_write_jsonl, read_jsonl
+from winnow.executors import shard_file
+from winnow.records import Prompt, atomic_write_json, read_jsonl
 
 
 class Stage:
@@ -67,15 +70,8 @@ class Stage:
             raise WinnowError(f"{self.dir} is not complete: run the {self.name} stage first")
         return json.loads(path.read_text())
 
-    def shard_path(self, name: str) -> Path:
-        return self.dir / f"shard-{name}.jsonl"  # read_shards below relies on this name
-
     def has_shard(self, name: str) -> bool:
-        return self.shard_path(name).exists()
-
-    def write_shard(self, name: str, rows: list[dict]) -> None:
-        self.claim()
-        atomic_write_jsonl(self.shard_path(name), rows)
+        return shard_file(self.dir, name).exists()
 
     def read_shards(self, names: list[str]) -> list[dict]:
         return read_shards(self.dir, names)
@@ -92,7 +88,7 @@ def read_shards(folder: Path, names: list[str]) -> list[dict]:
     """The rows of shards ``names`` in ``folder``, in the order given."""
     rows = []
     for name in names:
-        rows.extend(row for _, row in read_jsonl(folder / f"shard-{name}.jsonl"))
+        rows.extend(row for _, row in read_jsonl(shard_file(folder, name)))
     return rows
 
 
@@ -102,6 +98,36 @@ def completed_manifest(run_dir: str | Path, name: str) -> dict:
     if not path.exists():
         raise WinnowError(f"{path} not found: run `winnow {name}` on this run dir first")
     return json.loads(path.read_text())
+
+
+def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dict]:
+    """Prompts (row order), completion rows and the generate manifest of a finished stage."""
+    manifest = completed_manifest(run_dir, "generate")
+    folder = Path(run_dir) / "generate"
+    prompts = [_prompt_from_row(row) for _, row in read_jsonl(folder / "prompts.jsonl")]
+    completions = read_shards(folder, manifest["shards"])
+    return prompts, completions, manifest
+
+
+def load_scored(run_dir: str | Path) -> tuple[list[Prompt], dict, np.ndarray, dict]:
+    """What selection reads: prompts (matrix rows), completions keyed by (prompt_id,
+    sample_index), the reward matrix float (M, C) and the score manifest."""
+    prompts, completions, _ = load_generations(run_dir)
+    manifest = completed_manifest(run_dir, "score")
+    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
+    return prompts, {(c["prompt_id"], c["sample_index"]): c for c in completions}, rewards, manifest
+
+
+def load_selected(run_dir: str | Path) -> list[dict]:
+    """The rows of a finished select stage, in TRL's prompt-completion format."""
+    completed_manifest(run_dir, "select")
+    return [row for _, row in read_jsonl(Path(run_dir) / "select" / "selected.jsonl")]
+
+
+def _prompt_from_row(row: dict) -> Prompt:
+    if "messages" in row:
+        return Prompt(id=row["id"], messages=tuple(row["messages"]))
+    return Prompt(id=row["id"], text=row["prompt"])
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:

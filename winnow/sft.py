@@ -16,8 +16,7 @@ from pathlib import Path
 from winnow.config import TrainConfig
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_model
-from winnow.rundir import Stage, completed_manifest
-from winnow.stages import load_selected
+from winnow.rundir import Stage, completed_manifest, load_selected
 
 
 def sft(run_dir: str | Path, config: TrainConfig) -> dict:

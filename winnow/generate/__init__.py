@@ -16,13 +16,44 @@ from winnow.records import Completion, Prompt
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling parameters passed to every backend; all of them are honoured."""
+    """The one sampling contract every backend receives (the seed comes per call).
+
+    The first five fields are honoured by every backend. The optional ones have a neutral
+    value (``OPTIONAL_SAMPLING``); a backend that cannot honour one refuses a non-neutral
+    value by name before anything is sampled (``check_sampling``), never ignores it.
+    """
 
     n: int
     temperature: float
     top_p: float
     top_k: int
     max_new_tokens: int
+    min_p: float = 0.0
+    """Drop tokens whose probability is below min_p times the top token's; 0 = off."""
+    repetition_penalty: float = 1.0
+    """CTRL-style penalty on tokens already in the prompt or completion; 1 = off."""
+    stop: tuple[str, ...] = ()
+    """Strings that end a completion (not included in its text); finish_reason 'stop'."""
+
+
+OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": ()}
+"""Optional sampling fields and their neutral ("off") values."""
+
+BACKENDS: dict[str, frozenset[str]] = {
+    "hf": frozenset(),
+}
+"""Every backend name, with the optional sampling fields it honours: the one list of backends."""
+
+
+def check_sampling(backend: str, sampling: Sampling) -> None:
+    """Refuse, by name, an optional sampling field the backend would not honour."""
+    for name, neutral in OPTIONAL_SAMPLING.items():
+        value = getattr(sampling, name)
+        if value != neutral and name not in BACKENDS[backend]:
+            raise WinnowError(
+                f"generate.{name}: backend {backend!r} does not support {name} (got {value!r}); "
+                f"leave it at {neutral!r} or use a backend that does"
+            )
 
 
 class Backend(Protocol):
@@ -49,4 +80,4 @@ def make_backend(name: str, model: str, *, device: str = "auto", batch_size: int
 
             return HFBackend(model, device=device, batch_size=batch_size)
         case _:
-            raise WinnowError(f"unknown backend {name!r} (choose from: hf)")
+            raise WinnowError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")

@@ -1,0 +1,95 @@
+"""Executors: who turns a stage's pending shards into shard files.
+
+The driver (a stage function in ``winnow.stages``) owns the stage folder: its config, its
+lock and its manifest. It lists the shards still to make as ``ShardTask``s and hands them
+to an executor together with a worker factory. A worker is built once per process (that is
+where a model is loaded) and turns one task into one shard's rows; the executor writes them
+atomically as ``shard-<name>.jsonl`` in the stage folder. The same worker code runs under
+every executor, so a local run and a distributed one cannot drift.
+
+``EXECUTORS`` is the one list of executor names; ``run_shards`` dispatches on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from winnow.errors import WinnowError
+from winnow.records import atomic_write_jsonl
+
+EXECUTORS = ("local",)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to make: its name (file ``shard-<name>.jsonl``) and its picklable inputs."""
+
+    name: str
+    payload: Any
+    """What the worker needs for this shard alone (prompt rows, completion rows, a seed)."""
+
+
+class ShardWorker(Protocol):
+    def run(self, task: ShardTask) -> list[dict]:
+        """The rows of one shard, keyed by (prompt_id, sample_index); no file I/O."""
+        ...
+
+
+@dataclass
+class ShardReport:
+    """What an executor did: shards written, shards that failed every try (name -> error)."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+
+
+def shard_file(stage_dir: Path, name: str) -> Path:
+    return Path(stage_dir) / f"shard-{name}.jsonl"
+
+
+def write_shard(stage_dir: Path, name: str, rows: list[dict]) -> None:
+    """Write one shard atomically (temp file + rename): present means whole."""
+    atomic_write_jsonl(shard_file(stage_dir, name), rows)
+
+
+def run_shards(
+    tasks: Sequence[ShardTask],
+    make_worker: Callable[[], ShardWorker],
+    stage_dir: Path,
+    *,
+    claim: Callable[[], None],
+    executor: str = "local",
+    desc: str = "shards",
+) -> ShardReport:
+    """Turn every task into a shard file in ``stage_dir``; ``make_worker`` must be picklable.
+
+    ``claim`` is called once, just before the first shard is written: a stage that fails
+    before producing anything (a typo in a model path) leaves its folder unclaimed, so it
+    can be rerun with the mistake fixed. No worker is built when ``tasks`` is empty.
+    """
+    if not tasks:
+        return ShardReport()
+    match executor:
+        case "local":
+            return _run_local(tasks, make_worker, Path(stage_dir), claim=claim, desc=desc)
+        case _:
+            raise WinnowError(f"unknown executor {executor!r} (choose from: {', '.join(EXECUTORS)})")
+
+
+def _run_local(tasks: Sequence[ShardTask], make_worker, stage_dir: Path, *, claim, desc: str) -> ShardReport:
+    """One worker in this process, shards in order; the first error stops the stage."""
+    worker = make_worker()
+    report = ShardReport()
+    for task in tqdm(tasks, desc=desc, unit="shard"):
+        rows = worker.run(task)
+        if not report.done:
+            claim()
+        write_shard(stage_dir, task.name, rows)
+        report.done.append(task.name)
+    return report

@@ -1,0 +1,116 @@
+"""The generate stage: N completions per prompt and model, one shard file per chunk of prompts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from winnow.config import GenerateConfig, config_hash
+from winnow.errors import WinnowError
+from winnow.executors import ShardTask, run_shards
+from winnow.generate import make_backend
+from winnow.records import Prompt, atomic_write_jsonl
+from winnow.rundir import Stage
+
+
+def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
+    """A per-shard seed, so a resumed run samples exactly what an uninterrupted one would."""
+    return int(np.random.SeedSequence([seed, model_index, shard_index]).generate_state(1)[0])
+
+
+def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig) -> dict:
+    """Sample ``config.n`` completions per prompt from each model; returns the manifest."""
+    config.validate()
+    rows = [p.to_row() for p in prompts]
+    stage = Stage(run_dir, "generate", {"generate": asdict(config), "prompts_hash": config_hash(rows)})
+    stage.begin()
+    if stage.is_complete():
+        return stage.manifest()
+    num_shards = math.ceil(len(prompts) / config.shard_size)
+    shard_names = []
+    for k, model in enumerate(config.models):
+        names = [f"m{k}-{i:05d}" for i in range(num_shards)]
+        shard_names += names
+        tasks = [
+            ShardTask(
+                name, (prompts[i * config.shard_size : (i + 1) * config.shard_size], shard_seed(config.seed, k, i))
+            )
+            for i, name in enumerate(names)
+            if not stage.has_shard(name)
+        ]
+        factory = GenerateWorkerFactory(config, k, prompts)
+        run_shards(tasks, factory, stage.dir, claim=stage.claim, desc=f"generate {model}")
+    completions = stage.read_shards(shard_names)
+    stage.claim()
+    atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
+    return stage.finish(
+        shards=shard_names,
+        num_prompts=len(prompts),
+        num_columns=config.n * len(config.models),
+        num_completions=len(completions),
+        skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+    )
+
+
+@dataclass(frozen=True)
+class GenerateWorkerFactory:
+    """Builds the worker of model ``model_index`` (picklable: executors ship it to workers)."""
+
+    config: GenerateConfig
+    model_index: int
+    prompts: list[Prompt]
+    """All prompts, so a too-long one is reported before the first shard is sampled."""
+
+    def __call__(self) -> GenerateWorker:
+        return GenerateWorker(self.config, self.model_index, self.prompts)
+
+
+class GenerateWorker:
+    """Loads one model once; turns (prompts, seed) into completion rows for its columns."""
+
+    def __init__(self, config: GenerateConfig, model_index: int, prompts: list[Prompt]):
+        self.config = config
+        self.model_index = model_index
+        self.backend = make_backend(
+            config.backend, config.models[model_index], device=config.device, batch_size=config.batch_size
+        )
+        self.keep = _fit_in_context(self.backend, prompts, config)
+        self.sampling = config.sampling()
+
+    def run(self, task: ShardTask) -> list[dict]:
+        chunk, seed = task.payload
+        chunk = [p for p in chunk if p.id in self.keep]
+        completions = self.backend.generate(chunk, self.sampling, seed=seed) if chunk else []
+        shard = []
+        for c in completions:
+            row = c.to_row()
+            row["sample_index"] += self.model_index * self.config.n  # model k owns columns k*n .. k*n+n-1
+            shard.append(row)
+        return shard
+
+
+def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> set[str]:
+    """Ids of prompts that leave room for max_new_tokens; too-long ones error or are skipped."""
+    room = backend.context_length() - config.max_new_tokens
+    keep = set()
+    for row, (prompt, length) in enumerate(zip(prompts, backend.prompt_lengths(prompts), strict=True), start=1):
+        if length <= room:
+            keep.add(prompt.id)
+        elif config.long_prompts == "error":
+            raise WinnowError(
+                f"prompt {prompt.id!r} (row {row}) has {length} tokens, more than the {room} that model "
+                f"{backend.model} leaves for the prompt (context {backend.context_length()} minus "
+                f"max_new_tokens {config.max_new_tokens}); pass --long-prompts skip to skip such prompts"
+            )
+    return keep
+
+
+def _count_skipped(prompts: list[Prompt], completions: list[dict], num_models: int) -> int:
+    """Prompt-model pairs that got no completion (too long for that model's context)."""
+    per_prompt: dict[str, set] = {}
+    for c in completions:
+        per_prompt.setdefault(c["prompt_id"], set()).add(c["model"])
+    return sum(num_models - len(per_prompt.get(p.id, ())) for p in prompts)

@@ -1,0 +1,131 @@
+"""The score stage: every completion through the reward into an M x C matrix (``score/rewards.npy``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from winnow import select as sel
+from winnow.config import ScoreConfig
+from winnow.executors import ShardTask, run_shards
+from winnow.records import Prompt, atomic_write_npy, reward_to_json
+from winnow.rundir import Stage, load_generations
+
+
+def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
+    """Score every completion into an M x C reward matrix (``score/rewards.npy``, NaN = unscored).
+
+    ``reward`` overrides the reward built from config (for library use); the stage config
+    then records only its name.
+    """
+    config.validate()
+    prompts, completions, gen = load_generations(run_dir)
+    stage = Stage(run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"]})
+    stage.begin()
+    if stage.is_complete():
+        return stage.manifest()
+    by_id = {p.id: p for p in prompts}
+    num_shards = math.ceil(len(completions) / config.shard_size)
+    names = [f"{i:05d}" for i in range(num_shards)]
+    tasks = []
+    for i, name in enumerate(names):
+        if stage.has_shard(name):
+            continue
+        rows = completions[i * config.shard_size : (i + 1) * config.shard_size]
+        tasks.append(ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in rows]))
+    run_shards(tasks, ScoreWorkerFactory(config, reward), stage.dir, claim=stage.claim, desc="score")
+    matrix = reward_matrix(prompts, stage.read_shards(names), gen["num_columns"])
+    atomic_write_npy(stage.dir / "rewards.npy", matrix)
+    return stage.finish(shards=names, **summarize(matrix, num_completions=len(completions)))
+
+
+@dataclass(frozen=True)
+class ScoreWorkerFactory:
+    """Builds the score worker (picklable unless ``reward`` is a local function)."""
+
+    config: ScoreConfig
+    reward: Any = None
+
+    def __call__(self) -> ScoreWorker:
+        return ScoreWorker(self.config, self.reward)
+
+
+class ScoreWorker:
+    """Loads the reward once (function or reward model); turns completion rows into reward rows."""
+
+    def __init__(self, config: ScoreConfig, reward=None):
+        if reward is not None:
+            self.reward, self.name = reward, config.reward_model or config.reward_fn
+        else:
+            self.reward, self.name = _make_reward(config)
+        # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
+        self.step = config.fn_batch_size if not config.reward_model else config.shard_size
+
+    def run(self, task: ShardTask) -> list[dict]:
+        from winnow.rewards import call_reward
+
+        pairs = task.payload
+        values: list[float] = []
+        for start in range(0, len(pairs), self.step):
+            part = pairs[start : start + self.step]
+            values += call_reward(
+                self.reward,
+                self.name,
+                [content for content, _ in part],
+                [c["text"] for _, c in part],
+                prompt_ids=[c["prompt_id"] for _, c in part],
+                sample_indices=[c["sample_index"] for _, c in part],
+            )
+        return [
+            {
+                "prompt_id": c["prompt_id"],
+                "sample_index": c["sample_index"],
+                "model": c["model"],
+                "reward": reward_to_json(v),
+            }
+            for (_, c), v in zip(pairs, values, strict=True)
+        ]
+
+
+def _make_reward(config: ScoreConfig):
+    if config.reward_model:
+        from winnow.rewards.classifier import ClassifierReward
+
+        rm = ClassifierReward(
+            config.reward_model,
+            device=config.device,
+            batch_tokens=config.batch_tokens,
+            max_batch_size=config.max_batch_size,
+        )
+        return rm, config.reward_model
+    from winnow.rewards import load_reward_fn
+
+    return load_reward_fn(config.reward_fn), config.reward_fn
+
+
+def reward_matrix(prompts: list[Prompt], rows: list[dict], num_columns: int) -> np.ndarray:
+    """Place keyed reward rows into a float64 (M, C) matrix; cells with no row stay NaN."""
+    index = {p.id: i for i, p in enumerate(prompts)}
+    matrix = np.full((len(prompts), num_columns), np.nan, dtype=np.float64)
+    for row in rows:
+        if row["reward"] is not None:
+            matrix[index[row["prompt_id"]], row["sample_index"]] = row["reward"]
+    return matrix
+
+
+def summarize(matrix: np.ndarray, *, num_completions: int) -> dict:
+    scored = int((~np.isnan(matrix)).sum())
+    best = sel.top_per_prompt(matrix)
+    has = best >= 0
+    best_values = matrix[np.flatnonzero(has), best[has]]
+    return {
+        "num_completions": num_completions,
+        "scored": scored,
+        "unscored": num_completions - scored,
+        "mean_reward": float(np.nanmean(matrix)) if scored else None,
+        "mean_best_reward": float(best_values.mean()) if has.any() else None,
+    }
