@@ -279,7 +279,7 @@ def test_prompt_longer_than_context(workdir, tiny_policy, capsys):
 @pytest.mark.parametrize(
     "fn, patterns",
     [
-        ("boom", ["'", "rewards.py:boom", "raised RuntimeError: reward server down"]),
+        ("boom", ["rewards.py:boom' raised RuntimeError: reward server down (batch starting at prompt_id 'p0')"]),
         ("short", ["returned 19 values for 20 completions"]),
         ("words", ["returned 'good' (str) at position 0", "expected a number or None"]),
         ("nope", ["has no callable 'nope'"]),
