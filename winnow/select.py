@@ -164,15 +164,15 @@ def apply(strategy: str, rewards, *, k: int | None = None, t: float | None = Non
     match strategy:
         case "top_per_prompt":
             picked = top_per_prompt(rewards)
-        case "top_k_overall":
+        case "top_k_overall" if k is not None:
             picked = top_k_overall(rewards, k)
-        case "top_k_per_prompt":
+        case "top_k_per_prompt" if k is not None:
             picked = top_k_per_prompt(rewards, k)
-        case "threshold":
+        case "threshold" if t is not None:
             picked = threshold(rewards, t)
         case "random_per_prompt":
             picked = random_per_prompt(rewards, seed)
-        case "random_k_overall":
+        case "random_k_overall" if k is not None:
             picked = random_k_overall(rewards, k, seed)
         case _:
             raise WinnowError(f"unknown strategy {strategy!r}")

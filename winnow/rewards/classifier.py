@@ -114,7 +114,9 @@ def plan_batches(
     """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     allowance = max_padding * batch_tokens
-    batches, current, width, padding = [], [], 0, 0
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    width, padding = 0, 0
     for i in order:
         n = lengths[i]
         if current and (

@@ -19,27 +19,27 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
     config.validate()
     prompts, by_key, rewards, scored = load_scored(run_dir)
     stage = Stage(run_dir, "select", {"select": asdict(config), "score_hash": scored["config_hash"]})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    if config.dedup:
-        texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
-        rewards = sel.dedup(rewards, texts)
-    pairs = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, seed=config.seed)
-    rows = []
-    for i, j in pairs.tolist():
-        prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-        rows.append(
-            {
-                "prompt": prompt.as_messages(),
-                "completion": [{"role": "assistant", "content": completion["text"]}],
-                "prompt_id": prompt.id,
-                "sample_index": j,
-                "model": completion["model"],
-                "reward": float(rewards[i, j]),
-            }
-        )
-    stage.claim()
-    atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
-    mean = float(np.mean([r["reward"] for r in rows])) if rows else None
-    return stage.finish(num_selected=len(rows), mean_selected_reward=mean)
+    with stage:
+        if stage.stored_manifest() and stage.matches("selected.jsonl"):
+            return stage.manifest()
+        if config.dedup:
+            texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
+            rewards = sel.dedup(rewards, texts)
+        pairs = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, seed=config.seed)
+        rows = []
+        for i, j in pairs.tolist():
+            prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
+            rows.append(
+                {
+                    "prompt": prompt.as_messages(),
+                    "completion": [{"role": "assistant", "content": completion["text"]}],
+                    "prompt_id": prompt.id,
+                    "sample_index": j,
+                    "model": completion["model"],
+                    "reward": float(rewards[i, j]),
+                }
+            )
+        stage.claim()
+        atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
+        mean = float(np.mean([r["reward"] for r in rows])) if rows else None
+        return stage.finish(outputs=["selected.jsonl"], num_selected=len(rows), mean_selected_reward=mean)
