@@ -18,8 +18,13 @@ from winnow.errors import WinnowError
 from winnow.records import TMP_SUFFIX, read_json
 from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file
 
-STAGES = ("generate", "score", "select", "sft")
-UPSTREAM = {"score": ("generate", "generate_hash"), "select": ("score", "score_hash"), "sft": ("select", "select_hash")}
+STAGES = ("generate", "score", "select", "sft", "dpo")
+UPSTREAM = {
+    "score": ("generate", "generate_hash"),
+    "select": ("score", "score_hash"),
+    "sft": ("select", "select_hash"),
+    "dpo": ("select", "select_hash"),
+}
 """stage -> (the stage it reads, the config field holding that stage's config hash)."""
 
 
