@@ -113,7 +113,7 @@ def test_load_yaml_reads_sections(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("prompts: p.jsonl\nrun_dir: runs/x\ngenerate:\n  n: 4\nselect:\n  strategy: threshold\n")
     assert load_yaml(path) == {
-        "prompts": "p.jsonl",
+        "prompts": str(tmp_path / "p.jsonl"),  # relative to the YAML file
         "run_dir": "runs/x",
         "generate": {"n": 4},
         "select": {"strategy": "threshold"},

@@ -2,10 +2,12 @@
 rerun, ends with exactly the files of a run that was never interrupted (weights included).
 
 The kills are chained on one run dir: each restart resumes from what the previous killed
-process left (temp files, a held lock, shards written but not yet recorded). A kill aimed at
-stage S waits until the restarted process has finished the stages before S (their manifests
-exist), then a random fraction of S's duration in the uninterrupted reference run. Where it
-lands is read from the manifests at the moment of the kill and reported.
+process left (temp files, a held lock, shards written but not yet recorded). The kills are
+aimed at the stages in order, an equal share each; a kill aimed at stage S waits until the
+restarted process holds S's lock, then a random fraction of S's duration in the
+uninterrupted reference run (a stage's duration is the time its lock is held: the lock
+file names the holder's pid). Where each kill landed is read the same way just before it,
+and reported; a later kill aimed at a stage whose rest is shorter lands in the next one.
 
 The default suite runs 4 kills (one aimed at each stage); ``pytest -m faults`` runs 20.
 """
@@ -13,6 +15,7 @@ The default suite runs 4 kills (one aimed at each stage); ``pytest -m faults`` r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -73,59 +76,62 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def finished(run: Path) -> list[str]:
-    return [s for s in STAGES if (run / s / "manifest.json").exists()]
+def holder(run: Path, stage: str) -> int | None:
+    """The pid holding ``stage``'s lock now (the lock file names it while held), or None."""
+    try:
+        return json.loads((run / stage / "lock").read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
 
 
-def reference_run(argv: list[str], run: Path) -> dict[str, tuple[float, float]]:
-    """Run uninterrupted; (start, end) seconds of each stage, from its manifests appearing."""
-    t0 = time.monotonic()
+def reference_run(argv: list[str], run: Path) -> dict[str, float]:
+    """Run uninterrupted; how long each stage held its lock, in seconds."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ends: dict[str, float] = {}
+    began: dict[str, float] = {}
+    ended: dict[str, float] = {}
     while proc.poll() is None:
-        for s in finished(run):
-            ends.setdefault(s, time.monotonic() - t0)
-        time.sleep(0.01)
+        now = time.monotonic()
+        for s in STAGES:
+            held = holder(run, s) == proc.pid
+            if held and s not in began:
+                began[s] = now
+            if not held and s in began and s not in ended:
+                ended[s] = now
+        time.sleep(0.002)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-    end = time.monotonic() - t0
-    for s in STAGES:
-        ends.setdefault(s, end)
-    starts = [0.0] + [ends[s] for s in STAGES[:-1]]
-    return {s: (start, ends[s]) for s, start in zip(STAGES, starts, strict=True)}
+    end = time.monotonic()
+    return {s: max(ended.get(s, end) - began.get(s, end), 0.01) for s in STAGES}
 
 
 def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: float) -> str:
-    """Start the run, SIGKILL it ``fraction`` of ``duration`` into ``stage``; where it landed."""
+    """Start the run, wait until it holds ``stage``'s lock, SIGKILL it ``fraction`` of the
+    stage's reference ``duration`` later; returns where the kill landed."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = STAGES[: STAGES.index(stage)]
     deadline = time.monotonic() + 600
-    while not set(before) <= set(finished(run)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
+    while holder(run, stage) != proc.pid and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
     time.sleep(fraction * duration)
-    done = finished(run)
     if proc.poll() is not None:
         return f"aimed at {stage}: the run ended first (exit {proc.returncode})"
+    landed = [s for s in STAGES if holder(run, s) == proc.pid]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    landed = next((s for s in STAGES if s not in done), "after sft")
-    return f"aimed at {stage} (+{fraction * duration:.2f}s): killed in {landed}"
+    where = f"killed in {landed[0]}" if landed else "killed between stages"
+    return f"aimed at {stage} (+{fraction * duration:.3f}s of {duration:.3f}s): {where}"
 
 
 def check_kills(tmp_path: Path, model: Path, kills: int) -> list[str]:
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(24)])
     (tmp_path / "cfg.yaml").write_text("score: {shard_size: 8, fn_batch_size: 8}\n")
     reference = tmp_path / "reference"
-    windows = reference_run(run_argv(tmp_path, reference, model), reference)
+    durations = reference_run(run_argv(tmp_path, reference, model), reference)
     run = tmp_path / "run"
     argv = run_argv(tmp_path, run, model)
     rng = random.Random(SEED)
     log = []
     for i in range(kills):
-        stage = STAGES[i % len(STAGES)]
-        start, end = windows[stage]
-        log.append(kill_in(argv, run, stage, rng.random(), max(end - start, 0.05)))
+        stage = STAGES[i * len(STAGES) // kills]
+        log.append(kill_in(argv, run, stage, rng.random(), durations[stage]))
     final = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr
     got, want = tree_digest(run), tree_digest(reference)

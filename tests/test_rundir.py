@@ -314,3 +314,84 @@ def test_a_writer_refuses_a_stage_whose_config_changed(tmp_path):
     with pytest.raises(WinnowError, match="config changed under this writer"):
         write_shard(stage.dir, "00000", [], config_hash=stage.hash)
     assert not (stage.dir / "shard-00000.jsonl").exists()
+
+
+# ---- winnow verify: every kind of file damaged in a finished run dir -----------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_policy) -> tuple[Path, list[str]]:
+    """A finished run dir through sft, and the generate command that made it."""
+    d = tmp_path_factory.mktemp("full")
+    write_jsonl(d / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
+    gen = gen_args(d, tiny_policy)
+    assert main(gen) == 0
+    assert main(["score", "--run-dir", str(d / "run"), "--reward-fn", "length"]) == 0
+    assert main(["select", "--run-dir", str(d / "run")]) == 0
+    sft = ["sft", "--run-dir", str(d / "run"), "--sft-model", str(tiny_policy), "--device", "cpu", "--epochs", "1"]
+    assert main(sft) == 0
+    assert main(["verify", str(d / "run")]) == 0
+    return d / "run", gen
+
+
+def empty(p: Path) -> None:
+    p.write_text("")
+
+
+def truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def flip(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+DAMAGE = [
+    # (file, damage, the stage whose rerun repairs it, or None: the rerun refuses clearly)
+    ("generate/shard-m0-00001.jsonl", empty, "generate"),
+    ("generate/shard-m0-00000.jsonl", Path.unlink, "generate"),
+    ("generate/prompts.jsonl", truncate, "generate"),
+    ("generate/manifest.json", truncate, "generate"),
+    ("generate/config.json", truncate, None),
+    ("score/shard-00000.jsonl", flip, "score"),
+    ("score/rewards.npy", flip, "score"),
+    ("score/rewards.npy", Path.unlink, "score"),
+    ("score/manifest.json", Path.unlink, "score"),
+    ("select/selected.jsonl", truncate, "select"),
+    ("select/manifest.json", empty, "select"),
+    ("sft/checkpoint/model.safetensors", flip, "sft"),
+    ("sft/checkpoint/config.json", Path.unlink, "sft"),
+    ("sft/manifest.json", truncate, "sft"),
+]
+
+
+@pytest.mark.parametrize("relpath, damage, repairer", DAMAGE, ids=[f"{d[0]}-{d[1].__name__}" for d in DAMAGE])
+def test_verify_names_each_damaged_file_and_a_rerun_repairs_it(
+    full_run, tmp_path, tiny_policy, capsys, relpath, damage, repairer
+):
+    source, gen = full_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    before = tree_digest(run)
+    damage(run / relpath)
+    assert main(["verify", str(run)]) == 2
+    out, err = capsys.readouterr()
+    stage = relpath.split("/")[0]
+    named = str(run / relpath)
+    assert any(line.startswith(f"{stage:9} PROBLEM {named}") for line in out.splitlines()), out
+    assert err.strip().splitlines()[-1].startswith("winnow: error:") and "problem(s) in" in err
+    commands = {
+        "generate": [*gen[: -0 or None]],
+        "score": ["score", "--run-dir", str(run), "--reward-fn", "length"],
+        "select": ["select", "--run-dir", str(run)],
+        "sft": ["sft", "--run-dir", str(run), "--sft-model", str(tiny_policy), "--device", "cpu", "--epochs", "1"],
+    }
+    commands["generate"][commands["generate"].index("--run-dir") + 1] = str(run)
+    if repairer is None:
+        fails(commands[stage], capsys, named, "damaged")
+        return
+    assert main(commands[repairer]) == 0
+    assert tree_digest(run) == before
+    assert main(["verify", str(run)]) == 0

@@ -142,17 +142,20 @@ class Stage:
     def records(self) -> dict[str, dict]:
         """Relative path -> record ({"bytes", "sha256", "rows" or "shape"}) of every verified file."""
         if self._records is None:
-            manifest = self.stored_manifest() or {}
-            records = dict(manifest.get("files", {}))
-            records.update(_read_ledger(self.dir / LEDGER))
-            self._records = records
+            # A sound manifest is the record of a finished stage; the ledger is the record
+            # of one still being made, or of one whose manifest was damaged.
+            manifest = self.stored_manifest()
+            if manifest is not None and isinstance(manifest.get("files"), dict):
+                self._records = dict(manifest["files"])
+            else:
+                self._records = _read_ledger(self.dir / LEDGER)
         return self._records
 
     def matches(self, relpath: str) -> bool:
         """Whether a file is present and identical to its record."""
         record = self.records().get(relpath)
         path = self.dir / relpath
-        return record is not None and path.is_file() and file_record(path)["sha256"] == record["sha256"]
+        return record is not None and path.is_file() and sha256_file(path) == record.get("sha256")
 
     def pending(self, names: Iterable[str]) -> list[str]:
         """The shards among ``names`` still to make: missing, unrecorded or damaged.
@@ -259,6 +262,8 @@ def file_record(path: Path, **extra) -> dict:
 
 def check_file(path: Path, record: dict) -> str | None:
     """None when ``path`` matches its record, else what is wrong, in words."""
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return "its record in the manifest is damaged"
     if not path.exists():
         return "missing"
     if not path.is_file():
@@ -335,7 +340,10 @@ def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dic
     path = folder / "prompts.jsonl"
     data = verified_bytes(path, manifest["files"].get("prompts.jsonl"), stage="generate")
     prompts = [_prompt_from_row(row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
-    completions = read_shards(folder, manifest["shards"], manifest["files"], stage="generate")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not isinstance(manifest.get("num_columns"), int):
+        raise WinnowError(f"{folder / 'manifest.json'}: damaged (no shard list); rerun `winnow generate` to rebuild it")
+    completions = read_shards(folder, shards, manifest["files"], stage="generate")
     return prompts, completions, manifest
 
 
