@@ -61,7 +61,7 @@ class ScoreWorker:
         if reward is not None:
             self.reward, self.name = reward, config.reward_model or config.reward_fn
         else:
-            self.reward, self.name = _make_reward(config)
+            self.reward, self.name = make_reward(config)
         # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
         self.step = config.fn_batch_size if not config.reward_model else config.shard_size
 
@@ -91,7 +91,8 @@ class ScoreWorker:
         ]
 
 
-def _make_reward(config: ScoreConfig):
+def make_reward(config: ScoreConfig):
+    """The reward config names, and a name for messages: reward model, else judge, else function."""
     if config.reward_model:
         from winnow.rewards.classifier import ClassifierReward
 
@@ -102,6 +103,16 @@ def _make_reward(config: ScoreConfig):
             max_batch_size=config.max_batch_size,
         )
         return rm, config.reward_model
+    if config.reward_judge:
+        from winnow.remote import ClientSettings
+        from winnow.rewards.judge import JudgeReward
+
+        judge = JudgeReward(
+            ClientSettings(base_url=config.reward_judge, api_key_env=config.judge_api_key_env),
+            model=config.judge_model or "",
+            rubric=config.judge_rubric,
+        )
+        return judge, f"judge {config.judge_model}"
     from winnow.rewards import load_reward_fn
 
     return load_reward_fn(config.reward_fn), config.reward_fn
