@@ -79,6 +79,15 @@ class GenerateConfig:
     max_retries: int = 5
     """openai backend: retries on 429, 5xx, timeouts and dropped connections (exponential
     backoff with jitter), then an error naming the prompt."""
+    retry_backoff: float = 0.5
+    """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+
+    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff")
+    """Fields that say how hard to try, not what to sample: a rerun may change them."""
+
+    def stage_config(self) -> dict:
+        """The fields that decide the rows, stored and compared on resume."""
+        return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
 
     def validate(self) -> None:
         _check(self.models, "generate.models", "at least one model")
@@ -87,6 +96,7 @@ class GenerateConfig:
             _check(self.concurrency >= 1, "generate.concurrency", f"must be >= 1, got {self.concurrency}")
             _check(self.request_timeout > 0, "generate.request_timeout", f"must be > 0, got {self.request_timeout}")
             _check(self.max_retries >= 0, "generate.max_retries", f"must be >= 0, got {self.max_retries}")
+            _check(self.retry_backoff >= 0, "generate.retry_backoff", f"must be >= 0, got {self.retry_backoff}")
             _check(
                 self.long_prompts == "error",
                 "generate.long_prompts",
@@ -122,6 +132,7 @@ class GenerateConfig:
             concurrency=self.concurrency,
             timeout=self.request_timeout,
             max_retries=self.max_retries,
+            backoff=self.retry_backoff,
         )
 
     def sampling(self) -> Sampling:

@@ -115,12 +115,22 @@ class OpenAIBackend:
 
     def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
         async def job() -> list[Choice]:
-            got = await remote.call(
-                self.client, f"prompt {prompt.id!r}", lambda: self._request(client, prompt, sampling, n, seed, logprobs)
-            )
+            got = await self._call(prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs))
             return self._checked(prompt, got, n)
 
         return job
+
+    async def _call(self, prompt: Prompt, request, refusals: tuple = ()):
+        """``remote.call`` for one prompt; a refusal (4xx) not in ``refusals`` is an error naming it."""
+        import openai
+
+        what = f"prompt {prompt.id!r}"
+        try:
+            return await remote.call(self.client, what, request)
+        except refusals:
+            raise
+        except openai.APIStatusError as e:
+            raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
 
     async def _probe(self, client, prompt: Prompt, sampling: Sampling, seed: int) -> list[Choice] | None:
         """Ask for n samples in one request, then with logprobs; settle ``n_mode``.
@@ -130,15 +140,15 @@ class OpenAIBackend:
         """
         import openai
 
-        what = f"prompt {prompt.id!r}"
+        refusals = (openai.BadRequestError, openai.UnprocessableEntityError)
         for mode in ("n", "logprobs"):
             try:
-                got = await remote.call(
-                    self.client,
-                    what,
+                got = await self._call(
+                    prompt,
                     lambda lp=mode == "logprobs": self._request(client, prompt, sampling, sampling.n, seed, lp),
+                    refusals,
                 )
-            except (openai.BadRequestError, openai.UnprocessableEntityError):
+            except refusals:
                 continue  # the server refuses n > 1 (or logprobs): try the next way
             if len(got) == sampling.n and all(c.num_tokens is not None for c in got):
                 self.n_mode = mode

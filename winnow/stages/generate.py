@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
     """Sample ``config.n`` completions per prompt from each model; returns the manifest."""
     config.validate()
     rows = [p.to_row() for p in prompts]
-    stage = Stage(run_dir, "generate", {"generate": asdict(config), "prompts_hash": config_hash(rows)})
+    stage = Stage(run_dir, "generate", {"generate": config.stage_config(), "prompts_hash": config_hash(rows)})
     stage.begin()
     if stage.is_complete():
         return stage.manifest()
