@@ -39,7 +39,8 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
 
 @contextlib.contextmanager
 def serve_process(args: list[str], env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``python -m winnow serve ARGS --port FREE``; yields (root URL, process); SIGTERM at exit."""
+    """``python -m winnow serve ARGS --port FREE``; yields (root URL, process) at once, before
+    the server is up (call ``wait_healthy``; a test can do other work while it starts); SIGTERM at exit."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "winnow", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
@@ -50,7 +51,6 @@ def serve_process(args: list[str], env: dict | None = None) -> Iterator[tuple[st
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
         yield url, proc
     finally:
         if proc.poll() is None:
