@@ -4,6 +4,7 @@ left unscored and counted."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -57,7 +58,7 @@ def build_scorer(folder, answer: str):
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         model.model.embed_tokens.weight.copy_(torch.eye(vocab, hidden))
-        for cur, nxt in zip(chain, chain[1:], strict=False):
+        for cur, nxt in itertools.pairwise(chain):
             table[:, cur] = 0.0
             table[nxt, cur] = 1.0
         model.lm_head.weight.copy_(table)
