@@ -106,11 +106,11 @@ class OpenAIBackend:
         choices: dict[tuple[int, int], Choice] = {}
         if first is not None:
             choices.update({(0, j): c for j, c in enumerate(first)})
-        for (i, j), got in zip(slots, results, strict=True):
-            if j is None:
+        for (i, slot), got in zip(slots, results, strict=True):
+            if slot is None:
                 choices.update({(i, k): c for k, c in enumerate(got)})
             else:
-                choices[(i, j)] = got[0]
+                choices[(i, slot)] = got[0]
         return [self._completion(p, j, choices[(i, j)]) for i, p in enumerate(prompts) for j in range(n)]
 
     def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):

@@ -191,8 +191,9 @@ def _pick(got: Outcome, n: int) -> list[tuple[Completion, float | None]]:
     """The n answers to return: all n samples, or the n best candidates (NaN last, ties by index)."""
     if got.rewards is None:
         return [(c, None) for c in got.candidates[:n]]
-    order = sorted(range(len(got.candidates)), key=lambda j: (math.isnan(got.rewards[j]), -_or0(got.rewards[j]), j))
-    return [(got.candidates[j], None if math.isnan(got.rewards[j]) else got.rewards[j]) for j in order[:n]]
+    rewards = got.rewards
+    order = sorted(range(len(got.candidates)), key=lambda j: (math.isnan(rewards[j]), -_or0(rewards[j]), j))
+    return [(got.candidates[j], None if math.isnan(rewards[j]) else rewards[j]) for j in order[:n]]
 
 
 def _or0(x: float) -> float:

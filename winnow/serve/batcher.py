@@ -94,7 +94,8 @@ class Batcher:
                 await asyncio.wait_for(self.wake.wait(), remaining)
             except TimeoutError:
                 break
-        batch, rest = [], deque()
+        batch: list[_Job] = []
+        rest: deque[_Job] = deque()
         while self.pending:
             job = self.pending.popleft()
             if job.key == key and len(batch) < self.max_batch and not job.future.done():
