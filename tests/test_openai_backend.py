@@ -153,6 +153,14 @@ def test_unknown_model_and_refused_request_are_clear_errors(workdir, capsys):
         assert "prompt 'p0'" in capsys.readouterr().err
 
 
+def test_endpoint_choice(workdir, capsys):
+    with FakeServer() as fake:
+        assert generate(workdir, fake.url, "chat", "--endpoint", "chat", "--n", "1") == 0
+        assert all(b["messages"][-1]["role"] == "user" for b in fake.requests)  # text prompts as one user turn
+        assert generate(workdir, fake.url, "text", "--endpoint", "completions", "--n", "1") == 2
+    assert "prompt 'chat' has chat messages; endpoint 'completions' takes text prompts only" in capsys.readouterr().err
+
+
 def test_missing_key_variable_is_a_clear_error(workdir, capsys, monkeypatch):
     monkeypatch.delenv("WINNOW_TEST_KEY")
     with FakeServer() as fake:
