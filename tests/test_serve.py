@@ -174,7 +174,7 @@ def test_full_queue_is_a_429_with_retry_after(tiny_policy):
             assert a.headers["retry-after"] == "3" and a.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_load_50_concurrent_clients(plain):
+def test_load_50_concurrent_clients(plain, capsys):
     """Every answer 200 and well-formed; concurrent requests share backend calls."""
     url, app = plain
     batches_before = app.state.batcher.batches
@@ -205,5 +205,6 @@ def test_load_50_concurrent_clients(plain):
     latencies = sorted(x for client_latencies in asyncio.run(run()) for x in client_latencies)
     batches = app.state.batcher.batches - batches_before
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
-    print(f"\nload test: 50 clients x 2 requests: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, {batches} batches")
+    with capsys.disabled():  # shown in every run, not only with -s
+        print(f"\nload test: 50 clients x 2 requests: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, {batches} batches")
     assert len(latencies) == 100 and batches < 50  # batched: far fewer backend calls than requests
