@@ -206,5 +206,22 @@ def test_load_50_concurrent_clients(plain, capsys):
     batches = app.state.batcher.batches - batches_before
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
     with capsys.disabled():  # shown in every run, not only with -s
-        print(f"\nload test: 50 clients x 2 requests: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, {batches} batches")
+        print(
+            f"\nload test: 50 clients x 2 requests: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, {batches} batches"
+        )
     assert len(latencies) == 100 and batches < 50  # batched: far fewer backend calls than requests
+
+
+def test_best_of_n_in_front_of_another_server(plain, monkeypatch):
+    """``winnow serve --backend openai``: Best-of-N over an upstream server (here the plain one)."""
+    url, _ = plain
+    monkeypatch.setenv("UPSTREAM_KEY", KEY)
+    config = ServeConfig(
+        model="tiny", backend="openai", base_url=f"{url}/v1", upstream_api_key_env="UPSTREAM_KEY", best_of=3
+    )
+    with serve_in_thread(build_app(config, ScoreConfig(reward_fn="length"))) as front:
+        r = client(front, key=None).chat.completions.create(
+            model="tiny", messages=CHAT, max_tokens=6, extra_body={"top_k": 5}
+        )
+    assert len(r.model_extra["candidate_rewards"]) == 3
+    assert r.choices[0].model_extra["reward"] == max(r.model_extra["candidate_rewards"])
