@@ -8,13 +8,19 @@ generating through the OpenAI protocol against the in-process ``hf`` backend.
    batched (``--max-batch-prompts 32 --batch-window-ms 10 --batch-size 32``) and one
    request at a time (``--max-batch-prompts 1 --batch-window-ms 0``). 1, 8 and 32
    concurrent clients (async httpx, one connection each) send chat requests (temperature
-   1.0, ``max_tokens`` 32, distinct prompts) until each cell's requests are answered;
+   1.0, ``max_tokens`` 32, distinct prompts) until each
+   cell's requests are answered;
    requests/s and completion tokens/s (from ``usage``) over the cell's wall time.
    Target: batched >= 4x one-at-a-time in requests/s at 32 clients.
-2. Protocol overhead. The same workload (16 prompts x n=4 x 32 tokens, one seed) through
+2. Protocol overhead. The same workload (tiny: 16 prompts x n=4 x 32 tokens; SmolLM2:
+   8 prompts x n=4 x 32 tokens; one seed) through
    ``HFBackend.generate`` in this process and through ``OpenAIBackend.generate`` against
-   the batched server (16 concurrent requests); the difference per request is what HTTP,
+   the batched server (one request per prompt, all concurrent); the difference per request is what HTTP,
    JSON and the batching window cost. Interleaved, best of the repeats.
+
+Threads: ``--threads`` (default 1) torch threads for the servers (``OMP_NUM_THREADS``) and
+this process. On a shared, oversubscribed machine OpenMP's spinning threads make 2 threads
+up to 25x slower than 1 (SmolLM2, 16 tokens: 78 s against 3 s, measured here).
 
 Models: a random 2-layer Llama built in-process (``tiny``) and SmolLM2-135M-Instruct
 (``smollm2``). The machine may be shared: cells run one after another, ratios are taken
@@ -49,7 +55,12 @@ SUBJECTS = [
     "a grocery receipt",
 ]
 TARGET = 4.0
-MAX_TOKENS = 32
+WORKLOADS = {
+    # requests per cell (by concurrent clients), max_tokens, and the protocol-overhead workload
+    "tiny": dict(cells={1: 4, 8: 16, 32: 32}, max_tokens=32, prompts=16, n=4),
+    "smollm2": dict(cells={1: 4, 8: 16, 32: 32}, max_tokens=32, prompts=8, n=4),
+}
+QUICK = {"tiny": dict(cells={1: 2, 8: 8, 32: 32}, max_tokens=16, prompts=8, n=2)}
 
 
 def prompt(i: int) -> str:
@@ -57,7 +68,7 @@ def prompt(i: int) -> str:
 
 
 @contextlib.contextmanager
-def server(model: str, *, batched: bool):
+def server(model: str, *, batched: bool, threads: int = 1):
     port = _free_port()
     flags = ["--max-batch-prompts", "32", "--batch-window-ms", "10"] if batched else ["--max-batch-prompts", "1",
                                                                                       "--batch-window-ms", "0"]  # fmt: skip
@@ -66,6 +77,7 @@ def server(model: str, *, batched: bool):
          "--port", str(port), "--batch-size", "32", "--max-queue", "4096", *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": str(threads)},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,7 +106,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, clients: int, total: int) -> tuple[float, int, int]:
+async def load(url: str, clients: int, total: int, max_tokens: int) -> tuple[float, int, int]:
     """``clients`` concurrent clients share ``total`` requests; (seconds, requests, tokens)."""
     counter = iter(range(total))
     tokens = 0
@@ -103,7 +115,7 @@ async def load(url: str, clients: int, total: int) -> tuple[float, int, int]:
         nonlocal tokens
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=1)) as http:
             for i in counter:
-                body = {"model": "m", "messages": [{"role": "user", "content": prompt(i)}], "max_tokens": MAX_TOKENS}
+                body = {"model": "m", "messages": [{"role": "user", "content": prompt(i)}], "max_tokens": max_tokens}
                 r = await http.post(f"{url}/v1/chat/completions", json=body)
                 r.raise_for_status()
                 tokens += r.json()["usage"]["completion_tokens"]
@@ -113,13 +125,13 @@ async def load(url: str, clients: int, total: int) -> tuple[float, int, int]:
     return time.perf_counter() - start, total, tokens
 
 
-def throughput(model: str, name: str, sizes: dict[int, int]) -> list[dict]:
+def throughput(model: str, name: str, sizes: dict[int, int], max_tokens: int, threads: int) -> list[dict]:
     rows = []
     for batched in (True, False):
-        with server(model, batched=batched) as url:
-            asyncio.run(load(url, 1, 2))  # warm-up
+        with server(model, batched=batched, threads=threads) as url:
+            asyncio.run(load(url, 1, 1, max_tokens))  # warm-up
             for clients, total in sizes.items():
-                seconds, requests, tokens = asyncio.run(load(url, clients, total))
+                seconds, requests, tokens = asyncio.run(load(url, clients, total, max_tokens))
                 rows.append(
                     dict(model=name, batched=batched, clients=clients, requests=requests, seconds=seconds,
                          rps=requests / seconds, tps=tokens / seconds)
@@ -129,7 +141,7 @@ def throughput(model: str, name: str, sizes: dict[int, int]) -> list[dict]:
     return rows
 
 
-def overhead(model: str, name: str, prompts: int, n: int, repeats: int) -> dict:
+def overhead(model: str, name: str, prompts: int, n: int, max_tokens: int, repeats: int, threads: int) -> dict:
     """Seconds for the same generate call in-process (hf) and through winnow serve (openai)."""
     from winnow.generate import Sampling
     from winnow.generate.hf import HFBackend
@@ -138,11 +150,11 @@ def overhead(model: str, name: str, prompts: int, n: int, repeats: int) -> dict:
     from winnow.remote import ClientSettings
 
     rows = [Prompt(id=f"p{i}", text=prompt(i)) for i in range(prompts)]
-    sampling = Sampling(n=n, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=MAX_TOKENS)
+    sampling = Sampling(n=n, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_tokens)
     hf = HFBackend(model, device="cpu", batch_size=prompts)
     best = {"hf": float("inf"), "openai": float("inf")}
     tokens = {}
-    with server(model, batched=True) as url:
+    with server(model, batched=True, threads=threads) as url:
         remote = OpenAIBackend("m", client=ClientSettings(base_url=f"{url}/v1", concurrency=prompts), endpoint="chat")
         remote.generate(rows[:1], sampling, seed=0)  # warm-up, and learns how the server takes n
         hf.generate(rows[:1], sampling, seed=0)
@@ -155,36 +167,38 @@ def overhead(model: str, name: str, prompts: int, n: int, repeats: int) -> dict:
     per_request = (best["openai"] - best["hf"]) / prompts
     print(f"  {name}: hf {best['hf']:.2f} s, openai via winnow serve {best['openai']:.2f} s "
           f"({prompts} requests of n={n}): {per_request * 1000:+.0f} ms per request", flush=True)  # fmt: skip
-    return dict(model=name, hf=best["hf"], openai=best["openai"], per_request=per_request, tokens=tokens)
+    workload = f"{prompts} prompts x n={n} x {max_tokens} tokens"
+    return dict(model=name, hf=best["hf"], openai=best["openai"], per_request=per_request, workload=workload)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, smaller sizes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the servers and this process")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from conftest import build_policy
 
+    workloads = QUICK if args.quick else WORKLOADS
     models = {"tiny": str(build_policy(Path(tempfile.mkdtemp(prefix="winnow-bench-")) / "tiny"))}
-    if not args.quick:
+    if "smollm2" in workloads:
         from winnow.models import resolve_model
 
         models["smollm2"] = str(resolve_model("smollm2"))
-    sizes = {
-        "tiny": {1: 8, 8: 32, 32: 64} if not args.quick else {1: 4, 8: 16, 32: 32},
-        "smollm2": {1: 4, 8: 16, 32: 32},
-    }
     print("## winnow serve: batched vs one request at a time\n")
     cells = []
     for name, model in models.items():
-        cells += throughput(model, name, sizes[name])
+        cells += throughput(model, name, workloads[name]["cells"], workloads[name]["max_tokens"], args.threads)
     print(
         "\n| model | clients | batched req/s | one-at-a-time req/s | batched tok/s | one-at-a-time tok/s | speed-up |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for name in models:
-        for clients in sizes[name]:
+        for clients in workloads[name]["cells"]:
             b, s = (next(c for c in cells if c["model"] == name and c["clients"] == clients and c["batched"] is x)
                     for x in (True, False))  # fmt: skip
             ratio = b["rps"] / s["rps"]
@@ -195,11 +209,14 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append(dict(check=f"serve {name}: batched / one at a time, 32 clients (req/s)", measured=ratio,
                                  target=f">= {TARGET}", passed=ratio >= TARGET, detail=""))  # fmt: skip
     print("\n## Generation through --backend openai against winnow serve vs in-process hf\n")
-    costs = [overhead(model, name, prompts=16, n=4, repeats=2 if args.quick else 3) for name, model in models.items()]
+    costs = []
+    for name, model in models.items():
+        w = workloads[name]
+        costs.append(overhead(model, name, w["prompts"], w["n"], w["max_tokens"], 1 if args.quick else 2, args.threads))
     print("\n| model | workload | in-process hf | openai via winnow serve | overhead per request |")
     print("|---|---|---:|---:|---:|")
     for c in costs:
-        print(f"| {c['model']} | 16 prompts x n=4 x {MAX_TOKENS} tokens | {c['hf']:.2f} s | {c['openai']:.2f} s "
+        print(f"| {c['model']} | {c['workload']} | {c['hf']:.2f} s | {c['openai']:.2f} s "
               f"| {c['per_request'] * 1000:+.0f} ms |")  # fmt: skip
         rows.append(dict(check=f"openai backend overhead per request, {c['model']} (ms)",
                          measured=c["per_request"] * 1000, target="-", passed=None, detail=""))  # fmt: skip

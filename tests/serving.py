@@ -44,7 +44,9 @@ def serve_process(args: list[str], env: dict | None = None) -> Iterator[tuple[st
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "winnow", "serve", *args, "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        # one torch thread: tiny models gain nothing from two, and a shared machine's
+        # oversubscribed cores make OpenMP's spinning threads many times slower
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

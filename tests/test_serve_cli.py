@@ -74,7 +74,9 @@ def test_openai_backend_against_winnow_serve_matches_an_hf_run(tmp_path, tiny_po
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/health").json()["running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the request is in the backend
         proc.send_signal(signal.SIGTERM)
         signalled.append(time.monotonic())
         thread.join(timeout=120)

@@ -105,7 +105,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": served, "queued": len(batcher.pending)}
+        return {"status": "ok", "model": served, "queued": len(batcher.pending), "running": batcher.running}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

@@ -49,6 +49,8 @@ class Batcher:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="winnow-backend")
         self.batches = 0
         """Backend calls made so far (for tests and benchmarks)."""
+        self.running = 0
+        """Requests in the backend call under way."""
 
     async def submit(self, key: Hashable, item: Any, seed: int | None) -> Any:
         if len(self.pending) >= self.max_queue:
@@ -68,6 +70,7 @@ class Batcher:
             if not batch:  # every waiting client went away
                 continue
             seed = batch[0].seed if batch[0].seed is not None else random.randrange(1 << 31)
+            self.running = len(batch)
             try:
                 results = await loop.run_in_executor(self.thread, self.run, [j.item for j in batch], batch[0].key, seed)
             except Exception as e:  # noqa: BLE001 -- the backend failed: every request of the batch gets the error
@@ -75,6 +78,8 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(e)
                 continue
+            finally:
+                self.running = 0
             self.batches += 1
             for job, result in zip(batch, results, strict=True):
                 if not job.future.done():  # a client that went away cancelled its future
