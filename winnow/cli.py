@@ -19,7 +19,7 @@ from winnow.errors import WinnowError
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
-        ("--backend", "generate", "backend", str, "generation engine: hf"),
+        ("--backend", "generate", "backend", str, "generation engine: hf | openai"),
         ("--n", "generate", "n", int, "completions per prompt and model"),
         ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
         ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
@@ -32,6 +32,12 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--batch-size", "generate", "batch_size", int, "prompts per generate call"),
         ("--shard-size", "generate", "shard_size", int, "prompts per shard (unit of resume)"),
         ("--long-prompts", "generate", "long_prompts", str, "prompts too long for the context: error | skip"),
+        ("--base-url", "generate", "base_url", str, "openai backend: server API root, e.g. http://127.0.0.1:8000/v1"),
+        ("--api-key-env", "generate", "api_key_env", str, "openai backend: environment variable holding the API key"),
+        ("--endpoint", "generate", "endpoint", str, "openai backend: auto | chat | completions"),
+        ("--concurrency", "generate", "concurrency", int, "openai backend: requests in flight at once"),
+        ("--request-timeout", "generate", "request_timeout", float, "openai backend: seconds per request"),
+        ("--max-retries", "generate", "max_retries", int, "openai backend: retries on 429/5xx/timeouts"),
     ],
     "score": [
         ("--reward-fn", "score", "reward_fn", str, "built-in (vader, length), module:function or file.py:function"),
@@ -45,6 +51,10 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             str,
             "reward model: score a prompt's completions on one shared prefill: auto | on | off",
         ),
+        ("--reward-judge", "score", "reward_judge", str, "judge model server API root (OpenAI-compatible)"),
+        ("--judge-model", "score", "judge_model", str, "judge: served model name"),
+        ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
+        ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
@@ -75,6 +85,29 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--dpo-batch-size", "dpo", "batch_size", int, "pairs per optimizer step"),
         ("--max-length", "dpo", "max_length", int, "tokens kept per side of a pair"),
     ],
+    "serve": [
+        ("--model", "serve", "model", str, "model folder or 'smollm2' (hf), or the upstream's model name (openai)"),
+        ("--backend", "serve", "backend", str, "generation engine: hf | openai"),
+        ("--served-model-name", "serve", "served_model_name", str, "name clients use (default: --model)"),
+        ("--host", "serve", "host", str, "address to listen on"),
+        ("--port", "serve", "port", int, "port to listen on"),
+        ("--api-key-env", "serve", "api_key_env", str, "environment variable holding the bearer key clients send"),
+        ("--device", "serve", "device", str, "auto | cpu | cuda[:i]"),
+        ("--batch-size", "serve", "batch_size", int, "hf backend: prompts decoded together"),
+        ("--base-url", "serve", "base_url", str, "openai backend: upstream server API root"),
+        ("--upstream-api-key-env", "serve", "upstream_api_key_env", str, "openai backend: upstream key variable"),
+        ("--best-of", "serve", "best_of", int, "Best-of-N: candidates per answer by default"),
+        ("--max-best-of", "serve", "max_best_of", int, "cap on a request's best_of"),
+        ("--max-n", "serve", "max_n", int, "cap on a request's n"),
+        ("--default-max-tokens", "serve", "default_max_tokens", int, "max_tokens of a request that gives none"),
+        ("--max-tokens", "serve", "max_tokens", int, "cap on a request's max_tokens"),
+        ("--max-prompt-tokens", "serve", "max_prompt_tokens", int, "cap on a request's prompt tokens"),
+        ("--max-body-bytes", "serve", "max_body_bytes", int, "cap on a request body's size"),
+        ("--batch-window-ms", "serve", "batch_window_ms", float, "how long a batch waits for more requests"),
+        ("--max-batch-prompts", "serve", "max_batch_prompts", int, "most requests per backend call (1 = no batching)"),
+        ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
+        ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate"],
@@ -84,7 +117,10 @@ STAGES_OF = {
     "run": ["generate", "score", "select", "sft"],
     "bon": ["generate", "score"],
     "dpo": ["dpo"],
+    "serve": ["serve", "score"],
 }
+REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
+"""Any of these turns ``winnow serve`` into a Best-of-N server."""
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -99,17 +135,19 @@ def parser() -> argparse.ArgumentParser:
         "run": "generate, score, select and sft in one go",
         "bon": "Best-of-N: the best completion per prompt",
         "dpo": "DPO on the preference pairs of select --pairs",
+        "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
         p.add_argument("--config", help="YAML file with any of the options below (flags win)")
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-        p.add_argument("--run-dir", help="run directory (reruns resume from it)")
+        if name != "serve":
+            p.add_argument("--run-dir", help="run directory (reruns resume from it)")
         if name in NEEDS_PROMPTS:
             p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
             p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft", "dpo"} & set(stages):
+        if {"generate", "score", "sft", "dpo"} & set(stages) and name != "serve":
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
         for stage in stages:
             group = p.add_argument_group(stage)
@@ -222,6 +260,9 @@ def run_command(args: argparse.Namespace) -> None:
     file_config = load_yaml(args.config) if args.config else {}
     if getattr(args, "out", None) and Path(args.out).is_dir():
         raise WinnowError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'best.jsonl'}")
+    if args.command == "serve":
+        serve_command(args, file_config)
+        return
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
@@ -277,6 +318,27 @@ def print_report_summary(result: dict, out: str) -> None:
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
         console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
     console.print(f"report: {out}/report.md, {out}/report.json")
+
+
+def serve_command(args: argparse.Namespace, file_config: dict) -> None:
+    """``winnow serve``: Best-of-N mode when any reward option is given."""
+    from winnow.serve.main import serve
+
+    source = args.config or "flags"
+    layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
+    config = build(SECTIONS["serve"], file_config.get("serve"), layers["serve"], source=source)
+    file_score = file_config.get("score") or {}
+    rewarded = any(layers["score"].get(f) or file_score.get(f) for f in REWARD_FIELDS)
+    score = build(SECTIONS["score"], file_score, layers["score"], source=source) if rewarded else None
+    serve(config, score)
+
+
+def _flags(args: argparse.Namespace, stage: str) -> dict:
+    return {
+        key.split("__", 1)[1]: value
+        for key, value in vars(args).items()
+        if key.startswith(f"{stage}__") and value is not None
+    }
 
 
 if __name__ == "__main__":
