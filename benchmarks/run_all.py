@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_demo
+import bench_fallback
 import bench_generate
 import bench_score
 import bench_select
@@ -29,8 +30,9 @@ BENCHMARKS = {
     "select": bench_select,
     "score": bench_score,
     "generate": bench_generate,
-    "demo": bench_demo,
     "serve": bench_serve,
+    "fallback": bench_fallback,
+    "demo": bench_demo,
 }
 
 

@@ -19,7 +19,7 @@ from winnow.errors import WinnowError
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
-        ("--backend", "generate", "backend", str, "generation engine: hf | openai"),
+        ("--backend", "generate", "backend", str, "generation engine: hf | openai | vllm"),
         ("--n", "generate", "n", int, "completions per prompt and model"),
         ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
         ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
@@ -38,6 +38,9 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--concurrency", "generate", "concurrency", int, "openai backend: requests in flight at once"),
         ("--request-timeout", "generate", "request_timeout", float, "openai backend: seconds per request"),
         ("--max-retries", "generate", "max_retries", int, "openai backend: retries on 429/5xx/timeouts"),
+        ("--tensor-parallel-size", "generate", "tensor_parallel_size", int, "vllm: GPUs per model"),
+        ("--gpu-memory-utilization", "generate", "gpu_memory_utilization", float, "vllm: memory share for the engine"),
+        ("--max-model-len", "generate", "max_model_len", int, "vllm: context length to allocate for"),
     ],
     "score": [
         ("--reward-fn", "score", "reward_fn", str, "built-in (vader, length), module:function or file.py:function"),
@@ -149,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--id-column", help="column holding the id (default: id)")
         if {"generate", "score", "sft", "dpo"} & set(stages) and name != "serve":
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
+            p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, else float32)")
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
@@ -275,6 +279,8 @@ def run_command(args: argparse.Namespace) -> None:
         }
         if getattr(args, "device", None) and stage != "select":
             flags["device"] = args.device
+        if getattr(args, "dtype", None) and stage != "select":
+            flags["dtype"] = args.dtype
         if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
@@ -326,7 +332,7 @@ def serve_command(args: argparse.Namespace, file_config: dict) -> None:
 
     source = args.config or "flags"
     layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
-    config = build(SECTIONS["serve"], file_config.get("serve"), layers["serve"], source=source)
+    config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
     file_score = file_config.get("score") or {}
     rewarded = any(layers["score"].get(f) or file_score.get(f) for f in REWARD_FIELDS)
     score = build(SECTIONS["score"], file_score, layers["score"], source=source) if rewarded else None

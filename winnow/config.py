@@ -19,6 +19,7 @@ import yaml
 
 from winnow.errors import WinnowError
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.models import DTYPES
 from winnow.records import read_text
 from winnow.remote import ClientSettings
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
@@ -40,8 +41,9 @@ class GenerateConfig:
     """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
-    """Generation engine: ``hf`` (transformers, CPU or CUDA) or ``openai`` (any
-    OpenAI-compatible server at ``base_url``; ``models`` are its served model names)."""
+    """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
+    OpenAI-compatible server at ``base_url``; ``models`` are its served model names) or
+    ``vllm`` (vLLM offline engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
     """Completions per prompt and model (N in the chapter)."""
     temperature: float = 1.0
@@ -92,6 +94,18 @@ class GenerateConfig:
         """The fields that decide the rows, stored and compared on resume."""
         return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
 
+    dtype: str = "auto"
+    """Precision of the policy: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs each model is split across."""
+    gpu_memory_utilization: float | None = None
+    """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
+    unset = vLLM's default."""
+    max_model_len: int | None = None
+    """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
+    it minus max_new_tokens follow ``long_prompts``."""
+
     def validate(self) -> None:
         _check(self.models, "generate.models", "at least one model")
         if self.backend == "openai":
@@ -126,6 +140,17 @@ class GenerateConfig:
         _check_seed(self.seed, "generate.seed")
         _check_device(self.device, "generate.device")
         check_sampling(self.backend, self.sampling())
+        _check(self.dtype in DTYPES, "generate.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(self.tensor_parallel_size >= 1, "generate.tensor_parallel_size", "must be >= 1")
+        _check(
+            self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+            "generate.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _check(self.max_model_len is None or self.max_model_len >= 1, "generate.max_model_len", "must be >= 1")
+        if self.backend != "vllm":  # refused by name, never accepted and ignored
+            for name, value in self.engine().items():
+                _check(value is None or value == 1, f"generate.{name}", f"only the vllm backend takes it (got {value})")
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
                 f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
@@ -156,6 +181,14 @@ class GenerateConfig:
             repetition_penalty=self.repetition_penalty,
             stop=tuple(self.stop),
         )
+
+    def engine(self) -> dict:
+        """vLLM's engine options, passed through as given (None = vLLM's default)."""
+        return {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+        }
 
 
 @dataclass
@@ -189,6 +222,9 @@ class ScoreConfig:
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
     """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    dtype: str = "auto"
+    """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
 
     def validate(self) -> None:
         _check(
@@ -197,7 +233,8 @@ class ScoreConfig:
             "set reward_fn, reward_model or reward_judge",
         )
         if self.reward_judge:
-            _check(self.judge_model, "score.judge_model", "reward_judge needs the judge's model name (--judge-model)")
+            _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")
+        _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
@@ -293,11 +330,15 @@ class TrainConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
+    on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
 
     def validate(self) -> None:
         _check(
             0 < self.learning_rate < math.inf, "sft.learning_rate", f"must be finite and > 0, got {self.learning_rate}"
         )
+        _check(self.dtype in DTYPES, "sft.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check(0 < self.epochs < math.inf, "sft.epochs", f"must be finite and > 0, got {self.epochs}")
         _check(self.lora_r >= 1, "sft.lora_r", f"must be >= 1, got {self.lora_r}")
         _check(self.lora_alpha >= 1, "sft.lora_alpha", f"must be >= 1, got {self.lora_alpha}")
@@ -331,9 +372,12 @@ class DpoConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained, as for sft: float32, bfloat16, float16, or ``auto``."""
 
     def validate(self) -> None:
         _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(self.dtype in DTYPES, "dpo.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
         _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")

@@ -105,6 +105,8 @@ class GenerateWorker:
             batch_size=config.batch_size,
             client=config.client_settings(),
             endpoint=config.endpoint,
+            dtype=config.dtype,
+            engine=config.engine(),
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()

@@ -142,6 +142,7 @@ def make_reward(config: ScoreConfig):
         rm = ClassifierReward(
             config.reward_model,
             device=config.device,
+            dtype=config.dtype,
             batch_tokens=config.batch_tokens,
             max_batch_size=config.max_batch_size,
             prefix_sharing=config.reward_prefix_sharing,
