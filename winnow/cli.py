@@ -51,13 +51,18 @@ OPTIONS = {
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
     ],
+    "rounds": [
+        ("--rounds", "rounds", "count", int, "rounds, each in RUN_DIR/round-<r>, sampling from the last checkpoint"),
+        ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
+        ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate"],
     "score": ["score"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft"],
+    "run": ["generate", "score", "select", "sft", "rounds"],
     "bon": ["generate", "score"],
 }
 NEEDS_PROMPTS = {"generate", "run", "bon"}
@@ -137,11 +142,13 @@ def run_command(args: argparse.Namespace) -> None:
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage != "select":
+        if getattr(args, "device", None) and stage not in ("select", "rounds"):
             flags["device"] = args.device
         if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
+    if "rounds" in configs and configs["rounds"].count is None:
+        _refuse_round_options_without_rounds(args, file_config)
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -159,6 +166,15 @@ def run_command(args: argparse.Namespace) -> None:
         pipeline.best_of_n(run_dir, out=args.out)
     else:
         print(json.dumps(summary, indent=2))
+
+
+def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
+    """--pool and --sft-from mean nothing in a single-round run: say so rather than ignore them."""
+    given = {key.split("__", 1)[1] for key, value in vars(args).items() if key.startswith("rounds__") and value}
+    given |= set(file_config.get("rounds") or {})
+    if given - {"count"}:
+        names = ", ".join(f"rounds.{name}" for name in sorted(given - {"count"}))
+        raise WinnowError(f"{names}: only applies with --rounds (rounds.count)")
 
 
 if __name__ == "__main__":

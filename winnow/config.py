@@ -20,6 +20,8 @@ from winnow.errors import WinnowError
 from winnow.generate import BACKENDS, Sampling, check_sampling
 
 LONG_PROMPT_POLICIES = ("error", "skip")
+POOLS = ("all", "latest")
+SFT_FROM = ("start", "previous")
 STRATEGIES = (
     "top_per_prompt",
     "top_k_overall",
@@ -185,7 +187,31 @@ class TrainConfig:
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
 
 
-SECTIONS = {"generate": GenerateConfig, "score": ScoreConfig, "select": SelectConfig, "sft": TrainConfig}
+@dataclass
+class RoundsConfig:
+    count: int | None = None
+    """Rounds of generate -> score -> select -> sft, each in ``RUN_DIR/round-<r>/``; round r
+    samples from round r-1's checkpoint. None: a single round in RUN_DIR itself."""
+    pool: str = "all"
+    """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
+    ``latest`` round's only."""
+    sft_from: str = "start"
+    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
+    round's."""
+
+    def validate(self) -> None:
+        _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")
+        _check(self.pool in POOLS, "rounds.pool", f"must be one of {POOLS}, got {self.pool!r}")
+        _check(self.sft_from in SFT_FROM, "rounds.sft_from", f"must be one of {SFT_FROM}, got {self.sft_from!r}")
+
+
+SECTIONS = {
+    "generate": GenerateConfig,
+    "score": ScoreConfig,
+    "select": SelectConfig,
+    "sft": TrainConfig,
+    "rounds": RoundsConfig,
+}
 
 
 def _check(ok: Any, name: str, message: str) -> None:
