@@ -4,18 +4,24 @@ checkpoint of each round, and a real process killed mid-round that resumes to id
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_jsonl
-from test_resume import start, tree_digest, wait_for_shards
+from test_resume import HELD_AFTER, HELD_RUN, tree_digest, wait_for_file
 
 from winnow import select as sel
 from winnow.cli import main
 
 NUM_PROMPTS = 16
+# The killed run stops for good in round 2's generate call for its third shard (round 1
+# makes NUM_PROMPTS calls, one a shard), so the kill lands mid-round however fast the machine.
+HELD_IN_ROUND_2 = HELD_RUN.replace(f"calls > {HELD_AFTER}", f"calls > {NUM_PROMPTS + 2}")
 
 
 def rounds_cmd(prompts: Path, model: Path, *extra) -> list[str]:
@@ -153,13 +159,36 @@ def test_rounds_run_killed_mid_round_two_resumes_to_identical_files(
     argv = rounds_cmd(prompts, tiny_policy)
     monkeypatch.chdir(tmp_path)  # the same relative --run-dir as the reference, in another folder
     run = tmp_path / "run"
-    proc = start(argv)
-    wait_for_shards(run / "round-2/generate", 1, proc, timeout=300)  # the kill lands in round 2
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD_IN_ROUND_2, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    wait_for_file(run / "round-2/generate/shard-m0-00001.jsonl", proc, timeout=600)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert (run / "round-1/sft/manifest.json").exists()
     assert not (run / "round-2/generate/manifest.json").exists()
-    assert 1 <= len(list((run / "round-2/generate").glob("shard-*.jsonl"))) < NUM_PROMPTS
+    assert sorted(p.name for p in (run / "round-2/generate").glob("shard-*.jsonl")) == [
+        "shard-m0-00000.jsonl",
+        "shard-m0-00001.jsonl",
+    ]
     assert main(argv) == 0
     got = {k: v for k, v in tree_digest(run).items() if "/." not in k}  # temp files a SIGKILL left behind
     assert got == tree_digest(reference)
+
+
+def test_report_of_a_pooled_round_reads_each_selected_row_from_its_round(reference):
+    from winnow.report import run_report
+
+    result = run_report(reference / "round-2", out_dir=reference.parent / "report-round-2", iters=10)
+    tokens = {
+        (r, c["prompt_id"], c["sample_index"]): c["num_tokens"]
+        for r in (1, 2)
+        for p in sorted((reference / f"round-{r}/generate").glob("shard-*.jsonl"))
+        for c in rows(p)
+    }
+    got = rows(reference / "round-2/select/selected.jsonl")
+    assert result["selected"]["count"] == len(got) == NUM_PROMPTS
+    want = np.mean([tokens[(g["round"], g["prompt_id"], g["sample_index"])] for g in got])
+    assert result["selected"]["mean_tokens"] == pytest.approx(want)
+    assert result["selected"]["mean_reward"] == pytest.approx(np.mean([g["reward"] for g in got]))
