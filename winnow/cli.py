@@ -79,6 +79,11 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
     ],
+    "rounds": [
+        ("--rounds", "rounds", "count", int, "rounds, each in RUN_DIR/round-<r>, sampling from the last checkpoint"),
+        ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
+        ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
+    ],
     "dpo": [
         ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
         ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
@@ -117,7 +122,7 @@ STAGES_OF = {
     "score": ["score"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft"],
+    "run": ["generate", "score", "select", "sft", "rounds"],
     "bon": ["generate", "score"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
@@ -171,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
     demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    demo.add_argument("--rounds", type=int, default=1, help="rounds of rejection sampling (default: 1)")
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
     rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
@@ -243,7 +249,9 @@ def run_command(args: argparse.Namespace) -> None:
     if args.command == "demo":
         from winnow.demo import run_demo
 
-        run_demo(args.run_dir, quick=args.quick)
+        if args.rounds < 1:
+            raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+        run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
         return
     if args.command == "verify":
         from winnow.verify import verify_run
@@ -277,13 +285,15 @@ def run_command(args: argparse.Namespace) -> None:
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage != "select":
+        if getattr(args, "device", None) and stage not in ("select", "rounds"):
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage != "select":
             flags["dtype"] = args.dtype
         if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
+    if "rounds" in configs and configs["rounds"].count is None:
+        _refuse_round_options_without_rounds(args, file_config)
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -301,6 +311,15 @@ def run_command(args: argparse.Namespace) -> None:
         pipeline.best_of_n(run_dir, out=args.out)
     else:
         print(json.dumps(summary, indent=2))
+
+
+def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
+    """--pool and --sft-from mean nothing in a single-round run: say so rather than ignore them."""
+    given = {key.split("__", 1)[1] for key, value in vars(args).items() if key.startswith("rounds__") and value}
+    given |= set(file_config.get("rounds") or {})
+    if given - {"count"}:
+        names = ", ".join(f"rounds.{name}" for name in sorted(given - {"count"}))
+        raise WinnowError(f"{names}: only applies with --rounds (rounds.count)")
 
 
 def print_report_summary(result: dict, out: str) -> None:

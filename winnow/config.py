@@ -33,6 +33,8 @@ MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_SEED = 2**63 - 1
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+POOLS = ("all", "latest")
+SFT_FROM = ("start", "previous")
 
 
 @dataclass
@@ -349,6 +351,24 @@ class TrainConfig:
 
 
 @dataclass
+class RoundsConfig:
+    count: int | None = None
+    """Rounds of generate -> score -> select -> sft, each in ``RUN_DIR/round-<r>/``; round r
+    samples from round r-1's checkpoint. None: a single round in RUN_DIR itself."""
+    pool: str = "all"
+    """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
+    ``latest`` round's only."""
+    sft_from: str = "start"
+    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
+    round's."""
+
+    def validate(self) -> None:
+        _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")
+        _check(self.pool in POOLS, "rounds.pool", f"must be one of {POOLS}, got {self.pool!r}")
+        _check(self.sft_from in SFT_FROM, "rounds.sft_from", f"must be one of {SFT_FROM}, got {self.sft_from!r}")
+
+
+@dataclass
 class DpoConfig:
     model: str | None = None
     """Starting checkpoint (also the frozen reference); defaults to the first generate model."""
@@ -474,6 +494,7 @@ SECTIONS = {
     "score": ScoreConfig,
     "select": SelectConfig,
     "sft": TrainConfig,
+    "rounds": RoundsConfig,
     "dpo": DpoConfig,
     "serve": ServeConfig,
 }
