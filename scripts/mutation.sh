@@ -32,7 +32,7 @@ declare -A tests=(
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/test_report.py"
   [prompts]="tests/test_prompts.py"
-  [config]="tests/test_config.py"
+  [config]="tests/test_config.py tests/test_config_bounds.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)
