@@ -15,6 +15,8 @@ from winnow.config import (
     SelectConfig,
     ServeConfig,
     TrainConfig,
+    build,
+    load_yaml,
 )
 from winnow.errors import WinnowError
 
@@ -240,3 +242,75 @@ def test_stage_config_leaves_out_operational_fields():
     assert a == b
     assert not {"concurrency", "request_timeout", "max_retries", "retry_backoff"} & set(a) and a["n"] == 8
     assert gen(n=2).stage_config() != gen(n=3).stage_config()
+
+
+# ---------------------------------------------------------------- build, _typed and load_yaml messages
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"n": "8"}, "cfg.yaml: field 'n': expected int, got '8' (str)"),
+        ({"n": True}, "cfg.yaml: field 'n': expected int, got True (bool)"),
+        ({"n": 2.0}, "cfg.yaml: field 'n': expected int, got 2.0 (float)"),
+        ({"temperature": "hot"}, "cfg.yaml: field 'temperature': expected float, got 'hot' (str)"),
+        ({"temperature": 10**400}, f"cfg.yaml: field 'temperature': {10**400} is too large for a float"),
+        ({"stop": "###"}, "cfg.yaml: field 'stop': expected a list of strings, got '###'"),
+        ({"stop": ["a", 1]}, "cfg.yaml: field 'stop': expected a list of strings, got ['a', 1]"),
+        ({"base_url": 5}, "cfg.yaml: field 'base_url': expected str | None, got 5 (int)"),
+        ({"models": ["m"], "nn": 1}, "cfg.yaml: field 'nn': unknown option for GenerateConfig"),
+    ],
+)
+def test_build_type_errors_name_source_field_and_value(layer, message):
+    with pytest.raises(WinnowError) as e:
+        build(GenerateConfig, {"models": ["m"]}, layer, source="cfg.yaml")
+    assert str(e.value) == message
+
+
+def test_build_converts_ints_for_float_fields_and_keeps_the_rest():
+    config = build(GenerateConfig, {"models": ["m"], "temperature": 1, "top_p": 1, "n": 3, "stop": ["x"]})
+    assert type(config.temperature) is float and config.temperature == 1.0 and type(config.top_p) is float
+    assert config.n == 3 and config.stop == ["x"] and config.base_url is None
+    select = build(SelectConfig, {"dedup": True, "threshold": 0}, {"strategy": "threshold"})
+    assert select.dedup is True and select.threshold == 0.0 and type(select.threshold) is float
+    assert build(SelectConfig, {"k": 5}, {"k": None}).k == 5  # None in a later layer: not given
+    assert build(SelectConfig) == SelectConfig()
+
+
+def test_load_yaml_messages(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("generate: 5\n")
+    with pytest.raises(WinnowError) as e:
+        load_yaml(path)
+    assert str(e.value) == f"{path}: field 'generate': expected a mapping of options, got int"
+    path.write_text("run_dir: 7\n")
+    with pytest.raises(WinnowError) as e:
+        load_yaml(path)
+    assert str(e.value) == f"{path}: field 'run_dir': expected a string, got 7 (int)"
+    path.write_text("genrate: {}\n")
+    with pytest.raises(WinnowError) as e:
+        load_yaml(path)
+    known = "dpo, generate, id_column, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
+    assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
+    path.write_text("generate: [1, 2\n")
+    with pytest.raises(WinnowError) as e:
+        load_yaml(path)
+    assert str(e.value).startswith(f"{path}: invalid YAML: ") and "\n" not in str(e.value)
+    path.write_text("[1]\n")
+    with pytest.raises(WinnowError) as e:
+        load_yaml(path)
+    assert str(e.value) == f"{path}: expected a mapping at the top level"
+    with pytest.raises(WinnowError) as e:
+        load_yaml(tmp_path / "nope.yaml")
+    assert str(e.value) == f"config file does not exist: {tmp_path / 'nope.yaml'}"
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(WinnowError, match="config file does not exist"):
+        load_yaml(tmp_path / "dir.yaml")
+
+
+def test_load_yaml_paths_and_empty_sections(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("prompts: /abs/p.jsonl\ngenerate:\nselect: null\nrun_dir: r\n")
+    assert load_yaml(path) == {"prompts": "/abs/p.jsonl", "generate": None, "select": None, "run_dir": "r"}
+    path.write_text("")
+    assert load_yaml(path) == {}
