@@ -31,7 +31,7 @@ declare -A tests=(
   [records]="tests/test_records.py"
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/test_report.py"
-  [prompts]="tests/test_prompts.py"
+  [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
   [config]="tests/test_config.py tests/test_config_bounds.py"
 )
 modules=("$@")
