@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import pytest
 import winnow
 from winnow.errors import WinnowError
 from winnow.records import (
+    BOM,
     Completion,
     Prompt,
     atomic_write_bytes,
@@ -22,8 +24,15 @@ from winnow.records import (
     atomic_write_jsonl,
     atomic_write_npy,
     atomic_write_text,
+    dir_mode,
+    file_mode,
+    honour_umask,
+    parse_jsonl,
+    read_json,
     read_jsonl,
+    read_text,
     reward_to_json,
+    sha256_file,
 )
 
 CHAT = ({"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"})
@@ -230,3 +239,81 @@ def test_reward_to_json():
     value = reward_to_json(np.float32(0.5))
     assert value == 0.5 and type(value) is float
     assert json.dumps([reward_to_json(-0.25), reward_to_json(float("nan"))]) == "[-0.25, null]"
+
+
+# ---------------------------------------------------------------- UTF-8, BOM, JSON files, digests, modes
+
+
+def test_parse_jsonl_bom_only_on_the_first_line_and_bad_utf8_named(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    assert list(parse_jsonl([BOM + b'{"a": 1}\n', b'{"b": 2}\n'], path)) == [(1, {"a": 1}), (2, {"b": 2})]
+    with pytest.raises(WinnowError) as e:
+        list(parse_jsonl([b'{"a": 1}\n', BOM + b'{"b": 2}\n'], path))
+    assert str(e.value).startswith(f"{path}:2: malformed JSON")  # a BOM inside the file is not skipped
+    with pytest.raises(WinnowError) as e:
+        list(parse_jsonl([b'{"a": 1}\n', b'{"b": "\xff"}\n'], path))
+    assert str(e.value) == f"{path}:2: not valid UTF-8 (byte 0xff at column 8)"
+
+
+def test_read_text_and_read_json(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_bytes(BOM + '{"é": [1, 2]}'.encode())
+    assert read_text(path) == '{"é": [1, 2]}' and read_json(path) == {"é": [1, 2]}
+    path.write_bytes(b'{"a": 1,\n"b": 2,\n"c": "\xfe"}')
+    with pytest.raises(WinnowError) as e:
+        read_text(path)
+    assert str(e.value) == f"{path}:3: not valid UTF-8 (byte 0xfe)"
+    path.write_text('{"a": 1,\n\n}')
+    with pytest.raises(WinnowError) as e:
+        read_json(path)
+    assert (
+        str(e.value) == f"{path}: damaged (not valid JSON: Expecting property name enclosed in double quotes at line 3)"
+    )
+
+
+def test_sha256_file_across_blocks(tmp_path):
+    path = tmp_path / "big.bin"
+    data = bytes(range(256)) * 9000 + b"tail"  # > 2 MiB: several 1 MiB blocks
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+
+
+def test_json_writers_refuse_nan(tmp_path):
+    """NaN is not JSON: a writer must say so rather than write a file other tools reject."""
+    with pytest.raises(ValueError):
+        atomic_write_json(tmp_path / "m.json", {"x": math.nan})
+    with pytest.raises(ValueError):
+        atomic_write_jsonl(tmp_path / "r.jsonl", [{"x": math.inf}])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_modes_follow_the_umask(tmp_path, umask_027):
+    assert file_mode() == 0o640 and dir_mode() == 0o750
+    assert os.umask(0o027) == 0o027  # reading it left it as it was
+    path = tmp_path / "out.json"
+    atomic_write_json(path, {})
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_honour_umask_fixes_a_tree_made_private(tmp_path, umask_027):
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "w.safetensors").write_bytes(b"x")
+    (folder / "sub" / "c.json").write_text("{}")
+    for p in (folder, folder / "sub"):
+        p.chmod(0o700)
+    for p in (folder / "w.safetensors", folder / "sub" / "c.json"):
+        p.chmod(0o600)
+    honour_umask(folder)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
+    assert modes == {"ckpt": 0o750, "ckpt/sub": 0o750, "ckpt/w.safetensors": 0o640, "ckpt/sub/c.json": 0o640}

@@ -377,3 +377,125 @@ def test_load_scored_and_selected(tmp_path):
     )
     finished(tmp_path, "select", {"selected.jsonl": b'{"prompt_id": "a"}\n\n{"prompt_id": "b"}\n'})
     assert load_selected(tmp_path) == [{"prompt_id": "a"}, {"prompt_id": "b"}]
+
+
+# ---------------------------------------------------------------- details the messages and files promise
+
+
+def test_ledger_lines_are_sorted_json_while_made_and_after_finish(tmp_path):
+    with Stage(tmp_path, "generate", CONFIG) as stage:
+        stage.claim()
+        keys = make_shards(stage, ["s1", "s0"])
+        stage.record_shard("s1", keys["s1"], exact=True)
+        stage.record_shard("s0", keys["s0"], exact=True)
+
+        def line(name):
+            path = stage.dir / f"shard-{name}.jsonl"
+            digest = sha(path.read_bytes())
+            return (
+                f'{{"bytes": {path.stat().st_size}, "file": "shard-{name}.jsonl", "rows": 2, "sha256": "{digest}"}}\n'
+            )
+
+        assert (stage.dir / LEDGER).read_text() == line("s1") + line("s0")
+        stage.finish(["s0", "s1"])
+        assert (stage.dir / LEDGER).read_text() == line("s0") + line("s1")
+
+
+def test_records_of_a_finished_stage_come_from_its_manifest(tmp_path):
+    with Stage(tmp_path, "generate", CONFIG) as stage:
+        stage.claim()
+        keys = make_shards(stage, ["s0"])
+        stage.record_shard("s0", keys["s0"], exact=True)
+        (stage.dir / "prompts.jsonl").write_text("{}\n")
+        stage.record_file("prompts.jsonl")
+        assert stage.matches("prompts.jsonl")
+        stage.finish(["s0"], outputs=["prompts.jsonl"])
+        assert stage.read_shards(["s0"]) == rows_of("s0")
+    (tmp_path / "generate" / LEDGER).unlink()
+    fresh = Stage(tmp_path, "generate", CONFIG)
+    assert fresh.pending(["s0"]) == [] and sorted(fresh.records()) == ["prompts.jsonl", "shard-s0.jsonl"]
+
+
+def test_late_shards_are_checked_as_strictly_and_recorded_once(tmp_path):
+    tasks = [ShardTask("s0", None), ShardTask("s1", None), ShardTask("s2", None)]
+    with Stage(tmp_path, "generate", CONFIG) as stage:
+        stage.claim()
+        keys = make_shards(stage, ["s0", "s1"])
+        stage.recorder(keys, exact=True)("s0")
+        write_rows(stage.dir / "shard-s1.jsonl", rows_of("s1", 1))
+        with pytest.raises(WinnowError, match="1 rows, expected 2; shard removed"):
+            stage.check_made(tasks[:2], ShardReport(done=["s0", "s1"]), keys, exact=True)
+        ledger = [json.loads(x)["file"] for x in (stage.dir / LEDGER).read_text().splitlines()]
+        assert ledger == ["shard-s0.jsonl"]  # s0 was recorded once, not again at the end
+        with pytest.raises(WinnowError) as e:
+            stage.check_made(tasks, ShardReport(done=["s0"]), keys, exact=True)
+        assert str(e.value) == f"{stage.dir}: the executor made no file for shard(s) s1, s2"
+        write_rows(stage.dir / "shard-s2.jsonl", rows_of("s2", 1))
+        with pytest.raises(WinnowError, match="1 rows, expected 2"):
+            stage.recorder({"s2": {("s2", 0), ("s2", 1)}}, exact=True)("s2")
+
+
+def test_a_changed_config_with_no_field_to_name(tmp_path):
+    (tmp_path / "generate").mkdir()
+    (tmp_path / "generate" / "config.json").write_text(json.dumps({**CONFIG, "extra": None}))
+    with pytest.raises(WinnowError) as e, Stage(tmp_path, "generate", CONFIG):
+        pass
+    assert "under a changed config: (unknown). Use a new --run-dir" in str(e.value)
+
+
+def test_diff_keeps_the_field_name_whole():
+    assert _diff({"A": {"MAX.X": 1}}, {"A": {"MAX.X": 2}}) == ["A.MAX.X: 1 -> 2"]
+
+
+def test_readers_name_the_stage_to_rerun_and_the_file_with_bad_json(tmp_path):
+    write_generate(tmp_path)
+    folder = tmp_path / "generate"
+    shard = folder / "shard-s0.jsonl"
+    shard.write_text("{}\n")
+    with pytest.raises(WinnowError, match=r"shard-s0\.jsonl: .*; rerun `winnow generate` on this run dir"):
+        load_generations(tmp_path)
+    (folder / "prompts.jsonl").write_text("{}\n")
+    with pytest.raises(WinnowError, match=r"prompts\.jsonl: .*; rerun `winnow generate` on this run dir"):
+        load_generations(tmp_path)
+    # a recorded file whose JSON is bad: the error names the file and line
+    rows = tmp_path / "bad"
+    write_generate(rows)
+    manifest = json.loads((rows / "generate" / "manifest.json").read_text())
+    for relpath in ("prompts.jsonl", "shard-s0.jsonl"):
+        path = rows / "generate" / relpath
+        good = path.read_bytes()
+        path.write_bytes(good + b"{broken\n")
+        manifest["files"][relpath] = file_record(path)
+        (rows / "generate" / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(WinnowError, match=rf"^{path}:\d: malformed JSON"):
+            load_generations(rows)
+        path.write_bytes(good)
+        manifest["files"][relpath] = file_record(path)
+    finished(tmp_path, "select", {"selected.jsonl": b'{"a": 1}\n'})
+    sel = tmp_path / "select" / "selected.jsonl"
+    sel.write_text('{"a": 2}\n')
+    with pytest.raises(WinnowError, match=r"; rerun `winnow select` on this run dir"):
+        load_selected(tmp_path)
+    bad = finished(tmp_path / "s2", "select", {"selected.jsonl": b'{"a": 1}\n[\n'})
+    assert bad["files"]["selected.jsonl"]["rows"] == 2
+    with pytest.raises(WinnowError, match=rf"^{tmp_path / 's2' / 'select' / 'selected.jsonl'}:2: "):
+        load_selected(tmp_path / "s2")
+
+
+def test_load_scored_names_the_score_stage(tmp_path):
+    write_generate(tmp_path)
+    buffer = tmp_path / "buf.npy"
+    np.save(buffer, np.zeros((2, 2)))
+    finished(tmp_path, "score", {"rewards.npy": buffer.read_bytes()})
+    np.save(tmp_path / "score" / "rewards.npy", np.ones((2, 2)))
+    with pytest.raises(WinnowError, match=r"rewards\.npy: content differs .*; rerun `winnow score` on this run dir"):
+        load_scored(tmp_path)
+
+
+def test_record_shard_names_the_file_with_bad_json(tmp_path):
+    with Stage(tmp_path, "generate", CONFIG) as stage:
+        stage.claim()
+        path = stage.dir / "shard-s0.jsonl"
+        path.write_text('{"prompt_id": "s0", "sample_index": 0}\n{oops\n')
+        with pytest.raises(WinnowError, match=rf"^{path}:2: malformed JSON"):
+            stage.record_shard("s0", {("s0", 0), ("s0", 1)}, exact=False)
