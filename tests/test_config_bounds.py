@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
 from winnow.config import (
     DpoConfig,
@@ -204,7 +205,7 @@ def test_boundary_value_is_accepted(config):
 
 def test_client_settings_only_for_the_openai_backend():
     assert gen().client_settings() is None and gen(backend="openai").client_settings() is None
-    s = gen(**OPENAI, api_key_env="KEY", concurrency=3, request_timeout=9.0, max_retries=2, retry_backoff=0.5)
+    s = gen(**OPENAI, api_key_env="KEY", concurrency=3, request_timeout=9.0, max_retries=2, retry_backoff=2.5)
     c = s.client_settings()
     assert (c.base_url, c.api_key_env, c.concurrency, c.timeout, c.max_retries, c.backoff) == (
         "http://127.0.0.1:1/v1",
@@ -212,7 +213,7 @@ def test_client_settings_only_for_the_openai_backend():
         3,
         9.0,
         2,
-        0.5,
+        2.5,
     )
     assert ServeConfig().client_settings() is None and ServeConfig(backend="openai").client_settings() is None
     u = ServeConfig(backend="openai", base_url="http://u/v1", upstream_api_key_env="UP").client_settings()
@@ -267,6 +268,12 @@ def test_build_type_errors_name_source_field_and_value(layer, message):
     assert str(e.value) == message
 
 
+def test_build_names_its_source():
+    with pytest.raises(WinnowError) as e:
+        build(GenerateConfig, {"nn": 1})
+    assert str(e.value) == "config: field 'nn': unknown option for GenerateConfig"
+
+
 def test_build_converts_ints_for_float_fields_and_keeps_the_rest():
     config = build(GenerateConfig, {"models": ["m"], "temperature": 1, "top_p": 1, "n": 3, "stop": ["x"]})
     assert type(config.temperature) is float and config.temperature == 1.0 and type(config.top_p) is float
@@ -293,9 +300,13 @@ def test_load_yaml_messages(tmp_path):
     known = "dpo, generate, id_column, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
     path.write_text("generate: [1, 2\n")
+    with pytest.raises(yaml.YAMLError) as parser_error:
+        yaml.safe_load(path.read_text())
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
-    assert str(e.value).startswith(f"{path}: invalid YAML: ") and "\n" not in str(e.value)
+    # the parser's own message, on one line
+    assert str(e.value) == f"{path}: invalid YAML: " + " ".join(str(parser_error.value).split())
+    assert "expected ',' or ']'" in str(e.value)
     path.write_text("[1]\n")
     with pytest.raises(WinnowError) as e:
         load_yaml(path)

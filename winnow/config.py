@@ -284,7 +284,6 @@ class SelectConfig:
         needs = STRATEGIES[self.strategy].needs
         if "k" in needs:
             _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
-            _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
         if self.k is not None:
             _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
         if "threshold" in needs:
