@@ -107,3 +107,30 @@ def test_good_rows(tmp_path):
     assert load_prompts(chat, prompt_column="messages") == [
         Prompt(id="row-0", messages=({"role": "user", "content": "q"},))
     ]
+
+
+# ---------------------------------------------------------------- datasets: .json files and splits
+
+
+def test_json_file(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"id": "a", "prompt": "x"}, {"prompt": "y"}]))
+    assert load_prompts(path) == [Prompt(id="a", text="x"), Prompt(id="row-1", text="y")]
+
+
+def test_dataset_dict_split_choice(tmp_path):
+    datasets = pytest.importorskip("datasets")
+
+    def saved(name, **splits):
+        folder = tmp_path / name
+        datasets.DatasetDict(
+            {s: datasets.Dataset.from_list([{"prompt": f"{s} {i}"} for i in range(n)]) for s, n in splits.items()}
+        ).save_to_disk(str(folder))
+        return folder
+
+    both = saved("both", test=1, train=2)
+    assert [p.text for p in load_prompts(both)] == ["train 0", "train 1"]  # train by default, wherever it is
+    assert [p.text for p in load_prompts(both, split="test")] == ["test 0"]
+    no_train = saved("no_train", validation=1, test=2)
+    assert [p.text for p in load_prompts(no_train)] == ["validation 0"]  # else the first split
+    assert error_of(no_train, split="dev") == f"{no_train}: no split 'dev' (have ['test', 'validation'])"
