@@ -51,15 +51,31 @@ OPTIONS = {
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
     ],
+    # Where generate and score make their shards; never part of a stage's config.
+    "executor": [
+        ("--executor", "executor", "name", str, "where shards are made: local | ray"),
+        (
+            "--ray-address",
+            "executor",
+            "ray_address",
+            str,
+            "ray: 'auto' joins this machine's cluster (default: a new local one)",
+        ),
+        ("--workers", "executor", "workers", int, "ray: actors, each loading the model once"),
+        ("--cpus-per-worker", "executor", "cpus_per_worker", float, "ray: CPUs per actor (fractions allowed)"),
+        ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
+        ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
+    ],
 }
 STAGES_OF = {
-    "generate": ["generate"],
-    "score": ["score"],
+    "generate": ["generate", "executor"],
+    "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft"],
-    "bon": ["generate", "score"],
+    "run": ["generate", "score", "select", "sft", "executor"],
+    "bon": ["generate", "score", "executor"],
 }
+DEVICE_STAGES = ("generate", "score", "sft")
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -82,7 +98,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
             p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft"} & set(stages):
+        if set(DEVICE_STAGES) & set(stages):
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
         for stage in stages:
             group = p.add_argument_group(stage)
@@ -137,7 +153,7 @@ def run_command(args: argparse.Namespace) -> None:
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage != "select":
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from winnow.errors import WinnowError
+from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
 
 LONG_PROMPT_POLICIES = ("error", "skip")
@@ -185,7 +186,45 @@ class TrainConfig:
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
 
 
-SECTIONS = {"generate": GenerateConfig, "score": ScoreConfig, "select": SelectConfig, "sft": TrainConfig}
+@dataclass
+class ExecutorConfig:
+    """Where generate and score make their shards. It changes how fast, never what: it is
+    not part of any stage's config (a stage may be resumed under another executor), and
+    the manifest records it apart (``executor``: name, workers, retries)."""
+
+    name: str = "local"
+    """``local`` (this process, shards in order, the first error stops the stage) or
+    ``ray`` (a pool of Ray actors; a shard that fails is retried on another actor)."""
+    ray_address: str | None = None
+    """Ray: unset starts a local Ray instance; ``auto`` joins the cluster this machine
+    belongs to (``ray start``); or the head's ``host:port``."""
+    workers: int = 2
+    """Ray: actors in the pool; each loads its model (or reward) once."""
+    cpus_per_worker: float = 1.0
+    """Ray: CPUs reserved per actor (fractions allowed)."""
+    gpus_per_worker: float = 0.0
+    """Ray: GPUs reserved per actor (fractions share a GPU; several give one vLLM engine
+    with tensor parallelism the GPUs of a node)."""
+    retries: int = 2
+    """Ray: further tries of a shard after a failure (a lost worker or an error), each on
+    another actor where there is one; a shard failing them all is reported by name."""
+
+    def validate(self) -> None:
+        if self.name not in EXECUTORS:
+            raise WinnowError(f"executor.name: unknown executor {self.name!r} (choose from {', '.join(EXECUTORS)})")
+        _check(self.workers >= 1, "executor.workers", f"must be >= 1, got {self.workers}")
+        _check(self.cpus_per_worker >= 0, "executor.cpus_per_worker", f"must be >= 0, got {self.cpus_per_worker}")
+        _check(self.gpus_per_worker >= 0, "executor.gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
+        _check(self.retries >= 0, "executor.retries", f"must be >= 0, got {self.retries}")
+
+
+SECTIONS = {
+    "generate": GenerateConfig,
+    "score": ScoreConfig,
+    "select": SelectConfig,
+    "sft": TrainConfig,
+    "executor": ExecutorConfig,
+}
 
 
 def _check(ok: Any, name: str, message: str) -> None:

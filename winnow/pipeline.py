@@ -18,10 +18,11 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
     from winnow.sft import sft
 
     summary = {}
+    executor = configs.get("executor")  # where generate and score make shards, never what
     if "generate" in configs:
-        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"])
+        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
     if "score" in configs:
-        summary["score"] = stages.score(run_dir, configs["score"])
+        summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
     if "select" in configs:
         summary["select"] = stages.select(run_dir, configs["select"])
     if "sft" in configs:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import GenerateConfig, config_hash
+from winnow.config import ExecutorConfig, GenerateConfig, config_hash
 from winnow.errors import WinnowError
-from winnow.executors import ShardTask, run_shards
+from winnow.executors import ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
 from winnow.records import Prompt, atomic_write_jsonl
 from winnow.rundir import Stage
@@ -21,9 +21,15 @@ def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
     return int(np.random.SeedSequence([seed, model_index, shard_index]).generate_state(1)[0])
 
 
-def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig) -> dict:
-    """Sample ``config.n`` completions per prompt from each model; returns the manifest."""
+def generate(
+    run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig, executor: ExecutorConfig | None = None
+) -> dict:
+    """Sample ``config.n`` completions per prompt from each model; returns the manifest.
+
+    ``executor`` says where the shards are made (default: this process); it never changes them.
+    """
     config.validate()
+    executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
     stage = Stage(run_dir, "generate", {"generate": asdict(config), "prompts_hash": config_hash(rows)})
     stage.begin()
@@ -31,6 +37,8 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
         return stage.manifest()
     num_shards = math.ceil(len(prompts) / config.shard_size)
     shard_names = []
+    report = ShardReport(executor=executor.name)
+    pending = 0
     for k, model in enumerate(config.models):
         names = [f"m{k}-{i:05d}" for i in range(num_shards)]
         shard_names += names
@@ -42,7 +50,10 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
             if not stage.has_shard(name)
         ]
         factory = GenerateWorkerFactory(config, k, prompts)
-        run_shards(tasks, factory, stage.dir, claim=stage.claim, desc=f"generate {model}")
+        pending += len(tasks)
+        desc = f"generate {model}"
+        report = report.merge(run_shards(tasks, factory, stage.dir, claim=stage.claim, executor=executor, desc=desc))
+    report.raise_failed("generate", pending)
     completions = stage.read_shards(shard_names)
     stage.claim()
     atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
@@ -52,6 +63,7 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
         num_columns=config.n * len(config.models),
         num_completions=len(completions),
         skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+        executor=report.record(executor),
     )
 
 

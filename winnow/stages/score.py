@@ -10,19 +10,21 @@ from typing import Any
 import numpy as np
 
 from winnow import select as sel
-from winnow.config import ScoreConfig
+from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rundir import Stage, load_generations
 
 
-def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
+def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: ExecutorConfig | None = None) -> dict:
     """Score every completion into an M x C reward matrix (``score/rewards.npy``, NaN = unscored).
 
     ``reward`` overrides the reward built from config (for library use); the stage config
-    then records only its name.
+    then records only its name. ``executor`` says where the shards are made (default: this
+    process); it never changes them.
     """
     config.validate()
+    executor = executor or ExecutorConfig()
     prompts, completions, gen = load_generations(run_dir)
     stage = Stage(run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"]})
     stage.begin()
@@ -37,10 +39,13 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
             continue
         rows = completions[i * config.shard_size : (i + 1) * config.shard_size]
         tasks.append(ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in rows]))
-    run_shards(tasks, ScoreWorkerFactory(config, reward), stage.dir, claim=stage.claim, desc="score")
+    factory = ScoreWorkerFactory(config, reward)
+    report = run_shards(tasks, factory, stage.dir, claim=stage.claim, executor=executor, desc="score")
+    report.raise_failed("score", len(tasks))
     matrix = reward_matrix(prompts, stage.read_shards(names), gen["num_columns"])
     atomic_write_npy(stage.dir / "rewards.npy", matrix)
-    return stage.finish(shards=names, **summarize(matrix, num_completions=len(completions)))
+    summary = summarize(matrix, num_completions=len(completions))
+    return stage.finish(shards=names, **summary, executor=report.record(executor))
 
 
 @dataclass(frozen=True)
