@@ -21,10 +21,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_demo
 import bench_generate
+import bench_ray
 import bench_score
 import bench_select
 
-BENCHMARKS = {"select": bench_select, "score": bench_score, "generate": bench_generate, "demo": bench_demo}
+BENCHMARKS = {
+    "select": bench_select,
+    "score": bench_score,
+    "generate": bench_generate,
+    "demo": bench_demo,
+    "ray": bench_ray,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

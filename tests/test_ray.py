@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,35 @@ def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
     return value
 
 
+@pytest.fixture()
+def own_ray(monkeypatch):
+    """No Ray running in this process: the executor starts its own local instance; shut down after."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ours_before = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        yield
+    finally:
+        ours = [p for p in psutil.Process().children(recursive=True) if p.pid not in ours_before]
+        ray.shutdown()
+        for p in ours:
+            if p.is_running():
+                p.kill()
+
+
+@pytest.mark.timeout(90)
+def test_score_on_a_local_ray_instance_matches_local(workdir, tiny_policy, own_ray):
+    """The default suite's check: score through a Ray instance the executor starts itself."""
+    fn = ["--reward-fn", f"{workdir}/rewards.py:poison"]
+    assert main(bon_args(workdir, "local", tiny_policy, *fn)) == 0
+    shutil.copytree(workdir / "local", workdir / "ray")
+    shutil.rmtree(workdir / "ray" / "score")
+    (workdir / "ray" / "best.jsonl").unlink()
+    assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
+    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 0}
+
+
+@pytest.mark.ray
 @pytest.mark.timeout(150)
 def test_ray_run_matches_local_run_byte_for_byte(workdir, tiny_policy, cluster):
     """Every file equal; each manifest equal once its executor record is left out."""
