@@ -5,7 +5,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from winnow.report import best_of_n_curve, paired_bootstrap
+from winnow.report import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows, distinct_n, paired_bootstrap
 
 # ---------------------------------------------------------------- paired_bootstrap
 
@@ -94,3 +94,40 @@ def test_rows_with_nan_are_left_out():
     full = np.array([[3.0, 1.0, 2.0], [0.0, 6.0, 0.0]])
     with_nan = np.vstack([full, [[np.nan, 10.0, 10.0]]])
     np.testing.assert_allclose(best_of_n_curve(with_nan), best_of_n_curve(full))
+
+
+# ---------------------------------------------------------------- best_of_n_kl, band, diversity
+
+
+def test_kl_of_best_of_n_by_hand():
+    # log n - (n - 1) / n, worked out by hand: ln 2 = 0.693147..., ln 4 = 1.386294...,
+    # ln 8 = 2.079442..., ln 16 = 2.772589...
+    expected = {1: 0.0, 2: 0.1931471806, 4: 0.6362943611, 8: 1.2044415417, 16: 1.8350887222}
+    for n, kl in expected.items():
+        assert best_of_n_kl(n) == pytest.approx(kl, abs=1e-9)
+    np.testing.assert_allclose(best_of_n_kl(np.array(list(expected))), list(expected.values()), atol=1e-9)
+    with pytest.raises(ValueError):
+        best_of_n_kl(0)
+
+
+def test_band_of_one_row_is_the_curve_and_band_contains_the_curve():
+    one = np.array([[3.0, 1.0, 2.0]])
+    low, high = best_of_n_band(one, iters=50)
+    np.testing.assert_allclose(low, best_of_n_curve(one))
+    np.testing.assert_allclose(high, best_of_n_curve(one))
+    rng = np.random.default_rng(5)
+    rewards = rng.normal(size=(40, 8))
+    low, high = best_of_n_band(rewards, iters=500)
+    curve = best_of_n_curve(rewards)
+    assert np.all(low <= curve) and np.all(curve <= high) and np.all(high - low > 0)
+    # the spread of best-of-n means over prompts: about 2 * 1.96 * sd / sqrt(M) wide
+    sd = best_of_n_rows(rewards).std(axis=0)
+    np.testing.assert_allclose(high - low, 2 * 1.96 * sd / np.sqrt(40), rtol=0.25)
+
+
+def test_distinct_n_by_hand():
+    texts = ["The cat sat", "the cat ran", ""]
+    # unigrams: the cat sat the cat ran -> 4 distinct of 6; bigrams: (the cat) x2, (cat sat), (cat ran) -> 3 of 4
+    assert distinct_n(texts, 1) == pytest.approx(4 / 6)
+    assert distinct_n(texts, 2) == pytest.approx(3 / 4)
+    assert np.isnan(distinct_n(["one"], 2))

@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | run | bon | demo.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from winnow.config import SECTIONS, STRATEGIES, build, load_yaml
+from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
@@ -35,13 +35,25 @@ OPTIONS = {
         ("--reward-model", "score", "reward_model", str, "sequence-classification reward model folder"),
         ("--batch-tokens", "score", "batch_tokens", int, "reward model: most padded tokens per batch"),
         ("--max-batch-size", "score", "max_batch_size", int, "reward model: most rows per batch"),
+        (
+            "--reward-prefix-sharing",
+            "score",
+            "reward_prefix_sharing",
+            str,
+            "reward model: score a prompt's completions on one shared prefill: auto | on | off",
+        ),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
-        ("--k", "select", "k", int, "pairs overall, or per prompt for top_k_per_prompt"),
+        ("--k", "select", "k", int, "pairs overall, or per prompt for top_k_per_prompt and rso"),
         ("--threshold", "select", "threshold", float, "keep rewards >= this (strategy threshold)"),
+        ("--beta", "select", "beta", float, "RSO temperature (> 0): accept with probability exp((r - r_max) / beta)"),
         ("--dedup", "select", "dedup", "flag", "drop repeated completion texts within a prompt"),
-        ("--select-seed", "select", "seed", int, "seed of the random controls"),
+        ("--drop-truncated", "select", "drop_truncated", "flag", "leave out completions cut by max_new_tokens"),
+        ("--pairs", "select", "pairs", str, "also write preference pairs: " + " | ".join(PAIRINGS)),
+        ("--pair-k", "select", "pair_k", int, "pairs rso: candidates accepted per prompt (default: all)"),
+        ("--min-margin", "select", "min_margin", float, "keep pairs whose reward margin is at least this"),
+        ("--select-seed", "select", "seed", int, "seed of the random controls and of RSO"),
     ],
     "sft": [
         ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
@@ -66,6 +78,15 @@ OPTIONS = {
         ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
         ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
     ],
+    "dpo": [
+        ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
+        ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
+        ("--dpo-beta", "dpo", "beta", float, "DPO beta: larger keeps the policy closer to the reference"),
+        ("--learning-rate", "dpo", "learning_rate", float, "peak learning rate"),
+        ("--epochs", "dpo", "epochs", float, "passes over the pairs"),
+        ("--dpo-batch-size", "dpo", "batch_size", int, "pairs per optimizer step"),
+        ("--max-length", "dpo", "max_length", int, "tokens kept per side of a pair"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate", "executor"],
@@ -74,8 +95,9 @@ STAGES_OF = {
     "sft": ["sft"],
     "run": ["generate", "score", "select", "sft", "executor"],
     "bon": ["generate", "score", "executor"],
+    "dpo": ["dpo"],
 }
-DEVICE_STAGES = ("generate", "score", "sft")
+DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -89,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
         "sft": "fine-tune the starting checkpoint on them",
         "run": "generate, score, select and sft in one go",
         "bon": "Best-of-N: the best completion per prompt",
+        "dpo": "DPO on the preference pairs of select --pairs",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -114,6 +137,12 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo: SmolLM2 + VADER, reward before and after fine-tuning")
     demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
+    text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
+    rep = sub.add_parser("report", help=text, description=text)
+    rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
+    rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
+    rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
+    rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return top
 
 
@@ -142,6 +171,14 @@ def run_command(args: argparse.Namespace) -> None:
 
         run_demo(args.run_dir, quick=args.quick)
         return
+    if args.command == "report":
+        from winnow.report import run_report
+
+        if args.bootstrap_iters < 1:
+            raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
+        result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
+        print_report_summary(result, args.out or f"{args.run_dir}/report")
+        return
     file_config = load_yaml(args.config) if args.config else {}
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
@@ -155,7 +192,7 @@ def run_command(args: argparse.Namespace) -> None:
         }
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
-        if stage == "sft" and not flags.get("model") and not (file_config.get("sft") or {}).get("model"):
+        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
         configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
     prompts = None
@@ -175,6 +212,29 @@ def run_command(args: argparse.Namespace) -> None:
         pipeline.best_of_n(run_dir, out=args.out)
     else:
         print(json.dumps(summary, indent=2))
+
+
+def print_report_summary(result: dict, out: str) -> None:
+    """A short table of the report on the terminal; the files hold everything."""
+    from rich.console import Console
+    from rich.table import Table
+
+    bon = result["best_of_n"]
+    table = Table(title=f"best-of-n ({bon['rows']} prompts)")
+    for col in ("n", "reward", "95% band", "KL bound"):
+        table.add_column(col, justify="right")
+    for n in bon["n"]:
+        if n & (n - 1) == 0 or n == bon["n"][-1]:
+            band = f"[{bon['low'][n - 1]:.3f}, {bon['high'][n - 1]:.3f}]"
+            table.add_row(str(n), f"{bon['mean'][n - 1]:.3f}", band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
+    console = Console()
+    if bon["rows"]:
+        console.print(table)
+    for name in ("all", "selected"):
+        part = result[name]
+        reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
+        console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
+    console.print(f"report: {out}/report.md, {out}/report.json")
 
 
 if __name__ == "__main__":

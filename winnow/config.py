@@ -19,16 +19,10 @@ import yaml
 from winnow.errors import WinnowError
 from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
+REWARD_PREFIX_SHARING = ("auto", "on", "off")
 LONG_PROMPT_POLICIES = ("error", "skip")
-STRATEGIES = (
-    "top_per_prompt",
-    "top_k_overall",
-    "top_k_per_prompt",
-    "threshold",
-    "random_per_prompt",
-    "random_k_overall",
-)
 
 
 @dataclass
@@ -112,6 +106,11 @@ class ScoreConfig:
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = 64
     """Reward model: most rows per batch."""
+    reward_prefix_sharing: str = "auto"
+    """Reward model: read each prompt once and score its completions as continuations of
+    that shared prefill (exact for causal decoders). ``auto``: where the model allows it,
+    else every row in full with a note; ``on``: an architecture it does not know is an
+    error; ``off``: every row in full."""
     fn_batch_size: int = 256
     """Reward function: rows per call."""
     shard_size: int = 1024
@@ -124,36 +123,71 @@ class ScoreConfig:
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
+        _check(
+            self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
+            "score.reward_prefix_sharing",
+            f"must be one of {', '.join(REWARD_PREFIX_SHARING)}, got {self.reward_prefix_sharing!r}",
+        )
 
 
 @dataclass
 class SelectConfig:
     strategy: str = "top_per_prompt"
-    """One of top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt,
-    random_k_overall (the random ones are matched controls)."""
+    """One of ``winnow.select.STRATEGIES``: top_per_prompt, top_k_overall, top_k_per_prompt,
+    threshold, random_per_prompt, random_k_overall (the random ones are matched controls), rso."""
     k: int | None = None
-    """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt)."""
+    """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt;
+    rso, default 1)."""
     threshold: float | None = None
     """Keep every pair with reward >= threshold (strategy 'threshold')."""
+    beta: float | None = None
+    """RSO's temperature (> 0), in reward units: accept with probability exp((r - r_max) / beta).
+    Small beta approaches the best sample, large beta a uniform one. Strategy and pairs 'rso'."""
     dedup: bool = False
     """Treat repeated completion texts within a prompt as one (the earliest sample is kept)."""
+    drop_truncated: bool = False
+    """Leave out completions cut by max_new_tokens (finish_reason 'length') before selecting."""
+    pairs: str | None = None
+    """Also write preference pairs to select/pairs.jsonl: 'best-worst' (best and worst sample
+    per prompt), 'all' (every pair with different rewards) or 'rso' (RSO's accepted samples,
+    paired in acceptance order)."""
+    pair_k: int | None = None
+    """Pairs 'rso': candidates accepted per prompt (two per pair); default: every scored one."""
+    min_margin: float = 0.0
+    """Keep a pair only if chosen reward - rejected reward >= min_margin; ties never make a pair."""
     seed: int = 0
-    """Seed of the random controls."""
+    """Seed of the random controls and of RSO."""
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise WinnowError(
                 f"select.strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})"
             )
-        if self.strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall"):
+        needs = STRATEGIES[self.strategy].needs
+        if "k" in needs:
             _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
+        if self.k is not None:
             _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
-        if self.strategy == "threshold":
+        if "threshold" in needs:
             _check(
                 self.threshold is not None and math.isfinite(self.threshold),
                 "select.threshold",
                 "strategy threshold needs a finite threshold",
             )
+        if self.pairs is not None and self.pairs not in PAIRINGS:
+            raise WinnowError(f"select.pairs: unknown pairing {self.pairs!r} (choose from {', '.join(PAIRINGS)})")
+        if "beta" in needs or (self.pairs and "beta" in PAIRING_NEEDS[self.pairs]):
+            user = f"strategy {self.strategy}" if "beta" in needs else f"pairs {self.pairs}"
+            _check(self.beta is not None, "select.beta", f"{user} needs beta")
+        if self.beta is not None:
+            _check(self.beta > 0, "select.beta", f"must be > 0, got {self.beta}")
+        if self.pair_k is not None:
+            _check(self.pair_k >= 2, "select.pair_k", f"must be >= 2, got {self.pair_k}")
+        _check(
+            math.isfinite(self.min_margin) and self.min_margin >= 0,
+            "select.min_margin",
+            f"must be >= 0, got {self.min_margin}",
+        )
 
 
 @dataclass
@@ -218,12 +252,46 @@ class ExecutorConfig:
         _check(self.retries >= 0, "executor.retries", f"must be >= 0, got {self.retries}")
 
 
+@dataclass
+class DpoConfig:
+    model: str | None = None
+    """Starting checkpoint (also the frozen reference); defaults to the first generate model."""
+    lora: bool = False
+    """Train LoRA adapters (merged into the saved checkpoint) instead of every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    beta: float = 0.1
+    """DPO's beta (> 0): how far the policy may move from the reference; larger stays closer."""
+    learning_rate: float = 1e-6
+    """Peak learning rate (linear decay, no warm-up); TRL's default. LoRA wants ~10-100x more."""
+    epochs: float = 1.0
+    """Passes over the pairs."""
+    batch_size: int = 8
+    """Pairs per optimizer step."""
+    max_length: int = 512
+    """Prompt + completion tokens kept per side of a pair (longer ones are truncated)."""
+    seed: int = 0
+    """Seed of data order and initialisation of LoRA weights."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda``."""
+
+    def validate(self) -> None:
+        _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
+
+
 SECTIONS = {
     "generate": GenerateConfig,
     "score": ScoreConfig,
     "select": SelectConfig,
     "sft": TrainConfig,
     "executor": ExecutorConfig,
+    "dpo": DpoConfig,
 }
 
 

@@ -27,6 +27,10 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
         summary["select"] = stages.select(run_dir, configs["select"])
     if "sft" in configs:
         summary["sft"] = sft(run_dir, configs["sft"])
+    if "dpo" in configs:
+        from winnow.dpo import dpo
+
+        summary["dpo"] = dpo(run_dir, configs["dpo"])
     return {name: {k: v for k, v in m.items() if k != "config"} for name, m in summary.items()}
 
 

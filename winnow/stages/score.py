@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     factory = ScoreWorkerFactory(config, reward)
     report = run_shards(tasks, factory, stage.dir, claim=stage.claim, executor=executor, desc="score")
     report.raise_failed("score", len(tasks))
-    matrix = reward_matrix(prompts, stage.read_shards(names), gen["num_columns"])
+    rows = stage.read_shards(names)
+    matrix = reward_matrix(prompts, rows, gen["num_columns"])
     atomic_write_npy(stage.dir / "rewards.npy", matrix)
     summary = summarize(matrix, num_completions=len(completions))
-    return stage.finish(shards=names, **summary, executor=report.record(executor))
+    return stage.finish(shards=names, **summary, **scoring_paths(rows), executor=report.record(executor))
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ScoreWorker:
 
         pairs = task.payload
         values: list[float] = []
+        paths: list[dict] = []  # a reward model's per-row scoring path, for the manifest
         for start in range(0, len(pairs), self.step):
             part = pairs[start : start + self.step]
             values += call_reward(
@@ -85,14 +88,20 @@ class ScoreWorker:
                 prompt_ids=[c["prompt_id"] for _, c in part],
                 sample_indices=[c["sample_index"] for _, c in part],
             )
+            if hasattr(self.reward, "last_paths"):
+                paths += [
+                    {"scored_by": p, "prompt_tokens_saved": t}
+                    for p, t in zip(self.reward.last_paths, self.reward.last_tokens_saved, strict=True)
+                ]
         return [
             {
                 "prompt_id": c["prompt_id"],
                 "sample_index": c["sample_index"],
                 "model": c["model"],
                 "reward": reward_to_json(v),
+                **path,
             }
-            for (_, c), v in zip(pairs, values, strict=True)
+            for (_, c), v, path in zip(pairs, values, paths or [{}] * len(pairs), strict=True)
         ]
 
 
@@ -105,6 +114,7 @@ def _make_reward(config: ScoreConfig):
             device=config.device,
             batch_tokens=config.batch_tokens,
             max_batch_size=config.max_batch_size,
+            prefix_sharing=config.reward_prefix_sharing,
         )
         return rm, config.reward_model
     from winnow.rewards import load_reward_fn
@@ -120,6 +130,17 @@ def reward_matrix(prompts: list[Prompt], rows: list[dict], num_columns: int) -> 
         if row["reward"] is not None:
             matrix[index[row["prompt_id"]], row["sample_index"]] = row["reward"]
     return matrix
+
+
+def scoring_paths(rows: list[dict]) -> dict:
+    """A reward model's rows per scoring path (shared prefix, full and why, too long) and the
+    prompt tokens the shared prefix saved; empty for reward functions."""
+    if not rows or "scored_by" not in rows[0]:
+        return {}
+    return {
+        "rows_by_scoring_path": dict(sorted(Counter(r["scored_by"] for r in rows).items())),
+        "prompt_tokens_saved": sum(r["prompt_tokens_saved"] for r in rows),
+    }
 
 
 def summarize(matrix: np.ndarray, *, num_completions: int) -> dict:

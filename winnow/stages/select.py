@@ -1,4 +1,5 @@
-"""The select stage: pick rows of the reward matrix with a strategy into ``select/selected.jsonl``."""
+"""The select stage: pick rows of the reward matrix with a strategy into ``select/selected.jsonl``,
+and, when asked, preference pairs into ``select/pairs.jsonl``."""
 
 from __future__ import annotations
 
@@ -15,19 +16,35 @@ from winnow.rundir import Stage, load_scored
 
 def select(run_dir: str | Path, config: SelectConfig) -> dict:
     """Pick rows with a strategy and write ``select/selected.jsonl`` in TRL's
-    conversational prompt-completion format, each row keyed and carrying its reward."""
+    conversational prompt-completion format, each row keyed and carrying its reward; with
+    ``config.pairs``, also ``select/pairs.jsonl`` in TRL's conversational preference format."""
     config.validate()
     prompts, by_key, rewards, scored = load_scored(run_dir)
     stage = Stage(run_dir, "select", {"select": asdict(config), "score_hash": scored["config_hash"]})
     stage.begin()
     if stage.is_complete():
         return stage.manifest()
+    removed: dict[str, int] = {}
+    if config.drop_truncated:
+        # NaN is "not a candidate" to every strategy, so a cut completion can be neither
+        # selected nor one side of a pair.
+        cut = np.array(
+            [
+                [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
+                for p in prompts
+            ],
+            dtype=bool,
+        ).reshape(rewards.shape)
+        removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
+        rewards = np.where(cut, np.nan, rewards)
     if config.dedup:
         texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
-        rewards = sel.dedup(rewards, texts)
-    pairs = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, seed=config.seed)
+        deduped = sel.dedup(rewards, texts)
+        removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
+        rewards = deduped
+    picked = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, beta=config.beta, seed=config.seed)
     rows = []
-    for i, j in pairs.tolist():
+    for i, j in picked.tolist():
         prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
         rows.append(
             {
@@ -39,7 +56,43 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
                 "reward": float(rewards[i, j]),
             }
         )
+    pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs) if config.pairs else None
     stage.claim()
     atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
-    mean = float(np.mean([r["reward"] for r in rows])) if rows else None
-    return stage.finish(num_selected=len(rows), mean_selected_reward=mean)
+    summary: dict[str, float | int | None] = {"num_selected": len(rows), **removed}
+    summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
+    if pairs is not None:
+        atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
+        summary["num_pairs"] = len(pairs)
+        summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
+    return stage.finish(**summary)
+
+
+def preference_pairs(prompts, by_key: dict, rewards: np.ndarray, config: SelectConfig, pairing: str) -> list[dict]:
+    """Rows {"prompt", "chosen", "rejected"} (TRL's conversational preference format) with both
+    rewards, the margin and where each side came from; pairs under ``min_margin`` or tied are left out."""
+    triples = sel.make_pairs(pairing, rewards, k=config.pair_k, beta=config.beta, seed=config.seed)
+    out = []
+    for i, a, b in triples.tolist():
+        margin = float(rewards[i, a] - rewards[i, b])
+        if not margin > 0 or margin < config.min_margin:
+            continue
+        prompt, chosen, rejected = prompts[i], by_key[(prompts[i].id, a)], by_key[(prompts[i].id, b)]
+        out.append(
+            {
+                "prompt": prompt.as_messages(),
+                "chosen": [{"role": "assistant", "content": chosen["text"]}],
+                "rejected": [{"role": "assistant", "content": rejected["text"]}],
+                "prompt_id": prompt.id,
+                "chosen_index": a,
+                "rejected_index": b,
+                "chosen_model": chosen["model"],
+                "rejected_model": rejected["model"],
+                "chosen_reward": float(rewards[i, a]),
+                "rejected_reward": float(rewards[i, b]),
+                "margin": margin,
+                "chosen_tokens": chosen["num_tokens"],
+                "rejected_tokens": rejected["num_tokens"],
+            }
+        )
+    return out
