@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
+from pathlib import Path
+from typing import Any
 
 from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
-OPTIONS = {
+OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
         ("--backend", "generate", "backend", str, "generation engine: hf"),
@@ -116,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
         p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
         p.add_argument("--run-dir", help="run directory (reruns resume from it)")
         if name in NEEDS_PROMPTS:
             p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
@@ -134,9 +138,13 @@ def parser() -> argparse.ArgumentParser:
                     group.add_argument(flag, dest=field_key(stage, field), type=kind, help=text)
         if name == "bon":
             p.add_argument("--out", help="where to write the best completions (default: RUN_DIR/best.jsonl)")
+    verify = sub.add_parser("verify", help="check a run dir's files against its manifests")
+    verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
+    verify.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo = sub.add_parser("demo", help="offline demo: SmolLM2 + VADER, reward before and after fine-tuning")
     demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
+    demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
     rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
@@ -151,16 +159,55 @@ def field_key(section: str, field: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
+    stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
+    args = parser().parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
     try:
         run_command(args)
-    except WinnowError as e:
-        print(f"winnow: error: {e}", file=sys.stderr)
+    except (WinnowError, OSError) as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"winnow: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line: an OS error names its file ('Permission denied: RUN/generate')."""
+    if isinstance(error, OSError) and not isinstance(error, WinnowError):
+        what = error.strerror or type(error).__name__
+        files = [str(f) for f in (error.filename, error.filename2) if f is not None]
+        text = f"{what}: {' -> '.join(files)}" if files else f"{what} ({error})"
+    else:
+        text = str(error)
+    return " ".join(text.split())
+
+
+def numbers_as_values(argv: list[str]) -> list[str]:
+    """Join a numeric option to a value that looks like a flag (``--threshold -inf``,
+    ``--temperature -1e-5``), which argparse would otherwise refuse as a missing value."""
+    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in (int, float)}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in numeric and i + 1 < len(argv) and argv[i + 1].startswith("-") and _is_number(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run_command(args: argparse.Namespace) -> None:
@@ -171,6 +218,14 @@ def run_command(args: argparse.Namespace) -> None:
 
         run_demo(args.run_dir, quick=args.quick)
         return
+    if args.command == "verify":
+        from winnow.verify import verify_run
+
+        lines, problems = verify_run(args.run_dir)
+        print("\n".join(lines))
+        if problems:
+            raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
+        return
     if args.command == "report":
         from winnow.report import run_report
 
@@ -180,10 +235,12 @@ def run_command(args: argparse.Namespace) -> None:
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return
     file_config = load_yaml(args.config) if args.config else {}
+    if getattr(args, "out", None) and Path(args.out).is_dir():
+        raise WinnowError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'best.jsonl'}")
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
-    configs = {}
+    configs: dict[str, Any] = {}
     for stage in STAGES_OF[args.command]:
         flags = {
             key.split("__", 1)[1]: value
@@ -194,7 +251,7 @@ def run_command(args: argparse.Namespace) -> None:
             flags["device"] = args.device
         if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
-        configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
+        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts

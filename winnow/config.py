@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,18 @@ import yaml
 from winnow.errors import WinnowError
 from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.records import read_text
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
 REWARD_PREFIX_SHARING = ("auto", "on", "off")
 LONG_PROMPT_POLICIES = ("error", "skip")
+MIN_TEMPERATURE = 1e-5
+"""Temperatures in (0, 1e-5) are refused: logits divided by them overflow (1e-300 sampled an
+out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature means."""
+MAX_N = 10_000
+"""Most completions per prompt and model, checked before anything is allocated."""
+MAX_SEED = 2**63 - 1
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -63,8 +72,12 @@ class GenerateConfig:
         _check(self.models, "generate.models", "at least one model")
         if self.backend not in BACKENDS:
             raise WinnowError(f"generate.backend: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
-        _check(self.n >= 1, "generate.n", f"must be >= 1, got {self.n}")
-        _check(self.temperature >= 0, "generate.temperature", f"must be >= 0, got {self.temperature}")
+        _check(1 <= self.n <= MAX_N, "generate.n", f"must be between 1 and {MAX_N}, got {self.n}")
+        _check(
+            self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf,
+            "generate.temperature",
+            f"must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}, got {self.temperature}",
+        )
         _check(0 < self.top_p <= 1, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.top_k >= 0, "generate.top_k", f"must be >= 0, got {self.top_k}")
         _check(0 <= self.min_p < 1, "generate.min_p", f"must be in [0, 1), got {self.min_p}")
@@ -75,6 +88,8 @@ class GenerateConfig:
         _check(self.max_new_tokens >= 1, "generate.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
+        _check_seed(self.seed, "generate.seed")
+        _check_device(self.device, "generate.device")
         check_sampling(self.backend, self.sampling())
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
@@ -123,6 +138,7 @@ class ScoreConfig:
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
+        _check_device(self.device, "score.device")
         _check(
             self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
             "score.reward_prefix_sharing",
@@ -166,13 +182,14 @@ class SelectConfig:
         needs = STRATEGIES[self.strategy].needs
         if "k" in needs:
             _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
+            _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
         if self.k is not None:
             _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
         if "threshold" in needs:
             _check(
                 self.threshold is not None and math.isfinite(self.threshold),
                 "select.threshold",
-                "strategy threshold needs a finite threshold",
+                f"strategy threshold needs a finite threshold, got {self.threshold}",
             )
         if self.pairs is not None and self.pairs not in PAIRINGS:
             raise WinnowError(f"select.pairs: unknown pairing {self.pairs!r} (choose from {', '.join(PAIRINGS)})")
@@ -188,6 +205,7 @@ class SelectConfig:
             "select.min_margin",
             f"must be >= 0, got {self.min_margin}",
         )
+        _check_seed(self.seed, "select.seed")
 
 
 @dataclass
@@ -214,8 +232,14 @@ class TrainConfig:
     """``auto``, ``cpu`` or ``cuda``."""
 
     def validate(self) -> None:
-        _check(self.learning_rate > 0, "sft.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _check(self.epochs > 0, "sft.epochs", f"must be > 0, got {self.epochs}")
+        _check(
+            0 < self.learning_rate < math.inf, "sft.learning_rate", f"must be finite and > 0, got {self.learning_rate}"
+        )
+        _check(0 < self.epochs < math.inf, "sft.epochs", f"must be finite and > 0, got {self.epochs}")
+        _check(self.lora_r >= 1, "sft.lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(self.lora_alpha >= 1, "sft.lora_alpha", f"must be >= 1, got {self.lora_alpha}")
+        _check_seed(self.seed, "sft.seed")
+        _check_device(self.device, "sft.device")
         _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
 
@@ -300,21 +324,39 @@ def _check(ok: Any, name: str, message: str) -> None:
         raise WinnowError(f"{name}: {message}")
 
 
+def _check_seed(seed: int, name: str) -> None:
+    _check(0 <= seed <= MAX_SEED, name, f"must be between 0 and 2**63 - 1, got {seed}")
+
+
+def _check_device(device: str, name: str) -> None:
+    _check(DEVICE.fullmatch(device), name, f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+
+
+TOP_LEVEL = ("prompts", "run_dir", "prompt_column", "id_column")
+"""Top-level YAML keys besides the stage sections (all strings)."""
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config: top-level keys ``prompts``, ``run_dir`` and one section per stage."""
     path = Path(path)
     if not path.is_file():
         raise WinnowError(f"config file does not exist: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
-        raise WinnowError(f"{path}: invalid YAML: {e}") from None
+        raise WinnowError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise WinnowError(f"{path}: expected a mapping at the top level")
-    known = set(SECTIONS) | {"prompts", "run_dir", "prompt_column", "id_column"}
-    for key in data:
+    known = set(SECTIONS) | set(TOP_LEVEL)
+    for key, value in data.items():
         if key not in known:
-            raise WinnowError(f"{path}: field '{key}': unknown key (known: {', '.join(sorted(known))})")
+            raise WinnowError(f"{path}: field '{key}': unknown key (known: {', '.join(sorted(map(str, known)))})")
+        if key in SECTIONS and not isinstance(value, dict | None):
+            raise WinnowError(f"{path}: field '{key}': expected a mapping of options, got {type(value).__name__}")
+        if key in TOP_LEVEL and not isinstance(value, str):
+            raise WinnowError(f"{path}: field '{key}': expected a string, got {value!r} ({type(value).__name__})")
+    if "prompts" in data and not Path(data["prompts"]).is_absolute():
+        data["prompts"] = str(path.parent / data["prompts"])  # relative to the file, not the shell
     return data
 
 
@@ -330,7 +372,7 @@ def build(cls, *layers: dict, source: str = "config"):
                 values[key] = value
     types = {f.name: f.type for f in fields(cls)}
     for key, value in values.items():
-        values[key] = _typed(value, types[key], f"{source}: field '{key}'")
+        values[key] = _typed(value, str(types[key]), f"{source}: field '{key}'")
     config = cls(**values)
     config.validate()
     return config
@@ -348,7 +390,12 @@ def _typed(value: Any, annotation: str, name: str) -> Any:
     for part in parts:
         allowed = kinds.get(part, ())
         if isinstance(value, allowed) and not (isinstance(value, bool) and part != "bool"):
-            return float(value) if part == "float" else value
+            if part != "float":
+                return value
+            try:
+                return float(value)
+            except OverflowError:
+                raise WinnowError(f"{name}: {value} is too large for a float") from None
     raise WinnowError(f"{name}: expected {annotation}, got {value!r} ({type(value).__name__})")
 
 

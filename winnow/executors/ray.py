@@ -41,8 +41,15 @@ def run_ray(
     claim: Callable[[], None],
     config: ExecutorConfig,
     desc: str,
+    on_written: Callable[[str], None] | None = None,
+    config_hash: str | None = None,
 ) -> ShardReport:
     """Make every task's shard file on a pool of ``config.workers`` Ray actors.
+
+    The driver (this process) holds the stage's lock and calls ``on_written(name)`` as each
+    shard lands, so every shard is verified and recorded here, never on a worker; a shard
+    that fails that check counts as a failed try. Workers pass ``config_hash`` to
+    ``write_shard``, which refuses to add a shard to a stage whose config changed.
 
     A shard whose try fails (its actor died, or ``worker.run`` raised) goes back to the
     queue and is tried again, on another actor where one is idle, up to ``config.retries``
@@ -52,7 +59,7 @@ def run_ray(
     """
     ray = _connect(config.ray_address)
     _check_fits(ray, config)
-    pool = _Pool(ray, make_worker, config, stage_dir.resolve())
+    pool = _Pool(ray, make_worker, config, stage_dir.resolve(), config_hash)
     report = ShardReport(executor="ray")
     queue = deque(_Shard(t) for t in tasks)
     for _ in range(min(config.workers, len(tasks))):
@@ -75,6 +82,11 @@ def run_ray(
                     pool.built(ref)
                     continue
                 shard, error = pool.finished(ref)
+                if error is None and on_written is not None:
+                    try:
+                        on_written(shard.task.name)
+                    except WinnowError as e:  # a shard that fails verification is made again
+                        error = f"WinnowError: {e}"
                 if error is None:
                     report.done.append(shard.task.name)
                 else:
@@ -115,11 +127,11 @@ class ShardActor:
             return False, _describe(e)
         return True, f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, task: ShardTask, stage_dir: str) -> str | None:
+    def run(self, task: ShardTask, stage_dir: str, config_hash: str | None) -> str | None:
         """None once ``shard-<name>.jsonl`` is written, else the error."""
         assert self.worker is not None
         try:
-            write_shard(Path(stage_dir), task.name, self.worker.run(task))
+            write_shard(Path(stage_dir), task.name, self.worker.run(task), config_hash=config_hash)
         except Exception as e:  # noqa: BLE001 -- the driver retries the shard on another actor
             return _describe(e)
         return None
@@ -136,9 +148,12 @@ class _Shard:
 class _Pool:
     """The actors: starting, idle, running a shard; lost ones replaced while the budget lasts."""
 
-    def __init__(self, ray: Any, make_worker: Callable, config: ExecutorConfig, stage_dir: Path):
+    def __init__(
+        self, ray: Any, make_worker: Callable, config: ExecutorConfig, stage_dir: Path, config_hash: str | None
+    ):
         self.ray = ray
         self.stage_dir = str(stage_dir)
+        self.config_hash = config_hash
         self.cwd = os.getcwd()
         self.factory = ray.put(make_worker)  # shipped to the object store once, not once per actor
         self.actor_class = ray.remote(ShardActor).options(
@@ -179,7 +194,7 @@ class _Pool:
         others = [a for a in self.idle if a not in shard.failed_on]
         actor = others[0] if others else self.idle[0]
         self.idle.remove(actor)
-        self.running[actor.run.remote(shard.task, self.stage_dir)] = (actor, shard)
+        self.running[actor.run.remote(shard.task, self.stage_dir, self.config_hash)] = (actor, shard)
 
     def finished(self, ref: Any) -> tuple[_Shard, str | None]:
         """The shard a finished run was for, and its error (None: the file is written)."""

@@ -12,6 +12,7 @@ from winnow.config import ExecutorConfig, GenerateConfig, config_hash
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
+from winnow.provenance import model_identity
 from winnow.records import Prompt, atomic_write_jsonl
 from winnow.rundir import Stage
 
@@ -31,40 +32,61 @@ def generate(
     config.validate()
     executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
-    stage = Stage(run_dir, "generate", {"generate": asdict(config), "prompts_hash": config_hash(rows)})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    num_shards = math.ceil(len(prompts) / config.shard_size)
-    shard_names = []
-    report = ShardReport(executor=executor.name)
-    pending = 0
-    for k, model in enumerate(config.models):
-        names = [f"m{k}-{i:05d}" for i in range(num_shards)]
-        shard_names += names
-        tasks = [
-            ShardTask(
-                name, (prompts[i * config.shard_size : (i + 1) * config.shard_size], shard_seed(config.seed, k, i))
-            )
-            for i, name in enumerate(names)
-            if not stage.has_shard(name)
-        ]
-        factory = GenerateWorkerFactory(config, k, prompts)
-        pending += len(tasks)
-        desc = f"generate {model}"
-        report = report.merge(run_shards(tasks, factory, stage.dir, claim=stage.claim, executor=executor, desc=desc))
-    report.raise_failed("generate", pending)
-    completions = stage.read_shards(shard_names)
-    stage.claim()
-    atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
-    return stage.finish(
-        shards=shard_names,
-        num_prompts=len(prompts),
-        num_columns=config.n * len(config.models),
-        num_completions=len(completions),
-        skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
-        executor=report.record(executor),
+    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
+    stage = Stage(
+        run_dir,
+        "generate",
+        {"generate": asdict(config), "prompts_hash": config_hash(rows), "provenance": provenance},
     )
+    with stage:
+        num_shards = math.ceil(len(prompts) / config.shard_size)
+        shard_names, made = [], 0
+        report = ShardReport(executor=executor.name)  # all models' pools together
+        for k, model in enumerate(config.models):
+            names = [f"m{k}-{i:05d}" for i in range(num_shards)]
+            shard_names += names
+            chunks = {
+                name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
+            }
+            pending = set(stage.pending(names))
+            tasks = [
+                ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
+                for i, name in enumerate(names)
+                if name in pending
+            ]
+            # model k owns columns k*n .. k*n+n-1; a prompt too long for it has no rows at all
+            columns = range(k * config.n, (k + 1) * config.n)
+            keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
+            factory = GenerateWorkerFactory(config, k, prompts)
+            part = run_shards(
+                tasks,
+                factory,
+                stage.dir,
+                claim=stage.claim,
+                executor=executor,
+                desc=f"generate {model}",
+                on_written=stage.recorder(keys, exact=False),
+                config_hash=stage.hash,
+            )
+            if not part.failed:  # failed shards are named once every model has had its turn
+                stage.check_made(tasks, part, keys, exact=False)
+            report = report.merge(part)
+            made += len(tasks)
+        report.raise_failed("generate", made)
+        if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
+            return stage.manifest()
+        completions = stage.read_shards(shard_names)
+        stage.claim()
+        atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
+        return stage.finish(
+            shards=shard_names,
+            outputs=["prompts.jsonl"],
+            num_prompts=len(prompts),
+            num_columns=config.n * len(config.models),
+            num_completions=len(completions),
+            skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+            executor=report.record(executor),
+        )
 
 
 @dataclass(frozen=True)
