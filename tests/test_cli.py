@@ -213,7 +213,7 @@ def test_rso_strategy_and_pairs_through_the_cli(workdir, tiny_policy):
     ]
 
 
-@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo", "report"])
+@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo", "report", "verify"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,7 @@ def gen_args(d: Path, model: Path, *extra) -> list[str]:
 
 def run_args(d: Path, model: Path, *extra) -> list[str]:
     gen = gen_args(d, model)
-    return ["run", *gen[1:], "--reward-fn", "length", "--epochs", "1", *extra]
+    return ["run", *gen[1:], "--reward-fn", "length", *extra]
 
 
 @pytest.fixture()
@@ -156,7 +155,7 @@ def test_sft_max_length_that_leaves_no_completion(selected_run, tmp_path, tiny_p
 
 def test_invalid_utf8_in_prompts(workdir, tiny_policy, capsys):
     (workdir / "prompts.jsonl").write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9 \xff"}\n')
-    fails(gen_args(workdir, tiny_policy), capsys, "prompts.jsonl:2: not valid UTF-8 (byte 0xe9 at column 17)")
+    fails(gen_args(workdir, tiny_policy), capsys, "prompts.jsonl:2: not valid UTF-8 (byte 0xe9 at column 16)")
 
 
 @pytest.mark.parametrize(
@@ -187,7 +186,7 @@ def test_threshold_minus_inf_is_a_value_not_a_flag(workdir, tiny_policy, capsys)
         ("sft: {learning_rate: .nan}\n", "sft.learning_rate: must be finite and > 0, got nan"),
         ("sft: {seed: -3}\n", "sft.seed: must be between 0"),
         ("run_dir: [a]\n", "field 'run_dir': expected a string"),
-        ("generate: {n: 1.0e+400}\n", "field 'n': expected int"),
+        ("generate: {top_k: 1.0e+400}\n", "field 'top_k': expected int"),
         (
             "select: {threshold: 1000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000}\n",
             "too large for a float",
@@ -207,27 +206,28 @@ def test_bon_out_pointing_at_a_folder_fails_before_generating(workdir, tiny_poli
     assert not (workdir / "run").exists()
 
 
-def test_run_dir_in_a_read_only_folder(tiny_policy):
-    """A real process that may not write there (as root, permissions bind only other users)."""
-    top = Path(tempfile.mkdtemp(prefix="winnow-ro-"))
-    try:
-        top.chmod(0o755)
-        write_jsonl(top / "prompts.jsonl", [{"prompt": "hi"}])
-        (top / "prompts.jsonl").chmod(0o644)
-        locked = top / "locked"
-        locked.mkdir(mode=0o555)
+def test_run_dir_in_a_read_only_folder(workdir, tiny_policy):
+    """A real process that may not write there. Root ignores permission bits, so as root the
+    folder is made immutable (chattr +i), which refuses root too."""
+    locked = workdir / "locked"
+    locked.mkdir()
+    if os.getuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(locked)]).returncode != 0:
+            pytest.skip("running as root on a file system without chattr +i")
+    else:
         locked.chmod(0o555)
-        argv = gen_args(top, tiny_policy)
+    try:
+        argv = gen_args(workdir, tiny_policy)
         argv[argv.index("--run-dir") + 1] = str(locked / "run")
-        as_other = (lambda: os.setuid(65534)) if os.getuid() == 0 else None
-        env = dict(os.environ, WINNOW_CACHE=str(top / "cache"), HOME=str(top))
-        proc = subprocess.run(
-            [sys.executable, "-m", "winnow", *argv], capture_output=True, text=True, preexec_fn=as_other, env=env
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip() == f"winnow: error: Permission denied: {locked / 'run'}"
+        proc = subprocess.run([sys.executable, "-m", "winnow", *argv], capture_output=True, text=True)
     finally:
-        shutil.rmtree(top)
+        if os.getuid() == 0:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
+        locked.chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() in {
+        f"winnow: error: {reason}: {locked / 'run'}" for reason in ("Permission denied", "Operation not permitted")
+    }
 
 
 def test_disk_full_is_one_line(workdir, tiny_policy, capsys, monkeypatch):
@@ -348,3 +348,15 @@ def test_resume_after_the_model_changed_is_refused(workdir, tiny_policy, tiny_po
     assert main(gen_args(workdir, model)) == 0
     shutil.copy(tiny_policy_b / "model.safetensors", model / "model.safetensors")
     fails(gen_args(workdir, model), capsys, "refusing to resume", f"provenance.models.{model}:")
+
+
+def test_a_folder_where_a_file_belongs(selected_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(selected_run, run)
+    target = run / "select/selected.jsonl"
+    target.unlink()
+    target.mkdir()
+    (target / "x").write_text("")
+    err = fails(["select", "--run-dir", str(run)], capsys, "Is a directory", str(target))
+    assert len(err.strip().splitlines()) == 1
+    assert not [p for p in (run / "select").iterdir() if p.name.endswith(".tmp")]

@@ -3,13 +3,14 @@ rerun, ends with exactly the files of a run that was never interrupted (weights 
 
 The kills are chained on one run dir: each restart resumes from what the previous killed
 process left (temp files, a held lock, shards written but not yet recorded). The kills are
-aimed at the stages in order, an equal share each; a kill aimed at stage S waits until the
+aimed at the stages in order; a kill aimed at stage S waits until the
 restarted process holds S's lock, then a random fraction of S's duration in the
 uninterrupted reference run (a stage's duration is the time its lock is held: the lock
 file names the holder's pid). Where each kill landed is read the same way just before it,
 and reported; a later kill aimed at a stage whose rest is shorter lands in the next one.
 
-The default suite runs 4 kills (one aimed at each stage); ``pytest -m faults`` runs 20.
+The default suite runs 2 kills (in score and sft; test_resume.py kills generate);
+``pytest -m faults`` runs 20, 5 aimed at each stage (``WINNOW_FAULT_SEED`` picks the moments).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: f
     return f"aimed at {stage} (+{fraction * duration:.3f}s of {duration:.3f}s): {where}"
 
 
-def check_kills(tmp_path: Path, model: Path, kills: int) -> list[str]:
+def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(24)])
     (tmp_path / "cfg.yaml").write_text("score: {shard_size: 8, fn_batch_size: 8}\n")
     reference = tmp_path / "reference"
@@ -129,8 +130,7 @@ def check_kills(tmp_path: Path, model: Path, kills: int) -> list[str]:
     argv = run_argv(tmp_path, run, model)
     rng = random.Random(SEED)
     log = []
-    for i in range(kills):
-        stage = STAGES[i * len(STAGES) // kills]
+    for stage in aims:
         log.append(kill_in(argv, run, stage, rng.random(), durations[stage]))
     final = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr
@@ -141,14 +141,15 @@ def check_kills(tmp_path: Path, model: Path, kills: int) -> list[str]:
     return log
 
 
-def test_four_kills_one_per_stage_then_identical_files(tmp_path, tiny_policy):
-    log = check_kills(tmp_path, tiny_policy, kills=4)
-    assert sum("killed in" in line for line in log) >= 3
+def test_kills_in_score_and_sft_then_identical_files(tmp_path, tiny_policy):
+    """The default suite's share (a kill in generate is in test_resume.py)."""
+    log = check_kills(tmp_path, tiny_policy, aims=["score", "sft"])
+    assert sum("killed in" in line for line in log) >= 1, "\n".join(log)
 
 
 @pytest.mark.faults
 def test_twenty_kills_across_all_stages_then_identical_files(tmp_path, tiny_policy):
-    log = check_kills(tmp_path, tiny_policy, kills=20)
+    log = check_kills(tmp_path, tiny_policy, aims=[s for s in STAGES for _ in range(5)])
     landed = {line.rsplit(" ", 1)[-1] for line in log if "killed in" in line}
-    assert sum("killed in" in line for line in log) >= 16
+    assert sum("killed in" in line for line in log) >= 16, "\n".join(log)
     assert {"generate", "score", "sft"} <= landed, "\n".join(log)

@@ -376,7 +376,7 @@ def test_apply_k_strategies_without_k(strategy):
 
 
 def test_apply_threshold_without_t():
-    with pytest.raises(WinnowError, match=r"^strategy threshold needs a threshold$"):
+    with pytest.raises(WinnowError, match=r"^strategy threshold needs threshold$"):
         sel.apply("threshold", R)
 
 

@@ -151,6 +151,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return top
 
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_command(args)
     except (WinnowError, OSError) as e:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"winnow: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from winnow.config import DpoConfig
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_model
 from winnow.provenance import model_identity
-from winnow.records import dir_mode, parse_jsonl
+from winnow.records import honour_umask, parse_jsonl
 from winnow.rundir import TMP_DIR_PREFIX, Stage, completed_manifest, verified_bytes
 
 
@@ -47,7 +47,7 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
         tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=f"{TMP_DIR_PREFIX}checkpoint-"))
         try:
             metrics = train(rows, config, tmp)
-            tmp.chmod(dir_mode())
+            honour_umask(tmp)
             stage.claim()
             shutil.rmtree(checkpoint, ignore_errors=True)
             tmp.rename(checkpoint)

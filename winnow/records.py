@@ -136,6 +136,14 @@ def dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
+def honour_umask(folder: Path) -> None:
+    """Give a folder made by mkdtemp, and what a library saved in it, the umask's modes
+    (mkdtemp makes 0700, and safetensors writes weights 0600)."""
+    folder.chmod(dir_mode())
+    for path in folder.rglob("*"):
+        path.chmod(dir_mode() if path.is_dir() else file_mode())
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)

@@ -41,7 +41,7 @@ from winnow.records import (
     TMP_SUFFIX,
     Prompt,
     atomic_write_json,
-    atomic_write_jsonl,
+    atomic_write_text,
     parse_jsonl,
     read_json,
     sha256_file,
@@ -191,7 +191,7 @@ class Stage:
             path.unlink(missing_ok=True)
             raise WinnowError(f"{path}: {len(seen)} rows, expected {len(keys)}; shard removed")
         record = file_record(path, rows=len(rows))
-        line = json.dumps({"file": path.name, **record}) + "\n"
+        line = json.dumps({"file": path.name, **record}, sort_keys=True) + "\n"
         with open(self.dir / LEDGER, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -242,7 +242,8 @@ class Stage:
         # The ledger is rewritten in shard order, so identical runs leave identical files
         # however often they were interrupted.
         if shards is not None:
-            atomic_write_jsonl(self.dir / LEDGER, [{"file": n, **files[n]} for n in names])
+            lines = [json.dumps({"file": n, **files[n]}, sort_keys=True) + "\n" for n in names]
+            atomic_write_text(self.dir / LEDGER, "".join(lines))
         manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, "files": files, **summary}
         if shards is not None:
             manifest["shards"] = list(shards)

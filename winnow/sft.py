@@ -18,7 +18,7 @@ from winnow.config import TrainConfig
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_model
 from winnow.provenance import model_identity
-from winnow.records import dir_mode
+from winnow.records import honour_umask
 from winnow.rundir import TMP_DIR_PREFIX, Stage, completed_manifest, load_selected
 
 
@@ -43,7 +43,7 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
         tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=f"{TMP_DIR_PREFIX}checkpoint-"))
         try:
             metrics = train(rows, config, tmp)
-            tmp.chmod(dir_mode())
+            honour_umask(tmp)
             stage.claim()
             shutil.rmtree(checkpoint, ignore_errors=True)
             tmp.rename(checkpoint)

@@ -7,6 +7,11 @@ where a model is loaded) and turns one task into one shard's rows; the executor 
 atomically as ``shard-<name>.jsonl`` in the stage folder. The same worker code runs under
 every executor, so a local run and a distributed one cannot drift.
 
+Trust stays with the driver: it holds the stage's lock for the whole stage (workers on
+other machines only write shard files), and it checks and records each shard as the
+executor reports it (``on_written``) or, at the latest, when ``run_shards`` returns. A
+worker given ``config_hash`` refuses to write into a stage whose config.json changed.
+
 ``EXECUTORS`` is the one list of executor names; ``run_shards`` dispatches on it:
 ``local`` (``_run_local`` below) and ``ray`` (``winnow.executors.ray``, a pool of Ray
 actors that survives lost workers). Both end with the same shard files.
