@@ -84,6 +84,21 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
         ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
     ],
+    # Where generate and score make their shards; never part of a stage's config.
+    "executor": [
+        ("--executor", "executor", "name", str, "where shards are made: local | ray"),
+        (
+            "--ray-address",
+            "executor",
+            "ray_address",
+            str,
+            "ray: 'auto' joins this machine's cluster (default: a new local one)",
+        ),
+        ("--workers", "executor", "workers", int, "ray: actors, each loading the model once"),
+        ("--cpus-per-worker", "executor", "cpus_per_worker", float, "ray: CPUs per actor (fractions allowed)"),
+        ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
+        ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
+    ],
     "dpo": [
         ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
         ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
@@ -118,17 +133,18 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     ],
 }
 STAGES_OF = {
-    "generate": ["generate"],
-    "score": ["score"],
+    "generate": ["generate", "executor"],
+    "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds"],
-    "bon": ["generate", "score"],
+    "run": ["generate", "score", "select", "sft", "rounds", "executor"],
+    "bon": ["generate", "score", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
+DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -155,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
             p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft", "dpo"} & set(stages) and name != "serve":
+        if set(DEVICE_STAGES) & set(stages) and name != "serve":
             p.add_argument("--device", help="auto | cpu | cuda[:i]")
             p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, else float32)")
         for stage in stages:
@@ -285,7 +301,7 @@ def run_command(args: argparse.Namespace) -> None:
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage not in ("select", "rounds"):
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage != "select":
             flags["dtype"] = args.dtype
