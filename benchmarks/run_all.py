@@ -23,8 +23,15 @@ import bench_demo
 import bench_generate
 import bench_score
 import bench_select
+import bench_serve
 
-BENCHMARKS = {"select": bench_select, "score": bench_score, "generate": bench_generate, "demo": bench_demo}
+BENCHMARKS = {
+    "select": bench_select,
+    "score": bench_score,
+    "generate": bench_generate,
+    "demo": bench_demo,
+    "serve": bench_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """winnow.select: the chapter's worked example, NaN handling, tie order and the controls."""
 
+import collections
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from winnow import select as sel
 from winnow.errors import WinnowError
 
 nan = np.nan
+inf = np.inf
 
 # The chapter's 5 x 4 example (rows are prompts, columns samples).
 R = np.array(
@@ -323,12 +325,59 @@ def test_apply_drops_unselected_rows_and_padding():
     assert sel.apply("top_k_per_prompt", r, k=2).tolist() == [[1, 1], [1, 0], [2, 0]]
 
 
-def test_apply_random_controls_match_the_functions():
+def test_apply_random_per_prompt_one_uniform_scored_pair_per_row():
+    r = np.array([[nan, 0.9, 0.1, nan], [nan, nan, nan, nan], [0.5, nan, nan, -3.0]])
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = sel.apply("random_per_prompt", r, seed=seed).tolist()
+        # one pair for each row that has a scored cell, in row order; row 1 has none
+        assert [i for i, _ in pairs] == [0, 2], pairs
+        counts.update(map(tuple, pairs))
+    # each row's two scored cells are picked half the time each, whatever their rewards
+    assert set(counts) == {(0, 1), (0, 2), (2, 0), (2, 3)}
+    for cell, count in counts.items():
+        assert abs(count / trials - 0.5) < 0.05, (cell, count)
+
+
+def test_apply_random_k_overall_k_distinct_uniform_scored_pairs():
+    r = np.array([[nan, 0.9, 0.1], [nan, nan, 7.0], [0.5, -2.0, nan]])
+    scored = {(0, 1), (0, 2), (1, 2), (2, 0), (2, 1)}
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = [tuple(p) for p in sel.apply("random_k_overall", r, k=2, seed=seed).tolist()]
+        assert len(pairs) == 2 and pairs == sorted(set(pairs)), pairs  # distinct, row-major
+        assert set(pairs) <= scored
+        counts.update(pairs)
+    for cell in scored:  # 2 of 5 scored cells: each one is in 40% of the draws
+        assert abs(counts[cell] / trials - 0.4) < 0.05, (cell, counts[cell])
+    assert sel.apply("random_k_overall", r, k=9, seed=3).tolist() == sorted(map(list, scored))  # capped
+
+
+def test_apply_random_controls_use_the_seed_given():
     r = _holey()
     picked = sel.random_per_prompt(r, 11)
     expected = [[i, int(j)] for i, j in enumerate(picked)]
     assert sel.apply("random_per_prompt", r, seed=11).tolist() == expected
+    assert sel.apply("random_per_prompt", r, seed=12).tolist() != expected
     assert sel.apply("random_k_overall", r, k=6, seed=11).tolist() == sel.random_k_overall(r, 6, 11).tolist()
+    assert sel.apply("random_k_overall", r, k=6, seed=12).tolist() != sel.random_k_overall(r, 6, 11).tolist()
+    # the default seed is 0
+    assert sel.apply("random_per_prompt", r).tolist() == sel.apply("random_per_prompt", r, seed=0).tolist()
+    assert sel.apply("random_per_prompt", r).tolist() != sel.apply("random_per_prompt", r, seed=1).tolist()
+    assert sel.apply("random_k_overall", r, k=6).tolist() == sel.random_k_overall(r, 6, 0).tolist()
+
+
+@pytest.mark.parametrize("strategy", ["top_k_overall", "top_k_per_prompt", "random_k_overall"])
+def test_apply_k_strategies_without_k(strategy):
+    with pytest.raises(WinnowError, match=rf"^strategy {strategy} needs k$"):
+        sel.apply(strategy, R)
+
+
+def test_apply_threshold_without_t():
+    with pytest.raises(WinnowError, match=r"^strategy threshold needs threshold$"):
+        sel.apply("threshold", R)
 
 
 def test_to_pairs_shapes_for_empty_selections():
@@ -340,3 +389,65 @@ def test_to_pairs_shapes_for_empty_selections():
 def test_apply_unknown_strategy():
     with pytest.raises(WinnowError, match=r"unknown strategy 'best_of_all'"):
         sel.apply("best_of_all", R, k=1)
+
+
+# ---------------------------------------------------------------- edge shapes, dtypes, -inf
+
+
+def test_none_in_a_plain_list_is_unscored():
+    rows = [[None, 0.5, 0.2], [0.1, None, None], [None, None, None]]
+    assert sel.top_per_prompt(rows).tolist() == [1, 0, -1]
+    assert sel.top_k_overall(rows, 9).tolist() == [[0, 1], [0, 2], [1, 0]]
+    assert sel.threshold(rows, 0.2).tolist() == [[0, 1], [0, 2]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_float_matrix_is_used_as_is(dtype):
+    """No float32 -> float64 copy: selection keeps to one matrix-sized copy at most."""
+    r = R.astype(dtype)
+    assert sel._as_matrix(r) is r
+
+
+def test_zero_samples_per_prompt():
+    out = sel.top_per_prompt(np.empty((3, 0)))
+    assert out.dtype == np.int64 and out.tolist() == [-1, -1, -1]
+
+
+def test_rows_whose_best_reward_is_minus_inf():
+    """argmax over NaN-as--inf can land on a NaN before a real -inf: those rows take their
+    first scored cell, and an all-NaN row still gets -1."""
+    r = np.array([[nan, -inf, -inf], [nan, nan, nan], [0.5, nan, 0.7], [-inf, nan, nan], [nan, nan, -inf]])
+    assert sel.top_per_prompt(r).tolist() == [1, -1, 2, 0, 2]
+    assert sel.top_k_overall(r, 15).tolist() == [[2, 2], [2, 0], [0, 1], [0, 2], [3, 0], [4, 2]]
+    assert sel.threshold(r, -inf).tolist() == [[0, 1], [0, 2], [2, 0], [2, 2], [3, 0], [4, 2]]
+
+
+def test_top_k_per_prompt_ranks_minus_inf_before_the_padding():
+    r = np.array([[nan, -inf, 0.5, nan], [-inf, nan, -inf, 1.0]])
+    assert sel.top_k_per_prompt(r, 4).tolist() == [[2, 1, -1, -1], [3, 0, 2, -1]]
+
+
+def test_every_strategy_returns_int64_even_when_empty():
+    empty = np.full((2, 3), nan)
+    outputs = [
+        sel.top_per_prompt(R),
+        sel.top_k_overall(R, 3),
+        sel.top_k_overall(empty, 3),
+        sel.top_k_per_prompt(R, 2),
+        sel.threshold(R, 0.5),
+        sel.random_per_prompt(R, 0),
+        sel.random_k_overall(R, 3, 0),
+    ]
+    assert [out.dtype for out in outputs] == [np.dtype(np.int64)] * len(outputs)
+    assert sel.dedup(R.astype(np.float32), [["a"] * 4] * 5).dtype == np.float64
+
+
+def test_random_k_overall_k_1_is_allowed():
+    r = np.array([[nan, 0.3], [nan, nan]])
+    assert sel.random_k_overall(r, 1, seed=0).tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("texts", [[["a", "b"]], [["a", "b"], ["c"]], [["a"], ["b"]]])
+def test_dedup_texts_of_another_shape(texts):
+    with pytest.raises(WinnowError, match=r"^texts must have the shape of rewards \(2, 2\)$"):
+        sel.dedup(np.zeros((2, 2)), texts)

@@ -16,6 +16,7 @@ import resource
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +27,9 @@ from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
 from winnow.sft import sft
 
-TRAIN = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=0)
-EVAL = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=1)
-SFT = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
+TRAIN: dict[str, Any] = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=0)
+EVAL: dict[str, Any] = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=1)
+SFT: dict[str, Any] = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
 
 
 def demo_prompts():
@@ -48,7 +49,8 @@ def run_demo(run_dir: str | Path, *, quick: bool = False) -> dict:
         for cfg in (train_cfg, eval_cfg):
             cfg.update(n=2, max_new_tokens=8)
         sft_cfg.update(epochs=1)
-    timings, peaks = {}, {}
+    timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     with _timed(timings, peaks, "convert model (once per machine)"):
         resolve_model(SMOLLM2)
 

@@ -70,7 +70,8 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
     for col in ("prompt_id", "reward", "mean", "best completion"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["prompt_id"], _fmt(r["reward"]), _fmt(r["mean_reward"]), (r["completion"] or "(none)")[:100])
+        completion = str(r["completion"] or "(none)")[:100]
+        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
     Console().print(table)
     return rows
 

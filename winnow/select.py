@@ -89,8 +89,9 @@ def top_k_per_prompt(rewards, k: int) -> np.ndarray:
     r = _as_matrix(rewards)
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
-    key = np.where(np.isnan(r), -np.inf, r)
-    order = np.argsort(-key, axis=1, kind="stable")[:, :k]  # stable: earlier sample wins ties
+    # argsort puts NaN after every number, +inf (a real -inf reward) included, so unscored
+    # cells come last and the -1 padding stays at the end; stable: earlier sample wins ties.
+    order = np.argsort(-r, axis=1, kind="stable")[:, :k]
     picked_nan = np.isnan(np.take_along_axis(r, order, axis=1))
     order[picked_nan] = -1
     if order.shape[1] < k:
@@ -131,7 +132,7 @@ def random_k_overall(rewards, k: int, seed: int) -> np.ndarray:
 def dedup(rewards, texts) -> np.ndarray:
     """Rewards with repeated texts within a row set to NaN, keeping the earliest sample.
 
-    texts: shape (M, N) of str or None (None = no completion). Returns a new float matrix.
+    texts: shape (M, N) of str or None (None = no completion). Returns a new float64 matrix.
     """
     r = np.array(_as_matrix(rewards), dtype=float, copy=True)
     if len(texts) != r.shape[0] or any(len(row) != r.shape[1] for row in texts):

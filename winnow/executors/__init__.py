@@ -7,6 +7,11 @@ where a model is loaded) and turns one task into one shard's rows; the executor 
 atomically as ``shard-<name>.jsonl`` in the stage folder. The same worker code runs under
 every executor, so a local run and a distributed one cannot drift.
 
+Trust stays with the driver: it holds the stage's lock for the whole stage (workers on
+other machines only write shard files), and it checks and records each shard as the
+executor reports it (``on_written``) or, at the latest, when ``run_shards`` returns. A
+worker given ``config_hash`` refuses to write into a stage whose config.json changed.
+
 ``EXECUTORS`` is the one list of executor names; ``run_shards`` dispatches on it.
 """
 
@@ -53,9 +58,28 @@ def shard_file(stage_dir: Path, name: str) -> Path:
     return Path(stage_dir) / f"shard-{name}.jsonl"
 
 
-def write_shard(stage_dir: Path, name: str, rows: list[dict]) -> None:
-    """Write one shard atomically (temp file + rename): present means whole."""
+def write_shard(stage_dir: Path, name: str, rows: list[dict], *, config_hash: str | None = None) -> None:
+    """Write one shard atomically (temp file + rename): present means whole.
+
+    With ``config_hash``, the writer first checks that the stage's ``config.json`` is still
+    the one its driver claimed, so no worker adds a shard to a stage of another config.
+    """
+    if config_hash is not None:
+        check_stage_config(stage_dir, config_hash)
     atomic_write_jsonl(shard_file(stage_dir, name), rows)
+
+
+def check_stage_config(stage_dir: Path, expected_hash: str) -> None:
+    """Refuse to write into ``stage_dir`` unless its config.json hashes to ``expected_hash``."""
+    from winnow.config import config_hash
+    from winnow.records import read_json
+
+    path = Path(stage_dir) / "config.json"
+    found = config_hash(read_json(path)) if path.exists() else None
+    if found != expected_hash:
+        raise WinnowError(
+            f"{path}: the stage's config changed under this writer ({expected_hash} -> {found}); shard not written"
+        )
 
 
 def run_shards(
@@ -66,23 +90,45 @@ def run_shards(
     claim: Callable[[], None],
     executor: str = "local",
     desc: str = "shards",
+    on_written: Callable[[str], None] | None = None,
+    config_hash: str | None = None,
 ) -> ShardReport:
     """Turn every task into a shard file in ``stage_dir``; ``make_worker`` must be picklable.
 
     ``claim`` is called once, just before the first shard is written: a stage that fails
     before producing anything (a typo in a model path) leaves its folder unclaimed, so it
     can be rerun with the mistake fixed. No worker is built when ``tasks`` is empty.
+    ``on_written(name)`` is called in the driver as each shard file lands, so the driver can
+    verify and record it at once (a kill then loses at most the shards in flight);
+    ``config_hash`` is passed to every ``write_shard``.
     """
     if not tasks:
         return ShardReport()
     match executor:
         case "local":
-            return _run_local(tasks, make_worker, Path(stage_dir), claim=claim, desc=desc)
+            return _run_local(
+                tasks,
+                make_worker,
+                Path(stage_dir),
+                claim=claim,
+                desc=desc,
+                on_written=on_written,
+                config_hash=config_hash,
+            )
         case _:
             raise WinnowError(f"unknown executor {executor!r} (choose from: {', '.join(EXECUTORS)})")
 
 
-def _run_local(tasks: Sequence[ShardTask], make_worker, stage_dir: Path, *, claim, desc: str) -> ShardReport:
+def _run_local(
+    tasks: Sequence[ShardTask],
+    make_worker: Callable[[], ShardWorker],
+    stage_dir: Path,
+    *,
+    claim: Callable[[], None],
+    desc: str,
+    on_written: Callable[[str], None] | None,
+    config_hash: str | None,
+) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
     report = ShardReport()
@@ -90,6 +136,8 @@ def _run_local(tasks: Sequence[ShardTask], make_worker, stage_dir: Path, *, clai
         rows = worker.run(task)
         if not report.done:
             claim()
-        write_shard(stage_dir, task.name, rows)
+        write_shard(stage_dir, task.name, rows, config_hash=config_hash)
         report.done.append(task.name)
+        if on_written is not None:
+            on_written(task.name)
     return report

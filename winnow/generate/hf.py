@@ -22,7 +22,8 @@ class HFBackend:
         self.device = pick_device(device)
         path = resolve_model(model)
         self.tokenizer = load_tokenizer(path)
-        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self.lm = lm.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub types .to poorly
         eos = self.lm.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
 
