@@ -65,7 +65,7 @@ def best_of_n_band(
     if m == 0:
         return np.full(big_n, np.nan), np.full(big_n, np.nan)
     rng = np.random.default_rng(seed)
-    means = np.empty((iters, big_n))
+    means = np.full((iters, big_n), np.nan)  # a resample left unfilled would show, as NaN
     for start in range(0, iters, 256):
         size = min(256, iters - start)
         # How often each prompt is drawn in each resample: a multinomial count, so the mean
