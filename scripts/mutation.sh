@@ -29,10 +29,10 @@ declare -A file=(
 declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py"
   [records]="tests/test_records.py"
-  [rundir]="tests/test_rundir.py"
+  [rundir]="tests/test_rundir_unit.py"
   [report]="tests/test_report.py"
-  [prompts]="tests/test_prompts.py"
-  [config]="tests/test_config.py"
+  [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
+  [config]="tests/test_config.py tests/test_config_bounds.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)
