@@ -32,7 +32,6 @@ import pytest
 from conftest import write_jsonl
 
 STAGES = ("generate", "score", "select", "sft")
-NUM_PROMPTS = 24
 SEED = int(os.environ.get("WINNOW_FAULT_SEED", "20261125"))
 
 
@@ -108,20 +107,20 @@ def reference_run(argv: list[str], run: Path) -> dict[str, float]:
     return {s: max(ended.get(s, end) - began.get(s, end), 0.01) for s in STAGES}
 
 
-def remaining(run: Path, stage: str) -> float:
+def remaining(run: Path, stage: str, num_prompts: int) -> float:
     """Share of ``stage`` still to do: generate and score keep their finished shards; select
     and sft start again from the beginning."""
-    total = {"generate": NUM_PROMPTS, "score": math.ceil(NUM_PROMPTS * 4 / 8)}.get(stage)
+    total = {"generate": num_prompts, "score": math.ceil(num_prompts * 4 / 8)}.get(stage)
     if total is None:
         return 1.0
     done = len(list((run / stage).glob("shard-*.jsonl")))
     return max(total - done, 1) / total
 
 
-def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: float) -> str:
+def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: float, num_prompts: int) -> str:
     """Start the run, wait until it holds ``stage``'s lock, SIGKILL it ``fraction`` of what is
     left of the stage's reference ``duration`` later; returns where the kill landed."""
-    share = remaining(run, stage)
+    share = remaining(run, stage, num_prompts)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while holder(run, stage) != proc.pid and proc.poll() is None and time.monotonic() < deadline:
@@ -141,8 +140,8 @@ def unfinished(run: Path) -> str | None:
     return next((s for s in STAGES if not (run / s / "manifest.json").exists()), None)
 
 
-def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
-    rows = [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(NUM_PROMPTS)]
+def check_kills(tmp_path: Path, model: Path, aims: list[str], num_prompts: int = 24) -> list[str]:
+    rows = [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(num_prompts)]
     write_jsonl(tmp_path / "prompts.jsonl", rows)
     (tmp_path / "cfg.yaml").write_text("score: {shard_size: 8, fn_batch_size: 8}\n")
     reference = tmp_path / "reference"
@@ -156,7 +155,7 @@ def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
         if stage is None:
             log.append(f"aimed at {aim}: every stage had finished")
             continue
-        log.append(kill_in(argv, run, stage, rng.random(), durations[stage]))
+        log.append(kill_in(argv, run, stage, rng.random(), durations[stage], num_prompts))
     final = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr
     got, want = tree_digest(run), tree_digest(reference)
@@ -168,7 +167,7 @@ def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
 
 def test_kills_in_score_and_sft_then_identical_files(tmp_path, tiny_policy):
     """The default suite's share (a kill in generate is in test_resume.py)."""
-    log = check_kills(tmp_path, tiny_policy, aims=["score", "sft"])
+    log = check_kills(tmp_path, tiny_policy, aims=["score", "sft"], num_prompts=6)
     assert sum("killed in" in line for line in log) >= 1, "\n".join(log)
 
 
