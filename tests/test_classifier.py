@@ -16,9 +16,10 @@ COMPLETIONS = [("the quick brown fox " * (i % 9 + 1)).strip() for i in range(21)
 
 
 def test_batch_composition_does_not_change_scores(tiny_reward_model):
-    one = ClassifierReward(str(tiny_reward_model), device="cpu", batch_tokens=10**6, max_batch_size=1)
-    many = ClassifierReward(str(tiny_reward_model), device="cpu", batch_tokens=10**6, max_batch_size=64)
-    tight = ClassifierReward(str(tiny_reward_model), device="cpu", batch_tokens=200, max_batch_size=64)
+    kw = dict(device="cpu", prefix_sharing="off")
+    one = ClassifierReward(str(tiny_reward_model), batch_tokens=10**6, max_batch_size=1, **kw)
+    many = ClassifierReward(str(tiny_reward_model), batch_tokens=10**6, max_batch_size=64, **kw)
+    tight = ClassifierReward(str(tiny_reward_model), batch_tokens=200, max_batch_size=64, **kw)
     a, b, c = (np.array(rm(PROMPTS, COMPLETIONS)) for rm in (one, many, tight))
     assert many.stats["batches"] == 1 and one.stats["batches"] == 21 and 1 < tight.stats["batches"] < 21
     np.testing.assert_allclose(b, a, atol=1e-5)
@@ -67,7 +68,7 @@ def test_plan_batches_covers_every_row_once_under_budget():
 
 
 def test_oom_is_retried_with_smaller_batches(tiny_reward_model, monkeypatch):
-    rm = ClassifierReward(str(tiny_reward_model), device="cpu", batch_tokens=10**6)
+    rm = ClassifierReward(str(tiny_reward_model), device="cpu", batch_tokens=10**6, prefix_sharing="off")
     expected = rm(PROMPTS, COMPLETIONS)
     real = rm._score
 

@@ -144,7 +144,76 @@ def test_yaml_config_with_flag_override(workdir, tiny_policy):
     assert manifest["num_completions"] == 10
 
 
-@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo"])
+def test_chapter_example_pairs_best_worst(workdir, tiny_policy):
+    run = workdir / "run"
+    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(["score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:chapter"]) == 0
+    other = workdir / "run2"
+    shutil.copytree(run, other)
+    assert main(["select", "--run-dir", str(run), "--pairs", "best-worst"]) == 0
+    pairs = [json.loads(line) for line in (run / "select/pairs.jsonl").read_text().splitlines()]
+    # best and worst of each row of the chapter's matrix, by hand
+    expected = [
+        ("p0", 0, 3, 0.7, 0.2),
+        ("p1", 1, 0, 0.8, 0.4),
+        ("p2", 0, 1, 0.9, 0.3),
+        ("p3", 2, 0, 0.8, 0.2),
+        ("p4", 3, 2, 0.6, 0.3),
+    ]
+    got = [
+        (p["prompt_id"], p["chosen_index"], p["rejected_index"], p["chosen_reward"], p["rejected_reward"])
+        for p in pairs
+    ]
+    assert got == expected
+    assert [p["margin"] for p in pairs] == pytest.approx([0.5, 0.4, 0.6, 0.6, 0.3])
+    # TRL's conversational preference format, each side the completion that was generated
+    shard = map(json.loads, (run / "generate/shard-m0-00000.jsonl").read_text().splitlines())
+    completions = {(c["prompt_id"], c["sample_index"]): c for c in shard}
+    first = pairs[0]
+    assert first["prompt"] == [{"role": "user", "content": "prompt number 0"}]
+    assert first["chosen"] == [{"role": "assistant", "content": completions[("p0", 0)]["text"]}]
+    assert first["rejected"] == [{"role": "assistant", "content": completions[("p0", 3)]["text"]}]
+    assert first["chosen_model"] == first["rejected_model"] == str(tiny_policy)
+    assert first["rejected_tokens"] == completions[("p0", 3)]["num_tokens"]
+    manifest = json.loads((run / "select/manifest.json").read_text())
+    assert manifest["num_pairs"] == 5 and manifest["mean_margin"] == pytest.approx(2.4 / 5)
+    # a minimum margin keeps p0 (0.5), p2 and p3 (0.6)
+    assert main(["select", "--run-dir", str(other), "--pairs", "best-worst", "--min-margin", "0.45"]) == 0
+    kept = [json.loads(line)["prompt_id"] for line in (other / "select/pairs.jsonl").read_text().splitlines()]
+    assert kept == ["p0", "p2", "p3"]
+
+
+def test_rso_strategy_and_pairs_through_the_cli(workdir, tiny_policy):
+    run = workdir / "run"
+    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(["score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:chapter"]) == 0
+    flags = ["--strategy", "rso", "--beta", "1e-6", "--k", "2", "--pairs", "rso", "--pair-k", "4"]
+    assert main(["select", "--run-dir", str(run), *flags]) == 0
+    # beta -> 0: the two best of each row, best first
+    assert [(p, j) for p, j, _ in selected_pairs(run / "select/selected.jsonl")] == [
+        ("p0", 0),
+        ("p0", 2),
+        ("p1", 1),
+        ("p1", 2),
+        ("p2", 0),
+        ("p2", 3),
+        ("p3", 2),
+        ("p3", 3),
+        ("p4", 3),
+        ("p4", 0),
+    ]
+    # RSO pairs with beta -> 0 accept in reward order and pair (1st, 2nd), (3rd, 4th):
+    # p0 [0.7, 0.3, 0.5, 0.2] -> (0, 2), (1, 3); p1 [0.4, 0.8, 0.6, 0.5] -> (1, 2), (3, 0)
+    pairs = [json.loads(line) for line in (run / "select/pairs.jsonl").read_text().splitlines()]
+    assert [(p["prompt_id"], p["chosen_index"], p["rejected_index"]) for p in pairs][:4] == [
+        ("p0", 0, 2),
+        ("p0", 1, 3),
+        ("p1", 1, 2),
+        ("p1", 3, 0),
+    ]
+
+
+@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo", "report", "verify"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])
@@ -183,8 +252,8 @@ def test_bad_prompt_files(tmp_path, tiny_policy, capsys, rows, patterns):
 @pytest.mark.parametrize(
     "flags, pattern",
     [
-        (["--n", "0"], "generate.n: must be >= 1, got 0"),
-        (["--temperature", "-0.5"], "generate.temperature: must be >= 0"),
+        (["--n", "0"], "generate.n: must be between 1 and 10000, got 0"),
+        (["--temperature", "-0.5"], "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.5"),
         (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
         (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
         (["--backend", "magic"], "unknown backend 'magic'"),
@@ -210,7 +279,7 @@ def test_prompt_longer_than_context(workdir, tiny_policy, capsys):
 @pytest.mark.parametrize(
     "fn, patterns",
     [
-        ("boom", ["'", "rewards.py:boom", "raised RuntimeError: reward server down"]),
+        ("boom", ["rewards.py:boom' raised RuntimeError: reward server down (batch starting at prompt_id 'p0')"]),
         ("short", ["returned 19 values for 20 completions"]),
         ("words", ["returned 'good' (str) at position 0", "expected a number or None"]),
         ("nope", ["has no callable 'nope'"]),
@@ -232,6 +301,11 @@ def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
         (["--strategy", "top_k_overall", "--k", "0"], "select.k: must be >= 1, got 0"),
         (["--strategy", "top_k_overall", "--k", "21"], "k must be between 1 and M x N = 20, got 21"),
         (["--strategy", "top_k_overall"], "select.k: strategy top_k_overall needs k"),
+        (["--strategy", "rso"], "select.beta: strategy rso needs beta"),
+        (["--strategy", "rso", "--beta", "0"], "select.beta: must be > 0, got 0.0"),
+        (["--pairs", "rso"], "select.beta: pairs rso needs beta"),
+        (["--pairs", "best-of"], "select.pairs: unknown pairing 'best-of'"),
+        (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be >= 0"),
     ],
 )
 def test_bad_select_options(workdir, tiny_policy, capsys, flags, pattern):

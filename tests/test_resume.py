@@ -15,7 +15,35 @@ from conftest import write_jsonl
 
 from winnow.cli import main
 
-NUM_PROMPTS = 120
+NUM_PROMPTS = 8
+HELD_AFTER = 3  # shards the killed run finishes before it is held, and killed
+
+# The killed run: the real CLI in a real process, except that the backend's call for shard
+# HELD_AFTER + 1 waits there until a signal arrives. The test waits for shard HELD_AFTER to
+# appear and then signals, so the kill lands mid-generation however fast the machine is.
+HELD_RUN = f"""
+import sys
+import time
+
+from winnow.generate import hf
+
+real_generate = hf.HFBackend.generate
+calls = 0
+
+
+def held_generate(self, *args, **kwargs):
+    global calls
+    calls += 1
+    while calls > {HELD_AFTER}:
+        time.sleep(60)
+    return real_generate(self, *args, **kwargs)
+
+
+hf.HFBackend.generate = held_generate
+from winnow.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
@@ -42,7 +70,7 @@ def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
         "--strategy",
         "top_k_overall",
         "--k",
-        "50",
+        "12",
         "--epochs",
         "1",
         "--sft-batch-size",
@@ -69,19 +97,21 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def start(argv: list[str]) -> subprocess.Popen:
+def start_held(argv: list[str]) -> subprocess.Popen:
+    """`winnow ARGV` in a new process that stops for good in generation of shard HELD_AFTER + 1."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "winnow", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", HELD_RUN, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
 
 
-def wait_for_shards(folder: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while len(list(folder.glob("shard-*.jsonl"))) < count:
-        assert proc.poll() is None, f"finished or died before being killed: {proc.stderr.read()}"
-        assert time.time() < deadline, "no shard appeared"
-        time.sleep(0.02)
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Return once ``path`` exists; fail if ``proc`` exits first or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"exited before being killed: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"{path.name} did not appear in {timeout} s"
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -90,14 +120,15 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
     assert main(run_cmd(workdir, reference, tiny_policy)) == 0
 
     run = workdir / "run"
-    proc = start(run_cmd(workdir, run, tiny_policy))
-    wait_for_shards(run / "generate", 3, proc)  # one prompt a shard: the kill lands mid-generation
+    proc = start_held(run_cmd(workdir, run, tiny_policy))
+    wait_for_file(run / f"generate/shard-m0-{HELD_AFTER - 1:05d}.jsonl", proc)  # one prompt a shard
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     err = proc.stderr.read()
     assert not (run / "generate/manifest.json").exists()
-    finished = len(list((run / "generate").glob("shard-*.jsonl")))
-    assert 3 <= finished < NUM_PROMPTS
+    assert sorted(p.name for p in (run / "generate").glob("shard-*.jsonl")) == [
+        f"shard-m0-{i:05d}.jsonl" for i in range(HELD_AFTER)
+    ]
     if sig == signal.SIGINT:
         assert code == 130 and "rerun the same command to resume" in err
     else:

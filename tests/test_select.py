@@ -1,6 +1,8 @@
 """winnow.select: the chapter's worked example, NaN handling, tie order and the controls."""
 
+import collections
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from winnow import select as sel
 from winnow.errors import WinnowError
 
 nan = np.nan
+inf = np.inf
 
 # The chapter's 5 x 4 example (rows are prompts, columns samples).
 R = np.array(
@@ -323,12 +326,59 @@ def test_apply_drops_unselected_rows_and_padding():
     assert sel.apply("top_k_per_prompt", r, k=2).tolist() == [[1, 1], [1, 0], [2, 0]]
 
 
-def test_apply_random_controls_match_the_functions():
+def test_apply_random_per_prompt_one_uniform_scored_pair_per_row():
+    r = np.array([[nan, 0.9, 0.1, nan], [nan, nan, nan, nan], [0.5, nan, nan, -3.0]])
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = sel.apply("random_per_prompt", r, seed=seed).tolist()
+        # one pair for each row that has a scored cell, in row order; row 1 has none
+        assert [i for i, _ in pairs] == [0, 2], pairs
+        counts.update(map(tuple, pairs))
+    # each row's two scored cells are picked half the time each, whatever their rewards
+    assert set(counts) == {(0, 1), (0, 2), (2, 0), (2, 3)}
+    for cell, count in counts.items():
+        assert abs(count / trials - 0.5) < 0.05, (cell, count)
+
+
+def test_apply_random_k_overall_k_distinct_uniform_scored_pairs():
+    r = np.array([[nan, 0.9, 0.1], [nan, nan, 7.0], [0.5, -2.0, nan]])
+    scored = {(0, 1), (0, 2), (1, 2), (2, 0), (2, 1)}
+    trials = 2000
+    counts = collections.Counter()
+    for seed in range(trials):
+        pairs = [tuple(p) for p in sel.apply("random_k_overall", r, k=2, seed=seed).tolist()]
+        assert len(pairs) == 2 and pairs == sorted(set(pairs)), pairs  # distinct, row-major
+        assert set(pairs) <= scored
+        counts.update(pairs)
+    for cell in scored:  # 2 of 5 scored cells: each one is in 40% of the draws
+        assert abs(counts[cell] / trials - 0.4) < 0.05, (cell, counts[cell])
+    assert sel.apply("random_k_overall", r, k=9, seed=3).tolist() == sorted(map(list, scored))  # capped
+
+
+def test_apply_random_controls_use_the_seed_given():
     r = _holey()
     picked = sel.random_per_prompt(r, 11)
     expected = [[i, int(j)] for i, j in enumerate(picked)]
     assert sel.apply("random_per_prompt", r, seed=11).tolist() == expected
+    assert sel.apply("random_per_prompt", r, seed=12).tolist() != expected
     assert sel.apply("random_k_overall", r, k=6, seed=11).tolist() == sel.random_k_overall(r, 6, 11).tolist()
+    assert sel.apply("random_k_overall", r, k=6, seed=12).tolist() != sel.random_k_overall(r, 6, 11).tolist()
+    # the default seed is 0
+    assert sel.apply("random_per_prompt", r).tolist() == sel.apply("random_per_prompt", r, seed=0).tolist()
+    assert sel.apply("random_per_prompt", r).tolist() != sel.apply("random_per_prompt", r, seed=1).tolist()
+    assert sel.apply("random_k_overall", r, k=6).tolist() == sel.random_k_overall(r, 6, 0).tolist()
+
+
+@pytest.mark.parametrize("strategy", ["top_k_overall", "top_k_per_prompt", "random_k_overall"])
+def test_apply_k_strategies_without_k(strategy):
+    with pytest.raises(WinnowError, match=rf"^strategy {strategy} needs k$"):
+        sel.apply(strategy, R)
+
+
+def test_apply_threshold_without_t():
+    with pytest.raises(WinnowError, match=r"^strategy threshold needs threshold$"):
+        sel.apply("threshold", R)
 
 
 def test_to_pairs_shapes_for_empty_selections():
@@ -340,3 +390,146 @@ def test_to_pairs_shapes_for_empty_selections():
 def test_apply_unknown_strategy():
     with pytest.raises(WinnowError, match=r"unknown strategy 'best_of_all'"):
         sel.apply("best_of_all", R, k=1)
+
+
+# ---------------------------------------------------------------- edge shapes, dtypes, -inf
+
+
+def test_none_in_a_plain_list_is_unscored():
+    rows = [[None, 0.5, 0.2], [0.1, None, None], [None, None, None]]
+    assert sel.top_per_prompt(rows).tolist() == [1, 0, -1]
+    assert sel.top_k_overall(rows, 9).tolist() == [[0, 1], [0, 2], [1, 0]]
+    assert sel.threshold(rows, 0.2).tolist() == [[0, 1], [0, 2]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_float_matrix_is_used_as_is(dtype):
+    """No float32 -> float64 copy: selection keeps to one matrix-sized copy at most."""
+    r = R.astype(dtype)
+    assert sel._as_matrix(r) is r
+
+
+def test_zero_samples_per_prompt():
+    out = sel.top_per_prompt(np.empty((3, 0)))
+    assert out.dtype == np.int64 and out.tolist() == [-1, -1, -1]
+
+
+def test_rows_whose_best_reward_is_minus_inf():
+    """argmax over NaN-as--inf can land on a NaN before a real -inf: those rows take their
+    first scored cell, and an all-NaN row still gets -1."""
+    r = np.array([[nan, -inf, -inf], [nan, nan, nan], [0.5, nan, 0.7], [-inf, nan, nan], [nan, nan, -inf]])
+    assert sel.top_per_prompt(r).tolist() == [1, -1, 2, 0, 2]
+    assert sel.top_k_overall(r, 15).tolist() == [[2, 2], [2, 0], [0, 1], [0, 2], [3, 0], [4, 2]]
+    assert sel.threshold(r, -inf).tolist() == [[0, 1], [0, 2], [2, 0], [2, 2], [3, 0], [4, 2]]
+
+
+def test_top_k_per_prompt_ranks_minus_inf_before_the_padding():
+    r = np.array([[nan, -inf, 0.5, nan], [-inf, nan, -inf, 1.0]])
+    assert sel.top_k_per_prompt(r, 4).tolist() == [[2, 1, -1, -1], [3, 0, 2, -1]]
+
+
+def test_every_strategy_returns_int64_even_when_empty():
+    empty = np.full((2, 3), nan)
+    outputs = [
+        sel.top_per_prompt(R),
+        sel.top_k_overall(R, 3),
+        sel.top_k_overall(empty, 3),
+        sel.top_k_per_prompt(R, 2),
+        sel.threshold(R, 0.5),
+        sel.random_per_prompt(R, 0),
+        sel.random_k_overall(R, 3, 0),
+    ]
+    assert [out.dtype for out in outputs] == [np.dtype(np.int64)] * len(outputs)
+    assert sel.dedup(R.astype(np.float32), [["a"] * 4] * 5).dtype == np.float64
+
+
+def test_random_k_overall_k_1_is_allowed():
+    r = np.array([[nan, 0.3], [nan, nan]])
+    assert sel.random_k_overall(r, 1, seed=0).tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("texts", [[["a", "b"]], [["a", "b"], ["c"]], [["a"], ["b"]]])
+def test_dedup_texts_of_another_shape(texts):
+    with pytest.raises(WinnowError, match=r"^texts must have the shape of rewards \(2, 2\)$"):
+        sel.dedup(np.zeros((2, 2)), texts)
+
+
+# ---------------------------------------------------------------- rso and pairs: edges and plumbing
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(WinnowError) as e:
+        sel.apply("best_of_all", R)
+    assert str(e.value) == f"unknown strategy 'best_of_all' (choose from {', '.join(sel.STRATEGIES)})"
+    assert ", top_k_overall, " in str(e.value)
+    with pytest.raises(WinnowError) as e:
+        sel.make_pairs("worst-best", R)
+    assert str(e.value) == "unknown pairing 'worst-best' (choose from best-worst, all, rso)"
+
+
+def test_pairs_are_int64_even_when_empty():
+    one_scored = np.array([[0.5, nan], [nan, nan]])
+    outputs = [
+        sel.best_worst(R),
+        sel.best_worst(one_scored),
+        sel.all_pairs(R),
+        sel.rso(R, 1.0, 2, 0),
+        sel.rso_pairs(R, 1.0, 4, 0),
+        sel.rso_pairs(R, 1.0, 1, 0),
+        sel.make_pairs("best-worst", R),
+        sel.make_pairs("best-worst", one_scored),
+    ]
+    assert [out.dtype for out in outputs] == [np.dtype(np.int64)] * len(outputs)
+
+
+def test_best_worst_rows_of_plus_inf():
+    """Where every scored reward is +inf, the masked-out cells look alike: the rejected must
+    still be a scored cell other than the chosen one."""
+    r = np.array([[inf, nan, inf, nan], [nan, inf, nan, inf], [0.1, 0.5, nan, 0.3]])
+    assert sel.best_worst(r).tolist() == [[0, 2], [1, 3], [1, 0]]
+
+
+def test_rso_with_no_samples():
+    assert sel.rso(np.empty((2, 0)), 1.0, 2, 0).tolist() == [[-1, -1], [-1, -1]]
+
+
+def test_rso_small_beta_and_infinite_rewards_raise_no_warning():
+    """exp() of a gap above r_max (a proposal already taken) would overflow, and inf - inf is
+    NaN: both are handled, so nothing warns even with warnings as errors."""
+    r = np.array([[1.0, np.inf, nan, np.inf], [-np.inf, -np.inf, nan, 0.0], [0.7, 0.3, 0.5, 0.2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(5):
+            sel.rso(R, 1e-3, 4, seed)
+            sel.rso(r, 1e-3, 4, seed)
+
+
+def test_rso_pairs_pair_consecutive_picks_ordered_by_reward():
+    """Pairs are rso's 1st and 2nd, 3rd and 4th picks (same seed), the better one first;
+    ties and unpaired picks are left out."""
+    rng = np.random.default_rng(5)
+    r = np.round(rng.normal(size=(40, 6)), 1)
+    r[rng.random(r.shape) < 0.3] = nan
+    r[0] = [0.2, nan, nan, nan, nan, nan]  # one scored: no pair
+    for seed in range(3):
+        picked = sel.rso(r, 5.0, 6, seed)
+        expected = []
+        for i, cols in enumerate(picked):
+            for a, b in zip(cols[0::2], cols[1::2], strict=True):
+                if a >= 0 and b >= 0 and r[i, a] != r[i, b]:
+                    expected.append([i, a, b] if r[i, a] > r[i, b] else [i, b, a])
+        got = sel.rso_pairs(r, 5.0, 6, seed)
+        assert got.tolist() == expected
+        assert all(r[i, a] > r[i, b] for i, a, b in got.tolist())
+        assert sel.rso_pairs(r, 5.0, 6, seed).tolist() == got.tolist()  # seeded
+    assert sel.rso_pairs(r, 5.0, 1, 0).shape == (0, 3)  # one pick a row: no pair
+
+
+def test_make_pairs_passes_k_beta_and_seed():
+    assert sel.make_pairs("rso", R, k=2, beta=1e-6).tolist() == [[0, 0, 2], [1, 1, 2], [2, 0, 3], [3, 2, 3], [4, 3, 0]]
+    # k defaults to every sample: two pairs a row
+    assert sel.make_pairs("rso", R, beta=1e-6)[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    r = np.random.default_rng(3).normal(size=(30, 6))
+    assert sel.make_pairs("rso", r, k=4, beta=5.0).tolist() == sel.rso_pairs(r, 5.0, 4, 0).tolist()
+    assert sel.make_pairs("rso", r, k=4, beta=5.0, seed=9).tolist() == sel.rso_pairs(r, 5.0, 4, 9).tolist()
+    assert sel.make_pairs("rso", r, k=4, beta=5.0, seed=9).tolist() != sel.rso_pairs(r, 5.0, 4, 0).tolist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,24 @@ from typing import Any
 import yaml
 
 from winnow.errors import WinnowError
+from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.models import DTYPES
+from winnow.records import read_text
 from winnow.remote import ClientSettings
+from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
+REWARD_PREFIX_SHARING = ("auto", "on", "off")
 LONG_PROMPT_POLICIES = ("error", "skip")
-STRATEGIES = (
-    "top_per_prompt",
-    "top_k_overall",
-    "top_k_per_prompt",
-    "threshold",
-    "random_per_prompt",
-    "random_k_overall",
-)
+MIN_TEMPERATURE = 1e-5
+"""Temperatures in (0, 1e-5) are refused: logits divided by them overflow (1e-300 sampled an
+out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature means."""
+MAX_N = 10_000
+"""Most completions per prompt and model, checked before anything is allocated."""
+MAX_SEED = 2**63 - 1
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+POOLS = ("all", "latest")
+SFT_FROM = ("start", "previous")
 
 
 @dataclass
@@ -37,8 +44,9 @@ class GenerateConfig:
     """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
-    """Generation engine: ``hf`` (transformers, CPU or CUDA) or ``openai`` (any
-    OpenAI-compatible server at ``base_url``; ``models`` are its served model names)."""
+    """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
+    OpenAI-compatible server at ``base_url``; ``models`` are its served model names) or
+    ``vllm`` (vLLM offline engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
     """Completions per prompt and model (N in the chapter)."""
     temperature: float = 1.0
@@ -89,6 +97,18 @@ class GenerateConfig:
         """The fields that decide the rows, stored and compared on resume."""
         return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
 
+    dtype: str = "auto"
+    """Precision of the policy: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs each model is split across."""
+    gpu_memory_utilization: float | None = None
+    """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
+    unset = vLLM's default."""
+    max_model_len: int | None = None
+    """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
+    it minus max_new_tokens follow ``long_prompts``."""
+
     def validate(self) -> None:
         _check(self.models, "generate.models", "at least one model")
         if self.backend == "openai":
@@ -104,8 +124,12 @@ class GenerateConfig:
             )
         if self.backend not in BACKENDS:
             raise WinnowError(f"generate.backend: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
-        _check(self.n >= 1, "generate.n", f"must be >= 1, got {self.n}")
-        _check(self.temperature >= 0, "generate.temperature", f"must be >= 0, got {self.temperature}")
+        _check(1 <= self.n <= MAX_N, "generate.n", f"must be between 1 and {MAX_N}, got {self.n}")
+        _check(
+            self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf,
+            "generate.temperature",
+            f"must be 0 (greedy) or a finite number >= {MIN_TEMPERATURE:g}, got {self.temperature}",
+        )
         _check(0 < self.top_p <= 1, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.top_k >= 0, "generate.top_k", f"must be >= 0, got {self.top_k}")
         _check(0 <= self.min_p < 1, "generate.min_p", f"must be in [0, 1), got {self.min_p}")
@@ -116,7 +140,20 @@ class GenerateConfig:
         _check(self.max_new_tokens >= 1, "generate.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.batch_size >= 1, "generate.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.shard_size >= 1, "generate.shard_size", f"must be >= 1, got {self.shard_size}")
+        _check_seed(self.seed, "generate.seed")
+        _check_device(self.device, "generate.device")
         check_sampling(self.backend, self.sampling())
+        _check(self.dtype in DTYPES, "generate.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(self.tensor_parallel_size >= 1, "generate.tensor_parallel_size", "must be >= 1")
+        _check(
+            self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+            "generate.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _check(self.max_model_len is None or self.max_model_len >= 1, "generate.max_model_len", "must be >= 1")
+        if self.backend != "vllm":  # refused by name, never accepted and ignored
+            for name, value in self.engine().items():
+                _check(value is None or value == 1, f"generate.{name}", f"only the vllm backend takes it (got {value})")
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
                 f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
@@ -148,6 +185,14 @@ class GenerateConfig:
             stop=tuple(self.stop),
         )
 
+    def engine(self) -> dict:
+        """vLLM's engine options, passed through as given (None = vLLM's default)."""
+        return {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+        }
+
 
 @dataclass
 class ScoreConfig:
@@ -169,12 +214,20 @@ class ScoreConfig:
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = 64
     """Reward model: most rows per batch."""
+    reward_prefix_sharing: str = "auto"
+    """Reward model: read each prompt once and score its completions as continuations of
+    that shared prefill (exact for causal decoders). ``auto``: where the model allows it,
+    else every row in full with a note; ``on``: an architecture it does not know is an
+    error; ``off``: every row in full."""
     fn_batch_size: int = 256
     """Reward function: rows per call."""
     shard_size: int = 1024
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
     """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    dtype: str = "auto"
+    """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
 
     def validate(self) -> None:
         _check(
@@ -183,40 +236,79 @@ class ScoreConfig:
             "set reward_fn, reward_model or reward_judge",
         )
         if self.reward_judge:
-            _check(self.judge_model, "score.judge_model", "reward_judge needs the judge's model name (--judge-model)")
+            _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")
+        _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
+        _check_device(self.device, "score.device")
+        _check(
+            self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
+            "score.reward_prefix_sharing",
+            f"must be one of {', '.join(REWARD_PREFIX_SHARING)}, got {self.reward_prefix_sharing!r}",
+        )
 
 
 @dataclass
 class SelectConfig:
     strategy: str = "top_per_prompt"
-    """One of top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt,
-    random_k_overall (the random ones are matched controls)."""
+    """One of ``winnow.select.STRATEGIES``: top_per_prompt, top_k_overall, top_k_per_prompt,
+    threshold, random_per_prompt, random_k_overall (the random ones are matched controls), rso."""
     k: int | None = None
-    """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt)."""
+    """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt;
+    rso, default 1)."""
     threshold: float | None = None
     """Keep every pair with reward >= threshold (strategy 'threshold')."""
+    beta: float | None = None
+    """RSO's temperature (> 0), in reward units: accept with probability exp((r - r_max) / beta).
+    Small beta approaches the best sample, large beta a uniform one. Strategy and pairs 'rso'."""
     dedup: bool = False
     """Treat repeated completion texts within a prompt as one (the earliest sample is kept)."""
+    drop_truncated: bool = False
+    """Leave out completions cut by max_new_tokens (finish_reason 'length') before selecting."""
+    pairs: str | None = None
+    """Also write preference pairs to select/pairs.jsonl: 'best-worst' (best and worst sample
+    per prompt), 'all' (every pair with different rewards) or 'rso' (RSO's accepted samples,
+    paired in acceptance order)."""
+    pair_k: int | None = None
+    """Pairs 'rso': candidates accepted per prompt (two per pair); default: every scored one."""
+    min_margin: float = 0.0
+    """Keep a pair only if chosen reward - rejected reward >= min_margin; ties never make a pair."""
     seed: int = 0
-    """Seed of the random controls."""
+    """Seed of the random controls and of RSO."""
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise WinnowError(
                 f"select.strategy: unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})"
             )
-        if self.strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall"):
+        needs = STRATEGIES[self.strategy].needs
+        if "k" in needs:
             _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
+            _check(self.k is not None, "select.k", f"strategy {self.strategy} needs k")
+        if self.k is not None:
             _check(self.k >= 1, "select.k", f"must be >= 1, got {self.k}")
-        if self.strategy == "threshold":
+        if "threshold" in needs:
             _check(
                 self.threshold is not None and math.isfinite(self.threshold),
                 "select.threshold",
-                "strategy threshold needs a finite threshold",
+                f"strategy threshold needs a finite threshold, got {self.threshold}",
             )
+        if self.pairs is not None and self.pairs not in PAIRINGS:
+            raise WinnowError(f"select.pairs: unknown pairing {self.pairs!r} (choose from {', '.join(PAIRINGS)})")
+        if "beta" in needs or (self.pairs and "beta" in PAIRING_NEEDS[self.pairs]):
+            user = f"strategy {self.strategy}" if "beta" in needs else f"pairs {self.pairs}"
+            _check(self.beta is not None, "select.beta", f"{user} needs beta")
+        if self.beta is not None:
+            _check(self.beta > 0, "select.beta", f"must be > 0, got {self.beta}")
+        if self.pair_k is not None:
+            _check(self.pair_k >= 2, "select.pair_k", f"must be >= 2, got {self.pair_k}")
+        _check(
+            math.isfinite(self.min_margin) and self.min_margin >= 0,
+            "select.min_margin",
+            f"must be >= 0, got {self.min_margin}",
+        )
+        _check_seed(self.seed, "select.seed")
 
 
 @dataclass
@@ -241,12 +333,108 @@ class TrainConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
+    on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
 
     def validate(self) -> None:
-        _check(self.learning_rate > 0, "sft.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _check(self.epochs > 0, "sft.epochs", f"must be > 0, got {self.epochs}")
+        _check(
+            0 < self.learning_rate < math.inf, "sft.learning_rate", f"must be finite and > 0, got {self.learning_rate}"
+        )
+        _check(self.dtype in DTYPES, "sft.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(0 < self.epochs < math.inf, "sft.epochs", f"must be finite and > 0, got {self.epochs}")
+        _check(self.lora_r >= 1, "sft.lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(self.lora_alpha >= 1, "sft.lora_alpha", f"must be >= 1, got {self.lora_alpha}")
+        _check_seed(self.seed, "sft.seed")
+        _check_device(self.device, "sft.device")
         _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class RoundsConfig:
+    count: int | None = None
+    """Rounds of generate -> score -> select -> sft, each in ``RUN_DIR/round-<r>/``; round r
+    samples from round r-1's checkpoint. None: a single round in RUN_DIR itself."""
+    pool: str = "all"
+    """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
+    ``latest`` round's only."""
+    sft_from: str = "start"
+    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
+    round's."""
+
+    def validate(self) -> None:
+        _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")
+        _check(self.pool in POOLS, "rounds.pool", f"must be one of {POOLS}, got {self.pool!r}")
+        _check(self.sft_from in SFT_FROM, "rounds.sft_from", f"must be one of {SFT_FROM}, got {self.sft_from!r}")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where generate and score make their shards. It changes how fast, never what: it is
+    not part of any stage's config (a stage may be resumed under another executor), and
+    the manifest records it apart (``executor``: name, workers, retries)."""
+
+    name: str = "local"
+    """``local`` (this process, shards in order, the first error stops the stage) or
+    ``ray`` (a pool of Ray actors; a shard that fails is retried on another actor)."""
+    ray_address: str | None = None
+    """Ray: unset starts a local Ray instance; ``auto`` joins the cluster this machine
+    belongs to (``ray start``); or the head's ``host:port``."""
+    workers: int = 2
+    """Ray: actors in the pool; each loads its model (or reward) once."""
+    cpus_per_worker: float = 1.0
+    """Ray: CPUs reserved per actor (fractions allowed)."""
+    gpus_per_worker: float = 0.0
+    """Ray: GPUs reserved per actor (fractions share a GPU; several give one vLLM engine
+    with tensor parallelism the GPUs of a node)."""
+    retries: int = 2
+    """Ray: further tries of a shard after a failure (a lost worker or an error), each on
+    another actor where there is one; a shard failing them all is reported by name."""
+
+    def validate(self) -> None:
+        if self.name not in EXECUTORS:
+            raise WinnowError(f"executor.name: unknown executor {self.name!r} (choose from {', '.join(EXECUTORS)})")
+        _check(self.workers >= 1, "executor.workers", f"must be >= 1, got {self.workers}")
+        _check(self.cpus_per_worker >= 0, "executor.cpus_per_worker", f"must be >= 0, got {self.cpus_per_worker}")
+        _check(self.gpus_per_worker >= 0, "executor.gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
+        _check(self.retries >= 0, "executor.retries", f"must be >= 0, got {self.retries}")
+
+
+@dataclass
+class DpoConfig:
+    model: str | None = None
+    """Starting checkpoint (also the frozen reference); defaults to the first generate model."""
+    lora: bool = False
+    """Train LoRA adapters (merged into the saved checkpoint) instead of every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    beta: float = 0.1
+    """DPO's beta (> 0): how far the policy may move from the reference; larger stays closer."""
+    learning_rate: float = 1e-6
+    """Peak learning rate (linear decay, no warm-up); TRL's default. LoRA wants ~10-100x more."""
+    epochs: float = 1.0
+    """Passes over the pairs."""
+    batch_size: int = 8
+    """Pairs per optimizer step."""
+    max_length: int = 512
+    """Prompt + completion tokens kept per side of a pair (longer ones are truncated)."""
+    seed: int = 0
+    """Seed of data order and initialisation of LoRA weights."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained, as for sft: float32, bfloat16, float16, or ``auto``."""
+
+    def validate(self) -> None:
+        _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(self.dtype in DTYPES, "dpo.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
 
 
 @dataclass
@@ -339,6 +527,9 @@ SECTIONS = {
     "score": ScoreConfig,
     "select": SelectConfig,
     "sft": TrainConfig,
+    "rounds": RoundsConfig,
+    "executor": ExecutorConfig,
+    "dpo": DpoConfig,
     "serve": ServeConfig,
 }
 
@@ -348,21 +539,39 @@ def _check(ok: Any, name: str, message: str) -> None:
         raise WinnowError(f"{name}: {message}")
 
 
+def _check_seed(seed: int, name: str) -> None:
+    _check(0 <= seed <= MAX_SEED, name, f"must be between 0 and 2**63 - 1, got {seed}")
+
+
+def _check_device(device: str, name: str) -> None:
+    _check(DEVICE.fullmatch(device), name, f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+
+
+TOP_LEVEL = ("prompts", "run_dir", "prompt_column", "id_column")
+"""Top-level YAML keys besides the stage sections (all strings)."""
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config: top-level keys ``prompts``, ``run_dir`` and one section per stage."""
     path = Path(path)
     if not path.is_file():
         raise WinnowError(f"config file does not exist: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
-        raise WinnowError(f"{path}: invalid YAML: {e}") from None
+        raise WinnowError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise WinnowError(f"{path}: expected a mapping at the top level")
-    known = set(SECTIONS) | {"prompts", "run_dir", "prompt_column", "id_column"}
-    for key in data:
+    known = set(SECTIONS) | set(TOP_LEVEL)
+    for key, value in data.items():
         if key not in known:
-            raise WinnowError(f"{path}: field '{key}': unknown key (known: {', '.join(sorted(known))})")
+            raise WinnowError(f"{path}: field '{key}': unknown key (known: {', '.join(sorted(map(str, known)))})")
+        if key in SECTIONS and not isinstance(value, dict | None):
+            raise WinnowError(f"{path}: field '{key}': expected a mapping of options, got {type(value).__name__}")
+        if key in TOP_LEVEL and not isinstance(value, str):
+            raise WinnowError(f"{path}: field '{key}': expected a string, got {value!r} ({type(value).__name__})")
+    if "prompts" in data and not Path(data["prompts"]).is_absolute():
+        data["prompts"] = str(path.parent / data["prompts"])  # relative to the file, not the shell
     return data
 
 
@@ -378,7 +587,7 @@ def build(cls, *layers: dict, source: str = "config"):
                 values[key] = value
     types = {f.name: f.type for f in fields(cls)}
     for key, value in values.items():
-        values[key] = _typed(value, types[key], f"{source}: field '{key}'")
+        values[key] = _typed(value, str(types[key]), f"{source}: field '{key}'")
     config = cls(**values)
     config.validate()
     return config
@@ -396,7 +605,12 @@ def _typed(value: Any, annotation: str, name: str) -> Any:
     for part in parts:
         allowed = kinds.get(part, ())
         if isinstance(value, allowed) and not (isinstance(value, bool) and part != "bool"):
-            return float(value) if part == "float" else value
+            if part != "float":
+                return value
+            try:
+                return float(value)
+            except OverflowError:
+                raise WinnowError(f"{name}: {value} is too large for a float") from None
     raise WinnowError(f"{name}: expected {annotation}, got {value!r} ({type(value).__name__})")
 
 

@@ -15,6 +15,9 @@ so the chapter's 5x4 example gives flattened order 8, 5, 14, 0, 11 for k = 5.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from winnow.errors import WinnowError
@@ -86,8 +89,9 @@ def top_k_per_prompt(rewards, k: int) -> np.ndarray:
     r = _as_matrix(rewards)
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
-    key = np.where(np.isnan(r), -np.inf, r)
-    order = np.argsort(-key, axis=1, kind="stable")[:, :k]  # stable: earlier sample wins ties
+    # argsort puts NaN after every number, +inf (a real -inf reward) included, so unscored
+    # cells come last and the -1 padding stays at the end; stable: earlier sample wins ties.
+    order = np.argsort(-r, axis=1, kind="stable")[:, :k]
     picked_nan = np.isnan(np.take_along_axis(r, order, axis=1))
     order[picked_nan] = -1
     if order.shape[1] < k:
@@ -128,7 +132,7 @@ def random_k_overall(rewards, k: int, seed: int) -> np.ndarray:
 def dedup(rewards, texts) -> np.ndarray:
     """Rewards with repeated texts within a row set to NaN, keeping the earliest sample.
 
-    texts: shape (M, N) of str or None (None = no completion). Returns a new float matrix.
+    texts: shape (M, N) of str or None (None = no completion). Returns a new float64 matrix.
     """
     r = np.array(_as_matrix(rewards), dtype=float, copy=True)
     if len(texts) != r.shape[0] or any(len(row) != r.shape[1] for row in texts):
@@ -144,36 +148,201 @@ def dedup(rewards, texts) -> np.ndarray:
     return r
 
 
+def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
+    """Statistical rejection sampling (RSO, Liu et al. 2023): k columns per row, int (M, k), -1 padded.
+
+    Draws from the reward-tilted policy pi(y) * exp(r(y) / beta) using the row's scored
+    candidates (samples of pi) as proposals: a candidate drawn uniformly at random from the
+    row's remaining scored candidates is accepted with probability exp((r - r_max) / beta),
+    r_max being the best remaining reward; accepted candidates leave the pool (no
+    replacement), until k are accepted or the pool is spent. Columns come in acceptance
+    order. The first accepted column j has probability exp(r_j / beta) / sum exp(r / beta)
+    over the scored candidates, and each next one the same over those left. The paper's
+    reference code scans candidates in a fixed order instead, which favours early columns.
+
+    beta > 0: beta -> 0 gives top_k_per_prompt (in random order among tied rewards), a large
+    beta a uniform draw without replacement. NaN is never chosen. Seeded and reproducible.
+    Cost: O(M N) per round of proposals; a round makes N proposals per row at once (those
+    between two acceptances are independent uniform draws, so this is the same process) and
+    accepts one per row with probability >= 1 - (1 - 1/N)^N > 0.63, so about k + log M rounds.
+
+    >>> R = np.array([[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7],
+    ...               [0.2, 0.5, 0.8, 0.6], [0.5, 0.4, 0.3, 0.6]])
+    >>> rso(R, beta=1e-3, k=2, seed=0).tolist()  # beta -> 0: the two best, best first
+    [[0, 2], [1, 2], [0, 3], [2, 3], [3, 0]]
+    """
+    r = _as_matrix(rewards)
+    if not beta > 0:
+        raise WinnowError(f"beta must be > 0, got {beta}")
+    if k < 1:
+        raise WinnowError(f"k must be >= 1, got {k}")
+    m, n = r.shape
+    rng = np.random.default_rng(seed)
+    out = np.full((m, k), -1, dtype=np.int64)
+    remaining = ~np.isnan(r)
+    taken = np.zeros(m, dtype=np.int64)
+    active = np.flatnonzero(remaining.any(axis=1)) if n else np.empty(0, dtype=np.int64)
+    while active.size:
+        rem, rows = remaining[active], r[active]
+        r_max = np.where(rem, rows, -np.inf).max(axis=1)
+        # N proposals per row, uniform over all columns; one outside the pool is skipped,
+        # which leaves a uniform draw from the pool (and needs no per-row list of it).
+        proposed = rng.integers(0, n, size=(active.size, n))
+        in_pool = np.take_along_axis(rem, proposed, axis=1)
+        value = np.take_along_axis(rows, proposed, axis=1)
+        with np.errstate(invalid="ignore"):
+            # r == r_max is accepted outright (also when both are infinite, where r - r_max is NaN);
+            # the clip keeps proposals outside the pool, which may exceed r_max, from overflowing.
+            gap = np.minimum(value - r_max[:, None], 0.0)
+            accept_p = np.where(value == r_max[:, None], 1.0, np.exp(gap / beta))
+        accepted = in_pool & (rng.random((active.size, n)) < accept_p)
+        hit = accepted.any(axis=1)
+        first = np.argmax(accepted, axis=1)  # the earliest accepted proposal of the round
+        rows_hit, cols = active[hit], proposed[hit, first[hit]]
+        out[rows_hit, taken[rows_hit]] = cols
+        taken[rows_hit] += 1
+        remaining[rows_hit, cols] = False
+        active = active[(taken[active] < k) & remaining[active].any(axis=1)]
+    return out
+
+
+def best_worst(rewards) -> np.ndarray:
+    """Chosen and rejected column per row, the best and the worst sample: int (M, 2).
+
+    -1 in both where a row has fewer than two scored samples. Ties go to the earlier sample
+    for both; when every scored reward of a row is equal, the rejected is the earliest
+    sample after the chosen one (a pair with margin 0, which the select stage drops).
+    """
+    r = _as_matrix(rewards)
+    m = r.shape[0]
+    out = np.full((m, 2), -1, dtype=np.int64)
+    scored = ~np.isnan(r)
+    ok = scored.sum(axis=1) >= 2
+    if not ok.any():
+        return out
+    chosen = top_per_prompt(r[ok])
+    key = np.where(scored[ok], r[ok], np.inf)
+    key[np.arange(key.shape[0]), chosen] = np.inf  # the chosen one is not also the rejected
+    # argmin finds the first minimum; a row of +inf rewards would tie with the mask, so test
+    # the mask, not the value, for the rare row whose scored cells are all +inf.
+    rejected = np.argmin(key, axis=1)
+    masked = ~scored[ok][np.arange(key.shape[0]), rejected] | (rejected == chosen)
+    if masked.any():
+        others = scored[ok][masked].copy()
+        others[np.arange(others.shape[0]), chosen[masked]] = False
+        rejected[masked] = np.argmax(others, axis=1)
+    out[ok, 0], out[ok, 1] = chosen, rejected
+    return out
+
+
+def all_pairs(rewards) -> np.ndarray:
+    """Every (row, chosen, rejected) with both scored and reward[chosen] > reward[rejected]:
+    int (P, 3), by row, then chosen column, then rejected column. P <= M N (N - 1) / 2;
+    ties make no pair. Cost O(M N^2)."""
+    r = _as_matrix(rewards)
+    with np.errstate(invalid="ignore"):
+        better = r[:, :, None] > r[:, None, :]  # NaN compares False: unscored make no pair
+    return np.argwhere(better).astype(np.int64)
+
+
+def rso_pairs(rewards, beta: float, k: int, seed: int) -> np.ndarray:
+    """Preference pairs from RSO's accepted candidates: int (P, 3) of (row, chosen, rejected).
+
+    ``rso`` accepts k per row; consecutive accepted candidates are paired, (1st, 2nd),
+    (3rd, 4th), ..., and each pair is ordered by reward, so both sides come from the
+    reward-tilted policy (RSO's point) rather than from the extremes. Tied pairs are left out.
+    """
+    picked = rso(rewards, beta, k, seed)
+    r = _as_matrix(rewards)
+    out = []
+    for a in range(0, k - 1, 2):
+        first, second = picked[:, a], picked[:, a + 1]
+        rows = np.flatnonzero((first >= 0) & (second >= 0))
+        ra, rb = r[rows, first[rows]], r[rows, second[rows]]
+        keep = ra != rb
+        rows, fa, fb, a_wins = rows[keep], first[rows][keep], second[rows][keep], (ra > rb)[keep]
+        out.append(np.stack([rows, np.where(a_wins, fa, fb), np.where(a_wins, fb, fa)], axis=1))
+    if not out:
+        return np.empty((0, 3), dtype=np.int64)
+    pairs = np.concatenate(out)
+    return pairs[np.argsort(pairs[:, 0], kind="stable")].astype(np.int64)  # by row, acceptance order kept
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A selection strategy: how to run it, what it needs, and the shape of its output."""
+
+    pick: Callable[..., np.ndarray]
+    """(rewards, *, k, threshold, beta, seed) -> its output (see ``output``)."""
+    needs: tuple[str, ...]
+    """Parameters that must be given, among "k", "threshold" and "beta"."""
+    output: str
+    """"columns": int (M,); "column_lists": int (M, k), -1 padded; "pairs": int (P, 2)."""
+
+
+# The one list of strategies: the config, the command's help and ``apply`` all read it.
+STRATEGIES: dict[str, Strategy] = {
+    "top_per_prompt": Strategy(lambda r, **p: top_per_prompt(r), (), "columns"),
+    "top_k_overall": Strategy(lambda r, **p: top_k_overall(r, p["k"]), ("k",), "pairs"),
+    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, p["k"]), ("k",), "column_lists"),
+    "threshold": Strategy(lambda r, **p: threshold(r, p["threshold"]), ("threshold",), "pairs"),
+    "random_per_prompt": Strategy(lambda r, **p: random_per_prompt(r, p["seed"]), (), "columns"),
+    "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), ("k",), "pairs"),
+    # k defaults to 1 for rso: one sample of the tilted policy per prompt.
+    "rso": Strategy(lambda r, **p: rso(r, p["beta"], p["k"] or 1, p["seed"]), ("beta",), "column_lists"),
+}
+
+# Ways to build preference pairs, each returning (row, chosen, rejected): int (P, 3).
+PAIRINGS: dict[str, Callable[..., np.ndarray]] = {
+    "best-worst": lambda r, **p: _rows_with(best_worst(r)),
+    "all": lambda r, **p: all_pairs(r),
+    # k defaults to the whole pool for rso pairs: every candidate, in acceptance order.
+    "rso": lambda r, **p: rso_pairs(r, p["beta"], p["k"] or r.shape[1], p["seed"]),
+}
+PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",)}
+
+
+def _rows_with(columns: np.ndarray) -> np.ndarray:
+    """(M, 2) chosen/rejected columns -> (P, 3) (row, chosen, rejected), rows with -1 dropped."""
+    rows = np.flatnonzero(columns[:, 0] >= 0)
+    return np.column_stack([rows, columns[rows]]).astype(np.int64)
+
+
 def to_pairs(strategy: str, picked: np.ndarray) -> np.ndarray:
     """Normalise any strategy's output to (row, column) pairs in output order: int (P, 2)."""
-    if strategy in ("top_per_prompt", "random_per_prompt"):
-        rows = np.flatnonzero(picked >= 0)
-        return np.stack([rows, picked[rows]], axis=1).astype(np.int64)
-    if strategy == "top_k_per_prompt":
-        rows, ranks = np.nonzero(picked >= 0)
-        return np.stack([rows, picked[rows, ranks]], axis=1).astype(np.int64)
+    match STRATEGIES[strategy].output:
+        case "columns":
+            rows = np.flatnonzero(picked >= 0)
+            return np.stack([rows, picked[rows]], axis=1).astype(np.int64)
+        case "column_lists":
+            rows, ranks = np.nonzero(picked >= 0)
+            return np.stack([rows, picked[rows, ranks]], axis=1).astype(np.int64)
     return picked.reshape(-1, 2).astype(np.int64)
 
 
-def apply(strategy: str, rewards, *, k: int | None = None, t: float | None = None, seed: int = 0) -> np.ndarray:
+def apply(
+    strategy: str,
+    rewards,
+    *,
+    k: int | None = None,
+    t: float | None = None,
+    beta: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Run a strategy by name and return (row, column) pairs: int (P, 2)."""
-    if strategy in ("top_k_overall", "top_k_per_prompt", "random_k_overall") and k is None:
-        raise WinnowError(f"strategy {strategy} needs k")
-    if strategy == "threshold" and t is None:
-        raise WinnowError("strategy threshold needs a threshold")
-    match strategy:
-        case "top_per_prompt":
-            picked = top_per_prompt(rewards)
-        case "top_k_overall":
-            picked = top_k_overall(rewards, k)
-        case "top_k_per_prompt":
-            picked = top_k_per_prompt(rewards, k)
-        case "threshold":
-            picked = threshold(rewards, t)
-        case "random_per_prompt":
-            picked = random_per_prompt(rewards, seed)
-        case "random_k_overall":
-            picked = random_k_overall(rewards, k, seed)
-        case _:
-            raise WinnowError(f"unknown strategy {strategy!r}")
-    return to_pairs(strategy, picked)
+    if strategy not in STRATEGIES:
+        raise WinnowError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+    params = {"k": k, "threshold": t, "beta": beta, "seed": seed}
+    for need in STRATEGIES[strategy].needs:
+        if params[need] is None:
+            raise WinnowError(f"strategy {strategy} needs {need}")
+    return to_pairs(strategy, STRATEGIES[strategy].pick(_as_matrix(rewards), **params))
+
+
+def make_pairs(pairing: str, rewards, *, k: int | None = None, beta: float | None = None, seed: int = 0) -> np.ndarray:
+    """Preference pairs by name: (row, chosen, rejected), int (P, 3)."""
+    if pairing not in PAIRINGS:
+        raise WinnowError(f"unknown pairing {pairing!r} (choose from {', '.join(PAIRINGS)})")
+    if "beta" in PAIRING_NEEDS[pairing] and beta is None:
+        raise WinnowError(f"pairs {pairing} needs beta")
+    return PAIRINGS[pairing](_as_matrix(rewards), k=k, beta=beta, seed=seed)

@@ -25,6 +25,14 @@ def default_rubric() -> str:
     return (Path(__file__).parent.parent / "data" / "judge_rubric.txt").read_text(encoding="utf-8")
 
 
+def rubric_identity(rubric: str | None) -> str:
+    """A short hash of the rubric template in use, for the score stage's provenance."""
+    import hashlib
+
+    text = Path(rubric).read_text(encoding="utf-8") if rubric and Path(rubric).is_file() else default_rubric()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def parse_score(answer: str, low: float = 1, high: float = 10) -> float | None:
     """The judge's number: after "Score", or the whole answer; None when absent or out of range.
 
