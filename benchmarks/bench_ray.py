@@ -131,14 +131,17 @@ def throughput(num_shards: int, layers: int) -> list[dict]:
     for name, r in results.items():
         print(f"  {name}: {1 / r['steady']:.3f} shards/s steady, first shard after {r['first']:.1f} s")
         rows.append(row(f"throughput, {name} (shards/s)", 1 / r["steady"], f"wall {r['wall']:.1f} s"))
-    same = len({r["digest"] for r in results.values()}) == 1
+    # torch's CPU results depend on its thread count (matrix products split their sums by
+    # thread), so a Ray actor on 1 CPU matches a local run on 1 thread, not one on 2.
+    same = len({results[k]["digest"] for k in ("ray, 1 worker", "ray, 2 workers", "local, torch on 1 thread")}) == 1
     rows.append(
         {
-            "check": "shard files identical across the four runs",
+            "check": "shards identical: ray 1 worker, ray 2 workers, local on 1 thread",
             "measured": float(same),
             "target": "== 1",
             "passed": same,
-            "detail": "torch threads 2 and 1, Ray actors on 1 CPU",
+            "detail": "local on 2 threads: "
+            + ("identical too" if results["local"]["digest"] == results["ray, 1 worker"]["digest"] else "differs"),
         }
     )
     one, two = results["ray, 1 worker"], results["ray, 2 workers"]

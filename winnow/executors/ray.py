@@ -68,12 +68,11 @@ def run_ray(
     claimed = False
     try:
         while queue or pool.running:
-            while queue and pool.idle:
-                shard = queue.popleft()
+            while (pick := pool.pick(queue)) is not None:
                 if not claimed:
                     claim()  # after a worker was built, before the first shard is written
                     claimed = True
-                pool.submit(shard)
+                pool.submit(*pick)
             if not (pool.running or pool.building):
                 _no_worker_left(pool, queue, report)
                 break
@@ -190,9 +189,21 @@ class _Pool:
         else:
             self._lost(actor, f"building the worker failed: {detail}")
 
-    def submit(self, shard: _Shard) -> None:
-        others = [a for a in self.idle if a not in shard.failed_on]
-        actor = others[0] if others else self.idle[0]
+    def pick(self, queue: deque) -> tuple[_Shard, Any] | None:
+        """The next (shard, idle actor) to pair, taken off the queue; None when none fits.
+
+        A shard that failed goes to an actor it has not failed on; it waits for one while
+        such an actor is alive but busy, and takes any actor once it has failed on them all.
+        """
+        live = {*self.idle, *self.building.values(), *(a for a, _ in self.running.values())}
+        for actor in self.idle:
+            for shard in queue:
+                if actor not in shard.failed_on or not (live - shard.failed_on):
+                    queue.remove(shard)
+                    return shard, actor
+        return None
+
+    def submit(self, shard: _Shard, actor: Any) -> None:
         self.idle.remove(actor)
         self.running[actor.run.remote(shard.task, self.stage_dir, self.config_hash)] = (actor, shard)
 
