@@ -16,9 +16,10 @@ from pathlib import Path
 
 from winnow.config import DpoConfig
 from winnow.errors import WinnowError
-from winnow.models import load_tokenizer, pick_device, resolve_model
-from winnow.records import read_jsonl
-from winnow.rundir import Stage, completed_manifest
+from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.provenance import model_identity
+from winnow.records import honour_umask, parse_jsonl
+from winnow.rundir import TMP_DIR_PREFIX, Stage, completed_manifest, verified_bytes
 
 
 def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
@@ -30,24 +31,31 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
     path = Path(run_dir) / "select" / "pairs.jsonl"
     if "num_pairs" not in selected or not path.exists():
         raise WinnowError(f"{path} not found: run `winnow select --pairs best-worst|all|rso` first")
-    stage = Stage(run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"]})
-    stage.begin()
-    if stage.is_complete():
+    provenance = {"model": model_identity(config.model)}
+    stage = Stage(
+        run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"], "provenance": provenance}
+    )
+    with stage:
+        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
+            return _with_path(stage)
+        data = verified_bytes(path, selected["files"].get("pairs.jsonl"), stage="select")
+        rows = [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+        if not rows:
+            raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
+        checkpoint = stage.dir / "checkpoint"
+        # Training restarts from scratch after a crash: the checkpoint appears only when whole.
+        tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=f"{TMP_DIR_PREFIX}checkpoint-"))
+        try:
+            metrics = train(rows, config, tmp)
+            honour_umask(tmp)
+            stage.claim()
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            tmp.rename(checkpoint)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        files = sorted(str(p.relative_to(stage.dir)) for p in checkpoint.rglob("*") if p.is_file())
+        stage.finish(outputs=files, checkpoint="checkpoint", num_pairs=len(rows), train_loss=metrics.get("train_loss"))
         return _with_path(stage)
-    rows = [row for _, row in read_jsonl(path)]
-    if not rows:
-        raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
-    checkpoint = stage.dir / "checkpoint"
-    # Training restarts from scratch after a crash: the checkpoint appears only when whole.
-    tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=".tmp-checkpoint-"))
-    try:
-        metrics = train(rows, config, tmp)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        tmp.rename(checkpoint)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    stage.finish(checkpoint="checkpoint", num_pairs=len(rows), train_loss=metrics.get("train_loss"))
-    return _with_path(stage)
 
 
 def _with_path(stage: Stage) -> dict:
@@ -81,7 +89,9 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
     path = resolve_model(config.model)
     device = pick_device(config.device)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    dtype = resolve_dtype(config.dtype, device)
+    fp16_amp = dtype == torch.float16 and device != "cpu"  # float32 master weights, as in sft
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else dtype)
     # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
     data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     args = TrlDPOConfig(
@@ -95,7 +105,8 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
         warmup_steps=0,
         seed=config.seed,
         # TRL turns both on by default; on CPU they make a step ~10x slower (no bf16 units).
-        bf16=False,
+        bf16=dtype == torch.bfloat16 and device != "cpu",
+        fp16=fp16_amp,
         gradient_checkpointing=False,
         use_cpu=device == "cpu",
         save_strategy="no",

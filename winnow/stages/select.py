@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,52 +36,53 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         prompts, by_key, rewards, columns = pooled.prompts, pooled.by_key, pooled.rewards, pooled.columns
         upstream = {"score_hashes": pooled.score_hashes}
     stage = Stage(run_dir, "select", {"select": asdict(config), **upstream})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    removed: dict[str, int] = {}
-    if config.drop_truncated:
-        # NaN is "not a candidate" to every strategy, so a cut completion can be neither
-        # selected nor one side of a pair.
-        cut = np.array(
-            [
-                [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
-                for p in prompts
-            ],
-            dtype=bool,
-        ).reshape(rewards.shape)
-        removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
-        rewards = np.where(cut, np.nan, rewards)
-    if config.dedup:
-        texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
-        deduped = sel.dedup(rewards, texts)
-        removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
-        rewards = deduped
-    picked = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, beta=config.beta, seed=config.seed)
-    rows = []
-    for i, j in picked.tolist():
-        prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-        row = {
-            "prompt": prompt.as_messages(),
-            "completion": [{"role": "assistant", "content": completion["text"]}],
-            "prompt_id": prompt.id,
-            "sample_index": j,
-            "model": completion["model"],
-            "reward": float(rewards[i, j]),
-        }
-        if columns is not None:  # provenance: the round, and the sample's index within it
-            row["round"], row["sample_index"] = columns[j]
-        rows.append(row)
-    pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs, columns) if config.pairs else None
-    stage.claim()
-    atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
-    summary: dict[str, float | int | None] = {"num_selected": len(rows), **removed}
-    summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
-    if pairs is not None:
-        atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
-        summary["num_pairs"] = len(pairs)
-        summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
-    return stage.finish(**summary)
+    with stage:
+        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
+            return stage.manifest()
+        removed: dict[str, int] = {}
+        if config.drop_truncated:
+            # NaN is "not a candidate" to every strategy, so a cut completion can be neither
+            # selected nor one side of a pair.
+            cut = np.array(
+                [
+                    [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
+                    for p in prompts
+                ],
+                dtype=bool,
+            ).reshape(rewards.shape)
+            removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
+            rewards = np.where(cut, np.nan, rewards)
+        if config.dedup:
+            texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
+            deduped = sel.dedup(rewards, texts)
+            removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
+            rewards = deduped
+        picked = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, beta=config.beta, seed=config.seed)
+        rows = []
+        for i, j in picked.tolist():
+            prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
+            row = {
+                "prompt": prompt.as_messages(),
+                "completion": [{"role": "assistant", "content": completion["text"]}],
+                "prompt_id": prompt.id,
+                "sample_index": j,
+                "model": completion["model"],
+                "reward": float(rewards[i, j]),
+            }
+            if columns is not None:  # provenance: the round, and the sample's index within it
+                row["round"], row["sample_index"] = columns[j]
+            rows.append(row)
+        pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs, columns) if config.pairs else None
+        stage.claim()
+        atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
+        summary: dict[str, Any] = {"num_selected": len(rows), **removed}
+        summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
+        if pairs is not None:
+            atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
+            summary["num_pairs"] = len(pairs)
+            summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
+        outputs = ["selected.jsonl"] + (["pairs.jsonl"] if pairs is not None else [])
+        return stage.finish(outputs=outputs, **summary)
 
 
 def preference_pairs(
