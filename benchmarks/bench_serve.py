@@ -57,7 +57,7 @@ SUBJECTS = [
 TARGET = 4.0
 WORKLOADS = {
     # requests per cell (by concurrent clients), max_tokens, and the protocol-overhead workload
-    "tiny": dict(cells={1: 4, 8: 16, 32: 32}, max_tokens=32, prompts=16, n=4),
+    "tiny": dict(cells={1: 8, 8: 64, 32: 128}, max_tokens=32, prompts=16, n=4),
     "smollm2": dict(cells={1: 4, 8: 16, 32: 32}, max_tokens=32, prompts=8, n=4),
 }
 QUICK = {"tiny": dict(cells={1: 2, 8: 8, 32: 32}, max_tokens=16, prompts=8, n=2)}
@@ -174,6 +174,7 @@ def overhead(model: str, name: str, prompts: int, n: int, max_tokens: int, repea
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, smaller sizes")
+    parser.add_argument("--models", nargs="*", choices=list(WORKLOADS), help="run just these models")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the servers and this process")
     args = parser.parse_args(argv)
     import torch
@@ -182,8 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from conftest import build_policy
 
-    workloads = QUICK if args.quick else WORKLOADS
-    models = {"tiny": str(build_policy(Path(tempfile.mkdtemp(prefix="winnow-bench-")) / "tiny"))}
+    workloads = QUICK if args.quick else {k: v for k, v in WORKLOADS.items() if k in (args.models or WORKLOADS)}
+    models = {}
+    if "tiny" in workloads:
+        models["tiny"] = str(build_policy(Path(tempfile.mkdtemp(prefix="winnow-bench-")) / "tiny"))
     if "smollm2" in workloads:
         from winnow.models import resolve_model
 

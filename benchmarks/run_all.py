@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_demo
 import bench_fallback
 import bench_generate
+import bench_ray
 import bench_score
 import bench_select
 import bench_serve
@@ -32,6 +33,7 @@ BENCHMARKS = {
     "generate": bench_generate,
     "serve": bench_serve,
     "fallback": bench_fallback,
+    "ray": bench_ray,
     "demo": bench_demo,
 }
 

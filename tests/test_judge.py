@@ -68,13 +68,21 @@ def build_scorer(folder, answer: str):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_policy):
+def generated(tmp_path_factory, tiny_policy):
     """A finished generate stage: 3 prompts x 2 completions from the tiny policy."""
     root = tmp_path_factory.mktemp("judge")
     write_jsonl(root / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(3)])
     argv = ["generate", "--prompts", str(root / "prompts.jsonl"), "--run-dir", str(root / "run")]
     assert main([*argv, "--model", str(tiny_policy), "--n", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
     return root / "run"
+
+
+@pytest.fixture
+def run_dir(generated, tmp_path):
+    """A copy of the generated run per test: each test's judge listens on a port of its own,
+    and the judge's URL is part of the score stage's config."""
+    shutil.copytree(generated, tmp_path / "run")
+    return tmp_path / "run"
 
 
 def score(run, url: str, capsys) -> dict:
@@ -100,7 +108,6 @@ def test_unparseable_answers_are_left_unscored_and_counted(run_dir, tiny_policy,
         judge = JudgeReward(ClientSettings(base_url=f"{url}/v1"), model="judge")
         assert judge(["a", "b", "c"], ["x", "y", "z"]) == [None, None, None]  # a random model's bytes
         assert judge.stats == {"asked": 3, "unparseable": 3}
-        shutil.rmtree(run_dir / "score", ignore_errors=True)
         summary = score(run_dir, url, capsys)
     assert (summary["scored"], summary["unscored"], summary["mean_reward"]) == (0, 6, None)
     assert np.isnan(np.load(run_dir / "score" / "rewards.npy")).all()

@@ -6,9 +6,12 @@ Options come from the dataclass defaults, then ``--config file.yaml``, then flag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,21 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
         ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
     ],
+    # Where generate and score make their shards; never part of a stage's config.
+    "executor": [
+        ("--executor", "executor", "name", str, "where shards are made: local | ray"),
+        (
+            "--ray-address",
+            "executor",
+            "ray_address",
+            str,
+            "ray: 'auto' joins this machine's cluster (default: a new local one)",
+        ),
+        ("--workers", "executor", "workers", int, "ray: actors, each loading the model once"),
+        ("--cpus-per-worker", "executor", "cpus_per_worker", float, "ray: CPUs per actor (fractions allowed)"),
+        ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
+        ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
+    ],
     "dpo": [
         ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
         ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
@@ -118,17 +136,18 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     ],
 }
 STAGES_OF = {
-    "generate": ["generate"],
-    "score": ["score"],
+    "generate": ["generate", "executor"],
+    "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds"],
-    "bon": ["generate", "score"],
+    "run": ["generate", "score", "select", "sft", "rounds", "executor"],
+    "bon": ["generate", "score", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
+DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -147,28 +166,38 @@ def parser() -> argparse.ArgumentParser:
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
-        p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+        p.add_argument("--config", metavar="PATH", help="YAML file with any of the options below (flags win)")
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
         if name != "serve":
-            p.add_argument("--run-dir", help="run directory (reruns resume from it)")
+            p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
         if name in NEEDS_PROMPTS:
-            p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
-            p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
-            p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft", "dpo"} & set(stages) and name != "serve":
-            p.add_argument("--device", help="auto | cpu | cuda[:i]")
-            p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, else float32)")
+            p.add_argument(
+                "--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder"
+            )
+            p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
+            p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+        if set(DEVICE_STAGES) & set(stages) and name != "serve":
+            p.add_argument("--device", metavar="NAME", help="auto | cpu | cuda[:i] (default: auto)")
+            p.add_argument(
+                "--dtype",
+                metavar="NAME",
+                help="auto | float32 | bfloat16 | float16 (default: auto: bfloat16 on CUDA, else float32)",
+            )
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
+                dest, shown = field_key(stage, field), with_default(text, stage, field)
                 if kind == "flag":
-                    group.add_argument(flag, dest=field_key(stage, field), action="store_true", default=None, help=text)
+                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
                 elif kind == "append":
-                    group.add_argument(flag, dest=field_key(stage, field), action="append", help=text)
+                    group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
                 else:
-                    group.add_argument(flag, dest=field_key(stage, field), type=kind, help=text)
+                    group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
         if name == "bon":
-            p.add_argument("--out", help="where to write the best completions (default: RUN_DIR/best.jsonl)")
+            p.add_argument(
+                "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
+            )
     verify = sub.add_parser("verify", help="check a run dir's files against its manifests")
     verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
     verify.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -191,10 +220,44 @@ def field_key(section: str, field: str) -> str:
     return f"{section}__{field}"
 
 
+PLAIN_METAVARS = {"reward_fn": "SPEC", "stop": "TEXT", "ray_address": "ADDRESS", "reward_judge": "URL"}
+PATH_FIELDS = ("models", "model", "reward_model", "judge_rubric")
+
+
+def metavar(kind: Any, field: str) -> str:
+    """A plain metavar, as in the tools users know: N, FLOAT, PATH, URL, VAR, NAME."""
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "FLOAT"
+    if field in PLAIN_METAVARS:
+        return PLAIN_METAVARS[field]
+    if field.endswith("_env"):
+        return "VAR"
+    if field.endswith("url"):
+        return "URL"
+    return "PATH" if field in PATH_FIELDS else "NAME"
+
+
+def with_default(text: str, section: str, field: str) -> str:
+    """The help text with the option's default from its config dataclass (the one source)."""
+    spec = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == field)
+    default = spec.default if spec.default is not dataclasses.MISSING else None
+    if spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    if default is None or default == [] or "default" in text:
+        return text
+    if isinstance(default, list):
+        default = ", ".join(map(str, default))
+    return f"{text} (default: {default})"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
     stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
     args = parser().parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
+    if not getattr(args, "verbose", False):
+        quiet_libraries()
     try:
         run_command(args)
     except (WinnowError, OSError) as e:
@@ -206,6 +269,16 @@ def main(argv: list[str] | None = None) -> int:
         print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def quiet_libraries() -> None:
+    """Keep per-load progress bars and library warnings off the terminal: winnow's own
+    progress (one bar per stage) is what users read. ``--verbose`` leaves them on."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|torch)\.")
 
 
 def one_line(error: Exception) -> str:
@@ -285,7 +358,7 @@ def run_command(args: argparse.Namespace) -> None:
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage not in ("select", "rounds"):
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage != "select":
             flags["dtype"] = args.dtype

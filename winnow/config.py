@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from winnow.errors import WinnowError
+from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
 from winnow.models import DTYPES
 from winnow.records import read_text
@@ -368,6 +369,38 @@ class RoundsConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    """Where generate and score make their shards. It changes how fast, never what: it is
+    not part of any stage's config (a stage may be resumed under another executor), and
+    the manifest records it apart (``executor``: name, workers, retries)."""
+
+    name: str = "local"
+    """``local`` (this process, shards in order, the first error stops the stage) or
+    ``ray`` (a pool of Ray actors; a shard that fails is retried on another actor)."""
+    ray_address: str | None = None
+    """Ray: unset starts a local Ray instance; ``auto`` joins the cluster this machine
+    belongs to (``ray start``); or the head's ``host:port``."""
+    workers: int = 2
+    """Ray: actors in the pool; each loads its model (or reward) once."""
+    cpus_per_worker: float = 1.0
+    """Ray: CPUs reserved per actor (fractions allowed)."""
+    gpus_per_worker: float = 0.0
+    """Ray: GPUs reserved per actor (fractions share a GPU; several give one vLLM engine
+    with tensor parallelism the GPUs of a node)."""
+    retries: int = 2
+    """Ray: further tries of a shard after a failure (a lost worker or an error), each on
+    another actor where there is one; a shard failing them all is reported by name."""
+
+    def validate(self) -> None:
+        if self.name not in EXECUTORS:
+            raise WinnowError(f"executor.name: unknown executor {self.name!r} (choose from {', '.join(EXECUTORS)})")
+        _check(self.workers >= 1, "executor.workers", f"must be >= 1, got {self.workers}")
+        _check(self.cpus_per_worker >= 0, "executor.cpus_per_worker", f"must be >= 0, got {self.cpus_per_worker}")
+        _check(self.gpus_per_worker >= 0, "executor.gpus_per_worker", f"must be >= 0, got {self.gpus_per_worker}")
+        _check(self.retries >= 0, "executor.retries", f"must be >= 0, got {self.retries}")
+
+
+@dataclass
 class DpoConfig:
     model: str | None = None
     """Starting checkpoint (also the frozen reference); defaults to the first generate model."""
@@ -494,6 +527,7 @@ SECTIONS = {
     "select": SelectConfig,
     "sft": TrainConfig,
     "rounds": RoundsConfig,
+    "executor": ExecutorConfig,
     "dpo": DpoConfig,
     "serve": ServeConfig,
 }

@@ -28,10 +28,11 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
         by_round = run_rounds(run_dir, prompts, configs, rounds)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
+    executor = configs.get("executor")  # where generate and score make shards, never what
     if "generate" in configs:
-        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"])
+        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
     if "score" in configs:
-        summary["score"] = stages.score(run_dir, configs["score"])
+        summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
     if "select" in configs:
         summary["select"] = stages.select(run_dir, configs["select"])
     if "sft" in configs:

@@ -83,10 +83,13 @@ def run_round(
     out = {}
     with step(f"round {r}: generate"):
         out["generate"] = stages.generate(
-            folder, prompts, replace(generate, models=models, seed=round_seed(generate.seed, r))
+            folder,
+            prompts,
+            replace(generate, models=models, seed=round_seed(generate.seed, r)),
+            executor=configs.get("executor"),
         )
     with step(f"round {r}: score"):
-        out["score"] = stages.score(folder, configs["score"])
+        out["score"] = stages.score(folder, configs["score"], executor=configs.get("executor"))
     pool = {s: round_dir(run_dir, s) for s in range(1, r + 1)} if rounds.pool == "all" else {r: folder}
     with step(f"round {r}: select"):
         out["select"] = stages.select(folder, configs["select"], pool=pool)

@@ -212,6 +212,7 @@ def markdown(r: dict) -> str:
         ("repeated texts within a prompt", "duplicates", "d"),
     ]
     lines += [f"| {label} | {_fmt(r['all'][k], f)} | {_fmt(r['selected'][k], f)} |" for label, k, f in rows]
+    lines += ["", "Distinct-n falls as a set grows, so a smaller selected set reads higher for that reason alone."]
     removed = [
         f"{sel_info[k]} {label}"
         for k, label in (("duplicates_removed", "duplicates removed"), ("truncated_dropped", "truncated dropped"))

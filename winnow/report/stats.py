@@ -97,6 +97,8 @@ def distinct_n(texts, n: int) -> float:
 
     Words are lower-cased, whitespace-separated tokens (Li et al. 2016 count tokens the
     same way). 1.0 means no n-gram repeats; NaN when the texts hold no n-gram at all.
+    It falls as a set grows (more chances to repeat), so a small selected set scores higher
+    than the whole pool for that reason alone: compare sets of similar size.
     """
     grams: list[tuple[str, ...]] = []
     for text in texts:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import GenerateConfig, config_hash
+from winnow.config import ExecutorConfig, GenerateConfig, config_hash
 from winnow.errors import WinnowError
-from winnow.executors import ShardTask, run_shards
+from winnow.executors import ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
 from winnow.provenance import model_identity
 from winnow.records import Prompt, atomic_write_jsonl
@@ -22,9 +22,15 @@ def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
     return int(np.random.SeedSequence([seed, model_index, shard_index]).generate_state(1)[0])
 
 
-def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig) -> dict:
-    """Sample ``config.n`` completions per prompt from each model; returns the manifest."""
+def generate(
+    run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig, executor: ExecutorConfig | None = None
+) -> dict:
+    """Sample ``config.n`` completions per prompt from each model; returns the manifest.
+
+    ``executor`` says where the shards are made (default: this process); it never changes them.
+    """
     config.validate()
+    executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
     provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
     stage = Stage(
@@ -36,6 +42,7 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
         server = _describe_server(config)
         num_shards = math.ceil(len(prompts) / config.shard_size)
         shard_names, made = [], 0
+        report = ShardReport(executor=executor.name)  # all models' pools together
         for k, model in enumerate(config.models):
             names = [f"m{k}-{i:05d}" for i in range(num_shards)]
             shard_names += names
@@ -52,17 +59,21 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
             columns = range(k * config.n, (k + 1) * config.n)
             keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
             factory = GenerateWorkerFactory(config, k, prompts)
-            report = run_shards(
+            part = run_shards(
                 tasks,
                 factory,
                 stage.dir,
                 claim=stage.claim,
+                executor=executor,
                 desc=f"generate {model}",
                 on_written=stage.recorder(keys, exact=False),
                 config_hash=stage.hash,
             )
-            stage.check_made(tasks, report, keys, exact=False)
+            if not part.failed:  # failed shards are named once every model has had its turn
+                stage.check_made(tasks, part, keys, exact=False)
+            report = report.merge(part)
             made += len(tasks)
+        report.raise_failed("generate", made)
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
         completions = stage.read_shards(shard_names)
@@ -76,6 +87,7 @@ def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig)
             num_completions=len(completions),
             skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
             **({"server": server} if server else {}),
+            executor=report.record(executor),
         )
 
 

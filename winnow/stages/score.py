@@ -11,19 +11,21 @@ from typing import Any
 import numpy as np
 
 from winnow import select as sel
-from winnow.config import ScoreConfig
+from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rundir import Stage, load_generations
 
 
-def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
+def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: ExecutorConfig | None = None) -> dict:
     """Score every completion into an M x C reward matrix (``score/rewards.npy``, NaN = unscored).
 
     ``reward`` overrides the reward built from config (for library use); the stage config
-    then records only its name.
+    then records only its name. ``executor`` says where the shards are made (default: this
+    process); it never changes them.
     """
     config.validate()
+    executor = executor or ExecutorConfig()
     prompts, completions, gen = load_generations(run_dir)
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
@@ -44,10 +46,12 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
             ScoreWorkerFactory(config, reward),
             stage.dir,
             claim=stage.claim,
+            executor=executor,
             desc="score",
             on_written=stage.recorder(keys, exact=True),
             config_hash=stage.hash,
         )
+        report.raise_failed("score", len(tasks))
         stage.check_made(tasks, report, keys, exact=True)
         if not tasks and stage.stored_manifest() and stage.matches("rewards.npy"):
             return stage.manifest()
@@ -60,6 +64,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
             outputs=["rewards.npy"],
             **summarize(matrix, num_completions=len(completions)),
             **scoring_paths(rows),
+            executor=report.record(executor),
         )
 
 
