@@ -24,7 +24,11 @@ def test_defaults_are_valid():
         ("temperature", -0.1, "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.1"),
         ("top_p", 0.0, "generate.top_p: must be in (0, 1], got 0.0"),
         ("top_p", 1.5, "generate.top_p: must be in (0, 1], got 1.5"),
-        ("backend", "vllm", "generate.backend: unknown backend 'vllm'"),
+        ("backend", "tgi", "generate.backend: unknown backend 'tgi'"),
+        ("dtype", "fp8", "generate.dtype: must be one of auto, float32, bfloat16, float16, got 'fp8'"),
+        ("gpu_memory_utilization", 0.5, "generate.gpu_memory_utilization: only the vllm backend takes it (got 0.5)"),
+        ("max_model_len", 512, "generate.max_model_len: only the vllm backend takes it (got 512)"),
+        ("tensor_parallel_size", 2, "generate.tensor_parallel_size: only the vllm backend takes it (got 2)"),
         ("long_prompts", "truncate", "generate.long_prompts: must be one of"),
         ("models", [], "generate.models"),
         ("max_new_tokens", 0, "generate.max_new_tokens"),
@@ -185,3 +189,30 @@ def test_a_backend_refuses_by_name_the_sampling_fields_it_cannot_honour(monkeypa
     with pytest.raises(WinnowError, match=r"generate\.repetition_penalty: backend 'hf' does not support"):
         GenerateConfig(repetition_penalty=1.3).validate()
     GenerateConfig(repetition_penalty=1.0, stop=[]).validate()  # neutral values are not "asked for"
+
+
+def test_vllm_engine_options_are_accepted_for_vllm_and_checked():
+    config = GenerateConfig(backend="vllm", gpu_memory_utilization=0.12, max_model_len=512, tensor_parallel_size=2)
+    config.validate()
+    assert config.engine() == {"tensor_parallel_size": 2, "gpu_memory_utilization": 0.12, "max_model_len": 512}
+    with pytest.raises(WinnowError, match=re.escape("generate.gpu_memory_utilization: must be in (0, 1], got 1.5")):
+        GenerateConfig(backend="vllm", gpu_memory_utilization=1.5).validate()
+
+
+def test_every_backend_honours_the_whole_sampling_contract():
+    from winnow.generate import BACKENDS, OPTIONAL_SAMPLING
+
+    for backend in ("hf", "vllm"):
+        assert BACKENDS[backend] == set(OPTIONAL_SAMPLING)
+        GenerateConfig(backend=backend, min_p=0.05, repetition_penalty=1.2, stop=["\n\n"]).validate()
+
+
+def test_dtype_fields_of_score_and_sft():
+    from winnow.config import ScoreConfig, TrainConfig
+
+    ScoreConfig(dtype="bfloat16").validate()
+    TrainConfig(dtype="float16").validate()
+    with pytest.raises(WinnowError, match=r"score\.dtype: must be one of"):
+        ScoreConfig(dtype="half").validate()
+    with pytest.raises(WinnowError, match=r"sft\.dtype: must be one of"):
+        TrainConfig(dtype="half").validate()

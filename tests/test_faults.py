@@ -7,7 +7,9 @@ aimed at the stages in order; a kill aimed at stage S waits until the
 restarted process holds S's lock, then a random fraction of S's duration in the
 uninterrupted reference run (a stage's duration is the time its lock is held: the lock
 file names the holder's pid). Where each kill landed is read the same way just before it,
-and reported; a later kill aimed at a stage whose rest is shorter lands in the next one.
+and reported. Generate and score keep their finished shards, so a kill waits a random
+fraction of what is left of them; a kill aimed at a stage that a previous run finished
+goes to the first unfinished one.
 
 The default suite runs 2 kills (in score and sft; test_resume.py kills generate);
 ``pytest -m faults`` runs 20, 5 aimed at each stage (``WINNOW_FAULT_SEED`` picks the moments).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import signal
@@ -104,25 +107,42 @@ def reference_run(argv: list[str], run: Path) -> dict[str, float]:
     return {s: max(ended.get(s, end) - began.get(s, end), 0.01) for s in STAGES}
 
 
-def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: float) -> str:
-    """Start the run, wait until it holds ``stage``'s lock, SIGKILL it ``fraction`` of the
-    stage's reference ``duration`` later; returns where the kill landed."""
+def remaining(run: Path, stage: str, num_prompts: int) -> float:
+    """Share of ``stage`` still to do: generate and score keep their finished shards; select
+    and sft start again from the beginning."""
+    total = {"generate": num_prompts, "score": math.ceil(num_prompts * 4 / 8)}.get(stage)
+    if total is None:
+        return 1.0
+    done = len(list((run / stage).glob("shard-*.jsonl")))
+    return max(total - done, 1) / total
+
+
+def kill_in(argv: list[str], run: Path, stage: str, fraction: float, duration: float, num_prompts: int) -> str:
+    """Start the run, wait until it holds ``stage``'s lock, SIGKILL it ``fraction`` of what is
+    left of the stage's reference ``duration`` later; returns where the kill landed."""
+    share = remaining(run, stage, num_prompts)
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while holder(run, stage) != proc.pid and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    time.sleep(fraction * duration)
+        time.sleep(0.001)
+    wait = fraction * duration * share
+    time.sleep(wait)
     if proc.poll() is not None:
         return f"aimed at {stage}: the run ended first (exit {proc.returncode})"
     landed = [s for s in STAGES if holder(run, s) == proc.pid]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     where = f"killed in {landed[0]}" if landed else "killed between stages"
-    return f"aimed at {stage} (+{fraction * duration:.3f}s of {duration:.3f}s): {where}"
+    return f"aimed at {stage} (+{wait:.3f}s, stage takes {duration:.3f}s): {where}"
 
 
-def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(24)])
+def unfinished(run: Path) -> str | None:
+    return next((s for s in STAGES if not (run / s / "manifest.json").exists()), None)
+
+
+def check_kills(tmp_path: Path, model: Path, aims: list[str], num_prompts: int = 24) -> list[str]:
+    rows = [{"id": f"q{i}", "prompt": f"write about item {i}"} for i in range(num_prompts)]
+    write_jsonl(tmp_path / "prompts.jsonl", rows)
     (tmp_path / "cfg.yaml").write_text("score: {shard_size: 8, fn_batch_size: 8}\n")
     reference = tmp_path / "reference"
     durations = reference_run(run_argv(tmp_path, reference, model), reference)
@@ -130,8 +150,12 @@ def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
     argv = run_argv(tmp_path, run, model)
     rng = random.Random(SEED)
     log = []
-    for stage in aims:
-        log.append(kill_in(argv, run, stage, rng.random(), durations[stage]))
+    for aim in aims:
+        stage = aim if not (run / aim / "manifest.json").exists() else unfinished(run)
+        if stage is None:
+            log.append(f"aimed at {aim}: every stage had finished")
+            continue
+        log.append(kill_in(argv, run, stage, rng.random(), durations[stage], num_prompts))
     final = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr
     got, want = tree_digest(run), tree_digest(reference)
@@ -143,7 +167,7 @@ def check_kills(tmp_path: Path, model: Path, aims: list[str]) -> list[str]:
 
 def test_kills_in_score_and_sft_then_identical_files(tmp_path, tiny_policy):
     """The default suite's share (a kill in generate is in test_resume.py)."""
-    log = check_kills(tmp_path, tiny_policy, aims=["score", "sft"])
+    log = check_kills(tmp_path, tiny_policy, aims=["score", "sft"], num_prompts=6)
     assert sum("killed in" in line for line in log) >= 1, "\n".join(log)
 
 

@@ -128,7 +128,7 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
     """Two real processes on one run dir: the second is refused at once, naming the first;
     after the first is killed, the changed config is still refused, and the first resumes,
     taking over the dead process's lock."""
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"item {i}"} for i in range(30)])
+    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"item {i}"} for i in range(12)])
     first = gen_args(tmp_path, tiny_policy, "--shard-size", "1")
     folder = tmp_path / "run/generate"
     a = start(first)
@@ -153,7 +153,7 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
     stored = json.loads((folder / "config.json").read_text())
     assert manifest["config"] == stored
     assert stored["generate"]["temperature"] == 1.0 and stored["generate"]["seed"] == 0
-    assert manifest["num_completions"] == 30 * 4
+    assert manifest["num_completions"] == 12 * 4
     assert main(["verify", str(tmp_path / "run")]) == 0
 
 

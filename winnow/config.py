@@ -20,7 +20,9 @@ import yaml
 from winnow.errors import WinnowError
 from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.models import DTYPES
 from winnow.records import read_text
+from winnow.remote import ClientSettings
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
 REWARD_PREFIX_SHARING = ("auto", "on", "off")
@@ -32,6 +34,8 @@ MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_SEED = 2**63 - 1
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+POOLS = ("all", "latest")
+SFT_FROM = ("start", "previous")
 
 
 @dataclass
@@ -40,7 +44,9 @@ class GenerateConfig:
     """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
-    """Generation engine: ``hf`` (transformers, CPU or CUDA)."""
+    """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
+    OpenAI-compatible server at ``base_url``; ``models`` are its served model names) or
+    ``vllm`` (vLLM offline engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
     """Completions per prompt and model (N in the chapter)."""
     temperature: float = 1.0
@@ -67,9 +73,55 @@ class GenerateConfig:
     """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
     device: str = "auto"
     """``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``."""
+    base_url: str | None = None
+    """openai backend: the server's API root, e.g. ``http://127.0.0.1:8000/v1``."""
+    api_key_env: str | None = None
+    """openai backend: name of the environment variable holding the API key (never stored)."""
+    endpoint: str = "auto"
+    """openai backend: ``auto`` (chat prompts to /chat/completions, text prompts to
+    /completions), ``chat`` (text prompts as one user turn) or ``completions``."""
+    concurrency: int = 16
+    """openai backend: requests in flight at once."""
+    request_timeout: float = 120.0
+    """openai backend: seconds per request before it is retried."""
+    max_retries: int = 5
+    """openai backend: retries on 429, 5xx, timeouts and dropped connections (exponential
+    backoff with jitter), then an error naming the prompt."""
+    retry_backoff: float = 0.5
+    """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+
+    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff")
+    """Fields that say how hard to try, not what to sample: a rerun may change them."""
+
+    def stage_config(self) -> dict:
+        """The fields that decide the rows, stored and compared on resume."""
+        return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
+
+    dtype: str = "auto"
+    """Precision of the policy: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
+    tensor_parallel_size: int = 1
+    """vLLM: GPUs each model is split across."""
+    gpu_memory_utilization: float | None = None
+    """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
+    unset = vLLM's default."""
+    max_model_len: int | None = None
+    """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
+    it minus max_new_tokens follow ``long_prompts``."""
 
     def validate(self) -> None:
         _check(self.models, "generate.models", "at least one model")
+        if self.backend == "openai":
+            _check(self.base_url, "generate.base_url", "backend 'openai' needs the server's URL (--base-url)")
+            _check(self.concurrency >= 1, "generate.concurrency", f"must be >= 1, got {self.concurrency}")
+            _check(self.request_timeout > 0, "generate.request_timeout", f"must be > 0, got {self.request_timeout}")
+            _check(self.max_retries >= 0, "generate.max_retries", f"must be >= 0, got {self.max_retries}")
+            _check(self.retry_backoff >= 0, "generate.retry_backoff", f"must be >= 0, got {self.retry_backoff}")
+            _check(
+                self.long_prompts == "error",
+                "generate.long_prompts",
+                "backend 'openai' cannot skip long prompts: the server checks lengths and refuses them",
+            )
         if self.backend not in BACKENDS:
             raise WinnowError(f"generate.backend: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
         _check(1 <= self.n <= MAX_N, "generate.n", f"must be between 1 and {MAX_N}, got {self.n}")
@@ -91,10 +143,34 @@ class GenerateConfig:
         _check_seed(self.seed, "generate.seed")
         _check_device(self.device, "generate.device")
         check_sampling(self.backend, self.sampling())
+        _check(self.dtype in DTYPES, "generate.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        _check(self.tensor_parallel_size >= 1, "generate.tensor_parallel_size", "must be >= 1")
+        _check(
+            self.gpu_memory_utilization is None or 0 < self.gpu_memory_utilization <= 1,
+            "generate.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _check(self.max_model_len is None or self.max_model_len >= 1, "generate.max_model_len", "must be >= 1")
+        if self.backend != "vllm":  # refused by name, never accepted and ignored
+            for name, value in self.engine().items():
+                _check(value is None or value == 1, f"generate.{name}", f"only the vllm backend takes it (got {value})")
         if self.long_prompts not in LONG_PROMPT_POLICIES:
             raise WinnowError(
                 f"generate.long_prompts: must be one of {LONG_PROMPT_POLICIES}, got {self.long_prompts!r}"
             )
+
+    def client_settings(self) -> ClientSettings | None:
+        """How the openai backend reaches its server (None for local backends)."""
+        if self.backend != "openai" or not self.base_url:
+            return None
+        return ClientSettings(
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            concurrency=self.concurrency,
+            timeout=self.request_timeout,
+            max_retries=self.max_retries,
+            backoff=self.retry_backoff,
+        )
 
     def sampling(self) -> Sampling:
         """The sampling contract these settings ask every backend to honour."""
@@ -109,6 +185,14 @@ class GenerateConfig:
             stop=tuple(self.stop),
         )
 
+    def engine(self) -> dict:
+        """vLLM's engine options, passed through as given (None = vLLM's default)."""
+        return {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+        }
+
 
 @dataclass
 class ScoreConfig:
@@ -116,7 +200,16 @@ class ScoreConfig:
     """A sequence-classification reward model folder (one output label)."""
     reward_fn: str | None = "vader"
     """A reward function: a built-in name (``vader``, ``length``), ``module:function`` or
-    ``path/to/file.py:function``. Ignored when reward_model is set."""
+    ``path/to/file.py:function``. Ignored when reward_model or reward_judge is set."""
+    reward_judge: str | None = None
+    """A judge model behind an OpenAI-compatible server: its API root (``http://host/v1``).
+    Each completion is scored by the number in the judge's answer; none = unscored."""
+    judge_model: str | None = None
+    """Judge: the served model name (required with reward_judge)."""
+    judge_rubric: str | None = None
+    """Judge: a rubric template file with {prompt} and {completion} (default: the shipped one)."""
+    judge_api_key_env: str | None = None
+    """Judge: name of the environment variable holding its API key (never stored)."""
     batch_tokens: int = 16384
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = 64
@@ -132,9 +225,19 @@ class ScoreConfig:
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
     """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    dtype: str = "auto"
+    """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
+    device that supports it, else float32)."""
 
     def validate(self) -> None:
-        _check(self.reward_model or self.reward_fn, "score.reward_fn", "set reward_fn or reward_model")
+        _check(
+            self.reward_model or self.reward_judge or self.reward_fn,
+            "score.reward_fn",
+            "set reward_fn, reward_model or reward_judge",
+        )
+        if self.reward_judge:
+            _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")
+        _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
@@ -230,11 +333,15 @@ class TrainConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
+    on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
 
     def validate(self) -> None:
         _check(
             0 < self.learning_rate < math.inf, "sft.learning_rate", f"must be finite and > 0, got {self.learning_rate}"
         )
+        _check(self.dtype in DTYPES, "sft.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check(0 < self.epochs < math.inf, "sft.epochs", f"must be finite and > 0, got {self.epochs}")
         _check(self.lora_r >= 1, "sft.lora_r", f"must be >= 1, got {self.lora_r}")
         _check(self.lora_alpha >= 1, "sft.lora_alpha", f"must be >= 1, got {self.lora_alpha}")
@@ -242,6 +349,24 @@ class TrainConfig:
         _check_device(self.device, "sft.device")
         _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class RoundsConfig:
+    count: int | None = None
+    """Rounds of generate -> score -> select -> sft, each in ``RUN_DIR/round-<r>/``; round r
+    samples from round r-1's checkpoint. None: a single round in RUN_DIR itself."""
+    pool: str = "all"
+    """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
+    ``latest`` round's only."""
+    sft_from: str = "start"
+    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
+    round's."""
+
+    def validate(self) -> None:
+        _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")
+        _check(self.pool in POOLS, "rounds.pool", f"must be one of {POOLS}, got {self.pool!r}")
+        _check(self.sft_from in SFT_FROM, "rounds.sft_from", f"must be one of {SFT_FROM}, got {self.sft_from!r}")
 
 
 @dataclass
@@ -300,13 +425,101 @@ class DpoConfig:
     """Seed of data order and initialisation of LoRA weights."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda``."""
+    dtype: str = "auto"
+    """Precision of the weights trained, as for sft: float32, bfloat16, float16, or ``auto``."""
 
     def validate(self) -> None:
         _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(self.dtype in DTYPES, "dpo.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
         _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
         _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class ServeConfig:
+    """``winnow serve``: the model, the HTTP side, and every limit (defaults in this one place)."""
+
+    model: str = "smollm2"
+    """The model to serve: a local HF folder or ``smollm2`` (hf), or the upstream's served name (openai)."""
+    backend: str = "hf"
+    """Generation engine behind the server (any of generate's backends)."""
+    served_model_name: str | None = None
+    """The name clients ask for in ``model`` and /v1/models lists (default: ``model``)."""
+    host: str = "127.0.0.1"
+    """Address to listen on (0.0.0.0 to accept other machines)."""
+    port: int = 8000
+    """Port to listen on."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the bearer key clients must send; unset = open."""
+    device: str = "auto"
+    """hf backend: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    batch_size: int = 16
+    """hf backend: prompts decoded together inside one backend call."""
+    base_url: str | None = None
+    """openai backend: the upstream server's API root."""
+    upstream_api_key_env: str | None = None
+    """openai backend: environment variable holding the upstream's key."""
+    best_of: int = 4
+    """Best-of-N mode (a reward is set): candidates sampled per answer when a request gives no best_of."""
+    max_best_of: int = 16
+    """Most candidates a request may ask for (best_of)."""
+    max_n: int = 8
+    """Most answers a request may ask for (n)."""
+    default_max_tokens: int = 64
+    """max_tokens of a request that gives none."""
+    max_tokens: int = 512
+    """Most tokens a request may ask for per answer (max_tokens)."""
+    max_prompt_tokens: int = 2048
+    """Most prompt tokens (after the chat template) a request may send."""
+    max_body_bytes: int = 1_000_000
+    """Largest request body accepted."""
+    batch_window_ms: float = 10.0
+    """How long the first request of a batch waits for others to join it."""
+    max_batch_prompts: int = 32
+    """Most requests served by one backend call (1 = one request at a time)."""
+    max_queue: int = 256
+    """Requests waiting for the backend; beyond this a request gets 429 with Retry-After."""
+    retry_after_s: int = 1
+    """Seconds a 429 asks the client to wait (the Retry-After header)."""
+    log_prompts: bool = False
+    """Log each request's prompt (off: prompts and completions are never logged)."""
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise WinnowError(f"serve.backend: unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.backend == "openai":
+            _check(self.base_url, "serve.base_url", "backend 'openai' needs the upstream server's URL (--base-url)")
+        _check(1 <= self.port <= 65535 or self.port == 0, "serve.port", f"must be a port number, got {self.port}")
+        for name in (
+            "batch_size",
+            "best_of",
+            "max_best_of",
+            "max_n",
+            "default_max_tokens",
+            "max_tokens",
+            "max_prompt_tokens",
+            "max_body_bytes",
+            "max_batch_prompts",
+            "max_queue",
+            "retry_after_s",
+        ):
+            value = getattr(self, name)
+            _check(value >= 1, f"serve.{name}", f"must be >= 1, got {value}")
+        _check(self.batch_window_ms >= 0, "serve.batch_window_ms", f"must be >= 0, got {self.batch_window_ms}")
+        _check(self.best_of <= self.max_best_of, "serve.best_of", f"must be <= max_best_of ({self.max_best_of})")
+        _check(
+            self.default_max_tokens <= self.max_tokens,
+            "serve.default_max_tokens",
+            f"must be <= max_tokens ({self.max_tokens})",
+        )
+
+    def client_settings(self) -> ClientSettings | None:
+        """How an openai backend reaches the upstream server (None for local backends)."""
+        if self.backend != "openai" or not self.base_url:
+            return None
+        return ClientSettings(base_url=self.base_url, api_key_env=self.upstream_api_key_env)
 
 
 SECTIONS = {
@@ -314,8 +527,10 @@ SECTIONS = {
     "score": ScoreConfig,
     "select": SelectConfig,
     "sft": TrainConfig,
+    "rounds": RoundsConfig,
     "executor": ExecutorConfig,
     "dpo": DpoConfig,
+    "serve": ServeConfig,
 }
 
 

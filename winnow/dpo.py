@@ -16,7 +16,7 @@ from pathlib import Path
 
 from winnow.config import DpoConfig
 from winnow.errors import WinnowError
-from winnow.models import load_tokenizer, pick_device, resolve_model
+from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.provenance import model_identity
 from winnow.records import honour_umask, parse_jsonl
 from winnow.rundir import TMP_DIR_PREFIX, Stage, completed_manifest, verified_bytes
@@ -89,7 +89,9 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
     path = resolve_model(config.model)
     device = pick_device(config.device)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    dtype = resolve_dtype(config.dtype, device)
+    fp16_amp = dtype == torch.float16 and device != "cpu"  # float32 master weights, as in sft
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else dtype)
     # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
     data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     args = TrlDPOConfig(
@@ -103,7 +105,8 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
         warmup_steps=0,
         seed=config.seed,
         # TRL turns both on by default; on CPU they make a step ~10x slower (no bf16 units).
-        bf16=False,
+        bf16=dtype == torch.bfloat16 and device != "cpu",
+        fp16=fp16_amp,
         gradient_checkpointing=False,
         use_cpu=device == "cpu",
         save_strategy="no",

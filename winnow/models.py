@@ -18,6 +18,8 @@ from winnow.errors import WinnowError
 
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""Weight and activation precisions a model can be loaded in; ``auto`` picks by device."""
 
 
 def cache_dir() -> Path:
@@ -94,3 +96,47 @@ def pick_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise WinnowError(f"device '{device}' asked for, but CUDA is not available")
     return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for a ``DTYPES`` name on a device (``cpu``, ``cuda[:i]``).
+
+    ``auto`` is bfloat16 on a CUDA device that supports it, else float32: CPUs without
+    bf16 units run bfloat16 several times slower than float32, and float16 overflows in some
+    models, so it is only used when asked for.
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise WinnowError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        cuda = device.startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(path: Path, *, dtype, device: str):
+    """A decoder-only causal LM from a local folder, in ``dtype`` on ``device``, in eval mode.
+
+    Encoder-decoder checkpoints (T5, BART, ...) are refused: winnow samples a completion as
+    the continuation of the prompt's tokens.
+    """
+    from transformers import AutoModelForCausalLM
+
+    refuse_encoder_decoder(path)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except ValueError as e:  # transformers' "Unrecognized configuration class ... for AutoModelForCausalLM"
+        raise WinnowError(f"model {path} cannot be loaded as a causal LM: {str(e).splitlines()[0]}") from None
+    return lm.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs mistype `to`
+
+
+def refuse_encoder_decoder(path: Path) -> None:
+    """Refuse an encoder-decoder checkpoint (T5, BART, ...) with a clear message."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "is_encoder_decoder", False):
+        raise WinnowError(
+            f"model {path} is an encoder-decoder ({config.model_type}); winnow samples decoder-only causal LMs"
+        )

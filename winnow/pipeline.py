@@ -14,9 +14,19 @@ from winnow.records import atomic_write_jsonl
 
 
 def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
-    """Run the configured stages in order; returns each stage's manifest summary."""
+    """Run the configured stages in order; returns each stage's manifest summary.
+
+    With ``configs["rounds"].count`` set, the four stages run that many rounds, each in
+    ``RUN_DIR/round-<r>/`` (``winnow.rounds``); the summary is then keyed by round.
+    """
     from winnow.sft import sft
 
+    rounds = configs.get("rounds")
+    if rounds is not None and rounds.count is not None:
+        from winnow.rounds import run_rounds
+
+        by_round = run_rounds(run_dir, prompts, configs, rounds)
+        return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
     if "generate" in configs:
@@ -31,6 +41,11 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
         from winnow.dpo import dpo
 
         summary["dpo"] = dpo(run_dir, configs["dpo"])
+    return _brief(summary)
+
+
+def _brief(summary: dict) -> dict:
+    """Stage manifests without their (long) configs."""
     return {name: {k: v for k, v in m.items() if k != "config"} for name, m in summary.items()}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from winnow.config import TrainConfig
 from winnow.errors import WinnowError
-from winnow.models import load_tokenizer, pick_device, resolve_model
+from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.provenance import model_identity
 from winnow.records import honour_umask
 from winnow.rundir import TMP_DIR_PREFIX, Stage, completed_manifest, load_selected
@@ -127,7 +127,11 @@ def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path):
     path = resolve_model(config.model)
     device = pick_device(config.device)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    dtype = resolve_dtype(config.dtype, device)
+    fp16_amp = dtype == torch.float16 and device != "cpu"
+    # fp16 training on CUDA keeps float32 master weights (the grad scaler cannot unscale fp16
+    # gradients); bfloat16 needs no scaler, so its weights are bfloat16 themselves.
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else dtype)
     data = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     args = SFTConfig(
         output_dir=str(output_dir / "trainer"),
@@ -140,7 +144,8 @@ def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path):
         warmup_steps=0,
         seed=config.seed,
         # On CPU bf16 and gradient checkpointing make a step ~10x slower (no bf16 units).
-        bf16=False,
+        bf16=dtype == torch.bfloat16 and device != "cpu",
+        fp16=fp16_amp,
         gradient_checkpointing=False,
         use_cpu=device == "cpu",
         save_strategy="no",

@@ -4,34 +4,58 @@ sheds finished rows.
 Why not ``model.generate(num_return_sequences=n)``: that repeats every prompt n times
 *before* the prefill, so each prompt is encoded n times, and it keeps stepping rows that
 have already sampled EOS until the whole batch is done. Here the B prompts are encoded
-once, the cache is copied n-fold (``batch_repeat_interleave``), and each step drops the
-rows that just finished (``batch_select_indices``), so the work per step tracks the
-sequences still running. The logits warpers are transformers' own, so temperature, top_k
-and top_p mean what they mean in ``generate``.
+once, the cache is copied n-fold, and each step drops the rows that just finished, so the
+work per step tracks the sequences still running. The logits processors are transformers'
+own, so repetition_penalty, temperature, top_k, top_p and min_p mean what they mean in
+``generate``; each step's model inputs come from the model's own
+``prepare_inputs_for_generation``, as in ``generate``.
 
 Two CPU costs that ``generate`` pays per step are avoided as well (measured on SmolLM2,
 64 rows): ``DynamicCache`` grows by ``torch.cat``, copying the whole cache every step
 (~15% of a step); ``ReservedLayer`` writes into room reserved up front instead. And
 ``torch.multinomial`` over a 49k vocabulary takes ~40 ms per step; inverse-CDF sampling
 (a cumsum and a binary search) draws from the same distribution in ~2 ms.
+
+Which models: plain full attention gets ``ReservedLayer``s; sliding-window, linear-attention,
+convolution and state-space (Mamba) layers get transformers' ``DynamicCache`` layers, whose
+rows ``repeat_rows`` / ``select_rows`` copy and drop (recurrent and conv states included).
+A model this loop cannot run (``fast_path_problem``) is sampled by ``winnow.generate.fallback``.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import Cache, DynamicCache, LogitsProcessorList
-from transformers.cache_utils import DynamicLayer
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import Cache, DynamicCache, LogitsProcessorList, cache_utils
+from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+from transformers.generation.logits_process import (
+    MinPLogitsWarper,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+StopCheck = Callable[[list[int]], bool]
+"""Given a row's tokens so far, whether a stop string has appeared (``StopStrings.hit``)."""
+
+CACHE_LAYERS = tuple(
+    getattr(cache_utils, name)
+    for name in ("DynamicLayer", "LinearAttentionCacheLayerMixin", "DummyLayer")  # DummyLayer: transformers >= 5.20
+    if hasattr(cache_utils, name)
+)
+"""Cache layer kinds whose rows ``repeat_rows`` and ``select_rows`` know how to copy (a
+``DummyLayer`` holds nothing: its batch ops do nothing)."""
 
 
-def make_warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcessorList:
-    """Temperature, then top-k, then top-p: the order ``generate`` applies them in.
+def make_warpers(temperature: float, top_p: float, top_k: int, min_p: float = 0.0) -> LogitsProcessorList:
+    """Temperature, then top-k, then top-p, then min-p: the order ``generate`` applies them in.
 
-    ``top_k=0`` and ``top_p=1`` switch those filters off. (``generate`` given ``top_k=None``
-    would instead fall back to its default top_k of 50.)
+    ``top_k=0``, ``top_p=1`` and ``min_p=0`` switch those filters off. (``generate`` given
+    ``top_k=None`` would instead fall back to its default top_k of 50.)
     """
     warpers = LogitsProcessorList()
     if temperature != 1.0:
@@ -40,7 +64,33 @@ def make_warpers(temperature: float, top_p: float, top_k: int) -> LogitsProcesso
         warpers.append(TopKLogitsWarper(top_k=top_k))
     if top_p < 1.0:
         warpers.append(TopPLogitsWarper(top_p=top_p))
+    if min_p > 0.0:
+        warpers.append(MinPLogitsWarper(min_p=min_p))
     return warpers
+
+
+def fast_path_problem(lm) -> str | None:
+    """Why ``sample`` cannot run this model, or None when it can.
+
+    It needs a model that takes transformers' ``DynamicCache`` (a few keep a cache of their
+    own: MiniMax, RWKV, xLSTM, ...), keeps no per-row state in its modules (RecurrentGemma
+    sets one up with ``_setup_cache``), has a forward that takes the cache and an attention
+    mask, and cache layers whose rows it knows how to copy and drop.
+    """
+    name = type(lm).__name__
+    supports_cache = getattr(lm, "_supports_default_dynamic_cache", lambda: True)
+    if not supports_cache():
+        return f"{name} keeps a cache of its own"
+    if any(hasattr(module, "_setup_cache") for module in lm.modules()):
+        return f"{name} keeps state inside its modules"
+    params = inspect.signature(lm.forward).parameters
+    for arg in (_cache_kwarg(lm), "attention_mask"):
+        if arg not in params:
+            return f"{name}.forward takes no {arg}"
+    unknown = {type(layer).__name__ for layer in new_cache(lm, reserve=1).layers if not isinstance(layer, CACHE_LAYERS)}
+    if unknown:
+        return f"{name} uses cache layers the fast loop does not know: {', '.join(sorted(unknown))}"
+    return None
 
 
 @torch.inference_mode()
@@ -55,60 +105,82 @@ def sample(
     temperature: float = 1.0,
     top_p: float = 1.0,
     top_k: int = 0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    stop: StopCheck | None = None,
 ) -> list[list[int]]:
     """Sample ``n`` completions for each of the B prompts (lists of token ids).
 
     Returns B*n token lists, prompt-major: entry b*n + j is sample j of prompt b. Each
-    list ends at (and includes) the first EOS, or has ``max_new_tokens`` tokens.
-    ``temperature=0`` is greedy decoding: pass ``n=1`` then, as all n samples would agree.
-    Randomness comes from torch's global generator: seed it for reproducible samples.
+    list ends at (and includes) the first EOS, or at the token after which ``stop`` says a
+    stop string has appeared, or has ``max_new_tokens`` tokens. ``temperature=0`` is greedy
+    decoding (the repetition penalty still applies): pass ``n=1`` then, as all n samples
+    would agree. Randomness comes from torch's global generator: seed it for reproducible
+    samples.
     """
     device = lm.device
-    warpers = make_warpers(temperature, top_p, top_k) if temperature > 0 else None
-    eos = torch.tensor(sorted(eos_ids), device=device)
-    cache = _new_cache(lm.config.get_text_config(decoder=True), reserve=max_new_tokens)
-    cache_kw = _cache_kwarg(lm)
+    warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None
+    penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
+    cache = new_cache(lm, reserve=max_new_tokens)
 
     # Prefill the B prompts once; only the last position's logits are needed.
     ids, mask = left_pad(prompts, pad_id, device)  # (B, L)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
-    logits = lm(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_kw: cache},
-    ).logits[:, -1, :]  # (B, V)
+    fixed = _fixed_inputs(lm)
+    logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
+    seen = fill_padding(ids, mask) if penalty else None  # (B, L): the tokens the penalty looks at
 
     # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...).
     if n > 1:
-        cache.batch_repeat_interleave(n)
+        repeat_rows(cache, n)
         logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        seen = seen.repeat_interleave(n, dim=0) if seen is not None else None
     next_pos = mask.sum(-1)  # (A,) position of each active row's next token
     rows = torch.arange(len(prompts) * n, device=device)  # (A,) output row of each active row
-    steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (rows, tokens), both (A,)
+    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
 
     for step in range(max_new_tokens):
-        tokens = pick(logits, warpers)  # (A,)
-        steps.append((rows, tokens))
+        tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
         running = ~torch.isin(tokens, eos)  # (A,)
+        active = rows.tolist()
+        for row, token in zip(active, tokens.tolist(), strict=True):
+            out[row].append(token)
+        if stop is not None:
+            running &= torch.tensor([not stop(out[row]) for row in active], device=device)
         if step == max_new_tokens - 1 or not running.any():
             break
-        if not running.all():  # drop rows that sampled EOS from the cache and the batch
+        if not running.all():  # drop finished rows from the cache and the batch
             keep = fill_holes(running)
-            cache.batch_select_indices(keep)
+            select_rows(cache, keep)
             rows, tokens, mask, next_pos = rows[keep], tokens[keep], mask[keep], next_pos[keep]
+            seen = seen[keep] if seen is not None else None
         mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        logits = lm(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=next_pos[:, None],
-            use_cache=True,
-            **{cache_kw: cache},
-        ).logits[:, -1, :]
+        seen = torch.cat([seen, tokens[:, None]], dim=1) if seen is not None else None
+        logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
         next_pos = next_pos + 1
-    return _collect(steps, len(prompts) * n)
+    return out
+
+
+def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool) -> torch.Tensor:
+    """Last-position logits (A, V) of one forward, with the inputs the model's own
+    ``prepare_inputs_for_generation`` makes (e.g. Mamba drops the mask after the prefill)."""
+    inputs = lm.prepare_inputs_for_generation(
+        ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        is_first_iteration=first,
+        **{fixed["cache_kwarg"]: cache},
+    )
+    return lm(**{**fixed["forward"], **inputs}).logits[:, -1, :]  # the model's own choice wins (Bamba)
+
+
+def _fixed_inputs(lm) -> dict:
+    """What every forward of this model gets: the cache's keyword, and ``logits_to_keep=1``
+    where the model takes it (logits of the last position only)."""
+    takes = inspect.signature(lm.forward).parameters
+    return {"cache_kwarg": _cache_kwarg(lm), "forward": {"logits_to_keep": 1} if "logits_to_keep" in takes else {}}
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,14 +214,23 @@ def fill_holes(running: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-def pick(logits: torch.Tensor, warpers: LogitsProcessorList | None) -> torch.Tensor:
+def pick(
+    logits: torch.Tensor,
+    warpers: LogitsProcessorList | None,
+    *,
+    penalty: RepetitionPenaltyLogitsProcessor | None = None,
+    seen: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One token per row from logits (A, V): argmax when greedy, else a warped sample.
 
-    Sampling inverts the CDF: the first token whose cumulative probability exceeds
-    u ~ U(0, total). A token with probability 0 (cut by top-k/top-p) adds nothing to the
-    cumsum, so it is never the first to exceed u; u is kept strictly below the total so
-    that some token always does.
+    ``penalty`` (with ``seen``, (A, S), the prompt and completion tokens of each row) comes
+    first, greedy or not, as in ``generate``. Sampling inverts the CDF: the first token whose
+    cumulative probability exceeds u ~ U(0, total). A token with probability 0 (cut by
+    top-k/top-p/min-p) adds nothing to the cumsum, so it is never the first to exceed u; u
+    is kept strictly below the total so that some token always does.
     """
+    if penalty is not None:
+        logits = penalty(seen, logits.float())
     if warpers is None:
         return logits.argmax(-1)
     probs = torch.softmax(warpers(None, logits.float()), dim=-1)  # type: ignore[arg-type]  # (A, V); these warpers ignore input_ids
@@ -159,18 +240,50 @@ def pick(logits: torch.Tensor, warpers: LogitsProcessorList | None) -> torch.Ten
     return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
 
-def _collect(steps: list[tuple[torch.Tensor, torch.Tensor]], num_rows: int) -> list[list[int]]:
-    """Per-step (rows, tokens) pairs -> one token list per output row, in step order."""
-    out: list[list[int]] = [[] for _ in range(num_rows)]
-    for rows, tokens in steps:
-        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
-            out[row].append(token)
-    return out
+def fill_padding(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``ids`` (B, L) with each row's left padding replaced by that row's first real token,
+    so that a repetition penalty sees only real tokens (never the pad token).
+
+    >>> fill_padding(torch.tensor([[0, 0, 7, 8], [5, 6, 7, 8]]), torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])).tolist()
+    [[7, 7, 7, 8], [5, 6, 7, 8]]
+    """
+    first = ids.gather(1, mask.argmax(-1, keepdim=True))  # (B, 1): argmax finds the first 1
+    return torch.where(mask.bool(), ids, first)
 
 
-def _new_cache(config, reserve: int) -> Cache:
+def repeat_rows(cache: Cache, n: int) -> None:
+    """Row b becomes rows b*n .. b*n+n-1, in every layer: keys/values, conv and recurrent states."""
+    for layer in cache.layers:
+        if hasattr(layer, "batch_repeat_interleave"):  # attention part (DynamicLayer and kin)
+            layer.batch_repeat_interleave(n)
+        if isinstance(layer, LinearAttentionCacheLayerMixin):
+            _map_states(layer, lambda t: t.repeat_interleave(n, dim=0))
+
+
+def select_rows(cache: Cache, keep: torch.Tensor) -> None:
+    """Row i becomes old row ``keep[i]``, in every layer (see ``repeat_rows``)."""
+    for layer in cache.layers:
+        if hasattr(layer, "batch_select_indices"):
+            layer.batch_select_indices(keep)
+        if isinstance(layer, LinearAttentionCacheLayerMixin):
+            _map_states(layer, lambda t: t[keep])
+
+
+def _map_states(layer: LinearAttentionCacheLayerMixin, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Apply ``fn`` to a linear-attention layer's conv and recurrent states (dim 0 is the row).
+    transformers' own layer has ``reorder_cache`` (rows picked, as in beam search), but no
+    batch ops, so ``Cache.batch_repeat_interleave`` would fail on it."""
+    for states in (layer.conv_states, layer.recurrent_states):
+        for i, state in states.items():
+            if state is not None:
+                states[i] = fn(state)
+
+
+def new_cache(lm, reserve: int) -> Cache:
     """``ReservedLayer``s for a model of plain full-attention layers (Llama, Qwen2, ...); for
-    sliding-window or linear-attention layers, transformers' own ``DynamicCache``."""
+    sliding-window, linear-attention, convolution or state-space layers, transformers' own
+    ``DynamicCache`` layers for the model's layer types."""
+    config = lm.config.get_text_config(decoder=True)
     kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     if getattr(config, "sliding_window", None) or any(kind != "full_attention" for kind in kinds):
         return DynamicCache(config=config)
@@ -178,8 +291,10 @@ def _new_cache(config, reserve: int) -> Cache:
 
 
 def _cache_kwarg(lm) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` in 5.x; take whichever forward has."""
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    """The cache's keyword in this model's forward: ``cache`` (transformers >= 5.20),
+    ``past_key_values``, or ``cache_params`` (Mamba models before 5.20)."""
+    params = inspect.signature(lm.forward).parameters
+    return next((name for name in ("cache", "past_key_values", "cache_params") if name in params), "past_key_values")
 
 
 class ReservedLayer(DynamicLayer):

@@ -1,48 +1,48 @@
-"""The transformers backend: batched sampling with left padding, on CPU or CUDA (loop in ``decode``)."""
+"""The transformers backend: batched sampling with left padding, on CPU or CUDA.
+
+The loop is ``decode.sample``; a model it cannot run (``fallback.probe`` says why, once, at
+load) is sampled with transformers' ``generate()`` by ``fallback.sample``, same contract.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
-from winnow.errors import WinnowError
-from winnow.generate import Sampling, decode
-from winnow.models import load_tokenizer, pick_device, resolve_model
+from winnow.generate import Sampling, chat, decode, fallback
+from winnow.generate.stop import StopStrings
+from winnow.models import load_causal_lm, load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt
 
 
 class HFBackend:
-    """A transformers causal LM, sampled with ``decode.sample`` in batches of ``batch_size``
-    prompts (``batch_size * n`` sequences at first, fewer as they finish)."""
+    """A transformers causal LM, sampled in batches of ``batch_size`` prompts
+    (``batch_size * n`` sequences at first, fewer as they finish)."""
 
-    def __init__(self, model: str, *, device: str = "auto", batch_size: int = 8):
-        from transformers import AutoModelForCausalLM
-
+    def __init__(self, model: str, *, device: str = "auto", batch_size: int = 8, dtype: str = "auto"):
         self.model = model
         self.batch_size = batch_size
         self.device = pick_device(device)
         path = resolve_model(model)
         self.tokenizer = load_tokenizer(path)
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        self.lm = lm.to(self.device).eval()  # type: ignore[arg-type]  # transformers' stub types .to poorly
+        self.lm = load_causal_lm(path, dtype=resolve_dtype(dtype, self.device), device=self.device)
         eos = self.lm.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.fallback_reason = fallback.probe(self.lm, self.tokenizer.pad_token_id)
+        """Why the fast loop is not used for this model (None when it is)."""
+        if self.fallback_reason:
+            print(
+                f"winnow: {model}: {self.fallback_reason}; sampling with transformers' generate() instead (slower)",
+                file=sys.stderr,
+            )
 
     def context_length(self) -> int:
         return int(getattr(self.lm.config, "max_position_embeddings", None) or 2048)
 
     def render(self, prompt: Prompt) -> list[int]:
-        """Prompt token ids: the chat template when the tokenizer has one, else the raw text.
-
-        The template already writes any BOS it wants, so we tokenize its output without
-        adding special tokens again (otherwise BOS would be doubled).
-        """
-        tok = self.tokenizer
-        if tok.chat_template:
-            text = tok.apply_chat_template(prompt.as_messages(), tokenize=False, add_generation_prompt=True)
-            return tok(text, add_special_tokens=False)["input_ids"]
-        if prompt.text is None:
-            raise WinnowError(f"prompt {prompt.id!r} has chat messages, but model {self.model} has no chat template")
-        return tok(prompt.text, add_special_tokens=True)["input_ids"]
+        """Prompt token ids (``chat.render``: the chat template when there is one)."""
+        return chat.render(self.tokenizer, prompt, self.model)
 
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         return [len(self.render(p)) for p in prompts]
@@ -56,21 +56,23 @@ class HFBackend:
         random stream seeded with ``seed``, so the same prompts and seed give the same rows.
         """
         torch.manual_seed(seed)
+        stops = StopStrings(self.tokenizer, sampling.stop)
         ids = [self.render(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # stable: ties keep input order
         tokens: dict[int, list[list[int]]] = {}  # prompt index -> its n completions' token ids
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling), strict=True):
+            for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops), strict=True):
                 tokens[i] = samples
         n = sampling.n
-        return [self._completion(prompt, j, tokens[i][j]) for i, prompt in enumerate(prompts) for j in range(n)]
+        return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
 
-    def _sample(self, ids: list[list[int]], sampling: Sampling) -> list[list[list[int]]]:
+    def _sample(self, ids: list[list[int]], sampling: Sampling, stops: StopStrings) -> list[list[list[int]]]:
         """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens)."""
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
-        rows = decode.sample(
+        loop = fallback.sample if self.fallback_reason else decode.sample
+        rows = loop(
             self.lm,
             ids,
             n=n,
@@ -80,18 +82,22 @@ class HFBackend:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            repetition_penalty=sampling.repetition_penalty,
+            stop=stops.hit if stops else None,
         )
         # rows are prompt-major: row b*n + j is sample j of prompt b
         return [rows[b * n : (b + 1) * n] * (sampling.n if greedy else 1) for b in range(len(ids))]
 
-    def _completion(self, prompt: Prompt, sample_index: int, tokens: list[int]) -> Completion:
-        """``tokens`` ends at its first EOS (kept, and counted) or at max_new_tokens."""
-        stop = tokens[-1] in self.eos_ids
+    def _completion(self, prompt: Prompt, sample_index: int, tokens: list[int], stops: StopStrings) -> Completion:
+        """``tokens`` ends at its first EOS (kept, and counted), at the token that completed a
+        stop string (the text is cut before the stop string), or at max_new_tokens."""
+        text, stopped = stops.cut(self.tokenizer.decode(tokens, skip_special_tokens=True))
         return Completion(
             prompt_id=prompt.id,
             sample_index=sample_index,
             model=self.model,
-            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            text=text,
             num_tokens=len(tokens),
-            finish_reason="stop" if stop else "length",
+            finish_reason="stop" if stopped or tokens[-1] in self.eos_ids else "length",
         )

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from winnow.config import REWARD_PREFIX_SHARING
 from winnow.errors import WinnowError
-from winnow.models import load_tokenizer, pick_device, resolve_model
+from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.rewards import prefix as pf
 
 # How a row was scored: as a continuation of its prompt's shared prefill, in full (with the
@@ -58,6 +58,7 @@ class ClassifierReward:
         path: str,
         *,
         device: str = "auto",
+        dtype: str = "auto",
         batch_tokens: int = 16384,
         max_batch_size: int = 64,
         max_padding: float = 0.02,
@@ -78,7 +79,7 @@ class ClassifierReward:
         self.max_padding = max_padding
         self.tokenizer = load_tokenizer(folder)
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=resolve_dtype(dtype, self.device))
         if self.model.config.num_labels != 1:
             raise WinnowError(f"reward model {path} has {self.model.config.num_labels} labels; expected 1")
         # Decoder heads are pooled here, by the attention mask; other models pool themselves,

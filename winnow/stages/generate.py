@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,10 @@ def generate(
     stage = Stage(
         run_dir,
         "generate",
-        {"generate": asdict(config), "prompts_hash": config_hash(rows), "provenance": provenance},
+        {"generate": config.stage_config(), "prompts_hash": config_hash(rows), "provenance": provenance},
     )
     with stage:
+        server = _describe_server(config)
         num_shards = math.ceil(len(prompts) / config.shard_size)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
@@ -85,6 +86,7 @@ def generate(
             num_columns=config.n * len(config.models),
             num_completions=len(completions),
             skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+            **({"server": server} if server else {}),
             executor=report.record(executor),
         )
 
@@ -109,7 +111,14 @@ class GenerateWorker:
         self.config = config
         self.model_index = model_index
         self.backend = make_backend(
-            config.backend, config.models[model_index], device=config.device, batch_size=config.batch_size
+            config.backend,
+            config.models[model_index],
+            device=config.device,
+            batch_size=config.batch_size,
+            client=config.client_settings(),
+            endpoint=config.endpoint,
+            dtype=config.dtype,
+            engine=config.engine(),
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()
@@ -124,6 +133,16 @@ class GenerateWorker:
             row["sample_index"] += self.model_index * self.config.n  # model k owns columns k*n .. k*n+n-1
             shard.append(row)
         return shard
+
+
+def _describe_server(config: GenerateConfig) -> dict | None:
+    """For a server backend: its URL and served model names, recorded in the manifest."""
+    client = config.client_settings()
+    if client is None:
+        return None
+    from winnow.generate.openai_api import describe_server
+
+    return describe_server(client, config.models)
 
 
 def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> set[str]:

@@ -86,7 +86,7 @@ class ScoreWorker:
         if reward is not None:
             self.reward, self.name = reward, config.reward_model or config.reward_fn or "reward"
         else:
-            self.reward, self.name = _make_reward(config)
+            self.reward, self.name = make_reward(config)
         # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
         self.step = config.fn_batch_size if not config.reward_model else config.shard_size
 
@@ -131,21 +131,38 @@ def _reward_identity(config: ScoreConfig, reward) -> str:
         return callable_identity(reward)
     if config.reward_model:
         return model_identity(config.reward_model)
+    if config.reward_judge:
+        # the judge is a served model: its URL and name are in the config; the rubric is hashed
+        from winnow.rewards.judge import rubric_identity
+
+        return rubric_identity(config.judge_rubric)
     return reward_fn_identity(config.reward_fn or "")
 
 
-def _make_reward(config: ScoreConfig):
+def make_reward(config: ScoreConfig):
+    """The reward config names, and a name for messages: reward model, else judge, else function."""
     if config.reward_model:
         from winnow.rewards.classifier import ClassifierReward
 
         rm = ClassifierReward(
             config.reward_model,
             device=config.device,
+            dtype=config.dtype,
             batch_tokens=config.batch_tokens,
             max_batch_size=config.max_batch_size,
             prefix_sharing=config.reward_prefix_sharing,
         )
         return rm, config.reward_model
+    if config.reward_judge:
+        from winnow.remote import ClientSettings
+        from winnow.rewards.judge import JudgeReward
+
+        judge = JudgeReward(
+            ClientSettings(base_url=config.reward_judge, api_key_env=config.judge_api_key_env),
+            model=config.judge_model or "",
+            rubric=config.judge_rubric,
+        )
+        return judge, f"judge {config.judge_model}"
     from winnow.rewards import load_reward_fn
 
     spec = config.reward_fn or ""  # validate() makes sure one of the two is set

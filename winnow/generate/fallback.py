@@ -1,0 +1,123 @@
+"""Sampling with transformers' own ``generate()``, for models the fast loop cannot run.
+
+``decode.sample`` needs every per-row state in a cache it knows how to copy and shrink. A
+model that keeps a cache of its own (MiniMax, RWKV, xLSTM), or state inside its modules
+(RecurrentGemma), is sampled here instead: ``generate(num_return_sequences=n)``, one prompt
+per call, so no prompt is ever padded (some of these models ignore the attention mask, and
+left padding would leak into their state). The same sampling contract holds: the settings
+are passed explicitly and the model's own ``generation_config`` is set aside for the call,
+so none of its defaults (a top_k of 50, a repetition penalty) slips in; stop strings end a
+row through a stopping criterion. ``probe`` decides, once per model, whether the fast loop
+gives what ``generate()`` gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from winnow.generate import decode
+from winnow.generate.decode import StopCheck
+
+
+@torch.inference_mode()
+def sample(
+    lm,
+    prompts: list[list[int]],
+    *,
+    n: int,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    stop: StopCheck | None = None,
+) -> list[list[int]]:
+    """Same arguments and result as ``decode.sample``: B*n token lists, prompt-major, each
+    ending at its first EOS, at the token that completed a stop string, or at max_new_tokens."""
+    greedy = temperature == 0
+    settings: dict = dict(
+        repetition_penalty=repetition_penalty,
+        num_return_sequences=1 if greedy else n,  # generate() refuses n > 1 greedy samples: all alike
+        max_new_tokens=max_new_tokens,
+        eos_token_id=sorted(eos_ids) or None,
+        pad_token_id=pad_id,
+        do_sample=not greedy,
+    )
+    if not greedy:  # top_k 0 = off (None would mean generate's default of 50)
+        settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    out: list[list[int]] = []
+    with _neutral_generation_config(lm):
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=lm.device)
+            criteria = StoppingCriteriaList([_StopText(len(prompt), stop)]) if stop else None
+            rows = lm.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings
+            )
+            samples = [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
+            out += samples * n if greedy else samples
+    return out
+
+
+def probe(lm, pad_id: int) -> str | None:
+    """Why the fast loop cannot be trusted with this model, or None when it can.
+
+    Greedy decoding of three short prompts of different lengths, by the fast loop (batched,
+    so two are left-padded, n=2, and rows dropped mid-way) and by ``generate()`` (each
+    prompt alone): a model that keeps per-row state outside the cache, or needs inputs the
+    loop does not give, shows up as a difference or an error here. Costs a few dozen
+    forwards of a handful of tokens, once per model load.
+    """
+    problem = decode.fast_path_problem(lm)
+    if problem:
+        return problem
+    vocab = lm.config.get_text_config(decoder=True).vocab_size
+    prompts = [[(7 * i + 13 * k) % vocab for i in range(k)] for k in (9, 3, 6)]
+    free = sample(lm, prompts, n=1, eos_ids=[], max_new_tokens=6, pad_id=pad_id, temperature=0.0)  # generate()
+    eos = free[0][2]  # ends prompt 0's samples at step 3, so rows leave the batch mid-way
+    expected = [_trim(row, {eos}, None) for row in free for _ in range(2)]
+    try:
+        got = decode.sample(lm, prompts, n=2, eos_ids=[eos], max_new_tokens=6, pad_id=pad_id, temperature=0.0)
+    except Exception as e:  # noqa: BLE001 -- any failure of the fast loop means: use generate()
+        return f"the fast loop failed on {type(lm).__name__}: {type(e).__name__}: {e}".splitlines()[0]
+    if got != expected:
+        return f"the fast loop's greedy tokens differ from generate()'s on {type(lm).__name__}"
+    return None
+
+
+class _StopText(StoppingCriteria):
+    """Ends each row whose completion (the tokens after the prompt) holds a stop string."""
+
+    def __init__(self, prompt_len: int, check: StopCheck):
+        self.prompt_len = prompt_len
+        self.check = check
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = [self.check(row[self.prompt_len :].tolist()) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _trim(tokens: list[int], eos: set[int], stop: StopCheck | None) -> list[int]:
+    """A row up to its first EOS (kept) or the token that completed a stop string; after
+    that, ``generate`` pads finished rows."""
+    end = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+    if stop is not None:
+        end = next((i + 1 for i in range(end) if stop(tokens[: i + 1])), end)
+    return tokens[:end]
+
+
+@contextlib.contextmanager
+def _neutral_generation_config(lm):
+    """Set the model's ``generation_config`` aside: ``generate`` fills every setting not passed
+    explicitly from it, and winnow's sampling contract alone should decide."""
+    saved = lm.generation_config
+    lm.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        lm.generation_config = saved
