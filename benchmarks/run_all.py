@@ -22,14 +22,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_demo
 import bench_fallback
 import bench_generate
+import bench_ray
 import bench_score
 import bench_select
+import bench_serve
 
 BENCHMARKS = {
     "select": bench_select,
     "score": bench_score,
     "generate": bench_generate,
+    "serve": bench_serve,
     "fallback": bench_fallback,
+    "ray": bench_ray,
     "demo": bench_demo,
 }
 

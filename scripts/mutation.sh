@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Mutation testing of winnow's pure modules with mutmut: prints the score per module.
 #
-#   bash scripts/mutation.sh                  # all six modules (a few minutes each on 2 cores)
+#   bash scripts/mutation.sh                  # all six modules (a few minutes in all on 2 cores)
 #   bash scripts/mutation.sh select records   # some of them
 #   MUTATION_JOBS=1 bash scripts/mutation.sh  # fewer worker processes (default 2)
 #
 # Each module is mutated against its own fast unit tests only (the table below), in a
-# scratch copy under .mutation/<module>/, so runs of different modules do not share state
-# and the worktree is never touched. Score = killed / (all mutants - equivalent ones listed
-# in scripts/mutation-equivalent.md). Survivors are listed with `mutmut show` commands.
+# scratch copy under .mutation/<module>/, so runs of different modules share no state and
+# the worktree is never touched. Score = killed / (all mutants - the equivalent ones listed
+# in scripts/mutation-equivalent.md); a timeout counts as killed. Survivors are printed as
+# `mutmut show NAME` commands, to run in .mutation/<module>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -16,25 +17,36 @@ python=${PYTHON:-$root/.venv/bin/python}
 jobs=${MUTATION_JOBS:-2}
 "$python" -c "import mutmut" 2>/dev/null || "$python" -m pip install -q "mutmut==3.8.0"
 
-# module -> the tests it is mutated against (one source of truth for this script)
+# module -> the file mutated and the tests it is mutated against (the one table)
+declare -A file=(
+  [select]=winnow/select.py
+  [records]=winnow/records.py
+  [rundir]=winnow/rundir.py
+  [report]=winnow/report/stats.py
+  [prompts]=winnow/prompts.py
+  [config]=winnow/config.py
+)
 declare -A tests=(
-  [select]="tests/test_select.py"
+  [select]="tests/test_select.py tests/test_rso_pairs.py"
   [records]="tests/test_records.py"
-  [rundir]="tests/test_rundir.py"
+  [rundir]="tests/test_rundir_unit.py"
   [report]="tests/test_report.py"
-  [prompts]="tests/test_prompts.py"
-  [config]="tests/test_config.py"
+  [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
+  [config]="tests/test_config.py tests/test_config_bounds.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)
 
 summary=()
 for module in "${modules[@]}"; do
-  [ -n "${tests[$module]:-}" ] || { echo "unknown module '$module' (one of: ${!tests[*]})" >&2; exit 2; }
+  [ -n "${file[$module]:-}" ] || { echo "unknown module '$module' (one of: ${!file[*]})" >&2; exit 2; }
+  path=${file[$module]}
+  dotted=${path%.py}
+  dotted=${dotted//\//.}
   work=$root/.mutation/$module
   rm -rf "$work"
   mkdir -p "$work"
-  # tracked and new files of the package and tests, as they are in the worktree now
+  # the package, tests and pyproject as they are in the worktree now, new files included
   git ls-files --cached --others --exclude-standard winnow tests pyproject.toml | while read -r f; do
     [ -f "$f" ] && mkdir -p "$work/$(dirname "$f")" && cp "$f" "$work/$f"
   done
@@ -46,12 +58,12 @@ for module in "${modules[@]}"; do
 
 [tool.mutmut]
 source_paths = ["winnow"]
-only_mutate = ["winnow/$module.py"]
+only_mutate = ["$path"]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
 pytest_add_cli_args_test_selection = [$selection]
 use_git_change_detection = false
 EOF
-  echo "== mutmut on winnow/$module.py against ${tests[$module]}"
+  echo "== mutmut on $path against ${tests[$module]}"
   start=$(date +%s)
   # mutmut stops with an error when no selected test reaches the module: then every
   # mutant counts as a survivor, which is what it is.
@@ -61,7 +73,8 @@ EOF
     echo "mutmut failed on $module; log in $work/mutmut.log" >&2
     exit 1
   fi
-  line=$(cd "$work" && "$python" "$root/scripts/mutation_score.py" "$module" "$root/scripts/mutation-equivalent.md" "$(($(date +%s) - start))")
+  line=$(cd "$work" && "$python" "$root/scripts/mutation_score.py" "$module" "$dotted" \
+    "$root/scripts/mutation-equivalent.md" "$(($(date +%s) - start))")
   echo "$line"
   summary+=("$line")
 done

@@ -1,11 +1,11 @@
 """Score one mutmut run: called by scripts/mutation.sh from the run's scratch folder.
 
-usage: python mutation_score.py MODULE EQUIVALENT_MD SECONDS
+usage: python mutation_score.py NAME DOTTED_MODULE EQUIVALENT_MD SECONDS
 
-Reads mutants/winnow/MODULE.py.meta (mutmut's results), takes out the mutants listed as
-equivalent in EQUIVALENT_MD (lines "- `winnow.MODULE.x_fn__mutmut_N`: why"), prints the
-survivors to stderr and one summary line to stdout:
-    MODULE  killed / scored  score%  equivalent  survivors  seconds
+Reads mutmut's results for DOTTED_MODULE (e.g. winnow.report.stats), takes out the mutants
+listed as equivalent in EQUIVALENT_MD (lines "- `winnow.report.stats.x_fn__mutmut_N`: why"),
+prints the survivors to stderr and one summary line to stdout:
+    NAME  killed / scored  score%  equivalent  survivors  seconds
 A timeout counts as killed (the mutant hung the tests: they noticed).
 """
 
@@ -19,15 +19,15 @@ from pathlib import Path
 KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # failed tests, pytest error, timeouts, type check
 
 
-def equivalent_names(path: Path, module: str) -> set[str]:
-    pattern = re.compile(rf"^\s*[-*]\s*`(winnow\.{module}\.\S+__mutmut_\d+)`")
+def equivalent_names(path: Path, dotted: str) -> set[str]:
+    pattern = re.compile(rf"^\s*[-*]\s*`({re.escape(dotted)}\.x_\w+__mutmut_\d+)`")
     return {m.group(1) for line in path.read_text().splitlines() if (m := pattern.match(line))}
 
 
-def main(module: str, equivalent_md: str, seconds: str) -> None:
-    meta = json.loads(Path(f"mutants/winnow/{module}.py.meta").read_text())
+def main(label: str, dotted: str, equivalent_md: str, seconds: str) -> None:
+    meta = json.loads(Path("mutants", *dotted.split(".")).with_suffix(".py.meta").read_text())
     results: dict[str, int | None] = meta["exit_code_by_key"]
-    equivalent = equivalent_names(Path(equivalent_md), module)
+    equivalent = equivalent_names(Path(equivalent_md), dotted)
     stale = sorted(name for name in equivalent if name in results and results[name] in KILLED)
     unknown = sorted(equivalent - results.keys())
     scored = {name: code for name, code in results.items() if name not in equivalent}
@@ -40,7 +40,7 @@ def main(module: str, equivalent_md: str, seconds: str) -> None:
     score = 100.0 * killed / len(scored) if scored else 100.0
     listed = len(equivalent & results.keys())
     print(
-        f"{module:<10} {killed:>6} / {len(scored):<6}   {score:5.1f}%   {listed:>10}   {len(survivors):>9}   {seconds:>7}"
+        f"{label:<10} {killed:>6} / {len(scored):<6}   {score:5.1f}%   {listed:>10}   {len(survivors):>9}   {seconds:>7}"
     )
 
 

@@ -115,10 +115,21 @@ def write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny models: they gain nothing from a second one,
-    and on a busy machine the idle thread's spin-waits made each tiny op ~30x slower."""
+    and on a busy machine the idle thread spin-waits made each tiny op ~30x slower."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """pytest-randomly shuffles the tests (when installed, as in the test extra): after a
+    failure, say how to rerun in the same order, since `-q` hides the header that says it."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if exitstatus != 0 and isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(
+            f"tests ran in random order: rerun the same order with --randomly-seed={seed}, "
+            "or in file order with -p no:randomly"
+        )

@@ -213,7 +213,7 @@ def test_rso_strategy_and_pairs_through_the_cli(workdir, tiny_policy):
     ]
 
 
-@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo", "report"])
+@pytest.mark.parametrize("command", ["generate", "score", "select", "sft", "run", "bon", "demo", "report", "verify"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])
@@ -252,8 +252,8 @@ def test_bad_prompt_files(tmp_path, tiny_policy, capsys, rows, patterns):
 @pytest.mark.parametrize(
     "flags, pattern",
     [
-        (["--n", "0"], "generate.n: must be >= 1, got 0"),
-        (["--temperature", "-0.5"], "generate.temperature: must be >= 0"),
+        (["--n", "0"], "generate.n: must be between 1 and 10000, got 0"),
+        (["--temperature", "-0.5"], "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.5"),
         (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
         (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
         (["--backend", "magic"], "unknown backend 'magic'"),

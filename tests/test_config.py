@@ -20,8 +20,8 @@ def test_defaults_are_valid():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("n", 0, "generate.n: must be >= 1, got 0"),
-        ("temperature", -0.1, "generate.temperature: must be >= 0, got -0.1"),
+        ("n", 0, "generate.n: must be between 1 and 10000, got 0"),
+        ("temperature", -0.1, "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.1"),
         ("top_p", 0.0, "generate.top_p: must be in (0, 1], got 0.0"),
         ("top_p", 1.5, "generate.top_p: must be in (0, 1], got 1.5"),
         ("backend", "tgi", "generate.backend: unknown backend 'tgi'"),
@@ -117,7 +117,7 @@ def test_load_yaml_reads_sections(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("prompts: p.jsonl\nrun_dir: runs/x\ngenerate:\n  n: 4\nselect:\n  strategy: threshold\n")
     assert load_yaml(path) == {
-        "prompts": "p.jsonl",
+        "prompts": str(tmp_path / "p.jsonl"),  # relative to the YAML file
         "run_dir": "runs/x",
         "generate": {"n": 4},
         "select": {"strategy": "threshold"},

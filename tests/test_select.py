@@ -2,6 +2,7 @@
 
 import collections
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -376,7 +377,7 @@ def test_apply_k_strategies_without_k(strategy):
 
 
 def test_apply_threshold_without_t():
-    with pytest.raises(WinnowError, match=r"^strategy threshold needs a threshold$"):
+    with pytest.raises(WinnowError, match=r"^strategy threshold needs threshold$"):
         sel.apply("threshold", R)
 
 
@@ -451,3 +452,84 @@ def test_random_k_overall_k_1_is_allowed():
 def test_dedup_texts_of_another_shape(texts):
     with pytest.raises(WinnowError, match=r"^texts must have the shape of rewards \(2, 2\)$"):
         sel.dedup(np.zeros((2, 2)), texts)
+
+
+# ---------------------------------------------------------------- rso and pairs: edges and plumbing
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(WinnowError) as e:
+        sel.apply("best_of_all", R)
+    assert str(e.value) == f"unknown strategy 'best_of_all' (choose from {', '.join(sel.STRATEGIES)})"
+    assert ", top_k_overall, " in str(e.value)
+    with pytest.raises(WinnowError) as e:
+        sel.make_pairs("worst-best", R)
+    assert str(e.value) == "unknown pairing 'worst-best' (choose from best-worst, all, rso)"
+
+
+def test_pairs_are_int64_even_when_empty():
+    one_scored = np.array([[0.5, nan], [nan, nan]])
+    outputs = [
+        sel.best_worst(R),
+        sel.best_worst(one_scored),
+        sel.all_pairs(R),
+        sel.rso(R, 1.0, 2, 0),
+        sel.rso_pairs(R, 1.0, 4, 0),
+        sel.rso_pairs(R, 1.0, 1, 0),
+        sel.make_pairs("best-worst", R),
+        sel.make_pairs("best-worst", one_scored),
+    ]
+    assert [out.dtype for out in outputs] == [np.dtype(np.int64)] * len(outputs)
+
+
+def test_best_worst_rows_of_plus_inf():
+    """Where every scored reward is +inf, the masked-out cells look alike: the rejected must
+    still be a scored cell other than the chosen one."""
+    r = np.array([[inf, nan, inf, nan], [nan, inf, nan, inf], [0.1, 0.5, nan, 0.3]])
+    assert sel.best_worst(r).tolist() == [[0, 2], [1, 3], [1, 0]]
+
+
+def test_rso_with_no_samples():
+    assert sel.rso(np.empty((2, 0)), 1.0, 2, 0).tolist() == [[-1, -1], [-1, -1]]
+
+
+def test_rso_small_beta_and_infinite_rewards_raise_no_warning():
+    """exp() of a gap above r_max (a proposal already taken) would overflow, and inf - inf is
+    NaN: both are handled, so nothing warns even with warnings as errors."""
+    r = np.array([[1.0, np.inf, nan, np.inf], [-np.inf, -np.inf, nan, 0.0], [0.7, 0.3, 0.5, 0.2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(5):
+            sel.rso(R, 1e-3, 4, seed)
+            sel.rso(r, 1e-3, 4, seed)
+
+
+def test_rso_pairs_pair_consecutive_picks_ordered_by_reward():
+    """Pairs are rso's 1st and 2nd, 3rd and 4th picks (same seed), the better one first;
+    ties and unpaired picks are left out."""
+    rng = np.random.default_rng(5)
+    r = np.round(rng.normal(size=(40, 6)), 1)
+    r[rng.random(r.shape) < 0.3] = nan
+    r[0] = [0.2, nan, nan, nan, nan, nan]  # one scored: no pair
+    for seed in range(3):
+        picked = sel.rso(r, 5.0, 6, seed)
+        expected = []
+        for i, cols in enumerate(picked):
+            for a, b in zip(cols[0::2], cols[1::2], strict=True):
+                if a >= 0 and b >= 0 and r[i, a] != r[i, b]:
+                    expected.append([i, a, b] if r[i, a] > r[i, b] else [i, b, a])
+        got = sel.rso_pairs(r, 5.0, 6, seed)
+        assert got.tolist() == expected
+        assert all(r[i, a] > r[i, b] for i, a, b in got.tolist())
+        assert sel.rso_pairs(r, 5.0, 6, seed).tolist() == got.tolist()  # seeded
+    assert sel.rso_pairs(r, 5.0, 1, 0).shape == (0, 3)  # one pick a row: no pair
+
+
+def test_make_pairs_passes_k_beta_and_seed():
+    assert sel.make_pairs("rso", R, k=2, beta=1e-6).tolist() == [[0, 0, 2], [1, 1, 2], [2, 0, 3], [3, 2, 3], [4, 3, 0]]
+    # k defaults to every sample: two pairs a row
+    assert sel.make_pairs("rso", R, beta=1e-6)[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    r = np.random.default_rng(3).normal(size=(30, 6))
+    assert sel.make_pairs("rso", r, k=4, beta=5.0).tolist() == sel.rso_pairs(r, 5.0, 4, 0).tolist()
+    assert sel.make_pairs("rso", r, k=4, beta=5.0, seed=9).tolist() == sel.rso_pairs(r, 5.0, 4, 9).tolist()
+    assert sel.make_pairs("rso", r, k=4, beta=5.0, seed=9).tolist() != sel.rso_pairs(r, 5.0, 4, 0).tolist()

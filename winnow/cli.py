@@ -6,17 +6,23 @@ Options come from the dataclass defaults, then ``--config file.yaml``, then flag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
 
 from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
-OPTIONS = {
+OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
-        ("--backend", "generate", "backend", str, "generation engine: hf | vllm"),
+        ("--backend", "generate", "backend", str, "generation engine: hf | openai | vllm"),
         ("--n", "generate", "n", int, "completions per prompt and model"),
         ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
         ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
@@ -29,6 +35,12 @@ OPTIONS = {
         ("--batch-size", "generate", "batch_size", int, "prompts per generate call"),
         ("--shard-size", "generate", "shard_size", int, "prompts per shard (unit of resume)"),
         ("--long-prompts", "generate", "long_prompts", str, "prompts too long for the context: error | skip"),
+        ("--base-url", "generate", "base_url", str, "openai backend: server API root, e.g. http://127.0.0.1:8000/v1"),
+        ("--api-key-env", "generate", "api_key_env", str, "openai backend: environment variable holding the API key"),
+        ("--endpoint", "generate", "endpoint", str, "openai backend: auto | chat | completions"),
+        ("--concurrency", "generate", "concurrency", int, "openai backend: requests in flight at once"),
+        ("--request-timeout", "generate", "request_timeout", float, "openai backend: seconds per request"),
+        ("--max-retries", "generate", "max_retries", int, "openai backend: retries on 429/5xx/timeouts"),
         ("--tensor-parallel-size", "generate", "tensor_parallel_size", int, "vllm: GPUs per model"),
         ("--gpu-memory-utilization", "generate", "gpu_memory_utilization", float, "vllm: memory share for the engine"),
         ("--max-model-len", "generate", "max_model_len", int, "vllm: context length to allocate for"),
@@ -45,6 +57,10 @@ OPTIONS = {
             str,
             "reward model: score a prompt's completions on one shared prefill: auto | on | off",
         ),
+        ("--reward-judge", "score", "reward_judge", str, "judge model server API root (OpenAI-compatible)"),
+        ("--judge-model", "score", "judge_model", str, "judge: served model name"),
+        ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
+        ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
@@ -66,6 +82,26 @@ OPTIONS = {
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
     ],
+    "rounds": [
+        ("--rounds", "rounds", "count", int, "rounds, each in RUN_DIR/round-<r>, sampling from the last checkpoint"),
+        ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
+        ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
+    ],
+    # Where generate and score make their shards; never part of a stage's config.
+    "executor": [
+        ("--executor", "executor", "name", str, "where shards are made: local | ray"),
+        (
+            "--ray-address",
+            "executor",
+            "ray_address",
+            str,
+            "ray: 'auto' joins this machine's cluster (default: a new local one)",
+        ),
+        ("--workers", "executor", "workers", int, "ray: actors, each loading the model once"),
+        ("--cpus-per-worker", "executor", "cpus_per_worker", float, "ray: CPUs per actor (fractions allowed)"),
+        ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
+        ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
+    ],
     "dpo": [
         ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
         ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
@@ -75,16 +111,43 @@ OPTIONS = {
         ("--dpo-batch-size", "dpo", "batch_size", int, "pairs per optimizer step"),
         ("--max-length", "dpo", "max_length", int, "tokens kept per side of a pair"),
     ],
+    "serve": [
+        ("--model", "serve", "model", str, "model folder or 'smollm2' (hf), or the upstream's model name (openai)"),
+        ("--backend", "serve", "backend", str, "generation engine: hf | openai"),
+        ("--served-model-name", "serve", "served_model_name", str, "name clients use (default: --model)"),
+        ("--host", "serve", "host", str, "address to listen on"),
+        ("--port", "serve", "port", int, "port to listen on"),
+        ("--api-key-env", "serve", "api_key_env", str, "environment variable holding the bearer key clients send"),
+        ("--device", "serve", "device", str, "auto | cpu | cuda[:i]"),
+        ("--batch-size", "serve", "batch_size", int, "hf backend: prompts decoded together"),
+        ("--base-url", "serve", "base_url", str, "openai backend: upstream server API root"),
+        ("--upstream-api-key-env", "serve", "upstream_api_key_env", str, "openai backend: upstream key variable"),
+        ("--best-of", "serve", "best_of", int, "Best-of-N: candidates per answer by default"),
+        ("--max-best-of", "serve", "max_best_of", int, "cap on a request's best_of"),
+        ("--max-n", "serve", "max_n", int, "cap on a request's n"),
+        ("--default-max-tokens", "serve", "default_max_tokens", int, "max_tokens of a request that gives none"),
+        ("--max-tokens", "serve", "max_tokens", int, "cap on a request's max_tokens"),
+        ("--max-prompt-tokens", "serve", "max_prompt_tokens", int, "cap on a request's prompt tokens"),
+        ("--max-body-bytes", "serve", "max_body_bytes", int, "cap on a request body's size"),
+        ("--batch-window-ms", "serve", "batch_window_ms", float, "how long a batch waits for more requests"),
+        ("--max-batch-prompts", "serve", "max_batch_prompts", int, "most requests per backend call (1 = no batching)"),
+        ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
+        ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
+    ],
 }
 STAGES_OF = {
-    "generate": ["generate"],
-    "score": ["score"],
+    "generate": ["generate", "executor"],
+    "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft"],
-    "bon": ["generate", "score"],
+    "run": ["generate", "score", "select", "sft", "rounds", "executor"],
+    "bon": ["generate", "score", "executor"],
     "dpo": ["dpo"],
+    "serve": ["serve", "score"],
 }
+REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
+"""Any of these turns ``winnow serve`` into a Best-of-N server."""
+DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon"}
 
 
@@ -99,38 +162,57 @@ def parser() -> argparse.ArgumentParser:
         "run": "generate, score, select and sft in one go",
         "bon": "Best-of-N: the best completion per prompt",
         "dpo": "DPO on the preference pairs of select --pairs",
+        "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
-        p.add_argument("--config", help="YAML file with any of the options below (flags win)")
-        p.add_argument("--run-dir", help="run directory (reruns resume from it)")
+        p.add_argument("--config", metavar="PATH", help="YAML file with any of the options below (flags win)")
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+        p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
+        if name != "serve":
+            p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
         if name in NEEDS_PROMPTS:
-            p.add_argument("--prompts", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
-            p.add_argument("--prompt-column", help="column holding the prompt (default: prompt)")
-            p.add_argument("--id-column", help="column holding the id (default: id)")
-        if {"generate", "score", "sft", "dpo"} & set(stages):
-            p.add_argument("--device", help="auto | cpu | cuda[:i]")
-            p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 on CUDA, else float32)")
+            p.add_argument(
+                "--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder"
+            )
+            p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
+            p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+        if set(DEVICE_STAGES) & set(stages) and name != "serve":
+            p.add_argument("--device", metavar="NAME", help="auto | cpu | cuda[:i] (default: auto)")
+            p.add_argument(
+                "--dtype",
+                metavar="NAME",
+                help="auto | float32 | bfloat16 | float16 (default: auto: bfloat16 on CUDA, else float32)",
+            )
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
+                dest, shown = field_key(stage, field), with_default(text, stage, field)
                 if kind == "flag":
-                    group.add_argument(flag, dest=field_key(stage, field), action="store_true", default=None, help=text)
+                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
                 elif kind == "append":
-                    group.add_argument(flag, dest=field_key(stage, field), action="append", help=text)
+                    group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
                 else:
-                    group.add_argument(flag, dest=field_key(stage, field), type=kind, help=text)
+                    group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
         if name == "bon":
-            p.add_argument("--out", help="where to write the best completions (default: RUN_DIR/best.jsonl)")
+            p.add_argument(
+                "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
+            )
+    verify = sub.add_parser("verify", help="check a run dir's files against its manifests")
+    verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
+    verify.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo = sub.add_parser("demo", help="offline demo: SmolLM2 + VADER, reward before and after fine-tuning")
     demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
+    demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    demo.add_argument("--rounds", type=int, default=1, help="rounds of rejection sampling (default: 1)")
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
     rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return top
 
 
@@ -138,17 +220,100 @@ def field_key(section: str, field: str) -> str:
     return f"{section}__{field}"
 
 
+PLAIN_METAVARS = {"reward_fn": "SPEC", "stop": "TEXT", "ray_address": "ADDRESS", "reward_judge": "URL"}
+PATH_FIELDS = ("models", "model", "reward_model", "judge_rubric")
+
+
+def metavar(kind: Any, field: str) -> str:
+    """A plain metavar, as in the tools users know: N, FLOAT, PATH, URL, VAR, NAME."""
+    if kind is int:
+        return "N"
+    if kind is float:
+        return "FLOAT"
+    if field in PLAIN_METAVARS:
+        return PLAIN_METAVARS[field]
+    if field.endswith("_env"):
+        return "VAR"
+    if field.endswith("url"):
+        return "URL"
+    return "PATH" if field in PATH_FIELDS else "NAME"
+
+
+def with_default(text: str, section: str, field: str) -> str:
+    """The help text with the option's default from its config dataclass (the one source)."""
+    spec = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == field)
+    default = spec.default if spec.default is not dataclasses.MISSING else None
+    if spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    if default is None or default == [] or "default" in text:
+        return text
+    if isinstance(default, list):
+        default = ", ".join(map(str, default))
+    return f"{text} (default: {default})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
+    stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
+    args = parser().parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
+    if not getattr(args, "verbose", False):
+        quiet_libraries()
     try:
         run_command(args)
-    except WinnowError as e:
-        print(f"winnow: error: {e}", file=sys.stderr)
+    except (WinnowError, OSError) as e:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"winnow: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def quiet_libraries() -> None:
+    """Keep per-load progress bars and library warnings off the terminal: winnow's own
+    progress (one bar per stage) is what users read. ``--verbose`` leaves them on."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|torch)\.")
+
+
+def one_line(error: Exception) -> str:
+    """An error as one line: an OS error names its file ('Permission denied: RUN/generate')."""
+    if isinstance(error, OSError) and not isinstance(error, WinnowError):
+        what = error.strerror or type(error).__name__
+        files = [str(f) for f in (error.filename, error.filename2) if f is not None]
+        text = f"{what}: {' -> '.join(files)}" if files else f"{what} ({error})"
+    else:
+        text = str(error)
+    return " ".join(text.split())
+
+
+def numbers_as_values(argv: list[str]) -> list[str]:
+    """Join a numeric option to a value that looks like a flag (``--threshold -inf``,
+    ``--temperature -1e-5``), which argparse would otherwise refuse as a missing value."""
+    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in (int, float)}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in numeric and i + 1 < len(argv) and argv[i + 1].startswith("-") and _is_number(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run_command(args: argparse.Namespace) -> None:
@@ -157,7 +322,17 @@ def run_command(args: argparse.Namespace) -> None:
     if args.command == "demo":
         from winnow.demo import run_demo
 
-        run_demo(args.run_dir, quick=args.quick)
+        if args.rounds < 1:
+            raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+        run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
+        return
+    if args.command == "verify":
+        from winnow.verify import verify_run
+
+        lines, problems = verify_run(args.run_dir)
+        print("\n".join(lines))
+        if problems:
+            raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
         return
     if args.command == "report":
         from winnow.report import run_report
@@ -168,23 +343,30 @@ def run_command(args: argparse.Namespace) -> None:
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return
     file_config = load_yaml(args.config) if args.config else {}
+    if getattr(args, "out", None) and Path(args.out).is_dir():
+        raise WinnowError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'best.jsonl'}")
+    if args.command == "serve":
+        serve_command(args, file_config)
+        return
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
-    configs = {}
+    configs: dict[str, Any] = {}
     for stage in STAGES_OF[args.command]:
         flags = {
             key.split("__", 1)[1]: value
             for key, value in vars(args).items()
             if key.startswith(f"{stage}__") and value is not None
         }
-        if getattr(args, "device", None) and stage != "select":
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage != "select":
             flags["dtype"] = args.dtype
         if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
-        configs[stage] = build(SECTIONS[stage], file_config.get(stage), flags, source=args.config or "flags")
+        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
+    if "rounds" in configs and configs["rounds"].count is None:
+        _refuse_round_options_without_rounds(args, file_config)
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -202,6 +384,15 @@ def run_command(args: argparse.Namespace) -> None:
         pipeline.best_of_n(run_dir, out=args.out)
     else:
         print(json.dumps(summary, indent=2))
+
+
+def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
+    """--pool and --sft-from mean nothing in a single-round run: say so rather than ignore them."""
+    given = {key.split("__", 1)[1] for key, value in vars(args).items() if key.startswith("rounds__") and value}
+    given |= set(file_config.get("rounds") or {})
+    if given - {"count"}:
+        names = ", ".join(f"rounds.{name}" for name in sorted(given - {"count"}))
+        raise WinnowError(f"{names}: only applies with --rounds (rounds.count)")
 
 
 def print_report_summary(result: dict, out: str) -> None:
@@ -225,6 +416,27 @@ def print_report_summary(result: dict, out: str) -> None:
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
         console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
     console.print(f"report: {out}/report.md, {out}/report.json")
+
+
+def serve_command(args: argparse.Namespace, file_config: dict) -> None:
+    """``winnow serve``: Best-of-N mode when any reward option is given."""
+    from winnow.serve.main import serve
+
+    source = args.config or "flags"
+    layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
+    config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
+    file_score = file_config.get("score") or {}
+    rewarded = any(layers["score"].get(f) or file_score.get(f) for f in REWARD_FIELDS)
+    score = build(SECTIONS["score"], file_score, layers["score"], source=source) if rewarded else None
+    serve(config, score)
+
+
+def _flags(args: argparse.Namespace, stage: str) -> dict:
+    return {
+        key.split("__", 1)[1]: value
+        for key, value in vars(args).items()
+        if key.startswith(f"{stage}__") and value is not None
+    }
 
 
 if __name__ == "__main__":

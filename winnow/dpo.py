@@ -9,16 +9,22 @@ LoRA, the base model with adapters disabled).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from winnow.config import DpoConfig
 from winnow.errors import WinnowError
-from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
-from winnow.records import read_jsonl
-from winnow.rundir import Stage, completed_manifest
+from winnow.provenance import model_identity
+from winnow.records import parse_jsonl
+from winnow.rundir import Stage, completed_manifest, verified_bytes
+from winnow.training import (
+    load_starting_model,
+    lora_config,
+    train_and_save,
+    trainer_arguments,
+    with_checkpoint_path,
+    write_checkpoint,
+)
 
 
 def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
@@ -30,94 +36,50 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
     path = Path(run_dir) / "select" / "pairs.jsonl"
     if "num_pairs" not in selected or not path.exists():
         raise WinnowError(f"{path} not found: run `winnow select --pairs best-worst|all|rso` first")
-    stage = Stage(run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"]})
-    stage.begin()
-    if stage.is_complete():
-        return _with_path(stage)
-    rows = [row for _, row in read_jsonl(path)]
-    if not rows:
-        raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
-    checkpoint = stage.dir / "checkpoint"
-    # Training restarts from scratch after a crash: the checkpoint appears only when whole.
-    tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=".tmp-checkpoint-"))
-    try:
-        metrics = train(rows, config, tmp)
-        shutil.rmtree(checkpoint, ignore_errors=True)
-        tmp.rename(checkpoint)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    stage.finish(checkpoint="checkpoint", num_pairs=len(rows), train_loss=metrics.get("train_loss"))
-    return _with_path(stage)
-
-
-def _with_path(stage: Stage) -> dict:
-    manifest = stage.manifest()
-    return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
+    provenance = {"model": model_identity(config.model)}
+    stage = Stage(
+        run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"], "provenance": provenance}
+    )
+    with stage:
+        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
+            return with_checkpoint_path(stage)
+        data = verified_bytes(path, selected["files"].get("pairs.jsonl"), stage="select")
+        rows = [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+        if not rows:
+            raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
+        files, metrics = write_checkpoint(stage, lambda folder: train(rows, config, folder))
+        stage.finish(
+            outputs=files,
+            checkpoint="checkpoint",
+            num_pairs=len(rows),
+            train_loss=metrics["train_loss"],
+            loss_curve=metrics["loss_curve"],
+        )
+        return with_checkpoint_path(stage)
 
 
 def train(rows: list[dict], config: DpoConfig, output_dir: Path) -> dict:
-    """Run DPOTrainer on preference rows and save a full checkpoint to output_dir."""
+    """Run DPOTrainer on preference rows and save a full checkpoint to output_dir; diverged
+    training raises WinnowError and saves nothing (``training.train_and_save``)."""
     trainer, tokenizer = make_trainer(rows, config, output_dir)
-    result = trainer.train()
-    trained = trainer.model
-    if config.lora:
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    shutil.rmtree(output_dir / "trainer", ignore_errors=True)
-    return dict(result.metrics)
+    return train_and_save(trainer, tokenizer, config, output_dir, section="dpo")
 
 
 def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
     """A DPOTrainer over rows {"prompt": [messages], "chosen": [messages], "rejected": [messages]}."""
     import datasets
-    import torch
-    from transformers import AutoModelForCausalLM
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
-    if not config.model:
-        raise WinnowError("dpo.model: no starting checkpoint given")
-    path = resolve_model(config.model)
-    device = pick_device(config.device)
-    tokenizer = load_tokenizer(path)
-    dtype = resolve_dtype(config.dtype, device)
-    fp16_amp = dtype == torch.float16 and device != "cpu"  # float32 master weights, as in sft
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else dtype)
+    model, tokenizer, device, dtype, fp16_amp = load_starting_model(
+        config.model, device=config.device, dtype=config.dtype, section="dpo"
+    )
     # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
     data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     args = TrlDPOConfig(
-        output_dir=str(output_dir / "trainer"),
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        max_length=config.max_length,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        seed=config.seed,
-        # TRL turns both on by default; on CPU they make a step ~10x slower (no bf16 units).
-        bf16=dtype == torch.bfloat16 and device != "cpu",
-        fp16=fp16_amp,
-        gradient_checkpointing=False,
-        use_cpu=device == "cpu",
-        save_strategy="no",
-        report_to="none",
-        logging_steps=1,
-        dataloader_num_workers=0,
+        beta=config.beta, **trainer_arguments(config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp)
     )
-    peft_config = None
-    if config.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora_config(config)
     )
     return trainer, tokenizer

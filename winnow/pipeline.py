@@ -14,14 +14,25 @@ from winnow.records import atomic_write_jsonl
 
 
 def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
-    """Run the configured stages in order; returns each stage's manifest summary."""
+    """Run the configured stages in order; returns each stage's manifest summary.
+
+    With ``configs["rounds"].count`` set, the four stages run that many rounds, each in
+    ``RUN_DIR/round-<r>/`` (``winnow.rounds``); the summary is then keyed by round.
+    """
     from winnow.sft import sft
 
+    rounds = configs.get("rounds")
+    if rounds is not None and rounds.count is not None:
+        from winnow.rounds import run_rounds
+
+        by_round = run_rounds(run_dir, prompts, configs, rounds)
+        return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
+    executor = configs.get("executor")  # where generate and score make shards, never what
     if "generate" in configs:
-        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"])
+        summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
     if "score" in configs:
-        summary["score"] = stages.score(run_dir, configs["score"])
+        summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
     if "select" in configs:
         summary["select"] = stages.select(run_dir, configs["select"])
     if "sft" in configs:
@@ -30,6 +41,11 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
         from winnow.dpo import dpo
 
         summary["dpo"] = dpo(run_dir, configs["dpo"])
+    return _brief(summary)
+
+
+def _brief(summary: dict) -> dict:
+    """Stage manifests without their (long) configs."""
     return {name: {k: v for k, v in m.items() if k != "config"} for name, m in summary.items()}
 
 
@@ -70,7 +86,8 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
     for col in ("prompt_id", "reward", "mean", "best completion"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["prompt_id"], _fmt(r["reward"]), _fmt(r["mean_reward"]), (r["completion"] or "(none)")[:100])
+        completion = str(r["completion"] or "(none)")[:100]
+        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
     Console().print(table)
     return rows
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from winnow.errors import WinnowError, where
 from winnow.records import Prompt, read_jsonl
 
+ROLES = ("system", "user", "assistant")
+"""Chat roles a prompt may hold; a chat template would silently drop any other."""
+
 
 def load_prompts(
     path: str | Path, *, prompt_column: str = "prompt", id_column: str = "id", split: str | None = None
@@ -25,7 +28,8 @@ def load_prompts(
         rows = read_jsonl(path)
     else:
         rows = _dataset_rows(path, split)
-    prompts, seen = [], {}
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
     for index, (line, row) in enumerate(rows):
         prompt = _parse_row(row, index, path, line, prompt_column, id_column)
         if prompt.id in seen:
@@ -74,7 +78,12 @@ def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str,
     else:
         raise WinnowError(f"{where(path, line, id_column)}: id must be a non-empty string or integer, got {raw_id!r}")
 
-    if prompt_column in row and row[prompt_column] is not None and prompt_column != "messages":
+    has_text = prompt_column != "messages" and row.get(prompt_column) is not None
+    if has_text and row.get("messages") is not None:
+        raise WinnowError(
+            f"{where(path, line)}: both '{prompt_column}' and 'messages' given; a row holds one or the other"
+        )
+    if has_text:
         text = row[prompt_column]
         if not isinstance(text, str):
             raise WinnowError(f"{where(path, line, prompt_column)}: expected a string, got {type(text).__name__}")
@@ -94,6 +103,15 @@ def _parse_messages(messages, path: Path, line: int) -> tuple[dict, ...]:
         ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
         if not ok:
             raise WinnowError(f"{where(path, line, f'messages[{i}]')}: expected {{'role': str, 'content': str}}")
+        if m["role"] not in ROLES:
+            raise WinnowError(
+                f"{where(path, line, f'messages[{i}]')}: unknown role {m['role']!r} (use {', '.join(ROLES)})"
+            )
+        extra = sorted(set(m) - {"role", "content"})
+        if extra:
+            raise WinnowError(
+                f"{where(path, line, f'messages[{i}]')}: unknown key {extra[0]!r} (a message has role and content)"
+            )
         parsed.append({"role": m["role"], "content": m["content"]})
     if not any(m["content"].strip() for m in parsed):
         raise WinnowError(f"{where(path, line, 'messages')}: all messages are empty")

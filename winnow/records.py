@@ -8,6 +8,7 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -21,6 +22,10 @@ from typing import Any
 import numpy as np
 
 from winnow.errors import WinnowError, where
+
+BOM = b"\xef\xbb\xbf"
+TMP_SUFFIX = ".tmp"
+"""Every temp file ends so (``.<name>.<random>.tmp``): a resumed stage removes those a kill left."""
 
 
 @dataclass(frozen=True)
@@ -64,18 +69,85 @@ class Completion:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; bad JSON names the line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise WinnowError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise WinnowError(f"{where(path, lineno)}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    """Yield (line number, object) for each non-blank line; bad JSON or bad UTF-8 names the line.
+
+    UTF-8 with or without a byte-order mark (as some editors write it).
+    """
+    with open(path, "rb") as f:
+        yield from parse_jsonl(f, path)
+
+
+def parse_jsonl(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of JSONL given as byte lines; ``path`` names them in errors."""
+    for lineno, raw in enumerate(lines, start=1):
+        if lineno == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WinnowError(
+                f"{where(path, lineno)}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise WinnowError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise WinnowError(f"{where(path, lineno)}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a leading byte-order mark is dropped); bad bytes name the file."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise WinnowError(f"{where(path, line)}: not valid UTF-8 (byte {data[e.start]:#04x})") from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file written by winnow; a damaged one is named, never a traceback."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise WinnowError(f"{path}: damaged (not valid JSON: {e.msg} at line {e.lineno})") from None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (mkstemp alone gives 0600)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode a new folder gets under this process's umask (mkdtemp alone gives 0700)."""
+    return 0o777 & ~_umask()
+
+
+def honour_umask(folder: Path) -> None:
+    """Give a folder made by mkdtemp, and what a library saved in it, the umask's modes
+    (mkdtemp makes 0700, and safetensors writes weights 0600)."""
+    folder.chmod(dir_mode())
+    for path in folder.rglob("*"):
+        path.chmod(dir_mode() if path.is_dir() else file_mode())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -84,8 +156,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     The one atomic write; the text, JSON, JSONL and .npy writers below go through it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -107,11 +180,12 @@ def atomic_write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in rows))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    # allow_nan=False: NaN or Infinity is not JSON; a summary that holds one is a bug to catch here.
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def reward_to_json(value: float) -> float | None:

@@ -1,52 +1,92 @@
-"""The run directory: one folder per stage, shards written atomically, a manifest last.
+"""The run directory: one folder per stage, one writer per stage, every file verified.
 
 Layout (``run/`` is the ``--run-dir``)::
 
-    run/prompts.jsonl                 the prompts, ids assigned
-    run/generate/config.json          what the shards were made under
-    run/generate/shard-00000.jsonl    finished shards (temp file + rename)
-    run/generate/manifest.json        written last: its presence means "complete"
+    run/generate/config.json          what the outputs are made under (written before the first)
+    run/generate/lock                 held (flock) by the one process writing the stage
+    run/generate/shard-m0-00000.jsonl finished shards (temp file + rename)
+    run/generate/verified.jsonl       the driver's record of each shard it checked: rows, sha256
+    run/generate/prompts.jsonl        the prompts, ids assigned
+    run/generate/manifest.json        written last: its presence means "complete"; it records
+                                      every output file (bytes, sha256, rows or shape)
     run/score/...  run/select/...  run/sft/...
 
-A stage first compares the stored ``config.json`` with its own; if they differ it refuses,
-naming the fields that changed, because shards made under one config must not be mixed
-with shards made under another. The stored config includes the hashes of the manifests
-the stage reads, so a changed upstream is caught too.
+A stage is written by one driver at a time (``with stage:`` holds the lock), which compares
+the stored ``config.json`` with its own and refuses a different one, naming the fields that
+changed: outputs made under one config must not be mixed with outputs made under another.
+The stored config includes the hash of the upstream stage and the provenance of code and
+models (``winnow.provenance``), so a changed upstream, reward function or model is caught too.
+
+Shards are trusted only when recorded: the driver checks each shard the executor wrote
+(keys, row count) and appends its sha256 to ``verified.jsonl``. On every rerun the driver
+re-checks the shards against those records; a missing or damaged one goes back to the
+pending list and is made again (shard seeds are per index, so the result is the same).
+Readers check every file against the manifest and name the one that is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from winnow.config import config_hash
 from winnow.errors import WinnowError
-from winnow.executors import shard_file
-from winnow.records import Prompt, atomic_write_json, read_jsonl
+from winnow.executors import ShardReport, ShardTask, shard_file
+from winnow.lock import StageLock
+from winnow.records import (
+    TMP_SUFFIX,
+    Prompt,
+    atomic_write_json,
+    atomic_write_text,
+    parse_jsonl,
+    read_json,
+    sha256_file,
+)
+
+LEDGER = "verified.jsonl"
+TMP_DIR_PREFIX = ".tmp-"
+"""Temp folders (a checkpoint being saved) start so; a resumed stage removes those a kill left."""
 
 
 class Stage:
-    """One stage folder in a run directory."""
+    """One stage folder in a run directory, written by the driver that holds its lock."""
 
     def __init__(self, run_dir: str | Path, name: str, config: dict):
         self.dir = Path(run_dir) / name
         self.name = name
         self.config = json.loads(json.dumps(config))  # normalise tuples etc. to JSON types
         self.hash = config_hash(self.config)
+        self.lock = StageLock(self.dir / "lock")
+        self._records: dict[str, dict] | None = None
 
-    def begin(self) -> None:
-        """Create the folder, refusing it if outputs made under another config are there.
+    def __enter__(self) -> Stage:
+        """Take the lock, check the stored config, remove temp files a killed run left.
 
         The folder is claimed (config.json written) only with its first output, so a run
         that failed before producing anything (a typo in a model path, say) can be rerun
         with the mistake fixed.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            self._check_stored_config()
+            self._remove_temp_files()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+    def _check_stored_config(self) -> None:
         stored_path = self.dir / "config.json"
         if stored_path.exists():
-            stored = json.loads(stored_path.read_text())
+            stored = read_json(stored_path)
             if stored != self.config:
                 changes = "; ".join(_diff(stored, self.config)) or "(unknown)"
                 raise WinnowError(
@@ -54,74 +94,280 @@ class Stage:
                     f"Use a new --run-dir, or delete {self.dir} to redo this stage."
                 )
 
+    def _remove_temp_files(self) -> None:
+        """Temp files of a killed writer: safe to remove, since we hold the lock."""
+        for path in self.dir.iterdir():
+            if path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file():
+                path.unlink(missing_ok=True)
+            elif path.name.startswith(TMP_DIR_PREFIX) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
     def claim(self) -> None:
-        """Record the config the outputs are made under; called before the first output."""
+        """Record the config the outputs are made under; called before the first output.
+
+        Checked again here, under the lock, so no writer adds to a stage of another config.
+        """
         path = self.dir / "config.json"
-        if not path.exists():
+        if path.exists():
+            self._check_stored_config()
+        else:
             atomic_write_json(path, self.config)
 
-    def is_complete(self) -> bool:
+    # ---- what is there, and can it be trusted ------------------------------------------
+
+    def stored_manifest(self) -> dict | None:
+        """The manifest, if present, readable and made under this config; else None."""
         path = self.dir / "manifest.json"
-        return path.exists() and json.loads(path.read_text()).get("config_hash") == self.hash
+        try:
+            manifest = read_json(path) if path.exists() else None
+        except WinnowError:
+            return None  # damaged: the stage is rebuilt from its verified files
+        if not isinstance(manifest, dict) or manifest.get("config_hash") != self.hash:
+            return None
+        return manifest
 
     def manifest(self) -> dict:
-        path = self.dir / "manifest.json"
-        if not path.exists():
+        manifest = self.stored_manifest()
+        if manifest is None:
             raise WinnowError(f"{self.dir} is not complete: run the {self.name} stage first")
-        return json.loads(path.read_text())
+        return manifest
+
+    def is_complete(self) -> bool:
+        return self.stored_manifest() is not None
 
     def has_shard(self, name: str) -> bool:
-        return shard_file(self.dir, name).exists()
+        """Whether shard ``name`` is present and matches its record."""
+        return self.matches(shard_file(self.dir, name).name)
+
+    def records(self) -> dict[str, dict]:
+        """Relative path -> record ({"bytes", "sha256", "rows" or "shape"}) of every verified file."""
+        if self._records is None:
+            # A sound manifest is the record of a finished stage; the ledger is the record
+            # of one still being made, or of one whose manifest was damaged.
+            manifest = self.stored_manifest()
+            if manifest is not None and isinstance(manifest.get("files"), dict):
+                self._records = dict(manifest["files"])
+            else:
+                self._records = _read_ledger(self.dir / LEDGER)
+        return self._records
+
+    def matches(self, relpath: str) -> bool:
+        """Whether a file is present and identical to its record."""
+        record = self.records().get(relpath)
+        path = self.dir / relpath
+        return record is not None and path.is_file() and sha256_file(path) == record.get("sha256")
+
+    def pending(self, names: Iterable[str]) -> list[str]:
+        """The shards among ``names`` still to make: missing, unrecorded or damaged.
+
+        A damaged or unrecorded shard file is removed, so the stage makes it again.
+        """
+        out = []
+        for name in names:
+            relpath = shard_file(self.dir, name).name
+            if self.matches(relpath):
+                continue
+            (self.dir / relpath).unlink(missing_ok=True)
+            out.append(name)
+        return out
+
+    def record_shard(self, name: str, keys: set[tuple[str, int]], *, exact: bool) -> None:
+        """Check a shard an executor wrote and append its record to the ledger.
+
+        keys: the (prompt_id, sample_index) pairs the shard may hold (``exact``: must hold
+        each once). A shard that breaks this is removed and reported: a worker bug.
+        """
+        path = shard_file(self.dir, name)
+        rows = list(parse_jsonl(path.read_bytes().splitlines(keepends=True), path))
+        seen = set()
+        for lineno, row in rows:
+            key = (row.get("prompt_id"), row.get("sample_index"))
+            if key not in keys or key in seen:
+                path.unlink(missing_ok=True)
+                problem = "repeated" if key in seen else "not one of this shard's"
+                raise WinnowError(f"{path}:{lineno}: key {key} is {problem} (prompt_id, sample_index); shard removed")
+            seen.add(key)
+        if exact and len(seen) != len(keys):
+            path.unlink(missing_ok=True)
+            raise WinnowError(f"{path}: {len(seen)} rows, expected {len(keys)}; shard removed")
+        record = file_record(path, rows=len(rows))
+        line = json.dumps({"file": path.name, **record}, sort_keys=True) + "\n"
+        with open(self.dir / LEDGER, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+        self.records()[path.name] = record
+
+    def recorder(self, keys: dict[str, set[tuple[str, int]]], *, exact: bool) -> Callable[[str], None]:
+        """The ``on_written`` callback for ``run_shards``: check and record each shard as it lands.
+
+        keys: shard name -> the (prompt_id, sample_index) pairs it may hold (see ``record_shard``).
+        """
+
+        def on_written(name: str) -> None:
+            self.record_shard(name, keys[name], exact=exact)
+
+        return on_written
+
+    def check_made(self, tasks: list[ShardTask], report: ShardReport, keys: dict, *, exact: bool) -> None:
+        """After the executor returns: every task's shard is recorded, or a clear error.
+
+        Shards an executor reported only at the end (without ``on_written``) are recorded here.
+        """
+        if report.failed:
+            failures = "; ".join(f"shard {name}: {error}" for name, error in sorted(report.failed.items()))
+            raise WinnowError(f"{self.dir}: {len(report.failed)} shard(s) failed: {failures}")
+        for name in report.done:
+            if shard_file(self.dir, name).name not in self.records():
+                self.record_shard(name, keys[name], exact=exact)
+        missing = [t.name for t in tasks if shard_file(self.dir, t.name).name not in self.records()]
+        if missing:
+            raise WinnowError(f"{self.dir}: the executor made no file for shard(s) {', '.join(missing)}")
 
     def read_shards(self, names: list[str]) -> list[dict]:
-        return read_shards(self.dir, names)
+        """The rows of recorded shards ``names``, in the order given, each checked."""
+        return read_shards(self.dir, names, self.records(), stage=self.name)
 
-    def finish(self, **summary) -> dict:
-        """Write the manifest, last: config, its hash and a summary of the outputs."""
+    def record_file(self, relpath: str) -> dict:
+        """Record an output the driver wrote itself (prompts.jsonl, rewards.npy, a checkpoint file)."""
+        record = file_record(self.dir / relpath)
+        self.records()[relpath] = record
+        return record
+
+    def finish(self, shards: list[str] | None = None, outputs: Iterable[str] = (), **summary) -> dict:
+        """Write the manifest, last: config, its hash, every output's record and a summary."""
         self.claim()
-        manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, **summary}
+        names = [shard_file(self.dir, s).name for s in shards or []]
+        files = {relpath: self.records()[relpath] for relpath in names}
+        files.update({relpath: self.record_file(relpath) for relpath in outputs})
+        # The ledger is rewritten in shard order, so identical runs leave identical files
+        # however often they were interrupted.
+        if shards is not None:
+            lines = [json.dumps({"file": n, **files[n]}, sort_keys=True) + "\n" for n in names]
+            atomic_write_text(self.dir / LEDGER, "".join(lines))
+        manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, "files": files, **summary}
+        if shards is not None:
+            manifest["shards"] = list(shards)
         atomic_write_json(self.dir / "manifest.json", manifest)
         return manifest
 
 
-def read_shards(folder: Path, names: list[str]) -> list[dict]:
-    """The rows of shards ``names`` in ``folder``, in the order given."""
-    rows = []
+def file_record(path: Path, **extra) -> dict:
+    """What the manifest says of a file: size, sha256, and rows (JSONL) or shape (.npy)."""
+    record = {"bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+    if path.suffix == ".jsonl" and "rows" not in record:
+        record["rows"] = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    if path.suffix == ".npy":
+        record["shape"] = list(np.load(path, mmap_mode="r").shape)
+    return record
+
+
+def check_file(path: Path, record: dict) -> str | None:
+    """None when ``path`` matches its record, else what is wrong, in words."""
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return "its record in the manifest is damaged"
+    if not path.exists():
+        return "missing"
+    if not path.is_file():
+        return "not a file"
+    if sha256_file(path) == record["sha256"]:
+        return None
+    if "rows" in record:
+        rows = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        if rows != record["rows"]:
+            return f"{rows} rows, the manifest records {record['rows']}"
+    if "shape" in record:
+        try:
+            shape = list(np.load(path, mmap_mode="r").shape)
+        except (ValueError, OSError):
+            return "not a readable .npy array"
+        if shape != record["shape"]:
+            return f"shape {tuple(shape)}, the manifest records {tuple(record['shape'])}"
+    return "content differs from the manifest (sha256)"
+
+
+def verified_bytes(path: Path, record: dict | None, *, stage: str) -> bytes:
+    """The bytes of ``path``, checked against its record; a clear error naming the file if not."""
+    hint = f"rerun `winnow {stage}` on this run dir to remake it"
+    if record is None:
+        raise WinnowError(f"{path}: not recorded in {path.parent}/manifest.json; {hint}")
+    problem = check_file(path, record)
+    if problem:
+        raise WinnowError(f"{path}: {problem}; {hint}")
+    return path.read_bytes()
+
+
+def read_shards(folder: Path, names: list[str], records: dict, *, stage: str) -> list[dict]:
+    """The rows of shards ``names`` in ``folder``, in the order given, checked against ``records``."""
+    rows: list[dict] = []
     for name in names:
-        rows.extend(row for _, row in read_jsonl(shard_file(folder, name)))
+        path = shard_file(folder, name)
+        data = verified_bytes(path, records.get(path.name), stage=stage)
+        rows.extend(row for _, row in parse_jsonl(data.splitlines(keepends=True), path))
     return rows
 
 
+def _read_ledger(path: Path) -> dict[str, dict]:
+    """Records from the ledger; a line a kill cut short (or any unreadable one) is skipped."""
+    if not path.exists():
+        return {}
+    records = {}
+    for line in path.read_bytes().splitlines():
+        try:
+            entry = json.loads(line)
+            records[entry.pop("file")] = entry
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return records
+
+
 def completed_manifest(run_dir: str | Path, name: str) -> dict:
-    """The manifest of a finished upstream stage, or a clear error."""
+    """The manifest of a finished upstream stage, or a clear error naming what is wrong."""
     path = Path(run_dir) / name / "manifest.json"
     if not path.exists():
         raise WinnowError(f"{path} not found: run `winnow {name}` on this run dir first")
-    return json.loads(path.read_text())
+    manifest = read_json(path)
+    fix = f"rerun `winnow {name}` on this run dir to rebuild it"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise WinnowError(f"{path}: damaged (no file records); {fix}")
+    if config_hash(manifest.get("config")) != manifest.get("config_hash"):
+        raise WinnowError(f"{path}: damaged (config does not match its hash); {fix}")
+    return manifest
 
 
 def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dict]:
     """Prompts (row order), completion rows and the generate manifest of a finished stage."""
     manifest = completed_manifest(run_dir, "generate")
     folder = Path(run_dir) / "generate"
-    prompts = [_prompt_from_row(row) for _, row in read_jsonl(folder / "prompts.jsonl")]
-    completions = read_shards(folder, manifest["shards"])
+    path = folder / "prompts.jsonl"
+    data = verified_bytes(path, manifest["files"].get("prompts.jsonl"), stage="generate")
+    prompts = [_prompt_from_row(row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not isinstance(manifest.get("num_columns"), int):
+        raise WinnowError(f"{folder / 'manifest.json'}: damaged (no shard list); rerun `winnow generate` to rebuild it")
+    completions = read_shards(folder, shards, manifest["files"], stage="generate")
     return prompts, completions, manifest
 
 
 def load_scored(run_dir: str | Path) -> tuple[list[Prompt], dict, np.ndarray, dict]:
     """What selection reads: prompts (matrix rows), completions keyed by (prompt_id,
     sample_index), the reward matrix float (M, C) and the score manifest."""
-    prompts, completions, _ = load_generations(run_dir)
+    prompts, completions, generated = load_generations(run_dir)
     manifest = completed_manifest(run_dir, "score")
-    rewards = np.load(Path(run_dir) / "score" / "rewards.npy")
+    path = Path(run_dir) / "score" / "rewards.npy"
+    verified_bytes(path, manifest["files"].get("rewards.npy"), stage="score")
+    rewards = np.load(path)
+    expected = (len(prompts), generated["num_columns"])
+    if rewards.shape != expected:  # recorded, yet not this generate stage's shape: score ran on another one
+        raise WinnowError(f"{path}: shape {rewards.shape}, expected {expected}; rerun `winnow score` to remake it")
     return prompts, {(c["prompt_id"], c["sample_index"]): c for c in completions}, rewards, manifest
 
 
 def load_selected(run_dir: str | Path) -> list[dict]:
     """The rows of a finished select stage, in TRL's prompt-completion format."""
-    completed_manifest(run_dir, "select")
-    return [row for _, row in read_jsonl(Path(run_dir) / "select" / "selected.jsonl")]
+    manifest = completed_manifest(run_dir, "select")
+    path = Path(run_dir) / "select" / "selected.jsonl"
+    data = verified_bytes(path, manifest["files"].get("selected.jsonl"), stage="select")
+    return [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
 
 
 def _prompt_from_row(row: dict) -> Prompt:

@@ -7,7 +7,14 @@ where a model is loaded) and turns one task into one shard's rows; the executor 
 atomically as ``shard-<name>.jsonl`` in the stage folder. The same worker code runs under
 every executor, so a local run and a distributed one cannot drift.
 
-``EXECUTORS`` is the one list of executor names; ``run_shards`` dispatches on it.
+Trust stays with the driver: it holds the stage's lock for the whole stage (workers on
+other machines only write shard files), and it checks and records each shard as the
+executor reports it (``on_written``) or, at the latest, when ``run_shards`` returns. A
+worker given ``config_hash`` refuses to write into a stage whose config.json changed.
+
+``EXECUTORS`` is the one list of executor names; ``run_shards`` dispatches on it:
+``local`` (``_run_local`` below) and ``ray`` (``winnow.executors.ray``, a pool of Ray
+actors that survives lost workers). Both end with the same shard files.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_jsonl
 
-EXECUTORS = ("local",)
+if TYPE_CHECKING:
+    from winnow.config import ExecutorConfig
+
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -44,18 +54,66 @@ class ShardWorker(Protocol):
 class ShardReport:
     """What an executor did: shards written, shards that failed every try (name -> error)."""
 
+    executor: str = "local"
+    workers: int = 0
+    """Workers built (0 when no shard was pending; replacements of lost ones included)."""
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retries: int = 0
+    """Tries beyond the first, over all shards."""
+
+    def merge(self, other: ShardReport) -> ShardReport:
+        """This report followed by ``other`` (a stage that runs one pool per model)."""
+        return ShardReport(
+            executor=other.executor,
+            workers=self.workers + other.workers,
+            done=self.done + other.done,
+            failed={**self.failed, **other.failed},
+            retries=self.retries + other.retries,
+        )
+
+    def record(self, config: ExecutorConfig) -> dict:
+        """The manifest's ``executor`` entry: how the shards of this invocation were made."""
+        workers = 1 if config.name == "local" else config.workers
+        return {"name": config.name, "workers": workers, "retries": self.retries}
+
+    def raise_failed(self, stage: str, total: int) -> None:
+        """A clear error naming every shard that failed, after the others were written."""
+        if not self.failed:
+            return
+        lines = "; ".join(f"shard-{name}.jsonl: {error}" for name, error in sorted(self.failed.items()))
+        raise WinnowError(
+            f"{stage}: {len(self.failed)} of {total} pending shards failed every try ({lines}). "
+            "The other shards are written; rerun the same command to retry only these."
+        )
 
 
 def shard_file(stage_dir: Path, name: str) -> Path:
     return Path(stage_dir) / f"shard-{name}.jsonl"
 
 
-def write_shard(stage_dir: Path, name: str, rows: list[dict]) -> None:
-    """Write one shard atomically (temp file + rename): present means whole."""
+def write_shard(stage_dir: Path, name: str, rows: list[dict], *, config_hash: str | None = None) -> None:
+    """Write one shard atomically (temp file + rename): present means whole.
+
+    With ``config_hash``, the writer first checks that the stage's ``config.json`` is still
+    the one its driver claimed, so no worker adds a shard to a stage of another config.
+    """
+    if config_hash is not None:
+        check_stage_config(stage_dir, config_hash)
     atomic_write_jsonl(shard_file(stage_dir, name), rows)
+
+
+def check_stage_config(stage_dir: Path, expected_hash: str) -> None:
+    """Refuse to write into ``stage_dir`` unless its config.json hashes to ``expected_hash``."""
+    from winnow.config import config_hash
+    from winnow.records import read_json
+
+    path = Path(stage_dir) / "config.json"
+    found = config_hash(read_json(path)) if path.exists() else None
+    if found != expected_hash:
+        raise WinnowError(
+            f"{path}: the stage's config changed under this writer ({expected_hash} -> {found}); shard not written"
+        )
 
 
 def run_shards(
@@ -64,32 +122,73 @@ def run_shards(
     stage_dir: Path,
     *,
     claim: Callable[[], None],
-    executor: str = "local",
+    executor: ExecutorConfig | None = None,
     desc: str = "shards",
+    on_written: Callable[[str], None] | None = None,
+    config_hash: str | None = None,
 ) -> ShardReport:
     """Turn every task into a shard file in ``stage_dir``; ``make_worker`` must be picklable.
 
-    ``claim`` is called once, just before the first shard is written: a stage that fails
+    ``claim`` is called once, before the first shard is written: a stage that fails
     before producing anything (a typo in a model path) leaves its folder unclaimed, so it
     can be rerun with the mistake fixed. No worker is built when ``tasks`` is empty.
+    ``on_written(name)`` is called in the driver as each shard file lands, so the driver can
+    verify and record it at once (a kill then loses at most the shards in flight);
+    ``config_hash`` is passed to every ``write_shard``.
+    Shards that failed every try are in ``report.failed``; the caller must not call the
+    stage complete while there are any (``ShardReport.raise_failed``).
     """
+    name = executor.name if executor is not None else "local"
     if not tasks:
-        return ShardReport()
-    match executor:
+        return ShardReport(executor=name)
+    match name:
         case "local":
-            return _run_local(tasks, make_worker, Path(stage_dir), claim=claim, desc=desc)
+            return _run_local(
+                tasks,
+                make_worker,
+                Path(stage_dir),
+                claim=claim,
+                desc=desc,
+                on_written=on_written,
+                config_hash=config_hash,
+            )
+        case "ray":
+            from winnow.executors.ray import run_ray
+
+            assert executor is not None
+            return run_ray(
+                tasks,
+                make_worker,
+                Path(stage_dir),
+                claim=claim,
+                config=executor,
+                desc=desc,
+                on_written=on_written,
+                config_hash=config_hash,
+            )
         case _:
-            raise WinnowError(f"unknown executor {executor!r} (choose from: {', '.join(EXECUTORS)})")
+            raise WinnowError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
 
 
-def _run_local(tasks: Sequence[ShardTask], make_worker, stage_dir: Path, *, claim, desc: str) -> ShardReport:
+def _run_local(
+    tasks: Sequence[ShardTask],
+    make_worker: Callable[[], ShardWorker],
+    stage_dir: Path,
+    *,
+    claim: Callable[[], None],
+    desc: str,
+    on_written: Callable[[str], None] | None,
+    config_hash: str | None,
+) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
-    report = ShardReport()
+    report = ShardReport(executor="local", workers=1)
     for task in tqdm(tasks, desc=desc, unit="shard"):
         rows = worker.run(task)
         if not report.done:
             claim()
-        write_shard(stage_dir, task.name, rows)
+        write_shard(stage_dir, task.name, rows, config_hash=config_hash)
         report.done.append(task.name)
+        if on_written is not None:
+            on_written(task.name)
     return report

@@ -8,10 +8,13 @@ server) is one more module satisfying ``Backend`` and one more entry in ``make_b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from winnow.errors import WinnowError
 from winnow.records import Completion, Prompt
+
+if TYPE_CHECKING:
+    from winnow.remote import ClientSettings
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,9 @@ OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0,
 """Optional sampling fields and their neutral ("off") values."""
 
 BACKENDS: dict[str, frozenset[str]] = {
+    # top_k, min_p and repetition_penalty travel to an openai server as extra body fields (see openai_api)
     "hf": frozenset({"min_p", "repetition_penalty", "stop"}),
+    "openai": frozenset({"min_p", "repetition_penalty", "stop"}),
     "vllm": frozenset({"min_p", "repetition_penalty", "stop"}),
 }
 """Every backend name, with the optional sampling fields it honours: the one list of backends."""
@@ -82,14 +87,23 @@ def make_backend(
     batch_size: int = 8,
     dtype: str = "auto",
     engine: dict | None = None,
+    client: ClientSettings | None = None,
+    endpoint: str = "auto",
 ) -> Backend:
-    """The backend ``name`` for ``model``. ``engine`` holds vLLM's engine options
-    (tensor_parallel_size, gpu_memory_utilization, max_model_len), passed through as given."""
+    """The backend ``name`` for ``model``. ``engine`` holds vLLM engine options
+    (tensor_parallel_size, gpu_memory_utilization, max_model_len), passed through as given;
+    ``client`` (server address, key variable, retries) and ``endpoint`` are for ``openai``."""
     match name:
         case "hf":
             from winnow.generate.hf import HFBackend
 
             return HFBackend(model, device=device, batch_size=batch_size, dtype=dtype)
+        case "openai":
+            from winnow.generate.openai_api import OpenAIBackend
+
+            if client is None:
+                raise WinnowError("backend openai needs a server: set generate.base_url (--base-url)")
+            return OpenAIBackend(model, client=client, endpoint=endpoint)
         case "vllm":
             from winnow.generate.vllm import VLLMBackend
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import Cache, DynamicCache, LogitsProcessorList, cache_utils
@@ -232,7 +233,7 @@ def pick(
         logits = penalty(seen, logits.float())
     if warpers is None:
         return logits.argmax(-1)
-    probs = torch.softmax(warpers(None, logits.float()), dim=-1)  # (A, V)
+    probs = torch.softmax(warpers(None, logits.float()), dim=-1)  # type: ignore[arg-type]  # (A, V); these warpers ignore input_ids
     cdf = probs.cumsum(-1)
     total = cdf[:, -1:]  # (A, 1), 1 up to rounding
     u = torch.minimum(torch.rand_like(total) * total, torch.nextafter(total, torch.zeros_like(total)))
@@ -309,18 +310,19 @@ class ReservedLayer(DynamicLayer):
     def __init__(self, reserve: int):
         super().__init__()
         self.reserve = reserve
-        self._kbuf = self._vbuf = None  # (A, heads, capacity, head_dim) once the prefill arrives
+        self._kbuf: Any = None  # (A, heads, capacity, head_dim) once the prefill arrives
+        self._vbuf: Any = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        filled = self.keys.shape[-2] if self._kbuf is not None else 0
+        filled = self.keys.shape[-2] if self._kbuf is not None and self.keys is not None else 0
         new = key_states.shape[-2]
         if self._kbuf is None or filled + new > self._kbuf.shape[-2]:  # first call, or out of room: grow
             shape = (*key_states.shape[:2], filled + new + self.reserve, key_states.shape[-1])
             kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
             if filled:
-                kbuf[:, :, :filled], vbuf[:, :, :filled] = self.keys, self.values
+                kbuf[:, :, :filled], vbuf[:, :, :filled] = self._kbuf[:, :, :filled], self._vbuf[:, :, :filled]
             self._kbuf, self._vbuf = kbuf, vbuf
         self._kbuf[:, :, filled : filled + new] = key_states
         self._vbuf[:, :, filled : filled + new] = value_states
@@ -328,14 +330,14 @@ class ReservedLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized and self._kbuf is not None:
+        if self.is_initialized and self._kbuf is not None and self.keys is not None:
             self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
             self._vbuf = self._vbuf.repeat_interleave(repeats, dim=0)
             self._narrow(self._kbuf.shape[0], self.keys.shape[-2])
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Row i becomes old row ``indices[i]``; only rows that move are copied."""
-        if not self.is_initialized or self._kbuf is None:
+        if not self.is_initialized or self._kbuf is None or self.keys is None:
             return
         moved = (indices != torch.arange(len(indices), device=indices.device)).nonzero().squeeze(1)
         if len(moved):  # the right side is gathered into a new tensor first, so overlaps are safe

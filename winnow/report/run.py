@@ -99,11 +99,13 @@ def _selection(run_dir: Path, prompts, by_key: dict, rewards: np.ndarray) -> tup
     if (run_dir / "select" / "manifest.json").exists():
         manifest = completed_manifest(run_dir, "select")
         rows = []
+        pooled = _pooled_completions(run_dir, manifest)
         for r in load_selected(run_dir):
             key = (r["prompt_id"], r["sample_index"])
-            if key not in by_key:
+            completion = pooled.get((r["round"], *key)) if "round" in r else by_key.get(key)
+            if completion is None:
                 raise WinnowError(f"{run_dir}/select/selected.jsonl: {key} is not among the generated completions")
-            rows.append({**by_key[key], "reward": r["reward"]})
+            rows.append({**completion, "reward": r["reward"]})
         summary = {k: v for k, v in manifest.items() if k not in ("config", "config_hash", "stage")}
         return {"source": "select stage", **manifest["config"]["select"], **summary}, rows
     best = sel.top_per_prompt(rewards)
@@ -113,6 +115,19 @@ def _selection(run_dir: Path, prompts, by_key: dict, rewards: np.ndarray) -> tup
         if j >= 0
     ]
     return {"source": "best per prompt (no select stage)", "strategy": "top_per_prompt"}, rows
+
+
+def _pooled_completions(run_dir: Path, select_manifest: dict) -> dict:
+    """(round, prompt_id, sample_index) -> completion, for a round folder whose selection
+    pooled several rounds (``winnow.rounds``: its siblings are round-<r>/); else empty."""
+    hashes = select_manifest["config"].get("score_hashes")
+    if not hashes:
+        return {}
+    from winnow.pool import load_pool
+    from winnow.rounds import round_dir
+
+    pool = load_pool({int(r): round_dir(run_dir.parent, int(r)) for r in hashes})
+    return {(pool.columns[j][0], prompt_id, pool.columns[j][1]): c for (prompt_id, j), c in pool.by_key.items()}
 
 
 def _pairs(run_dir: Path) -> dict | None:
@@ -197,6 +212,7 @@ def markdown(r: dict) -> str:
         ("repeated texts within a prompt", "duplicates", "d"),
     ]
     lines += [f"| {label} | {_fmt(r['all'][k], f)} | {_fmt(r['selected'][k], f)} |" for label, k, f in rows]
+    lines += ["", "Distinct-n falls as a set grows, so a smaller selected set reads higher for that reason alone."]
     removed = [
         f"{sel_info[k]} {label}"
         for k, label in (("duplicates_removed", "duplicates removed"), ("truncated_dropped", "truncated dropped"))

@@ -65,7 +65,7 @@ def best_of_n_band(
     if m == 0:
         return np.full(big_n, np.nan), np.full(big_n, np.nan)
     rng = np.random.default_rng(seed)
-    means = np.empty((iters, big_n))
+    means = np.full((iters, big_n), np.nan)  # a resample left unfilled would show, as NaN
     for start in range(0, iters, 256):
         size = min(256, iters - start)
         # How often each prompt is drawn in each resample: a multinomial count, so the mean
@@ -97,6 +97,8 @@ def distinct_n(texts, n: int) -> float:
 
     Words are lower-cased, whitespace-separated tokens (Li et al. 2016 count tokens the
     same way). 1.0 means no n-gram repeats; NaN when the texts hold no n-gram at all.
+    It falls as a set grows (more chances to repeat), so a small selected set scores higher
+    than the whole pool for that reason alone: compare sets of similar size.
     """
     grams: list[tuple[str, ...]] = []
     for text in texts:

@@ -40,6 +40,8 @@ def load_reward_fn(spec: str) -> RewardFn:
         if not path.is_file():
             raise WinnowError(f"reward function file does not exist: {path}")
         module_spec = importlib.util.spec_from_file_location(f"winnow_user_reward_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise WinnowError(f"{path}: cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_spec.name] = module
         try:
@@ -72,10 +74,10 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
         raise WinnowError(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
-    try:
-        values = list(values)
-    except TypeError:
-        raise WinnowError(f"reward function {name!r} returned {type(values).__name__}, expected a list") from None
+    if hasattr(values, "tolist"):  # a numpy array or torch tensor
+        values = values.tolist()
+    if not isinstance(values, list | tuple):  # a dict would give its keys, a str its characters
+        raise WinnowError(f"reward function {name!r} returned {type(values).__name__}, expected a list of numbers")
     if len(values) != len(completions):
         raise WinnowError(f"reward function {name!r} returned {len(values)} values for {len(completions)} completions")
     out = []
@@ -91,7 +93,12 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
                 f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i}{key}: "
                 "expected a number or None"
             )
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:
+            raise WinnowError(
+                f"reward function {name!r} returned a number too large for a float at position {i}"
+            ) from None
         if math.isinf(v):
             raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
         out.append(v)

@@ -15,6 +15,10 @@ One chunk of G prompts of similar length, planned under the token budget like pl
   (``SharedPrefixLayer``); its attention mask (R, Pmax + W) is its prompt's padding mask then
   its own; its position ids go on from its prompt's real length.
 
+The token budget counts each prompt once, in its chunk's prefill (G * Pmax), and each
+continuation batch's tails (R * W); the gathered prompt keys add R * Pmax per layer, for
+one layer at a time.
+
 Only where it is exact: the caller checks that each row's token ids start with its
 rendered prompt's ids (a tokenizer may merge tokens across the boundary), and only the
 architectures in ``ARCHITECTURES`` (tested against the plain path) take this path. Layers

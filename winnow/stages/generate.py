@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from winnow.config import GenerateConfig, config_hash
+from winnow.config import ExecutorConfig, GenerateConfig, config_hash
 from winnow.errors import WinnowError
-from winnow.executors import ShardTask, run_shards
+from winnow.executors import ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
+from winnow.provenance import model_identity
 from winnow.records import Prompt, atomic_write_jsonl
 from winnow.rundir import Stage
 
@@ -21,38 +22,73 @@ def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
     return int(np.random.SeedSequence([seed, model_index, shard_index]).generate_state(1)[0])
 
 
-def generate(run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig) -> dict:
-    """Sample ``config.n`` completions per prompt from each model; returns the manifest."""
+def generate(
+    run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig, executor: ExecutorConfig | None = None
+) -> dict:
+    """Sample ``config.n`` completions per prompt from each model; returns the manifest.
+
+    ``executor`` says where the shards are made (default: this process); it never changes them.
+    """
     config.validate()
+    executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
-    stage = Stage(run_dir, "generate", {"generate": asdict(config), "prompts_hash": config_hash(rows)})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    num_shards = math.ceil(len(prompts) / config.shard_size)
-    shard_names = []
-    for k, model in enumerate(config.models):
-        names = [f"m{k}-{i:05d}" for i in range(num_shards)]
-        shard_names += names
-        tasks = [
-            ShardTask(
-                name, (prompts[i * config.shard_size : (i + 1) * config.shard_size], shard_seed(config.seed, k, i))
-            )
-            for i, name in enumerate(names)
-            if not stage.has_shard(name)
-        ]
-        factory = GenerateWorkerFactory(config, k, prompts)
-        run_shards(tasks, factory, stage.dir, claim=stage.claim, desc=f"generate {model}")
-    completions = stage.read_shards(shard_names)
-    stage.claim()
-    atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
-    return stage.finish(
-        shards=shard_names,
-        num_prompts=len(prompts),
-        num_columns=config.n * len(config.models),
-        num_completions=len(completions),
-        skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
+    stage = Stage(
+        run_dir,
+        "generate",
+        {"generate": config.stage_config(), "prompts_hash": config_hash(rows), "provenance": provenance},
     )
+    with stage:
+        server = _describe_server(config)
+        num_shards = math.ceil(len(prompts) / config.shard_size)
+        shard_names, made = [], 0
+        report = ShardReport(executor=executor.name)  # all models' pools together
+        for k, model in enumerate(config.models):
+            names = [f"m{k}-{i:05d}" for i in range(num_shards)]
+            shard_names += names
+            chunks = {
+                name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
+            }
+            pending = set(stage.pending(names))
+            tasks = [
+                ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
+                for i, name in enumerate(names)
+                if name in pending
+            ]
+            # model k owns columns k*n .. k*n+n-1; a prompt too long for it has no rows at all
+            columns = range(k * config.n, (k + 1) * config.n)
+            keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
+            factory = GenerateWorkerFactory(config, k, prompts)
+            part = run_shards(
+                tasks,
+                factory,
+                stage.dir,
+                claim=stage.claim,
+                executor=executor,
+                desc=f"generate {model}",
+                on_written=stage.recorder(keys, exact=False),
+                config_hash=stage.hash,
+            )
+            if not part.failed:  # failed shards are named once every model has had its turn
+                stage.check_made(tasks, part, keys, exact=False)
+            report = report.merge(part)
+            made += len(tasks)
+        report.raise_failed("generate", made)
+        if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
+            return stage.manifest()
+        completions = stage.read_shards(shard_names)
+        stage.claim()
+        atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
+        return stage.finish(
+            shards=shard_names,
+            outputs=["prompts.jsonl"],
+            num_prompts=len(prompts),
+            num_columns=config.n * len(config.models),
+            num_completions=len(completions),
+            skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+            **({"server": server} if server else {}),
+            executor=report.record(executor),
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +115,8 @@ class GenerateWorker:
             config.models[model_index],
             device=config.device,
             batch_size=config.batch_size,
+            client=config.client_settings(),
+            endpoint=config.endpoint,
             dtype=config.dtype,
             engine=config.engine(),
         )
@@ -95,6 +133,16 @@ class GenerateWorker:
             row["sample_index"] += self.model_index * self.config.n  # model k owns columns k*n .. k*n+n-1
             shard.append(row)
         return shard
+
+
+def _describe_server(config: GenerateConfig) -> dict | None:
+    """For a server backend: its URL and served model names, recorded in the manifest."""
+    client = config.client_settings()
+    if client is None:
+        return None
+    from winnow.generate.openai_api import describe_server
+
+    return describe_server(client, config.models)
 
 
 def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> set[str]:

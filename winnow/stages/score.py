@@ -11,38 +11,61 @@ from typing import Any
 import numpy as np
 
 from winnow import select as sel
-from winnow.config import ScoreConfig
+from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rundir import Stage, load_generations
 
 
-def score(run_dir: str | Path, config: ScoreConfig, reward=None) -> dict:
+def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: ExecutorConfig | None = None) -> dict:
     """Score every completion into an M x C reward matrix (``score/rewards.npy``, NaN = unscored).
 
     ``reward`` overrides the reward built from config (for library use); the stage config
-    then records only its name.
+    then records only its name. ``executor`` says where the shards are made (default: this
+    process); it never changes them.
     """
     config.validate()
+    executor = executor or ExecutorConfig()
     prompts, completions, gen = load_generations(run_dir)
-    stage = Stage(run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"]})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    by_id = {p.id: p for p in prompts}
-    num_shards = math.ceil(len(completions) / config.shard_size)
-    names = [f"{i:05d}" for i in range(num_shards)]
-    tasks = []
-    for i, name in enumerate(names):
-        if stage.has_shard(name):
-            continue
-        rows = completions[i * config.shard_size : (i + 1) * config.shard_size]
-        tasks.append(ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in rows]))
-    run_shards(tasks, ScoreWorkerFactory(config, reward), stage.dir, claim=stage.claim, desc="score")
-    rows = stage.read_shards(names)
-    matrix = reward_matrix(prompts, rows, gen["num_columns"])
-    atomic_write_npy(stage.dir / "rewards.npy", matrix)
-    return stage.finish(shards=names, **summarize(matrix, num_completions=len(completions)), **scoring_paths(rows))
+    provenance = {"reward": _reward_identity(config, reward)}
+    stage = Stage(
+        run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"], "provenance": provenance}
+    )
+    with stage:
+        by_id = {p.id: p for p in prompts}
+        num_shards = math.ceil(len(completions) / config.shard_size)
+        names = [f"{i:05d}" for i in range(num_shards)]
+        chunks = {
+            name: completions[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
+        }
+        pending = stage.pending(names)
+        tasks = [ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in chunks[name]]) for name in pending]
+        keys = {name: {(c["prompt_id"], c["sample_index"]) for c in chunks[name]} for name in pending}
+        report = run_shards(
+            tasks,
+            ScoreWorkerFactory(config, reward),
+            stage.dir,
+            claim=stage.claim,
+            executor=executor,
+            desc="score",
+            on_written=stage.recorder(keys, exact=True),
+            config_hash=stage.hash,
+        )
+        report.raise_failed("score", len(tasks))
+        stage.check_made(tasks, report, keys, exact=True)
+        if not tasks and stage.stored_manifest() and stage.matches("rewards.npy"):
+            return stage.manifest()
+        rows = stage.read_shards(names)
+        matrix = reward_matrix(prompts, rows, gen["num_columns"])
+        stage.claim()
+        atomic_write_npy(stage.dir / "rewards.npy", matrix)
+        return stage.finish(
+            shards=names,
+            outputs=["rewards.npy"],
+            **summarize(matrix, num_completions=len(completions)),
+            **scoring_paths(rows),
+            executor=report.record(executor),
+        )
 
 
 @dataclass(frozen=True)
@@ -61,9 +84,9 @@ class ScoreWorker:
 
     def __init__(self, config: ScoreConfig, reward=None):
         if reward is not None:
-            self.reward, self.name = reward, config.reward_model or config.reward_fn
+            self.reward, self.name = reward, config.reward_model or config.reward_fn or "reward"
         else:
-            self.reward, self.name = _make_reward(config)
+            self.reward, self.name = make_reward(config)
         # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
         self.step = config.fn_batch_size if not config.reward_model else config.shard_size
 
@@ -100,7 +123,24 @@ class ScoreWorker:
         ]
 
 
-def _make_reward(config: ScoreConfig):
+def _reward_identity(config: ScoreConfig, reward) -> str:
+    """The hash of the reward's code or model, so resuming after it changed is refused."""
+    from winnow.provenance import callable_identity, model_identity, reward_fn_identity
+
+    if reward is not None:
+        return callable_identity(reward)
+    if config.reward_model:
+        return model_identity(config.reward_model)
+    if config.reward_judge:
+        # the judge is a served model: its URL and name are in the config; the rubric is hashed
+        from winnow.rewards.judge import rubric_identity
+
+        return rubric_identity(config.judge_rubric)
+    return reward_fn_identity(config.reward_fn or "")
+
+
+def make_reward(config: ScoreConfig):
+    """The reward config names, and a name for messages: reward model, else judge, else function."""
     if config.reward_model:
         from winnow.rewards.classifier import ClassifierReward
 
@@ -113,9 +153,20 @@ def _make_reward(config: ScoreConfig):
             prefix_sharing=config.reward_prefix_sharing,
         )
         return rm, config.reward_model
+    if config.reward_judge:
+        from winnow.remote import ClientSettings
+        from winnow.rewards.judge import JudgeReward
+
+        judge = JudgeReward(
+            ClientSettings(base_url=config.reward_judge, api_key_env=config.judge_api_key_env),
+            model=config.judge_model or "",
+            rubric=config.judge_rubric,
+        )
+        return judge, f"judge {config.judge_model}"
     from winnow.rewards import load_reward_fn
 
-    return load_reward_fn(config.reward_fn), config.reward_fn
+    spec = config.reward_fn or ""  # validate() makes sure one of the two is set
+    return load_reward_fn(spec), spec
 
 
 def reward_matrix(prompts: list[Prompt], rows: list[dict], num_columns: int) -> np.ndarray:
@@ -148,6 +199,12 @@ def summarize(matrix: np.ndarray, *, num_completions: int) -> dict:
         "num_completions": num_completions,
         "scored": scored,
         "unscored": num_completions - scored,
-        "mean_reward": float(np.nanmean(matrix)) if scored else None,
-        "mean_best_reward": float(best_values.mean()) if has.any() else None,
+        "mean_reward": _mean(matrix[~np.isnan(matrix)]) if scored else None,
+        "mean_best_reward": _mean(best_values) if has.any() else None,
     }
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of finite values without overflow: rewards near 1e308 would sum to inf."""
+    scale = float(np.abs(values).max())
+    return float(np.mean(values / scale) * scale) if scale > 0 else 0.0

@@ -3,51 +3,65 @@ and, when asked, preference pairs into ``select/pairs.jsonl``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from winnow import select as sel
 from winnow.config import SelectConfig
+from winnow.pool import load_pool
 from winnow.records import atomic_write_jsonl
 from winnow.rundir import Stage, load_scored
 
 
-def select(run_dir: str | Path, config: SelectConfig) -> dict:
+def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str | Path] | None = None) -> dict:
     """Pick rows with a strategy and write ``select/selected.jsonl`` in TRL's
     conversational prompt-completion format, each row keyed and carrying its reward; with
-    ``config.pairs``, also ``select/pairs.jsonl`` in TRL's conversational preference format."""
+    ``config.pairs``, also ``select/pairs.jsonl`` in TRL's conversational preference format.
+
+    pool: scored round folders ``{round: folder}`` whose candidates are chosen among
+    together (``winnow.pool``); each row (and each side of a pair) then also carries its
+    round, and its sample index is the one within that round. None: run_dir's own candidates.
+    """
     config.validate()
-    prompts, by_key, rewards, scored = load_scored(run_dir)
-    stage = Stage(run_dir, "select", {"select": asdict(config), "score_hash": scored["config_hash"]})
-    stage.begin()
-    if stage.is_complete():
-        return stage.manifest()
-    removed: dict[str, int] = {}
-    if config.drop_truncated:
-        # NaN is "not a candidate" to every strategy, so a cut completion can be neither
-        # selected nor one side of a pair.
-        cut = np.array(
-            [
-                [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
-                for p in prompts
-            ],
-            dtype=bool,
-        ).reshape(rewards.shape)
-        removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
-        rewards = np.where(cut, np.nan, rewards)
-    if config.dedup:
-        texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
-        deduped = sel.dedup(rewards, texts)
-        removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
-        rewards = deduped
-    picked = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, beta=config.beta, seed=config.seed)
-    rows = []
-    for i, j in picked.tolist():
-        prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-        rows.append(
-            {
+    columns: list[tuple[int, int]] | None = None
+    if pool is None:
+        prompts, by_key, rewards, scored = load_scored(run_dir)
+        upstream: dict = {"score_hash": scored["config_hash"]}
+    else:
+        pooled = load_pool(pool)
+        prompts, by_key, rewards, columns = pooled.prompts, pooled.by_key, pooled.rewards, pooled.columns
+        upstream = {"score_hashes": pooled.score_hashes}
+    stage = Stage(run_dir, "select", {"select": asdict(config), **upstream})
+    with stage:
+        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
+            return stage.manifest()
+        removed: dict[str, int] = {}
+        if config.drop_truncated:
+            # NaN is "not a candidate" to every strategy, so a cut completion can be neither
+            # selected nor one side of a pair.
+            cut = np.array(
+                [
+                    [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
+                    for p in prompts
+                ],
+                dtype=bool,
+            ).reshape(rewards.shape)
+            removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
+            rewards = np.where(cut, np.nan, rewards)
+        if config.dedup:
+            texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
+            deduped = sel.dedup(rewards, texts)
+            removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
+            rewards = deduped
+        picked = sel.apply(config.strategy, rewards, k=config.k, t=config.threshold, beta=config.beta, seed=config.seed)
+        rows = []
+        for i, j in picked.tolist():
+            prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
+            row = {
                 "prompt": prompt.as_messages(),
                 "completion": [{"role": "assistant", "content": completion["text"]}],
                 "prompt_id": prompt.id,
@@ -55,22 +69,33 @@ def select(run_dir: str | Path, config: SelectConfig) -> dict:
                 "model": completion["model"],
                 "reward": float(rewards[i, j]),
             }
-        )
-    pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs) if config.pairs else None
-    stage.claim()
-    atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
-    summary: dict[str, float | int | None] = {"num_selected": len(rows), **removed}
-    summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
-    if pairs is not None:
-        atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
-        summary["num_pairs"] = len(pairs)
-        summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
-    return stage.finish(**summary)
+            if columns is not None:  # provenance: the round, and the sample's index within it
+                row["round"], row["sample_index"] = columns[j]
+            rows.append(row)
+        pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs, columns) if config.pairs else None
+        stage.claim()
+        atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
+        summary: dict[str, Any] = {"num_selected": len(rows), **removed}
+        summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
+        if pairs is not None:
+            atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
+            summary["num_pairs"] = len(pairs)
+            summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
+        outputs = ["selected.jsonl"] + (["pairs.jsonl"] if pairs is not None else [])
+        return stage.finish(outputs=outputs, **summary)
 
 
-def preference_pairs(prompts, by_key: dict, rewards: np.ndarray, config: SelectConfig, pairing: str) -> list[dict]:
+def preference_pairs(
+    prompts,
+    by_key: dict,
+    rewards: np.ndarray,
+    config: SelectConfig,
+    pairing: str,
+    columns: list[tuple[int, int]] | None = None,
+) -> list[dict]:
     """Rows {"prompt", "chosen", "rejected"} (TRL's conversational preference format) with both
-    rewards, the margin and where each side came from; pairs under ``min_margin`` or tied are left out."""
+    rewards, the margin and where each side came from; pairs under ``min_margin`` or tied are left out.
+    columns: pooled column -> (round, sample_index), for candidates pooled across rounds."""
     triples = sel.make_pairs(pairing, rewards, k=config.pair_k, beta=config.beta, seed=config.seed)
     out = []
     for i, a, b in triples.tolist():
@@ -95,4 +120,7 @@ def preference_pairs(prompts, by_key: dict, rewards: np.ndarray, config: SelectC
                 "rejected_tokens": rejected["num_tokens"],
             }
         )
+        if columns is not None:  # provenance across rounds, as for selected rows
+            (out[-1]["chosen_round"], out[-1]["chosen_index"]) = columns[a]
+            (out[-1]["rejected_round"], out[-1]["rejected_index"]) = columns[b]
     return out

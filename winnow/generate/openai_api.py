@@ -1,0 +1,277 @@
+"""The ``openai`` backend: completions from any OpenAI-compatible server (vLLM, SGLang, TGI,
+llama.cpp, ``winnow serve``, a hosted API), through the official async client.
+
+What is sent: ``n``, ``temperature``, ``top_p``, ``max_tokens``, ``seed`` and ``stop`` as
+the OpenAI API defines them; ``top_k``, ``min_p`` and ``repetition_penalty``, which the
+official API lacks, go in the request body as extra fields when they are not neutral
+(vLLM, SGLang and ``winnow serve`` read them; a server that does not know them answers
+400, which is an error here, never a silent default).
+
+Endpoints: with ``endpoint="auto"`` chat-message prompts go to ``/chat/completions`` (the
+server applies its chat template) and text prompts to ``/completions`` (sent as they
+are); ``"chat"`` sends text prompts as one user turn, as the ``hf`` backend renders them;
+``"completions"`` takes text prompts only.
+
+``n`` samples of a prompt go in one request when the server takes ``n > 1`` and says how
+many tokens each choice has (``winnow serve`` adds ``num_tokens`` to each choice; other
+servers are asked for logprobs, whose length is the count); otherwise as ``n`` requests
+of one. The backend learns which on its first prompt. Every request carries a seed
+derived from the shard's seed and the prompt's place in the shard (and the sample's, for
+single requests), so a retried or resumed shard asks for exactly the same samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from winnow import remote
+from winnow.errors import WinnowError
+from winnow.generate import Sampling
+from winnow.records import Completion, Prompt
+
+ENDPOINTS = ("auto", "chat", "completions")
+UNKNOWN_CONTEXT = 1 << 30
+"""The server checks prompt lengths itself: locally, no prompt counts as too long."""
+
+
+def request_seed(seed: int, *path: int) -> int:
+    """A 31-bit seed for one request, derived from the shard seed and the request's place."""
+    return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+@dataclass
+class Choice:
+    text: str
+    num_tokens: int | None
+    finish_reason: str
+
+
+class OpenAIBackend:
+    """Completions from the server at ``client.base_url``; ``model`` is the served model name."""
+
+    def __init__(self, model: str, *, client: remote.ClientSettings, endpoint: str = "auto"):
+        if endpoint not in ENDPOINTS:
+            raise WinnowError(f"generate.endpoint: must be one of {ENDPOINTS}, got {endpoint!r}")
+        self.model = model
+        self.client = client
+        self.endpoint = endpoint
+        self.n_mode: str | None = None
+        """How n > 1 samples are asked for: "n" (one request), "logprobs" (one request,
+        counts from logprobs) or "single" (n requests); learned on the first prompt."""
+
+    def context_length(self) -> int:
+        return UNKNOWN_CONTEXT
+
+    def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
+        return [0] * len(prompts)
+
+    def generate(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> list[Completion]:
+        """``sampling.n`` completions per prompt, grouped by prompt, sample_index 0..n-1.
+
+        Requests run concurrently (at most ``client.concurrency`` in flight); a request
+        that keeps failing ends the call with an error naming its prompt.
+        """
+        for p in prompts:
+            self._endpoint_of(p)  # refuse a message prompt on 'completions' before any request
+        return asyncio.run(self._generate(prompts, sampling, seed))
+
+    async def _generate(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> list[Completion]:
+        client = remote.make_client(self.client)
+        try:
+            n = sampling.n
+            first: list[Choice] | None = None
+            if n > 1 and self.n_mode is None and prompts:
+                first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
+            jobs: list[Callable[[], Awaitable[Any]]] = []
+            slots: list[tuple[int, int | None]] = []  # (prompt index, sample index or None = all n)
+            for i, prompt in enumerate(prompts):
+                if i == 0 and first is not None:
+                    continue
+                if n == 1 or self.n_mode == "single":
+                    for j in range(n):
+                        jobs.append(self._job(client, prompt, sampling, 1, request_seed(seed, i, j), False))
+                        slots.append((i, j))
+                else:
+                    logprobs = self.n_mode == "logprobs"
+                    jobs.append(self._job(client, prompt, sampling, n, request_seed(seed, i), logprobs))
+                    slots.append((i, None))
+            results = await remote.gather_bounded(self.client.concurrency, jobs)
+        finally:
+            await client.close()
+        choices: dict[tuple[int, int], Choice] = {}
+        if first is not None:
+            choices.update({(0, j): c for j, c in enumerate(first)})
+        for (i, slot), got in zip(slots, results, strict=True):
+            if slot is None:
+                choices.update({(i, k): c for k, c in enumerate(got)})
+            else:
+                choices[(i, slot)] = got[0]
+        return [self._completion(p, j, choices[(i, j)]) for i, p in enumerate(prompts) for j in range(n)]
+
+    def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
+        async def job() -> list[Choice]:
+            got = await self._call(prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs))
+            return self._checked(prompt, got, n)
+
+        return job
+
+    async def _call(self, prompt: Prompt, request, refusals: tuple = ()):
+        """``remote.call`` for one prompt; a refusal (4xx) not in ``refusals`` is an error naming it."""
+        import openai
+
+        what = f"prompt {prompt.id!r}"
+        try:
+            return await remote.call(self.client, what, request)
+        except refusals:
+            raise
+        except openai.APIStatusError as e:
+            raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
+
+    async def _probe(self, client, prompt: Prompt, sampling: Sampling, seed: int) -> list[Choice] | None:
+        """Ask for n samples in one request, then with logprobs; settle ``n_mode``.
+
+        Returns the first prompt's choices when one request gave all n with token counts,
+        else None (the prompt is then asked for as n single requests like the rest).
+        """
+        import openai
+
+        refusals = (openai.BadRequestError, openai.UnprocessableEntityError)
+        for mode in ("n", "logprobs"):
+            try:
+                got = await self._call(
+                    prompt,
+                    lambda lp=mode == "logprobs": self._request(client, prompt, sampling, sampling.n, seed, lp),
+                    refusals,
+                )
+            except refusals:
+                continue  # the server refuses n > 1 (or logprobs): try the next way
+            if len(got) == sampling.n and all(c.num_tokens is not None for c in got):
+                self.n_mode = mode
+                return got
+        self.n_mode = "single"
+        return None
+
+    async def _request(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
+        """One HTTP request; returns its choices in index order."""
+        common: dict[str, Any] = dict(
+            model=self.model,
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=seed,
+            extra_body=extra_body(sampling) or None,
+        )
+        if sampling.stop:
+            common["stop"] = list(sampling.stop)
+        if self._endpoint_of(prompt) == "chat":
+            if logprobs:
+                common.update(logprobs=True, top_logprobs=0)
+            response = await client.chat.completions.create(messages=prompt.as_messages(), **common)
+        else:
+            if logprobs:
+                common["logprobs"] = 0
+            response = await client.completions.create(prompt=prompt.text, **common)
+        return parse_choices(response)
+
+    def _endpoint_of(self, prompt: Prompt) -> str:
+        if self.endpoint == "chat" or (self.endpoint == "auto" and prompt.messages is not None):
+            return "chat"
+        if prompt.text is None:
+            raise WinnowError(f"prompt {prompt.id!r} has chat messages; endpoint 'completions' takes text prompts only")
+        return "completions"
+
+    def _checked(self, prompt: Prompt, choices: list[Choice], n: int) -> list[Choice]:
+        if len(choices) != n:
+            raise WinnowError(
+                f"prompt {prompt.id!r}: server {self.client.base_url} returned {len(choices)} choices for n={n}"
+            )
+        if any(c.num_tokens is None for c in choices):
+            raise WinnowError(
+                f"prompt {prompt.id!r}: server {self.client.base_url} reported no token usage for the completion"
+            )
+        return choices
+
+    def _completion(self, prompt: Prompt, sample_index: int, choice: Choice) -> Completion:
+        assert choice.num_tokens is not None  # checked in _checked
+        return Completion(
+            prompt_id=prompt.id,
+            sample_index=sample_index,
+            model=self.model,
+            text=choice.text,
+            num_tokens=choice.num_tokens,
+            finish_reason=choice.finish_reason,
+        )
+
+
+def extra_body(sampling: Sampling) -> dict:
+    """Sampling fields the OpenAI API lacks, when not neutral (vLLM and SGLang read these names)."""
+    extra: dict[str, Any] = {}
+    if sampling.top_k > 0:
+        extra["top_k"] = sampling.top_k
+    if sampling.min_p > 0:
+        extra["min_p"] = sampling.min_p
+    if sampling.repetition_penalty != 1.0:
+        extra["repetition_penalty"] = sampling.repetition_penalty
+    return extra
+
+
+def map_finish_reason(reason: str | None) -> str:
+    """'length' when max_tokens cut the completion; anything else ended it ('stop')."""
+    return "length" if reason == "length" else "stop"
+
+
+def parse_choices(response) -> list[Choice]:
+    """Choices of a chat or text completion, in index order, with per-choice token counts.
+
+    Counts come from ``usage`` when there is one choice, else from a ``num_tokens`` field on
+    each choice (``winnow serve``) or from the length of its logprobs; None when unknown.
+    """
+    rows = sorted(response.choices, key=lambda c: c.index)
+    usage = getattr(response, "usage", None)
+    out = []
+    for c in rows:
+        message = getattr(c, "message", None)
+        text = (message.content if message is not None else c.text) or ""
+        count = (c.model_extra or {}).get("num_tokens")
+        if count is None and len(rows) == 1 and usage is not None:
+            count = usage.completion_tokens
+        if count is None and c.logprobs is not None:
+            tokens = getattr(c.logprobs, "content", None) or getattr(c.logprobs, "tokens", None)
+            count = len(tokens) if tokens is not None else None
+        out.append(Choice(text=text, num_tokens=count, finish_reason=map_finish_reason(c.finish_reason)))
+    return out
+
+
+def describe_server(client: remote.ClientSettings, models: list[str]) -> dict:
+    """What the run records about the server: its URL and the model names it serves.
+
+    Refuses a model the server does not list (a typo would otherwise fail on every
+    request). A server without ``/models`` is recorded with ``served_models: None``.
+    """
+    import openai
+
+    async def fetch() -> list[str] | None:
+        api = remote.make_client(client)
+        try:
+            page = await remote.call(client, f"listing the models of {client.base_url}", lambda: api.models.list())
+            return [m.id for m in page.data]
+        except openai.NotFoundError:
+            return None
+        except openai.APIStatusError as e:
+            raise WinnowError(f"server {client.base_url}: listing models failed with {remote.describe(e)}") from None
+        finally:
+            await api.close()
+
+    served = asyncio.run(fetch())
+    for model in models:
+        if served is not None and model not in served:
+            raise WinnowError(
+                f"generate.models: server {client.base_url} does not serve {model!r} (it serves: {', '.join(served)})"
+            )
+    return {"base_url": client.base_url, "served_models": served}

@@ -1,0 +1,145 @@
+"""Talking to an OpenAI-compatible server: one async client, bounded concurrency, retries.
+
+Shared by the ``openai`` generation backend and the judge reward. Settings are plain values
+(picklable, so a backend built from them can be shipped to a worker process or a Ray actor);
+the client itself is made inside the event loop that uses it. The API key is read from the
+environment variable named in the settings and never stored: not on the settings, not in a
+config, manifest or error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from winnow.errors import WinnowError
+
+T = TypeVar("T")
+
+NO_KEY = "not-needed"
+"""What the client sends when no key is configured (servers such as vLLM ignore it)."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach one server and how hard to try."""
+
+    base_url: str
+    """The server's API root, e.g. ``http://127.0.0.1:8000/v1``."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    concurrency: int = 16
+    """Requests in flight at once."""
+    timeout: float = 120.0
+    """Seconds one request may take before it counts as failed (and is retried)."""
+    max_retries: int = 5
+    """Retries after the first try, on 429, 5xx, timeouts and dropped connections."""
+    backoff: float = 0.5
+    """First wait in seconds; doubled every retry (with jitter), at most ``max_backoff``."""
+    max_backoff: float = 30.0
+
+    def api_key(self) -> str:
+        if not self.api_key_env:
+            return NO_KEY
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise WinnowError(f"api_key_env: environment variable {self.api_key_env} is not set or empty")
+        return key
+
+
+def make_client(settings: ClientSettings):
+    """An ``openai.AsyncOpenAI`` client with its own retries off (``call`` retries instead)."""
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:
+        raise WinnowError(
+            "the openai backend and judge need the openai package: pip install 'winnow[openai]'"
+        ) from None
+    return AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key(), max_retries=0, timeout=settings.timeout)
+
+
+def is_transient(error: BaseException) -> bool:
+    """429, 5xx, timeouts and dropped connections are worth another try; other answers are not."""
+    import openai
+
+    if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one of these
+        return True
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code == 429 or error.status_code >= 500
+    return False
+
+
+def describe(error: BaseException) -> str:
+    """One line for an error message: the HTTP status and the server's message, if any."""
+    import openai
+
+    if isinstance(error, openai.APIStatusError):
+        return f"HTTP {error.status_code}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def backoff_delay(settings: ClientSettings, attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [0, backoff * 2**attempt], capped.
+
+    A server's Retry-After, when given, is a floor (still capped at ``max_backoff``).
+    """
+    ceiling = min(settings.max_backoff, settings.backoff * 2**attempt)
+    delay = random.uniform(0, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.max_backoff))
+    return delay
+
+
+def _retry_after(error: BaseException) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def call(settings: ClientSettings, what: str, request: Callable[[], Awaitable[T]]) -> T:
+    """Await ``request()``, retrying transient failures; then a WinnowError naming ``what``.
+
+    ``what`` names the unit of work (``prompt 'p3'``), so the error says which prompt failed.
+    A non-transient error (400, 401, 404) is raised at once as it is: callers that can do
+    something about it (fall back from n > 1) catch ``openai.APIStatusError`` themselves.
+    """
+    for attempt in range(settings.max_retries + 1):
+        try:
+            return await request()
+        except Exception as e:  # openai's errors; anything else is a bug and re-raised below
+            if not is_transient(e):
+                raise
+            if attempt == settings.max_retries:
+                raise WinnowError(
+                    f"{what}: server {settings.base_url} failed {attempt + 1} times, last with {describe(e)}; "
+                    "finished shards are kept, rerun the same command to resume"
+                ) from None
+            await asyncio.sleep(backoff_delay(settings, attempt, _retry_after(e)))
+    raise AssertionError("unreachable")
+
+
+async def gather_bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run ``jobs`` with at most ``limit`` in flight; results in the jobs' order.
+
+    The first failure cancels the jobs still running and is raised.
+    """
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(job):
+        async with semaphore:
+            return await job()
+
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,117 @@
+"""A judge model as a reward: ask an OpenAI-compatible server to grade each completion.
+
+Each (prompt, completion) is put into a rubric template (``{prompt}`` and ``{completion}``
+are replaced; the shipped default asks for "Score: N" from 1 to 10), sent as one user
+turn at temperature 0, and the number in the answer is the reward. An answer without a
+number in the rubric's range leaves the row unscored (None, NaN in the matrix), and is
+counted in ``stats["unparseable"]`` and, like every unscored row, in the score summary.
+Requests share the retry and concurrency rules of the ``openai`` backend (``winnow.remote``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from winnow import remote
+from winnow.errors import WinnowError
+
+SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.?\s*$")
+
+
+def default_rubric() -> str:
+    return (Path(__file__).parent.parent / "data" / "judge_rubric.txt").read_text(encoding="utf-8")
+
+
+def rubric_identity(rubric: str | None) -> str:
+    """A short hash of the rubric template in use, for the score stage's provenance."""
+    import hashlib
+
+    text = Path(rubric).read_text(encoding="utf-8") if rubric and Path(rubric).is_file() else default_rubric()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def parse_score(answer: str, low: float = 1, high: float = 10) -> float | None:
+    """The judge's number: after "Score", or the whole answer; None when absent or out of range.
+
+    >>> parse_score("Score: 7"), parse_score(" 8 "), parse_score("Score: 11"), parse_score("great answer")
+    (7.0, 8.0, None, None)
+    """
+    match = SCORE.search(answer) or BARE_NUMBER.match(answer)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value if low <= value <= high else None
+
+
+def render_prompt(prompt) -> str:
+    """A text prompt as it is; chat messages as 'role: content' lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+class JudgeReward:
+    """``JudgeReward(client, model=...)(prompts, completions) -> list[float | None]``."""
+
+    def __init__(
+        self,
+        client: remote.ClientSettings,
+        *,
+        model: str,
+        rubric: str | None = None,
+        max_tokens: int = 16,
+        low: float = 1,
+        high: float = 10,
+    ):
+        if rubric is not None and not Path(rubric).is_file():
+            raise WinnowError(f"score.judge_rubric: file does not exist: {rubric}")
+        self.template = Path(rubric).read_text(encoding="utf-8") if rubric else default_rubric()
+        for slot in ("{prompt}", "{completion}"):
+            if slot not in self.template:
+                raise WinnowError(f"score.judge_rubric: template {rubric} has no {slot}")
+        self.client, self.model, self.max_tokens, self.low, self.high = client, model, max_tokens, low, high
+        self.stats = {"asked": 0, "unparseable": 0}
+
+    def render(self, prompt, completion: str) -> str:
+        # replace, not str.format: prompts and completions may hold braces
+        return self.template.replace("{prompt}", render_prompt(prompt)).replace("{completion}", completion)
+
+    def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
+        ids = kw.get("prompt_ids") or [f"row {i}" for i in range(len(completions))]
+        answers = asyncio.run(self._ask(prompts, completions, ids))
+        scores = [parse_score(a, self.low, self.high) for a in answers]
+        self.stats["asked"] += len(scores)
+        self.stats["unparseable"] += sum(s is None for s in scores)
+        return scores
+
+    async def _ask(self, prompts: list, completions: list[str], ids: list) -> list[str]:
+        import openai
+
+        api = remote.make_client(self.client)
+
+        def job(prompt, completion, pid):
+            async def ask() -> str:
+                what = f"judge on prompt {pid!r}"
+                messages = [{"role": "user", "content": self.render(prompt, completion)}]
+                try:
+                    response = await remote.call(
+                        self.client,
+                        what,
+                        lambda: api.chat.completions.create(
+                            model=self.model, messages=messages, temperature=0.0, max_tokens=self.max_tokens, seed=0
+                        ),
+                    )
+                except openai.APIStatusError as e:
+                    raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
+                return response.choices[0].message.content or ""
+
+            return ask
+
+        try:
+            jobs = [job(p, c, i) for p, c, i in zip(prompts, completions, ids, strict=True)]
+            return await remote.gather_bounded(self.client.concurrency, jobs)
+        finally:
+            await api.close()

@@ -1,0 +1,148 @@
+"""What SFT and DPO share: loading the starting model, TRL arguments, LoRA, a checkpoint
+that appears only when whole, and training that fails loudly.
+
+``winnow.sft`` and ``winnow.dpo`` are the two stages; each builds its TRL trainer from
+these pieces, so a fix to CPU defaults, precision or divergence checks lands in both.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from winnow.errors import WinnowError
+from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.records import honour_umask
+from winnow.rundir import TMP_DIR_PREFIX, Stage
+
+
+def load_starting_model(model: str | None, *, device: str, dtype: str, section: str):
+    """(model, tokenizer, device, torch dtype, fp16 AMP?) for the checkpoint to fine-tune.
+
+    fp16 training on CUDA keeps float32 master weights (the grad scaler cannot unscale fp16
+    gradients); bfloat16 needs no scaler, so its weights are bfloat16 themselves.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not model:
+        raise WinnowError(f"{section}.model: no starting checkpoint given")
+    path = resolve_model(model)
+    device = pick_device(device)
+    tokenizer = load_tokenizer(path)
+    torch_dtype = resolve_dtype(dtype, device)
+    fp16_amp = torch_dtype == torch.float16 and device != "cpu"
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else torch_dtype)
+    return lm, tokenizer, device, torch_dtype, fp16_amp
+
+
+def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16_amp: bool) -> dict:
+    """Keyword arguments every TRL config gets from a winnow training section."""
+    import torch
+
+    return {
+        "output_dir": str(output_dir / "trainer"),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "per_device_train_batch_size": config.batch_size,
+        "max_length": config.max_length,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "seed": config.seed,
+        # TRL turns both on by default; on CPU they make a step ~10x slower (no bf16 units).
+        "bf16": dtype == torch.bfloat16 and device != "cpu",
+        "fp16": fp16_amp,
+        "gradient_checkpointing": False,
+        "use_cpu": device == "cpu",
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 1,
+        "dataloader_num_workers": 0,
+    }
+
+
+def lora_config(config: Any):
+    """peft's LoraConfig on every linear layer when ``config.lora``, else None."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section: str) -> dict:
+    """Train, refuse a diverged run, merge LoRA, save a full checkpoint to ``output_dir``.
+
+    Returns {"train_loss": float, "loss_curve": [[step, loss], ...]}. A non-finite loss stops
+    training at that step, and non-finite weights are refused: either raises WinnowError and
+    nothing is saved.
+    """
+    trainer.add_callback(_stop_on_non_finite_loss())
+    result = trainer.train()
+    curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
+    hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
+    for step, loss in curve:
+        if not math.isfinite(loss):
+            raise WinnowError(f"{section}: training diverged: loss is {loss} at step {step}; {hint}")
+    trained = trainer.model
+    if config.lora:
+        trained = trained.merge_and_unload()
+    bad = [name for name, p in trained.named_parameters() if not bool(p.detach().isfinite().all())]
+    if bad:
+        raise WinnowError(
+            f"{section}: training diverged: {len(bad)} weight tensor(s) are not finite ({bad[0]}, ...); {hint}"
+        )
+    trained.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(output_dir / "trainer", ignore_errors=True)
+    return {"train_loss": float(result.metrics["train_loss"]), "loss_curve": curve}
+
+
+def write_checkpoint(stage: Stage, train: Callable[[Path], dict]) -> tuple[list[str], dict]:
+    """Run ``train(folder)`` into a temp folder and rename it to ``<stage>/checkpoint``.
+
+    Training restarts from scratch after a crash: the checkpoint appears only when whole.
+    Returns the checkpoint's files relative to the stage folder and ``train``'s metrics.
+    """
+    checkpoint = stage.dir / "checkpoint"
+    tmp = Path(tempfile.mkdtemp(dir=stage.dir, prefix=f"{TMP_DIR_PREFIX}checkpoint-"))
+    try:
+        metrics = train(tmp)
+        honour_umask(tmp)
+        stage.claim()
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        tmp.rename(checkpoint)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    files = sorted(str(p.relative_to(stage.dir)) for p in checkpoint.rglob("*") if p.is_file())
+    return files, metrics
+
+
+def with_checkpoint_path(stage: Stage) -> dict:
+    """The manifest names the checkpoint relative to the stage, so identical runs in two
+    folders write identical manifests; callers get the full path."""
+    manifest = stage.manifest()
+    return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
+
+
+def _stop_on_non_finite_loss():
+    """A callback that stops at the first logged non-finite loss: later steps only spread NaNs."""
+    from transformers import TrainerCallback
+
+    class StopOnNonFiniteLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                control.should_training_stop = True
+
+    return StopOnNonFiniteLoss()

@@ -1,0 +1,124 @@
+"""``winnow verify RUN_DIR``: check a whole run dir against its manifests and say what is wrong.
+
+For each stage folder: its config and manifest are readable and agree, every file the
+manifest records is present with the recorded size and sha256 (so row counts and the reward
+matrix's shape too), and the stage was made from the upstream stage now in the run dir.
+Temp files a killed run left, and a writer holding the lock, are reported as notes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from winnow.config import config_hash
+from winnow.errors import WinnowError
+from winnow.records import TMP_SUFFIX, read_json
+from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file
+
+STAGES = ("generate", "score", "select", "sft", "dpo")
+UPSTREAM = {
+    "score": ("generate", "generate_hash"),
+    "select": ("score", "score_hash"),
+    "sft": ("select", "select_hash"),
+    "dpo": ("select", "select_hash"),
+}
+"""stage -> (the stage it reads, the config field holding that stage's config hash)."""
+
+
+def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
+    """Report lines (one per finding) and the number of problems; 0 means all is well."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise WinnowError(f"run dir does not exist or is not a folder: {run_dir}")
+    lines, problems = [], 0
+    hashes: dict[str, str] = {}
+    for name in STAGES:
+        folder = run_dir / name
+        if not folder.exists():
+            lines.append(f"{name:9} not run")
+            continue
+        found, notes, stage_hash = _check_stage(folder, name, hashes)
+        if stage_hash:
+            hashes[name] = stage_hash
+        problems += len(found)
+        lines += [f"{name:9} PROBLEM {p}" for p in found] + [f"{name:9} note: {n}" for n in notes]
+        if not found:
+            lines.append(f"{name:9} ok")
+    return lines, problems
+
+
+def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[str], list[str], str | None]:
+    """(problems, notes, the stage's config hash when its manifest is sound)."""
+    problems: list[str] = []
+    notes = _notes(folder)
+    config_path, manifest_path = folder / "config.json", folder / "manifest.json"
+    try:
+        config = read_json(config_path) if config_path.exists() else None
+        manifest = read_json(manifest_path) if manifest_path.exists() else None
+    except WinnowError as e:
+        return [f"{e}; rerun `winnow {name}` to rebuild it"], notes, None
+    if manifest is None:
+        if config is None:
+            notes.append("started, nothing written yet")
+            return problems, notes, None
+        recorded = sum(1 for line in (folder / LEDGER).read_bytes().splitlines()) if (folder / LEDGER).exists() else 0
+        problems.append(
+            f"{manifest_path}: missing: the stage is not finished ({recorded} shard(s) recorded); rerun `winnow {name}`"
+        )
+        return problems, notes, None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        return [f"{manifest_path}: damaged (no file records); rerun `winnow {name}`"], notes, None
+    stage_hash = manifest.get("config_hash")
+    if config_hash(manifest.get("config")) != stage_hash:
+        problems.append(f"{manifest_path}: damaged (config does not match its hash); rerun `winnow {name}`")
+    if config is not None and config != manifest.get("config"):
+        problems.append(f"{config_path}: differs from the config in manifest.json")
+    for relpath, record in sorted(manifest["files"].items()):
+        problem = check_file(folder / relpath, record)
+        if problem:
+            problems.append(f"{folder / relpath}: {problem}; rerun `winnow {name}` to remake it")
+    if name in UPSTREAM:
+        upstream, field = UPSTREAM[name]
+        used = (manifest.get("config") or {}).get(field)
+        if upstream not in hashes:
+            problems.append(f"made from a {upstream} stage that is missing or broken in this run dir")
+        elif used != hashes[upstream]:
+            problems.append(
+                f"made from another {upstream} stage ({used}) than the one in this run dir ({hashes[upstream]}); "
+                f"rerun `winnow {name}` in a new run dir"
+            )
+    extra = sorted(p.name for p in folder.glob("shard-*.jsonl") if p.name not in manifest["files"])
+    if extra:
+        notes.append(f"{len(extra)} shard file(s) not in the manifest, ignored: {', '.join(extra[:3])}")
+    return problems, notes, stage_hash if not problems else None
+
+
+def _notes(folder: Path) -> list[str]:
+    notes = []
+    temps = [p for p in folder.iterdir() if (p.name.endswith(TMP_SUFFIX) or p.name.startswith(TMP_DIR_PREFIX))]
+    if temps:
+        notes.append(f"{len(temps)} temp file(s) left by a killed run (removed when the stage runs again)")
+    holder = _lock_holder(folder / "lock")
+    if holder:
+        notes.append(f"being written now by {holder}: files may change while this runs")
+    return notes
+
+
+def _lock_holder(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0))
+            return f"pid {holder['pid']} on host {holder['host']}"
+        except (ValueError, KeyError, TypeError):
+            return "another process"
+    finally:
+        os.close(fd)
+    return None
