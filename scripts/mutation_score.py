@@ -20,7 +20,7 @@ KILLED = {1, 3, 36, 24, -24, 152, 255, 37}  # failed tests, pytest error, timeou
 
 
 def equivalent_names(path: Path, dotted: str) -> set[str]:
-    pattern = re.compile(rf"^\s*[-*]\s*`({re.escape(dotted)}\.x_\w+__mutmut_\d+)`")
+    pattern = re.compile(rf"^\s*[-*]\s*`({re.escape(dotted)}\.x\S+?__mutmut_\d+)`")
     return {m.group(1) for line in path.read_text().splitlines() if (m := pattern.match(line))}
 
 

@@ -317,3 +317,11 @@ def test_honour_umask_fixes_a_tree_made_private(tmp_path, umask_027):
     honour_umask(folder)
     modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in [folder, *folder.rglob("*")]}
     assert modes == {"ckpt": 0o750, "ckpt/sub": 0o750, "ckpt/w.safetensors": 0o640, "ckpt/sub/c.json": 0o640}
+
+
+def test_modes_under_an_empty_umask():
+    old = os.umask(0)
+    try:
+        assert (file_mode(), dir_mode()) == (0o666, 0o777)
+    finally:
+        os.umask(old)

@@ -97,11 +97,15 @@ def workdir(tmp_path):
     return tmp_path
 
 
-def start_held(argv: list[str]) -> subprocess.Popen:
+def start_held(argv: list[str], log: Path) -> subprocess.Popen:
     """`winnow ARGV` in a new process that stops for good in generation of shard HELD_AFTER + 1."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen(
-        [sys.executable, "-c", HELD_RUN, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", HELD_RUN, *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),  # a file, not a pipe: a full pipe would block the child
+        text=True,
     )
 
 
@@ -109,7 +113,7 @@ def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> N
     """Return once ``path`` exists; fail if ``proc`` exits first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert proc.poll() is None, f"exited before being killed: {proc.stderr.read()}"
+        assert proc.poll() is None, "exited before being killed"
         assert time.monotonic() < deadline, f"{path.name} did not appear in {timeout} s"
         time.sleep(0.01)
 
@@ -120,17 +124,17 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
     assert main(run_cmd(workdir, reference, tiny_policy)) == 0
 
     run = workdir / "run"
-    proc = start_held(run_cmd(workdir, run, tiny_policy))
+    log = workdir / "stderr.txt"
+    proc = start_held(run_cmd(workdir, run, tiny_policy), log)
     wait_for_file(run / f"generate/shard-m0-{HELD_AFTER - 1:05d}.jsonl", proc)  # one prompt a shard
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
-    err = proc.stderr.read()
     assert not (run / "generate/manifest.json").exists()
     assert sorted(p.name for p in (run / "generate").glob("shard-*.jsonl")) == [
         f"shard-m0-{i:05d}.jsonl" for i in range(HELD_AFTER)
     ]
     if sig == signal.SIGINT:
-        assert code == 130 and "rerun the same command to resume" in err
+        assert code == 130 and "rerun the same command to resume" in log.read_text()
     else:
         assert code == -signal.SIGKILL
     assert not [p for p in (run / "generate").iterdir() if p.name.endswith(".tmp")] or sig == signal.SIGKILL

@@ -499,3 +499,13 @@ def test_record_shard_names_the_file_with_bad_json(tmp_path):
         path.write_text('{"prompt_id": "s0", "sample_index": 0}\n{oops\n')
         with pytest.raises(WinnowError, match=rf"^{path}:2: malformed JSON"):
             stage.record_shard("s0", {("s0", 0), ("s0", 1)}, exact=False)
+
+
+def test_stage_read_shards_names_its_stage(tmp_path):
+    with Stage(tmp_path, "score", {}) as stage:
+        stage.claim()
+        write_rows(stage.dir / "shard-s0.jsonl", rows_of("s0"))
+        stage.record_shard("s0", {("s0", 0), ("s0", 1)}, exact=True)
+        write_rows(stage.dir / "shard-s0.jsonl", rows_of("s1"))
+        with pytest.raises(WinnowError, match=r"content differs .*; rerun `winnow score` on this run dir"):
+            stage.read_shards(["s0"])
