@@ -275,6 +275,7 @@ def quiet_libraries() -> None:
     """Keep per-load progress bars and library warnings off the terminal: winnow's own
     progress (one bar per stage) is what users read. ``--verbose`` leaves them on."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
