@@ -22,8 +22,12 @@ HELD_AFTER = 3  # shards the killed run finishes before it is held, and killed
 # HELD_AFTER + 1 waits there until a signal arrives. The test waits for shard HELD_AFTER to
 # appear and then signals, so the kill lands mid-generation however fast the machine is.
 HELD_RUN = f"""
+import signal
 import sys
 import time
+
+# Ctrl-C as a shell delivers it: a parent (pytest-xdist's worker) may have left SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from winnow.generate import hf
 
