@@ -161,10 +161,19 @@ def test_a_second_score_is_refused_while_the_first_writes(workdir, tiny_policy):
     run = workdir / "run"
     assert main(gen_args(workdir, tiny_policy)) == 0
     (workdir / "rewards.py").write_text(REWARDS)
-    a = start(["score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:first"])
-    wait_for(holds_lock(run / "score", a.pid), a)
-    a.send_signal(signal.SIGSTOP)
+    # The first writer's reward function holds it inside the stage (lock taken) until the
+    # test lets it go, so the second writer meets the lock however fast the machine is.
+    env = {**os.environ, "WINNOW_TEST_GATE": str(workdir / "gate")}
+    a = subprocess.Popen(
+        [sys.executable, "-m", "winnow", "score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:first"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
+        wait_for(lambda: (workdir / "gate.held").exists(), a)
+        assert holds_lock(run / "score", a.pid)()
         b = subprocess.run(
             [
                 sys.executable,
@@ -181,7 +190,7 @@ def test_a_second_score_is_refused_while_the_first_writes(workdir, tiny_policy):
             timeout=300,
         )
     finally:
-        a.send_signal(signal.SIGCONT)
+        (workdir / "gate").write_text("go")
     assert b.returncode == 2 and f"is being written by pid {a.pid}" in b.stderr, b.stderr
     assert a.wait(timeout=300) == 0, a.stderr.read() if a.stderr else ""
     manifest = json.loads((run / "score/manifest.json").read_text())
@@ -191,7 +200,15 @@ def test_a_second_score_is_refused_while_the_first_writes(workdir, tiny_policy):
 
 
 REWARDS = """
+import os, pathlib, time
+
 def first(prompts, completions, **kw):
+    gate = os.environ.get("WINNOW_TEST_GATE")
+    if gate:  # hold here, inside the locked stage, until the test writes the gate file
+        pathlib.Path(gate + ".held").touch()
+        deadline = time.time() + 300
+        while not pathlib.Path(gate).exists() and time.time() < deadline:
+            time.sleep(0.02)
     return [1.0] * len(completions)
 
 def other(prompts, completions, **kw):
