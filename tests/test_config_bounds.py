@@ -325,3 +325,26 @@ def test_load_yaml_paths_and_empty_sections(tmp_path):
     assert load_yaml(path) == {"prompts": "/abs/p.jsonl", "generate": None, "select": None, "run_dir": "r"}
     path.write_text("")
     assert load_yaml(path) == {}
+
+
+def test_executor_bounds_and_exact_messages():
+    from winnow.config import ExecutorConfig
+    from winnow.executors import EXECUTORS
+
+    for name in EXECUTORS:
+        ExecutorConfig(name=name).validate()
+    ExecutorConfig(workers=1, cpus_per_worker=0.0, gpus_per_worker=0.0, retries=0).validate()  # last good values
+    cases = [
+        (
+            {"name": "slurm"},
+            f"executor.name: unknown executor 'slurm' (choose from {', '.join(EXECUTORS)})",
+        ),
+        ({"workers": 0}, "executor.workers: must be >= 1, got 0"),
+        ({"cpus_per_worker": -0.5}, "executor.cpus_per_worker: must be >= 0, got -0.5"),
+        ({"gpus_per_worker": -0.25}, "executor.gpus_per_worker: must be >= 0, got -0.25"),
+        ({"retries": -1}, "executor.retries: must be >= 0, got -1"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(WinnowError) as caught:
+            ExecutorConfig(**fields).validate()
+        assert str(caught.value) == message
