@@ -88,6 +88,7 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     nothing is saved.
     """
     trainer.add_callback(_stop_on_non_finite_loss())
+    _keep_bar_drop_log_prints(trainer)
     result = trainer.train()
     curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
     hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
@@ -133,6 +134,19 @@ def with_checkpoint_path(stage: Stage) -> dict:
     folders write identical manifests; callers get the full path."""
     manifest = stage.manifest()
     return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
+
+
+def _keep_bar_drop_log_prints(trainer) -> None:
+    """Keep the trainer's progress bar but not its per-step log dicts on the terminal: the
+    loss curve goes to the stage manifest instead."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly())
 
 
 def _stop_on_non_finite_loss():
