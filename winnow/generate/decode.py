@@ -84,7 +84,7 @@ def fast_path_problem(lm) -> str | None:
     if any(hasattr(module, "_setup_cache") for module in lm.modules()):
         return f"{name} keeps state inside its modules"
     params = inspect.signature(lm.forward).parameters
-    for arg in (_cache_kwarg(lm), "attention_mask"):
+    for arg in (cache_kwarg(lm), "attention_mask"):
         if arg not in params:
             return f"{name}.forward takes no {arg}"
     unknown = {type(layer).__name__ for layer in new_cache(lm, reserve=1).layers if not isinstance(layer, CACHE_LAYERS)}
@@ -180,7 +180,7 @@ def _fixed_inputs(lm) -> dict:
     """What every forward of this model gets: the cache's keyword, and ``logits_to_keep=1``
     where the model takes it (logits of the last position only)."""
     takes = inspect.signature(lm.forward).parameters
-    return {"cache_kwarg": _cache_kwarg(lm), "forward": {"logits_to_keep": 1} if "logits_to_keep" in takes else {}}
+    return {"cache_kwarg": cache_kwarg(lm), "forward": {"logits_to_keep": 1} if "logits_to_keep" in takes else {}}
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,7 +290,7 @@ def new_cache(lm, reserve: int) -> Cache:
     return Cache(layers=[ReservedLayer(reserve) for _ in kinds])
 
 
-def _cache_kwarg(lm) -> str:
+def cache_kwarg(lm) -> str:
     """The cache's keyword in this model's forward: ``cache`` (transformers >= 5.20),
     ``past_key_values``, or ``cache_params`` (Mamba models before 5.20)."""
     params = inspect.signature(lm.forward).parameters

@@ -28,12 +28,13 @@ whose Pmax + W exceeds it is handed back to the plain path.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import Cache
 from transformers.cache_utils import DynamicLayer
+
+from winnow.generate.decode import cache_kwarg
 
 # Decoder sequence classifiers whose cache this path has been checked against the plain
 # path with (tests/test_reward_prefix.py). Hybrids with linear-attention or state-space
@@ -112,11 +113,6 @@ def right_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     return ids.to(device), mask.to(device)
-
-
-def cache_kwarg(module) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` in 5.x; take whichever forward has."""
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 @torch.inference_mode()
