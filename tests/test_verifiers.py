@@ -124,7 +124,9 @@ def test_choice_references_as_letters_or_indices():
 def test_exact_normalises_case_whitespace_and_surrounding_punctuation():
     assert normalise("  The \n Eiffel   Tower!! ") == "the eiffel tower"
     assert normalise("«Paris»") == "paris"
-    scores = check(exact, ["Paris.", " PARIS ", "paris, france", "3.14", "", "Lyon"], ["paris"] * 5 + [["Lyons", "lyon"]])
+    scores = check(
+        exact, ["Paris.", " PARIS ", "paris, france", "3.14", "", "Lyon"], ["paris"] * 5 + [["Lyons", "lyon"]]
+    )
     assert scores == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert scores.no_answer == 1
     assert check(exact, ["314"], ["3.14"]) == [0.0]  # punctuation inside is kept
