@@ -363,7 +363,7 @@ def answer_counts(rows: list[dict], config: ScoreConfig) -> dict:
     from winnow.rewards import BUILTINS
 
     out = {}
-    verifies = any(spec in BUILTINS and BUILTINS[spec].cpu_bound for _, spec in config.rewards())
+    verifies = any(spec in BUILTINS and BUILTINS[spec].verifier for _, spec in config.rewards())
     total = sum(r.get("no_answer", 0) for r in rows)
     if verifies or total:
         out["no_answer"] = total
