@@ -13,8 +13,9 @@ are short phrases. Each verifier is timed two ways, side by side in one run:
                 work of microseconds, scored in the worker itself (a process would cost
                 more than it saves), so this column adds only the stage's own bookkeeping.
 
-Targets (issue text): at least 200 completions/s for each. Best of ``--repeats``; the
-machine is shared, so wall times vary from run to run. ``main(argv)`` returns the rows.
+Target: at least 200 completions/s for each through the score stage, and the stage's
+rewards equal to the one-process call's. Best of ``--repeats``; the machine is shared,
+so wall times vary from run to run. ``main(argv)`` returns the checks for ``run_all.py``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def best_of(repeats: int, fn) -> float:
     return min(times)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> dict:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--quick", action="store_true", help="512 completions per verifier, one repeat")
     args.add_argument("--processes", type=int, default=2, help="score stage processes (default: 2)")
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             ]
 
         t_serial = best_of(repeats, serial)
+        expected = [v for scores in serial() for v in scores]
         worker = ScoreWorker(ScoreConfig(reward_fn=name, processes=opts.processes), columns=("answer",))
         task = ShardTask("bench", payload(completions, references))
         start = time.perf_counter()
@@ -136,19 +138,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if worker._pool is not None:
             worker._pool.shutdown()
         mean = sum(r["reward"] or 0.0 for r in out) / len(out)
-        row = {
-            "verifier": name,
-            "serial_per_s": count / t_serial,
-            "stage_per_s": count / t_stage,
-            "pool_start_s": t_pool_start,
-            "mean_reward": mean,
-        }
-        rows.append(row)
+        serial_per_s, stage_per_s = count / t_serial, count / t_stage
         print(
-            f"{name:<9}{row['serial_per_s']:>16,.0f}{row['stage_per_s']:>16,.0f}"
-            f"{row['stage_per_s'] / row['serial_per_s']:>8.2f}{t_pool_start:>14.1f}{mean:>13.3f}"
+            f"{name:<9}{serial_per_s:>16,.0f}{stage_per_s:>16,.0f}"
+            f"{stage_per_s / serial_per_s:>8.2f}{t_pool_start:>14.1f}{mean:>13.3f}"
         )
-    return rows
+        same = [r["reward"] for r in out] == expected
+        rows.append(check(f"{name}: completions/s through the score stage", stage_per_s, ">= 200", stage_per_s >= 200))
+        rows.append(check(f"{name}: stage rewards equal the one-process call's", float(same), "== 1", same))
+    return {"benchmark": "verifiers", "rows": rows, "passed": all(r["passed"] for r in rows)}
+
+
+def check(name: str, measured: float, target: str, passed: bool) -> dict:
+    return {"check": name, "measured": measured, "target": target, "passed": passed, "detail": ""}
 
 
 if __name__ == "__main__":
