@@ -135,8 +135,6 @@ def main(argv: list[str] | None = None) -> dict:
         t_stage = best_of(
             repeats, lambda worker=worker, task=task, out=out: out.__setitem__(slice(None), worker.run(task))
         )
-        if worker._pool is not None:
-            worker._pool.shutdown()
         mean = sum(r["reward"] or 0.0 for r in out) / len(out)
         serial_per_s, stage_per_s = count / t_serial, count / t_stage
         print(
