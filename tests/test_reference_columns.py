@@ -384,3 +384,36 @@ def test_verified_run_end_to_end(tmp_path, tiny_policy, capsys):
     ]
     assert (run / "sft" / "checkpoint" / "config.json").exists()
     assert main(["verify", str(run)]) == 0
+
+
+def test_score_options_from_yaml_and_flags(tmp_path):
+    from winnow.cli import parser
+    from winnow.config import build, load_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "score:\n  reward_fn: [math, exact]\n  reward_weights: [1, 0.2]\n  reasoning_tags: [think]\n"
+        "  reference_column: gold\n"
+    )
+    config = build(ScoreConfig, load_yaml(path)["score"])
+    assert (config.reward_fn, config.reward_weights, config.reasoning_tags) == (
+        ["math", "exact"],
+        [1.0, 0.2],
+        ["think"],
+    )
+    assert config.reference_column == "gold"
+    with pytest.raises(WinnowError, match=r"score\.reasoning_tags: give OPEN CLOSE"):
+        build(ScoreConfig, {"reasoning_tags": ["<a>"]})
+    with pytest.raises(WinnowError, match="field 'reasoning_tags': expected a list of strings"):
+        build(ScoreConfig, {"reasoning_tags": "think"})
+    args = parser().parse_args(
+        ["score", "--run-dir", "r", "--reward-fn", "math", "--reward-fn", "x.py:f", "--reward-weights", "1,0.5",
+         "--reasoning-tags", "<t>", "</t>", "--reference-column", "gold"]
+    )  # fmt: skip
+    flags = {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith("score__") and v is not None}
+    assert flags == {
+        "reward_fn": ["math", "x.py:f"],
+        "reward_weights": [1.0, 0.5],
+        "reasoning_tags": ["<t>", "</t>"],
+        "reference_column": "gold",
+    }
