@@ -112,5 +112,5 @@ def test_serve_flags_reach_the_config_and_a_reward_flag_turns_on_best_of_n(monke
     assert cli.main(["serve", "--model", "m", "--reward-fn", "length", "--best-of", "3", "--log-prompts"]) == 0
     (plain, no_reward), (bon, reward) = got
     assert (plain.model, plain.port, plain.max_n, no_reward) == ("m", 9001, 2, None)
-    assert (bon.best_of, bon.log_prompts, reward.reward_fn) == (3, True, "length")
+    assert (bon.best_of, bon.log_prompts, reward.reward_fn) == (3, True, ["length"])  # the flag repeats
     assert cli.main(["serve", "--model", "m", "--best-of", "40"]) == 2  # above max_best_of
