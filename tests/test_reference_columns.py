@@ -39,6 +39,13 @@ def echo(prompts, completions, prompt_ids, sample_indices, **columns):
     return [10.0 * float(a) + j for a, j in zip(columns["answer"], sample_indices, strict=True)]
 
 
+def counted(prompts, completions, **kw):
+    # a verifier that says how many had no answer, not which
+    from winnow.verifiers import Scores
+
+    return Scores([0.0] * len(completions), no_answer=len(completions) - 1)
+
+
 def half(prompts, completions, **kw):
     return [None if c == "skip" else 0.5 for c in completions]
 """
@@ -216,7 +223,17 @@ def test_math_through_the_stage_counts_no_answer(tmp_path):
     manifest = stages.score(tmp_path / "run", ScoreConfig(reward_fn=["math"]))
     assert np.load(tmp_path / "run" / "score" / "rewards.npy").tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     assert manifest["no_answer"] == 1 and "unfinished_reasoning" not in manifest and "components" not in manifest
+    rows = read_jsonl(tmp_path / "run" / "score" / "shard-00000.jsonl")
+    assert [r.get("no_answer", False) for r in rows] == [False, False, True, False, False, False]
     assert manifest["config"]["score"]["reward_fn"] == "math"  # --reward-fn math and reward_fn: math are one config
+
+
+def test_a_count_without_positions_is_kept_on_the_row_opening_the_call(scored_run):
+    run = scored_run / "run"
+    manifest = stages.score(run, ScoreConfig(reward_fn=f"{scored_run}/rewards.py:counted", fn_batch_size=4))
+    rows = read_jsonl(run / "score" / "shard-00000.jsonl")
+    assert [r.get("no_answer_in_call", 0) for r in rows] == [3, 0, 0, 0, 1, 0]
+    assert not any("no_answer" in r for r in rows) and manifest["no_answer"] == 4
 
 
 def test_parallel_processes_give_the_same_files(tmp_path):

@@ -60,7 +60,7 @@ def test_math_last_expression_and_gsm8k_references():
     ]
     scores = check(math_verifier, completions, [gsm8k, gsm8k, "1000", "72"])
     assert scores == [1.0, 0.0, 1.0, 0.0]
-    assert scores.no_answer == 1  # only "I am not sure." had nothing to read
+    assert (scores.no_answer, scores.no_answer_at) == (1, (3,))  # only "I am not sure." had nothing to read
 
 
 def test_math_row_without_reference_is_unscored_not_wrong():
@@ -100,7 +100,7 @@ def test_choice_reads_the_letter_as_answers_write_it(completion):
 
 def test_choice_no_letter_is_counted_and_wrong_letter_scores_zero():
     scores = check(choice, ["I think it is Paris", "The answer is C", "A good question"], ["B", "B", "B"])
-    assert scores == [0.0, 0.0, 0.0] and scores.no_answer == 2
+    assert scores == [0.0, 0.0, 0.0] and scores.no_answer_at == (0, 2)
 
 
 def test_choice_references_as_letters_or_indices():
@@ -128,7 +128,7 @@ def test_exact_normalises_case_whitespace_and_surrounding_punctuation():
         exact, ["Paris.", " PARIS ", "paris, france", "3.14", "", "Lyon"], ["paris"] * 5 + [["Lyons", "lyon"]]
     )
     assert scores == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    assert scores.no_answer == 1
+    assert scores.no_answer_at == (4,)
     assert check(exact, ["314"], ["3.14"]) == [0.0]  # punctuation inside is kept
     assert check(exact, ["x"], [None]) == [None]
 
@@ -172,5 +172,7 @@ def test_call_reward_keeps_no_answer_and_checks_values():
     got = call_reward(lambda p, c, **kw: Scores([1.0, 0.0], no_answer=1), "v", ["a", "b"], ["x", "y"])
     assert got == [1.0, 0.0] and got.no_answer == 1
     assert call_reward(lambda p, c, **kw: [None], "v", ["a"], ["x"]).no_answer == 0
+    positions = call_reward(lambda p, c, **kw: Scores([0.0, 1.0], no_answer_at=[0]), "v", ["a", "b"], ["x", "y"])
+    assert (positions.no_answer, positions.no_answer_at) == (1, (0,))
     with pytest.raises(WinnowError, match="raised KeyError"):
         call_reward(math_verifier, "math", ["a"], ["x"], prompt_ids=["a"])

@@ -113,6 +113,7 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
     no_answer = getattr(values, "no_answer", 0)
+    no_answer_at = getattr(values, "no_answer_at", None)
     if hasattr(values, "tolist"):  # a numpy array or torch tensor
         values = values.tolist()
     if not isinstance(values, list | tuple):  # a dict would give its keys, a str its characters
@@ -141,4 +142,6 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
         if math.isinf(v):
             raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
         out.append(v)
+    if no_answer_at is not None:
+        return Scores(out, no_answer_at=no_answer_at)
     return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)

@@ -158,14 +158,16 @@ class ScoreWorker:
         live = [i for i, a in enumerate(answers) if a is not None]
         # unfinished reasoning: 0 from every reward, without calling any
         values = np.zeros((len(self.parts), len(triples)))
-        no_answer = [0] * len(triples)  # on the row that opens a reward call: that call's count
+        no_answer = [False] * len(triples)
+        in_call = [0] * len(triples)  # a verifier that gives only a count: on the row opening its call
         paths: list[dict] = [{} for _ in triples]
         batch = [triples[i] for i in live], [a for a in answers if a is not None]
         for k, part in enumerate(self.parts):
-            got, counts, part_paths = self._score(part, *batch)
+            got, flags, counts, part_paths = self._score(part, *batch)
             values[k, live] = got
-            for i, n, p in zip(live, counts, part_paths, strict=True):
-                no_answer[i] += n
+            for i, flag, n, p in zip(live, flags, counts, part_paths, strict=True):
+                no_answer[i] |= flag
+                in_call[i] += n
                 paths[i].update(p)
         total = weighted_sum(values, self.weights)
         rows = []
@@ -182,12 +184,17 @@ class ScoreWorker:
             if answers[i] is None:
                 row["unfinished_reasoning"] = True
             if no_answer[i]:
-                row["no_answer"] = no_answer[i]
+                row["no_answer"] = True
+            if in_call[i]:
+                row["no_answer_in_call"] = in_call[i]
             rows.append(row)
         return rows
 
-    def _score(self, part: Part, triples: list, answers: list[str]) -> tuple[list[float], list[int], list[dict]]:
-        """One reward over rows: (values, no_answer count on each call's first row, scoring paths)."""
+    def _score(
+        self, part: Part, triples: list, answers: list[str]
+    ) -> tuple[list[float], list[bool], list[int], list[dict]]:
+        """One reward over rows: (values, no-answer flags, for a verifier that gives only a
+        count: that count on each call's first row, scoring paths)."""
         calls = [
             (
                 [content for content, _, _ in triples[start : start + part.step]],
@@ -203,11 +210,15 @@ class ScoreWorker:
         else:
             results = [_call(part.reward, part.name, *c) for c in calls]
         values: list[float] = []
+        flags: list[bool] = []
         counts: list[int] = []
         paths: list[dict] = []
         for (_, completions, _), scores in zip(calls, results, strict=True):
             values += scores
-            counts += [scores.no_answer] + [0] * (len(completions) - 1)
+            at = set(scores.no_answer_at or ())
+            flags += [j in at for j in range(len(completions))]
+            count = scores.no_answer if scores.no_answer_at is None else 0
+            counts += [count] + [0] * (len(completions) - 1)
             if hasattr(part.reward, "last_paths"):  # a reward model: each row's scoring path
                 paths += [
                     {"scored_by": p, "prompt_tokens_saved": t}
@@ -215,7 +226,7 @@ class ScoreWorker:
                 ]
             else:
                 paths += [{}] * len(completions)
-        return values, counts, paths
+        return values, flags, counts, paths
 
     def _keywords(self, triples: list) -> dict:
         """prompt_ids, sample_indices and one list per prompts column (None where a row lacks it)."""
@@ -379,7 +390,7 @@ def answer_counts(rows: list[dict], config: ScoreConfig) -> dict:
 
     out = {}
     verifies = any(spec in BUILTINS and BUILTINS[spec].verifier for _, spec in config.rewards())
-    total = sum(r.get("no_answer", 0) for r in rows)
+    total = sum(1 for r in rows if r.get("no_answer")) + sum(r.get("no_answer_in_call", 0) for r in rows)
     if verifies or total:
         out["no_answer"] = total
     if config.reasoning_tags:

@@ -20,16 +20,22 @@ class Scores(list):
     """Rewards of one batch (list[float | None], len = completions) and ``no_answer``.
 
     ``no_answer`` counts the completions that held nothing to check (no final answer, no
-    code block); each of them is in the list as 0.0.
+    code block); each of them is in the list as 0.0. ``no_answer_at``, when a verifier
+    gives it, says which ones (0-based positions), so each score row can say so itself.
 
     >>> s = Scores([1.0, 0.0, 0.0], no_answer=1)
     >>> s, s.no_answer
     ([1.0, 0.0, 0.0], 1)
+    >>> Scores([0.0, 1.0, 0.0], no_answer_at=[0, 2]).no_answer
+    2
     """
 
-    def __init__(self, values: Iterable[float | None] = (), no_answer: int = 0) -> None:
+    def __init__(
+        self, values: Iterable[float | None] = (), no_answer: int = 0, *, no_answer_at: Iterable[int] | None = None
+    ) -> None:
         super().__init__(values)
-        self.no_answer = no_answer
+        self.no_answer_at = tuple(no_answer_at) if no_answer_at is not None else None
+        self.no_answer = len(self.no_answer_at) if self.no_answer_at is not None else no_answer
 
 
 def references(kw: dict, column: str, verifier: str) -> list:

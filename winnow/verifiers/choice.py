@@ -54,14 +54,16 @@ def choice(prompts: list, completions: list[str], *, reference_column: str = "an
     [1.0, 0.0, 0.0]
     """
     out: list[float | None] = []
-    no_answer = 0
-    for completion, reference in zip(completions, references(kw, reference_column, "choice"), strict=True):
+    no_answer: list[int] = []
+    for i, (completion, reference) in enumerate(
+        zip(completions, references(kw, reference_column, "choice"), strict=True)
+    ):
         gold = reference_letter(reference)
         if gold is None:
             out.append(None)
             continue
         letter = read_choice(completion)
         if letter is None:
-            no_answer += 1
+            no_answer.append(i)
         out.append(1.0 if letter == gold else 0.0)
-    return Scores(out, no_answer=no_answer)
+    return Scores(out, no_answer_at=no_answer)

@@ -32,8 +32,10 @@ def exact(prompts: list, completions: list[str], *, reference_column: str = "ans
     [1.0, 0.0, 0.0]
     """
     out: list[float | None] = []
-    no_answer = 0
-    for completion, reference in zip(completions, references(kw, reference_column, "exact"), strict=True):
+    no_answer: list[int] = []
+    for i, (completion, reference) in enumerate(
+        zip(completions, references(kw, reference_column, "exact"), strict=True)
+    ):
         accepted = reference if isinstance(reference, list) else [reference]
         golds = {normalise(str(r)) for r in accepted if r is not None and not isinstance(r, bool | dict)}
         if not golds:
@@ -41,6 +43,6 @@ def exact(prompts: list, completions: list[str], *, reference_column: str = "ans
             continue
         answer = normalise(completion)
         if not answer:
-            no_answer += 1
+            no_answer.append(i)
         out.append(1.0 if answer in golds else 0.0)
-    return Scores(out, no_answer=no_answer)
+    return Scores(out, no_answer_at=no_answer)

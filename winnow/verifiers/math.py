@@ -30,19 +30,21 @@ def math(prompts: list, completions: list[str], *, reference_column: str = "answ
 
     timeout = PARSE_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
     out: list[float | None] = []
-    no_answer = 0
-    for completion, reference in zip(completions, references(kw, reference_column, "math"), strict=True):
+    no_answer: list[int] = []
+    for i, (completion, reference) in enumerate(
+        zip(completions, references(kw, reference_column, "math"), strict=True)
+    ):
         gold = _gold(_reference_text(reference), timeout) if reference is not None else None
         if not gold:
             out.append(None)
             continue
         answer = parse(completion, parsing_timeout=timeout)
         if not answer:
-            no_answer += 1
+            no_answer.append(i)
             out.append(0.0)
             continue
         out.append(1.0 if verify(gold, answer, timeout_seconds=timeout) else 0.0)
-    return Scores(out, no_answer=no_answer)
+    return Scores(out, no_answer_at=no_answer)
 
 
 def _reference_text(reference) -> str:
