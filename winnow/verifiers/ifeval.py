@@ -279,7 +279,9 @@ def _arguments(instruction_id: str, raw: Any) -> dict:
     if instruction_id not in CHECKERS:
         raise WinnowError(f"ifeval: unknown instruction id {instruction_id!r} (known: {', '.join(CHECKERS)})")
     if instruction_id in _NEEDS_LANGDETECT and _langdetect() is None:
-        raise WinnowError(f"ifeval: instruction {instruction_id!r} needs the langdetect package: pip install langdetect")
+        raise WinnowError(
+            f"ifeval: instruction {instruction_id!r} needs the langdetect package: pip install langdetect"
+        )
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
