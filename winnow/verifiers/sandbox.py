@@ -239,7 +239,9 @@ def start(
             stderr=subprocess.STDOUT,
             env=_env(folder),
             start_new_session=True,  # its own process group, killed as a whole
-            **({"user": NOBODY, "group": NOBODY, "extra_groups": []} if drop else {}),
+            user=NOBODY if drop else None,
+            group=NOBODY if drop else None,
+            extra_groups=[] if drop else None,
         )
     return proc, folder, out_path, token
 
