@@ -1,6 +1,6 @@
 """Run untrusted Python programs in separate, limited processes.
 
-Each program runs as ``python -I -B _harness.py`` in a fresh temporary folder (its cwd,
+Each program runs as ``python -I -S -B _harness.py`` in a fresh temporary folder (its cwd,
 HOME and TMPDIR), stdin closed, with an environment of a few fixed variables (nothing
 of the caller's: no tokens, no proxies). Layers, strongest first, each used where the
 machine allows it (``describe()`` says which are active; docs/howto/sandbox.md says what
@@ -48,8 +48,11 @@ _NOFILE = 256
 
 # The harness runs before the program: limits first, then the program, then the token.
 _HARNESS = r"""
-import os, resource, sys
+import os, resource, site, sys
 _write, _exit = os.write, os._exit
+# started with -S: site-packages without running .pth files (an editable install's hook
+# costs more than the interpreter's start)
+sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
 _mem, _cpu, _nproc, _fsize, _guard = (int(a) for a in sys.argv[1:6])
 with open("_token") as f:
     _token = f.read().encode()
@@ -226,7 +229,7 @@ def start(
     # all processes of that user, so it is set only where the user is the sandbox's own.
     nproc = max_procs if (drop or (bwrap and os.geteuid() != 0)) else 0
     limits = [memory_mb << 20, max(1, int(timeout_s) + 1), nproc, _FSIZE_MB << 20, 0 if bwrap else 1]
-    cmd = [sys.executable, "-I", "-B", "_harness.py", *map(str, limits)]
+    cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
     if bwrap:
         cmd = _bwrap_args(_probe_bwrap() or "bwrap", folder) + cmd
     out_path = os.path.join(folder, "_output")
