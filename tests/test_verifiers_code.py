@@ -172,3 +172,54 @@ def test_many_programs_keep_their_order():
     results = sandbox.run_many(programs, workers=4)
     assert [r.status for r in results] == ["failed" if i % 3 == 0 else "passed" for i in range(12)]
     assert "AssertionError" in results[0].output
+
+
+needs_cgroups = pytest.mark.skipif(
+    not (sandbox.cgroups.available() and sandbox._probe_bwrap()), reason="needs cgroups and bwrap on this machine"
+)
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_cgroup_caps_the_process_count_of_a_program():
+    program = (
+        "import os, time\n"
+        "n = 0\n"
+        "for _ in range(300):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    n += 1\n"
+        "print('forked', n)\n"
+    )
+    result = sandbox.run(program, max_procs=16, isolation="bwrap")
+    # 16 + 2 (bwrap and the namespace's init) in the group, less bwrap, init and the program
+    assert "forked 15" in result.output
+    assert wait_none_left() == []
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_cgroup_caps_the_memory_of_all_processes_together():
+    # each of 6 children keeps 200 MB (under the 512 MB address-space limit of one process);
+    # together they pass the program's 512 MB, so the kernel kills some and the check fails
+    program = (
+        "import os, time\n"
+        "kids = []\n"
+        "for _ in range(6):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = bytearray(200 << 20)\n"
+        "        time.sleep(2)\n"
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
+        "codes = [os.waitpid(k, 0)[1] for k in kids]\n"
+        "assert all(c == 0 for c in codes), codes\n"
+    )
+    result = sandbox.run(program, memory_mb=512, timeout_s=20, isolation="bwrap")
+    assert result.status == "failed"
+    assert "AssertionError" in result.output

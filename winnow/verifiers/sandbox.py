@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from winnow.verifiers import cgroups
+
 NOBODY = 65534
 _FSIZE_MB = 64
 _NOFILE = 256
@@ -185,16 +187,18 @@ def _env(folder: str) -> dict[str, str]:
 
 def describe(isolation: str = "auto") -> str:
     """One line saying which layers protect programs on this machine."""
+    bwrap = _use_bwrap(isolation)
+    drop = not bwrap and _nobody_can_run_python()
     layers = ["rlimits (address space, CPU, file size, open files)", "process-group kill at the time limit"]
-    if _use_bwrap(isolation):
+    if bwrap:
         layers.insert(0, "bwrap namespaces (user, net, pid, ipc, uts; read-only system, private folder)")
-        if os.geteuid() == 0:
-            layers.append("no process-count limit (the kernel exempts root's processes)")
-        else:
-            layers.append("process-count limit")
-    else:
-        if _nobody_can_run_python():
-            layers.append("runs as nobody with a process-count limit")
+    if cgroups.available():
+        layers.append("cgroups (process count and memory of the program as a whole)")
+    if drop or (bwrap and os.geteuid() != 0):
+        layers.append("RLIMIT_NPROC" + (" (runs as nobody)" if drop else ""))
+    elif not cgroups.available():
+        layers.append("NO process-count limit")
+    if not bwrap:
         layers.append("audit hook (no sockets, subprocesses or writes outside the folder; bypassable)")
         layers.append("NO network or filesystem namespaces")
     return "; ".join(layers)
@@ -211,10 +215,20 @@ def _use_bwrap(isolation: str) -> bool:
     return found
 
 
-def start(
-    program: str, *, timeout_s: float, memory_mb: int, max_procs: int, isolation: str = "auto"
-) -> tuple[subprocess.Popen, str, str, bytes]:
-    """Start ``program`` in a fresh folder; returns (process, folder, output path, token)."""
+@dataclass
+class _Job:
+    """One running program: its process, folder, output file, token, start time and cgroups."""
+
+    proc: subprocess.Popen
+    folder: str
+    out_path: str
+    token: bytes
+    t0: float
+    groups: list[Path]
+
+
+def start(program: str, *, timeout_s: float, memory_mb: int, max_procs: int, isolation: str = "auto") -> _Job:
+    """Start ``program`` in a fresh folder (and its own cgroups where the machine allows)."""
     bwrap = _use_bwrap(isolation)
     folder = tempfile.mkdtemp(prefix="winnow-sandbox-")
     token = secrets.token_hex(16).encode()
@@ -232,6 +246,15 @@ def start(
     cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
     if bwrap:
         cmd = _bwrap_args(_probe_bwrap() or "bwrap", folder) + cmd
+    groups: list[Path] = []
+    if cgroups.available():
+        # +2: bwrap and the namespace's init; memory: all of the program's processes together
+        made = cgroups.create(os.path.basename(folder), max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
+        if made:
+            groups = made
+            # a shell joins the groups, then becomes the sandbox: nothing runs outside them
+            join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
+            cmd = ["/bin/sh", "-c", join, "sh", *map(str, groups), "--", *cmd]
     out_path = os.path.join(folder, "_output")
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
@@ -246,19 +269,24 @@ def start(
             group=NOBODY if drop else None,
             extra_groups=[] if drop else None,
         )
-    return proc, folder, out_path, token
+    return _Job(proc, folder, out_path, token, time.monotonic(), groups)
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(job: _Job) -> None:
+    """Kill the process group, then whatever is left in the cgroups (sessions of their own too)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(job.proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    job.proc.wait()
+    if job.groups:
+        cgroups.kill_all(job.groups)
+        cgroups.remove(job.groups)
 
 
-def _finish(proc: subprocess.Popen, folder: str, out_path: str, token: bytes, t0: float, timed_out: bool) -> Result:
-    seconds = time.monotonic() - t0
+def _finish(job: _Job, timed_out: bool) -> Result:
+    proc, folder, out_path, token = job.proc, job.folder, job.out_path, job.token
+    seconds = time.monotonic() - job.t0
     try:
         with open(out_path, "rb") as f:
             f.seek(max(0, os.path.getsize(out_path) - 4000))
@@ -289,33 +317,29 @@ def run_many(
     """
     workers = workers or os.cpu_count() or 1
     results: list[Result | None] = [None] * len(programs)
-    running: dict[int, tuple[subprocess.Popen, str, str, bytes, float]] = {}
+    running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
     try:
         while todo or running:
             while todo and len(running) < workers:
                 i = todo.pop()
-                proc, folder, out_path, token = start(
+                running[i] = start(
                     programs[i], timeout_s=timeout_s, memory_mb=memory_mb, max_procs=max_procs, isolation=isolation
                 )
-                running[i] = (proc, folder, out_path, token, time.monotonic())
             now = time.monotonic()
-            for i, (proc, folder, out_path, token, t0) in list(running.items()):
-                timed_out = proc.poll() is None and now - t0 > timeout_s
-                if timed_out:
-                    _kill(proc)
-                elif proc.returncode is None:
+            for i, job in list(running.items()):
+                timed_out = job.proc.poll() is None and now - job.t0 > timeout_s
+                if not timed_out and job.proc.returncode is None:
                     continue
-                else:
-                    _kill(proc)  # reap whatever it left in its process group
-                results[i] = _finish(proc, folder, out_path, token, t0, timed_out)
+                _kill(job)  # at the limit; or, after a normal end, whatever it left behind
+                results[i] = _finish(job, timed_out)
                 del running[i]
             if running:
                 time.sleep(0.003)
     finally:
-        for proc, folder, *_ in running.values():
-            _kill(proc)
-            shutil.rmtree(folder, ignore_errors=True)
+        for job in running.values():
+            _kill(job)
+            shutil.rmtree(job.folder, ignore_errors=True)
     return [r for r in results if r is not None]
 
 
