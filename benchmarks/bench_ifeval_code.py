@@ -89,6 +89,10 @@ def bench_code(problems: list[dict], timeout_s: float) -> list[tuple[str, float,
         seconds = time.perf_counter() - t0
         assert all(v == expect for v in s), f"{name}: {sum(v != expect for v in s)} problems scored otherwise"
         rows.append((name, len(problems) / seconds, 20.0))
+    # the same correct solutions without namespaces, side by side: what bwrap costs
+    t0 = time.perf_counter()
+    code(prompts, [p["canonical_solution"] for p in problems], test=test, entry_point=entry, isolation="rlimits")
+    rows.append(("code, correct, isolation=rlimits (no namespaces)", len(problems) / (time.perf_counter() - t0), 20.0))
     # one problem in ten loops forever: it holds a worker for the whole time limit
     mixed = [
         ("    while True:\n        pass\n" if i % 10 == 0 else p["canonical_solution"]) for i, p in enumerate(problems)
