@@ -227,8 +227,16 @@ class _Job:
     groups: list[Path]
 
 
-def start(program: str, *, timeout_s: float, memory_mb: int, max_procs: int, isolation: str = "auto") -> _Job:
-    """Start ``program`` in a fresh folder (and its own cgroups where the machine allows)."""
+def start(
+    program: str,
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    max_procs: int,
+    isolation: str = "auto",
+    groups: list[Path] | None = None,
+) -> _Job:
+    """Start ``program`` in a fresh folder, inside ``groups`` (empty cgroups) when given."""
     bwrap = _use_bwrap(isolation)
     folder = tempfile.mkdtemp(prefix="winnow-sandbox-")
     token = secrets.token_hex(16).encode()
@@ -246,15 +254,10 @@ def start(program: str, *, timeout_s: float, memory_mb: int, max_procs: int, iso
     cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
     if bwrap:
         cmd = _bwrap_args(_probe_bwrap() or "bwrap", folder) + cmd
-    groups: list[Path] = []
-    if cgroups.available():
-        # +2: bwrap and the namespace's init; memory: all of the program's processes together
-        made = cgroups.create(os.path.basename(folder), max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
-        if made:
-            groups = made
-            # a shell joins the groups, then becomes the sandbox: nothing runs outside them
-            join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
-            cmd = ["/bin/sh", "-c", join, "sh", *map(str, groups), "--", *cmd]
+    if groups:
+        # a shell joins the groups, then becomes the sandbox: nothing runs outside them
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
+        cmd = ["/bin/sh", "-c", join, "sh", *map(str, groups), "--", *cmd]
     out_path = os.path.join(folder, "_output")
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
@@ -269,7 +272,7 @@ def start(program: str, *, timeout_s: float, memory_mb: int, max_procs: int, iso
             group=NOBODY if drop else None,
             extra_groups=[] if drop else None,
         )
-    return _Job(proc, folder, out_path, token, time.monotonic(), groups)
+    return _Job(proc, folder, out_path, token, time.monotonic(), groups or [])
 
 
 def _kill(job: _Job) -> None:
@@ -281,7 +284,6 @@ def _kill(job: _Job) -> None:
     job.proc.wait()
     if job.groups:
         cgroups.kill_all(job.groups)
-        cgroups.remove(job.groups)
 
 
 def _finish(job: _Job, timed_out: bool) -> Result:
@@ -319,12 +321,28 @@ def run_many(
     results: list[Result | None] = [None] * len(programs)
     running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
+    # one set of cgroups per worker, emptied and reused from one program to the next
+    free: list[list[Path]] = []
+    made: list[list[Path]] = []
+    if cgroups.available():
+        tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
+        for w in range(min(workers, len(programs))):
+            # +2: bwrap and the namespace's init; memory: all of a program's processes together
+            g = cgroups.create(f"{tag}-{w}", max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
+            if g:
+                made.append(g)
+        free = list(made)
     try:
         while todo or running:
             while todo and len(running) < workers:
                 i = todo.pop()
                 running[i] = start(
-                    programs[i], timeout_s=timeout_s, memory_mb=memory_mb, max_procs=max_procs, isolation=isolation
+                    programs[i],
+                    timeout_s=timeout_s,
+                    memory_mb=memory_mb,
+                    max_procs=max_procs,
+                    isolation=isolation,
+                    groups=free.pop() if free else None,
                 )
             now = time.monotonic()
             for i, job in list(running.items()):
@@ -333,6 +351,8 @@ def run_many(
                     continue
                 _kill(job)  # at the limit; or, after a normal end, whatever it left behind
                 results[i] = _finish(job, timed_out)
+                if job.groups:
+                    free.append(job.groups)
                 del running[i]
             if running:
                 time.sleep(0.003)
@@ -340,6 +360,8 @@ def run_many(
         for job in running.values():
             _kill(job)
             shutil.rmtree(job.folder, ignore_errors=True)
+        for g in made:
+            cgroups.remove(g)
     return [r for r in results if r is not None]
 
 
