@@ -111,3 +111,19 @@ def remove(groups: list[Path]) -> None:
                 break
             except OSError:
                 time.sleep(0.01)
+
+
+def settle(groups: list[Path], timeout_s: float = 2.0) -> bool:
+    """Wait until the groups count no process (killed ones included, until the kernel
+    releases them); True if they did within ``timeout_s``, so the groups can be reused."""
+    end = time.monotonic() + timeout_s
+    counters = [g / "pids.current" for g in groups if (g / "pids.current").exists()]
+    while True:
+        try:
+            if all(int(c.read_text()) == 0 for c in counters):
+                return True
+        except (OSError, ValueError):
+            return False
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.002)

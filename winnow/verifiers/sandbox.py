@@ -321,17 +321,24 @@ def run_many(
     results: list[Result | None] = [None] * len(programs)
     running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
-    # one set of cgroups per worker, emptied and reused from one program to the next
-    free: list[list[Path]] = []
+    # cgroups are reused once the kernel has released the last program's processes (about a
+    # second after they end under a pid namespace): a small pool, grown as needed
+    used: list[list[Path]] = []
     made: list[list[Path]] = []
-    if cgroups.available():
-        tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
-        for w in range(min(workers, len(programs))):
-            # +2: bwrap and the namespace's init; memory: all of a program's processes together
-            g = cgroups.create(f"{tag}-{w}", max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
-            if g:
-                made.append(g)
-        free = list(made)
+    tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
+
+    def take_groups() -> list[Path] | None:
+        if not cgroups.available():
+            return None
+        for k, g in enumerate(used):
+            if cgroups.settle(g, timeout_s=0):
+                return used.pop(k)
+        # +2: bwrap and the namespace's init; memory: all of a program's processes together
+        fresh = cgroups.create(f"{tag}-{len(made)}", max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
+        if fresh:
+            made.append(fresh)
+        return fresh
+
     try:
         while todo or running:
             while todo and len(running) < workers:
@@ -342,7 +349,7 @@ def run_many(
                     memory_mb=memory_mb,
                     max_procs=max_procs,
                     isolation=isolation,
-                    groups=free.pop() if free else None,
+                    groups=take_groups(),
                 )
             now = time.monotonic()
             for i, job in list(running.items()):
@@ -352,7 +359,7 @@ def run_many(
                 _kill(job)  # at the limit; or, after a normal end, whatever it left behind
                 results[i] = _finish(job, timed_out)
                 if job.groups:
-                    free.append(job.groups)
+                    used.append(job.groups)
                 del running[i]
             if running:
                 time.sleep(0.003)
