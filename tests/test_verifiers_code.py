@@ -223,3 +223,10 @@ def test_cgroup_caps_the_memory_of_all_processes_together():
     result = sandbox.run(program, memory_mb=512, timeout_s=20, isolation="bwrap")
     assert result.status == "failed"
     assert "AssertionError" in result.output
+
+
+@pytest.mark.timeout(60)
+def test_back_to_back_programs_all_run():
+    """Programs following each other fast must not inherit the last one's process count."""
+    results = sandbox.run_many(["pass"] * 30, workers=2)
+    assert [r.status for r in results] == ["passed"] * 30
