@@ -80,6 +80,7 @@ def code(
     entry_point: list[str],
     timeout_s: float = 10.0,
     memory_mb: int = 1024,
+    max_procs: int = 16,
     workers: int | None = None,
     isolation: str = "auto",
     **kw,
@@ -88,7 +89,8 @@ def code(
 
     ``test[i]`` and ``entry_point[i]`` are completion i's row columns. Programs run in
     parallel, ``workers`` at a time (default: one per CPU), each limited to ``timeout_s``
-    seconds of wall time and ``memory_mb`` of address space; ``isolation`` is "auto" (namespaces
+    seconds of wall time, ``memory_mb`` of memory and ``max_procs`` processes and threads
+    (where the machine can enforce it); ``isolation`` is "auto" (namespaces
     where the machine allows them), "bwrap" (namespaces or an error) or "rlimits" (no
     namespaces; see docs/howto/sandbox.md). A completion with no code (blank,
     or prose that does not parse as Python) scores 0.0 and counts in ``no_answer``.
@@ -103,7 +105,14 @@ def code(
     values = [0.0] * len(completions)
     for i, result in zip(
         where,
-        run_many(programs, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers, isolation=isolation),
+        run_many(
+            programs,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            max_procs=max_procs,
+            workers=workers,
+            isolation=isolation,
+        ),
         strict=True,
     ):
         values[i] = 1.0 if result.status == "passed" else 0.0
