@@ -67,8 +67,11 @@ def test_exiting_early_does_not_pass(isolation):
         "    return True\nimport sys\nsys.exit(0)\n",
         "    return True\nimport os\nos._exit(0)\n",
         "    return True\nprint('ok')\n",  # wrong answer, so check() raises
+        # look for the pass token among the globals of the __main__ module, print it, leave
+        "    return True\nimport __main__, os, sys\n"
+        "for v in list(vars(__main__).values()):\n    print(v)\nsys.stdout.flush()\nos._exit(0)\n",
     ]
-    assert score([p] * 3, hacks, isolation=isolation) == [0.0, 0.0, 0.0]
+    assert score([p] * 4, hacks, isolation=isolation) == [0.0, 0.0, 0.0, 0.0]
 
 
 def sandbox_processes():

@@ -50,55 +50,77 @@ _NOFILE = 256
 
 # The harness runs before the program: limits first, then the program, then the token.
 _HARNESS = r"""
-import os, resource, site, sys
-_write, _exit = os.write, os._exit
-# started with -S: site-packages without running .pth files (an editable install's hook
-# costs more than the interpreter's start)
-sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
-_mem, _cpu, _nproc, _fsize, _guard = (int(a) for a in sys.argv[1:6])
-with open("_token") as f:
-    _token = f.read().encode()
-os.unlink("_token")
-sys.argv = ["program.py"]
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-resource.setrlimit(resource.RLIMIT_AS, (_mem, _mem))
-resource.setrlimit(resource.RLIMIT_CPU, (_cpu, _cpu + 1))
-resource.setrlimit(resource.RLIMIT_FSIZE, (_fsize, _fsize))
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-if _nproc:
-    resource.setrlimit(resource.RLIMIT_NPROC, (_nproc, _nproc))
-if _guard:
-    _home = os.path.realpath(os.getcwd()) + os.sep
-    _refused = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
-                "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-                "os.forkpty", "pty.spawn", "ctypes.dlopen", "ctypes.cdata", "ctypes.dlsym", "os.kill", "os.killpg",
-                "signal.pthread_kill"}
-    _paths = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
-              "os.link", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
-    def _outside(p):
+import os, resource, site, sys, types
+
+
+def _main():
+    # everything in this function's locals: the program gets a fresh __main__ module, so
+    # `import __main__` does not reach the harness; the token waits in a pipe, not in a
+    # Python object, while the program runs
+    write, exit_, read = os.write, os._exit, os.read
+    # started with -S: site-packages without running .pth files (an editable install's
+    # hook costs more than the interpreter's start)
+    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
+    mem, cpu, nproc, fsize, guard = (int(a) for a in sys.argv[1:6])
+    r, w = os.pipe()
+    with open("_token", "rb") as f:
+        os.write(w, f.read())
+    os.close(w)
+    os.unlink("_token")
+    sys.argv = ["program.py"]
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    if nproc:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    if guard:
+        sys.addaudithook(_guard(os.path.realpath(os.getcwd()) + os.sep))
+    with open("program.py") as f:
+        code = compile(f.read(), "program.py", "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = "program.py"
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    write(1, b"\n" + read(r, 64) + b"\n")
+    exit_(0)
+
+
+def _guard(home):
+    refused = {"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
+               "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+               "os.forkpty", "pty.spawn", "ctypes.dlopen", "ctypes.cdata", "ctypes.dlsym", "os.kill",
+               "os.killpg", "signal.pthread_kill"}
+    paths = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
+             "os.link", "os.truncate", "os.utime", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def outside(p):
         try:
-            return not (os.path.realpath(os.fsdecode(p)) + os.sep).startswith(_home)
+            return not (os.path.realpath(os.fsdecode(p)) + os.sep).startswith(home)
         except Exception:
             return True
-    def _hook(event, args):
-        if event in _refused:
+
+    def hook(event, args):
+        if event in refused:
             raise PermissionError("sandbox: " + event + " refused")
-        if event == "open" and args[1] and any(c in str(args[1]) for c in "wax+") and not isinstance(args[0], int) and _outside(args[0]):
-            raise PermissionError("sandbox: writing outside the folder refused")
-        if event == "open" and isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and not isinstance(args[0], int) and _outside(args[0]):
-            raise PermissionError("sandbox: writing outside the folder refused")
-        if event in _paths and args and _outside(args[0]):
+        if event == "open" and not isinstance(args[0], int):
+            mode, flags = args[1], args[2]
+            asks = (mode and any(c in str(mode) for c in "wax+")) or (isinstance(flags, int) and flags & writing)
+            if asks and outside(args[0]):
+                raise PermissionError("sandbox: writing outside the folder refused")
+        if event in paths and args and outside(args[0]):
             raise PermissionError("sandbox: " + event + " outside the folder refused")
-    sys.addaudithook(_hook)
-with open("program.py") as f:
-    _code = compile(f.read(), "program.py", "exec")
-exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-try:
-    sys.stdout.flush()
-except Exception:
-    pass
-_write(1, b"\n" + _token + b"\n")
-_exit(0)
+
+    return hook
+
+
+_main()
 """
 
 
