@@ -5,6 +5,7 @@ machine: forks stop at 300, allocations at 4 GB, writes aim at this test's tmp f
 the socket at a server this test holds, and each test has a pytest timeout.
 """
 
+import random
 import socket
 import threading
 import time
@@ -74,20 +75,22 @@ def test_exiting_early_does_not_pass(isolation):
     assert score([p] * 4, hacks, isolation=isolation) == [0.0, 0.0, 0.0, 0.0]
 
 
-def sandbox_processes():
+def sandbox_processes(memory_mb=None):
+    """Sandboxed processes alive; with ``memory_mb``, only those started with that limit (the
+    harness's first argument), so that tests running in parallel do not see each other's."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if any(part.endswith("_harness.py") for part in cmd):
+        if "_harness.py" in cmd and (memory_mb is None or str(memory_mb << 20) in cmd):
             found.append(proc)
     return found
 
 
-def wait_none_left(deadline_s=5.0):
+def wait_none_left(memory_mb=None, deadline_s=5.0):
     end = time.monotonic() + deadline_s
-    while sandbox_processes() and time.monotonic() < end:
+    while sandbox_processes(memory_mb) and time.monotonic() < end:
         time.sleep(0.1)
-    return sandbox_processes()
+    return sandbox_processes(memory_mb)
 
 
 ESCAPES = {
@@ -114,11 +117,12 @@ ESCAPES = {
 def test_escapes_score_zero_within_the_limit_and_leave_nothing_running(isolation, escape):
     p = PROBLEMS[0]
     completion = p["canonical_solution"] + ESCAPES[escape]
+    memory_mb = random.randint(400, 900)  # marks this test's processes
     t0 = time.monotonic()
-    s = score([p], [completion], timeout_s=1.5, memory_mb=512, isolation=isolation)
+    s = score([p], [completion], timeout_s=1.5, memory_mb=memory_mb, isolation=isolation)
     assert s == [0.0]
     assert time.monotonic() - t0 < 1.5 + 2.0
-    assert wait_none_left() == []
+    assert wait_none_left(memory_mb) == []
 
 
 @pytest.mark.timeout(60)
@@ -199,10 +203,11 @@ def test_cgroup_caps_the_process_count_of_a_program():
         "    n += 1\n"
         "print('forked', n)\n"
     )
-    result = sandbox.run(program, max_procs=16, isolation="bwrap")
+    memory_mb = random.randint(400, 900)
+    result = sandbox.run(program, max_procs=16, memory_mb=memory_mb, isolation="bwrap")
     # 16 + 2 (bwrap and the namespace's init) in the group, less bwrap, init and the program
     assert "forked 15" in result.output
-    assert wait_none_left() == []
+    assert wait_none_left(memory_mb) == []
 
 
 @needs_cgroups
