@@ -342,7 +342,7 @@ def run_many(
     One thread starts and reaps every process (polling every few milliseconds), so no
     thread is needed per program and the wall-time limit is enforced to within ~10 ms.
     """
-    workers = workers or os.cpu_count() or 1
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
     results: list[Result | None] = [None] * len(programs)
     running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
