@@ -1,5 +1,7 @@
 """winnow.verifiers.ifeval: each IFEval family against outcomes worked out by hand."""
 
+import json
+
 import pytest
 
 from winnow.errors import WinnowError
@@ -158,3 +160,28 @@ def test_text_helpers():
     assert count_sentences("Wait... what? I said so. e.g. this one.") == 3
     assert count_sentences("No end punctuation\n\nstill one") == 1
     assert word_tokens("HE'S here.") == ["HE", "'S", "here", "."]
+
+
+def test_an_ifeval_file_row_as_it_is():
+    """IFEval's first row, as a JSON line of its file; a 300-word response without commas
+    with three highlighted sections follows all three instructions, and loses one per fault."""
+    line = (
+        '{"key": 1000, "prompt": "Write a 300+ word summary of the wikipedia page ... Do not use any commas '
+        'and highlight at least 3 sections that has titles in markdown format ...", '
+        '"instruction_id_list": ["punctuation:no_comma", "detectable_format:number_highlighted_sections", '
+        '"length_constraints:number_words"], '
+        '"kwargs": [{}, {"num_highlights": 3}, {"relation": "at least", "num_words": 300}]}'
+    )
+    row = json.loads(line)
+    words = " ".join(["word"] * 293)  # + 7 words around them = 300
+    good = f"*Early life* {words} *Career path* and *Later years*."
+    fewer = f"*Early life* {words[:-5]} *Career path* and *Later years*."  # 299 words
+    comma = good.replace("Career path", "Career, path")
+    plain = good.replace("*", "")
+    s = ifeval(
+        [row["prompt"]] * 4,
+        [good, fewer, comma, plain],
+        instruction_id_list=[row["instruction_id_list"]] * 4,
+        kwargs=[row["kwargs"]] * 4,
+    )
+    assert s == [1.0, pytest.approx(2 / 3), pytest.approx(2 / 3), pytest.approx(2 / 3)]
