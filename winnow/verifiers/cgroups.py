@@ -71,9 +71,22 @@ def create(name: str, *, max_procs: int, memory_bytes: int) -> list[Path] | None
     return made
 
 
+def _remove_stale() -> None:
+    """Remove empty groups left by a sandbox process that died (``winnow-<pid>-...``, pid gone)."""
+    for base in _own_paths().values():
+        for folder in base.glob("winnow-*-*"):
+            pid = folder.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # still holds processes, or not ours to remove
+
+
 @lru_cache(maxsize=1)
 def available() -> bool:
     """Whether :func:`create` works here (tried once with a throwaway group)."""
+    _remove_stale()
     made = create(f"winnow-probe-{os.getpid()}", max_procs=8, memory_bytes=64 << 20)
     if made is None:
         return False
