@@ -434,3 +434,40 @@ def test_score_options_from_yaml_and_flags(tmp_path):
         "reasoning_tags": ["<t>", "</t>"],
         "reference_column": "gold",
     }
+
+
+# ---------------------------------------------------------------- ifeval and code by name, options from the config
+
+
+def test_ifeval_by_name_reads_its_columns_and_mode(tmp_path):
+    prompts = [
+        Prompt(
+            id="i1",
+            text="Answer without commas and mention the word rain.",
+            columns={
+                "instruction_id_list": ["punctuation:no_comma", "keywords:existence"],
+                "kwargs": [{}, {"keywords": ["rain"]}],
+            },
+        )
+    ]
+    # no comma with rain; no comma without rain; neither
+    fake_generate(tmp_path / "run", prompts, {"i1": ["rain on the bus.", "a dry day.", "A dry, dry day."]})
+    stages.score(tmp_path / "run", ScoreConfig(reward_fn="ifeval"))
+    assert np.load(tmp_path / "run" / "score" / "rewards.npy").tolist() == [[1.0, 0.5, 0.0]]
+    with pytest.raises(WinnowError, match=r"score\.ifeval_mode"):
+        ScoreConfig(reward_fn="ifeval", ifeval_mode="lenient").validate()
+
+
+def test_code_by_name_runs_the_rows_tests_in_the_sandbox(tmp_path):
+    prompts = [
+        Prompt(
+            id="c1",
+            text='def add(a, b):\n    """Return a + b."""\n',
+            columns={"test": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add"},
+        )
+    ]
+    texts = {"c1": ["    return a + b\n", "    return a - b\n", "    while True:\n        pass\n"]}
+    fake_generate(tmp_path / "run", prompts, texts)
+    manifest = stages.score(tmp_path / "run", ScoreConfig(reward_fn="code", code_timeout_s=2.0))
+    assert np.load(tmp_path / "run" / "score" / "rewards.npy").tolist() == [[1.0, 0.0, 0.0]]
+    assert manifest["config"]["score"]["code_timeout_s"] == 2.0  # a non-default option is part of the hash

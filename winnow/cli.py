@@ -90,6 +90,9 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             "tags",
             f"OPEN CLOSE, or a format ({', '.join(REASONING_FORMATS)}): rewards see the text after CLOSE",
         ),
+        ("--ifeval-mode", "score", "ifeval_mode", str, "verifier ifeval: strict | loose"),
+        ("--code-timeout", "score", "code_timeout_s", float, "verifier code: seconds per program in the sandbox"),
+        ("--code-memory-mb", "score", "code_memory_mb", int, "verifier code: memory limit per program (MB)"),
         ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
     ],
     "select": [

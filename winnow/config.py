@@ -194,6 +194,9 @@ class GenerateConfig:
         }
 
 
+IFEVAL_MODES = ("strict", "loose")
+
+
 @dataclass
 class ScoreConfig:
     reward_model: str | None = None
@@ -235,15 +238,31 @@ class ScoreConfig:
     reward model, then the judge. ``rewards.npy`` is their weighted sum, unscored (NaN)
     where any of them is unscored; each is kept apart too. Unset: 1.0 each."""
     reference_column: str = "answer"
-    """Verifiers (math, choice, exact): the prompts column holding the reference answer."""
+    """Verifiers (math, choice, exact): the prompts column holding the reference answer.
+    (ifeval reads the columns ``instruction_id_list`` and ``kwargs``; code reads ``test`` and
+    ``entry_point``, HumanEval's schema.)"""
     reasoning_tags: list[str] | None = None
     """``[OPEN, CLOSE]`` or a named format (``[think]``): every reward sees only the text
     after the closing tag; a completion without one scores 0 (counted as unfinished_reasoning)."""
+    ifeval_mode: str = "strict"
+    """Verifier ifeval: ``strict`` (the response as it is) or ``loose`` (IFEval's variants:
+    first and last lines dropped, asterisks removed; an instruction followed by any counts)."""
+    code_timeout_s: float = 10.0
+    """Verifier code: wall-time limit of one program in the sandbox, in seconds."""
+    code_memory_mb: int = 1024
+    """Verifier code: memory limit of one program in the sandbox, in MB."""
     processes: int | None = None
     """CPU-bound verifiers: processes scoring batches in parallel (unset: one per CPU this
     process may use). It changes how fast, never what: it is not part of the stage config."""
 
-    NEW_FIELDS = ("reward_weights", "reference_column", "reasoning_tags")
+    NEW_FIELDS = (
+        "reward_weights",
+        "reference_column",
+        "reasoning_tags",
+        "ifeval_mode",
+        "code_timeout_s",
+        "code_memory_mb",
+    )
     """Fields left out of the stored stage config while at their defaults, so that a score
     stage of a run made before they existed resumes under the same config."""
 
@@ -307,6 +326,19 @@ class ScoreConfig:
                 f"give OPEN CLOSE (two different tags) or a named format ({', '.join(FORMATS)}), got {tags}",
             )
         _check(self.reference_column != "", "score.reference_column", "must not be empty")
+        _check(
+            self.ifeval_mode in IFEVAL_MODES, "score.ifeval_mode", f"must be strict or loose, got {self.ifeval_mode!r}"
+        )
+        _check(
+            math.isfinite(self.code_timeout_s) and 0 < self.code_timeout_s <= 3600,
+            "score.code_timeout_s",
+            f"must be in (0, 3600], got {self.code_timeout_s}",
+        )
+        _check(
+            16 <= self.code_memory_mb <= 1_048_576,
+            "score.code_memory_mb",
+            f"must be in [16, 1048576], got {self.code_memory_mb}",
+        )
         _check(self.processes is None or self.processes >= 1, "score.processes", f"must be >= 1, got {self.processes}")
         if self.reward_judge:
             _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")

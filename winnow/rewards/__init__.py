@@ -48,6 +48,9 @@ BUILTINS: dict[str, Builtin] = {
     "math": Builtin("winnow.verifiers.math:math", {"reference_column": "reference_column"}, cpu_bound=True),
     "choice": Builtin("winnow.verifiers.choice:choice", {"reference_column": "reference_column"}),
     "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}),
+    "ifeval": Builtin("winnow.verifiers.ifeval:ifeval", {"mode": "ifeval_mode"}),
+    # code runs its own pool of sandboxed processes, one per CPU: not cpu_bound, or the two pools multiply
+    "code": Builtin("winnow.verifiers.code:code", {"timeout_s": "code_timeout_s", "memory_mb": "code_memory_mb"}),
 }
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
 
