@@ -233,6 +233,7 @@ def create_app(
         waiter = asyncio.ensure_future(batcher.wait(job))
         sent: dict[int, str] = {}  # sample index -> text streamed so far (live)
         first: list[float] = []
+        getter: asyncio.Future | None = None
         try:
             if kind == "chat":
                 for i in range(req.n):
@@ -286,6 +287,8 @@ def create_app(
             yield stream.DONE
             _count(got, picked, arrived, streamed=True, first_at=first[0] if first else None)
         finally:
+            if getter is not None:
+                getter.cancel()
             if not waiter.done():  # the client left mid-stream: stop its work
                 ticket.cancelled = True
                 waiter.cancel()
