@@ -145,8 +145,9 @@ def test_a_bad_request_does_not_hurt_its_batch_mates(plain):
 
     async def burst():
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as http:
-            bodies = [{"model": "tiny", "prompt": f"p{i}", "max_tokens": 4, "seed": 2**70 if i == 3 else i}
-                      for i in range(6)]  # fmt: skip
+            bodies = [
+                {"model": "tiny", "prompt": f"p{i}", "max_tokens": 4, "seed": 2**70 if i == 3 else i} for i in range(6)
+            ]
             return await asyncio.gather(*(http.post(f"{url}/v1/completions", json=b) for b in bodies))
 
     answers = asyncio.run(burst())
@@ -159,10 +160,17 @@ def test_optional_sampling_fields_are_honoured(plain, field):
     """The server samples exactly what the backend samples with the field, alone, same seed."""
     url, app = plain
     value = {"min_p": 0.05, "repetition_penalty": 1.3, "stop": ["e"]}[field]
-    got = client(url).completions.create(model="tiny", prompt="the quick", max_tokens=12, seed=5, n=2,
-                                         extra_body={field: value})  # fmt: skip
-    sampling = Sampling(n=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12,
-                        **{field: tuple(value) if field == "stop" else value})  # fmt: skip
+    got = client(url).completions.create(
+        model="tiny", prompt="the quick", max_tokens=12, seed=5, n=2, extra_body={field: value}
+    )
+    sampling = Sampling(
+        n=2,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=12,
+        **{field: tuple(value) if field == "stop" else value},
+    )
     from winnow.records import Prompt
 
     expected = app.state.backend.generate([Prompt(id="x", text="the quick")], sampling, 5)
@@ -243,15 +251,20 @@ def test_a_request_that_breaks_the_reward_fails_alone(tiny_policy, tmp_path):
     """Six requests batched together, one of which makes the reward raise: the batch is run
     again one request at a time, so five are answered and only that one gets a 500."""
     (tmp_path / "boom.py").write_text(BOOM_REWARD)
-    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=2,
-                         batch_window_ms=2000, max_batch_prompts=6)  # fmt: skip
+    config = ServeConfig(
+        model=str(tiny_policy),
+        served_model_name="tiny",
+        device="cpu",
+        best_of=2,
+        batch_window_ms=2000,
+        max_batch_prompts=6,
+    )
     app = build_app(config, ScoreConfig(reward_fn=f"{tmp_path / 'boom.py'}:reward"))
     with serve_in_thread(app) as url:
 
         async def burst():
             async with httpx.AsyncClient(timeout=60) as http:
-                bodies = [{"model": "tiny", "prompt": "BOOM" if i == 2 else f"p{i}", "max_tokens": 4}
-                          for i in range(6)]  # fmt: skip
+                bodies = [{"model": "tiny", "prompt": "BOOM" if i == 2 else f"p{i}", "max_tokens": 4} for i in range(6)]
                 return await asyncio.gather(*(http.post(f"{url}/v1/completions", json=b) for b in bodies))
 
         answers = asyncio.run(burst())

@@ -6,6 +6,7 @@ usage counting every candidate, a disconnect that stops decoding, and /metrics."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -102,8 +103,9 @@ def test_live_stream_is_the_unstreamed_answer_token_by_token(plain):
     client = api(url)
     kwargs = dict(model="tiny", max_tokens=24, seed=11, n=2)
     whole = client.chat.completions.create(messages=CHAT, **kwargs)
-    stream = client.chat.completions.create(messages=CHAT, stream=True, stream_options={"include_usage": True},
-                                            **kwargs)  # fmt: skip
+    stream = client.chat.completions.create(
+        messages=CHAT, stream=True, stream_options={"include_usage": True}, **kwargs
+    )
     texts: dict[int, str] = {0: "", 1: ""}
     deltas, finish, usage = 0, {}, None
     for chunk in stream:
@@ -160,15 +162,16 @@ def test_include_usage_counts_every_candidate(bon):
             n=2,
             extra_body={"best_of": 5},
             stream_options={"include_usage": True},
-        )  # fmt: skip
+        )
     )
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None
     finals = [c for chunk in chunks for c in chunk.choices if c.finish_reason]
     rewards = finals[-1].model_extra["candidate_rewards"] if "candidate_rewards" in finals[-1].model_extra else None
     rewards = rewards or chunks[-2].model_extra["candidate_rewards"]
-    whole = api(url).completions.create(model="tiny", prompt="hello", max_tokens=8, seed=2, n=2,
-                                        extra_body={"best_of": 5})  # fmt: skip
+    whole = api(url).completions.create(
+        model="tiny", prompt="hello", max_tokens=8, seed=2, n=2, extra_body={"best_of": 5}
+    )
     assert last.usage.completion_tokens == whole.usage.completion_tokens
     assert last.usage.completion_tokens > sum(c.model_extra["num_tokens"] for c in finals)  # 5 candidates, 2 shown
     assert len(rewards) == 5 and [c.model_extra["reward"] for c in finals] == sorted(rewards, reverse=True)[:2]
@@ -191,7 +194,7 @@ def test_keepalives_while_a_slow_reward_scores(tiny_policy, tmp_path):
     first_data = kinds.index(b"data: ")
     assert kinds[:first_data].count(b"keep") >= 5  # 1 s of scoring at one per 0.1 s (>= 5 on a busy machine)
     assert b"keep" not in kinds[first_data:] and arrivals[-1][1] == b"data: [DONE]"
-    gaps = [b[0] - a[0] for a, b in zip(arrivals[:first_data], arrivals[1:first_data], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals[: first_data + 1])]
     assert max(gaps) < 0.6  # an idle timeout of well under a second never fires
 
 
@@ -223,8 +226,10 @@ def test_a_disconnect_stops_decoding(plain):
         time.sleep(1.0)
         after_timeout = sum(t > gave_up + 0.1 for t in steps)  # the disconnect takes a moment to be seen
         before_timeout = sum(t <= gave_up for t in steps)
-    print(f"\ndisconnect: {after_stream} decode steps after a streamed client left; "
-          f"{before_timeout} steps before and {after_timeout} after an unstreamed client timed out")  # fmt: skip
+    print(
+        f"\ndisconnect: {after_stream} decode steps after a streamed client left; "
+        f"{before_timeout} steps before and {after_timeout} after an unstreamed client timed out"
+    )
     assert after_stream <= 2 and after_timeout <= 2 and before_timeout >= 10
     assert httpx.get(f"{url}/health").json()["queued"] == 0
 
@@ -265,9 +270,11 @@ def test_50_clients_dropping_at_random_leave_the_server_healthy(plain):
     answer = httpx.post(f"{url}/v1/chat/completions", json=warm | {"max_tokens": 8}, timeout=60)
     rss_after = process.memory_info().rss
     grown = (rss_after - rss_before) / 2**20
-    print(f"\n50 leaving clients ({left_early} before their answer): idle {settled - left:.2f} s after the last "
-          f"left, {late} steps later, "
-          f"memory {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB")  # fmt: skip
+    print(
+        f"\n50 leaving clients ({left_early} before their answer): idle {settled - left:.2f} s after the last "
+        f"left, {late} steps later, "
+        f"memory {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB"
+    )
     assert answer.status_code == 200 and late == 0 and left_early >= 40
     assert grown < 64  # MiB: no request's work or cache kept alive
 
@@ -275,8 +282,14 @@ def test_50_clients_dropping_at_random_leave_the_server_healthy(plain):
 def test_metrics_after_a_scripted_series_of_requests(tiny_policy):
     """Three answered requests (one streamed), one 400, one 401: /metrics counts exactly these."""
     os.environ["WINNOW_METRICS_KEY"] = "sk-metrics"
-    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=3,
-                         api_key_env="WINNOW_METRICS_KEY", batch_window_ms=0)  # fmt: skip
+    config = ServeConfig(
+        model=str(tiny_policy),
+        served_model_name="tiny",
+        device="cpu",
+        best_of=3,
+        api_key_env="WINNOW_METRICS_KEY",
+        batch_window_ms=0,
+    )
     app = build_app(config, ScoreConfig(reward_fn="length"))
     del os.environ["WINNOW_METRICS_KEY"]
     auth = {"Authorization": "Bearer sk-metrics"}
@@ -340,8 +353,9 @@ def test_langchain_chat_openai(plain):
     """LangChain's ChatOpenAI, as an agent framework would call it: invoke and stream."""
     langchain_openai = pytest.importorskip("langchain_openai")
     url, _ = plain
-    chat = langchain_openai.ChatOpenAI(base_url=f"{url}/v1", api_key="none", model="tiny", max_tokens=12, seed=9,
-                                       max_retries=0)  # fmt: skip
+    chat = langchain_openai.ChatOpenAI(
+        base_url=f"{url}/v1", api_key="none", model="tiny", max_tokens=12, seed=9, max_retries=0
+    )
     whole = chat.invoke("describe a rainy monday commute")
     streamed = "".join(part.content for part in chat.stream("describe a rainy monday commute"))
     assert isinstance(whole.content, str) and streamed == whole.content
