@@ -359,3 +359,46 @@ def test_langchain_chat_openai(plain):
     whole = chat.invoke("describe a rainy monday commute")
     streamed = "".join(part.content for part in chat.stream("describe a rainy monday commute"))
     assert isinstance(whole.content, str) and streamed == whole.content
+
+
+class Recorder:
+    """A ``winnow.generate.Watch`` that streams every prompt and records the deltas."""
+
+    def __init__(self):
+        self.deltas: dict[tuple[int, int], list[str]] = {}
+
+    def streams(self, prompt: int) -> bool:
+        return True
+
+    def text(self, prompt: int, sample: int, delta: str) -> None:
+        self.deltas.setdefault((prompt, sample), []).append(delta)
+
+    def cancelled(self, prompt: int) -> bool:
+        return False
+
+
+def test_streamed_text_never_shows_part_of_a_stop_string(plain):
+    """A 3-character stop string taken from the middle of an unstopped sample: the deltas of
+    the stopped run are a prefix of its final text at every step, never a part of the stop
+    string, and the final text is what the unwatched backend returns."""
+    from winnow.generate import Sampling
+    from winnow.records import Prompt
+
+    backend = plain[1].state.backend
+    prompts = [Prompt(id="a", text="the quick brown"), Prompt(id="b", text="a kitchen table")]
+    free = Sampling(n=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40)
+    unstopped = backend.generate(prompts, free, 3)
+    stop = unstopped[0].text[10:13]
+    stopped = Sampling(n=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40, stop=(stop,))
+    recorder = Recorder()
+    watched = backend.generate(prompts, stopped, 3, watch=recorder)
+    assert [c.text for c in watched] == [c.text for c in backend.generate(prompts, stopped, 3)]
+    assert watched[0].text == unstopped[0].text[: unstopped[0].text.index(stop)]
+    for c in watched:
+        deltas = recorder.deltas.get(
+            (prompts.index(next(p for p in prompts if p.id == c.prompt_id)), c.sample_index), []
+        )
+        sofar = ""
+        for d in deltas:
+            sofar += d
+            assert c.text.startswith(sofar) and stop not in sofar
