@@ -176,12 +176,7 @@ def create_app(
             log.info("%s prompt: %r", prompt.id, prompt.content)
         live = reward is None or sampling.n == 1
         if req.stream and live and backend_name == "openai":
-            from winnow.serve.relay import relay
-
-            events = await relay(
-                backend, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived
-            )
-            return StreamingResponse(events, media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)
+            return await _relayed(kind, req, prompt, sampling, arrived)
         ticket = Ticket(prompt, live=req.stream and live)
         if req.stream:
             ticket.loop, ticket.events = asyncio.get_running_loop(), asyncio.Queue()
@@ -198,17 +193,46 @@ def create_app(
         body = _body(kind, prompt.id, served, got, picked)
         return body.model_dump(exclude_none=reward is None)
 
+    def _busy() -> ApiError:
+        return ApiError(
+            429,
+            f"the server is busy ({config.max_queue} requests waiting); retry after {config.retry_after_s} s",
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(config.retry_after_s)},
+        )
+
     def _enqueue(sampling: Sampling, ticket: Ticket, seed: int | None) -> Job:
         try:
             return batcher.enqueue(sampling, ticket, seed)
         except QueueFull:
-            raise ApiError(
-                429,
-                f"the server is busy ({config.max_queue} requests waiting); retry after {config.retry_after_s} s",
-                type="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(config.retry_after_s)},
-            ) from None
+            raise _busy() from None
+
+    relays = [0]  # upstream streams being relayed: they skip the batcher, so they are capped here
+
+    async def _relayed(kind: str, req, prompt: Prompt, sampling: Sampling, arrived: float) -> StreamingResponse:
+        from winnow.serve.relay import relay
+
+        if relays[0] >= config.max_queue:
+            raise _busy()
+        relays[0] += 1
+        try:
+            events = await relay(
+                backend, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived
+            )
+        except BaseException:
+            relays[0] -= 1
+            raise
+
+        async def counted():
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                relays[0] -= 1
+                await events.aclose()  # closes the upstream stream if the client left between events
+
+        return StreamingResponse(counted(), media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)
 
     async def _wait(request: Request, ticket: Ticket, job: Job) -> Outcome:
         """The request's outcome, or ``ClientGone`` (its work cancelled) if the client leaves first."""
