@@ -402,3 +402,18 @@ def test_streamed_text_never_shows_part_of_a_stop_string(plain):
         for d in deltas:
             sofar += d
             assert c.text.startswith(sofar) and stop not in sofar
+
+
+def test_a_client_leaving_a_relayed_stream_stops_the_upstream(plain):
+    """``--backend openai``: a client that drops a relayed stream after its first delta closes
+    the upstream stream too, so the upstream server stops decoding for it."""
+    url, app = plain
+    config = ServeConfig(model="tiny", served_model_name="front", backend="openai", base_url=f"{url}/v1")
+    front_app = build_app(config)
+    body = {"model": "front", "messages": CHAT, "max_tokens": 200, "n": 2, "temperature": 0.0, "stream": True}
+    with serve_in_thread(front_app) as front, counted(app.state.backend.lm, delay_s=0.01) as steps:
+        closed = _stream_until_first_delta(front, body)
+        time.sleep(1.0)
+        after = sum(t > closed + 0.1 for t in steps)
+        wait_until(lambda: app.state.batcher.running == 0, timeout=5, what="the upstream idle")
+    assert after <= 2 and len(steps) < 60
