@@ -417,3 +417,28 @@ def test_a_client_leaving_a_relayed_stream_stops_the_upstream(plain):
         after = sum(t > closed + 0.1 for t in steps)
         wait_until(lambda: app.state.batcher.running == 0, timeout=5, what="the upstream idle")
     assert after <= 2 and len(steps) < 60
+
+
+def test_streamed_text_is_the_final_text_with_tokenization_space_cleanup(plain):
+    """With ``clean_up_tokenization_spaces`` (which rewrites " ." as "." once the "." comes)
+    the deltas joined are a prefix of the final text at every point (the server sends the
+    rest with the finishing chunk)."""
+    from winnow.generate import Sampling
+    from winnow.records import Prompt
+
+    backend = plain[1].state.backend
+    prompts = [Prompt(id="a", text="the quick brown fox , the lazy dog ."), Prompt(id="b", text="it 's late .")]
+    sampling = Sampling(n=3, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=40)
+    before = backend.tokenizer.clean_up_tokenization_spaces
+    backend.tokenizer.clean_up_tokenization_spaces = True
+    try:
+        recorder = Recorder()
+        rows = backend.generate(prompts, sampling, 8, watch=recorder)
+    finally:
+        backend.tokenizer.clean_up_tokenization_spaces = before
+    for c in rows:
+        i = [p.id for p in prompts].index(c.prompt_id)
+        sofar = ""
+        for delta in recorder.deltas.get((i, c.sample_index), []):
+            sofar += delta
+            assert c.text.startswith(sofar)

@@ -138,7 +138,9 @@ class _StepWatch:
     is decoded anew each step and only its settled part is reported: the last ``hold``
     characters wait (a stop string still being completed must never be sent; ``hold`` is
     the longest stop string's length minus one), as does a trailing U+FFFD (half of a
-    multi-byte character). What is sent is therefore always a prefix of the final text.
+    multi-byte character), and with a tokenizer that cleans up tokenization spaces, the
+    last word (its decode may still change). What is sent is therefore always a prefix of
+    the final text.
     """
 
     def __init__(self, tokenizer, watch: Watch, batch: list[int], sampling: Sampling, stops: StopStrings):
@@ -147,6 +149,7 @@ class _StepWatch:
         self.copies = sampling.n if sampling.temperature == 0 else 1
         self.hold = max((len(s) for s in sampling.stop), default=1) - 1
         self.stops = stops
+        self.cleanup = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
         self.tokens: dict[int, list[int]] = {}
         self.sent: dict[int, int] = {}
 
@@ -167,6 +170,8 @@ class _StepWatch:
         seen.append(token)
         text, _ = self.stops.cut(self.tokenizer.decode(seen, skip_special_tokens=True))
         settled = text[: len(text) - self.hold].rstrip("\ufffd")
+        if self.cleanup:  # " ." may yet become "." (and " n'" -> "n't"): wait for the word's end
+            settled = settled[: max(settled.rfind(" "), 0)]
         sent = self.sent.get(row, 0)
         if len(settled) > sent:
             self.sent[row] = len(settled)

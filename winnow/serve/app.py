@@ -294,7 +294,9 @@ def create_app(
             extras = _extras(got)
             for index, (c, r) in enumerate(picked):
                 done_text = sent.get(index, "") if ticket.live else ""
-                rest = c.text[len(done_text) :] if c.text.startswith(done_text) else c.text  # (see hf._StepWatch)
+                if not c.text.startswith(done_text):  # cannot happen with hf._StepWatch's rules; say so if it does
+                    log.warning("%s: streamed text is not a prefix of the final text", prompt.id)
+                rest = c.text[len(done_text) :] if c.text.startswith(done_text) else ""
                 for piece in stream.pieces(rest):
                     first = first or [time.perf_counter()]
                     yield chunks.delta(index, piece)
