@@ -29,14 +29,17 @@ def reward(prompts, completions, **kw):
 """
 
 
-def test_clients_that_give_up_leave_no_work_queued(tiny_policy):
-    """40 clients (max_tokens 200, n 8) that give up after 0.5 s, against a queue of 8: once
-    they have gone the queue is empty, the backend idle, and a new request is answered at
-    once, not refused with 429 while their work drains."""
+@pytest.mark.parametrize("best_of", [None, 16])
+def test_clients_that_give_up_leave_no_work_queued(tiny_policy, best_of):
+    """40 clients (max_tokens 200; n 8, or Best-of-N with best_of 16) that give up after
+    0.5 s, against a queue of 8: once they have gone the queue is empty, the backend idle,
+    and a new request is answered at once, not refused with 429 while their work drains."""
     config = ServeConfig(model=str(tiny_policy), device="cpu", max_queue=8, max_batch_prompts=1, batch_window_ms=0,
-                         max_tokens=256)  # fmt: skip
-    app = build_app(config)
-    body = {"model": str(tiny_policy), "prompt": "hello", "max_tokens": 200, "n": 8}
+                         max_tokens=256, max_best_of=16)  # fmt: skip
+    app = build_app(config, ScoreConfig(reward_fn="length") if best_of else None)
+    body = {"model": str(tiny_policy), "prompt": "hello", "max_tokens": 200} | (
+        {"best_of": best_of} if best_of else {"n": 8}
+    )
     with serve_in_thread(app) as url, counted(app.state.backend.lm, delay_s=0.005) as steps:
 
         async def impatient():
@@ -55,7 +58,7 @@ def test_clients_that_give_up_leave_no_work_queued(tiny_policy):
                    what="queue empty and backend idle")  # fmt: skip
         idle_after = time.monotonic() - gone
         started = len(steps)
-        answer = httpx.post(f"{url}/v1/completions", json=body | {"max_tokens": 4, "n": 1}, timeout=30)
+        answer = httpx.post(f"{url}/v1/completions", json=body | {"max_tokens": 4, "n": 1, "best_of": 1}, timeout=30)
     assert outcomes.count("gave up") >= 8 and set(outcomes) <= {"gave up", 429}
     assert answer.status_code == 200 and idle_after < 1.0
     assert len(steps) - started <= 4 + 1  # only the new request's prefill and steps ran
