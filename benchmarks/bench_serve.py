@@ -18,6 +18,14 @@ generating through the OpenAI protocol against the in-process ``hf`` backend.
    the batched server (one request per prompt, all concurrent); the difference per request is what HTTP,
    JSON and the batching window cost. Interleaved, best of the repeats.
 
+3. Streaming. A Best-of-N server (``--reward-fn length --best-of 4``, batched) takes chat
+   requests with ``best_of`` 1 and 4, streamed (``stream: true``) and not, from 1, 8 and 32
+   concurrent clients (``--streaming-requests`` each, ``max_tokens`` 32). Time to first
+   token (TTFT): from sending to the first content delta (not streamed: the whole answer);
+   latency: to the last byte. Median over the cell's requests. With ``best_of`` 1 tokens
+   are streamed as they are sampled; with 4 the answer is chosen after every candidate is
+   scored, so its TTFT is close to its latency (keep-alives meanwhile).
+
 Threads: ``--threads`` (default 1) torch threads for the servers (``OMP_NUM_THREADS``) and
 this process. On a shared, oversubscribed machine OpenMP's spinning threads make 2 threads
 up to 25x slower than 1 (SmolLM2, 16 tokens: 78 s against 3 s, measured here).
@@ -68,13 +76,13 @@ def prompt(i: int) -> str:
 
 
 @contextlib.contextmanager
-def server(model: str, *, batched: bool, threads: int = 1):
+def server(model: str, *, batched: bool, threads: int = 1, extra: tuple[str, ...] = ()):
     port = _free_port()
     flags = ["--max-batch-prompts", "32", "--batch-window-ms", "10"] if batched else ["--max-batch-prompts", "1",
                                                                                       "--batch-window-ms", "0"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "winnow", "serve", "--model", model, "--served-model-name", "m", "--device", "cpu",
-         "--port", str(port), "--batch-size", "32", "--max-queue", "4096", *flags],
+         "--port", str(port), "--batch-size", "32", "--max-queue", "4096", *flags, *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "OMP_NUM_THREADS": str(threads)},
@@ -141,6 +149,51 @@ def throughput(model: str, name: str, sizes: dict[int, int], max_tokens: int, th
     return rows
 
 
+async def stream_load(url: str, clients: int, per_client: int, best_of: int, streamed: bool, max_tokens: int):
+    """``clients`` concurrent clients, ``per_client`` requests each; (TTFTs, latencies) in seconds."""
+    ttfts: list[float] = []
+    latencies: list[float] = []
+
+    async def client(c: int) -> None:
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=1)) as http:
+            for k in range(per_client):
+                body = {"model": "m", "messages": [{"role": "user", "content": prompt(c * per_client + k)}],
+                        "max_tokens": max_tokens, "best_of": best_of, "stream": streamed}  # fmt: skip
+                start = time.perf_counter()
+                first = None
+                async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+                    r.raise_for_status()
+                    async for line in r.aiter_lines():
+                        if first is None and (not streamed or ('"content":"' in line and '"content":""' not in line)):
+                            first = time.perf_counter()
+                end = time.perf_counter()
+                ttfts.append((first or end) - start)
+                latencies.append(end - start)
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return ttfts, latencies
+
+
+def streaming(model: str, name: str, per_client: int, max_tokens: int, threads: int) -> list[dict]:
+    import statistics
+
+    cells = []
+    extra = ("--reward-fn", "length", "--best-of", "4")
+    with server(model, batched=True, threads=threads, extra=extra) as url:
+        asyncio.run(stream_load(url, 1, 1, 1, True, max_tokens))  # warm-up
+        for clients in (1, 8, 32):
+            for best_of in (1, 4):
+                for streamed in (True, False):  # side by side, same server, one after the other
+                    ttfts, latencies = asyncio.run(stream_load(url, clients, per_client, best_of, streamed, max_tokens))
+                    cell = dict(model=name, clients=clients, best_of=best_of, streamed=streamed,
+                                ttft=statistics.median(ttfts), latency=statistics.median(latencies))  # fmt: skip
+                    cells.append(cell)
+                    print(f"  {name} {clients:>2} clients best_of {best_of} {'streamed' if streamed else 'whole   '}: "
+                          f"TTFT p50 {cell['ttft'] * 1000:7.0f} ms, latency p50 {cell['latency'] * 1000:7.0f} ms",
+                          flush=True)  # fmt: skip
+    return cells
+
+
 def overhead(model: str, name: str, prompts: int, n: int, max_tokens: int, repeats: int, threads: int) -> dict:
     """Seconds for the same generate call in-process (hf) and through winnow serve (openai)."""
     from winnow.generate import Sampling
@@ -176,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny model only, smaller sizes")
     parser.add_argument("--models", nargs="*", choices=list(WORKLOADS), help="run just these models")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the servers and this process")
+    parser.add_argument("--only-streaming", action="store_true", help="run just the streaming cells")
+    parser.add_argument("--streaming-requests", type=int, default=2, help="requests per client in a streaming cell")
     args = parser.parse_args(argv)
     import torch
 
@@ -191,6 +246,31 @@ def main(argv: list[str] | None = None) -> dict:
         from winnow.models import resolve_model
 
         models["smollm2"] = str(resolve_model("smollm2"))
+    rows = []
+    if not args.only_streaming:
+        rows += batching_and_overhead(models, workloads, args)
+    print("\n## Streaming: time to first token and latency, streamed and not\n")
+    stream_cells = []
+    for name, model in models.items():
+        stream_cells += streaming(model, name, args.streaming_requests, workloads[name]["max_tokens"], args.threads)
+    print("\n| model | clients | best_of | TTFT streamed | TTFT whole | latency streamed | latency whole |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for c in stream_cells:
+        if c["streamed"]:
+            w = next(
+                x
+                for x in stream_cells
+                if not x["streamed"] and all(x[k] == c[k] for k in ("model", "clients", "best_of"))
+            )
+            print(f"| {c['model']} | {c['clients']} | {c['best_of']} | {c['ttft'] * 1000:.0f} ms | {w['ttft'] * 1000:.0f} ms "
+                  f"| {c['latency'] * 1000:.0f} ms | {w['latency'] * 1000:.0f} ms |")  # fmt: skip
+            rows.append(dict(check=f"serve {c['model']}: streamed TTFT / whole-answer time, {c['clients']} clients, "
+                             f"best_of {c['best_of']}", measured=c["ttft"] / w["ttft"], target="-", passed=None,
+                             detail=""))  # fmt: skip
+    return {"benchmark": "serve", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
+
+
+def batching_and_overhead(models: dict, workloads: dict, args) -> list[dict]:
     print("## winnow serve: batched vs one request at a time\n")
     cells = []
     for name, model in models.items():
@@ -223,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"| {c['per_request'] * 1000:+.0f} ms |")  # fmt: skip
         rows.append(dict(check=f"openai backend overhead per request, {c['model']} (ms)",
                          measured=c["per_request"] * 1000, target="-", passed=None, detail=""))  # fmt: skip
-    return {"benchmark": "serve", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
+    return rows
 
 
 if __name__ == "__main__":

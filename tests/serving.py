@@ -82,6 +82,46 @@ def serve_in_thread(app) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+@contextlib.contextmanager
+def gated(model) -> Iterator[threading.Event]:
+    """Every forward of ``model`` (a torch module) waits until the yielded event is set: a
+    backend held mid-call, so a test decides when it goes on instead of racing it."""
+    gate = threading.Event()
+    handle = model.register_forward_pre_hook(lambda *args: gate.wait(60) and None)
+    try:
+        yield gate
+    finally:
+        gate.set()
+        handle.remove()
+
+
+@contextlib.contextmanager
+def counted(model, delay_s: float = 0.0) -> Iterator[list[float]]:
+    """Yields a list that gets the time of every forward of ``model`` (one per decode step
+    after the prefill); ``delay_s`` slows each forward, so that a tiny model's request lasts
+    long enough to be interrupted."""
+    steps: list[float] = []
+
+    def hook(*args) -> None:
+        steps.append(time.monotonic())
+        if delay_s:
+            time.sleep(delay_s)
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield steps
+    finally:
+        handle.remove()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout} s")
+        time.sleep(0.01)
+
+
 class FakeServer:
     """An OpenAI-compatible server whose answers are a pure function of the request.
 

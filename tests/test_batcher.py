@@ -53,3 +53,54 @@ def test_full_queue_and_a_failing_batch():
         batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_cancelled_wait_leaves_the_queue_at_once():
+    """A client gone while queued frees its place: the queue takes a new request at once,
+    and the backend never sees the cancelled one."""
+    seen = []
+
+    def run(items, key, seed):
+        seen.extend(items)
+        return list(items)
+
+    async def main():
+        batcher = Batcher(run, window_s=0.0, max_batch=8, max_queue=2)
+        gone = asyncio.ensure_future(batcher.submit("k", "gone", None))
+        kept = asyncio.ensure_future(batcher.submit("k", "kept", None))
+        await asyncio.sleep(0)
+        assert len(batcher.pending) == 2
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert [j.item for j in batcher.pending] == ["kept"]
+        late = asyncio.ensure_future(batcher.submit("k", "late", None))  # room again: no QueueFull
+        loop = asyncio.create_task(batcher.run_forever())
+        assert await asyncio.gather(kept, late) == ["kept", "late"]
+        loop.cancel()
+        batcher.close()
+
+    asyncio.run(main())
+    assert seen == ["kept", "late"]
+
+
+def test_a_failing_batch_is_run_again_one_request_at_a_time():
+    calls = []
+
+    def run(items, key, seed):
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("cannot sample 'bad'")
+        return [f"ok:{item}" for item in items]
+
+    async def main():
+        batcher = Batcher(run, window_s=0.05, max_batch=8, max_queue=8)
+        loop = asyncio.create_task(batcher.run_forever())
+        got = await asyncio.gather(
+            *(batcher.submit("k", item, None) for item in ("a", "bad", "c")), return_exceptions=True
+        )
+        loop.cancel()
+        return got
+
+    got = asyncio.run(main())
+    assert got[0] == "ok:a" and got[2] == "ok:c" and isinstance(got[1], ValueError)
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]

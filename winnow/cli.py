@@ -173,6 +173,10 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--max-batch-prompts", "serve", "max_batch_prompts", int, "most requests per backend call (1 = no batching)"),
         ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
         ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
+        ("--reward-timeout-s", "serve", "reward_timeout_s", float, "Best-of-N: most seconds a batch's reward may take"),
+        ("--shutdown-grace-s", "serve", "shutdown_grace_s", float, "on SIGTERM: seconds in-flight requests get"),
+        ("--keepalive-s", "serve", "keepalive_s", float, "streaming: seconds between SSE keep-alive comments"),
+        ("--metrics-public", "serve", "metrics_public", "flag", "serve /metrics without the API key"),
     ],
 }
 STAGES_OF = {

@@ -600,6 +600,14 @@ class ServeConfig:
     """Seconds a 429 asks the client to wait (the Retry-After header)."""
     log_prompts: bool = False
     """Log each request's prompt (off: prompts and completions are never logged)."""
+    reward_timeout_s: float = 60.0
+    """Best-of-N: most seconds one batch's reward call may take; past it the batch's requests get 504."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM/SIGINT: seconds requests in flight get to finish before the server exits regardless."""
+    keepalive_s: float = 5.0
+    """Streaming: seconds between SSE comment keep-alives while an answer is not ready to stream."""
+    metrics_public: bool = False
+    """Serve /metrics without the API key (default: /metrics asks for the key like the API)."""
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -623,6 +631,13 @@ class ServeConfig:
             value = getattr(self, name)
             _check(value >= 1, f"serve.{name}", f"must be >= 1, got {value}")
         _check(self.batch_window_ms >= 0, "serve.batch_window_ms", f"must be >= 0, got {self.batch_window_ms}")
+        for name, (low, high) in SERVE_BOUNDS.items():
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int | float) and math.isfinite(value) and low <= value <= high,
+                f"serve.{name}",
+                f"must be a number between {low:g} and {high:g}, got {value}",
+            )
         _check(self.best_of <= self.max_best_of, "serve.best_of", f"must be <= max_best_of ({self.max_best_of})")
         _check(
             self.default_max_tokens <= self.max_tokens,
@@ -636,6 +651,26 @@ class ServeConfig:
             return None
         return ClientSettings(base_url=self.base_url, api_key_env=self.upstream_api_key_env)
 
+
+SERVE_BOUNDS: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 4096),
+    "best_of": (1, 1024),
+    "max_best_of": (1, 1024),
+    "max_n": (1, 1024),
+    "default_max_tokens": (1, 1 << 20),
+    "max_tokens": (1, 1 << 20),
+    "max_prompt_tokens": (1, 1 << 22),
+    "max_body_bytes": (1, 1 << 30),
+    "batch_window_ms": (0, 10_000),
+    "max_batch_prompts": (1, 4096),
+    "max_queue": (1, 1 << 20),
+    "retry_after_s": (1, 3600),
+    "reward_timeout_s": (0.001, 86_400),
+    "shutdown_grace_s": (0, 3600),
+    "keepalive_s": (0.01, 300),
+}
+"""Every numeric ``serve`` setting's accepted range (inclusive): a value outside it (or not
+finite, like ``--batch-window-ms inf``, which would hold a lone request for ever) is refused."""
 
 SECTIONS = {
     "generate": GenerateConfig,

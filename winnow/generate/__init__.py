@@ -62,6 +62,25 @@ def check_sampling(backend: str, sampling: Sampling) -> None:
             )
 
 
+class Watch(Protocol):
+    """Follows one ``generate`` call while it runs (``winnow serve`` streams and cancels with it).
+
+    ``prompt`` is the index of a prompt in the call's list, ``sample`` a sample index.
+    """
+
+    def streams(self, prompt: int) -> bool:
+        """Whether this prompt's text should be reported as it is sampled."""
+        ...
+
+    def text(self, prompt: int, sample: int, delta: str) -> None:
+        """More text of a streamed sample; the deltas are a prefix of its final text."""
+        ...
+
+    def cancelled(self, prompt: int) -> bool:
+        """Whether to stop sampling this prompt (its rows are then cut short, to be discarded)."""
+        ...
+
+
 class Backend(Protocol):
     model: str
     """The model spec as given; recorded on every completion row."""

@@ -42,6 +42,11 @@ from transformers.generation.logits_process import (
 StopCheck = Callable[[list[int]], bool]
 """Given a row's tokens so far, whether a stop string has appeared (``StopStrings.hit``)."""
 
+StepHook = Callable[[list[int], list[int]], "list[bool] | None"]
+"""Called after every decode step with the output rows still running and the token each just
+got (two lists of the same length); may return, per row, whether it should go on (False
+ends that row now, as a finished one). The server streams tokens and cancels with it."""
+
 CACHE_LAYERS = tuple(
     getattr(cache_utils, name)
     for name in ("DynamicLayer", "LinearAttentionCacheLayerMixin", "DummyLayer")  # DummyLayer: transformers >= 5.20
@@ -108,6 +113,7 @@ def sample(
     min_p: float = 0.0,
     repetition_penalty: float = 1.0,
     stop: StopCheck | None = None,
+    on_step: StepHook | None = None,
 ) -> list[list[int]]:
     """Sample ``n`` completions for each of the B prompts (lists of token ids).
 
@@ -116,7 +122,8 @@ def sample(
     stop string has appeared, or has ``max_new_tokens`` tokens. ``temperature=0`` is greedy
     decoding (the repetition penalty still applies): pass ``n=1`` then, as all n samples
     would agree. Randomness comes from torch's global generator: seed it for reproducible
-    samples.
+    samples. ``on_step`` (see ``StepHook``) sees each step's tokens and can end rows early
+    (like a finished row, an ended one shifts the random draws of the rows after it).
     """
     device = lm.device
     warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None
@@ -148,6 +155,10 @@ def sample(
             out[row].append(token)
         if stop is not None:
             running &= torch.tensor([not stop(out[row]) for row in active], device=device)
+        if on_step is not None:
+            go_on = on_step(active, tokens.tolist())
+            if go_on is not None:
+                running &= torch.tensor(go_on, dtype=torch.bool, device=device)
         if step == max_new_tokens - 1 or not running.any():
             break
         if not running.all():  # drop finished rows from the cache and the batch

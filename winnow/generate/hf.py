@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from winnow.generate import Sampling, chat, decode, fallback
+from winnow.generate import Sampling, Watch, chat, decode, fallback
 from winnow.generate.stop import StopStrings
 from winnow.models import load_causal_lm, load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt
@@ -47,13 +47,21 @@ class HFBackend:
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         return [len(self.render(p)) for p in prompts]
 
-    def generate(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> list[Completion]:
+    streams = True
+    """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with the fast loop."""
+
+    def generate(
+        self, prompts: list[Prompt], sampling: Sampling, seed: int, watch: Watch | None = None
+    ) -> list[Completion]:
         """Prompts are decoded in batches of ``batch_size``, longest first, so that batch-mates
         have similar lengths and little padding; the rows come back in the prompts' order.
 
         Each batch runs ``decode.sample``: one prefill per prompt shared by its n samples,
         finished samples dropped from the batch as they stop. All batches draw from one
         random stream seeded with ``seed``, so the same prompts and seed give the same rows.
+        ``watch`` (optional) is told streamed prompts' text step by step and can cancel a
+        prompt: a cancelled prompt stops sampling at the next step (or is skipped when its
+        batch has not started) and gets rows cut short, which the caller discards.
         """
         torch.manual_seed(seed)
         stops = StopStrings(self.tokenizer, sampling.stop)
@@ -62,16 +70,26 @@ class HFBackend:
         tokens: dict[int, list[list[int]]] = {}  # prompt index -> its n completions' token ids
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops), strict=True):
+            if watch is not None:
+                for i in [i for i in batch if watch.cancelled(i)]:
+                    tokens[i] = [[] for _ in range(sampling.n)]
+                batch = [i for i in batch if i not in tokens]
+                if not batch:
+                    continue
+            hook = _StepWatch(self.tokenizer, watch, batch, sampling, stops) if watch is not None else None
+            for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops, hook), strict=True):
                 tokens[i] = samples
         n = sampling.n
         return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
 
-    def _sample(self, ids: list[list[int]], sampling: Sampling, stops: StopStrings) -> list[list[list[int]]]:
+    def _sample(
+        self, ids: list[list[int]], sampling: Sampling, stops: StopStrings, hook: decode.StepHook | None = None
+    ) -> list[list[list[int]]]:
         """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens)."""
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
         loop = fallback.sample if self.fallback_reason else decode.sample
+        watched = {"on_step": hook} if hook is not None and not self.fallback_reason else {}
         rows = loop(
             self.lm,
             ids,
@@ -85,6 +103,7 @@ class HFBackend:
             min_p=sampling.min_p,
             repetition_penalty=sampling.repetition_penalty,
             stop=stops.hit if stops else None,
+            **watched,
         )
         # rows are prompt-major: row b*n + j is sample j of prompt b
         return [rows[b * n : (b + 1) * n] * (sampling.n if greedy else 1) for b in range(len(ids))]
@@ -92,6 +111,15 @@ class HFBackend:
     def _completion(self, prompt: Prompt, sample_index: int, tokens: list[int], stops: StopStrings) -> Completion:
         """``tokens`` ends at its first EOS (kept, and counted), at the token that completed a
         stop string (the text is cut before the stop string), or at max_new_tokens."""
+        if not tokens:  # a cancelled prompt that never started: discarded by the caller
+            return Completion(
+                prompt_id=prompt.id,
+                sample_index=sample_index,
+                model=self.model,
+                text="",
+                num_tokens=0,
+                finish_reason="length",
+            )
         text, stopped = stops.cut(self.tokenizer.decode(tokens, skip_special_tokens=True))
         return Completion(
             prompt_id=prompt.id,
@@ -101,3 +129,51 @@ class HFBackend:
             num_tokens=len(tokens),
             finish_reason="stop" if stopped or tokens[-1] in self.eos_ids else "length",
         )
+
+
+class _StepWatch:
+    """``decode.StepHook`` for one batch: text deltas of streamed prompts, and cancellation.
+
+    Row ``b * n + j`` of the batch is sample j of prompt ``batch[b]``. A streamed row's text
+    is decoded anew each step and only its settled part is reported: the last ``hold``
+    characters wait (a stop string still being completed must never be sent; ``hold`` is
+    the longest stop string's length minus one), as does a trailing U+FFFD (half of a
+    multi-byte character), and with a tokenizer that cleans up tokenization spaces, the
+    last word (its decode may still change). What is sent is therefore always a prefix of
+    the final text.
+    """
+
+    def __init__(self, tokenizer, watch: Watch, batch: list[int], sampling: Sampling, stops: StopStrings):
+        self.tokenizer, self.watch, self.batch = tokenizer, watch, batch
+        self.n = 1 if sampling.temperature == 0 else sampling.n  # greedy: one row stands for all n
+        self.copies = sampling.n if sampling.temperature == 0 else 1
+        self.hold = max((len(s) for s in sampling.stop), default=1) - 1
+        self.stops = stops
+        self.cleanup = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self.tokens: dict[int, list[int]] = {}
+        self.sent: dict[int, int] = {}
+
+    def __call__(self, rows: list[int], tokens: list[int]) -> list[bool]:
+        go_on = []
+        for row, token in zip(rows, tokens, strict=True):
+            prompt = self.batch[row // self.n]
+            if self.watch.cancelled(prompt):
+                go_on.append(False)
+                continue
+            go_on.append(True)
+            if self.watch.streams(prompt):
+                self._report(prompt, row, token)
+        return go_on
+
+    def _report(self, prompt: int, row: int, token: int) -> None:
+        seen = self.tokens.setdefault(row, [])
+        seen.append(token)
+        text, _ = self.stops.cut(self.tokenizer.decode(seen, skip_special_tokens=True))
+        settled = text[: len(text) - self.hold].rstrip("\ufffd")
+        if self.cleanup:  # " ." may yet become "." (and " n'" -> "n't"): wait for the word's end
+            settled = settled[: max(settled.rfind(" "), 0)]
+        sent = self.sent.get(row, 0)
+        if len(settled) > sent:
+            self.sent[row] = len(settled)
+            for copy in range(self.copies):
+                self.watch.text(prompt, (row % self.n) + copy, settled[sent:])

@@ -1,9 +1,11 @@
-"""The FastAPI application: routes, bearer key, caps, batching and Best-of-N.
+"""The FastAPI application: routes, bearer key, caps, batching, streaming and Best-of-N.
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` and
-``POST /v1/completions``. Every error is the OpenAI error body with a matching status:
-401 for a missing or wrong key, 400 for a cap exceeded, malformed JSON or an unknown
-field, 404 for an unknown model, 429 (with Retry-After) when the queue is full.
+Routes: ``GET /health``, ``GET /metrics``, ``GET /v1/models``, ``POST /v1/chat/completions``
+and ``POST /v1/completions``. Every error is the OpenAI error body with a matching status:
+401 for a missing or wrong key, 400 for a bad field or a cap exceeded (naming the field),
+404 for an unknown model or path, 405 for a wrong method, 429 (with Retry-After) when the
+queue is full, 504 when the reward overran its time limit. There are no /docs or
+/openapi.json pages.
 
 A completions prompt is handed to the backend as a text prompt, which it renders as it
 renders any text prompt (the ``hf`` backend applies the model's chat template when the
@@ -14,7 +16,15 @@ request's, else the server's default, at least ``n``), scores them with the rewa
 returns the ``n`` best, best first; each choice carries its ``reward`` and the body
 ``candidate_rewards`` (every candidate, in sampling order; None = unscored, ranked last).
 
-The server keeps no state between requests beyond its queue: a restart loses nothing.
+Streaming (``stream: true``): when the answer is known as it is sampled (no reward, or
+``best_of`` 1) its tokens are streamed as the backend samples them (``hf``: from the
+decode loop; ``openai``: the upstream's stream relayed). With ``best_of`` > 1 nothing can
+be sent before every candidate is scored: the server sends SSE comment keep-alives every
+``keepalive_s`` meanwhile, then the chosen answers as deltas (see ``stream``).
+
+A client that goes away cancels its request: out of the queue at once, and (``hf``) its
+rows stop at the next decode step. The server keeps no state between requests beyond its
+queue: a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -26,46 +36,38 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from winnow.config import ServeConfig
 from winnow.errors import WinnowError
 from winnow.generate import Backend, Sampling, check_sampling
 from winnow.records import Completion, Prompt
-from winnow.serve import schema
-from winnow.serve.batcher import Batcher, QueueFull
+from winnow.serve import schema, stream
+from winnow.serve.batcher import Batcher, Job, QueueFull
+from winnow.serve.metrics import CountStatus, Metrics
+from winnow.serve.work import ApiError, Outcome, Ticket, work
 
 log = logging.getLogger("winnow.serve")
 
-
-class ApiError(Exception):
-    """An answer in the OpenAI error format."""
-
-    def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param=None, code=None, headers=None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        detail = schema.ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
-        return JSONResponse(schema.ErrorBody(error=detail).model_dump(), status_code=self.status, headers=self.headers)
+AGGREGATES: dict[str, bool] = {"best": True, "majority": False, "weighted": False}
+"""How a request may ask the answer to be chosen (``aggregate``), and whether this server
+does it: ``best`` = the highest-reward candidates. ``majority`` and ``weighted`` (votes over
+the candidates' final answers, plain or reward-weighted) are known names, refused until
+``winnow.select`` has the votes; switching one on here needs its case in ``_aggregate``."""
 
 
-@dataclass
-class Outcome:
-    """One request's result from the backend thread."""
+def error_response(e: ApiError) -> JSONResponse:
+    detail = schema.ErrorDetail(message=e.message, type=e.type, param=e.param, code=e.code)
+    return JSONResponse(schema.ErrorBody(error=detail).model_dump(), status_code=e.status, headers=e.headers)
 
-    prompt_tokens: int
-    candidates: list[Completion]
-    rewards: list[float] | None
-    """Best-of-N: one per candidate (NaN = unscored); None without a reward."""
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
 
 
 def create_app(
@@ -76,36 +78,66 @@ def create_app(
     key = _api_key(config)
     created = int(time.time())
     batcher = Batcher(
-        lambda prompts, sampling, seed: _work(backend, config, reward, reward_name, prompts, sampling, seed),
+        lambda tickets, sampling, seed: work(backend, config, reward, reward_name, tickets, sampling, seed),
         window_s=config.batch_window_ms / 1000,
         max_batch=config.max_batch_prompts,
         max_queue=config.max_queue,
     )
+    metrics = Metrics(lambda: len(batcher.pending), lambda: batcher.running)
+    batcher.on_batch = metrics.batch_size.observe
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         task = asyncio.create_task(batcher.run_forever())
-        yield  # uvicorn lets in-flight requests finish before it gets here on SIGTERM
+        yield  # uvicorn lets in-flight requests finish (up to its grace period) before it gets here
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         batcher.close()
 
-    app = FastAPI(title="winnow serve", lifespan=lifespan)
+    app = FastAPI(title="winnow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
+    app.state.backend = backend
+    app.state.metrics = metrics
+    app.add_middleware(CountStatus, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
-        return e.response()
+        return error_response(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        """Unknown paths and methods answer in the OpenAI error body too."""
+        if e.status_code == 404:
+            message = f"no route {request.url.path} (this server has /v1/chat/completions, /v1/completions, /v1/models)"
+            return error_response(ApiError(404, message, code="unknown_url"))
+        if e.status_code == 405:
+            return error_response(
+                ApiError(
+                    405,
+                    f"method {request.method} is not allowed on {request.url.path}",
+                    code="method_not_allowed",
+                    headers=dict(e.headers or {}),
+                )
+            )
+        return error_response(ApiError(e.status_code, str(e.detail)))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, e: Exception):
         log.error("request failed: %s: %s", type(e).__name__, e)
-        return ApiError(500, f"the backend failed: {type(e).__name__}", type="server_error").response()
+        return error_response(ApiError(500, f"the backend failed: {type(e).__name__}", type="server_error"))
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": served, "queued": len(batcher.pending), "running": batcher.running}
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        if not config.metrics_public:
+            _authorize(request, key)
+        from winnow.serve.metrics import CONTENT_TYPE
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:
@@ -113,65 +145,257 @@ def create_app(
         return schema.ModelList(data=[schema.ModelCard(id=served, created=created)]).model_dump()
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict:
+    async def chat(request: Request) -> Any:
+        arrived = time.perf_counter()
         _authorize(request, key)
         req = _parse(schema.ChatCompletionRequest, await _read_body(request, config.max_body_bytes))
         messages = tuple(m.model_dump() for m in req.messages)
         prompt = Prompt(id=f"chatcmpl-{uuid.uuid4().hex}", messages=messages)
-        got, sampled = await _complete(req, prompt, req.max_tokens or req.max_completion_tokens)
-        choices = [
-            schema.ChatChoice(
-                index=i,
-                message=schema.AssistantMessage(content=c.text),
-                finish_reason=c.finish_reason,
-                num_tokens=c.num_tokens,
-                reward=r,
-            )
-            for i, (c, r) in enumerate(sampled)
-        ]
-        body = schema.ChatCompletion(
-            id=prompt.id, created=int(time.time()), model=served, choices=choices, **_extras(got)
-        )
-        return body.model_dump(exclude_none=reward is None)
+        return await _answer(request, "chat", req, prompt, req.max_tokens or req.max_completion_tokens, arrived)
 
     @app.post("/v1/completions")
-    async def completions(request: Request) -> dict:
+    async def completions(request: Request) -> Any:
+        arrived = time.perf_counter()
         _authorize(request, key)
         req = _parse(schema.CompletionRequest, await _read_body(request, config.max_body_bytes))
         prompt = Prompt(id=f"cmpl-{uuid.uuid4().hex}", text=req.prompt)
-        got, sampled = await _complete(req, prompt, req.max_tokens)
-        choices = [
-            schema.TextChoice(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
-            for i, (c, r) in enumerate(sampled)
-        ]
-        body = schema.TextCompletion(
-            id=prompt.id, created=int(time.time()), model=served, choices=choices, **_extras(got)
-        )
-        return body.model_dump(exclude_none=reward is None)
+        return await _answer(request, "text", req, prompt, req.max_tokens, arrived)
 
-    async def _complete(req: schema.SamplingFields, prompt: Prompt, max_tokens: int | None):
-        """Check the request against the caps, queue it, and pick the answers to return."""
+    async def _answer(request: Request, kind: str, req, prompt: Prompt, max_tokens: int | None, arrived: float):
+        """Check the request, queue it, and answer: a JSON body, or an event stream."""
         if req.model != served:
-            raise ApiError(404, f"model {req.model!r} is not served here (it serves {served!r})", param="model",
-                           code="model_not_found")  # fmt: skip
+            raise ApiError(
+                404,
+                f"model {req.model!r} is not served here (it serves {served!r})",
+                param="model",
+                code="model_not_found",
+            )
         sampling = _sampling(req, config, max_tokens, rewarded=reward is not None, backend_name=backend_name)
+        _check_aggregate(req.aggregate, rewarded=reward is not None)
         if config.log_prompts:
             log.info("%s prompt: %r", prompt.id, prompt.content)
+        live = reward is None or sampling.n == 1
+        if req.stream and live and backend_name == "openai":
+            return await _relayed(kind, req, prompt, sampling, arrived)
+        ticket = Ticket(prompt, live=req.stream and live)
+        if req.stream:
+            ticket.loop, ticket.events = asyncio.get_running_loop(), asyncio.Queue()
+        job = _enqueue(sampling, ticket, req.seed)
+        if req.stream:
+            events = _events(kind, req, prompt, ticket, job, arrived)
+            return StreamingResponse(events, media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)
         try:
-            got = await batcher.submit(sampling, prompt, req.seed)
+            got = await _wait(request, ticket, job)
+        except ClientGone:
+            return Response(status_code=499)
+        picked = _aggregate(req.aggregate, got, req.n)
+        _count(got, picked, arrived, streamed=False)
+        body = _body(kind, prompt.id, served, got, picked)
+        return body.model_dump(exclude_none=reward is None)
+
+    def _busy() -> ApiError:
+        return ApiError(
+            429,
+            f"the server is busy ({config.max_queue} requests waiting); retry after {config.retry_after_s} s",
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(config.retry_after_s)},
+        )
+
+    def _enqueue(sampling: Sampling, ticket: Ticket, seed: int | None) -> Job:
+        try:
+            return batcher.enqueue(sampling, ticket, seed)
         except QueueFull:
-            raise ApiError(
-                429,
-                f"the server is busy ({config.max_queue} requests waiting); retry after {config.retry_after_s} s",
-                type="rate_limit_error",
-                code="queue_full",
-                headers={"Retry-After": str(config.retry_after_s)},
-            ) from None
-        if isinstance(got, ApiError):
-            raise got
-        return got, _pick(got, req.n)
+            raise _busy() from None
+
+    relays = [0]  # upstream streams being relayed: they skip the batcher, so they are capped here
+
+    async def _relayed(kind: str, req, prompt: Prompt, sampling: Sampling, arrived: float) -> StreamingResponse:
+        from winnow.serve.relay import relay
+
+        if relays[0] >= config.max_queue:
+            raise _busy()
+        relays[0] += 1
+        try:
+            events = await relay(
+                backend, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived
+            )
+        except BaseException:
+            relays[0] -= 1
+            raise
+
+        async def counted():
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                relays[0] -= 1
+                await events.aclose()  # closes the upstream stream if the client left between events
+
+        return StreamingResponse(counted(), media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)
+
+    async def _wait(request: Request, ticket: Ticket, job: Job) -> Outcome:
+        """The request's outcome, or ``ClientGone`` (its work cancelled) if the client leaves first."""
+        waiter = asyncio.ensure_future(batcher.wait(job))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not waiter.done():  # the client left, or this handler is being cancelled
+                ticket.cancelled = True
+                waiter.cancel()
+        if not waiter.done() or waiter.cancelled():
+            raise ClientGone
+        return _outcome(waiter.result())
+
+    async def _events(kind: str, req, prompt: Prompt, ticket: Ticket, job: Job, arrived: float):
+        """The SSE stream of one request served through the batcher."""
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        chunks = stream.Chunks(kind, prompt.id, int(time.time()), served, include_usage)
+        assert ticket.events is not None
+        waiter = asyncio.ensure_future(batcher.wait(job))
+        sent: dict[int, str] = {}  # sample index -> text streamed so far (live)
+        first: list[float] = []
+        getter: asyncio.Future | None = None
+        try:
+            if kind == "chat":
+                for i in range(req.n):
+                    yield chunks.role(i)
+            while not waiter.done() or not ticket.events.empty():
+                if ticket.events.empty():
+                    getter = asyncio.ensure_future(ticket.events.get())
+                    done, _ = await asyncio.wait(
+                        {waiter, getter}, timeout=config.keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not getter.done():
+                        getter.cancel()
+                        if not done:
+                            yield stream.KEEPALIVE
+                        continue
+                    sample, delta = getter.result()
+                else:
+                    sample, delta = ticket.events.get_nowait()
+                sent[sample] = sent.get(sample, "") + delta
+                first = first or [time.perf_counter()]
+                yield chunks.delta(sample, delta)
+            try:
+                got = _outcome(waiter.result())
+            except ApiError as e:
+                yield stream.error(e.status, e.message, e.type, e.code)
+                yield stream.DONE
+                return
+            except Exception as e:  # noqa: BLE001 -- the 200 is sent: the error goes in the stream
+                log.error("request failed: %s: %s", type(e).__name__, e)
+                yield stream.error(500, f"the backend failed: {type(e).__name__}", "server_error", None)
+                yield stream.DONE
+                return
+            picked = _aggregate(req.aggregate, got, req.n)
+            extras = _extras(got)
+            for index, (c, r) in enumerate(picked):
+                done_text = sent.get(index, "") if ticket.live else ""
+                if not c.text.startswith(done_text):  # cannot happen with hf._StepWatch's rules; say so if it does
+                    log.warning("%s: streamed text is not a prefix of the final text", prompt.id)
+                rest = c.text[len(done_text) :] if c.text.startswith(done_text) else ""
+                for piece in stream.pieces(rest):
+                    first = first or [time.perf_counter()]
+                    yield chunks.delta(index, piece)
+                choice_extra: dict[str, Any] = {"num_tokens": c.num_tokens}
+                body_extra: dict[str, Any] = {}
+                if reward is not None:
+                    choice_extra["reward"] = r
+                    if index == len(picked) - 1:
+                        body_extra["candidate_rewards"] = extras["candidate_rewards"]
+                yield chunks.finish(index, c.finish_reason, choice_extra, body_extra)
+            if include_usage:
+                usage = extras["usage"]
+                yield chunks.usage(usage.prompt_tokens, usage.completion_tokens)
+            yield stream.DONE
+            _count(got, picked, arrived, streamed=True, first_at=first[0] if first else None)
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if not waiter.done():  # the client left mid-stream: stop its work
+                ticket.cancelled = True
+                waiter.cancel()
+
+    def _count(got: Outcome, picked, arrived: float, *, streamed: bool, first_at: float | None = None) -> None:
+        now = time.perf_counter()
+        label = "true" if streamed else "false"
+        metrics.candidates.inc(len(got.candidates))
+        metrics.prompt_tokens.inc(got.prompt_tokens)
+        metrics.completion_tokens.inc(sum(c.num_tokens for c in got.candidates))
+        metrics.ttft.labels(label).observe((first_at or now) - arrived)
+        metrics.latency.labels(label).observe(now - arrived)
+        for _, r in picked:
+            if r is not None:
+                metrics.reward.observe(r)
 
     return app
+
+
+def _body(kind: str, id: str, served: str, got: Outcome, picked: list[tuple[Completion, Any]]) -> BaseModel:
+    """The JSON answer: a chat completion or a text completion with the picked choices."""
+    created = int(time.time())
+    if kind == "chat":
+        chat = [
+            schema.ChatChoice.model_validate(
+                dict(
+                    index=i,
+                    message=schema.AssistantMessage(content=c.text),
+                    finish_reason=c.finish_reason,
+                    num_tokens=c.num_tokens,
+                    reward=r,
+                )
+            )
+            for i, (c, r) in enumerate(picked)
+        ]
+        return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **_extras(got))
+    text = [
+        schema.TextChoice.model_validate(
+            dict(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
+        )
+        for i, (c, r) in enumerate(picked)
+    ]
+    return schema.TextCompletion(id=id, created=created, model=served, choices=text, **_extras(got))
+
+
+def _outcome(result: Outcome | ApiError) -> Outcome:
+    if isinstance(result, ApiError):
+        raise result
+    return result
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_aggregate(name: str | None, *, rewarded: bool) -> None:
+    if name is None:
+        return
+    if name not in AGGREGATES:
+        raise ApiError(400, f"aggregate must be one of {', '.join(AGGREGATES)}, got {name!r}", param="aggregate")
+    if not AGGREGATES[name]:
+        served = ", ".join(k for k, on in AGGREGATES.items() if on)
+        raise ApiError(
+            400,
+            f"aggregate {name!r} is not available on this server yet (available: {served})",
+            param="aggregate",
+            code="aggregate_not_available",
+        )
+    if not rewarded:
+        raise ApiError(400, "aggregate needs a server started with a reward (Best-of-N mode)", param="aggregate")
+
+
+def _aggregate(name: str | None, got: Outcome, n: int) -> list[tuple[Completion, float | None]]:
+    """The n answers to return, chosen as ``aggregate`` says (default and ``best``: ``_pick``)."""
+    match name:
+        case None | "best":
+            return _pick(got, n)
+        case _:  # refused in _check_aggregate
+            raise ApiError(400, f"aggregate {name!r} is not available", param="aggregate")
 
 
 def _extras(got: Outcome) -> dict:
@@ -204,8 +428,8 @@ def _sampling(
     req: schema.SamplingFields, config: ServeConfig, max_tokens: int | None, *, rewarded: bool, backend_name: str
 ) -> Sampling:
     """The request's sampling settings, each checked against its cap (400 naming the field)."""
-    if req.stream:
-        raise ApiError(400, "stream is not supported by this server", param="stream")
+    if req.stream_options is not None and not req.stream:
+        raise ApiError(400, "stream_options needs stream: true", param="stream_options")
     if req.n > config.max_n:
         raise ApiError(400, f"n must be <= {config.max_n}, got {req.n}", param="n")
     if rewarded:
@@ -236,57 +460,6 @@ def _sampling(
     except WinnowError as e:
         raise ApiError(400, str(e).split(": ", 1)[-1], param=str(e).split(":", 1)[0].split(".")[-1]) from None
     return sampling
-
-
-def _work(
-    backend: Backend, config: ServeConfig, reward, reward_name, prompts: list[Prompt], sampling: Sampling, seed: int
-) -> list[Outcome | ApiError]:
-    """In the backend thread: check prompt lengths, sample the batch, score it (Best-of-N)."""
-    from winnow.rewards import call_reward
-
-    lengths = backend.prompt_lengths(prompts)
-    room = backend.context_length() - sampling.max_new_tokens
-    out: list[Outcome | ApiError | None] = [None] * len(prompts)
-    keep = []
-    for i, length in enumerate(lengths):
-        if length > config.max_prompt_tokens:
-            out[i] = ApiError(
-                400,
-                f"the prompt has {length} tokens; at most {config.max_prompt_tokens} are accepted",
-                param="messages",
-            )
-        elif length > room:
-            out[i] = ApiError(
-                400,
-                f"the prompt has {length} tokens, and with max_tokens {sampling.max_new_tokens} it exceeds "
-                f"the model's context of {backend.context_length()}",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        else:
-            keep.append(i)
-    rows = backend.generate([prompts[i] for i in keep], sampling, seed) if keep else []
-    n = sampling.n
-    rewards: list[float] | None = None
-    if reward is not None and rows:
-        by_id = {p.id: p for p in prompts}
-        rewards = call_reward(
-            reward,
-            reward_name or "reward",
-            [by_id[c.prompt_id].content for c in rows],
-            [c.text for c in rows],
-            prompt_ids=[c.prompt_id for c in rows],
-            sample_indices=[c.sample_index for c in rows],
-        )
-    for slot, i in enumerate(keep):
-        part = rows[slot * n : (slot + 1) * n]
-        assert all(c.prompt_id == prompts[i].id for c in part)  # rows come grouped by prompt, in order
-        out[i] = Outcome(
-            prompt_tokens=lengths[i],
-            candidates=part,
-            rewards=rewards[slot * n : (slot + 1) * n] if rewards is not None else None,
-        )
-    return out  # type: ignore[return-value]  # every slot is filled above
 
 
 def _api_key(config: ServeConfig) -> bytes | None:
@@ -330,6 +503,8 @@ def _parse(model: type[BaseModel], body: bytes):
         first = e.errors()[0]
         if first["type"] == "json_invalid":
             raise ApiError(400, f"malformed JSON: {first['msg']}", code="invalid_json") from None
-        param = ".".join(str(x) for x in first["loc"]) or None
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        union_tags = ("str", "int", "float", "bool")  # pydantic names the member of a union it tried
+        loc = [str(x) for x in first["loc"] if str(x) not in union_tags and not str(x).startswith("list[")]
+        param = ".".join(loc) or None
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ApiError(400, f"{param}: {message}", param=param) from None

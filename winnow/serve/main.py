@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import socket
 
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.errors import WinnowError
@@ -33,15 +36,36 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None):
 
 
 def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; requests in flight finish first (uvicorn's graceful shutdown)."""
+    """Serve until SIGINT/SIGTERM. Requests in flight get ``shutdown_grace_s`` to finish
+    (uvicorn's graceful shutdown); then the server exits, even with a backend call or a
+    reward that never returns (they run in daemon threads, which do not hold the process)."""
     import uvicorn
 
+    config.validate()
+    sock = listen(config.host, config.port)  # before the model loads: a busy port fails at once
     app = build_app(config, score)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mode = f"Best-of-N with {score_name(score)}, best_of {config.best_of}" if score else "plain sampling"
     name = config.served_model_name or config.model
     print(f"winnow serve: {name!r} ({config.backend}) on http://{config.host}:{config.port}/v1 ({mode})", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=None)
+    settings = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=math.ceil(config.shutdown_grace_s))
+    uvicorn.Server(settings).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line (exit 2) when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart past TIME_WAIT
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        reason = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be listened on ({e.strerror})"
+        raise WinnowError(f"serve.port: {host}:{port} {reason}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def score_name(score: ScoreConfig) -> str:

@@ -11,29 +11,67 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**63 - 1
+MIN_TEMPERATURE = 1e-3
+"""Below this (and above 0) the logits divided by the temperature overflow: refused, 0 is greedy."""
+MAX_STOP = 16
+"""Most stop strings a request may give (OpenAI takes 4; vLLM more)."""
+MAX_STOP_CHARS = 256
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: JSON has no Infinity or NaN, but pydantic's parser reads them; no field wants them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+    """Send a last chunk with the request's usage (every candidate's tokens count)."""
 
 
 class SamplingFields(Strict):
-    """Fields shared by chat and text completion requests."""
+    """Fields shared by chat and text completion requests, each bounded here, at the edge: a
+    value the backend could not sample with (a seed past 64 bits, a temperature whose
+    division overflows) is a 400 naming the field, never a failure inside a shared batch."""
 
     model: str
     n: int = Field(1, ge=1)
     best_of: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, ge=0, le=100)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
-    user: str | None = None
-    top_k: int = Field(0, ge=0)
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256)
+    top_k: int = Field(0, ge=0, le=1 << 31)
     min_p: float = Field(0.0, ge=0, lt=1)
-    repetition_penalty: float = Field(1.0, gt=0)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=100)
+    aggregate: str | None = None
+    """Best-of-N: how the answer is chosen from the candidates (``best``; see ``app.AGGREGATES``)."""
+
+    @field_validator("temperature")
+    @classmethod
+    def _not_tiny(cls, value: float) -> float:
+        if 0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {value:g}")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings, got {len(stops)}")
+        for s in stops:
+            if not s:
+                raise ValueError("a stop string must not be empty")
+            if len(s) > MAX_STOP_CHARS:
+                raise ValueError(f"a stop string has at most {MAX_STOP_CHARS} characters, got {len(s)}")
+        return value
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
