@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
+from winnow.config import MAX_SEED, PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
@@ -145,6 +145,8 @@ STAGES_OF = {
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }
+MAX_BOOTSTRAP_ITERS = 1_000_000
+"""The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
@@ -338,8 +340,12 @@ def run_command(args: argparse.Namespace) -> None:
     if args.command == "report":
         from winnow.report import run_report
 
-        if args.bootstrap_iters < 1:
-            raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
+        if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
+            raise WinnowError(
+                f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}"
+            )
+        if not 0 <= args.seed <= MAX_SEED:
+            raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
         result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return

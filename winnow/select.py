@@ -85,10 +85,11 @@ def top_k_overall(rewards, k: int) -> np.ndarray:
 
 
 def top_k_per_prompt(rewards, k: int) -> np.ndarray:
-    """The k best columns of each row, best first: int (M, k), -1 where a row has fewer scored."""
+    """The k best columns of each row, best first: int (M, min(k, N)), -1 where a row has fewer scored."""
     r = _as_matrix(rewards)
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
+    k = min(k, r.shape[1])  # no row has more than N columns; a larger k would only allocate -1s
     # argsort puts NaN after every number, +inf (a real -inf reward) included, so unscored
     # cells come last and the -1 padding stays at the end; stable: earlier sample wins ties.
     order = np.argsort(-r, axis=1, kind="stable")[:, :k]
@@ -149,7 +150,7 @@ def dedup(rewards, texts) -> np.ndarray:
 
 
 def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
-    """Statistical rejection sampling (RSO, Liu et al. 2023): k columns per row, int (M, k), -1 padded.
+    """Statistical rejection sampling (RSO, Liu et al. 2023): k columns per row, int (M, min(k, N)), -1 padded.
 
     Draws from the reward-tilted policy pi(y) * exp(r(y) / beta) using the row's scored
     candidates (samples of pi) as proposals: a candidate drawn uniformly at random from the
@@ -177,6 +178,7 @@ def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
     m, n = r.shape
+    k = min(k, n)  # at most N accept without replacement; a larger k would only allocate -1s
     rng = np.random.default_rng(seed)
     out = np.full((m, k), -1, dtype=np.int64)
     remaining = ~np.isnan(r)
@@ -255,7 +257,7 @@ def rso_pairs(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     picked = rso(rewards, beta, k, seed)
     r = _as_matrix(rewards)
     out = []
-    for a in range(0, k - 1, 2):
+    for a in range(0, picked.shape[1] - 1, 2):
         first, second = picked[:, a], picked[:, a + 1]
         rows = np.flatnonzero((first >= 0) & (second >= 0))
         ra, rb = r[rows, first[rows]], r[rows, second[rows]]
