@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import write_jsonl
 
@@ -178,3 +177,175 @@ def test_id_column_that_no_row_has_is_refused(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"key": "a", "prompt": "hi"}, {"key": "b", "prompt": "ho"}])
     assert main([*gen_args(tmp_path / "run", prompts, tmp_path / "m"), "--id-column", "uid"]) == 2
     assert "--id-column 'uid': no row has this column" in error_line(capsys)
+
+
+# ---- case 1: shards reused only under the config they were made with ----------------------
+
+
+def shard_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*.jsonl"))}
+
+
+def test_generate_without_config_json_remakes_shards_of_another_config(run_copy, tiny_policy, tmp_path):
+    run, prompts = run_copy
+    (run / "generate" / "config.json").unlink()
+    changed = ("--seed", "123", "--temperature", "0.5")
+    assert main(gen_args(run, prompts, tiny_policy, *changed)) == 0
+    fresh = tmp_path / "fresh"
+    assert main(gen_args(fresh, prompts, tiny_policy, *changed)) == 0
+    assert shard_bytes(run / "generate") == shard_bytes(fresh / "generate")
+    ledger = (run / "generate" / "verified.jsonl").read_text()
+    assert ledger == (fresh / "generate" / "verified.jsonl").read_text()
+
+
+def test_score_without_config_json_rescores_every_shard(run_copy, tmp_path):
+    run, _ = run_copy
+    (run / "score" / "config.json").unlink()
+    config = tmp_path / "score.yaml"
+    config.write_text("score:\n  shard_size: 3\n")
+    assert main(["score", "--run-dir", str(run), "--reward-fn", "vader", "--config", str(config)]) == 0
+    manifest = json.loads((run / "score" / "manifest.json").read_text())
+    assert manifest["scored"] == 16 and manifest["unscored"] == 0
+    rows = [json.loads(line) for p in sorted((run / "score").glob("shard-*.jsonl")) for line in p.open()]
+    texts = {(r["prompt_id"], r["sample_index"]): r for r in rows}
+    assert len(texts) == 16
+    from winnow.rewards.builtins import vader
+
+    gen = [json.loads(line) for p in sorted((run / "generate").glob("shard-*.jsonl")) for line in p.open()]
+    expected = dict(
+        zip([(c["prompt_id"], c["sample_index"]) for c in gen], vader([], [c["text"] for c in gen]), strict=True)
+    )
+    assert {k: r["reward"] for k, r in texts.items()} == pytest.approx(expected)
+
+
+# ---- case 2: every reader checks the upstream chain ----------------------------------------
+
+
+def test_readers_refuse_a_stage_made_from_a_replaced_upstream(run_copy, tiny_policy, capsys):
+    run, prompts = run_copy
+    assert main(["select", "--run-dir", str(run)]) == 0
+    shutil.rmtree(run / "generate")
+    assert main(gen_args(run, prompts, tiny_policy, "--seed", "5")) == 0
+    capsys.readouterr()
+    for argv in (["select", "--run-dir", str(run)], ["report", str(run)], ["sft", "--run-dir", str(run)]):
+        assert main(argv) == 2, argv
+        err = error_line(capsys)
+        assert f"{run / 'score'} was made from another generate stage" in err, err
+        assert f"delete {run / 'score'} and rerun `winnow score`" in err
+    assert not (run / "report").exists()
+
+
+# ---- case 16: a lock removed under a running writer ------------------------------------------
+
+
+def test_score_stops_when_its_lock_file_is_removed(run_copy, tmp_path, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    reward = tmp_path / "rm_lock.py"
+    reward.write_text(
+        "from pathlib import Path\n"
+        f"LOCK = Path({str(run / 'score' / 'lock')!r})\n"
+        "def reward(prompts, completions, **kw):\n"
+        "    LOCK.unlink(missing_ok=True)\n"
+        "    return [1.0] * len(completions)\n"
+    )
+    assert main(["score", "--run-dir", str(run), "--reward-fn", f"{reward}:reward"]) == 2
+    assert "was removed or replaced while this process held it" in error_line(capsys)
+    assert not (run / "score" / "verified.jsonl").exists()
+    assert not (run / "score" / "manifest.json").exists()
+
+
+def test_sft_refuses_a_sequence_classifier(run_copy, tiny_reward_model, capsys):
+    run, _ = run_copy
+    assert main(["select", "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sft", "--run-dir", str(run), "--sft-model", str(tiny_reward_model), "--device", "cpu"]) == 2
+    assert "not a causal language model" in error_line(capsys)
+
+
+# ---- case 13: files -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"config": 3}'])
+def test_sft_default_model_from_a_damaged_generate_manifest(run_copy, content, capsys):
+    run, _ = run_copy
+    (run / "generate" / "manifest.json").write_text(content)
+    assert main(["sft", "--run-dir", str(run)]) == 2
+    assert f"{run / 'generate' / 'manifest.json'}" in error_line(capsys)
+
+
+def test_bon_out_may_not_name_a_file_of_the_run_dir(run_copy, tiny_policy, capsys):
+    run, prompts = run_copy
+    target = run / "generate" / "prompts.jsonl"
+    before = target.read_bytes()
+    argv = gen_args(run, prompts, tiny_policy, "--reward-fn", "length", "--out", str(target))
+    assert main(["bon", *argv[1:]]) == 2
+    assert "inside the run dir's stage folder" in error_line(capsys)
+    assert target.read_bytes() == before
+
+
+KILLED_REPORT = """
+import os, sys, time
+from pathlib import Path
+from winnow.report import plots
+real = plots.plot_selected_vs_all
+def held(path, *a, **k):
+    real(path, *a, **k)
+    Path(sys.argv[2]).write_text("x")
+    time.sleep(600)
+plots.plot_selected_vs_all = held
+from winnow.cli import main
+sys.exit(main(["report", sys.argv[1]]))
+"""
+
+
+def test_report_killed_midway_leaves_no_partial_folder(run_copy, tmp_path):
+    run, _ = run_copy
+    marker = tmp_path / "held"
+    script = tmp_path / "killed_report.py"
+    script.write_text(KILLED_REPORT)
+    proc = subprocess.Popen([sys.executable, str(script), str(run), str(marker)])
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "report").exists()
+    assert main(["report", str(run)]) == 0
+    assert {p.name for p in (run / "report").iterdir()} == {
+        "report.json",
+        "report.md",
+        "best_of_n.png",
+        "selected_vs_all.png",
+    }
+    assert main(["verify", str(run)]) == 0
+
+
+# ---- case 10 and 15: rewards at the edges ----------------------------------------------------
+
+
+def write_reward(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "reward_under_test.py"
+    path.write_text("import os, sys\n\ndef reward(prompts, completions, **kw):\n" + body)
+    return f"{path}:reward"
+
+
+def test_rewards_beyond_1e100_are_refused(run_copy, tmp_path, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    spec = write_reward(tmp_path, "    return [1e308 if s % 2 else -1e308 for s in kw['sample_indices']]\n")
+    assert main(["score", "--run-dir", str(run), "--reward-fn", spec]) == 2
+    assert "returned -1e+308 at position 0" in error_line(capsys)
+
+
+def test_report_when_no_prompt_is_fully_scored(run_copy, tmp_path, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    spec = write_reward(tmp_path, "    return [None if s == 0 else float(s) for s in kw['sample_indices']]\n")
+    assert main(["score", "--run-dir", str(run), "--reward-fn", spec]) == 0
+    assert main(["report", str(run)]) == 0
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["best_of_n"]["rows"] == 0 and report["unscored"] == NUM_PROMPTS
+    assert "No prompt has all 4 samples scored" in (run / "report" / "report.md").read_text()
+    assert "No prompt has all 4 samples scored" in capsys.readouterr().out

@@ -358,6 +358,8 @@ def run_command(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
+    if getattr(args, "out", None):
+        refuse_run_dir_file(run_dir, args.out)
     configs: dict[str, Any] = {}
     for stage in STAGES_OF[args.command]:
         flags = {
@@ -393,6 +395,17 @@ def run_command(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
 
 
+def refuse_run_dir_file(run_dir: str, out: str) -> None:
+    """``bon --out`` must not overwrite a file a stage made (its manifest would then be wrong)."""
+    from winnow.verify import STAGES
+
+    target = Path(out).resolve()
+    for stage in (*STAGES, "report"):
+        folder = (Path(run_dir) / stage).resolve()
+        if target == folder or folder in target.parents:
+            raise WinnowError(f"--out {out} is inside the run dir's stage folder {folder}; give a path outside it")
+
+
 def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
     """--pool and --sft-from mean nothing in a single-round run: say so rather than ignore them."""
     given = {key.split("__", 1)[1] for key, value in vars(args).items() if key.startswith("rounds__") and value}
@@ -411,13 +424,15 @@ def print_report_summary(result: dict, out: str) -> None:
     table = Table(title=f"best-of-n ({bon['rows']} prompts)")
     for col in ("n", "reward", "95% band", "KL bound"):
         table.add_column(col, justify="right")
-    for n in bon["n"]:
+    for n in bon["n"] if bon["rows"] else []:
         if n & (n - 1) == 0 or n == bon["n"][-1]:
             band = f"[{bon['low'][n - 1]:.3f}, {bon['high'][n - 1]:.3f}]"
             table.add_row(str(n), f"{bon['mean'][n - 1]:.3f}", band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
     console = Console()
     if bon["rows"]:
         console.print(table)
+    else:  # unscored rows are routine (None from a reward, unparseable judge answers, long prompts)
+        console.print(f"No prompt has all {result['columns']} samples scored, so there is no best-of-n curve.")
     for name in ("all", "selected"):
         part = result[name]
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))

@@ -21,6 +21,9 @@ from winnow.errors import WinnowError
 from winnow.rewards import builtins
 
 RewardFn = Callable[..., list]
+MAX_REWARD = 1e100
+"""Largest reward magnitude accepted: margins, means and variances of rewards near 1e308
+overflow to inf (an infinite margin in pairs.jsonl, a histogram with 'too many bins')."""
 
 BUILTINS: dict[str, RewardFn] = {"vader": builtins.vader, "length": builtins.length}
 
@@ -99,7 +102,10 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
             raise WinnowError(
                 f"reward function {name!r} returned a number too large for a float at position {i}"
             ) from None
-        if math.isinf(v):
-            raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
+        if not abs(v) <= MAX_REWARD:  # also catches inf
+            raise WinnowError(
+                f"reward function {name!r} returned {v:g} at position {i}: rewards must be finite and at most "
+                f"{MAX_REWARD:g} in magnitude"
+            )
         out.append(v)
     return out
