@@ -349,3 +349,80 @@ def test_report_when_no_prompt_is_fully_scored(run_copy, tmp_path, capsys):
     assert report["best_of_n"]["rows"] == 0 and report["unscored"] == NUM_PROMPTS
     assert "No prompt has all 4 samples scored" in (run / "report" / "report.md").read_text()
     assert "No prompt has all 4 samples scored" in capsys.readouterr().out
+
+
+# ---- cases 8 and 9: rewards that hang, exit, move the working folder or mutate arguments ----
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    sys.exit(0)\n", "called sys.exit(0)"),
+        ("    os._exit(0)\n", "called os._exit(0)"),
+        ("    completions.append('x')\n    return [1.0] * (len(completions) - 1)\n", None),
+    ],
+)
+def test_rewards_that_exit_or_mutate(run_copy, tmp_path, body, message, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    spec = write_reward(tmp_path, body)
+    code = main(["score", "--run-dir", str(run), "--reward-fn", spec])
+    err = error_line(capsys)
+    if message is None:  # the reward got copies: its change is its own
+        assert code == 0, err
+        assert json.loads((run / "score" / "manifest.json").read_text())["scored"] == 16
+    else:
+        assert code == 2 and message in err, err
+        assert not (run / "score" / "manifest.json").exists()
+
+
+def test_reward_module_exiting_at_import(run_copy, tmp_path, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(3)\n")
+    assert main(["score", "--run-dir", str(run), "--reward-fn", f"{path}:reward"]) == 2
+    assert "importing the reward module failed: it called sys.exit(3)" in error_line(capsys)
+
+
+def test_reward_that_changes_folder_does_not_move_outputs(run_copy, tmp_path, monkeypatch):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(run.parent)
+    spec = write_reward(tmp_path, f"    os.chdir({str(elsewhere)!r})\n    return [1.0] * len(completions)\n")
+    assert main(["score", "--run-dir", "run", "--reward-fn", spec]) == 0
+    assert (run / "score" / "manifest.json").exists()
+    assert list(elsewhere.iterdir()) == []
+    assert Path.cwd() == run.parent
+
+
+def test_reward_timeout_names_the_batch(run_copy, tmp_path, capsys):
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    spec = write_reward(tmp_path, "    import time\n    time.sleep(3600)\n")
+    start = time.monotonic()
+    assert main(["score", "--run-dir", str(run), "--reward-fn", spec, "--reward-timeout", "0.5"]) == 2
+    assert time.monotonic() - start < 30
+    err = error_line(capsys)
+    assert "took longer than --reward-timeout 0.5 s" in err
+    assert "batch of 16 rows starting at prompt_id 'q0' sample_index 0" in err
+
+
+def test_reward_timeout_applies_to_judges(run_copy, tmp_path, capsys):
+    """A judge server that never answers is cut by the same per-batch limit."""
+    import socket
+
+    run, _ = run_copy
+    shutil.rmtree(run / "score")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections, never answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+    try:
+        argv = ["score", "--run-dir", str(run), "--reward-judge", url, "--judge-model", "j", "--reward-timeout", "1"]
+        assert main(argv) == 2
+    finally:
+        silent.close()
+    assert "took longer than --reward-timeout 1 s" in error_line(capsys)

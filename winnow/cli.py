@@ -61,6 +61,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),
         ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
         ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
+        ("--reward-timeout", "score", "reward_timeout", float, "seconds one reward batch may take (default: no limit)"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),

@@ -229,6 +229,10 @@ class ScoreConfig:
     error; ``off``: every row in full."""
     fn_batch_size: int = 256
     """Reward function: rows per call."""
+    reward_timeout: float | None = None
+    """Seconds one reward call (a batch of ``fn_batch_size`` rows, or a reward model's or
+    judge's shard) may take before score stops with an error naming the batch; None: no
+    limit. Operational: not part of the stage config, so it may change on resume."""
     shard_size: int = 1024
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
@@ -236,6 +240,10 @@ class ScoreConfig:
     dtype: str = "auto"
     """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
     device that supports it, else float32)."""
+
+    def stage_config(self) -> dict:
+        """The fields that decide the rewards, stored and compared on resume."""
+        return {k: v for k, v in asdict(self).items() if k != "reward_timeout"}
 
     def validate(self) -> None:
         _check(
@@ -250,6 +258,11 @@ class ScoreConfig:
             value = getattr(self, name)
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
         _check_device(self.device, "score.device")
+        _check(
+            self.reward_timeout is None or 0 < self.reward_timeout < math.inf,
+            "score.reward_timeout",
+            f"must be a finite number of seconds > 0, got {self.reward_timeout}",
+        )
         _check(
             self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
             "score.reward_prefix_sharing",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     prompts, completions, gen = load_generations(run_dir)
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
-        run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"], "provenance": provenance}
+        run_dir,
+        "score",
+        {"score": config.stage_config(), "generate_hash": gen["config_hash"], "provenance": provenance},
     )
     with stage:
         by_id = {p.id: p for p in prompts}
@@ -89,6 +91,7 @@ class ScoreWorker:
             self.reward, self.name = make_reward(config)
         # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
         self.step = config.fn_batch_size if not config.reward_model else config.shard_size
+        self.timeout = config.reward_timeout
 
     def run(self, task: ShardTask) -> list[dict]:
         from winnow.rewards import call_reward
@@ -103,6 +106,7 @@ class ScoreWorker:
                 self.name,
                 [content for content, _ in part],
                 [c["text"] for _, c in part],
+                timeout=self.timeout,
                 prompt_ids=[c["prompt_id"] for _, c in part],
                 sample_indices=[c["sample_index"] for _, c in part],
             )
