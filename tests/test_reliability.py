@@ -426,3 +426,42 @@ def test_reward_timeout_applies_to_judges(run_copy, tmp_path, capsys):
     finally:
         silent.close()
     assert "took longer than --reward-timeout 1 s" in error_line(capsys)
+
+
+# ---- case 3: verify's gaps ----------------------------------------------------------------------
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def verify_output(run: Path, capsys) -> tuple[int, str]:
+    code = main(["verify", str(run)])
+    return code, capsys.readouterr().out
+
+
+def test_verify_finds_an_emptied_file_map(run_copy, capsys):
+    run, _ = run_copy
+    edit_json(run / "score" / "manifest.json", lambda m: m.update(files={}))
+    code, out = verify_output(run, capsys)
+    assert code == 2
+    assert f"{run / 'score' / 'manifest.json'}: records no rewards.npy" in out
+
+
+def test_verify_checks_the_ledger(run_copy, capsys):
+    run, _ = run_copy
+    ledger = run / "generate" / "verified.jsonl"
+    ledger.write_text(ledger.read_text().replace('"rows": 4', '"rows": 5', 1))
+    code, out = verify_output(run, capsys)
+    assert code == 2 and f"{ledger}: does not match the shard records in manifest.json" in out
+
+
+def test_verify_checks_the_report_folder(run_copy, capsys):
+    run, _ = run_copy
+    assert main(["report", str(run)]) == 0
+    assert verify_output(run, capsys)[0] == 0
+    (run / "report" / "report.md").unlink()
+    code, out = verify_output(run, capsys)
+    assert code == 2 and f"{run / 'report' / 'report.md'}: missing; rerun `winnow report`" in out
