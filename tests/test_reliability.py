@@ -465,3 +465,100 @@ def test_verify_checks_the_report_folder(run_copy, capsys):
     (run / "report" / "report.md").unlink()
     code, out = verify_output(run, capsys)
     assert code == 2 and f"{run / 'report' / 'report.md'}: missing; rerun `winnow report`" in out
+
+
+# ---- case 14: an OpenAI-compatible server that answers 200 with nonsense ---------------------
+
+
+class BadServer:
+    """Answers /models and /completions per ``mode``; counts the completion requests."""
+
+    def __init__(self, mode: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode, self.requests = mode, 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, body: bytes, kind: str = "application/json", drip: bool = False) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(len(body)) if drip else [None]:
+                        self.wfile.write(body[i : i + 1] if drip else body)
+                        self.wfile.flush()
+                        if drip:
+                            time.sleep(0.5)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self):
+                if server.mode == "html_models":
+                    self._send(b"<html>welcome</html>", "text/html")
+                else:
+                    self._send(json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode())
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.requests += 1
+                choice: dict = {"index": 0, "finish_reason": "stop", "text": "fine"}
+                reply: dict = {"id": "x", "object": "text_completion", "created": 0, "model": "m"}
+                reply["usage"] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+                if server.mode == "invalid_json":
+                    return self._send(b"{not json")
+                if server.mode != "no_choices":
+                    reply["choices"] = [choice]
+                if server.mode == "num_tokens_str":
+                    choice["num_tokens"] = "three"
+                if server.mode == "num_tokens_negative":
+                    choice["num_tokens"] = -7
+                if server.mode == "text_not_a_string":
+                    choice["text"] = 5
+                self._send(json.dumps(reply).encode(), drip=server.mode == "drip")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> BadServer:
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "message", "tries"),
+    [
+        ("invalid_json", "invalid reply", 2),
+        ("no_choices", "invalid reply", 2),
+        ("num_tokens_str", "num_tokens 'three'", 2),
+        ("num_tokens_negative", "num_tokens -7", 2),
+        ("text_not_a_string", "text 5", 2),
+        ("html_models", "listing the models", 0),
+        ("drip", "2 s", 2),
+    ],
+)
+def test_openai_backend_refuses_invalid_replies(tmp_path, mode, message, tries, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "hi"}])
+    (tmp_path / "fast.yaml").write_text("generate: {retry_backoff: 0.01}\n")
+    run = tmp_path / "run"
+    argv = ["generate", "--prompts", str(prompts), "--run-dir", str(run), "--backend", "openai", "--model", "m"]
+    argv += ["--n", "1", "--max-new-tokens", "4", "--max-retries", "1", "--request-timeout", "2"]
+    start = time.monotonic()
+    with BadServer(mode) as server:
+        assert main([*argv, "--base-url", server.url, "--config", str(tmp_path / "fast.yaml")]) == 2
+    assert time.monotonic() - start < 20  # the drip-fed body (10 s a try) is cut at 2 s
+    err = error_line(capsys)
+    assert message in err, err
+    assert server.requests == tries
+    assert not list((run / "generate").glob("shard-*")) if (run / "generate").exists() else True

@@ -85,11 +85,10 @@ def top_k_overall(rewards, k: int) -> np.ndarray:
 
 
 def top_k_per_prompt(rewards, k: int) -> np.ndarray:
-    """The k best columns of each row, best first: int (M, min(k, N)), -1 where a row has fewer scored."""
+    """The k best columns of each row, best first: int (M, k), -1 where a row has fewer scored."""
     r = _as_matrix(rewards)
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
-    k = min(k, r.shape[1])  # no row has more than N columns; a larger k would only allocate -1s
     # argsort puts NaN after every number, +inf (a real -inf reward) included, so unscored
     # cells come last and the -1 padding stays at the end; stable: earlier sample wins ties.
     order = np.argsort(-r, axis=1, kind="stable")[:, :k]
@@ -150,7 +149,7 @@ def dedup(rewards, texts) -> np.ndarray:
 
 
 def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
-    """Statistical rejection sampling (RSO, Liu et al. 2023): k columns per row, int (M, min(k, N)), -1 padded.
+    """Statistical rejection sampling (RSO, Liu et al. 2023): k columns per row, int (M, k), -1 padded.
 
     Draws from the reward-tilted policy pi(y) * exp(r(y) / beta) using the row's scored
     candidates (samples of pi) as proposals: a candidate drawn uniformly at random from the
@@ -178,7 +177,6 @@ def rso(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     if k < 1:
         raise WinnowError(f"k must be >= 1, got {k}")
     m, n = r.shape
-    k = min(k, n)  # at most N accept without replacement; a larger k would only allocate -1s
     rng = np.random.default_rng(seed)
     out = np.full((m, k), -1, dtype=np.int64)
     remaining = ~np.isnan(r)
@@ -257,7 +255,7 @@ def rso_pairs(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     picked = rso(rewards, beta, k, seed)
     r = _as_matrix(rewards)
     out = []
-    for a in range(0, picked.shape[1] - 1, 2):
+    for a in range(0, k - 1, 2):
         first, second = picked[:, a], picked[:, a + 1]
         rows = np.flatnonzero((first >= 0) & (second >= 0))
         ra, rb = r[rows, first[rows]], r[rows, second[rows]]
@@ -286,20 +284,27 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     "top_per_prompt": Strategy(lambda r, **p: top_per_prompt(r), (), "columns"),
     "top_k_overall": Strategy(lambda r, **p: top_k_overall(r, p["k"]), ("k",), "pairs"),
-    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, p["k"]), ("k",), "column_lists"),
+    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, _per_row(p["k"], r)), ("k",), "column_lists"),
     "threshold": Strategy(lambda r, **p: threshold(r, p["threshold"]), ("threshold",), "pairs"),
     "random_per_prompt": Strategy(lambda r, **p: random_per_prompt(r, p["seed"]), (), "columns"),
     "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), ("k",), "pairs"),
     # k defaults to 1 for rso: one sample of the tilted policy per prompt.
-    "rso": Strategy(lambda r, **p: rso(r, p["beta"], p["k"] or 1, p["seed"]), ("beta",), "column_lists"),
+    "rso": Strategy(lambda r, **p: rso(r, p["beta"], _per_row(p["k"] or 1, r), p["seed"]), ("beta",), "column_lists"),
 }
+
+
+def _per_row(k: int, r: np.ndarray) -> int:
+    """A per-prompt k capped at the N columns: more can never be picked, and a huge k (a typo
+    such as 99999999999) would allocate an (M, k) array of padding."""
+    return min(k, max(r.shape[1], 1))
+
 
 # Ways to build preference pairs, each returning (row, chosen, rejected): int (P, 3).
 PAIRINGS: dict[str, Callable[..., np.ndarray]] = {
     "best-worst": lambda r, **p: _rows_with(best_worst(r)),
     "all": lambda r, **p: all_pairs(r),
     # k defaults to the whole pool for rso pairs: every candidate, in acceptance order.
-    "rso": lambda r, **p: rso_pairs(r, p["beta"], p["k"] or r.shape[1], p["seed"]),
+    "rso": lambda r, **p: rso_pairs(r, p["beta"], _per_row(p["k"] or r.shape[1], r), p["seed"]),
 }
 PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",)}
 

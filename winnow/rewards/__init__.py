@@ -126,7 +126,7 @@ def call_reward(
             raise WinnowError(
                 f"reward function {name!r} returned a number too large for a float at position {i}"
             ) from None
-        if not abs(v) <= MAX_REWARD:  # also catches inf
+        if abs(v) > MAX_REWARD:  # inf too; NaN (unscored) compares False and passes
             raise WinnowError(
                 f"reward function {name!r} returned {v:g} at position {i}: rewards must be finite and at most "
                 f"{MAX_REWARD:g} in magnitude"
