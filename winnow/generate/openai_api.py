@@ -277,8 +277,9 @@ def describe_server(client: remote.ClientSettings, models: list[str]) -> dict:
         try:
             what = f"listing the models of {client.base_url}"
             page = await remote.call(client, what, lambda: _list_models(api))
-            ids = [getattr(m, "id", None) for m in getattr(page, "data", None) or []]
-            if not ids or not all(isinstance(i, str) for i in ids):
+            listed = getattr(page, "data", None)
+            ids = [m.id for m in listed or [] if isinstance(getattr(m, "id", None), str)]
+            if not isinstance(listed, list) or len(ids) != len(listed):
                 raise WinnowError(
                     f"{what}: the server's /models answer is not a model list (is --base-url the API root?)"
                 )
