@@ -465,6 +465,11 @@ def test_verify_checks_the_report_folder(run_copy, capsys):
     (run / "report" / "report.md").unlink()
     code, out = verify_output(run, capsys)
     assert code == 2 and f"{run / 'report' / 'report.md'}: missing; rerun `winnow report`" in out
+    (run / "report" / "report.md").write_text("restored\n")
+    shutil.rmtree(run / "score")
+    assert main(["score", "--run-dir", str(run), "--reward-fn", "vader"]) == 0
+    code, out = verify_output(run, capsys)
+    assert code == 2 and f"{run / 'report'}: made from another score stage than the one now in the run dir" in out
 
 
 # ---- case 14: an OpenAI-compatible server that answers 200 with nonsense ---------------------

@@ -48,7 +48,7 @@ def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
         if not found:
             lines.append(f"{name:9} ok")
     if (run_dir / "report").exists():
-        found = check_report(run_dir)
+        found = check_report(run_dir, hashes)
         problems += len(found)
         lines += [f"{'report':9} PROBLEM {p}" for p in found] or [f"{'report':9} ok"]
     return lines, problems
@@ -124,8 +124,9 @@ def _check_file_map(folder: Path, name: str, manifest: dict, stage_hash) -> list
     return problems
 
 
-def check_report(run_dir: Path) -> list[str]:
-    """A report folder holds both its files and a readable report.json."""
+def check_report(run_dir: Path, hashes: dict[str, str]) -> list[str]:
+    """A report folder holds both its files and a readable report.json made from the
+    generate and score stages now in the run dir."""
     folder = run_dir / "report"
     problems = []
     for file in ("report.json", "report.md"):
@@ -133,11 +134,19 @@ def check_report(run_dir: Path) -> list[str]:
             problems.append(f"{folder / file}: missing; rerun `winnow report`")
     if not problems:
         try:
-            ok = isinstance(read_json(folder / "report.json"), dict)
+            report = read_json(folder / "report.json")
         except WinnowError:
-            ok = False
-        if not ok:
-            problems.append(f"{folder / 'report.json'}: damaged; rerun `winnow report`")
+            report = None
+        if not isinstance(report, dict):
+            return [f"{folder / 'report.json'}: damaged; rerun `winnow report`"]
+        made_from = report.get("made_from")
+        if isinstance(made_from, dict):  # reports written before it was recorded lack it
+            stale = [s for s, h in sorted(made_from.items()) if hashes.get(s) != h]
+            if stale:
+                problems.append(
+                    f"{folder}: made from another {' and '.join(stale)} stage than the one now in the run dir; "
+                    "rerun `winnow report`"
+                )
     return problems
 
 

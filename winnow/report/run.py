@@ -85,7 +85,7 @@ def _write_report(result: dict, out: Path) -> dict:
 
 def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
     """Every number of the report (NaN where undefined); keys starting with _ hold plot data."""
-    prompts, by_key, rewards, _ = load_scored(run_dir)
+    prompts, by_key, rewards, scored = load_scored(run_dir)
     generate = completed_manifest(run_dir, "generate")
     row_of = {p.id: i for i, p in enumerate(prompts)}
     all_rows = [{**c, "reward": _reward(rewards, row_of[c["prompt_id"]], c["sample_index"])} for c in by_key.values()]
@@ -114,6 +114,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
         "all": completion_stats(all_rows),
         "selected": completion_stats(selected_rows),
         "pairs": _pairs(run_dir),
+        # the stages read, so `winnow verify` can tell a report made before they were redone
+        "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
         "_plot": {
             "all": {"rewards": [r["reward"] for r in all_rows], "tokens": [r["num_tokens"] for r in all_rows]},
             "selected": {
