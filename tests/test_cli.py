@@ -302,7 +302,7 @@ def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
         (["--strategy", "top_k_overall", "--k", "21"], "k must be between 1 and M x N = 20, got 21"),
         (["--strategy", "top_k_overall"], "select.k: strategy top_k_overall needs k"),
         (["--strategy", "rso"], "select.beta: strategy rso needs beta"),
-        (["--strategy", "rso", "--beta", "0"], "select.beta: must be > 0, got 0.0"),
+        (["--strategy", "rso", "--beta", "0"], "select.beta: must be finite and > 0, got 0.0"),
         (["--pairs", "rso"], "select.beta: pairs rso needs beta"),
         (["--pairs", "best-of"], "select.pairs: unknown pairing 'best-of'"),
         (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be >= 0"),

@@ -62,7 +62,7 @@ def test_dpo_raises_the_chosen_over_the_rejected(paired_run, tiny_policy, lora):
 def test_dpo_command_and_its_errors(tmp_path, tiny_policy, paired_run, capsys):
     args = ["dpo", "--run-dir", str(paired_run), "--device", "cpu", "--epochs", "1", "--dpo-batch-size", "2"]
     assert main([*args, "--dpo-beta", "0"]) == 2
-    assert "dpo.beta: must be > 0" in capsys.readouterr().err
+    assert "dpo.beta: must be finite and > 0" in capsys.readouterr().err
     assert main(args) == 0  # the starting checkpoint defaults to the model that generated
     manifest = json.loads((paired_run / "dpo/manifest.json").read_text())
     assert manifest["config"]["dpo"]["model"] == str(tiny_policy)

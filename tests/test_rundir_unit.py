@@ -110,18 +110,21 @@ def test_verified_bytes_and_read_shards_name_the_file(tmp_path):
     assert got == rows_of("b") + rows_of("a")  # in the order asked
 
 
-def test_read_ledger_skips_lines_a_kill_cut_short(tmp_path):
+def test_read_ledger_skips_lines_a_kill_cut_short_and_those_of_other_configs(tmp_path):
     path = tmp_path / LEDGER
-    assert _read_ledger(path) == {}
+    assert _read_ledger(path, "h1") == {}
     path.write_text(
-        '{"file": "a", "sha256": "x"}\n'
-        '{"sha256": "no file key"}\n'
+        '{"file": "a", "sha256": "x", "config_hash": "h1"}\n'
+        '{"sha256": "no file key", "config_hash": "h1"}\n'
         "[1, 2]\n"
         '"text"\n'
-        '{"file": "b", "sha256": "y", "rows": 2}\n'
+        '{"file": "b", "sha256": "y", "rows": 2, "config_hash": "h1"}\n'
+        '{"file": "d", "sha256": "z", "config_hash": "h0"}\n'
+        '{"file": "e", "sha256": "w"}\n'
         '{"file": "c", "sha2'
     )
-    assert _read_ledger(path) == {"a": {"sha256": "x"}, "b": {"sha256": "y", "rows": 2}}
+    assert _read_ledger(path, "h1") == {"a": {"sha256": "x"}, "b": {"sha256": "y", "rows": 2}}
+    assert _read_ledger(path, "h0") == {"d": {"sha256": "z"}}
 
 
 def test_diff_names_every_changed_field():
@@ -393,7 +396,8 @@ def test_ledger_lines_are_sorted_json_while_made_and_after_finish(tmp_path):
             path = stage.dir / f"shard-{name}.jsonl"
             digest = sha(path.read_bytes())
             return (
-                f'{{"bytes": {path.stat().st_size}, "file": "shard-{name}.jsonl", "rows": 2, "sha256": "{digest}"}}\n'
+                f'{{"bytes": {path.stat().st_size}, "config_hash": "{stage.hash}", "file": "shard-{name}.jsonl", '
+                f'"rows": 2, "sha256": "{digest}"}}\n'
             )
 
         assert (stage.dir / LEDGER).read_text() == line("s1") + line("s0")

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
+from winnow.config import MAX_SEED, PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS
 from winnow.verifiers.reasoning import FORMATS as REASONING_FORMATS
@@ -94,6 +94,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--code-timeout", "score", "code_timeout_s", float, "verifier code: seconds per program in the sandbox"),
         ("--code-memory-mb", "score", "code_memory_mb", int, "verifier code: memory limit per program (MB)"),
         ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
+        ("--reward-timeout", "score", "reward_timeout", float, "seconds one reward batch may take (default: no limit)"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
@@ -189,6 +190,8 @@ STAGES_OF = {
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }
+MAX_BOOTSTRAP_ITERS = 1_000_000
+"""The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
@@ -390,8 +393,12 @@ def run_command(args: argparse.Namespace) -> None:
     if args.command == "report":
         from winnow.report import run_report
 
-        if args.bootstrap_iters < 1:
-            raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
+        if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
+            raise WinnowError(
+                f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}"
+            )
+        if not 0 <= args.seed <= MAX_SEED:
+            raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
         result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return
@@ -404,6 +411,8 @@ def run_command(args: argparse.Namespace) -> None:
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
+    if getattr(args, "out", None):
+        refuse_run_dir_file(run_dir, args.out)
     configs: dict[str, Any] = {}
     for stage in STAGES_OF[args.command]:
         flags = {
@@ -439,6 +448,17 @@ def run_command(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2))
 
 
+def refuse_run_dir_file(run_dir: str, out: str) -> None:
+    """``bon --out`` must not overwrite a file a stage made (its manifest would then be wrong)."""
+    from winnow.verify import STAGES
+
+    target = Path(out).resolve()
+    for stage in (*STAGES, "report"):
+        folder = (Path(run_dir) / stage).resolve()
+        if target == folder or folder in target.parents:
+            raise WinnowError(f"--out {out} is inside the run dir's stage folder {folder}; give a path outside it")
+
+
 def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
     """--pool and --sft-from mean nothing in a single-round run: say so rather than ignore them."""
     given = {key.split("__", 1)[1] for key, value in vars(args).items() if key.startswith("rounds__") and value}
@@ -457,13 +477,15 @@ def print_report_summary(result: dict, out: str) -> None:
     table = Table(title=f"best-of-n ({bon['rows']} prompts)")
     for col in ("n", "reward", "95% band", "KL bound"):
         table.add_column(col, justify="right")
-    for n in bon["n"]:
+    for n in bon["n"] if bon["rows"] else []:
         if n & (n - 1) == 0 or n == bon["n"][-1]:
             band = f"[{bon['low'][n - 1]:.3f}, {bon['high'][n - 1]:.3f}]"
             table.add_row(str(n), f"{bon['mean'][n - 1]:.3f}", band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
     console = Console()
     if bon["rows"]:
         console.print(table)
+    else:  # unscored rows are routine (None from a reward, unparseable judge answers, long prompts)
+        console.print(f"No prompt has all {result['columns']} samples scored, so there is no best-of-n curve.")
     for name in ("all", "selected"):
         part = result[name]
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))

@@ -28,6 +28,11 @@ from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 REWARD_PREFIX_SHARING = ("auto", "on", "off")
 LONG_PROMPT_POLICIES = ("error", "skip")
 MIN_TEMPERATURE = 1e-5
+REPETITION_PENALTY_RANGE = (1e-2, 1e2)
+"""Logits are divided (or multiplied) by the penalty: outside this range they overflow to inf
+(1e-300) or every repeated token is ruled out (inf); useful values lie near 1."""
+MAX_BATCH_SIZE = 1 << 20
+"""A training batch size beyond this is a typo; a huge one overflows the data loader's ints."""
 """Temperatures in (0, 1e-5) are refused: logits divided by them overflow (1e-300 sampled an
 out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature means."""
 MAX_N = 10_000
@@ -133,8 +138,11 @@ class GenerateConfig:
         _check(0 < self.top_p <= 1, "generate.top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.top_k >= 0, "generate.top_k", f"must be >= 0, got {self.top_k}")
         _check(0 <= self.min_p < 1, "generate.min_p", f"must be in [0, 1), got {self.min_p}")
+        low, high = REPETITION_PENALTY_RANGE
         _check(
-            self.repetition_penalty > 0, "generate.repetition_penalty", f"must be > 0, got {self.repetition_penalty}"
+            low <= self.repetition_penalty <= high,
+            "generate.repetition_penalty",
+            f"must be between {low:g} and {high:g} (1 = off), got {self.repetition_penalty}",
         )
         _check(all(self.stop), "generate.stop", "stop strings must not be empty")
         _check(self.max_new_tokens >= 1, "generate.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
@@ -226,6 +234,10 @@ class ScoreConfig:
     error; ``off``: every row in full."""
     fn_batch_size: int = 256
     """Reward function: rows per call."""
+    reward_timeout: float | None = None
+    """Seconds one reward call (a batch of ``fn_batch_size`` rows, or a reward model's or
+    judge's shard) may take before score stops with an error naming the batch; None: no
+    limit. Operational: not part of the stage config, so it may change on resume."""
     shard_size: int = 1024
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
@@ -269,7 +281,8 @@ class ScoreConfig:
     def stage_config(self) -> dict:
         """The fields that decide the rewards, stored and compared on resume."""
         defaults = ScoreConfig()
-        out = {k: v for k, v in asdict(self).items() if k != "processes"}
+        # how fast and how long, never what: processes and the time limit may change on resume
+        out = {k: v for k, v in asdict(self).items() if k not in ("processes", "reward_timeout")}
         for name in self.NEW_FIELDS:
             if out[name] == getattr(defaults, name):
                 del out[name]
@@ -348,6 +361,11 @@ class ScoreConfig:
             _check(value >= 1, f"score.{name}", f"must be >= 1, got {value}")
         _check_device(self.device, "score.device")
         _check(
+            self.reward_timeout is None or 0 < self.reward_timeout < math.inf,
+            "score.reward_timeout",
+            f"must be a finite number of seconds > 0, got {self.reward_timeout}",
+        )
+        _check(
             self.reward_prefix_sharing in REWARD_PREFIX_SHARING,
             "score.reward_prefix_sharing",
             f"must be one of {', '.join(REWARD_PREFIX_SHARING)}, got {self.reward_prefix_sharing!r}",
@@ -404,7 +422,7 @@ class SelectConfig:
             user = f"strategy {self.strategy}" if "beta" in needs else f"pairs {self.pairs}"
             _check(self.beta is not None, "select.beta", f"{user} needs beta")
         if self.beta is not None:
-            _check(self.beta > 0, "select.beta", f"must be > 0, got {self.beta}")
+            _check(0 < self.beta < math.inf, "select.beta", f"must be finite and > 0, got {self.beta}")
         if self.pair_k is not None:
             _check(self.pair_k >= 2, "select.pair_k", f"must be >= 2, got {self.pair_k}")
         _check(
@@ -462,7 +480,11 @@ class TrainConfig:
         _check(self.lora_alpha >= 1, "sft.lora_alpha", f"must be >= 1, got {self.lora_alpha}")
         _check_seed(self.seed, "sft.seed")
         _check_device(self.device, "sft.device")
-        _check(self.batch_size >= 1, "sft.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(
+            1 <= self.batch_size <= MAX_BATCH_SIZE,
+            "sft.batch_size",
+            f"must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}",
+        )
         _check(self.max_length >= 8, "sft.max_length", f"must be >= 8, got {self.max_length}")
 
 
@@ -544,11 +566,17 @@ class DpoConfig:
     """Precision of the weights trained, as for sft: float32, bfloat16, float16, or ``auto``."""
 
     def validate(self) -> None:
-        _check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        _check(0 < self.beta < math.inf, "dpo.beta", f"must be finite and > 0, got {self.beta}")
         _check(self.dtype in DTYPES, "dpo.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _check(self.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {self.learning_rate}")
-        _check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
-        _check(self.batch_size >= 1, "dpo.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(
+            0 < self.learning_rate < math.inf, "dpo.learning_rate", f"must be finite and > 0, got {self.learning_rate}"
+        )
+        _check(0 < self.epochs < math.inf, "dpo.epochs", f"must be finite and > 0, got {self.epochs}")
+        _check(
+            1 <= self.batch_size <= MAX_BATCH_SIZE,
+            "dpo.batch_size",
+            f"must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}",
+        )
         _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
 
 

@@ -50,6 +50,25 @@ class StageLock:
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         self.fd = fd
 
+    def check_held(self) -> None:
+        """Raise unless the lock file on disk is still the one this process locked.
+
+        A lock file removed (or replaced) while held lets a second writer lock a new file of
+        the same name; the first then learns it here, before its next output lands.
+        """
+        if self.fd is None:
+            raise WinnowError(f"{self.path}: not held by this process")
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            on_disk = None
+        held = os.fstat(self.fd)
+        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+            raise WinnowError(
+                f"{self.path} was removed or replaced while this process held it: another writer may have "
+                f"started on {self.path.parent}; stopping. Make sure only one writer runs, then rerun"
+            )
+
     def release(self) -> None:
         if self.fd is None:
             return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,8 @@ import numpy as np
 from winnow import select as sel
 from winnow import stages
 from winnow.config import GenerateConfig
-from winnow.records import atomic_write_jsonl
+from winnow.errors import WinnowError
+from winnow.records import atomic_write_jsonl, read_json
 
 
 def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
@@ -55,7 +55,16 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
         return generate.models[0]
     path = Path(run_dir) / "generate" / "manifest.json"
     if path.exists():
-        return json.loads(path.read_text())["config"]["generate"]["models"][0]
+        manifest = read_json(path)
+        try:
+            model = manifest["config"]["generate"]["models"][0]
+        except (KeyError, IndexError, TypeError):
+            model = None
+        if not isinstance(model, str):
+            raise WinnowError(
+                f"{path}: damaged (no generate model recorded); pass --sft-model, or rerun `winnow generate`"
+            )
+        return model
     return GenerateConfig().models[0]
 
 

@@ -31,6 +31,8 @@ def load_prompts(
     path = Path(path)
     if not path.exists():
         raise WinnowError(f"prompts file does not exist: {path}")
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would block or never end
+        raise WinnowError(f"{path}: not a regular file (nor a saved dataset folder)")
     if path.suffix == ".jsonl":
         rows = read_jsonl(path)
     else:
@@ -47,7 +49,14 @@ def load_prompts(
         prompts.append(prompt)
     if not prompts:
         raise WinnowError(f"{path}: no prompts found")
+    _check_id_column_used(path, prompts, id_column)
     return prompts
+
+
+def _check_id_column_used(path: Path, prompts: list[Prompt], id_column: str) -> None:
+    """An id column named by the user that no row has is a typo, not a request for row-N ids."""
+    if id_column != "id" and all(p.id == f"row-{i}" for i, p in enumerate(prompts)):
+        raise WinnowError(f"{path}: --id-column {id_column!r}: no row has this column")
 
 
 def _dataset_rows(path: Path, split: str | None):

@@ -100,13 +100,43 @@ def parse_jsonl(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, dict]
             ) from None
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise WinnowError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+        obj = _loads_line(line, path, lineno)
         if not isinstance(obj, dict):
             raise WinnowError(f"{where(path, lineno)}: expected a JSON object, got {type(obj).__name__}")
+        if "\\ud" in line.lower():  # only an escape can make a lone surrogate; skip the walk otherwise
+            _refuse_surrogates(obj, path, lineno, "")
         yield lineno, obj
+
+
+def _loads_line(line: str, path: Path, lineno: int) -> Any:
+    """One JSON value; what json.loads raises besides a decode error is named too."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise WinnowError(f"{where(path, lineno)}: malformed JSON: {e.msg} (column {e.colno})") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        raise WinnowError(f"{where(path, lineno)}: number too long ({e})") from None
+    except RecursionError:
+        raise WinnowError(f"{where(path, lineno)}: nested too deeply to read") from None
+
+
+def _refuse_surrogates(value: Any, path: Path, lineno: int, field: str) -> None:
+    """A lone surrogate (``"\\ud800"``) is valid JSON but no UTF-8 can hold it: every later
+    write would fail, so it is refused here, naming the field."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WinnowError(
+                f"{where(path, lineno, field or None)}: lone surrogate in text (not valid Unicode)"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_surrogates(key, path, lineno, field)
+            _refuse_surrogates(item, path, lineno, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_surrogates(item, path, lineno, f"{field}[{i}]")
 
 
 def read_text(path: Path) -> str:

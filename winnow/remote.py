@@ -62,11 +62,19 @@ def make_client(settings: ClientSettings):
     return AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key(), max_retries=0, timeout=settings.timeout)
 
 
+class InvalidReply(Exception):
+    """A 200 answer that is not what the API promises (bad JSON, no choices, a count that is
+    not a count): retried like a 5xx, since a proxy or an overloaded server may send one."""
+
+
 def is_transient(error: BaseException) -> bool:
-    """429, 5xx, timeouts and dropped connections are worth another try; other answers are not."""
+    """429, 5xx, timeouts, dropped connections and invalid 200 replies are worth another try;
+    other answers are not."""
     import openai
 
-    if isinstance(error, openai.APIConnectionError):  # APITimeoutError is one of these
+    if isinstance(
+        error, openai.APIConnectionError | InvalidReply | TimeoutError
+    ):  # APITimeoutError is a connection error
         return True
     if isinstance(error, openai.APIStatusError):
         return error.status_code == 429 or error.status_code >= 500
@@ -79,6 +87,10 @@ def describe(error: BaseException) -> str:
 
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code}: {error.message}"
+    if isinstance(error, InvalidReply):
+        return f"an invalid reply: {error}"
+    if isinstance(error, TimeoutError):
+        return f"no complete answer within the {error.args[0] if error.args else '?'} s request timeout"
     return f"{type(error).__name__}: {error}"
 
 
@@ -112,7 +124,7 @@ async def call(settings: ClientSettings, what: str, request: Callable[[], Awaita
     """
     for attempt in range(settings.max_retries + 1):
         try:
-            return await request()
+            return await _whole(settings.timeout, request)
         except Exception as e:  # openai's errors; anything else is a bug and re-raised below
             if not is_transient(e):
                 raise
@@ -123,6 +135,18 @@ async def call(settings: ClientSettings, what: str, request: Callable[[], Awaita
                 ) from None
             await asyncio.sleep(backoff_delay(settings, attempt, _retry_after(e)))
     raise AssertionError("unreachable")
+
+
+async def _whole(timeout: float, request: Callable[[], Awaitable[T]]) -> T:
+    """``request()`` bounded as a whole: the client's own timeout is per read, so a server
+    drip-feeding its body a byte at a time would otherwise never time out. A reply that the
+    client cannot decode (not JSON) is an InvalidReply."""
+    try:
+        return await asyncio.wait_for(request(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{timeout:g}") from None
+    except ValueError as e:  # json.JSONDecodeError, or a model the client could not build
+        raise InvalidReply(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
 
 async def gather_bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:

@@ -148,7 +148,7 @@ class Stage:
             if manifest is not None and isinstance(manifest.get("files"), dict):
                 self._records = dict(manifest["files"])
             else:
-                self._records = _read_ledger(self.dir / LEDGER)
+                self._records = _read_ledger(self.dir / LEDGER, self.hash)
         return self._records
 
     def matches(self, relpath: str) -> bool:
@@ -191,7 +191,8 @@ class Stage:
             path.unlink(missing_ok=True)
             raise WinnowError(f"{path}: {len(seen)} rows, expected {len(keys)}; shard removed")
         record = file_record(path, rows=len(rows))
-        line = json.dumps({"file": path.name, **record}, sort_keys=True) + "\n"
+        line = json.dumps({"file": path.name, **record, "config_hash": self.hash}, sort_keys=True) + "\n"
+        self.lock.check_held()  # a writer that lost its lock must not record what another may redo
         with open(self.dir / LEDGER, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -235,6 +236,7 @@ class Stage:
 
     def finish(self, shards: list[str] | None = None, outputs: Iterable[str] = (), **summary) -> dict:
         """Write the manifest, last: config, its hash, every output's record and a summary."""
+        self.lock.check_held()
         self.claim()
         names = [shard_file(self.dir, s).name for s in shards or []]
         files = {relpath: self.records()[relpath] for relpath in names}
@@ -242,7 +244,9 @@ class Stage:
         # The ledger is rewritten in shard order, so identical runs leave identical files
         # however often they were interrupted.
         if shards is not None:
-            lines = [json.dumps({"file": n, **files[n]}, sort_keys=True) + "\n" for n in names]
+            lines = [
+                json.dumps({"file": n, **files[n], "config_hash": self.hash}, sort_keys=True) + "\n" for n in names
+            ]
             atomic_write_text(self.dir / LEDGER, "".join(lines))
         manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, "files": files, **summary}
         if shards is not None:
@@ -306,16 +310,23 @@ def read_shards(folder: Path, names: list[str], records: dict, *, stage: str) ->
     return rows
 
 
-def _read_ledger(path: Path) -> dict[str, dict]:
-    """Records from the ledger; a line a kill cut short (or any unreadable one) is skipped."""
+def _read_ledger(path: Path, config_hash: str) -> dict[str, dict]:
+    """Records from the ledger made under ``config_hash``; any other line is skipped.
+
+    A line a kill cut short, an unreadable one, and one made under another config (the
+    stage's config.json was deleted, then the stage rerun with other settings) are all
+    skipped, so the shards they describe are made again rather than mixed in.
+    """
     if not path.exists():
         return {}
     records = {}
     for line in path.read_bytes().splitlines():
         try:
             entry = json.loads(line)
+            if entry.pop("config_hash") != config_hash or not isinstance(entry.get("sha256"), str):
+                continue
             records[entry.pop("file")] = entry
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
     return records
 
@@ -331,7 +342,40 @@ def completed_manifest(run_dir: str | Path, name: str) -> dict:
         raise WinnowError(f"{path}: damaged (no file records); {fix}")
     if config_hash(manifest.get("config")) != manifest.get("config_hash"):
         raise WinnowError(f"{path}: damaged (config does not match its hash); {fix}")
+    _check_upstream(Path(run_dir), name, manifest)
     return manifest
+
+
+UPSTREAM = {
+    "score": ("generate", "generate_hash"),
+    "select": ("score", "score_hash"),
+    "sft": ("select", "select_hash"),
+    "dpo": ("select", "select_hash"),
+}
+"""stage -> (the stage it reads, the config field holding that stage's config hash)."""
+
+
+def _check_upstream(run_dir: Path, name: str, manifest: dict) -> None:
+    """Refuse a stage made from another upstream stage than the one now in the run dir.
+
+    Deleting ``generate`` and rerunning it with another seed leaves ``score`` holding the
+    old rewards; a reader pairing them with the new texts would be silently wrong. Every
+    reader goes through ``completed_manifest``, so each checks the whole chain up to generate.
+    A stage pooled over rounds records several hashes (``score_hashes``), checked by ``winnow.pool``.
+    """
+    if name not in UPSTREAM or not isinstance(manifest.get("config"), dict):
+        return
+    upstream, field = UPSTREAM[name]
+    used = manifest["config"].get(field)
+    if used is None:
+        return
+    current = completed_manifest(run_dir, upstream)["config_hash"]
+    if used != current:
+        raise WinnowError(
+            f"{run_dir / name} was made from another {upstream} stage ({used}) than the one now in "
+            f"{run_dir / upstream} ({current}): delete {run_dir / name} and rerun `winnow {name}` "
+            "(and the stages after it) on this run dir"
+        )
 
 
 def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dict]:

@@ -284,20 +284,27 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {
     "top_per_prompt": Strategy(lambda r, **p: top_per_prompt(r), (), "columns"),
     "top_k_overall": Strategy(lambda r, **p: top_k_overall(r, p["k"]), ("k",), "pairs"),
-    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, p["k"]), ("k",), "column_lists"),
+    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, _per_row(p["k"], r)), ("k",), "column_lists"),
     "threshold": Strategy(lambda r, **p: threshold(r, p["threshold"]), ("threshold",), "pairs"),
     "random_per_prompt": Strategy(lambda r, **p: random_per_prompt(r, p["seed"]), (), "columns"),
     "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), ("k",), "pairs"),
     # k defaults to 1 for rso: one sample of the tilted policy per prompt.
-    "rso": Strategy(lambda r, **p: rso(r, p["beta"], p["k"] or 1, p["seed"]), ("beta",), "column_lists"),
+    "rso": Strategy(lambda r, **p: rso(r, p["beta"], _per_row(p["k"] or 1, r), p["seed"]), ("beta",), "column_lists"),
 }
+
+
+def _per_row(k: int, r: np.ndarray) -> int:
+    """A per-prompt k capped at the N columns: more can never be picked, and a huge k (a typo
+    such as 99999999999) would allocate an (M, k) array of padding."""
+    return min(k, max(r.shape[1], 1))
+
 
 # Ways to build preference pairs, each returning (row, chosen, rejected): int (P, 3).
 PAIRINGS: dict[str, Callable[..., np.ndarray]] = {
     "best-worst": lambda r, **p: _rows_with(best_worst(r)),
     "all": lambda r, **p: all_pairs(r),
     # k defaults to the whole pool for rso pairs: every candidate, in acceptance order.
-    "rso": lambda r, **p: rso_pairs(r, p["beta"], p["k"] or r.shape[1], p["seed"]),
+    "rso": lambda r, **p: rso_pairs(r, p["beta"], _per_row(p["k"] or r.shape[1], r), p["seed"]),
 }
 PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",)}
 

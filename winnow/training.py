@@ -32,6 +32,7 @@ def load_starting_model(model: str | None, *, device: str, dtype: str, section: 
     if not model:
         raise WinnowError(f"{section}.model: no starting checkpoint given")
     path = resolve_model(model)
+    refuse_non_causal(path, section)
     device = pick_device(device)
     tokenizer = load_tokenizer(path)
     torch_dtype = resolve_dtype(dtype, device)
@@ -160,3 +161,20 @@ def _stop_on_non_finite_loss():
                 control.should_training_stop = True
 
     return StopOnNonFiniteLoss()
+
+
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+"""Architectures with a language-model head. AutoModelForCausalLM loads a sequence classifier
+(a reward model) of the same base without complaint, with a freshly initialised LM head."""
+
+
+def refuse_non_causal(path: Path, section: str) -> None:
+    """Refuse a checkpoint whose config names only architectures without an LM head."""
+    from winnow.records import read_json
+
+    architectures = (read_json(path / "config.json") or {}).get("architectures") or []
+    if architectures and not any(str(a).endswith(CAUSAL_SUFFIXES) for a in architectures):
+        raise WinnowError(
+            f"{section}.model: {path} is not a causal language model (architectures {', '.join(map(str, architectures))}); "
+            "give the policy checkpoint to fine-tune"
+        )

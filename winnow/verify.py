@@ -47,6 +47,10 @@ def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
         lines += [f"{name:9} PROBLEM {p}" for p in found] + [f"{name:9} note: {n}" for n in notes]
         if not found:
             lines.append(f"{name:9} ok")
+    if (run_dir / "report").exists():
+        found = check_report(run_dir, hashes)
+        problems += len(found)
+        lines += [f"{'report':9} PROBLEM {p}" for p in found] or [f"{'report':9} ok"]
     return lines, problems
 
 
@@ -90,10 +94,74 @@ def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[
                 f"made from another {upstream} stage ({used}) than the one in this run dir ({hashes[upstream]}); "
                 f"rerun `winnow {name}` in a new run dir"
             )
+    problems += _check_file_map(folder, name, manifest, stage_hash)
     extra = sorted(p.name for p in folder.glob("shard-*.jsonl") if p.name not in manifest["files"])
     if extra:
         notes.append(f"{len(extra)} shard file(s) not in the manifest, ignored: {', '.join(extra[:3])}")
     return problems, notes, stage_hash if not problems else None
+
+
+REQUIRED = {"generate": ("prompts.jsonl",), "score": ("rewards.npy",), "select": ("selected.jsonl",)}
+"""The outputs each stage's manifest must record, besides its shards."""
+
+
+def _check_file_map(folder: Path, name: str, manifest: dict, stage_hash) -> list[str]:
+    """The manifest records every output the stage makes, and the ledger agrees with it."""
+    path, files = folder / "manifest.json", manifest["files"]
+    shards = manifest.get("shards")
+    names = [f"shard-{s}.jsonl" for s in shards] if isinstance(shards, list) else []
+    wanted = [*REQUIRED.get(name, ()), *names] + (["pairs.jsonl"] if "num_pairs" in manifest else [])
+    problems = [f"{path}: records no {f}; rerun `winnow {name}`" for f in wanted if f not in files]
+    if not files and name not in REQUIRED:
+        problems.append(f"{path}: records no files; rerun `winnow {name}`")
+    if names and not problems:
+        ledger = folder / LEDGER
+        if _ledger_entries(ledger, stage_hash) != [{"file": n, **files[n]} for n in names]:
+            problems.append(f"{ledger}: does not match the shard records in manifest.json; rerun `winnow {name}`")
+    return problems
+
+
+def _ledger_entries(path: Path, stage_hash) -> list | None:
+    """The ledger's entries without their config hash; None if unreadable or of another config.
+    Ledgers written before lines carried the hash are read as of this config."""
+    if not path.is_file():
+        return None
+    entries = []
+    for line in path.read_bytes().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict) or entry.pop("config_hash", stage_hash) != stage_hash:
+            return None
+        entries.append(entry)
+    return entries
+
+
+def check_report(run_dir: Path, hashes: dict[str, str]) -> list[str]:
+    """A report folder holds both its files and a readable report.json made from the
+    generate and score stages now in the run dir."""
+    folder = run_dir / "report"
+    problems = []
+    for file in ("report.json", "report.md"):
+        if not (folder / file).is_file():
+            problems.append(f"{folder / file}: missing; rerun `winnow report`")
+    if not problems:
+        try:
+            report = read_json(folder / "report.json")
+        except WinnowError:
+            report = None
+        if not isinstance(report, dict):
+            return [f"{folder / 'report.json'}: damaged; rerun `winnow report`"]
+        made_from = report.get("made_from")
+        if isinstance(made_from, dict):  # reports written before it was recorded lack it
+            stale = [s for s, h in sorted(made_from.items()) if hashes.get(s) != h]
+            if stale:
+                problems.append(
+                    f"{folder}: made from another {' and '.join(stale)} stage than the one now in the run dir; "
+                    "rerun `winnow report`"
+                )
+    return problems
 
 
 def _notes(folder: Path) -> list[str]:

@@ -232,7 +232,10 @@ def parse_choices(response) -> list[Choice]:
     Counts come from ``usage`` when there is one choice, else from a ``num_tokens`` field on
     each choice (``winnow serve``) or from the length of its logprobs; None when unknown.
     """
-    rows = sorted(response.choices, key=lambda c: c.index)
+    try:
+        rows = sorted(response.choices, key=lambda c: c.index)
+    except (TypeError, AttributeError):  # a string body, or no "choices" list
+        raise remote.InvalidReply(f"no list of choices in {type(response).__name__}") from None
     usage = getattr(response, "usage", None)
     out = []
     for c in rows:
@@ -244,8 +247,21 @@ def parse_choices(response) -> list[Choice]:
         if count is None and c.logprobs is not None:
             tokens = getattr(c.logprobs, "content", None) or getattr(c.logprobs, "tokens", None)
             count = len(tokens) if tokens is not None else None
+        # checked here, before anything is written into a verified shard
+        if not isinstance(text, str):
+            raise remote.InvalidReply(f"choice {c.index}: text {text!r} is not a string")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise remote.InvalidReply(f"choice {c.index}: num_tokens {count!r} is not a token count")
         out.append(Choice(text=text, num_tokens=count, finish_reason=map_finish_reason(c.finish_reason)))
     return out
+
+
+async def _list_models(api):
+    """``/models``, or InvalidReply when the body is not a model page (an HTML page, say)."""
+    try:
+        return await api.models.list()
+    except (AttributeError, TypeError) as e:  # the client fails building its page from a str
+        raise remote.InvalidReply(f"/models: {type(e).__name__}") from None
 
 
 def describe_server(client: remote.ClientSettings, models: list[str]) -> dict:
@@ -259,8 +275,15 @@ def describe_server(client: remote.ClientSettings, models: list[str]) -> dict:
     async def fetch() -> list[str] | None:
         api = remote.make_client(client)
         try:
-            page = await remote.call(client, f"listing the models of {client.base_url}", lambda: api.models.list())
-            return [m.id for m in page.data]
+            what = f"listing the models of {client.base_url}"
+            page = await remote.call(client, what, lambda: _list_models(api))
+            listed = getattr(page, "data", None)
+            ids = [m.id for m in listed or [] if isinstance(getattr(m, "id", None), str)]
+            if not isinstance(listed, list) or len(ids) != len(listed):
+                raise WinnowError(
+                    f"{what}: the server's /models answer is not a model list (is --base-url the API root?)"
+                )
+            return ids
         except openai.NotFoundError:
             return None
         except openai.APIStatusError as e:

@@ -14,14 +14,19 @@ Without a select stage, "selected" is the best completion of each prompt (what
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from winnow import select as sel
 from winnow.errors import WinnowError
-from winnow.records import atomic_write_json, atomic_write_text, read_jsonl
+from winnow.records import atomic_write_json, atomic_write_text, dir_mode, read_jsonl
 from winnow.report import plots
 from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows, completion_stats
 from winnow.rundir import completed_manifest, load_scored, load_selected
@@ -30,9 +35,39 @@ from winnow.rundir import completed_manifest, load_scored, load_selected
 def run_report(run_dir: str | Path, *, out_dir: str | Path | None = None, iters: int = 2000, seed: int = 0) -> dict:
     """Compute the report of a scored run directory, write its files, and return report.json's dict."""
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "report"
+    final = Path(out_dir) if out_dir else run_dir / "report"
     result = compute(run_dir, iters=iters, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(final) as out:
+        return _write_report(result, out)
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """A temp folder beside ``final`` that replaces it only once everything is written.
+
+    A kill while the report is written leaves the previous report (or none) and a
+    ``.tmp-`` folder, never a ``report/`` missing some of its files; the next report
+    removes such leftovers.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+    try:
+        yield tmp
+        tmp.chmod(dir_mode())
+        if final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_report(result: dict, out: Path) -> dict:
     bon = result["best_of_n"]
     if bon["rows"]:
         plots.plot_best_of_n(
@@ -50,7 +85,7 @@ def run_report(run_dir: str | Path, *, out_dir: str | Path | None = None, iters:
 
 def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
     """Every number of the report (NaN where undefined); keys starting with _ hold plot data."""
-    prompts, by_key, rewards, _ = load_scored(run_dir)
+    prompts, by_key, rewards, scored = load_scored(run_dir)
     generate = completed_manifest(run_dir, "generate")
     row_of = {p.id: i for i, p in enumerate(prompts)}
     all_rows = [{**c, "reward": _reward(rewards, row_of[c["prompt_id"]], c["sample_index"])} for c in by_key.values()]
@@ -79,6 +114,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
         "all": completion_stats(all_rows),
         "selected": completion_stats(selected_rows),
         "pairs": _pairs(run_dir),
+        # the stages read, so `winnow verify` can tell a report made before they were redone
+        "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
         "_plot": {
             "all": {"rewards": [r["reward"] for r in all_rows], "tokens": [r["num_tokens"] for r in all_rows]},
             "selected": {
@@ -185,6 +222,11 @@ def markdown(r: dict) -> str:
         f"(prompts resampled {bon['bootstrap_iters']} times). KL is log n - (n-1)/n, the analytic "
         "KL of best-of-n from the policy, which is an upper bound on the true KL (Beirami et al. 2024).",
         "",
+        *(
+            [f"No prompt has all {r['columns']} samples scored, so there is no best-of-n curve.", ""]
+            if not bon["rows"]
+            else []
+        ),
         "| n | best-of-n reward | 95% band | KL upper bound (nats) |",
         "|---|---|---|---|",
         *[

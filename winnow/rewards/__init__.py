@@ -9,12 +9,15 @@ A sequence-classification reward model is wrapped to the same contract
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
 import numbers
+import os
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,9 @@ from winnow.errors import WinnowError
 from winnow.verifiers import Scores
 
 RewardFn = Callable[..., list]
+MAX_REWARD = 1e100
+"""Largest reward magnitude accepted: margins, means and variances of rewards near 1e308
+overflow to inf (an infinite margin in pairs.jsonl, a histogram with 'too many bins')."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +91,20 @@ def load_reward_fn(spec: str) -> RewardFn:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_spec.name] = module
         try:
-            module_spec.loader.exec_module(module)
+            with contained():
+                module_spec.loader.exec_module(module)
+        except (SystemExit, ExitCalled) as e:
+            raise WinnowError(f"{path}: importing the reward module failed: it called {_exit_call(e)}") from None
         except Exception as e:
             raise WinnowError(f"{path}: importing the reward module failed: {type(e).__name__}: {e}") from e
     else:
         try:
-            module = importlib.import_module(target)
+            with contained():
+                module = importlib.import_module(target)
+        except (SystemExit, ExitCalled) as e:
+            raise WinnowError(
+                f"reward function {spec!r}: importing {target!r} failed: it called {_exit_call(e)}"
+            ) from None
         except Exception as e:  # an ImportError, or whatever the module's body raised
             raise WinnowError(
                 f"reward function {spec!r}: cannot import module {target!r}: {type(e).__name__}: {e}"
@@ -101,17 +115,30 @@ def load_reward_fn(spec: str) -> RewardFn:
     return fn
 
 
-def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], **kw) -> Scores:
+def call_reward(
+    fn: RewardFn, name: str, prompts: list, completions: list[str], *, timeout: float | None = None, **kw
+) -> Scores:
     """Call a reward and check what it returns: floats of the right length, NaN for unscored.
 
     Returns list[float] of len(completions), as ``Scores`` with the verifier's ``no_answer``
     count (0 for a plain list); raises WinnowError naming the function and the offending row
-    on an exception, a wrong length, a non-number or an infinity.
+    on an exception, a wrong length, a non-number or an infinity, and naming the batch when
+    the reward exits the process or outlasts ``timeout`` seconds. The reward gets copies of
+    its list arguments, so appending to them changes nothing here.
     """
+    first = kw.get("prompt_ids", ["?"])[0] if kw.get("prompt_ids") else "?"
+    sample = f" sample_index {kw['sample_indices'][0]}" if kw.get("sample_indices") else ""
+    batch = f"the batch of {len(completions)} rows starting at prompt_id {first!r}{sample}"
+    copies = {key: list(value) if isinstance(value, list) else value for key, value in kw.items()}
     try:
-        values = fn(prompts, completions, **kw)
+        values = _with_timeout(lambda: _contained_call(fn, list(prompts), list(completions), copies), timeout)
+    except TimeoutError:
+        raise WinnowError(
+            f"reward function {name!r} took longer than --reward-timeout {timeout:g} s on {batch}"
+        ) from None
+    except (SystemExit, ExitCalled) as e:
+        raise WinnowError(f"reward function {name!r} called {_exit_call(e)} on {batch}") from None
     except Exception as e:
-        first = kw.get("prompt_ids", ["?"])[0] if kw.get("prompt_ids") else "?"
         raise WinnowError(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
@@ -142,9 +169,90 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
             raise WinnowError(
                 f"reward function {name!r} returned a number too large for a float at position {i}"
             ) from None
-        if math.isinf(v):
-            raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
+        if abs(v) > MAX_REWARD:  # inf too; NaN (unscored) compares False and passes
+            raise WinnowError(
+                f"reward function {name!r} returned {v:g} at position {i}: rewards must be finite and at most "
+                f"{MAX_REWARD:g} in magnitude"
+            )
         out.append(v)
     if no_answer_at is not None:
         return Scores(out, no_answer_at=no_answer_at)
     return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)
+
+
+# ---- isolation: what a reward may do to the process ------------------------------------------
+#
+# Rewards run in this process: a worker process per batch would cost a fork and a pickle of
+# every row (about a millisecond per batch, and rewards holding models or clients cannot be
+# shipped). Instead the three ways a reward can end or redirect the run are contained cheaply:
+# sys.exit raises SystemExit (caught like any error); os._exit is swapped, for the duration
+# of the call, for a function that raises (a C extension calling _exit(2) directly is not
+# caught); and the working folder is put back if the reward changed it. A time limit runs
+# the call in a daemon thread and stops waiting after ``timeout``: Python cannot kill a
+# thread, so a reward that hangs is abandoned, and the error that follows ends the command
+# (the CLI exits 2; the thread dies with the process). Without a limit no thread is started:
+# the default path costs two attribute swaps and one getcwd per batch.
+
+
+class ExitCalled(BaseException):
+    """Raised in place of ``os._exit(code)`` while a reward runs."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _raise_exit(code: int = 0) -> None:
+    raise ExitCalled(code)
+
+
+@contextlib.contextmanager
+def contained() -> Iterator[None]:
+    """While a reward's code runs: os._exit raises ExitCalled, and the working folder is restored."""
+    try:
+        cwd: str | None = os.getcwd()
+    except OSError:
+        cwd = None
+    real_exit = os._exit
+    os._exit = _raise_exit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+        if cwd is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != cwd:
+                    os.chdir(cwd)
+
+
+def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict):
+    with contained():
+        return fn(prompts, completions, **kw)
+
+
+def _exit_call(e: BaseException) -> str:
+    return f"os._exit({e.code})" if isinstance(e, ExitCalled) else f"sys.exit({e.code})"  # type: ignore[attr-defined]
+
+
+def _with_timeout(call: Callable[[], list], timeout: float | None):
+    """``call()``, or TimeoutError once ``timeout`` seconds pass (None: wait for ever)."""
+    if timeout is None:
+        return call()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as e:  # noqa: BLE001 -- handed to the waiting thread as is
+            box["error"] = e
+
+    real_exit = os._exit
+    thread = threading.Thread(target=target, name="winnow-reward", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        os._exit = real_exit  # the abandoned call never reaches contained()'s own restore
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -139,6 +139,7 @@ class ScoreWorker:
         self.columns = tuple(columns)
         self.processes = config.processes or usable_cpus()
         self.weights = config.weights() if reward is None else [1.0]
+        self.timeout = config.reward_timeout
         if reward is not None:
             name = config.reward_model or config.reward_fn or "reward"
             self.parts = [Part(str(name), reward, config.fn_batch_size)]
@@ -205,10 +206,10 @@ class ScoreWorker:
         ]
         if part.spec is not None and self.processes > 1 and len(calls) > 1:
             pool = process_pool(self.processes)
-            futures = [pool.submit(_call_builtin, part.spec, part.options, *c) for c in calls]
+            futures = [pool.submit(_call_builtin, part.spec, part.options, *c, self.timeout) for c in calls]
             results = [f.result() for f in futures]  # in call order, so rows keep their places
         else:
-            results = [_call(part.reward, part.name, *c) for c in calls]
+            results = [_call(part.reward, part.name, *c, self.timeout) for c in calls]
         values: list[float] = []
         flags: list[bool] = []
         counts: list[int] = []
@@ -257,17 +258,19 @@ def usable_cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _call(reward, name: str, prompts: list, completions: list[str], kw: dict) -> Scores:
+def _call(reward, name: str, prompts: list, completions: list[str], kw: dict, timeout: float | None = None) -> Scores:
     from winnow.rewards import call_reward
 
-    return call_reward(reward, name, prompts, completions, **kw)
+    return call_reward(reward, name, prompts, completions, timeout=timeout, **kw)
 
 
-def _call_builtin(spec: str, options: dict, prompts: list, completions: list[str], kw: dict) -> Scores:
+def _call_builtin(
+    spec: str, options: dict, prompts: list, completions: list[str], kw: dict, timeout: float | None = None
+) -> Scores:
     """One call of a built-in in a pool process (it is loaded there by name: functions do not pickle)."""
     from winnow.rewards import load_reward_fn
 
-    return _call(partial(load_reward_fn(spec), **options), spec, prompts, completions, kw)
+    return _call(partial(load_reward_fn(spec), **options), spec, prompts, completions, kw, timeout)
 
 
 def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
