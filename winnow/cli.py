@@ -61,6 +61,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),
         ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
         ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
+        ("--pass-threshold", "score", "pass_threshold", float, "a completion passes at reward >= this"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
@@ -73,6 +74,26 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--pair-k", "select", "pair_k", int, "pairs rso: candidates accepted per prompt (default: all)"),
         ("--min-margin", "select", "min_margin", float, "keep pairs whose reward margin is at least this"),
         ("--select-seed", "select", "seed", int, "seed of the random controls and of RSO"),
+        (
+            "--select-pass-threshold",
+            "select",
+            "pass_threshold",
+            float,
+            "passing, pass-fail and the pass-rate filter: pass at reward >= this (default: score's)",
+        ),
+        ("--min-pass-rate", "select", "min_pass_rate", float, "keep prompts whose pass rate is >= this"),
+        ("--max-pass-rate", "select", "max_pass_rate", float, "keep prompts whose pass rate is <= this"),
+    ],
+    "adaptive": [
+        ("--adaptive-step", "adaptive", "step", int, "sample this many per open prompt and step, up to --n"),
+        (
+            "--stop-when",
+            "adaptive",
+            "stop_when",
+            str,
+            "close a prompt on: pass | pass-and-fail | passing:K | consensus:F",
+        ),
+        ("--answer", "adaptive", "answer", str, "consensus: answer extractor, auto or module:function"),
     ],
     "sft": [
         ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
@@ -140,8 +161,8 @@ STAGES_OF = {
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "executor"],
-    "bon": ["generate", "score", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "executor"],
+    "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }

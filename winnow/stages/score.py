@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     prompts, completions, gen = load_generations(run_dir)
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
-        run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"], "provenance": provenance}
+        run_dir,
+        "score",
+        {"score": config.stage_config(), "generate_hash": gen["config_hash"], "provenance": provenance},
     )
     with stage:
         by_id = {p.id: p for p in prompts}

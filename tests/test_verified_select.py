@@ -1,0 +1,106 @@
+"""Selection for verified data and votes: passing, pass-fail pairs, the pass-rate filter,
+majority and weighted votes, on hand-made matrices with hand-computed answers."""
+
+import numpy as np
+import pytest
+
+from winnow import select as sel
+from winnow.errors import WinnowError
+
+nan = np.nan
+
+# 4 prompts x 5 samples; pass threshold 0.5.
+#   row 0: passes at 1 and 3 (0.9, 0.5), fails at 0, 2, 4
+#   row 1: never passes
+#   row 2: always passes (one unscored cell)
+#   row 3: unscored throughout
+M = np.array(
+    [
+        [0.1, 0.9, 0.0, 0.5, 0.2],
+        [0.0, 0.4, 0.1, 0.0, 0.3],
+        [1.0, 0.7, nan, 0.7, 0.6],
+        [nan, nan, nan, nan, nan],
+    ]
+)
+
+
+def test_passing_takes_the_best_passing_columns_and_pads():
+    assert sel.passing(M, 0.5, 3).tolist() == [[1, 3, -1], [-1, -1, -1], [0, 1, 3], [-1, -1, -1]]
+
+
+def test_passing_ties_go_to_the_earlier_sample():
+    assert sel.passing(np.array([[1.0, 0.0, 1.0, 1.0]]), 1.0, 2).tolist() == [[0, 2]]
+
+
+def test_apply_passing_defaults_to_one_and_needs_a_threshold():
+    assert sel.apply("passing", M, pass_threshold=0.5).tolist() == [[0, 1], [2, 0]]
+    with pytest.raises(WinnowError, match="needs pass_threshold"):
+        sel.apply("passing", M)
+
+
+def test_pass_fail_pairs_best_passing_against_worst_failing():
+    # row 0: best passing 1 (0.9), worst failing 2 (0.0); rows 1, 2, 3 lack one side.
+    assert sel.pass_fail(M, 0.5).tolist() == [[0, 1, 2]]
+    # At threshold 0.65 row 2 fails at 4 (0.6), its only failing sample.
+    assert sel.pass_fail(M, 0.65).tolist() == [[0, 1, 2], [2, 0, 4]]
+    assert sel.make_pairs("pass-fail", M, pass_threshold=0.65).tolist() == [[0, 1, 2], [2, 0, 4]]
+    with pytest.raises(WinnowError, match="needs pass_threshold"):
+        sel.make_pairs("pass-fail", M)
+
+
+def test_pass_fail_ties_go_to_the_earlier_sample():
+    assert sel.pass_fail(np.array([[0.0, 1.0, 0.0, 1.0]]), 0.5).tolist() == [[0, 1, 0]]
+
+
+def test_pass_rates_and_filter():
+    rates = sel.pass_rates(M, 0.5)
+    assert rates[:3].tolist() == [0.4, 0.0, 1.0]  # 2/5, 0/5, 4/4 (NaN is not a sample)
+    assert np.isnan(rates[3])
+    assert sel.pass_rate_keep(M, 0.5, low=0.1, high=0.9).tolist() == [True, False, False, False]
+    assert sel.pass_rate_keep(M, 0.5, low=0.4).tolist() == [True, False, True, False]
+    assert sel.pass_rate_keep(M, 0.5, high=0.4).tolist() == [True, True, False, False]
+    assert sel.pass_rate_keep(M, 0.5).tolist() == [True, True, True, False]
+
+
+def test_vote_classes_skip_unextractable_and_keep_first_appearance_order():
+    assert sel.vote_classes(["b", None, "a", "b", "a", "c"]) == [[0, 3], [2, 4], [5]]
+    assert sel.vote_classes([None, None]) == []
+
+
+def test_vote_classes_use_the_equivalence_given():
+    def same_number(a, b):
+        return float(a) == float(b)
+
+    assert sel.vote_classes(["0.5", "1/2", "2", ".5"], equal=lambda a, b: a == b) == [[0], [1], [2], [3]]
+    assert sel.vote_classes(["0.5", "2", ".5", "2.0"], equal=same_number) == [[0, 2], [1, 3]]
+
+
+def test_majority_counts_votes_and_breaks_ties_by_first_appearance():
+    assert sel.majority(["a", "b", "b", "a", "c"]) == 0  # a and b tie at 2: a appeared first
+    assert sel.majority(["a", "b", "b", None, None]) == 1  # b: 2 votes; None never votes
+    assert sel.majority([None, "c"]) == 1
+    assert sel.majority([None, None, None]) == -1
+    assert sel.majority([]) == -1
+
+
+def test_weighted_majority_sums_rewards_and_returns_the_best_member():
+    answers = ["a", "b", "b", "a", None]
+    # a: 0.3 + 0.3 = 0.6; b: 0.2 + 0.5 = 0.7 -> b, its best member is sample 2.
+    assert sel.majority(answers, rewards=[0.3, 0.2, 0.5, 0.3, 5.0]) == 2
+    # a: 0.4 + 0.3 = 0.7 ties b's 0.7: a appeared first; its best member 0 (0.4 > 0.3).
+    assert sel.majority(answers, rewards=[0.4, 0.2, 0.5, 0.3, 5.0]) == 0
+    # An unscored sample does not vote: a is left with 0.3.
+    assert sel.majority(answers, rewards=[nan, 0.2, 0.5, 0.3, 5.0]) == 2
+    assert sel.majority(answers, rewards=[nan, nan, nan, nan, 1.0]) == -1
+
+
+def test_weighted_majority_checks_the_rewards_length():
+    with pytest.raises(WinnowError, match="one value per answer"):
+        sel.majority(["a", "b"], rewards=[1.0])
+
+
+def test_consensus_share_counts_unextractable_in_the_denominator():
+    assert sel.consensus_share(["x", "x", None, "y"]) == 0.5
+    assert sel.consensus_share([None, None]) == 0.0
+    assert sel.consensus_share([]) == 0.0
+    assert sel.consensus_share(["1", "1.0", "2"], equal=lambda a, b: float(a) == float(b)) == pytest.approx(2 / 3)
