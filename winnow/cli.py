@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.add_argument("--pass-threshold", type=float, help="pass at reward >= this (default: the score stage's)")
     rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return top
 
@@ -361,7 +362,13 @@ def run_command(args: argparse.Namespace) -> None:
 
         if args.bootstrap_iters < 1:
             raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
-        result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
+        result = run_report(
+            args.run_dir,
+            out_dir=args.out,
+            iters=args.bootstrap_iters,
+            seed=args.seed,
+            pass_threshold=args.pass_threshold,
+        )
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return
     file_config = load_yaml(args.config) if args.config else {}
@@ -437,6 +444,17 @@ def print_report_summary(result: dict, out: str) -> None:
         part = result[name]
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
         console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
+    if result.get("pass"):
+        p = result["pass"]
+        pak, solved = p["pass_at_k"], p["solved"]
+        head = ", ".join(
+            f"pass@{k} {v:.3f}"
+            for k, v in zip(pak["k"], pak["mean"], strict=True)
+            if v is not None and k in (1, pak["k"][-1])
+        )
+        console.print(
+            f"pass (reward >= {p['threshold']}): {head}; solved by none/some/all: {solved['none']:.2f}/{solved['some']:.2f}/{solved['all']:.2f}"
+        )
     console.print(f"report: {out}/report.md, {out}/report.json")
 
 

@@ -32,7 +32,7 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
     if pool is None:
         prompts, by_key, rewards, scored = load_scored(run_dir)
         upstream: dict = {"score_hash": scored["config_hash"]}
-        score_threshold = scored["config"]["score"].get("pass_threshold")
+        score_threshold = (scored["config"].get("score") or {}).get("pass_threshold")
     else:
         pooled = load_pool(pool)
         prompts, by_key, rewards, columns = pooled.prompts, pooled.by_key, pooled.rewards, pooled.columns
