@@ -23,15 +23,26 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
 
     rounds = configs.get("rounds")
     if rounds is not None and rounds.count is not None:
+        if configs.get("adaptive") is not None and configs["adaptive"].step is not None:
+            from winnow.errors import WinnowError
+
+            raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
         from winnow.rounds import run_rounds
 
         by_round = run_rounds(run_dir, prompts, configs, rounds)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
-    if "generate" in configs:
+    adaptive = configs.get("adaptive")
+    if adaptive is not None and adaptive.step is not None:
+        from winnow.adaptive import run_adaptive
+
+        summary.update(
+            run_adaptive(run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor)
+        )
+    if "generate" in configs and "generate" not in summary:
         summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
-    if "score" in configs:
+    if "score" in configs and "score" not in summary:
         summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
     if "select" in configs:
         summary["select"] = stages.select(run_dir, configs["select"])
