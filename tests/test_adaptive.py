@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_jsonl
+from test_ray import own_ray  # noqa: F401  (a fixture)
 from test_resume import tree_digest
 
 from winnow.adaptive import is_closed
@@ -120,6 +121,15 @@ def test_consensus_rule_with_an_extractor(workdir, tiny_policy):
     argv = bon_cmd(workdir, run, tiny_policy, "--stop-when", "consensus:0.9", "--answer")
     assert main([*argv, f"{workdir}/script.py:same_answer"]) == 0
     assert (~np.isnan(rewards_of(run))).sum(axis=1).tolist() == [2, 2, 2, 2]  # all agree after step 1
+    # bon --aggregate weighted on the same run: one answer everywhere, its best-rewarded sample
+    assert main([*argv, f"{workdir}/script.py:same_answer", "--aggregate", "weighted"]) == 0
+    best = [json.loads(line) for line in (run / "best.jsonl").read_text().splitlines()]
+    assert [(b["sample_index"], b["answer"], b["aggregate"]) for b in best] == [
+        (0, "42", "weighted"),
+        (0, "42", "weighted"),  # q1 passes at 2, after consensus closed it
+        (0, "42", "weighted"),
+        (0, "42", "weighted"),
+    ]
 
 
 def test_report_treats_an_adaptive_run_by_its_first_step(workdir, tiny_policy):
@@ -239,3 +249,25 @@ def shutil_rm(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("own_ray")
+def test_ray_executor_makes_the_same_files(workdir, tiny_policy):
+    """Every step's stages run under Ray: the same files as the local executor, manifests
+    equal once their executor records are left out."""
+    local, distributed = workdir / "local", workdir / "ray"
+    assert main(bon_cmd(workdir, local, tiny_policy)) == 0
+    ray_args = ["--executor", "ray", "--cpus-per-worker", "0.5"]
+    assert main(bon_cmd(workdir, distributed, tiny_policy, *ray_args)) == 0
+
+    def files(root):
+        return {k: v for k, v in tree_digest(root).items() if not k.endswith("manifest.json")}
+
+    assert files(distributed) == files(local)
+    for manifest in sorted(local.rglob("manifest.json")):
+        rel = manifest.relative_to(local)
+        want, got = (json.loads(p.read_text()) for p in (manifest, distributed / rel))
+        assert got.pop("executor")["name"] == "ray", rel
+        want.pop("executor")
+        assert got == want, rel

@@ -104,3 +104,40 @@ def test_consensus_share_counts_unextractable_in_the_denominator():
     assert sel.consensus_share([None, None]) == 0.0
     assert sel.consensus_share([]) == 0.0
     assert sel.consensus_share(["1", "1.0", "2"], equal=lambda a, b: float(a) == float(b)) == pytest.approx(2 / 3)
+
+
+def test_aggregate_best_majority_weighted():
+    texts = ["x = 3", "so 4", None, "answer: 4.0", "nothing"]
+    rewards = [0.9, 0.1, 5.0, 0.3, nan]
+    assert sel.aggregate(texts, rewards, "best") == 2  # the reward alone, whatever the text
+    assert sel.aggregate(texts, rewards, "majority") == 1  # 4 (twice: "4" and "4.0") beats 3
+    assert sel.aggregate(texts, rewards, "weighted") == 0  # 3 weighs 0.9, 4 weighs 0.4
+    # no answer anywhere: best
+    assert sel.aggregate(["a", "b"], [0.1, 0.2], "majority", extract=lambda t: None) == 1
+    assert sel.aggregate(["1", "01"], [0.5, 0.9], "majority", equal=lambda a, b: int(a) == int(b)) == 0
+    with pytest.raises(WinnowError, match="unknown aggregate"):
+        sel.aggregate(["a"], [1.0], "mean")
+
+
+def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
+    import json
+
+    import test_report_run
+
+    from winnow.pipeline import best_of_n
+
+    run_texts = {
+        "p0": [("it is 7", 3, "stop", 0.9), ("I say 5", 3, "stop", 0.2), ("5 it is", 3, "stop", 0.3)],
+        "p1": [("maybe 2", 2, "stop", 0.1), ("no answer", 2, "stop", 0.8), ("2.0", 1, "stop", nan)],
+        "p2": [("a", 1, "stop", 0.1), ("b", 1, "stop", 0.2), ("c", 1, "stop", 0.3)],
+    }
+    monkeypatch.setattr(test_report_run, "RUN", run_texts)
+    run = test_report_run.make_run(tmp_path / "run")
+    picked = {}
+    for how in ("best", "majority", "weighted"):
+        out = tmp_path / f"{how}.jsonl"
+        best_of_n(run, out, aggregate=how)
+        picked[how] = [json.loads(line)["sample_index"] for line in out.read_text().splitlines()]
+    # p0: 5 has two votes (weight 0.5) against 7's one (0.9); p1: 2 twice (the unscored 2.0
+    # votes in majority, not in weighted, where 2 weighs 0.1 alone); p2: no numbers -> best.
+    assert picked == {"best": [0, 1, 2], "majority": [1, 0, 2], "weighted": [0, 0, 2]}

@@ -166,7 +166,7 @@ def run_adaptive(
         if step_hook is not None:
             step_hook(s)
     summary = _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold)
-    return _assemble(run_dir, prompts, generate, score, adaptive, steps, summary, executor)
+    return _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
 
 
 def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold) -> dict:
@@ -191,7 +191,7 @@ def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, thresh
     return out
 
 
-def _assemble(run_dir, prompts, generate, score, adaptive, steps, summary, executor) -> dict:
+def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor) -> dict:
     """RUN_DIR/generate and RUN_DIR/score from the steps: a shard per step, then the matrix."""
     run_dir = Path(run_dir)
     rows_per_step = []
@@ -213,7 +213,8 @@ def _assemble(run_dir, prompts, generate, score, adaptive, steps, summary, execu
         "generate",
         {
             "generate": generate.stage_config(),
-            "adaptive": asdict(adaptive),
+            # the extractor decides only consensus's samples: other rules leave it out
+            "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
             "prompts_hash": config_hash(prompt_rows),
             "steps": [st["generate_hash"] for st in steps],
         },

@@ -17,6 +17,7 @@ from typing import Any
 
 from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
+from winnow.select import AGGREGATES
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
@@ -93,7 +94,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             str,
             "close a prompt on: pass | pass-and-fail | passing:K | consensus:F",
         ),
-        ("--answer", "adaptive", "answer", str, "consensus: answer extractor, auto or module:function"),
+        (
+            "--answer",
+            "adaptive",
+            "answer",
+            str,
+            "answer extractor of consensus and bon --aggregate: auto | module:function",
+        ),
     ],
     "sft": [
         ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
@@ -218,6 +225,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "bon":
             p.add_argument(
                 "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
+            )
+            p.add_argument(
+                "--aggregate",
+                choices=AGGREGATES,
+                default="best",
+                help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
+                "reward (default: best)",
             )
     verify = sub.add_parser("verify", help="check a run dir's files against its manifests")
     verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
@@ -410,7 +424,7 @@ def run_command(args: argparse.Namespace) -> None:
         )
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
-        pipeline.best_of_n(run_dir, out=args.out)
+        pipeline.best_of_n(run_dir, out=args.out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
     else:
         print(json.dumps(summary, indent=2))
 

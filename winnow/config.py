@@ -423,7 +423,7 @@ class AdaptiveConfig:
     ``pass-and-fail`` (one of each: a DPO pair), ``passing:K`` (K distinct passing texts) or
     ``consensus:F`` (the most common extracted answer holds a share >= F of the samples)."""
     answer: str = "auto"
-    """How consensus extracts an answer from a completion: ``auto`` (the last \\boxed{...},
+    """How consensus (and ``bon --aggregate``) extracts an answer from a completion: ``auto`` (the last \\boxed{...},
     else 'answer is/:' X, else the last number), or ``module:function`` / ``file.py:function``
     mapping a text to a str or None."""
 

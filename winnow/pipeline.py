@@ -70,13 +70,36 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     return GenerateConfig().models[0]
 
 
-def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
-    """The best completion per prompt with its reward, written to ``best.jsonl`` and printed."""
+def best_of_n(
+    run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
+) -> list[dict]:
+    """The chosen completion per prompt with its reward, written to ``best.jsonl`` and printed.
+
+    aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
+    ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from winnow.answers import load_extractor
+
     prompts, by_key, rewards, _ = stages.load_scored(run_dir)
-    best = sel.top_per_prompt(rewards)
+    extract = load_extractor(answer) if aggregate != "best" else None
+    if aggregate == "best":
+        best = sel.top_per_prompt(rewards)
+    else:
+        best = np.array(
+            [
+                sel.aggregate(
+                    [by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])],
+                    rewards[i],
+                    aggregate,
+                    extract=extract,
+                )
+                for i, p in enumerate(prompts)
+            ],
+            dtype=np.int64,
+        )
     rows = []
     for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):
         c = by_key.get((prompt.id, j)) if j >= 0 else None
@@ -91,9 +114,13 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
         )
+        if extract is not None:
+            rows[-1]["aggregate"] = aggregate
+            rows[-1]["answer"] = extract(c["text"]) if c else None
     out = Path(out) if out else Path(run_dir) / "best.jsonl"
     atomic_write_jsonl(out, rows)
-    table = Table(title=f"Best-of-{rewards.shape[1]} ({out})")
+    title = "Best" if aggregate == "best" else aggregate.capitalize()
+    table = Table(title=f"{title}-of-{rewards.shape[1]} ({out})")
     for col in ("prompt_id", "reward", "mean", "best completion"):
         table.add_column(col)
     for r in rows:

@@ -401,6 +401,46 @@ def consensus_share(answers, equal: Callable[[str, str], bool] | None = None) ->
     return max((len(m) for m in classes), default=0) / len(answers) if len(answers) else 0.0
 
 
+AGGREGATES = ("best", "majority", "weighted")
+
+
+def aggregate(
+    texts,
+    rewards,
+    how: str = "best",
+    *,
+    extract: Callable[[str], str | None] | None = None,
+    equal: Callable[[str, str], bool] | None = None,
+) -> int:
+    """Best-of-N's answer among one prompt's N candidates: the index of the chosen one, -1 if none.
+
+    texts: length N (str, or None for a missing candidate); rewards: length N (NaN = unscored).
+    how: ``best`` (the highest reward, ties to the earlier), ``majority`` (the vote over
+    extracted answers, ``majority`` without rewards) or ``weighted`` (each answer weighs the
+    sum of its rewards). extract: text -> answer or None (default:
+    ``winnow.answers.extract_answer``); equal: answer equivalence (default ``==``).
+    A vote in which no candidate has an answer falls back to ``best``.
+
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "majority")
+    1
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "weighted"), aggregate(["a", "b"], [0.1, 0.5])
+    (0, 1)
+    """
+    r = np.asarray(rewards, dtype=float)
+    if how not in AGGREGATES:
+        raise WinnowError(f"unknown aggregate {how!r} (choose from {', '.join(AGGREGATES)})")
+    if len(texts) != r.shape[0]:
+        raise WinnowError(f"texts and rewards differ in length: {len(texts)} and {r.shape[0]}")
+    if how != "best":
+        if extract is None:
+            from winnow.answers import extract_answer as extract
+        answers = [None if t is None else extract(t) for t in texts]
+        picked = majority(answers, rewards=r if how == "weighted" else None, equal=equal)
+        if picked >= 0:
+            return picked
+    return int(top_per_prompt(r[None, :])[0]) if r.size else -1
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A selection strategy: how to run it, what it needs, and the shape of its output."""
