@@ -17,7 +17,15 @@ from typing import Any
 
 from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
+from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
+from winnow.verifiers.reasoning import FORMATS as REASONING_FORMATS
+
+
+def float_list(text: str) -> list[float]:
+    """``1.0,0.2`` -> [1.0, 0.2] (argparse reports a bad one as an invalid value)."""
+    return [float(part) for part in text.split(",")]
+
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
@@ -47,7 +55,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--max-model-len", "generate", "max_model_len", int, "vllm: context length to allocate for"),
     ],
     "score": [
-        ("--reward-fn", "score", "reward_fn", str, "built-in (vader, length), module:function or file.py:function"),
+        (
+            "--reward-fn",
+            "score",
+            "reward_fn",
+            "append",
+            f"built-in ({', '.join(BUILTINS)}), module:function or file.py:function; repeat for several",
+        ),
         ("--reward-model", "score", "reward_model", str, "sequence-classification reward model folder"),
         ("--batch-tokens", "score", "batch_tokens", int, "reward model: most padded tokens per batch"),
         ("--max-batch-size", "score", "max_batch_size", int, "reward model: most rows per batch"),
@@ -62,6 +76,22 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),
         ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
         ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
+        (
+            "--reward-weights",
+            "score",
+            "reward_weights",
+            float_list,
+            "weights of several rewards, e.g. 1.0,0.2: reward fns as given, then model, then judge (default: 1.0 each)",
+        ),
+        ("--reference-column", "score", "reference_column", str, "verifiers: the prompts column holding the answer"),
+        (
+            "--reasoning-tags",
+            "score",
+            "reasoning_tags",
+            "tags",
+            f"OPEN CLOSE, or a format ({', '.join(REASONING_FORMATS)}): rewards see the text after CLOSE",
+        ),
+        ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
         ("--pass-threshold", "score", "pass_threshold", float, "a completion passes at reward >= this"),
     ],
     "select": [
@@ -109,6 +139,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--epochs", "sft", "epochs", float, "passes over the selected rows"),
         ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
         ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
+        (
+            "--sft-strip-reasoning",
+            "sft",
+            "strip_reasoning",
+            "flag",
+            "train on the answer after the reasoning tags only",
+        ),
     ],
     "rounds": [
         ("--rounds", "rounds", "count", int, "rounds, each in RUN_DIR/round-<r>, sampling from the last checkpoint"),
@@ -220,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
                     group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
                 elif kind == "append":
                     group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
+                elif kind == "tags":
+                    group.add_argument(flag, dest=dest, nargs="+", metavar="TAG", help=shown)
                 else:
                     group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
         if name == "bon":
@@ -256,7 +295,13 @@ def field_key(section: str, field: str) -> str:
     return f"{section}__{field}"
 
 
-PLAIN_METAVARS = {"reward_fn": "SPEC", "stop": "TEXT", "ray_address": "ADDRESS", "reward_judge": "URL"}
+PLAIN_METAVARS = {
+    "reward_fn": "SPEC",
+    "stop": "TEXT",
+    "ray_address": "ADDRESS",
+    "reward_judge": "URL",
+    "reward_weights": "W1,W2",
+}
 PATH_FIELDS = ("models", "model", "reward_model", "judge_rubric")
 
 

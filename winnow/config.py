@@ -198,9 +198,11 @@ class GenerateConfig:
 class ScoreConfig:
     reward_model: str | None = None
     """A sequence-classification reward model folder (one output label)."""
-    reward_fn: str | None = "vader"
-    """A reward function: a built-in name (``vader``, ``length``), ``module:function`` or
-    ``path/to/file.py:function``. Ignored when reward_model or reward_judge is set."""
+    reward_fn: str | list[str] | None = "vader"
+    """A reward function: a built-in name (``vader``, ``length``; verifiers ``math``,
+    ``choice``, ``exact``), ``module:function`` or ``path/to/file.py:function``; a list for
+    several. A single one given as a string is replaced by reward_model or reward_judge when
+    either is set; a list joins them, with reward_weights."""
     reward_judge: str | None = None
     """A judge model behind an OpenAI-compatible server: its API root (``http://host/v1``).
     Each completion is scored by the number in the judge's answer; none = unscored."""
@@ -228,15 +230,57 @@ class ScoreConfig:
     dtype: str = "auto"
     """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
     device that supports it, else float32)."""
+    reward_weights: list[float] | None = None
+    """Weights of several rewards, in this order: the reward functions as listed, then the
+    reward model, then the judge. ``rewards.npy`` is their weighted sum, unscored (NaN)
+    where any of them is unscored; each is kept apart too. Unset: 1.0 each."""
+    reference_column: str = "answer"
+    """Verifiers (math, choice, exact): the prompts column holding the reference answer."""
+    reasoning_tags: list[str] | None = None
+    """``[OPEN, CLOSE]`` or a named format (``[think]``): every reward sees only the text
+    after the closing tag; a completion without one scores 0 (counted as unfinished_reasoning)."""
     pass_threshold: float | None = None
     """A completion passes when its reward is >= this: pass statistics in the report, the
     ``passing`` strategy, ``pass-fail`` pairs and adaptive sampling's rules read it. None:
     no pass statistics (select and report may still be given one)."""
+    processes: int | None = None
+    """CPU-bound verifiers: processes scoring batches in parallel (unset: one per CPU this
+    process may use). It changes how fast, never what: it is not part of the stage config."""
+
+    NEW_FIELDS = ("reward_weights", "reference_column", "reasoning_tags", "pass_threshold")
+    """Fields left out of the stored stage config while at their defaults, so that a score
+    stage of a run made before they existed resumes under the same config."""
 
     def stage_config(self) -> dict:
-        """The config a score stage is stored under; an unset pass_threshold is left out, so
-        stages made before it existed resume."""
-        return _without_unset(asdict(self), ScoreConfig, ("pass_threshold",))
+        """The fields that decide the rewards, stored and compared on resume."""
+        defaults = ScoreConfig()
+        out = {k: v for k, v in asdict(self).items() if k != "processes"}
+        for name in self.NEW_FIELDS:
+            if out[name] == getattr(defaults, name):
+                del out[name]
+        if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
+            out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
+        return out
+
+    def rewards(self) -> list[tuple[str, str]]:
+        """The rewards summed, in weight order: ("fn", spec) ..., ("model", folder), ("judge", URL).
+
+        A reward function given as a string keeps its old meaning: the default that a reward
+        model or judge replaces. Given as a list (the repeatable flag), it joins them.
+        """
+        fns = [self.reward_fn] if isinstance(self.reward_fn, str) else list(self.reward_fn or [])
+        if isinstance(self.reward_fn, str) and (self.reward_model or self.reward_judge):
+            fns = []
+        out = [("fn", spec) for spec in fns]
+        if self.reward_model:
+            out.append(("model", self.reward_model))
+        if self.reward_judge:
+            out.append(("judge", self.reward_judge))
+        return out
+
+    def weights(self) -> list[float]:
+        """One weight per reward of ``rewards()``."""
+        return list(self.reward_weights) if self.reward_weights is not None else [1.0] * len(self.rewards())
 
     def validate(self) -> None:
         if self.pass_threshold is not None:
@@ -248,6 +292,30 @@ class ScoreConfig:
             "score.reward_fn",
             "set reward_fn, reward_model or reward_judge",
         )
+        if isinstance(self.reward_fn, list):
+            _check(all(self.reward_fn), "score.reward_fn", "reward function names must not be empty")
+        if self.reward_weights is not None:
+            names = ", ".join(spec for _, spec in self.rewards())
+            _check(
+                len(self.reward_weights) == len(self.rewards()),
+                "score.reward_weights",
+                f"{len(self.reward_weights)} weights for {len(self.rewards())} rewards ({names})",
+            )
+            _check(all(map(math.isfinite, self.reward_weights)), "score.reward_weights", "weights must be finite")
+        elif isinstance(self.reward_fn, list) and (self.reward_model or self.reward_judge):
+            _check(False, "score.reward_weights", "reward functions with a reward model or judge need weights")
+        if self.reasoning_tags is not None:
+            from winnow.verifiers.reasoning import FORMATS
+
+            tags = self.reasoning_tags
+            named = len(tags) == 1 and tags[0] in FORMATS
+            _check(
+                named or (len(tags) == 2 and all(tags) and tags[0] != tags[1]),
+                "score.reasoning_tags",
+                f"give OPEN CLOSE (two different tags) or a named format ({', '.join(FORMATS)}), got {tags}",
+            )
+        _check(self.reference_column != "", "score.reference_column", "must not be empty")
+        _check(self.processes is None or self.processes >= 1, "score.processes", f"must be >= 1, got {self.processes}")
         if self.reward_judge:
             _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")
         _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
@@ -376,6 +444,17 @@ class TrainConfig:
     dtype: str = "auto"
     """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
     on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
+    strip_reasoning: bool = False
+    """Train on the answer alone: the text after the score stage's reasoning closing tag
+    (``score.reasoning_tags``); rows whose reasoning never closed are left out. Off: the
+    whole completion, reasoning included."""
+
+    def stage_config(self) -> dict:
+        """The stored config; strip_reasoning only when on, so older sft stages resume."""
+        out = asdict(self)
+        if not self.strip_reasoning:
+            del out["strip_reasoning"]
+        return out
 
     def validate(self) -> None:
         _check(
@@ -697,7 +776,12 @@ def _typed(value: Any, annotation: str, name: str) -> Any:
     """Check a config value against its field's annotation (ints are accepted for floats)."""
     kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     parts = [p.strip() for p in str(annotation).split("|")]
-    if "list[str]" in parts:
+    if "list[float]" in parts:
+        ok = isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        if not ok:
+            raise WinnowError(f"{name}: expected a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+    if "list[str]" in parts and (isinstance(value, list) or "str" not in parts):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not ok:
             raise WinnowError(f"{name}: expected a list of strings, got {value!r}")

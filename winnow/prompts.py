@@ -1,6 +1,9 @@
 """Reading prompts: JSONL with line-level errors, or Parquet/JSON/saved datasets via ``datasets``.
 
 Rows are ``{"id"?, "prompt": str}`` or ``{"id"?, "messages": [{"role", "content"}, ...]}``.
+Every other column (a reference answer, unit tests, instructions to check) is kept with the
+prompt and reaches reward functions as a keyword argument, one list per column, as TRL
+passes dataset columns; a column named like an argument of that call is refused.
 A row without an id gets ``row-<index>`` (its 0-based position), which is stable across
 reads of the same file; duplicate ids are an error, because grouping by a non-unique key
 silently merges prompts.
@@ -8,13 +11,17 @@ silently merges prompts.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from winnow.errors import WinnowError, where
 from winnow.records import Prompt, read_jsonl
 
 ROLES = ("system", "user", "assistant")
 """Chat roles a prompt may hold; a chat template would silently drop any other."""
+RESERVED_COLUMNS = ("prompts", "completions", "prompt_ids", "sample_indices")
+"""Names reward functions already receive: a column so named would collide with them."""
 
 
 def load_prompts(
@@ -78,6 +85,7 @@ def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str,
     else:
         raise WinnowError(f"{where(path, line, id_column)}: id must be a non-empty string or integer, got {raw_id!r}")
 
+    columns = _other_columns(row, path, line, consumed={id_column, prompt_column, "messages"})
     has_text = prompt_column != "messages" and row.get(prompt_column) is not None
     if has_text and row.get("messages") is not None:
         raise WinnowError(
@@ -89,10 +97,32 @@ def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str,
             raise WinnowError(f"{where(path, line, prompt_column)}: expected a string, got {type(text).__name__}")
         if not text.strip():
             raise WinnowError(f"{where(path, line, prompt_column)}: prompt is empty")
-        return Prompt(id=pid, text=text)
+        return Prompt(id=pid, text=text, columns=columns)
     if row.get("messages") is not None:
-        return Prompt(id=pid, messages=_parse_messages(row["messages"], path, line))
+        return Prompt(id=pid, messages=_parse_messages(row["messages"], path, line), columns=columns)
     raise WinnowError(f"{where(path, line, prompt_column)}: missing prompt (need '{prompt_column}' or 'messages')")
+
+
+def _other_columns(row: dict, path: Path, line: int, consumed: set[str]) -> dict[str, Any]:
+    """The row's columns besides id and prompt, in file order; each must be JSON."""
+    columns = {}
+    for name, value in row.items():
+        if name in consumed:
+            continue
+        if name in RESERVED_COLUMNS:
+            raise WinnowError(
+                f"{where(path, line, name)}: column name is reserved (reward functions receive "
+                f"{', '.join(RESERVED_COLUMNS)} as arguments); rename the column"
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise WinnowError(
+                f"{where(path, line, name)}: value is not JSON ({type(value).__name__}: {e}); "
+                "columns reach reward functions and run files as JSON"
+            ) from None
+        columns[name] = value
+    return columns
 
 
 def _parse_messages(messages, path: Path, line: int) -> tuple[dict, ...]:

@@ -43,8 +43,12 @@ def model_identity(spec: str) -> str:
 
 def reward_fn_identity(spec: str) -> str:
     """A short hash of the module file a reward function spec names (built-ins: winnow's)."""
+    from winnow.rewards import BUILTINS
+
     if ":" not in spec:
-        return _short(_file_entries(BUILTIN_REWARDS_FILE.parent, [BUILTIN_REWARDS_FILE]))
+        if spec not in BUILTINS or BUILTINS[spec].target.startswith("winnow.rewards.builtins:"):
+            return _short(_file_entries(BUILTIN_REWARDS_FILE.parent, [BUILTIN_REWARDS_FILE]))
+        spec = BUILTINS[spec].target  # a verifier: its own module
     target = spec.rpartition(":")[0]
     if target.endswith(".py"):
         path = Path(target)

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ TMP_SUFFIX = ".tmp"
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt: plain text or a chat conversation (exactly one of the two is set)."""
+    """One prompt: plain text or a chat conversation (exactly one of the two is set), and
+    the row's other columns (a reference answer, unit tests), which reward functions get."""
 
     id: str
     text: str | None = None
     messages: tuple[dict, ...] | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+    """Column name -> JSON value, in file order; empty when the row holds only id and prompt."""
 
     def as_messages(self) -> list[dict]:
         """The prompt as chat messages: a text prompt becomes one user turn."""
@@ -43,9 +46,16 @@ class Prompt:
         return [{"role": "user", "content": self.text}]
 
     def to_row(self) -> dict:
+        """The row of ``generate/prompts.jsonl``; other columns go under ``columns``, left out
+        when there are none, so a file of ids and prompts gives the same rows (and hash) as ever."""
+        row: dict[str, Any] = {"id": self.id}
         if self.messages is not None:
-            return {"id": self.id, "messages": [dict(m) for m in self.messages]}
-        return {"id": self.id, "prompt": self.text}
+            row["messages"] = [dict(m) for m in self.messages]
+        else:
+            row["prompt"] = self.text
+        if self.columns:
+            row["columns"] = dict(self.columns)
+        return row
 
     @property
     def content(self) -> str | list[dict]:

@@ -371,9 +371,10 @@ def load_selected(run_dir: str | Path) -> list[dict]:
 
 
 def _prompt_from_row(row: dict) -> Prompt:
+    columns = row.get("columns") or {}
     if "messages" in row:
-        return Prompt(id=row["id"], messages=tuple(row["messages"]))
-    return Prompt(id=row["id"], text=row["prompt"])
+        return Prompt(id=row["id"], messages=tuple(row["messages"]), columns=columns)
+    return Prompt(id=row["id"], text=row["prompt"], columns=columns)
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:

@@ -8,7 +8,6 @@ merged before saving, so ``generate`` loads the result like any other checkpoint
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 from winnow.config import TrainConfig
@@ -33,12 +32,18 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     selected = completed_manifest(run_dir, "select")
     provenance = {"model": model_identity(config.model)}
     stage = Stage(
-        run_dir, "sft", {"sft": asdict(config), "select_hash": selected["config_hash"], "provenance": provenance}
+        run_dir,
+        "sft",
+        {"sft": config.stage_config(), "select_hash": selected["config_hash"], "provenance": provenance},
     )
     with stage:
         if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
             return with_checkpoint_path(stage)
         rows = load_selected(run_dir)
+        stripped: dict = {}
+        if config.strip_reasoning:
+            rows, left_out = strip_reasoning(rows, reasoning_tags(run_dir))
+            stripped = {"unfinished_reasoning_left_out": left_out}
         if not rows:
             raise WinnowError(f"{run_dir}/select/selected.jsonl has no rows to train on")
         files, metrics = write_checkpoint(stage, lambda folder: train(rows, config, folder))
@@ -49,8 +54,32 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
             rows_trained=metrics["rows_trained"],
             train_loss=metrics["train_loss"],
             loss_curve=metrics["loss_curve"],
+            **stripped,
         )
         return with_checkpoint_path(stage)
+
+
+def reasoning_tags(run_dir: str | Path) -> tuple[str, str]:
+    """The reasoning tags the run's score stage split completions with."""
+    from winnow.verifiers.reasoning import resolve_tags
+
+    tags = resolve_tags(completed_manifest(run_dir, "score")["config"]["score"].get("reasoning_tags"))
+    if tags is None:
+        raise WinnowError("sft.strip_reasoning: the score stage of this run has no reasoning_tags to strip")
+    return tags
+
+
+def strip_reasoning(rows: list[dict], tags: tuple[str, str]) -> tuple[list[dict], int]:
+    """Rows whose completion is only the answer after the reasoning (leading whitespace
+    dropped), and how many rows were left out because their reasoning never closed."""
+    from winnow.verifiers.reasoning import answer_after_reasoning
+
+    out = []
+    for row in rows:
+        answer = answer_after_reasoning(row["completion"][0]["content"], tags)
+        if answer is not None:
+            out.append({**row, "completion": [{**row["completion"][0], "content": answer.lstrip()}]})
+    return out, len(rows) - len(out)
 
 
 def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:

@@ -14,15 +14,42 @@ import importlib.util
 import math
 import numbers
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from winnow.errors import WinnowError
-from winnow.rewards import builtins
+from winnow.verifiers import Scores
 
 RewardFn = Callable[..., list]
 
-BUILTINS: dict[str, RewardFn] = {"vader": builtins.vader, "length": builtins.length}
+
+@dataclass(frozen=True)
+class Builtin:
+    """A reward winnow ships, named on the command line (``--reward-fn math``)."""
+
+    target: str
+    """``module:function``, imported when first used (math-verify loads sympy: ~1 s)."""
+    options: Mapping[str, str] = field(default_factory=dict)
+    """Keyword option of the function -> the ``score`` config field that sets it."""
+    cpu_bound: bool = False
+    """Pure Python work per completion: scored in parallel processes (``score.processes``)."""
+
+
+BUILTINS: dict[str, Builtin] = {
+    "vader": Builtin("winnow.rewards.builtins:vader"),
+    "length": Builtin("winnow.rewards.builtins:length"),
+    "math": Builtin("winnow.verifiers.math:math", {"reference_column": "reference_column"}, cpu_bound=True),
+    "choice": Builtin("winnow.verifiers.choice:choice", {"reference_column": "reference_column"}, cpu_bound=True),
+    "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}, cpu_bound=True),
+}
+"""The one table of built-in rewards and verifiers; CLI help and errors list its names."""
+
+
+def builtin_options(spec: str, config) -> dict:
+    """The keyword options a built-in gets from the score config (none for other specs)."""
+    entry = BUILTINS.get(spec)
+    return {kw: getattr(config, name) for kw, name in entry.options.items()} if entry else {}
 
 
 def load_reward_fn(spec: str) -> RewardFn:
@@ -33,7 +60,11 @@ def load_reward_fn(spec: str) -> RewardFn:
                 f"unknown reward function {spec!r}: use a built-in ({', '.join(BUILTINS)}), "
                 "'module:function' or 'path/to/file.py:function'"
             )
-        return BUILTINS[spec]
+        module_name, _, fn_name = BUILTINS[spec].target.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), fn_name)
+        except ImportError as e:
+            raise WinnowError(f"reward function {spec!r} needs {e.name}: pip install 'winnow[verifiers]'") from None
     target, _, name = spec.rpartition(":")
     if target.endswith(".py"):
         path = Path(target)
@@ -61,11 +92,12 @@ def load_reward_fn(spec: str) -> RewardFn:
     return fn
 
 
-def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], **kw) -> list[float]:
+def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], **kw) -> Scores:
     """Call a reward and check what it returns: floats of the right length, NaN for unscored.
 
-    Returns list[float] of len(completions); raises WinnowError naming the function and
-    the offending row on an exception, a wrong length, a non-number or an infinity.
+    Returns list[float] of len(completions), as ``Scores`` with the verifier's ``no_answer``
+    count (0 for a plain list); raises WinnowError naming the function and the offending row
+    on an exception, a wrong length, a non-number or an infinity.
     """
     try:
         values = fn(prompts, completions, **kw)
@@ -74,6 +106,7 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
         raise WinnowError(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
+    no_answer = getattr(values, "no_answer", 0)
     if hasattr(values, "tolist"):  # a numpy array or torch tensor
         values = values.tolist()
     if not isinstance(values, list | tuple):  # a dict would give its keys, a str its characters
@@ -102,4 +135,4 @@ def call_reward(fn: RewardFn, name: str, prompts: list, completions: list[str], 
         if math.isinf(v):
             raise WinnowError(f"reward function {name!r} returned {v} at position {i}: rewards must be finite")
         out.append(v)
-    return out
+    return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)

@@ -45,4 +45,6 @@ def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
 
 
 def score_name(score: ScoreConfig) -> str:
-    return score.reward_model or (f"judge {score.judge_model}" if score.reward_judge else score.reward_fn) or "?"
+    if len(score.rewards()) > 1:
+        return " + ".join(spec for _, spec in score.rewards())
+    return score.reward_model or (f"judge {score.judge_model}" if score.reward_judge else score.rewards()[0][1])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +16,12 @@ import numpy as np
 
 from winnow import select as sel
 from winnow.config import ExecutorConfig, ScoreConfig
+from winnow.errors import WinnowError
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rundir import Stage, load_generations
+from winnow.verifiers import Scores
+from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
 
 def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: ExecutorConfig | None = None) -> dict:
@@ -33,6 +40,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         "score",
         {"score": config.stage_config(), "generate_hash": gen["config_hash"], "provenance": provenance},
     )
+    names_of_columns = column_names(prompts)
     with stage:
         by_id = {p.id: p for p in prompts}
         num_shards = math.ceil(len(completions) / config.shard_size)
@@ -41,11 +49,14 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             name: completions[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
         }
         pending = stage.pending(names)
-        tasks = [ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in chunks[name]]) for name in pending]
+        tasks = [
+            ShardTask(name, [(by_id[c["prompt_id"]].content, c, by_id[c["prompt_id"]].columns) for c in chunks[name]])
+            for name in pending
+        ]
         keys = {name: {(c["prompt_id"], c["sample_index"]) for c in chunks[name]} for name in pending}
         report = run_shards(
             tasks,
-            ScoreWorkerFactory(config, reward),
+            ScoreWorkerFactory(config, reward, names_of_columns),
             stage.dir,
             claim=stage.claim,
             executor=executor,
@@ -55,17 +66,37 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         )
         report.raise_failed("score", len(tasks))
         stage.check_made(tasks, report, keys, exact=True)
-        if not tasks and stage.stored_manifest() and stage.matches("rewards.npy"):
+        parts = [spec for _, spec in config.rewards()] if reward is None else [config.reward_fn or "reward"]
+        files = ["rewards.npy"] + ([f"rewards-{k}.npy" for k in range(len(parts))] if len(parts) > 1 else [])
+        if not tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
             return stage.manifest()
         rows = stage.read_shards(names)
         matrix = reward_matrix(prompts, rows, gen["num_columns"])
         stage.claim()
         atomic_write_npy(stage.dir / "rewards.npy", matrix)
+        extra: dict[str, Any] = {}
+        if len(parts) > 1:  # each reward as its own matrix, beside their weighted sum
+            extra["components"] = []
+            for k, (spec, weight) in enumerate(zip(parts, config.weights(), strict=True)):
+                part = reward_matrix(prompts, rows, gen["num_columns"], component=k)
+                atomic_write_npy(stage.dir / files[k + 1], part)
+                brief = summarize(part, num_completions=len(completions))
+                extra["components"].append(
+                    {
+                        "reward": spec,
+                        "weight": weight,
+                        "file": files[k + 1],
+                        "scored": brief["scored"],
+                        "mean_reward": brief["mean_reward"],
+                    }
+                )
         return stage.finish(
             shards=names,
-            outputs=["rewards.npy"],
+            outputs=files,
             **summarize(matrix, num_completions=len(completions)),
             **scoring_paths(rows),
+            **answer_counts(rows, config),
+            **extra,
             executor=report.record(executor),
         )
 
@@ -76,119 +107,280 @@ class ScoreWorkerFactory:
 
     config: ScoreConfig
     reward: Any = None
+    columns: tuple[str, ...] = ()
+    """Every prompts column besides id and prompt: each reaches the rewards as a keyword."""
 
     def __call__(self) -> ScoreWorker:
-        return ScoreWorker(self.config, self.reward)
+        return ScoreWorker(self.config, self.reward, self.columns)
+
+
+@dataclass
+class Part:
+    """One reward of the weighted sum, loaded once per worker."""
+
+    name: str
+    reward: Any
+    step: int
+    """Rows per call: a reward model batches by tokens itself, a function gets fixed-size calls."""
+    spec: str | None = None
+    """A CPU-bound built-in's name: its calls may run in parallel processes."""
+    options: dict = field(default_factory=dict)
 
 
 class ScoreWorker:
-    """Loads the reward once (function or reward model); turns completion rows into reward rows."""
+    """Loads the rewards once (functions, reward model, judge); turns completion rows into reward rows.
 
-    def __init__(self, config: ScoreConfig, reward=None):
+    With reasoning tags, every reward sees only the answer after the closing tag, and a
+    completion whose reasoning never closed gets 0 from each without being shown to any.
+    """
+
+    def __init__(self, config: ScoreConfig, reward=None, columns: tuple[str, ...] = ()):
+        self.tags = resolve_tags(config.reasoning_tags)
+        self.columns = tuple(columns)
+        self.processes = config.processes or len(os.sched_getaffinity(0))
+        self.weights = config.weights() if reward is None else [1.0]
+        self._pool: ProcessPoolExecutor | None = None
         if reward is not None:
-            self.reward, self.name = reward, config.reward_model or config.reward_fn or "reward"
+            name = config.reward_model or config.reward_fn or "reward"
+            self.parts = [Part(str(name), reward, config.fn_batch_size)]
         else:
-            self.reward, self.name = make_reward(config)
-        # A reward model batches by tokens itself; a function gets rows in fixed-size calls.
-        self.step = config.fn_batch_size if not config.reward_model else config.shard_size
+            self.parts = [make_part(kind, spec, config) for kind, spec in config.rewards()]
+        for part in self.parts:
+            clash = sorted(set(part.options) & set(self.columns))
+            if clash:
+                raise WinnowError(
+                    f"prompts column {clash[0]!r} has the name of an option of reward {part.name!r}; rename the column"
+                )
 
     def run(self, task: ShardTask) -> list[dict]:
-        from winnow.rewards import call_reward
-
-        pairs = task.payload
-        values: list[float] = []
-        paths: list[dict] = []  # a reward model's per-row scoring path, for the manifest
-        for start in range(0, len(pairs), self.step):
-            part = pairs[start : start + self.step]
-            values += call_reward(
-                self.reward,
-                self.name,
-                [content for content, _ in part],
-                [c["text"] for _, c in part],
-                prompt_ids=[c["prompt_id"] for _, c in part],
-                sample_indices=[c["sample_index"] for _, c in part],
-            )
-            if hasattr(self.reward, "last_paths"):
-                paths += [
-                    {"scored_by": p, "prompt_tokens_saved": t}
-                    for p, t in zip(self.reward.last_paths, self.reward.last_tokens_saved, strict=True)
-                ]
-        return [
-            {
+        triples = task.payload
+        texts = [c["text"] for _, c, _ in triples]
+        answers = texts if self.tags is None else [answer_after_reasoning(t, self.tags) for t in texts]
+        live = [i for i, a in enumerate(answers) if a is not None]
+        # unfinished reasoning: 0 from every reward, without calling any
+        values = np.zeros((len(self.parts), len(triples)))
+        no_answer = [0] * len(triples)  # on the row that opens a reward call: that call's count
+        paths: list[dict] = [{} for _ in triples]
+        batch = [triples[i] for i in live], [a for a in answers if a is not None]
+        for k, part in enumerate(self.parts):
+            got, counts, part_paths = self._score(part, *batch)
+            values[k, live] = got
+            for i, n, p in zip(live, counts, part_paths, strict=True):
+                no_answer[i] += n
+                paths[i].update(p)
+        total = weighted_sum(values, self.weights)
+        rows = []
+        for i, (_, c, _) in enumerate(triples):
+            row = {
                 "prompt_id": c["prompt_id"],
                 "sample_index": c["sample_index"],
                 "model": c["model"],
-                "reward": reward_to_json(v),
-                **path,
+                "reward": reward_to_json(total[i]),
+                **paths[i],
             }
-            for (_, c), v, path in zip(pairs, values, paths or [{}] * len(pairs), strict=True)
+            if len(self.parts) > 1:
+                row["rewards"] = [reward_to_json(v) for v in values[:, i]]
+            if answers[i] is None:
+                row["unfinished_reasoning"] = True
+            if no_answer[i]:
+                row["no_answer"] = no_answer[i]
+            rows.append(row)
+        return rows
+
+    def _score(self, part: Part, triples: list, answers: list[str]) -> tuple[list[float], list[int], list[dict]]:
+        """One reward over rows: (values, no_answer count on each call's first row, scoring paths)."""
+        calls = [
+            (
+                [content for content, _, _ in triples[start : start + part.step]],
+                answers[start : start + part.step],
+                self._keywords(triples[start : start + part.step]),
+            )
+            for start in range(0, len(triples), part.step)
         ]
+        if part.spec is not None and self.processes > 1 and len(calls) > 1:
+            if self._pool is None:
+                # spawn, not fork: a fork of a process holding torch's threads can deadlock
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            futures = [self._pool.submit(_call_builtin, part.spec, part.options, *c) for c in calls]
+            results = [f.result() for f in futures]  # in call order, so rows keep their places
+        else:
+            results = [_call(part.reward, part.name, *c) for c in calls]
+        values: list[float] = []
+        counts: list[int] = []
+        paths: list[dict] = []
+        for (_, completions, _), scores in zip(calls, results, strict=True):
+            values += scores
+            counts += [scores.no_answer] + [0] * (len(completions) - 1)
+            if hasattr(part.reward, "last_paths"):  # a reward model: each row's scoring path
+                paths += [
+                    {"scored_by": p, "prompt_tokens_saved": t}
+                    for p, t in zip(part.reward.last_paths, part.reward.last_tokens_saved, strict=True)
+                ]
+            else:
+                paths += [{}] * len(completions)
+        return values, counts, paths
+
+    def _keywords(self, triples: list) -> dict:
+        """prompt_ids, sample_indices and one list per prompts column (None where a row lacks it)."""
+        kw: dict[str, list] = {
+            "prompt_ids": [c["prompt_id"] for _, c, _ in triples],
+            "sample_indices": [c["sample_index"] for _, c, _ in triples],
+        }
+        for name in self.columns:
+            kw[name] = [columns.get(name) for _, _, columns in triples]
+        return kw
 
 
-def _reward_identity(config: ScoreConfig, reward) -> str:
-    """The hash of the reward's code or model, so resuming after it changed is refused."""
-    from winnow.provenance import callable_identity, model_identity, reward_fn_identity
+def _call(reward, name: str, prompts: list, completions: list[str], kw: dict) -> Scores:
+    from winnow.rewards import call_reward
 
-    if reward is not None:
-        return callable_identity(reward)
-    if config.reward_model:
-        return model_identity(config.reward_model)
-    if config.reward_judge:
-        # the judge is a served model: its URL and name are in the config; the rubric is hashed
-        from winnow.rewards.judge import rubric_identity
-
-        return rubric_identity(config.judge_rubric)
-    return reward_fn_identity(config.reward_fn or "")
+    return call_reward(reward, name, prompts, completions, **kw)
 
 
-def make_reward(config: ScoreConfig):
-    """The reward config names, and a name for messages: reward model, else judge, else function."""
-    if config.reward_model:
+def _call_builtin(spec: str, options: dict, prompts: list, completions: list[str], kw: dict) -> Scores:
+    """One call of a built-in in a pool process (it is loaded there by name: functions do not pickle)."""
+    from winnow.rewards import load_reward_fn
+
+    return _call(partial(load_reward_fn(spec), **options), spec, prompts, completions, kw)
+
+
+def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
+    """Load one reward of ``config.rewards()``; a built-in gets its options from the config."""
+    from winnow.rewards import BUILTINS, builtin_options, load_reward_fn
+
+    if kind == "model":
         from winnow.rewards.classifier import ClassifierReward
 
         rm = ClassifierReward(
-            config.reward_model,
+            config.reward_model or "",
             device=config.device,
             dtype=config.dtype,
             batch_tokens=config.batch_tokens,
             max_batch_size=config.max_batch_size,
             prefix_sharing=config.reward_prefix_sharing,
         )
-        return rm, config.reward_model
-    if config.reward_judge:
+        return Part(spec, rm, config.shard_size)
+    if kind == "judge":
         from winnow.remote import ClientSettings
         from winnow.rewards.judge import JudgeReward
 
         judge = JudgeReward(
-            ClientSettings(base_url=config.reward_judge, api_key_env=config.judge_api_key_env),
+            ClientSettings(base_url=spec, api_key_env=config.judge_api_key_env),
             model=config.judge_model or "",
             rubric=config.judge_rubric,
         )
-        return judge, f"judge {config.judge_model}"
-    from winnow.rewards import load_reward_fn
+        return Part(f"judge {config.judge_model}", judge, config.fn_batch_size)
+    options = builtin_options(spec, config)
+    fn = partial(load_reward_fn(spec), **options) if options else load_reward_fn(spec)
+    parallel = spec in BUILTINS and BUILTINS[spec].cpu_bound
+    return Part(spec, fn, config.fn_batch_size, spec if parallel else None, options)
 
-    spec = config.reward_fn or ""  # validate() makes sure one of the two is set
-    return load_reward_fn(spec), spec
+
+def weighted_sum(values: np.ndarray, weights: list[float]) -> np.ndarray:
+    """sum_k weights[k] * values[k] per column; NaN where any reward is NaN (unscored).
+
+    values: float (K, R), one row per reward. An unscored reward leaves the sum unscored:
+    read as 0 it would rank the completion as if that reward had judged it, and selection
+    skips NaN, so nothing is chosen on part of the evidence.
+
+    >>> weighted_sum(np.array([[1.0, 0.0, np.nan], [0.5, 1.0, 1.0]]), [1.0, 0.2]).tolist()
+    [1.1, 0.2, nan]
+    """
+    if len(weights) == 1 and weights[0] == 1.0:
+        return values[0].astype(np.float64)  # one reward: its values exactly, as before weights existed
+    return np.asarray(weights, dtype=np.float64) @ values
 
 
-def reward_matrix(prompts: list[Prompt], rows: list[dict], num_columns: int) -> np.ndarray:
-    """Place keyed reward rows into a float64 (M, C) matrix; cells with no row stay NaN."""
+def _reward_identity(config: ScoreConfig, reward) -> str | list[str]:
+    """The hash of each reward's code or model, so resuming after one changed is refused
+    (one string for one reward, as before weights existed)."""
+    from winnow.provenance import callable_identity, model_identity, reward_fn_identity
+
+    if reward is not None:
+        return callable_identity(reward)
+    out = []
+    for kind, spec in config.rewards():
+        if kind == "model":
+            out.append(model_identity(spec))
+        elif kind == "judge":
+            # the judge is a served model: its URL and name are in the config; the rubric is hashed
+            from winnow.rewards.judge import rubric_identity
+
+            out.append(rubric_identity(config.judge_rubric))
+        else:
+            out.append(reward_fn_identity(spec))
+    return out[0] if len(out) == 1 else out
+
+
+def make_reward(config: ScoreConfig):
+    """The reward config names, and a name for messages: their weighted sum when there are several."""
+    parts = [make_part(kind, spec, config) for kind, spec in config.rewards()]
+    if len(parts) > 1:
+        return WeightedReward(parts, config.weights()), " + ".join(p.name for p in parts)
+    return parts[0].reward, parts[0].name
+
+
+@dataclass
+class WeightedReward:
+    """Several rewards as one callable (``winnow serve``): their weighted sum, NaN if any is NaN."""
+
+    parts: list[Part]
+    weights: list[float]
+
+    def __call__(self, prompts: list, completions: list[str], **kw) -> list[float]:
+        from winnow.rewards import call_reward
+
+        values = np.array([call_reward(p.reward, p.name, prompts, completions, **kw) for p in self.parts])
+        return weighted_sum(values, self.weights).tolist()
+
+
+def reward_matrix(
+    prompts: list[Prompt], rows: list[dict], num_columns: int, component: int | None = None
+) -> np.ndarray:
+    """Place keyed reward rows into a float64 (M, C) matrix; cells with no row stay NaN.
+
+    component: k to take each row's k-th reward (``rows[i]["rewards"][k]``) instead of their sum."""
     index = {p.id: i for i, p in enumerate(prompts)}
     matrix = np.full((len(prompts), num_columns), np.nan, dtype=np.float64)
     for row in rows:
-        if row["reward"] is not None:
-            matrix[index[row["prompt_id"]], row["sample_index"]] = row["reward"]
+        value = row["reward"] if component is None else row["rewards"][component]
+        if value is not None:
+            matrix[index[row["prompt_id"]], row["sample_index"]] = value
     return matrix
+
+
+def column_names(prompts: list[Prompt]) -> tuple[str, ...]:
+    """Every prompts column besides id and prompt, in first-seen order."""
+    seen: dict[str, None] = {}
+    for p in prompts:
+        seen.update(dict.fromkeys(p.columns))
+    return tuple(seen)
+
+
+def answer_counts(rows: list[dict], config: ScoreConfig) -> dict:
+    """``no_answer`` (completions a verifier found nothing to check in) when a reward reports
+    it, and ``unfinished_reasoning`` with reasoning tags; empty otherwise, as before either existed."""
+    from winnow.rewards import BUILTINS
+
+    out = {}
+    verifies = any(spec in BUILTINS and BUILTINS[spec].cpu_bound for _, spec in config.rewards())
+    total = sum(r.get("no_answer", 0) for r in rows)
+    if verifies or total:
+        out["no_answer"] = total
+    if config.reasoning_tags:
+        out["unfinished_reasoning"] = sum(1 for r in rows if r.get("unfinished_reasoning"))
+    return out
 
 
 def scoring_paths(rows: list[dict]) -> dict:
     """A reward model's rows per scoring path (shared prefix, full and why, too long) and the
     prompt tokens the shared prefix saved; empty for reward functions."""
-    if not rows or "scored_by" not in rows[0]:
+    scored = [r for r in rows if "scored_by" in r]  # rows of unfinished reasoning were not shown to it
+    if not scored:
         return {}
     return {
-        "rows_by_scoring_path": dict(sorted(Counter(r["scored_by"] for r in rows).items())),
-        "prompt_tokens_saved": sum(r["prompt_tokens_saved"] for r in rows),
+        "rows_by_scoring_path": dict(sorted(Counter(r["scored_by"] for r in scored).items())),
+        "prompt_tokens_saved": sum(r["prompt_tokens_saved"] for r in scored),
     }
 
 

@@ -19,7 +19,8 @@ from winnow.rundir import Stage, load_scored
 
 def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str | Path] | None = None) -> dict:
     """Pick rows with a strategy and write ``select/selected.jsonl`` in TRL's
-    conversational prompt-completion format, each row keyed and carrying its reward; with
+    conversational prompt-completion format, each row keyed and carrying its reward (and,
+    under ``columns``, the prompt row's other columns, when it has any); with
     ``config.pairs``, also ``select/pairs.jsonl`` in TRL's conversational preference format.
 
     pool: scored round folders ``{round: folder}`` whose candidates are chosen among
@@ -89,6 +90,8 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             }
             if columns is not None:  # provenance: the round, and the sample's index within it
                 row["round"], row["sample_index"] = columns[j]
+            if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
+                row["columns"] = prompt.columns
             rows.append(row)
         pairs = None
         if config.pairs:
@@ -146,6 +149,8 @@ def preference_pairs(
         if columns is not None:  # provenance across rounds, as for selected rows
             (out[-1]["chosen_round"], out[-1]["chosen_index"]) = columns[a]
             (out[-1]["rejected_round"], out[-1]["rejected_index"]) = columns[b]
+        if prompt.columns:
+            out[-1]["columns"] = prompt.columns
     return out
 
 

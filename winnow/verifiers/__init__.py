@@ -30,3 +30,17 @@ class Scores(list):
     def __init__(self, values: Iterable[float | None] = (), no_answer: int = 0) -> None:
         super().__init__(values)
         self.no_answer = no_answer
+
+
+def references(kw: dict, column: str, verifier: str) -> list:
+    """The reference column a verifier checks against (one value per completion).
+
+    Raises KeyError naming the column and the columns there are; the score stage reports it.
+    """
+    if column not in kw:
+        have = sorted(k for k in kw if k not in ("prompt_ids", "sample_indices"))
+        raise KeyError(
+            f"verifier {verifier!r} reads the reference from column {column!r}, which the prompts do not have "
+            f"(columns: {', '.join(have) or 'none'}); set --reference-column"
+        )
+    return kw[column]
