@@ -1,0 +1,375 @@
+"""IFEval's verifiable instructions (Zhou et al. 2023, arXiv:2311.07911) as a reward.
+
+A row in IFEval's schema carries ``instruction_id_list`` (e.g. ``["punctuation:no_comma",
+"length_constraints:number_words"]``) and ``kwargs`` (one dict per instruction, e.g.
+``[{}, {"num_words": 300, "relation": "at least"}]``; ``None`` values are ignored, as in
+IFEval's file where every dict carries every key). Each checker below reproduces the one
+in IFEval's reference code (as shipped in ``lm_eval/tasks/ifeval/instructions.py``) and
+keeps its instruction id and argument names, so an IFEval-format file works as it is.
+
+Departures from the reference code, all deliberate:
+
+- sentences are counted and words tokenized without nltk's punkt data
+  (:mod:`winnow.verifiers.text` says how that differs);
+- ``language:response_language`` and the two ``change_case:english_*`` checks use
+  ``langdetect`` with a fixed seed (the reference leaves it unseeded, so its verdict on a
+  short or mixed text can change between runs); without ``langdetect`` installed they
+  are refused by name;
+- a missing required argument is an error here (the reference draws a random one, which
+  makes sense when generating prompts, not when checking them), and so is an argument the
+  instruction does not take;
+- a keyword that is not a valid regular expression is matched literally (the reference
+  passes keywords to ``re`` as patterns and would raise).
+
+Strict and loose follow IFEval's ``test_instruction_following_strict``/``_loose``: strict
+checks the response as it is; loose accepts an instruction if any of eight variants
+follows it (the response, without its first line, without its last line, without both,
+each also with every ``*`` removed). An empty response follows no instruction.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from winnow.errors import WinnowError
+from winnow.verifiers import Scores
+from winnow.verifiers.text import count_sentences, count_words, word_tokens
+
+_RELATIONS = ("less than", "at least")
+
+
+def _compare(count: int, threshold: int, relation: str) -> bool:
+    return count < threshold if relation == "less than" else count >= threshold
+
+
+def _search(pattern: str, text: str, *, word: bool = False) -> list[str]:
+    """Case-insensitive matches of ``pattern`` (a regex, as in IFEval; literal if invalid)."""
+    try:
+        regex = re.compile(rf"\b{pattern}\b" if word else pattern, re.IGNORECASE)
+    except re.error:
+        esc = re.escape(pattern)
+        regex = re.compile(rf"\b{esc}\b" if word else esc, re.IGNORECASE)
+    return regex.findall(text)
+
+
+@lru_cache(maxsize=1)
+def _langdetect():
+    try:
+        import langdetect
+    except ImportError:
+        return None
+    langdetect.DetectorFactory.seed = 0  # the reference leaves it unseeded: runs would differ
+    return langdetect
+
+
+def _detect(text: str) -> str | None:
+    """The language code langdetect gives ``text``, or None where it cannot tell."""
+    ld = _langdetect()
+    try:
+        return ld.detect(text)
+    except ld.LangDetectException:
+        return None  # IFEval counts such a response as following the instruction
+
+
+# -- the checkers: (response, arguments) -> followed? ------------------------------------
+
+
+def _keywords_existence(r: str, a: dict) -> bool:
+    return all(_search(k, r) for k in a["keywords"])
+
+
+def _keywords_frequency(r: str, a: dict) -> bool:
+    return _compare(len(_search(a["keyword"].strip(), r)), a["frequency"], a["relation"])
+
+
+def _forbidden_words(r: str, a: dict) -> bool:
+    return not any(_search(w, r, word=True) for w in a["forbidden_words"])
+
+
+def _letter_frequency(r: str, a: dict) -> bool:
+    letters = collections.Counter(r.lower())
+    return _compare(letters[a["letter"].strip().lower()], a["let_frequency"], a["let_relation"])
+
+
+def _response_language(r: str, a: dict) -> bool:
+    lang = _detect(r)
+    return lang is None or lang == a["language"]
+
+
+def _number_sentences(r: str, a: dict) -> bool:
+    return _compare(count_sentences(r), a["num_sentences"], a["relation"])
+
+
+def _number_paragraphs(r: str, a: dict) -> bool:
+    paragraphs = re.split(r"\s?\*\*\*\s?", r)
+    count = len(paragraphs)
+    for i, p in enumerate(paragraphs):
+        if not p.strip():
+            if i in (0, len(paragraphs) - 1):
+                count -= 1
+            else:
+                return False  # an empty paragraph between two dividers
+    return count == a["num_paragraphs"]
+
+
+def _number_words(r: str, a: dict) -> bool:
+    return _compare(count_words(r), a["num_words"], a["relation"])
+
+
+def _nth_paragraph_first_word(r: str, a: dict) -> bool:
+    paragraphs = r.split("\n\n")
+    count = sum(1 for p in paragraphs if p.strip())
+    nth = a["nth_paragraph"]
+    if nth > count:
+        return False
+    paragraph = paragraphs[nth - 1].strip()
+    if not paragraph:
+        return False
+    word = paragraph.split()[0].strip().lstrip("'").lstrip('"')
+    first = ""
+    for ch in word:
+        if ch in ".,?!'\"":
+            break
+        first += ch.lower()
+    return count == a["num_paragraphs"] and first == a["first_word"].lower()
+
+
+def _postscript(r: str, a: dict) -> bool:
+    marker = a["postscript_marker"].strip()
+    if marker == "P.P.S":
+        pattern = r"\s*p\.\s?p\.\s?s.*$"
+    elif marker == "P.S.":
+        pattern = r"\s*p\.\s?s\..*$"
+    else:
+        pattern = r"\s*" + marker.lower() + r".*$"
+    return bool(re.findall(pattern, r.lower(), flags=re.MULTILINE))
+
+
+def _number_placeholders(r: str, a: dict) -> bool:
+    return len(re.findall(r"\[.*?\]", r)) >= a["num_placeholders"]
+
+
+def _number_bullet_lists(r: str, a: dict) -> bool:
+    stars = re.findall(r"^\s*\*[^\*].*$", r, flags=re.MULTILINE)
+    dashes = re.findall(r"^\s*-.*$", r, flags=re.MULTILINE)
+    return len(stars) + len(dashes) == a["num_bullets"]
+
+
+def _constrained_response(r: str, a: dict) -> bool:
+    r = r.strip()
+    return any(option in r for option in ("My answer is yes.", "My answer is no.", "My answer is maybe."))
+
+
+def _number_highlighted_sections(r: str, a: dict) -> bool:
+    count = sum(1 for h in re.findall(r"\*[^\n\*]*\*", r) if h.strip("*").strip())
+    count += sum(1 for h in re.findall(r"\*\*[^\n\*]*\*\*", r) if h.removeprefix("**").removesuffix("**").strip())
+    return count >= a["num_highlights"]
+
+
+def _multiple_sections(r: str, a: dict) -> bool:
+    splitter = a["section_spliter"].strip()
+    return len(re.split(r"\s?" + splitter + r"\s?\d+\s?", r)) - 1 >= a["num_sections"]
+
+
+def _json_format(r: str, a: dict) -> bool:
+    text = r.strip()
+    for fence in ("```json", "```Json", "```JSON", "```"):
+        text = text.removeprefix(fence)
+    text = text.removesuffix("```").strip()
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _title(r: str, a: dict) -> bool:
+    return any(t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", r))
+
+
+def _two_responses(r: str, a: dict) -> bool:
+    parts = r.split("******")
+    valid = []
+    for i, p in enumerate(parts):
+        if p.strip():
+            valid.append(p)
+        elif i not in (0, len(parts) - 1):
+            return False
+    return len(valid) == 2 and valid[0].strip() != valid[1].strip()
+
+
+def _repeat_prompt(r: str, a: dict) -> bool:
+    return r.strip().lower().startswith(a["prompt_to_repeat"].strip().lower())
+
+
+def _end_checker(r: str, a: dict) -> bool:
+    return r.strip().strip('"').lower().endswith(a["end_phrase"].strip().lower())
+
+
+def _quotation(r: str, a: dict) -> bool:
+    r = r.strip()
+    return len(r) > 1 and r[0] == '"' and r[-1] == '"'
+
+
+def _capital_word_frequency(r: str, a: dict) -> bool:
+    count = sum(1 for w in word_tokens(r) if w.isupper())
+    return _compare(count, a["capital_frequency"], a["capital_relation"])
+
+
+def _english_capital(r: str, a: dict) -> bool:
+    return r.isupper() and _detect(r) in (None, "en")
+
+
+def _english_lowercase(r: str, a: dict) -> bool:
+    return r.islower() and _detect(r) in (None, "en")
+
+
+def _no_comma(r: str, a: dict) -> bool:
+    return "," not in r
+
+
+# id -> (checker, required arguments, optional arguments). IFEval's own names throughout.
+CHECKERS: dict[str, tuple[Callable[[str, dict], bool], tuple[str, ...], tuple[str, ...]]] = {
+    "keywords:existence": (_keywords_existence, ("keywords",), ()),
+    "keywords:frequency": (_keywords_frequency, ("keyword", "frequency", "relation"), ()),
+    "keywords:forbidden_words": (_forbidden_words, ("forbidden_words",), ()),
+    "keywords:letter_frequency": (_letter_frequency, ("letter", "let_frequency", "let_relation"), ()),
+    "language:response_language": (_response_language, ("language",), ()),
+    "length_constraints:number_sentences": (_number_sentences, ("num_sentences", "relation"), ()),
+    "length_constraints:number_paragraphs": (_number_paragraphs, ("num_paragraphs",), ()),
+    "length_constraints:number_words": (_number_words, ("num_words", "relation"), ()),
+    "length_constraints:nth_paragraph_first_word": (
+        _nth_paragraph_first_word,
+        ("num_paragraphs", "nth_paragraph", "first_word"),
+        (),
+    ),
+    "detectable_content:number_placeholders": (_number_placeholders, ("num_placeholders",), ()),
+    "detectable_content:postscript": (_postscript, ("postscript_marker",), ()),
+    "detectable_format:number_bullet_lists": (_number_bullet_lists, ("num_bullets",), ()),
+    "detectable_format:constrained_response": (_constrained_response, (), ()),
+    "detectable_format:number_highlighted_sections": (_number_highlighted_sections, ("num_highlights",), ()),
+    "detectable_format:multiple_sections": (_multiple_sections, ("section_spliter", "num_sections"), ()),
+    "detectable_format:json_format": (_json_format, (), ()),
+    "detectable_format:title": (_title, (), ()),
+    "combination:two_responses": (_two_responses, (), ()),
+    "combination:repeat_prompt": (_repeat_prompt, ("prompt_to_repeat",), ()),
+    "startend:end_checker": (_end_checker, ("end_phrase",), ()),
+    "startend:quotation": (_quotation, (), ()),
+    "change_case:capital_word_frequency": (_capital_word_frequency, ("capital_frequency", "capital_relation"), ()),
+    "change_case:english_capital": (_english_capital, (), ()),
+    "change_case:english_lowercase": (_english_lowercase, (), ()),
+    "punctuation:no_comma": (_no_comma, (), ()),
+}
+
+_NEEDS_LANGDETECT = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
+_RELATION_ARGS = ("relation", "let_relation", "capital_relation")
+
+
+def _arguments(instruction_id: str, raw: Any) -> dict:
+    """Check one instruction's kwargs dict; returns it without its empty values.
+
+    IFEval drops every falsy value (``None``, and also ``0`` and ``""``) before building
+    the instruction; so does this, so a file scores the same here as there.
+    """
+    if instruction_id not in CHECKERS:
+        raise WinnowError(f"ifeval: unknown instruction id {instruction_id!r} (known: {', '.join(CHECKERS)})")
+    if instruction_id in _NEEDS_LANGDETECT and _langdetect() is None:
+        raise WinnowError(
+            f"ifeval: instruction {instruction_id!r} needs the langdetect package: pip install langdetect"
+        )
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise WinnowError(f"ifeval: kwargs of {instruction_id!r} must be a dict, got {type(raw).__name__}")
+    args = {k: v for k, v in raw.items() if v}
+    _, required, optional = CHECKERS[instruction_id]
+    unknown = sorted(set(args) - set(required) - set(optional))
+    if unknown:
+        raise WinnowError(f"ifeval: {instruction_id!r} takes no argument {unknown[0]!r} (it takes {list(required)})")
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise WinnowError(f"ifeval: {instruction_id!r} needs the argument {missing[0]!r}")
+    letter = args.get("letter", "a")
+    if not (isinstance(letter, str) and len(letter.strip()) == 1 and letter.strip().isascii() and letter.isalpha()):
+        raise WinnowError(f"ifeval: {instruction_id!r}: letter must be one ASCII letter, got {letter!r}")
+    for k in _RELATION_ARGS:
+        if k in args and args[k] not in _RELATIONS:
+            raise WinnowError(f"ifeval: {instruction_id!r}: {k} must be one of {_RELATIONS}, got {args[k]!r}")
+    return args
+
+
+def loose_variants(response: str) -> list[str]:
+    """IFEval's eight loose variants of a response (the response itself first).
+
+    >>> loose_variants("Sure!\\n*Hi*\\nBye")[:5]
+    ['Sure!\\n*Hi*\\nBye', 'Sure!\\nHi\\nBye', '*Hi*\\nBye', 'Sure!\\n*Hi*', '*Hi*']
+    """
+    lines = response.split("\n")
+    first = "\n".join(lines[1:]).strip()
+    last = "\n".join(lines[:-1]).strip()
+    both = "\n".join(lines[1:-1]).strip()
+    return [response, response.replace("*", ""), first, last, both] + [v.replace("*", "") for v in (first, last, both)]
+
+
+def check_row(
+    response: str, instruction_id_list: list[str], kwargs: list[dict | None], *, mode: str = "strict"
+) -> list[bool]:
+    """Which of a row's instructions ``response`` follows: list[bool], len = instructions.
+
+    >>> check_row("hello there", ["punctuation:no_comma", "change_case:english_capital"], [{}, {}])
+    [True, False]
+    """
+    if mode not in ("strict", "loose"):
+        raise WinnowError(f"ifeval: mode must be 'strict' or 'loose', got {mode!r}")
+    if len(instruction_id_list) != len(kwargs):
+        raise WinnowError(
+            f"ifeval: instruction_id_list has {len(instruction_id_list)} ids but kwargs {len(kwargs)} dicts"
+        )
+    variants = [response] if mode == "strict" else loose_variants(response)
+    variants = [v for v in variants if v.strip()]  # IFEval: an empty response follows nothing
+    followed = []
+    for instruction_id, raw in zip(instruction_id_list, kwargs, strict=True):
+        args = _arguments(instruction_id, raw)
+        fn = CHECKERS[instruction_id][0]
+        followed.append(any(fn(v, args) for v in variants))
+    return followed
+
+
+def ifeval(
+    prompts: list,
+    completions: list[str],
+    *,
+    instruction_id_list: list[list[str]],
+    kwargs: list[list[dict | None]],
+    mode: str = "strict",
+    **kw,
+) -> Scores:
+    """Fraction of each row's instructions the completion follows, in [0, 1].
+
+    ``instruction_id_list[i]`` and ``kwargs[i]`` are completion i's row columns. 1.0 is
+    IFEval's prompt-level success; a row with no instruction is unscored (None). A blank
+    completion scores 0.0 and counts in ``no_answer``.
+
+    >>> s = ifeval(["p", "p"], ["no commas here", ""], instruction_id_list=[["punctuation:no_comma"]] * 2,
+    ...            kwargs=[[{}]] * 2)
+    >>> s, s.no_answer
+    ([1.0, 0.0], 1)
+    """
+    values: list[float | None] = []
+    no_answer = 0
+    for i, (completion, ids, args) in enumerate(zip(completions, instruction_id_list, kwargs, strict=True)):
+        try:
+            followed = check_row(completion, list(ids), list(args), mode=mode)
+        except WinnowError as e:
+            raise WinnowError(f"{e} (row {i} of the batch)") from None
+        if not followed:
+            values.append(None)
+            continue
+        no_answer += not completion.strip()
+        values.append(sum(followed) / len(followed))
+    return Scores(values, no_answer=no_answer)
