@@ -280,6 +280,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
     demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo.add_argument("--rounds", type=int, default=1, help="rounds of rejection sampling (default: 1)")
+    demo.add_argument(
+        "--task",
+        choices=("sentiment", "constraints"),
+        default="sentiment",
+        help="sentiment: VADER reward (default); constraints: IFEval instructions checked by a verifier",
+    )
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
     rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
@@ -406,6 +412,13 @@ def run_command(args: argparse.Namespace) -> None:
 
         if args.rounds < 1:
             raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+        if args.task == "constraints":
+            from winnow.demo_constraints import run_constraints_demo
+
+            if args.rounds != 1:
+                raise WinnowError("--rounds: the constraints demo runs one round")
+            run_constraints_demo(args.run_dir, quick=args.quick)
+            return
         run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
         return
     if args.command == "verify":
