@@ -141,3 +141,15 @@ def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
     # p0: 5 has two votes (weight 0.5) against 7's one (0.9); p1: 2 twice (the unscored 2.0
     # votes in majority, not in weighted, where 2 weighs 0.1 alone); p2: no numbers -> best.
     assert picked == {"best": [0, 1, 2], "majority": [1, 0, 2], "weighted": [0, 0, 2]}
+
+
+def test_math_answers_vote_together():
+    from winnow.answers import answer_tools, math_equal
+
+    extract, equal = answer_tools("math")
+    assert math_equal("0.5", "\\frac{1}{2}") and not math_equal("2", "3")
+    texts = ["It is 0.5", "so \\boxed{\\frac{1}{2}}", "maybe 3", "3 again", "1/2"]
+    assert [extract(t) for t in texts][:3] == ["0.5", "\\frac{1}{2}", "3"]
+    # 1/2 three times under math equality, against 3 twice; with == the first class wins instead
+    assert sel.aggregate(texts, [0.0] * 5, "majority", extract=extract, equal=equal) == 0
+    assert sel.vote_classes([extract(t) for t in texts], equal) == [[0, 1, 4], [2, 3]]

@@ -57,12 +57,14 @@ def is_closed(
     texts: list[str | None],
     answers: list[str | None] | None,
     threshold: float | None,
+    equal=None,
 ) -> bool:
     """Whether one prompt's samples so far meet the rule.
 
     rewards: float (n,) of the samples drawn so far (NaN = unscored, neither passes nor
     fails); texts: (n,) their texts (None: no completion); answers: (n,) extracted answers,
-    for consensus. Every sample drawn so far counts in consensus's denominator.
+    for consensus, grouped by ``equal`` (default ``==``). Every sample drawn so far counts in
+    consensus's denominator.
 
     >>> r = np.array([0.0, 1.0, np.nan])
     >>> is_closed(("pass", 0), r, ["a", "b", "c"], None, 0.5), is_closed(("passing", 2), r, ["a", "b", "c"], None, 0.5)
@@ -73,7 +75,7 @@ def is_closed(
     name, param = rule
     if name == "consensus":
         assert answers is not None
-        return sel.consensus_share(answers) >= param
+        return sel.consensus_share(answers, equal) >= param
     assert threshold is not None
     with np.errstate(invalid="ignore"):
         passed, failed = rewards >= threshold, rewards < threshold
@@ -116,11 +118,11 @@ def run_adaptive(
     threshold = score.pass_threshold
     if rule[0] != "consensus" and threshold is None:
         raise WinnowError(f"adaptive.stop_when {adaptive.stop_when} needs score.pass_threshold (--pass-threshold)")
-    extract = None
+    extract = equal = None
     if rule[0] == "consensus":
-        from winnow.answers import load_extractor
+        from winnow.answers import answer_tools
 
-        extract = load_extractor(adaptive.answer)
+        extract, equal = answer_tools(adaptive.answer)
     maximum, m = generate.n, len(prompts)
     row_of = {p.id: i for i, p in enumerate(prompts)}
     rewards = np.full((m, maximum), np.nan)
@@ -152,7 +154,7 @@ def run_adaptive(
         open_rows = [
             i
             for i in open_rows
-            if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold)
+            if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold, equal)
         ]
         steps.append(
             {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 Extractor = Callable[[str], str | None]
 
@@ -67,6 +68,34 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+def math_answer(text: str) -> str | None:
+    """The final answer math-verify reads in a text (a ``\\boxed{}`` first, else the last
+    expression), as written; None if it reads none. Needs ``winnow[verifiers]``."""
+    from math_verify import parse
+
+    parsed = parse(text)
+    return str(parsed[-1]) if parsed else None
+
+
+@lru_cache(maxsize=65536)
+def math_equal(a: str, b: str) -> bool:
+    """Whether math-verify holds two answers equal (``1/2``, ``0.5`` and ``\\frac{1}{2}`` are one)."""
+    from math_verify import parse, verify
+
+    if a == b:
+        return True
+    return bool(verify(parse(f"${a}$"), parse(f"${b}$")))
+
+
+def answer_tools(spec: str) -> tuple[Extractor, Callable[[str, str], bool] | None]:
+    """The extractor and the equivalence a vote uses: ``auto`` (``extract_answer``, ``==``),
+    ``math`` (math-verify's reading and equality, the math verifier's own) or a
+    ``module:function`` / ``file.py:function`` extractor (with ``==``)."""
+    if spec == "math":
+        return math_answer, math_equal
+    return load_extractor(spec), None
+
+
 def load_extractor(spec: str) -> Extractor:
     """``auto`` (``extract_answer``) or a ``module:function`` / ``file.py:function`` text -> str | None."""
     if spec == "auto":
@@ -75,5 +104,5 @@ def load_extractor(spec: str) -> Extractor:
     from winnow.rewards import load_reward_fn
 
     if ":" not in spec:
-        raise WinnowError(f"adaptive.answer: use 'auto', 'module:function' or 'file.py:function', got {spec!r}")
+        raise WinnowError(f"adaptive.answer: use 'auto', 'math', 'module:function' or 'file.py:function', got {spec!r}")
     return load_reward_fn(spec)

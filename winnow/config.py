@@ -502,9 +502,10 @@ class AdaptiveConfig:
     ``pass-and-fail`` (one of each: a DPO pair), ``passing:K`` (K distinct passing texts) or
     ``consensus:F`` (the most common extracted answer holds a share >= F of the samples)."""
     answer: str = "auto"
-    """How consensus (and ``bon --aggregate``) extracts an answer from a completion: ``auto`` (the last \\boxed{...},
-    else 'answer is/:' X, else the last number), or ``module:function`` / ``file.py:function``
-    mapping a text to a str or None."""
+    """How consensus (and ``bon --aggregate``) reads a completion's answer: ``auto`` (the
+    last \\boxed{...}, else 'answer is/:' X, else the last number), ``math`` (math-verify's
+    reading and equality, the math verifier's own), or ``module:function`` /
+    ``file.py:function`` mapping a text to a str or None."""
 
     def rule(self) -> tuple[str, float]:
         """The stop rule's name and parameter (K or F; 0 for the plain rules)."""

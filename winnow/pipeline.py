@@ -81,10 +81,10 @@ def best_of_n(
     from rich.console import Console
     from rich.table import Table
 
-    from winnow.answers import load_extractor
+    from winnow.answers import answer_tools
 
     prompts, by_key, rewards, _ = stages.load_scored(run_dir)
-    extract = load_extractor(answer) if aggregate != "best" else None
+    extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
     if aggregate == "best":
         best = sel.top_per_prompt(rewards)
     else:
@@ -95,6 +95,7 @@ def best_of_n(
                     rewards[i],
                     aggregate,
                     extract=extract,
+                    equal=equal,
                 )
                 for i, p in enumerate(prompts)
             ],

@@ -135,11 +135,13 @@ def pass_stats(
     iters: int = 2000,
     seed: int = 0,
     vote_ks=None,
+    equal=None,
 ) -> dict:
     """Every pass statistic of a reward matrix (M, N) at threshold t, as a JSON-ready dict.
 
     columns: use only the first ``columns`` samples for pass@k and votes (an adaptive run's
-    first step, where every prompt was sampled alike); None: all N.
+    first step, where every prompt was sampled alike); None: all N. answers: M rows of N
+    extracted answers for maj@k and weighted@k, grouped with ``equal`` (default ``==``).
     """
     rewards = np.asarray(rewards, dtype=float)
     scored = ~np.isnan(rewards)
@@ -171,8 +173,10 @@ def pass_stats(
         sub_answers = [answers[i][:width] for i in keep]
         result["votes"] = {
             "k": list(ks),
-            "maj_at_k": vote_at_k(sub_answers, head_passed[keep], ks, seed=seed).tolist(),
-            "weighted_at_k": vote_at_k(sub_answers, head_passed[keep], ks, weights=head[keep], seed=seed).tolist(),
+            "maj_at_k": vote_at_k(sub_answers, head_passed[keep], ks, seed=seed, equal=equal).tolist(),
+            "weighted_at_k": vote_at_k(
+                sub_answers, head_passed[keep], ks, weights=head[keep], seed=seed, equal=equal
+            ).tolist(),
             "answered_share": float(np.mean([a is not None for row in sub_answers for a in row])),
         }
     return result

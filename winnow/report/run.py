@@ -122,15 +122,18 @@ def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, 
         threshold = (scored["config"].get("score") or {}).get("pass_threshold")
     if threshold is None:
         return None
-    from winnow.answers import extract_answer
+    from winnow.answers import answer_tools
 
+    # a run scored by the math verifier votes with its reading and equality of answers
+    reward_fn = (scored["config"].get("score") or {}).get("reward_fn")
+    extract, equal = answer_tools("math" if reward_fn in ("math", ["math"]) else "auto")
     adaptive = generate.get("adaptive")
     columns = adaptive["step"] if adaptive else None
     answers = [
-        [extract_answer(by_key[(p.id, j)]["text"]) if (p.id, j) in by_key else None for j in range(rewards.shape[1])]
+        [extract(by_key[(p.id, j)]["text"]) if (p.id, j) in by_key else None for j in range(rewards.shape[1])]
         for p in prompts
     ]
-    stats = pass_stats(rewards, threshold, columns=columns, answers=answers, iters=iters, seed=seed)
+    stats = pass_stats(rewards, threshold, columns=columns, answers=answers, iters=iters, seed=seed, equal=equal)
     stats["pass_at_k_source"] = (
         f"first {columns} samples of every prompt (the adaptive run's first step)" if adaptive else "all samples"
     )
