@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import cast
 
 Extractor = Callable[[str], str | None]
 
@@ -105,4 +106,5 @@ def load_extractor(spec: str) -> Extractor:
 
     if ":" not in spec:
         raise WinnowError(f"adaptive.answer: use 'auto', 'math', 'module:function' or 'file.py:function', got {spec!r}")
-    return load_reward_fn(spec)
+    fn = load_reward_fn(spec)  # the loader resolves any named callable, not only rewards
+    return cast(Extractor, fn)

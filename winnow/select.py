@@ -380,8 +380,9 @@ def majority(answers, rewards=None, equal: Callable[[str, str], bool] | None = N
     classes = vote_classes(answers, equal)
     if not classes:
         return -1
+    scores: list[float]
     if rewards is None:
-        scores = [len(members) for members in classes]
+        scores = [float(len(members)) for members in classes]
     else:
         scores = [float(weights[members].sum()) for members in classes]
     winner = classes[int(np.argmax(scores))]  # argmax: the first of equal scores, i.e. the earliest answer
@@ -432,9 +433,10 @@ def aggregate(
     if len(texts) != r.shape[0]:
         raise WinnowError(f"texts and rewards differ in length: {len(texts)} and {r.shape[0]}")
     if how != "best":
-        if extract is None:
-            from winnow.answers import extract_answer as extract
-        answers = [None if t is None else extract(t) for t in texts]
+        from winnow.answers import extract_answer
+
+        read = extract or extract_answer
+        answers = [None if t is None else read(t) for t in texts]
         picked = majority(answers, rewards=r if how == "weighted" else None, equal=equal)
         if picked >= 0:
             return picked

@@ -59,6 +59,7 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             rewards = np.where(cut, np.nan, rewards)
         if config.min_pass_rate is not None or config.max_pass_rate is not None:
             # Whole prompts leave: their samples become NaN, so no strategy or pairing sees them.
+            assert pass_threshold is not None  # _check_pass_threshold saw to it
             keep = sel.pass_rate_keep(rewards, pass_threshold, config.min_pass_rate, config.max_pass_rate)
             removed["prompts_outside_pass_rate"] = int((~keep).sum())
             rewards = np.where(keep[:, None], rewards, np.nan)
