@@ -26,6 +26,7 @@ import bench_ray
 import bench_score
 import bench_select
 import bench_serve
+import bench_verifiers
 
 BENCHMARKS = {
     "select": bench_select,
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "fallback": bench_fallback,
     "ray": bench_ray,
     "demo": bench_demo,
+    "verifiers": bench_verifiers,
 }
 
 

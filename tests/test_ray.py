@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_jsonl
 
@@ -42,6 +43,11 @@ def poison(prompts, completions, prompt_ids, **kw):
             f.write(f"{os.getpid()}\\n")
         raise RuntimeError("poisoned batch")
     return [float(len(c)) for c in completions]
+
+
+def by_answer(prompts, completions, answer, sample_indices, **kw):
+    # a reference column, as a keyword argument aligned with completions
+    return [float(a) + j / 10 for a, j in zip(answer, sample_indices, strict=True)]
 
 
 def stall(prompts, completions, prompt_ids, **kw):
@@ -181,6 +187,25 @@ def test_score_on_a_local_ray_instance_matches_local(workdir, tiny_policy, own_r
     (workdir / "ray" / "best.jsonl").unlink()
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
     assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 0}
+
+
+@pytest.mark.timeout(90)
+def test_reference_columns_reach_rewards_on_ray_as_locally(workdir, tiny_policy, own_ray):
+    """The prompts' other columns travel to Ray workers: the same rewards and files as locally."""
+    write_jsonl(
+        workdir / "prompts.jsonl",
+        [{"id": f"p{i}", "prompt": f"write about item {i}", "answer": str(i)} for i in range(NUM_PROMPTS)],
+    )
+    fn = ["--reward-fn", f"{workdir}/rewards.py:by_answer"]
+    assert main(bon_args(workdir, "local", tiny_policy, *fn)) == 0
+    shutil.copytree(workdir / "local", workdir / "ray")
+    shutil.rmtree(workdir / "ray" / "score")
+    (workdir / "ray" / "best.jsonl").unlink()
+    assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
+    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    rewards = np.load(workdir / "ray" / "score" / "rewards.npy")
+    assert rewards.tolist() == [[i + j / 10 for j in range(4)] for i in range(NUM_PROMPTS)]
     assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 0}
 
 

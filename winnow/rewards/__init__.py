@@ -33,15 +33,21 @@ class Builtin:
     options: Mapping[str, str] = field(default_factory=dict)
     """Keyword option of the function -> the ``score`` config field that sets it."""
     cpu_bound: bool = False
-    """Pure Python work per completion: scored in parallel processes (``score.processes``)."""
+    """Enough Python work per completion (milliseconds) to be scored in parallel processes
+    (``score.processes``); for regex-cheap ones a process costs more than it saves."""
+
+    @property
+    def verifier(self) -> bool:
+        """A verifier: it reports ``no_answer`` counts."""
+        return self.target.startswith("winnow.verifiers.")
 
 
 BUILTINS: dict[str, Builtin] = {
     "vader": Builtin("winnow.rewards.builtins:vader"),
     "length": Builtin("winnow.rewards.builtins:length"),
     "math": Builtin("winnow.verifiers.math:math", {"reference_column": "reference_column"}, cpu_bound=True),
-    "choice": Builtin("winnow.verifiers.choice:choice", {"reference_column": "reference_column"}, cpu_bound=True),
-    "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}, cpu_bound=True),
+    "choice": Builtin("winnow.verifiers.choice:choice", {"reference_column": "reference_column"}),
+    "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}),
 }
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
 

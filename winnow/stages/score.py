@@ -137,9 +137,8 @@ class ScoreWorker:
     def __init__(self, config: ScoreConfig, reward=None, columns: tuple[str, ...] = ()):
         self.tags = resolve_tags(config.reasoning_tags)
         self.columns = tuple(columns)
-        self.processes = config.processes or len(os.sched_getaffinity(0))
+        self.processes = config.processes or usable_cpus()
         self.weights = config.weights() if reward is None else [1.0]
-        self._pool: ProcessPoolExecutor | None = None
         if reward is not None:
             name = config.reward_model or config.reward_fn or "reward"
             self.parts = [Part(str(name), reward, config.fn_batch_size)]
@@ -198,10 +197,8 @@ class ScoreWorker:
             for start in range(0, len(triples), part.step)
         ]
         if part.spec is not None and self.processes > 1 and len(calls) > 1:
-            if self._pool is None:
-                # spawn, not fork: a fork of a process holding torch's threads can deadlock
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
-            futures = [self._pool.submit(_call_builtin, part.spec, part.options, *c) for c in calls]
+            pool = process_pool(self.processes)
+            futures = [pool.submit(_call_builtin, part.spec, part.options, *c) for c in calls]
             results = [f.result() for f in futures]  # in call order, so rows keep their places
         else:
             results = [_call(part.reward, part.name, *c) for c in calls]
@@ -229,6 +226,24 @@ class ScoreWorker:
         for name in self.columns:
             kw[name] = [columns.get(name) for _, _, columns in triples]
         return kw
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def process_pool(processes: int) -> ProcessPoolExecutor:
+    """One pool per size for the life of this process: its workers start once (about a
+    second each, importing winnow and the verifier), not once per shard or stage."""
+    if processes not in _POOLS:
+        # spawn, not fork: a fork of a process holding torch's threads can deadlock
+        _POOLS[processes] = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    return _POOLS[processes]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _call(reward, name: str, prompts: list, completions: list[str], kw: dict) -> Scores:
@@ -363,7 +378,7 @@ def answer_counts(rows: list[dict], config: ScoreConfig) -> dict:
     from winnow.rewards import BUILTINS
 
     out = {}
-    verifies = any(spec in BUILTINS and BUILTINS[spec].cpu_bound for _, spec in config.rewards())
+    verifies = any(spec in BUILTINS and BUILTINS[spec].verifier for _, spec in config.rewards())
     total = sum(r.get("no_answer", 0) for r in rows)
     if verifies or total:
         out["no_answer"] = total

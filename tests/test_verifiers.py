@@ -1,0 +1,176 @@
+"""The math, choice and exact verifiers on hand-made answers, the reasoning split, and the
+weighted sum, each against outcomes worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from winnow.cli import parser
+from winnow.errors import WinnowError
+from winnow.rewards import BUILTINS, call_reward, load_reward_fn
+from winnow.stages.score import weighted_sum
+from winnow.verifiers import Scores
+from winnow.verifiers.choice import choice, read_choice, reference_letter
+from winnow.verifiers.exact import exact, normalise
+from winnow.verifiers.math import math as math_verifier
+from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
+
+pytest.importorskip("math_verify")
+
+
+def check(fn, completions, references, **options) -> Scores:
+    return fn(["q"] * len(completions), completions, answer=references, **options)
+
+
+# ---------------------------------------------------------------- math
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        r"The answer is \frac{1}{2}.",
+        "The answer is 0.5",
+        "so x = 1/2",
+        r"Half of it: $\boxed{\dfrac{1}{2}}$",
+        r"We get \boxed{0.50} in the end",
+    ],
+)
+def test_math_equivalent_forms_of_one_half_agree(completion):
+    assert check(math_verifier, [completion], ["1/2"]) == [1.0]
+    assert check(math_verifier, [completion], [r"\frac{1}{2}"]) == [1.0]
+    assert check(math_verifier, [completion], [0.5]) == [1.0]  # a number in the column
+
+
+def test_math_boxed_wins_over_the_last_expression():
+    # \boxed{} is the stated answer even though 7 comes after it
+    assert check(math_verifier, [r"so \boxed{12}, and we checked with 5 + 2 = 7"], ["12"]) == [1.0]
+    assert check(math_verifier, [r"so \boxed{12}, and we checked with 5 + 2 = 7"], ["7"]) == [0.0]
+
+
+def test_math_last_expression_and_gsm8k_references():
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+    completions = [
+        "In May she sold 24 clips, so 48 + 24 = 72 in all.",
+        "She sold 24 clips in May.",
+        "Altogether 1,000 clips.",
+        "I am not sure.",
+    ]
+    scores = check(math_verifier, completions, [gsm8k, gsm8k, "1000", "72"])
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+    assert scores.no_answer == 1  # only "I am not sure." had nothing to read
+
+
+def test_math_row_without_reference_is_unscored_not_wrong():
+    scores = check(math_verifier, ["42", "42"], [None, "42"])
+    assert scores == [None, 1.0] and scores.no_answer == 0
+
+
+def test_math_other_reference_column_and_missing_column():
+    assert math_verifier(["q"], ["x = 3"], gold=["3"], reference_column="gold") == [1.0]
+    with pytest.raises(KeyError, match="column 'answer', which the prompts do not have \\(columns: gold\\)"):
+        math_verifier(["q"], ["x = 3"], gold=["3"], prompt_ids=["a"])
+
+
+# ---------------------------------------------------------------- choice
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "(B)",
+        "B.",
+        "B) Paris is the capital",
+        r"so the answer is \boxed{B}",
+        r"\boxed{\text{B}}",
+        "The answer is B",
+        "the answer is (B).",
+        "Answer: B",
+        "**B**",
+        "A is wrong because of the date. C is too late. So I pick (B).",
+        "Options (A) and (C) fail; the answer is B",
+    ],
+)
+def test_choice_reads_the_letter_as_answers_write_it(completion):
+    assert read_choice(completion) == "B"
+    assert check(choice, [completion], ["B"]) == [1.0]
+
+
+def test_choice_no_letter_is_counted_and_wrong_letter_scores_zero():
+    scores = check(choice, ["I think it is Paris", "The answer is C", "A good question"], ["B", "B", "B"])
+    assert scores == [0.0, 0.0, 0.0] and scores.no_answer == 2
+
+
+def test_choice_references_as_letters_or_indices():
+    assert [reference_letter(r) for r in ["B", "(b)", " C. ", 0, 3, 11, "BC", True, None]] == [
+        "B",
+        "B",
+        "C",
+        "A",
+        "D",
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert check(choice, ["(D)", "(D)"], [3, None]) == [1.0, None]
+
+
+# ---------------------------------------------------------------- exact
+
+
+def test_exact_normalises_case_whitespace_and_surrounding_punctuation():
+    assert normalise("  The \n Eiffel   Tower!! ") == "the eiffel tower"
+    assert normalise("«Paris»") == "paris"
+    scores = check(
+        exact, ["Paris.", " PARIS ", "paris, france", "3.14", "", "Lyon"], ["paris"] * 5 + [["Lyons", "lyon"]]
+    )
+    assert scores == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert scores.no_answer == 1
+    assert check(exact, ["314"], ["3.14"]) == [0.0]  # punctuation inside is kept
+    assert check(exact, ["x"], [None]) == [None]
+
+
+# ---------------------------------------------------------------- reasoning tags
+
+
+def test_answer_after_reasoning_open_and_closed_traces():
+    tags = resolve_tags(["think"])
+    assert tags == ("<think>", "</think>")
+    assert answer_after_reasoning("<think>2 + 2 = 4, or is it 5?</think> The answer is 4.", tags) == " The answer is 4."
+    # the template opened the tag in the prompt: only the closing one is in the completion
+    assert answer_after_reasoning("2 + 2 = 4</think>4", tags) == "4"
+    assert answer_after_reasoning("<think>2 + 2 = 4, so the answer is", tags) is None
+    assert answer_after_reasoning("4", tags) is None  # no closing tag: the reasoning never ended
+    assert answer_after_reasoning("<think>a</think>b<think>c", tags) is None
+    assert answer_after_reasoning("[r]x[/r]y", resolve_tags(["[r]", "[/r]"])) == "y"
+
+
+# ---------------------------------------------------------------- weighted sum and the table
+
+
+def test_weighted_sum_by_hand():
+    values = np.array([[1.0, 0.0, 1.0, np.nan], [0.5, 1.0, np.nan, 0.2]])
+    got = weighted_sum(values, [1.0, 0.2])
+    assert got[:2].tolist() == [1.0 * 1.0 + 0.2 * 0.5, 1.0 * 0.0 + 0.2 * 1.0]
+    assert math.isnan(got[2]) and math.isnan(got[3])  # any unscored reward: the sum is unscored
+    assert weighted_sum(np.array([[-2.0, 3.0], [1.0, 1.0]]), [0.5, -1.0]).tolist() == [-2.0, 0.5]
+
+
+def test_every_builtin_loads_and_help_lists_the_table():
+    for name in BUILTINS:
+        assert callable(load_reward_fn(name))
+    help_text = " ".join(parser().format_help().split())
+    score_help = " ".join(parser()._subparsers._group_actions[0].choices["score"].format_help().split())
+    assert "built-in (vader, length, math, choice, exact)" in score_help
+    assert help_text  # the top-level parser builds with the table
+
+
+def test_call_reward_keeps_no_answer_and_checks_values():
+    got = call_reward(lambda p, c, **kw: Scores([1.0, 0.0], no_answer=1), "v", ["a", "b"], ["x", "y"])
+    assert got == [1.0, 0.0] and got.no_answer == 1
+    assert call_reward(lambda p, c, **kw: [None], "v", ["a"], ["x"]).no_answer == 0
+    with pytest.raises(WinnowError, match="raised KeyError"):
+        call_reward(math_verifier, "math", ["a"], ["x"], prompt_ids=["a"])
