@@ -251,7 +251,7 @@ def shutil_rm(path: Path) -> None:
     shutil.rmtree(path)
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(600)  # four steps, each starting Ray actors: minutes on a loaded machine
 @pytest.mark.usefixtures("own_ray")
 def test_ray_executor_makes_the_same_files(workdir, tiny_policy):
     """Every step's stages run under Ray: the same files as the local executor, manifests
@@ -271,3 +271,15 @@ def test_ray_executor_makes_the_same_files(workdir, tiny_policy):
         assert got.pop("executor")["name"] == "ray", rel
         want.pop("executor")
         assert got == want, rel
+
+
+def test_several_rewards_keep_their_own_matrices(workdir, tiny_policy):
+    run = workdir / "two"
+    extra = ["--reward-fn", "length", "--reward-weights", "1,0"]
+    assert main(bon_cmd(workdir, run, tiny_policy, *extra)) == 0
+    np.testing.assert_array_equal(rewards_of(run), EXPECTED_PASS)  # length weighs 0: the same closes
+    first, second = (np.load(run / "score" / f"rewards-{k}.npy") for k in (0, 1))
+    np.testing.assert_array_equal(first, EXPECTED_PASS)
+    np.testing.assert_array_equal(np.isnan(second), np.isnan(EXPECTED_PASS))
+    manifest = json.loads((run / "score" / "manifest.json").read_text())
+    assert [c["file"] for c in manifest["components"]] == ["rewards-0.npy", "rewards-1.npy"]

@@ -256,10 +256,21 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
             reward_rows += step_rows
         matrix = stages.reward_matrix(prompts, reward_rows, generate.n)
         atomic_write_npy(sc.dir / "rewards.npy", matrix)
+        outputs, extra = ["rewards.npy"], {}
+        components = load_scored(step_dir(run_dir, 1))[3].get("components") if steps else None
+        if components:  # several rewards: each as its own matrix too, as the score stage writes them
+            for k, part in enumerate(components):
+                values = stages.reward_matrix(prompts, reward_rows, generate.n, component=k)
+                atomic_write_npy(sc.dir / part["file"], values)
+                outputs.append(part["file"])
+            extra["components"] = [
+                {k: v for k, v in c.items() if k in ("reward", "weight", "file")} for c in components
+            ]
         score_manifest = sc.finish(
             shards=names,
-            outputs=["rewards.npy"],
+            outputs=outputs,
             **stages.summarize(matrix, num_completions=len(completions)),
+            **extra,
             adaptive=summary,
             executor={"name": record_executor},
         )
@@ -276,11 +287,8 @@ def _step_reward_rows(folder: Path, lo: int, hi: int) -> list[dict]:
     from winnow.rundir import read_shards
 
     rows = read_shards(folder / "score", manifest["shards"], manifest["files"], stage="score")
-    keep = [
-        {k: r[k] for k in ("prompt_id", "sample_index", "model", "reward")}
-        for r in rows
-        if lo <= r["sample_index"] < hi
-    ]
+    # the rows as the step's score stage wrote them (components, no_answer and all)
+    keep = [r for r in rows if lo <= r["sample_index"] < hi]
     return sorted(keep, key=_key)
 
 
