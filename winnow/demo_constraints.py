@@ -37,9 +37,10 @@ from winnow.rundir import load_scored
 REWARD = "winnow.verifiers.ifeval:ifeval"
 PASS = 1.0
 """IFEval's prompt-level strict success: every instruction of the row followed."""
-TRAIN: dict[str, Any] = dict(n=8, temperature=0.8, max_new_tokens=48, batch_size=16, shard_size=16, seed=0)
+# 64 prompts a batch: with 2 samples each (an adaptive step) small batches leave the CPU idle
+TRAIN: dict[str, Any] = dict(n=8, temperature=0.8, max_new_tokens=48, batch_size=64, shard_size=64, seed=0)
 ADAPTIVE: dict[str, Any] = dict(step=2, stop_when="pass")
-EVAL: dict[str, Any] = dict(n=4, temperature=0.8, max_new_tokens=48, batch_size=16, shard_size=16, seed=1)
+EVAL: dict[str, Any] = dict(n=4, temperature=0.8, max_new_tokens=48, batch_size=64, shard_size=64, seed=1)
 SELECT: dict[str, Any] = dict(strategy="passing", k=2)
 SFT: dict[str, Any] = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
 
