@@ -139,7 +139,17 @@ def main(argv: list[str] | None = None) -> dict:
     for name, value, target, ok in rows:
         verdict = "PASS" if ok else "FAIL"
         print(f"| {name} | {value:.3g} | {target} | {'-' if args.quick else verdict} |")
-    return {"adaptive": a, "votes": b}
+    checks = [
+        {"check": name, "measured": value, "target": target, "passed": None if args.quick else ok, "detail": ""}
+        for name, value, target, ok in rows
+    ]
+    return {
+        "benchmark": "adaptive",
+        "rows": checks,
+        "passed": all(r["passed"] is not False for r in checks),
+        "adaptive": a,
+        "votes": b,
+    }
 
 
 if __name__ == "__main__":
