@@ -129,7 +129,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             "adaptive",
             "answer",
             str,
-            "answer extractor of consensus and bon --aggregate: auto | module:function",
+            "answer extractor of consensus and bon --aggregate: auto | math | module:function",
         ),
     ],
     "sft": [
