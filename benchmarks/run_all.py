@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_adaptive
 import bench_demo
 import bench_fallback
 import bench_generate
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "ray": bench_ray,
     "demo": bench_demo,
     "verifiers": bench_verifiers,
+    "adaptive": bench_adaptive,
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from winnow.config import (
+    AdaptiveConfig,
     DpoConfig,
     GenerateConfig,
     RoundsConfig,
@@ -89,7 +90,7 @@ BAD = [
     (ScoreConfig(reward_prefix_sharing="yes"), "score.reward_prefix_sharing: must be one of auto, on, off, got 'yes'"),
     (
         SelectConfig(strategy="best"),
-        "select.strategy: unknown strategy 'best' (choose from top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt, random_k_overall, rso)",
+        "select.strategy: unknown strategy 'best' (choose from top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt, random_k_overall, rso, passing)",
     ),
     (SelectConfig(strategy="top_k_overall"), "select.k: strategy top_k_overall needs k"),
     (SelectConfig(k=0), "select.k: must be >= 1, got 0"),
@@ -98,7 +99,27 @@ BAD = [
         SelectConfig(strategy="threshold", threshold=nan),
         "select.threshold: strategy threshold needs a finite threshold, got nan",
     ),
-    (SelectConfig(pairs="worst"), "select.pairs: unknown pairing 'worst' (choose from best-worst, all, rso)"),
+    (
+        SelectConfig(pairs="worst"),
+        "select.pairs: unknown pairing 'worst' (choose from best-worst, all, rso, pass-fail)",
+    ),
+    (SelectConfig(min_pass_rate=1.5), "select.min_pass_rate: must be in [0, 1], got 1.5"),
+    (
+        SelectConfig(min_pass_rate=0.8, max_pass_rate=0.2),
+        "select.min_pass_rate: must be <= max_pass_rate (0.2), got 0.8",
+    ),
+    (SelectConfig(pass_threshold=nan), "select.pass_threshold: must be finite, got nan"),
+    (ScoreConfig(pass_threshold=math.inf), "score.pass_threshold: must be finite, got inf"),
+    (AdaptiveConfig(step=0), "adaptive.step: must be >= 1, got 0"),
+    (
+        AdaptiveConfig(step=2, stop_when="always"),
+        "adaptive.stop_when: must be one of pass, pass-and-fail, passing:K, consensus:F, got 'always'",
+    ),
+    (
+        AdaptiveConfig(step=2, stop_when="consensus:2"),
+        "adaptive.stop_when: consensus needs a share F in (0, 1] (consensus:0.6), got 'consensus:2'",
+    ),
+    (AdaptiveConfig(step=2, stop_when="pass:1"), "adaptive.stop_when: pass takes no parameter, got 'pass:1'"),
     (SelectConfig(strategy="rso"), "select.beta: strategy rso needs beta"),
     (SelectConfig(pairs="rso"), "select.beta: pairs rso needs beta"),
     (SelectConfig(beta=0.0), "select.beta: must be finite and > 0, got 0.0"),
@@ -304,7 +325,7 @@ def test_load_yaml_messages(tmp_path):
     path.write_text("genrate: {}\n")
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
-    known = "dpo, executor, generate, id_column, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
+    known = "adaptive, dpo, executor, generate, id_column, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
     path.write_text("generate: [1, 2\n")
     with pytest.raises(yaml.YAMLError) as parser_error:

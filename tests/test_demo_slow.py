@@ -31,3 +31,16 @@ def test_quick_demo_runs_every_step_of_two_rounds_with_the_real_model(tmp_path):
     assert (tmp_path / "rewards.png").stat().st_size > 10_000
     for r in (1, 2):
         assert (tmp_path / f"train/round-{r}/sft/checkpoint/model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_quick_constraints_demo_runs_every_step_with_the_real_model(tmp_path):
+    assert main(["demo", "--task", "constraints", "--quick", "--run-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["heldout_prompts"] == 6 and report["samples_per_prompt"] == 1
+    assert sorted(report["pass_at_1"]) == ["fine-tuned", "start"]
+    assert report["gain_ci95"][0] <= report["gain"] <= report["gain_ci95"][1]
+    train = report["train"]
+    assert train["prompts"] == 6 and train["fixed_samples"] == 12 and 6 <= train["samples"] <= 12
+    assert (tmp_path / "train/score/rewards.npy").exists() and (tmp_path / "train/report/report.md").exists()
+    assert (tmp_path / "train/sft/checkpoint/model.safetensors").exists()

@@ -464,7 +464,7 @@ def test_unknown_names_list_the_choices():
     assert ", top_k_overall, " in str(e.value)
     with pytest.raises(WinnowError) as e:
         sel.make_pairs("worst-best", R)
-    assert str(e.value) == "unknown pairing 'worst-best' (choose from best-worst, all, rso)"
+    assert str(e.value) == "unknown pairing 'worst-best' (choose from best-worst, all, rso, pass-fail)"
 
 
 def test_pairs_are_int64_even_when_empty():

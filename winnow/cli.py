@@ -18,6 +18,7 @@ from typing import Any
 from winnow.config import MAX_SEED, PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS
+from winnow.select import AGGREGATES
 from winnow.verifiers.reasoning import FORMATS as REASONING_FORMATS
 
 
@@ -95,6 +96,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--code-memory-mb", "score", "code_memory_mb", int, "verifier code: memory limit per program (MB)"),
         ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
         ("--reward-timeout", "score", "reward_timeout", float, "seconds one reward batch may take (default: no limit)"),
+        ("--pass-threshold", "score", "pass_threshold", float, "a completion passes at reward >= this"),
     ],
     "select": [
         ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
@@ -107,6 +109,32 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--pair-k", "select", "pair_k", int, "pairs rso: candidates accepted per prompt (default: all)"),
         ("--min-margin", "select", "min_margin", float, "keep pairs whose reward margin is at least this"),
         ("--select-seed", "select", "seed", int, "seed of the random controls and of RSO"),
+        (
+            "--select-pass-threshold",
+            "select",
+            "pass_threshold",
+            float,
+            "passing, pass-fail and the pass-rate filter: pass at reward >= this (default: score's)",
+        ),
+        ("--min-pass-rate", "select", "min_pass_rate", float, "keep prompts whose pass rate is >= this"),
+        ("--max-pass-rate", "select", "max_pass_rate", float, "keep prompts whose pass rate is <= this"),
+    ],
+    "adaptive": [
+        ("--adaptive-step", "adaptive", "step", int, "sample this many per open prompt and step, up to --n"),
+        (
+            "--stop-when",
+            "adaptive",
+            "stop_when",
+            str,
+            "close a prompt on: pass | pass-and-fail | passing:K | consensus:F",
+        ),
+        (
+            "--answer",
+            "adaptive",
+            "answer",
+            str,
+            "answer extractor of consensus and bon --aggregate: auto | math | module:function",
+        ),
     ],
     "sft": [
         ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
@@ -185,8 +213,8 @@ STAGES_OF = {
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "executor"],
-    "bon": ["generate", "score", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "executor"],
+    "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
 }
@@ -247,6 +275,13 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
             )
+            p.add_argument(
+                "--aggregate",
+                choices=AGGREGATES,
+                default="best",
+                help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
+                "reward (default: best)",
+            )
     verify = sub.add_parser("verify", help="check a run dir's files against its manifests")
     verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
     verify.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -255,12 +290,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
     demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo.add_argument("--rounds", type=int, default=1, help="rounds of rejection sampling (default: 1)")
+    demo.add_argument(
+        "--task",
+        choices=("sentiment", "constraints"),
+        default="sentiment",
+        help="sentiment: VADER reward (default); constraints: IFEval instructions checked by a verifier",
+    )
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
     rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.add_argument("--pass-threshold", type=float, help="pass at reward >= this (default: the score stage's)")
     rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return top
 
@@ -380,6 +422,13 @@ def run_command(args: argparse.Namespace) -> None:
 
         if args.rounds < 1:
             raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+        if args.task == "constraints":
+            from winnow.demo_constraints import run_constraints_demo
+
+            if args.rounds != 1:
+                raise WinnowError("--rounds: the constraints demo runs one round")
+            run_constraints_demo(args.run_dir, quick=args.quick)
+            return
         run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
         return
     if args.command == "verify":
@@ -399,7 +448,13 @@ def run_command(args: argparse.Namespace) -> None:
             )
         if not 0 <= args.seed <= MAX_SEED:
             raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
-        result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
+        result = run_report(
+            args.run_dir,
+            out_dir=args.out,
+            iters=args.bootstrap_iters,
+            seed=args.seed,
+            pass_threshold=args.pass_threshold,
+        )
         print_report_summary(result, args.out or f"{args.run_dir}/report")
         return
     file_config = load_yaml(args.config) if args.config else {}
@@ -443,7 +498,7 @@ def run_command(args: argparse.Namespace) -> None:
         )
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
-        pipeline.best_of_n(run_dir, out=args.out)
+        pipeline.best_of_n(run_dir, out=args.out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
     else:
         print(json.dumps(summary, indent=2))
 
@@ -490,6 +545,17 @@ def print_report_summary(result: dict, out: str) -> None:
         part = result[name]
         reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
         console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
+    if result.get("pass"):
+        p = result["pass"]
+        pak, solved = p["pass_at_k"], p["solved"]
+        head = ", ".join(
+            f"pass@{k} {v:.3f}"
+            for k, v in zip(pak["k"], pak["mean"], strict=True)
+            if v is not None and k in (1, pak["k"][-1])
+        )
+        console.print(
+            f"pass (reward >= {p['threshold']}): {head}; solved by none/some/all: {solved['none']:.2f}/{solved['some']:.2f}/{solved['all']:.2f}"
+        )
     console.print(f"report: {out}/report.md, {out}/report.json")
 
 

@@ -263,6 +263,10 @@ class ScoreConfig:
     """Verifier code: wall-time limit of one program in the sandbox, in seconds."""
     code_memory_mb: int = 1024
     """Verifier code: memory limit of one program in the sandbox, in MB."""
+    pass_threshold: float | None = None
+    """A completion passes when its reward is >= this: pass statistics in the report, the
+    ``passing`` strategy, ``pass-fail`` pairs and adaptive sampling's rules read it. None:
+    no pass statistics (select and report may still be given one)."""
     processes: int | None = None
     """CPU-bound verifiers: processes scoring batches in parallel (unset: one per CPU this
     process may use). It changes how fast, never what: it is not part of the stage config."""
@@ -274,6 +278,7 @@ class ScoreConfig:
         "ifeval_mode",
         "code_timeout_s",
         "code_memory_mb",
+        "pass_threshold",
     )
     """Fields left out of the stored stage config while at their defaults, so that a score
     stage of a run made before they existed resumes under the same config."""
@@ -311,6 +316,10 @@ class ScoreConfig:
         return list(self.reward_weights) if self.reward_weights is not None else [1.0] * len(self.rewards())
 
     def validate(self) -> None:
+        if self.pass_threshold is not None:
+            _check(
+                math.isfinite(self.pass_threshold), "score.pass_threshold", f"must be finite, got {self.pass_threshold}"
+            )
         _check(
             self.reward_model or self.reward_judge or self.reward_fn,
             "score.reward_fn",
@@ -399,6 +408,19 @@ class SelectConfig:
     """Keep a pair only if chosen reward - rejected reward >= min_margin; ties never make a pair."""
     seed: int = 0
     """Seed of the random controls and of RSO."""
+    pass_threshold: float | None = None
+    """Reward at or above which a completion passes (strategy ``passing``, pairs
+    ``pass-fail``, the pass-rate filter); default: the score stage's ``pass_threshold``."""
+    min_pass_rate: float | None = None
+    """Keep only prompts whose share of passing samples is >= this (DPO wants prompts that
+    are not always solved nor never); needs a pass threshold."""
+    max_pass_rate: float | None = None
+    """Keep only prompts whose share of passing samples is <= this."""
+
+    def stage_config(self) -> dict:
+        """The config a select stage is stored under; unset new fields are left out, so
+        stages made before they existed resume."""
+        return _without_unset(asdict(self), SelectConfig, ("pass_threshold", "min_pass_rate", "max_pass_rate"))
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -431,6 +453,21 @@ class SelectConfig:
             f"must be >= 0, got {self.min_margin}",
         )
         _check_seed(self.seed, "select.seed")
+        if self.pass_threshold is not None:
+            _check(
+                math.isfinite(self.pass_threshold),
+                "select.pass_threshold",
+                f"must be finite, got {self.pass_threshold}",
+            )
+        for name in ("min_pass_rate", "max_pass_rate"):
+            value = getattr(self, name)
+            _check(value is None or 0 <= value <= 1, f"select.{name}", f"must be in [0, 1], got {value}")
+        if self.min_pass_rate is not None and self.max_pass_rate is not None:
+            _check(
+                self.min_pass_rate <= self.max_pass_rate,
+                "select.min_pass_rate",
+                f"must be <= max_pass_rate ({self.max_pass_rate}), got {self.min_pass_rate}",
+            )
 
 
 @dataclass
@@ -504,6 +541,60 @@ class RoundsConfig:
         _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")
         _check(self.pool in POOLS, "rounds.pool", f"must be one of {POOLS}, got {self.pool!r}")
         _check(self.sft_from in SFT_FROM, "rounds.sft_from", f"must be one of {SFT_FROM}, got {self.sft_from!r}")
+
+
+STOP_RULES = ("pass", "pass-and-fail", "passing", "consensus")
+
+
+@dataclass
+class AdaptiveConfig:
+    """Adaptive sampling (``winnow.adaptive``): generate.n is then the most samples per prompt."""
+
+    step: int | None = None
+    """Samples per open prompt and step; None: no adaptive sampling (all n at once)."""
+    stop_when: str = "pass"
+    """When a prompt closes: ``pass`` (one completion with reward >= score.pass_threshold),
+    ``pass-and-fail`` (one of each: a DPO pair), ``passing:K`` (K distinct passing texts) or
+    ``consensus:F`` (the most common extracted answer holds a share >= F of the samples)."""
+    answer: str = "auto"
+    """How consensus (and ``bon --aggregate``) reads a completion's answer: ``auto`` (the
+    last \\boxed{...}, else 'answer is/:' X, else the last number), ``math`` (math-verify's
+    reading and equality, the math verifier's own), or ``module:function`` /
+    ``file.py:function`` mapping a text to a str or None."""
+
+    def rule(self) -> tuple[str, float]:
+        """The stop rule's name and parameter (K or F; 0 for the plain rules)."""
+        name, _, value = self.stop_when.partition(":")
+        return name, float(value) if value else 0.0
+
+    def validate(self) -> None:
+        if self.step is None:
+            return
+        _check(self.step >= 1, "adaptive.step", f"must be >= 1, got {self.step}")
+        name, _, value = self.stop_when.partition(":")
+        _check(
+            name in STOP_RULES,
+            "adaptive.stop_when",
+            f"must be one of pass, pass-and-fail, passing:K, consensus:F, got {self.stop_when!r}",
+        )
+        if name == "passing":
+            _check(
+                value.isdigit() and int(value) >= 1,
+                "adaptive.stop_when",
+                f"passing needs an integer K >= 1 (passing:2), got {self.stop_when!r}",
+            )
+        elif name == "consensus":
+            try:
+                share = float(value)
+            except ValueError:
+                share = math.nan
+            _check(
+                0 < share <= 1,
+                "adaptive.stop_when",
+                f"consensus needs a share F in (0, 1] (consensus:0.6), got {self.stop_when!r}",
+            )
+        else:
+            _check(not value, "adaptive.stop_when", f"{name} takes no parameter, got {self.stop_when!r}")
 
 
 @dataclass
@@ -706,10 +797,17 @@ SECTIONS = {
     "select": SelectConfig,
     "sft": TrainConfig,
     "rounds": RoundsConfig,
+    "adaptive": AdaptiveConfig,
     "executor": ExecutorConfig,
     "dpo": DpoConfig,
     "serve": ServeConfig,
 }
+
+
+def _without_unset(config: dict, cls: type, names: tuple[str, ...]) -> dict:
+    """``config`` without the fields ``names`` that hold their defaults."""
+    defaults = {f.name: f.default for f in fields(cls)}
+    return {k: v for k, v in config.items() if not (k in names and v == defaults[k])}
 
 
 def _check(ok: Any, name: str, message: str) -> None:

@@ -23,15 +23,26 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
 
     rounds = configs.get("rounds")
     if rounds is not None and rounds.count is not None:
+        if configs.get("adaptive") is not None and configs["adaptive"].step is not None:
+            from winnow.errors import WinnowError
+
+            raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
         from winnow.rounds import run_rounds
 
         by_round = run_rounds(run_dir, prompts, configs, rounds)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
-    if "generate" in configs:
+    adaptive = configs.get("adaptive")
+    if adaptive is not None and adaptive.step is not None:
+        from winnow.adaptive import run_adaptive
+
+        summary.update(
+            run_adaptive(run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor)
+        )
+    if "generate" in configs and "generate" not in summary:
         summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
-    if "score" in configs:
+    if "score" in configs and "score" not in summary:
         summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
     if "select" in configs:
         summary["select"] = stages.select(run_dir, configs["select"])
@@ -68,13 +79,37 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     return GenerateConfig().models[0]
 
 
-def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
-    """The best completion per prompt with its reward, written to ``best.jsonl`` and printed."""
+def best_of_n(
+    run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
+) -> list[dict]:
+    """The chosen completion per prompt with its reward, written to ``best.jsonl`` and printed.
+
+    aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
+    ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    from winnow.answers import answer_tools
+
     prompts, by_key, rewards, _ = stages.load_scored(run_dir)
-    best = sel.top_per_prompt(rewards)
+    extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
+    if aggregate == "best":
+        best = sel.top_per_prompt(rewards)
+    else:
+        best = np.array(
+            [
+                sel.aggregate(
+                    [by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])],
+                    rewards[i],
+                    aggregate,
+                    extract=extract,
+                    equal=equal,
+                )
+                for i, p in enumerate(prompts)
+            ],
+            dtype=np.int64,
+        )
     rows = []
     for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):
         c = by_key.get((prompt.id, j)) if j >= 0 else None
@@ -89,9 +124,13 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
         )
+        if extract is not None:
+            rows[-1]["aggregate"] = aggregate
+            rows[-1]["answer"] = extract(c["text"]) if c else None
     out = Path(out) if out else Path(run_dir) / "best.jsonl"
     atomic_write_jsonl(out, rows)
-    table = Table(title=f"Best-of-{rewards.shape[1]} ({out})")
+    title = "Best" if aggregate == "best" else aggregate.capitalize()
+    table = Table(title=f"{title}-of-{rewards.shape[1]} ({out})")
     for col in ("prompt_id", "reward", "mean", "best completion"):
         table.add_column(col)
     for r in rows:

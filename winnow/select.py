@@ -268,6 +268,181 @@ def rso_pairs(rewards, beta: float, k: int, seed: int) -> np.ndarray:
     return pairs[np.argsort(pairs[:, 0], kind="stable")].astype(np.int64)  # by row, acceptance order kept
 
 
+def passing(rewards, t: float, k: int) -> np.ndarray:
+    """Up to k passing columns per row (reward >= t), best first: int (M, k), -1 padded.
+
+    When more than k pass, the k highest rewards are taken, ties going to the earlier sample
+    (with a 0/1 verifier every passing reward ties, so these are the k earliest passing
+    samples). Distinctness is the caller's: the select stage drops repeated texts first.
+
+    >>> passing(np.array([[1.0, 0.0, 1.0, 1.0], [0.0, np.nan, 0.0, 0.0]]), 1.0, 2).tolist()
+    [[0, 2], [-1, -1]]
+    """
+    r = _as_matrix(rewards)
+    with np.errstate(invalid="ignore"):
+        return top_k_per_prompt(np.where(r >= t, r, np.nan), k)
+
+
+def pass_fail(rewards, t: float) -> np.ndarray:
+    """One pair per row of a passing against a failing sample: int (P, 3) of (row, chosen, rejected).
+
+    chosen: the best passing sample (reward >= t), rejected: the worst failing one (reward < t),
+    ties to the earlier sample; rows without both make no pair. NaN is neither.
+
+    >>> pass_fail(np.array([[0.0, 1.0, 0.0], [1.0, 1.0, np.nan], [0.2, 0.9, 0.5]]), 0.5).tolist()
+    [[0, 1, 0], [2, 1, 0]]
+    """
+    r = _as_matrix(rewards)
+    with np.errstate(invalid="ignore"):
+        passed, failed = r >= t, r < t
+    chosen = top_per_prompt(np.where(passed, r, np.nan))
+    rejected = top_per_prompt(np.where(failed, -r, np.nan))  # the lowest failing reward
+    rows = np.flatnonzero((chosen >= 0) & (rejected >= 0))
+    return np.stack([rows, chosen[rows], rejected[rows]], axis=1).astype(np.int64)
+
+
+def pass_rates(rewards, t: float) -> np.ndarray:
+    """Per-row share of scored samples with reward >= t: float (M,), NaN for a row with none scored."""
+    r = _as_matrix(rewards)
+    scored = (~np.isnan(r)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scored > 0, (r >= t).sum(axis=1) / np.maximum(scored, 1), np.nan)
+
+
+def pass_rate_keep(rewards, t: float, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Rows whose pass rate lies in [low, high] (either bound may be None): bool (M,).
+
+    DPO wants prompts neither always nor never solved, e.g. low=0.1, high=0.9. A row with no
+    scored sample is never kept.
+
+    >>> R = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0], [np.nan, np.nan]])
+    >>> pass_rate_keep(R, 0.5, low=0.1, high=0.9).tolist()
+    [False, True, False, False]
+    """
+    rates = pass_rates(rewards, t)
+    keep = ~np.isnan(rates)
+    if low is not None:
+        keep &= rates >= low
+    if high is not None:
+        keep &= rates <= high
+    return keep
+
+
+def vote_classes(answers, equal: Callable[[str, str], bool] | None = None) -> list[list[int]]:
+    """Group sample indices by answer: a list of classes, each the (ascending) indices of one answer.
+
+    answers: length N, each an extracted answer (str) or None (no answer could be extracted:
+    it joins no class). ``equal(a, b)`` says whether two answers count as one (e.g. a math
+    equivalence check); default ``==``. A new answer joins the first class whose first
+    member's answer it equals, so classes come in order of first appearance. Cost: at most
+    N x classes calls of ``equal``.
+
+    >>> vote_classes(["4", None, "5", "4"])
+    [[0, 3], [2]]
+    """
+    same = equal or (lambda a, b: a == b)
+    classes: list[list[int]] = []
+    for j, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for members in classes:
+            if same(answers[members[0]], answer):
+                members.append(j)
+                break
+        else:
+            classes.append([j])
+    return classes
+
+
+def majority(answers, rewards=None, equal: Callable[[str, str], bool] | None = None) -> int:
+    """The sample that carries the winning answer of a vote: int column, -1 when no answer.
+
+    answers: length N, str or None (unextractable answers never vote). Without rewards,
+    each sample is one vote (self-consistency, Wang et al. 2023); with rewards (length N,
+    NaN = unscored, which does not vote), each answer weighs the sum of its samples'
+    rewards (weighted best-of-N, as in Hugging Face's search-and-learn). Ties between
+    answers go to the answer that appeared first. The returned sample is the winning
+    class's best-rewarded member when rewards are given (ties: the earliest), else its
+    earliest member. ``equal``: see ``vote_classes``.
+
+    >>> majority(["7", "3", "3", None, "7"])  # 7 and 3 tie at two votes: 7 came first
+    0
+    >>> majority(["7", "3", "3", None, "7"], rewards=[0.1, 0.9, 0.8, 1.0, 0.2])  # 3 weighs 1.7
+    1
+    >>> majority([None, None])
+    -1
+    """
+    if rewards is not None:
+        weights = np.asarray(rewards, dtype=float)
+        if weights.shape != (len(answers),):
+            raise WinnowError(f"rewards must have one value per answer ({len(answers)}), got shape {weights.shape}")
+        answers = [None if np.isnan(w) else a for a, w in zip(answers, weights, strict=True)]
+    classes = vote_classes(answers, equal)
+    if not classes:
+        return -1
+    scores: list[float]
+    if rewards is None:
+        scores = [float(len(members)) for members in classes]
+    else:
+        scores = [float(weights[members].sum()) for members in classes]
+    winner = classes[int(np.argmax(scores))]  # argmax: the first of equal scores, i.e. the earliest answer
+    if rewards is None:
+        return winner[0]
+    return winner[int(np.argmax(weights[winner]))]
+
+
+def consensus_share(answers, equal: Callable[[str, str], bool] | None = None) -> float:
+    """Share of all N samples held by the most common answer (unextractable ones count in N
+    but never agree): float in [0, 1], 0.0 for N = 0.
+
+    >>> consensus_share(["4", "4", None, "5"])
+    0.5
+    """
+    classes = vote_classes(answers, equal)
+    return max((len(m) for m in classes), default=0) / len(answers) if len(answers) else 0.0
+
+
+AGGREGATES = ("best", "majority", "weighted")
+
+
+def aggregate(
+    texts,
+    rewards,
+    how: str = "best",
+    *,
+    extract: Callable[[str], str | None] | None = None,
+    equal: Callable[[str, str], bool] | None = None,
+) -> int:
+    """Best-of-N's answer among one prompt's N candidates: the index of the chosen one, -1 if none.
+
+    texts: length N (str, or None for a missing candidate); rewards: length N (NaN = unscored).
+    how: ``best`` (the highest reward, ties to the earlier), ``majority`` (the vote over
+    extracted answers, ``majority`` without rewards) or ``weighted`` (each answer weighs the
+    sum of its rewards). extract: text -> answer or None (default:
+    ``winnow.answers.extract_answer``); equal: answer equivalence (default ``==``).
+    A vote in which no candidate has an answer falls back to ``best``.
+
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "majority")
+    1
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "weighted"), aggregate(["a", "b"], [0.1, 0.5])
+    (0, 1)
+    """
+    r = np.asarray(rewards, dtype=float)
+    if how not in AGGREGATES:
+        raise WinnowError(f"unknown aggregate {how!r} (choose from {', '.join(AGGREGATES)})")
+    if len(texts) != r.shape[0]:
+        raise WinnowError(f"texts and rewards differ in length: {len(texts)} and {r.shape[0]}")
+    if how != "best":
+        from winnow.answers import extract_answer
+
+        read = extract or extract_answer
+        answers = [None if t is None else read(t) for t in texts]
+        picked = majority(answers, rewards=r if how == "weighted" else None, equal=equal)
+        if picked >= 0:
+            return picked
+    return int(top_per_prompt(r[None, :])[0]) if r.size else -1
+
+
 @dataclass(frozen=True)
 class Strategy:
     """A selection strategy: how to run it, what it needs, and the shape of its output."""
@@ -275,7 +450,7 @@ class Strategy:
     pick: Callable[..., np.ndarray]
     """(rewards, *, k, threshold, beta, seed) -> its output (see ``output``)."""
     needs: tuple[str, ...]
-    """Parameters that must be given, among "k", "threshold" and "beta"."""
+    """Parameters that must be given, among "k", "threshold", "beta" and "pass_threshold"."""
     output: str
     """"columns": int (M,); "column_lists": int (M, k), -1 padded; "pairs": int (P, 2)."""
 
@@ -290,6 +465,10 @@ STRATEGIES: dict[str, Strategy] = {
     "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), ("k",), "pairs"),
     # k defaults to 1 for rso: one sample of the tilted policy per prompt.
     "rso": Strategy(lambda r, **p: rso(r, p["beta"], _per_row(p["k"] or 1, r), p["seed"]), ("beta",), "column_lists"),
+    # k defaults to 1 for passing: one verified completion per prompt (the SFT case).
+    "passing": Strategy(
+        lambda r, **p: passing(r, p["pass_threshold"], _per_row(p["k"] or 1, r)), ("pass_threshold",), "column_lists"
+    ),
 }
 
 
@@ -305,8 +484,9 @@ PAIRINGS: dict[str, Callable[..., np.ndarray]] = {
     "all": lambda r, **p: all_pairs(r),
     # k defaults to the whole pool for rso pairs: every candidate, in acceptance order.
     "rso": lambda r, **p: rso_pairs(r, p["beta"], _per_row(p["k"] or r.shape[1], r), p["seed"]),
+    "pass-fail": lambda r, **p: pass_fail(r, p["pass_threshold"]),
 }
-PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",)}
+PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",), "pass-fail": ("pass_threshold",)}
 
 
 def _rows_with(columns: np.ndarray) -> np.ndarray:
@@ -335,21 +515,32 @@ def apply(
     t: float | None = None,
     beta: float | None = None,
     seed: int = 0,
+    pass_threshold: float | None = None,
 ) -> np.ndarray:
     """Run a strategy by name and return (row, column) pairs: int (P, 2)."""
     if strategy not in STRATEGIES:
         raise WinnowError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
-    params = {"k": k, "threshold": t, "beta": beta, "seed": seed}
+    params = {"k": k, "threshold": t, "beta": beta, "seed": seed, "pass_threshold": pass_threshold}
     for need in STRATEGIES[strategy].needs:
         if params[need] is None:
             raise WinnowError(f"strategy {strategy} needs {need}")
     return to_pairs(strategy, STRATEGIES[strategy].pick(_as_matrix(rewards), **params))
 
 
-def make_pairs(pairing: str, rewards, *, k: int | None = None, beta: float | None = None, seed: int = 0) -> np.ndarray:
+def make_pairs(
+    pairing: str,
+    rewards,
+    *,
+    k: int | None = None,
+    beta: float | None = None,
+    seed: int = 0,
+    pass_threshold: float | None = None,
+) -> np.ndarray:
     """Preference pairs by name: (row, chosen, rejected), int (P, 3)."""
     if pairing not in PAIRINGS:
         raise WinnowError(f"unknown pairing {pairing!r} (choose from {', '.join(PAIRINGS)})")
-    if "beta" in PAIRING_NEEDS[pairing] and beta is None:
-        raise WinnowError(f"pairs {pairing} needs beta")
-    return PAIRINGS[pairing](_as_matrix(rewards), k=k, beta=beta, seed=seed)
+    params = {"beta": beta, "pass_threshold": pass_threshold}
+    for need in PAIRING_NEEDS[pairing]:
+        if params[need] is None:
+            raise WinnowError(f"pairs {pairing} needs {need}")
+    return PAIRINGS[pairing](_as_matrix(rewards), k=k, beta=beta, seed=seed, pass_threshold=pass_threshold)

@@ -91,3 +91,28 @@ def plot_selected_vs_all(path: Path, groups: dict[str, tuple[np.ndarray, np.ndar
         ax.legend()
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_pass(path: Path, rates: np.ndarray, mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Per-prompt pass rates as a histogram (left) and pass@k with its band (right).
+
+    rates: shape (M,), NaN for a prompt with nothing scored; mean, low, high: shape (K,).
+    """
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.hist(rates[~np.isnan(rates)], bins=np.linspace(0, 1, 11))
+    left.set_xlabel("pass rate of the prompt's samples")
+    left.set_ylabel("prompts")
+    left.set_title("Per-prompt pass rate")
+    ks = np.arange(1, len(mean) + 1)
+    if len(ks):
+        right.fill_between(ks, low, high, alpha=0.25, label="95% bootstrap band (prompts)")
+        right.plot(ks, mean, marker="o", label="pass@k")
+        right.legend()
+    right.set_xlabel("k")
+    right.set_ylabel("pass@k")
+    right.set_ylim(0, 1.02)
+    right.grid(alpha=0.3)
+    right.set_title("pass@k (Chen et al. 2021)")
+    fig.tight_layout()
+    _save(fig, path)

@@ -28,15 +28,27 @@ from winnow import select as sel
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode, read_jsonl
 from winnow.report import plots
+from winnow.report.passk import pass_stats
 from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows, completion_stats
 from winnow.rundir import completed_manifest, load_scored, load_selected
 
 
-def run_report(run_dir: str | Path, *, out_dir: str | Path | None = None, iters: int = 2000, seed: int = 0) -> dict:
-    """Compute the report of a scored run directory, write its files, and return report.json's dict."""
+def run_report(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    iters: int = 2000,
+    seed: int = 0,
+    pass_threshold: float | None = None,
+) -> dict:
+    """Compute the report of a scored run directory, write its files, and return report.json's dict.
+
+    pass_threshold: a completion passes at reward >= this (default: the score stage's); with
+    one, the report adds pass statistics (``winnow.report.passk``) and pass_rates.png.
+    """
     run_dir = Path(run_dir)
     final = Path(out_dir) if out_dir else run_dir / "report"
-    result = compute(run_dir, iters=iters, seed=seed)
+    result = compute(run_dir, iters=iters, seed=seed, pass_threshold=pass_threshold)
     with staged_folder(final) as out:
         return _write_report(result, out)
 
@@ -68,6 +80,13 @@ def staged_folder(final: Path) -> Iterator[Path]:
 
 
 def _write_report(result: dict, out: Path) -> dict:
+    if result.get("pass"):
+        p = result["pass"]
+        plots.plot_pass(
+            out / "pass_rates.png",
+            np.array([np.nan if x is None else x for x in p["pass_rate_per_prompt"]], dtype=float),
+            *(np.array(p["pass_at_k"][key], dtype=float) for key in ("mean", "low", "high")),
+        )
     bon = result["best_of_n"]
     if bon["rows"]:
         plots.plot_best_of_n(
@@ -83,7 +102,7 @@ def _write_report(result: dict, out: Path) -> dict:
     return clean
 
 
-def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
+def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: float | None = None) -> dict:
     """Every number of the report (NaN where undefined); keys starting with _ hold plot data."""
     prompts, by_key, rewards, scored = load_scored(run_dir)
     generate = completed_manifest(run_dir, "generate")
@@ -116,6 +135,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
         "pairs": _pairs(run_dir),
         # the stages read, so `winnow verify` can tell a report made before they were redone
         "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
+        "adaptive": generate.get("adaptive"),
+        "pass": _pass(prompts, by_key, rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
         "_plot": {
             "all": {"rewards": [r["reward"] for r in all_rows], "tokens": [r["num_tokens"] for r in all_rows]},
             "selected": {
@@ -125,6 +146,35 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
         },
     }
     return result
+
+
+def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, iters: int, seed: int) -> dict | None:
+    """Pass statistics when there is a threshold (given, else the score stage's); else None.
+
+    An adaptive run stopped sampling a prompt once its rule was met, so its later columns
+    are sampled more often for hard prompts: pass rates over them are biased. Its pass@k and
+    votes use the first step's columns alone, which every prompt got (k up to the step).
+    """
+    if threshold is None:
+        threshold = (scored["config"].get("score") or {}).get("pass_threshold")
+    if threshold is None:
+        return None
+    from winnow.answers import answer_tools
+
+    # a run scored by the math verifier votes with its reading and equality of answers
+    reward_fn = (scored["config"].get("score") or {}).get("reward_fn")
+    extract, equal = answer_tools("math" if reward_fn in ("math", ["math"]) else "auto")
+    adaptive = generate.get("adaptive")
+    columns = adaptive["step"] if adaptive else None
+    answers = [
+        [extract(by_key[(p.id, j)]["text"]) if (p.id, j) in by_key else None for j in range(rewards.shape[1])]
+        for p in prompts
+    ]
+    stats = pass_stats(rewards, threshold, columns=columns, answers=answers, iters=iters, seed=seed, equal=equal)
+    stats["pass_at_k_source"] = (
+        f"first {columns} samples of every prompt (the adaptive run's first step)" if adaptive else "all samples"
+    )
+    return stats
 
 
 def _reward(rewards: np.ndarray, i: int, j: int) -> float:
@@ -263,6 +313,7 @@ def markdown(r: dict) -> str:
     if removed:
         lines += ["", f"Before selecting: {', '.join(removed)}."]
     lines += ["", "![selected vs all](selected_vs_all.png)", ""]
+    lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
     if r["pairs"]:
         p = r["pairs"]
         lines += ["## Preference pairs", "", f"{p['count']} pairs."]
@@ -278,3 +329,58 @@ def markdown(r: dict) -> str:
             ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _pass_markdown(p: dict | None, adaptive: dict | None) -> list[str]:
+    """report.md's pass and adaptive sections (empty without them)."""
+    lines: list[str] = []
+    if adaptive:
+        a = adaptive
+        lines += [
+            "## Adaptive sampling",
+            "",
+            f"Rule `{a['stop_when']}`, {a['step']} samples per open prompt and step, at most {a['max']}: "
+            f"{a['samples']} completions sampled against {a['fixed_samples']} for a fixed N = {a['max']} "
+            f"({_fmt(a['saved_share'], '.1%')} fewer), {a['tokens']} tokens; {a['steps']} steps; "
+            f"{a['closed']} of {a['prompts']} prompts met the rule.",
+            "",
+        ]
+    if not p:
+        return lines
+    solved, pak = p["solved"], p["pass_at_k"]
+    lines += [
+        "## Pass statistics",
+        "",
+        f"A completion passes at reward >= {p['threshold']}. Mean per-prompt pass rate "
+        f"{_fmt(p['mean_pass_rate'])}; of {solved['prompts']} prompts, solved by none "
+        f"{_fmt(solved['none'], '.1%')}, some {_fmt(solved['some'], '.1%')}, all {_fmt(solved['all'], '.1%')} "
+        "of their samples.",
+        "",
+        f"pass@k is the unbiased estimator of Chen et al. (2021), 1 - C(n-c, k)/C(n, k), averaged over "
+        f"{pak['rows']} fully scored prompts from {p['pass_at_k_source']}, with a 95% bootstrap band (prompts).",
+        "",
+        "| k | pass@k | 95% band |",
+        "|---|---|---|",
+    ]
+    shown = sorted({k for k in pak["k"] if k & (k - 1) == 0} | ({pak["k"][-1]} if pak["k"] else set()))
+    lines += [
+        f"| {k} | {_fmt(pak['mean'][k - 1])} | [{_fmt(pak['low'][k - 1])}, {_fmt(pak['high'][k - 1])}] |" for k in shown
+    ]
+    if p.get("votes"):
+        v = p["votes"]
+        lines += [
+            "",
+            "maj@k: majority vote over the extracted answers of k samples drawn from the same columns "
+            "(ties to the answer seen first); weighted@k: each answer weighs the sum of its rewards. "
+            f"A vote passes when its chosen sample passes. {_fmt(v['answered_share'], '.1%')} of samples "
+            "held an extractable answer.",
+            "",
+            "| k | maj@k | weighted@k |",
+            "|---|---|---|",
+            *[
+                f"| {k} | {_fmt(m)} | {_fmt(w)} |"
+                for k, m, w in zip(v["k"], v["maj_at_k"], v["weighted_at_k"], strict=True)
+            ],
+        ]
+    lines += ["", "![pass rates](pass_rates.png)", ""]
+    return lines

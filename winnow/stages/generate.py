@@ -23,11 +23,19 @@ def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
 
 
 def generate(
-    run_dir: str | Path, prompts: list[Prompt], config: GenerateConfig, executor: ExecutorConfig | None = None
+    run_dir: str | Path,
+    prompts: list[Prompt],
+    config: GenerateConfig,
+    executor: ExecutorConfig | None = None,
+    *,
+    first_column: int = 0,
 ) -> dict:
     """Sample ``config.n`` completions per prompt from each model; returns the manifest.
 
     ``executor`` says where the shards are made (default: this process); it never changes them.
+    ``first_column``: sample index of the first completion (an adaptive run's later steps
+    continue the columns of the earlier ones); the stage's matrix then has
+    first_column + n x models columns, the first ones empty.
     """
     config.validate()
     executor = executor or ExecutorConfig()
@@ -36,7 +44,12 @@ def generate(
     stage = Stage(
         run_dir,
         "generate",
-        {"generate": config.stage_config(), "prompts_hash": config_hash(rows), "provenance": provenance},
+        {
+            "generate": config.stage_config(),
+            "prompts_hash": config_hash(rows),
+            "provenance": provenance,
+            **({"first_column": first_column} if first_column else {}),
+        },
     )
     with stage:
         server = _describe_server(config)
@@ -56,9 +69,9 @@ def generate(
                 if name in pending
             ]
             # model k owns columns k*n .. k*n+n-1; a prompt too long for it has no rows at all
-            columns = range(k * config.n, (k + 1) * config.n)
+            columns = range(first_column + k * config.n, first_column + (k + 1) * config.n)
             keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
-            factory = GenerateWorkerFactory(config, k, prompts)
+            factory = GenerateWorkerFactory(config, k, prompts, first_column)
             part = run_shards(
                 tasks,
                 factory,
@@ -83,7 +96,7 @@ def generate(
             shards=shard_names,
             outputs=["prompts.jsonl"],
             num_prompts=len(prompts),
-            num_columns=config.n * len(config.models),
+            num_columns=first_column + config.n * len(config.models),
             num_completions=len(completions),
             skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
             **({"server": server} if server else {}),
@@ -99,17 +112,20 @@ class GenerateWorkerFactory:
     model_index: int
     prompts: list[Prompt]
     """All prompts, so a too-long one is reported before the first shard is sampled."""
+    first_column: int = 0
+    """Sample index of this stage's first completion (see ``generate``)."""
 
     def __call__(self) -> GenerateWorker:
-        return GenerateWorker(self.config, self.model_index, self.prompts)
+        return GenerateWorker(self.config, self.model_index, self.prompts, self.first_column)
 
 
 class GenerateWorker:
     """Loads one model once; turns (prompts, seed) into completion rows for its columns."""
 
-    def __init__(self, config: GenerateConfig, model_index: int, prompts: list[Prompt]):
+    def __init__(self, config: GenerateConfig, model_index: int, prompts: list[Prompt], first_column: int = 0):
         self.config = config
         self.model_index = model_index
+        self.first_column = first_column
         self.backend = make_backend(
             config.backend,
             config.models[model_index],
@@ -130,7 +146,8 @@ class GenerateWorker:
         shard = []
         for c in completions:
             row = c.to_row()
-            row["sample_index"] += self.model_index * self.config.n  # model k owns columns k*n .. k*n+n-1
+            # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
+            row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
         return shard
 

@@ -1,0 +1,298 @@
+"""Adaptive sampling: sample in steps and stop sampling a prompt once its rule is met.
+
+A fixed N spends most samples where they change nothing: an easy prompt passes on its first
+sample, a hopeless one never does. Here every open prompt gets ``step`` more completions at a
+time, they are scored, and prompts whose rule is met close; this repeats until none is open
+or ``generate.n`` (MAX) have been sampled. Rules (``AdaptiveConfig.stop_when``):
+
+    pass            one completion with reward >= score.pass_threshold (SFT data)
+    pass-and-fail   one passing and one failing completion (a DPO pair)
+    passing:K       K passing completions with distinct texts
+    consensus:F     the most common extracted answer holds a share >= F of the prompt's
+                    samples (Adaptive-Consistency, Aggarwal et al. 2023); unextractable
+                    answers count in the share's denominator
+
+Layout: each step is an ordinary generate + score run directory, so each resumes as a stage
+does (a kill mid-step, then a rerun, ends with the same files)::
+
+    RUN_DIR/adaptive/step-1/generate, score   columns 0 .. S-1 of every prompt
+    RUN_DIR/adaptive/step-2/generate, score   columns S .. 2S-1 of the prompts still open
+    ...
+    RUN_DIR/generate, RUN_DIR/score           the steps put together: one (M, MAX) reward
+                                              matrix, NaN where a prompt had stopped
+
+so select, sft, pairs and the report read RUN_DIR as after a fixed-N run. Step s samples with
+a seed of its own, derived from generate.seed; which prompts are open at a step follows from
+the earlier steps' files alone, so a resumed run samples what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from winnow import select as sel
+from winnow import stages
+from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig, config_hash
+from winnow.errors import WinnowError
+from winnow.executors import write_shard
+from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
+from winnow.rundir import Stage, load_scored
+
+
+def step_dir(run_dir: str | Path, s: int) -> Path:
+    return Path(run_dir) / "adaptive" / f"step-{s}"
+
+
+def step_seed(seed: int, s: int) -> int:
+    """Step s's sampling seed, derived from the configured one (0xADA keeps it apart from rounds')."""
+    return int(np.random.SeedSequence([seed, 0xADA, s]).generate_state(1)[0])
+
+
+def is_closed(
+    rule: tuple[str, float],
+    rewards: np.ndarray,
+    texts: list[str | None],
+    answers: list[str | None] | None,
+    threshold: float | None,
+    equal=None,
+) -> bool:
+    """Whether one prompt's samples so far meet the rule.
+
+    rewards: float (n,) of the samples drawn so far (NaN = unscored, neither passes nor
+    fails); texts: (n,) their texts (None: no completion); answers: (n,) extracted answers,
+    for consensus, grouped by ``equal`` (default ``==``). Every sample drawn so far counts in
+    consensus's denominator.
+
+    >>> r = np.array([0.0, 1.0, np.nan])
+    >>> is_closed(("pass", 0), r, ["a", "b", "c"], None, 0.5), is_closed(("passing", 2), r, ["a", "b", "c"], None, 0.5)
+    (True, False)
+    >>> is_closed(("consensus", 0.6), r, ["a", "b", "c"], ["4", "4", None], None)
+    True
+    """
+    name, param = rule
+    if name == "consensus":
+        assert answers is not None
+        return sel.consensus_share(answers, equal) >= param
+    assert threshold is not None
+    with np.errstate(invalid="ignore"):
+        passed, failed = rewards >= threshold, rewards < threshold
+    match name:
+        case "pass":
+            return bool(passed.any())
+        case "pass-and-fail":
+            return bool(passed.any() and failed.any())
+        case "passing":
+            return len({texts[j] for j in np.flatnonzero(passed)}) >= param
+    raise WinnowError(f"adaptive.stop_when: unknown rule {name!r}")
+
+
+def run_adaptive(
+    run_dir: str | Path,
+    prompts: list[Prompt],
+    generate: GenerateConfig,
+    score: ScoreConfig,
+    adaptive: AdaptiveConfig,
+    *,
+    executor: ExecutorConfig | None = None,
+    reward=None,
+    step_hook=None,
+) -> dict:
+    """Sample in steps until every prompt's rule is met or generate.n are sampled; then write
+    RUN_DIR/generate and RUN_DIR/score as one (M, generate.n) run. Returns {"generate", "score"}
+    manifests; both hold ``adaptive``: samples and tokens spent per prompt and in total.
+
+    reward: overrides the score config's reward (library use, as in ``stages.score``).
+    step_hook: called with each finished step's number (tests stop a run between steps).
+    """
+    generate.validate()
+    score.validate()
+    adaptive.validate()
+    if adaptive.step is None:
+        raise WinnowError("adaptive.step: set it (--adaptive-step) to sample adaptively")
+    if len(generate.models) != 1:
+        raise WinnowError("adaptive sampling takes one model (generate.models); run one adaptive run per model")
+    rule = adaptive.rule()
+    threshold = score.pass_threshold
+    if rule[0] != "consensus" and threshold is None:
+        raise WinnowError(f"adaptive.stop_when {adaptive.stop_when} needs score.pass_threshold (--pass-threshold)")
+    extract = equal = None
+    if rule[0] == "consensus":
+        from winnow.answers import answer_tools
+
+        extract, equal = answer_tools(adaptive.answer)
+    maximum, m = generate.n, len(prompts)
+    row_of = {p.id: i for i, p in enumerate(prompts)}
+    rewards = np.full((m, maximum), np.nan)
+    texts: list[list[str | None]] = [[None] * maximum for _ in prompts]
+    answers: list[list[str | None]] = [[None] * maximum for _ in prompts]
+    sampled = np.zeros(m, dtype=np.int64)  # columns drawn per prompt (a skipped prompt draws none)
+    open_rows = list(range(m))
+    steps: list[dict] = []
+    start, s = 0, 0
+    while open_rows and start < maximum:
+        s += 1
+        size = min(adaptive.step, maximum - start)
+        folder = step_dir(run_dir, s)
+        chunk = [prompts[i] for i in open_rows]
+        config = replace(generate, n=size, seed=step_seed(generate.seed, s))
+        gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start)
+        score_manifest = stages.score(folder, score, reward=reward, executor=executor)
+        step_prompts, by_key, step_rewards, _ = load_scored(folder)
+        for k, p in enumerate(step_prompts):
+            i = row_of[p.id]
+            rewards[i, start : start + size] = step_rewards[k, start : start + size]
+            for j in range(start, start + size):
+                c = by_key.get((p.id, j))
+                if c is not None:
+                    texts[i][j] = c["text"]
+                    answers[i][j] = extract(c["text"]) if extract else None
+                    sampled[i] += 1
+        start += size
+        open_rows = [
+            i
+            for i in open_rows
+            if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold, equal)
+        ]
+        steps.append(
+            {
+                "step": s,
+                "prompts": len(chunk),
+                "columns": [start - size, start],
+                "generate_hash": gen_manifest["config_hash"],
+                "score_hash": score_manifest["config_hash"],
+            }
+        )
+        if step_hook is not None:
+            step_hook(s)
+    summary = _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold)
+    return _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
+
+
+def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold) -> dict:
+    """What adaptive sampling spent and reached; the manifest's and the report's ``adaptive``."""
+    m = len(sampled)
+    out = {
+        "stop_when": adaptive.stop_when,
+        "step": adaptive.step,
+        "max": maximum,
+        "steps": len(steps),
+        "prompts": m,
+        "closed": m - len(open_rows),
+        "samples": int(sampled.sum()),
+        "fixed_samples": m * maximum,
+        "saved_share": 1 - float(sampled.sum()) / (m * maximum) if m else 0.0,
+        "samples_per_prompt": sampled.tolist(),
+        "tokens": 0,  # filled in by _assemble, which reads every completion
+    }
+    if threshold is not None:
+        with np.errstate(invalid="ignore"):
+            out["passing_prompts"] = int((rewards >= threshold).any(axis=1).sum())
+    return out
+
+
+def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor) -> dict:
+    """RUN_DIR/generate and RUN_DIR/score from the steps: a shard per step, then the matrix."""
+    run_dir = Path(run_dir)
+    rows_per_step = []
+    for step in steps:
+        folder = step_dir(run_dir, step["step"])
+        _, by_key, _, _ = load_scored(folder)
+        lo, hi = step["columns"]
+        rows_per_step.append(sorted((c for c in by_key.values() if lo <= c["sample_index"] < hi), key=_key))
+    completions = [c for rows in rows_per_step for c in rows]
+    summary["tokens"] = int(sum(c["num_tokens"] for c in completions))
+    tokens = {p.id: 0 for p in prompts}
+    for c in completions:
+        tokens[c["prompt_id"]] += c["num_tokens"]
+    summary["tokens_per_prompt"] = [tokens[p.id] for p in prompts]
+    record_executor = (executor or ExecutorConfig()).name
+    prompt_rows = [p.to_row() for p in prompts]
+    gen = Stage(
+        run_dir,
+        "generate",
+        {
+            "generate": generate.stage_config(),
+            # the extractor decides only consensus's samples: other rules leave it out
+            "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
+            "prompts_hash": config_hash(prompt_rows),
+            "steps": [st["generate_hash"] for st in steps],
+        },
+    )
+    names = [f"s{st['step']:05d}" for st in steps]
+    with gen:
+        gen.claim()
+        for name, rows in zip(names, rows_per_step, strict=True):
+            _write_recorded(gen, name, rows)
+        atomic_write_jsonl(gen.dir / "prompts.jsonl", prompt_rows)
+        skipped = sum(1 for p in prompts if not any(c["prompt_id"] == p.id for c in completions))
+        gen_manifest = gen.finish(
+            shards=names,
+            outputs=["prompts.jsonl"],
+            num_prompts=len(prompts),
+            num_columns=generate.n,
+            num_completions=len(completions),
+            skipped_prompts=skipped,
+            adaptive=summary,
+            executor={"name": record_executor},
+        )
+    sc = Stage(
+        run_dir,
+        "score",
+        {
+            "score": score.stage_config(),
+            "generate_hash": gen_manifest["config_hash"],
+            "steps": [st["score_hash"] for st in steps],
+        },
+    )
+    with sc:
+        sc.claim()
+        reward_rows = []
+        for step, name in zip(steps, names, strict=True):
+            step_rows = _step_reward_rows(step_dir(run_dir, step["step"]), *step["columns"])
+            _write_recorded(sc, name, step_rows)
+            reward_rows += step_rows
+        matrix = stages.reward_matrix(prompts, reward_rows, generate.n)
+        atomic_write_npy(sc.dir / "rewards.npy", matrix)
+        outputs, extra = ["rewards.npy"], {}
+        components = load_scored(step_dir(run_dir, 1))[3].get("components") if steps else None
+        if components:  # several rewards: each as its own matrix too, as the score stage writes them
+            for k, part in enumerate(components):
+                values = stages.reward_matrix(prompts, reward_rows, generate.n, component=k)
+                atomic_write_npy(sc.dir / part["file"], values)
+                outputs.append(part["file"])
+            extra["components"] = [
+                {k: v for k, v in c.items() if k in ("reward", "weight", "file")} for c in components
+            ]
+        score_manifest = sc.finish(
+            shards=names,
+            outputs=outputs,
+            **stages.summarize(matrix, num_completions=len(completions)),
+            **extra,
+            adaptive=summary,
+            executor={"name": record_executor},
+        )
+    return {"generate": gen_manifest, "score": score_manifest}
+
+
+def _key(row: dict):
+    return (row["prompt_id"], row["sample_index"])
+
+
+def _step_reward_rows(folder: Path, lo: int, hi: int) -> list[dict]:
+    """The reward rows of a step's score stage in columns [lo, hi), in key order."""
+    manifest = stages.load_scored(folder)[3]
+    from winnow.rundir import read_shards
+
+    rows = read_shards(folder / "score", manifest["shards"], manifest["files"], stage="score")
+    # the rows as the step's score stage wrote them (components, no_answer and all)
+    keep = [r for r in rows if lo <= r["sample_index"] < hi]
+    return sorted(keep, key=_key)
+
+
+def _write_recorded(stage: Stage, name: str, rows: list[dict]) -> None:
+    """Write a shard of rows the driver already holds and record it (keys as written)."""
+    write_shard(stage.dir, name, rows, config_hash=stage.hash)
+    stage.record_shard(name, {_key(r) for r in rows}, exact=True)
