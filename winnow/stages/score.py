@@ -14,7 +14,9 @@ from winnow import select as sel
 from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
-from winnow.rundir import Stage, load_generations
+from winnow.rundir import Stage, completed_manifest
+from winnow.stages.score_input import ScoreSlice, SliceKeys, count_rows, plan_slices, prompt_contents, stream_matrix
+from winnow.stream import load_prompts
 
 
 def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: ExecutorConfig | None = None) -> dict:
@@ -26,21 +28,21 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     """
     config.validate()
     executor = executor or ExecutorConfig()
-    prompts, completions, gen = load_generations(run_dir)
+    # Streamed: the driver holds the prompts and the reward matrix, never every completion;
+    # each task names the generate rows its worker reads (``score_input``).
+    gen = completed_manifest(run_dir, "generate")
+    prompts = load_prompts(run_dir, gen)
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
         run_dir, "score", {"score": asdict(config), "generate_hash": gen["config_hash"], "provenance": provenance}
     )
     with stage:
-        by_id = {p.id: p for p in prompts}
-        num_shards = math.ceil(len(completions) / config.shard_size)
-        names = [f"{i:05d}" for i in range(num_shards)]
-        chunks = {
-            name: completions[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
-        }
+        slices = plan_slices(run_dir, gen, config.shard_size)
+        names = [f"{i:05d}" for i in range(len(slices))]
+        by_name = dict(zip(names, slices, strict=True))
         pending = stage.pending(names)
-        tasks = [ShardTask(name, [(by_id[c["prompt_id"]].content, c) for c in chunks[name]]) for name in pending]
-        keys = {name: {(c["prompt_id"], c["sample_index"]) for c in chunks[name]} for name in pending}
+        tasks = [ShardTask(name, by_name[name]) for name in pending]
+        keys = SliceKeys({name: by_name[name] for name in pending})
         report = run_shards(
             tasks,
             ScoreWorkerFactory(config, reward),
@@ -48,22 +50,21 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             claim=stage.claim,
             executor=executor,
             desc="score",
-            on_written=stage.recorder(keys, exact=True),
+            on_written=stage.recorder(keys, exact=True),  # type: ignore[arg-type]
             config_hash=stage.hash,
         )
         report.raise_failed("score", len(tasks))
         stage.check_made(tasks, report, keys, exact=True)
         if not tasks and stage.stored_manifest() and stage.matches("rewards.npy"):
             return stage.manifest()
-        rows = stage.read_shards(names)
-        matrix = reward_matrix(prompts, rows, gen["num_columns"])
+        matrix, paths = stream_matrix(stage.dir, names, stage.records(), prompts, gen["num_columns"])
         stage.claim()
         atomic_write_npy(stage.dir / "rewards.npy", matrix)
         return stage.finish(
             shards=names,
             outputs=["rewards.npy"],
-            **summarize(matrix, num_completions=len(completions)),
-            **scoring_paths(rows),
+            **summarize(matrix, num_completions=count_rows(gen, gen["shards"], Path(run_dir) / "generate")),
+            **paths,
             executor=report.record(executor),
         )
 
@@ -94,6 +95,8 @@ class ScoreWorker:
         from winnow.rewards import call_reward
 
         pairs = task.payload
+        if isinstance(pairs, ScoreSlice):  # the stage's tasks name their rows; library callers may pass pairs
+            pairs = pairs.pairs(prompt_contents(pairs.run_dir))
         values: list[float] = []
         paths: list[dict] = []  # a reward model's per-row scoring path, for the manifest
         for start in range(0, len(pairs), self.step):
