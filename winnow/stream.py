@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,3 +295,69 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 raw = raw[len(BOM) :]
             if raw.strip():
                 yield lineno, loads(raw, path, lineno)
+
+
+def load_scored_index(run_dir: str | Path, *, hashes: bool = False) -> tuple[CompletionIndex, np.ndarray, dict]:
+    """What selection reads, streamed: the completion index, the reward matrix float64 (M, C)
+    and the score manifest (``winnow.rundir.load_scored`` without the texts)."""
+    index, generated = scan_generations(run_dir, hashes=hashes)
+    manifest = completed_manifest(run_dir, "score")
+    path = Path(run_dir) / "score" / "rewards.npy"
+    verified_shard(path, manifest["files"].get("rewards.npy"), stage="score")
+    rewards = np.load(path)
+    expected = (len(index.prompts), generated["num_columns"])
+    if rewards.shape != expected:  # recorded, yet not this generate stage's shape: score ran on another one
+        raise WinnowError(f"{path}: shape {rewards.shape}, expected {expected}; rerun `winnow score` to remake it")
+    return index, rewards, manifest
+
+
+class Cells:
+    """The completion indexes of one or more rounds side by side, as one (M, C_1 + ... + C_R)
+    set of cells: the numbers of every cell, and its row read back on demand."""
+
+    def __init__(self, parts: list[CompletionIndex]):
+        self.parts = parts
+        self.prompts = parts[0].prompts
+        self.starts = np.cumsum([0] + [p.num_columns for p in parts])
+        join = (lambda arrays: arrays[0]) if len(parts) == 1 else (lambda arrays: np.concatenate(arrays, axis=1))
+        self.present = join([p.shard != NO_ROW for p in parts])
+        self.cut = join([p.cut for p in parts])
+        self.num_tokens = join([p.num_tokens for p in parts])
+        hashes = [p.hashes for p in parts]
+        self.hashes = join(hashes) if all(h is not None for h in hashes) else None
+        self.row_of = {p.id: i for i, p in enumerate(self.prompts)}
+
+    def row(self, i: int, j: int) -> dict | None:
+        k = int(np.searchsorted(self.starts, j, side="right")) - 1
+        return self.parts[k].row(i, j - int(self.starts[k]))
+
+    def by_key(self) -> KeyView:
+        return KeyView(self)
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
+class KeyView(Mapping):
+    """(prompt_id, column) -> completion row, read from disk when asked: the ``by_key`` dict
+    the selection code takes, without the texts in memory."""
+
+    def __init__(self, cells: Cells):
+        self.cells = cells
+
+    def __getitem__(self, key: tuple[str, int]) -> dict:
+        prompt_id, j = key
+        i = self.cells.row_of.get(prompt_id)
+        row = None if i is None or not 0 <= j < self.cells.present.shape[1] else self.cells.row(i, j)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        ids = [p.id for p in self.cells.prompts]
+        for i, j in zip(*np.nonzero(self.cells.present), strict=True):
+            yield ids[int(i)], int(j)
+
+    def __len__(self) -> int:
+        return int(self.cells.present.sum())

@@ -138,9 +138,7 @@ def stream_matrix(
         if has_paths:
             paths[row["scored_by"]] += 1
             saved += row["prompt_tokens_saved"]
-    summary = (
-        {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if has_paths else {}
-    )
+    summary = {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if has_paths else {}
     return matrix, summary
 
 
