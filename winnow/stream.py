@@ -89,17 +89,6 @@ def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def count_lines(path: Path) -> int:
-    """Non-blank lines of a file, read in 1 MiB blocks (a JSONL file's rows)."""
-    rows, tail = 0, b""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            rows += sum(1 for line in lines if line.strip())
-    return rows + (1 if tail.strip() else 0)
-
-
 @contextmanager
 def atomic_lines(path: Path):
     """Write a file line by line via a temp file and rename (readers see all or nothing).

@@ -76,7 +76,8 @@ def generate(
         report.raise_failed("generate", made)
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
-        completions = stage.read_shards(shard_names)
+        # one pass over the shards, one in memory at a time: only the counts are kept
+        num_completions, skipped = _count_streamed(stage, shard_names, prompts, len(config.models))
         stage.claim()
         atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
         return stage.finish(
@@ -84,8 +85,8 @@ def generate(
             outputs=["prompts.jsonl"],
             num_prompts=len(prompts),
             num_columns=config.n * len(config.models),
-            num_completions=len(completions),
-            skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+            num_completions=num_completions,
+            skipped_prompts=skipped,
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
@@ -161,7 +162,28 @@ def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> s
     return keep
 
 
-def _count_skipped(prompts: list[Prompt], completions: list[dict], num_models: int) -> int:
+def _count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int]:
+    """(completions, prompt-model pairs with none) of the shards ``names``, read one at a time."""
+    from winnow.stream import iter_shard_rows
+
+    counted = _Counted(iter_shard_rows(stage.dir, names, stage.records(), stage="generate"))
+    skipped = _count_skipped(prompts, counted, num_models)
+    return counted.count, skipped
+
+
+class _Counted:
+    """An iterable that counts what passed through it."""
+
+    def __init__(self, rows):
+        self.rows, self.count = rows, 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def _count_skipped(prompts: list[Prompt], completions, num_models: int) -> int:
     """Prompt-model pairs that got no completion (too long for that model's context)."""
     per_prompt: dict[str, set] = {}
     for c in completions:
