@@ -134,6 +134,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
         ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
     ],
+    "import": [
+        ("--completion-id-column", "import", "id_column", str, "completions: column holding the prompt id"),
+        ("--text-column", "import", "text_column", str, "completions: column holding the completion text"),
+        ("--model", "import", "model", str, "model name for rows without a model column"),
+        ("--max-new-tokens", "import", "max_new_tokens", int, "the token limit the completions were made under"),
+        ("--shard-rows", "import", "shard_rows", int, "completions per generate shard"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate", "executor"],
@@ -144,11 +151,12 @@ STAGES_OF = {
     "bon": ["generate", "score", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
+    "import": ["import"],
 }
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
-NEEDS_PROMPTS = {"generate", "run", "bon"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -163,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
         "bon": "Best-of-N: the best completion per prompt",
         "dpo": "DPO on the preference pairs of select --pairs",
         "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
+        "import": "write a generate stage from completions made elsewhere",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -194,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
                     group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
                 else:
                     group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
+        if name == "import":
+            p.add_argument(
+                "--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder"
+            )
         if name == "bon":
             p.add_argument(
                 "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
@@ -380,6 +393,17 @@ def run_command(args: argparse.Namespace) -> None:
             prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
             id_column=args.id_column or file_config.get("id_column", "id"),
         )
+    if args.command == "import":
+        from winnow.importer import import_completions
+
+        if not args.completions:
+            raise WinnowError("--completions is required")
+        assert prompts is not None
+        manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
+        print(
+            json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
+        )
+        return
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
         pipeline.best_of_n(run_dir, out=args.out)

@@ -312,6 +312,7 @@ class Cells:
         self.present = join([p.shard != NO_ROW for p in parts])
         self.cut = join([p.cut for p in parts])
         self.num_tokens = join([p.num_tokens for p in parts])
+        self.size = join([p.length for p in parts])
         hashes = [p.hashes for p in parts]
         self.hashes = join(hashes) if all(h is not None for h in hashes) else None
         self.row_of = {p.id: i for i, p in enumerate(self.prompts)}

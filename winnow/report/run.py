@@ -105,6 +105,7 @@ def _arrays(cells: Cells, rewards: np.ndarray, rows: np.ndarray, cols: np.ndarra
         cut=cells.cut[rows, cols],
         prompt_row=rows.astype(np.int64),
         hashes=cells.hashes[rows, cols],
+        size=cells.size[rows, cols].astype(np.int64),
         text=lambda k: (cells.row(int(rows[k]), int(cols[k])) or {})["text"],
     )
 
