@@ -18,21 +18,24 @@ PROMPTS, N, TEXT_BYTES = 40, 8, 250_000
 BOUND_MB = 30
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 import matplotlib.pyplot  # the report's plots: loaded before the baseline, a fixed cost
 from winnow.config import ScoreConfig, SelectConfig
 from winnow.report import run_report
 from winnow.stages import score, select
 
+def peak_kb():  # VmHWM: this process image's peak RSS (ru_maxrss would include the parent's before exec)
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+
 run, what = sys.argv[1], sys.argv[2]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kb()
 if what == "score":
     score(run, ScoreConfig(reward_fn="length", shard_size=8))
 elif what == "select":
     select(run, SelectConfig(strategy="top_k_overall", k=100, dedup=True, drop_truncated=True, pairs="best-worst"))
 else:
     run_report(run, iters=50)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_kb()
 print(json.dumps({"grew_mb": (peak - base) / 1024}))
 """
 
