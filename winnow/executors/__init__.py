@@ -182,6 +182,10 @@ def _run_local(
 ) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
+    if getattr(worker, "pipelined", False):
+        return _run_overlapped(
+            tasks, worker, stage_dir, claim=claim, desc=desc, on_written=on_written, config_hash=config_hash
+        )
     report = ShardReport(executor="local", workers=1)
     for task in tqdm(tasks, desc=desc, unit="shard"):
         rows = worker.run(task)
@@ -191,4 +195,52 @@ def _run_local(
         report.done.append(task.name)
         if on_written is not None:
             on_written(task.name)
+    return report
+
+
+def _run_overlapped(
+    tasks: Sequence[ShardTask],
+    worker: Any,
+    stage_dir: Path,
+    *,
+    claim: Callable[[], None],
+    desc: str,
+    on_written: Callable[[str], None] | None,
+    config_hash: str | None,
+) -> ShardReport:
+    """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
+    future of the rows): ``worker.depth()`` shards are in flight, so the next one's requests
+    start while the last of the current one finish. Shards are written in order, each whole
+    (a kill loses only those in flight); the first error cancels the rest and is raised."""
+    from collections import deque
+
+    report = ShardReport(executor="local", workers=1)
+    depth = worker.depth()
+    flying: deque = deque()
+    bar = tqdm(total=len(tasks), desc=desc, unit="shard")
+
+    def land() -> None:
+        task, future = flying.popleft()
+        rows = future.result()
+        if not report.done:
+            claim()
+        write_shard(stage_dir, task.name, rows, config_hash=config_hash)
+        report.done.append(task.name)
+        bar.update(1)
+        if on_written is not None:
+            on_written(task.name)
+
+    try:
+        for task in tasks:
+            while len(flying) >= depth:
+                land()
+            flying.append((task, worker.submit(task)))
+        while flying:
+            land()
+    finally:
+        for _, future in flying:
+            future.cancel()
+        bar.close()
+        if hasattr(worker, "close"):
+            worker.close()
     return report

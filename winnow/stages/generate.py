@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,10 +125,51 @@ class GenerateWorker:
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether shards may overlap (``submit``): a server backend keeps its requests
+        ``concurrency`` deep across shard boundaries."""
+        return hasattr(self.backend, "submit")
+
+    def depth(self) -> int:
+        """Shards in flight at once: enough that their requests fill ``concurrency``, plus one."""
+        client = self.config.client_settings()
+        concurrency = client.concurrency if client is not None else 1
+        return max(2, -(-concurrency // self.config.shard_size) + 1)
+
+    def submit(self, task: ShardTask) -> concurrent.futures.Future:
+        """``run`` without waiting, for a backend with ``submit``: a future of the shard's rows."""
+        chunk, seed = task.payload
+        chunk = [p for p in chunk if p.id in self.keep]
+        out: concurrent.futures.Future = concurrent.futures.Future()
+        if not chunk:
+            out.set_result([])
+            return out
+        inner = self.backend.submit(chunk, self.sampling, seed=seed)
+
+        def done(f: concurrent.futures.Future) -> None:
+            if f.cancelled():
+                out.cancel()
+            elif f.exception() is not None:
+                out.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                out.set_result(self._rows(f.result()))
+
+        inner.add_done_callback(done)
+        out.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
+        return out
+
+    def close(self) -> None:
+        if hasattr(self.backend, "close"):
+            self.backend.close()
+
     def run(self, task: ShardTask) -> list[dict]:
         chunk, seed = task.payload
         chunk = [p for p in chunk if p.id in self.keep]
         completions = self.backend.generate(chunk, self.sampling, seed=seed) if chunk else []
+        return self._rows(completions)
+
+    def _rows(self, completions) -> list[dict]:
         shard = []
         for c in completions:
             row = c.to_row()
