@@ -210,35 +210,35 @@ def _run_overlapped(
 ) -> ShardReport:
     """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
     future of the rows): ``worker.depth()`` shards are in flight, so the next one's requests
-    start while the last of the current one finish. Shards are written in order, each whole
-    (a kill loses only those in flight); the first error cancels the rest and is raised."""
-    from collections import deque
+    start while the last of the current one finish. Each shard is written whole as soon as
+    it is done, in whatever order they finish (a slow request holds back its own shard
+    only); a kill loses only the shards in flight. The first error cancels the rest and is
+    raised."""
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     report = ShardReport(executor="local", workers=1)
     depth = worker.depth()
-    flying: deque = deque()
+    flying: dict = {}  # future -> task
+    queue = list(tasks)[::-1]
     bar = tqdm(total=len(tasks), desc=desc, unit="shard")
-
-    def land() -> None:
-        task, future = flying.popleft()
-        rows = future.result()
-        if not report.done:
-            claim()
-        write_shard(stage_dir, task.name, rows, config_hash=config_hash)
-        report.done.append(task.name)
-        bar.update(1)
-        if on_written is not None:
-            on_written(task.name)
-
     try:
-        for task in tasks:
-            while len(flying) >= depth:
-                land()
-            flying.append((task, worker.submit(task)))
-        while flying:
-            land()
+        while queue or flying:
+            while queue and len(flying) < depth:
+                task = queue.pop()
+                flying[worker.submit(task)] = task
+            done, _ = wait(flying, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: flying[f].name):  # same-moment shards in name order
+                task = flying.pop(future)
+                rows = future.result()
+                if not report.done:
+                    claim()
+                write_shard(stage_dir, task.name, rows, config_hash=config_hash)
+                report.done.append(task.name)
+                bar.update(1)
+                if on_written is not None:
+                    on_written(task.name)
     finally:
-        for _, future in flying:
+        for future in flying:
             future.cancel()
         bar.close()
         if hasattr(worker, "close"):

@@ -132,10 +132,11 @@ class GenerateWorker:
         return hasattr(self.backend, "submit")
 
     def depth(self) -> int:
-        """Shards in flight at once: enough that their requests fill ``concurrency``, plus one."""
+        """Shards in flight at once: twice what fills ``concurrency``, plus one, so requests are
+        queued behind the server even while a shard waits on its slowest request."""
         client = self.config.client_settings()
         concurrency = client.concurrency if client is not None else 1
-        return max(2, -(-concurrency // self.config.shard_size) + 1)
+        return 2 * -(-concurrency // self.config.shard_size) + 1
 
     def submit(self, task: ShardTask) -> concurrent.futures.Future:
         """``run`` without waiting, for a backend with ``submit``: a future of the shard's rows."""
