@@ -57,7 +57,7 @@ def workdir(tmp_path):
 
 
 def test_requests_stay_concurrency_deep_across_shards_with_the_same_rows(workdir, monkeypatch):
-    gauge = Gauge(lambda count: 0.15)
+    gauge = Gauge(lambda count: 0.4)
     with FakeServer(fault=gauge) as server:
         assert main(argv(workdir, server.url, "overlapped")) == 0
         overlapped = gauge.most

@@ -209,38 +209,42 @@ def _run_overlapped(
     config_hash: str | None,
 ) -> ShardReport:
     """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
-    future of the rows): ``worker.depth()`` shards are in flight, so the next one's requests
-    start while the last of the current one finish. Each shard is written whole as soon as
-    it is done, in whatever order they finish (a slow request holds back its own shard
-    only); a kill loses only the shards in flight. The first error cancels the rest and is
-    raised."""
-    from concurrent.futures import FIRST_COMPLETED, wait
+    future of the rows): up to ``worker.depth()`` shards are submitted and not yet written,
+    so the next shards' requests start while the last of the current one finish. Shards are
+    written whole and in order, as one after another would write them: the first error
+    stops the stage with the shards before it written and none after (those in flight are
+    cancelled), and a kill loses only the shards in flight."""
+    from collections import deque
 
     report = ShardReport(executor="local", workers=1)
     depth = worker.depth()
-    flying: dict = {}  # future -> task
-    queue = list(tasks)[::-1]
+    flying: deque = deque()
     bar = tqdm(total=len(tasks), desc=desc, unit="shard")
     try:
-        while queue or flying:
-            while queue and len(flying) < depth:
-                task = queue.pop()
-                flying[worker.submit(task)] = task
-            done, _ = wait(flying, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: flying[f].name):  # same-moment shards in name order
-                task = flying.pop(future)
-                rows = future.result()
-                if not report.done:
-                    claim()
-                write_shard(stage_dir, task.name, rows, config_hash=config_hash)
-                report.done.append(task.name)
+        for task in tasks:
+            while len(flying) >= depth:
+                _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
                 bar.update(1)
-                if on_written is not None:
-                    on_written(task.name)
+            flying.append((task, worker.submit(task)))
+        while flying:
+            _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
+            bar.update(1)
     finally:
-        for future in flying:
+        for _, future in flying:
             future.cancel()
         bar.close()
         if hasattr(worker, "close"):
             worker.close()
     return report
+
+
+def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash) -> None:
+    """Wait for one submitted shard and write it."""
+    task, future = item
+    rows = future.result()
+    if not report.done:
+        claim()
+    write_shard(stage_dir, task.name, rows, config_hash=config_hash)
+    report.done.append(task.name)
+    if on_written is not None:
+        on_written(task.name)

@@ -132,11 +132,12 @@ class GenerateWorker:
         return hasattr(self.backend, "submit")
 
     def depth(self) -> int:
-        """Shards in flight at once: twice what fills ``concurrency``, plus one, so requests are
-        queued behind the server even while a shard waits on its slowest request."""
+        """Shards submitted and not yet written: four times what fills ``concurrency``, plus
+        two, so requests stay queued at the server while the oldest shard waits on its
+        slowest request (shards are written in order); memory is that many shards' rows."""
         client = self.config.client_settings()
         concurrency = client.concurrency if client is not None else 1
-        return 2 * -(-concurrency // self.config.shard_size) + 1
+        return 4 * -(-concurrency // self.config.shard_size) + 2
 
     def submit(self, task: ShardTask) -> concurrent.futures.Future:
         """``run`` without waiting, for a backend with ``submit``: a future of the shard's rows."""
