@@ -11,9 +11,10 @@ Memory: about 30 bytes a cell, so 16 million completions (10^6 prompts x 16) tak
 0.5 GB of arrays, whatever the texts' length.
 
 JSONL stays the shard format (readable by ``jq``, ``datasets`` and ``pandas``); lines are
-parsed with orjson, several times faster than the json module on these rows
-(``benchmarks/bench_scale.py --formats``). Writers keep the json module, so files are
-byte-identical to those written before.
+parsed with msgspec, 11x faster than the json module on completion rows, and 36x when
+decoded into a typed struct that leaves the text out, which is how a scan that needs no
+text reads them (``benchmarks/bench_scale.py --formats``). Writers keep the json module,
+so files are byte-identical to those written before.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
-import orjson
 
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
@@ -43,12 +44,35 @@ NO_ROW = -1
 def loads(line: bytes, path: Path | str, lineno: int) -> dict:
     """One JSONL line as an object; bad JSON names the file and line."""
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
+        obj = _DECODE(line)
+    except msgspec.DecodeError as e:
         raise WinnowError(f"{where(path, lineno)}: malformed JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WinnowError(f"{where(path, lineno)}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+_DECODE = msgspec.json.Decoder().decode
+
+
+class _Numbers(msgspec.Struct):
+    """What a scan without texts reads of a completion row (the text is skipped, not decoded)."""
+
+    prompt_id: str
+    sample_index: int
+    num_tokens: int
+    finish_reason: str
+
+
+class _NumbersAndText(_Numbers):
+    text: str
+
+
+def _decode_as(kind: type, line: bytes, path: Path, lineno: int):
+    try:
+        return msgspec.json.decode(line, type=kind)
+    except msgspec.DecodeError as e:  # ValidationError is one: a wrong type names its field
+        raise WinnowError(f"{where(path, lineno)}: {e}; rerun `winnow generate`") from None
 
 
 def iter_lines(data: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -214,26 +238,24 @@ def scan_generations(run_dir: str | Path, *, hashes: bool = False) -> tuple[Comp
     text_hashes = np.zeros((m, c), dtype=np.uint64) if hashes else None
     order: list[int] = []
     paths = []
+    kind = _NumbersAndText if hashes else _Numbers
     for s, name in enumerate(names):
         path = shard_file(folder, name)
         paths.append(path)
         data = verified_shard(path, manifest["files"].get(path.name), stage="generate")
         for lineno, start, line in iter_lines(data):
-            row = loads(line, path, lineno)
-            try:
-                i, j = row_of[row["prompt_id"]], row["sample_index"]
-                if not 0 <= j < c:
-                    raise IndexError
-            except (KeyError, IndexError, TypeError):
+            row = _decode_as(kind, line, path, lineno)
+            i, j = row_of.get(row.prompt_id), row.sample_index
+            if i is None or not 0 <= j < c:
                 raise WinnowError(
-                    f"{where(path, lineno)}: key ({row.get('prompt_id')!r}, {row.get('sample_index')!r}) "
+                    f"{where(path, lineno)}: key ({row.prompt_id!r}, {j!r}) "
                     f"is not a cell of this run's {m} x {c} matrix; rerun `winnow generate`"
-                ) from None
+                )
             shard[i, j], offset[i, j], length[i, j] = s, start, len(line)
-            tokens[i, j] = row["num_tokens"]
-            cut[i, j] = row["finish_reason"] == "length"
+            tokens[i, j] = row.num_tokens
+            cut[i, j] = row.finish_reason == "length"
             if text_hashes is not None:
-                text_hashes[i, j] = text_hash(row["text"])
+                text_hashes[i, j] = text_hash(row.text)  # type: ignore[attr-defined]
             order.append(i * c + j)
     index = CompletionIndex(
         folder, prompts, paths, shard, offset, length, tokens, cut, text_hashes, np.array(order, dtype=np.int64)
