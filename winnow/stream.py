@@ -236,7 +236,8 @@ def scan_generations(run_dir: str | Path, *, hashes: bool = False) -> tuple[Comp
     tokens = np.zeros((m, c), dtype=np.int32)
     cut = np.zeros((m, c), dtype=bool)
     text_hashes = np.zeros((m, c), dtype=np.uint64) if hashes else None
-    order: list[int] = []
+    order = np.empty(m * c, dtype=np.int64)  # a list of Python ints would take 36 bytes each
+    filled = 0
     paths = []
     kind = _NumbersAndText if hashes else _Numbers
     for s, name in enumerate(names):
@@ -255,10 +256,13 @@ def scan_generations(run_dir: str | Path, *, hashes: bool = False) -> tuple[Comp
             tokens[i, j] = row.num_tokens
             cut[i, j] = row.finish_reason == "length"
             if text_hashes is not None:
-                text_hashes[i, j] = text_hash(row.text)  # type: ignore[attr-defined]
-            order.append(i * c + j)
+                text_hashes[i, j] = text_hash(row.text)
+            if filled == order.size:  # more rows than cells: a repeated key
+                raise WinnowError(f"{where(path, lineno)}: more rows than the {m} x {c} matrix has cells")
+            order[filled] = i * c + j
+            filled += 1
     index = CompletionIndex(
-        folder, prompts, paths, shard, offset, length, tokens, cut, text_hashes, np.array(order, dtype=np.int64)
+        folder, prompts, paths, shard, offset, length, tokens, cut, text_hashes, order[:filled].copy()
     )
     return index, manifest
 

@@ -59,7 +59,10 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0) -> dict:
     index, rewards, _ = load_scored_index(run_dir, hashes=True)
     generate = completed_manifest(run_dir, "generate")
     cells = Cells([index])
-    everything = _arrays(cells, rewards, index.order // rewards.shape[1], index.order % rewards.shape[1])
+    rows, cols = np.divmod(index.order, rewards.shape[1])
+    index.order = index.order[:0]  # now in rows and cols: 8 bytes a completion given back
+    everything = _arrays(cells, rewards, rows.astype(np.int32), cols.astype(np.int32))
+    del rows, cols
     selection, selected = _selection(run_dir, cells, rewards)
     mean = best_of_n_curve(rewards)
     low, high = best_of_n_band(rewards, iters=iters, seed=seed)
@@ -101,11 +104,11 @@ def _arrays(cells: Cells, rewards: np.ndarray, rows: np.ndarray, cols: np.ndarra
     values = rewards[rows, cols] if given is None else given
     return CompletionArrays(
         rewards=np.asarray(values, dtype=float),
-        tokens=cells.num_tokens[rows, cols].astype(np.int64),
+        tokens=cells.num_tokens[rows, cols],  # int32: np.mean sums in float64 either way
         cut=cells.cut[rows, cols],
-        prompt_row=rows.astype(np.int64),
+        prompt_row=rows,
         hashes=cells.hashes[rows, cols],
-        size=cells.size[rows, cols].astype(np.int64),
+        size=cells.size[rows, cols],
         text=lambda k: (cells.row(int(rows[k]), int(cols[k])) or {})["text"],
     )
 

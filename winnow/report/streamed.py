@@ -25,11 +25,11 @@ class CompletionArrays:
     """One set of completions (all, or selected), in row order; each array has shape (K,)."""
 
     rewards: np.ndarray  # float64, NaN = unscored
-    tokens: np.ndarray  # int64
+    tokens: np.ndarray  # int32 or int64
     cut: np.ndarray  # bool: finish_reason "length"
-    prompt_row: np.ndarray  # int64: matrix row of the completion's prompt
+    prompt_row: np.ndarray  # int: matrix row of the completion's prompt
     hashes: np.ndarray  # uint64: text hash
-    size: np.ndarray  # int64: bytes of the completion's row (about its text's)
+    size: np.ndarray  # int: bytes of the completion's row (about its text's)
     text: Callable[[int], str]
     """The text of completion k, read from its shard."""
 
@@ -48,7 +48,7 @@ def array_stats(c: CompletionArrays, *, seed: int = 0) -> dict:
     the same values; with ``distinct_sample`` added when distinct-n was computed on a sample."""
     count = int(c.rewards.size)
     scored = c.rewards[~np.isnan(c.rewards)]
-    total = int(c.size.sum())
+    total = int(c.size.sum(dtype=np.int64))
     if total <= DISTINCT_BYTES:
         picks = np.arange(count)
     else:

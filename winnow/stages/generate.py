@@ -147,13 +147,13 @@ class GenerateWorker:
         if not chunk:
             out.set_result([])
             return out
-        inner = self.backend.submit(chunk, self.sampling, seed=seed)
+        inner = self.backend.submit(chunk, self.sampling, seed=seed)  # type: ignore[attr-defined]
 
         def done(f: concurrent.futures.Future) -> None:
             if f.cancelled():
                 out.cancel()
             elif f.exception() is not None:
-                out.set_exception(f.exception())  # type: ignore[arg-type]
+                out.set_exception(f.exception())
             else:
                 out.set_result(self._rows(f.result()))
 

@@ -53,7 +53,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             config_hash=stage.hash,
         )
         report.raise_failed("score", len(tasks))
-        stage.check_made(tasks, report, keys, exact=True)
+        stage.check_made(tasks, report, keys, exact=True)  # type: ignore[arg-type]
         if not tasks and stage.stored_manifest() and stage.matches("rewards.npy"):
             return stage.manifest()
         matrix, paths = stream_matrix(stage.dir, names, stage.records(), prompts, gen["num_columns"])

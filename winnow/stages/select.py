@@ -79,10 +79,11 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         summary: dict[str, Any] = {"num_selected": num_selected, **removed}
         summary["mean_selected_reward"] = float(np.mean(chosen_rewards)) if chosen_rewards else None
         if config.pairs:
+            pairing = config.pairs
             margins: list[float] = []
 
             def pair_rows():
-                for pair in iter_pairs(prompts, by_key, rewards, config, config.pairs, columns):
+                for pair in iter_pairs(prompts, by_key, rewards, config, pairing, columns):
                     margins.append(pair["margin"])
                     yield pair
 
