@@ -297,7 +297,9 @@ def test_load_yaml_messages(tmp_path):
     path.write_text("genrate: {}\n")
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
-    known = "dpo, executor, generate, id_column, import, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
+    known = (
+        "dpo, executor, generate, id_column, import, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
+    )
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
     path.write_text("generate: [1, 2\n")
     with pytest.raises(yaml.YAMLError) as parser_error:

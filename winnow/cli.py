@@ -55,7 +55,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             "score",
             "reward_prefix_sharing",
             str,
-            "reward model: score a prompt's completions on one shared prefill: auto | on | off",
+            "reward model: score a prompt's completions on one shared prefill: auto | on | off | packed",
         ),
         ("--reward-judge", "score", "reward_judge", str, "judge model server API root (OpenAI-compatible)"),
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),

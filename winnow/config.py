@@ -25,7 +25,7 @@ from winnow.records import read_text
 from winnow.remote import ClientSettings
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
-REWARD_PREFIX_SHARING = ("auto", "on", "off")
+REWARD_PREFIX_SHARING = ("auto", "on", "off", "packed")
 LONG_PROMPT_POLICIES = ("error", "skip")
 MIN_TEMPERATURE = 1e-5
 """Temperatures in (0, 1e-5) are refused: logits divided by them overflow (1e-300 sampled an
