@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from serving import FakeServer  # noqa: E402
+from serving import FakeServer
 
-from winnow.cli import main as winnow  # noqa: E402
-from winnow.stages.generate import GenerateWorker  # noqa: E402
+from winnow.cli import main as winnow
+from winnow.stages.generate import GenerateWorker
 
 
 def delay_of(mean: float):
