@@ -78,5 +78,12 @@ def test_score_select_report_stay_under_the_bound_the_text_would_exceed(large):
     assert manifest["num_selected"] == 100 and manifest["truncated_dropped"] == PROMPTS
     assert manifest["duplicates_removed"] == PROMPTS
     assert manifest["num_pairs"] == PROMPTS
+    report = json.loads((large / "report" / "report.json").read_text())
+    # 75 MB of text: distinct-n on a stated sample of what fits in 16 MiB; duplicates exact
+    assert 0 < report["all"]["distinct_sample"] < 100 and report["all"]["duplicates"] == PROMPTS
+    assert "distinct_sample" not in report["selected"] or report["selected"]["distinct_sample"] < 100
+    assert (
+        "Distinct-n computed on a uniform sample of completions (all: " in (large / "report" / "report.md").read_text()
+    )
     selected = (large / "select" / "selected.jsonl").read_text().splitlines()
     assert len(json.loads(selected[0])["completion"][0]["content"]) > TEXT_BYTES * 0.9

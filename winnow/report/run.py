@@ -242,6 +242,11 @@ def markdown(r: dict) -> str:
     ]
     lines += [f"| {label} | {_fmt(r['all'][k], f)} | {_fmt(r['selected'][k], f)} |" for label, k, f in rows]
     lines += ["", "Distinct-n falls as a set grows, so a smaller selected set reads higher for that reason alone."]
+    sampled = [
+        f"{name}: {r[name]['distinct_sample']:,}" for name in ("all", "selected") if r[name].get("distinct_sample")
+    ]
+    if sampled:  # too much text to count every n-gram: a uniform sample of completions
+        lines += ["", f"Distinct-n computed on a uniform sample of completions ({', '.join(sampled)})."]
     removed = [
         f"{sel_info[k]} {label}"
         for k, label in (("duplicates_removed", "duplicates removed"), ("truncated_dropped", "truncated dropped"))
