@@ -84,7 +84,10 @@ BAD = [
     (ScoreConfig(fn_batch_size=0), "score.fn_batch_size: must be >= 1, got 0"),
     (ScoreConfig(shard_size=0), "score.shard_size: must be >= 1, got 0"),
     (ScoreConfig(device="tpu"), "score.device: " + DEVICE_MSG.format("tpu")),
-    (ScoreConfig(reward_prefix_sharing="yes"), "score.reward_prefix_sharing: must be one of auto, on, off, packed, got 'yes'"),
+    (
+        ScoreConfig(reward_prefix_sharing="yes"),
+        "score.reward_prefix_sharing: must be one of auto, on, off, packed, got 'yes'",
+    ),
     (
         SelectConfig(strategy="best"),
         "select.strategy: unknown strategy 'best' (choose from top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt, random_k_overall, rso)",
