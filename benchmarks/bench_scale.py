@@ -10,7 +10,8 @@ about 6 GB and takes tens of minutes on 2 cores), ``--quick`` (1,000 and 3,000 p
    a file:function reward), ``select --strategy top_per_prompt``, ``select --strategy
    top_k_overall --dedup`` (k = 10% of the completions, in a second run dir that links the
    same generate and score folders), ``report`` and ``verify``;
-3. every stage is a process of its own: wall time, and peak RSS from the kernel
+3. every stage is a process of its own: wall time, CPU time (user + system: on a shared
+   machine the one the load of other jobs does not inflate), and peak RSS from the kernel
    (``VmHWM`` of the child).
 
 Then the growth exponent of each stage: the slope of log(wall) and log(peak RSS) against
@@ -88,7 +89,7 @@ def synthesize(folder: Path, m: int, seed: int = 0) -> tuple[Path, Path, int]:
 
 
 CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 argv = json.loads(sys.argv[1])
 from winnow.cli import main
 start = time.perf_counter()
@@ -96,7 +97,8 @@ code = main(argv)
 wall = time.perf_counter() - start
 # VmHWM: the peak RSS of this process image (ru_maxrss would include the parent's before exec)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"code": code, "wall": wall, "rss_mb": peak / 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU time: what the load of other jobs does not inflate
+print(json.dumps({"code": code, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": peak / 1024}))
 """
 
 
@@ -141,6 +143,7 @@ def run_size(m: int, work: Path, keep: bool) -> dict:
     rows["report"] = stage(["report", run2, "--bootstrap-iters", 200])
     rows["verify"] = stage(["verify", run])
     data_plane = sum(r["wall"] for name, r in rows.items() if name != "import")
+    data_plane_cpu = sum(r["cpu"] for name, r in rows.items() if name != "import")
     generate_bytes = sum(p.stat().st_size for p in (run / "generate").glob("shard-*.jsonl"))
     if not keep:
         shutil.rmtree(folder, ignore_errors=True)
@@ -152,6 +155,7 @@ def run_size(m: int, work: Path, keep: bool) -> dict:
         "synth_s": made,
         "stages": rows,
         "data_plane_s": data_plane,
+        "data_plane_cpu_s": data_plane_cpu,
     }
 
 
@@ -226,29 +230,30 @@ def main(argv: list[str] | None = None) -> list[str]:
     for m in sizes:
         r = run_size(m, work, args.keep)
         results.append(r)
-        print(f"M={m}: data plane {r['data_plane_s']:.1f} s; " + ", ".join(
-            f"{name} {s['wall']:.1f} s / {s['rss_mb']:.0f} MB" for name, s in r["stages"].items()
+        print(f"M={m}: data plane {r['data_plane_s']:.1f} s ({r['data_plane_cpu_s']:.1f} CPU s); " + ", ".join(
+            f"{name} {s['wall']:.1f} s ({s['cpu']:.1f} CPU s) / {s['rss_mb']:.0f} MB" for name, s in r["stages"].items()
         ), flush=True)  # fmt: skip
     names = list(results[0]["stages"])
-    head = " | ".join(f"M={r['m']:,} wall s | peak RSS MB" for r in results)
+    head = " | ".join(f"M={r['m']:,} wall s | CPU s | peak RSS MB" for r in results)
     lines = [
         f"M prompts x {N} completions, lognormal lengths (mean {MEAN_WORDS} words); "
         + ", ".join(f"M={r['m']:,}: {r['generate_mb']:,.0f} MB of generate shards" for r in results),
         "",
-        f"| stage | {head} | wall exponent | RSS exponent |",
-        "|---|" + "---:|---:|" * len(results) + "---:|---:|",
+        f"| stage | {head} | wall exponent | CPU exponent | RSS exponent |",
+        "|---|" + "---:|---:|---:|" * len(results) + "---:|---:|---:|",
     ]
     ms = [r["m"] for r in results]
     for name in names:
-        cells = " | ".join(f"{r['stages'][name]['wall']:.1f} | {r['stages'][name]['rss_mb']:.0f}" for r in results)
-        walls = [r["stages"][name]["wall"] for r in results]
-        rss = [r["stages"][name]["rss_mb"] for r in results]
-        lines.append(f"| {name} | {cells} | {slope(ms, walls):.2f} | {slope(ms, rss):.2f} |")
+        st = [r["stages"][name] for r in results]
+        cells = " | ".join(f"{s['wall']:.1f} | {s['cpu']:.1f} | {s['rss_mb']:.0f}" for s in st)
+        walls, cpus, rss = ([s[k] for s in st] for k in ("wall", "cpu", "rss_mb"))
+        lines.append(f"| {name} | {cells} | {slope(ms, walls):.2f} | {slope(ms, cpus):.2f} | {slope(ms, rss):.2f} |")
     planes = [r["data_plane_s"] for r in results]
+    plane_cpu = [r["data_plane_cpu_s"] for r in results]
     lines.append(
         "| data plane (all but import) | "
-        + " | ".join(f"{r['data_plane_s']:.1f} | -" for r in results)
-        + f" | {slope(ms, planes):.2f} | - |"
+        + " | ".join(f"{r['data_plane_s']:.1f} | {r['data_plane_cpu_s']:.1f} | -" for r in results)
+        + f" | {slope(ms, planes):.2f} | {slope(ms, plane_cpu):.2f} | - |"
     )
     print("\n".join(lines))
     if args.json:
