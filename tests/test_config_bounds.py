@@ -87,7 +87,10 @@ BAD = [
     (ScoreConfig(fn_batch_size=0), "score.fn_batch_size: must be >= 1, got 0"),
     (ScoreConfig(shard_size=0), "score.shard_size: must be >= 1, got 0"),
     (ScoreConfig(device="tpu"), "score.device: " + DEVICE_MSG.format("tpu")),
-    (ScoreConfig(reward_prefix_sharing="yes"), "score.reward_prefix_sharing: must be one of auto, on, off, got 'yes'"),
+    (
+        ScoreConfig(reward_prefix_sharing="yes"),
+        "score.reward_prefix_sharing: must be one of auto, on, off, packed, got 'yes'",
+    ),
     (
         SelectConfig(strategy="best"),
         "select.strategy: unknown strategy 'best' (choose from top_per_prompt, top_k_overall, top_k_per_prompt, threshold, random_per_prompt, random_k_overall, rso, passing)",
@@ -325,7 +328,10 @@ def test_load_yaml_messages(tmp_path):
     path.write_text("genrate: {}\n")
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
-    known = "adaptive, dpo, executor, generate, id_column, prompt_column, prompts, rounds, run_dir, score, select, serve, sft"
+    known = (
+        "adaptive, dpo, executor, generate, id_column, import, prompt_column, prompts, rounds, run_dir, score, "
+        "select, serve, sft"
+    )
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
     path.write_text("generate: [1, 2\n")
     with pytest.raises(yaml.YAMLError) as parser_error:

@@ -321,7 +321,7 @@ def test_bad_prefix_sharing_value(tmp_path, capsys):
     from winnow.cli import main
 
     assert main(["score", "--run-dir", str(tmp_path), "--reward-prefix-sharing", "maybe"]) == 2
-    assert "score.reward_prefix_sharing: must be one of auto, on, off, got 'maybe'" in capsys.readouterr().err
+    assert "score.reward_prefix_sharing: must be one of auto, on, off, packed, got 'maybe'" in capsys.readouterr().err
 
 
 def test_a_shared_prefix_that_would_change_scores_is_caught_at_load(tmp_path, monkeypatch, capsys):

@@ -70,7 +70,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
             "score",
             "reward_prefix_sharing",
             str,
-            "reward model: score a prompt's completions on one shared prefill: auto | on | off",
+            "reward model: score a prompt's completions on one shared prefill: auto | on | off | packed",
         ),
         ("--reward-judge", "score", "reward_judge", str, "judge model server API root (OpenAI-compatible)"),
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),
@@ -207,6 +207,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--keepalive-s", "serve", "keepalive_s", float, "streaming: seconds between SSE keep-alive comments"),
         ("--metrics-public", "serve", "metrics_public", "flag", "serve /metrics without the API key"),
     ],
+    "import": [
+        ("--completion-id-column", "import", "id_column", str, "completions: column holding the prompt id"),
+        ("--text-column", "import", "text_column", str, "completions: column holding the completion text"),
+        ("--model", "import", "model", str, "model name for rows without a model column"),
+        ("--max-new-tokens", "import", "max_new_tokens", int, "the token limit the completions were made under"),
+        ("--shard-rows", "import", "shard_rows", int, "completions per generate shard"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate", "executor"],
@@ -217,13 +224,14 @@ STAGES_OF = {
     "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
+    "import": ["import"],
 }
 MAX_BOOTSTRAP_ITERS = 1_000_000
 """The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
-NEEDS_PROMPTS = {"generate", "run", "bon"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -238,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
         "bon": "Best-of-N: the best completion per prompt",
         "dpo": "DPO on the preference pairs of select --pairs",
         "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
+        "import": "write a generate stage from completions made elsewhere",
     }
     for name, stages in STAGES_OF.items():
         p = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -271,6 +280,10 @@ def parser() -> argparse.ArgumentParser:
                     group.add_argument(flag, dest=dest, nargs="+", metavar="TAG", help=shown)
                 else:
                     group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
+        if name == "import":
+            p.add_argument(
+                "--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder"
+            )
         if name == "bon":
             p.add_argument(
                 "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
@@ -496,6 +509,17 @@ def run_command(args: argparse.Namespace) -> None:
             prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
             id_column=args.id_column or file_config.get("id_column", "id"),
         )
+    if args.command == "import":
+        from winnow.importer import import_completions
+
+        if not args.completions:
+            raise WinnowError("--completions is required")
+        assert prompts is not None
+        manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
+        print(
+            json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
+        )
+        return
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
         pipeline.best_of_n(run_dir, out=args.out, aggregate=args.aggregate, answer=configs["adaptive"].answer)

@@ -25,7 +25,7 @@ from winnow.records import read_text
 from winnow.remote import ClientSettings
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
-REWARD_PREFIX_SHARING = ("auto", "on", "off")
+REWARD_PREFIX_SHARING = ("auto", "on", "off", "packed")
 LONG_PROMPT_POLICIES = ("error", "skip")
 MIN_TEMPERATURE = 1e-5
 REPETITION_PENALTY_RANGE = (1e-2, 1e2)
@@ -791,6 +791,34 @@ SERVE_BOUNDS: dict[str, tuple[float, float]] = {
 """Every numeric ``serve`` setting's accepted range (inclusive): a value outside it (or not
 finite, like ``--batch-window-ms inf``, which would hold a lone request for ever) is refused."""
 
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """``winnow import``: how a completions file made elsewhere is read (recorded in the
+    generate stage's config)."""
+
+    id_column: str = "prompt_id"
+    """Column holding the prompt id (matched against the prompts file's ids)."""
+    text_column: str = "text"
+    """Column holding the completion text."""
+    model: str = "imported"
+    """Model name for rows without a ``model`` column."""
+    max_new_tokens: int | None = None
+    """The token limit the completions were made under, when known (the report shows it)."""
+    shard_rows: int = 4096
+    """Completions per generate shard."""
+
+    def validate(self) -> None:
+        _check(self.shard_rows >= 1, "import.shard_rows", f"must be >= 1, got {self.shard_rows}")
+        ok = self.max_new_tokens is None or self.max_new_tokens >= 1
+        _check(ok, "import.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _check(
+            bool(self.id_column and self.text_column and self.model),
+            "import",
+            "column and model names must be non-empty",
+        )
+
+
 SECTIONS = {
     "generate": GenerateConfig,
     "score": ScoreConfig,
@@ -801,6 +829,7 @@ SECTIONS = {
     "executor": ExecutorConfig,
     "dpo": DpoConfig,
     "serve": ServeConfig,
+    "import": ImportConfig,
 }
 
 

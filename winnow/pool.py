@@ -18,6 +18,7 @@ import numpy as np
 from winnow.errors import WinnowError
 from winnow.records import Prompt
 from winnow.rundir import load_scored
+from winnow.stream import Cells, CompletionIndex, load_scored_index
 
 
 @dataclass
@@ -56,3 +57,36 @@ def load_pool(rounds: Mapping[int, str | Path]) -> Pool:
         blocks.append(rewards)
         hashes[str(r)] = scored["config_hash"]
     return Pool(prompts, np.concatenate(blocks, axis=1), columns, by_key, hashes)
+
+
+@dataclass
+class PoolCells:
+    """``Pool`` streamed: the same matrix and columns, the completions as ``Cells`` (numbers
+    in memory, each row read from its shard when asked) instead of a dict of every row."""
+
+    prompts: list[Prompt]
+    rewards: np.ndarray
+    columns: list[tuple[int, int]]
+    cells: Cells
+    score_hashes: dict[str, str]
+
+
+def load_pool_cells(rounds: Mapping[int, str | Path], *, hashes: bool = False) -> PoolCells:
+    """``load_pool`` without holding texts: every round must have the same prompts.
+
+    hashes: also hash every text (for dedup)."""
+    if not rounds:
+        raise WinnowError("no rounds to pool")
+    parts: list[CompletionIndex] = []
+    blocks: list[np.ndarray] = []
+    columns: list[tuple[int, int]] = []
+    score_hashes: dict[str, str] = {}
+    for r, folder in sorted(rounds.items()):
+        index, rewards, scored = load_scored_index(folder, hashes=hashes)
+        if parts and [p.id for p in index.prompts] != [p.id for p in parts[0].prompts]:
+            raise WinnowError(f"{folder}: round {r} has other prompts than round {min(rounds)}; cannot pool them")
+        columns += [(r, j) for j in range(rewards.shape[1])]
+        parts.append(index)
+        blocks.append(rewards)
+        score_hashes[str(r)] = scored["config_hash"]
+    return PoolCells(parts[0].prompts, np.concatenate(blocks, axis=1), columns, Cells(parts), score_hashes)

@@ -149,12 +149,15 @@ async def _whole(timeout: float, request: Callable[[], Awaitable[T]]) -> T:
         raise InvalidReply(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
 
-async def gather_bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+async def gather_bounded(
+    limit: int, jobs: list[Callable[[], Awaitable[Any]]], semaphore: asyncio.Semaphore | None = None
+) -> list[Any]:
     """Run ``jobs`` with at most ``limit`` in flight; results in the jobs' order.
 
-    The first failure cancels the jobs still running and is raised.
+    ``semaphore``: one shared with other calls (then it alone bounds what is in flight, over
+    all of them). The first failure cancels the jobs still running and is raised.
     """
-    semaphore = asyncio.Semaphore(limit)
+    semaphore = semaphore or asyncio.Semaphore(limit)
 
     async def one(job):
         async with semaphore:

@@ -182,6 +182,10 @@ def _run_local(
 ) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
+    if getattr(worker, "pipelined", False):
+        return _run_overlapped(
+            tasks, worker, stage_dir, claim=claim, desc=desc, on_written=on_written, config_hash=config_hash
+        )
     report = ShardReport(executor="local", workers=1)
     for task in tqdm(tasks, desc=desc, unit="shard"):
         rows = worker.run(task)
@@ -192,3 +196,55 @@ def _run_local(
         if on_written is not None:
             on_written(task.name)
     return report
+
+
+def _run_overlapped(
+    tasks: Sequence[ShardTask],
+    worker: Any,
+    stage_dir: Path,
+    *,
+    claim: Callable[[], None],
+    desc: str,
+    on_written: Callable[[str], None] | None,
+    config_hash: str | None,
+) -> ShardReport:
+    """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
+    future of the rows): up to ``worker.depth()`` shards are submitted and not yet written,
+    so the next shards' requests start while the last of the current one finish. Shards are
+    written whole and in order, as one after another would write them: the first error
+    stops the stage with the shards before it written and none after (those in flight are
+    cancelled), and a kill loses only the shards in flight."""
+    from collections import deque
+
+    report = ShardReport(executor="local", workers=1)
+    depth = worker.depth()
+    flying: deque = deque()
+    bar = tqdm(total=len(tasks), desc=desc, unit="shard")
+    try:
+        for task in tasks:
+            while len(flying) >= depth:
+                _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
+                bar.update(1)
+            flying.append((task, worker.submit(task)))
+        while flying:
+            _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
+            bar.update(1)
+    finally:
+        for _, future in flying:
+            future.cancel()
+        bar.close()
+        if hasattr(worker, "close"):
+            worker.close()
+    return report
+
+
+def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash) -> None:
+    """Wait for one submitted shard and write it."""
+    task, future = item
+    rows = future.result()
+    if not report.done:
+        claim()
+    write_shard(stage_dir, task.name, rows, config_hash=config_hash)
+    report.done.append(task.name)
+    if on_written is not None:
+        on_written(task.name)

@@ -18,11 +18,19 @@ servers are asked for logprobs, whose length is the count); otherwise as ``n`` r
 of one. The backend learns which on its first prompt. Every request carries a seed
 derived from the shard's seed and the prompt's place in the shard (and the sample's, for
 single requests), so a retried or resumed shard asks for exactly the same samples.
+
+Shards overlap (``submit``): every shard's requests run on one event loop in a thread of
+its own, under one semaphore of ``concurrency``, so the next shard's requests start while
+the last of the current one finish and the server is kept ``concurrency`` deep across
+shard boundaries. What a shard receives does not depend on the timing (its requests carry
+its seeds), so a killed run resumes to the same rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +71,7 @@ class OpenAIBackend:
         self.n_mode: str | None = None
         """How n > 1 samples are asked for: "n" (one request), "logprobs" (one request,
         counts from logprobs) or "single" (n requests); learned on the first prompt."""
+        self._shared: _SharedLoop | None = None
 
     def context_length(self) -> int:
         return UNKNOWN_CONTEXT
@@ -80,13 +89,38 @@ class OpenAIBackend:
             self._endpoint_of(p)  # refuse a message prompt on 'completions' before any request
         return asyncio.run(self._generate(prompts, sampling, seed))
 
-    async def _generate(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> list[Completion]:
-        client = remote.make_client(self.client)
+    def submit(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> concurrent.futures.Future:
+        """``generate`` without waiting: a future of its completions. Every submitted call
+        shares one event loop, client and semaphore, so at most ``client.concurrency``
+        requests are in flight over all of them, and the next shard fills the slots the
+        current one frees."""
+        for p in prompts:
+            self._endpoint_of(p)
+        if self._shared is None:
+            self._shared = _SharedLoop(self.client)
+        shared = self._shared
+        return asyncio.run_coroutine_threadsafe(self._generate(prompts, sampling, seed, shared), shared.loop)
+
+    def close(self) -> None:
+        """Stop the shared loop of ``submit`` (its client closed); a later submit starts another."""
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    async def _generate(
+        self, prompts: list[Prompt], sampling: Sampling, seed: int, shared: _SharedLoop | None = None
+    ) -> list[Completion]:
+        client = shared.client() if shared is not None else remote.make_client(self.client)
         try:
             n = sampling.n
             first: list[Choice] | None = None
             if n > 1 and self.n_mode is None and prompts:
-                first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
+                if shared is None:
+                    first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
+                else:
+                    async with shared.probe_lock():  # overlapping shards: one probe, the others wait for it
+                        if self.n_mode is None:
+                            first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
             jobs: list[Callable[[], Awaitable[Any]]] = []
             slots: list[tuple[int, int | None]] = []  # (prompt index, sample index or None = all n)
             for i, prompt in enumerate(prompts):
@@ -100,9 +134,11 @@ class OpenAIBackend:
                     logprobs = self.n_mode == "logprobs"
                     jobs.append(self._job(client, prompt, sampling, n, request_seed(seed, i), logprobs))
                     slots.append((i, None))
-            results = await remote.gather_bounded(self.client.concurrency, jobs)
+            semaphore = shared.semaphore() if shared is not None else None
+            results = await remote.gather_bounded(self.client.concurrency, jobs, semaphore)
         finally:
-            await client.close()
+            if shared is None:
+                await client.close()
         choices: dict[tuple[int, int], Choice] = {}
         if first is not None:
             choices.update({(0, j): c for j, c in enumerate(first)})
@@ -207,6 +243,52 @@ class OpenAIBackend:
             num_tokens=choice.num_tokens,
             finish_reason=choice.finish_reason,
         )
+
+
+class _SharedLoop:
+    """An event loop in a daemon thread with one client, one semaphore of ``concurrency``
+    and one probe lock, shared by the overlapping shards of an ``OpenAIBackend``."""
+
+    def __init__(self, settings: remote.ClientSettings):
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="winnow-openai", daemon=True)
+        self.thread.start()
+        self._client: Any = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._lock: asyncio.Lock | None = None
+
+    # Made on first use, inside the loop that uses them (asyncio objects belong to one loop).
+    def client(self):
+        if self._client is None:
+            self._client = remote.make_client(self.settings)
+        return self._client
+
+    def semaphore(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        return self._semaphore
+
+    def probe_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def close(self) -> None:
+        """Cancel what is still running (a stage that failed), close the client, stop the loop."""
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._client is not None:
+                await self._client.close()
+
+        asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
 
 
 def extra_body(sampling: Sampling) -> dict:

@@ -26,11 +26,13 @@ import numpy as np
 
 from winnow import select as sel
 from winnow.errors import WinnowError
-from winnow.records import atomic_write_json, atomic_write_text, dir_mode, read_jsonl
+from winnow.records import atomic_write_json, atomic_write_text, dir_mode
 from winnow.report import plots
 from winnow.report.passk import pass_stats
-from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows, completion_stats
-from winnow.rundir import completed_manifest, load_scored, load_selected
+from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows
+from winnow.report.streamed import CompletionArrays, array_stats
+from winnow.rundir import completed_manifest
+from winnow.stream import Cells, check_jsonl, iter_jsonl, load_scored_index
 
 
 def run_report(
@@ -103,21 +105,28 @@ def _write_report(result: dict, out: Path) -> dict:
 
 
 def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: float | None = None) -> dict:
-    """Every number of the report (NaN where undefined); keys starting with _ hold plot data."""
-    prompts, by_key, rewards, scored = load_scored(run_dir)
+    """Every number of the report (NaN where undefined); keys starting with _ hold plot data.
+
+    Streamed: per-completion numbers are arrays, texts are read from the shards only for
+    distinct-n (``winnow.report.streamed``).
+    """
+    index, rewards, scored = load_scored_index(run_dir, hashes=True)
     generate = completed_manifest(run_dir, "generate")
-    row_of = {p.id: i for i, p in enumerate(prompts)}
-    all_rows = [{**c, "reward": _reward(rewards, row_of[c["prompt_id"]], c["sample_index"])} for c in by_key.values()]
-    selection, selected_rows = _selection(run_dir, prompts, by_key, rewards)
+    cells = Cells([index])
+    rows, cols = np.divmod(index.order, rewards.shape[1])
+    index.order = index.order[:0]  # now in rows and cols: 8 bytes a completion given back
+    everything = _arrays(cells, rewards, rows.astype(np.int32), cols.astype(np.int32))
+    del rows, cols
+    selection, selected = _selection(run_dir, cells, rewards)
     mean = best_of_n_curve(rewards)
     low, high = best_of_n_band(rewards, iters=iters, seed=seed)
     ns = np.arange(1, rewards.shape[1] + 1)
     result = {
-        "prompts": len(prompts),
+        "prompts": len(index.prompts),
         "columns": int(rewards.shape[1]),
         "models": generate["config"]["generate"]["models"],
         "max_new_tokens": generate["config"]["generate"]["max_new_tokens"],
-        "completions": len(all_rows),
+        "completions": int(everything.rewards.size),
         "unscored": int(np.isnan(rewards).sum()),
         "best_of_n": {
             "n": ns.tolist(),
@@ -130,21 +139,19 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
             "level": 0.95,
         },
         "selection": selection,
-        "all": completion_stats(all_rows),
-        "selected": completion_stats(selected_rows),
+        "all": array_stats(everything, seed=seed),
+        "selected": array_stats(selected, seed=seed),
         "pairs": _pairs(run_dir),
         # the stages read, so `winnow verify` can tell a report made before they were redone
         "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
         "adaptive": generate.get("adaptive"),
-        "pass": _pass(prompts, by_key, rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
+        "pass": _pass(cells.prompts, cells.by_key(), rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
         "_plot": {
-            "all": {"rewards": [r["reward"] for r in all_rows], "tokens": [r["num_tokens"] for r in all_rows]},
-            "selected": {
-                "rewards": [r["reward"] for r in selected_rows],
-                "tokens": [r["num_tokens"] for r in selected_rows],
-            },
+            "all": {"rewards": everything.rewards, "tokens": everything.tokens},
+            "selected": {"rewards": selected.rewards, "tokens": selected.tokens},
         },
     }
+    cells.close()
     return result
 
 
@@ -177,44 +184,62 @@ def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, 
     return stats
 
 
-def _reward(rewards: np.ndarray, i: int, j: int) -> float:
-    return float(rewards[i, j]) if j < rewards.shape[1] else float("nan")
+def _arrays(cells: Cells, rewards: np.ndarray, rows: np.ndarray, cols: np.ndarray, given=None) -> CompletionArrays:
+    """The completions at cells (rows[k], cols[k]) as arrays; ``given``: their rewards, when
+    not the matrix's (a selected row carries its own)."""
+    assert cells.hashes is not None  # indexed with hashes=True
+    values = rewards[rows, cols] if given is None else given
+    return CompletionArrays(
+        rewards=np.asarray(values, dtype=float),
+        tokens=cells.num_tokens[rows, cols],  # int32: np.mean sums in float64 either way
+        cut=cells.cut[rows, cols],
+        prompt_row=rows,
+        hashes=cells.hashes[rows, cols],
+        size=cells.size[rows, cols],
+        text=lambda k: (cells.row(int(rows[k]), int(cols[k])) or {})["text"],
+    )
 
 
-def _selection(run_dir: Path, prompts, by_key: dict, rewards: np.ndarray) -> tuple[dict, list[dict]]:
+def _selection(run_dir: Path, cells: Cells, rewards: np.ndarray) -> tuple[dict, CompletionArrays]:
     """What was selected: the select stage's rows, or the best per prompt when it did not run."""
     if (run_dir / "select" / "manifest.json").exists():
         manifest = completed_manifest(run_dir, "select")
-        rows = []
-        pooled = _pooled_completions(run_dir, manifest)
-        for r in load_selected(run_dir):
+        pooled = _pooled_cells(run_dir, manifest)
+        source = pooled[0] if pooled else cells
+        path = run_dir / "select" / "selected.jsonl"
+        check_jsonl(path, manifest["files"].get("selected.jsonl"), stage="select")
+        rows, cols, given = [], [], []
+        for _, r in iter_jsonl(path):
             key = (r["prompt_id"], r["sample_index"])
-            completion = pooled.get((r["round"], *key)) if "round" in r else by_key.get(key)
-            if completion is None:
+            i = source.row_of.get(r["prompt_id"])
+            j = pooled[1].get((r["round"], r["sample_index"])) if pooled and "round" in r else r["sample_index"]
+            if i is None or j is None or not 0 <= j < source.present.shape[1] or not source.present[i, j]:
                 raise WinnowError(f"{run_dir}/select/selected.jsonl: {key} is not among the generated completions")
-            rows.append({**completion, "reward": r["reward"]})
+            rows.append(i)
+            cols.append(j)
+            given.append(np.nan if r["reward"] is None else r["reward"])
         summary = {k: v for k, v in manifest.items() if k not in ("config", "config_hash", "stage")}
-        return {"source": "select stage", **manifest["config"]["select"], **summary}, rows
+        arrays = _arrays(
+            source, rewards, np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(given)
+        )
+        return {"source": "select stage", **manifest["config"]["select"], **summary}, arrays
     best = sel.top_per_prompt(rewards)
-    rows = [
-        {**by_key[(p.id, j)], "reward": float(rewards[i, j])}
-        for i, (p, j) in enumerate(zip(prompts, best.tolist(), strict=True))
-        if j >= 0
-    ]
-    return {"source": "best per prompt (no select stage)", "strategy": "top_per_prompt"}, rows
+    has = np.flatnonzero(best >= 0)
+    arrays = _arrays(cells, rewards, has.astype(np.int64), best[has].astype(np.int64))
+    return {"source": "best per prompt (no select stage)", "strategy": "top_per_prompt"}, arrays
 
 
-def _pooled_completions(run_dir: Path, select_manifest: dict) -> dict:
-    """(round, prompt_id, sample_index) -> completion, for a round folder whose selection
-    pooled several rounds (``winnow.rounds``: its siblings are round-<r>/); else empty."""
+def _pooled_cells(run_dir: Path, select_manifest: dict) -> tuple[Cells, dict] | None:
+    """For a round folder whose selection pooled several rounds (``winnow.rounds``: its
+    siblings are round-<r>/): their cells, and (round, sample_index) -> pooled column."""
     hashes = select_manifest["config"].get("score_hashes")
     if not hashes:
-        return {}
-    from winnow.pool import load_pool
+        return None
+    from winnow.pool import load_pool_cells
     from winnow.rounds import round_dir
 
-    pool = load_pool({int(r): round_dir(run_dir.parent, int(r)) for r in hashes})
-    return {(pool.columns[j][0], prompt_id, pool.columns[j][1]): c for (prompt_id, j), c in pool.by_key.items()}
+    pool = load_pool_cells({int(r): round_dir(run_dir.parent, int(r)) for r in hashes}, hashes=True)
+    return pool.cells, {column: j for j, column in enumerate(pool.columns)}
 
 
 def _pairs(run_dir: Path) -> dict | None:
@@ -222,12 +247,16 @@ def _pairs(run_dir: Path) -> dict | None:
     path = run_dir / "select" / "pairs.jsonl"
     if not (run_dir / "select" / "manifest.json").exists() or not path.exists():
         return None
-    rows = [row for _, row in read_jsonl(path)]
-    if not rows:
+    keys = ("margin", "chosen_reward", "rejected_reward", "chosen_tokens", "rejected_tokens")
+    values: dict[str, list] = {key: [] for key in keys}
+    for _, row in iter_jsonl(path):  # one pair at a time: only its numbers are kept
+        for key in keys:
+            values[key].append(row[key])
+    if not values["margin"]:
         return {"count": 0}
-    column = lambda key: np.array([r[key] for r in rows], dtype=float)  # noqa: E731
+    column = lambda key: np.array(values[key], dtype=float)  # noqa: E731
     return {
-        "count": len(rows),
+        "count": len(values["margin"]),
         "mean_margin": float(column("margin").mean()),
         "mean_chosen_reward": float(column("chosen_reward").mean()),
         "mean_rejected_reward": float(column("rejected_reward").mean()),
@@ -305,6 +334,11 @@ def markdown(r: dict) -> str:
     ]
     lines += [f"| {label} | {_fmt(r['all'][k], f)} | {_fmt(r['selected'][k], f)} |" for label, k, f in rows]
     lines += ["", "Distinct-n falls as a set grows, so a smaller selected set reads higher for that reason alone."]
+    sampled = [
+        f"{name}: {r[name]['distinct_sample']:,}" for name in ("all", "selected") if r[name].get("distinct_sample")
+    ]
+    if sampled:  # too much text to count every n-gram: a uniform sample of completions
+        lines += ["", f"Distinct-n computed on a uniform sample of completions ({', '.join(sampled)})."]
     removed = [
         f"{sel_info[k]} {label}"
         for k, label in (("duplicates_removed", "duplicates removed"), ("truncated_dropped", "truncated dropped"))

@@ -58,7 +58,7 @@ def best_of_n_band(
     """Percentile bootstrap band of ``best_of_n_curve``, resampling prompts: (low, high), each (N,).
 
     The estimator is exact for the N samples at hand, so the band is the uncertainty that
-    comes from which prompts were drawn. Costs O(iters * M' * N) in blocks of 256 resamples.
+    comes from which prompts were drawn. Costs O(iters * M' * N) in blocks of up to 256 resamples.
     """
     rows = best_of_n_rows(rewards)
     m, big_n = rows.shape
@@ -66,8 +66,11 @@ def best_of_n_band(
         return np.full(big_n, np.nan), np.full(big_n, np.nan)
     rng = np.random.default_rng(seed)
     means = np.full((iters, big_n), np.nan)  # a resample left unfilled would show, as NaN
-    for start in range(0, iters, 256):
-        size = min(256, iters - start)
+    # At most 2^22 counts (32 MB) a block: 256 resamples of 10^6 prompts would take 2 GB.
+    # The draws are the same whatever the block size (multinomial draws row after row).
+    block = max(1, min(256, (1 << 22) // m))
+    for start in range(0, iters, block):
+        size = min(block, iters - start)
         # How often each prompt is drawn in each resample: a multinomial count, so the mean
         # is one matrix product and no (iters, M, N) array is ever built.
         counts = rng.multinomial(m, np.full(m, 1.0 / m), size=size)

@@ -29,12 +29,14 @@ from tqdm.auto import tqdm
 from winnow.config import REWARD_PREFIX_SHARING
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.rewards import packed as pk
 from winnow.rewards import prefix as pf
 
 # How a row was scored: as a continuation of its prompt's shared prefill, in full (with the
 # reason when sharing was on), or not at all (longer than the model's context).
 PATHS = (
     "shared_prefix",
+    "packed",
     "full",
     "full_prefix_mismatch",
     "full_single_completion",
@@ -50,7 +52,10 @@ class ClassifierReward:
     batch_tokens, max_batch_size and max_padding shape the batches: see ``plan_batches``.
     prefix_sharing: ``auto`` shares each prompt's prefill among its completions where the
     model allows it (else scores rows in full, with a note), ``on`` insists (an architecture
-    the shared-prefix path does not know is an error), ``off`` scores every row in full.
+    the shared-prefix path does not know is an error), ``off`` scores every row in full,
+    ``packed`` lays several prompts' completions end to end in rows of ``pack_width`` tokens
+    (``winnow.rewards.packed``: each prompt read once per row, padding a few tokens a row;
+    like ``on``, an error where the model does not allow it).
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class ClassifierReward:
         max_batch_size: int = 64,
         max_padding: float = 0.02,
         prefix_sharing: str = "auto",
+        pack_width: int = 1024,
     ):
         from transformers import AutoModelForSequenceClassification
         from transformers.modeling_layers import GenericForSequenceClassification
@@ -95,8 +101,11 @@ class ClassifierReward:
         self.prefix_note: str | None = "off" if prefix_sharing == "off" else pf.unsupported_reason(self.model)
         if not self.prefix_note:
             self.prefix_note = self._probe_shared_prefix()
-        if self.prefix_note and prefix_sharing == "on":
-            raise WinnowError(f"reward model {path}: --reward-prefix-sharing on, but {self.prefix_note}")
+        self.pack_width = pack_width
+        if not self.prefix_note and prefix_sharing == "packed":
+            self.prefix_note = self._probe_packed()
+        if self.prefix_note and prefix_sharing in ("on", "packed"):
+            raise WinnowError(f"reward model {path}: --reward-prefix-sharing {prefix_sharing}, but {self.prefix_note}")
         if self.prefix_note and prefix_sharing == "auto":
             self._note(self.prefix_note)
         self.stats: dict = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
@@ -130,6 +139,24 @@ class ClassifierReward:
         full = self._forward([prompt + t for t in tails])
         if not np.allclose(shared, full, rtol=1e-3, atol=1e-4):
             return f"the shared-prefix path does not reproduce full-row scores here ({shared} vs {full})"
+        return None
+
+    def _probe_packed(self) -> str | None:
+        """Score three short rows of two prompts packed and in full once; None if they agree."""
+        a, b = self.prompt_ids(["Say something.", "Say more."])
+        group_a, group_b = pf.Group(a, [0, 1], [a[-3:], a[:1]]), pf.Group(b, [2], [b[:2]])
+        try:
+            packed = pk.plan_rows([group_a, group_b], len(a) + len(b) + 6)[0]
+            rows, got, _, _ = pk.score_packed(
+                self._base, self.model.score, packed, len(a) + len(b) + 6, pad_id=self.pad_id,
+                device=self.device, dtype=self.model.dtype,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 -- whatever breaks, say so before any real row depends on it
+            return f"the packed path failed on a probe ({type(e).__name__}: {e})"
+        full_rows = {0: a + a[-3:], 1: a + a[:1], 2: b + b[:2]}
+        full = self._forward([full_rows[r] for r in rows])
+        if not np.allclose(got, full, rtol=1e-3, atol=1e-4):
+            return f"the packed path does not reproduce full-row scores here ({got} vs {full})"
         return None
 
     def _give_distinct_pad_token(self) -> None:
@@ -186,7 +213,9 @@ class ClassifierReward:
         for i in set(range(len(ids))) - set(fits):
             paths[i] = "too_long"
         full = fits
-        if not self.prefix_note:
+        if self.prefix_sharing == "packed":
+            full = self._score_packed(prompts, ids, fits, scores, paths, saved)
+        elif not self.prefix_note:
             full = self._score_shared(prompts, ids, fits, scores, paths, saved)
         self._score_full(full, ids, scores)
         self.last_paths, self.last_tokens_saved = paths, saved
@@ -214,6 +243,39 @@ class ClassifierReward:
             for i in fits:
                 paths[i], saved[i] = "full", 0
             return fits
+
+    def _score_packed(self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int]) -> list[int]:
+        """Score the rows of ``fits`` packed (``winnow.rewards.packed``); returns the rest."""
+        groups, mismatched, alone = pf.group_rows(self.prompt_ids(prompts), ids, fits)
+        for i in mismatched:
+            paths[i] = "full_prefix_mismatch"
+        # a prompt with one completion gains nothing from sharing, but packs as well as any
+        groups += [pf.Group(ids[i][: len(ids[i]) - 1], [i], [ids[i][-1:]]) for i in alone]
+        if self.window:  # a packed row longer than the window would not be exact
+            width = min(self.pack_width, self.window)
+        else:
+            width = self.pack_width
+        rows, width, too_long = pk.plan_even(groups, width)
+        step = max(1, self.batch_tokens // width)
+        for start in tqdm(range(0, len(rows), step), desc="reward model (packed)", unit="batch", leave=False):
+            batch = rows[start : start + step]
+            done, got, real, total = pk.score_packed(
+                self._base,
+                self.model.score,
+                batch,
+                width,
+                pad_id=self.pad_id,
+                device=self.device,
+                dtype=self.model.dtype,
+            )
+            self._count(real, total)
+            scores[done] = got
+        for g in groups:
+            for k, r in enumerate(g.rows):
+                if r not in too_long:
+                    paths[r] = "packed"
+                    saved[r] = len(g.prompt) if k else 0  # about: a prompt split over rows is read again
+        return sorted(mismatched + too_long)
 
     def _score_full(self, rows: list[int], ids: list[list[int]], scores: np.ndarray) -> None:
         """Score whole rows (indices into ids) in planned batches; write into scores."""

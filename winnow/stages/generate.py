@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,8 @@ def generate(
         report.raise_failed("generate", made)
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
-        completions = stage.read_shards(shard_names)
+        # one pass over the shards, one in memory at a time: only the counts are kept
+        num_completions, skipped = _count_streamed(stage, shard_names, prompts, len(config.models))
         stage.claim()
         atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
         return stage.finish(
@@ -97,8 +99,8 @@ def generate(
             outputs=["prompts.jsonl"],
             num_prompts=len(prompts),
             num_columns=first_column + config.n * len(config.models),
-            num_completions=len(completions),
-            skipped_prompts=_count_skipped(prompts, completions, len(config.models)),
+            num_completions=num_completions,
+            skipped_prompts=skipped,
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
@@ -139,10 +141,53 @@ class GenerateWorker:
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether shards may overlap (``submit``): a server backend keeps its requests
+        ``concurrency`` deep across shard boundaries."""
+        return hasattr(self.backend, "submit")
+
+    def depth(self) -> int:
+        """Shards submitted and not yet written: four times what fills ``concurrency``, plus
+        two, so requests stay queued at the server while the oldest shard waits on its
+        slowest request (shards are written in order); memory is that many shards' rows."""
+        client = self.config.client_settings()
+        concurrency = client.concurrency if client is not None else 1
+        return 4 * -(-concurrency // self.config.shard_size) + 2
+
+    def submit(self, task: ShardTask) -> concurrent.futures.Future:
+        """``run`` without waiting, for a backend with ``submit``: a future of the shard's rows."""
+        chunk, seed = task.payload
+        chunk = [p for p in chunk if p.id in self.keep]
+        out: concurrent.futures.Future = concurrent.futures.Future()
+        if not chunk:
+            out.set_result([])
+            return out
+        inner = self.backend.submit(chunk, self.sampling, seed=seed)  # type: ignore[attr-defined]
+
+        def done(f: concurrent.futures.Future) -> None:
+            if f.cancelled():
+                out.cancel()
+            elif f.exception() is not None:
+                out.set_exception(f.exception())
+            else:
+                out.set_result(self._rows(f.result()))
+
+        inner.add_done_callback(done)
+        out.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
+        return out
+
+    def close(self) -> None:
+        if hasattr(self.backend, "close"):
+            self.backend.close()
+
     def run(self, task: ShardTask) -> list[dict]:
         chunk, seed = task.payload
         chunk = [p for p in chunk if p.id in self.keep]
         completions = self.backend.generate(chunk, self.sampling, seed=seed) if chunk else []
+        return self._rows(completions)
+
+    def _rows(self, completions) -> list[dict]:
         shard = []
         for c in completions:
             row = c.to_row()
@@ -178,7 +223,28 @@ def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> s
     return keep
 
 
-def _count_skipped(prompts: list[Prompt], completions: list[dict], num_models: int) -> int:
+def _count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int]:
+    """(completions, prompt-model pairs with none) of the shards ``names``, read one at a time."""
+    from winnow.stream import iter_shard_rows
+
+    counted = _Counted(iter_shard_rows(stage.dir, names, stage.records(), stage="generate"))
+    skipped = _count_skipped(prompts, counted, num_models)
+    return counted.count, skipped
+
+
+class _Counted:
+    """An iterable that counts what passed through it."""
+
+    def __init__(self, rows):
+        self.rows, self.count = rows, 0
+
+    def __iter__(self):
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+def _count_skipped(prompts: list[Prompt], completions, num_models: int) -> int:
     """Prompt-model pairs that got no completion (too long for that model's context)."""
     per_prompt: dict[str, set] = {}
     for c in completions:

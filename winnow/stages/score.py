@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 from collections import Counter
@@ -19,7 +18,16 @@ from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.errors import WinnowError
 from winnow.executors import ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
-from winnow.rundir import Stage, load_generations
+from winnow.rundir import Stage, completed_manifest
+from winnow.stages.score_input import (
+    ScoreSlice,
+    SliceKeys,
+    count_rows,
+    plan_slices,
+    prompt_records,
+    stream_matrices,
+)
+from winnow.stream import load_prompts
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
@@ -33,7 +41,10 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     """
     config.validate()
     executor = executor or ExecutorConfig()
-    prompts, completions, gen = load_generations(run_dir)
+    # Streamed: the driver holds the prompts and the reward matrix, never every completion;
+    # each task names the generate rows its worker reads (``score_input``).
+    gen = completed_manifest(run_dir, "generate")
+    prompts = load_prompts(run_dir, gen)
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
         run_dir,
@@ -42,18 +53,12 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     )
     names_of_columns = column_names(prompts)
     with stage:
-        by_id = {p.id: p for p in prompts}
-        num_shards = math.ceil(len(completions) / config.shard_size)
-        names = [f"{i:05d}" for i in range(num_shards)]
-        chunks = {
-            name: completions[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
-        }
+        slices = plan_slices(run_dir, gen, config.shard_size)
+        names = [f"{i:05d}" for i in range(len(slices))]
+        by_name = dict(zip(names, slices, strict=True))
         pending = stage.pending(names)
-        tasks = [
-            ShardTask(name, [(by_id[c["prompt_id"]].content, c, by_id[c["prompt_id"]].columns) for c in chunks[name]])
-            for name in pending
-        ]
-        keys = {name: {(c["prompt_id"], c["sample_index"]) for c in chunks[name]} for name in pending}
+        tasks = [ShardTask(name, by_name[name]) for name in pending]
+        keys = SliceKeys({name: by_name[name] for name in pending})
         report = run_shards(
             tasks,
             ScoreWorkerFactory(config, reward, names_of_columns),
@@ -61,26 +66,35 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             claim=stage.claim,
             executor=executor,
             desc="score",
-            on_written=stage.recorder(keys, exact=True),
+            on_written=stage.recorder(keys, exact=True),  # type: ignore[arg-type]
             config_hash=stage.hash,
         )
         report.raise_failed("score", len(tasks))
-        stage.check_made(tasks, report, keys, exact=True)
+        stage.check_made(tasks, report, keys, exact=True)  # type: ignore[arg-type]
         parts = [spec for _, spec in config.rewards()] if reward is None else [config.reward_fn or "reward"]
         files = ["rewards.npy"] + ([f"rewards-{k}.npy" for k in range(len(parts))] if len(parts) > 1 else [])
         if not tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
             return stage.manifest()
-        rows = stage.read_shards(names)
-        matrix = reward_matrix(prompts, rows, gen["num_columns"])
+        # one pass over the score shards: the matrices and counts, never every row at once
+        streamed = stream_matrices(
+            stage.dir,
+            names,
+            stage.records(),
+            prompts,
+            gen["num_columns"],
+            components=len(parts) if len(parts) > 1 else 0,
+        )
+        matrix = streamed.total
+        num_completions = count_rows(gen, gen["shards"], Path(run_dir) / "generate")
         stage.claim()
         atomic_write_npy(stage.dir / "rewards.npy", matrix)
         extra: dict[str, Any] = {}
         if len(parts) > 1:  # each reward as its own matrix, beside their weighted sum
             extra["components"] = []
             for k, (spec, weight) in enumerate(zip(parts, config.weights(), strict=True)):
-                part = reward_matrix(prompts, rows, gen["num_columns"], component=k)
+                part = streamed.components[k]
                 atomic_write_npy(stage.dir / files[k + 1], part)
-                brief = summarize(part, num_completions=len(completions))
+                brief = summarize(part, num_completions=num_completions)
                 extra["components"].append(
                     {
                         "reward": spec,
@@ -93,9 +107,9 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         return stage.finish(
             shards=names,
             outputs=files,
-            **summarize(matrix, num_completions=len(completions)),
-            **scoring_paths(rows),
-            **answer_counts(rows, config),
+            **summarize(matrix, num_completions=num_completions),
+            **streamed.paths,
+            **answer_counts(streamed.counts, config),
             **extra,
             executor=report.record(executor),
         )
@@ -154,6 +168,8 @@ class ScoreWorker:
 
     def run(self, task: ShardTask) -> list[dict]:
         triples = task.payload
+        if isinstance(triples, ScoreSlice):  # the stage's tasks name their rows; library callers may pass triples
+            triples = triples.triples(prompt_records(triples.run_dir))
         texts = [c["text"] for _, c, _ in triples]
         answers = texts if self.tags is None else [answer_after_reasoning(t, self.tags) for t in texts]
         live = [i for i, a in enumerate(answers) if a is not None]
@@ -386,31 +402,22 @@ def column_names(prompts: list[Prompt]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def answer_counts(rows: list[dict], config: ScoreConfig) -> dict:
+def answer_counts(counts: Counter, config: ScoreConfig) -> dict:
     """``no_answer`` (completions a verifier found nothing to check in) when a reward reports
-    it, and ``unfinished_reasoning`` with reasoning tags; empty otherwise, as before either existed."""
+    it, and ``unfinished_reasoning`` with reasoning tags; empty otherwise, as before either existed.
+
+    counts: over the score rows, ``no_answer`` (flagged rows plus counts given per call) and
+    ``unfinished_reasoning`` (``score_input.stream_matrices`` adds them up)."""
     from winnow.rewards import BUILTINS
 
     out = {}
     verifies = any(spec in BUILTINS and BUILTINS[spec].verifier for _, spec in config.rewards())
-    total = sum(1 for r in rows if r.get("no_answer")) + sum(r.get("no_answer_in_call", 0) for r in rows)
+    total = counts["no_answer"]
     if verifies or total:
         out["no_answer"] = total
     if config.reasoning_tags:
-        out["unfinished_reasoning"] = sum(1 for r in rows if r.get("unfinished_reasoning"))
+        out["unfinished_reasoning"] = counts["unfinished_reasoning"]
     return out
-
-
-def scoring_paths(rows: list[dict]) -> dict:
-    """A reward model's rows per scoring path (shared prefix, full and why, too long) and the
-    prompt tokens the shared prefix saved; empty for reward functions."""
-    scored = [r for r in rows if "scored_by" in r]  # rows of unfinished reasoning were not shown to it
-    if not scored:
-        return {}
-    return {
-        "rows_by_scoring_path": dict(sorted(Counter(r["scored_by"] for r in scored).items())),
-        "prompt_tokens_saved": sum(r["prompt_tokens_saved"] for r in scored),
-    }
 
 
 def summarize(matrix: np.ndarray, *, num_completions: int) -> dict:

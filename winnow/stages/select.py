@@ -3,7 +3,7 @@ and, when asked, preference pairs into ``select/pairs.jsonl``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import numpy as np
 from winnow import select as sel
 from winnow.config import SelectConfig
 from winnow.errors import WinnowError
-from winnow.pool import load_pool
-from winnow.records import atomic_write_jsonl
-from winnow.rundir import Stage, load_scored
+from winnow.pool import load_pool_cells
+from winnow.rundir import Stage
+from winnow.stream import Cells, dedup_by_hash, load_scored_index, write_rows
 
 
 def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str | Path] | None = None) -> dict:
@@ -30,14 +30,20 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
     config.validate()
     columns: list[tuple[int, int]] | None = None
     score_threshold = None
+    # strategy passing wants distinct passing texts: repeats are dropped as with --dedup
+    dedup = config.dedup or config.strategy == "passing"
+    # Streamed: the matrices and an index of where each completion lies are in memory; a
+    # completion's row is read from its shard only when it is written out (``winnow.stream``).
     if pool is None:
-        prompts, by_key, rewards, scored = load_scored(run_dir)
+        index, rewards, scored = load_scored_index(run_dir, hashes=dedup)
+        cells = Cells([index])
         upstream: dict = {"score_hash": scored["config_hash"]}
         score_threshold = (scored["config"].get("score") or {}).get("pass_threshold")
     else:
-        pooled = load_pool(pool)
-        prompts, by_key, rewards, columns = pooled.prompts, pooled.by_key, pooled.rewards, pooled.columns
+        pooled = load_pool_cells(pool, hashes=dedup)
+        rewards, columns, cells = pooled.rewards, pooled.columns, pooled.cells
         upstream = {"score_hashes": pooled.score_hashes}
+    prompts, by_key = cells.prompts, cells.by_key()
     pass_threshold = config.pass_threshold if config.pass_threshold is not None else score_threshold
     _check_pass_threshold(config, pass_threshold)
     stage = Stage(run_dir, "select", {"select": config.stage_config(), **upstream})
@@ -48,13 +54,7 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         if config.drop_truncated:
             # NaN is "not a candidate" to every strategy, so a cut completion can be neither
             # selected nor one side of a pair.
-            cut = np.array(
-                [
-                    [by_key.get((p.id, j), {}).get("finish_reason") == "length" for j in range(rewards.shape[1])]
-                    for p in prompts
-                ],
-                dtype=bool,
-            ).reshape(rewards.shape)
+            cut = cells.cut
             removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
             rewards = np.where(cut, np.nan, rewards)
         if config.min_pass_rate is not None or config.max_pass_rate is not None:
@@ -63,10 +63,9 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             keep = sel.pass_rate_keep(rewards, pass_threshold, config.min_pass_rate, config.max_pass_rate)
             removed["prompts_outside_pass_rate"] = int((~keep).sum())
             rewards = np.where(keep[:, None], rewards, np.nan)
-        # strategy passing wants distinct passing texts: repeats are dropped as with --dedup
-        if config.dedup or config.strategy == "passing":
-            texts = [[by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])] for p in prompts]
-            deduped = sel.dedup(rewards, texts)
+        if dedup:
+            assert cells.hashes is not None  # scanned with hashes=dedup
+            deduped = dedup_by_hash(rewards, cells.hashes, cells.present)
             removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
             rewards = deduped
         picked = sel.apply(
@@ -78,34 +77,43 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             seed=config.seed,
             pass_threshold=pass_threshold,
         )
-        rows = []
-        for i, j in picked.tolist():
-            prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-            row = {
-                "prompt": prompt.as_messages(),
-                "completion": [{"role": "assistant", "content": completion["text"]}],
-                "prompt_id": prompt.id,
-                "sample_index": j,
-                "model": completion["model"],
-                "reward": float(rewards[i, j]),
-            }
-            if columns is not None:  # provenance: the round, and the sample's index within it
-                row["round"], row["sample_index"] = columns[j]
-            if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
-                row["columns"] = prompt.columns
-            rows.append(row)
-        pairs = None
-        if config.pairs:
-            pairs = preference_pairs(prompts, by_key, rewards, config, config.pairs, columns, pass_threshold)
+        chosen_rewards: list[float] = []
+
+        def selected_rows():
+            for i, j in picked.tolist():
+                prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
+                row = {
+                    "prompt": prompt.as_messages(),
+                    "completion": [{"role": "assistant", "content": completion["text"]}],
+                    "prompt_id": prompt.id,
+                    "sample_index": j,
+                    "model": completion["model"],
+                    "reward": float(rewards[i, j]),
+                }
+                if columns is not None:  # provenance: the round, and the sample's index within it
+                    row["round"], row["sample_index"] = columns[j]
+                if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
+                    row["columns"] = prompt.columns
+                chosen_rewards.append(row["reward"])
+                yield row
+
         stage.claim()
-        atomic_write_jsonl(stage.dir / "selected.jsonl", rows)
-        summary: dict[str, Any] = {"num_selected": len(rows), **removed}
-        summary["mean_selected_reward"] = float(np.mean([r["reward"] for r in rows])) if rows else None
-        if pairs is not None:
-            atomic_write_jsonl(stage.dir / "pairs.jsonl", pairs)
-            summary["num_pairs"] = len(pairs)
-            summary["mean_margin"] = float(np.mean([p["margin"] for p in pairs])) if pairs else None
-        outputs = ["selected.jsonl"] + (["pairs.jsonl"] if pairs is not None else [])
+        num_selected = write_rows(stage.dir / "selected.jsonl", selected_rows())
+        summary: dict[str, Any] = {"num_selected": num_selected, **removed}
+        summary["mean_selected_reward"] = float(np.mean(chosen_rewards)) if chosen_rewards else None
+        if config.pairs:
+            pairing = config.pairs
+            margins: list[float] = []
+
+            def pair_rows():
+                for pair in iter_pairs(prompts, by_key, rewards, config, pairing, columns, pass_threshold):
+                    margins.append(pair["margin"])
+                    yield pair
+
+            summary["num_pairs"] = write_rows(stage.dir / "pairs.jsonl", pair_rows())
+            summary["mean_margin"] = float(np.mean(margins)) if margins else None
+        outputs = ["selected.jsonl"] + (["pairs.jsonl"] if config.pairs else [])
+        cells.close()
         return stage.finish(outputs=outputs, **summary)
 
 
@@ -121,38 +129,48 @@ def preference_pairs(
     """Rows {"prompt", "chosen", "rejected"} (TRL's conversational preference format) with both
     rewards, the margin and where each side came from; pairs under ``min_margin`` or tied are left out.
     columns: pooled column -> (round, sample_index), for candidates pooled across rounds."""
+    return list(iter_pairs(prompts, by_key, rewards, config, pairing, columns, pass_threshold))
+
+
+def iter_pairs(
+    prompts,
+    by_key: Mapping,
+    rewards: np.ndarray,
+    config: SelectConfig,
+    pairing: str,
+    columns: list[tuple[int, int]] | None = None,
+    pass_threshold: float | None = None,
+) -> Iterator[dict]:
+    """``preference_pairs`` one at a time, so pairs are written without being held together."""
     triples = sel.make_pairs(
         pairing, rewards, k=config.pair_k, beta=config.beta, seed=config.seed, pass_threshold=pass_threshold
     )
-    out = []
     for i, a, b in triples.tolist():
         margin = float(rewards[i, a] - rewards[i, b])
         if not margin > 0 or margin < config.min_margin:
             continue
         prompt, chosen, rejected = prompts[i], by_key[(prompts[i].id, a)], by_key[(prompts[i].id, b)]
-        out.append(
-            {
-                "prompt": prompt.as_messages(),
-                "chosen": [{"role": "assistant", "content": chosen["text"]}],
-                "rejected": [{"role": "assistant", "content": rejected["text"]}],
-                "prompt_id": prompt.id,
-                "chosen_index": a,
-                "rejected_index": b,
-                "chosen_model": chosen["model"],
-                "rejected_model": rejected["model"],
-                "chosen_reward": float(rewards[i, a]),
-                "rejected_reward": float(rewards[i, b]),
-                "margin": margin,
-                "chosen_tokens": chosen["num_tokens"],
-                "rejected_tokens": rejected["num_tokens"],
-            }
-        )
+        pair = {
+            "prompt": prompt.as_messages(),
+            "chosen": [{"role": "assistant", "content": chosen["text"]}],
+            "rejected": [{"role": "assistant", "content": rejected["text"]}],
+            "prompt_id": prompt.id,
+            "chosen_index": a,
+            "rejected_index": b,
+            "chosen_model": chosen["model"],
+            "rejected_model": rejected["model"],
+            "chosen_reward": float(rewards[i, a]),
+            "rejected_reward": float(rewards[i, b]),
+            "margin": margin,
+            "chosen_tokens": chosen["num_tokens"],
+            "rejected_tokens": rejected["num_tokens"],
+        }
         if columns is not None:  # provenance across rounds, as for selected rows
-            (out[-1]["chosen_round"], out[-1]["chosen_index"]) = columns[a]
-            (out[-1]["rejected_round"], out[-1]["rejected_index"]) = columns[b]
+            (pair["chosen_round"], pair["chosen_index"]) = columns[a]
+            (pair["rejected_round"], pair["rejected_index"]) = columns[b]
         if prompt.columns:
-            out[-1]["columns"] = prompt.columns
-    return out
+            pair["columns"] = prompt.columns
+        yield pair
 
 
 def _check_pass_threshold(config: SelectConfig, pass_threshold: float | None) -> None:

@@ -1,0 +1,99 @@
+"""Overlapping shards with the openai backend: the server stays ``--concurrency`` deep across
+shard boundaries, the rows are those of shards made one after another, and a process killed
+at random moments resumes to the same files (a real server, real processes, SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_jsonl
+from serving import FakeServer
+
+from winnow.cli import main
+from winnow.stages.generate import GenerateWorker
+
+
+class Gauge:
+    """Counts the requests the server is answering at once; each takes ``delay(count)`` s."""
+
+    def __init__(self, delay):
+        self.delay, self.now, self.most = delay, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, count, body):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(self.delay(count))
+        with self.lock:
+            self.now -= 1
+        return None
+
+
+def argv(workdir: Path, url: str, run: str, *extra) -> list[str]:
+    return [
+        "generate", "--prompts", str(workdir / "prompts.jsonl"), "--run-dir", str(workdir / run),
+        "--backend", "openai", "--base-url", url, "--model", "fake-model", "--n", "2",
+        "--max-new-tokens", "4", "--shard-size", "2", "--seed", "3", "--concurrency", "8", *extra,
+    ]  # fmt: skip
+
+
+def shards(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run / "generate").glob("shard-*.jsonl"))}
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(24)])
+    return tmp_path
+
+
+def test_requests_stay_concurrency_deep_across_shards_with_the_same_rows(workdir, monkeypatch):
+    gauge = Gauge(lambda count: 0.4)
+    with FakeServer(fault=gauge) as server:
+        assert main(argv(workdir, server.url, "overlapped")) == 0
+        overlapped = gauge.most
+        # shards one after another: a shard of 2 prompts never has more than 2 requests out
+        monkeypatch.setattr(GenerateWorker, "pipelined", property(lambda self: False))
+        gauge.most = 0
+        assert main(argv(workdir, server.url, "sequential")) == 0
+        sequential = gauge.most
+    assert (overlapped, sequential) == (8, 2)
+    assert shards(workdir / "overlapped") == shards(workdir / "sequential")
+    assert len(shards(workdir / "overlapped")) == 12
+
+
+def test_killed_overlapping_generate_resumes_to_identical_files(workdir):
+    rng = random.Random(20261201)
+    with FakeServer(fault=lambda count, body: rng.uniform(0.02, 0.3)) as server:
+        assert main(argv(workdir, server.url, "reference")) == 0
+        run = workdir / "killed"
+        kills = 0
+        for _ in range(3):
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "winnow", *argv(workdir, server.url, "killed")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            time.sleep(rng.uniform(0.8, 2.0))  # start-up, then somewhere among the shards
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        assert kills >= 1
+        partial = len(shards(run))
+        assert main(argv(workdir, server.url, "killed")) == 0
+    assert partial < 12  # some shards were still to make when the last kill landed
+    assert shards(run) == shards(workdir / "reference")
+    assert (run / "generate" / "verified.jsonl").read_bytes() == (
+        workdir / "reference" / "generate" / "verified.jsonl"
+    ).read_bytes()
