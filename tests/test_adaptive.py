@@ -283,3 +283,13 @@ def test_several_rewards_keep_their_own_matrices(workdir, tiny_policy):
     np.testing.assert_array_equal(np.isnan(second), np.isnan(EXPECTED_PASS))
     manifest = json.loads((run / "score" / "manifest.json").read_text())
     assert [c["file"] for c in manifest["components"]] == ["rewards-0.npy", "rewards-1.npy"]
+
+
+def test_adaptive_with_rounds_or_a_bad_extractor_is_refused(workdir, tiny_policy, capsys):
+    argv = bon_cmd(workdir, workdir / "r", tiny_policy)
+    argv[0] = "run"
+    assert main([*argv, "--rounds", "2"]) == 2
+    assert "adaptive.step: adaptive sampling runs a single round; leave out --rounds" in capsys.readouterr().err
+    argv = bon_cmd(workdir, workdir / "x", tiny_policy, "--stop-when", "consensus:0.5", "--answer", "nonsense")
+    assert main(argv) == 2
+    assert "adaptive.answer: use 'auto', 'math', 'module:function'" in capsys.readouterr().err

@@ -172,7 +172,7 @@ def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, 
     reward_fn = (scored["config"].get("score") or {}).get("reward_fn")
     extract, equal = answer_tools("math" if reward_fn in ("math", ["math"]) else "auto")
     adaptive = generate.get("adaptive")
-    columns = adaptive["step"] if adaptive else None
+    columns = min(adaptive["step"], rewards.shape[1]) if adaptive else None
     answers = [
         [extract(by_key[(p.id, j)]["text"]) if (p.id, j) in by_key else None for j in range(rewards.shape[1])]
         for p in prompts
