@@ -361,7 +361,7 @@ def run_command(args: argparse.Namespace) -> None:
         }
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
-        if getattr(args, "dtype", None) and stage != "select":
+        if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype
             flags["dtype"] = args.dtype
         if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
             flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)

@@ -104,7 +104,8 @@ class GenerateConfig:
     """vLLM: GPUs each model is split across."""
     gpu_memory_utilization: float | None = None
     """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
-    unset = vLLM's default."""
+    unset = vLLM's default on a GPU, and on CPU builds 0.8 of the memory free at start-up
+    (refused at once, exit 2, if that cannot hold the model)."""
     max_model_len: int | None = None
     """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
     it minus max_new_tokens follow ``long_prompts``."""
