@@ -15,10 +15,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from winnow.config import PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
+from winnow.config import CHOICES, DEVICES, DTYPES, PAIRINGS, SECTIONS, STRATEGIES, build, field_docs, load_yaml
 from winnow.errors import WinnowError
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
+# The help a flag shows is its config field's docstring (``option_help``), with the choices
+# from ``config.CHOICES`` and the default from the dataclass: the row's own help text is only
+# used for a field without a docstring, and may be None or "".
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
@@ -178,18 +181,22 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
         if set(DEVICE_STAGES) & set(stages) and name != "serve":
-            p.add_argument("--device", metavar="NAME", help="auto | cpu | cuda[:i] (default: auto)")
+            p.add_argument(
+                "--device",
+                metavar="NAME",
+                help=f"where models run: {' | '.join(DEVICES)} (default: auto: CUDA if present)",
+            )
             p.add_argument(
                 "--dtype",
                 metavar="NAME",
-                help="auto | float32 | bfloat16 | float16 (default: auto: bfloat16 on CUDA, else float32)",
+                help=f"{' | '.join(DTYPES)} (default: auto: bfloat16 on CUDA, else float32)",
             )
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
-                dest, shown = field_key(stage, field), with_default(text, stage, field)
+                dest, shown = field_key(stage, field), option_help(stage, field, text or "", kind)
                 if kind == "flag":
-                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
+                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
                 elif kind == "append":
                     group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
                 else:
@@ -237,6 +244,19 @@ def metavar(kind: Any, field: str) -> str:
     if field.endswith("url"):
         return "URL"
     return "PATH" if field in PATH_FIELDS else "NAME"
+
+
+def option_help(section: str, field: str, text: str, kind: Any) -> str:
+    """A flag's help: its config field's docstring (else the OPTIONS row's text), the values
+    it accepts (``config.CHOICES``) and its default, all from the one place each is defined."""
+    doc = field_docs(SECTIONS[section]).get(field) or text
+    choices = CHOICES.get((section, field))
+    if choices:
+        doc += f" Choices: {' | '.join(choices)}."
+    if kind == "append":
+        doc += " Repeat the flag for several."
+    doc = doc.replace("%", "%%")  # argparse formats help with %
+    return doc if kind == "flag" else with_default(doc, section, field)
 
 
 def with_default(text: str, section: str, field: str) -> str:
