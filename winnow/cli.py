@@ -338,56 +338,48 @@ def _is_number(text: str) -> bool:
 
 
 def run_command(args: argparse.Namespace) -> None:
+    """Run one subcommand: ``COMMANDS`` names the function of each."""
+    COMMANDS[args.command](args)
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    from winnow.demo import print_summary, run_demo
+
+    if args.rounds < 1:
+        raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+    print_summary(run_demo(args.run_dir, quick=args.quick, rounds=args.rounds), Path(args.run_dir))
+
+
+def verify_command(args: argparse.Namespace) -> None:
+    from winnow.verify import verify_run
+
+    lines, problems = verify_run(args.run_dir)
+    print("\n".join(lines))
+    if problems:
+        raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
+
+
+def report_command(args: argparse.Namespace) -> None:
+    from winnow.report import run_report
+
+    if args.bootstrap_iters < 1:
+        raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
+    result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
+    print_report_summary(result, args.out or f"{args.run_dir}/report")
+
+
+def stage_command(args: argparse.Namespace) -> None:
+    """generate | score | select | sft | run | bon | dpo: configs from defaults, the YAML
+    file and the flags, then the stages in order (``pipeline.run_stages``)."""
     from winnow import pipeline
 
-    if args.command == "demo":
-        from winnow.demo import run_demo
-
-        if args.rounds < 1:
-            raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
-        run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
-        return
-    if args.command == "verify":
-        from winnow.verify import verify_run
-
-        lines, problems = verify_run(args.run_dir)
-        print("\n".join(lines))
-        if problems:
-            raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
-        return
-    if args.command == "report":
-        from winnow.report import run_report
-
-        if args.bootstrap_iters < 1:
-            raise WinnowError(f"--bootstrap-iters must be >= 1, got {args.bootstrap_iters}")
-        result = run_report(args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed)
-        print_report_summary(result, args.out or f"{args.run_dir}/report")
-        return
     file_config = load_yaml(args.config) if args.config else {}
     if getattr(args, "out", None) and Path(args.out).is_dir():
         raise WinnowError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'best.jsonl'}")
-    if args.command == "serve":
-        serve_command(args, file_config)
-        return
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
-    configs: dict[str, Any] = {}
-    for stage in STAGES_OF[args.command]:
-        flags = {
-            key.split("__", 1)[1]: value
-            for key, value in vars(args).items()
-            if key.startswith(f"{stage}__") and value is not None
-        }
-        if getattr(args, "device", None) and stage in DEVICE_STAGES:
-            flags["device"] = args.device
-        if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype
-            flags["dtype"] = args.dtype
-        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
-            flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
-        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
-    if "rounds" in configs and configs["rounds"].count is None:
-        _refuse_round_options_without_rounds(args, file_config)
+    configs = stage_configs(args, file_config, run_dir)
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -402,9 +394,48 @@ def run_command(args: argparse.Namespace) -> None:
         )
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
-        pipeline.best_of_n(run_dir, out=args.out)
+        out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
+        rows = pipeline.best_of_n(run_dir, out=out)
+        print_best_of_n(rows, out, configs["generate"].n * len(configs["generate"].models))
     else:
         print(json.dumps(summary, indent=2))
+
+
+def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> dict[str, Any]:
+    """Each section the command runs: dataclass defaults, then the YAML file, then flags."""
+    from winnow import pipeline
+
+    configs: dict[str, Any] = {}
+    for stage in STAGES_OF[args.command]:
+        flags = _flags(args, stage)
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
+            flags["device"] = args.device
+        if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype
+            flags["dtype"] = args.dtype
+        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
+            flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
+        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
+    if "rounds" in configs and configs["rounds"].count is None:
+        _refuse_round_options_without_rounds(args, file_config)
+    return configs
+
+
+def print_best_of_n(rows: list[dict], out: Path, n: int) -> None:
+    """The Best-of-N table on the terminal; ``out`` holds every row."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Best-of-{n} ({out})")
+    for col in ("prompt_id", "reward", "mean", "best completion"):
+        table.add_column(col)
+    for r in rows:
+        completion = str(r["completion"] or "(none)")[:100]
+        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
+    Console().print(table)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
@@ -439,10 +470,11 @@ def print_report_summary(result: dict, out: str) -> None:
     console.print(f"report: {out}/report.md, {out}/report.json")
 
 
-def serve_command(args: argparse.Namespace, file_config: dict) -> None:
+def serve_command(args: argparse.Namespace) -> None:
     """``winnow serve``: Best-of-N mode when any reward option is given."""
     from winnow.serve.main import serve
 
+    file_config = load_yaml(args.config) if args.config else {}
     source = args.config or "flags"
     layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
     config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
@@ -458,6 +490,16 @@ def _flags(args: argparse.Namespace, stage: str) -> dict:
         for key, value in vars(args).items()
         if key.startswith(f"{stage}__") and value is not None
     }
+
+
+COMMANDS = {
+    **dict.fromkeys(STAGES_OF, stage_command),
+    "serve": serve_command,
+    "demo": demo_command,
+    "verify": verify_command,
+    "report": report_command,
+}
+"""Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 
 
 if __name__ == "__main__":

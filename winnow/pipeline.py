@@ -60,10 +60,8 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
 
 
 def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
-    """The best completion per prompt with its reward, written to ``best.jsonl`` and printed."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """The best completion per prompt with its reward (shape (M,) rows; the earliest sample
+    wins a tie), written to ``out`` (default ``RUN_DIR/best.jsonl``) and returned."""
     prompts, by_key, rewards, _ = stages.load_scored(run_dir)
     best = sel.top_per_prompt(rewards)
     rows = []
@@ -80,17 +78,5 @@ def best_of_n(run_dir: str | Path, out: str | Path | None = None) -> list[dict]:
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
         )
-    out = Path(out) if out else Path(run_dir) / "best.jsonl"
-    atomic_write_jsonl(out, rows)
-    table = Table(title=f"Best-of-{rewards.shape[1]} ({out})")
-    for col in ("prompt_id", "reward", "mean", "best completion"):
-        table.add_column(col)
-    for r in rows:
-        completion = str(r["completion"] or "(none)")[:100]
-        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
-    Console().print(table)
+    atomic_write_jsonl(Path(out) if out else Path(run_dir) / "best.jsonl", rows)
     return rows
-
-
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
