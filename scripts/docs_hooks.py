@@ -44,7 +44,10 @@ def schema_reference(name: str) -> str:
         kind = kind.replace("typing.", "").replace("winnow.serve.schema.", "").replace(" | ", " or ")
         default = "required" if info.is_required() else f"`{info.default!r}`"
         bounds = ", ".join(
-            f"{k} {getattr(m, k)}" for m in info.metadata for k in ("ge", "gt", "le", "lt", "min_length") if hasattr(m, k)
+            f"{k} {getattr(m, k)}"
+            for m in info.metadata
+            for k in ("ge", "gt", "le", "lt", "min_length")
+            if hasattr(m, k)
         )
         out.append(f"| `{field}` | `{kind}` | {default} | {bounds} |")
     return "\n".join(out) + "\n"
