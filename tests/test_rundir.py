@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_jsonl
+from test_resume import HELD_AFTER, HELD_RUN
 
 from winnow.cli import main
 from winnow.errors import WinnowError
@@ -131,9 +131,12 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"item {i}"} for i in range(12)])
     first = gen_args(tmp_path, tiny_policy, "--shard-size", "1")
     folder = tmp_path / "run/generate"
-    a = start(first)
-    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= 1, a)
-    a.send_signal(signal.SIGSTOP)  # frozen mid-stage, holding the lock
+    # Held for good in its generate call for shard HELD_AFTER + 1, holding the lock: the
+    # second process meets a live writer however fast the first one runs.
+    a = subprocess.Popen(
+        [sys.executable, "-c", HELD_RUN, *first], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= HELD_AFTER, a)
     try:
         b = subprocess.run(
             [sys.executable, "-m", "winnow", *first, *change], capture_output=True, text=True, timeout=300

@@ -15,7 +15,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from winnow.config import MAX_SEED, PAIRINGS, SECTIONS, STRATEGIES, build, load_yaml
+from winnow.config import (
+    CHOICES,
+    DEVICES,
+    DTYPES,
+    MAX_SEED,
+    PAIRINGS,
+    SECTIONS,
+    STRATEGIES,
+    build,
+    field_docs,
+    load_yaml,
+)
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
@@ -28,6 +39,9 @@ def float_list(text: str) -> list[float]:
 
 
 # (flag, section, field, type, help): one table, so every subcommand spells options alike.
+# The help a flag shows is its config field's docstring (``option_help``), with the choices
+# from ``config.CHOICES`` and the default from the dataclass: the row's own help text is only
+# used for a field without a docstring, and may be None or "".
 OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     "generate": [
         ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
@@ -262,18 +276,22 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
             p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
         if set(DEVICE_STAGES) & set(stages) and name != "serve":
-            p.add_argument("--device", metavar="NAME", help="auto | cpu | cuda[:i] (default: auto)")
+            p.add_argument(
+                "--device",
+                metavar="NAME",
+                help=f"where models run: {' | '.join(DEVICES)} (default: auto: CUDA if present)",
+            )
             p.add_argument(
                 "--dtype",
                 metavar="NAME",
-                help="auto | float32 | bfloat16 | float16 (default: auto: bfloat16 on CUDA, else float32)",
+                help=f"{' | '.join(DTYPES)} (default: auto: bfloat16 on CUDA, else float32)",
             )
         for stage in stages:
             group = p.add_argument_group(stage)
             for flag, _, field, kind, text in OPTIONS[stage]:
-                dest, shown = field_key(stage, field), with_default(text, stage, field)
+                dest, shown = field_key(stage, field), option_help(stage, field, text or "", kind)
                 if kind == "flag":
-                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
+                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
                 elif kind == "append":
                     group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
                 elif kind == "tags":
@@ -347,6 +365,19 @@ def metavar(kind: Any, field: str) -> str:
     if field.endswith("url"):
         return "URL"
     return "PATH" if field in PATH_FIELDS else "NAME"
+
+
+def option_help(section: str, field: str, text: str, kind: Any) -> str:
+    """A flag's help: its config field's docstring (else the OPTIONS row's text), the values
+    it accepts (``config.CHOICES``) and its default, all from the one place each is defined."""
+    doc = field_docs(SECTIONS[section]).get(field) or text
+    choices = CHOICES.get((section, field))
+    if choices:
+        doc += f" Choices: {' | '.join(choices)}."
+    if kind == "append":
+        doc += " Repeat the flag for several."
+    doc = doc.replace("%", "%%")  # argparse formats help with %
+    return doc if kind == "flag" else with_default(doc, section, field)
 
 
 def with_default(text: str, section: str, field: str) -> str:
@@ -428,75 +459,61 @@ def _is_number(text: str) -> bool:
 
 
 def run_command(args: argparse.Namespace) -> None:
+    """Run one subcommand: ``COMMANDS`` names the function of each."""
+    COMMANDS[args.command](args)
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    from winnow.demo import print_summary, run_demo
+
+    if args.rounds < 1:
+        raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.task == "constraints":
+        from winnow.demo_constraints import run_constraints_demo
+
+        if args.rounds != 1:
+            raise WinnowError("--rounds: the constraints demo runs one round")
+        run_constraints_demo(args.run_dir, quick=args.quick)
+        return
+    print_summary(run_demo(args.run_dir, quick=args.quick, rounds=args.rounds), Path(args.run_dir))
+
+
+def verify_command(args: argparse.Namespace) -> None:
+    from winnow.verify import verify_run
+
+    lines, problems = verify_run(args.run_dir)
+    print("\n".join(lines))
+    if problems:
+        raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
+
+
+def report_command(args: argparse.Namespace) -> None:
+    from winnow.report import run_report
+
+    if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
+        raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    result = run_report(
+        args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed, pass_threshold=args.pass_threshold
+    )
+    print_report_summary(result, args.out or f"{args.run_dir}/report")
+
+
+def stage_command(args: argparse.Namespace) -> None:
+    """generate | score | select | sft | run | bon | dpo: configs from defaults, the YAML
+    file and the flags, then the stages in order (``pipeline.run_stages``)."""
     from winnow import pipeline
 
-    if args.command == "demo":
-        from winnow.demo import run_demo
-
-        if args.rounds < 1:
-            raise WinnowError(f"--rounds must be >= 1, got {args.rounds}")
-        if args.task == "constraints":
-            from winnow.demo_constraints import run_constraints_demo
-
-            if args.rounds != 1:
-                raise WinnowError("--rounds: the constraints demo runs one round")
-            run_constraints_demo(args.run_dir, quick=args.quick)
-            return
-        run_demo(args.run_dir, quick=args.quick, rounds=args.rounds)
-        return
-    if args.command == "verify":
-        from winnow.verify import verify_run
-
-        lines, problems = verify_run(args.run_dir)
-        print("\n".join(lines))
-        if problems:
-            raise WinnowError(f"{problems} problem(s) in {args.run_dir}")
-        return
-    if args.command == "report":
-        from winnow.report import run_report
-
-        if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
-            raise WinnowError(
-                f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}"
-            )
-        if not 0 <= args.seed <= MAX_SEED:
-            raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
-        result = run_report(
-            args.run_dir,
-            out_dir=args.out,
-            iters=args.bootstrap_iters,
-            seed=args.seed,
-            pass_threshold=args.pass_threshold,
-        )
-        print_report_summary(result, args.out or f"{args.run_dir}/report")
-        return
     file_config = load_yaml(args.config) if args.config else {}
     if getattr(args, "out", None) and Path(args.out).is_dir():
         raise WinnowError(f"--out {args.out} is a folder; give a file path such as {Path(args.out) / 'best.jsonl'}")
-    if args.command == "serve":
-        serve_command(args, file_config)
-        return
     run_dir = args.run_dir or file_config.get("run_dir")
     if not run_dir:
         raise WinnowError("--run-dir is required (or run_dir in the config file)")
     if getattr(args, "out", None):
         refuse_run_dir_file(run_dir, args.out)
-    configs: dict[str, Any] = {}
-    for stage in STAGES_OF[args.command]:
-        flags = {
-            key.split("__", 1)[1]: value
-            for key, value in vars(args).items()
-            if key.startswith(f"{stage}__") and value is not None
-        }
-        if getattr(args, "device", None) and stage in DEVICE_STAGES:
-            flags["device"] = args.device
-        if getattr(args, "dtype", None) and stage != "select":
-            flags["dtype"] = args.dtype
-        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
-            flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
-        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
-    if "rounds" in configs and configs["rounds"].count is None:
-        _refuse_round_options_without_rounds(args, file_config)
+    configs = stage_configs(args, file_config, run_dir)
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -522,7 +539,9 @@ def run_command(args: argparse.Namespace) -> None:
         return
     summary = pipeline.run_stages(run_dir, prompts, configs)
     if args.command == "bon":
-        pipeline.best_of_n(run_dir, out=args.out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
+        out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
+        rows = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
+        print_best_of_n(rows, out, configs["generate"].n * len(configs["generate"].models), args.aggregate)
     else:
         print(json.dumps(summary, indent=2))
 
@@ -536,6 +555,44 @@ def refuse_run_dir_file(run_dir: str, out: str) -> None:
         folder = (Path(run_dir) / stage).resolve()
         if target == folder or folder in target.parents:
             raise WinnowError(f"--out {out} is inside the run dir's stage folder {folder}; give a path outside it")
+
+
+def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> dict[str, Any]:
+    """Each section the command runs: dataclass defaults, then the YAML file, then flags."""
+    from winnow import pipeline
+
+    configs: dict[str, Any] = {}
+    for stage in STAGES_OF[args.command]:
+        flags = _flags(args, stage)
+        if getattr(args, "device", None) and stage in DEVICE_STAGES:
+            flags["device"] = args.device
+        if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype
+            flags["dtype"] = args.dtype
+        if stage in ("sft", "dpo") and not flags.get("model") and not (file_config.get(stage) or {}).get("model"):
+            flags["model"] = pipeline.default_sft_model(run_dir, configs.get("generate"), file_config)
+        configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
+    if "rounds" in configs and configs["rounds"].count is None:
+        _refuse_round_options_without_rounds(args, file_config)
+    return configs
+
+
+def print_best_of_n(rows: list[dict], out: Path, n: int, aggregate: str = "best") -> None:
+    """The Best-of-N table (or majority / weighted vote) on the terminal; ``out`` holds every row."""
+    from rich.console import Console
+    from rich.table import Table
+
+    title = "Best" if aggregate == "best" else aggregate.capitalize()
+    table = Table(title=f"{title}-of-{n} ({out})")
+    for col in ("prompt_id", "reward", "mean", "best completion"):
+        table.add_column(col)
+    for r in rows:
+        completion = str(r["completion"] or "(none)")[:100]
+        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
+    Console().print(table)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: dict) -> None:
@@ -583,10 +640,11 @@ def print_report_summary(result: dict, out: str) -> None:
     console.print(f"report: {out}/report.md, {out}/report.json")
 
 
-def serve_command(args: argparse.Namespace, file_config: dict) -> None:
+def serve_command(args: argparse.Namespace) -> None:
     """``winnow serve``: Best-of-N mode when any reward option is given."""
     from winnow.serve.main import serve
 
+    file_config = load_yaml(args.config) if args.config else {}
     source = args.config or "flags"
     layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
     config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
@@ -602,6 +660,16 @@ def _flags(args: argparse.Namespace, stage: str) -> dict:
         for key, value in vars(args).items()
         if key.startswith(f"{stage}__") and value is not None
     }
+
+
+COMMANDS = {
+    **dict.fromkeys(STAGES_OF, stage_command),
+    "serve": serve_command,
+    "demo": demo_command,
+    "verify": verify_command,
+    "report": report_command,
+}
+"""Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 
 
 if __name__ == "__main__":

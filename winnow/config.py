@@ -7,8 +7,8 @@ under a different one is refused (see ``winnow.rundir``).
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
+import itertools
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -21,7 +21,7 @@ from winnow.errors import WinnowError
 from winnow.executors import EXECUTORS
 from winnow.generate import BACKENDS, Sampling, check_sampling
 from winnow.models import DTYPES
-from winnow.records import read_text
+from winnow.records import config_hash, read_text  # noqa: F401  (config_hash: its old home)
 from winnow.remote import ClientSettings
 from winnow.select import PAIRING_NEEDS, PAIRINGS, STRATEGIES
 
@@ -39,6 +39,8 @@ MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_SEED = 2**63 - 1
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICES = ("auto", "cpu", "mps", "cuda", "cuda:N")
+"""What ``DEVICE`` accepts, as help and error messages show it."""
 POOLS = ("all", "latest")
 SFT_FROM = ("start", "previous")
 
@@ -109,7 +111,8 @@ class GenerateConfig:
     """vLLM: GPUs each model is split across."""
     gpu_memory_utilization: float | None = None
     """vLLM: share of GPU memory (of system memory on CPU builds) the engine may take;
-    unset = vLLM's default."""
+    unset = vLLM's default on a GPU, and on CPU builds 0.8 of the memory free at start-up
+    (refused at once, exit 2, if that cannot hold the model)."""
     max_model_len: int | None = None
     """vLLM: context length to allocate for; unset = the model's own. Prompts longer than
     it minus max_new_tokens follow ``long_prompts``."""
@@ -669,6 +672,7 @@ class DpoConfig:
             f"must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}",
         )
         _check(self.max_length >= 8, "dpo.max_length", f"must be >= 8, got {self.max_length}")
+        _check_device(self.device, "dpo.device")
 
 
 @dataclass
@@ -734,6 +738,7 @@ class ServeConfig:
         if self.backend == "openai":
             _check(self.base_url, "serve.base_url", "backend 'openai' needs the upstream server's URL (--base-url)")
         _check(1 <= self.port <= 65535 or self.port == 0, "serve.port", f"must be a port number, got {self.port}")
+        _check_device(self.device, "serve.device")
         for name in (
             "batch_size",
             "best_of",
@@ -849,7 +854,7 @@ def _check_seed(seed: int, name: str) -> None:
 
 
 def _check_device(device: str, name: str) -> None:
-    _check(DEVICE.fullmatch(device), name, f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+    _check(DEVICE.fullmatch(device), name, f"must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, got {device!r}")
 
 
 TOP_LEVEL = ("prompts", "run_dir", "prompt_column", "id_column")
@@ -924,9 +929,42 @@ def _typed(value: Any, annotation: str, name: str) -> Any:
     raise WinnowError(f"{name}: expected {annotation}, got {value!r} ({type(value).__name__})")
 
 
-def config_hash(obj: Any) -> str:
-    """A short stable hash of a JSON-able object (dataclasses included)."""
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("generate", "backend"): tuple(BACKENDS),
+    ("serve", "backend"): tuple(BACKENDS),
+    ("generate", "long_prompts"): LONG_PROMPT_POLICIES,
+    ("score", "reward_prefix_sharing"): REWARD_PREFIX_SHARING,
+    ("score", "ifeval_mode"): IFEVAL_MODES,
+    ("select", "strategy"): tuple(STRATEGIES),
+    ("select", "pairs"): tuple(PAIRINGS),
+    ("rounds", "pool"): POOLS,
+    ("rounds", "sft_from"): SFT_FROM,
+    ("executor", "name"): EXECUTORS,
+    **{(section, "device"): DEVICES for section in ("generate", "score", "sft", "dpo", "serve")},
+    **{(section, "dtype"): DTYPES for section in ("generate", "score", "sft", "dpo")},
+}
+"""(section, field) -> the values it accepts, taken from the tables ``validate`` checks
+against: help text and docs list these, so they cannot drift from what is accepted."""
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a config dataclass, as one line
+    (reStructuredText quotes removed): the help of its CLI flag and its docs entry."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.replace("``", "").split())
+    return docs

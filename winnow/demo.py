@@ -29,7 +29,7 @@ from winnow.config import GenerateConfig, RoundsConfig, ScoreConfig, SelectConfi
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
-from winnow.rounds import round_dir, run_round
+from winnow.rounds import round_dir, run_rounds
 from winnow.rundir import load_scored
 
 TRAIN: dict[str, Any] = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=0)
@@ -71,19 +71,8 @@ def run_demo(run_dir: str | Path, *, quick: bool = False, rounds: int = 1) -> di
     }
     plan = RoundsConfig(count=rounds, pool="all", sft_from="start")
     plan.validate()
-    models = {"start": SMOLLM2}
-    checkpoint = None
-    for r in range(1, rounds + 1):
-        done = run_round(
-            train_dir,
-            r,
-            train_prompts,
-            configs,
-            plan,
-            previous=checkpoint,
-            step=lambda name: _timed(timings, peaks, name),
-        )
-        checkpoint = models[f"round {r}"] = done["sft"]["checkpoint"]
+    done = run_rounds(train_dir, train_prompts, configs, plan, step=lambda name: _timed(timings, peaks, name))
+    models = {"start": SMOLLM2, **{f"round {r}": summary["sft"]["checkpoint"] for r, summary in done.items()}}
 
     for name, model in models.items():
         eval_dir = run_dir / f"eval-{name.replace(' ', '-')}"
@@ -242,7 +231,6 @@ def write_report(run_dir: Path, names: list[str], rounds: int, timings: dict, pe
     )
     atomic_write_json(run_dir / "report.json", result)
     atomic_write_text(run_dir / "report.md", markdown(result, timings, peaks))
-    _print(result, run_dir)
     return result
 
 
@@ -318,7 +306,8 @@ def _stats_row(name: str, s: dict) -> str:
     )
 
 
-def _print(result: dict, run_dir: Path) -> None:
+def print_summary(result: dict, run_dir: Path) -> None:
+    """The demo's result on the terminal (the CLI calls it; ``run_demo`` prints nothing)."""
     from rich.console import Console
     from rich.table import Table
 

@@ -82,14 +82,12 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
 def best_of_n(
     run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
 ) -> list[dict]:
-    """The chosen completion per prompt with its reward, written to ``best.jsonl`` and printed.
+    """The chosen completion per prompt with its reward (shape (M,) rows; the earliest sample
+    wins a tie), written to ``out`` (default ``RUN_DIR/best.jsonl``) and returned.
 
     aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
     ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from winnow.answers import answer_tools
 
     prompts, by_key, rewards, _ = stages.load_scored(run_dir)
@@ -127,18 +125,5 @@ def best_of_n(
         if extract is not None:
             rows[-1]["aggregate"] = aggregate
             rows[-1]["answer"] = extract(c["text"]) if c else None
-    out = Path(out) if out else Path(run_dir) / "best.jsonl"
-    atomic_write_jsonl(out, rows)
-    title = "Best" if aggregate == "best" else aggregate.capitalize()
-    table = Table(title=f"{title}-of-{rewards.shape[1]} ({out})")
-    for col in ("prompt_id", "reward", "mean", "best completion"):
-        table.add_column(col)
-    for r in rows:
-        completion = str(r["completion"] or "(none)")[:100]
-        table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
-    Console().print(table)
+    atomic_write_jsonl(Path(out) if out else Path(run_dir) / "best.jsonl", rows)
     return rows
-
-
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.3f}"

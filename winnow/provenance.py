@@ -66,14 +66,33 @@ def reward_fn_identity(spec: str) -> str:
 
 
 def callable_identity(fn) -> str:
-    """A reward given as a Python object (library use): the hash of its source file."""
+    """A reward given as a Python object (library use), identified by its code: its source
+    file's hash when the file exists (a script, a module), else the function's own source
+    (a notebook cell or a REPL keeps it in linecache), else its compiled code (constants
+    and names included). So an edited reward refuses a resume wherever it was defined."""
     try:
         path = inspect.getsourcefile(fn) or inspect.getsourcefile(type(fn))
     except TypeError:
         path = None
-    if not path or not Path(path).is_file():
+    if path and Path(path).is_file():
+        return _short(_file_entries(Path(path).parent, [Path(path)]))
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    try:
+        return _short(["source", inspect.getsource(target)])
+    except (OSError, TypeError):
+        pass
+    code = getattr(fn, "__code__", None) or getattr(vars(type(fn)).get("__call__"), "__code__", None)
+    if code is None:
         return "unknown"
-    return _short(_file_entries(Path(path).parent, [Path(path)]))
+    return _short(["code", *_code_entries(code)])
+
+
+def _code_entries(code) -> list[str]:
+    """What a function computes, without where it was defined (no file names, no lines)."""
+    entries = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
+    for const in code.co_consts:
+        entries += _code_entries(const) if inspect.iscode(const) else [repr(const)]
+    return entries
 
 
 def _hidden(path: Path, root: Path) -> bool:

@@ -231,3 +231,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def reward_to_json(value: float) -> float | None:
     """NaN (unscored) is written as JSON null."""
     return None if math.isnan(value) else float(value)
+
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (dataclasses included): a stage's identity.
+
+    >>> config_hash({"b": 1, "a": [2.0]}) == config_hash({"a": [2.0], "b": 1})
+    True
+    """
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

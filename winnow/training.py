@@ -140,13 +140,16 @@ def with_checkpoint_path(stage: Stage) -> dict:
 def _keep_bar_drop_log_prints(trainer) -> None:
     """Keep the trainer's progress bar but not its per-step log dicts on the terminal: the
     loss curve goes to the stage manifest instead."""
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     class BarOnly(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             return None
 
-    if trainer.pop_callback(ProgressCallback) is not None:
+    # With transformers' verbosity at "error" (the CLI sets it unless --verbose) the trainer
+    # disables tqdm and prints every log dict with PrinterCallback instead: drop that one too.
+    printer = trainer.pop_callback(PrinterCallback) is not None
+    if trainer.pop_callback(ProgressCallback) is not None or printer:
         trainer.add_callback(BarOnly())
 
 

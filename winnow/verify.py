@@ -29,10 +29,41 @@ UPSTREAM = {
 
 
 def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
-    """Report lines (one per finding) and the number of problems; 0 means all is well."""
+    """Report lines (one per finding) and the number of problems; 0 means all is well.
+
+    ``run_dir`` is a single-round run dir, one round of a rounds run (``RUN/round-<r>``), or
+    a rounds run dir as a whole (every ``round-<r>`` in it is checked, each line prefixed
+    with its round). A folder holding neither stages nor rounds is a problem, not "all ok".
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise WinnowError(f"run dir does not exist or is not a folder: {run_dir}")
+    rounds = sorted(
+        int(p.name.split("-", 1)[1]) for p in run_dir.glob("round-*") if p.is_dir() and p.name[6:].isdigit()
+    )
+    if rounds and not any((run_dir / name).exists() for name in STAGES):
+        return _verify_rounds(run_dir, rounds)
+    if not rounds and not any((run_dir / name).exists() for name in STAGES):
+        return [f"{run_dir}: no stage folders ({', '.join(STAGES)}) and no round-<r> folders: not a run dir"], 1
+    return _verify_stages(run_dir)
+
+
+def _verify_rounds(run_dir: Path, rounds: list[int]) -> tuple[list[str], int]:
+    lines, problems = [], 0
+    missing = sorted(set(range(1, max(rounds) + 1)) - set(rounds))
+    if missing:
+        problems += len(missing)
+        lines += [
+            f"round-{r} PROBLEM {run_dir / f'round-{r}'}: missing (rounds run 1, 2, ... in order)" for r in missing
+        ]
+    for r in rounds:
+        found, count = _verify_stages(run_dir / f"round-{r}")
+        lines += [f"round-{r}/{line}" for line in found]
+        problems += count
+    return lines, problems
+
+
+def _verify_stages(run_dir: Path) -> tuple[list[str], int]:
     lines, problems = [], 0
     hashes: dict[str, str] = {}
     for name in STAGES:
@@ -52,6 +83,31 @@ def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
         problems += len(found)
         lines += [f"{'report':9} PROBLEM {p}" for p in found] or [f"{'report':9} ok"]
     return lines, problems
+
+
+def _pooled_upstream(folder: Path, used: dict, hashes: dict[str, str]) -> list[str]:
+    """Problems with a pooled select's ``score_hashes`` ({round: score hash}): each must be
+    the score stage now in that round's folder (this round's is checked above; the others'
+    files are checked when their round is verified)."""
+    this_round = folder.parent.name
+    problems = []
+    for r, recorded in sorted(used.items(), key=lambda item: int(item[0])):
+        if f"round-{r}" == this_round:
+            current = hashes.get("score")
+        else:
+            manifest = folder.parent.parent / f"round-{r}" / "score" / "manifest.json"
+            try:
+                current = read_json(manifest).get("config_hash") if manifest.exists() else None
+            except WinnowError:
+                current = None
+        if current is None:
+            problems.append(f"made from round {r}'s score stage, which is missing or broken in this run dir")
+        elif current != recorded:
+            problems.append(
+                f"made from another round-{r} score stage ({recorded}) than the one in this run dir ({current}); "
+                "rerun `winnow run` in a new run dir"
+            )
+    return problems
 
 
 def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[str], list[str], str | None]:
@@ -84,7 +140,10 @@ def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[
         problem = check_file(folder / relpath, record)
         if problem:
             problems.append(f"{folder / relpath}: {problem}; rerun `winnow {name}` to remake it")
-    if name in UPSTREAM:
+    pooled = (manifest.get("config") or {}).get("score_hashes") if name == "select" else None
+    if isinstance(pooled, dict):  # a round's select, pooled across rounds (winnow.pool)
+        problems += _pooled_upstream(folder, pooled, hashes)
+    elif name in UPSTREAM:
         upstream, field = UPSTREAM[name]
         used = (manifest.get("config") or {}).get(field)
         if upstream not in hashes:

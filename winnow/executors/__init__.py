@@ -105,8 +105,7 @@ def write_shard(stage_dir: Path, name: str, rows: list[dict], *, config_hash: st
 
 def check_stage_config(stage_dir: Path, expected_hash: str) -> None:
     """Refuse to write into ``stage_dir`` unless its config.json hashes to ``expected_hash``."""
-    from winnow.config import config_hash
-    from winnow.records import read_json
+    from winnow.records import config_hash, read_json
 
     path = Path(stage_dir) / "config.json"
     found = config_hash(read_json(path)) if path.exists() else None

@@ -24,13 +24,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from winnow.config import ExecutorConfig
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, ShardWorker, write_shard
+
+if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
+    from winnow.config import ExecutorConfig
 
 
 def run_ray(

@@ -22,12 +22,65 @@ from winnow.generate import Sampling, chat
 from winnow.models import load_tokenizer, refuse_encoder_decoder, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt
 
+CPU_FREE_SHARE = 0.8
+"""On CPU builds, without --gpu-memory-utilization, the engine takes this part of the memory
+free at start-up (vLLM's own default, 0.92 of all memory, fails whenever other processes
+hold some, after minutes of start-up and a long worker traceback)."""
+WEIGHTS_HEADROOM = 1.5
+"""The engine needs the weights plus room for activations and a KV cache: refused below this
+many times the weights' size."""
+
+
+def system_memory() -> tuple[int, int]:
+    """(available, total) bytes of system memory, from /proc/meminfo (Linux)."""
+    info = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            info[key] = int(value.split()[0]) * 1024
+    return info.get("MemAvailable", info["MemFree"]), info["MemTotal"]
+
+
+def weights_bytes(path) -> int:
+    """Bytes of the weight files in a model folder (safetensors, bin, gguf)."""
+    from pathlib import Path
+
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+
+
+def cpu_memory_share(requested: float | None, *, memory: tuple[int, int], weights: int) -> float | None:
+    """The ``gpu_memory_utilization`` to give vLLM's CPU build (a share of system memory).
+
+    ``requested`` (the user's --gpu-memory-utilization) is kept as given. Without it:
+    ``CPU_FREE_SHARE`` of the memory free now, as a share of the total ``memory``
+    (available, total bytes), rounded down to 0.01. When that leaves less than
+    ``WEIGHTS_HEADROOM`` x ``weights`` bytes, refuse before the engine starts.
+
+    >>> GiB = 2**30
+    >>> cpu_memory_share(None, memory=(10 * GiB, 16 * GiB), weights=1 * GiB)
+    0.5
+    >>> cpu_memory_share(0.3, memory=(1 * GiB, 16 * GiB), weights=1 * GiB)
+    0.3
+    """
+    if requested is not None:
+        return requested
+    available, total = memory
+    share = int(CPU_FREE_SHARE * available / total * 100) / 100
+    if share * total < WEIGHTS_HEADROOM * weights or share <= 0:
+        raise WinnowError(
+            f"backend 'vllm' on CPU: {available / 2**30:.1f} GiB of {total / 2**30:.1f} GiB memory is free, "
+            f"too little for the model ({weights / 2**30:.2f} GiB of weights) and its cache; free some memory "
+            "or set --gpu-memory-utilization (the share of system memory the engine may take)"
+        )
+    return share
+
 
 class VLLMBackend:
     """``vllm.LLM`` over a local Hugging Face folder (or ``smollm2``).
 
     ``tensor_parallel_size``, ``gpu_memory_utilization`` and ``max_model_len`` go to the
-    engine as given (None: vLLM's default); ``engine_args`` holds any other ``LLM`` keyword
+    engine as given (None: vLLM's default, except ``gpu_memory_utilization`` on a CPU build:
+    see ``cpu_memory_share``); ``engine_args`` holds any other ``LLM`` keyword
     (e.g. ``enforce_eager``) for library callers.
     """
 
@@ -59,6 +112,10 @@ class VLLMBackend:
             tensor_parallel_size=tensor_parallel_size,
             seed=0,  # every request carries its own seed; this one is never drawn from
         )
+        if device == "cpu":  # vLLM's default share (0.92) of system memory fails when any is in use
+            gpu_memory_utilization = cpu_memory_share(
+                gpu_memory_utilization, memory=system_memory(), weights=weights_bytes(path)
+            )
         if gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = gpu_memory_utilization
         if max_model_len is not None:

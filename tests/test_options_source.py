@@ -1,0 +1,76 @@
+"""One source for every option: CLI help is the config field's docstring, choices come from
+the tables ``validate`` checks against, and config.py and the executors import no cycle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from winnow.cli import OPTIONS, parser
+from winnow.config import CHOICES, SECTIONS, build, field_docs
+from winnow.errors import WinnowError
+
+# What a choice needs besides itself to pass validation.
+NEEDS = {
+    ("generate", "backend", "openai"): {"base_url": "http://127.0.0.1:1/v1"},
+    ("serve", "backend", "openai"): {"base_url": "http://127.0.0.1:1/v1"},
+    ("select", "strategy", "top_k_overall"): {"k": 1},
+    ("select", "strategy", "top_k_per_prompt"): {"k": 1},
+    ("select", "strategy", "random_k_overall"): {"k": 1},
+    ("select", "strategy", "threshold"): {"threshold": 0.5},
+    ("select", "strategy", "rso"): {"beta": 0.1},
+    ("select", "pairs", "rso"): {"beta": 0.1},
+}
+
+
+def help_of(command: str, flag: str) -> str:
+    sub = parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    action = next(a for a in sub._actions if flag in a.option_strings)
+    return " ".join(str(action.help).split())
+
+
+def test_every_option_is_a_documented_field():
+    for rows in OPTIONS.values():
+        for flag, section, field, _, _ in rows:
+            assert field_docs(SECTIONS[section]).get(field), f"{flag}: {section}.{field} has no docstring"
+
+
+@pytest.mark.parametrize(("command", "section"), [(c, s) for c in ("generate", "serve", "run") for s in OPTIONS])
+def test_help_is_the_docstring_with_its_choices(command, section):
+    for flag, row_section, field, _, _ in OPTIONS[section]:
+        if (
+            row_section != section
+            or section
+            not in {
+                "generate": ["generate", "executor"],
+                "serve": ["serve", "score"],
+                "run": ["generate", "score", "select", "sft", "rounds", "executor"],
+            }[command]
+        ):
+            continue
+        shown = help_of(command, flag)
+        assert shown.startswith(field_docs(SECTIONS[section])[field].replace("%", "%%")[:40])
+        if (section, field) in CHOICES:
+            assert f"Choices: {' | '.join(CHOICES[section, field])}." in shown
+
+
+def test_device_help_names_mps_and_serve_backend_names_vllm():
+    assert "mps" in help_of("generate", "--device") and "mps" in help_of("serve", "--device")
+    assert "Choices: hf | openai | vllm." in help_of("serve", "--backend")
+
+
+@pytest.mark.parametrize(("section", "field"), sorted(CHOICES))
+def test_each_choice_shown_is_accepted_and_others_are_not(section, field):
+    for choice in CHOICES[section, field]:
+        value = "cuda:1" if choice == "cuda:N" else choice
+        build(SECTIONS[section], {field: value, **NEEDS.get((section, field, choice), {})})
+    with pytest.raises(WinnowError, match=f"{section}.{field}"):
+        build(SECTIONS[section], {field: "no-such-choice"})
+
+
+def test_config_and_executors_import_no_cycle():
+    code = "import sys, winnow.executors.ray, winnow.executors; print('winnow.config' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
