@@ -71,25 +71,62 @@ def test_requests_stay_concurrency_deep_across_shards_with_the_same_rows(workdir
     assert len(shards(workdir / "overlapped")) == 12
 
 
+class Gate:
+    """Answers ``allow`` more requests, then holds the rest until released, so a kill lands
+    while the run is mid-way whatever the machine's speed (each answer takes 20-100 ms)."""
+
+    def __init__(self, seed: int):
+        self.delays = random.Random(seed)
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+        self.released.set()
+        self.budget: int | None = None
+        self.held = 0
+
+    def arm(self, allow: int) -> None:
+        with self.lock:
+            self.budget, self.held = allow, 0
+            self.released.clear()
+
+    def release(self) -> None:
+        with self.lock:
+            self.budget = None
+        self.released.set()
+
+    def __call__(self, count, body):
+        with self.lock:
+            hold = self.budget is not None and self.budget <= 0
+            if self.budget is not None and self.budget > 0:
+                self.budget -= 1
+            self.held += hold
+            delay = self.delays.uniform(0.02, 0.1)
+        if hold:
+            self.released.wait(120)
+        return delay
+
+
 def test_killed_overlapping_generate_resumes_to_identical_files(workdir):
     rng = random.Random(20261201)
-    with FakeServer(fault=lambda count, body: rng.uniform(0.02, 0.3)) as server:
+    gate = Gate(seed=7)
+    with FakeServer(fault=gate) as server:
         assert main(argv(workdir, server.url, "reference")) == 0
         run = workdir / "killed"
-        kills = 0
         for _ in range(3):
+            gate.arm(allow=rng.randint(2, 6))  # a few answers, then the rest wait: mid-run
             proc = subprocess.Popen(
                 [sys.executable, "-m", "winnow", *argv(workdir, server.url, "killed")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            time.sleep(rng.uniform(0.8, 2.0))  # start-up, then somewhere among the shards
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                kills += 1
+            deadline = time.monotonic() + 120
+            while not gate.held and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.poll() is None, "the run ended before its requests were held"
+            time.sleep(rng.uniform(0.0, 0.3))  # the answers let through may still be landing
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        assert kills >= 1
+            gate.release()
         partial = len(shards(run))
         assert main(argv(workdir, server.url, "killed")) == 0
     assert partial < 12  # some shards were still to make when the last kill landed

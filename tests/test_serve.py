@@ -225,15 +225,14 @@ def test_best_of_returns_the_best_candidates_with_their_rewards(bon):
         assert e.value.param == "best_of" and message in e.value.message
 
 
-def test_aggregate_best_is_served_and_the_votes_are_refused_by_name(bon):
+def test_aggregate_best_and_the_votes_are_served_and_unknown_names_refused(bon):
     api = client(bon, key=None)
     best = api.completions.create(model="tiny", prompt="x", max_tokens=4, seed=1, extra_body={"aggregate": "best"})
     default = api.completions.create(model="tiny", prompt="x", max_tokens=4, seed=1)
     assert best.choices[0].text == default.choices[0].text
     for name in ("majority", "weighted"):
-        with pytest.raises(openai.BadRequestError) as e:
-            api.completions.create(model="tiny", prompt="x", max_tokens=4, extra_body={"aggregate": name})
-        assert e.value.param == "aggregate" and e.value.code == "aggregate_not_available" and name in e.value.message
+        got = api.completions.create(model="tiny", prompt="x", max_tokens=4, seed=1, extra_body={"aggregate": name})
+        assert got.choices[0].model_extra["reward"] in got.model_extra["candidate_rewards"]
     with pytest.raises(openai.BadRequestError) as e:
         api.completions.create(model="tiny", prompt="x", max_tokens=4, extra_body={"aggregate": "median"})
     assert e.value.param == "aggregate" and "best, majority, weighted" in e.value.message
@@ -351,3 +350,24 @@ def test_best_of_n_in_front_of_another_server(plain, monkeypatch):
         )
     assert len(r.model_extra["candidate_rewards"]) == 3
     assert r.choices[0].model_extra["reward"] == max(r.model_extra["candidate_rewards"])
+
+
+def test_votes_choose_the_answer_most_candidates_give():
+    from winnow.records import Completion
+    from winnow.serve.app import _aggregate
+    from winnow.serve.work import Outcome
+
+    texts = ["so = 3", "so = 4", "so = 4"]
+    got = Outcome(
+        prompt_tokens=1,
+        candidates=[
+            Completion(prompt_id="p", sample_index=j, model="m", text=t, num_tokens=3, finish_reason="stop")
+            for j, t in enumerate(texts)
+        ],
+        rewards=[0.9, 0.1, 0.2],
+    )
+    # majority: 4 (two votes), its first candidate; weighted: 3 weighs 0.9 against 0.1 + 0.2
+    assert [c.text for c, _ in _aggregate("majority", got, 3)] == ["so = 4", "so = 3", "so = 4"]
+    assert [r for _, r in _aggregate("majority", got, 2)] == [0.1, 0.9]
+    assert [c.text for c, _ in _aggregate("weighted", got, 1)] == ["so = 3"]
+    assert [r for _, r in _aggregate("best", got, 1)] == [0.9]

@@ -164,7 +164,7 @@ def test_every_builtin_loads_and_help_lists_the_table():
         assert callable(load_reward_fn(name))
     help_text = " ".join(parser().format_help().split())
     score_help = " ".join(parser()._subparsers._group_actions[0].choices["score"].format_help().split())
-    assert f"built-in ({', '.join(BUILTINS)})" in score_help
+    assert f"Shipped with winnow: {', '.join(BUILTINS)}." in score_help
     assert list(BUILTINS) == ["vader", "length", "math", "choice", "exact", "ifeval", "code"]
     assert help_text  # the top-level parser builds with the table
 

@@ -374,6 +374,8 @@ def option_help(section: str, field: str, text: str, kind: Any) -> str:
     choices = CHOICES.get((section, field))
     if choices:
         doc += f" Choices: {' | '.join(choices)}."
+    if (section, field) == ("score", "reward_fn"):  # open-ended (module:function), but the names come from the table
+        doc += f" Shipped with winnow: {', '.join(BUILTINS)}."
     if kind == "append":
         doc += " Repeat the flag for several."
     doc = doc.replace("%", "%%")  # argparse formats help with %

@@ -213,8 +213,8 @@ class ScoreConfig:
     reward_model: str | None = None
     """A sequence-classification reward model folder (one output label)."""
     reward_fn: str | list[str] | None = "vader"
-    """A reward function: a built-in name (``vader``, ``length``; verifiers ``math``,
-    ``choice``, ``exact``), ``module:function`` or ``path/to/file.py:function``; a list for
+    """A reward function: a built-in name (``winnow.rewards.BUILTINS``: rewards and the
+    verifiers), ``module:function`` or ``path/to/file.py:function``; a list for
     several. A single one given as a string is replaced by reward_model or reward_judge when
     either is set; a list joins them, with reward_weights."""
     reward_judge: str | None = None

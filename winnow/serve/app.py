@@ -54,11 +54,10 @@ from winnow.serve.work import ApiError, Outcome, Ticket, work
 
 log = logging.getLogger("winnow.serve")
 
-AGGREGATES: dict[str, bool] = {"best": True, "majority": False, "weighted": False}
+AGGREGATES: dict[str, bool] = {"best": True, "majority": True, "weighted": True}
 """How a request may ask the answer to be chosen (``aggregate``), and whether this server
-does it: ``best`` = the highest-reward candidates. ``majority`` and ``weighted`` (votes over
-the candidates' final answers, plain or reward-weighted) are known names, refused until
-``winnow.select`` has the votes; switching one on here needs its case in ``_aggregate``."""
+does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted`` = the vote
+over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -394,6 +393,17 @@ def _aggregate(name: str | None, got: Outcome, n: int) -> list[tuple[Completion,
     match name:
         case None | "best":
             return _pick(got, n)
+        case "majority" | "weighted":
+            # the vote's winner first, then the rest by reward (a vote names one answer; n > 1 asks for more)
+            from winnow.select import aggregate
+
+            ranked = _pick(got, len(got.candidates))
+            rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
+            chosen = aggregate([c.text for c in got.candidates], rewards, name)
+            if chosen < 0:
+                return ranked[:n]
+            first = got.candidates[chosen]
+            return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
         case _:  # refused in _check_aggregate
             raise ApiError(400, f"aggregate {name!r} is not available", param="aggregate")
 
