@@ -31,6 +31,8 @@ SKIP = {
     "winnow demo": "the real SmolLM2 demo (tests/test_demo_slow.py)",
     "--config": "needs the user's YAML file",
     "$": "uses shell variables",
+    "--strategy passing": "a tiny random model seldom passes a verifier, leaving nothing to fine-tune on "
+    "(tests/test_adaptive.py runs adaptive sampling with a scripted reward)",
 }
 
 
@@ -55,12 +57,47 @@ def skip_reason(command: str) -> str | None:
 
 REWARDS = "def score(prompts, completions, **kw):\n    return [float(len(c)) for c in completions]\n"
 
+# Prompts files the docs name, in the schema each page describes (a reference answer, IFEval's
+# instructions, HumanEval's tests), and completions made elsewhere for `winnow import`.
+FILES = {
+    "gsm.jsonl": [{"id": f"g{i}", "prompt": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(3)],
+    "ifeval.jsonl": [
+        {
+            "id": "i0",
+            "prompt": "Answer without commas.",
+            "instruction_id_list": ["punctuation:no_comma"],
+            "kwargs": [{}],
+        }
+    ],
+    "humaneval.jsonl": [
+        {
+            "id": "h0",
+            "prompt": "def add(a, b):\n",
+            "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n",
+            "entry_point": "add",
+        }
+    ],
+    "mmlu.jsonl": [{"id": "m0", "prompt": "Which is a colour? (A) dog (B) red", "gold": "B"}],
+    "responses.jsonl": [{"prompt_id": f"p{i}", "text": f"about {i}, twice: {j}"} for i in range(3) for j in range(2)],
+}
+MADE_FOR = {
+    "runs/math": "gsm.jsonl",
+    "runs/if1": "ifeval.jsonl",
+    "runs/he": "humaneval.jsonl",
+    "runs/mmlu": "mmlu.jsonl",
+    "runs/other": "prompts.jsonl",
+}
+"""Run dirs a page scores or reports without showing the generate that made them: a tiny
+generate (and a length-scored one for a report) from the prompts file of their schema."""
+
 
 @pytest.mark.docs
 def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"say something about {i}"} for i in range(3)])
     (tmp_path / "my_rewards.py").write_text(REWARDS)
+    for name, rows in FILES.items():
+        write_jsonl(tmp_path / name, rows)
     ran, skipped, skipped_dirs = [], [], set()
     for path in doc_files():
         for command in commands(path):
@@ -70,6 +107,13 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
                 continue
             words = shlex.split(command)
             run_dir = words[words.index("--run-dir") + 1] if "--run-dir" in words else None
+            if run_dir is None and words[1] in ("report", "verify"):
+                run_dir = words[2]
+            if run_dir in MADE_FOR and not Path(run_dir).exists():
+                made = ["--prompts", MADE_FOR[run_dir], "--run-dir", run_dir, "--model", str(tiny_policy)]
+                assert main(["generate", *made, "--n", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+                if words[1] == "report":
+                    assert main(["score", "--run-dir", run_dir, "--reward-fn", "length"]) == 0
             if skip_reason(command) or (run_dir and run_dir in skipped_dirs):  # or it reads what a skipped one made
                 skipped.append(command)
                 skipped_dirs.add(run_dir)
