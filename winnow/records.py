@@ -8,13 +8,14 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,23 +191,31 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file and rename: readers see all or nothing.
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[Callable[[bytes], Any]]:
+    """Write ``path`` via a temp file and rename: readers see all or nothing.
 
-    The one atomic write; the text, JSON, JSONL and .npy writers below go through it.
+    Yields ``write(bytes)``, so a large output can be written a row at a time and never held
+    whole. The one atomic write: every writer below (and the streamed stages') goes through it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+            yield f.write
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``atomic_writer``)."""
+    with atomic_writer(path) as write:
+        write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

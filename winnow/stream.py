@@ -22,10 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import numpy as np
 
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
-from winnow.records import BOM, TMP_SUFFIX, Prompt, file_mode
+from winnow.records import BOM, Prompt, atomic_writer
 from winnow.rundir import check_file, completed_manifest, verified_bytes
 
 NO_ROW = -1
@@ -111,26 +109,6 @@ def iter_shard_rows(folder: Path, names: list[str], records: dict, *, stage: str
 def text_hash(text: str) -> int:
     """64-bit hash of a completion's text: equal texts, equal hashes (dedup by hash, not text)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-@contextmanager
-def atomic_lines(path: Path):
-    """Write a file line by line via a temp file and rename (readers see all or nothing).
-
-    Yields ``write(bytes)``; a row at a time, so a large output is never held whole.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            yield f.write
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def jsonl_line(row: dict) -> bytes:
@@ -289,7 +267,7 @@ def dedup_by_hash(rewards: np.ndarray, hashes: np.ndarray, present: np.ndarray) 
 def write_rows(path: Path, rows: Iterable[dict]) -> int:
     """Write rows as JSONL, one at a time, atomically; returns the number written."""
     count = 0
-    with atomic_lines(path) as write:
+    with atomic_writer(path) as write:
         for row in rows:
             write(jsonl_line(row))
             count += 1
