@@ -293,3 +293,21 @@ def test_adaptive_with_rounds_or_a_bad_extractor_is_refused(workdir, tiny_policy
     argv = bon_cmd(workdir, workdir / "x", tiny_policy, "--stop-when", "consensus:0.5", "--answer", "nonsense")
     assert main(argv) == 2
     assert "adaptive.answer: use 'auto', 'math', 'module:function'" in capsys.readouterr().err
+
+
+def test_the_policy_loads_once_for_all_steps(workdir, tiny_policy, monkeypatch):
+    from winnow.generate import hf
+
+    loads = []
+    real_init = hf.HFBackend.__init__
+
+    def counted_init(self, *args, **kw):
+        loads.append(args[0] if args else kw.get("model"))
+        real_init(self, *args, **kw)
+
+    monkeypatch.setattr(hf.HFBackend, "__init__", counted_init)
+    run = workdir / "run"
+    assert main(bon_cmd(workdir, run, tiny_policy)) == 0
+    assert json.loads((run / "generate" / "manifest.json").read_text())["adaptive"]["steps"] == 4
+    assert loads == [str(tiny_policy)]  # four steps, one load
+    np.testing.assert_array_equal(rewards_of(run), EXPECTED_PASS)

@@ -38,6 +38,7 @@ from winnow import stages
 from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig, config_hash
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
+from winnow.generate import kept_backends
 from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
 from winnow.rundir import Stage, load_scored
 
@@ -132,41 +133,43 @@ def run_adaptive(
     open_rows = list(range(m))
     steps: list[dict] = []
     start, s = 0, 0
-    while open_rows and start < maximum:
-        s += 1
-        size = min(adaptive.step, maximum - start)
-        folder = step_dir(run_dir, s)
-        chunk = [prompts[i] for i in open_rows]
-        config = replace(generate, n=size, seed=step_seed(generate.seed, s))
-        gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start)
-        score_manifest = stages.score(folder, score, reward=reward, executor=executor)
-        step_prompts, by_key, step_rewards, _ = load_scored(folder)
-        for k, p in enumerate(step_prompts):
-            i = row_of[p.id]
-            rewards[i, start : start + size] = step_rewards[k, start : start + size]
-            for j in range(start, start + size):
-                c = by_key.get((p.id, j))
-                if c is not None:
-                    texts[i][j] = c["text"]
-                    answers[i][j] = extract(c["text"]) if extract else None
-                    sampled[i] += 1
-        start += size
-        open_rows = [
-            i
-            for i in open_rows
-            if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold, equal)
-        ]
-        steps.append(
-            {
-                "step": s,
-                "prompts": len(chunk),
-                "columns": [start - size, start],
-                "generate_hash": gen_manifest["config_hash"],
-                "score_hash": score_manifest["config_hash"],
-            }
-        )
-        if step_hook is not None:
-            step_hook(s)
+    # one policy load for every step (each step is a generate stage of its own)
+    with kept_backends():
+        while open_rows and start < maximum:
+            s += 1
+            size = min(adaptive.step, maximum - start)
+            folder = step_dir(run_dir, s)
+            chunk = [prompts[i] for i in open_rows]
+            config = replace(generate, n=size, seed=step_seed(generate.seed, s))
+            gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start)
+            score_manifest = stages.score(folder, score, reward=reward, executor=executor)
+            step_prompts, by_key, step_rewards, _ = load_scored(folder)
+            for k, p in enumerate(step_prompts):
+                i = row_of[p.id]
+                rewards[i, start : start + size] = step_rewards[k, start : start + size]
+                for j in range(start, start + size):
+                    c = by_key.get((p.id, j))
+                    if c is not None:
+                        texts[i][j] = c["text"]
+                        answers[i][j] = extract(c["text"]) if extract else None
+                        sampled[i] += 1
+            start += size
+            open_rows = [
+                i
+                for i in open_rows
+                if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold, equal)
+            ]
+            steps.append(
+                {
+                    "step": s,
+                    "prompts": len(chunk),
+                    "columns": [start - size, start],
+                    "generate_hash": gen_manifest["config_hash"],
+                    "score_hash": score_manifest["config_hash"],
+                }
+            )
+            if step_hook is not None:
+                step_hook(s)
     summary = _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold)
     return _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
 

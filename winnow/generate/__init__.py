@@ -7,6 +7,8 @@ server) is one more module satisfying ``Backend`` and one more entry in ``make_b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -111,7 +113,68 @@ def make_backend(
 ) -> Backend:
     """The backend ``name`` for ``model``. ``engine`` holds vLLM engine options
     (tensor_parallel_size, gpu_memory_utilization, max_model_len), passed through as given;
-    ``client`` (server address, key variable, retries) and ``endpoint`` are for ``openai``."""
+    ``client`` (server address, key variable, retries) and ``endpoint`` are for ``openai``.
+    Inside ``kept_backends`` the same arguments give back the backend already made."""
+
+    def make() -> Backend:
+        return _make_backend(
+            name,
+            model,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+            engine=engine,
+            client=client,
+            endpoint=endpoint,
+        )
+
+    if _KEPT is None:
+        return make()
+    key = repr((name, model, device, batch_size, dtype, sorted((engine or {}).items()), client, endpoint))
+    if key not in _KEPT:
+        _KEPT[key] = make()
+    return _KEPT[key]
+
+
+_KEPT: dict[str, Backend] | None = None
+"""Backends held loaded while ``kept_backends`` is active; None: every call loads anew."""
+
+
+@contextlib.contextmanager
+def kept_backends() -> Iterator[None]:
+    """Within: ``make_backend`` loads a model once for the same arguments, however many stages
+    ask for it (an adaptive run's steps are a generate stage each: without this each step
+    would load the policy again). The backends are closed when the outermost one ends."""
+    global _KEPT
+    if _KEPT is not None:
+        yield
+        return
+    _KEPT = {}
+    try:
+        yield
+    finally:
+        kept, _KEPT = _KEPT, None
+        for backend in kept.values():
+            if hasattr(backend, "close"):
+                backend.close()
+
+
+def is_kept(backend: Backend) -> bool:
+    """Whether ``kept_backends`` holds ``backend`` (its closing then waits for the context's end)."""
+    return _KEPT is not None and any(b is backend for b in _KEPT.values())
+
+
+def _make_backend(
+    name: str,
+    model: str,
+    *,
+    device: str,
+    batch_size: int,
+    dtype: str,
+    engine: dict | None,
+    client: ClientSettings | None,
+    endpoint: str,
+) -> Backend:
     match name:
         case "hf":
             from winnow.generate.hf import HFBackend

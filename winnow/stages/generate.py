@@ -178,7 +178,9 @@ class GenerateWorker:
         return out
 
     def close(self) -> None:
-        if hasattr(self.backend, "close"):
+        from winnow.generate import is_kept
+
+        if hasattr(self.backend, "close") and not is_kept(self.backend):
             self.backend.close()
 
     def run(self, task: ShardTask) -> list[dict]:
