@@ -293,11 +293,13 @@ def parser() -> argparse.ArgumentParser:
                 if kind == "flag":
                     group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
                 elif kind == "append":
-                    group.add_argument(flag, dest=dest, action="append", metavar=metavar(kind, field), help=shown)
+                    group.add_argument(
+                        flag, dest=dest, action="append", metavar=metavar(kind, field, stage), help=shown
+                    )
                 elif kind == "tags":
                     group.add_argument(flag, dest=dest, nargs="+", metavar="TAG", help=shown)
                 else:
-                    group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field), help=shown)
+                    group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field, stage), help=shown)
         if name == "import":
             p.add_argument(
                 "--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder"
@@ -352,8 +354,10 @@ PLAIN_METAVARS = {
 PATH_FIELDS = ("models", "model", "reward_model", "judge_rubric")
 
 
-def metavar(kind: Any, field: str) -> str:
+def metavar(kind: Any, field: str, section: str = "") -> str:
     """A plain metavar, as in the tools users know: N, FLOAT, PATH, URL, VAR, NAME."""
+    if (section, field) == ("import", "model"):  # a name recorded with imported rows, not a folder
+        return "NAME"
     if kind is int:
         return "N"
     if kind is float:
