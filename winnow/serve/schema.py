@@ -51,7 +51,8 @@ class SamplingFields(Strict):
     min_p: float = Field(0.0, ge=0, lt=1)
     repetition_penalty: float = Field(1.0, ge=0.01, le=100)
     aggregate: str | None = None
-    """Best-of-N: how the answer is chosen from the candidates (``best``; see ``app.AGGREGATES``)."""
+    """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
+    ``majority`` or ``weighted`` (votes over their final answers; ``app.AGGREGATES``)."""
 
     @field_validator("temperature")
     @classmethod
