@@ -214,12 +214,7 @@ def write_report(run_dir: Path, names: list[str], rounds: int, timings: dict, pe
         },
         "train_stats": {f"round {r}": train_stats(train_dir, r) for r in range(1, rounds + 1)},
         "side_by_side": side_by_side(names, SIDE_BY_SIDE, run_dir),
-        "seconds": {k: round(wall, 1) for k, (wall, _) in timings.items()},
-        "cpu_seconds": {k: round(cpu, 1) for k, (_, cpu) in timings.items()},
-        "peak_memory_mb_by_step": {k: round(v) if v else None for k, v in peaks.items()},
-        "total_seconds": round(sum(wall for wall, _ in timings.values()), 1),
-        "total_cpu_seconds": round(sum(cpu for _, cpu in timings.values()), 1),
-        "peak_memory_mb": round(peak_mb),
+        **cost_summary(timings, peaks, peak_mb),
     }
     start, last = evals["start"][2], evals[names[-1]][2]
     report.plot(
@@ -232,6 +227,20 @@ def write_report(run_dir: Path, names: list[str], rounds: int, timings: dict, pe
     atomic_write_json(run_dir / "report.json", result)
     atomic_write_text(run_dir / "report.md", markdown(result, timings, peaks))
     return result
+
+
+def cost_summary(timings: dict, peaks: dict, peak_mb: float) -> dict:
+    """Wall and CPU seconds per step and in total, and peak memory, as report.json holds them.
+
+    timings: step -> (wall s, CPU s); peaks: step -> peak RSS MB (None where unknown)."""
+    return {
+        "seconds": {k: round(wall, 1) for k, (wall, _) in timings.items()},
+        "cpu_seconds": {k: round(cpu, 1) for k, (_, cpu) in timings.items()},
+        "peak_memory_mb_by_step": {k: round(v) if v else None for k, v in peaks.items()},
+        "total_seconds": round(sum(wall for wall, _ in timings.values()), 1),
+        "total_cpu_seconds": round(sum(cpu for _, cpu in timings.values()), 1),
+        "peak_memory_mb": round(peak_mb),
+    }
 
 
 def markdown(result: dict, timings: dict, peaks: dict) -> str:

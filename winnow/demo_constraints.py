@@ -28,7 +28,7 @@ import numpy as np
 from winnow import report, stages
 from winnow.adaptive import run_adaptive
 from winnow.config import AdaptiveConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
-from winnow.demo import _timed
+from winnow.demo import _timed, cost_summary
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
@@ -133,14 +133,9 @@ def write_report(run_dir: Path, names: list[str], train_report: dict, timings: d
             "tokens": adaptive["tokens"],
             "prompts_with_a_pass": adaptive["passing_prompts"],
             "pass_at_k": dict(zip(pass_section["pass_at_k"]["k"], pass_section["pass_at_k"]["mean"], strict=True)),
-            "selected": stages.load_selected(run_dir / "train").__len__(),
+            "selected": len(stages.load_selected(run_dir / "train")),
         },
-        "seconds": {k: round(wall, 1) for k, (wall, _) in timings.items()},
-        "cpu_seconds": {k: round(cpu, 1) for k, (_, cpu) in timings.items()},
-        "peak_memory_mb_by_step": {k: round(v) if v else None for k, v in peaks.items()},
-        "total_seconds": round(sum(wall for wall, _ in timings.values()), 1),
-        "total_cpu_seconds": round(sum(cpu for _, cpu in timings.values()), 1),
-        "peak_memory_mb": round(peak_mb),
+        **cost_summary(timings, peaks, peak_mb),
     }
     atomic_write_json(run_dir / "report.json", result)
     atomic_write_text(run_dir / "report.md", markdown(result))

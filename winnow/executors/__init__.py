@@ -187,13 +187,7 @@ def _run_local(
         )
     report = ShardReport(executor="local", workers=1)
     for task in tqdm(tasks, desc=desc, unit="shard"):
-        rows = worker.run(task)
-        if not report.done:
-            claim()
-        write_shard(stage_dir, task.name, rows, config_hash=config_hash)
-        report.done.append(task.name)
-        if on_written is not None:
-            on_written(task.name)
+        _write(task, worker.run(task), report, stage_dir, claim, on_written, config_hash)
     return report
 
 
@@ -240,7 +234,13 @@ def _run_overlapped(
 def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash) -> None:
     """Wait for one submitted shard and write it."""
     task, future = item
-    rows = future.result()
+    _write(task, future.result(), report, stage_dir, claim, on_written, config_hash)
+
+
+def _write(
+    task: ShardTask, rows: list[dict], report: ShardReport, stage_dir: Path, claim, on_written, config_hash
+) -> None:
+    """Write one finished shard: the stage is claimed before its first shard lands."""
     if not report.done:
         claim()
     write_shard(stage_dir, task.name, rows, config_hash=config_hash)
