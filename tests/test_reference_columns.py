@@ -471,3 +471,20 @@ def test_code_by_name_runs_the_rows_tests_in_the_sandbox(tmp_path):
     manifest = stages.score(tmp_path / "run", ScoreConfig(reward_fn="code", code_timeout_s=2.0))
     assert np.load(tmp_path / "run" / "score" / "rewards.npy").tolist() == [[1.0, 0.0, 0.0]]
     assert manifest["config"]["score"]["code_timeout_s"] == 2.0  # a non-default option is part of the hash
+
+
+def test_a_regenerated_run_dir_scores_its_new_prompts_in_the_same_process(tmp_path):
+    # the score worker caches the prompts it reads per run dir: a generate stage made anew
+    # with other prompt texts (same ids) must not be scored against the old ones
+    run = tmp_path / "run"
+    echo = tmp_path / "echo.py"
+    echo.write_text("def prompt_length(prompts, completions, **kw):\n    return [float(len(p)) for p in prompts]\n")
+    fake_generate(run, [Prompt(id="a", text="short")], {"a": ["x"]})
+    stages.score(run, ScoreConfig(reward_fn=f"{echo}:prompt_length"))
+    assert np.load(run / "score" / "rewards.npy").tolist() == [[5.0]]
+    import shutil
+
+    shutil.rmtree(run)
+    fake_generate(run, [Prompt(id="a", text="a much longer prompt")], {"a": ["x"]})
+    stages.score(run, ScoreConfig(reward_fn=f"{echo}:prompt_length"))
+    assert np.load(run / "score" / "rewards.npy").tolist() == [[20.0]]

@@ -25,6 +25,7 @@ from winnow.stages.score_input import (
     count_rows,
     plan_slices,
     prompt_records,
+    remember_prompts,
     stream_matrices,
 )
 from winnow.stream import load_prompts
@@ -45,6 +46,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     # each task names the generate rows its worker reads (``score_input``).
     gen = completed_manifest(run_dir, "generate")
     prompts = load_prompts(run_dir, gen)
+    remember_prompts(str(run_dir), gen["config_hash"], prompts)  # a local worker need not read them again
     provenance = {"reward": _reward_identity(config, reward)}
     stage = Stage(
         run_dir,
@@ -169,7 +171,7 @@ class ScoreWorker:
     def run(self, task: ShardTask) -> list[dict]:
         triples = task.payload
         if isinstance(triples, ScoreSlice):  # the stage's tasks name their rows; library callers may pass triples
-            triples = triples.triples(prompt_records(triples.run_dir))
+            triples = triples.triples(prompt_records(triples.run_dir, triples.generate_hash))
         texts = [c["text"] for _, c, _ in triples]
         answers = texts if self.tags is None else [answer_after_reasoning(t, self.tags) for t in texts]
         live = [i for i, a in enumerate(answers) if a is not None]

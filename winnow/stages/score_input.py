@@ -27,10 +27,13 @@ class ScoreSlice:
     """Rows ``start .. stop-1`` (counting non-blank lines) of each listed generate shard.
 
     pieces: (shard file name, its record in the generate manifest, start, stop), in order.
+    generate_hash: the config hash of the generate stage the slice was planned from (the
+    prompts a worker reads for it must be that stage's, not a cached earlier one's).
     """
 
     run_dir: str
     pieces: list[tuple[str, dict, int, int]]
+    generate_hash: str = ""
     _keys: set | None = field(default=None, repr=False, compare=False)
 
     def rows(self) -> list[dict]:
@@ -59,7 +62,7 @@ class ScoreSlice:
         return out
 
     def keys(self) -> set[tuple[str, int]]:
-        """The (prompt_id, sample_index) pairs of the slice (kept from ``pairs`` when the worker
+        """The (prompt_id, sample_index) pairs of the slice (kept from ``triples`` when the worker
         ran in this process; read again otherwise)."""
         keys, self._keys = self._keys, None  # asked for once, when the shard is recorded
         if keys is None:
@@ -88,10 +91,10 @@ def plan_slices(run_dir: str | Path, manifest: dict, shard_size: int) -> list[Sc
             filled += take
             start += take
             if filled == shard_size:
-                slices.append(ScoreSlice(str(run_dir), current))
+                slices.append(ScoreSlice(str(run_dir), current, manifest["config_hash"]))
                 current, filled = [], 0
     if current:
-        slices.append(ScoreSlice(str(run_dir), current))
+        slices.append(ScoreSlice(str(run_dir), current, manifest["config_hash"]))
     return slices
 
 
@@ -111,19 +114,32 @@ class SliceKeys(Mapping):
         return len(self.slices)
 
 
-_RECORDS: dict[str, dict[str, tuple[object, dict]]] = {}
+_RECORDS: dict[tuple[str, str], dict[str, tuple[object, dict]]] = {}
 
 
-def prompt_records(run_dir: str) -> dict[str, tuple[object, dict]]:
-    """prompt id -> (what the reward receives as the prompt, the prompt row's other columns);
-    read once per process and run dir."""
-    if run_dir not in _RECORDS:
+def prompt_records(run_dir: str, generate_hash: str) -> dict[str, tuple[object, dict]]:
+    """prompt id -> (what the reward receives as the prompt, the prompt row's other columns)
+    of the generate stage with config hash ``generate_hash``; read once per process and stage
+    (a generate stage made anew in the same run dir has another hash, so it is read anew)."""
+    key = (run_dir, generate_hash)
+    if key not in _RECORDS:
         from winnow.rundir import completed_manifest
 
-        prompts = load_prompts(run_dir, completed_manifest(run_dir, "generate"))
-        _RECORDS.clear()  # one run dir at a time: a long-lived worker does not pile them up
-        _RECORDS[run_dir] = {p.id: (p.content, p.columns) for p in prompts}
-    return _RECORDS[run_dir]
+        manifest = completed_manifest(run_dir, "generate")
+        if manifest["config_hash"] != generate_hash:
+            raise WinnowError(
+                f"{run_dir}/generate was replaced while score ran (config {manifest['config_hash']}, "
+                f"planned from {generate_hash}): rerun `winnow score`"
+            )
+        remember_prompts(run_dir, generate_hash, load_prompts(run_dir, manifest))
+    return _RECORDS[key]
+
+
+def remember_prompts(run_dir: str, generate_hash: str, prompts: list[Prompt]) -> None:
+    """Hold the prompts of one generate stage for the score workers of this process (the
+    driver, which has read them already, saves a local worker reading them again)."""
+    _RECORDS.clear()  # one stage at a time: a long-lived worker does not pile them up
+    _RECORDS[(run_dir, generate_hash)] = {p.id: (p.content, p.columns) for p in prompts}
 
 
 @dataclass
