@@ -9,7 +9,7 @@
 (B) Arithmetic questions with a reference answer, scored by the math verifier: the vote of
     8 samples (``bon --aggregate majority``, math-verify's equality) against one sample.
 
-    python benchmarks/bench_adaptive.py [--prompts 42] [--max-new-tokens 48] [--quick]
+    python benchmarks/bench_adaptive.py [--prompts 105] [--max-new-tokens 48] [--quick]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from winnow.rundir import load_scored
 
 
 def adaptive_against_fixed(root: Path, prompts: list[Prompt], *, maximum: int, step: int, tokens: int) -> dict:
-    sample = dict(models=[SMOLLM2], n=maximum, temperature=0.8, max_new_tokens=tokens, batch_size=16, shard_size=16)
+    # the demo's sampling settings (batches of 64: an adaptive step's few samples per prompt fill them)
+    sample = dict(models=[SMOLLM2], n=maximum, temperature=0.8, max_new_tokens=tokens, batch_size=64, shard_size=64)
     score = ScoreConfig(reward_fn=REWARD, pass_threshold=PASS)
     start = time.perf_counter()
     stages.generate(root / "fixed", prompts, GenerateConfig(**sample))
@@ -104,7 +105,7 @@ def majority_against_single(root: Path, prompts: list[Prompt], *, n: int, tokens
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=42, help="training prompts for (A) (default 42 of 105)")
+    parser.add_argument("--prompts", type=int, default=105, help="training prompts for (A) (default: all 105)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--questions", type=int, default=40, help="arithmetic questions for (B)")
     parser.add_argument("--run-dir", help="where the runs go (default: a temp folder; reruns resume)")

@@ -311,3 +311,37 @@ def test_the_policy_loads_once_for_all_steps(workdir, tiny_policy, monkeypatch):
     assert json.loads((run / "generate" / "manifest.json").read_text())["adaptive"]["steps"] == 4
     assert loads == [str(tiny_policy)]  # four steps, one load
     np.testing.assert_array_equal(rewards_of(run), EXPECTED_PASS)
+
+
+def test_generate_then_score_give_the_files_bon_gives(workdir, tiny_policy, capsys):
+    """``winnow generate --adaptive-step`` samples and scores the steps and writes
+    RUN_DIR/generate; ``winnow score`` with the same options puts RUN_DIR/score together
+    from the steps (nothing scored again): the same stages as ``bon`` writes."""
+    reference = workdir / "reference"
+    assert main(bon_cmd(workdir, reference, tiny_policy)) == 0
+    run = workdir / "split"
+    argv = bon_cmd(workdir, run, tiny_policy)
+    assert main(["generate", *argv[1:]]) == 0
+    assert (run / "generate/manifest.json").exists() and not (run / "score").exists()
+    score_options = ["--device", "cpu", *argv[argv.index("--reward-fn") :]]  # as bon scored the steps
+    assert main(["score", "--run-dir", str(run), *score_options]) == 0
+    np.testing.assert_array_equal(rewards_of(run), EXPECTED_PASS)
+    digest = tree_digest(run)
+    expected = {k: v for k, v in tree_digest(reference).items() if k != "best.jsonl"}
+    assert digest == expected
+    # rerun: both commands resume to the same files
+    assert main(["generate", *argv[1:]]) == 0 and main(["score", "--run-dir", str(run), *score_options]) == 0
+    assert tree_digest(run) == digest
+    # another reward over the same (adaptively sampled) completions is an ordinary score stage
+    other = workdir / "other"
+    assert main(["generate", *bon_cmd(workdir, other, tiny_policy)[1:]]) == 0
+    assert main(["score", "--run-dir", str(other), "--reward-fn", "length"]) == 0
+    got = rewards_of(other)
+    assert ((~np.isnan(got)) == (~np.isnan(EXPECTED_PASS))).all() and np.nanmin(got) > 1
+    # a reward for generate without adaptive sampling means nothing there: refused
+    capsys.readouterr()
+    assert main(["generate", "--run-dir", str(workdir / "x"), "--prompts", str(workdir / "prompts.jsonl"),
+                 "--reward-fn", "length"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        "winnow: error: score.reward_fn: winnow generate scores only with --adaptive-step (adaptive.step)"
+    )

@@ -38,9 +38,14 @@ def test_rows_are_filled_and_every_completion_placed_once():
     placed = sorted(r for row in rows for seg in row for r in seg.rows)
     assert placed == sorted(r for g in groups for r in g.rows if r != 33)
     assert all(sum(len(s) for s in row) <= width <= 40 for row in rows)
-    ids, pos, mask, reads = pk.layout(rows, width, pad_id=0)
-    assert ids.shape == (len(rows), width) and mask.shape == (len(rows), 1, width, width)
+    ids, pos, blocks, reads = pk.layout(rows, width, pad_id=0)
+    assert ids.shape == (len(rows), width)
     # a tail token sees its prompt and itself, not the tail before it
     row, r, last = next((row, r, t) for row, r, t in reads if row == 1)
-    seen = np.flatnonzero(mask[r, 0, last])
-    assert list(pos[r, seen]) == [0, 1, 2, 3, 4, 5, 6]  # prompt 0..4, then its 2-token tail
+    flat = r * width + last
+    u, i = np.argwhere(blocks.queries.numpy() == flat)[0]
+    seen = blocks.keys.numpy()[u][blocks.mask.numpy()[u, 0, i]]
+    assert list(pos.flat[seen]) == [0, 1, 2, 3, 4, 5, 6]  # prompt 0..4, then its 2-token tail
+    # every real token is a query exactly once; padding is none
+    real = sum(len(s) for row in rows for s in row)
+    assert sorted(blocks.into.tolist()) == sorted(set(blocks.into.tolist())) and len(blocks.into) == real

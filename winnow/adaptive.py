@@ -40,7 +40,8 @@ from winnow.errors import WinnowError
 from winnow.executors import write_shard
 from winnow.generate import kept_backends
 from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
-from winnow.rundir import Stage, load_scored
+from winnow.rundir import Stage, completed_manifest, load_scored
+from winnow.stream import load_prompts
 
 
 def step_dir(run_dir: str | Path, s: int) -> Path:
@@ -108,6 +109,28 @@ def run_adaptive(
     reward: overrides the score config's reward (library use, as in ``stages.score``).
     step_hook: called with each finished step's number (tests stop a run between steps).
     """
+    gen_manifest = sample_adaptive(
+        run_dir, prompts, generate, score, adaptive, executor=executor, reward=reward, step_hook=step_hook
+    )
+    return {"generate": gen_manifest, "score": score_adaptive(run_dir, score, executor=executor)}
+
+
+def sample_adaptive(
+    run_dir: str | Path,
+    prompts: list[Prompt],
+    generate: GenerateConfig,
+    score: ScoreConfig,
+    adaptive: AdaptiveConfig,
+    *,
+    executor: ExecutorConfig | None = None,
+    reward=None,
+    step_hook=None,
+) -> dict:
+    """The steps, then RUN_DIR/generate put together from them (``winnow generate
+    --adaptive-step``); returns its manifest. The steps are scored as they go, under
+    ``score``, which the generate stage records: which prompts stayed open depends on it.
+    RUN_DIR/score is then ``score_adaptive``'s (``winnow score`` with the same options).
+    """
     generate.validate()
     score.validate()
     adaptive.validate()
@@ -171,7 +194,15 @@ def run_adaptive(
             if step_hook is not None:
                 step_hook(s)
     summary = _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold)
-    return _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
+    return _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
+
+
+def scored_under(gen_manifest: dict) -> dict | None:
+    """The score config an adaptive generate stage's steps were scored under; None when
+    the stage was not sampled adaptively."""
+    if not gen_manifest.get("adaptive"):
+        return None
+    return gen_manifest["config"].get("score")
 
 
 def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold) -> dict:
@@ -196,8 +227,8 @@ def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, thresh
     return out
 
 
-def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor) -> dict:
-    """RUN_DIR/generate and RUN_DIR/score from the steps: a shard per step, then the matrix."""
+def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor) -> dict:
+    """RUN_DIR/generate from the steps: a shard per step (columns kept), one manifest."""
     run_dir = Path(run_dir)
     rows_per_step = []
     for step in steps:
@@ -211,7 +242,6 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
     for c in completions:
         tokens[c["prompt_id"]] += c["num_tokens"]
     summary["tokens_per_prompt"] = [tokens[p.id] for p in prompts]
-    record_executor = (executor or ExecutorConfig()).name
     prompt_rows = [p.to_row() for p in prompts]
     gen = Stage(
         run_dir,
@@ -220,6 +250,7 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
             "generate": generate.stage_config(),
             # the extractor decides only consensus's samples: other rules leave it out
             "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
+            "score": score.stage_config(),  # which prompts stayed open follows from these scores
             "prompts_hash": config_hash(prompt_rows),
             "steps": [st["generate_hash"] for st in steps],
         },
@@ -231,7 +262,7 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
             _write_recorded(gen, name, rows)
         atomic_write_jsonl(gen.dir / "prompts.jsonl", prompt_rows)
         skipped = sum(1 for p in prompts if not any(c["prompt_id"] == p.id for c in completions))
-        gen_manifest = gen.finish(
+        return gen.finish(
             shards=names,
             outputs=["prompts.jsonl"],
             num_prompts=len(prompts),
@@ -239,8 +270,22 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
             num_completions=len(completions),
             skipped_prompts=skipped,
             adaptive=summary,
-            executor={"name": record_executor},
+            adaptive_steps=steps,
+            executor={"name": (executor or ExecutorConfig()).name},
         )
+
+
+def score_adaptive(run_dir: str | Path, score: ScoreConfig, *, executor: ExecutorConfig | None = None) -> dict:
+    """RUN_DIR/score from the steps' score stages: a shard per step, then the (M, MAX)
+    matrix, NaN where a prompt had stopped. Nothing is scored again. ``score`` must be the
+    config the steps were scored under (``stages.score`` sends a run here only then)."""
+    run_dir = Path(run_dir)
+    gen_manifest = completed_manifest(run_dir, "generate")
+    if scored_under(gen_manifest) != score.stage_config():
+        raise WinnowError(f"{run_dir}/generate: its adaptive steps were scored under another score config")
+    steps = gen_manifest["adaptive_steps"]
+    prompts = load_prompts(run_dir, gen_manifest)
+    n = gen_manifest["num_columns"]
     sc = Stage(
         run_dir,
         "score",
@@ -251,33 +296,36 @@ def _assemble(run_dir, prompts, generate, score, adaptive, rule, steps, summary,
         },
     )
     with sc:
+        stored = sc.stored_manifest()
+        if stored and all(sc.matches(f) for f in stored["files"]):
+            return stored
         sc.claim()
+        names = [f"s{st['step']:05d}" for st in steps]
         reward_rows = []
         for step, name in zip(steps, names, strict=True):
             step_rows = _step_reward_rows(step_dir(run_dir, step["step"]), *step["columns"])
             _write_recorded(sc, name, step_rows)
             reward_rows += step_rows
-        matrix = stages.reward_matrix(prompts, reward_rows, generate.n)
+        matrix = stages.reward_matrix(prompts, reward_rows, n)
         atomic_write_npy(sc.dir / "rewards.npy", matrix)
         outputs, extra = ["rewards.npy"], {}
         components = load_scored(step_dir(run_dir, 1))[3].get("components") if steps else None
         if components:  # several rewards: each as its own matrix too, as the score stage writes them
             for k, part in enumerate(components):
-                values = stages.reward_matrix(prompts, reward_rows, generate.n, component=k)
+                values = stages.reward_matrix(prompts, reward_rows, n, component=k)
                 atomic_write_npy(sc.dir / part["file"], values)
                 outputs.append(part["file"])
             extra["components"] = [
                 {k: v for k, v in c.items() if k in ("reward", "weight", "file")} for c in components
             ]
-        score_manifest = sc.finish(
+        return sc.finish(
             shards=names,
             outputs=outputs,
-            **stages.summarize(matrix, num_completions=len(completions)),
+            **stages.summarize(matrix, num_completions=gen_manifest["num_completions"]),
             **extra,
-            adaptive=summary,
-            executor={"name": record_executor},
+            adaptive=gen_manifest["adaptive"],
+            executor={"name": (executor or ExecutorConfig()).name},
         )
-    return {"generate": gen_manifest, "score": score_manifest}
 
 
 def _key(row: dict):

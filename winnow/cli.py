@@ -230,7 +230,7 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
     ],
 }
 STAGES_OF = {
-    "generate": ["generate", "executor"],
+    "generate": ["generate", "adaptive", "score", "executor"],
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
@@ -240,12 +240,21 @@ STAGES_OF = {
     "serve": ["serve", "score"],
     "import": ["import"],
 }
+GROUP_NOTES = {
+    ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
+    ("generate", "score"): "with --adaptive-step only: how the steps are scored; `winnow score` with the "
+    "same options then puts RUN_DIR/score together from them",
+}
+"""A line under a command's option group, where the group means something else there."""
 MAX_BOOTSTRAP_ITERS = 1_000_000
 """The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
 REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
+ONLY = {"generate": ("generate",)}
+"""Commands that hold a section's config without running its stage (generate's score
+section scores the adaptive steps; RUN_DIR/score is `winnow score`'s)."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -287,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
                 help=f"{' | '.join(DTYPES)} (default: auto: bfloat16 on CUDA, else float32)",
             )
         for stage in stages:
-            group = p.add_argument_group(stage)
+            group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for flag, _, field, kind, text in OPTIONS[stage]:
                 dest, shown = field_key(stage, field), option_help(stage, field, text or "", kind)
                 if kind == "flag":
@@ -319,10 +328,12 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to check")
     verify.add_argument("--debug", action="store_true", help="show the traceback of an error")
     demo = sub.add_parser("demo", help="offline demo: SmolLM2 + VADER, reward before and after fine-tuning")
-    demo.add_argument("--run-dir", default="runs/demo", help="where the demo writes (default: runs/demo)")
+    demo.add_argument(
+        "--run-dir", metavar="PATH", default="runs/demo", help="where the demo writes (default: runs/demo)"
+    )
     demo.add_argument("--quick", action="store_true", help="a tiny smoke version (not the real measurement)")
     demo.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    demo.add_argument("--rounds", type=int, default=1, help="rounds of rejection sampling (default: 1)")
+    demo.add_argument("--rounds", type=int, metavar="N", default=1, help="rounds of rejection sampling (default: 1)")
     demo.add_argument(
         "--task",
         choices=("sentiment", "constraints"),
@@ -543,7 +554,7 @@ def stage_command(args: argparse.Namespace) -> None:
             json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
         )
         return
-    summary = pipeline.run_stages(run_dir, prompts, configs)
+    summary = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
         rows = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
@@ -570,6 +581,11 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
     configs: dict[str, Any] = {}
     for stage in STAGES_OF[args.command]:
         flags = _flags(args, stage)
+        if args.command == "generate" and stage == "score" and configs["adaptive"].step is None:
+            given = sorted(flags) + sorted(file_config.get("score") or {})
+            if given:
+                raise WinnowError(f"score.{given[0]}: winnow generate scores only with --adaptive-step (adaptive.step)")
+            continue
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype

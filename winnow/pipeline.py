@@ -13,19 +13,19 @@ from winnow.errors import WinnowError
 from winnow.records import atomic_write_jsonl, read_json
 
 
-def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
+def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None) -> dict:
     """Run the configured stages in order; returns each stage's manifest summary.
 
     With ``configs["rounds"].count`` set, the four stages run that many rounds, each in
     ``RUN_DIR/round-<r>/`` (``winnow.rounds``); the summary is then keyed by round.
+    ``only`` names the stages to run when ``configs`` holds more (``winnow generate
+    --adaptive-step`` holds a score config for its steps but writes RUN_DIR/generate alone).
     """
     from winnow.sft import sft
 
     rounds = configs.get("rounds")
     if rounds is not None and rounds.count is not None:
         if configs.get("adaptive") is not None and configs["adaptive"].step is not None:
-            from winnow.errors import WinnowError
-
             raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
         from winnow.rounds import run_rounds
 
@@ -34,21 +34,27 @@ def run_stages(run_dir: str | Path, prompts, configs: dict) -> dict:
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
     adaptive = configs.get("adaptive")
-    if adaptive is not None and adaptive.step is not None:
-        from winnow.adaptive import run_adaptive
 
-        summary.update(
-            run_adaptive(run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor)
+    def wanted(name: str) -> bool:
+        return name in configs and (only is None or name in only)
+
+    if adaptive is not None and adaptive.step is not None:
+        from winnow.adaptive import sample_adaptive
+
+        if "score" not in configs:
+            raise WinnowError("adaptive.step: adaptive sampling scores as it samples; give a reward (--reward-fn, ...)")
+        summary["generate"] = sample_adaptive(
+            run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor
         )
-    if "generate" in configs and "generate" not in summary:
+    if wanted("generate") and "generate" not in summary:
         summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
-    if "score" in configs and "score" not in summary:
+    if wanted("score"):  # after adaptive steps under this config: put together from them
         summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
-    if "select" in configs:
+    if wanted("select"):
         summary["select"] = stages.select(run_dir, configs["select"])
-    if "sft" in configs:
+    if wanted("sft"):
         summary["sft"] = sft(run_dir, configs["sft"])
-    if "dpo" in configs:
+    if wanted("dpo"):
         from winnow.dpo import dpo
 
         summary["dpo"] = dpo(run_dir, configs["dpo"])

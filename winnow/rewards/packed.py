@@ -7,21 +7,26 @@ segments end to end instead. A segment is one prompt followed by its completions
     [prompt_a | tail_a1 | tail_a2 | ... ][prompt_b | tail_b1 | ...][pad]
 
 and rows of ``width`` tokens are filled with segments one after another, so only the end
-of a row is padding. One forward pass scores every tail: a 4-D attention
-mask lets a prompt token see the earlier tokens of its own prompt, and a tail token its
-own prompt and the earlier tokens of its own tail (never another tail or another
-segment); positions restart at 0 for each prompt and go on from the prompt's length in
-each tail, so every tail sees exactly what it would see as a full row, and the score head
-reads it at its last token. The scores equal the full rows' (float rounding aside).
+of a row is padding. One forward pass scores every tail. The linear layers run over the
+packed rows as they are; attention (``block_attention``, registered with transformers'
+AttentionInterface for the call) runs per *unit* instead of over the row: a prompt's
+tokens see the earlier tokens of their prompt, a tail's tokens their prompt and the
+earlier tokens of their tail (never another tail or another segment). So attention costs
+what it would in the unit's own full row, not W^2 as a dense 4-D mask over a W-token row
+does (at W = 1,024 that was ~1.3x the work of the rest of a SmolLM2-sized model).
+Positions restart at 0 for each prompt and go on from the prompt's length in each tail,
+so every tail sees exactly what it would see as a full row, and the score head reads it
+at its last token. The scores equal the full rows' (float rounding aside).
 
 A prompt whose tails do not all fit in the rest of a row goes on in the next row, behind
-the prompt again (``plan_rows``). Only decoder classifiers pooled at the last token (``GenericForSequence
-Classification``) whose attention takes an explicit 4-D mask take this path; the caller
-checks the scores against full rows on a probe first.
+the prompt again (``plan_rows``). Only decoder classifiers pooled at the last token
+(``GenericForSequenceClassification``) whose attention goes through the AttentionInterface
+take this path; the caller checks the scores against full rows on a probe first.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,51 +88,132 @@ def plan_rows(groups: list[Group], width: int) -> tuple[list[list[Segment]], lis
     return rows, too_long
 
 
+ATTENTION = "winnow_packed"
+"""The name the block attention below is registered under in transformers' AttentionInterface."""
+
+
+@dataclass
+class Blocks:
+    """Who attends to whom in a batch of packed rows, as gather indices into its B * W tokens.
+
+    A *unit* is a prompt (its tokens see the earlier tokens of that prompt) or a tail (its
+    tokens see their prompt and the earlier tokens of the tail). U units, each padded to
+    the longest: ``queries`` (U, Lq) and ``keys`` (U, Lk) are flat token indices,
+    ``mask`` (U, 1, Lq, Lk) which keys each query sees; ``take`` (Q,) picks the real
+    queries out of the (U * Lq) outputs and ``into`` (Q,) says where they go among B * W.
+    """
+
+    queries: torch.Tensor
+    keys: torch.Tensor
+    mask: torch.Tensor
+    take: torch.Tensor
+    into: torch.Tensor
+
+
 def layout(packed: list[list[Segment]], width: int, pad_id: int):
-    """Tensors of a batch of packed rows: ids, positions (B, W); the boolean mask
-    (B, 1, W, W); and for each scored tail (call row, packed row, index of its last token)."""
+    """A batch of packed rows: ids, positions (B, W); its ``Blocks``; and for each scored
+    tail (call row, packed row, index of its last token in the row)."""
     b = len(packed)
     ids = np.full((b, width), pad_id, dtype=np.int64)
     pos = np.zeros((b, width), dtype=np.int64)
-    seg = np.full((b, width), -1, dtype=np.int64)  # -1: padding
-    part = np.zeros((b, width), dtype=np.int64)  # 0: prompt, i >= 1: tail i
+    units: list[tuple[np.ndarray, np.ndarray, int]] = []  # (query indices, key indices, prompt keys)
     reads: list[tuple[int, int, int]] = []
     for r, row_segs in enumerate(packed):
-        at = 0
-        for k, s in enumerate(row_segs):
+        at = r * width  # flat index of the row's first token
+        for s in row_segs:
             p = len(s.prompt)
-            ids[r, at : at + p] = s.prompt
-            pos[r, at : at + p] = np.arange(p)
-            seg[r, at : at + p] = k
+            prompt = np.arange(at, at + p)
+            ids.flat[at : at + p] = s.prompt
+            pos.flat[at : at + p] = np.arange(p)
+            units.append((prompt, prompt, 0))
             at += p
-            for i, (row, tail) in enumerate(zip(s.rows, s.tails, strict=True), start=1):
+            for row, tail in zip(s.rows, s.tails, strict=True):
                 n = len(tail)
-                ids[r, at : at + n] = tail
-                pos[r, at : at + n] = p + np.arange(n)
-                seg[r, at : at + n] = k
-                part[r, at : at + n] = i
+                ids.flat[at : at + n] = tail
+                pos.flat[at : at + n] = p + np.arange(n)
+                units.append((np.arange(at, at + n), np.concatenate([prompt, np.arange(at, at + n)]), p))
                 at += n
-                reads.append((row, r, at - 1))
-    same = seg[:, :, None] == seg[:, None, :]
-    causal = np.tril(np.ones((width, width), dtype=bool))[None]
-    visible = (part[:, None, :] == 0) | (part[:, None, :] == part[:, :, None])
-    mask = same & causal & visible & (seg[:, :, None] >= 0)
-    mask |= np.eye(width, dtype=bool)[None]  # a padding token sees itself: no row of the softmax is empty
-    return ids, pos, mask[:, None], reads
+                reads.append((row, r, at - 1 - r * width))
+    lq, lk = max(len(q) for q, _, _ in units), max(len(k) for _, k, _ in units)
+    queries = np.zeros((len(units), lq), dtype=np.int64)
+    keys = np.zeros((len(units), lk), dtype=np.int64)
+    mask = np.zeros((len(units), lq, lk), dtype=bool)
+    mask[:, :, 0] = True  # a padding query sees one key: no row of the softmax is empty
+    take = []
+    for u, (q, k, seen) in enumerate(units):
+        n = len(q)
+        queries[u, :n], keys[u, : len(k)] = q, k
+        mask[u, :n, :seen] = True  # a tail sees all of its prompt
+        mask[u, :n, seen : seen + n] = np.tril(np.ones((n, n), dtype=bool))  # and itself, causally
+        take.append(u * lq + np.arange(n))
+    blocks = Blocks(
+        torch.from_numpy(queries),
+        torch.from_numpy(keys),
+        torch.from_numpy(mask[:, None]),
+        torch.from_numpy(np.concatenate(take)),
+        torch.from_numpy(np.concatenate([q for q, _, _ in units])),
+    )
+    return ids, pos, blocks, reads
+
+
+def block_attention(module, query, key, value, attention_mask, *, scaling=None, winnow_blocks=None, **kwargs):
+    """Attention over the units of packed rows only (an AttentionInterface function).
+
+    query (B, H, W, D), key and value (B, Hkv, W, D), as transformers hands them over;
+    returns (B, W, H, D) as its own attention functions do. Each unit gathers its queries
+    and keys and attends among them alone, so the work grows with the units' sizes, not
+    with W^2 as a dense 4-D mask over the row would. ``softcap`` (Gemma 2) is applied;
+    a sliding window needs nothing: ``plan_rows`` keeps every unit inside it.
+    """
+    blocks: Blocks = winnow_blocks
+    b, h, w, d = query.shape
+    hkv = key.shape[1]
+    flat = lambda x: x.transpose(1, 2).reshape(b * w, x.shape[1], d)  # noqa: E731 -- (B*W, heads, D)
+    q = flat(query)[blocks.queries].transpose(1, 2)  # (U, H, Lq, D)
+    k = flat(key)[blocks.keys].transpose(1, 2)  # (U, Hkv, Lk, D)
+    v = flat(value)[blocks.keys].transpose(1, 2)
+    softcap = kwargs.get("softcap")
+    if softcap is None:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=blocks.mask, scale=scaling, enable_gqa=hkv != h
+        )
+    else:
+        k, v = k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)
+        logits = torch.tanh(q @ k.transpose(-1, -2) * (scaling or d**-0.5) / softcap) * softcap
+        logits = logits.masked_fill(~blocks.mask, torch.finfo(logits.dtype).min)
+        out = torch.softmax(logits.float(), dim=-1).to(q.dtype) @ v
+    out = out.transpose(1, 2).reshape(-1, h, d)  # (U * Lq, H, D)
+    result = out.new_zeros(b * w, h, d)
+    result[blocks.into] = out[blocks.take]
+    return result.view(b, w, h, d), None
+
+
+@contextmanager
+def attending_in_blocks(base):
+    """Run ``base`` with ``block_attention`` for the duration (its mask building is skipped:
+    transformers builds no mask for an attention it has no mask function for)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, block_attention)
+    before = base.config._attn_implementation
+    base.config._attn_implementation = ATTENTION
+    try:
+        yield
+    finally:
+        base.config._attn_implementation = before
 
 
 @torch.inference_mode()
 def score_packed(base, head, packed: list[list[Segment]], width: int, *, pad_id: int, device, dtype):
     """Scores of every tail in ``packed`` rows: (call rows, scores, real tokens, all tokens)."""
-    ids, pos, mask, reads = layout(packed, width, pad_id)
-    # an additive float mask: 0 where a key is visible, the dtype's minimum where not
-    bias = torch.zeros(mask.shape, dtype=dtype)
-    bias.masked_fill_(~torch.from_numpy(mask), torch.finfo(dtype).min)
-    out = base(
-        input_ids=torch.from_numpy(ids).to(device),
-        position_ids=torch.from_numpy(pos).to(device),
-        attention_mask=bias.to(device),
-    )
+    ids, pos, blocks, reads = layout(packed, width, pad_id)
+    blocks = Blocks(*(t.to(device) for t in vars(blocks).values()))
+    with attending_in_blocks(base):
+        out = base(
+            input_ids=torch.from_numpy(ids).to(device),
+            position_ids=torch.from_numpy(pos).to(device),
+            winnow_blocks=blocks,
+        )
     hidden = out.last_hidden_state  # (B, W, hidden)
     rows = [row for row, _, _ in reads]
     picked = hidden[torch.tensor([r for _, r, _ in reads]), torch.tensor([t for _, _, t in reads])]
