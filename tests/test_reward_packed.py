@@ -12,40 +12,46 @@ from winnow.rewards import prefix as pf
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
-def test_packed_scores_equal_full_rows_with_little_padding(arch, tmp_path):
+def test_packed_scores_equal_full_rows_without_padding(arch, tmp_path):
     folder = build(tmp_path, arch)
     prompts, completions = workload(sizes=(1, 2, 3, 5, 8, 13, 16, 8, 8, 8))
     full, _ = score(folder, prompts, completions, prefix_sharing="off")
-    for width, batch_tokens in [(64, 64), (320, 16384)]:
-        packed, rm = score(
-            folder, prompts, completions, prefix_sharing="packed", pack_width=width, batch_tokens=batch_tokens
-        )
+    for width in (64, 320):
+        packed, rm = score(folder, prompts, completions, prefix_sharing="packed", pack_width=width)
         np.testing.assert_allclose(packed, full, rtol=0, atol=1e-4)
         lengths = [len(r) for r in rm.tokenize(prompts, completions)]
         limit = min(width, ARCHITECTURES[arch][2].get("sliding_window") or width)
         # rows longer than a packed row are scored in full, every other one packed
         assert [p for p in rm.last_paths if p != "packed"] == ["full"] * sum(n > limit for n in lengths)
         if width == 320 and not ARCHITECTURES[arch][2].get("sliding_window"):
-            padding = rm.stats["padded_tokens"] / (rm.stats["real_tokens"] + rm.stats["padded_tokens"])
-            assert padding < 0.03, rm.stats
+            assert rm.stats["padded_tokens"] == 0, rm.stats
 
 
-def test_rows_are_filled_and_every_completion_placed_once():
+def test_whole_prompts_go_in_rows_and_every_completion_is_placed_once():
     groups = [pf.Group([1] * p, list(range(10 * k, 10 * k + n)), [[2] * t for t in range(1, n + 1)])
               for k, (p, n) in enumerate([(5, 8), (9, 3), (2, 10), (37, 4)])]  # fmt: skip
-    rows, width, too_long = pk.plan_even(groups, 40)
+    rows, too_long = pk.plan_rows(groups, 40)
     assert too_long == [33]  # 37 + its 4-token tail > 40
     placed = sorted(r for row in rows for seg in row for r in seg.rows)
     assert placed == sorted(r for g in groups for r in g.rows if r != 33)
-    assert all(sum(len(s) for s in row) <= width <= 40 for row in rows)
-    ids, pos, blocks, reads = pk.layout(rows, width, pad_id=0)
-    assert ids.shape == (len(rows), width)
+    assert all(sum(len(s) for s in row) <= 40 for row in rows)
+    # groups 0 (5 + 36 tokens), 2 (2 + 55) and 3 (37 + 6) overflow a row and are split; 1 stays whole
+    segments = [s for row in rows for s in row]
+    assert sorted(len(s.prompt) for s in segments) == [2, 2, 5, 5, 9, 37, 37]
+    row = next(row for row in rows if any(len(s.prompt) == 9 for s in row))
+    ids, pos, blocks, reads = pk.layout(row)
     # a tail token sees its prompt and itself, not the tail before it
-    row, r, last = next((row, r, t) for row, r, t in reads if row == 1)
-    flat = r * width + last
-    u, i = np.argwhere(blocks.queries.numpy() == flat)[0]
-    seen = blocks.keys.numpy()[u][blocks.mask.numpy()[u, 0, i]]
-    assert list(pos.flat[seen]) == [0, 1, 2, 3, 4, 5, 6]  # prompt 0..4, then its 2-token tail
-    # every real token is a query exactly once; padding is none
-    real = sum(len(s) for row in rows for s in row)
-    assert sorted(blocks.into.tolist()) == sorted(set(blocks.into.tolist())) and len(blocks.into) == real
+    seg_at = 0
+    for s in row:
+        if len(s.prompt) == 9:
+            break
+        seg_at += len(s)
+    last_of_second_tail = seg_at + 9 + len(s.tails[0]) + len(s.tails[1]) - 1
+    tails = blocks.tails
+    u, lq, lk = tails.shape
+    where = int(np.flatnonzero(tails.queries.numpy() == last_of_second_tail)[0])
+    seen = tails.keys.numpy().reshape(u, lk)[where // lq][tails.bias.numpy()[where // lq, 0, where % lq] == 0]
+    assert list(pos[seen]) == list(range(9)) + [9, 10]  # its prompt, then its own 2-token tail
+    # every token of the row is a query exactly once
+    into = np.concatenate([blocks.prompts.into.numpy(), blocks.tails.into.numpy()])
+    assert sorted(into) == list(range(len(ids)))

@@ -53,9 +53,10 @@ class ClassifierReward:
     prefix_sharing: ``auto`` shares each prompt's prefill among its completions where the
     model allows it (else scores rows in full, with a note), ``on`` insists (an architecture
     the shared-prefix path does not know is an error), ``off`` scores every row in full,
-    ``packed`` lays several prompts' completions end to end in rows of ``pack_width`` tokens
-    (``winnow.rewards.packed``: each prompt read once per row, padding a few tokens a row;
-    like ``on``, an error where the model does not allow it).
+    ``packed`` lays several prompts' completions end to end in rows of up to ``pack_width``
+    tokens, one forward pass a row (``winnow.rewards.packed``: each prompt read once, no
+    padding, attention per prompt and completion; like ``on``, an error where the model
+    does not allow it).
     """
 
     def __init__(
@@ -146,11 +147,10 @@ class ClassifierReward:
         a, b = self.prompt_ids(["Say something.", "Say more."])
         group_a, group_b = pf.Group(a, [0, 1], [a[-3:], a[:1]]), pf.Group(b, [2], [b[:2]])
         try:
-            packed = pk.plan_rows([group_a, group_b], len(a) + len(b) + 6)[0]
-            rows, got, _, _ = pk.score_packed(
-                self._base, self.model.score, packed, len(a) + len(b) + 6, pad_id=self.pad_id,
-                device=self.device, dtype=self.model.dtype,
-            )  # fmt: skip
+            (row,), _ = pk.plan_rows([group_a, group_b], len(a) + len(b) + 6)
+            rows, got, _ = pk.score_packed(
+                self._base, self.model.score, row, device=self.device, dtype=self.model.dtype
+            )
         except Exception as e:  # noqa: BLE001 -- whatever breaks, say so before any real row depends on it
             return f"the packed path failed on a probe ({type(e).__name__}: {e})"
         full_rows = {0: a + a[-3:], 1: a + a[:1], 2: b + b[:2]}
@@ -251,24 +251,14 @@ class ClassifierReward:
             paths[i] = "full_prefix_mismatch"
         # a prompt with one completion gains nothing from sharing, but packs as well as any
         groups += [pf.Group(ids[i][: len(ids[i]) - 1], [i], [ids[i][-1:]]) for i in alone]
-        if self.window:  # a packed row longer than the window would not be exact
-            width = min(self.pack_width, self.window)
-        else:
-            width = self.pack_width
-        rows, width, too_long = pk.plan_even(groups, width)
-        step = max(1, self.batch_tokens // width)
-        for start in tqdm(range(0, len(rows), step), desc="reward model (packed)", unit="batch", leave=False):
-            batch = rows[start : start + step]
-            done, got, real, total = pk.score_packed(
-                self._base,
-                self.model.score,
-                batch,
-                width,
-                pad_id=self.pad_id,
-                device=self.device,
-                dtype=self.model.dtype,
+        # a prompt and tail longer than the window would not see what they see in a full row
+        width = min(self.pack_width, self.window) if self.window else self.pack_width
+        rows, too_long = pk.plan_rows(groups, width)
+        for row in tqdm(rows, desc="reward model (packed)", unit="row", leave=False):
+            done, got, tokens = pk.score_packed(
+                self._base, self.model.score, row, device=self.device, dtype=self.model.dtype
             )
-            self._count(real, total)
+            self._count(tokens, tokens)
             scores[done] = got
         for g in groups:
             for k, r in enumerate(g.rows):

@@ -1,27 +1,27 @@
-"""Packed reward scoring: several prompts' continuations in one row, almost no padding.
+"""Packed reward scoring: several prompts' continuations in one row, no padding.
 
 The shared-prefix path (``winnow.rewards.prefix``) reads each prompt once but still pads:
 prompts to the chunk's longest, continuations to their batch's longest. Packing lays
 segments end to end instead. A segment is one prompt followed by its completions' tails::
 
-    [prompt_a | tail_a1 | tail_a2 | ... ][prompt_b | tail_b1 | ...][pad]
+    [prompt_a | tail_a1 | tail_a2 | ... ][prompt_b | tail_b1 | ...]
 
-and rows of ``width`` tokens are filled with segments one after another, so only the end
-of a row is padding. One forward pass scores every tail. The linear layers run over the
-packed rows as they are; attention (``block_attention``, registered with transformers'
-AttentionInterface for the call) runs per *unit* instead of over the row: a prompt's
-tokens see the earlier tokens of their prompt, a tail's tokens their prompt and the
-earlier tokens of their tail (never another tail or another segment). So attention costs
-what it would in the unit's own full row, not W^2 as a dense 4-D mask over a W-token row
-does (at W = 1,024 that was ~1.3x the work of the rest of a SmolLM2-sized model).
-Positions restart at 0 for each prompt and go on from the prompt's length in each tail,
-so every tail sees exactly what it would see as a full row, and the score head reads it
-at its last token. The scores equal the full rows' (float rounding aside).
+Each row is one forward pass of its own length (batch size 1), so nothing is padded. The
+linear layers run over the row as it is; attention (``block_attention``, registered with
+transformers' AttentionInterface for the call) runs per *unit* instead of over the row: a
+prompt's tokens see the earlier tokens of their prompt, a tail's tokens their prompt and
+the earlier tokens of their tail (never another tail or another segment). So attention
+costs what it would in the unit's own full row, not W^2 as a dense 4-D mask over a W-token
+row does (at W = 1,024 that was ~1.3x the work of the rest of a SmolLM2-sized model).
+Positions restart at 0 for each prompt and go on from the prompt's length in
+each tail, so every tail sees exactly what it would see as a full row, and the score head
+reads it at its last token. The scores equal the full rows' (float rounding aside).
 
-A prompt whose tails do not all fit in the rest of a row goes on in the next row, behind
-the prompt again (``plan_rows``). Only decoder classifiers pooled at the last token
-(``GenericForSequenceClassification``) whose attention goes through the AttentionInterface
-take this path; the caller checks the scores against full rows on a probe first.
+``plan_rows`` packs whole prompts into rows of at most ``width`` tokens; only a prompt
+whose tails alone overflow a row is split, going on in the next row behind the prompt
+again. Only decoder classifiers pooled at the last token (``GenericForSequence
+Classification``) whose attention goes through the AttentionInterface take this path; the
+caller checks the scores against full rows on a probe first.
 """
 
 from __future__ import annotations
@@ -48,30 +48,21 @@ class Segment:
 
 
 def plan_rows(groups: list[Group], width: int) -> tuple[list[list[Segment]], list[int]]:
-    """Fill rows of ``width`` tokens with segments, left to right.
+    """Pack the groups into rows of at most ``width`` tokens.
 
-    A row takes the groups in order: a group's prompt, then its longest remaining tails
-    that fit; what does not fit goes on in a later row behind the prompt again. So a row
-    ends with less room than the shortest tail left, and padding is a few tokens a row.
+    A group that fits in a row is kept whole (splitting it would read its prompt twice and,
+    with rows of their own length, save no padding); groups go first-fit, largest first. A
+    group longer than a row is cut into segments that each fill a row, longest tails first.
     Returns (rows of segments, call rows that fit in no row: prompt + tail > width).
     """
-    pending: list[tuple[list[int], list[tuple[int, list[int]]]]] = []
+    segments: list[Segment] = []
     too_long: list[int] = []
     for g in groups:
         items = sorted(zip(g.rows, g.tails, strict=True), key=lambda rt: -len(rt[1]))
         too_long += [r for r, t in items if len(g.prompt) + len(t) > width]
         items = [(r, t) for r, t in items if len(g.prompt) + len(t) <= width]
-        if items:
-            pending.append((g.prompt, items))
-    rows: list[list[Segment]] = []
-    while pending:
-        room, row = width, []
-        for prompt, items in pending:
-            if len(prompt) + len(items[-1][1]) > room:  # not even its shortest tail fits
-                continue
-            seg = Segment(prompt, [], [])
-            room -= len(prompt)
-            kept = []
+        while items:
+            seg, room, kept = Segment(g.prompt, [], []), width - len(g.prompt), []
             for r, t in items:  # longest first
                 if len(t) <= room:
                     seg.rows.append(r)
@@ -79,113 +70,148 @@ def plan_rows(groups: list[Group], width: int) -> tuple[list[list[Segment]], lis
                     room -= len(t)
                 else:
                     kept.append((r, t))
-            items[:] = kept
-            row.append(seg)
-            if room <= 1:
-                break
-        rows.append(row)
-        pending = [(p, items) for p, items in pending if items]
+            segments.append(seg)
+            items = kept
+    rows: list[list[Segment]] = []
+    room: list[int] = []
+    for seg in sorted(segments, key=len, reverse=True):
+        k = next((k for k, left in enumerate(room) if len(seg) <= left), None)
+        if k is None:
+            rows.append([])
+            room.append(width)
+            k = len(rows) - 1
+        rows[k].append(seg)
+        room[k] -= len(seg)
     return rows, too_long
 
 
 ATTENTION = "winnow_packed"
-"""The name the block attention below is registered under in transformers' AttentionInterface."""
+"""The name ``block_attention`` is registered under in transformers' AttentionInterface."""
 
 
 @dataclass
-class Blocks:
-    """Who attends to whom in a batch of packed rows, as gather indices into its B * W tokens.
+class Units:
+    """Units of one kind (prompts, or tails) in a packed row, each padded to the longest.
 
-    A *unit* is a prompt (its tokens see the earlier tokens of that prompt) or a tail (its
-    tokens see their prompt and the earlier tokens of the tail). U units, each padded to
-    the longest: ``queries`` (U, Lq) and ``keys`` (U, Lk) are flat token indices,
-    ``mask`` (U, 1, Lq, Lk) which keys each query sees; ``take`` (Q,) picks the real
-    queries out of the (U * Lq) outputs and ``into`` (Q,) says where they go among B * W.
+    ``queries`` (U * Lq,) and ``keys`` (U * Lk,) are token positions in the row, unit by
+    unit; ``bias`` (U, 1, Lq, Lk) is 0 where a query sees a key and -inf-like where not;
+    ``take`` (Q,) picks the real queries out of the U * Lq outputs, ``into`` (Q,) says
+    where in the row they go.
     """
 
     queries: torch.Tensor
     keys: torch.Tensor
-    mask: torch.Tensor
+    bias: torch.Tensor
     take: torch.Tensor
     into: torch.Tensor
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(U, Lq, Lk)."""
+        u, _, lq, lk = self.bias.shape
+        return u, lq, lk
 
-def layout(packed: list[list[Segment]], width: int, pad_id: int):
-    """A batch of packed rows: ids, positions (B, W); its ``Blocks``; and for each scored
-    tail (call row, packed row, index of its last token in the row)."""
-    b = len(packed)
-    ids = np.full((b, width), pad_id, dtype=np.int64)
-    pos = np.zeros((b, width), dtype=np.int64)
-    units: list[tuple[np.ndarray, np.ndarray, int]] = []  # (query indices, key indices, prompt keys)
-    reads: list[tuple[int, int, int]] = []
-    for r, row_segs in enumerate(packed):
-        at = r * width  # flat index of the row's first token
-        for s in row_segs:
-            p = len(s.prompt)
-            prompt = np.arange(at, at + p)
-            ids.flat[at : at + p] = s.prompt
-            pos.flat[at : at + p] = np.arange(p)
-            units.append((prompt, prompt, 0))
-            at += p
-            for row, tail in zip(s.rows, s.tails, strict=True):
-                n = len(tail)
-                ids.flat[at : at + n] = tail
-                pos.flat[at : at + n] = p + np.arange(n)
-                units.append((np.arange(at, at + n), np.concatenate([prompt, np.arange(at, at + n)]), p))
-                at += n
-                reads.append((row, r, at - 1 - r * width))
-    lq, lk = max(len(q) for q, _, _ in units), max(len(k) for _, k, _ in units)
-    queries = np.zeros((len(units), lq), dtype=np.int64)
-    keys = np.zeros((len(units), lk), dtype=np.int64)
-    mask = np.zeros((len(units), lq, lk), dtype=bool)
-    mask[:, :, 0] = True  # a padding query sees one key: no row of the softmax is empty
+
+def units(spans: list[tuple[np.ndarray, np.ndarray, int]], dtype) -> Units:
+    """``Units`` from (query positions, key positions, how many leading keys every query
+    sees) per unit; the rest of the keys are the queries themselves, seen causally."""
+    lq, lk = max(len(q) for q, _, _ in spans), max(len(k) for _, k, _ in spans)
+    queries = np.zeros((len(spans), lq), dtype=np.int64)
+    keys = np.zeros((len(spans), lk), dtype=np.int64)
+    seen = np.zeros((len(spans), lq, lk), dtype=bool)
+    seen[:, :, 0] = True  # a padding query sees one key: no row of the softmax is empty
     take = []
-    for u, (q, k, seen) in enumerate(units):
+    for u, (q, k, shared) in enumerate(spans):
         n = len(q)
         queries[u, :n], keys[u, : len(k)] = q, k
-        mask[u, :n, :seen] = True  # a tail sees all of its prompt
-        mask[u, :n, seen : seen + n] = np.tril(np.ones((n, n), dtype=bool))  # and itself, causally
+        seen[u, :n, :shared] = True
+        seen[u, :n, shared : shared + n] = np.tril(np.ones((n, n), dtype=bool))
         take.append(u * lq + np.arange(n))
-    blocks = Blocks(
-        torch.from_numpy(queries),
-        torch.from_numpy(keys),
-        torch.from_numpy(mask[:, None]),
+    bias = torch.zeros(seen.shape, dtype=dtype)
+    bias.masked_fill_(~torch.from_numpy(seen), torch.finfo(dtype).min)
+    return Units(
+        torch.from_numpy(queries.reshape(-1)),
+        torch.from_numpy(keys.reshape(-1)),
+        bias[:, None],
         torch.from_numpy(np.concatenate(take)),
-        torch.from_numpy(np.concatenate([q for q, _, _ in units])),
+        torch.from_numpy(np.concatenate([q for q, _, _ in spans])),
+    )
+
+
+@dataclass
+class Blocks:
+    """Who attends to whom in a packed row: its prompts and its tails as ``Units``, and
+    ``last`` (T,), the positions the score head reads (the last layer computes only those)."""
+
+    prompts: Units
+    tails: Units
+    last: torch.Tensor
+
+    def to(self, device) -> Blocks:
+        move = lambda u: Units(*(t.to(device) for t in vars(u).values()))  # noqa: E731
+        return Blocks(move(self.prompts), move(self.tails), self.last.to(device))
+
+
+def layout(row: list[Segment], *, dtype=torch.float32):
+    """One packed row: ids and positions (L,), its ``Blocks``, and for each scored tail
+    (call row, position of its last token)."""
+    length = sum(len(s) for s in row)
+    ids = np.zeros(length, dtype=np.int64)
+    pos = np.zeros(length, dtype=np.int64)
+    prompt_spans, tail_spans = [], []
+    reads: list[tuple[int, int]] = []
+    at = 0
+    for s in row:
+        p = len(s.prompt)
+        prompt = np.arange(at, at + p)
+        ids[at : at + p], pos[at : at + p] = s.prompt, np.arange(p)
+        prompt_spans.append((prompt, prompt, 0))
+        at += p
+        for call_row, tail in zip(s.rows, s.tails, strict=True):
+            n = len(tail)
+            ids[at : at + n], pos[at : at + n] = tail, p + np.arange(n)
+            tail_spans.append((np.arange(at, at + n), np.concatenate([prompt, np.arange(at, at + n)]), p))
+            at += n
+            reads.append((call_row, at - 1))
+    blocks = Blocks(
+        units(prompt_spans, dtype), units(tail_spans, dtype), torch.tensor([t for _, t in reads], dtype=torch.long)
     )
     return ids, pos, blocks, reads
 
 
 def block_attention(module, query, key, value, attention_mask, *, scaling=None, winnow_blocks=None, **kwargs):
-    """Attention over the units of packed rows only (an AttentionInterface function).
+    """Attention over the units of one packed row only (an AttentionInterface function).
 
-    query (B, H, W, D), key and value (B, Hkv, W, D), as transformers hands them over;
-    returns (B, W, H, D) as its own attention functions do. Each unit gathers its queries
+    query (1, H, L, D), key and value (1, Hkv, L, D), as transformers hands them over;
+    returns (1, L, H, D) as its own attention functions do. Each unit gathers its queries
     and keys and attends among them alone, so the work grows with the units' sizes, not
-    with W^2 as a dense 4-D mask over the row would. ``softcap`` (Gemma 2) is applied;
-    a sliding window needs nothing: ``plan_rows`` keeps every unit inside it.
+    with L^2. ``softcap`` (Gemma 2) is applied; a sliding window needs nothing, since the
+    caller packs only rows whose prompt and tail fit in it.
     """
     blocks: Blocks = winnow_blocks
-    b, h, w, d = query.shape
-    hkv = key.shape[1]
-    flat = lambda x: x.transpose(1, 2).reshape(b * w, x.shape[1], d)  # noqa: E731 -- (B*W, heads, D)
-    q = flat(query)[blocks.queries].transpose(1, 2)  # (U, H, Lq, D)
-    k = flat(key)[blocks.keys].transpose(1, 2)  # (U, Hkv, Lk, D)
-    v = flat(value)[blocks.keys].transpose(1, 2)
-    softcap = kwargs.get("softcap")
+    _, h, length, d = query.shape
+    out = query.new_zeros(length, h, d)
+    for part in (blocks.prompts, blocks.tails):
+        out.index_copy_(0, part.into, _attend(query[0], key[0], value[0], part, scaling, kwargs.get("softcap")))
+    return out[None], None
+
+
+def _attend(query, key, value, part: Units, scaling, softcap) -> torch.Tensor:
+    """The outputs (Q, H, D) of one kind of unit; query (H, L, D), key and value (Hkv, L, D)."""
+    u, lq, lk = part.shape
+    h, hkv, d = query.shape[0], key.shape[0], query.shape[-1]
+    q = query.index_select(1, part.queries).view(h, u, lq, d).transpose(0, 1)  # (U, H, Lq, D)
+    k = key.index_select(1, part.keys).view(hkv, u, lk, d).transpose(0, 1)  # (U, Hkv, Lk, D)
+    v = value.index_select(1, part.keys).view(hkv, u, lk, d).transpose(0, 1)
     if softcap is None:
         out = torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=blocks.mask, scale=scaling, enable_gqa=hkv != h
+            q, k, v, attn_mask=part.bias, scale=scaling, enable_gqa=hkv != h
         )
     else:
         k, v = k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)
         logits = torch.tanh(q @ k.transpose(-1, -2) * (scaling or d**-0.5) / softcap) * softcap
-        logits = logits.masked_fill(~blocks.mask, torch.finfo(logits.dtype).min)
-        out = torch.softmax(logits.float(), dim=-1).to(q.dtype) @ v
-    out = out.transpose(1, 2).reshape(-1, h, d)  # (U * Lq, H, D)
-    result = out.new_zeros(b * w, h, d)
-    result[blocks.into] = out[blocks.take]
-    return result.view(b, w, h, d), None
+        out = torch.softmax((logits + part.bias).float(), dim=-1).to(q.dtype) @ v
+    return out.transpose(1, 2).reshape(u * lq, h, d).index_select(0, part.take)
 
 
 @contextmanager
@@ -204,42 +230,14 @@ def attending_in_blocks(base):
 
 
 @torch.inference_mode()
-def score_packed(base, head, packed: list[list[Segment]], width: int, *, pad_id: int, device, dtype):
-    """Scores of every tail in ``packed`` rows: (call rows, scores, real tokens, all tokens)."""
-    ids, pos, blocks, reads = layout(packed, width, pad_id)
-    blocks = Blocks(*(t.to(device) for t in vars(blocks).values()))
+def score_packed(base, head, row: list[Segment], *, device, dtype):
+    """Scores of every tail in one packed row: (call rows, scores (T,), tokens computed)."""
+    ids, pos, blocks, reads = layout(row, dtype=dtype)
     with attending_in_blocks(base):
         out = base(
-            input_ids=torch.from_numpy(ids).to(device),
-            position_ids=torch.from_numpy(pos).to(device),
-            winnow_blocks=blocks,
+            input_ids=torch.from_numpy(ids)[None].to(device),
+            position_ids=torch.from_numpy(pos)[None].to(device),
+            winnow_blocks=blocks.to(device),
         )
-    hidden = out.last_hidden_state  # (B, W, hidden)
-    rows = [row for row, _, _ in reads]
-    picked = hidden[torch.tensor([r for _, r, _ in reads]), torch.tensor([t for _, _, t in reads])]
-    real = sum(len(s) for row_segs in packed for s in row_segs)
-    return rows, head(picked)[:, 0].float().cpu().numpy(), real, len(packed) * width
-
-
-def plan_even(groups: list[Group], width: int) -> tuple[list[list[Segment]], int, list[int]]:
-    """``plan_rows`` with the width trimmed so the rows come out about equally full: the
-    same number of rows as at ``width``, the last one no longer mostly padding.
-
-    Returns (rows, the width used, call rows too long for ``width``)."""
-    rows, too_long = plan_rows(_copy(groups), width)
-    if len(rows) <= 1:
-        used = max((sum(len(s) for s in row) for row in rows), default=1)
-        return rows, used, too_long
-    real = sum(len(s) for row in rows for s in row)
-    longest = max(len(g.prompt) + max(len(t) for t in g.tails) for g in groups if g.tails)
-    w = max(longest, -(-real // len(rows)))
-    while w < width:
-        tried, _ = plan_rows(_copy(groups), w)
-        if len(tried) <= len(rows):
-            return tried, w, too_long
-        w = min(width, w + max(1, w // 100))
-    return rows, width, too_long
-
-
-def _copy(groups: list[Group]) -> list[Group]:
-    return [Group(g.prompt, list(g.rows), list(g.tails)) for g in groups]
+    picked = out.last_hidden_state[0, blocks.last.to(device)]  # (T, hidden)
+    return [r for r, _ in reads], head(picked)[:, 0].float().cpu().numpy(), len(ids)
