@@ -94,6 +94,26 @@ def test_run_and_each_stage_in_a_run_dir(tmp_path, tiny_policy):
     )
 
 
+def test_an_adaptive_run_samples_in_steps_until_a_pass(tmp_path, tiny_policy):
+    """``winnow.run(..., adaptive=...)``: a length reward with a pass threshold no sample
+    reaches keeps every prompt open to MAX; one every sample reaches closes all after step 1."""
+    gen = dict(models=[str(tiny_policy)], n=4, max_new_tokens=5, device="cpu")
+    for threshold, columns in [(1e9, 4), (0.0, 2)]:
+        run = tmp_path / f"t{columns}"
+        summary = winnow.run(
+            run,
+            PROMPTS,
+            generate=gen,
+            score={"reward_fn": "length", "pass_threshold": threshold},
+            select={"strategy": "top_per_prompt"},
+            sft={"epochs": 1, "device": "cpu"},
+            adaptive=winnow.AdaptiveConfig(step=2, stop_when="pass"),
+        )
+        assert summary["generate"]["adaptive"]["samples_per_prompt"] == [columns] * len(PROMPTS)
+        matrix = np.load(run / "score/rewards.npy")
+        assert matrix.shape == (len(PROMPTS), 4) and (~np.isnan(matrix)).sum(axis=1).tolist() == [columns] * 3
+
+
 def notebook_function(source: str, name: str):
     """Define a function as a notebook cell does: its source only in linecache, no file."""
     filename = f"<cell-{abs(hash(source))}>"

@@ -47,11 +47,11 @@ def test_whole_prompts_go_in_rows_and_every_completion_is_placed_once():
             break
         seg_at += len(s)
     last_of_second_tail = seg_at + 9 + len(s.tails[0]) + len(s.tails[1]) - 1
-    tails = blocks.tails
+    tails = next(u for u in blocks.parts[1:] if last_of_second_tail in u.queries.tolist())
     u, lq, lk = tails.shape
     where = int(np.flatnonzero(tails.queries.numpy() == last_of_second_tail)[0])
     seen = tails.keys.numpy().reshape(u, lk)[where // lq][tails.bias.numpy()[where // lq, 0, where % lq] == 0]
     assert list(pos[seen]) == list(range(9)) + [9, 10]  # its prompt, then its own 2-token tail
     # every token of the row is a query exactly once
-    into = np.concatenate([blocks.prompts.into.numpy(), blocks.tails.into.numpy()])
+    into = np.concatenate([u.into.numpy() for u in blocks.parts])
     assert sorted(into) == list(range(len(ids)))

@@ -37,8 +37,10 @@ _EXPORTS = {
     "TrainConfig": "winnow.config",
     "DpoConfig": "winnow.config",
     "ExecutorConfig": "winnow.config",
+    "AdaptiveConfig": "winnow.config",
 }
 __all__ = [
+    "AdaptiveConfig",
     "DpoConfig",
     "ExecutorConfig",
     "GenerateConfig",
@@ -72,7 +74,15 @@ if TYPE_CHECKING:
         select_stage,
         sft_stage,
     )
-    from winnow.config import DpoConfig, ExecutorConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
+    from winnow.config import (
+        AdaptiveConfig,
+        DpoConfig,
+        ExecutorConfig,
+        GenerateConfig,
+        ScoreConfig,
+        SelectConfig,
+        TrainConfig,
+    )
     from winnow.errors import WinnowError
     from winnow.prompts import load_prompts
     from winnow.records import Prompt

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from winnow.config import (
+    AdaptiveConfig,
     DpoConfig,
     ExecutorConfig,
     GenerateConfig,
@@ -162,11 +163,14 @@ def run(
     pool: str = "all",
     sft_from: str = "start",
     executor: ExecutorConfig | dict | None = None,
+    adaptive: AdaptiveConfig | dict | None = None,
 ) -> dict:
     """generate -> score -> select -> sft in ``run_dir``, as ``winnow run`` does (rerunning
     resumes). Each section is a config or a dict of its fields (defaults for the rest);
     ``sft.model`` defaults to the first generate model. ``rounds``: that many rounds, each in
-    ``run_dir/round-<r>`` (``winnow.rounds``). Returns each stage's manifest (by round).
+    ``run_dir/round-<r>`` (``winnow.rounds``). ``adaptive`` (``{"step": 2, "stop_when":
+    "pass"}``): sample in steps up to ``generate.n`` (``winnow.adaptive``). Returns each
+    stage's manifest (by round).
     """
     from winnow.pipeline import run_stages
 
@@ -175,6 +179,7 @@ def run(
         "score": _section(ScoreConfig, score, "score"),
         "select": _section(SelectConfig, select, "select"),
         "executor": _section(ExecutorConfig, executor, "executor"),
+        "adaptive": _section(AdaptiveConfig, adaptive, "adaptive"),
     }
     train = _section(TrainConfig, sft, "sft")
     configs["sft"] = train if train.model else replace(train, model=configs["generate"].models[0])

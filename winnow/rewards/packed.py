@@ -140,16 +140,21 @@ def units(spans: list[tuple[np.ndarray, np.ndarray, int]], dtype) -> Units:
 
 @dataclass
 class Blocks:
-    """Who attends to whom in a packed row: its prompts and its tails as ``Units``, and
-    ``last`` (T,), the positions the score head reads (the last layer computes only those)."""
+    """Who attends to whom in a packed row: ``parts``, the row's units in kinds of about
+    one size (its prompts; its tails, shortest to longest, ``BUCKET`` at a time), and
+    ``last`` (T,), the positions the score head reads."""
 
-    prompts: Units
-    tails: Units
+    parts: list[Units]
     last: torch.Tensor
 
     def to(self, device) -> Blocks:
         move = lambda u: Units(*(t.to(device) for t in vars(u).values()))  # noqa: E731
-        return Blocks(move(self.prompts), move(self.tails), self.last.to(device))
+        return Blocks([move(u) for u in self.parts], self.last.to(device))
+
+
+BUCKET = 4
+"""Tails attended together: each is padded to the longest of its bucket, so sorting them by
+length and taking a few at a time keeps the padded work near the real one."""
 
 
 def layout(row: list[Segment], *, dtype=torch.float32):
@@ -173,8 +178,11 @@ def layout(row: list[Segment], *, dtype=torch.float32):
             tail_spans.append((np.arange(at, at + n), np.concatenate([prompt, np.arange(at, at + n)]), p))
             at += n
             reads.append((call_row, at - 1))
+    tail_spans.sort(key=lambda span: len(span[1]))
+    buckets = [tail_spans[k : k + BUCKET] for k in range(0, len(tail_spans), BUCKET)]
     blocks = Blocks(
-        units(prompt_spans, dtype), units(tail_spans, dtype), torch.tensor([t for _, t in reads], dtype=torch.long)
+        [units(prompt_spans, dtype), *(units(b, dtype) for b in buckets)],
+        torch.tensor([t for _, t in reads], dtype=torch.long),
     )
     return ids, pos, blocks, reads
 
@@ -191,7 +199,7 @@ def block_attention(module, query, key, value, attention_mask, *, scaling=None, 
     blocks: Blocks = winnow_blocks
     _, h, length, d = query.shape
     out = query.new_zeros(length, h, d)
-    for part in (blocks.prompts, blocks.tails):
+    for part in blocks.parts:
         out.index_copy_(0, part.into, _attend(query[0], key[0], value[0], part, scaling, kwargs.get("softcap")))
     return out[None], None
 
@@ -207,10 +215,12 @@ def _attend(query, key, value, part: Units, scaling, softcap) -> torch.Tensor:
         out = torch.nn.functional.scaled_dot_product_attention(
             q, k, v, attn_mask=part.bias, scale=scaling, enable_gqa=hkv != h
         )
-    else:
-        k, v = k.repeat_interleave(h // hkv, dim=1), v.repeat_interleave(h // hkv, dim=1)
-        logits = torch.tanh(q @ k.transpose(-1, -2) * (scaling or d**-0.5) / softcap) * softcap
-        out = torch.softmax((logits + part.bias).float(), dim=-1).to(q.dtype) @ v
+    else:  # Gemma 2 caps its logits, which the fused kernel cannot do
+        g = h // hkv  # query heads per key head: grouped, so keys are not repeated
+        logits = (q.reshape(u, hkv, g * lq, d) @ k.transpose(-1, -2)).view(u, hkv, g, lq, lk)
+        logits = torch.tanh(logits * (scaling or d**-0.5) / softcap) * softcap
+        weights = torch.softmax((logits + part.bias[:, :, None]).float(), dim=-1).to(q.dtype)
+        out = (weights.view(u, hkv, g * lq, lk) @ v).view(u, h, lq, d)
     return out.transpose(1, 2).reshape(u * lq, h, d).index_select(0, part.take)
 
 
