@@ -73,15 +73,15 @@ def plan_rows(groups: list[Group], width: int) -> tuple[list[list[Segment]], lis
             segments.append(seg)
             items = kept
     rows: list[list[Segment]] = []
-    room: list[int] = []
+    free: list[int] = []  # tokens left in each row
     for seg in sorted(segments, key=len, reverse=True):
-        k = next((k for k, left in enumerate(room) if len(seg) <= left), None)
+        k = next((k for k, left in enumerate(free) if len(seg) <= left), None)
         if k is None:
             rows.append([])
-            room.append(width)
+            free.append(width)
             k = len(rows) - 1
         rows[k].append(seg)
-        room[k] -= len(seg)
+        free[k] -= len(seg)
     return rows, too_long
 
 
