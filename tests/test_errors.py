@@ -258,7 +258,7 @@ def test_an_internal_bug_is_not_dressed_up(workdir):
         [
             sys.executable,
             "-c",
-            code + "pipeline.run_stages = lambda *a: 1 / 0\nsys.exit(main(sys.argv[1:]))",
+            code + "pipeline.run_stages = lambda *a, **k: 1 / 0\nsys.exit(main(sys.argv[1:]))",
             "select",
             "--run-dir",
             str(workdir / "run"),

@@ -1,5 +1,5 @@
-"""Stages stream: on a run dir whose texts are far larger than the bound, score, select and
-report stay under it (each measured in a process of its own)."""
+"""Stages stream: on a run dir whose texts are far larger than the bound, score, select,
+report and Best-of-N stay under it (each measured in a process of its own)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ if what == "score":
     score(run, ScoreConfig(reward_fn="length", shard_size=8))
 elif what == "select":
     select(run, SelectConfig(strategy="top_k_overall", k=100, dedup=True, drop_truncated=True, pairs="best-worst"))
+elif what == "bon":  # votes read every text of a prompt: the heavier of bon's two ways
+    from winnow.pipeline import best_of_n
+    best_of_n(run, aggregate="majority")
 else:
     run_report(run, iters=50)
 peak = peak_kb()
@@ -69,10 +72,10 @@ def make_large(d: Path) -> Path:
     return d / "run"
 
 
-def test_score_select_report_stay_under_the_bound_the_text_would_exceed(large):
+def test_score_select_report_bon_stay_under_the_bound_the_text_would_exceed(large):
     text_mb = sum(p.stat().st_size for p in (large / "generate").glob("shard-*.jsonl")) / 2**20
     assert text_mb > 2.4 * BOUND_MB
-    grown = {stage: grew_mb(large, stage) for stage in ("score", "select", "report")}
+    grown = {stage: grew_mb(large, stage) for stage in ("score", "select", "report", "bon")}
     assert all(mb < BOUND_MB for mb in grown.values()), (grown, text_mb)
     manifest = json.loads((large / "select" / "manifest.json").read_text())
     assert manifest["num_selected"] == 100 and manifest["truncated_dropped"] == PROMPTS
@@ -85,5 +88,8 @@ def test_score_select_report_stay_under_the_bound_the_text_would_exceed(large):
     assert (
         "Distinct-n computed on a uniform sample of completions (all: " in (large / "report" / "report.md").read_text()
     )
+    best = [json.loads(line) for line in (large / "best.jsonl").read_text().splitlines()]
+    assert [b["prompt_id"] for b in best] == [f"p{i}" for i in range(PROMPTS)]
+    assert all(len(b["completion"]) > TEXT_BYTES * 0.9 for b in best)
     selected = (large / "select" / "selected.jsonl").read_text().splitlines()
     assert len(json.loads(selected[0])["completion"][0]["content"]) > TEXT_BYTES * 0.9

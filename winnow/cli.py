@@ -557,8 +557,9 @@ def stage_command(args: argparse.Namespace) -> None:
     summary = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
-        rows = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
-        print_best_of_n(rows, out, configs["generate"].n * len(configs["generate"].models), args.aggregate)
+        count, head = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
+        n = configs["generate"].n * len(configs["generate"].models)
+        print_best_of_n(head, count, out, n, args.aggregate)
     else:
         print(json.dumps(summary, indent=2))
 
@@ -598,8 +599,9 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
     return configs
 
 
-def print_best_of_n(rows: list[dict], out: Path, n: int, aggregate: str = "best") -> None:
-    """The Best-of-N table (or majority / weighted vote) on the terminal; ``out`` holds every row."""
+def print_best_of_n(head: list[dict], count: int, out: Path, n: int, aggregate: str = "best") -> None:
+    """The first rows of Best-of-N (or majority / weighted vote) on the terminal; ``out``
+    holds all ``count``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -607,10 +609,13 @@ def print_best_of_n(rows: list[dict], out: Path, n: int, aggregate: str = "best"
     table = Table(title=f"{title}-of-{n} ({out})")
     for col in ("prompt_id", "reward", "mean", "best completion"):
         table.add_column(col)
-    for r in rows:
+    for r in head:
         completion = str(r["completion"] or "(none)")[:100]
         table.add_row(str(r["prompt_id"]), _fmt(r["reward"]), _fmt(r["mean_reward"]), completion)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if count > len(head):
+        console.print(f"... and {count - len(head):,} more prompts in {out}")
 
 
 def _fmt(x) -> str:

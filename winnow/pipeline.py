@@ -10,7 +10,7 @@ from winnow import select as sel
 from winnow import stages
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
-from winnow.records import atomic_write_jsonl, read_json
+from winnow.records import read_json
 
 
 def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None) -> dict:
@@ -85,40 +85,39 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     return GenerateConfig().models[0]
 
 
+PREVIEW = 20
+"""Rows of Best-of-N that ``best_of_n`` hands back for the terminal; the file holds all."""
+
+
 def best_of_n(
     run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
-) -> list[dict]:
-    """The chosen completion per prompt with its reward (shape (M,) rows; the earliest sample
-    wins a tie), written to ``out`` (default ``RUN_DIR/best.jsonl``) and returned.
+) -> tuple[int, list[dict]]:
+    """The chosen completion per prompt with its reward (M rows; the earliest sample wins a
+    tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
+    first ``PREVIEW`` rows).
 
     aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
     ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    Streamed as select is: the reward matrix and an index of where each completion lies,
+    then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
+    from winnow.stream import load_scored_index, write_rows
 
-    prompts, by_key, rewards, _ = stages.load_scored(run_dir)
+    index, rewards, _ = load_scored_index(run_dir)
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
-    if aggregate == "best":
-        best = sel.top_per_prompt(rewards)
-    else:
-        best = np.array(
-            [
-                sel.aggregate(
-                    [by_key.get((p.id, j), {}).get("text") for j in range(rewards.shape[1])],
-                    rewards[i],
-                    aggregate,
-                    extract=extract,
-                    equal=equal,
-                )
-                for i, p in enumerate(prompts)
-            ],
-            dtype=np.int64,
-        )
-    rows = []
-    for i, (prompt, j) in enumerate(zip(prompts, best.tolist(), strict=True)):
-        c = by_key.get((prompt.id, j)) if j >= 0 else None
-        rows.append(
-            {
+    best = sel.top_per_prompt(rewards) if aggregate == "best" else None
+    head: list[dict] = []
+
+    def rows():
+        for i, prompt in enumerate(index.prompts):
+            if best is not None:
+                j = int(best[i])
+            else:
+                texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
+                j = sel.aggregate(texts, rewards[i], aggregate, extract=extract, equal=equal)
+            c = index.row(i, j) if j >= 0 else None
+            row = {
                 "prompt_id": prompt.id,
                 "prompt": prompt.content,
                 "sample_index": j if c else None,
@@ -127,9 +126,15 @@ def best_of_n(
                 "reward": float(rewards[i, j]) if c else None,
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
-        )
-        if extract is not None:
-            rows[-1]["aggregate"] = aggregate
-            rows[-1]["answer"] = extract(c["text"]) if c else None
-    atomic_write_jsonl(Path(out) if out else Path(run_dir) / "best.jsonl", rows)
-    return rows
+            if extract is not None:
+                row["aggregate"] = aggregate
+                row["answer"] = extract(c["text"]) if c else None
+            if len(head) < PREVIEW:
+                head.append(row)
+            yield row
+
+    try:
+        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", rows())
+    finally:
+        index.close()
+    return count, head
