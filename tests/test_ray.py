@@ -154,6 +154,23 @@ def busy_workers() -> list:
     return out
 
 
+def hold_a_busy_worker(node) -> bool:
+    """Suspend ``node``'s Ray worker if it is in the middle of a shard; True once one is held."""
+    raylets = [p for kind, p in node.live_processes() if kind == "raylet"]
+    for raylet in raylets:
+        for p in psutil.Process(raylet.pid).children(recursive=True):
+            try:
+                if not " ".join(p.cmdline()).startswith("ray::ShardActor.run"):
+                    continue
+                p.suspend()
+                if " ".join(p.cmdline()).startswith("ray::ShardActor.run"):
+                    return True
+                p.resume()  # it finished the shard before it was held
+            except psutil.NoSuchProcess:
+                pass
+    return False
+
+
 def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
     deadline = time.time() + timeout
     while not (value := condition()):
@@ -257,8 +274,11 @@ def test_node_lost_mid_generation_run_identical(workdir, tiny_policy, cluster):
     removed = []
 
     def remove_the_second_node():
-        wait_for(lambda: len(busy_workers()) == 2, what="two workers inside a shard")
-        cluster.remove_node(cluster.list_all_nodes()[1], allow_graceful=False)
+        node = cluster.list_all_nodes()[1]
+        # hold the node's worker inside its shard (SIGSTOP) so it cannot finish it in the
+        # instant before the node goes; checked again once held
+        wait_for(lambda: hold_a_busy_worker(node), what="the second node's worker inside a shard")
+        cluster.remove_node(node, allow_graceful=False)
         removed.append(True)
 
     watcher = threading.Thread(target=remove_the_second_node, daemon=True)
