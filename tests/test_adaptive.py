@@ -345,3 +345,9 @@ def test_generate_then_score_give_the_files_bon_gives(workdir, tiny_policy, caps
     assert capsys.readouterr().err.strip() == (
         "winnow: error: score.reward_fn: winnow generate scores only with --adaptive-step (adaptive.step)"
     )
+    # one config file for every stage: its score section is for `winnow score`, not an error here
+    (workdir / "all.yaml").write_text("score:\n  reward_fn: length\ngenerate:\n  n: 2\n  max_new_tokens: 4\n")
+    plain = workdir / "plain"
+    argv = ["generate", "--config", str(workdir / "all.yaml"), "--run-dir", str(plain), "--model", str(tiny_policy)]
+    assert main([*argv, "--prompts", str(workdir / "prompts.jsonl"), "--device", "cpu"]) == 0
+    assert not (plain / "score").exists() and not (plain / "adaptive").exists()

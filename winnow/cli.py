@@ -583,9 +583,11 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
     for stage in STAGES_OF[args.command]:
         flags = _flags(args, stage)
         if args.command == "generate" and stage == "score" and configs["adaptive"].step is None:
-            given = sorted(flags) + sorted(file_config.get("score") or {})
-            if given:
-                raise WinnowError(f"score.{given[0]}: winnow generate scores only with --adaptive-step (adaptive.step)")
+            # a config file's score section is for `winnow score` (one file may serve every
+            # stage); a reward flag given to generate itself would mean nothing, so say so
+            if flags:
+                name = sorted(flags)[0]
+                raise WinnowError(f"score.{name}: winnow generate scores only with --adaptive-step (adaptive.step)")
             continue
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
