@@ -398,6 +398,36 @@ def test_reward_that_changes_folder_does_not_move_outputs(run_copy, tmp_path, mo
     assert Path.cwd() == run.parent
 
 
+def test_a_reward_given_up_on_does_not_move_the_folder_when_it_ends(tmp_path, monkeypatch):
+    """A reward cut by --reward-timeout runs on in its thread; when it ends, later, it must not
+    restore the working folder it started in: the process has moved on (a library caller, a
+    server, the next test) and relative paths would land elsewhere."""
+    import threading
+
+    from winnow.errors import WinnowError
+    from winnow.rewards import call_reward
+
+    first, then = tmp_path / "first", tmp_path / "then"
+    first.mkdir()
+    then.mkdir()
+    monkeypatch.chdir(first)
+    release = threading.Event()
+
+    def slow(prompts, completions, **kw):
+        release.wait(10)
+        return [1.0] * len(completions)
+
+    with pytest.raises(WinnowError, match="took longer than --reward-timeout 0.2 s"):
+        call_reward(slow, "slow", ["p"], ["c"], timeout=0.2)
+    os.chdir(then)
+    release.set()
+    deadline = time.monotonic() + 10
+    while any(t.name == "winnow-reward" and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert Path.cwd() == then
+
+
 def test_reward_timeout_names_the_batch(run_copy, tmp_path, capsys):
     run, _ = run_copy
     shutil.rmtree(run / "score")

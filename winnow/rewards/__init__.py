@@ -131,7 +131,9 @@ def call_reward(
     batch = f"the batch of {len(completions)} rows starting at prompt_id {first!r}{sample}"
     copies = {key: list(value) if isinstance(value, list) else value for key, value in kw.items()}
     try:
-        values = _with_timeout(lambda: _contained_call(fn, list(prompts), list(completions), copies), timeout)
+        values = _with_timeout(
+            lambda abandoned: _contained_call(fn, list(prompts), list(completions), copies, abandoned), timeout
+        )
     except TimeoutError:
         raise WinnowError(
             f"reward function {name!r} took longer than --reward-timeout {timeout:g} s on {batch}"
@@ -207,8 +209,13 @@ def _raise_exit(code: int = 0) -> None:
 
 
 @contextlib.contextmanager
-def contained() -> Iterator[None]:
-    """While a reward's code runs: os._exit raises ExitCalled, and the working folder is restored."""
+def contained(abandoned: threading.Event | None = None) -> Iterator[None]:
+    """While a reward's code runs: os._exit raises ExitCalled, and the working folder is restored.
+
+    abandoned: set once the caller has given up on the call (``_with_timeout``). The process
+    has moved on by the time such a call ends, so it restores nothing then: the folder it
+    saw at the start is no longer the one to go back to.
+    """
     try:
         cwd: str | None = os.getcwd()
     except OSError:
@@ -218,15 +225,16 @@ def contained() -> Iterator[None]:
     try:
         yield
     finally:
-        os._exit = real_exit
-        if cwd is not None:
-            with contextlib.suppress(OSError):
-                if os.getcwd() != cwd:
-                    os.chdir(cwd)
+        if abandoned is None or not abandoned.is_set():
+            os._exit = real_exit
+            if cwd is not None:
+                with contextlib.suppress(OSError):
+                    if os.getcwd() != cwd:
+                        os.chdir(cwd)
 
 
-def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict):
-    with contained():
+def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict, abandoned: threading.Event | None):
+    with contained(abandoned):
         return fn(prompts, completions, **kw)
 
 
@@ -234,15 +242,17 @@ def _exit_call(e: BaseException) -> str:
     return f"os._exit({e.code})" if isinstance(e, ExitCalled) else f"sys.exit({e.code})"  # type: ignore[attr-defined]
 
 
-def _with_timeout(call: Callable[[], list], timeout: float | None):
-    """``call()``, or TimeoutError once ``timeout`` seconds pass (None: wait for ever)."""
+def _with_timeout(call: Callable[[threading.Event | None], list], timeout: float | None):
+    """``call(abandoned)``, or TimeoutError once ``timeout`` seconds pass (None: wait for
+    ever). ``abandoned`` is set when the call is given up on; it keeps running in its thread."""
     if timeout is None:
-        return call()
+        return call(None)
     box: dict = {}
+    abandoned = threading.Event()
 
     def target() -> None:
         try:
-            box["value"] = call()
+            box["value"] = call(abandoned)
         except BaseException as e:  # noqa: BLE001 -- handed to the waiting thread as is
             box["error"] = e
 
@@ -251,7 +261,8 @@ def _with_timeout(call: Callable[[], list], timeout: float | None):
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        os._exit = real_exit  # the abandoned call never reaches contained()'s own restore
+        abandoned.set()
+        os._exit = real_exit  # the abandoned call leaves os._exit and the folder alone when it ends
         raise TimeoutError
     if "error" in box:
         raise box["error"]
