@@ -393,6 +393,8 @@ def packing(a) -> dict:
         row(f"{best} padding share", padded / (real + padded), "<=", 0.03, ""),
         row("packed max |score difference|", max(diffs[m] for m in packs), "<=", 1e-4, ""),
     ]
+    if a.quick:  # smoke sizes: a small model, too small for the ratios to mean anything
+        rows = [{**r, "passed": None} for r in rows]
     return {"benchmark": "score-packing", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
 
 

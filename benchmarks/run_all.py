@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -39,7 +40,9 @@ BENCHMARKS = {
     "demo": bench_demo,
     "verifiers": bench_verifiers,
     "adaptive": bench_adaptive,
+    "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
+"""name -> a module (or namespace) whose ``main(argv)`` runs it; ``packing`` is bench_score.py --packing."""
 
 
 def main(argv: list[str] | None = None) -> int:
