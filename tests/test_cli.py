@@ -134,13 +134,13 @@ def test_run_and_bon_as_a_subprocess(workdir, tiny_policy, tmp_path):
     assert "more prompts in" not in proc.stdout  # 5 rows: all on the terminal
 
 
-def test_best_of_n_terminal_shows_the_first_rows_and_counts_the_rest(capsys, tmp_path):
+def test_best_of_n_terminal_shows_the_first_rows_and_counts_the_rest(capsys):
     from winnow.cli import print_best_of_n
 
     head = [{"prompt_id": f"p{i}", "reward": 0.5, "mean_reward": 0.25, "completion": f"text {i}"} for i in range(20)]
-    print_best_of_n(head, 1_000_020, tmp_path / "best.jsonl", 8)
+    print_best_of_n(head, 1_000_020, Path("runs/best.jsonl"), 8)
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines at spaces
-    assert "p19" in out and f"... and 1,000,000 more prompts in {tmp_path / 'best.jsonl'}" in out
+    assert "p19" in out and "... and 1,000,000 more prompts in runs/best.jsonl" in out
 
 
 def test_yaml_config_with_flag_override(workdir, tiny_policy):
