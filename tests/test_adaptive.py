@@ -332,6 +332,10 @@ def test_generate_then_score_give_the_files_bon_gives(workdir, tiny_policy, caps
     # rerun: both commands resume to the same files
     assert main(["generate", *argv[1:]]) == 0 and main(["score", "--run-dir", str(run), *score_options]) == 0
     assert tree_digest(run) == digest
+    capsys.readouterr()
+    assert main(["verify", str(run)]) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "generate  ok" in out and "score     ok" in out and "PROBLEM" not in out
     # another reward over the same (adaptively sampled) completions is an ordinary score stage
     other = workdir / "other"
     assert main(["generate", *bon_cmd(workdir, other, tiny_policy)[1:]]) == 0
