@@ -194,16 +194,22 @@ def own_ray(monkeypatch):
                 p.kill()
 
 
-@pytest.mark.timeout(90)
-def test_score_on_a_local_ray_instance_matches_local(workdir, tiny_policy, own_ray):
-    """The default suite's check: score through a Ray instance the executor starts itself."""
-    fn = ["--reward-fn", f"{workdir}/rewards.py:poison"]
+def score_locally_then_on_ray(workdir: Path, tiny_policy: Path, fn: list[str]) -> None:
+    """A local bon run, then its generate stage scored again through the Ray instance the
+    executor starts itself: the same files."""
     assert main(bon_args(workdir, "local", tiny_policy, *fn)) == 0
     shutil.copytree(workdir / "local", workdir / "ray")
     shutil.rmtree(workdir / "ray" / "score")
     (workdir / "ray" / "best.jsonl").unlink()
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
     assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+
+
+@pytest.mark.timeout(90)
+def test_score_on_a_local_ray_instance_matches_local(workdir, tiny_policy, own_ray):
+    """The default suite's check: score through a Ray instance the executor starts itself."""
+    fn = ["--reward-fn", f"{workdir}/rewards.py:poison"]
+    score_locally_then_on_ray(workdir, tiny_policy, fn)
     assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 0}
 
 
@@ -215,12 +221,7 @@ def test_reference_columns_reach_rewards_on_ray_as_locally(workdir, tiny_policy,
         [{"id": f"p{i}", "prompt": f"write about item {i}", "answer": str(i)} for i in range(NUM_PROMPTS)],
     )
     fn = ["--reward-fn", f"{workdir}/rewards.py:by_answer"]
-    assert main(bon_args(workdir, "local", tiny_policy, *fn)) == 0
-    shutil.copytree(workdir / "local", workdir / "ray")
-    shutil.rmtree(workdir / "ray" / "score")
-    (workdir / "ray" / "best.jsonl").unlink()
-    assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    score_locally_then_on_ray(workdir, tiny_policy, fn)
     rewards = np.load(workdir / "ray" / "score" / "rewards.npy")
     assert rewards.tolist() == [[i + j / 10 for j in range(4)] for i in range(NUM_PROMPTS)]
     assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 0}

@@ -40,8 +40,8 @@ from winnow.errors import WinnowError
 from winnow.executors import write_shard
 from winnow.generate import kept_backends
 from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
-from winnow.rundir import Stage, completed_manifest, load_scored
-from winnow.stream import load_prompts
+from winnow.rundir import Stage, completed_manifest, load_generations, load_scored, read_shards
+from winnow.stream import load_prompts, text_hash
 
 
 def step_dir(run_dir: str | Path, s: int) -> Path:
@@ -56,7 +56,7 @@ def step_seed(seed: int, s: int) -> int:
 def is_closed(
     rule: tuple[str, float],
     rewards: np.ndarray,
-    texts: list[str | None],
+    texts: list,
     answers: list[str | None] | None,
     threshold: float | None,
     equal=None,
@@ -64,7 +64,8 @@ def is_closed(
     """Whether one prompt's samples so far meet the rule.
 
     rewards: float (n,) of the samples drawn so far (NaN = unscored, neither passes nor
-    fails); texts: (n,) their texts (None: no completion); answers: (n,) extracted answers,
+    fails); texts: (n,) their texts, or stand-ins equal exactly when the texts are (the step
+    loop keeps 64-bit text hashes, not texts; None: no completion); answers: (n,) extracted answers,
     for consensus, grouped by ``equal`` (default ``==``). Every sample drawn so far counts in
     consensus's denominator.
 
@@ -150,7 +151,8 @@ def sample_adaptive(
     maximum, m = generate.n, len(prompts)
     row_of = {p.id: i for i, p in enumerate(prompts)}
     rewards = np.full((m, maximum), np.nan)
-    texts: list[list[str | None]] = [[None] * maximum for _ in prompts]
+    # text hashes, not texts: passing:K compares them, and a million prompts' texts need not stay
+    texts: list[list[int | None]] = [[None] * maximum for _ in prompts]
     answers: list[list[str | None]] = [[None] * maximum for _ in prompts]
     sampled = np.zeros(m, dtype=np.int64)  # columns drawn per prompt (a skipped prompt draws none)
     open_rows = list(range(m))
@@ -173,7 +175,7 @@ def sample_adaptive(
                 for j in range(start, start + size):
                     c = by_key.get((p.id, j))
                     if c is not None:
-                        texts[i][j] = c["text"]
+                        texts[i][j] = text_hash(c["text"])
                         answers[i][j] = extract(c["text"]) if extract else None
                         sampled[i] += 1
             start += size
@@ -233,9 +235,9 @@ def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps,
     rows_per_step = []
     for step in steps:
         folder = step_dir(run_dir, step["step"])
-        _, by_key, _, _ = load_scored(folder)
+        _, step_rows, _ = load_generations(folder)
         lo, hi = step["columns"]
-        rows_per_step.append(sorted((c for c in by_key.values() if lo <= c["sample_index"] < hi), key=_key))
+        rows_per_step.append(sorted((c for c in step_rows if lo <= c["sample_index"] < hi), key=_key))
     completions = [c for rows in rows_per_step for c in rows]
     summary["tokens"] = int(sum(c["num_tokens"] for c in completions))
     tokens = {p.id: 0 for p in prompts}
@@ -309,7 +311,7 @@ def score_adaptive(run_dir: str | Path, score: ScoreConfig, *, executor: Executo
         matrix = stages.reward_matrix(prompts, reward_rows, n)
         atomic_write_npy(sc.dir / "rewards.npy", matrix)
         outputs, extra = ["rewards.npy"], {}
-        components = load_scored(step_dir(run_dir, 1))[3].get("components") if steps else None
+        components = completed_manifest(step_dir(run_dir, 1), "score").get("components") if steps else None
         if components:  # several rewards: each as its own matrix too, as the score stage writes them
             for k, part in enumerate(components):
                 values = stages.reward_matrix(prompts, reward_rows, n, component=k)
@@ -334,9 +336,7 @@ def _key(row: dict):
 
 def _step_reward_rows(folder: Path, lo: int, hi: int) -> list[dict]:
     """The reward rows of a step's score stage in columns [lo, hi), in key order."""
-    manifest = stages.load_scored(folder)[3]
-    from winnow.rundir import read_shards
-
+    manifest = completed_manifest(folder, "score")
     rows = read_shards(folder / "score", manifest["shards"], manifest["files"], stage="score")
     # the rows as the step's score stage wrote them (components, no_answer and all)
     keep = [r for r in rows if lo <= r["sample_index"] < hi]
