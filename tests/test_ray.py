@@ -154,8 +154,8 @@ def busy_workers() -> list:
     return out
 
 
-def hold_a_busy_worker(node) -> bool:
-    """Suspend ``node``'s Ray worker if it is in the middle of a shard; True once one is held."""
+def hold_a_busy_worker(node) -> psutil.Process | None:
+    """Suspend ``node``'s Ray worker if it is in the middle of a shard; the process once held."""
     raylets = [p for kind, p in node.live_processes() if kind == "raylet"]
     for raylet in raylets:
         for p in psutil.Process(raylet.pid).children(recursive=True):
@@ -164,11 +164,11 @@ def hold_a_busy_worker(node) -> bool:
                     continue
                 p.suspend()
                 if " ".join(p.cmdline()).startswith("ray::ShardActor.run"):
-                    return True
+                    return p
                 p.resume()  # it finished the shard before it was held
             except psutil.NoSuchProcess:
                 pass
-    return False
+    return None
 
 
 def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
@@ -272,23 +272,40 @@ def test_node_lost_mid_generation_run_identical(workdir, tiny_policy, cluster):
     """The second node goes away while both workers are in a shard; the head's worker ends the stage."""
     fn = ["--reward-fn", "length"]
     assert main(bon_args(workdir, "local", tiny_policy, *fn, "--max-new-tokens", "48")) == 0
-    removed = []
+    node = cluster.list_all_nodes()[1]
+    removed: list[str] = []
+    # A shard of this tiny model takes milliseconds, so the watcher may not see the second
+    # node's worker inside one before the run ends; then the run had no fault, and it is
+    # run again, in a new folder, until one lands (the node is removed once, at most).
+    for attempt in range(5):
+        run = f"ray-{attempt}"
+        done = threading.Event()
 
-    def remove_the_second_node():
-        node = cluster.list_all_nodes()[1]
-        # hold the node's worker inside its shard (SIGSTOP) so it cannot finish it in the
-        # instant before the node goes; checked again once held
-        wait_for(lambda: hold_a_busy_worker(node), what="the second node's worker inside a shard")
-        cluster.remove_node(node, allow_graceful=False)
-        removed.append(True)
+        def remove_the_second_node(run=run, done=done):
+            # hold the node's worker inside its shard (SIGSTOP) so it cannot finish it in
+            # the instant before the node goes; checked again once held
+            generated = workdir / run / "generate" / "manifest.json"
+            while not done.is_set() and not generated.exists():
+                held = hold_a_busy_worker(node)
+                if held is None:
+                    time.sleep(0.002)
+                elif generated.exists():  # a score shard: generation ended in between
+                    held.resume()
+                else:  # a generate shard, which the stage cannot finish without
+                    cluster.remove_node(node, allow_graceful=False)
+                    removed.append(run)
+                    return
 
-    watcher = threading.Thread(target=remove_the_second_node, daemon=True)
-    watcher.start()
-    assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--max-new-tokens", "48", *RAY)) == 0
-    watcher.join(timeout=5)
-    assert removed
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
-    record = executor_record(workdir / "ray", "generate")
+        watcher = threading.Thread(target=remove_the_second_node, daemon=True)
+        watcher.start()
+        assert main(bon_args(workdir, run, tiny_policy, *fn, "--max-new-tokens", "48", *RAY)) == 0
+        done.set()
+        watcher.join(timeout=60)
+        if removed:
+            break
+    assert removed, "the second node's worker was never seen inside a shard"
+    assert tree_digest(workdir / removed[0]) == tree_digest(workdir / "local")
+    record = executor_record(workdir / removed[0], "generate")
     assert record["retries"] >= 1, f"the lost node's worker was not inside a shard: {record}"
 
 
