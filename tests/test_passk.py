@@ -1,5 +1,5 @@
 """Pass statistics: pass@k against hand-computed values (c = 0, c = n, k = n), solved shares,
-maj@k / weighted@k, and ``winnow report --pass-threshold`` on a hand-made run."""
+the votes' entry (their exactness is tests/test_votes.py's), and ``winnow report --pass-threshold`` on a hand-made run."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from test_report_run import make_run
 
 from winnow.cli import main
 from winnow.report import run_report
-from winnow.report.passk import pass_at_k, pass_at_k_rows, pass_stats, solved_shares, vote_at_k
+from winnow.report.passk import pass_at_k, pass_at_k_rows, pass_stats, solved_shares
 
 nan = math.nan
 
@@ -53,21 +53,12 @@ def test_solved_shares_ignore_unscored_cells_and_rows():
     assert solved_shares(passed, scored) == {"none": 1 / 3, "some": 1 / 3, "all": 1 / 3, "prompts": 3}
 
 
-def test_votes_with_k_equal_n_are_exact():
-    # With k = N every draw is the whole row: maj@N is the majority's outcome.
-    answers = [["a", "b", "b", None], ["x", "y", "x", "y"], [None, None, None, None]]
-    passed = np.array([[1, 0, 0, 0], [0, 1, 0, 1], [1, 1, 1, 1]], dtype=bool)
-    # row 0: b wins (2 votes), fails; row 1: x and y tie, x first, fails; row 2: no answer, fails.
-    assert vote_at_k(answers, passed, [4], draws=5).tolist() == [0.0]
-    weights = np.array([[0.9, 0.1, 0.1, 0.0], [0.1, 0.5, 0.1, 0.5], [1, 1, 1, 1]], dtype=float)
-    # weighted: row 0 a 0.9 > b 0.2 -> passes; row 1 y 1.0 > x 0.2 -> passes (its best member 1).
-    assert vote_at_k(answers, passed, [4], weights=weights, draws=5).tolist() == [pytest.approx(2 / 3)]
-
-
-def test_maj_at_1_is_the_pass_rate_of_answered_samples():
-    answers = [["a", "b", "c", "d"]]
-    passed = np.array([[1, 0, 0, 0]], dtype=bool)
-    assert vote_at_k(answers, passed, [1], draws=4000, seed=1)[0] == pytest.approx(0.25, abs=0.03)
+def test_pass_stats_votes_are_exact():
+    r = np.array([[1.0, 1.0, 0.0]])
+    v = pass_stats(r, 0.5, answers=[["4", "4", "5"]], iters=50)["votes"]
+    assert v["k"] == [1, 2, 3] and v["maj_at_k"] == [pytest.approx(2 / 3, abs=1e-15), 1.0, 1.0]
+    assert v["weighted_at_k"] == [pytest.approx(2 / 3, abs=1e-15), 1.0, 1.0]
+    assert v["estimated_prompts"] == {"maj": 0, "weighted": 0}
 
 
 def test_pass_stats_first_columns_only():

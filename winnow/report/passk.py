@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from winnow import select as sel
+from winnow.report.votes import vote_at_k, vote_rows
+
+__all__ = ["bootstrap_band", "pass_at_k", "pass_at_k_rows", "pass_stats", "solved_shares", "vote_at_k"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -71,61 +74,6 @@ def solved_shares(passed: np.ndarray, scored: np.ndarray) -> dict:
     }
 
 
-def vote_at_k(
-    answers: list[list[str | None]],
-    passed: np.ndarray,
-    ks,
-    *,
-    weights: np.ndarray | None = None,
-    draws: int = 200,
-    seed: int = 0,
-    equal=None,
-) -> np.ndarray:
-    """maj@k (or, with ``weights``, weighted@k): the expected share of prompts whose vote over k
-    samples drawn without replacement lands on a passing sample. float (len(ks),).
-
-    answers: M rows of N extracted answers (None: unextractable, never votes); passed: bool
-    (M, N); weights: float (M, N) (the rewards; NaN does not vote). Each prompt gets ``draws``
-    random k-subsets (seeded); the vote is ``winnow.select.majority``'s (ties to the answer that
-    appears first in the subset, kept in sample order), and a vote with no answer counts as
-    failed. Answers are grouped once per prompt with ``equal``, so a draw costs O(k).
-    """
-    rng = np.random.default_rng(seed)
-    m = len(answers)
-    out = []
-    for k in ks:
-        hits = 0.0
-        for i in range(m):
-            n = len(answers[i])
-            label = np.full(n, -1)
-            for c, members in enumerate(sel.vote_classes(answers[i], equal)):
-                label[members] = c
-            w = None if weights is None else weights[i]
-            ok = 0
-            for _ in range(draws):
-                subset = np.sort(rng.choice(n, size=k, replace=False))
-                votes = label[subset]
-                if w is not None:
-                    votes = np.where(np.isnan(w[subset]), -1, votes)
-                keep = votes >= 0
-                if not keep.any():
-                    continue
-                # score per class; ties go to the class met first in sample order
-                classes, first = np.unique(votes[keep], return_index=True)
-                if w is None:
-                    score = np.array([np.sum(votes == c) for c in classes], dtype=float)
-                else:
-                    score = np.array([np.sum(w[subset][votes == c]) for c in classes])
-                best = np.flatnonzero(score == score.max())
-                winner = classes[best[np.argmin(first[best])]]
-                members = subset[votes == winner]
-                pick = members[0] if w is None else members[int(np.argmax(w[members]))]
-                ok += bool(passed[i, pick])
-            hits += ok / draws
-        out.append(hits / m if m else float("nan"))
-    return np.array(out, dtype=float)
-
-
 def pass_stats(
     rewards: np.ndarray,
     t: float,
@@ -171,12 +119,15 @@ def pass_stats(
         ks = vote_ks or sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k <= width} | {width})
         keep = np.flatnonzero(full)
         sub_answers = [answers[i][:width] for i in keep]
+        maj, maj_estimated = vote_rows(sub_answers, head_passed[keep], ks, seed=seed, equal=equal)
+        weighted, weighted_estimated = vote_rows(
+            sub_answers, head_passed[keep], ks, weights=head[keep], seed=seed, equal=equal
+        )
         result["votes"] = {
             "k": list(ks),
-            "maj_at_k": vote_at_k(sub_answers, head_passed[keep], ks, seed=seed, equal=equal).tolist(),
-            "weighted_at_k": vote_at_k(
-                sub_answers, head_passed[keep], ks, weights=head[keep], seed=seed, equal=equal
-            ).tolist(),
+            "maj_at_k": maj.mean(axis=0).tolist(),
+            "weighted_at_k": weighted.mean(axis=0).tolist(),
+            "estimated_prompts": {"maj": int(maj_estimated.sum()), "weighted": int(weighted_estimated.sum())},
             "answered_share": float(np.mean([a is not None for row in sub_answers for a in row])),
         }
     return result

@@ -184,6 +184,17 @@ def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, 
     return stats
 
 
+def _estimated(votes: dict) -> str:
+    """The report's note on prompts whose vote was estimated by sampling ("" when none)."""
+    est = votes.get("estimated_prompts") or {}
+    parts = [
+        f"{est[key]} prompts' {name}@k" for key, name in (("maj", "maj"), ("weighted", "weighted")) if est.get(key)
+    ]
+    if not parts:
+        return ""
+    return f", except {' and '.join(parts)}, estimated from 200 random subsets (rewards of too many distinct values)"
+
+
 def _arrays(cells: Cells, rewards: np.ndarray, rows: np.ndarray, cols: np.ndarray, given=None) -> CompletionArrays:
     """The completions at cells (rows[k], cols[k]) as arrays; ``given``: their rewards, when
     not the matrix's (a selected row carries its own)."""
@@ -404,10 +415,10 @@ def _pass_markdown(p: dict | None, adaptive: dict | None) -> list[str]:
         v = p["votes"]
         lines += [
             "",
-            "maj@k: majority vote over the extracted answers of k samples drawn from the same columns "
+            "maj@k: majority vote over the extracted answers of k samples from the same columns "
             "(ties to the answer seen first); weighted@k: each answer weighs the sum of its rewards. "
-            f"A vote passes when its chosen sample passes. {_fmt(v['answered_share'], '.1%')} of samples "
-            "held an extractable answer.",
+            "A vote passes when its chosen sample passes; both are exact averages over every k-subset"
+            f"{_estimated(v)}. {_fmt(v['answered_share'], '.1%')} of samples held an extractable answer.",
             "",
             "| k | maj@k | weighted@k |",
             "|---|---|---|",
