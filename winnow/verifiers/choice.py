@@ -1,9 +1,24 @@
-"""``choice``: the multiple-choice letter, read the way answers are written.
+"""``choice``: the multiple-choice letter, read from the completion's explicit answer.
 
-In order, the last of: ``\\boxed{B}``; ``answer is B`` / ``Answer: (B)``; ``(B)``; a line
-starting ``B.``, ``B)`` or ``B:``; and a completion that is the letter alone. Letters A-J
-(MMLU-Pro has ten options). The reference is a letter (``B``, ``(B)``) or a 0-based option
-index (MMLU's ``answer`` column holds 0-3).
+Letters A-J (MMLU-Pro has ten options). The rule, in order:
+
+1. **Explicit statements** are read, and the last one in the text wins (a model that
+   corrects itself is read by its correction): ``\\boxed{B}``; a cue then a letter
+   (``The answer is B``, ``answer: (d)``, ``Answer - C``, ``the best option is C.``,
+   ``I choose B``, ``I'd go with (C)``, ``correct choice: **B**``); a letter then a verdict
+   (``(B) is correct``, ``B is the right answer``); a line that is only ``Option B``.
+2. **A hedge is no answer**: when two letters are joined by ``or`` or ``/`` (``either B or
+   C``) at or after the last statement, nothing is read (``not A or B`` is no hedge).
+3. Without a statement, **weaker forms** are read when they name one letter only: the
+   completion that is a letter alone (``B``, ``(b).``), ``(B)``, ``**B**``, ``\\textbf{C}``,
+   ``Option B``, a line starting ``B.``, ``B)`` or ``B:``. Two different letters there are
+   a list of options (``A) 3\\nB) 4``) or a comparison, not an answer.
+
+Case: a letter in parentheses, brackets, ``\\boxed{}`` or ``\\textbf{}`` is read in either
+case. After a cue, a capital is read, and a lower-case letter only when it is wrapped
+(``**d**``, ``$b$``, ``'a'``) or ends its line (``answer: a``), so the article in ``the
+answer is a prime`` is no letter; ``I`` is not
+read where a word follows it (``answer: I think C`` reads C).
 """
 
 from __future__ import annotations
@@ -13,27 +28,71 @@ import re
 from winnow.verifiers import Scores, references
 
 LETTERS = "ABCDEFGHIJ"
-PATTERNS = (
-    re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{\s*)?\(?([A-J])\)?\s*\}?\s*\}"),
-    re.compile(r"(?i:answer)\s*(?:(?i:is)|:)?\s*:?\s*(?:(?i:option)\s*)?\**\s*\(?([A-J])\)?(?![A-Za-z0-9])"),
-    re.compile(r"\(([A-J])\)"),
-    re.compile(r"(?m)^\s*\**([A-J])\**\s*[.):]"),
-    re.compile(r"^\W*([A-J])\W*$"),
+
+_OPEN = r"(?:\*\*|__|\$|\\textbf\{|\\text\{|\\mathrm\{|[\"'“‘`])*\s*"
+_LETTER = (
+    r"(?:\(\s*([A-Ja-j])\s*\)|\[\s*([A-Ja-j])\s*\]"  # (b) [b]: either case
+    r"|([A-HJ])(?!\w|['’]\w)|(I)(?!\w|['’]\w|\s+[a-z])"  # B: capitals; I not before a word
+    r"|([a-j])(?=\)|\*\*|\$|\}|[\"'”’`](?!\w)|[.,;:!?]*[ \t]*$))"  # lower case: wrapped, or ending its line
 )
-"""Answer forms, most explicit first; the first form found wins, its last occurrence is taken."""
+_CUE = (
+    r"(?:\banswer(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
+    r"|\b(?:option|choice|letter|pick|one)\s+(?:is|would\s+be|should\s+be)"
+    r"|\b(?:correct|right|best|final)\s+(?:option|choice|letter|one)"
+    r"|\bI(?:\s+would|'d|\s+will|'ll)?\s+(?:choose|pick|select|go\s+with)"
+    r"|\b(?:choose|chose|pick|select|go\s+with|going\s+with)(?:\s+(?:option|choice|answer|letter))?"
+    r"|\bit(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be))"
+    r"(?:\s+(?:clearly|definitely|therefore|thus|then))?"
+)
+STATEMENTS = (
+    re.compile(r"\\boxed\s*\{\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?\s*([A-Ja-j])\s*\)?(?=[\s}).:,])"),
+    re.compile(rf"(?im:{_CUE}\s*(?:[:=\-–—]|\bis\b)?\s*(?:\b(?:option|choice|letter)\b\s*)?{_OPEN})(?-i:{_LETTER})"),
+    re.compile(
+        r"(?:\(([A-Ja-j])\)|(?<![\w'’])(?:(?i:option|choice)\s+)?([A-HJ])(?![\w'’]))"
+        r"(?i:\s+(?:is|seems|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true))"
+    ),
+    re.compile(r"(?im:^[\W_]*(?:option|choice)\s+)(?:\(([A-Ja-j])\)|([A-J]))[\W_]*$"),
+)
+"""Explicit answer statements; a match's letter is its one capture group that matched."""
+
+HEDGE = re.compile(rf"(?-i:{_LETTER})\s*(?:\bor\b|/)\s*{_OPEN}(?-i:{_LETTER})")
+NEGATED = re.compile(r"(?i:\b(?:not|neither|nor|than|rule\s+out|ruling\s+out|eliminate)\s+(?:options?\s+)?)$")
+
+WEAK = (
+    re.compile(r"\A[\W_]*(?:\(([A-Ja-j])\)|([A-Ja-j]))[\W_]*\Z"),
+    re.compile(r"(?<![\w\\])\(([A-J])\)"),
+    re.compile(r"\*\*\s*\(?([A-J])\)?\.?\s*\*\*|\\textbf\{\s*\(?([A-Ja-j])\)?\.?\s*\}"),
+    re.compile(r"(?<![\w'’])(?i:option|choice)\s+(?:\(([A-Ja-j])\)|([A-J])(?![\w'’]))"),
+    re.compile(r"(?m)^[ \t>*#-]*\**([A-J])\**\s*[.):]"),
+)
+"""Weaker forms, read only when every one found names the same letter."""
+
+
+def _letter(match: re.Match) -> str:
+    return next(g for g in match.groups() if g).upper()
 
 
 def read_choice(text: str) -> str | None:
-    """The option letter a completion answers with, or None.
+    """The option letter a completion answers with, or None (see the module's rule).
 
-    >>> [read_choice(t) for t in ["(B)", "B. Paris", "so \\\\boxed{B}", "The answer is B", "Paris"]]
-    ['B', 'B', 'B', 'B', None]
+    >>> [read_choice(t) for t in ["The answer is (b)", "answer: (d)", "the best option is C.", "Option B"]]
+    ['B', 'D', 'C', 'B']
+    >>> [read_choice(t) for t in ["I choose B", "Answer - C", "\\\\textbf{C}", "I'd go with (C) rather than (A)"]]
+    ['B', 'C', 'C', 'C']
+    >>> read_choice("\\\\boxed{B}. Wait, actually the answer is C")
+    'C'
+    >>> [read_choice(t) for t in ["A) 3\\nB) 4\\nC) 5", "either B or C", "The answer is B or C."]]
+    [None, None, None]
+    >>> [read_choice(t) for t in ["The answer is a prime number", "I think so", "answer: a"]]
+    [None, None, 'A']
     """
-    for pattern in PATTERNS:
-        found = pattern.findall(text)
-        if found:
-            return found[-1]
-    return None
+    found = [(m.start(), _letter(m)) for pattern in STATEMENTS for m in pattern.finditer(text)]
+    if found:
+        start, letter = max(found)
+        hedges = (h for h in HEDGE.finditer(text) if h.end() > start and not NEGATED.search(text[: h.start()]))
+        return None if any(True for _ in hedges) else letter
+    weak = {_letter(m) for pattern in WEAK for m in pattern.finditer(text)}
+    return weak.pop() if len(weak) == 1 else None
 
 
 def reference_letter(reference) -> str | None:
@@ -47,8 +106,9 @@ def reference_letter(reference) -> str | None:
 
 
 def choice(prompts: list, completions: list[str], *, reference_column: str = "answer", **kw) -> Scores:
-    """1.0 where the letter read equals the reference's, else 0.0; no letter: 0.0, counted in
-    ``no_answer``; a row whose reference is no letter is unscored (None).
+    """1.0 where the letter read equals the reference's, else 0.0; no letter (none stated, a
+    hedge, a bare list of options): 0.0, counted in ``no_answer``; a row whose reference is
+    no letter is unscored (None).
 
     >>> choice(["q"] * 3, ["(B)", "I think A.", "hmm"], answer=["B", "B", "B"])
     [1.0, 0.0, 0.0]
