@@ -133,6 +133,20 @@ def test_exact_normalises_case_whitespace_and_surrounding_punctuation():
     assert check(exact, ["x"], [None]) == [None]
 
 
+def test_exact_with_an_empty_reference_is_unscored_not_no_answer():
+    scores = check(exact, ["", " ", "", "Paris", ""], ["", "   ", "?!", ["", " "], ["", "Paris"]])
+    assert scores == [None, None, None, None, 0.0]
+    assert scores.no_answer_at == (4,)  # only the row with a real reference counts the empty completion
+
+
+def test_exact_null_and_non_string_references_follow_the_rule():
+    completions = ["0.00005", "42", "2.5", "true", "x", "[1]", "nan", "x"]
+    refs = [0.00005, 42, 2.5, True, {"x": 1}, [[1]], math.nan, None]
+    scores = check(exact, completions, refs)
+    assert scores == [1.0, 1.0, 1.0, None, None, None, None, None]
+    assert scores.no_answer_at == ()
+
+
 # ---------------------------------------------------------------- reasoning tags
 
 
