@@ -54,8 +54,8 @@ def test_maj_at_2_hand_computed_tie_to_the_earlier_answer():
 def random_case(rng, n):
     answers = [None if rng.random() < 0.15 else "abcd"[rng.integers(0, rng.integers(1, 5))] for _ in range(n)]
     passed = rng.random(n) < 0.5
-    step = [1, 4, 16][rng.integers(0, 3)]  # rewards of a few values: many exact ties between totals
-    weights = rng.integers(-step, 2 * step + 1, n) / step
+    step = [1, 4, 16, 0][rng.integers(0, 4)]  # rewards of a few values: many exact ties between totals
+    weights = rng.integers(-step, 2 * step + 1, n) / step if step else rng.normal(size=n)  # 0: continuous
     weights[rng.random(n) < 0.1] = np.nan
     return answers, passed, weights
 
@@ -63,7 +63,7 @@ def random_case(rng, n):
 @pytest.mark.parametrize("seed", range(40))
 def test_exact_votes_equal_brute_force_over_every_subset(seed):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 9))
+    n = int(rng.integers(1, 11))
     answers, passed, weights = random_case(rng, n)
     ks = list(range(1, n + 1))
     maj, _ = vote_rows([answers], passed[None], ks)
@@ -92,6 +92,16 @@ def test_sixty_four_samples_every_k_is_fast_and_sums_right():
     assert not est_m.any() and not est_w.any()
     np.testing.assert_allclose(maj[:, 0], passed.mean(axis=1), atol=1e-12)  # maj@1 is the pass rate
     assert np.all((wtd[:, -1] == 1.0) == passed.any(axis=1))  # 0/1 weights: k = N passes iff one passes
+
+
+def test_continuous_rewards_are_exact_on_small_classes_and_estimated_on_large_ones():
+    rng = np.random.default_rng(2)
+    small = [["a", "b", "c"] * 4]  # classes of 4: at most 15 totals each
+    passed = rng.random((1, 12)) < 0.5
+    rows, estimated = vote_rows(small, passed, [3], weights=rng.random((1, 12)))
+    assert not estimated.any()
+    _, estimated = vote_rows([["a"] * 40], rng.random((1, 40)) < 0.5, [2], weights=rng.random((1, 40)))
+    assert estimated.all()  # a class of 40 reaches too many distinct totals
 
 
 def test_a_class_with_too_many_distinct_totals_is_estimated(monkeypatch):

@@ -14,11 +14,12 @@ sample). Counting the other classes' losing subsets by size is a product of poly
 z, so one pass gives every k: the coefficient of z^k, over C(N, k).
 
 Cost: scores are exact integers (float rewards are dyadic rationals, put on their common
-grid), so ties are exact, and the counts span the totals a class can reach. With counts
-(maj@k) or rewards of a few values (a verifier's 0/1) that is O(N) totals, and N = 64 with
-every k takes well under a second. Rewards of many distinct values reach too many totals
-(counting them is #P-hard in general): a prompt whose table would pass ``MAX_CELLS`` is
-estimated from ``draws`` seeded random subsets instead, and counted as estimated.
+grid), so ties are exact, and the counts span the totals the classes' subsets reach. With
+counts (maj@k) or rewards of a few values (a verifier's 0/1) that is O(N) totals, and N =
+64 with every k takes well under a second. Rewards of many distinct values reach up to
+2^L totals on a class of L samples (counting them is #P-hard in general): exact while a
+class's table stays within ``MAX_CELLS`` (about L <= 12 for continuous rewards), and past
+it the prompt is estimated from ``draws`` seeded random subsets and counted as estimated.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import numpy as np
 from winnow import select as sel
 
 MAX_CELLS = 4_000_000
-"""Size of one class's count table (sizes x totals x top scores x 2) beyond which a prompt's
-weighted vote is estimated by sampling instead."""
+"""Size of one class's count table (sizes x totals x positions or top scores x 2) beyond
+which a prompt's vote is estimated by sampling instead."""
 
 
 def _exact_ints(weights: np.ndarray) -> list[int] | None:
@@ -53,48 +54,63 @@ def _times(q: np.ndarray, f: np.ndarray) -> np.ndarray:
     return out
 
 
-def _class_table(scores: list[int], passes: list[bool], lo: int, width: int, levels: list[int]) -> np.ndarray:
-    """One class's non-empty subsets, counted: float (L, L + 1, width, 2) indexed by [first
-    member's position in the class, size, total - lo, whether the vote's sample passes].
+def _subset_totals(scores: list[int]) -> set[int] | None:
+    """The totals a non-empty subset of one class can reach; None when more than its table
+    could hold within ``MAX_CELLS``."""
+    limit = MAX_CELLS // (2 * (len(scores) + 1) * max(len(scores), 1))
+    reach: set[int] = set()
+    for w in scores:
+        reach |= {w} | {t + w for t in reach}
+        if len(reach) > limit:
+            return None
+    return reach
+
+
+def _class_table(scores: list[int], passes: list[bool], at: dict[int, int]) -> np.ndarray:
+    """One class's non-empty subsets, counted: float (L, L + 1, T, 2) indexed by [first
+    member's position in the class, size, total's index in ``at``, whether the vote's sample
+    passes]. ``at`` maps every total the class reaches to its rank among all classes' totals.
 
     Members are added latest first, so each subset made at a step has the added member first;
     its pick is the highest score, ties to the earlier sample (the one just added).
     """
-    size = len(scores)
+    size, width = len(scores), len(at)
+    levels = sorted(set(scores))
+    totals = sorted(at, key=at.__getitem__)
     held = np.zeros((size + 1, width, len(levels), 2))  # subsets of the later members: [size, total, top, passes]
     table = np.zeros((size, size + 1, width, 2))
     for pos in reversed(range(size)):
         w, p, top = scores[pos], int(passes[pos]), levels.index(scores[pos])
+        pairs = [(i, at[t + w]) for i, t in enumerate(totals) if t + w in at]  # total -> total + w
+        src, dst = (np.array(x, dtype=int) for x in zip(*pairs, strict=True)) if pairs else (np.zeros(0, int),) * 2
         new = np.zeros_like(held)
-        new[1, w - lo, top, p] = 1.0
+        new[1, at[w], top, p] = 1.0
         below = held[:-1, :, : top + 1].sum(axis=(2, 3))  # picks scoring at most w: w takes over
-        above = held[:-1, :, top + 1 :]
-        src, dst = (slice(0, width - w), slice(w, width)) if w >= 0 else (slice(-w, width), slice(0, width + w))
         new[1:, dst, top, p] += below[:, src]
-        new[1:, dst, top + 1 :] += above[:, src]
+        new[1:, dst, top + 1 :] += held[:-1, src, top + 1 :]
         table[pos] = new.sum(axis=2)
         held += new
     return table
 
 
 def exact_vote_counts(label: np.ndarray, score: list[int], passed: np.ndarray) -> np.ndarray | None:
-    """Passing k-subsets of one prompt for k = 0..N: float (N + 1,), or None when the totals
-    span more than ``MAX_CELLS`` (rewards with many distinct values).
+    """Passing k-subsets of one prompt for k = 0..N: float (N + 1,), or None when a class's
+    table would pass ``MAX_CELLS`` (rewards of many distinct values on a large class).
 
     label: int (N,), the answer class of each sample, -1 for a sample that does not vote;
     score: N integer votes (all 1 for maj@k); passed: bool (N,).
     """
     n = len(label)
     classes = [m for c in range(int(label.max(initial=-1)) + 1) if len(m := np.flatnonzero(label == c))]
-    voters = [int(j) for m in classes for j in m]
-    unit = math.gcd(*[score[j] for j in voters]) or 1
-    s = [score[j] // unit for j in range(n)]
-    lo, hi = sum(min(s[j], 0) for j in voters), sum(max(s[j], 0) for j in voters)
-    levels = sorted({s[j] for j in voters})
-    width = hi - lo + 1
-    if (n + 1) * width * max(len(levels), 1) * 2 > MAX_CELLS:
+    voters = sum(len(m) for m in classes)
+    reach = [_subset_totals([score[j] for j in m]) for m in classes]
+    if any(r is None for r in reach):
         return None
-    tables = [_class_table([s[j] for j in m], [bool(passed[j]) for j in m], lo, width, levels) for m in classes]
+    at = {t: i for i, t in enumerate(sorted(set().union(*(r for r in reach if r is not None))))}
+    for m in classes:
+        if (len(m) + 1) * len(at) * max(len(m), len({score[j] for j in m})) * 2 > MAX_CELLS:
+            return None
+    tables = [_class_table([score[j] for j in m], [bool(passed[j]) for j in m], at) for m in classes]
     # for class d and a key (total tau, first sample j): d's subsets that lose, by size, are
     # those of a lower total plus those of total tau whose first sample comes after j
     lower = [
@@ -104,7 +120,7 @@ def exact_vote_counts(label: np.ndarray, score: list[int], passed: np.ndarray) -
     later = [
         np.concatenate([np.cumsum(t.sum(axis=3)[::-1], axis=0)[::-1], np.zeros((1, *t.shape[1:3]))]) for t in tables
     ]
-    free = np.array([math.comb(n - len(voters), i) for i in range(n + 1)], dtype=float)  # non-voters: any of them
+    free = np.array([math.comb(n - voters, i) for i in range(n + 1)], dtype=float)  # non-voters: any of them
     total = np.zeros(n + 1)
     for c, members in enumerate(classes):
         pos, tau = np.nonzero(tables[c][:, :, :, 1].sum(axis=1))  # keys with a passing pick
