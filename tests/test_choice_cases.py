@@ -5,11 +5,12 @@ case's verdict exactly. A case is ``pass`` (1.0), ``fail`` (0.0 with a letter re
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from winnow.verifiers.choice import choice
+from winnow.verifiers.choice import choice, read_choice
 
 CASES = [
     json.loads(line)
@@ -29,3 +30,10 @@ def test_choice_verdict(case):
     got = "no_answer" if scores.no_answer_at else ("pass" if scores[0] == 1.0 else "fail")
     assert got == case["expected"], f"{case['completion']!r}: read as {got}"
     assert scores[0] == (1.0 if case["expected"] == "pass" else 0.0)
+
+
+@pytest.mark.parametrize("text", ["*" * 20000, "The answer is B. " + "A or B " * 4000, "answer " * 5000, "$" * 20000])
+def test_read_choice_stays_linear_on_long_runs(text):
+    start = time.perf_counter()
+    read_choice(text)
+    assert time.perf_counter() - start < 1.0  # a quadratic pattern took 6 s on the run of stars

@@ -5,10 +5,12 @@ Letters A-J (MMLU-Pro has ten options). The rule, in order:
 1. **Explicit statements** are read, and the last one in the text wins (a model that
    corrects itself is read by its correction): ``\\boxed{B}``; a cue then a letter
    (``The answer is B``, ``answer: (d)``, ``Answer - C``, ``the best option is C.``,
-   ``I choose B``, ``I'd go with (C)``, ``correct choice: **B**``); a letter then a verdict
-   (``(B) is correct``, ``B is the right answer``); a line that is only ``Option B``.
+   ``I choose B``, ``I'd go with (C)``, ``correct choice: **B**``, ``my choice: E``); a letter
+   then a verdict (``(B) is correct``, ``B is the right answer``); a line that is only
+   ``Option B``; ``Therefore, B.`` where the letter ends the line.
 2. **A hedge is no answer**: when two letters are joined by ``or`` or ``/`` (``either B or
-   C``) at or after the last statement, nothing is read (``not A or B`` is no hedge).
+   C``), or end a sentence joined by ``and`` (``Answer: B and C``), at or after the last
+   statement, nothing is read (``not A or B`` and ``A and B are wrong`` are no hedge).
 3. Without a statement, **weaker forms** are read when they name one letter only: the
    completion that is a letter alone (``B``, ``(b).``), ``(B)``, ``**B**``, ``\\textbf{C}``,
    ``Option B``, a line starting ``B.``, ``B)`` or ``B:``. Two different letters there are
@@ -39,7 +41,8 @@ _CUE = (
     r"(?:\banswer(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
     r"|\b(?:option|choice|letter|pick|one)\s+(?:is|would\s+be|should\s+be)"
     r"|\b(?:correct|right|best|final)\s+(?:option|choice|letter|one)"
-    r"|\bI(?:\s+would|'d|\s+will|'ll)?\s+(?:choose|pick|select|go\s+with)"
+    r"|\bI(?:\s+would|'d|\s+will|'ll)?\s+(?:choose|pick|select|go\s+with)|\bI(?:\s+would|'d)\s+say"
+    r"|\b(?:choice|pick|selection)(?=\s*:)"
     r"|\b(?:choose|chose|pick|select|go\s+with|going\s+with)(?:\s+(?:option|choice|answer|letter))?"
     r"|\bit(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be))"
     r"(?:\s+(?:clearly|definitely|therefore|thus|then))?"
@@ -52,10 +55,15 @@ STATEMENTS = (
         r"(?i:\s+(?:is|seems|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true))"
     ),
     re.compile(r"(?im:^[\W_]*(?:option|choice)\s+)(?:\(([A-Ja-j])\)|([A-J]))[\W_]*$"),
+    re.compile(rf"(?im:\b(?:so|therefore|thus|hence)\b[,:]?\s+{_OPEN})(?-i:{_LETTER})(?=[*$'\"]*[.!]?[ \t]*$)", re.M),
 )
 """Explicit answer statements; a match's letter is its one capture group that matched."""
 
-HEDGE = re.compile(rf"(?-i:{_LETTER})\s*(?:\bor\b|/)\s*{_OPEN}(?-i:{_LETTER})")
+HEDGE = re.compile(
+    rf"{_LETTER}(?:\s*(?:\bor\b|/)\s*{_OPEN}{_LETTER}"  # B or C, B/C
+    rf"|,?\s+and\s+{_OPEN}{_LETTER}(?=[*$'\"]*[ \t]*(?:[.,;!)]|$)))",  # B and C. (not "A and B are wrong")
+    re.M,
+)
 NEGATED = re.compile(r"(?i:\b(?:not|neither|nor|than|rule\s+out|ruling\s+out|eliminate)\s+(?:options?\s+)?)$")
 
 WEAK = (
@@ -63,7 +71,7 @@ WEAK = (
     re.compile(r"(?<![\w\\])\(([A-J])\)"),
     re.compile(r"\*\*\s*\(?([A-J])\)?\.?\s*\*\*|\\textbf\{\s*\(?([A-Ja-j])\)?\.?\s*\}"),
     re.compile(r"(?<![\w'’])(?i:option|choice)\s+(?:\(([A-Ja-j])\)|([A-J])(?![\w'’]))"),
-    re.compile(r"(?m)^[ \t>*#-]*\**([A-J])\**\s*[.):]"),
+    re.compile(r"(?m)^[ \t>#-]*(?:\*\*)?([A-J])(?:\*\*)?[ \t]*[.):]"),
 )
 """Weaker forms, read only when every one found names the same letter."""
 
@@ -89,7 +97,11 @@ def read_choice(text: str) -> str | None:
     found = [(m.start(), _letter(m)) for pattern in STATEMENTS for m in pattern.finditer(text)]
     if found:
         start, letter = max(found)
-        hedges = (h for h in HEDGE.finditer(text) if h.end() > start and not NEGATED.search(text[: h.start()]))
+        hedges = (
+            h
+            for h in HEDGE.finditer(text, max(0, start - 64))  # a hedge may hold the statement's letter
+            if h.end() > start and not NEGATED.search(text[max(0, h.start() - 40) : h.start()])
+        )
         return None if any(True for _ in hedges) else letter
     weak = {_letter(m) for pattern in WEAK for m in pattern.finditer(text)}
     return weak.pop() if len(weak) == 1 else None
