@@ -10,8 +10,8 @@ the share of cases whose verdict ``choice`` gets; a false positive is a case sco
 whose true verdict is not ``pass`` (the failure that puts a wrong answer in training data).
 
 The generated set varies letter case, the wrapping of the letter (bare, ``(b)``, ``[b]``,
-``**B**``, ``\\textbf{}``, ``\\boxed{}``, ``$B$``, quotes) and what follows it, under several
-answer statements; it adds self-corrections, option lists, hedges and article/pronoun traps.
+``**B**``, ``\\textbf{}``, ``$B$``, quotes) and what follows it, under several answer
+statements; it adds self-corrections, option lists, hedges and article/pronoun traps.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ def generated(seed: int = 0) -> list[dict]:
         cases.append({"completion": completion, "reference": reference, "expected": expected, "form": form})
 
     for statement, wrap, ending, lower in itertools.product(STATEMENTS, WRAPS, ENDINGS, (False, True)):
-        letter = rng.choice(LETTERS)
+        before_word = lower and wrap == "{}" and ending.startswith(" ")
+        letter = "A" if before_word and rng.random() < 0.5 else rng.choice(LETTERS)
         shown = letter.lower() if lower else letter
-        # a bare lower-case letter before more words reads as prose ("the answer is a prime")
-        bare_word = lower and wrap == "{}" and ending.startswith(" ")
+        # a bare "a" before more words is the article ("the answer is a prime"); "b".."h" are letters
+        bare_word = before_word and letter == "A"
         reference = letter if rng.random() < 0.7 else rng.choice([x for x in LETTERS if x != letter])
         expected = "no_answer" if bare_word else ("pass" if reference == letter else "fail")
         text = statement.format(wrap.format(shown)) + ending
@@ -66,6 +67,8 @@ def generated(seed: int = 0) -> list[dict]:
     for hedge in ["either {} or {}", "{} or {}", "The answer is {} or {}.", "({}) or ({})", "Answer: {}/{}"]:
         x, y = rng.sample(LETTERS, 2)
         add(hedge.format(x, y), x, "no_answer", f"hedge {hedge!r}")
+    for statement, noun in itertools.product(STATEMENTS, ["prime number", "good guess", "bit of both"]):
+        add(statement.format("a") + f" {noun}.", "A", "no_answer", f"article after {statement!r}: a {noun}")
     for trap in ["The answer is a prime number.", "I think so.", "I choose a different method.", "A cat sat."]:
         add(trap, "A" if "a" in trap.lower() else "I", "no_answer", f"trap {trap!r}")
     return cases

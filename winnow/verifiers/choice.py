@@ -4,23 +4,28 @@ Letters A-J (MMLU-Pro has ten options). The rule, in order:
 
 1. **Explicit statements** are read, and the last one in the text wins (a model that
    corrects itself is read by its correction): ``\\boxed{B}``; a cue then a letter
-   (``The answer is B``, ``answer: (d)``, ``Answer - C``, ``the best option is C.``,
-   ``I choose B``, ``I'd go with (C)``, ``correct choice: **B**``, ``my choice: E``); a letter
-   then a verdict (``(B) is correct``, ``B is the right answer``); a line that is only
-   ``Option B``; ``Therefore, B.`` where the letter ends the line.
+   (``The answer is B``, ``answer: (d)``, ``Answer - C``, ``Answer -> B``, ``the best option
+   is C.``, ``I choose B``, ``I'd go with (C)``, ``I'd say B``, ``correct choice: **B**``,
+   ``my choice: E``, ``it's B``, ``actually (C)``); a letter then a verdict (``(B) is
+   correct``, ``B is the right answer``); a line that is only ``Option B``; ``Therefore, B.``
+   where the letter ends the line.
 2. **A hedge is no answer**: when two letters are joined by ``or`` or ``/`` (``either B or
-   C``), or end a sentence joined by ``and`` (``Answer: B and C``), at or after the last
-   statement, nothing is read (``not A or B`` and ``A and B are wrong`` are no hedge).
+   C``, ``B (or possibly C)``), or end a sentence joined by ``and`` (``Answer: B and C``), at
+   or after the last statement, nothing is read (``not A or B`` and ``A and B are wrong``
+   are no hedge).
 3. Without a statement, **weaker forms** are read when they name one letter only: the
    completion that is a letter alone (``B``, ``(b).``), ``(B)``, ``**B**``, ``\\textbf{C}``,
-   ``Option B``, a line starting ``B.``, ``B)`` or ``B:``. Two different letters there are
-   a list of options (``A) 3\\nB) 4``) or a comparison, not an answer.
+   ``Option B``, a line starting ``B.``, ``B)`` or ``B:``, ``B.`` after two spaces. Two
+   different letters there are a list of options (``A) 3\\nB) 4``, ``A. 1  B. 2``) or a
+   comparison, not an answer; a letter set aside (``not (A)``, ``rather than (A)``,
+   ``over D``) is not counted.
 
 Case: a letter in parentheses, brackets, ``\\boxed{}`` or ``\\textbf{}`` is read in either
-case. After a cue, a capital is read, and a lower-case letter only when it is wrapped
-(``**d**``, ``$b$``, ``'a'``) or ends its line (``answer: a``), so the article in ``the
-answer is a prime`` is no letter; ``I`` is not
-read where a word follows it (``answer: I think C`` reads C).
+case. After a cue, a capital is read; a lower-case letter is read when it is wrapped
+(``**d**``, ``$b$``, ``'a'``), punctuated (``answer is a,``) or ends its line (``answer:
+a``), and ``b``-``h`` and ``j`` also before a word (``the answer is b because``). The
+article in ``the answer is a prime`` and the pronoun in ``answer: I think it is C`` are no
+letters (that one reads C).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ _OPEN = r"(?:\*\*|__|\$|\\textbf\{|\\text\{|\\mathrm\{|[\"'“‘`])*\s*"
 _LETTER = (
     r"(?:\(\s*([A-Ja-j])\s*\)|\[\s*([A-Ja-j])\s*\]"  # (b) [b]: either case
     r"|([A-HJ])(?!\w|['’]\w)|(I)(?!\w|['’]\w|\s+[a-z])"  # B: capitals; I not before a word
-    r"|([a-j])(?=\)|\*\*|\$|\}|[\"'”’`](?!\w)|[.,;:!?]*[ \t]*$))"  # lower case: wrapped, or ending its line
+    r"|([a-j])(?=[.,;:!?)]|\*\*|\$|\}|[\"'”’`](?!\w)|[ \t]*$)"  # lower case: wrapped, punctuated, line end
+    r"|([b-hj])(?=[ \t]+[A-Za-z]))"  # or before a word, but for the article a and the pronoun i
 )
 _CUE = (
     r"(?:\banswer(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
@@ -44,12 +50,14 @@ _CUE = (
     r"|\bI(?:\s+would|'d|\s+will|'ll)?\s+(?:choose|pick|select|go\s+with)|\bI(?:\s+would|'d)\s+say"
     r"|\b(?:choice|pick|selection)(?=\s*:)"
     r"|\b(?:choose|chose|pick|select|go\s+with|going\s+with)(?:\s+(?:option|choice|answer|letter))?"
-    r"|\bit(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be))"
+    r"|\bit(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be)|\bactually\b,?)"
     r"(?:\s+(?:clearly|definitely|therefore|thus|then))?"
 )
 STATEMENTS = (
     re.compile(r"\\boxed\s*\{\s*(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*)?\(?\s*([A-Ja-j])\s*\)?(?=[\s}).:,])"),
-    re.compile(rf"(?im:{_CUE}\s*(?:[:=\-–—]|\bis\b)?\s*(?:\b(?:option|choice|letter)\b\s*)?{_OPEN})(?-i:{_LETTER})"),
+    re.compile(
+        rf"(?im:{_CUE}\s*(?:->|=>|→|[:=\-–—]|\bis\b)?\s*(?:\b(?:option|choice|letter)\b\s*)?{_OPEN})(?-i:{_LETTER})"
+    ),
     re.compile(
         r"(?:\(([A-Ja-j])\)|(?<![\w'’])(?:(?i:option|choice)\s+)?([A-HJ])(?![\w'’]))"
         r"(?i:\s+(?:is|seems|would\s+be)\s+(?:the\s+)?(?:correct|right|best|answer|true))"
@@ -60,11 +68,14 @@ STATEMENTS = (
 """Explicit answer statements; a match's letter is its one capture group that matched."""
 
 HEDGE = re.compile(
-    rf"{_LETTER}(?:\s*(?:\bor\b|/)\s*{_OPEN}{_LETTER}"  # B or C, B/C
+    rf"{_LETTER}(?:\s*\(?\s*(?:\bor\b(?:\s+(?:possibly|maybe|perhaps))?|/)\s*{_OPEN}{_LETTER}"  # B or C, B (or maybe C)
     rf"|,?\s+and\s+{_OPEN}{_LETTER}(?=[*$'\"]*[ \t]*(?:[.,;!)]|$)))",  # B and C. (not "A and B are wrong")
     re.M,
 )
-NEGATED = re.compile(r"(?i:\b(?:not|neither|nor|than|rule\s+out|ruling\s+out|eliminate)\s+(?:options?\s+)?)$")
+NEGATED = re.compile(
+    r"(?i:\b(?:not|neither|nor|than|over|instead\s+of|except|rule\s+out|ruling\s+out|eliminate)\s+(?:options?\s+)?)$"
+)
+"""Words before a letter that set it aside: such a mention is neither a hedge nor a weak answer."""
 
 WEAK = (
     re.compile(r"\A[\W_]*(?:\(([A-Ja-j])\)|([A-Ja-j]))[\W_]*\Z"),
@@ -72,6 +83,7 @@ WEAK = (
     re.compile(r"\*\*\s*\(?([A-J])\)?\.?\s*\*\*|\\textbf\{\s*\(?([A-Ja-j])\)?\.?\s*\}"),
     re.compile(r"(?<![\w'’])(?i:option|choice)\s+(?:\(([A-Ja-j])\)|([A-J])(?![\w'’]))"),
     re.compile(r"(?m)^[ \t>#-]*(?:\*\*)?([A-J])(?:\*\*)?[ \t]*[.):]"),
+    re.compile(r"(?:(?<=[ \t]{2})|(?<=\t))([A-J])[.):][ \t]"),  # options on one line: "A. 1  B. 2"
 )
 """Weaker forms, read only when every one found names the same letter."""
 
@@ -103,7 +115,12 @@ def read_choice(text: str) -> str | None:
             if h.end() > start and not NEGATED.search(text[max(0, h.start() - 40) : h.start()])
         )
         return None if any(True for _ in hedges) else letter
-    weak = {_letter(m) for pattern in WEAK for m in pattern.finditer(text)}
+    weak = {
+        _letter(m)
+        for pattern in WEAK
+        for m in pattern.finditer(text)
+        if not NEGATED.search(text[max(0, m.start() - 40) : m.start()])
+    }
     return weak.pop() if len(weak) == 1 else None
 
 
