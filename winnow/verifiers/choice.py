@@ -10,7 +10,7 @@ Letters A-J (MMLU-Pro has ten options). The rule, in order:
    correct``, ``B is the right answer``); a line that is only ``Option B``; ``Therefore, B.``
    where the letter ends the line.
 2. **A hedge is no answer**: when two letters are joined by ``or`` or ``/`` (``either B or
-   C``, ``B (or possibly C)``), or end a sentence joined by ``and`` (``Answer: B and C``), at
+   C``, ``B, C, or D``, ``B (or possibly C)``), or end a sentence joined by ``and`` (``Answer: B and C``), at
    or after the last statement, nothing is read (``not A or B`` and ``A and B are wrong``
    are no hedge).
 3. Without a statement, **weaker forms** are read when they name one letter only: the
@@ -44,12 +44,12 @@ _LETTER = (
     r"|([b-hj])(?=[ \t]+[A-Za-z]))"  # or before a word, but for the article a and the pronoun i
 )
 _CUE = (
-    r"(?:\banswer(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
+    r"(?:\b(?:answer|solution|response)(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
     r"|\b(?:option|choice|letter|pick|one)\s+(?:is|would\s+be|should\s+be)"
     r"|\b(?:correct|right|best|final)\s+(?:option|choice|letter|one)"
     r"|\bI(?:\s+would|'d|\s+will|'ll)?\s+(?:choose|pick|select|go\s+with)|\bI(?:\s+would|'d)\s+say"
     r"|\b(?:choice|pick|selection)(?=\s*:)"
-    r"|\b(?:choose|chose|pick|select|go\s+with|going\s+with)(?:\s+(?:option|choice|answer|letter))?"
+    r"|\b(?:choose|chose|pick|select|go\s+with|going\s+with)\b(?:\s+(?:option|choice|answer|letter))?"
     r"|\bit(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be)|\bactually\b,?)"
     r"(?:\s+(?:clearly|definitely|therefore|thus|then))?"
 )
@@ -68,7 +68,7 @@ STATEMENTS = (
 """Explicit answer statements; a match's letter is its one capture group that matched."""
 
 HEDGE = re.compile(
-    rf"{_LETTER}(?:\s*\(?\s*(?:\bor\b(?:\s+(?:possibly|maybe|perhaps))?|/)\s*{_OPEN}{_LETTER}"  # B or C, B (or maybe C)
+    rf"{_LETTER}(?:\s*,?\s*\(?\s*(?:\bor\b(?:\s+(?:possibly|maybe|perhaps))?|/)\s*{_OPEN}{_LETTER}"  # B or C, B (or maybe C)
     rf"|,?\s+and\s+{_OPEN}{_LETTER}(?=[*$'\"]*[ \t]*(?:[.,;!)]|$)))",  # B and C. (not "A and B are wrong")
     re.M,
 )
