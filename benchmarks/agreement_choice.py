@@ -21,6 +21,7 @@ import itertools
 import json
 import random
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,7 +76,9 @@ def generated(seed: int = 0) -> list[dict]:
 
 
 def measure(cases: list[dict]) -> dict:
+    start = time.perf_counter()
     got = [verdict(c["completion"], c["reference"]) for c in cases]
+    seconds = time.perf_counter() - start
     right = sum(g == c["expected"] for g, c in zip(got, cases, strict=True))
     return {
         "forms": len({c["form"] for c in cases}),
@@ -84,6 +87,7 @@ def measure(cases: list[dict]) -> dict:
         "false_positives": sum(g == "pass" != c["expected"] for g, c in zip(got, cases, strict=True)),
         "no_answer_expected": sum(c["expected"] == "no_answer" for c in cases),
         "no_answer_read": sum(g == "no_answer" for g in got),
+        "per_second": len(cases) / seconds,
         "misses": [
             {"completion": c["completion"], "expected": c["expected"], "got": g}
             for g, c in zip(got, cases, strict=True)
@@ -101,12 +105,12 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print("| set | forms | cases | accuracy | false positives | no answer (true / read) |")
-    print("|---|---|---|---|---|---|")
+    print("| set | forms | cases | accuracy | false positives | no answer (true / read) | completions/s |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
             f"| {name} | {r['forms']} | {r['cases']} | {r['accuracy']:.1%} | {r['false_positives']} "
-            f"| {r['no_answer_expected']} / {r['no_answer_read']} |"
+            f"| {r['no_answer_expected']} / {r['no_answer_read']} | {r['per_second']:,.0f} |"
         )
     for name, r in results.items():
         for miss in r["misses"]:

@@ -44,6 +44,7 @@ _LETTER = (
     r"|([b-hj])(?=[ \t]+[A-Za-z]))"  # or before a word, but for the article a and the pronoun i
 )
 _CUE = (
+    r"\b(?=[abcfgilopqrs])"  # the first letters of the cues below: the scan skips other positions fast
     r"(?:\b(?:answer|solution|response)(?:\s+(?:choice|option|letter))?(?:\s+(?:is|would\s+be|should\s+be|will\s+be|must\s+be))?"
     r"|\b(?:option|choice|letter|pick|one)\s+(?:is|would\s+be|should\s+be)"
     r"|\b(?:correct|right|best|final)\s+(?:option|choice|letter|one)"
@@ -72,6 +73,8 @@ HEDGE = re.compile(
     rf"|,?\s+and\s+{_OPEN}{_LETTER}(?=[*$'\"]*[ \t]*(?:[.,;!)]|$)))",  # B and C. (not "A and B are wrong")
     re.M,
 )
+_JOINS = re.compile(r"(?i:[a-j)\]*$'\"’”}]\s*,?\s*\(?\s*(?:or|and)\b|/)")
+"""A cheap test that a hedge may be there: a letter or its wrapping, then ``or``, ``and`` or ``/``."""
 NEGATED = re.compile(
     r"(?i:\b(?:not|neither|nor|than|over|instead\s+of|except|rule\s+out|ruling\s+out|eliminate)\s+(?:options?\s+)?)$"
 )
@@ -109,19 +112,22 @@ def read_choice(text: str) -> str | None:
     found = [(m.start(), _letter(m)) for pattern in STATEMENTS for m in pattern.finditer(text)]
     if found:
         start, letter = max(found)
-        hedges = (
-            h
-            for h in HEDGE.finditer(text, max(0, start - 64))  # a hedge may hold the statement's letter
-            if h.end() > start and not NEGATED.search(text[max(0, h.start() - 40) : h.start()])
-        )
-        return None if any(True for _ in hedges) else letter
-    weak = {
-        _letter(m)
-        for pattern in WEAK
-        for m in pattern.finditer(text)
-        if not NEGATED.search(text[max(0, m.start() - 40) : m.start()])
-    }
+        return None if _hedged(text, start) else letter
+    weak = {_letter(m) for pattern in WEAK for m in pattern.finditer(text) if not _set_aside(text, m.start())}
     return weak.pop() if len(weak) == 1 else None
+
+
+def _set_aside(text: str, at: int) -> bool:
+    """Whether the letter mention at ``at`` follows a word that sets it aside (``not (A)``)."""
+    return NEGATED.search(text[max(0, at - 40) : at]) is not None
+
+
+def _hedged(text: str, start: int) -> bool:
+    """Whether a hedge ends after the statement at ``start`` (it may hold that statement's letter)."""
+    begin = max(0, start - 64)
+    if not _JOINS.search(text, begin):  # no letter joined to another: nothing to look for
+        return False
+    return any(h.end() > start and not _set_aside(text, h.start()) for h in HEDGE.finditer(text, begin))
 
 
 def reference_letter(reference) -> str | None:
