@@ -196,5 +196,6 @@ def vote_at_k(answers, passed, ks, *, weights=None, equal=None) -> np.ndarray:
     >>> vote_at_k([["4", "4", "5"]], np.array([[True, True, False]]), [1, 2, 3])
     array([0.66666667, 1.        , 1.        ])
     """
+    ks = list(ks)
     rows, _ = vote_rows(answers, np.asarray(passed, dtype=bool), ks, weights=weights, equal=equal)
-    return rows.mean(axis=0) if len(answers) else np.full(len(list(ks)), np.nan)
+    return rows.mean(axis=0) if len(answers) else np.full(len(ks), np.nan)
