@@ -373,6 +373,11 @@ def _arguments(instruction_id: Any, raw: Any) -> dict:
     letter = args.get("letter", "a")
     if not (len(letter.strip()) == 1 and letter.strip().isascii() and letter.isalpha()):
         raise WinnowError(f"{instruction_id!r}: letter must be one ASCII letter, got {_shown(letter)}")
+    if args.get("nth_paragraph", 0) > args.get("num_paragraphs", 0):  # IFEval would draw a random one
+        raise WinnowError(
+            f"{instruction_id!r}: nth_paragraph must be at most num_paragraphs, got {args['nth_paragraph']} "
+            f"of {args['num_paragraphs']}"
+        )
     for k in _RELATION_ARGS:
         if k in args and args[k] not in _RELATIONS:
             raise WinnowError(f"{instruction_id!r}: {k} must be one of {_RELATIONS}, got {_shown(args[k])}")
