@@ -20,7 +20,7 @@ The reference environment (once; about a minute, no GPU, no network beyond PyPI)
 where NLTK's download server cannot be reached).
 
 Run: ``python benchmarks/agreement_ifeval.py --reference-python /work/venvs/ifeval/bin/python``
-(``--cases 2000`` by default, about 4,000 verdicts per mode; ``--json`` prints JSON).
+(``--cases 2100`` by default, over 4,000 verdicts per mode; ``--json`` prints JSON).
 ``--write-cases tests/data/verifier_cases/ifeval.jsonl`` records the fixed case set of the
 default test suite (the curated cases below) with the reference's verdicts.
 """
@@ -353,7 +353,7 @@ def write_cases(path: Path, python: str) -> None:
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-python", required=True, help="python of the lm-eval environment")
-    parser.add_argument("--cases", type=int, default=2000)
+    parser.add_argument("--cases", type=int, default=2100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--write-cases", type=Path, help="record the curated cases with lm-eval's verdicts here")
