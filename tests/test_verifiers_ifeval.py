@@ -302,13 +302,16 @@ def test_a_bad_row_through_winnow_score_is_one_line_and_exit_2(tmp_path, tiny_po
     rows = [{"id": "a", "prompt": "Say hi.", **good}, {"id": "b", "prompt": "Say hi twice.", **bad}]
     code, lines = _scored_by_the_cli(tmp_path, tiny_policy, rows, capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("winnow: error: ")
-    assert (
-        f"ifeval: prompt_id 'b': instruction 0: '{NUM_WORDS}': num_words must be a whole number >= 1, "
-        'got "5" (a string)'
-    ) in lines[0]
+    assert lines[0] == (
+        f"winnow: error: reward function 'ifeval': ifeval: prompt_id 'b': instruction 0: '{NUM_WORDS}': "
+        'num_words must be a whole number >= 1, got "5" (a string)'
+    )
 
 
 def test_a_prompts_file_without_ifevals_columns_through_winnow_score(tmp_path, tiny_policy, capsys):
     code, lines = _scored_by_the_cli(tmp_path, tiny_policy, [{"id": "a", "prompt": "Say hi."}], capsys)
     assert code == 2 and len(lines) == 1
-    assert "ifeval: no prompt has a column 'instruction_id_list'" in lines[0]
+    assert lines[0] == (
+        "winnow: error: reward function 'ifeval': ifeval: no prompt has a column 'instruction_id_list' "
+        "(IFEval's schema: instruction_id_list and kwargs)"
+    )
