@@ -16,7 +16,8 @@ name ``punkt``; Apache-2.0, no dependencies, by an NLTK maintainer), which ships
 nltk's on marks standing apart (``Really ?! Yes.`` is two sentences there, three in nltk,
 as the doctest of :func:`sent_tokenize` shows), and IFEval's counts are nltk's.
 
-Cost: about 3 ms per 1,000 characters on one core; the tables load once (25 ms).
+Cost: 1-3 ms per 1,000 characters on one core (nltk's own: about 8, its regexes run under
+time limits); the tables load once (25 ms).
 """
 
 from __future__ import annotations
