@@ -7,17 +7,20 @@ IFEval's file where every dict carries every key). Each checker below reproduces
 in IFEval's reference code (as shipped in ``lm_eval/tasks/ifeval/instructions.py``) and
 keeps its instruction id and argument names, so an IFEval-format file works as it is.
 
+Sentences are counted and words tokenized as the reference's nltk does, without nltk's
+downloaded punkt data (:mod:`winnow.verifiers.text`, :mod:`winnow.verifiers.sentences`).
 Departures from the reference code, all deliberate:
 
-- sentences are counted and words tokenized without nltk's punkt data
-  (:mod:`winnow.verifiers.text` says how that differs);
 - ``language:response_language`` and the two ``change_case:english_*`` checks use
   ``langdetect`` with a fixed seed (the reference leaves it unseeded, so its verdict on a
   short or mixed text can change between runs); without ``langdetect`` installed they
   are refused by name;
-- a missing required argument is an error here (the reference draws a random one, which
-  makes sense when generating prompts, not when checking them), and so is an argument the
-  instruction does not take;
+- a row the checkers cannot read is an error naming the row, the instruction and the
+  argument (:func:`ifeval` lists what is refused): a missing required argument (the
+  reference draws a random one, which makes sense when generating prompts, not when
+  checking them), an argument the instruction does not take, an argument of the wrong kind
+  (the reference compares ``num_words: 5.7`` or ``true`` as numbers, and draws a random
+  count for ``-3``);
 - a keyword that is not a valid regular expression is matched literally (the reference
   passes keywords to ``re`` as patterns and would raise).
 
