@@ -238,3 +238,78 @@ def test_back_to_back_programs_all_run():
     """Programs following each other fast must not inherit the last one's process count."""
     results = sandbox.run_many(["pass"] * 30, workers=2)
     assert [r.status for r in results] == ["passed"] * 30
+
+
+PROSE = "Write a Python function add_one(x) that returns x+1."
+ADD_ONE_TEST = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-3) == -2\n"
+
+
+def test_prose_prompts_give_no_code_and_the_completion_is_the_program():
+    """MBPP-style rows: the prompt is prose, the completion defines the whole function."""
+    fenced = "Sure:\n```python\ndef add_one(x):\n    return x + 1\n```\nIt adds one."
+    unfenced = "def add_one(x):\n    return x + 1\n"
+    wrapped = "Here is the function:\n\ndef add_one(x):\n    return x + 1\n\nIt returns x plus one."
+    wrong = "def add_one(x):\n    return x\n"
+    prose = "You add one to x and return it."
+    chat = [{"role": "user", "content": PROSE}]
+    completions = [fenced, unfenced, wrapped, wrong, prose, fenced]
+    prompts = [PROSE] * 5 + [chat]
+    s = code(prompts, completions, test=[ADD_ONE_TEST] * 6, entry_point=["add_one"] * 6)
+    assert s == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    assert s.no_answer_at == (4,)
+
+
+def test_a_stub_ending_in_a_bare_header_is_still_the_prompts_code():
+    s = code(["def add_one(x):\n"], ["    return x + 1\n"], test=[ADD_ONE_TEST], entry_point=["add_one"])
+    assert s == [1.0] and s.no_answer == 0
+
+
+def test_rows_without_tests_or_entry_point_are_unscored_not_failed():
+    p = PROBLEMS[0]
+    tests = [None, p["test"], p["test"], p["test"], "  ", p["test"]]
+    entry_points = [p["entry_point"], None, "", 3, p["entry_point"], p["entry_point"]]
+    s = code([p["prompt"]] * 6, [p["canonical_solution"]] * 6, test=tests, entry_point=entry_points)
+    assert s == [None, None, None, None, None, 1.0]
+    assert s.no_answer == 0
+
+
+ALWAYS_EQUAL = {
+    "object": "class Anything:\n    def __eq__(self, other):\n        return True\n",
+    "int subclass": "class Anything(int):\n    def __eq__(self, other):\n        return True\n",
+    "in a list": "class _A:\n    def __eq__(self, other):\n        return True\n",
+    "mock.ANY": "from unittest import mock\nAnything = lambda: mock.ANY\n",
+}
+
+
+@pytest.mark.timeout(60)
+def test_an_always_equal_result_passes_by_default_and_fails_strict_results():
+    """A known reward hack: ``assert candidate(x) == y`` calls the result's own ``__eq__``."""
+    test = "def check(candidate):\n    assert candidate(1) == 2\n    assert [5] == candidate(4)\n"
+    hacks = [f"{cls}\n\ndef add_one(x):\n    return Anything()\n" for cls in ALWAYS_EQUAL.values()]
+    hacks[2] = ALWAYS_EQUAL["in a list"] + "\ndef add_one(x):\n    return [_A()] if x == 4 else _A()\n"
+    right = "def add_one(x):\n    return x + 1 if x != 4 else [5]\n"
+    completions = [*hacks, right]
+    n = len(completions)
+    loose = code([PROSE] * n, completions, test=[test] * n, entry_point=["add_one"] * n)
+    strict = code([PROSE] * n, completions, test=[test] * n, entry_point=["add_one"] * n, strict_results=True)
+    assert loose == [1.0] * n
+    assert strict == [0.0] * (n - 1) + [1.0]
+
+
+def test_strict_results_says_which_type_it_refused():
+    program = build_program(
+        PROSE,
+        ALWAYS_EQUAL["object"] + "def add_one(x):\n    return Anything()\n",
+        ADD_ONE_TEST,
+        "add_one",
+        strict_results=True,
+    )
+    result = sandbox.run(program)
+    assert result.status == "failed"
+    assert result.output.endswith("strict_results: the candidate returned a Anything")
+
+
+@pytest.mark.timeout(120)
+def test_strict_results_passes_every_canonical_solution():
+    s = score(SAMPLE, [p["canonical_solution"] for p in SAMPLE], strict_results=True)
+    assert s == [1.0] * len(SAMPLE)
