@@ -5,11 +5,13 @@ machine: forks stop at 300, allocations at 4 GB, writes aim at this test's tmp f
 the socket at a server this test holds, and each test has a pytest timeout.
 """
 
+import json
 import random
 import socket
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -313,3 +315,28 @@ def test_strict_results_says_which_type_it_refused():
 def test_strict_results_passes_every_canonical_solution():
     s = score(SAMPLE, [p["canonical_solution"] for p in SAMPLE], strict_results=True)
     assert s == [1.0] * len(SAMPLE)
+
+
+@pytest.mark.timeout(120)
+def test_winnow_score_grades_prose_rows_leaves_rows_without_tests_unscored_and_applies_strict(tmp_path):
+    """End to end through the CLI: an MBPP-style row, a row whose test is null, --code-strict-results."""
+    from test_reference_columns import fake_generate
+
+    from winnow.cli import main
+    from winnow.records import Prompt
+
+    always_equal = ALWAYS_EQUAL["object"] + "\ndef add_one(x):\n    return Anything()\n"
+    right = "Here:\n```python\ndef add_one(x):\n    return x + 1\n```"
+    prompts = [
+        Prompt(id="p", text=PROSE, columns={"test": ADD_ONE_TEST, "entry_point": "add_one"}),
+        Prompt(id="q", text=PROSE, columns={"test": None, "entry_point": "add_one"}),
+    ]
+    texts = [right, always_equal, "I would add one."]
+    fake_generate(tmp_path / "run", prompts, {"p": texts, "q": texts})
+    code_flags = ["--reward-fn", "code", "--code-timeout", "5"]
+    assert main(["score", "--run-dir", str(tmp_path / "run"), *code_flags, "--code-strict-results"]) == 0
+    rewards = np.load(tmp_path / "run" / "score" / "rewards.npy")
+    assert rewards[0].tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(rewards[1]).all()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "score" / "shard-00000.jsonl").read_text().splitlines()]
+    assert [(r["prompt_id"], r["sample_index"]) for r in rows if r.get("no_answer")] == [("p", 2)]
