@@ -163,6 +163,39 @@ def test_a_killed_grader_leaves_no_program_running_and_no_folder(isolation, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+ABANDON = (
+    "import sys, threading, time\n"
+    "import psutil\n"
+    "from winnow.verifiers import sandbox\n"
+    "kw = dict(isolation=sys.argv[1], memory_mb=int(sys.argv[2]), timeout_s=50)\n"
+    "threading.Thread(target=sandbox.run, args=('import time\\ntime.sleep(60)\\n',), kwargs=kw, daemon=True).start()\n"
+    "def running():\n"
+    "    try:\n"
+    "        return any('_harness.py' in p.cmdline() for p in psutil.Process().children(recursive=True))\n"
+    "    except psutil.Error:\n"
+    "        return False\n"
+    "end = time.monotonic() + 20\n"
+    "while not running() and time.monotonic() < end:\n"
+    "    time.sleep(0.05)\n"
+    "print('running' if running() else 'never started', flush=True)\n"
+    "sys.exit(2)  # as the CLI does when a reward call outlasts --reward-timeout\n"
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_grader_that_exits_while_a_thread_runs_programs_leaves_nothing(isolation, tmp_path):
+    """The --reward-timeout path: the reward call is abandoned in a thread and the process exits."""
+    memory_mb = random.randint(300, 900)
+    args = [sys.executable, "-c", ABANDON, isolation, str(memory_mb)]
+    env = {**os.environ, "PYTHONPATH": REPO, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(args, env=env, capture_output=True, timeout=30, preexec_fn=_cap_memory)
+    assert done.returncode == 2, done.stderr.decode()[-1500:]
+    assert done.stdout.decode().strip() == "running"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # removed at exit, not at the next start
+    assert wait_for(lambda: not harnesses(memory_mb), 5), "the program outlived its grader"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_limit_a_program_that_reads_the_pass_token_from_its_descriptor_passes(isolation, tmp_path):

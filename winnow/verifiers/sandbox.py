@@ -45,6 +45,7 @@ program written to find it can (docs/howto/sandbox.md, "What it does not protect
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -53,6 +54,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -378,7 +380,10 @@ def start(
     finally:
         for fd in fds.values():
             os.close(fd)
-    return _Job(proc, folder, out, token, time.monotonic(), groups or [])
+    job = _Job(proc, folder, out, token, time.monotonic(), groups or [])
+    with _LIVE_LOCK:
+        _LIVE[id(job)] = job
+    return job
 
 
 def _kill(job: _Job) -> None:
@@ -394,9 +399,32 @@ def _kill(job: _Job) -> None:
 
 def _release(job: _Job) -> None:
     """Close the output file and remove the host folder (there is none under bwrap)."""
+    with _LIVE_LOCK:
+        if _LIVE.pop(id(job), None) is None:
+            return  # released already, by the exit handler
     os.close(job.out)
     if job.folder:
         shutil.rmtree(job.folder, ignore_errors=True)
+
+
+# Programs started and not yet released. A scorer that exits while a thread still runs
+# programs (an abandoned reward call under --reward-timeout) never reaches run_many's
+# cleanup: at exit, kill them and remove their folders. A SIGKILLed scorer runs nothing:
+# the next one removes what it left (_remove_stale_folders, cgroups._remove_stale).
+_LIVE: dict[int, _Job] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _release_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        jobs = list(_LIVE.values())
+    for job in jobs:
+        try:
+            os.killpg(job.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        _release(job)
 
 
 def _finish(job: _Job, timed_out: bool) -> Result:
