@@ -340,3 +340,17 @@ def test_winnow_score_grades_prose_rows_leaves_rows_without_tests_unscored_and_a
     assert np.isnan(rewards[1]).all()
     rows = [json.loads(line) for line in (tmp_path / "run" / "score" / "shard-00000.jsonl").read_text().splitlines()]
     assert [(r["prompt_id"], r["sample_index"]) for r in rows if r.get("no_answer")] == [("p", 2)]
+
+
+def test_prompts_without_the_test_column_stop_with_one_line_naming_it(tmp_path, capsys):
+    from test_reference_columns import fake_generate
+
+    from winnow.cli import main
+    from winnow.records import Prompt
+
+    prompts = [Prompt(id="p", text=PROSE, columns={"tests": ADD_ONE_TEST, "entry_point": "add_one"})]
+    fake_generate(tmp_path / "run", prompts, {"p": ["def add_one(x):\n    return x + 1\n"]})
+    assert main(["score", "--run-dir", str(tmp_path / "run"), "--reward-fn", "code"]) == 2
+    err = capsys.readouterr().err  # a progress bar, then the error
+    assert "Traceback" not in err
+    assert "the prompts have no 'test' (columns: entry_point, tests)" in err.splitlines()[-1]

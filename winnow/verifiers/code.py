@@ -209,8 +209,8 @@ def code(
     prompts: list,
     completions: list[str],
     *,
-    test: list,
-    entry_point: list,
+    test: list | None = None,
+    entry_point: list | None = None,
     timeout_s: float = 10.0,
     memory_mb: int = 1024,
     max_procs: int = 16,
@@ -229,8 +229,18 @@ def code(
     machine allows them), "bwrap" (namespaces or an error) or "rlimits" (no namespaces;
     see docs/howto/sandbox.md). ``strict_results``: the tests see only results of exact
     builtin types. The module's docstring gives the rule; completions with no code are
-    in ``no_answer_at``.
+    in ``no_answer_at``. Raises KeyError naming the column when ``test`` or
+    ``entry_point`` is not given (the prompts lack the column).
     """
+    for name, column in (("test", test), ("entry_point", entry_point)):
+        if column is None:
+            given = {"test": test, "entry_point": entry_point}
+            have = sorted([k for k in kw if k not in ("prompt_ids", "sample_indices")] + [k for k in given if given[k]])
+            raise KeyError(
+                f"verifier 'code' reads the columns 'test' and 'entry_point' (HumanEval's schema); the prompts "
+                f"have no {name!r} (columns: {', '.join(have) or 'none'})"
+            )
+    assert test is not None and entry_point is not None
     values: list[float | None] = [0.0] * len(completions)
     programs: list[str] = []
     where: list[int] = []
