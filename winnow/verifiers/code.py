@@ -13,15 +13,18 @@ The rule, in order:
   not the model.
 - **The prompt's code** is its last fenced Python block (a chat-style instruction), else
   the whole prompt when it is Python (a HumanEval stub: it parses, and holds a statement
-  other than a bare expression), else nothing: a prose prompt (MBPP's "Write a function
-  ...") gives no code, and the completion must define the function itself.
+  other than a bare expression), else the imports and definitions of an unfenced stub
+  inside an instruction ("Complete this code: ..."), else nothing: a prose prompt
+  (MBPP's "Write a function ...") gives no code, and the completion must define the
+  function itself.
 - **The completion's code** is its first fenced block that defines ``entry_point`` (or
   else its first Python block), placed after the prompt's code so that the prompt's
   imports and helpers stay defined and the block's definition replaces the stub. Without
-  a fence, after a prompt with code the completion is the body that continues it, as
-  HumanEval writes completions; after a prose prompt it is the completion itself when it
-  is Python, else its lines from the first that starts a definition or an import to the
-  last that keeps them Python (prose before and after the code dropped).
+  a fence, it is the body that continues the prompt's code when the two parse together,
+  as HumanEval writes completions; else the completion itself when it is Python, or its
+  lines from the first that starts a definition or an import to the last that keeps them
+  Python (prose before and after the code dropped), which must define ``entry_point``
+  when the prompt has code.
 - **No answer** (0.0, counted in ``no_answer``): a blank completion, or one where the rule
   above finds no Python.
 
@@ -68,6 +71,24 @@ def _parses(source: str) -> bool:
     return True
 
 
+def _tree(text: str) -> tuple[str, ast.Module] | None:
+    """``text`` and its syntax tree when it parses; else, when it ends in a header
+    (``def f(x):``, a stub's signature whose body the completion writes), that text with a
+    ``pass`` body and its tree; else None."""
+    try:
+        return text, ast.parse(text)
+    except _UNPARSABLE:
+        pass
+    last = text.rstrip().rpartition("\n")[2]
+    if not last.endswith(":"):
+        return None
+    text = text.rstrip() + "\n" + last[: len(last) - len(last.lstrip())] + "    pass\n"
+    try:
+        return text, ast.parse(text)
+    except _UNPARSABLE:
+        return None
+
+
 def is_code(text: str) -> bool:
     """Whether ``text`` is Python: it parses (given a body, when it ends in a header such as
     ``def f(x):``), and holds a statement other than a bare expression (a word of prose
@@ -78,49 +99,25 @@ def is_code(text: str) -> bool:
     >>> is_code("Write a Python function f(x) that returns x+1."), is_code("Hello"), is_code("")
     (False, False, False)
     """
-    last = text.rstrip().rpartition("\n")[2]
-    if last.endswith(":"):  # a stub's header, its body for the completion to write
-        text = text.rstrip() + "\n" + last[: len(last) - len(last.lstrip())] + "    pass\n"
-    try:
-        tree = ast.parse(text)
-    except _UNPARSABLE:
-        return False
-    return any(not isinstance(node, ast.Expr) for node in tree.body)
+    parsed = _tree(text)
+    return parsed is not None and any(not isinstance(node, ast.Expr) for node in parsed[1].body)
 
 
-def prompt_code(prompt) -> str:
-    """The code a prompt gives the program: its last fenced Python block, else the prompt
-    when it is Python, else "" (prose).
+def code_in(text: str) -> str | None:
+    """The code of a text without a fence: the text when it is Python, else its lines from
+    the first that starts a definition, a class, an import or a decorator (at column 0) to
+    the last that keeps them Python; None when there is none.
 
-    >>> prompt_code("def f(x):\\n    'Return x + 1.'\\n")
-    "def f(x):\\n    'Return x + 1.'\\n"
-    >>> prompt_code("Write a Python function f(x) that returns x+1.")
-    ''
-    >>> prompt_code("Complete this:\\n```python\\ndef f(x):\\n```")
-    'def f(x):\\n'
-    """
-    text = _text(prompt)
-    blocks = _blocks(text) if "```" in text else []
-    if blocks:
-        return blocks[-1]
-    return text if is_code(text) else ""
-
-
-def unfenced_code(completion: str) -> str | None:
-    """The code of a completion without a fence that answers a prose prompt: the completion
-    when it is Python, else its lines from the first that starts a definition or an import
-    (at column 0) to the last that keeps them Python; None when there is none.
-
-    >>> unfenced_code("def f(x):\\n    return x + 1\\n")
+    >>> code_in("def f(x):\\n    return x + 1\\n")
     'def f(x):\\n    return x + 1\\n'
-    >>> unfenced_code("Here it is:\\ndef f(x):\\n    return x + 1\\nIt adds one.")
+    >>> code_in("Here it is:\\ndef f(x):\\n    return x + 1\\nIt adds one.")
     'def f(x):\\n    return x + 1\\n'
-    >>> unfenced_code("I would add one to x.") is None
+    >>> code_in("I would add one to x.") is None
     True
     """
-    if is_code(completion):
-        return completion
-    lines = completion.splitlines(keepends=True)
+    if is_code(text):
+        return text
+    lines = text.splitlines(keepends=True)
     first = next((i for i, line in enumerate(lines) if _STARTS_CODE.match(line)), None)
     if first is None:
         return None
@@ -129,6 +126,48 @@ def unfenced_code(completion: str) -> str | None:
         if is_code(candidate):
             return candidate
     return None
+
+
+_KEPT = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def prompt_code(prompt) -> str:
+    """The code a prompt gives the program: its last fenced Python block; else the prompt
+    when it is Python (a HumanEval stub); else, from an instruction holding an unfenced
+    stub, the imports and definitions of its code (:func:`code_in`; an example call or an
+    ``assert`` in the instruction is left out, as it would run before the answer); else ""
+    (prose).
+
+    >>> prompt_code("def f(x):\\n    'Return x + 1.'\\n")
+    "def f(x):\\n    'Return x + 1.'\\n"
+    >>> prompt_code("Write a Python function f(x) that returns x+1.")
+    ''
+    >>> prompt_code("Complete this:\\n```python\\ndef f(x):\\n```")
+    'def f(x):\\n'
+    >>> print(prompt_code("Complete the code:\\nimport math\\ndef f(x):\\n    'Doc.'\\nassert f(1) == 2\\n"))
+    import math
+    def f(x):
+        'Doc.'
+    <BLANKLINE>
+    """
+    text = _text(prompt)
+    blocks = _blocks(text) if "```" in text else []
+    if blocks:
+        return blocks[-1]
+    if is_code(text):
+        return text
+    found = code_in(text)
+    parsed = _tree(found) if found is not None else None
+    if parsed is None:
+        return ""
+    source, tree = parsed
+    lines = source.splitlines(keepends=True)
+    kept = []
+    for node in tree.body:
+        if isinstance(node, _KEPT):
+            first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            kept.append("".join(lines[first - 1 : node.end_lineno]))
+    return "".join(kept)
 
 
 # Wraps the candidate given to check(): a result of another type than these exact builtin
@@ -172,6 +211,13 @@ def row_is_scorable(test, entry_point) -> bool:
     return isinstance(test, str) and bool(test.strip()) and isinstance(entry_point, str) and entry_point.isidentifier()
 
 
+def _stub(head: str) -> str:
+    """The prompt's code before a completion's own definition replaces its stub: a bare
+    header given a ``pass`` body, then a blank line."""
+    parsed = _tree(head)
+    return (parsed[0] if parsed else head).rstrip("\n") + "\n\n"
+
+
 def build_program(prompt, completion: str, test: str, entry_point: str, *, strict_results: bool = False) -> str | None:
     """The program to run for one completion, or None when it holds no code.
 
@@ -187,19 +233,17 @@ def build_program(prompt, completion: str, test: str, entry_point: str, *, stric
     if not completion.strip():
         return None
     blocks = [b for b in _blocks(completion) if b.strip()]
+    defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
     if blocks:
-        defines = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
         chosen = next((b for b in blocks if defines.search(b)), blocks[0])
-        body = head.rstrip("\n") + "\n\n" + chosen if head and defines.search(chosen) else head + chosen
-    elif head:
-        body = head + completion
-        if not _parses(body):
-            return None  # prose, not code
+        body = _stub(head) + chosen if head and defines.search(chosen) else head + chosen
+    elif head and _parses(head + completion):
+        body = head + completion  # HumanEval's form: the body that continues the prompt
     else:
-        found = unfenced_code(completion)
-        if found is None:
-            return None
-        body = found
+        found = code_in(completion)  # a whole answer, perhaps between sentences
+        if found is None or (head and not defines.search(found)):
+            return None  # prose, not code
+        body = _stub(head) + found if head else found
     if strict_results:
         return f"{body}\n\n{test}\n{_STRICT}\ncheck(__winnow_strict({entry_point}))\n"
     return f"{body}\n\n{test}\n\ncheck({entry_point})\n"
