@@ -188,8 +188,10 @@ def __winnow_strict(candidate, T=().__class__.__class__, _os=__import__("os"), _
             if kind in leaves:
                 continue
             if kind is not dict_ and kind not in containers:
-                write(2, ("strict_results: the candidate returned a " + kind.__name__ + "\\n").encode())
-                exit_(1)
+                try:  # a name that raises must not let a test catch the refusal
+                    write(2, ("strict_results: the candidate returned a " + kind.__name__ + "\\n").encode())
+                finally:
+                    exit_(1)
             if _id(value) not in seen:
                 seen.add(_id(value))
                 todo.extend([*value.keys(), *value.values()] if kind is dict_ else value)
