@@ -380,3 +380,19 @@ def test_a_bare_stub_header_is_replaced_by_a_fenced_definition():
     fenced = "```python\ndef add_one(x):\n    return x + 1\n```"
     s = code(["def add_one(x):\n"], [fenced], test=[ADD_ONE_TEST], entry_point=["add_one"])
     assert s == [1.0]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_program_cannot_read_its_tests_from_its_own_file(isolation):
+    """A reward hack: read program.py (which holds the tests), answer from its asserts."""
+    hack = (
+        "import re\n"
+        "with open(__file__) as f:\n"
+        "    _answers = dict(re.findall(r'assert candidate\\((.*?)\\) == (.*)', f.read()))\n"
+        "def add_one(x):\n"
+        "    return eval(_answers[repr(x)])\n"
+    )
+    stub = 'def add_one(x):\n    """Return x + 1."""\n'
+    s = code([stub], [hack], test=[ADD_ONE_TEST], entry_point=["add_one"], isolation=isolation)
+    assert s == [0.0]

@@ -113,6 +113,8 @@ def _main():
         sys.addaudithook(_guard(os.path.realpath(os.getcwd()) + os.sep))
     with open("program.py") as f:
         code = compile(f.read(), "program.py", "exec")
+    # the file holds the tests: a program that read it could answer from their asserts
+    os.unlink("program.py")
     module = types.ModuleType("__main__")
     module.__file__ = "program.py"
     sys.modules["__main__"] = module
