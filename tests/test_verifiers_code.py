@@ -396,3 +396,22 @@ def test_a_program_cannot_read_its_tests_from_its_own_file(isolation):
     stub = 'def add_one(x):\n    """Return x + 1."""\n'
     s = code([stub], [hack], test=[ADD_ONE_TEST], entry_point=["add_one"], isolation=isolation)
     assert s == [0.0]
+
+
+@pytest.mark.timeout(60)
+def test_limit_a_candidate_reading_the_expected_values_from_the_tests_bytecode_passes():
+    """A known limit (docs/howto/sandbox.md): the tests run in the candidate's own process,
+    so a candidate can read what its caller expects; no in-process check can stop that."""
+    hack = (
+        "import dis, sys\n"
+        "def add_one(x):\n"
+        "    caller = sys._getframe(1)\n"
+        "    while caller.f_code.co_name != 'check':\n"
+        "        caller = caller.f_back\n"
+        "    for ins in dis.get_instructions(caller.f_code):\n"
+        "        if ins.offset > caller.f_lasti and ins.opname == 'LOAD_CONST':\n"
+        "            return ins.argval\n"
+    )
+    stub = 'def add_one(x):\n    """Return x + 1."""\n'
+    for strict in (False, True):
+        assert code([stub], [hack], test=[ADD_ONE_TEST], entry_point=["add_one"], strict_results=strict) == [1.0]
