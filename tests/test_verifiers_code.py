@@ -5,11 +5,13 @@ machine: forks stop at 300, allocations at 4 GB, writes aim at this test's tmp f
 the socket at a server this test holds, and each test has a pytest timeout.
 """
 
+import json
 import random
 import socket
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -238,3 +240,178 @@ def test_back_to_back_programs_all_run():
     """Programs following each other fast must not inherit the last one's process count."""
     results = sandbox.run_many(["pass"] * 30, workers=2)
     assert [r.status for r in results] == ["passed"] * 30
+
+
+PROSE = "Write a Python function add_one(x) that returns x+1."
+ADD_ONE_TEST = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(-3) == -2\n"
+
+
+def test_prose_prompts_give_no_code_and_the_completion_is_the_program():
+    """MBPP-style rows: the prompt is prose, the completion defines the whole function."""
+    fenced = "Sure:\n```python\ndef add_one(x):\n    return x + 1\n```\nIt adds one."
+    unfenced = "def add_one(x):\n    return x + 1\n"
+    wrapped = "Here is the function:\n\ndef add_one(x):\n    return x + 1\n\nIt returns x plus one."
+    wrong = "def add_one(x):\n    return x\n"
+    prose = "You add one to x and return it."
+    chat = [{"role": "user", "content": PROSE}]
+    completions = [fenced, unfenced, wrapped, wrong, prose, fenced]
+    prompts = [PROSE] * 5 + [chat]
+    s = code(prompts, completions, test=[ADD_ONE_TEST] * 6, entry_point=["add_one"] * 6)
+    assert s == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    assert s.no_answer_at == (4,)
+
+
+def test_a_stub_ending_in_a_bare_header_is_still_the_prompts_code():
+    s = code(["def add_one(x):\n"], ["    return x + 1\n"], test=[ADD_ONE_TEST], entry_point=["add_one"])
+    assert s == [1.0] and s.no_answer == 0
+
+
+def test_rows_without_tests_or_entry_point_are_unscored_not_failed():
+    p = PROBLEMS[0]
+    tests = [None, p["test"], p["test"], p["test"], "  ", p["test"]]
+    entry_points = [p["entry_point"], None, "", 3, p["entry_point"], p["entry_point"]]
+    s = code([p["prompt"]] * 6, [p["canonical_solution"]] * 6, test=tests, entry_point=entry_points)
+    assert s == [None, None, None, None, None, 1.0]
+    assert s.no_answer == 0
+
+
+ALWAYS_EQUAL = {
+    "object": "class Anything:\n    def __eq__(self, other):\n        return True\n",
+    "int subclass": "class Anything(int):\n    def __eq__(self, other):\n        return True\n",
+    "in a list": "class _A:\n    def __eq__(self, other):\n        return True\n",
+    "mock.ANY": "from unittest import mock\nAnything = lambda: mock.ANY\n",
+}
+
+
+@pytest.mark.timeout(60)
+def test_an_always_equal_result_passes_by_default_and_fails_strict_results():
+    """A known reward hack: ``assert candidate(x) == y`` calls the result's own ``__eq__``."""
+    test = "def check(candidate):\n    assert candidate(1) == 2\n    assert [5] == candidate(4)\n"
+    hacks = [f"{cls}\n\ndef add_one(x):\n    return Anything()\n" for cls in ALWAYS_EQUAL.values()]
+    hacks[2] = ALWAYS_EQUAL["in a list"] + "\ndef add_one(x):\n    return [_A()] if x == 4 else _A()\n"
+    right = "def add_one(x):\n    return x + 1 if x != 4 else [5]\n"
+    completions = [*hacks, right]
+    n = len(completions)
+    loose = code([PROSE] * n, completions, test=[test] * n, entry_point=["add_one"] * n)
+    strict = code([PROSE] * n, completions, test=[test] * n, entry_point=["add_one"] * n, strict_results=True)
+    assert loose == [1.0] * n
+    assert strict == [0.0] * (n - 1) + [1.0]
+
+
+def test_strict_results_says_which_type_it_refused():
+    program = build_program(
+        PROSE,
+        ALWAYS_EQUAL["object"] + "def add_one(x):\n    return Anything()\n",
+        ADD_ONE_TEST,
+        "add_one",
+        strict_results=True,
+    )
+    result = sandbox.run(program)
+    assert result.status == "failed"
+    assert result.output.endswith("strict_results: the candidate returned a Anything")
+
+
+@pytest.mark.timeout(120)
+def test_strict_results_passes_every_canonical_solution():
+    s = score(SAMPLE, [p["canonical_solution"] for p in SAMPLE], strict_results=True)
+    assert s == [1.0] * len(SAMPLE)
+
+
+@pytest.mark.timeout(120)
+def test_winnow_score_grades_prose_rows_leaves_rows_without_tests_unscored_and_applies_strict(tmp_path):
+    """End to end through the CLI: an MBPP-style row, a row whose test is null, --code-strict-results."""
+    from test_reference_columns import fake_generate
+
+    from winnow.cli import main
+    from winnow.records import Prompt
+
+    always_equal = ALWAYS_EQUAL["object"] + "\ndef add_one(x):\n    return Anything()\n"
+    right = "Here:\n```python\ndef add_one(x):\n    return x + 1\n```"
+    prompts = [
+        Prompt(id="p", text=PROSE, columns={"test": ADD_ONE_TEST, "entry_point": "add_one"}),
+        Prompt(id="q", text=PROSE, columns={"test": None, "entry_point": "add_one"}),
+    ]
+    texts = [right, always_equal, "I would add one."]
+    fake_generate(tmp_path / "run", prompts, {"p": texts, "q": texts})
+    code_flags = ["--reward-fn", "code", "--code-timeout", "5"]
+    assert main(["score", "--run-dir", str(tmp_path / "run"), *code_flags, "--code-strict-results"]) == 0
+    rewards = np.load(tmp_path / "run" / "score" / "rewards.npy")
+    assert rewards[0].tolist() == [1.0, 0.0, 0.0]
+    assert np.isnan(rewards[1]).all()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "score" / "shard-00000.jsonl").read_text().splitlines()]
+    assert [(r["prompt_id"], r["sample_index"]) for r in rows if r.get("no_answer")] == [("p", 2)]
+
+
+def test_prompts_without_the_test_column_stop_with_one_line_naming_it(tmp_path, capsys):
+    from test_reference_columns import fake_generate
+
+    from winnow.cli import main
+    from winnow.records import Prompt
+
+    prompts = [Prompt(id="p", text=PROSE, columns={"tests": ADD_ONE_TEST, "entry_point": "add_one"})]
+    fake_generate(tmp_path / "run", prompts, {"p": ["def add_one(x):\n    return x + 1\n"]})
+    assert main(["score", "--run-dir", str(tmp_path / "run"), "--reward-fn", "code"]) == 2
+    err = capsys.readouterr().err  # a progress bar, then the error
+    assert "Traceback" not in err
+    assert "the prompts have no 'test' (columns: entry_point, tests)" in err.splitlines()[-1]
+
+
+def test_an_instruction_holding_an_unfenced_stub_gives_its_imports_and_definitions():
+    """The chat form of HumanEval ("Complete the following code:" + the stub, no fence): the
+    stub's imports stay defined for an answer that uses them (``List``), and an example
+    ``assert`` in the instruction is left out (it would run against the stub)."""
+    p = PROBLEMS[0]  # has_close_elements(numbers: List[float], ...), `from typing import List` in the stub
+    prompt = "Complete the following code:\n" + p["prompt"] + "\nassert has_close_elements([1.0, 1.05], 0.1)\n"
+    body = p["canonical_solution"]
+    whole = "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n" + body
+    completions = [
+        body,  # continues the stub
+        "```python\n" + whole + "```",
+        "Sure, here it is.\n" + whole + "\nThis compares every pair.",
+        "I would compare every pair of numbers.",
+    ]
+    n = len(completions)
+    s = code([prompt] * n, completions, test=[p["test"]] * n, entry_point=[p["entry_point"]] * n)
+    assert s == [1.0, 1.0, 1.0, 0.0]
+    assert s.no_answer_at == (3,)
+
+
+def test_a_bare_stub_header_is_replaced_by_a_fenced_definition():
+    fenced = "```python\ndef add_one(x):\n    return x + 1\n```"
+    s = code(["def add_one(x):\n"], [fenced], test=[ADD_ONE_TEST], entry_point=["add_one"])
+    assert s == [1.0]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_program_cannot_read_its_tests_from_its_own_file(isolation):
+    """A reward hack: read program.py (which holds the tests), answer from its asserts."""
+    hack = (
+        "import re\n"
+        "with open(__file__) as f:\n"
+        "    _answers = dict(re.findall(r'assert candidate\\((.*?)\\) == (.*)', f.read()))\n"
+        "def add_one(x):\n"
+        "    return eval(_answers[repr(x)])\n"
+    )
+    stub = 'def add_one(x):\n    """Return x + 1."""\n'
+    s = code([stub], [hack], test=[ADD_ONE_TEST], entry_point=["add_one"], isolation=isolation)
+    assert s == [0.0]
+
+
+@pytest.mark.timeout(60)
+def test_limit_a_candidate_reading_the_expected_values_from_the_tests_bytecode_passes():
+    """A known limit (docs/howto/sandbox.md): the tests run in the candidate's own process,
+    so a candidate can read what its caller expects; no in-process check can stop that."""
+    hack = (
+        "import dis, sys\n"
+        "def add_one(x):\n"
+        "    caller = sys._getframe(1)\n"
+        "    while caller.f_code.co_name != 'check':\n"
+        "        caller = caller.f_back\n"
+        "    for ins in dis.get_instructions(caller.f_code):\n"
+        "        if ins.offset > caller.f_lasti and ins.opname == 'LOAD_CONST':\n"
+        "            return ins.argval\n"
+    )
+    stub = 'def add_one(x):\n    """Return x + 1."""\n'
+    for strict in (False, True):
+        assert code([stub], [hack], test=[ADD_ONE_TEST], entry_point=["add_one"], strict_results=strict) == [1.0]

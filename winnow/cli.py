@@ -108,6 +108,13 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--ifeval-mode", "score", "ifeval_mode", str, "verifier ifeval: strict | loose"),
         ("--code-timeout", "score", "code_timeout_s", float, "verifier code: seconds per program in the sandbox"),
         ("--code-memory-mb", "score", "code_memory_mb", int, "verifier code: memory limit per program (MB)"),
+        (
+            "--code-strict-results",
+            "score",
+            "code_strict_results",
+            "flag",
+            "verifier code: tests see only results of builtin types (no always-equal objects)",
+        ),
         ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
         ("--reward-timeout", "score", "reward_timeout", float, "seconds one reward batch may take (default: no limit)"),
         ("--pass-threshold", "score", "pass_threshold", float, "a completion passes at reward >= this"),

@@ -268,6 +268,10 @@ class ScoreConfig:
     """Verifier code: wall-time limit of one program in the sandbox, in seconds."""
     code_memory_mb: int = 1024
     """Verifier code: memory limit of one program in the sandbox, in MB."""
+    code_strict_results: bool = False
+    """Verifier code: the tests see only results of exact builtin types (None, bool, int,
+    float, complex, str, bytes, and containers of those), so that a result whose ``__eq__``
+    always answers True fails (docs/howto/sandbox.md)."""
     pass_threshold: float | None = None
     """A completion passes when its reward is >= this: pass statistics in the report, the
     ``passing`` strategy, ``pass-fail`` pairs and adaptive sampling's rules read it. None:
@@ -283,6 +287,7 @@ class ScoreConfig:
         "ifeval_mode",
         "code_timeout_s",
         "code_memory_mb",
+        "code_strict_results",
         "pass_threshold",
     )
     """Fields left out of the stored stage config while at their defaults, so that a score

