@@ -41,17 +41,7 @@ def generate(
     config.validate()
     executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
-    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
-    stage = Stage(
-        run_dir,
-        "generate",
-        {
-            "generate": config.stage_config(),
-            "prompts_hash": config_hash(rows),
-            "provenance": provenance,
-            **({"first_column": first_column} if first_column else {}),
-        },
-    )
+    stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
         server = _describe_server(config)
         num_shards = math.ceil(len(prompts) / config.shard_size)
@@ -104,6 +94,18 @@ def generate(
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
+
+
+def folder_config(prompts: list[Prompt], config: GenerateConfig, first_column: int = 0) -> dict:
+    """What the stage's outputs are made under (its ``config.json``): the options, the
+    prompts' hash and each model's identity. ``winnow.plan`` compares it before sampling."""
+    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
+    return {
+        "generate": config.stage_config(),
+        "prompts_hash": config_hash([p.to_row() for p in prompts]),
+        "provenance": provenance,
+        **({"first_column": first_column} if first_column else {}),
+    }
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             return score_adaptive(run_dir, config, executor=executor)
     prompts = load_prompts(run_dir, gen)
     remember_prompts(str(run_dir), gen["config_hash"], prompts)  # a local worker need not read them again
-    provenance = {"reward": _reward_identity(config, reward)}
-    stage = Stage(
-        run_dir,
-        "score",
-        {"score": config.stage_config(), "generate_hash": gen["config_hash"], "provenance": provenance},
-    )
+    stage = Stage(run_dir, "score", folder_config(config, gen["config_hash"], reward))
     names_of_columns = column_names(prompts)
     with stage:
         slices = plan_slices(run_dir, gen, config.shard_size)
@@ -121,6 +116,13 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             **extra,
             executor=report.record(executor),
         )
+
+
+def folder_config(config: ScoreConfig, generate_hash: str, reward=None) -> dict:
+    """What the stage's rewards are made under (its ``config.json``): the options, the
+    generate stage scored and each reward's identity. ``winnow.plan`` compares it first."""
+    provenance = {"reward": _reward_identity(config, reward)}
+    return {"score": config.stage_config(), "generate_hash": generate_hash, "provenance": provenance}
 
 
 @dataclass(frozen=True)
