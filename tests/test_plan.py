@@ -130,8 +130,8 @@ def test_a_changed_option_names_every_stage_to_redo(workdir, tiny_policy, capsys
         f"winnow: error: refusing to resume under a changed config (checked before any work): "
         f"{run}/generate: generate.temperature: 1.0 -> 0.5; "
         f"{run}/score: made from another generate stage (generate_hash); "
-        f"{run}/select: made after {run}/generate, which must be redone; "
-        f"{run}/sft: made after {run}/generate, which must be redone. "
+        f"{run}/select: made from another score stage (score_hash); "
+        f"{run}/sft: made from another select stage (select_hash). "
         f"Use a new --run-dir, or delete {run}/generate and {run}/score and {run}/select and {run}/sft "
         "to redo these stages."
     )

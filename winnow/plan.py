@@ -421,8 +421,20 @@ def _generate_shards(prompts, generate) -> dict[str, int]:
 
 def known_hash(config: dict) -> str:
     """The config's hash, as a Stage computes it; UNKNOWN if any part of it is."""
-    text = json.dumps(config)
-    return UNKNOWN if UNKNOWN in text else config_hash(json.loads(text))
+    return UNKNOWN if unknown(config) else config_hash(json.loads(json.dumps(config)))
+
+
+def unknown(value) -> bool:
+    """Whether any part of a config value is UNKNOWN.
+
+    >>> unknown({"a": [1, UNKNOWN]}), unknown({"a": [1, 2]})
+    (True, False)
+    """
+    if isinstance(value, dict):
+        return any(unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(unknown(v) for v in value)
+    return value == UNKNOWN
 
 
 def stage_plan(folder: Path, expected: dict, *, shards: dict[str, int] | None = None) -> StagePlan:
@@ -464,7 +476,7 @@ def _changes(stored, expected, prefix: str = "") -> list[str]:
     if expected == UNKNOWN:
         return []
     top = prefix.split(".")[0]
-    if top in UPSTREAM_FIELDS and stored != expected and UNKNOWN not in json.dumps(expected):
+    if top in UPSTREAM_FIELDS and stored != expected and not unknown(expected):
         return [f"made from another {UPSTREAM_FIELDS[top]} stage ({top})"]
     if isinstance(stored, dict) and isinstance(expected, dict):
         out = []
