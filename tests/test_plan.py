@@ -257,3 +257,14 @@ def test_run_checks_its_plan_before_sampling(tmp_path, tiny_policy):
     with pytest.raises(winnow.WinnowError, match="unknown reward function 'vadr'"):
         winnow.run(tmp_path / "run", ["a", "b"], generate=generate, score={"reward_fn": "vadr"})
     assert not (tmp_path / "run").exists()
+
+
+def test_the_doctests_of_the_plan_and_the_reward_loader():
+    import doctest
+
+    import winnow.plan
+    import winnow.rewards
+
+    for module in (winnow.plan, winnow.rewards):
+        failed, tried = doctest.testmod(module)
+        assert failed == 0 and tried > 0, module.__name__

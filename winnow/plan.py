@@ -33,7 +33,7 @@ from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.lock import check_free
 from winnow.records import Prompt, read_json
-from winnow.rundir import LEDGER, _read_ledger, completed_manifest
+from winnow.rundir import Stage, completed_manifest
 
 UNKNOWN = "\x00known once the run gets there"
 """A config value only the run can know; a hash of a config holding one is UNKNOWN too."""
@@ -82,8 +82,9 @@ class Plan:
         if self.prompts is None or self.samples is None:
             return None
         per_round = self.prompts * self.samples
-        if self.adaptive:
-            return per_round, 0
+        if self.adaptive:  # nothing left once the steps are put together in RUN_DIR/generate
+            done = any(s.folder == self.run_dir / "generate" and s.action == "skip" for s in self.stages)
+            return (0 if done else per_round), 0
         gen = {s.folder.parent: s.pending for s in self.stages if s.folder.name == "generate"}
         left = sum(per_round if pending is None else pending for pending in gen.values())
         left += (self.rounds - len(gen)) * per_round  # rounds not planned
@@ -374,8 +375,9 @@ def _step_stages(run_dir: Path, prompts, generate, score, adaptive, reward) -> l
 
 
 def _round_stages(run_dir: Path, r: int, prompts: list[Prompt], configs: dict, rounds) -> list[StagePlan]:
-    """Round r's folders (``winnow.rounds``): from round 2 on, the model sampled and the
-    select stages' hashes follow from the round before, so they are UNKNOWN here."""
+    """Round r's folders (``winnow.rounds``): from round 2 on, the model sampled is the
+    checkpoint round r-1 trains, so its identity and the hashes that follow from it are
+    UNKNOWN here (as are earlier rounds' score hashes in select's pool)."""
     from winnow import rounds as ro
     from winnow.sft import folder_config as sft_config
     from winnow.stages.generate import folder_config as generate_config
@@ -410,10 +412,11 @@ def _round_stages(run_dir: Path, r: int, prompts: list[Prompt], configs: dict, r
 def _generate_shards(prompts, generate) -> dict[str, int]:
     """Shard file name -> completions it holds, as ``stages.generate`` names the shards."""
     from winnow.executors import shard_file
+    from winnow.stages.generate import shard_name
 
     size, m = generate.shard_size, len(prompts or [])
     return {
-        shard_file(Path("."), f"m{k}-{i:05d}").name: min(size, m - i * size) * generate.n
+        shard_file(Path("."), shard_name(k, i)).name: min(size, m - i * size) * generate.n
         for k in range(len(generate.models))
         for i in range(math.ceil(m / size))
     }
@@ -450,24 +453,16 @@ def stage_plan(folder: Path, expected: dict, *, shards: dict[str, int] | None = 
     changes = _changes(stored, json.loads(json.dumps(expected)))
     if changes:
         return StagePlan(folder, "refuse", changes=changes)
-    stored_hash = config_hash(stored)
-    try:
-        manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else None
-    except WinnowError:
-        manifest = None  # damaged: the stage rebuilds it
-    if isinstance(manifest, dict) and manifest.get("config_hash") == stored_hash:
+    stage = Stage(folder.parent, folder.name, stored)  # reads only: no lock, no folder made
+    if stage.is_complete():
         return StagePlan(folder, "skip", "complete", pending=0 if shards is not None else None)
-    recorded = _read_ledger(folder / LEDGER, stored_hash)
+    recorded = stage.records()  # the shards its ledger records
     if shards is not None:
+        made = [name for name in shards if name in recorded]
         pending = sum(n for name, n in shards.items() if name not in recorded)
-        return StagePlan(
-            folder,
-            "resume",
-            f"{len(shards) - len(set(shards) - set(recorded))} of {len(shards)} shards made",
-            pending=pending,
-        )
-    made = f"{len(recorded)} shard{'s' if len(recorded) != 1 else ''} made" if recorded else ""
-    return StagePlan(folder, "resume", made)
+        return StagePlan(folder, "resume", f"{len(made)} of {len(shards)} shards made", pending=pending)
+    made_note = f"{len(recorded)} shard{'s' if len(recorded) != 1 else ''} made" if recorded else ""
+    return StagePlan(folder, "resume", made_note)
 
 
 def _changes(stored, expected, prefix: str = "") -> list[str]:

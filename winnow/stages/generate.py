@@ -48,7 +48,7 @@ def generate(
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
         for k, model in enumerate(config.models):
-            names = [f"m{k}-{i:05d}" for i in range(num_shards)]
+            names = [shard_name(k, i) for i in range(num_shards)]
             shard_names += names
             chunks = {
                 name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
@@ -94,6 +94,11 @@ def generate(
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
+
+
+def shard_name(model_index: int, shard_index: int) -> str:
+    """Model k's shard i: ``m0-00003`` (its file: ``shard-m0-00003.jsonl``)."""
+    return f"m{model_index}-{shard_index:05d}"
 
 
 def folder_config(prompts: list[Prompt], config: GenerateConfig, first_column: int = 0) -> dict:
