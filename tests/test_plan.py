@@ -252,6 +252,21 @@ def test_best_of_n_checks_the_reward_before_the_model(tmp_path):
         winnow.best_of_n(["hi"], model=str(tmp_path / "no-model"), reward="vadr", n=2)
 
 
+def test_best_of_n_inspects_a_callable_reward_before_the_model(tmp_path):
+    with pytest.raises(winnow.WinnowError, match="got an unexpected keyword argument 'prompt_ids'"):
+        winnow.best_of_n(["hi"], model=str(tmp_path / "no-model"), reward=lambda prompts, completions: [], n=2)
+
+
+def test_a_column_named_as_a_reward_option_fails_before_sampling(workdir, tiny_policy, capsys):
+    write_jsonl(workdir / "prompts.jsonl", [{"id": "q0", "prompt": "2 + 2?", "answer": "4", "reference_column": "x"}])
+    assert main(args("bon", workdir, tiny_policy, "--reward-fn", "exact")) == 2
+    assert one_line_error(capsys) == (
+        "winnow: error: prompts column 'reference_column' has the name of an option of reward 'exact'; "
+        "rename the column"
+    )
+    assert not (workdir / "run").exists()
+
+
 def test_run_checks_its_plan_before_sampling(tmp_path, tiny_policy):
     generate = {"models": [str(tiny_policy)], "n": 2, "max_new_tokens": 2, "device": "cpu"}
     with pytest.raises(winnow.WinnowError, match="unknown reward function 'vadr'"):

@@ -224,6 +224,7 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
     """Load each reward of ``config.rewards()`` and check it can take the score stage's
     call; returns their names. ``columns``: the prompts columns (None: not known here)."""
     from winnow.rewards import BUILTINS, builtin_options, load_reward_fn
+    from winnow.stages.score import refuse_option_columns
 
     if reward is not None:
         name = getattr(reward, "__qualname__", None) or type(reward).__name__
@@ -245,7 +246,9 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
         entry = BUILTINS.get(spec)
         for option in entry.reads if entry else ():
             _need_column(spec, getattr(config, option), columns, f"--{option.replace('_', '-')}")
-        check_call(load_reward_fn(spec), spec, builtin_options(spec, config), columns)
+        options = builtin_options(spec, config)
+        refuse_option_columns(spec, options, columns or ())
+        check_call(load_reward_fn(spec), spec, options, columns)
         names.append(spec)
     return names
 

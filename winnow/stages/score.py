@@ -170,11 +170,7 @@ class ScoreWorker:
         else:
             self.parts = [make_part(kind, spec, config) for kind, spec in config.rewards()]
         for part in self.parts:
-            clash = sorted(set(part.options) & set(self.columns))
-            if clash:
-                raise WinnowError(
-                    f"prompts column {clash[0]!r} has the name of an option of reward {part.name!r}; rename the column"
-                )
+            refuse_option_columns(part.name, part.options, self.columns)
 
     def run(self, task: ShardTask) -> list[dict]:
         triples = task.payload
@@ -329,6 +325,16 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
     fn = partial(load_reward_fn(spec), **options) if options else load_reward_fn(spec)
     parallel = spec in BUILTINS and BUILTINS[spec].cpu_bound
     return Part(spec, fn, config.fn_batch_size, spec if parallel else None, options)
+
+
+def refuse_option_columns(name: str, options: dict, columns: tuple[str, ...]) -> None:
+    """A prompts column must not share a name with an option the reward gets (both would
+    arrive as the same keyword)."""
+    clash = sorted(set(options) & set(columns))
+    if clash:
+        raise WinnowError(
+            f"prompts column {clash[0]!r} has the name of an option of reward {name!r}; rename the column"
+        )
 
 
 def weighted_sum(values: np.ndarray, weights: list[float]) -> np.ndarray:
