@@ -224,6 +224,14 @@ def test_dry_run_of_rounds_and_of_a_refused_resume(workdir, tiny_policy, capsys)
     assert "refusing to resume under a changed config (checked before any work)" in one_line_error(capsys)
 
 
+def test_dry_run_refuses_what_the_run_would(workdir, tiny_policy, capsys):
+    argv = args("run", workdir, tiny_policy, "--adaptive-step", "2", "--pass-threshold", "1", "--rounds", "2")
+    assert main([*argv, "--dry-run"]) == 2
+    assert one_line_error(capsys) == (
+        "winnow: error: adaptive.step: adaptive sampling runs a single round; leave out --rounds"
+    )
+
+
 def test_dry_run_of_score_on_a_finished_generate(workdir, tiny_policy, capsys):
     run = workdir / "run"
     assert main(args("generate", workdir, tiny_policy)) == 0

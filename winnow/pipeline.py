@@ -25,8 +25,6 @@ def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...
 
     rounds = configs.get("rounds")
     multi_round = rounds is not None and rounds.count is not None
-    if multi_round and configs.get("adaptive") is not None and configs["adaptive"].step is not None:
-        raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
         from winnow.plan import check
 

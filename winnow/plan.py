@@ -145,6 +145,8 @@ def check(
     count = rounds.count if rounds is not None and rounds.count is not None else None
     generate: Any = configs.get("generate")
     score: Any = configs.get("score")
+    if adaptive is not None and count is not None:
+        raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
     if adaptive is not None and score is not None:  # without a score config run_stages says what is missing
         from winnow.adaptive import check_adaptive
 
