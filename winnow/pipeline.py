@@ -24,11 +24,15 @@ def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...
     from winnow.sft import sft
 
     rounds = configs.get("rounds")
-    if rounds is not None and rounds.count is not None:
-        if configs.get("adaptive") is not None and configs["adaptive"].step is not None:
-            raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
+    multi_round = rounds is not None and rounds.count is not None
+    if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
+        from winnow.plan import check
+
+        check(run_dir, prompts, configs, only=only)  # every part, before any model loads or sample is drawn
+    if multi_round:
         from winnow.rounds import run_rounds
 
+        assert rounds is not None
         by_round = run_rounds(run_dir, prompts, configs, rounds)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}

@@ -24,18 +24,20 @@ from winnow.training import (
 )
 
 
+def folder_config(config: TrainConfig, select_hash: str) -> dict:
+    """The stage's ``config.json``: the options, the select stage trained on, the model's identity."""
+    assert config.model, "sft.model: set by the caller (default: the first generate model)"
+    provenance = {"model": model_identity(config.model)}
+    return {"sft": config.stage_config(), "select_hash": select_hash, "provenance": provenance}
+
+
 def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     """Fine-tune ``config.model`` on ``select/selected.jsonl``; saves ``sft/checkpoint``."""
     config.validate()
     if not config.model:
         raise WinnowError("sft.model: no starting checkpoint given")
     selected = completed_manifest(run_dir, "select")
-    provenance = {"model": model_identity(config.model)}
-    stage = Stage(
-        run_dir,
-        "sft",
-        {"sft": config.stage_config(), "select_hash": selected["config_hash"], "provenance": provenance},
-    )
+    stage = Stage(run_dir, "sft", folder_config(config, selected["config_hash"]))
     with stage:
         if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
             return with_checkpoint_path(stage)

@@ -10,6 +10,7 @@ A sequence-classification reward model is wrapped to the same contract
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import math
@@ -42,6 +43,11 @@ class Builtin:
     """Enough Python work per completion (milliseconds) to be scored in parallel processes
     (``score.processes``); for regex-cheap ones a process costs more than it saves."""
 
+    reads: tuple[str, ...] = ()
+    """Score config fields that name a prompts column the reward reads (math reads the one
+    ``score.reference_column`` names); columns its signature requires (code's ``test``)
+    are found from the signature (``winnow.plan``)."""
+
     @property
     def verifier(self) -> bool:
         """A verifier: it reports ``no_answer`` counts."""
@@ -51,9 +57,18 @@ class Builtin:
 BUILTINS: dict[str, Builtin] = {
     "vader": Builtin("winnow.rewards.builtins:vader"),
     "length": Builtin("winnow.rewards.builtins:length"),
-    "math": Builtin("winnow.verifiers.math:math", {"reference_column": "reference_column"}, cpu_bound=True),
-    "choice": Builtin("winnow.verifiers.choice:choice", {"reference_column": "reference_column"}),
-    "exact": Builtin("winnow.verifiers.exact:exact", {"reference_column": "reference_column"}),
+    "math": Builtin(
+        "winnow.verifiers.math:math",
+        {"reference_column": "reference_column"},
+        cpu_bound=True,
+        reads=("reference_column",),
+    ),
+    "choice": Builtin(
+        "winnow.verifiers.choice:choice", {"reference_column": "reference_column"}, reads=("reference_column",)
+    ),
+    "exact": Builtin(
+        "winnow.verifiers.exact:exact", {"reference_column": "reference_column"}, reads=("reference_column",)
+    ),
     "ifeval": Builtin("winnow.verifiers.ifeval:ifeval", {"mode": "ifeval_mode"}),
     # code runs its own pool of sandboxed processes, one per CPU: not cpu_bound, or the two pools multiply
     "code": Builtin(
@@ -75,8 +90,8 @@ def load_reward_fn(spec: str) -> RewardFn:
     if ":" not in spec:
         if spec not in BUILTINS:
             raise WinnowError(
-                f"unknown reward function {spec!r}: use a built-in ({', '.join(BUILTINS)}), "
-                "'module:function' or 'path/to/file.py:function'"
+                f"unknown reward function {spec!r}{_did_you_mean(spec, BUILTINS)}: use a built-in "
+                f"({', '.join(BUILTINS)}), 'module:function' or 'path/to/file.py:function'"
             )
         module_name, _, fn_name = BUILTINS[spec].target.partition(":")
         try:
@@ -114,8 +129,21 @@ def load_reward_fn(spec: str) -> RewardFn:
             ) from e
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise WinnowError(f"reward function {spec!r}: {target} has no callable {name!r}")
+        functions = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+        raise WinnowError(
+            f"reward function {spec!r}: {target} has no callable {name!r}{_did_you_mean(name, functions)}"
+        )
     return fn
+
+
+def _did_you_mean(name: str, names) -> str:
+    """`` (did you mean 'vader'?)`` for a near miss among ``names``, else ''.
+
+    >>> _did_you_mean("vadr", BUILTINS), _did_you_mean("zzz", BUILTINS)
+    (" (did you mean 'vader'?)", '')
+    """
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def call_reward(

@@ -41,24 +41,14 @@ def generate(
     config.validate()
     executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
-    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
-    stage = Stage(
-        run_dir,
-        "generate",
-        {
-            "generate": config.stage_config(),
-            "prompts_hash": config_hash(rows),
-            "provenance": provenance,
-            **({"first_column": first_column} if first_column else {}),
-        },
-    )
+    stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
         server = _describe_server(config)
         num_shards = math.ceil(len(prompts) / config.shard_size)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
         for k, model in enumerate(config.models):
-            names = [f"m{k}-{i:05d}" for i in range(num_shards)]
+            names = [shard_name(k, i) for i in range(num_shards)]
             shard_names += names
             chunks = {
                 name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
@@ -104,6 +94,23 @@ def generate(
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
+
+
+def shard_name(model_index: int, shard_index: int) -> str:
+    """Model k's shard i: ``m0-00003`` (its file: ``shard-m0-00003.jsonl``)."""
+    return f"m{model_index}-{shard_index:05d}"
+
+
+def folder_config(prompts: list[Prompt], config: GenerateConfig, first_column: int = 0) -> dict:
+    """What the stage's outputs are made under (its ``config.json``): the options, the
+    prompts' hash and each model's identity. ``winnow.plan`` compares it before sampling."""
+    provenance = {"models": {spec: model_identity(spec) for spec in config.models}}
+    return {
+        "generate": config.stage_config(),
+        "prompts_hash": config_hash([p.to_row() for p in prompts]),
+        "provenance": provenance,
+        **({"first_column": first_column} if first_column else {}),
+    }
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,7 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             return score_adaptive(run_dir, config, executor=executor)
     prompts = load_prompts(run_dir, gen)
     remember_prompts(str(run_dir), gen["config_hash"], prompts)  # a local worker need not read them again
-    provenance = {"reward": _reward_identity(config, reward)}
-    stage = Stage(
-        run_dir,
-        "score",
-        {"score": config.stage_config(), "generate_hash": gen["config_hash"], "provenance": provenance},
-    )
+    stage = Stage(run_dir, "score", folder_config(config, gen["config_hash"], reward))
     names_of_columns = column_names(prompts)
     with stage:
         slices = plan_slices(run_dir, gen, config.shard_size)
@@ -123,6 +118,13 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         )
 
 
+def folder_config(config: ScoreConfig, generate_hash: str, reward=None) -> dict:
+    """What the stage's rewards are made under (its ``config.json``): the options, the
+    generate stage scored and each reward's identity. ``winnow.plan`` compares it first."""
+    provenance = {"reward": _reward_identity(config, reward)}
+    return {"score": config.stage_config(), "generate_hash": generate_hash, "provenance": provenance}
+
+
 @dataclass(frozen=True)
 class ScoreWorkerFactory:
     """Builds the score worker (picklable unless ``reward`` is a local function)."""
@@ -168,11 +170,7 @@ class ScoreWorker:
         else:
             self.parts = [make_part(kind, spec, config) for kind, spec in config.rewards()]
         for part in self.parts:
-            clash = sorted(set(part.options) & set(self.columns))
-            if clash:
-                raise WinnowError(
-                    f"prompts column {clash[0]!r} has the name of an option of reward {part.name!r}; rename the column"
-                )
+            refuse_option_columns(part.name, part.options, self.columns)
 
     def run(self, task: ShardTask) -> list[dict]:
         triples = task.payload
@@ -327,6 +325,16 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
     fn = partial(load_reward_fn(spec), **options) if options else load_reward_fn(spec)
     parallel = spec in BUILTINS and BUILTINS[spec].cpu_bound
     return Part(spec, fn, config.fn_batch_size, spec if parallel else None, options)
+
+
+def refuse_option_columns(name: str, options: dict, columns: tuple[str, ...]) -> None:
+    """A prompts column must not share a name with an option the reward gets (both would
+    arrive as the same keyword)."""
+    clash = sorted(set(options) & set(columns))
+    if clash:
+        raise WinnowError(
+            f"prompts column {clash[0]!r} has the name of an option of reward {name!r}; rename the column"
+        )
 
 
 def weighted_sum(values: np.ndarray, weights: list[float]) -> np.ndarray:

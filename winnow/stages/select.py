@@ -45,8 +45,8 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         upstream = {"score_hashes": pooled.score_hashes}
     prompts, by_key = cells.prompts, cells.by_key()
     pass_threshold = config.pass_threshold if config.pass_threshold is not None else score_threshold
-    _check_pass_threshold(config, pass_threshold)
-    stage = Stage(run_dir, "select", {"select": config.stage_config(), **upstream})
+    check_pass_threshold(config, pass_threshold)
+    stage = Stage(run_dir, "select", folder_config(config, upstream))
     with stage:
         if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
             return stage.manifest()
@@ -59,7 +59,7 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             rewards = np.where(cut, np.nan, rewards)
         if config.min_pass_rate is not None or config.max_pass_rate is not None:
             # Whole prompts leave: their samples become NaN, so no strategy or pairing sees them.
-            assert pass_threshold is not None  # _check_pass_threshold saw to it
+            assert pass_threshold is not None  # check_pass_threshold saw to it
             keep = sel.pass_rate_keep(rewards, pass_threshold, config.min_pass_rate, config.max_pass_rate)
             removed["prompts_outside_pass_rate"] = int((~keep).sum())
             rewards = np.where(keep[:, None], rewards, np.nan)
@@ -115,6 +115,12 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         outputs = ["selected.jsonl"] + (["pairs.jsonl"] if config.pairs else [])
         cells.close()
         return stage.finish(outputs=outputs, **summary)
+
+
+def folder_config(config: SelectConfig, upstream: dict) -> dict:
+    """The stage's ``config.json``: the options and the score stage(s) chosen from
+    (``{"score_hash": h}``, or ``{"score_hashes": {round: h}}`` over a pool)."""
+    return {"select": config.stage_config(), **upstream}
 
 
 def preference_pairs(
@@ -173,7 +179,7 @@ def iter_pairs(
         yield pair
 
 
-def _check_pass_threshold(config: SelectConfig, pass_threshold: float | None) -> None:
+def check_pass_threshold(config: SelectConfig, pass_threshold: float | None) -> None:
     """Options that test passing need a threshold: from select, else from the score stage."""
     users = []
     if "pass_threshold" in sel.STRATEGIES[config.strategy].needs:
