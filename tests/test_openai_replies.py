@@ -22,7 +22,7 @@ PROMPTS = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(5)] + [
 @pytest.fixture()
 def workdir(tmp_path):
     write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    (tmp_path / "fast.yaml").write_text("generate: {retry_backoff: 0.001}\nscore: {judge_retry_backoff: 0.001}\n")
+    (tmp_path / "fast.yaml").write_text("generate: {retry_backoff: 0.001}\n")
     return tmp_path
 
 

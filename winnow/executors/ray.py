@@ -20,6 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +64,7 @@ def run_ray(
     """
     ray = _connect(config.ray_address)
     _check_fits(ray, config)
+    watch = _RayletWatch(ray, desc)
     pool = _Pool(ray, make_worker, config, stage_dir.resolve(), config_hash)
     report = ShardReport(executor="ray")
     queue = deque(_Shard(t) for t in tasks)
@@ -101,6 +105,7 @@ def run_ray(
                 bar.set_postfix(workers=workers, retries=report.retries, failed=len(report.failed), refresh=False)
                 bar.update(1 if error is None else 0)
     finally:
+        watch.stop()
         bar.close()
         pool.close()
     report.workers = pool.built_count
@@ -239,6 +244,43 @@ class _Pool:
             self.ray.kill(actor, no_restart=True)
 
 
+class _RayletWatch:
+    """While a stage runs, the raylet of the Ray instance this process started is watched.
+
+    When that raylet dies, Ray's core worker ends this process from C++ (``QuickExit``,
+    status 1) after a line of its own about lost objects: no Python code runs, so nothing
+    could say what happened. The watch (a thread polling the raylet's process) gets there
+    first: one line, as the CLI writes its errors, then exit status 2, the status of a run
+    that stopped on something outside it. Shards already written were verified and
+    recorded as they landed, so a rerun resumes from them. A joined cluster's raylet is
+    not this process's child and is not watched.
+    """
+
+    def __init__(self, ray: Any, desc: str):
+        node = getattr(ray._private.worker, "_global_node", None)
+        started = (getattr(node, "all_processes", None) or {}).get("raylet") or []
+        self.raylet = started[0].process if started else None
+        self.desc = desc
+        self.stopped = threading.Event()
+        if self.raylet is not None:
+            threading.Thread(target=self._watch, name="winnow-raylet-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self.raylet is not None
+        while not self.stopped.is_set():
+            if self.raylet.poll() is not None and not self.stopped.is_set():
+                sys.stderr.write(
+                    f"\nwinnow: error: {self.desc}: a Ray node was lost (the raylet or its machine went away); "
+                    "finished shards are kept, rerun the same command to resume\n"
+                )
+                sys.stderr.flush()
+                os._exit(2)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 def _no_worker_left(pool: _Pool, queue: deque, report: ShardReport) -> None:
     """Every actor was lost and none may be started: fail what is left, or say why none was built."""
     why = pool.lost[-1] if pool.lost else "no worker"
@@ -266,7 +308,10 @@ def _connect(address: str | None) -> Any:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:  # "local" starts a new instance rather than joining one found on this machine
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            from winnow.executors import reaper
+
+            with reaper.marked(reaper.start()):  # whatever ends this process, Ray's processes go too
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     except ConnectionError as e:
         raise WinnowError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
     return ray
