@@ -110,9 +110,12 @@ def test_driver_killed_leaves_no_ray_process(workdir, tiny_policy):
     ours = ray_processes(proc)
     names = {p.name() for p in ours}
     assert {"gcs_server", "raylet"} <= names, names
+    reapers = [p for p in psutil.Process(proc.pid).children() if "winnow.executors.reaper" in " ".join(p.cmdline())]
+    assert len(reapers) == 1
+    token = reapers[0].cmdline()[-1]
     proc.kill()
     assert ended(proc, 30) == -signal.SIGKILL
-    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}")
+    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)} {reaper.marked_pids(token)} {alive(reapers)}")
 
 
 @pytest.mark.ray

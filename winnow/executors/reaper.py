@@ -6,9 +6,11 @@ on under PID 1. So before it starts a local instance the driver starts this reap
 process in a session of its own (Ctrl-C and a kill of the driver's process group pass
 it by) that reads its stdin, a pipe only the driver holds. The pipe closes when the driver
 ends, however it ends, and the reaper then kills every process that carries the
-instance's mark: an environment variable set only while Ray starts its processes, so
-that the GCS, the raylet, the agents and the workers the raylet starts later all inherit
-it, and nothing else does. Linux only (it reads ``/proc``); elsewhere there is no reaper.
+instance's mark, and their descendants: the mark is an environment variable set only
+while Ray starts its processes, so that the GCS, the raylet, the agents and the workers
+the raylet starts later all inherit it, and nothing else does. While it waits, the reaper
+notes that family once a second, so that a process whose parent died first is still
+known. Linux only (it reads ``/proc``); elsewhere there is no reaper.
 
     python -m winnow.executors.reaper TOKEN    # kills the processes marked TOKEN at EOF
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +32,8 @@ MARK = "WINNOW_RAY_INSTANCE"
 """The environment variable holding the instance's token."""
 ROUNDS = 20
 """Scans after the driver ended: a raylet may start a worker while its siblings die."""
+SCAN_EVERY = 1.0
+"""Seconds between looks at the instance's processes while the driver lives."""
 
 
 def start() -> str | None:
@@ -81,36 +86,73 @@ def marked_pids(token: str) -> list[int]:
     """Processes of this user whose environment carries ``MARK=token``."""
     needle = f"{MARK}={token}".encode()
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in _pids():
         try:
-            environ = (entry / "environ").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:  # gone, or another user's
             continue
         if needle in environ.split(b"\0"):
-            out.append(int(entry.name))
+            out.append(pid)
     return out
 
 
-def reap(token: str) -> None:
-    """SIGKILL every marked process, scanning again until none is left (ROUNDS at most)."""
+def family(token: str) -> dict[int, str]:
+    """The marked processes and all their descendants: pid -> start time (a pid reused by
+    another process later has another start time). Descendants count too, because a
+    process that retitles itself (Ray's ``ray::`` workers do) may overwrite the memory
+    ``/proc/PID/environ`` shows, and the mark with it."""
+    stats = {pid: stat for pid in _pids() if (stat := _stat(pid)) is not None}
+    out = {pid: stats[pid][1] for pid in marked_pids(token) if pid in stats}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, start) in stats.items():
+            if pid not in out and parent in out:
+                out[pid] = start
+                grew = True
+    return out
+
+
+def reap(token: str, known: dict[int, str]) -> None:
+    """SIGKILL what was seen of the family while the driver lived (if still the same
+    process) and what carries the mark now, scanning again until none is left."""
     for _ in range(ROUNDS):
-        pids = marked_pids(token)
-        if not pids:
+        now = family(token)
+        targets = set(now) | {pid for pid, start in known.items() if (_stat(pid) or (0, ""))[1] == start}
+        if not targets:
             return
-        for pid in pids:
+        for pid in targets:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        known = {}
         time.sleep(0.1)
+
+
+def _pids() -> list[int]:
+    own = os.getpid()
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != own]
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) from ``/proc/PID/stat``; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+    return int(fields[1]), fields[19]
 
 
 def main(token: str) -> None:
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # only the pipe ends the wait
-    while sys.stdin.buffer.read(4096):
-        pass
-    reap(token)
+    known: dict[int, str] = {}
+    while True:
+        ready, _, _ = select.select([sys.stdin.buffer], [], [], SCAN_EVERY)
+        if ready and not os.read(sys.stdin.fileno(), 4096):
+            break
+        known.update(family(token))  # the tree while it is whole: orphans lose their parent
+    reap(token, known)
 
 
 if __name__ == "__main__":
