@@ -153,3 +153,6 @@ def test_finish_reasons_are_kept_as_given_and_counted_as_not_ended(workdir, caps
     assert picked == {"p4", "chat"}
     out = json.loads(capsys.readouterr().out)["select"]
     assert out["truncated_dropped"] == 4
+    assert main(["report", str(workdir / "run"), "--out", str(workdir / "rep"), "--bootstrap-iters", "10"]) == 0
+    report = json.loads((workdir / "rep" / "report.json").read_text())
+    assert report["all"]["truncated_share"] == pytest.approx(4 / 6) and report["selected"]["truncated_share"] == 0
