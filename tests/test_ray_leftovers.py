@@ -115,7 +115,11 @@ def test_driver_killed_leaves_no_ray_process(workdir, tiny_policy):
     token = reapers[0].cmdline()[-1]
     proc.kill()
     assert ended(proc, 30) == -signal.SIGKILL
-    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)} {reaper.marked_pids(token)} {alive(reapers)}")
+    wait_for(
+        lambda: not alive(ours),
+        30,
+        f"Ray's processes to go: {alive(ours)} {reaper.marked_pids(token)} {alive(reapers)}",
+    )
 
 
 @pytest.mark.ray
