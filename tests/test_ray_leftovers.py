@@ -124,11 +124,17 @@ def test_driver_killed_leaves_no_ray_process(workdir, tiny_policy):
 
 @pytest.mark.ray
 @pytest.mark.timeout(300)
-def test_gcs_killed_mid_run_leaves_no_ray_process(workdir, tiny_policy):
+def test_gcs_killed_mid_run_is_one_line_and_leaves_no_ray_process(workdir, tiny_policy):
     proc = start_driver(workdir, tiny_policy)
     ours = ray_processes(proc)
     named(ours, "gcs_server").kill()
-    ended(proc, 120)  # however the driver ends (it is killed if it has not in 2 minutes)
+    code = ended(proc, 120)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        "winnow: error: score: the Ray instance's head was lost (its GCS went away); "
+        "finished shards are kept, rerun the same command to resume"
+    )
     wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}")
 
 

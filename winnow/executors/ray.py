@@ -64,7 +64,7 @@ def run_ray(
     """
     ray = _connect(config.ray_address)
     _check_fits(ray, config)
-    watch = _RayletWatch(ray, desc)
+    watch = _RayWatch(ray, desc)
     pool = _Pool(ray, make_worker, config, stage_dir.resolve(), config_hash)
     report = ShardReport(executor="ray")
     queue = deque(_Shard(t) for t in tasks)
@@ -244,37 +244,45 @@ class _Pool:
             self.ray.kill(actor, no_restart=True)
 
 
-class _RayletWatch:
-    """While a stage runs, the raylet of the Ray instance this process started is watched.
+LOST = {
+    "raylet": "a Ray node was lost (the raylet or its machine went away)",
+    "gcs_server": "the Ray instance's head was lost (its GCS went away)",
+}
+"""Ray's name of each process ``_RayWatch`` watches -> what its loss means."""
+
+
+class _RayWatch:
+    """While a stage runs, the raylet and GCS of the Ray instance this process started are watched.
 
     When that raylet dies, Ray's core worker ends this process from C++ (``QuickExit``,
-    status 1) after a line of its own about lost objects: no Python code runs, so nothing
-    could say what happened. The watch (a thread polling the raylet's process) gets there
-    first: one line, as the CLI writes its errors, then exit status 2, the status of a run
-    that stopped on something outside it. Shards already written were verified and
-    recorded as they landed, so a rerun resumes from them. A joined cluster's raylet is
-    not this process's child and is not watched.
+    status 1) after a line of its own about lost objects; when the GCS dies, it does the
+    same a minute later ("Failed to connect to GCS within 60 seconds"). No Python code
+    runs then, so nothing could say what happened. The watch (a thread polling the two
+    processes) gets there first: one line, as the CLI writes its errors, then exit status
+    2, the status of a run stopped by something outside it. Shards already written were
+    verified and recorded as they landed, so a rerun resumes from them. A joined cluster's
+    processes are not this process's children and are not watched.
     """
 
     def __init__(self, ray: Any, desc: str):
         node = getattr(ray._private.worker, "_global_node", None)
-        started = (getattr(node, "all_processes", None) or {}).get("raylet") or []
-        self.raylet = started[0].process if started else None
+        started = getattr(node, "all_processes", None) or {}
+        self.processes = {kind: started[kind][0].process for kind in LOST if started.get(kind)}
         self.desc = desc
         self.stopped = threading.Event()
-        if self.raylet is not None:
-            threading.Thread(target=self._watch, name="winnow-raylet-watch", daemon=True).start()
+        if self.processes:
+            threading.Thread(target=self._watch, name="winnow-ray-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        assert self.raylet is not None
         while not self.stopped.is_set():
-            if self.raylet.poll() is not None and not self.stopped.is_set():
-                sys.stderr.write(
-                    f"\nwinnow: error: {self.desc}: a Ray node was lost (the raylet or its machine went away); "
-                    "finished shards are kept, rerun the same command to resume\n"
-                )
-                sys.stderr.flush()
-                os._exit(2)
+            for kind, process in self.processes.items():
+                if process.poll() is not None and not self.stopped.is_set():
+                    sys.stderr.write(
+                        f"\nwinnow: error: {self.desc}: {LOST[kind]}; "
+                        "finished shards are kept, rerun the same command to resume\n"
+                    )
+                    sys.stderr.flush()
+                    os._exit(2)
             time.sleep(0.05)
 
     def stop(self) -> None:
