@@ -129,7 +129,9 @@ class FakeServer:
     so the same request always gets the same answer, and rows show which seed was sent.
     ``fault(count, body) -> None | "drop" | status | seconds`` decides, per request (count =
     requests so far, from 0), to answer normally, close the connection without answering,
-    fail with that HTTP status (an int), or answer after a delay (a float). ``refuse_n``: answer 400 to n > 1 (a server without n support).
+    fail with that HTTP status (an int), answer after a delay (a float), or answer with
+    what a function makes of the healthy answer (``edit(payload) -> JSON value | bytes``,
+    sent with status 200: a reply that breaks the API's promises). ``refuse_n``: answer 400 to n > 1 (a server without n support).
     """
 
     def __init__(self, fault: Callable[[int, dict], object] | None = None, refuse_n: bool = False):
@@ -185,7 +187,9 @@ class FakeServer:
                 pass
 
             def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, json.dumps(payload).encode())
+
+            def _send_bytes(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -210,6 +214,10 @@ class FakeServer:
                 if isinstance(fault, float):
                     time.sleep(fault)
                     fault = None
+                if callable(fault):
+                    edited = fault(fake.answer(self.path, body)[1])
+                    self._send_bytes(200, edited if isinstance(edited, bytes) else json.dumps(edited).encode())
+                    return
                 if fault is not None:
                     self._send(int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}})
                     return

@@ -33,6 +33,10 @@ def gen(**kw):
     return GenerateConfig(**{"models": ["m"], **kw})
 
 
+def judge(**kw):
+    return ScoreConfig(**{"reward_judge": "http://j/v1", "judge_model": "j", **kw})
+
+
 # (config, exact message) pairs that must fail
 BAD = [
     (GenerateConfig(models=[]), "generate.models: at least one model"),
@@ -82,6 +86,11 @@ BAD = [
         "score.judge_model: reward_judge needs the judge model name (--judge-model)",
     ),
     (ScoreConfig(dtype="half"), "score.dtype: " + DTYPE_MSG.format("half")),
+    (judge(judge_concurrency=0), "score.judge_concurrency: must be >= 1, got 0"),
+    (judge(judge_request_timeout=0), "score.judge_request_timeout: must be a finite number of seconds > 0, got 0"),
+    (judge(judge_request_timeout=inf), "score.judge_request_timeout: must be a finite number of seconds > 0, got inf"),
+    (judge(judge_max_retries=-1), "score.judge_max_retries: must be >= 0, got -1"),
+    (judge(judge_retry_backoff=-0.1), "score.judge_retry_backoff: must be >= 0, got -0.1"),
     (ScoreConfig(batch_tokens=0), "score.batch_tokens: must be >= 1, got 0"),
     (ScoreConfig(max_batch_size=0), "score.max_batch_size: must be >= 1, got 0"),
     (ScoreConfig(fn_batch_size=0), "score.fn_batch_size: must be >= 1, got 0"),
@@ -182,6 +191,7 @@ BAD = [
 
 # configs at the edge of what is allowed
 GOOD = [
+    judge(judge_concurrency=1, judge_request_timeout=0.001, judge_max_retries=0, judge_retry_backoff=0),
     gen(**OPENAI, concurrency=1, request_timeout=0.001, max_retries=0, retry_backoff=0.0),
     gen(n=1, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, max_new_tokens=1, batch_size=1, shard_size=1),
     gen(n=10_000, temperature=1e-5, top_p=1e-9, min_p=0.999, repetition_penalty=1e-2, seed=2**63 - 1),

@@ -90,6 +90,9 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--judge-model", "score", "judge_model", str, "judge: served model name"),
         ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
         ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
+        ("--judge-concurrency", "score", "judge_concurrency", int, "judge: requests in flight at once"),
+        ("--judge-request-timeout", "score", "judge_request_timeout", float, "judge: seconds per request"),
+        ("--judge-max-retries", "score", "judge_max_retries", int, "judge: retries on 429/5xx/timeouts"),
         (
             "--reward-weights",
             "score",

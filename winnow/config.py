@@ -226,6 +226,15 @@ class ScoreConfig:
     """Judge: a rubric template file with {prompt} and {completion} (default: the shipped one)."""
     judge_api_key_env: str | None = None
     """Judge: name of the environment variable holding its API key (never stored)."""
+    judge_concurrency: int = 16
+    """Judge: requests in flight at once."""
+    judge_request_timeout: float = 120.0
+    """Judge: seconds per request before it is retried (the whole answer, not each read)."""
+    judge_max_retries: int = 5
+    """Judge: retries on 429, 5xx, timeouts, dropped connections and invalid replies
+    (exponential backoff with jitter), then an error naming the prompt."""
+    judge_retry_backoff: float = 0.5
+    """Judge: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
     batch_tokens: int = 16384
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = 64
@@ -292,18 +301,38 @@ class ScoreConfig:
     )
     """Fields left out of the stored stage config while at their defaults, so that a score
     stage of a run made before they existed resumes under the same config."""
+    OPERATIONAL = (
+        "processes",
+        "reward_timeout",
+        "judge_concurrency",
+        "judge_request_timeout",
+        "judge_max_retries",
+        "judge_retry_backoff",
+    )
+    """Fields that say how fast and how hard to try, not what to score: a rerun may change them."""
 
     def stage_config(self) -> dict:
         """The fields that decide the rewards, stored and compared on resume."""
         defaults = ScoreConfig()
-        # how fast and how long, never what: processes and the time limit may change on resume
-        out = {k: v for k, v in asdict(self).items() if k not in ("processes", "reward_timeout")}
+        # how fast and how long, never what: processes, time limits and retries may change on resume
+        out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
         for name in self.NEW_FIELDS:
             if out[name] == getattr(defaults, name):
                 del out[name]
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
         return out
+
+    def judge_settings(self) -> ClientSettings:
+        """How the judge reaches its server: the ``openai`` backend's client, the judge's settings."""
+        return ClientSettings(
+            base_url=self.reward_judge or "",
+            api_key_env=self.judge_api_key_env,
+            concurrency=self.judge_concurrency,
+            timeout=self.judge_request_timeout,
+            max_retries=self.judge_max_retries,
+            backoff=self.judge_retry_backoff,
+        )
 
     def rewards(self) -> list[tuple[str, str]]:
         """The rewards summed, in weight order: ("fn", spec) ..., ("model", folder), ("judge", URL).
@@ -374,6 +403,22 @@ class ScoreConfig:
         _check(self.processes is None or self.processes >= 1, "score.processes", f"must be >= 1, got {self.processes}")
         if self.reward_judge:
             _check(self.judge_model, "score.judge_model", "reward_judge needs the judge model name (--judge-model)")
+            _check(
+                self.judge_concurrency >= 1, "score.judge_concurrency", f"must be >= 1, got {self.judge_concurrency}"
+            )
+            _check(
+                0 < self.judge_request_timeout < math.inf,
+                "score.judge_request_timeout",
+                f"must be a finite number of seconds > 0, got {self.judge_request_timeout}",
+            )
+            _check(
+                self.judge_max_retries >= 0, "score.judge_max_retries", f"must be >= 0, got {self.judge_max_retries}"
+            )
+            _check(
+                self.judge_retry_backoff >= 0,
+                "score.judge_retry_backoff",
+                f"must be >= 0, got {self.judge_retry_backoff}",
+            )
         _check(self.dtype in DTYPES, "score.dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         for name in ("batch_tokens", "max_batch_size", "fn_batch_size", "shard_size"):
             value = getattr(self, name)
@@ -407,7 +452,9 @@ class SelectConfig:
     dedup: bool = False
     """Treat repeated completion texts within a prompt as one (the earliest sample is kept)."""
     drop_truncated: bool = False
-    """Leave out completions cut by max_new_tokens (finish_reason 'length') before selecting."""
+    """Leave out completions that did not end on their own before selecting: cut by
+    max_new_tokens (finish_reason 'length'), or ended by an openai backend's server
+    ('content_filter', 'abort', 'other': any reason but 'stop')."""
     pairs: str | None = None
     """Also write preference pairs to select/pairs.jsonl: 'best-worst' (best and worst sample
     per prompt), 'all' (every pair with different rewards) or 'rso' (RSO's accepted samples,

@@ -10,6 +10,7 @@ config, manifest or error message.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -135,6 +136,24 @@ async def call(settings: ClientSettings, what: str, request: Callable[[], Awaita
                 ) from None
             await asyncio.sleep(backoff_delay(settings, attempt, _retry_after(e)))
     raise AssertionError("unreachable")
+
+
+async def create(api, *, chat: bool, limit: int, **params) -> Any:
+    """POST ``/chat/completions`` (``chat``) or ``/completions``; the reply's JSON, decoded here.
+
+    The body is read in pieces and refused (an InvalidReply) once it passes ``limit``
+    bytes, so a server cannot make the client hold more than the reply could need. Not
+    the client's parsed models: they coerce ``true`` to 1 and fill missing fields, which
+    ``winnow.replies`` must see as the server sent them. A 4xx/5xx raises as usual.
+    """
+    resource = api.chat.completions if chat else api.completions
+    async with resource.with_streaming_response.create(**params) as response:
+        data = bytearray()
+        async for piece in response.iter_bytes():
+            data += piece
+            if len(data) > limit:
+                raise InvalidReply(f"a reply of more than {limit} bytes, more than max_tokens can produce")
+    return json.loads(bytes(data))  # ValueError (not JSON, not UTF-8) is an InvalidReply in _whole
 
 
 async def _whole(timeout: float, request: Callable[[], Awaitable[T]]) -> T:

@@ -33,6 +33,7 @@ import numpy as np
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
 from winnow.records import BOM, Prompt, atomic_writer
+from winnow.replies import ended_on_its_own
 from winnow.rundir import check_file, completed_manifest, verified_bytes
 
 NO_ROW = -1
@@ -157,7 +158,7 @@ class CompletionIndex:
     offset: np.ndarray  # int64, byte offset of the row's line
     length: np.ndarray  # int32, bytes of the line
     num_tokens: np.ndarray  # int32
-    cut: np.ndarray  # bool, finish_reason == "length"
+    cut: np.ndarray  # bool: not ended on its own (finish_reason other than "stop": "length", "content_filter"...)
     hashes: np.ndarray | None  # uint64 text hashes (``text_hash``), when asked for
     order: np.ndarray  # int64 (K,)
     _files: OrderedDict = field(default_factory=OrderedDict, repr=False)
@@ -233,7 +234,7 @@ def scan_generations(run_dir: str | Path, *, hashes: bool = False) -> tuple[Comp
                 )
             shard[i, j], offset[i, j], length[i, j] = s, start, len(line)
             tokens[i, j] = row.num_tokens
-            cut[i, j] = row.finish_reason == "length"
+            cut[i, j] = not ended_on_its_own(row.finish_reason)
             if text_hashes is not None:
                 text_hashes[i, j] = text_hash(row.text)
             if filled == order.size:  # more rows than cells: a repeated key

@@ -20,6 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +64,7 @@ def run_ray(
     """
     ray = _connect(config.ray_address)
     _check_fits(ray, config)
+    watch = _RayWatch(ray, desc)
     pool = _Pool(ray, make_worker, config, stage_dir.resolve(), config_hash)
     report = ShardReport(executor="ray")
     queue = deque(_Shard(t) for t in tasks)
@@ -101,6 +105,7 @@ def run_ray(
                 bar.set_postfix(workers=workers, retries=report.retries, failed=len(report.failed), refresh=False)
                 bar.update(1 if error is None else 0)
     finally:
+        watch.stop()
         bar.close()
         pool.close()
     report.workers = pool.built_count
@@ -239,6 +244,51 @@ class _Pool:
             self.ray.kill(actor, no_restart=True)
 
 
+LOST = {
+    "raylet": "a Ray node was lost (the raylet or its machine went away)",
+    "gcs_server": "the Ray instance's head was lost (its GCS went away)",
+}
+"""Ray's name of each process ``_RayWatch`` watches -> what its loss means."""
+
+
+class _RayWatch:
+    """While a stage runs, the raylet and GCS of the Ray instance this process started are watched.
+
+    When that raylet dies, Ray's core worker ends this process from C++ (``QuickExit``,
+    status 1) after a line of its own about lost objects; when the GCS dies, it does the
+    same a minute later ("Failed to connect to GCS within 60 seconds"). No Python code
+    runs then, so nothing could say what happened. The watch (a thread polling the two
+    processes) gets there first: one line, as the CLI writes its errors, then exit status
+    2, the status of a run stopped by something outside it. Shards already written were
+    verified and recorded as they landed, so a rerun resumes from them. A joined cluster's
+    processes are not this process's children and are not watched.
+    """
+
+    def __init__(self, ray: Any, desc: str):
+        node = getattr(ray._private.worker, "_global_node", None)
+        started = getattr(node, "all_processes", None) or {}
+        self.processes = {kind: started[kind][0].process for kind in LOST if started.get(kind)}
+        self.desc = desc
+        self.stopped = threading.Event()
+        if self.processes:
+            threading.Thread(target=self._watch, name="winnow-ray-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stopped.is_set():
+            for kind, process in self.processes.items():
+                if process.poll() is not None and not self.stopped.is_set():
+                    sys.stderr.write(
+                        f"\nwinnow: error: {self.desc}: {LOST[kind]}; "
+                        "finished shards are kept, rerun the same command to resume\n"
+                    )
+                    sys.stderr.flush()
+                    os._exit(2)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 def _no_worker_left(pool: _Pool, queue: deque, report: ShardReport) -> None:
     """Every actor was lost and none may be started: fail what is left, or say why none was built."""
     why = pool.lost[-1] if pool.lost else "no worker"
@@ -266,7 +316,10 @@ def _connect(address: str | None) -> Any:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:  # "local" starts a new instance rather than joining one found on this machine
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+            from winnow.executors import reaper
+
+            with reaper.marked(reaper.start()):  # whatever ends this process, Ray's processes go too
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     except ConnectionError as e:
         raise WinnowError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
     return ray

@@ -32,7 +32,6 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from winnow import remote
 from winnow.errors import WinnowError
 from winnow.generate import Sampling
 from winnow.records import Completion, Prompt
+from winnow.replies import Choice, parse_choices, reply_limit
 
 ENDPOINTS = ("auto", "chat", "completions")
 UNKNOWN_CONTEXT = 1 << 30
@@ -50,13 +50,6 @@ UNKNOWN_CONTEXT = 1 << 30
 def request_seed(seed: int, *path: int) -> int:
     """A 31-bit seed for one request, derived from the shard seed and the request's place."""
     return int(np.random.SeedSequence([seed, *path]).generate_state(1)[0]) & 0x7FFFFFFF
-
-
-@dataclass
-class Choice:
-    text: str
-    num_tokens: int | None
-    finish_reason: str
 
 
 class OpenAIBackend:
@@ -193,7 +186,7 @@ class OpenAIBackend:
         return None
 
     async def _request(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
-        """One HTTP request; returns its choices in index order."""
+        """One HTTP request; returns its choices in index order, checked (``winnow.replies``)."""
         common: dict[str, Any] = dict(
             model=self.model,
             n=n,
@@ -205,15 +198,17 @@ class OpenAIBackend:
         )
         if sampling.stop:
             common["stop"] = list(sampling.stop)
-        if self._endpoint_of(prompt) == "chat":
+        chat = self._endpoint_of(prompt) == "chat"
+        if chat:
             if logprobs:
                 common.update(logprobs=True, top_logprobs=0)
-            response = await client.chat.completions.create(messages=prompt.as_messages(), **common)
+            common["messages"] = prompt.as_messages()
         else:
             if logprobs:
                 common["logprobs"] = 0
-            response = await client.completions.create(prompt=prompt.text, **common)
-        return parse_choices(response)
+            common["prompt"] = prompt.text
+        body = await remote.create(client, chat=chat, limit=reply_limit(n, sampling.max_new_tokens), **common)
+        return parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens)
 
     def _endpoint_of(self, prompt: Prompt) -> str:
         if self.endpoint == "chat" or (self.endpoint == "auto" and prompt.messages is not None):
@@ -301,41 +296,6 @@ def extra_body(sampling: Sampling) -> dict:
     if sampling.repetition_penalty != 1.0:
         extra["repetition_penalty"] = sampling.repetition_penalty
     return extra
-
-
-def map_finish_reason(reason: str | None) -> str:
-    """'length' when max_tokens cut the completion; anything else ended it ('stop')."""
-    return "length" if reason == "length" else "stop"
-
-
-def parse_choices(response) -> list[Choice]:
-    """Choices of a chat or text completion, in index order, with per-choice token counts.
-
-    Counts come from ``usage`` when there is one choice, else from a ``num_tokens`` field on
-    each choice (``winnow serve``) or from the length of its logprobs; None when unknown.
-    """
-    try:
-        rows = sorted(response.choices, key=lambda c: c.index)
-    except (TypeError, AttributeError):  # a string body, or no "choices" list
-        raise remote.InvalidReply(f"no list of choices in {type(response).__name__}") from None
-    usage = getattr(response, "usage", None)
-    out = []
-    for c in rows:
-        message = getattr(c, "message", None)
-        text = (message.content if message is not None else c.text) or ""
-        count = (c.model_extra or {}).get("num_tokens")
-        if count is None and len(rows) == 1 and usage is not None:
-            count = usage.completion_tokens
-        if count is None and c.logprobs is not None:
-            tokens = getattr(c.logprobs, "content", None) or getattr(c.logprobs, "tokens", None)
-            count = len(tokens) if tokens is not None else None
-        # checked here, before anything is written into a verified shard
-        if not isinstance(text, str):
-            raise remote.InvalidReply(f"choice {c.index}: text {text!r} is not a string")
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
-            raise remote.InvalidReply(f"choice {c.index}: num_tokens {count!r} is not a token count")
-        out.append(Choice(text=text, num_tokens=count, finish_reason=map_finish_reason(c.finish_reason)))
-    return out
 
 
 async def _list_models(api):

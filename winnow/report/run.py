@@ -338,7 +338,7 @@ def markdown(r: dict) -> str:
         ("completions", "count", "d"),
         ("mean reward", "mean_reward", ".3f"),
         ("mean length (tokens)", "mean_tokens", ".1f"),
-        ("share cut by max_new_tokens", "truncated_share", ".3f"),
+        ("share cut (max_new_tokens, or by the server)", "truncated_share", ".3f"),
         ("distinct-1", "distinct_1", ".3f"),
         ("distinct-2", "distinct_2", ".3f"),
         ("repeated texts within a prompt", "duplicates", "d"),

@@ -9,6 +9,8 @@ from math import comb
 
 import numpy as np
 
+from winnow.replies import ended_on_its_own
+
 
 def paired_bootstrap(
     before: np.ndarray, after: np.ndarray, *, iters: int = 10_000, seed: int = 0
@@ -125,8 +127,9 @@ def completion_stats(rows) -> dict:
     """Summary of a set of completions, each a dict with ``prompt_id``, ``text``,
     ``num_tokens``, ``finish_reason`` and ``reward`` (None or NaN = unscored).
 
-    Returns count, mean_reward (over scored rows), mean_tokens, truncated_share (cut by
-    max_new_tokens: finish_reason "length"), distinct_1, distinct_2 and duplicates. A
+    Returns count, mean_reward (over scored rows), mean_tokens, truncated_share (not ended
+    by the model: cut by max_new_tokens, "length", or ended by a server, "content_filter",
+    "abort", "other"), distinct_1, distinct_2 and duplicates. A
     statistic with no rows to average is NaN.
     """
     rows = list(rows)
@@ -138,7 +141,9 @@ def completion_stats(rows) -> dict:
         "scored": int(scored.size),
         "mean_reward": float(scored.mean()) if scored.size else float("nan"),
         "mean_tokens": float(np.mean([r["num_tokens"] for r in rows])) if rows else float("nan"),
-        "truncated_share": float(np.mean([r["finish_reason"] == "length" for r in rows])) if rows else float("nan"),
+        "truncated_share": float(np.mean([not ended_on_its_own(r["finish_reason"]) for r in rows]))
+        if rows
+        else float("nan"),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "duplicates": duplicates(rows),

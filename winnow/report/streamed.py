@@ -26,7 +26,7 @@ class CompletionArrays:
 
     rewards: np.ndarray  # float64, NaN = unscored
     tokens: np.ndarray  # int32 or int64
-    cut: np.ndarray  # bool: finish_reason "length"
+    cut: np.ndarray  # bool: not ended by the model (finish_reason other than "stop")
     prompt_row: np.ndarray  # int: matrix row of the completion's prompt
     hashes: np.ndarray  # uint64: text hash
     size: np.ndarray  # int: bytes of the completion's row (about its text's)

@@ -5,7 +5,11 @@ are replaced; the shipped default asks for "Score: N" from 1 to 10), sent as one
 turn at temperature 0, and the number in the answer is the reward. An answer without a
 number in the rubric's range leaves the row unscored (None, NaN in the matrix), and is
 counted in ``stats["unparseable"]`` and, like every unscored row, in the score summary.
-Requests share the retry and concurrency rules of the ``openai`` backend (``winnow.remote``).
+Requests go through the ``openai`` backend's client, retry policy and concurrency bound
+(``winnow.remote``), with their own settings (``judge_request_timeout``, ``judge_max_retries``,
+``judge_concurrency``), and every reply is checked as the backend checks its replies
+(``winnow.replies``): an HTML page, a missing ``message`` or a ``content`` that is not a
+string is an invalid reply, retried, then one line naming the prompt.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from winnow import remote
 from winnow.errors import WinnowError
+from winnow.replies import parse_choices, reply_limit
 
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.?\s*$")
@@ -92,21 +97,30 @@ class JudgeReward:
 
         api = remote.make_client(self.client)
 
+        async def request(messages: list[dict]) -> str:
+            body = await remote.create(
+                api,
+                chat=True,
+                limit=reply_limit(1, self.max_tokens),
+                model=self.model,
+                messages=messages,
+                temperature=0.0,
+                max_tokens=self.max_tokens,
+                seed=0,
+            )
+            choices = parse_choices(body, chat=True, max_tokens=self.max_tokens)
+            if len(choices) != 1:
+                raise remote.InvalidReply(f"{len(choices)} choices for n=1")
+            return choices[0].text
+
         def job(prompt, completion, pid):
             async def ask() -> str:
                 what = f"judge on prompt {pid!r}"
                 messages = [{"role": "user", "content": self.render(prompt, completion)}]
                 try:
-                    response = await remote.call(
-                        self.client,
-                        what,
-                        lambda: api.chat.completions.create(
-                            model=self.model, messages=messages, temperature=0.0, max_tokens=self.max_tokens, seed=0
-                        ),
-                    )
+                    return await remote.call(self.client, what, lambda: request(messages))
                 except openai.APIStatusError as e:
                     raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
-                return response.choices[0].message.content or ""
 
             return ask
 

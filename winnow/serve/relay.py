@@ -16,8 +16,9 @@ from typing import Any
 
 from winnow import remote
 from winnow.generate import Sampling
-from winnow.generate.openai_api import OpenAIBackend, extra_body, map_finish_reason
+from winnow.generate.openai_api import OpenAIBackend, extra_body
 from winnow.records import Completion, Prompt
+from winnow.replies import NO_REASON, finish_reason
 from winnow.serve import stream
 from winnow.serve.work import ApiError, score_in_time
 
@@ -94,7 +95,10 @@ async def _events(api, upstream, config, reward, reward_name, kind, req, prompt,
                     texts[choice.index] = texts.get(choice.index, "") + delta
                     yield chunks.delta(choice.index, delta)
                 if choice.finish_reason is not None:
-                    finish[choice.index] = map_finish_reason(choice.finish_reason)
+                    try:
+                        finish[choice.index] = finish_reason(choice.finish_reason)
+                    except remote.InvalidReply:  # mid-stream: the answer is already on its way
+                        finish[choice.index] = NO_REASON
         rewards: list[float] | None = None
         if reward is not None:
             rows = [

@@ -108,7 +108,9 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: str
+    """'stop' or 'length'; with ``--backend openai``, another reason the upstream gave
+    (``content_filter``, ``abort``) or ``other`` when it gave none."""
     logprobs: None = None
     num_tokens: int
     """Completion tokens of this choice (winnow extension: usage only gives the total)."""
@@ -119,7 +121,9 @@ class ChatChoice(BaseModel):
 class TextChoice(BaseModel):
     index: int
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: str
+    """'stop' or 'length'; with ``--backend openai``, another reason the upstream gave
+    (``content_filter``, ``abort``) or ``other`` when it gave none."""
     logprobs: None = None
     num_tokens: int
     reward: float | None = None

@@ -312,11 +312,10 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
         )
         return Part(spec, rm, config.shard_size)
     if kind == "judge":
-        from winnow.remote import ClientSettings
         from winnow.rewards.judge import JudgeReward
 
         judge = JudgeReward(
-            ClientSettings(base_url=spec, api_key_env=config.judge_api_key_env),
+            config.judge_settings(),
             model=config.judge_model or "",
             rubric=config.judge_rubric,
         )

@@ -1,0 +1,154 @@
+"""What a 200 reply of an OpenAI-compatible server must hold before a row is made of it.
+
+The reply is read as raw JSON (the official client's models coerce ``true`` and ``"7"`` to
+token counts and fill missing fields), bounded in size, and checked field by field. Any
+departure is a ``remote.InvalidReply``, which ``remote.call`` retries like a 5xx and, if it
+persists, turns into one line naming the prompt: nothing a server invents reaches a shard.
+Shared by the ``openai`` generation backend and the judge reward, so the two cannot drift.
+
+Rules of one choice (``choices`` is a non-empty list of objects whose ``index`` fields are 0..k-1):
+
+- text: ``message.content`` (chat) or ``text`` (completions), a string of valid Unicode (no
+  lone surrogate) of at most ``TEXT_CHARS_PER_TOKEN`` characters per token of
+  ``max_tokens``. Missing, null, ``0``, ``false``, ``[]`` are all refused, never read as "".
+- token count: the choice's ``num_tokens`` (``winnow serve``), else ``usage.completion_tokens``
+  for a lone choice, else the length of its logprobs; an int (not a bool, not a string) in
+  [0, max_tokens]. ``usage.completion_tokens``, when given, is such an int up to n * max_tokens.
+- finish reason: kept as the server gave it (``stop``, ``length``, ``content_filter``,
+  ``abort``...), a short name; missing or null is ``other``. Only ``stop`` counts as a
+  completion that ended on its own (``ended_on_its_own``): selection's ``drop_truncated``
+  and the report's cut share count every other reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from winnow.remote import InvalidReply
+
+TEXT_CHARS_PER_TOKEN = 256
+"""Most characters of text per token of max_tokens: a generous bound (the longest tokens of
+common vocabularies are runs of a few dozen spaces or dashes)."""
+BYTES_PER_TOKEN = 2048
+"""Most bytes of reply per token asked for (n * max_tokens): room for the text escaped as
+``\\uXXXX`` and for a logprobs entry per token."""
+BODY_SLACK = 64 * 1024
+"""Bytes of reply beyond that: ids, usage, headers of the JSON object."""
+NO_REASON = "other"
+"""The finish reason of a choice whose server gave none (missing or null)."""
+REASON_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass
+class Choice:
+    text: str
+    num_tokens: int | None
+    finish_reason: str
+
+
+def reply_limit(n: int, max_tokens: int) -> int:
+    """Most bytes a reply of ``n`` choices of at most ``max_tokens`` tokens may take.
+
+    >>> reply_limit(1, 16)
+    98304
+    """
+    return BODY_SLACK + n * max_tokens * BYTES_PER_TOKEN
+
+
+def ended_on_its_own(finish_reason: str) -> bool:
+    """Only 'stop' (EOS or a stop string): 'length' was cut, and 'content_filter', 'abort'
+    or 'other' were ended by the server, not the model.
+
+    >>> [ended_on_its_own(r) for r in ("stop", "length", "content_filter", "other")]
+    [True, False, False, False]
+    """
+    return finish_reason == "stop"
+
+
+def finish_reason(value: Any, where: str = "choice") -> str:
+    """The server's reason as given; ``other`` when it gave none; an invalid reply when it is
+    not a short name.
+
+    >>> finish_reason("length"), finish_reason("content_filter"), finish_reason(None)
+    ('length', 'content_filter', 'other')
+    """
+    if value is None:
+        return NO_REASON
+    if not isinstance(value, str) or not REASON_NAME.fullmatch(value):
+        raise InvalidReply(f"{where}: finish_reason {_short(value)} is not a reason's name")
+    return value
+
+
+def parse_choices(body: Any, *, chat: bool, max_tokens: int) -> list[Choice]:
+    """The choices of a decoded chat (``chat=True``) or text completion, in index order.
+
+    body: the reply's JSON. Returns one Choice per entry of ``choices``; ``num_tokens`` is
+    None when the reply says nothing of it (callers that need it refuse that themselves).
+    """
+    rows = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(c, dict) for c in rows):
+        raise InvalidReply(f"no list of choices in {type(body).__name__}")
+    if not rows:
+        raise InvalidReply("an empty list of choices")
+    if sorted(_index(c) for c in rows) != list(range(len(rows))):
+        raise InvalidReply(f"choice indices {[c.get('index') for c in rows][:8]} are not 0..{len(rows) - 1}")
+    rows = sorted(rows, key=_index)
+    usage = body.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise InvalidReply(f"usage {_short(usage)} is not an object")
+    total = (usage or {}).get("completion_tokens")
+    if total is not None:
+        _count(total, len(rows) * max_tokens, "usage.completion_tokens")
+    return [_choice(c, chat, max_tokens, total if len(rows) == 1 else None) for c in rows]
+
+
+def _choice(c: dict, chat: bool, max_tokens: int, usage_count: Any) -> Choice:
+    where = f"choice {c['index']}"
+    holder, key = (c.get("message"), "content") if chat else (c, "text")
+    if not isinstance(holder, dict):
+        raise InvalidReply(f"{where}: no message object")
+    if key not in holder:
+        raise InvalidReply(f"{where}: no {key}")
+    text = holder[key]
+    if not isinstance(text, str):
+        raise InvalidReply(f"{where}: {key} {_short(text)} is not a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidReply(f"{where}: text is not valid Unicode (a lone surrogate)") from None
+    if len(text) > max_tokens * TEXT_CHARS_PER_TOKEN:
+        raise InvalidReply(f"{where}: {len(text)} characters, more than {max_tokens} tokens can hold")
+    count = c.get("num_tokens")
+    if count is None:
+        count = usage_count
+    if count is None:
+        logprobs = c.get("logprobs")
+        tokens = None
+        if isinstance(logprobs, dict):
+            tokens = logprobs.get("content") if chat else logprobs.get("tokens")
+        count = len(tokens) if isinstance(tokens, list) else None
+    if count is not None:
+        _count(count, max_tokens, f"{where}: num_tokens")
+    return Choice(text=text, num_tokens=count, finish_reason=finish_reason(c.get("finish_reason"), where))
+
+
+def _index(c: dict) -> int:
+    index = c.get("index")
+    if type(index) is not int:
+        raise InvalidReply(f"choice index {_short(index)} is not an integer")
+    return index
+
+
+def _count(value: Any, most: int, what: str) -> None:
+    """A token count: an int (``true`` and ``"7"`` are not) in [0, most]."""
+    if type(value) is not int or not 0 <= value <= most:
+        raise InvalidReply(f"{what} {_short(value)} is not a token count in [0, {most}]")
+
+
+def _short(value: Any) -> str:
+    """A value for a message line, cut to 60 characters (a reply may hold anything)."""
+    text = json.dumps(value[:61] if isinstance(value, str) else value, ensure_ascii=True)
+    return text if len(text) <= 60 else text[:57] + "..."
