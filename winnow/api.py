@@ -137,16 +137,13 @@ def score(
         (i, j, p, text) for i, (p, row) in enumerate(zip(rows, completions, strict=True)) for j, text in enumerate(row)
     ]
     if flat:
-        values = call_reward(
-            fn,
-            name,
-            [p.content for _, _, p, _ in flat],
-            [text for _, _, _, text in flat],
-            prompt_ids=[p.id for _, _, p, _ in flat],
-            sample_indices=[j for _, j, _, _ in flat],
-            # each prompt's other columns (a reference answer), one list per column, as the stage passes them
-            **{name: [p.columns.get(name) for _, _, p, _ in flat] for name in column_names(rows)},
-        )
+        keywords: dict[str, list] = {
+            "prompt_ids": [p.id for _, _, p, _ in flat],
+            "sample_indices": [j for _, j, _, _ in flat],
+        }
+        for column in column_names(rows):  # a reference answer ...: one list per column, as the stage passes them
+            keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
+        values = call_reward(fn, name, [p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], **keywords)
         for (i, j, _, _), v in zip(flat, values, strict=True):
             matrix[i, j] = v
     return matrix
