@@ -137,7 +137,7 @@ def score(
         (i, j, p, text) for i, (p, row) in enumerate(zip(rows, completions, strict=True)) for j, text in enumerate(row)
     ]
     if flat:
-        keywords: dict[str, list] = {
+        keywords: dict[str, Any] = {
             "prompt_ids": [p.id for _, _, p, _ in flat],
             "sample_indices": [j for _, j, _, _ in flat],
         }
