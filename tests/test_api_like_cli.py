@@ -49,6 +49,18 @@ def test_run_takes_a_python_reward_named_by_module_and_qualname(tmp_path, tiny_p
         winnow.run(tmp_path / "two", PROMPTS, score={"reward_fn": [polite, "length"]}, **kw)
 
 
+def test_a_python_reward_reaches_rounds_and_adaptive_steps(tmp_path, tiny_policy):
+    gen = dict(models=[str(tiny_policy)], n=4, max_new_tokens=3, device="cpu")
+    kw = dict(generate=gen, select={"strategy": "top_per_prompt"}, sft={"epochs": 1, "device": "cpu"})
+    winnow.run(tmp_path / "rounds", PROMPTS, score={"reward_fn": by_index}, rounds=1, **kw)
+    assert np.load(tmp_path / "rounds/round-1/score/rewards.npy").tolist() == [[0.0, 1.0, 2.0, 3.0]] * 2
+    # every sample passes at threshold 0: each prompt closes after its first step of 2
+    adaptive = {"step": 2, "stop_when": "pass"}
+    score = {"reward_fn": by_index, "pass_threshold": 0.0}
+    summary = winnow.run(tmp_path / "adaptive", PROMPTS, score=score, adaptive=adaptive, **kw)
+    assert summary["generate"]["adaptive"]["samples_per_prompt"] == [2, 2]
+
+
 def test_score_stage_takes_reward_fn_as_a_callable_too(tmp_path, tiny_policy):
     winnow.generate_stage(tmp_path, PROMPTS, models=[str(tiny_policy)], n=2, max_new_tokens=3, device="cpu")
     manifest = winnow.score_stage(tmp_path, reward_fn=polite)
