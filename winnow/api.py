@@ -203,8 +203,8 @@ def run(
 
     score_config, reward = _score_section(score)
     configs: dict[str, Any] = {
-        "score": score_config,
         "generate": _section(GenerateConfig, generate, "generate"),
+        "score": score_config,
         "select": _section(SelectConfig, select, "select"),
         "executor": _section(ExecutorConfig, executor, "executor"),
         "adaptive": _section(AdaptiveConfig, adaptive, "adaptive"),
