@@ -6,6 +6,7 @@ its batch, and 50 concurrent clients batched exactly as the batcher promises."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 
@@ -371,3 +372,102 @@ def test_votes_choose_the_answer_most_candidates_give():
     assert [r for _, r in _aggregate("majority", got, 2)] == [0.1, 0.9]
     assert [c.text for c, _ in _aggregate("weighted", got, 1)] == ["so = 3"]
     assert [r for _, r in _aggregate("best", got, 1)] == [0.9]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("max_tokens", "4", 'max_tokens: Input should be a valid integer, got "4"'),
+        ("max_tokens", True, "max_tokens: Input should be a valid integer, got true"),
+        ("max_tokens", 4.0, "max_tokens: Input should be a valid integer, got 4.0"),
+        ("seed", "5", 'seed: Input should be a valid integer, got "5"'),
+        ("n", True, "n: Input should be a valid integer, got true"),
+        ("temperature", "0.5", 'temperature: Input should be a valid number, got "0.5"'),
+        ("temperature", False, "temperature: Input should be a valid number, got false"),
+        ("best_of", 1.0, "best_of: Input should be a valid integer, got 1.0"),
+        ("stream", "yes", 'stream: Input should be a valid boolean, got "yes"'),
+        ("stream", 1, "stream: Input should be a valid boolean, got 1"),
+        ("top_k", "3", 'top_k: Input should be a valid integer, got "3"'),
+    ],
+)
+def test_a_wrong_json_type_is_refused_not_converted(plain, field, value, message):
+    """OpenAI's dialect: "4" is no integer and true no number; a 400 naming the field, as it came."""
+    url, _ = plain
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path, body in [
+        ("/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2}),
+        ("/v1/chat/completions", {"model": "tiny", "messages": CHAT, "max_tokens": 2}),
+    ]:
+        r = httpx.post(f"{url}{path}", json=body | {field: value}, headers=auth)
+        assert r.status_code == 400, (path, field, value, r.text)
+        assert r.json() == {
+            "error": {"message": message, "type": "invalid_request_error", "param": field, "code": None}
+        }
+
+
+def test_an_integer_is_a_number_as_in_json(plain):
+    """A float field takes an integer (``"temperature": 1``), as OpenAI's does."""
+    url, _ = plain
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 2, "temperature": 1, "top_p": 1, "seed": 3}
+    r = httpx.post(f"{url}/v1/completions", json=body, headers=auth)
+    assert r.status_code == 200, r.text
+
+
+NEUTRAL_CHAT = dict(
+    logprobs=False,
+    top_logprobs=0,
+    presence_penalty=0,
+    frequency_penalty=0.0,
+    response_format={"type": "text"},
+    logit_bias={},
+    tools=[],
+    tool_choice="none",
+    user="someone",
+)
+
+
+def test_neutral_values_of_unimplemented_fields_are_accepted(plain):
+    """What chat front-ends send by default leaves the answer as it is: the same text as without."""
+    api = client(plain[0])
+    bare = api.chat.completions.create(model="tiny", messages=CHAT, max_tokens=5, seed=7)
+    full = api.chat.completions.create(model="tiny", messages=CHAT, max_tokens=5, seed=7, **NEUTRAL_CHAT)
+    assert full.choices[0].message.content == bare.choices[0].message.content
+    text = api.completions.create(
+        model="tiny", prompt="x", max_tokens=3, seed=7, logprobs=None, echo=False, presence_penalty=0, logit_bias={}
+    )
+    assert (
+        text.choices[0].text == api.completions.create(model="tiny", prompt="x", max_tokens=3, seed=7).choices[0].text
+    )
+    streamed = api.chat.completions.create(
+        model="tiny", messages=CHAT, max_tokens=5, seed=7, stream=True, stream_options={"include_usage": True}
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == bare.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    "path, field, value, accepted",
+    [
+        ("chat", "logprobs", True, "null or false"),
+        ("chat", "top_logprobs", 2, "null or 0"),
+        ("chat", "presence_penalty", 0.5, "0"),
+        ("chat", "frequency_penalty", -1, "0"),
+        ("chat", "response_format", {"type": "json_object"}, 'null or {"type": "text"}'),
+        ("chat", "logit_bias", {"50256": -100}, "null or {}"),
+        ("chat", "tool_choice", "auto", 'null or "none"'),
+        ("text", "logprobs", 0, "null"),
+        ("text", "echo", True, "false"),
+    ],
+)
+def test_a_value_that_would_change_the_answer_is_refused_by_name(plain, path, field, value, accepted):
+    url, _ = plain
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "tiny", "max_tokens": 2, field: value}
+    body |= {"messages": CHAT} if path == "chat" else {"prompt": "x"}
+    r = httpx.post(f"{url}/v1/{'chat/completions' if path == 'chat' else 'completions'}", json=body, headers=auth)
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    got = json.dumps(value)
+    assert r.json()["error"]["message"] == (
+        f"{field}: not implemented by winnow serve: only {accepted} (which leaves the answer unchanged) "
+        f"is accepted, got {got}"
+    )

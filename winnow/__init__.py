@@ -5,7 +5,8 @@ The public surface (``winnow.api``; everything else is internal and may change):
     import winnow
     best = winnow.best_of_n(["Describe a rainy Monday."], model="smollm2", reward="vader", n=8)
 
-In memory: ``sample`` (M x N texts), ``score`` (the M x N reward matrix), ``best_of_n``.
+In memory: ``sample`` (M x N texts), ``score`` (the M x N reward matrix), ``best_of_n``;
+``load_model`` keeps a model loaded across calls (a ``Model`` handle).
 In a run directory (resumable): ``run`` and the stages ``generate_stage``, ``score_stage``,
 ``select_stage``, ``sft_stage``, ``dpo_stage``. Names are loaded on first use, so
 ``import winnow`` stays fast (no torch, no transformers until a model is needed).
@@ -28,6 +29,8 @@ _EXPORTS = {
     "select_stage": "winnow.api",
     "sft_stage": "winnow.api",
     "dpo_stage": "winnow.api",
+    "load_model": "winnow.handle",
+    "Model": "winnow.handle",
     "load_prompts": "winnow.prompts",
     "Prompt": "winnow.records",
     "WinnowError": "winnow.errors",
@@ -44,6 +47,7 @@ __all__ = [
     "DpoConfig",
     "ExecutorConfig",
     "GenerateConfig",
+    "Model",
     "Prompt",
     "ScoreConfig",
     "SelectConfig",
@@ -53,6 +57,7 @@ __all__ = [
     "best_of_n",
     "dpo_stage",
     "generate_stage",
+    "load_model",
     "load_prompts",
     "run",
     "sample",
@@ -84,6 +89,7 @@ if TYPE_CHECKING:
         TrainConfig,
     )
     from winnow.errors import WinnowError
+    from winnow.handle import Model, load_model
     from winnow.prompts import load_prompts
     from winnow.records import Prompt
 

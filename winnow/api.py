@@ -16,14 +16,20 @@ Options are the config fields (``winnow.config``), given as keywords; a bad valu
 ``WinnowError`` naming the field. A reward is a built-in name (``vader``, ``length``), a
 ``module:function`` or ``file.py:function`` spec, or any callable
 ``f(prompts, completions, **kw) -> list[float | None]`` (None: unscored, NaN in the matrix).
-A callable reward is identified by its code (``winnow.provenance``), so a score stage refuses
-to resume after the function changed.
+A callable reward is named ``module:qualname`` in the stage config and identified by its
+code for resume (``winnow.provenance.callable_identity``: the hash of its source file, else
+of its own source, else of its compiled code), so a score stage refuses to resume after the
+function changed.
+
+A model is a name (a folder, ``smollm2``) or a handle that keeps it loaded across calls
+(``winnow.load_model``, ``winnow.handle``). Library warnings and progress bars are kept quiet
+during each call, as the CLI keeps them; ``verbose=True`` lets them through.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,40 +47,53 @@ from winnow.config import (
     build,
 )
 from winnow.errors import WinnowError
+from winnow.handle import Model
+from winnow.quiet import quiet_unless_verbose
 from winnow.records import Prompt
 
-PromptLike = str | Sequence[dict] | Prompt
-"""A prompt: plain text, a chat conversation (a list of {"role", "content"} messages) or a Prompt."""
+PromptLike = str | Sequence[dict] | dict | Prompt
+"""A prompt: plain text, a chat conversation (a list of {"role", "content"} messages), a row
+as a prompts file holds it (``{"id": "x1", "prompt": "...", "answer": "72"}``) or a Prompt."""
 Reward = str | Callable[..., Sequence[float | None]]
 """A reward: a built-in name, a ``module:function`` / ``file.py:function`` spec, or a callable."""
 
 
+@quiet_unless_verbose()
 def sample(
     prompts: Sequence[PromptLike],
     *,
-    model: str = "smollm2",
+    model: str | Model = "smollm2",
     n: int = 8,
     seed: int = 0,
     temperature: float = 1.0,
     max_new_tokens: int = 64,
+    verbose: bool = False,
     **options: Any,
 ) -> list[list[str]]:
     """``n`` completions for each prompt: texts of shape (M, n), row i for ``prompts[i]``.
 
     ``model``: a local Hugging Face folder or ``smollm2`` (the model shipped with the
-    package); ``options``: any other generate field (``top_p``, ``stop``, ``backend``,
-    ``device``, ``base_url`` ...). The same seed and ``shard_size`` sample exactly what
-    ``winnow generate`` writes for these prompts.
+    package), loaded for this call, or a handle from ``winnow.load_model`` (loaded once);
+    ``options``: any other generate field (``top_p``, ``stop``, ``backend``, ``device``,
+    ``base_url`` ...). The same seed and ``shard_size`` sample exactly what ``winnow
+    generate`` writes for these prompts. ``verbose``: let the libraries print their warnings
+    and progress bars.
     """
+    fields = dict(n=n, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens, **options)
+    return _sample(prompts, model, fields, source="winnow.sample")
+
+
+def _sample(prompts: Sequence[PromptLike], model: str | Model, fields: dict, *, source: str) -> list[list[str]]:
+    """``sample``'s work; ``source`` names the public function in messages."""
+    from winnow.handle import make
     from winnow.stages.generate import shard_seed
 
-    config = build(
-        GenerateConfig,
-        dict(models=[model], n=n, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens, **options),
-        source="winnow.sample",
-    )
+    if isinstance(model, Model):
+        config = model.call_config(fields, source)
+    else:
+        config = build(GenerateConfig, dict(fields, models=[model]), source=source)
     rows = as_prompts(prompts)
-    backend = _backend(config, model)
+    backend = model.backend if isinstance(model, Model) else make(config, model)
     out: list[list[str]] = []
     for i, start in enumerate(range(0, len(rows), config.shard_size)):
         chunk = rows[start : start + config.shard_size]
@@ -86,12 +105,14 @@ def sample(
     return out
 
 
+@quiet_unless_verbose()
 def score(
     prompts: Sequence[PromptLike],
     completions: Sequence[Sequence[str]],
     *,
     reward: Reward | None = "vader",
     reward_model: str | None = None,
+    verbose: bool = False,
     **options: Any,
 ) -> np.ndarray:
     """The reward matrix: shape (M, N), entry [i, j] the reward of ``completions[i][j]``
@@ -104,6 +125,7 @@ def score(
     [[2.0, 1.0], [3.0, 2.0]]
     """
     from winnow.rewards import call_reward
+    from winnow.stages.score import column_names
 
     rows = as_prompts(prompts)
     if len(rows) != len(completions):
@@ -115,43 +137,46 @@ def score(
         (i, j, p, text) for i, (p, row) in enumerate(zip(rows, completions, strict=True)) for j, text in enumerate(row)
     ]
     if flat:
-        values = call_reward(
-            fn,
-            name,
-            [p.content for _, _, p, _ in flat],
-            [text for _, _, _, text in flat],
-            prompt_ids=[p.id for _, _, p, _ in flat],
-            sample_indices=[j for _, j, _, _ in flat],
-        )
+        keywords: dict[str, Any] = {
+            "prompt_ids": [p.id for _, _, p, _ in flat],
+            "sample_indices": [j for _, j, _, _ in flat],
+        }
+        for column in column_names(rows):  # a reference answer ...: one list per column, as the stage passes them
+            keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
+        values = call_reward(fn, name, [p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], **keywords)
         for (i, j, _, _), v in zip(flat, values, strict=True):
             matrix[i, j] = v
     return matrix
 
 
+@quiet_unless_verbose()
 def best_of_n(
     prompts: Sequence[PromptLike],
     *,
-    model: str = "smollm2",
+    model: str | Model = "smollm2",
     reward: Reward | None = "vader",
     n: int = 8,
     seed: int = 0,
     reward_model: str | None = None,
+    verbose: bool = False,
     **options: Any,
 ) -> list[str | None]:
     """Best-of-N: for each prompt, the highest-reward of ``n`` samples (shape (M,); the
     earliest sample wins a tie; None where every sample was unscored).
 
-    ``options`` go to ``sample`` (``temperature``, ``max_new_tokens``, ``top_p`` ...).
+    ``model`` as in ``sample`` (a name, or a handle from ``winnow.load_model``); ``options``:
+    generate fields, as ``sample`` takes them (``temperature``, ``max_new_tokens``, ``top_p`` ...).
     """
     from winnow.select import top_per_prompt
 
     _check_reward(prompts, reward, reward_model)  # before the policy's weights load
-    texts = sample(prompts, model=model, n=n, seed=seed, **options)
+    texts = _sample(prompts, model, dict(n=n, seed=seed, **options), source="winnow.best_of_n")
     rewards = score(prompts, texts, reward=reward, reward_model=reward_model)
     best = top_per_prompt(rewards)
     return [row[j] if j >= 0 else None for row, j in zip(texts, best.tolist(), strict=True)]
 
 
+@quiet_unless_verbose("datasets")  # TRL maps the data with datasets' bars
 def run(
     run_dir: str | Path,
     prompts: str | Path | Sequence[PromptLike],
@@ -165,9 +190,11 @@ def run(
     sft_from: str = "start",
     executor: ExecutorConfig | dict | None = None,
     adaptive: AdaptiveConfig | dict | None = None,
+    verbose: bool = False,
 ) -> dict:
     """generate -> score -> select -> sft in ``run_dir``, as ``winnow run`` does (rerunning
     resumes). Each section is a config or a dict of its fields (defaults for the rest);
+    ``score.reward_fn`` may be a Python callable (``score={"reward_fn": polite}``);
     ``sft.model`` defaults to the first generate model. ``rounds``: that many rounds, each in
     ``run_dir/round-<r>`` (``winnow.rounds``). ``adaptive`` (``{"step": 2, "stop_when":
     "pass"}``): sample in steps up to ``generate.n`` (``winnow.adaptive``). Returns each
@@ -175,9 +202,10 @@ def run(
     """
     from winnow.pipeline import run_stages
 
+    score_config, reward = _score_section(score)
     configs: dict[str, Any] = {
         "generate": _section(GenerateConfig, generate, "generate"),
-        "score": _section(ScoreConfig, score, "score"),
+        "score": score_config,
         "select": _section(SelectConfig, select, "select"),
         "executor": _section(ExecutorConfig, executor, "executor"),
         "adaptive": _section(AdaptiveConfig, adaptive, "adaptive"),
@@ -185,11 +213,17 @@ def run(
     train = _section(TrainConfig, sft, "sft")
     configs["sft"] = train if train.model else replace(train, model=configs["generate"].models[0])
     configs["rounds"] = build(RoundsConfig, {"count": rounds, "pool": pool, "sft_from": sft_from}, source="rounds")
-    return run_stages(run_dir, _prompt_source(prompts), configs)
+    return run_stages(run_dir, _prompt_source(prompts), configs, reward=reward)
 
 
+@quiet_unless_verbose()
 def generate_stage(
-    run_dir: str | Path, prompts: str | Path | Sequence[PromptLike], config: GenerateConfig | None = None, **fields
+    run_dir: str | Path,
+    prompts: str | Path | Sequence[PromptLike],
+    config: GenerateConfig | None = None,
+    *,
+    verbose: bool = False,
+    **fields,
 ) -> dict:
     """The generate stage into ``run_dir/generate`` (``winnow generate``); returns its manifest.
     ``fields``: GenerateConfig fields (``models=[...]``, ``n`` ...) when no ``config`` is given."""
@@ -198,47 +232,63 @@ def generate_stage(
     return stages.generate(run_dir, _prompt_source(prompts), config or _section(GenerateConfig, fields, "generate"))
 
 
+@quiet_unless_verbose()
 def score_stage(
-    run_dir: str | Path, config: ScoreConfig | None = None, *, reward: Reward | None = None, **fields
+    run_dir: str | Path,
+    config: ScoreConfig | None = None,
+    *,
+    reward: Reward | None = None,
+    verbose: bool = False,
+    **fields,
 ) -> dict:
     """The score stage into ``run_dir/score`` (``winnow score``): the (M, N) matrix in
-    ``score/rewards.npy``. ``reward`` may be a callable (identified by its code for resume)."""
+    ``score/rewards.npy``. ``reward`` (or ``reward_fn``) may be a callable (named
+    ``module:qualname``, identified by its code for resume)."""
     from winnow import stages
 
-    config = config or _section(ScoreConfig, fields, "score")
-    if callable(reward):
-        return stages.score(run_dir, replace(config, reward_fn=_name(reward)), reward=reward)
+    given: ScoreConfig | dict = config or fields
     if reward is not None:
-        config = replace(config, reward_fn=reward)
-    return stages.score(run_dir, config)
+        given = {**(asdict(given) if isinstance(given, ScoreConfig) else given), "reward_fn": reward}
+    config, fn = _score_section(given)
+    return stages.score(run_dir, config, reward=fn)
 
 
-def select_stage(run_dir: str | Path, config: SelectConfig | None = None, **fields) -> dict:
+@quiet_unless_verbose()
+def select_stage(run_dir: str | Path, config: SelectConfig | None = None, *, verbose: bool = False, **fields) -> dict:
     """The select stage into ``run_dir/select`` (``winnow select``; ``pairs=`` for preference pairs)."""
     from winnow import stages
 
     return stages.select(run_dir, config or _section(SelectConfig, fields, "select"))
 
 
-def sft_stage(run_dir: str | Path, config: TrainConfig | None = None, **fields) -> dict:
-    """Fine-tune on ``run_dir/select/selected.jsonl`` into ``run_dir/sft/checkpoint`` (``winnow sft``)."""
+@quiet_unless_verbose("datasets")  # TRL maps the data with datasets' bars
+def sft_stage(run_dir: str | Path, config: TrainConfig | None = None, *, verbose: bool = False, **fields) -> dict:
+    """Fine-tune on ``run_dir/select/selected.jsonl`` into ``run_dir/sft/checkpoint`` (``winnow sft``).
+    ``model`` (the starting checkpoint) defaults, as the CLI's does, to the model that
+    generated ``run_dir`` (the first of ``generate.models`` in its manifest)."""
     from winnow.sft import sft
 
-    return sft(run_dir, config or _section(TrainConfig, fields, "sft"))
+    return sft(run_dir, _with_start(run_dir, config or _section(TrainConfig, fields, "sft")))
 
 
-def dpo_stage(run_dir: str | Path, config: DpoConfig | None = None, **fields) -> dict:
-    """DPO on ``run_dir/select/pairs.jsonl`` into ``run_dir/dpo/checkpoint`` (``winnow dpo``)."""
+@quiet_unless_verbose("datasets")  # TRL maps the data with datasets' bars
+def dpo_stage(run_dir: str | Path, config: DpoConfig | None = None, *, verbose: bool = False, **fields) -> dict:
+    """DPO on ``run_dir/select/pairs.jsonl`` into ``run_dir/dpo/checkpoint`` (``winnow dpo``);
+    ``model`` (start and reference) defaults to the model that generated ``run_dir``."""
     from winnow.dpo import dpo
 
-    return dpo(run_dir, config or _section(DpoConfig, fields, "dpo"))
+    return dpo(run_dir, _with_start(run_dir, config or _section(DpoConfig, fields, "dpo")))
 
 
 def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
-    """Prompts with ids "0", "1", ... (a Prompt keeps its own): texts or chat conversations.
+    """Prompts with ids "0", "1", ... (a Prompt keeps its own): texts or chat conversations,
+    or rows as a prompts file holds them (``winnow.prompts.prompt_from_row``: their ``id``,
+    else ``row-<i>``, and every other column, which reward functions receive).
 
     >>> as_prompts(["hi", [{"role": "user", "content": "yo"}]])[1].messages
     ({'role': 'user', 'content': 'yo'},)
+    >>> as_prompts([{"id": "x1", "prompt": "2+2?", "answer": "4"}])[0].columns
+    {'answer': '4'}
     """
     if isinstance(prompts, str):
         raise WinnowError("prompts: expected a list of prompts, got one string (wrap it in a list)")
@@ -248,13 +298,48 @@ def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
             out.append(p)
         elif isinstance(p, str):
             out.append(Prompt(id=str(i), text=p))
+        elif isinstance(p, dict):
+            from winnow.prompts import prompt_from_row
+
+            out.append(prompt_from_row(p, i))
         elif isinstance(p, Sequence) and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
             out.append(Prompt(id=str(i), messages=tuple(dict(m) for m in p if isinstance(m, dict))))
         else:
-            raise WinnowError(f"prompts[{i}]: expected text or a list of {{role, content}} messages, got {p!r}")
+            raise WinnowError(
+                f"prompts[{i}]: expected text, a list of {{role, content}} messages or a row "
+                f'({{"id", "prompt" or "messages", other columns}}), got {p!r}'
+            )
     if len({p.id for p in out}) != len(out):
         raise WinnowError("prompts: ids must be unique")
     return out
+
+
+def _with_start(run_dir: str | Path, config):
+    """A training config whose starting checkpoint defaults, as ``winnow sft`` / ``dpo`` do,
+    to the model that generated the run (``pipeline.default_sft_model``)."""
+    from winnow.pipeline import default_sft_model
+
+    return config if config.model else replace(config, model=default_sft_model(run_dir, None, {}))
+
+
+def _score_section(given: ScoreConfig | dict | None) -> tuple[ScoreConfig, Callable | None]:
+    """The score config, and its reward when ``reward_fn`` is a Python callable: the config
+    then names it ``module:qualname`` and the callable scores (``stages.score(reward=...)``)."""
+    fn = given.get("reward_fn") if isinstance(given, dict) else getattr(given, "reward_fn", None)
+    if isinstance(fn, list) and any(callable(f) for f in fn):
+        raise WinnowError("winnow: score.reward_fn: a Python function must be the only reward (sum several inside it)")
+    if not callable(fn):
+        return _section(ScoreConfig, given, "score"), None
+    if isinstance(given, ScoreConfig):
+        named: ScoreConfig | dict = replace(given, reward_fn=_name(fn))
+    else:
+        named = {**(given or {}), "reward_fn": _name(fn)}
+    config = _section(ScoreConfig, named, "score")
+    if config.reward_model or config.reward_judge:
+        raise WinnowError(
+            "winnow: score.reward_fn: a Python function must be the only reward, not with a reward model or judge"
+        )
+    return config, fn
 
 
 def _prompt_source(prompts: str | Path | Sequence[PromptLike]) -> list[Prompt]:
@@ -271,21 +356,6 @@ def _section(cls, given: Any, name: str):
         given.validate()
         return given
     return build(cls, dict(given or {}), source=f"winnow: {name}")
-
-
-def _backend(config: GenerateConfig, model: str):
-    from winnow.generate import make_backend
-
-    return make_backend(
-        config.backend,
-        model,
-        device=config.device,
-        batch_size=config.batch_size,
-        dtype=config.dtype,
-        engine=config.engine() if config.backend == "vllm" else None,
-        client=config.client_settings(),
-        endpoint=config.endpoint,
-    )
 
 
 def _reward(reward: Reward | None, reward_model: str | None, options: dict) -> tuple[Callable, str]:
@@ -315,4 +385,11 @@ def _check_reward(prompts: Sequence[PromptLike], reward: Reward | None, reward_m
 
 
 def _name(fn: Callable) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
+    """A callable reward's name in configs and messages: ``module:qualname``.
+
+    >>> _name(as_prompts)
+    'winnow.api:as_prompts'
+    """
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{qualname}"

@@ -13,13 +13,16 @@ from winnow.errors import WinnowError
 from winnow.records import read_json
 
 
-def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None) -> dict:
+def run_stages(
+    run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None, *, reward=None
+) -> dict:
     """Run the configured stages in order; returns each stage's manifest summary.
 
     With ``configs["rounds"].count`` set, the four stages run that many rounds, each in
     ``RUN_DIR/round-<r>/`` (``winnow.rounds``); the summary is then keyed by round.
     ``only`` names the stages to run when ``configs`` holds more (``winnow generate
     --adaptive-step`` holds a score config for its steps but writes RUN_DIR/generate alone).
+    ``reward``: a reward callable that overrides the score config's (library use, as in ``stages.score``).
     """
     from winnow.sft import sft
 
@@ -28,12 +31,12 @@ def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
         from winnow.plan import check
 
-        check(run_dir, prompts, configs, only=only)  # every part, before any model loads or sample is drawn
+        check(run_dir, prompts, configs, only=only, reward=reward)  # every part, before any model loads or sample is drawn
     if multi_round:
         from winnow.rounds import run_rounds
 
         assert rounds is not None
-        by_round = run_rounds(run_dir, prompts, configs, rounds)
+        by_round = run_rounds(run_dir, prompts, configs, rounds, reward=reward)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
@@ -48,12 +51,12 @@ def run_stages(run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...
         if "score" not in configs:
             raise WinnowError("adaptive.step: adaptive sampling scores as it samples; give a reward (--reward-fn, ...)")
         summary["generate"] = sample_adaptive(
-            run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor
+            run_dir, prompts, configs["generate"], configs["score"], adaptive, executor=executor, reward=reward
         )
     if wanted("generate") and "generate" not in summary:
         summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
     if wanted("score"):  # after adaptive steps under this config: put together from them
-        summary["score"] = stages.score(run_dir, configs["score"], executor=executor)
+        summary["score"] = stages.score(run_dir, configs["score"], reward=reward, executor=executor)
     if wanted("select"):
         summary["select"] = stages.select(run_dir, configs["select"])
     if wanted("sft"):

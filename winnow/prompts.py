@@ -53,6 +53,17 @@ def load_prompts(
     return prompts
 
 
+def prompt_from_row(row: dict, index: int) -> Prompt:
+    """One row of the prompts-file shape given in memory (``winnow.run(..., [{"id": "x1",
+    "prompt": "...", "answer": "72"}])``), read as ``load_prompts`` reads a line: other
+    columns kept; no id gives ``row-<index>``; an error names ``prompts[index]`` and the field.
+
+    >>> prompt_from_row({"id": "x1", "prompt": "2+2?", "answer": "4"}, 0)
+    Prompt(id='x1', text='2+2?', messages=None, columns={'answer': '4'})
+    """
+    return _parse_row(row, index, f"prompts[{index}]", None, "prompt", "id")
+
+
 def _check_id_column_used(path: Path, prompts: list[Prompt], id_column: str) -> None:
     """An id column named by the user that no row has is a typo, not a request for row-N ids."""
     if id_column != "id" and all(p.id == f"row-{i}" for i, p in enumerate(prompts)):
@@ -85,7 +96,7 @@ def _dataset_rows(path: Path, split: str | None):
         yield i + 1, row
 
 
-def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str, id_column: str) -> Prompt:
+def _parse_row(row: dict, index: int, path: Path | str, line: int | None, prompt_column: str, id_column: str) -> Prompt:
     raw_id = row.get(id_column)
     if raw_id is None:
         pid = f"row-{index}"
@@ -112,7 +123,7 @@ def _parse_row(row: dict, index: int, path: Path, line: int, prompt_column: str,
     raise WinnowError(f"{where(path, line, prompt_column)}: missing prompt (need '{prompt_column}' or 'messages')")
 
 
-def _other_columns(row: dict, path: Path, line: int, consumed: set[str]) -> dict[str, Any]:
+def _other_columns(row: dict, path: Path | str, line: int | None, consumed: set[str]) -> dict[str, Any]:
     """The row's columns besides id and prompt, in file order; each must be JSON."""
     columns = {}
     for name, value in row.items():
@@ -134,7 +145,7 @@ def _other_columns(row: dict, path: Path, line: int, consumed: set[str]) -> dict
     return columns
 
 
-def _parse_messages(messages, path: Path, line: int) -> tuple[dict, ...]:
+def _parse_messages(messages, path: Path | str, line: int | None) -> tuple[dict, ...]:
     if not isinstance(messages, list) or not messages:
         raise WinnowError(f"{where(path, line, 'messages')}: expected a non-empty list of messages")
     parsed = []

@@ -50,14 +50,16 @@ def run_rounds(
     rounds: RoundsConfig,
     *,
     step: Step | None = None,
+    reward=None,
 ) -> dict:
     """Run ``rounds.count`` rounds; configs hold "generate", "score", "select" and "sft"
-    (sft.model: the starting checkpoint). Returns each round's stage manifests, by round."""
+    (sft.model: the starting checkpoint). Returns each round's stage manifests, by round.
+    ``reward``: a reward callable that overrides the score config's (library use)."""
     rounds.validate()
     summary = {}
     checkpoint = None
     for r in range(1, (rounds.count or 1) + 1):
-        summary[r] = run_round(run_dir, r, prompts, configs, rounds, previous=checkpoint, step=step)
+        summary[r] = run_round(run_dir, r, prompts, configs, rounds, previous=checkpoint, step=step, reward=reward)
         checkpoint = summary[r]["sft"]["checkpoint"]
     return summary
 
@@ -71,6 +73,7 @@ def run_round(
     *,
     previous: str | None,
     step: Step | None = None,
+    reward=None,
 ) -> dict:
     """Round ``r`` in ``RUN_DIR/round-<r>/``; ``previous`` is round r-1's checkpoint (None for r = 1)."""
     from winnow.sft import sft
@@ -89,7 +92,7 @@ def run_round(
             executor=configs.get("executor"),
         )
     with step(f"round {r}: score"):
-        out["score"] = stages.score(folder, configs["score"], executor=configs.get("executor"))
+        out["score"] = stages.score(folder, configs["score"], reward=reward, executor=configs.get("executor"))
     pool = {s: round_dir(run_dir, s) for s in range(1, r + 1)} if rounds.pool == "all" else {r: folder}
     with step(f"round {r}: select"):
         out["select"] = stages.select(folder, configs["select"], pool=pool)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import math
 import time
@@ -517,4 +518,7 @@ def _parse(model: type[BaseModel], body: bytes):
         loc = [str(x) for x in first["loc"] if str(x) not in union_tags and not str(x).startswith("list[")]
         param = ".".join(loc) or None
         message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+        if first["type"].endswith("_type"):  # strict types: say what came, as it came ("4" is a string)
+            got = json.dumps(first["input"])
+            message += f", got {got if len(got) <= 60 else got[:57] + '...'}"
         raise ApiError(400, f"{param}: {message}", param=param) from None

@@ -1,7 +1,12 @@
 """Request and response bodies of the OpenAI API, as far as ``winnow serve`` implements it.
 
-Requests refuse unknown fields (``extra="forbid"``): a field the server does not
-implement (``logprobs``, ``tools``) is a 400 naming it, never silently dropped. Beyond the
+Requests are validated strictly, as OpenAI validates them: a field of the wrong JSON type
+(``"max_tokens": "4"``, ``"n": true``, ``"seed": 5.0``) is a 400 naming it, never converted; a
+number field takes an integer (``"temperature": 1``). Unknown fields are refused
+(``extra="forbid"``). An OpenAI field the server does not implement (``presence_penalty``,
+``logprobs`` ...) is accepted at its neutral value, the one clients send by default, which
+leaves the answer as it is (``NEUTRAL``); any other value is a 400 naming it, never silently
+dropped. Beyond the
 official fields, requests may carry ``best_of`` (Best-of-N mode) and ``top_k``, ``min_p``,
 ``repetition_penalty`` (as vLLM accepts them); responses add ``num_tokens`` and, in
 Best-of-N mode, ``reward`` to each choice and ``candidate_rewards`` to the body.
@@ -9,9 +14,10 @@ Best-of-N mode, ``reward`` to each choice and ``candidate_rewards`` to the body.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_SEED = 2**63 - 1
 MIN_TEMPERATURE = 1e-3
@@ -22,8 +28,38 @@ MAX_STOP_CHARS = 256
 
 
 class Strict(BaseModel):
+    # strict: a JSON value of the wrong type is refused, not converted ("4" is no integer, true
+    # no number), except that a float field takes an integer, as JSON and OpenAI have it.
     # allow_inf_nan: JSON has no Infinity or NaN, but pydantic's parser reads them; no field wants them
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "presence_penalty": (0.0,),
+    "frequency_penalty": (0.0,),
+    "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "echo": (False,),
+    "suffix": (None, ""),
+}
+"""OpenAI fields ``winnow serve`` does not implement, each with its neutral values: those that
+leave the answer as it is, which chat front-ends and client libraries send by default. Each is
+a request field (typed as OpenAI types it); a request whose value is not neutral is refused."""
+
+
+def is_neutral(field: str, value: Any, neutral: dict[str, tuple[Any, ...]] = NEUTRAL) -> bool:
+    """Whether ``value`` is one of the field's neutral values, type included (``0`` is not ``false``).
+
+    >>> is_neutral("logprobs", False), is_neutral("logprobs", 0), is_neutral("presence_penalty", 0.0)
+    (True, False, True)
+    >>> is_neutral("response_format", {"type": "json_object"})
+    False
+    """
+    return any(type(value) is type(n) and value == n for n in neutral[field])
 
 
 class StreamOptions(Strict):
@@ -53,6 +89,27 @@ class SamplingFields(Strict):
     aggregate: str | None = None
     """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
     ``majority`` or ``weighted`` (votes over their final answers; ``app.AGGREGATES``)."""
+    presence_penalty: float = 0.0
+    """Not implemented: only 0 is accepted (``NEUTRAL``)."""
+    frequency_penalty: float = 0.0
+    """Not implemented: only 0 is accepted."""
+    logit_bias: dict[str, int] | None = None
+    """Not implemented: only null or ``{}`` is accepted."""
+
+    neutral: ClassVar[dict[str, tuple[Any, ...]]] = NEUTRAL
+    """The neutral values of this body's unimplemented fields (a body may narrow ``NEUTRAL``)."""
+
+    @field_validator(*NEUTRAL, check_fields=False)
+    @classmethod
+    def _neutral_only(cls, value: Any, info: ValidationInfo) -> Any:
+        field = info.field_name or ""
+        if not is_neutral(field, value, cls.neutral):
+            accepted = " or ".join(_json(n) for n in cls.neutral[field])
+            raise ValueError(
+                f"not implemented by winnow serve: only {accepted} (which leaves the answer unchanged) "
+                f"is accepted, got {_json(value)}"
+            )
+        return value
 
     @field_validator("temperature")
     @classmethod
@@ -80,6 +137,11 @@ class SamplingFields(Strict):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+def _json(value: Any) -> str:
+    """A value as the client wrote it, near enough: ``-1.0`` (a float field's -1) as ``-1``."""
+    return json.dumps(int(value) if isinstance(value, float) and value.is_integer() else value)
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -88,10 +150,28 @@ class ChatMessage(Strict):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    """Not implemented: only null or false is accepted."""
+    top_logprobs: int | None = None
+    """Not implemented: only null or 0 is accepted."""
+    response_format: dict[str, Any] | None = None
+    """Not implemented: only null or ``{"type": "text"}`` is accepted."""
+    tools: list[dict[str, Any]] | None = None
+    """Not implemented: only null or ``[]`` is accepted."""
+    tool_choice: str | dict[str, Any] | None = None
+    """Not implemented: only null or ``"none"`` is accepted."""
 
 
 class CompletionRequest(SamplingFields):
     prompt: str
+    logprobs: int | None = None
+    """Not implemented: only null is accepted (0 asks for the sampled tokens' log-probabilities)."""
+    echo: bool = False
+    """Not implemented: only false is accepted."""
+    suffix: str | None = None
+    """Not implemented: only null or ``""`` is accepted."""
+
+    neutral: ClassVar[dict[str, tuple[Any, ...]]] = {**NEUTRAL, "logprobs": (None,)}
 
 
 class Usage(BaseModel):
