@@ -248,6 +248,8 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
         entry = BUILTINS.get(spec)
         for option in entry.reads if entry else ():
             _need_column(spec, getattr(config, option), columns, f"--{option.replace('_', '-')}")
+        for column in entry.columns if entry else ():
+            _need_column(spec, column, columns, "")
         options = builtin_options(spec, config)
         refuse_option_columns(spec, options, columns or ())
         check_call(load_reward_fn(spec), spec, options, columns)

@@ -45,8 +45,10 @@ class Builtin:
 
     reads: tuple[str, ...] = ()
     """Score config fields that name a prompts column the reward reads (math reads the one
-    ``score.reference_column`` names); columns its signature requires (code's ``test``)
-    are found from the signature (``winnow.plan``)."""
+    ``score.reference_column`` names)."""
+    columns: tuple[str, ...] = ()
+    """Prompts columns the reward always reads, by these names (code's ``test`` and
+    ``entry_point``); ``winnow.plan`` checks both kinds against the prompts before sampling."""
 
     @property
     def verifier(self) -> bool:
@@ -74,6 +76,7 @@ BUILTINS: dict[str, Builtin] = {
     "code": Builtin(
         "winnow.verifiers.code:code",
         {"timeout_s": "code_timeout_s", "memory_mb": "code_memory_mb", "strict_results": "code_strict_results"},
+        columns=("test", "entry_point"),
     ),
 }
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
