@@ -31,7 +31,9 @@ def run_stages(
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
         from winnow.plan import check
 
-        check(run_dir, prompts, configs, only=only, reward=reward)  # every part, before any model loads or sample is drawn
+        check(
+            run_dir, prompts, configs, only=only, reward=reward
+        )  # every part, before any model loads or sample is drawn
     if multi_round:
         from winnow.rounds import run_rounds
 
