@@ -1,63 +1,144 @@
 """``math``: the final answer checked against the reference with Hugging Face's math-verify.
 
-The answer is what math-verify extracts: a ``\\boxed{}`` first, else the last expression,
-so ``\\frac{1}{2}``, ``0.5`` and ``1/2`` agree, and ``1,000`` equals ``1000``. A GSM8K
-reference (``... #### 72``) is read after its ``####``.
+The answer is what math-verify extracts from the completion: a ``\\boxed{}`` first, else
+the last expression, so ``\\frac{1}{2}``, ``0.5`` and ``1/2`` agree, and ``1,000`` equals
+``1000``.
+
+The reference is read as datasets write it (:func:`gold_text` gives the rule): a GSM8K
+solution after its ``####``; text already in math delimiters (``$...$``, ``\\(...\\)``,
+``\\[...\\]``, ``\\boxed{}``) exactly as math-verify reads it; raw LaTeX, as MATH-style
+answer columns store it (``2\\pi``, ``(0, 1]``, ``\\{1, 2, 3\\}``, ``\\dfrac{3}{4}``), as
+LaTeX, which math-verify reads only inside delimiters; a JSON number as its exact decimal.
+A reference that is not a scalar (a dict, a list) or cannot be read is unscored.
+
+Every reading and comparison runs in a worker process with a time limit
+(:mod:`winnow.verifiers.bounded`), so an adversarial expression that would keep sympy
+busy for hours costs at most ``timeout_s`` (plus a second's grace), on any thread.
 """
 
 from __future__ import annotations
 
-import threading
+import numbers
+import re
+from decimal import Decimal
 from functools import lru_cache
 
 from winnow.verifiers import Scores, references
+from winnow.verifiers.bounded import OUT_OF_TIME, bounded_map
 
-PARSE_TIMEOUT_S = 5
-"""math-verify's own limit per parse and per comparison (sympy can take a long time on
-adversarial text). It uses SIGALRM, which only the main thread may set: elsewhere no limit."""
+TIMEOUT_S = 5.0
+"""Seconds allowed for reading one reference, and for reading and comparing one completion."""
+
+_DELIMITED = re.compile(r"(?<!\\)\$.*?(?<!\\)\$|\\\(|\\\[|\\boxed", re.DOTALL)
+_LATEX_MARK = re.compile(r"[\\^_{}]")
+# a word of prose: two letters or more, other than the names math writes without a backslash
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_MATH_NAMES = frozenset({"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "inf", "oo"})
+_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def math(prompts: list, completions: list[str], *, reference_column: str = "answer", **kw) -> Scores:
+def math(
+    prompts: list, completions: list[str], *, reference_column: str = "answer", timeout_s: float = TIMEOUT_S, **kw
+) -> Scores:
     """1.0 where the completion's final answer equals the reference, else 0.0.
 
-    A completion with no expression to read is 0.0 and counted in ``no_answer``; a row whose
-    reference is missing (null) or unreadable is unscored (None): the row, not the model, is at fault.
+    Returns list[float | None], len = completions. A completion with no expression to read
+    is 0.0 and counted in ``no_answer``; one whose reading or comparison runs past
+    ``timeout_s`` is 0.0 (not verified) and not counted there. A row whose reference is
+    missing (null), not a scalar, unreadable, or not read within ``timeout_s`` is unscored
+    (None): the row, not the model, is at fault.
 
     >>> math(["p"] * 4, ["so x = \\\\boxed{\\\\frac{1}{2}}", "x is 0.5", "It is 2", "no idea"], answer=["1/2"] * 4)
     [1.0, 1.0, 0.0, 0.0]
+    >>> math(["p"] * 3, ["\\\\boxed{2\\\\pi}", "\\\\boxed{2}", "\\\\boxed{72}"], answer=["2\\\\pi", "2\\\\pi", {"x": 72}])
+    [1.0, 0.0, None]
     """
-    from math_verify import parse, verify
-
-    timeout = PARSE_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
-    out: list[float | None] = []
+    golds = [gold_text(r) for r in references(kw, reference_column, "math")]
+    distinct = list(dict.fromkeys(g for g in golds if g is not None))
+    readable = dict(zip(distinct, bounded_map(f"{__name__}:_readable", [(g,) for g in distinct], timeout_s), strict=True))
+    scored = [i for i, g in enumerate(golds) if g is not None and readable[g] is True]
+    verdicts = bounded_map(f"{__name__}:_check", [(completions[i], golds[i]) for i in scored], timeout_s)
+    out: list[float | None] = [None] * len(completions)
     no_answer: list[int] = []
-    for i, (completion, reference) in enumerate(
-        zip(completions, references(kw, reference_column, "math"), strict=True)
-    ):
-        gold = _gold(_reference_text(reference), timeout) if reference is not None else None
-        if not gold:
-            out.append(None)
-            continue
-        answer = parse(completion, parsing_timeout=timeout)
-        if not answer:
+    for i, verdict in zip(scored, verdicts, strict=True):
+        if verdict is None:
             no_answer.append(i)
-            out.append(0.0)
-            continue
-        out.append(1.0 if verify(gold, answer, timeout_seconds=timeout) else 0.0)
+        out[i] = 0.0 if verdict is None or verdict is OUT_OF_TIME else verdict
     return Scores(out, no_answer_at=no_answer)
 
 
-def _reference_text(reference) -> str:
-    """A reference as text: a number as written, a GSM8K solution after its ``####``."""
-    if isinstance(reference, bool):
-        return ""
-    text = str(reference)
-    return text.rpartition("####")[2] if "####" in text else text
+def gold_text(reference) -> str | None:
+    """The text handed to math-verify's ``parse`` for a reference; None if it is unscored.
+
+    - a number (JSON int or float) as its exact decimal, without an exponent;
+    - a string: after its ``####`` if it has one (GSM8K), then
+      - with math delimiters (``$...$``, ``\\(``, ``\\[``, ``\\boxed``): as it is;
+      - with LaTeX marks (a backslash, ``^``, ``_``, braces), or with no word of prose: as
+        LaTeX, put between ``$`` (a lone ``$``, a currency sign, escaped first);
+      - words and no digit (``Monday``): as ``\\text{...}``;
+      - words and digits (``5 dollars``): as an expression (math-verify finds the number);
+    - anything else (null, a bool, a dict, a list, NaN, an empty string): None.
+
+    >>> [gold_text(r) for r in [72, 0.00005, 1e20, "#### 1,000", "2\\\\pi", "(0, 1]", "$5", "Monday", "5 dollars"]]
+    ['72', '0.00005', '100000000000000000000', '$1,000$', '$2\\\\pi$', '$(0, 1]$', '$\\\\$5$', '$\\\\text{Monday}$', '5 dollars']
+    >>> [gold_text(r) for r in ["$x^2$", "5e-05", {"x": 5}, [1, 2], True, None, float("nan"), " "]]
+    ['$x^2$', '0.00005', None, None, None, None, None, None]
+    """
+    if isinstance(reference, bool) or not isinstance(reference, str | numbers.Real):
+        return None
+    if isinstance(reference, numbers.Integral):
+        return str(int(reference))
+    if isinstance(reference, numbers.Real):
+        return _decimal(repr(float(reference)))
+    text = reference.rpartition("####")[2] if "####" in reference else reference
+    text = " ".join(text.split())  # inline $...$ stops at a line break
+    if not text:
+        return None
+    if _DELIMITED.search(text):
+        return text
+    if _EXPONENT.fullmatch(text):
+        return _decimal(text)
+    words = [w for w in _WORD.findall(text) if w.lower() not in _MATH_NAMES]
+    if _LATEX_MARK.search(text) or not words:
+        return "$" + re.sub(r"(?<!\\)\$", r"\\$", text) + "$"
+    if not any(c.isdigit() for c in text):
+        return f"$\\text{{{text}}}$"
+    return text
+
+
+def _decimal(number: str) -> str | None:
+    """A number's exact decimal, without an exponent; None for NaN and infinities."""
+    value = Decimal(number)
+    if not value.is_finite():
+        return None
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+# ---- run in the bounded worker --------------------------------------------------------------
 
 
 @lru_cache(maxsize=4096)
-def _gold(text: str, timeout: int | None) -> list:
-    """The parsed reference; cached, since every sample of a prompt shares it."""
+def _gold(text: str) -> list:
+    """The parsed reference; cached, since every sample of a prompt shares it. math-verify's
+    own SIGALRM limit is off: it would replace the worker's timer."""
+    import logging
+
     from math_verify import parse
 
-    return parse(text, parsing_timeout=timeout) if text.strip() else []
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled", once per worker
+    return parse(text, parsing_timeout=None)  # type: ignore[arg-type]
+
+
+def _readable(text: str) -> bool:
+    return bool(_gold(text))
+
+
+def _check(completion: str, text: str) -> float | None:
+    """1.0 or 0.0; None when the completion holds no expression."""
+    from math_verify import parse, verify
+
+    answer = parse(completion, parsing_timeout=None)  # type: ignore[arg-type]
+    if not answer:
+        return None
+    return 1.0 if verify(_gold(text), answer, timeout_seconds=None) else 0.0
