@@ -58,11 +58,13 @@ OUT_OF_TIME = _OutOfTimeType()
 """The result of a call that ran past its limit."""
 
 
-def bounded_map(fn: str, items: list[tuple], timeout_s: float) -> list:
+def bounded_map(fn: str, items: list[tuple], timeout_s: float, *, setup: str | None = None) -> list:
     """``[function(*item) for item in items]``, each call limited to ``timeout_s`` seconds.
 
-    fn: ``"module:function"``, imported in the worker. Returns list, len = items: each
-    call's result, or OUT_OF_TIME. Raises RuntimeError when a call raised.
+    fn: ``"module:function"``, imported in the worker. setup: a ``"module:function"`` that
+    each worker calls once before its first item (imports, say), outside the items' limits.
+    Returns list, len = items: each call's result, or OUT_OF_TIME. Raises RuntimeError
+    when a call raised.
 
     >>> bounded_map("operator:add", [(1, 2), ("a", "b")], timeout_s=5)
     [3, 'ab']
@@ -73,7 +75,7 @@ def bounded_map(fn: str, items: list[tuple], timeout_s: float) -> list:
     while len(out) < len(items):
         worker = _POOL.take()
         try:
-            done = worker.run(fn, items[len(out) :], timeout_s, out)
+            done = worker.run(fn, setup, items[len(out) :], timeout_s, out)
         except BaseException:
             worker.kill()  # mid-batch: its pipe may still hold answers meant for this call
             raise
@@ -101,11 +103,11 @@ class _Worker:
         theirs.close()
         self.conn = Connection(ours.detach())
 
-    def run(self, fn: str, items: list[tuple], timeout_s: float, out: list) -> bool:
+    def run(self, fn: str, setup: str | None, items: list[tuple], timeout_s: float, out: list) -> bool:
         """Append each item's result to ``out`` as it comes; False at the first item that
         did not come back in time (not appended), True when all did."""
-        self.conn.send((fn, items, timeout_s))
-        if not self.conn.poll(START_TIMEOUT_S):  # the worker imports fn's module first
+        self.conn.send((fn, setup, items, timeout_s))
+        if not self.conn.poll(START_TIMEOUT_S):  # the worker imports fn's module, runs setup, first
             raise RuntimeError(f"bounded worker did not load {fn!r} within {START_TIMEOUT_S:g} s")
         status, value = self.conn.recv()
         if status == "error":
@@ -167,20 +169,28 @@ def _alarm(signum, frame) -> None:
     raise OutOfTime
 
 
+def _load(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _serve(conn: Connection) -> None:
     """Answer batches until the caller closes the pipe: ("ready", None), then one
     ("ok", result) / ("timeout", None) per item, or ("error", message)."""
     signal.signal(signal.SIGALRM, _alarm)
+    set_up: set[str] = set()
     while True:
         try:
-            fn_spec, items, timeout_s = conn.recv()
+            fn_spec, setup, items, timeout_s = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            module, _, name = fn_spec.partition(":")
-            fn = getattr(importlib.import_module(module), name)
+            fn = _load(fn_spec)
+            if setup is not None and setup not in set_up:
+                _load(setup)()
+                set_up.add(setup)
         except Exception as e:  # noqa: BLE001 -- reported to the caller, which raises it
-            conn.send(("error", f"cannot load {fn_spec!r}: {type(e).__name__}: {e}"))
+            conn.send(("error", f"cannot load {fn_spec!r} (setup {setup!r}): {type(e).__name__}: {e}"))
             continue
         conn.send(("ready", None))
         for item in items:

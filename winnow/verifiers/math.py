@@ -31,9 +31,13 @@ TIMEOUT_S = 5.0
 
 _DELIMITED = re.compile(r"(?<!\\)\$.*?(?<!\\)\$|\\\(|\\\[|\\boxed", re.DOTALL)
 _LATEX_MARK = re.compile(r"[\\^_{}]")
-# a word of prose: two letters or more, other than the names math writes without a backslash
-_WORD = re.compile(r"[A-Za-z]{2,}")
-_MATH_NAMES = frozenset({"sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi", "inf", "oo"})
+# names an expression writes without a backslash, and the LaTeX for each (sqrt(2) reads as it is)
+_COMMANDS = {n: "\\" + n for n in ("pi", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp")}
+_COMMANDS |= {"oo": "\\infty", "inf": "\\infty", "infinity": "\\infty"}
+_NAME = re.compile(r"(?<![A-Za-z\\])(?:" + "|".join(sorted(_COMMANDS, key=len, reverse=True)) + r")(?![A-Za-z])")
+# a run of prose: words of two letters or more (not a \command, not sqrt), spaces between
+_WORD = r"(?<![A-Za-z\\])(?!sqrt(?![A-Za-z]))[A-Za-z]{2,}(?![A-Za-z])"
+_WORDS = re.compile(rf"{_WORD}(?:\s+{_WORD})*")
 _EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -55,9 +59,15 @@ def math(
     """
     golds = [gold_text(r) for r in references(kw, reference_column, "math")]
     distinct = list(dict.fromkeys(g for g in golds if g is not None))
-    readable = dict(zip(distinct, bounded_map(f"{__name__}:_readable", [(g,) for g in distinct], timeout_s), strict=True))
+    readable = dict(
+        zip(
+            distinct,
+            bounded_map(f"{__name__}:_readable", [(g,) for g in distinct], timeout_s, setup=_SETUP),
+            strict=True,
+        )
+    )
     scored = [i for i, g in enumerate(golds) if g is not None and readable[g] is True]
-    verdicts = bounded_map(f"{__name__}:_check", [(completions[i], golds[i]) for i in scored], timeout_s)
+    verdicts = bounded_map(f"{__name__}:_check", [(completions[i], golds[i]) for i in scored], timeout_s, setup=_SETUP)
     out: list[float | None] = [None] * len(completions)
     no_answer: list[int] = []
     for i, verdict in zip(scored, verdicts, strict=True):
@@ -70,19 +80,22 @@ def math(
 def gold_text(reference) -> str | None:
     """The text handed to math-verify's ``parse`` for a reference; None if it is unscored.
 
-    - a number (JSON int or float) as its exact decimal, without an exponent;
-    - a string: after its ``####`` if it has one (GSM8K), then
+    - a number (JSON int or float): its exact decimal, without an exponent;
+    - a string, after its ``####`` if it has one (GSM8K):
       - with math delimiters (``$...$``, ``\\(``, ``\\[``, ``\\boxed``): as it is;
-      - with LaTeX marks (a backslash, ``^``, ``_``, braces), or with no word of prose: as
-        LaTeX, put between ``$`` (a lone ``$``, a currency sign, escaped first);
-      - words and no digit (``Monday``): as ``\\text{...}``;
-      - words and digits (``5 dollars``): as an expression (math-verify finds the number);
+      - with LaTeX marks (a backslash, ``^``, ``_``, braces): as LaTeX, between ``$``;
+      - else as an expression, written as LaTeX: ``**`` as ``^``, ``pi``/``sin``/``log``/...
+        as commands, ``oo``/``inf`` as ``\\infty``, a lone ``$`` (a currency sign)
+        escaped, and each run of words (``dollars``, ``and``, ``Monday``) as ``\\text{}``,
+        which math-verify drops after a number and keeps as a word alone;
     - anything else (null, a bool, a dict, a list, NaN, an empty string): None.
 
-    >>> [gold_text(r) for r in [72, 0.00005, 1e20, "#### 1,000", "2\\\\pi", "(0, 1]", "$5", "Monday", "5 dollars"]]
-    ['72', '0.00005', '100000000000000000000', '$1,000$', '$2\\\\pi$', '$(0, 1]$', '$\\\\$5$', '$\\\\text{Monday}$', '5 dollars']
-    >>> [gold_text(r) for r in ["$x^2$", "5e-05", {"x": 5}, [1, 2], True, None, float("nan"), " "]]
-    ['$x^2$', '0.00005', None, None, None, None, None, None]
+    >>> [gold_text(r) for r in [72, 0.00005, 1e20, "#### 1,000", "2\\\\pi", "(0, 1]", "$5", "$x^2$", "5e-05"]]
+    ['72', '0.00005', '100000000000000000000', '$1,000$', '$2\\\\pi$', '$(0, 1]$', '$\\\\$5$', '$x^2$', '0.00005']
+    >>> [gold_text(r) for r in ["Monday", "5 dollars", "2 and 3", "2*pi", "x**2", "sqrt(2)/2"]]
+    ['$\\\\text{Monday}$', '$5 \\\\text{dollars}$', '$2 \\\\text{and} 3$', '$2*\\\\pi$', '$x^2$', '$sqrt(2)/2$']
+    >>> [gold_text(r) for r in [{"x": 5}, [1, 2], True, None, float("nan"), " ", "#### "]]
+    [None, None, None, None, None, None, None]
     """
     if isinstance(reference, bool) or not isinstance(reference, str | numbers.Real):
         return None
@@ -98,12 +111,11 @@ def gold_text(reference) -> str | None:
         return text
     if _EXPONENT.fullmatch(text):
         return _decimal(text)
-    words = [w for w in _WORD.findall(text) if w.lower() not in _MATH_NAMES]
-    if _LATEX_MARK.search(text) or not words:
-        return "$" + re.sub(r"(?<!\\)\$", r"\\$", text) + "$"
-    if not any(c.isdigit() for c in text):
-        return f"$\\text{{{text}}}$"
-    return text
+    if not _LATEX_MARK.search(text):
+        text = re.sub(r"(?<!\\)\$", r"\\$", text.replace("**", "^"))
+        text = _NAME.sub(lambda m: _COMMANDS[m.group(0)], text)
+        text = _WORDS.sub(lambda m: f"\\text{{{m.group(0)}}}", text)
+    return f"${text}$"
 
 
 def _decimal(number: str) -> str | None:
@@ -117,17 +129,25 @@ def _decimal(number: str) -> str | None:
 
 # ---- run in the bounded worker --------------------------------------------------------------
 
+_SETUP = f"{__name__}:_import_math_verify"
+
+
+def _import_math_verify() -> None:
+    """Once per worker, before its first item: sympy's import (about a second) is not an item's time."""
+    import logging
+
+    import math_verify  # noqa: F401
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled", once per worker
+
 
 @lru_cache(maxsize=4096)
 def _gold(text: str) -> list:
     """The parsed reference; cached, since every sample of a prompt shares it. math-verify's
     own SIGALRM limit is off: it would replace the worker's timer."""
-    import logging
-
     from math_verify import parse
 
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled", once per worker
-    return parse(text, parsing_timeout=None)  # type: ignore[arg-type]
+    return parse(text, parsing_timeout=None)
 
 
 def _readable(text: str) -> bool:
@@ -138,7 +158,7 @@ def _check(completion: str, text: str) -> float | None:
     """1.0 or 0.0; None when the completion holds no expression."""
     from math_verify import parse, verify
 
-    answer = parse(completion, parsing_timeout=None)  # type: ignore[arg-type]
+    answer = parse(completion, parsing_timeout=None)
     if not answer:
         return None
     return 1.0 if verify(_gold(text), answer, timeout_seconds=None) else 0.0
