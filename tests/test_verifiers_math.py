@@ -79,6 +79,16 @@ def test_a_pathological_expression_costs_at_most_its_limit(where):
     assert took < 2 * (1.0 + GRACE_S) + 1.5, took
 
 
+def test_workers_are_started_once_and_reused():
+    from winnow.verifiers import bounded
+
+    math(["q"], ["1"], answer=["1"])
+    pids = {w.process.pid for w in bounded._POOL.idle}
+    for _ in range(3):
+        assert math(["q"] * 4, ["1", "2", "3", "x"], answer=["1", "2", "4", "5"]) == [1.0, 1.0, 0.0, 0.0]
+    assert {w.process.pid for w in bounded._POOL.idle} == pids
+
+
 def test_a_call_stuck_where_no_signal_reaches_is_killed_and_the_batch_goes_on():
     # system() waits in C for its child: the worker's timer cannot interrupt it, the caller kills the worker
     results, took = _timed(lambda: bounded_map("os:system", [("sleep 5",), ("exit 3",)], timeout_s=0.3))

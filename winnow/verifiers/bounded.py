@@ -35,10 +35,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 
 GRACE_S = 1.0
 """How long past its limit the caller waits for a call before it kills the worker."""
+
+NAP_S = 0.002
+"""After an answer, the caller naps this long when the next is not there yet, and then reads
+the ones that came together: waking for each (thousands a second) took CPU from the worker."""
 
 START_TIMEOUT_S = 120.0
 """How long a new worker may take to start and import the function's module (sympy: ~1 s)."""
@@ -112,11 +117,13 @@ class _Worker:
         status, value = self.conn.recv()
         if status == "error":
             raise RuntimeError(value)
-        for _ in items:
+        for left in range(len(items) - 1, -1, -1):
             try:
                 if not self.conn.poll(timeout_s + GRACE_S):
                     return False
                 status, value = self.conn.recv()
+                if left and not self.conn.poll(0):  # let a few answers gather before waking again
+                    time.sleep(NAP_S)
             except (EOFError, OSError):  # the worker died on this item
                 return False
             if status == "error":
@@ -157,9 +164,17 @@ class _Pool:
         for worker in workers:
             worker.kill()
 
+    def forget(self) -> None:
+        """In a forked child: the workers are the parent's; this process starts its own."""
+        self.lock = threading.Lock()
+        for worker in self.idle:
+            worker.conn.close()
+        self.idle = []
+
 
 _POOL = _Pool()
 atexit.register(_POOL.close)
+os.register_at_fork(after_in_child=_POOL.forget)
 
 
 # ---- the worker's side ----------------------------------------------------------------------
