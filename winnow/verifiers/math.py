@@ -35,9 +35,13 @@ _LATEX_MARK = re.compile(r"[\\^_{}]")
 _COMMANDS = {n: "\\" + n for n in ("pi", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp")}
 _COMMANDS |= {"oo": "\\infty", "inf": "\\infty", "infinity": "\\infty"}
 _NAME = re.compile(r"(?<![A-Za-z\\])(?:" + "|".join(sorted(_COMMANDS, key=len, reverse=True)) + r")(?![A-Za-z])")
-# a run of prose: words of two letters or more (not a \command, not sqrt), spaces between
-_WORD = r"(?<![A-Za-z\\])(?!sqrt(?![A-Za-z]))[A-Za-z]{2,}(?![A-Za-z])"
+# a run of prose: words of two letters or more, each with a space, a bracket or a stop on
+# either side ("2xy+3" is math: x times y; "Monday." and "2 and 3" are words)
+_WORD = r"(?<![^\s(])[A-Za-z]{2,}(?![^\s.,;:!?)])"
 _WORDS = re.compile(rf"{_WORD}(?:\s+{_WORD})*")
+# words between two numbers, as in "12 dollars and 50 cents": no single number is the answer
+_NUMBER_WORDS_NUMBER = re.compile(r"\d\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\s+[-+]?\.?\d")
+_CONNECTORS = frozenset({"and", "or"})
 _EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -87,15 +91,17 @@ def gold_text(reference) -> str | None:
       - else as an expression, written as LaTeX: ``**`` as ``^``, ``pi``/``sin``/``log``/...
         as commands, ``oo``/``inf`` as ``\\infty``, a lone ``$`` (a currency sign)
         escaped, and each run of words (``dollars``, ``and``, ``Monday``) as ``\\text{}``,
-        which math-verify drops after a number and keeps as a word alone;
+        which math-verify drops after a number and keeps as a word alone; but words
+        other than ``and``/``or`` between two numbers (``12 dollars and 50 cents``) leave
+        no one number to check against: None;
     - anything else (null, a bool, a dict, a list, NaN, an empty string): None.
 
     >>> [gold_text(r) for r in [72, 0.00005, 1e20, "#### 1,000", "2\\\\pi", "(0, 1]", "$5", "$x^2$", "5e-05"]]
     ['72', '0.00005', '100000000000000000000', '$1,000$', '$2\\\\pi$', '$(0, 1]$', '$\\\\$5$', '$x^2$', '0.00005']
     >>> [gold_text(r) for r in ["Monday", "5 dollars", "2 and 3", "2*pi", "x**2", "sqrt(2)/2"]]
     ['$\\\\text{Monday}$', '$5 \\\\text{dollars}$', '$2 \\\\text{and} 3$', '$2*\\\\pi$', '$x^2$', '$sqrt(2)/2$']
-    >>> [gold_text(r) for r in [{"x": 5}, [1, 2], True, None, float("nan"), " ", "#### "]]
-    [None, None, None, None, None, None, None]
+    >>> [gold_text(r) for r in [{"x": 5}, [1, 2], True, None, float("nan"), " ", "#### ", "3 cats 4 dogs"]]
+    [None, None, None, None, None, None, None, None]
     """
     if isinstance(reference, bool) or not isinstance(reference, str | numbers.Real):
         return None
@@ -112,6 +118,8 @@ def gold_text(reference) -> str | None:
     if _EXPONENT.fullmatch(text):
         return _decimal(text)
     if not _LATEX_MARK.search(text):
+        if any(m.group(1).lower() not in _CONNECTORS for m in _NUMBER_WORDS_NUMBER.finditer(text)):
+            return None
         text = re.sub(r"(?<!\\)\$", r"\\$", text.replace("**", "^"))
         text = _NAME.sub(lambda m: _COMMANDS[m.group(0)], text)
         text = _WORDS.sub(lambda m: f"\\text{{{m.group(0)}}}", text)
