@@ -63,14 +63,9 @@ def math(
     """
     golds = [gold_text(r) for r in references(kw, reference_column, "math")]
     distinct = list(dict.fromkeys(g for g in golds if g is not None))
-    readable = dict(
-        zip(
-            distinct,
-            bounded_map(f"{__name__}:_readable", [(g,) for g in distinct], timeout_s, setup=_SETUP),
-            strict=True,
-        )
-    )
-    scored = [i for i, g in enumerate(golds) if g is not None and readable[g] is True]
+    read = bounded_map(f"{__name__}:_readable", [(g,) for g in distinct], timeout_s, setup=_SETUP)
+    readable = {g for g, ok in zip(distinct, read, strict=True) if ok is True}  # not OUT_OF_TIME
+    scored = [i for i, g in enumerate(golds) if g in readable]
     verdicts = bounded_map(f"{__name__}:_check", [(completions[i], golds[i]) for i in scored], timeout_s, setup=_SETUP)
     out: list[float | None] = [None] * len(completions)
     no_answer: list[int] = []
