@@ -112,9 +112,12 @@ class _Worker:
         """Append each item's result to ``out`` as it comes; False at the first item that
         did not come back in time (not appended), True when all did."""
         self.conn.send((fn, setup, items, timeout_s))
-        if not self.conn.poll(START_TIMEOUT_S):  # the worker imports fn's module, runs setup, first
-            raise RuntimeError(f"bounded worker did not load {fn!r} within {START_TIMEOUT_S:g} s")
-        status, value = self.conn.recv()
+        try:  # the worker imports fn's module and runs setup first
+            if not self.conn.poll(START_TIMEOUT_S):
+                raise RuntimeError(f"bounded worker did not load {fn!r} within {START_TIMEOUT_S:g} s")
+            status, value = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"bounded worker exited before loading {fn!r}") from None
         if status == "error":
             raise RuntimeError(value)
         for left in range(len(items) - 1, -1, -1):
