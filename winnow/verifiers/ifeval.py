@@ -39,6 +39,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+import regex  # re's syntax with a time limit; installed with transformers
+
 from winnow.errors import WinnowError
 from winnow.verifiers import Scores
 from winnow.verifiers.text import count_sentences, count_words, punkt_available, word_tokens
@@ -50,14 +52,30 @@ def _compare(count: int, threshold: int, relation: str) -> bool:
     return count < threshold if relation == "less than" else count >= threshold
 
 
+REGEX_TIMEOUT_S = 0.5
+"""Limit of one search for a pattern a row gives (a keyword, a marker); ``regex`` checks it
+now and then, so a catastrophic pattern stops within a few times this."""
+
+
+def _findall(pattern: str, text: str, flags: int = 0) -> list[str]:
+    """``re.findall``, bounded in time: WinnowError naming the pattern when it runs out."""
+    re.compile(pattern, flags)  # re decides what is valid, as in IFEval
+    try:
+        return regex.findall(pattern, text, flags=flags, timeout=REGEX_TIMEOUT_S)  # re's flags are regex's
+    except TimeoutError:
+        raise WinnowError(
+            f"ifeval: the pattern {pattern!r} took longer than {REGEX_TIMEOUT_S:g} s to search; "
+            "write it as a plain keyword or a simpler regular expression"
+        ) from None
+
+
 def _search(pattern: str, text: str, *, word: bool = False) -> list[str]:
     """Case-insensitive matches of ``pattern`` (a regex, as in IFEval; literal if invalid)."""
     try:
-        regex = re.compile(rf"\b{pattern}\b" if word else pattern, re.IGNORECASE)
+        re.compile(pattern)
     except re.error:
-        esc = re.escape(pattern)
-        regex = re.compile(rf"\b{esc}\b" if word else esc, re.IGNORECASE)
-    return regex.findall(text)
+        pattern = re.escape(pattern)
+    return _findall(rf"\b{pattern}\b" if word else pattern, text, re.IGNORECASE)
 
 
 @lru_cache(maxsize=1)
@@ -150,7 +168,7 @@ def _postscript(r: str, a: dict) -> bool:
         pattern = r"\s*p\.\s?s\..*$"
     else:
         pattern = r"\s*" + marker.lower() + r".*$"
-    return bool(re.findall(pattern, r.lower(), flags=re.MULTILINE))
+    return bool(_findall(pattern, r.lower(), re.MULTILINE))
 
 
 def _number_placeholders(r: str, a: dict) -> bool:
