@@ -28,6 +28,7 @@ import bench_ray
 import bench_score
 import bench_select
 import bench_serve
+import bench_verifier_agreement
 import bench_verifiers
 
 BENCHMARKS = {
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "ray": bench_ray,
     "demo": bench_demo,
     "verifiers": bench_verifiers,
+    "agreement": bench_verifier_agreement,
     "adaptive": bench_adaptive,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
