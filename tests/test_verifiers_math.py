@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from winnow.errors import WinnowError
-from winnow.verifiers.bounded import GRACE_S, OUT_OF_TIME, bounded_map
+from winnow.bounded import GRACE_S, OUT_OF_TIME, bounded_map
 from winnow.verifiers.ifeval import check_row
 from winnow.verifiers.math import math
 
@@ -80,7 +80,7 @@ def test_a_pathological_expression_costs_at_most_its_limit(where):
 
 
 def test_workers_are_started_once_and_reused():
-    from winnow.verifiers import bounded
+    from winnow import bounded
 
     math(["q"], ["1"], answer=["1"])
     pids = {w.process.pid for w in bounded._POOL.idle}
@@ -109,3 +109,22 @@ def test_a_catastrophic_keyword_pattern_is_bounded_and_named():
     assert time.monotonic() - start < 10
     # the pattern IFEval's users hit: the regex engine answers it at once
     assert check_row("a" * 40 + "b", ["keywords:existence"], [{"keywords": ["(a+)+$"]}]) == [False]
+
+
+def test_a_math_vote_is_bounded_off_the_main_thread(monkeypatch):
+    # votes (adaptive steps, maj@k) read and compare answers with math-verify in any thread
+    from winnow import answers
+
+    monkeypatch.setattr(answers, "MATH_TIMEOUT_S", 1.0)
+    answers.math_equal.cache_clear()
+    box: dict = {}
+
+    def call():
+        box["result"] = _timed(lambda: (answers.math_equal("9^{9^{9^{9}}}", "5"), answers.math_answer("so 0.5")))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(60)
+    (same, answer), took = box["result"]
+    assert same is False and answer == "0.5"
+    assert took < 1.0 + GRACE_S + 2.0, took

@@ -69,23 +69,63 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+MATH_TIMEOUT_S = 5.0
+"""Seconds allowed for math-verify to read one answer, or to compare two (as the math
+verifier allows): sympy can take minutes on an adversarial text, and a vote runs in any thread."""
+
+
 def math_answer(text: str) -> str | None:
     """The final answer math-verify reads in a text (a ``\\boxed{}`` first, else the last
-    expression), as written; None if it reads none. Needs ``winnow[verifiers]``."""
-    from math_verify import parse
+    expression), as written; None if it reads none or not within ``MATH_TIMEOUT_S`` (read in
+    a bounded worker process, ``winnow.bounded``). Needs ``winnow[verifiers]``.
 
-    parsed = parse(text)
-    return str(parsed[-1]) if parsed else None
+    >>> math_answer("So the answer is 42."), math_answer("no idea")
+    ('42', None)
+    """
+    from winnow.bounded import OUT_OF_TIME, bounded_map
+
+    [answer] = bounded_map(f"{__name__}:_math_answer", [(text,)], MATH_TIMEOUT_S, setup=_MATH_SETUP)
+    return None if answer is OUT_OF_TIME else answer
 
 
 @lru_cache(maxsize=65536)
 def math_equal(a: str, b: str) -> bool:
-    """Whether math-verify holds two answers equal (``1/2``, ``0.5`` and ``\\frac{1}{2}`` are one)."""
-    from math_verify import parse, verify
+    """Whether math-verify holds two answers equal (``1/2``, ``0.5`` and ``\\frac{1}{2}`` are
+    one); False when the comparison runs past ``MATH_TIMEOUT_S``.
+
+    >>> math_equal("1/2", "0.5"), math_equal("1/2", "2")
+    (True, False)
+    """
+    from winnow.bounded import bounded_map
 
     if a == b:
         return True
-    return bool(verify(parse(f"${a}$"), parse(f"${b}$")))
+    [same] = bounded_map(f"{__name__}:_math_equal", [(a, b)], MATH_TIMEOUT_S, setup=_MATH_SETUP)
+    return same is True  # not OUT_OF_TIME
+
+
+_MATH_SETUP = f"{__name__}:_import_math_verify"
+
+
+def _import_math_verify() -> None:
+    """Run once in each bounded worker, outside the items' limits (sympy loads in ~1 s)."""
+    import math_verify  # noqa: F401
+
+
+def _math_answer(text: str) -> str | None:
+    """In the bounded worker: math-verify's own SIGALRM limit is off (it would replace the worker's timer)."""
+    from math_verify import parse
+
+    parsed = parse(text, parsing_timeout=None)
+    return str(parsed[-1]) if parsed else None
+
+
+def _math_equal(a: str, b: str) -> bool:
+    from math_verify import parse, verify
+
+    return bool(
+        verify(parse(f"${a}$", parsing_timeout=None), parse(f"${b}$", parsing_timeout=None), timeout_seconds=None)
+    )
 
 
 def answer_tools(spec: str) -> tuple[Extractor, Callable[[str, str], bool] | None]:

@@ -12,7 +12,7 @@ LaTeX, which math-verify reads only inside delimiters; a JSON number as its exac
 A reference that is not a scalar (a dict, a list) or cannot be read is unscored.
 
 Every reading and comparison runs in a worker process with a time limit
-(:mod:`winnow.verifiers.bounded`), so an adversarial expression that would keep sympy
+(:mod:`winnow.bounded`), so an adversarial expression that would keep sympy
 busy for hours costs at most ``timeout_s`` (plus a second's grace), on any thread.
 """
 
@@ -23,8 +23,8 @@ import re
 from decimal import Decimal
 from functools import lru_cache
 
+from winnow.bounded import OUT_OF_TIME, bounded_map
 from winnow.verifiers import Scores, references
-from winnow.verifiers.bounded import OUT_OF_TIME, bounded_map
 
 TIMEOUT_S = 5.0
 """Seconds allowed for reading one reference, and for reading and comparing one completion."""
