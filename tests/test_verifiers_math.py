@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from winnow.errors import WinnowError
 from winnow.bounded import GRACE_S, OUT_OF_TIME, bounded_map
+from winnow.errors import WinnowError
 from winnow.verifiers.ifeval import check_row
 from winnow.verifiers.math import math
 
