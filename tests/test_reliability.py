@@ -575,7 +575,7 @@ class BadServer:
     [
         ("invalid_json", "invalid reply", 2),
         ("no_choices", "invalid reply", 2),
-        ("num_tokens_str", "num_tokens 'three'", 2),
+        ("num_tokens_str", 'num_tokens "three"', 2),
         ("num_tokens_negative", "num_tokens -7", 2),
         ("text_not_a_string", "text 5", 2),
         ("html_models", "listing the models", 0),

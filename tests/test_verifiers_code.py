@@ -351,9 +351,12 @@ def test_prompts_without_the_test_column_stop_with_one_line_naming_it(tmp_path, 
     prompts = [Prompt(id="p", text=PROSE, columns={"tests": ADD_ONE_TEST, "entry_point": "add_one"})]
     fake_generate(tmp_path / "run", prompts, {"p": ["def add_one(x):\n    return x + 1\n"]})
     assert main(["score", "--run-dir", str(tmp_path / "run"), "--reward-fn", "code"]) == 2
-    err = capsys.readouterr().err  # a progress bar, then the error
-    assert "Traceback" not in err
-    assert "the prompts have no 'test' (columns: entry_point, tests)" in err.splitlines()[-1]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err  # refused by the plan check, before any program runs
+    assert err.splitlines()[-1] == (
+        "winnow: error: reward 'code' reads the prompts column 'test', which the prompts do not have "
+        "(columns: tests, entry_point)"
+    )
 
 
 def test_an_instruction_holding_an_unfenced_stub_gives_its_imports_and_definitions():
