@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import traceback
@@ -15,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from winnow import summary
 from winnow.config import (
     CHOICES,
     DEVICES,
@@ -278,6 +278,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
         if name != "serve":
             p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
+        if name not in ("serve", "bon"):
+            p.add_argument("--json", action="store_true", help="print the stages' manifests as JSON, not a summary")
         if name in NEEDS_PROMPTS:
             p.add_argument(
                 "--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder"
@@ -453,12 +455,19 @@ def one_line(error: Exception) -> str:
 
 def numbers_as_values(argv: list[str]) -> list[str]:
     """Join a numeric option to a value that looks like a flag (``--threshold -inf``,
-    ``--temperature -1e-5``), which argparse would otherwise refuse as a missing value."""
-    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in (int, float)}
+    ``--temperature -1e-5``, ``--reward-weights -1,-0.5``), which argparse would otherwise
+    refuse as a missing value.
+
+    >>> numbers_as_values(["--reward-weights", "-1,-0.5", "--k", "-2", "--debug"])
+    ['--reward-weights=-1,-0.5', '--k=-2', '--debug']
+    """
+    kinds = (int, float, float_list)
+    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in kinds}
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in numeric and i + 1 < len(argv) and argv[i + 1].startswith("-") and _is_number(argv[i + 1]):
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in numeric and value.startswith("-") and all(map(_is_number, value.split(","))):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
@@ -514,7 +523,7 @@ def report_command(args: argparse.Namespace) -> None:
     result = run_report(
         args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed, pass_threshold=args.pass_threshold
     )
-    print_report_summary(result, args.out or f"{args.run_dir}/report")
+    summary.print_report(result, args.out or f"{args.run_dir}/report")
 
 
 def stage_command(args: argparse.Namespace) -> None:
@@ -550,18 +559,18 @@ def stage_command(args: argparse.Namespace) -> None:
             raise WinnowError("--completions is required")
         assert prompts is not None
         manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
-        print(
-            json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
-        )
+        brief = {k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}
+        summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
-    summary = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
+    manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
+    summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
         count, head = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
         n = configs["generate"].n * len(configs["generate"].models)
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
-        print(json.dumps(summary, indent=2))
+        summary.print_stages(manifests, run_dir, as_json=args.json)
 
 
 def refuse_run_dir_file(run_dir: str, out: str) -> None:
@@ -631,42 +640,6 @@ def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: 
     if given - {"count"}:
         names = ", ".join(f"rounds.{name}" for name in sorted(given - {"count"}))
         raise WinnowError(f"{names}: only applies with --rounds (rounds.count)")
-
-
-def print_report_summary(result: dict, out: str) -> None:
-    """A short table of the report on the terminal; the files hold everything."""
-    from rich.console import Console
-    from rich.table import Table
-
-    bon = result["best_of_n"]
-    table = Table(title=f"best-of-n ({bon['rows']} prompts)")
-    for col in ("n", "reward", "95% band", "KL bound"):
-        table.add_column(col, justify="right")
-    for n in bon["n"] if bon["rows"] else []:
-        if n & (n - 1) == 0 or n == bon["n"][-1]:
-            band = f"[{bon['low'][n - 1]:.3f}, {bon['high'][n - 1]:.3f}]"
-            table.add_row(str(n), f"{bon['mean'][n - 1]:.3f}", band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
-    console = Console()
-    if bon["rows"]:
-        console.print(table)
-    else:  # unscored rows are routine (None from a reward, unparseable judge answers, long prompts)
-        console.print(f"No prompt has all {result['columns']} samples scored, so there is no best-of-n curve.")
-    for name in ("all", "selected"):
-        part = result[name]
-        reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
-        console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
-    if result.get("pass"):
-        p = result["pass"]
-        pak, solved = p["pass_at_k"], p["solved"]
-        head = ", ".join(
-            f"pass@{k} {v:.3f}"
-            for k, v in zip(pak["k"], pak["mean"], strict=True)
-            if v is not None and k in (1, pak["k"][-1])
-        )
-        console.print(
-            f"pass (reward >= {p['threshold']}): {head}; solved by none/some/all: {solved['none']:.2f}/{solved['some']:.2f}/{solved['all']:.2f}"
-        )
-    console.print(f"report: {out}/report.md, {out}/report.json")
 
 
 def serve_command(args: argparse.Namespace) -> None:

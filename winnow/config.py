@@ -38,6 +38,10 @@ out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature
 MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_SEED = 2**63 - 1
+MAX_REWARD_WEIGHT = 1e6
+"""Largest |weight| of a reward in a weighted sum: a larger one is a typo, and near 1e308
+the sum overflows to infinity (which is not a reward). Each reward is at most
+``rewards.MAX_REWARD`` (1e100) in magnitude, so a sum of K stays within K * 1e106."""
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = ("auto", "cpu", "mps", "cuda", "cuda:N")
 """What ``DEVICE`` accepts, as help and error messages show it."""
@@ -252,8 +256,9 @@ class ScoreConfig:
     device that supports it, else float32)."""
     reward_weights: list[float] | None = None
     """Weights of several rewards, in this order: the reward functions as listed, then the
-    reward model, then the judge. ``rewards.npy`` is their weighted sum, unscored (NaN)
-    where any of them is unscored; each is kept apart too. Unset: 1.0 each."""
+    reward model, then the judge, each between -1e6 and 1e6. ``rewards.npy`` is their
+    weighted sum, unscored (NaN) where any of them is unscored; each is kept apart too.
+    Unset: 1.0 each."""
     reference_column: str = "answer"
     """Verifiers (math, choice, exact): the prompts column holding the reference answer.
     (ifeval reads the columns ``instruction_id_list`` and ``kwargs``; code reads ``test`` and
@@ -339,7 +344,12 @@ class ScoreConfig:
                 "score.reward_weights",
                 f"{len(self.reward_weights)} weights for {len(self.rewards())} rewards ({names})",
             )
-            _check(all(map(math.isfinite, self.reward_weights)), "score.reward_weights", "weights must be finite")
+            _check(
+                all(math.isfinite(w) and abs(w) <= MAX_REWARD_WEIGHT for w in self.reward_weights),
+                "score.reward_weights",
+                f"weights must be finite numbers between -{MAX_REWARD_WEIGHT:g} and {MAX_REWARD_WEIGHT:g}, "
+                f"got {self.reward_weights}",
+            )
         elif isinstance(self.reward_fn, list) and (self.reward_model or self.reward_judge):
             _check(False, "score.reward_weights", "reward functions with a reward model or judge need weights")
         if self.reasoning_tags is not None:
