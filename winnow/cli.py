@@ -344,7 +344,9 @@ def parser() -> argparse.ArgumentParser:
     )
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
-    rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
+    rep.add_argument(
+        "run_dir", help="a run directory with finished generate and score stages (of a --rounds run: each round's)"
+    )
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -514,16 +516,21 @@ def verify_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from winnow.report import run_report
+    from winnow.report import rounds_to_report, run_report
 
     if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
         raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
     if not 0 <= args.seed <= MAX_SEED:
         raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
-    result = run_report(
-        args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed, pass_threshold=args.pass_threshold
-    )
-    summary.print_report(result, args.out or f"{args.run_dir}/report")
+    options = {"iters": args.bootstrap_iters, "seed": args.seed, "pass_threshold": args.pass_threshold}
+    rounds = rounds_to_report(args.run_dir)
+    for r in rounds:  # the folder of a --rounds run: each round's report, under its name
+        out = f"{args.out}/round-{r}" if args.out else f"{args.run_dir}/round-{r}/report"
+        print(f"round-{r}:")
+        summary.print_report(run_report(f"{args.run_dir}/round-{r}", out_dir=out, **options), out)
+    if not rounds:
+        result = run_report(args.run_dir, out_dir=args.out, **options)
+        summary.print_report(result, args.out or f"{args.run_dir}/report")
 
 
 def stage_command(args: argparse.Namespace) -> None:

@@ -37,6 +37,12 @@ def round_dir(run_dir: str | Path, r: int) -> Path:
     return Path(run_dir) / f"round-{r}"
 
 
+def rounds_in(run_dir: str | Path) -> list[int]:
+    """The r of each ``round-<r>`` folder in ``run_dir``, in order ([] for a single-round run dir)."""
+    found = (p.name.split("-", 1)[1] for p in Path(run_dir).glob("round-*") if p.is_dir())
+    return sorted(int(r) for r in found if r.isdigit())
+
+
 def round_seed(seed: int, r: int) -> int:
     """Round 1 keeps the configured seed (its folder matches a single-round run's);
     later rounds get seeds of their own, derived from it."""

@@ -55,6 +55,16 @@ def run_report(
         return _write_report(result, out)
 
 
+def rounds_to_report(run_dir: str | Path) -> list[int]:
+    """The rounds a report of ``run_dir`` covers: every ``round-<r>`` when it is a rounds
+    run's folder (``run --rounds``: no stage folders of its own), else [] (one run dir).
+    Each round is an ordinary run dir, reported into ``round-<r>/report`` (or OUT/round-<r>)."""
+    from winnow.rounds import rounds_in
+
+    run_dir = Path(run_dir)
+    return [] if (run_dir / "generate").exists() else rounds_in(run_dir)
+
+
 @contextlib.contextmanager
 def staged_folder(final: Path) -> Iterator[Path]:
     """A temp folder beside ``final`` that replaces it only once everything is written.
