@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
 import traceback
@@ -417,7 +418,7 @@ def with_default(text: str, section: str, field: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
     stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
-    args = parser().parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
+    args = parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "verbose", False):
         quiet_libraries()
     try:
@@ -431,6 +432,21 @@ def main(argv: list[str] | None = None) -> int:
         print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """argparse, but an unknown option is reported by its command's parser (its usage, not
+    the top-level one) with the closest option named: ``--temprature`` -> ``--temperature``
+    (Python 3.14's ``suggest_on_error`` does this for choices only, and is not in 3.11)."""
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        command = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [flag for action in command._actions for flag in action.option_strings]
+        guesses = [difflib.get_close_matches(u.split("=", 1)[0], flags, n=1) for u in unknown if u.startswith("--")]
+        hint = "".join(f" (did you mean {g[0]}?)" for g in guesses[:1] if g)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 def quiet_libraries() -> None:

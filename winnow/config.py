@@ -52,7 +52,8 @@ SFT_FROM = ("start", "previous")
 @dataclass
 class GenerateConfig:
     models: list[str] = field(default_factory=lambda: ["smollm2"])
-    """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
+    """Policy models: local HF folders, Hub ids (``org/name``) already in the Hugging Face
+    cache (never downloaded by a run), or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
     """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
