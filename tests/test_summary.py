@@ -113,3 +113,24 @@ def test_weights_too_large_are_refused_before_anything_is_written(run, capsys):
     assert not (run / "score" / "config.json").exists()
     assert main([*argv, "--reward-weights", "-1,-0.5"]) == 0  # a negative number after the flag is its value
     assert json.loads((run / "score" / "manifest.json").read_text())["config"]["score"]["reward_weights"] == [-1, -0.5]
+
+
+def test_the_generate_bar_counts_completions_batch_by_batch(generated, tiny_policy, tmp_path, capsys):
+    from winnow.config import GenerateConfig
+    from winnow.executors import ShardTask
+    from winnow.records import Prompt
+    from winnow.stages.generate import GenerateWorkerFactory
+
+    prompts = [Prompt(id=f"p{i}", text=f"prompt {i}") for i in range(5)]
+    config = GenerateConfig(models=[str(tiny_policy)], n=4, max_new_tokens=2, batch_size=2, device="cpu")
+    worker = GenerateWorkerFactory(config, 0, prompts)()
+    told: list[int] = []
+    worker.progress = told.append
+    assert len(worker.run(ShardTask("m0-00000", (prompts, 0)))) == 20
+    assert told == [8, 8, 4]  # batches of 2, 2 and 1 prompts, 4 completions each
+    argv = ["generate", "--prompts", str(generated / "prompts.jsonl"), "--run-dir", str(tmp_path / "g")]
+    assert main([*argv, "--model", str(tiny_policy), "--n", "2", "--max-new-tokens", "2", "--device", "cpu"]) == 0
+    bars = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert [b for b in bars if "completion/s" in b][-1].startswith(f"generate {tiny_policy}: 100%")
+    assert [b for b in bars if "completion/s" in b][-1].split("|")[2].startswith(" 6/6 ")
+    assert not [b for b in bars if "shard" in b and b.startswith("generate")]

@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from winnow.errors import WinnowError
-from winnow.executors import ShardReport, ShardTask, ShardWorker, write_shard
+from winnow.executors import Meter, ShardReport, ShardTask, ShardWorker, write_shard
 
 if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
     from winnow.config import ExecutorConfig
@@ -45,6 +43,7 @@ def run_ray(
     desc: str,
     on_written: Callable[[str], None] | None = None,
     config_hash: str | None = None,
+    meter: Meter | None = None,
 ) -> ShardReport:
     """Make every task's shard file on a pool of ``config.workers`` Ray actors.
 
@@ -66,7 +65,8 @@ def run_ray(
     queue = deque(_Shard(t) for t in tasks)
     for _ in range(min(config.workers, len(tasks))):
         pool.start()
-    bar = tqdm(total=len(tasks), desc=desc, unit="shard")
+    meter = meter or Meter()
+    bar = meter.bar(tasks, desc)
     claimed = False
     try:
         while queue or pool.running:
@@ -99,7 +99,7 @@ def run_ray(
                         queue.append(shard)
                 workers = len(pool.idle) + len(pool.running)
                 bar.set_postfix(workers=workers, retries=report.retries, failed=len(report.failed), refresh=False)
-                bar.update(1 if error is None else 0)
+                bar.update(meter.size(shard.task) if error is None else 0)
     finally:
         bar.close()
         pool.close()
