@@ -71,7 +71,7 @@ def _last_boxed(text: str) -> str | None:
 
 def math_answer(text: str) -> str | None:
     """The final answer math-verify reads in a text (a ``\\boxed{}`` first, else the last
-    expression), as written; None if it reads none. Needs ``winnow[verifiers]``."""
+    expression), as written; None if it reads none. Needs the ``verifiers`` extra."""
     from math_verify import parse
 
     parsed = parse(text)

@@ -58,9 +58,9 @@ class GenerateConfig:
     backend: str = "hf"
     """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
     OpenAI-compatible server at ``base_url``; ``models`` are its served model names) or
-    ``vllm`` (vLLM offline engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
+    ``vllm`` (vLLM offline engine; ``pip install -e '.[vllm]'``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
-    """Completions per prompt and model (N in the chapter)."""
+    """Completions per prompt and model: the N of the M x N reward matrix."""
     temperature: float = 1.0
     """Sampling temperature; 0 means greedy decoding."""
     top_p: float = 1.0
@@ -550,8 +550,8 @@ class RoundsConfig:
     """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
     ``latest`` round's only."""
     sft_from: str = "start"
-    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
-    round's."""
+    """Checkpoint each round fine-tunes: the ``start`` (the default: the recipe stays,
+    only the selected data improve) or the ``previous`` round's."""
 
     def validate(self) -> None:
         _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")

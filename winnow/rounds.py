@@ -11,7 +11,7 @@ Round r samples from round r-1's checkpoint (round 1 from the configured models)
 seed of its own, so rounds do not reuse each other's random draws. Its selection chooses,
 for each prompt, among the candidates of all rounds so far (``pool="all"``, the Llama 2
 way; ``winnow.pool``) or of round r alone (``"latest"``); its rows name their round. It
-then fine-tunes the starting checkpoint (``sft_from="start"``, the chapter's way: the
+then fine-tunes the starting checkpoint (``sft_from="start"``, the default: the
 selected data improve, the recipe stays the same) or round r-1's checkpoint
 (``"previous"``).
 """

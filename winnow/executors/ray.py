@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from winnow.errors import WinnowError
+from winnow.errors import WinnowError, install_hint
 from winnow.executors import Meter, ShardReport, ShardTask, ShardWorker, write_shard
 
 if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
@@ -259,7 +259,7 @@ def _connect(address: str | None) -> Any:
     try:
         import ray
     except ImportError:
-        raise WinnowError("the ray executor needs Ray: pip install 'winnow[ray]'") from None
+        raise WinnowError(f"the ray executor needs Ray: {install_hint('ray')}") from None
     if ray.is_initialized():
         return ray
     try:
