@@ -582,7 +582,7 @@ def stage_command(args: argparse.Namespace) -> None:
             raise WinnowError("--completions is required")
         assert prompts is not None
         manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
-        brief = {k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}
+        brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
         summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
     manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))

@@ -60,8 +60,8 @@ def _select(m: dict, folder: str) -> str:
 
 def _trained(name: str):
     def line(m: dict, folder: str) -> str:
-        rows = m.get("num_pairs", m.get("num_rows"))
-        return f"{name}: trained on {rows:,} rows, final loss {_num(m.get('train_loss'))} -> {m['checkpoint']}"
+        rows = f"{m['num_pairs']:,} pairs" if "num_pairs" in m else f"{m.get('num_rows', 0):,} rows"
+        return f"{name}: trained on {rows}, final loss {_num(m.get('train_loss'))} -> {m['checkpoint']}"
 
     return line
 
