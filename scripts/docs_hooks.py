@@ -23,6 +23,65 @@ def on_page_markdown(markdown: str, **kwargs) -> str:
     return MARKER.sub(_generated, markdown)
 
 
+def on_config(config, **kwargs):
+    """Docstrings' doctests (``>>>`` lines) as Python code blocks: Markdown alone reads them
+    as a blockquote three deep. mkdocstrings renders docstrings with these same extensions."""
+    config.markdown_extensions.append(DoctestBlocks())
+    return config
+
+
+DOCTEST = re.compile(r"^(\s*)>>> ")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def fence_doctests(lines: list[str]) -> list[str]:
+    """Wrap each run of doctest lines (a ``>>>`` line up to the next blank line) in a
+    ``pycon`` fence; lines inside fences already are left as they are.
+
+    >>> fence_doctests(["text", "", ">>> 1 + 1", "2", "", "more"])
+    ['text', '', '```pycon', '>>> 1 + 1', '2', '```', '', 'more']
+    """
+    out: list[str] = []
+    fenced = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else DOCTEST.match(line)
+        if match is None:
+            out.append(line)
+            i += 1
+            continue
+        indent = match.group(1)
+        end = i
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        out += [f"{indent}```pycon", *lines[i:end], f"{indent}```"]
+        i = end
+    return out
+
+
+def _doctest_extension():
+    from markdown.extensions import Extension
+    from markdown.preprocessors import Preprocessor
+
+    class Fence(Preprocessor):
+        def run(self, lines: list[str]) -> list[str]:
+            return fence_doctests(lines)
+
+    class Doctests(Extension):
+        def extendMarkdown(self, md):
+            # after whitespace is normalised (30), before fenced code blocks are read (25)
+            md.preprocessors.register(Fence(md), "winnow_doctests", 27)
+
+    return Doctests
+
+
+def DoctestBlocks():
+    return _doctest_extension()()
+
+
 def _generated(match: re.Match) -> str:
     kind, name = match.group(1), match.group(2)
     if kind == "cli":

@@ -143,7 +143,16 @@ def test_report_treats_an_adaptive_run_by_its_first_step(workdir, tiny_policy):
     assert p["pass_at_k"]["k"] == [1, 2] and "first 2 samples" in p["pass_at_k_source"]
     # first two columns: q0 [1, 0] (c=1), others c=0: pass@1 = 0.5/4, pass@2 = 1/4
     np.testing.assert_allclose(p["pass_at_k"]["mean"], [0.125, 0.25])
-    assert "## Adaptive sampling" in (run / "report" / "report.md").read_text()
+    # best-of-n from the same columns, over all 4 prompts (over the 8 columns only q3, which
+    # never passed, is fully scored: 0.0 for every n); cells never sampled are not "unscored"
+    bon = r["best_of_n"]
+    assert (bon["n"], bon["rows"], bon["source"]) == ([1, 2], 4, p["pass_at_k_source"])
+    np.testing.assert_allclose(bon["mean"], [0.125, 0.25])
+    assert (r["unscored"], r["never_sampled"]) == (0, 12)
+    md = (run / "report" / "report.md").read_text()
+    assert "## Adaptive sampling" in md
+    assert "0 unscored, 12 cells never sampled (adaptive)" in md
+    assert "4 fully scored prompts, from first 2 samples of every prompt (the adaptive run's first step)" in md
 
 
 def test_rules_by_hand():

@@ -50,6 +50,16 @@ def test_score_places_each_reward_and_nan_for_none_and_missing():
         winnow.score(["a"], [["x"]], reward="nope")
 
 
+@pytest.mark.parametrize(
+    ("completions", "where"), [(["xy"], "completions[0]"), ([["a"], "xy"], "completions[1]"), ("xy", "completions")]
+)
+def test_score_refuses_a_string_where_a_list_of_completions_belongs(completions, where):
+    prompts = ["a", "b"][: len(completions)] if not isinstance(completions, str) else ["a"]
+    with pytest.raises(winnow.WinnowError) as e:
+        winnow.score(prompts, completions, reward="length")
+    assert str(e.value) == f"score: {where} is a string; give a list of completions per prompt, e.g. [['xy']]"
+
+
 def test_score_with_a_reward_model(tiny_reward_model):
     m = winnow.score(["hi", "yo"], [["a b", "c"], ["d", "e f g"]], reward=None, reward_model=str(tiny_reward_model))
     assert m.shape == (2, 2) and np.isfinite(m).all()

@@ -122,6 +122,14 @@ BAD = [
     ),
     (SelectConfig(pass_threshold=nan), "select.pass_threshold: must be finite, got nan"),
     (ScoreConfig(pass_threshold=math.inf), "score.pass_threshold: must be finite, got inf"),
+    (
+        ScoreConfig(reward_fn=["length", "vader"], reward_weights=[1e308, 1e308]),
+        "score.reward_weights: weights must be finite numbers between -1e+06 and 1e+06, got [1e+308, 1e+308]",
+    ),
+    (
+        ScoreConfig(reward_fn=["length", "vader"], reward_weights=[1.0, -1000001.0]),
+        "score.reward_weights: weights must be finite numbers between -1e+06 and 1e+06, got [1.0, -1000001.0]",
+    ),
     (AdaptiveConfig(step=0), "adaptive.step: must be >= 1, got 0"),
     (
         AdaptiveConfig(step=2, stop_when="always"),
@@ -201,6 +209,7 @@ GOOD = [
     gen(tensor_parallel_size=1, gpu_memory_utilization=None, max_model_len=None),  # defaults, any backend
     gen(long_prompts="skip"),
     ScoreConfig(reward_fn=None, reward_model="rm"),
+    ScoreConfig(reward_fn=["length", "vader"], reward_weights=[1e6, -1e6]),
     ScoreConfig(reward_fn=None, reward_judge="http://j/v1", judge_model="j"),
     ScoreConfig(batch_tokens=1, max_batch_size=1, fn_batch_size=1, shard_size=1, reward_prefix_sharing="off"),
     SelectConfig(strategy="top_k_overall", k=1),

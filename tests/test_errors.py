@@ -337,6 +337,14 @@ def test_resume_after_the_reward_function_changed_is_refused(workdir, tiny_polic
     )
     fails(score, capsys, "refusing to resume", "provenance.reward:")
     assert len(list((workdir / "run/score").glob("shard-*.jsonl"))) == 2
+    with (workdir / "rewards.py").open("a") as f:  # a comment alone: the words say why it counts
+        f.write("# a comment\n")
+    err = fails(score, capsys, "refusing to resume")
+    assert (
+        f"(the reward's file changed since this stage began ({workdir}/rewards.py): a reward is identified by its "
+        "whole file, so any edit, a comment included, counts; put the file back as it was to resume). "
+        f"Use a new --run-dir, or delete {workdir}/run/score to redo this stage."
+    ) in err
 
 
 def test_resume_after_the_model_changed_is_refused(workdir, tiny_policy, tiny_policy_b, capsys):

@@ -137,6 +137,8 @@ BAD_ROWS = [
     ({"prompt_id": "a", "text": "t", "num_tokens": -1}, "c.jsonl:2: field 'num_tokens': expected an integer >= 0, got -1"),
     ({"prompt_id": "a", "text": "t", "sample_index": "0"}, "c.jsonl:2: field 'sample_index': expected an integer >= 0, got '0'"),
     ({"prompt_id": "a", "text": "t", "sample_index": 0}, "c.jsonl:2: field 'sample_index': ('a', 0) repeats the completion on line 1"),
+    ({"prompt_id": "a", "text": "t", "sample_index": 100_000_000}, "c.jsonl:2: field 'sample_index': 100000000 is beyond the largest sample index, 9999 (at most 10000 completions per prompt, as for --n)"),
+    ({"prompt_id": "a", "text": "t", "sample_index": 10_000}, "c.jsonl:2: field 'sample_index': 10000 is beyond the largest sample index, 9999 (at most 10000 completions per prompt, as for --n)"),
     ({"prompt_id": "a", "text": "t", "model": ""}, "c.jsonl:2: field 'model': expected a non-empty string, got ''"),
     ("[1, 2]", "c.jsonl:2: expected a JSON object, got list"),
     ('{"prompt_id": "a", "text": ', "c.jsonl:2: malformed JSON"),

@@ -86,9 +86,13 @@ def run_dir(generated, tmp_path):
 
 
 def score(run, url: str, capsys) -> dict:
-    argv = ["score", "--run-dir", str(run), "--reward-judge", f"{url}/v1", "--judge-model", "judge"]
+    argv = ["score", "--run-dir", str(run), "--reward-judge", f"{url}/v1", "--judge-model", "judge", "--json"]
     assert main(argv) == 0
     return json.loads(capsys.readouterr().out)["score"]
+
+
+def judge_replies(run) -> list:
+    return [json.loads(line).get("judge_reply") for line in (run / "score" / "shard-00000.jsonl").open()]
 
 
 def test_judge_scores_every_row_a_model_that_answers_with_a_score(tmp_path, run_dir, capsys):
@@ -100,6 +104,7 @@ def test_judge_scores_every_row_a_model_that_answers_with_a_score(tmp_path, run_
         summary = score(run_dir, url, capsys)
     assert (summary["scored"], summary["unscored"], summary["mean_reward"]) == (6, 0, 7.0)
     assert np.array_equal(np.load(run_dir / "score" / "rewards.npy"), np.full((3, 2), 7.0))
+    assert judge_replies(run_dir) == ["Score: 7"] * 6  # each row keeps the reply it was scored from
 
 
 def test_unparseable_answers_are_left_unscored_and_counted(run_dir, tiny_policy, capsys, tmp_path):
@@ -108,9 +113,17 @@ def test_unparseable_answers_are_left_unscored_and_counted(run_dir, tiny_policy,
         judge = JudgeReward(ClientSettings(base_url=f"{url}/v1"), model="judge")
         assert judge(["a", "b", "c"], ["x", "y", "z"]) == [None, None, None]  # a random model's bytes
         assert judge.stats == {"asked": 3, "unparseable": 3}
-        summary = score(run_dir, url, capsys)
-    assert (summary["scored"], summary["unscored"], summary["mean_reward"]) == (0, 6, None)
+        argv = ["score", "--run-dir", str(run_dir), "--reward-judge", f"{url}/v1", "--judge-model", "judge"]
+        assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "score: 0 of 6 completions scored (6 unscored)" in out
+    assert err.strip().splitlines()[-1] == (
+        "winnow: warning: 6 of 6 completions (100%) are unscored: the reward returned None, "
+        f"or a judge's reply held no score (each row of {run_dir}/score/shard-*.jsonl keeps it as judge_reply)"
+    )
     assert np.isnan(np.load(run_dir / "score" / "rewards.npy")).all()
+    replies = judge_replies(run_dir)  # the random model's text, kept to see why nothing was read
+    assert len(replies) == 6 and all(isinstance(r, str) and parse_score(r) is None for r in replies)
 
 
 def test_rubric_must_hold_both_slots(tmp_path):

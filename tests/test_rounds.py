@@ -192,3 +192,16 @@ def test_report_of_a_pooled_round_reads_each_selected_row_from_its_round(referen
     want = np.mean([tokens[(g["round"], g["prompt_id"], g["sample_index"])] for g in got])
     assert result["selected"]["mean_tokens"] == pytest.approx(want)
     assert result["selected"]["mean_reward"] == pytest.approx(np.mean([g["reward"] for g in got]))
+
+
+def test_report_of_a_rounds_folder_reports_each_round(reference, tmp_path, capsys):
+    from winnow.report import run_report
+
+    capsys.readouterr()
+    assert main(["report", str(reference), "--out", str(tmp_path / "rep"), "--bootstrap-iters", "10"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("round-")] == ["round-1:", "round-2:"]
+    assert f"report: {tmp_path}/rep/round-2/report.md, {tmp_path}/rep/round-2/report.json" in out
+    for r in (1, 2):
+        got = json.loads((tmp_path / f"rep/round-{r}/report.json").read_text())
+        assert got == run_report(reference / f"round-{r}", out_dir=tmp_path / f"again-{r}", iters=10)

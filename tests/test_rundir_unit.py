@@ -197,6 +197,19 @@ def test_a_changed_config_is_refused_naming_the_fields(tmp_path):
         other.claim()  # checked again under the lock
 
 
+def test_a_refusal_names_every_stage_made_from_the_changed_one(tmp_path):
+    for name in ("generate", "select", "sft"):  # dpo never ran: not named
+        (tmp_path / name).mkdir()
+    with Stage(tmp_path, "score", {"a": 1}) as stage:
+        stage.claim()
+    with pytest.raises(WinnowError) as e, Stage(tmp_path, "score", {"a": 2}):
+        pass
+    assert str(e.value) == (
+        f"refusing to resume {tmp_path}/score under a changed config: a: 1 -> 2. Use a new --run-dir, or delete "
+        f"{tmp_path}/score and the stages made from it ({tmp_path}/select, {tmp_path}/sft) to redo them."
+    )
+
+
 def test_tuples_in_a_config_are_stored_as_lists(tmp_path):
     stage = Stage(tmp_path, "generate", {"models": ("a", "b")})
     assert stage.config == {"models": ["a", "b"]} and stage.hash == config_hash({"models": ["a", "b"]})

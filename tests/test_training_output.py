@@ -6,6 +6,7 @@ logging before transformers is imported, which makes the trainer print its logs 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,10 @@ def test_sft_and_dpo_print_no_per_step_log_dicts(tmp_path, tiny_policy):
     assert main(["select", "--run-dir", run, "--pairs", "best-worst"]) == 0
     sft = winnow_cmd("sft", "--run-dir", run, "--epochs", "2", "--sft-batch-size", "1", "--device", "cpu")
     dpo = winnow_cmd("dpo", "--run-dir", run, "--epochs", "2", "--dpo-batch-size", "1", "--device", "cpu")
-    for text in (sft, dpo):
+    for name, text in (("sft", sft), ("dpo", dpo)):
         assert "'loss'" not in text and "'grad_norm'" not in text and "'train_runtime'" not in text
         assert "'learning_rate'" not in text
-        assert "8/8" in text  # the progress bar: 4 rows (or pairs) x 2 epochs, one a step
+        # the progress bar, named after the stage: 4 rows (or pairs) x 2 epochs, one a step, and the loss
+        bars = [p for p in text.replace("\r", "\n").splitlines() if p.startswith(f"{name}:") and "%|" in p]
+        last = bars[-1]
+        assert re.fullmatch(rf"{name}: 100%\|.*\| 8/8 \[.*step.*, loss=[-\d.e]+\]", last.strip()), last

@@ -77,7 +77,7 @@ verifier allows): sympy can take minutes on an adversarial text, and a vote runs
 def math_answer(text: str) -> str | None:
     """The final answer math-verify reads in a text (a ``\\boxed{}`` first, else the last
     expression), as written; None if it reads none or not within ``MATH_TIMEOUT_S`` (read in
-    a bounded worker process, ``winnow.bounded``). Needs ``winnow[verifiers]``.
+    a bounded worker process, ``winnow.bounded``). Needs the ``verifiers`` extra.
 
     >>> math_answer("So the answer is 42."), math_answer("no idea")
     ('42', None)

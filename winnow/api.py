@@ -128,6 +128,13 @@ def score(
     from winnow.stages.score import column_names
 
     rows = as_prompts(prompts)
+    # a string is a sequence of characters: read as a row, "xy" would be two completions
+    fix = "is a string; give a list of completions per prompt, e.g. [['xy']]"
+    if isinstance(completions, str):
+        raise WinnowError(f"score: completions {fix}")
+    for i, row in enumerate(completions):
+        if isinstance(row, str):
+            raise WinnowError(f"score: completions[{i}] {fix}")
     if len(rows) != len(completions):
         raise WinnowError(f"score: {len(rows)} prompts but {len(completions)} rows of completions")
     fn, name = _reward(reward, reward_model, options)

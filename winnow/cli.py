@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import difflib
 import os
 import sys
 import traceback
@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from winnow import summary
 from winnow.config import (
     CHOICES,
     DEVICES,
@@ -297,6 +298,8 @@ def parser() -> argparse.ArgumentParser:
                 help="check everything and print the plan (prompts, N, stages to run, resume or skip, outputs, "
                 "tokens to sample at most), then exit without writing anything",
             )
+        if name not in ("serve", "bon"):
+            p.add_argument("--json", action="store_true", help="print the stages' manifests as JSON, not a summary")
         if name in NEEDS_PROMPTS:
             p.add_argument(
                 "--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder"
@@ -361,7 +364,9 @@ def parser() -> argparse.ArgumentParser:
     )
     text = "best-of-n curve with its KL bound, and selected against all, for a scored run dir"
     rep = sub.add_parser("report", help=text, description=text)
-    rep.add_argument("run_dir", help="a run directory with finished generate and score stages")
+    rep.add_argument(
+        "run_dir", help="a run directory with finished generate and score stages (of a --rounds run: each round's)"
+    )
     rep.add_argument("--out", help="folder for report.md, report.json and the plots (default: RUN_DIR/report)")
     rep.add_argument("--bootstrap-iters", type=int, default=2000, help="bootstrap resamples of the prompts")
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -432,7 +437,7 @@ def with_default(text: str, section: str, field: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
     stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
-    args = parser().parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
+    args = parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "verbose", False):
         quiet_libraries()
     try:
@@ -446,6 +451,21 @@ def main(argv: list[str] | None = None) -> int:
         print("winnow: interrupted; finished shards are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """argparse, but an unknown option is reported by its command's parser (its usage, not
+    the top-level one) with the closest option named: ``--temprature`` -> ``--temperature``
+    (Python 3.14's ``suggest_on_error`` does this for choices only, and is not in 3.11)."""
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if unknown:
+        command = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [flag for action in command._actions for flag in action.option_strings]
+        guesses = [difflib.get_close_matches(u.split("=", 1)[0], flags, n=1) for u in unknown if u.startswith("--")]
+        hint = "".join(f" (did you mean {g[0]}?)" for g in guesses[:1] if g)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
 
 
 def quiet_libraries() -> None:
@@ -472,12 +492,19 @@ def one_line(error: Exception) -> str:
 
 def numbers_as_values(argv: list[str]) -> list[str]:
     """Join a numeric option to a value that looks like a flag (``--threshold -inf``,
-    ``--temperature -1e-5``), which argparse would otherwise refuse as a missing value."""
-    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in (int, float)}
+    ``--temperature -1e-5``, ``--reward-weights -1,-0.5``), which argparse would otherwise
+    refuse as a missing value.
+
+    >>> numbers_as_values(["--reward-weights", "-1,-0.5", "--k", "-2", "--debug"])
+    ['--reward-weights=-1,-0.5', '--k=-2', '--debug']
+    """
+    kinds = (int, float, float_list)
+    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in kinds}
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] in numeric and i + 1 < len(argv) and argv[i + 1].startswith("-") and _is_number(argv[i + 1]):
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if argv[i] in numeric and value.startswith("-") and all(map(_is_number, value.split(","))):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
@@ -524,16 +551,21 @@ def verify_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from winnow.report import run_report
+    from winnow.report import rounds_to_report, run_report
 
     if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
         raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
     if not 0 <= args.seed <= MAX_SEED:
         raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
-    result = run_report(
-        args.run_dir, out_dir=args.out, iters=args.bootstrap_iters, seed=args.seed, pass_threshold=args.pass_threshold
-    )
-    print_report_summary(result, args.out or f"{args.run_dir}/report")
+    options = {"iters": args.bootstrap_iters, "seed": args.seed, "pass_threshold": args.pass_threshold}
+    rounds = rounds_to_report(args.run_dir)
+    for r in rounds:  # the folder of a --rounds run: each round's report, under its name
+        out = f"{args.out}/round-{r}" if args.out else f"{args.run_dir}/round-{r}/report"
+        print(f"round-{r}:")
+        summary.print_report(run_report(f"{args.run_dir}/round-{r}", out_dir=out, **options), out)
+    if not rounds:
+        result = run_report(args.run_dir, out_dir=args.out, **options)
+        summary.print_report(result, args.out or f"{args.run_dir}/report")
 
 
 def stage_command(args: argparse.Namespace) -> None:
@@ -569,22 +601,22 @@ def stage_command(args: argparse.Namespace) -> None:
             raise WinnowError("--completions is required")
         assert prompts is not None
         manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
-        print(
-            json.dumps({k: manifest[k] for k in ("num_prompts", "num_columns", "num_completions", "source")}, indent=2)
-        )
+        brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
+        summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
         return
-    summary = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
+    manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
+    summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
         count, head = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
         n = configs["generate"].n * len(configs["generate"].models)
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
-        print(json.dumps(summary, indent=2))
+        summary.print_stages(manifests, run_dir, as_json=args.json)
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
@@ -665,42 +697,6 @@ def _refuse_round_options_without_rounds(args: argparse.Namespace, file_config: 
     if given - {"count"}:
         names = ", ".join(f"rounds.{name}" for name in sorted(given - {"count"}))
         raise WinnowError(f"{names}: only applies with --rounds (rounds.count)")
-
-
-def print_report_summary(result: dict, out: str) -> None:
-    """A short table of the report on the terminal; the files hold everything."""
-    from rich.console import Console
-    from rich.table import Table
-
-    bon = result["best_of_n"]
-    table = Table(title=f"best-of-n ({bon['rows']} prompts)")
-    for col in ("n", "reward", "95% band", "KL bound"):
-        table.add_column(col, justify="right")
-    for n in bon["n"] if bon["rows"] else []:
-        if n & (n - 1) == 0 or n == bon["n"][-1]:
-            band = f"[{bon['low'][n - 1]:.3f}, {bon['high'][n - 1]:.3f}]"
-            table.add_row(str(n), f"{bon['mean'][n - 1]:.3f}", band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
-    console = Console()
-    if bon["rows"]:
-        console.print(table)
-    else:  # unscored rows are routine (None from a reward, unparseable judge answers, long prompts)
-        console.print(f"No prompt has all {result['columns']} samples scored, so there is no best-of-n curve.")
-    for name in ("all", "selected"):
-        part = result[name]
-        reward, tokens = (f"{x:.3f}" if x is not None else "-" for x in (part["mean_reward"], part["mean_tokens"]))
-        console.print(f"{name}: {part['count']} completions, mean reward {reward}, mean length {tokens} tokens")
-    if result.get("pass"):
-        p = result["pass"]
-        pak, solved = p["pass_at_k"], p["solved"]
-        head = ", ".join(
-            f"pass@{k} {v:.3f}"
-            for k, v in zip(pak["k"], pak["mean"], strict=True)
-            if v is not None and k in (1, pak["k"][-1])
-        )
-        console.print(
-            f"pass (reward >= {p['threshold']}): {head}; solved by none/some/all: {solved['none']:.2f}/{solved['some']:.2f}/{solved['all']:.2f}"
-        )
-    console.print(f"report: {out}/report.md, {out}/report.json")
 
 
 def serve_command(args: argparse.Namespace) -> None:

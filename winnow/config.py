@@ -38,6 +38,10 @@ out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature
 MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_SEED = 2**63 - 1
+MAX_REWARD_WEIGHT = 1e6
+"""Largest |weight| of a reward in a weighted sum: a larger one is a typo, and near 1e308
+the sum overflows to infinity (which is not a reward). Each reward is at most
+``rewards.MAX_REWARD`` (1e100) in magnitude, so a sum of K stays within K * 1e106."""
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = ("auto", "cpu", "mps", "cuda", "cuda:N")
 """What ``DEVICE`` accepts, as help and error messages show it."""
@@ -48,14 +52,15 @@ SFT_FROM = ("start", "previous")
 @dataclass
 class GenerateConfig:
     models: list[str] = field(default_factory=lambda: ["smollm2"])
-    """Policy models: local HF folders, or the built-in ``smollm2``. Each contributes ``n``
+    """Policy models: local HF folders, Hub ids (``org/name``) already in the Hugging Face
+    cache (never downloaded by a run), or the built-in ``smollm2``. Each contributes ``n``
     completions per prompt (model k owns sample indices k*n .. k*n+n-1)."""
     backend: str = "hf"
     """Generation engine: ``hf`` (transformers, CPU or CUDA), ``openai`` (any
     OpenAI-compatible server at ``base_url``; ``models`` are its served model names) or
-    ``vllm`` (vLLM offline engine; ``pip install winnow[vllm]``, or ``scripts/setup_vllm.sh`` on CPU)."""
+    ``vllm`` (vLLM offline engine; ``pip install -e '.[vllm]'``, or ``scripts/setup_vllm.sh`` on CPU)."""
     n: int = 8
-    """Completions per prompt and model (N in the chapter)."""
+    """Completions per prompt and model: the N of the M x N reward matrix."""
     temperature: float = 1.0
     """Sampling temperature; 0 means greedy decoding."""
     top_p: float = 1.0
@@ -261,8 +266,9 @@ class ScoreConfig:
     device that supports it, else float32)."""
     reward_weights: list[float] | None = None
     """Weights of several rewards, in this order: the reward functions as listed, then the
-    reward model, then the judge. ``rewards.npy`` is their weighted sum, unscored (NaN)
-    where any of them is unscored; each is kept apart too. Unset: 1.0 each."""
+    reward model, then the judge, each between -1e6 and 1e6. ``rewards.npy`` is their
+    weighted sum, unscored (NaN) where any of them is unscored; each is kept apart too.
+    Unset: 1.0 each."""
     reference_column: str = "answer"
     """Verifiers (math, choice, exact): the prompts column holding the reference answer.
     (ifeval reads the columns ``instruction_id_list`` and ``kwargs``; code reads ``test`` and
@@ -373,7 +379,12 @@ class ScoreConfig:
                 "score.reward_weights",
                 f"{len(self.reward_weights)} weights for {len(self.rewards())} rewards ({names})",
             )
-            _check(all(map(math.isfinite, self.reward_weights)), "score.reward_weights", "weights must be finite")
+            _check(
+                all(math.isfinite(w) and abs(w) <= MAX_REWARD_WEIGHT for w in self.reward_weights),
+                "score.reward_weights",
+                f"weights must be finite numbers between -{MAX_REWARD_WEIGHT:g} and {MAX_REWARD_WEIGHT:g}, "
+                f"got {self.reward_weights}",
+            )
         elif isinstance(self.reward_fn, list) and (self.reward_model or self.reward_judge):
             _check(False, "score.reward_weights", "reward functions with a reward model or judge need weights")
         if self.reasoning_tags is not None:
@@ -591,8 +602,8 @@ class RoundsConfig:
     """Candidates each round selects among: ``all`` rounds so far (Llama 2's way) or the
     ``latest`` round's only."""
     sft_from: str = "start"
-    """Checkpoint each round fine-tunes: the ``start`` (the chapter's way) or the ``previous``
-    round's."""
+    """Checkpoint each round fine-tunes: the ``start`` (the default: the recipe stays,
+    only the selected data improve) or the ``previous`` round's."""
 
     def validate(self) -> None:
         _check(self.count is None or self.count >= 1, "rounds.count", f"must be >= 1, got {self.count}")

@@ -13,3 +13,13 @@ def where(path, line: int | None = None, field: str | None = None) -> str:
     if field is not None:
         text += f": field '{field}'"
     return text
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional extra, as the install page writes it (winnow installs from its
+    repository; a PyPI package of the same name is another project).
+
+    >>> install_hint("ray")
+    "pip install -e '.[ray]' (in winnow's repository root)"
+    """
+    return f"pip install -e '.[{extra}]' (in winnow's repository root)"

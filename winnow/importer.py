@@ -13,6 +13,8 @@ repeated one), so a file of 16 million completions imports on a small machine.
 Sample indices: a ``sample_index`` column is used as given; without one, each prompt's
 completions are numbered 0, 1, 2, ... in file order. The matrix has as many columns as the
 largest index plus one; a prompt with fewer completions leaves cells empty (unscored).
+An index is at most ``MAX_N - 1`` (9999), as ``--n`` is at most ``MAX_N``: one stray large
+index would otherwise make every prompt's row of the matrix that wide.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import ImportConfig, config_hash
+from winnow.config import MAX_N, ImportConfig, config_hash
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
 from winnow.records import Completion, Prompt, atomic_write_jsonl, sha256_file
@@ -170,6 +172,11 @@ def _completion(
         index = int(numbered[row_of[prompt_id]])
     elif isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise WinnowError(f"{where(source, line, 'sample_index')}: expected an integer >= 0, got {index!r}")
+    if index >= MAX_N:  # the reward matrix has index + 1 columns for every prompt: bounded as --n is
+        raise WinnowError(
+            f"{where(source, line, 'sample_index')}: {index} is beyond the largest sample index, "
+            f"{MAX_N - 1} (at most {MAX_N} completions per prompt, as for --n)"
+        )
     model = row.get("model")
     if model is None:
         model = config.model

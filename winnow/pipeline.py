@@ -76,7 +76,7 @@ def _brief(summary: dict) -> dict:
 
 
 def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file_config: dict) -> str:
-    """The chapter fine-tunes the starting checkpoint: the (first) model that generated."""
+    """Rejection sampling fine-tunes the starting checkpoint: the (first) model that generated."""
     if generate is not None:
         return generate.models[0]
     path = Path(run_dir) / "generate" / "manifest.json"

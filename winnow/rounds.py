@@ -11,7 +11,7 @@ Round r samples from round r-1's checkpoint (round 1 from the configured models)
 seed of its own, so rounds do not reuse each other's random draws. Its selection chooses,
 for each prompt, among the candidates of all rounds so far (``pool="all"``, the Llama 2
 way; ``winnow.pool``) or of round r alone (``"latest"``); its rows name their round. It
-then fine-tunes the starting checkpoint (``sft_from="start"``, the chapter's way: the
+then fine-tunes the starting checkpoint (``sft_from="start"``, the default: the
 selected data improve, the recipe stays the same) or round r-1's checkpoint
 (``"previous"``).
 """
@@ -35,6 +35,12 @@ Step = Callable[[str], contextlib.AbstractContextManager]
 
 def round_dir(run_dir: str | Path, r: int) -> Path:
     return Path(run_dir) / f"round-{r}"
+
+
+def rounds_in(run_dir: str | Path) -> list[int]:
+    """The r of each ``round-<r>`` folder in ``run_dir``, in order ([] for a single-round run dir)."""
+    found = (p.name.split("-", 1)[1] for p in Path(run_dir).glob("round-*") if p.is_dir())
+    return sorted(int(r) for r in found if r.isdigit())
 
 
 def round_seed(seed: int, r: int) -> int:

@@ -90,8 +90,8 @@ class Stage:
             if stored != self.config:
                 changes = "; ".join(_diff(stored, self.config)) or "(unknown)"
                 raise WinnowError(
-                    f"refusing to resume {self.dir} under a changed config: {changes}. "
-                    f"Use a new --run-dir, or delete {self.dir} to redo this stage."
+                    f"refusing to resume {self.dir} under a changed config: {changes}{_why(stored, self.config)}. "
+                    f"Use a new --run-dir, or {_to_delete(self.dir.parent, self.name)}"
                 )
 
     def _remove_temp_files(self) -> None:
@@ -430,6 +430,39 @@ def _prompt_from_row(row: dict) -> Prompt:
     if "messages" in row:
         return Prompt(id=row["id"], messages=tuple(row["messages"]), columns=columns)
     return Prompt(id=row["id"], text=row["prompt"], columns=columns)
+
+
+def _to_delete(run_dir: Path, name: str) -> str:
+    """What to delete to redo stage ``name``: its folder and every stage folder made from it
+    (each records its upstream's hash, so each would be refused next, one rerun at a time).
+
+    >>> _to_delete(Path("r"), "sft")
+    'delete r/sft to redo this stage.'
+    """
+    after: list[str] = []
+    for stage, (upstream, _) in UPSTREAM.items():  # in pipeline order
+        if upstream == name or upstream in after:
+            after.append(stage)
+    made = [str(run_dir / stage) for stage in after if (run_dir / stage).exists()]
+    if not made:
+        return f"delete {run_dir / name} to redo this stage."
+    return f"delete {run_dir / name} and the stages made from it ({', '.join(made)}) to redo them."
+
+
+def _why(stored: dict, new: dict) -> str:
+    """A word on a changed provenance hash, which alone says nothing of its cause."""
+    old_reward = (stored.get("provenance") or {}).get("reward")
+    if old_reward is None or old_reward == (new.get("provenance") or {}).get("reward"):
+        return ""
+    spec = (new.get("score") or {}).get("reward_fn")
+    specs = [spec] if isinstance(spec, str) else list(spec or [])
+    files = [s.rpartition(":")[0] for s in specs if ":" in s]
+    if not files:
+        return " (a reward's code or model changed since this stage began: winnow's own, or a reward model's files)"
+    return (
+        f" (the reward's file changed since this stage began ({', '.join(files)}): a reward is identified by its "
+        "whole file, so any edit, a comment included, counts; put the file back as it was to resume)"
+    )
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:

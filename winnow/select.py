@@ -2,7 +2,7 @@
 
 ``rewards`` is float, shape (M, N): row i is prompt i, column j its j-th sample, NaN is
 "unscored" and never selected. Ties go to the earlier prompt, then the earlier sample,
-so the chapter's 5x4 example gives flattened order 8, 5, 14, 0, 11 for k = 5.
+so the 5x4 example below gives flattened order 8, 5, 14, 0, 11 for k = 5.
 
 >>> import numpy as np
 >>> R = np.array([[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7],

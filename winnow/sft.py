@@ -1,6 +1,6 @@
 """Instruction fine-tuning on the selected completions with TRL's SFTTrainer.
 
-The chapter's step 3: the *starting* checkpoint is fine-tuned on the selected rows, with
+The last step of rejection sampling: the *starting* checkpoint is fine-tuned on the selected rows, with
 the same loss as instruction tuning, here computed on completion tokens only (TRL's
 ``completion_only_loss`` for prompt-completion data). LoRA adapters, when asked for, are
 merged before saving, so ``generate`` loads the result like any other checkpoint.

@@ -89,7 +89,7 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     nothing is saved.
     """
     trainer.add_callback(_stop_on_non_finite_loss())
-    _keep_bar_drop_log_prints(trainer)
+    _labelled_bar(trainer, section)
     result = trainer.train()
     curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
     hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
@@ -137,20 +137,38 @@ def with_checkpoint_path(stage: Stage) -> dict:
     return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
 
 
-def _keep_bar_drop_log_prints(trainer) -> None:
-    """Keep the trainer's progress bar but not its per-step log dicts on the terminal: the
-    loss curve goes to the stage manifest instead."""
+def _labelled_bar(trainer, label: str) -> None:
+    """One progress bar named after the stage, counting optimizer steps with the last logged
+    loss beside it, in place of the trainer's unlabelled bar and its per-step log dicts (the
+    loss curve goes to the stage manifest)."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    class BarOnly(ProgressCallback):
+    class StageBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc=label, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
         def on_log(self, args, state, control, logs=None, **kwargs):
-            return None
+            loss = (logs or {}).get("loss")
+            if self.bar is not None and loss is not None:
+                self.bar.set_postfix(loss=f"{loss:.4g}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
 
     # With transformers' verbosity at "error" (the CLI sets it unless --verbose) the trainer
-    # disables tqdm and prints every log dict with PrinterCallback instead: drop that one too.
-    printer = trainer.pop_callback(PrinterCallback) is not None
-    if trainer.pop_callback(ProgressCallback) is not None or printer:
-        trainer.add_callback(BarOnly())
+    # disables its tqdm and prints every log dict with PrinterCallback instead: both go.
+    trainer.pop_callback(PrinterCallback)
+    trainer.pop_callback(ProgressCallback)
+    trainer.add_callback(StageBar())
 
 
 def _stop_on_non_finite_loss():

@@ -16,6 +16,7 @@ from pathlib import Path
 from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.records import TMP_SUFFIX, read_json
+from winnow.rounds import rounds_in
 from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file
 
 STAGES = ("generate", "score", "select", "sft", "dpo")
@@ -38,9 +39,7 @@ def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise WinnowError(f"run dir does not exist or is not a folder: {run_dir}")
-    rounds = sorted(
-        int(p.name.split("-", 1)[1]) for p in run_dir.glob("round-*") if p.is_dir() and p.name[6:].isdigit()
-    )
+    rounds = rounds_in(run_dir)
     if rounds and not any((run_dir / name).exists() for name in STAGES):
         return _verify_rounds(run_dir, rounds)
     if not rounds and not any((run_dir / name).exists() for name in STAGES):

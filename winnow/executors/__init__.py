@@ -36,6 +36,23 @@ EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
+class Meter:
+    """What a stage's progress bar counts: ``unit`` (e.g. "completion") and how many each
+    task makes, by task name (None: one shard a task). A worker with a ``progress``
+    attribute is given the bar's ``update`` to count within a shard (the local executor);
+    the bar is topped up to the task's size as its shard lands either way."""
+
+    unit: str = "shard"
+    sizes: dict[str, int] | None = None
+
+    def size(self, task: ShardTask) -> int:
+        return 1 if self.sizes is None else self.sizes[task.name]
+
+    def bar(self, tasks: Sequence[ShardTask], desc: str) -> tqdm:
+        return tqdm(total=sum(self.size(t) for t in tasks), desc=desc, unit=self.unit)
+
+
+@dataclass(frozen=True)
 class ShardTask:
     """One shard to make: its name (file ``shard-<name>.jsonl``) and its picklable inputs."""
 
@@ -125,6 +142,7 @@ def run_shards(
     desc: str = "shards",
     on_written: Callable[[str], None] | None = None,
     config_hash: str | None = None,
+    meter: Meter | None = None,
 ) -> ShardReport:
     """Turn every task into a shard file in ``stage_dir``; ``make_worker`` must be picklable.
 
@@ -133,11 +151,12 @@ def run_shards(
     can be rerun with the mistake fixed. No worker is built when ``tasks`` is empty.
     ``on_written(name)`` is called in the driver as each shard file lands, so the driver can
     verify and record it at once (a kill then loses at most the shards in flight);
-    ``config_hash`` is passed to every ``write_shard``.
+    ``config_hash`` is passed to every ``write_shard``; ``meter``: what the progress bar counts.
     Shards that failed every try are in ``report.failed``; the caller must not call the
     stage complete while there are any (``ShardReport.raise_failed``).
     """
     name = executor.name if executor is not None else "local"
+    meter = meter or Meter()
     if not tasks:
         return ShardReport(executor=name)
     match name:
@@ -150,6 +169,7 @@ def run_shards(
                 desc=desc,
                 on_written=on_written,
                 config_hash=config_hash,
+                meter=meter,
             )
         case "ray":
             from winnow.executors.ray import run_ray
@@ -164,6 +184,7 @@ def run_shards(
                 desc=desc,
                 on_written=on_written,
                 config_hash=config_hash,
+                meter=meter,
             )
         case _:
             raise WinnowError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
@@ -178,16 +199,32 @@ def _run_local(
     desc: str,
     on_written: Callable[[str], None] | None,
     config_hash: str | None,
+    meter: Meter,
 ) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
     if getattr(worker, "pipelined", False):
         return _run_overlapped(
-            tasks, worker, stage_dir, claim=claim, desc=desc, on_written=on_written, config_hash=config_hash
+            tasks,
+            worker,
+            stage_dir,
+            claim=claim,
+            desc=desc,
+            on_written=on_written,
+            config_hash=config_hash,
+            meter=meter,
         )
     report = ShardReport(executor="local", workers=1)
-    for task in tqdm(tasks, desc=desc, unit="shard"):
-        _write(task, worker.run(task), report, stage_dir, claim, on_written, config_hash)
+    bar = meter.bar(tasks, desc)
+    if hasattr(worker, "progress"):  # it counts within a shard (a generate worker, batch by batch)
+        worker.progress = bar.update
+    try:
+        for task in tasks:
+            counted = bar.n
+            _write(task, worker.run(task), report, stage_dir, claim, on_written, config_hash)
+            bar.update(max(0, meter.size(task) - (bar.n - counted)))
+    finally:
+        bar.close()
     return report
 
 
@@ -200,6 +237,7 @@ def _run_overlapped(
     desc: str,
     on_written: Callable[[str], None] | None,
     config_hash: str | None,
+    meter: Meter,
 ) -> ShardReport:
     """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
     future of the rows): up to ``worker.depth()`` shards are submitted and not yet written,
@@ -212,16 +250,14 @@ def _run_overlapped(
     report = ShardReport(executor="local", workers=1)
     depth = worker.depth()
     flying: deque = deque()
-    bar = tqdm(total=len(tasks), desc=desc, unit="shard")
+    bar = meter.bar(tasks, desc)
     try:
         for task in tasks:
             while len(flying) >= depth:
-                _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
-                bar.update(1)
+                bar.update(_land(flying.popleft(), report, stage_dir, claim, on_written, config_hash, meter))
             flying.append((task, worker.submit(task)))
         while flying:
-            _land(flying.popleft(), report, stage_dir, claim, on_written, config_hash)
-            bar.update(1)
+            bar.update(_land(flying.popleft(), report, stage_dir, claim, on_written, config_hash, meter))
     finally:
         for _, future in flying:
             future.cancel()
@@ -231,10 +267,11 @@ def _run_overlapped(
     return report
 
 
-def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash) -> None:
-    """Wait for one submitted shard and write it."""
+def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash, meter: Meter) -> int:
+    """Wait for one submitted shard and write it; returns its size on the progress bar."""
     task, future = item
     _write(task, future.result(), report, stage_dir, claim, on_written, config_hash)
+    return meter.size(task)
 
 
 def _write(

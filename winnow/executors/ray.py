@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
-from winnow.errors import WinnowError
-from winnow.executors import ShardReport, ShardTask, ShardWorker, write_shard
+from winnow.errors import WinnowError, install_hint
+from winnow.executors import Meter, ShardReport, ShardTask, ShardWorker, write_shard
 
 if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
     from winnow.config import ExecutorConfig
@@ -48,6 +46,7 @@ def run_ray(
     desc: str,
     on_written: Callable[[str], None] | None = None,
     config_hash: str | None = None,
+    meter: Meter | None = None,
 ) -> ShardReport:
     """Make every task's shard file on a pool of ``config.workers`` Ray actors.
 
@@ -70,7 +69,8 @@ def run_ray(
     queue = deque(_Shard(t) for t in tasks)
     for _ in range(min(config.workers, len(tasks))):
         pool.start()
-    bar = tqdm(total=len(tasks), desc=desc, unit="shard")
+    meter = meter or Meter()
+    bar = meter.bar(tasks, desc)
     claimed = False
     try:
         while queue or pool.running:
@@ -103,7 +103,7 @@ def run_ray(
                         queue.append(shard)
                 workers = len(pool.idle) + len(pool.running)
                 bar.set_postfix(workers=workers, retries=report.retries, failed=len(report.failed), refresh=False)
-                bar.update(1 if error is None else 0)
+                bar.update(meter.size(shard.task) if error is None else 0)
     finally:
         watch.stop()
         bar.close()
@@ -309,7 +309,7 @@ def _connect(address: str | None) -> Any:
     try:
         import ray
     except ImportError:
-        raise WinnowError("the ray executor needs Ray: pip install 'winnow[ray]'") from None
+        raise WinnowError(f"the ray executor needs Ray: {install_hint('ray')}") from None
     if ray.is_initialized():
         return ray
     try:

@@ -7,6 +7,7 @@ load) is sampled with transformers' ``generate()`` by ``fallback.sample``, same 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -47,6 +48,9 @@ class HFBackend:
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         return [len(self.render(p)) for p in prompts]
 
+    on_batch: Callable[[int], object] | None = None
+    """Told the completions made as each batch ends (a progress bar that moves within a shard)."""
+
     streams = True
     """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with the fast loop."""
 
@@ -79,6 +83,8 @@ class HFBackend:
             hook = _StepWatch(self.tokenizer, watch, batch, sampling, stops) if watch is not None else None
             for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops, hook), strict=True):
                 tokens[i] = samples
+            if self.on_batch is not None:
+                self.on_batch(len(batch) * sampling.n)
         n = sampling.n
         return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
 

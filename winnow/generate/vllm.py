@@ -6,7 +6,7 @@ its own seed, drawn from the shard's seed and the prompt's id: a prompt's sample
 depend on which other prompts share the call. ``finish_reason`` and ``num_tokens`` are
 vLLM's own: 'stop' for EOS or a stop string (cut from the text), 'length' at max_tokens.
 
-vLLM is an optional extra (``pip install 'winnow[vllm]'``), imported only here. On a machine
+vLLM is an optional extra (``pip install -e '.[vllm]'``), imported only here. On a machine
 without a GPU, ``bash scripts/setup_vllm.sh`` makes ``.venv-vllm`` with vLLM's CPU build.
 """
 
@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 import torch
 
-from winnow.errors import WinnowError
+from winnow.errors import WinnowError, install_hint
 from winnow.generate import Sampling, chat
 from winnow.models import load_tokenizer, refuse_encoder_decoder, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt
@@ -98,7 +98,7 @@ class VLLMBackend:
             from vllm import LLM
         except ImportError:
             raise WinnowError(
-                "backend 'vllm' needs vLLM: pip install 'winnow[vllm]' (without a GPU: bash scripts/setup_vllm.sh)"
+                f"backend 'vllm' needs vLLM: {install_hint('vllm')} (without a GPU: bash scripts/setup_vllm.sh)"
             ) from None
         self.model = model
         path = resolve_model(model)

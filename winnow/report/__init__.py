@@ -4,7 +4,7 @@ The functions the demo and the command use are re-exported here.
 """
 
 from winnow.report.plots import plot, plot_best_of_n, plot_selected_vs_all
-from winnow.report.run import run_report
+from winnow.report.run import rounds_to_report, run_report
 from winnow.report.stats import (
     best_of_n_band,
     best_of_n_curve,
@@ -28,5 +28,6 @@ __all__ = [
     "plot",
     "plot_best_of_n",
     "plot_selected_vs_all",
+    "rounds_to_report",
     "run_report",
 ]

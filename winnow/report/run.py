@@ -55,6 +55,16 @@ def run_report(
         return _write_report(result, out)
 
 
+def rounds_to_report(run_dir: str | Path) -> list[int]:
+    """The rounds a report of ``run_dir`` covers: every ``round-<r>`` when it is a rounds
+    run's folder (``run --rounds``: no stage folders of its own), else [] (one run dir).
+    Each round is an ordinary run dir, reported into ``round-<r>/report`` (or OUT/round-<r>)."""
+    from winnow.rounds import rounds_in
+
+    run_dir = Path(run_dir)
+    return [] if (run_dir / "generate").exists() else rounds_in(run_dir)
+
+
 @contextlib.contextmanager
 def staged_folder(final: Path) -> Iterator[Path]:
     """A temp folder beside ``final`` that replaces it only once everything is written.
@@ -118,23 +128,32 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
     everything = _arrays(cells, rewards, rows.astype(np.int32), cols.astype(np.int32))
     del rows, cols
     selection, selected = _selection(run_dir, cells, rewards)
-    mean = best_of_n_curve(rewards)
-    low, high = best_of_n_band(rewards, iters=iters, seed=seed)
-    ns = np.arange(1, rewards.shape[1] + 1)
+    adaptive = generate.get("adaptive")
+    # An adaptive run sampled a prompt's later columns only while its rule was unmet: the
+    # prompts scored in every column are the hard ones, so best-of-n over them reads low.
+    # The first step's columns, which every prompt got, give the unbiased curve (as pass@k).
+    first = min(adaptive["step"], rewards.shape[1]) if adaptive else rewards.shape[1]
+    curve = rewards[:, :first]
+    mean = best_of_n_curve(curve)
+    low, high = best_of_n_band(curve, iters=iters, seed=seed)
+    ns = np.arange(1, first + 1)
     result = {
         "prompts": len(index.prompts),
         "columns": int(rewards.shape[1]),
         "models": generate["config"]["generate"]["models"],
         "max_new_tokens": generate["config"]["generate"]["max_new_tokens"],
         "completions": int(everything.rewards.size),
-        "unscored": int(np.isnan(rewards).sum()),
+        # sampled and left without a reward; an adaptive run's cells it never sampled are apart
+        "unscored": int((np.isnan(rewards) & cells.present).sum()),
+        "never_sampled": int((~cells.present).sum()),
         "best_of_n": {
+            "source": _source(adaptive, first),
             "n": ns.tolist(),
             "mean": mean.tolist(),
             "low": low.tolist(),
             "high": high.tolist(),
             "kl_upper_bound": best_of_n_kl(ns).tolist(),
-            "rows": int(best_of_n_rows(rewards).shape[0]),
+            "rows": int(best_of_n_rows(curve).shape[0]),
             "bootstrap_iters": iters,
             "level": 0.95,
         },
@@ -144,7 +163,7 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         "pairs": _pairs(run_dir),
         # the stages read, so `winnow verify` can tell a report made before they were redone
         "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
-        "adaptive": generate.get("adaptive"),
+        "adaptive": adaptive,
         "pass": _pass(cells.prompts, cells.by_key(), rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
         "_plot": {
             "all": {"rewards": everything.rewards, "tokens": everything.tokens},
@@ -178,9 +197,7 @@ def _pass(prompts, by_key, rewards, generate: dict, scored: dict, threshold, *, 
         for p in prompts
     ]
     stats = pass_stats(rewards, threshold, columns=columns, answers=answers, iters=iters, seed=seed, equal=equal)
-    stats["pass_at_k_source"] = (
-        f"first {columns} samples of every prompt (the adaptive run's first step)" if adaptive else "all samples"
-    )
+    stats["pass_at_k_source"] = _source(adaptive, columns)
     return stats
 
 
@@ -193,6 +210,11 @@ def _estimated(votes: dict) -> str:
     if not parts:
         return ""
     return f", except {' and '.join(parts)}, estimated from 200 random subsets (rewards of too many distinct values)"
+
+
+def _source(adaptive: dict | None, columns: int | None) -> str:
+    """Which samples a per-prompt curve (best-of-n, pass@k) is computed from."""
+    return f"first {columns} samples of every prompt (the adaptive run's first step)" if adaptive else "all samples"
 
 
 def _arrays(cells: Cells, rewards: np.ndarray, rows: np.ndarray, cols: np.ndarray, given=None) -> CompletionArrays:
@@ -303,17 +325,19 @@ def markdown(r: dict) -> str:
         "# winnow report",
         "",
         f"{r['prompts']} prompts x {r['columns']} samples ({', '.join(map(str, r['models']))}), "
-        f"{r['completions']} completions, {r['unscored']} unscored; max_new_tokens {r['max_new_tokens']}.",
+        f"{r['completions']} completions, {r['unscored']} unscored"
+        + (f", {r['never_sampled']} cells never sampled (adaptive)" if r.get("never_sampled") else "")
+        + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
         "## Best-of-n",
         "",
         f"Expected best reward of n samples per prompt (unbiased order-statistic estimator over "
-        f"{bon['rows']} fully scored prompts), with a {bon['level']:.0%} percentile bootstrap band "
+        f"{bon['rows']} fully scored prompts, from {bon['source']}), with a {bon['level']:.0%} percentile bootstrap band "
         f"(prompts resampled {bon['bootstrap_iters']} times). KL is log n - (n-1)/n, the analytic "
         "KL of best-of-n from the policy, which is an upper bound on the true KL (Beirami et al. 2024).",
         "",
         *(
-            [f"No prompt has all {r['columns']} samples scored, so there is no best-of-n curve.", ""]
+            [f"No prompt has all {len(bon['n'])} samples scored, so there is no best-of-n curve.", ""]
             if not bon["rows"]
             else []
         ),

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from winnow.errors import WinnowError
+from winnow.errors import WinnowError, install_hint
 from winnow.verifiers import Scores
 
 RewardFn = Callable[..., list]
@@ -100,7 +100,7 @@ def load_reward_fn(spec: str) -> RewardFn:
         try:
             return getattr(importlib.import_module(module_name), fn_name)
         except ImportError as e:
-            raise WinnowError(f"reward function {spec!r} needs {e.name}: pip install 'winnow[verifiers]'") from None
+            raise WinnowError(f"reward function {spec!r} needs {e.name}: {install_hint('verifiers')}") from None
     target, _, name = spec.rpartition(":")
     if target.endswith(".py"):
         path = Path(target)

@@ -1,6 +1,6 @@
 """A sequence-classification reward model wrapped to the reward contract.
 
-Batching follows the chapter's advice: tokenize once, sort by length so that rows of a
+Batching: tokenize once, sort by length so that rows of a
 batch are of similar length, pack batches under a token budget (padding included, and at
 most a small share of it), score, and restore the original order. Padding is on the right
 with an attention mask, so a row's position ids, and therefore its score, do not depend on

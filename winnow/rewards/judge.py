@@ -79,6 +79,8 @@ class JudgeReward:
                 raise WinnowError(f"score.judge_rubric: template {rubric} has no {slot}")
         self.client, self.model, self.max_tokens, self.low, self.high = client, model, max_tokens, low, high
         self.stats = {"asked": 0, "unparseable": 0}
+        self.last_replies: list[str] = []
+        """The judge's raw replies of the last call, row for row (kept with each score row)."""
 
     def render(self, prompt, completion: str) -> str:
         # replace, not str.format: prompts and completions may hold braces
@@ -87,6 +89,7 @@ class JudgeReward:
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
         ids = kw.get("prompt_ids") or [f"row {i}" for i in range(len(completions))]
         answers = asyncio.run(self._ask(prompts, completions, ids))
+        self.last_replies = answers
         scores = [parse_score(a, self.low, self.high) for a in answers]
         self.stats["asked"] += len(scores)
         self.stats["unparseable"] += sum(s is None for s in scores)

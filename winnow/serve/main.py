@@ -8,7 +8,7 @@ import math
 import socket
 
 from winnow.config import ScoreConfig, ServeConfig
-from winnow.errors import WinnowError
+from winnow.errors import WinnowError, install_hint
 from winnow.generate import make_backend
 
 
@@ -18,7 +18,7 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None):
     try:
         from winnow.serve.app import create_app
     except ImportError as e:
-        raise WinnowError(f"winnow serve needs the serve extra: pip install 'winnow[serve]' ({e})") from None
+        raise WinnowError(f"winnow serve needs the serve extra: {install_hint('serve')} ({e})") from None
     backend = make_backend(
         config.backend,
         config.model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from winnow.config import ExecutorConfig, GenerateConfig, config_hash
 from winnow.errors import WinnowError
-from winnow.executors import ShardReport, ShardTask, run_shards
+from winnow.executors import Meter, ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
 from winnow.provenance import model_identity
 from winnow.records import Prompt, atomic_write_jsonl
@@ -72,6 +73,8 @@ def generate(
                 desc=f"generate {model}",
                 on_written=stage.recorder(keys, exact=False),
                 config_hash=stage.hash,
+                # completions, not shards: a run of one shard would sit at 0/1 until its end
+                meter=Meter("completion", {t.name: len(t.payload[0]) * config.n for t in tasks}),
             )
             if not part.failed:  # failed shards are named once every model has had its turn
                 stage.check_made(tasks, part, keys, exact=False)
@@ -147,6 +150,8 @@ class GenerateWorker:
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
         self.sampling = config.sampling()
+        self.progress: Callable[[int], object] | None = None
+        """Told the completions made as each batch of a shard finishes (the local executor's bar)."""
 
     @property
     def pipelined(self) -> bool:
@@ -193,6 +198,8 @@ class GenerateWorker:
     def run(self, task: ShardTask) -> list[dict]:
         chunk, seed = task.payload
         chunk = [p for p in chunk if p.id in self.keep]
+        if hasattr(self.backend, "on_batch"):  # a backend that decodes a shard in batches says when each ends
+            self.backend.on_batch = self.progress
         completions = self.backend.generate(chunk, self.sampling, seed=seed) if chunk else []
         return self._rows(completions)
 

@@ -226,29 +226,28 @@ class ScoreWorker:
             )
             for start in range(0, len(triples), part.step)
         ]
+        results: list[Scores] = []
+        extras: list[list[dict]] = []
         if part.spec is not None and self.processes > 1 and len(calls) > 1:
             pool = process_pool(self.processes)
             futures = [pool.submit(_call_builtin, part.spec, part.options, *c, self.timeout) for c in calls]
             results = [f.result() for f in futures]  # in call order, so rows keep their places
+            extras = [[{}] * len(c[1]) for c in calls]
         else:
-            results = [_call(part.reward, part.name, *c, self.timeout) for c in calls]
+            for c in calls:  # what the reward says of each row is read right after its call
+                results.append(_call(part.reward, part.name, *c, self.timeout))
+                extras.append(row_extras(part.reward, len(c[1])))
         values: list[float] = []
         flags: list[bool] = []
         counts: list[int] = []
         paths: list[dict] = []
-        for (_, completions, _), scores in zip(calls, results, strict=True):
+        for (_, completions, _), scores, extra in zip(calls, results, extras, strict=True):
             values += scores
             at = set(scores.no_answer_at or ())
             flags += [j in at for j in range(len(completions))]
             count = scores.no_answer if scores.no_answer_at is None else 0
             counts += [count] + [0] * (len(completions) - 1)
-            if hasattr(part.reward, "last_paths"):  # a reward model: each row's scoring path
-                paths += [
-                    {"scored_by": p, "prompt_tokens_saved": t}
-                    for p, t in zip(part.reward.last_paths, part.reward.last_tokens_saved, strict=True)
-                ]
-            else:
-                paths += [{}] * len(completions)
+            paths += extra
         return values, flags, counts, paths
 
     def _keywords(self, triples: list) -> dict:
@@ -278,6 +277,19 @@ def usable_cpus() -> int:
     """CPUs this process may run on (its affinity where the OS has one)."""
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def row_extras(reward, rows: int) -> list[dict]:
+    """Fields a reward's last call adds to each score row: a reward model's scoring path,
+    a judge's raw reply (to see why a row is unscored); none for a function."""
+    if hasattr(reward, "last_paths"):
+        return [
+            {"scored_by": p, "prompt_tokens_saved": t}
+            for p, t in zip(reward.last_paths, reward.last_tokens_saved, strict=True)
+        ]
+    if hasattr(reward, "last_replies"):
+        return [{"judge_reply": reply} for reply in reward.last_replies]
+    return [{}] * rows
 
 
 def _call(reward, name: str, prompts: list, completions: list[str], kw: dict, timeout: float | None = None) -> Scores:

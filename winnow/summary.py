@@ -1,0 +1,171 @@
+"""What the commands print: a few lines a person reads; the manifests hold the rest.
+
+``stage_lines`` turns the manifests ``pipeline.run_stages`` returns into one line a stage
+(``--json`` prints the manifests themselves); ``report_lines`` does the same for
+``winnow report``. Pure functions of dicts, so tests compare exact lines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _num(x, spec: str = ".3f") -> str:
+    """A number as the summary shows it; '-' where there is none (None, or NaN made null)."""
+    return "-" if x is None else format(x, spec)
+
+
+def stage_lines(summary: dict, run_dir: str) -> list[str]:
+    """One line per stage of ``run_stages``' summary; a rounds run's summary is keyed by
+    round (``round-1``: {stage: manifest}) and prints each round's lines under its name.
+
+    >>> stage_lines({"select": {"num_selected": 5, "mean_selected_reward": 0.75}}, "runs/x")
+    ['select: 5 completions selected, mean reward 0.750 -> runs/x/select/selected.jsonl']
+    """
+    if summary and all(name.startswith("round-") for name in summary):
+        out: list[str] = []
+        for name, stages in summary.items():
+            out.append(f"{name}:")
+            out += [f"  {line}" for line in stage_lines(stages, f"{run_dir}/{name}")]
+        return out
+    return [STAGE_LINES[name](m, f"{run_dir}/{name}") for name, m in summary.items() if name in STAGE_LINES]
+
+
+def _generate(m: dict, folder: str) -> str:
+    skipped = f", {m['skipped_prompts']} prompts skipped (too long)" if m.get("skipped_prompts") else ""
+    a = m.get("adaptive")
+    spent = f" in {a['steps']} adaptive steps ({_num(a['saved_share'], '.0%')} fewer than fixed N)" if a else ""
+    each = f"up to {m['num_columns']:,}" if a else f"{m['num_columns']:,}"
+    return (
+        f"generate: {m['num_completions']:,} completions, {m['num_prompts']:,} prompts x {each} samples"
+        f"{spent}{skipped} -> {folder}"
+    )
+
+
+def _score(m: dict, folder: str) -> str:
+    return (
+        f"score: {m['scored']:,} of {m['num_completions']:,} completions scored ({m['unscored']:,} unscored), "
+        f"mean reward {_num(m.get('mean_reward'))}, mean best per prompt {_num(m.get('mean_best_reward'))} "
+        f"-> {folder}/rewards.npy"
+    )
+
+
+def _select(m: dict, folder: str) -> str:
+    line = f"select: {m['num_selected']:,} completions selected, mean reward {_num(m.get('mean_selected_reward'))}"
+    if m.get("num_pairs") is not None:
+        line += f", {m['num_pairs']:,} pairs"
+    return f"{line} -> {folder}/selected.jsonl"
+
+
+def _trained(name: str):
+    def line(m: dict, folder: str) -> str:
+        rows = f"{m['num_pairs']:,} pairs" if "num_pairs" in m else f"{m.get('num_rows', 0):,} rows"
+        return f"{name}: trained on {rows}, final loss {_num(m.get('train_loss'))} -> {m['checkpoint']}"
+
+    return line
+
+
+def _import(m: dict, folder: str) -> str:
+    """An import is a generate stage: it is written to RUN_DIR/generate."""
+    return (
+        f"import: {m['num_completions']:,} completions, {m['num_prompts']:,} prompts x up to "
+        f"{m['num_columns']:,} samples from {m['source']['path']} -> {folder.rsplit('/', 1)[0]}/generate"
+    )
+
+
+STAGE_LINES = {
+    "generate": _generate,
+    "score": _score,
+    "select": _select,
+    "sft": _trained("sft"),
+    "dpo": _trained("dpo"),
+    "import": _import,
+}
+"""Stage -> its summary line (one table: a stage missing here prints nothing)."""
+
+
+def print_stages(summary: dict, run_dir: str, *, as_json: bool) -> None:
+    """The stages' lines on stdout, or with ``as_json`` their manifests (as before)."""
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print("\n".join([*stage_lines(summary, run_dir), "(the manifests: --json, or each stage's manifest.json)"]))
+
+
+def warn_unscored(scored: int, total: int, folder: str, share: float = 0.5) -> str | None:
+    """The warning the score stage prints on stderr when at least ``share`` of the rows were
+    left unscored (a judge whose replies hold no number, a reward returning None): an exit
+    code of 0 alone would hide it.
+
+    >>> print(warn_unscored(1, 10, "run/score"))
+    winnow: warning: 9 of 10 completions (90%) are unscored: the reward returned None, or a judge's reply held no score (each row of run/score/shard-*.jsonl keeps it as judge_reply)
+    >>> warn_unscored(9, 10, "run/score") is None
+    True
+    """
+    unscored = total - scored
+    if total == 0 or unscored / total < share:
+        return None
+    return (
+        f"winnow: warning: {unscored:,} of {total:,} completions ({unscored / total:.0%}) are unscored: the reward "
+        f"returned None, or a judge's reply held no score (each row of {folder}/shard-*.jsonl keeps it as judge_reply)"
+    )
+
+
+def warn_unscored_stages(manifests: dict, run_dir: str) -> None:
+    """``warn_unscored`` on stderr for each score stage among the manifests (a rounds run's too)."""
+    for name, m in manifests.items():
+        if name.startswith("round-"):
+            warn_unscored_stages(m, f"{run_dir}/{name}")
+        elif name == "score":
+            err(warn_unscored(m["scored"], m["num_completions"], f"{run_dir}/score"))
+
+
+def report_lines(result: dict) -> list[str]:
+    """``winnow report``'s terminal lines (besides the best-of-n table)."""
+    lines = []
+    for name in ("all", "selected"):
+        part = result[name]
+        lines.append(
+            f"{name}: {part['count']} completions, mean reward {_num(part['mean_reward'])}, "
+            f"mean length {_num(part['mean_tokens'])} tokens"
+        )
+    if result.get("pass"):
+        p = result["pass"]
+        pak, solved = p["pass_at_k"], p["solved"]
+        head = ", ".join(
+            f"pass@{k} {v:.3f}"
+            for k, v in zip(pak["k"], pak["mean"], strict=True)
+            if v is not None and k in (1, pak["k"][-1])
+        )
+        shares = "/".join(_num(solved[key], ".2f") for key in ("none", "some", "all"))
+        lines.append(
+            f"pass (reward >= {p['threshold']}): {head or 'no prompt fully scored'}; solved by none/some/all: {shares}"
+        )
+    return lines
+
+
+def print_report(result: dict, out: str) -> None:
+    """A short table of the report on the terminal; the files hold everything."""
+    from rich.console import Console
+    from rich.table import Table
+
+    bon = result["best_of_n"]
+    console = Console()
+    if bon["rows"]:
+        table = Table(title=f"best-of-n ({bon['rows']} prompts, {bon.get('source', 'all samples')})")
+        for col in ("n", "reward", "95% band", "KL bound"):
+            table.add_column(col, justify="right")
+        for n in bon["n"]:
+            if n & (n - 1) == 0 or n == bon["n"][-1]:
+                band = f"[{_num(bon['low'][n - 1])}, {_num(bon['high'][n - 1])}]"
+                table.add_row(str(n), _num(bon["mean"][n - 1]), band, f"{bon['kl_upper_bound'][n - 1]:.3f}")
+        console.print(table)
+    else:  # unscored rows are routine (None from a reward, unparseable judge answers, long prompts)
+        console.print(f"No prompt has all {len(bon['n'])} samples scored, so there is no best-of-n curve.")
+    print("\n".join([*report_lines(result), f"report: {out}/report.md, {out}/report.json"]))  # never folded
+
+
+def err(line: str | None) -> None:
+    if line:
+        print(line, file=sys.stderr)
