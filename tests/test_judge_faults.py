@@ -106,7 +106,7 @@ def test_a_malformed_judge_reply_once_is_retried_and_every_row_scored(generated,
             return None
 
         with FakeServer(fault=fault) as server:
-            assert score(generated, server.url) == 0, case
+            assert score(generated, server.url, "--json") == 0, case
         assert len(server.requests) == len(PROMPTS) + 1, case
         assert np.load(generated / "run" / "score" / "rewards.npy").tolist() == [[7.0]] * 4, case
         assert json.loads(capsys.readouterr().out)["score"]["scored"] == 4

@@ -148,7 +148,7 @@ def test_finish_reasons_are_kept_as_given_and_counted_as_not_ended(workdir, caps
     run = ["--run-dir", str(workdir / "run")]
     assert main(["score", *run, "--reward-fn", "length"]) == 0
     capsys.readouterr()
-    assert main(["select", *run, "--strategy", "top_k_per_prompt", "--k", "1", "--drop-truncated"]) == 0
+    assert main(["select", *run, "--strategy", "top_k_per_prompt", "--k", "1", "--drop-truncated", "--json"]) == 0
     picked = {r["prompt_id"] for r in map(json.loads, (workdir / "run" / "select" / "selected.jsonl").open())}
     assert picked == {"p4", "chat"}
     out = json.loads(capsys.readouterr().out)["select"]

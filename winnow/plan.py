@@ -33,7 +33,7 @@ from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.lock import check_free
 from winnow.records import Prompt, read_json
-from winnow.rundir import Stage, completed_manifest
+from winnow.rundir import Stage, completed_manifest, reward_change_note
 
 UNKNOWN = "\x00known once the run gets there"
 """A config value only the run can know; a hash of a config holding one is UNKNOWN too."""
@@ -457,8 +457,10 @@ def stage_plan(folder: Path, expected: dict, *, shards: dict[str, int] | None = 
     if not path.is_file():
         return StagePlan(folder, "run", pending=pending)
     stored = read_json(path)
-    changes = _changes(stored, json.loads(json.dumps(expected)))
+    expected = json.loads(json.dumps(expected))
+    changes = _changes(stored, expected)
     if changes:
+        changes[-1] += reward_change_note(stored, expected)  # a changed hash alone says nothing of its cause
         return StagePlan(folder, "refuse", changes=changes)
     stage = Stage(folder.parent, folder.name, stored)  # reads only: no lock, no folder made
     if stage.is_complete():

@@ -90,7 +90,7 @@ class Stage:
             if stored != self.config:
                 changes = "; ".join(_diff(stored, self.config)) or "(unknown)"
                 raise WinnowError(
-                    f"refusing to resume {self.dir} under a changed config: {changes}{_why(stored, self.config)}. "
+                    f"refusing to resume {self.dir} under a changed config: {changes}{reward_change_note(stored, self.config)}. "
                     f"Use a new --run-dir, or {_to_delete(self.dir.parent, self.name)}"
                 )
 
@@ -449,7 +449,7 @@ def _to_delete(run_dir: Path, name: str) -> str:
     return f"delete {run_dir / name} and the stages made from it ({', '.join(made)}) to redo them."
 
 
-def _why(stored: dict, new: dict) -> str:
+def reward_change_note(stored: dict, new: dict) -> str:
     """A word on a changed provenance hash, which alone says nothing of its cause."""
     old_reward = (stored.get("provenance") or {}).get("reward")
     if old_reward is None or old_reward == (new.get("provenance") or {}).get("reward"):
