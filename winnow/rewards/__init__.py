@@ -82,6 +82,10 @@ BUILTINS: dict[str, Builtin] = {
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
 
 
+class RewardTimeout(WinnowError):
+    """A reward call outlasted ``score.reward_timeout`` (``winnow serve`` answers it with 504)."""
+
+
 def builtin_options(spec: str, config) -> dict:
     """The keyword options a built-in gets from the score config (none for other specs)."""
     entry = BUILTINS.get(spec)
@@ -157,7 +161,7 @@ def call_reward(
     Returns list[float] of len(completions), as ``Scores`` with the verifier's ``no_answer``
     count (0 for a plain list); raises WinnowError naming the function and the offending row
     on an exception, a wrong length, a non-number or an infinity, and naming the batch when
-    the reward exits the process or outlasts ``timeout`` seconds. The reward gets copies of
+    the reward exits the process or outlasts ``timeout`` seconds (``RewardTimeout``). The reward gets copies of
     its list arguments, so appending to them changes nothing here.
     """
     first = kw.get("prompt_ids", ["?"])[0] if kw.get("prompt_ids") else "?"
@@ -168,8 +172,8 @@ def call_reward(
         values = _with_timeout(
             lambda abandoned: _contained_call(fn, list(prompts), list(completions), copies, abandoned), timeout
         )
-    except TimeoutError:
-        raise WinnowError(
+    except _Overran:
+        raise RewardTimeout(
             f"reward function {name!r} took longer than --reward-timeout {timeout:g} s on {batch}"
         ) from None
     except (SystemExit, ExitCalled) as e:
@@ -278,8 +282,12 @@ def _exit_call(e: BaseException) -> str:
     return f"os._exit({e.code})" if isinstance(e, ExitCalled) else f"sys.exit({e.code})"  # type: ignore[attr-defined]
 
 
+class _Overran(Exception):
+    """The call outlasted its time limit (not a TimeoutError: a reward may raise one of its own)."""
+
+
 def _with_timeout(call: Callable[[threading.Event | None], list], timeout: float | None):
-    """``call(abandoned)``, or TimeoutError once ``timeout`` seconds pass (None: wait for
+    """``call(abandoned)``, or ``_Overran`` once ``timeout`` seconds pass (None: wait for
     ever). ``abandoned`` is set when the call is given up on; it keeps running in its thread."""
     if timeout is None:
         return call(None)
@@ -299,7 +307,7 @@ def _with_timeout(call: Callable[[threading.Event | None], list], timeout: float
     if thread.is_alive():
         abandoned.set()
         os._exit = real_exit  # the abandoned call leaves os._exit and the folder alone when it ends
-        raise TimeoutError
+        raise _Overran
     if "error" in box:
         raise box["error"]
     return box["value"]
