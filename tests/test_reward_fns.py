@@ -206,3 +206,43 @@ def test_builtins_through_call_reward():
         sample_indices=[0, 0],
     )
     assert out[0] > 0.5 and math.isnan(out[1])
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_overlapping_reward_calls_give_the_real_os_exit_back(timeout):
+    """Two reward calls in two threads (a server scores a batch and a stream at once), the
+    first ending while the second still runs: os._exit is the stand-in that raises in both
+    while they run, and the real one once both have ended (a call that saved the other's
+    stand-in would put that back for good, and the first to end would expose the second)."""
+    import os
+    import threading
+
+    real = os._exit
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first(prompts, completions, **kw):
+        a_in.set()
+        b_in.wait(10)
+        seen.append(os._exit is real)
+        return [1.0]
+
+    def second(prompts, completions, **kw):
+        b_in.set()
+        a_done.wait(10)
+        seen.append(os._exit is real)  # not called: on a wrong swap the real one would end the tests
+        return [2.0]
+
+    def run_first():
+        call_reward(first, "first", ["p"], ["c"], timeout=timeout)
+        a_done.set()
+
+    threads = [threading.Thread(target=run_first)]
+    threads[0].start()
+    assert a_in.wait(10)
+    threads.append(threading.Thread(target=lambda: call_reward(second, "second", ["p"], ["c"], timeout=timeout)))
+    threads[1].start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [False, False]
+    assert os._exit is real
