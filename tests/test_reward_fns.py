@@ -246,3 +246,17 @@ def test_overlapping_reward_calls_give_the_real_os_exit_back(timeout):
         thread.join(10)
     assert seen == [False, False]
     assert os._exit is real
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_a_reward_that_raises_timeout_error_is_its_own_error_not_an_overrun(timeout):
+    """A judge's network timeout inside the reward is the reward's error; only the limit's
+    own overrun is reported as taking longer than --reward-timeout."""
+    from winnow.rewards import RewardTimeout
+
+    def f(prompts, completions, **kw):
+        raise TimeoutError("the upstream did not answer")
+
+    with pytest.raises(WinnowError, match="raised TimeoutError: the upstream did not answer") as e:
+        call_reward(f, "f", ["p"], ["c"], timeout=timeout)
+    assert not isinstance(e.value, RewardTimeout)
