@@ -260,3 +260,19 @@ def test_a_reward_that_raises_timeout_error_is_its_own_error_not_an_overrun(time
     with pytest.raises(WinnowError, match="raised TimeoutError: the upstream did not answer") as e:
         call_reward(f, "f", ["p"], ["c"], timeout=timeout)
     assert not isinstance(e.value, RewardTimeout)
+
+
+def test_a_weighted_sum_past_the_reward_bound_is_refused_naming_the_row():
+    """Each reward is bounded by MAX_REWARD; weights can still push the sum past it (to inf)."""
+    from winnow.config import ScoreConfig
+    from winnow.rewards.apply import RewardApplier
+
+    applier = RewardApplier(ScoreConfig(reward_fn=["length", "length"], reward_weights=[1e300, 1.0]))
+    keywords = {"prompt_ids": ["a", "b"], "sample_indices": [0, 0]}
+    assert applier.apply(["p", "p"], ["", ""], keywords).total.tolist() == [0.0, 0.0]
+    with pytest.raises(WinnowError) as e:
+        applier.apply(["p", "p"], ["", "xy"], keywords)
+    assert str(e.value) == (
+        "the weighted sum of length + length is 2e+300 at row 1 (prompt_id 'b'): rewards must be finite and "
+        "at most 1e+100 in magnitude; lower score.reward_weights"
+    )

@@ -11,7 +11,8 @@ A batch is R rows: each a prompt (its text or messages), a completion text, its 
    ``score.reward_timeout`` (``call_reward``: contained, abandoned past the limit with
    ``RewardTimeout``, values checked: one per row, None -> NaN, finite, at most
    ``MAX_REWARD``); a CPU-bound built-in's calls in parallel processes.
-3. **The weighted sum** (``score.reward_weights``), NaN where any reward is NaN.
+3. **The weighted sum** (``score.reward_weights``), NaN where any reward is NaN, refused
+   past ``MAX_REWARD`` as a single reward is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from winnow.config import ScoreConfig
 from winnow.errors import WinnowError
-from winnow.rewards import BUILTINS, builtin_options, call_reward, load_reward_fn
+from winnow.rewards import BUILTINS, MAX_REWARD, builtin_options, call_reward, load_reward_fn
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
@@ -113,8 +114,17 @@ class RewardApplier:
                 no_answer[i] |= flag
                 in_call[i] += n
                 paths[i].update(p)
+        total = weighted_sum(values, self.weights)
+        over = np.flatnonzero(np.abs(total) > MAX_REWARD)  # each is bounded; large weights can still overflow
+        if over.size:
+            i = int(over[0])
+            key = f" (prompt_id {keywords['prompt_ids'][i]!r})" if "prompt_ids" in keywords else ""
+            raise WinnowError(
+                f"the weighted sum of {self.name} is {total[i]:g} at row {i}{key}: rewards must be finite and "
+                f"at most {MAX_REWARD:g} in magnitude; lower score.reward_weights"
+            )
         unfinished = [a is None for a in answers]
-        return Applied(weighted_sum(values, self.weights), values, unfinished, no_answer, in_call, paths)
+        return Applied(total, values, unfinished, no_answer, in_call, paths)
 
     def _score(
         self, part: Part, prompts: list, answers: list, keywords: dict[str, list]
