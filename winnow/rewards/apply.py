@@ -22,15 +22,17 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from winnow.config import ScoreConfig
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS, MAX_REWARD, builtin_options, call_reward, load_reward_fn
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
+
+if TYPE_CHECKING:  # the config's type only: nothing of config.py runs here
+    from winnow.config import ScoreConfig
 
 
 @dataclass
