@@ -19,9 +19,10 @@ from winnow.errors import WinnowError
 from winnow.executors import ShardTask
 from winnow.prompts import load_prompts
 from winnow.records import Prompt, atomic_write_jsonl
+from winnow.rewards.apply import _POOLS
 from winnow.rundir import Stage
 from winnow.sft import sft, strip_reasoning
-from winnow.stages.score import _POOLS, ScoreWorker
+from winnow.stages.score import ScoreWorker
 
 pytest.importorskip("math_verify")
 

@@ -206,3 +206,73 @@ def test_builtins_through_call_reward():
         sample_indices=[0, 0],
     )
     assert out[0] > 0.5 and math.isnan(out[1])
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_overlapping_reward_calls_give_the_real_os_exit_back(timeout):
+    """Two reward calls in two threads (a server scores a batch and a stream at once), the
+    first ending while the second still runs: os._exit is the stand-in that raises in both
+    while they run, and the real one once both have ended (a call that saved the other's
+    stand-in would put that back for good, and the first to end would expose the second)."""
+    import os
+    import threading
+
+    real = os._exit
+    a_in, b_in, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first(prompts, completions, **kw):
+        a_in.set()
+        b_in.wait(10)
+        seen.append(os._exit is real)
+        return [1.0]
+
+    def second(prompts, completions, **kw):
+        b_in.set()
+        a_done.wait(10)
+        seen.append(os._exit is real)  # not called: on a wrong swap the real one would end the tests
+        return [2.0]
+
+    def run_first():
+        call_reward(first, "first", ["p"], ["c"], timeout=timeout)
+        a_done.set()
+
+    threads = [threading.Thread(target=run_first)]
+    threads[0].start()
+    assert a_in.wait(10)
+    threads.append(threading.Thread(target=lambda: call_reward(second, "second", ["p"], ["c"], timeout=timeout)))
+    threads[1].start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [False, False]
+    assert os._exit is real
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_a_reward_that_raises_timeout_error_is_its_own_error_not_an_overrun(timeout):
+    """A judge's network timeout inside the reward is the reward's error; only the limit's
+    own overrun is reported as taking longer than --reward-timeout."""
+    from winnow.rewards import RewardTimeout
+
+    def f(prompts, completions, **kw):
+        raise TimeoutError("the upstream did not answer")
+
+    with pytest.raises(WinnowError, match="raised TimeoutError: the upstream did not answer") as e:
+        call_reward(f, "f", ["p"], ["c"], timeout=timeout)
+    assert not isinstance(e.value, RewardTimeout)
+
+
+def test_a_weighted_sum_past_the_reward_bound_is_refused_naming_the_row():
+    """Each reward is bounded by MAX_REWARD; weights can still push the sum past it (to inf)."""
+    from winnow.config import ScoreConfig
+    from winnow.rewards.apply import RewardApplier
+
+    applier = RewardApplier(ScoreConfig(reward_fn=["length", "length"], reward_weights=[1e300, 1.0]))
+    keywords = {"prompt_ids": ["a", "b"], "sample_indices": [0, 0]}
+    assert applier.apply(["p", "p"], ["", ""], keywords).total.tolist() == [0.0, 0.0]
+    with pytest.raises(WinnowError) as e:
+        applier.apply(["p", "p"], ["", "xy"], keywords)
+    assert str(e.value) == (
+        "the weighted sum of length + length is 2e+300 at row 1 (prompt_id 'b'): rewards must be finite and "
+        "at most 1e+100 in magnitude; lower score.reward_weights"
+    )

@@ -66,9 +66,8 @@ def test_clients_that_give_up_leave_no_work_queued(tiny_policy, best_of):
 
 def test_a_reward_that_hangs_is_cut_off_and_the_server_goes_on(tiny_policy, tmp_path):
     (tmp_path / "hang.py").write_text(HANGING_REWARD)
-    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=2,
-                         reward_timeout_s=0.5)  # fmt: skip
-    app = build_app(config, ScoreConfig(reward_fn=f"{tmp_path / 'hang.py'}:reward"))
+    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=2)
+    app = build_app(config, ScoreConfig(reward_fn=f"{tmp_path / 'hang.py'}:reward", reward_timeout=0.5))
     with serve_in_thread(app) as url:
         for _ in range(2):  # the second is not stuck behind the first
             start = time.monotonic()
@@ -86,7 +85,7 @@ def test_sigterm_stops_the_server_within_its_grace_with_a_wedged_reward(tiny_pol
     while a request waits on it ends the process within the grace period and a little."""
     (tmp_path / "hang.py").write_text(HANGING_REWARD)
     args = ["--model", str(tiny_policy), "--device", "cpu", "--reward-fn", f"{tmp_path / 'hang.py'}:reward",
-            "--reward-timeout-s", "3600", "--shutdown-grace-s", "2"]  # fmt: skip
+            "--reward-timeout", "3600", "--shutdown-grace-s", "2"]  # fmt: skip
     with serve_process(args) as (url, proc):
         wait_healthy(url, proc)
 

@@ -11,7 +11,7 @@ import pytest
 from winnow.cli import parser
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS, call_reward, load_reward_fn
-from winnow.stages.score import weighted_sum
+from winnow.rewards.apply import weighted_sum
 from winnow.verifiers import Scores
 from winnow.verifiers.choice import choice, read_choice, reference_letter
 from winnow.verifiers.exact import exact, normalise

@@ -124,7 +124,6 @@ def score(
     >>> score(["a", "b"], [["xy", "x"], ["xyz", "no"]], reward="length").tolist()
     [[2.0, 1.0], [3.0, 2.0]]
     """
-    from winnow.rewards import call_reward
     from winnow.stages.score import column_names
 
     rows = as_prompts(prompts)
@@ -137,7 +136,8 @@ def score(
             raise WinnowError(f"score: completions[{i}] {fix}")
     if len(rows) != len(completions):
         raise WinnowError(f"score: {len(rows)} prompts but {len(completions)} rows of completions")
-    fn, name = _reward(reward, reward_model, options)
+    columns = column_names(rows)
+    applier = _reward(reward, reward_model, options, columns)
     width = max((len(c) for c in completions), default=0)
     matrix = np.full((len(rows), width), np.nan)
     flat = [
@@ -148,10 +148,10 @@ def score(
             "prompt_ids": [p.id for _, _, p, _ in flat],
             "sample_indices": [j for _, j, _, _ in flat],
         }
-        for column in column_names(rows):  # a reference answer ...: one list per column, as the stage passes them
+        for column in columns:  # a reference answer ...: one list per column, as the stage passes them
             keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
-        values = call_reward(fn, name, [p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], **keywords)
-        for (i, j, _, _), v in zip(flat, values, strict=True):
+        got = applier.apply([p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], keywords)
+        for (i, j, _, _), v in zip(flat, got.total.tolist(), strict=True):
             matrix[i, j] = v
     return matrix
 
@@ -365,15 +365,17 @@ def _section(cls, given: Any, name: str):
     return build(cls, dict(given or {}), source=f"winnow: {name}")
 
 
-def _reward(reward: Reward | None, reward_model: str | None, options: dict) -> tuple[Callable, str]:
-    """(the reward callable, a name for messages)."""
-    if callable(reward) and reward_model is None:
-        return reward, _name(reward)
-    from winnow.stages.score import make_reward
+def _reward(reward: Reward | None, reward_model: str | None, options: dict, columns: tuple[str, ...]):
+    """The score stage's reward applier over these rewards and score options (a callable
+    reward is the only one, under the options' reasoning tags and time limit)."""
+    from winnow.rewards.apply import RewardApplier
 
+    if callable(reward) and reward_model is None:
+        config = build(ScoreConfig, dict(options), source="winnow.score")
+        return RewardApplier(config, reward, columns, name=_name(reward))
     spec = reward if isinstance(reward, str) else None
     config = build(ScoreConfig, dict(reward_fn=spec, reward_model=reward_model, **options), source="winnow.score")
-    return make_reward(config)
+    return RewardApplier(config, columns=columns)
 
 
 def _check_reward(prompts: Sequence[PromptLike], reward: Reward | None, reward_model: str | None) -> None:

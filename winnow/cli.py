@@ -31,6 +31,7 @@ from winnow.config import (
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
+from winnow.serve.reward import REFUSED as SERVE_REFUSED
 from winnow.verifiers.reasoning import FORMATS as REASONING_FORMATS
 
 
@@ -227,7 +228,6 @@ OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
         ("--max-batch-prompts", "serve", "max_batch_prompts", int, "most requests per backend call (1 = no batching)"),
         ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
         ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
-        ("--reward-timeout-s", "serve", "reward_timeout_s", float, "Best-of-N: most seconds a batch's reward may take"),
         ("--shutdown-grace-s", "serve", "shutdown_grace_s", float, "on SIGTERM: seconds in-flight requests get"),
         ("--keepalive-s", "serve", "keepalive_s", float, "streaming: seconds between SSE keep-alive comments"),
         ("--metrics-public", "serve", "metrics_public", "flag", "serve /metrics without the API key"),
@@ -321,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for flag, _, field, kind, text in OPTIONS[stage]:
                 dest, shown = field_key(stage, field), option_help(stage, field, text or "", kind)
+                if name == "serve" and stage == "score" and field in SERVE_REFUSED:
+                    shown = argparse.SUPPRESS  # taken only to be refused in one line (serve.reward.REFUSED)
                 if kind == "flag":
                     group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
                 elif kind == "append":
@@ -705,6 +707,11 @@ def serve_command(args: argparse.Namespace) -> None:
 
     file_config = load_yaml(args.config) if args.config else {}
     source = args.config or "flags"
+    if "reward_timeout_s" in (file_config.get("serve") or {}):
+        raise WinnowError(
+            f"{source}: serve.reward_timeout_s: the reward time limit is score.reward_timeout "
+            "(--reward-timeout); set it in the score section"
+        )
     layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
     config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
     file_score = file_config.get("score") or {}

@@ -256,7 +256,8 @@ class ScoreConfig:
     reward_timeout: float | None = None
     """Seconds one reward call (a batch of ``fn_batch_size`` rows, or a reward model's or
     judge's shard) may take before score stops with an error naming the batch; None: no
-    limit. Operational: not part of the stage config, so it may change on resume."""
+    limit (``winnow serve``: 60 s, then the batch's requests get 504). Operational: not part
+    of the stage config, so it may change on resume."""
     shard_size: int = 1024
     """Completions per shard file: the unit of resume."""
     device: str = "auto"
@@ -788,8 +789,6 @@ class ServeConfig:
     """Seconds a 429 asks the client to wait (the Retry-After header)."""
     log_prompts: bool = False
     """Log each request's prompt (off: prompts and completions are never logged)."""
-    reward_timeout_s: float = 60.0
-    """Best-of-N: most seconds one batch's reward call may take; past it the batch's requests get 504."""
     shutdown_grace_s: float = 30.0
     """On SIGTERM/SIGINT: seconds requests in flight get to finish before the server exits regardless."""
     keepalive_s: float = 5.0
@@ -854,7 +853,6 @@ SERVE_BOUNDS: dict[str, tuple[float, float]] = {
     "max_batch_prompts": (1, 4096),
     "max_queue": (1, 1 << 20),
     "retry_after_s": (1, 3600),
-    "reward_timeout_s": (0.001, 86_400),
     "shutdown_grace_s": (0, 3600),
     "keepalive_s": (0.01, 300),
 }

@@ -226,7 +226,7 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
     """Load each reward of ``config.rewards()`` and check it can take the score stage's
     call; returns their names. ``columns``: the prompts columns (None: not known here)."""
     from winnow.rewards import BUILTINS, builtin_options, load_reward_fn
-    from winnow.stages.score import refuse_option_columns
+    from winnow.rewards.apply import refuse_option_columns
 
     if reward is not None:
         name = getattr(reward, "__qualname__", None) or type(reward).__name__

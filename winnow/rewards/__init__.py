@@ -82,6 +82,10 @@ BUILTINS: dict[str, Builtin] = {
 """The one table of built-in rewards and verifiers; CLI help and errors list its names."""
 
 
+class RewardTimeout(WinnowError):
+    """A reward call outlasted ``score.reward_timeout`` (``winnow serve`` answers it with 504)."""
+
+
 def builtin_options(spec: str, config) -> dict:
     """The keyword options a built-in gets from the score config (none for other specs)."""
     entry = BUILTINS.get(spec)
@@ -157,7 +161,7 @@ def call_reward(
     Returns list[float] of len(completions), as ``Scores`` with the verifier's ``no_answer``
     count (0 for a plain list); raises WinnowError naming the function and the offending row
     on an exception, a wrong length, a non-number or an infinity, and naming the batch when
-    the reward exits the process or outlasts ``timeout`` seconds. The reward gets copies of
+    the reward exits the process or outlasts ``timeout`` seconds (``RewardTimeout``). The reward gets copies of
     its list arguments, so appending to them changes nothing here.
     """
     first = kw.get("prompt_ids", ["?"])[0] if kw.get("prompt_ids") else "?"
@@ -166,10 +170,10 @@ def call_reward(
     copies = {key: list(value) if isinstance(value, list) else value for key, value in kw.items()}
     try:
         values = _with_timeout(
-            lambda abandoned: _contained_call(fn, list(prompts), list(completions), copies, abandoned), timeout
+            lambda watch: _contained_call(fn, list(prompts), list(completions), copies, watch), timeout
         )
-    except TimeoutError:
-        raise WinnowError(
+    except _Overran:
+        raise RewardTimeout(
             f"reward function {name!r} took longer than --reward-timeout {timeout:g} s on {batch}"
         ) from None
     except (SystemExit, ExitCalled) as e:
@@ -244,33 +248,79 @@ def _raise_exit(code: int = 0) -> None:
     raise ExitCalled(code)
 
 
+class Watch:
+    """One reward call run in a thread (``_with_timeout``) and the waiter that may give up on it.
+
+    The call holds os._exit swapped (``_hold_exit``) until it ends; a waiter that gives up
+    releases that hold for it, so the process has the real os._exit back at once. Exactly
+    one of the two releases it, decided under ``_EXIT_LOCK``."""
+
+    def __init__(self) -> None:
+        self.given_up = False
+        self.ended = False
+
+    def give_up(self) -> None:
+        with _EXIT_LOCK:
+            if not self.ended:
+                self.given_up = True
+                _release_exit()
+
+
+_EXIT_LOCK = threading.Lock()
+_holders = 0
+"""Reward calls under way in this process: os._exit raises while any is. Counted, not saved
+and put back per call, because calls overlap (a server scores in several threads): a call
+that saved another's swapped-in function would put it back for good."""
+_saved_exit = os._exit
+
+
+def _hold_exit() -> None:
+    global _holders, _saved_exit
+    with _EXIT_LOCK:
+        if _holders == 0:
+            _saved_exit = os._exit
+            os._exit = _raise_exit  # type: ignore[assignment]
+        _holders += 1
+
+
+def _release_exit() -> None:
+    """Drop one hold (the caller holds ``_EXIT_LOCK``); the last one puts os._exit back."""
+    global _holders
+    _holders -= 1
+    if _holders == 0:
+        os._exit = _saved_exit
+
+
 @contextlib.contextmanager
-def contained(abandoned: threading.Event | None = None) -> Iterator[None]:
+def contained(watch: Watch | None = None) -> Iterator[None]:
     """While a reward's code runs: os._exit raises ExitCalled, and the working folder is restored.
 
-    abandoned: set once the caller has given up on the call (``_with_timeout``). The process
-    has moved on by the time such a call ends, so it restores nothing then: the folder it
-    saw at the start is no longer the one to go back to.
+    watch: set for a call a waiter may give up on (``_with_timeout``). The process has moved
+    on by the time such a call ends, so it restores nothing then: the folder it saw at the
+    start is no longer the one to go back to, and its hold on os._exit was released for it.
     """
     try:
         cwd: str | None = os.getcwd()
     except OSError:
         cwd = None
-    real_exit = os._exit
-    os._exit = _raise_exit  # type: ignore[assignment]
+    _hold_exit()
     try:
         yield
     finally:
-        if abandoned is None or not abandoned.is_set():
-            os._exit = real_exit
-            if cwd is not None:
-                with contextlib.suppress(OSError):
-                    if os.getcwd() != cwd:
-                        os.chdir(cwd)
+        with _EXIT_LOCK:
+            given_up = watch is not None and watch.given_up
+            if not given_up:
+                if watch is not None:
+                    watch.ended = True
+                _release_exit()
+        if not given_up and cwd is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != cwd:
+                    os.chdir(cwd)
 
 
-def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict, abandoned: threading.Event | None):
-    with contained(abandoned):
+def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict, watch: Watch | None):
+    with contained(watch):
         return fn(prompts, completions, **kw)
 
 
@@ -278,28 +328,30 @@ def _exit_call(e: BaseException) -> str:
     return f"os._exit({e.code})" if isinstance(e, ExitCalled) else f"sys.exit({e.code})"  # type: ignore[attr-defined]
 
 
-def _with_timeout(call: Callable[[threading.Event | None], list], timeout: float | None):
-    """``call(abandoned)``, or TimeoutError once ``timeout`` seconds pass (None: wait for
-    ever). ``abandoned`` is set when the call is given up on; it keeps running in its thread."""
+class _Overran(Exception):
+    """The call outlasted its time limit (not a TimeoutError: a reward may raise one of its own)."""
+
+
+def _with_timeout(call: Callable[[Watch | None], list], timeout: float | None):
+    """``call(watch)``, or ``_Overran`` once ``timeout`` seconds pass (None: wait for ever).
+    The watch is given up on then; the call keeps running in its thread."""
     if timeout is None:
         return call(None)
     box: dict = {}
-    abandoned = threading.Event()
+    watch = Watch()
 
     def target() -> None:
         try:
-            box["value"] = call(abandoned)
+            box["value"] = call(watch)
         except BaseException as e:  # noqa: BLE001 -- handed to the waiting thread as is
             box["error"] = e
 
-    real_exit = os._exit
     thread = threading.Thread(target=target, name="winnow-reward", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        abandoned.set()
-        os._exit = real_exit  # the abandoned call leaves os._exit and the folder alone when it ends
-        raise TimeoutError
+        watch.give_up()  # os._exit is the real one again, though the abandoned call runs on
+        raise _Overran
     if "error" in box:
         raise box["error"]
     return box["value"]

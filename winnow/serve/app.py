@@ -48,6 +48,7 @@ from winnow.config import ServeConfig
 from winnow.errors import WinnowError
 from winnow.generate import Backend, Sampling, check_sampling
 from winnow.records import Completion, Prompt
+from winnow.rewards.apply import RewardApplier
 from winnow.serve import schema, stream
 from winnow.serve.batcher import Batcher, Job, QueueFull
 from winnow.serve.metrics import CountStatus, Metrics
@@ -71,14 +72,14 @@ class ClientGone(Exception):
 
 
 def create_app(
-    backend: Backend, config: ServeConfig, *, backend_name: str, reward=None, reward_name: str | None = None
+    backend: Backend, config: ServeConfig, *, backend_name: str, reward: RewardApplier | None = None
 ) -> FastAPI:
-    """The app over a built backend; ``reward`` (the reward contract) turns on Best-of-N."""
+    """The app over a built backend; ``reward`` (the score stage's applier) turns on Best-of-N."""
     served = config.served_model_name or config.model
     key = _api_key(config)
     created = int(time.time())
     batcher = Batcher(
-        lambda tickets, sampling, seed: work(backend, config, reward, reward_name, tickets, sampling, seed),
+        lambda tickets, sampling, seed: work(backend, config, reward, tickets, sampling, seed),
         window_s=config.batch_window_ms / 1000,
         max_batch=config.max_batch_prompts,
         max_queue=config.max_queue,
@@ -217,9 +218,7 @@ def create_app(
             raise _busy()
         relays[0] += 1
         try:
-            events = await relay(
-                backend, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived
-            )
+            events = await relay(backend, config, reward, kind, req, prompt, sampling, served, metrics, arrived)
         except BaseException:
             relays[0] -= 1
             raise

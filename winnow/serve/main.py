@@ -10,6 +10,7 @@ import socket
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import make_backend
+from winnow.serve.reward import refuse_unserved, server_applier
 
 
 def build_app(config: ServeConfig, score: ScoreConfig | None = None):
@@ -26,13 +27,11 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None):
         batch_size=config.batch_size,
         client=config.client_settings(),
     )
-    reward, reward_name = None, None
+    reward = None
     if score is not None:
-        from winnow.stages.score import make_reward
-
         score.validate()
-        reward, reward_name = make_reward(score)
-    return create_app(backend, config, backend_name=config.backend, reward=reward, reward_name=reward_name)
+        reward = server_applier(score)
+    return create_app(backend, config, backend_name=config.backend, reward=reward)
 
 
 def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
@@ -42,6 +41,9 @@ def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
     import uvicorn
 
     config.validate()
+    if score is not None:  # before the port and the model: a refused option is one line at once
+        score.validate()
+        refuse_unserved(score)
     sock = listen(config.host, config.port)  # before the model loads: a busy port fails at once
     app = build_app(config, score)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

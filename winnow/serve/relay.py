@@ -19,15 +19,16 @@ from winnow.generate import Sampling
 from winnow.generate.openai_api import OpenAIBackend, extra_body
 from winnow.records import Completion, Prompt
 from winnow.replies import NO_REASON, finish_reason
+from winnow.rewards import RewardTimeout
 from winnow.serve import stream
-from winnow.serve.work import ApiError, score_in_time
+from winnow.serve.reward import score_candidates
+from winnow.serve.work import ApiError
 
 
 async def relay(
     backend,
     config,
     reward,
-    reward_name,
     kind,
     req,
     prompt: Prompt,
@@ -71,10 +72,10 @@ async def relay(
     except openai.APIError as e:
         await api.close()
         raise ApiError(502, f"the upstream server failed: {type(e).__name__}", type="upstream_error") from None
-    return _events(api, upstream, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived)
+    return _events(api, upstream, config, reward, kind, req, prompt, sampling, served, metrics, arrived)
 
 
-async def _events(api, upstream, config, reward, reward_name, kind, req, prompt, sampling, served, metrics, arrived):
+async def _events(api, upstream, config, reward, kind, req, prompt, sampling, served, metrics, arrived):
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     chunks = stream.Chunks(kind, prompt.id, int(time.time()), served, include_usage)
     texts: dict[int, str] = {}
@@ -105,10 +106,8 @@ async def _events(api, upstream, config, reward, reward_name, kind, req, prompt,
                 Completion(prompt.id, j, served, texts.get(j, ""), 0, finish.get(j, "stop")) for j in range(sampling.n)
             ]
             try:
-                rewards = await asyncio.to_thread(
-                    score_in_time, reward, reward_name, [prompt], rows, config.reward_timeout_s
-                )
-            except TimeoutError as e:
+                rewards = await asyncio.to_thread(score_candidates, reward, [prompt], rows)
+            except RewardTimeout as e:
                 yield stream.error(504, str(e), "server_error", "reward_timeout")
                 yield stream.DONE
                 return

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from winnow.config import ServeConfig
 from winnow.generate import Backend, Sampling
 from winnow.records import Completion, Prompt
+from winnow.rewards import RewardTimeout
+from winnow.rewards.apply import RewardApplier
+from winnow.serve.reward import score_candidates
 
 log = logging.getLogger("winnow.serve")
 
@@ -82,7 +84,12 @@ GONE = ApiError(499, "the client closed the connection", code="client_closed")
 
 
 def work(
-    backend: Backend, config: ServeConfig, reward, reward_name, tickets: list[Ticket], sampling: Sampling, seed: int
+    backend: Backend,
+    config: ServeConfig,
+    reward: RewardApplier | None,
+    tickets: list[Ticket],
+    sampling: Sampling,
+    seed: int,
 ) -> list[Outcome | ApiError]:
     """Check prompt lengths, sample the batch, score it (Best-of-N): one result per ticket."""
     prompts = [t.prompt for t in tickets]
@@ -122,14 +129,8 @@ def work(
     scored = [slot for slot, i in enumerate(keep) if not tickets[i].cancelled]
     if reward is not None and scored:
         try:
-            got = score_in_time(
-                reward,
-                reward_name,
-                prompts,
-                [rows[s * n + j] for s in scored for j in range(n)],
-                config.reward_timeout_s,
-            )
-        except TimeoutError as e:
+            got = score_candidates(reward, prompts, [rows[s * n + j] for s in scored for j in range(n)])
+        except RewardTimeout as e:
             for i in keep:
                 out[i] = ApiError(504, str(e), type="server_error", code="reward_timeout")
             return out  # type: ignore[return-value]  # every slot is filled
@@ -148,42 +149,3 @@ def work(
             rewards=rewards[slot * n : (slot + 1) * n] if rewards is not None else None,
         )
     return out  # type: ignore[return-value]  # every slot is filled above
-
-
-def score_in_time(reward, reward_name, prompts: list[Prompt], rows: list[Completion], timeout_s: float) -> list[float]:
-    """The reward of each row (``call_reward``), or ``TimeoutError`` past ``timeout_s``.
-
-    A Python call cannot be stopped from outside, so the reward runs in a daemon thread
-    that is abandoned if it overruns: the server answers 504 and goes on (and the thread
-    cannot keep the process alive at shutdown). A reward that hangs for good leaks one
-    thread per batch it is given; the log says so.
-    """
-    from winnow.rewards import call_reward
-
-    by_id = {p.id: p for p in prompts}
-    result: list = []
-
-    def target() -> None:
-        try:
-            result.append(
-                call_reward(
-                    reward,
-                    reward_name or "reward",
-                    [by_id[c.prompt_id].content for c in rows],
-                    [c.text for c in rows],
-                    prompt_ids=[c.prompt_id for c in rows],
-                    sample_indices=[c.sample_index for c in rows],
-                )
-            )
-        except BaseException as e:  # noqa: BLE001 -- re-raised in the caller's thread
-            result.append(e)
-
-    thread = threading.Thread(target=target, daemon=True, name="winnow-reward")
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        log.error("the reward %s did not finish within %g s; its thread is abandoned", reward_name, timeout_s)
-        raise TimeoutError(f"the reward {reward_name!r} did not finish within {timeout_s:g} s (serve.reward_timeout_s)")
-    if isinstance(result[0], BaseException):
-        raise result[0]
-    return result[0]
