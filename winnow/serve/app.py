@@ -25,6 +25,12 @@ be sent before every candidate is scored: the server sends SSE comment keep-aliv
 A client that goes away cancels its request: out of the queue at once, and (``hf``) its
 rows stop at the next decode step. The server keeps no state between requests beyond its
 queue: a restart loses nothing.
+
+Where each part lives: ``routes`` (the routes, and how a request is answered), ``server``
+(what the routes share: batcher, metrics, relay gate), ``incoming`` (key, body, fields),
+``answer`` (caps, choices, the JSON body), ``events`` (streams fed by the batcher),
+``relay`` (``--backend openai`` streams relayed), ``work`` (the backend thread). This module
+makes the app and turns errors into the OpenAI error body.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def api_key(config: ServeConfig) -> bytes | None:
+    """``Bearer <key>`` from the variable ``serve.api_key_env`` names; None = no key asked."""
     if not config.api_key_env:
         return None
     key = os.environ.get(config.api_key_env)

@@ -37,6 +37,7 @@ router = APIRouter()
 
 
 def server_of(request: Request) -> Server:
+    """The ``Server`` of the app this request came to (``create_app`` put it there)."""
     return request.app.state.server
 
 
