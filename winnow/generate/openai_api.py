@@ -79,7 +79,7 @@ class OpenAIBackend:
         that keeps failing ends the call with an error naming its prompt.
         """
         for p in prompts:
-            self._endpoint_of(p)  # refuse a message prompt on 'completions' before any request
+            self.endpoint_of(p)  # refuse a message prompt on 'completions' before any request
         return asyncio.run(self._generate(prompts, sampling, seed))
 
     def submit(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> concurrent.futures.Future:
@@ -88,7 +88,7 @@ class OpenAIBackend:
         requests are in flight over all of them, and the next shard fills the slots the
         current one frees."""
         for p in prompts:
-            self._endpoint_of(p)
+            self.endpoint_of(p)
         if self._shared is None:
             self._shared = _SharedLoop(self.client)
         shared = self._shared
@@ -198,7 +198,7 @@ class OpenAIBackend:
         )
         if sampling.stop:
             common["stop"] = list(sampling.stop)
-        chat = self._endpoint_of(prompt) == "chat"
+        chat = self.endpoint_of(prompt) == "chat"
         if chat:
             if logprobs:
                 common.update(logprobs=True, top_logprobs=0)
@@ -210,7 +210,9 @@ class OpenAIBackend:
         body = await remote.create(client, chat=chat, limit=reply_limit(n, sampling.max_new_tokens), **common)
         return parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens)
 
-    def _endpoint_of(self, prompt: Prompt) -> str:
+    def endpoint_of(self, prompt: Prompt) -> str:
+        """``chat`` or ``completions``: where ``prompt`` is sampled (``endpoint``; ``auto``:
+        chat for a messages prompt). A messages prompt on ``completions`` is refused."""
         if self.endpoint == "chat" or (self.endpoint == "auto" and prompt.messages is not None):
             return "chat"
         if prompt.text is None:

@@ -16,6 +16,7 @@ Names follow Prometheus' conventions (``_total`` counters, ``_seconds`` histogra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -57,6 +58,31 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def answered(
+        self,
+        *,
+        candidates: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        rewards: list[float | None],
+        arrived: float,
+        streamed: bool,
+        first_at: float | None = None,
+    ) -> None:
+        """Count one request answered in full: ``rewards`` are those of the answers returned
+        (None = unscored, not counted); ``arrived`` and ``first_at`` (its first content byte;
+        None = the answer came in one piece) are ``time.perf_counter()`` readings."""
+        now = time.perf_counter()
+        label = "true" if streamed else "false"
+        self.candidates.inc(candidates)
+        self.prompt_tokens.inc(prompt_tokens)
+        self.completion_tokens.inc(completion_tokens)
+        self.ttft.labels(label).observe((first_at or now) - arrived)
+        self.latency.labels(label).observe(now - arrived)
+        for r in rewards:
+            if r is not None:
+                self.reward.observe(r)
 
 
 class CountStatus:

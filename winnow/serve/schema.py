@@ -88,7 +88,7 @@ class SamplingFields(Strict):
     repetition_penalty: float = Field(1.0, ge=0.01, le=100)
     aggregate: str | None = None
     """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
-    ``majority`` or ``weighted`` (votes over their final answers; ``app.AGGREGATES``)."""
+    ``majority`` or ``weighted`` (votes over their final answers; ``answer.AGGREGATES``)."""
     presence_penalty: float = 0.0
     """Not implemented: only 0 is accepted (``NEUTRAL``)."""
     frequency_penalty: float = 0.0

@@ -94,49 +94,20 @@ def work(
     """Check prompt lengths, sample the batch, score it (Best-of-N): one result per ticket."""
     prompts = [t.prompt for t in tickets]
     lengths = backend.prompt_lengths(prompts)
-    room = backend.context_length() - sampling.max_new_tokens
-    out: list[Outcome | ApiError | None] = [None] * len(prompts)
-    keep = []
-    for i, length in enumerate(lengths):
-        if tickets[i].cancelled:
-            out[i] = GONE
-        elif length > config.max_prompt_tokens:
-            out[i] = ApiError(
-                400,
-                f"the prompt has {length} tokens; at most {config.max_prompt_tokens} are accepted",
-                param="messages",
-            )
-        elif length > room:
-            out[i] = ApiError(
-                400,
-                f"the prompt has {length} tokens, and with max_tokens {sampling.max_new_tokens} it exceeds "
-                f"the model's context of {backend.context_length()}",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        else:
-            keep.append(i)
-    rows: list[Completion] = []
-    if keep:
-        kept = [prompts[i] for i in keep]
-        if getattr(backend, "streams", False):
-            watch = TicketWatch([tickets[i] for i in keep])
-            rows = backend.generate(kept, sampling, seed, watch=watch)  # type: ignore[call-arg]
-        else:
-            rows = backend.generate(kept, sampling, seed)
+    context = backend.context_length()
+    out: list[Outcome | ApiError | None] = [
+        _refusal(t, length, config.max_prompt_tokens, sampling.max_new_tokens, context)
+        for t, length in zip(tickets, lengths, strict=True)
+    ]
+    keep = [i for i, o in enumerate(out) if o is None]
+    rows = _sample(backend, [tickets[i] for i in keep], sampling, seed)
     n = sampling.n
-    rewards: list[float] | None = None
-    scored = [slot for slot, i in enumerate(keep) if not tickets[i].cancelled]
-    if reward is not None and scored:
-        try:
-            got = score_candidates(reward, prompts, [rows[s * n + j] for s in scored for j in range(n)])
-        except RewardTimeout as e:
-            for i in keep:
-                out[i] = ApiError(504, str(e), type="server_error", code="reward_timeout")
-            return out  # type: ignore[return-value]  # every slot is filled
-        rewards = [float("nan")] * len(rows)
-        for k, s in enumerate(scored):
-            rewards[s * n : (s + 1) * n] = got[k * n : (k + 1) * n]
+    try:
+        rewards = _score(reward, prompts, rows, [slot for slot, i in enumerate(keep) if not tickets[i].cancelled], n)
+    except RewardTimeout as e:
+        for i in keep:
+            out[i] = ApiError(504, str(e), type="server_error", code="reward_timeout")
+        return out  # type: ignore[return-value]  # every slot is filled
     for slot, i in enumerate(keep):
         part = rows[slot * n : (slot + 1) * n]
         assert all(c.prompt_id == prompts[i].id for c in part)  # rows come grouped by prompt, in order
@@ -149,3 +120,49 @@ def work(
             rewards=rewards[slot * n : (slot + 1) * n] if rewards is not None else None,
         )
     return out  # type: ignore[return-value]  # every slot is filled above
+
+
+def _refusal(ticket: Ticket, length: int, max_prompt_tokens: int, max_new_tokens: int, context: int) -> ApiError | None:
+    """Why a request is not sampled (its client left, its prompt is too long); None = it is."""
+    if ticket.cancelled:
+        return GONE
+    if length > max_prompt_tokens:
+        return ApiError(
+            400,
+            f"the prompt has {length} tokens; at most {max_prompt_tokens} are accepted",
+            param="messages",
+        )
+    if length > context - max_new_tokens:
+        return ApiError(
+            400,
+            f"the prompt has {length} tokens, and with max_tokens {max_new_tokens} it exceeds "
+            f"the model's context of {context}",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    return None
+
+
+def _sample(backend: Backend, tickets: list[Ticket], sampling: Sampling, seed: int) -> list[Completion]:
+    """``sampling.n`` rows per ticket, grouped by ticket in order; a streaming backend is
+    handed the tickets to stream text to and to read cancellations from."""
+    if not tickets:
+        return []
+    prompts = [t.prompt for t in tickets]
+    if getattr(backend, "streams", False):
+        return backend.generate(prompts, sampling, seed, watch=TicketWatch(tickets))  # type: ignore[call-arg]
+    return backend.generate(prompts, sampling, seed)
+
+
+def _score(
+    reward: RewardApplier | None, prompts: list[Prompt], rows: list[Completion], scored: list[int], n: int
+) -> list[float] | None:
+    """Best-of-N: the reward of each row (NaN for the rows of slots not in ``scored``, whose
+    client left); None without a reward or when no slot is scored. ``RewardTimeout`` passes."""
+    if reward is None or not scored:
+        return None
+    got = score_candidates(reward, prompts, [rows[s * n + j] for s in scored for j in range(n)])
+    rewards = [float("nan")] * len(rows)
+    for k, s in enumerate(scored):
+        rewards[s * n : (s + 1) * n] = got[k * n : (k + 1) * n]
+    return rewards

@@ -1,0 +1,182 @@
+"""What an answer is made of: the request's sampling checked against the caps, the
+choices picked from the candidates, and the JSON body around them.
+
+Everything here is pure (no I/O, no server state): a request's fields and the server's
+``ServeConfig`` in, a ``Sampling``, a list of choices or a pydantic body out; a bad field
+raises ``ApiError`` (400, naming the field).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from winnow.config import ServeConfig
+from winnow.errors import WinnowError
+from winnow.generate import Sampling, check_sampling
+from winnow.records import Completion, Prompt
+from winnow.serve import schema
+from winnow.serve.work import ApiError, Outcome
+
+Picked = list[tuple[Completion, float | None]]
+"""The choices to return, best first: each completion with its reward (None = unscored or
+no reward)."""
+
+AGGREGATES: dict[str, bool] = {"best": True, "majority": True, "weighted": True}
+"""How a request may ask the answer to be chosen (``aggregate``), and whether this server
+does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted`` = the vote
+over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
+
+
+def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseModel:
+    """The JSON answer: a chat completion or a text completion with the picked choices."""
+    created = int(time.time())
+    if kind == "chat":
+        chat = [
+            schema.ChatChoice.model_validate(
+                dict(
+                    index=i,
+                    message=schema.AssistantMessage(content=c.text),
+                    finish_reason=c.finish_reason,
+                    num_tokens=c.num_tokens,
+                    reward=r,
+                )
+            )
+            for i, (c, r) in enumerate(picked)
+        ]
+        return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **extras(got))
+    text = [
+        schema.TextChoice.model_validate(
+            dict(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
+        )
+        for i, (c, r) in enumerate(picked)
+    ]
+    return schema.TextCompletion(id=id, created=created, model=served, choices=text, **extras(got))
+
+
+def check_aggregate(name: str | None, *, rewarded: bool) -> None:
+    if name is None:
+        return
+    if name not in AGGREGATES:
+        raise ApiError(400, f"aggregate must be one of {', '.join(AGGREGATES)}, got {name!r}", param="aggregate")
+    if not AGGREGATES[name]:
+        served = ", ".join(k for k, on in AGGREGATES.items() if on)
+        raise ApiError(
+            400,
+            f"aggregate {name!r} is not available on this server yet (available: {served})",
+            param="aggregate",
+            code="aggregate_not_available",
+        )
+    if not rewarded:
+        raise ApiError(400, "aggregate needs a server started with a reward (Best-of-N mode)", param="aggregate")
+
+
+def choose(name: str | None, got: Outcome, n: int) -> Picked:
+    """The n answers to return, chosen as ``aggregate`` says (default and ``best``: ``pick``)."""
+    match name:
+        case None | "best":
+            return pick(got, n)
+        case "majority" | "weighted":
+            # the vote's winner first, then the rest by reward (a vote names one answer; n > 1 asks for more)
+            from winnow.select import aggregate
+
+            ranked = pick(got, len(got.candidates))
+            rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
+            chosen = aggregate([c.text for c in got.candidates], rewards, name)
+            if chosen < 0:
+                return ranked[:n]
+            first = got.candidates[chosen]
+            return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
+        case _:  # refused in check_aggregate
+            raise ApiError(400, f"aggregate {name!r} is not available", param="aggregate")
+
+
+def extras(got: Outcome) -> dict:
+    completion_tokens = sum(c.num_tokens for c in got.candidates)
+    usage = schema.Usage(
+        prompt_tokens=got.prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=got.prompt_tokens + completion_tokens,
+    )
+    out: dict[str, Any] = {"usage": usage}
+    if got.rewards is not None:
+        out["candidate_rewards"] = [None if math.isnan(r) else r for r in got.rewards]
+    return out
+
+
+def pick(got: Outcome, n: int) -> Picked:
+    """The n answers to return: all n samples, or the n best candidates (NaN last, ties by index)."""
+    if got.rewards is None:
+        return [(c, None) for c in got.candidates[:n]]
+    rewards = got.rewards
+    order = sorted(range(len(got.candidates)), key=lambda j: (math.isnan(rewards[j]), -_or0(rewards[j]), j))
+    return [(got.candidates[j], None if math.isnan(rewards[j]) else rewards[j]) for j in order[:n]]
+
+
+def _or0(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def sampling_of(
+    req: schema.SamplingFields, config: ServeConfig, max_tokens: int | None, *, rewarded: bool, backend_name: str
+) -> Sampling:
+    """The request's sampling settings, each checked against its cap (400 naming the field)."""
+    if req.stream_options is not None and not req.stream:
+        raise ApiError(400, "stream_options needs stream: true", param="stream_options")
+    if req.n > config.max_n:
+        raise ApiError(400, f"n must be <= {config.max_n}, got {req.n}", param="n")
+    if rewarded:
+        k = req.best_of if req.best_of is not None else max(config.best_of, req.n)
+        if k < req.n:
+            raise ApiError(400, f"best_of ({k}) must be >= n ({req.n})", param="best_of")
+        if k > config.max_best_of:
+            raise ApiError(400, f"best_of must be <= {config.max_best_of}, got {k}", param="best_of")
+    else:
+        if req.best_of is not None and req.best_of != req.n:
+            raise ApiError(400, "best_of needs a server started with a reward (Best-of-N mode)", param="best_of")
+        k = req.n
+    tokens = max_tokens if max_tokens is not None else config.default_max_tokens
+    if tokens > config.max_tokens:
+        raise ApiError(400, f"max_tokens must be <= {config.max_tokens}, got {tokens}", param="max_tokens")
+    sampling = Sampling(
+        n=k,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        max_new_tokens=tokens,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+        stop=req.stop_strings(),
+    )
+    try:
+        check_sampling(backend_name, sampling)
+    except WinnowError as e:
+        raise ApiError(400, str(e).split(": ", 1)[-1], param=str(e).split(":", 1)[0].split(".")[-1]) from None
+    return sampling
+
+
+Kind = Literal["chat", "text"]
+"""``chat`` for ``/v1/chat/completions``, ``text`` for ``/v1/completions``: the shape of
+the answer."""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One request as its route read it: what every later step needs of it."""
+
+    kind: Kind
+    req: schema.SamplingFields
+    prompt: Prompt
+    max_tokens: int | None
+    """The request's ``max_tokens`` (or ``max_completion_tokens``); None = the server's default."""
+    arrived: float
+    """``time.perf_counter()`` at arrival: where latency and time to first token start."""
+
+    @property
+    def include_usage(self) -> bool:
+        """A streamed answer ends with a usage chunk (``stream_options.include_usage``)."""
+        return bool(self.req.stream_options and self.req.stream_options.include_usage)

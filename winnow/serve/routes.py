@@ -1,0 +1,137 @@
+"""The routes: ``GET /health``, ``GET /metrics``, ``GET /v1/models``,
+``POST /v1/chat/completions`` and ``POST /v1/completions``.
+
+Each reads the app's ``Server`` from ``request.app.state.server``. A completion request is
+read (key, body, fields), checked against the caps, then answered one of three ways: a
+JSON body after the batcher ran it, an event stream fed by the batcher (``events``), or
+(``--backend openai``, answer known as sampled) the upstream's stream relayed (``relay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from winnow.generate import Sampling
+from winnow.generate.openai_api import OpenAIBackend
+from winnow.records import Prompt
+from winnow.serve import schema, stream
+from winnow.serve.answer import Asked, body, check_aggregate, choose, sampling_of
+from winnow.serve.events import batched_events
+from winnow.serve.incoming import authorize, parse, read_body
+from winnow.serve.metrics import CONTENT_TYPE
+from winnow.serve.relay import Relay, relay
+from winnow.serve.server import ClientGone, Server
+from winnow.serve.work import ApiError, Ticket
+
+log = logging.getLogger("winnow.serve")
+
+router = APIRouter()
+
+
+def server_of(request: Request) -> Server:
+    """The ``Server`` of the app this request came to (``create_app`` put it there)."""
+    return request.app.state.server
+
+
+@router.get("/health")
+async def health(request: Request) -> dict:
+    s = server_of(request)
+    return {"status": "ok", "model": s.served, "queued": len(s.batcher.pending), "running": s.batcher.running}
+
+
+@router.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    s = server_of(request)
+    if not s.config.metrics_public:
+        authorize(request, s.key)
+    return Response(s.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    s = server_of(request)
+    authorize(request, s.key)
+    return schema.ModelList(data=[schema.ModelCard(id=s.served, created=s.created)]).model_dump()
+
+
+@router.post("/v1/chat/completions")
+async def chat(request: Request) -> Any:
+    arrived = time.perf_counter()
+    s = server_of(request)
+    authorize(request, s.key)
+    req = parse(schema.ChatCompletionRequest, await read_body(request, s.config.max_body_bytes))
+    prompt = Prompt(id=f"chatcmpl-{uuid.uuid4().hex}", messages=tuple(m.model_dump() for m in req.messages))
+    return await answer(s, request, Asked("chat", req, prompt, req.max_tokens or req.max_completion_tokens, arrived))
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Any:
+    arrived = time.perf_counter()
+    s = server_of(request)
+    authorize(request, s.key)
+    req = parse(schema.CompletionRequest, await read_body(request, s.config.max_body_bytes))
+    prompt = Prompt(id=f"cmpl-{uuid.uuid4().hex}", text=req.prompt)
+    return await answer(s, request, Asked("text", req, prompt, req.max_tokens, arrived))
+
+
+async def answer(s: Server, request: Request, asked: Asked) -> Any:
+    """Check the request, queue it, and answer: a JSON body, or an event stream."""
+    req, prompt, rewarded = asked.req, asked.prompt, s.reward is not None
+    if req.model != s.served:
+        raise ApiError(
+            404,
+            f"model {req.model!r} is not served here (it serves {s.served!r})",
+            param="model",
+            code="model_not_found",
+        )
+    sampling = sampling_of(req, s.config, asked.max_tokens, rewarded=rewarded, backend_name=s.backend_name)
+    check_aggregate(req.aggregate, rewarded=rewarded)
+    if s.config.log_prompts:
+        log.info("%s prompt: %r", prompt.id, prompt.content)
+    live = not rewarded or sampling.n == 1
+    if req.stream and live and s.backend_name == "openai":
+        return await relayed(s, asked, sampling)
+    ticket = Ticket(prompt, live=req.stream and live)
+    if req.stream:
+        ticket.loop, ticket.events = asyncio.get_running_loop(), asyncio.Queue()
+    job = s.enqueue(sampling, ticket, req.seed)
+    if req.stream:
+        events = batched_events(s, asked, ticket, job)
+        return StreamingResponse(events, media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)
+    try:
+        got = await s.wait(request, ticket, job)
+    except ClientGone:
+        return Response(status_code=499)
+    picked = choose(req.aggregate, got, req.n)
+    s.count(got, picked, asked.arrived, streamed=False)
+    return body(asked.kind, prompt.id, s.served, got, picked).model_dump(exclude_none=not rewarded)
+
+
+async def relayed(s: Server, asked: Asked, sampling: Sampling) -> StreamingResponse:
+    """The upstream's stream relayed, counted against the relay gate until it ends."""
+    assert isinstance(s.backend, OpenAIBackend)  # relayed only when backend_name is "openai"
+    if not s.relays.enter():
+        raise s.busy()
+    try:
+        events = await relay(Relay(s.backend, asked, sampling, s.served, s.reward, s.metrics))
+    except BaseException:
+        s.relays.leave()
+        raise
+
+    async def counted() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            s.relays.leave()
+            await events.aclose()  # closes the upstream stream if the client left between events
+
+    return StreamingResponse(counted(), media_type=stream.MEDIA_TYPE, headers=stream.HEADERS)

@@ -1,0 +1,140 @@
+"""What every route of one app shares: the backend, the reward, the batcher, the metrics
+and the cap on relayed streams, with the steps that use them (queue, wait, count).
+
+One ``Server`` per app, kept on ``app.state.server``; it holds nothing a restart would lose
+(its queue is the only state between requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from winnow.config import ServeConfig
+from winnow.generate import Backend, Sampling
+from winnow.rewards.apply import RewardApplier
+from winnow.serve.answer import Picked
+from winnow.serve.batcher import Batcher, Job, QueueFull
+from winnow.serve.incoming import api_key, disconnected
+from winnow.serve.metrics import Metrics
+from winnow.serve.work import ApiError, Outcome, Ticket, work
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+class RelayGate:
+    """The count of upstream streams being relayed (``--backend openai``, streamed, one
+    answer per candidate). They skip the batcher, so its queue cap is applied here."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+
+    def enter(self) -> bool:
+        """Take a place; False (nothing taken) when ``limit`` streams are open."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+
+@dataclass(eq=False)
+class Server:
+    """The shared parts of one app; ``reward`` (the score stage's applier) turns on Best-of-N."""
+
+    backend: Backend
+    config: ServeConfig
+    backend_name: str
+    reward: RewardApplier | None
+    batcher: Batcher
+    metrics: Metrics
+    relays: RelayGate
+    key: bytes | None
+    """``Bearer <key>`` every request must send (``serve.api_key_env``); None = no key."""
+    served: str
+    """The model name clients ask for (``served_model_name``, else ``model``)."""
+    created: int
+    """When the app was made (unix seconds): the ``created`` of ``/v1/models``."""
+
+    @classmethod
+    def build(cls, backend: Backend, config: ServeConfig, *, backend_name: str, reward: RewardApplier | None) -> Server:
+        """The batcher runs ``work`` (sample, then score) over each batch in its thread."""
+        key = api_key(config)  # an unset key variable fails before anything is made
+        batcher = Batcher(
+            lambda tickets, sampling, seed: work(backend, config, reward, tickets, sampling, seed),
+            window_s=config.batch_window_ms / 1000,
+            max_batch=config.max_batch_prompts,
+            max_queue=config.max_queue,
+        )
+        metrics = Metrics(lambda: len(batcher.pending), lambda: batcher.running)
+        batcher.on_batch = metrics.batch_size.observe
+        return cls(
+            backend=backend,
+            config=config,
+            backend_name=backend_name,
+            reward=reward,
+            batcher=batcher,
+            metrics=metrics,
+            relays=RelayGate(config.max_queue),
+            key=key,
+            served=config.served_model_name or config.model,
+            created=int(time.time()),
+        )
+
+    def busy(self) -> ApiError:
+        """429 with Retry-After: the queue (or the relay gate) is full."""
+        return ApiError(
+            429,
+            f"the server is busy ({self.config.max_queue} requests waiting); retry after {self.config.retry_after_s} s",
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(self.config.retry_after_s)},
+        )
+
+    def enqueue(self, sampling: Sampling, ticket: Ticket, seed: int | None) -> Job:
+        try:
+            return self.batcher.enqueue(sampling, ticket, seed)
+        except QueueFull:
+            raise self.busy() from None
+
+    async def wait(self, request: Request, ticket: Ticket, job: Job) -> Outcome:
+        """The request's outcome, or ``ClientGone`` (its work cancelled) if the client leaves first."""
+        waiter = asyncio.ensure_future(self.batcher.wait(job))
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not waiter.done():  # the client left, or this handler is being cancelled
+                ticket.cancelled = True
+                waiter.cancel()
+        if not waiter.done() or waiter.cancelled():
+            raise ClientGone
+        return outcome(waiter.result())
+
+    def count(self, got: Outcome, picked: Picked, arrived: float, *, streamed: bool, first_at: float | None = None):
+        """The metrics of one request answered through the batcher."""
+        self.metrics.answered(
+            candidates=len(got.candidates),
+            prompt_tokens=got.prompt_tokens,
+            completion_tokens=sum(c.num_tokens for c in got.candidates),
+            rewards=[r for _, r in picked],
+            arrived=arrived,
+            streamed=streamed,
+            first_at=first_at,
+        )
+
+
+def outcome(result: Outcome | ApiError) -> Outcome:
+    """The batcher's result for one request, its error raised."""
+    if isinstance(result, ApiError):
+        raise result
+    return result
