@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from winnow.config import ServeConfig
 from winnow.errors import WinnowError
-from winnow.generate import Backend, Sampling, check_sampling
+from winnow.generate.contract import Backend, Sampling, check_sampling
 from winnow.records import Completion, Prompt
 from winnow.rewards.apply import RewardApplier
 from winnow.serve import schema, stream

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from winnow import remote
-from winnow.generate import Sampling
+from winnow.generate.contract import Sampling
 from winnow.generate.openai_api import OpenAIBackend, extra_body
 from winnow.records import Completion, Prompt
 from winnow.replies import NO_REASON, finish_reason
