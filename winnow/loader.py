@@ -50,7 +50,7 @@ def module_file(spec: str) -> Path | None:
 
 def resolve(spec: str) -> Callable:
     """Winnow's own ``module:function``, imported as is (an ImportError passes up)."""
-    module, _, name = spec.partition(":")
+    module, name = split(spec)
     return getattr(importlib.import_module(module), name)
 
 

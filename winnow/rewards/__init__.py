@@ -170,6 +170,10 @@ def call_reward(
     return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)
 
 
+# A reward's call runs contained as its module's import did (``winnow.loader.contained``: os._exit
+# raises, the working folder is put back); a time limit runs it in a thread it may be abandoned in.
+
+
 def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict, watch: Watch | None):
     with contained(watch):
         return fn(prompts, completions, **kw)
