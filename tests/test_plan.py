@@ -285,9 +285,9 @@ def test_run_checks_its_plan_before_sampling(tmp_path, tiny_policy):
 def test_the_doctests_of_the_plan_and_the_reward_loader():
     import doctest
 
+    import winnow.loader
     import winnow.plan
-    import winnow.rewards
 
-    for module in (winnow.plan, winnow.rewards):
+    for module in (winnow.plan, winnow.loader):
         failed, tried = doctest.testmod(module)
         assert failed == 0 and tried > 0, module.__name__

@@ -294,10 +294,23 @@ def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps,
         )
 
 
+def score_or_assemble(
+    run_dir: str | Path, config: ScoreConfig, *, reward=None, executor: ExecutorConfig | None = None
+) -> dict:
+    """RUN_DIR/score: put together from the adaptive steps' scores when the run was sampled
+    adaptively under this very score config (its steps scored every completion already),
+    else scored by the score stage. The one way a pipeline or the API scores a run dir."""
+    if reward is None:
+        config.validate()
+        if scored_under(completed_manifest(run_dir, "generate")) == config.stage_config():
+            return score_adaptive(run_dir, config, executor=executor)
+    return stages.score(run_dir, config, reward=reward, executor=executor)
+
+
 def score_adaptive(run_dir: str | Path, score: ScoreConfig, *, executor: ExecutorConfig | None = None) -> dict:
     """RUN_DIR/score from the steps' score stages: a shard per step, then the (M, MAX)
     matrix, NaN where a prompt had stopped. Nothing is scored again. ``score`` must be the
-    config the steps were scored under (``stages.score`` sends a run here only then)."""
+    config the steps were scored under (``score_or_assemble`` sends a run here only then)."""
     run_dir = Path(run_dir)
     gen_manifest = completed_manifest(run_dir, "generate")
     if scored_under(gen_manifest) != score.stage_config():

@@ -14,6 +14,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import cast
 
+from winnow.errors import WinnowError
+from winnow.loader import load
+
 Extractor = Callable[[str], str | None]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -141,10 +144,6 @@ def load_extractor(spec: str) -> Extractor:
     """``auto`` (``extract_answer``) or a ``module:function`` / ``file.py:function`` text -> str | None."""
     if spec == "auto":
         return extract_answer
-    from winnow.errors import WinnowError
-    from winnow.rewards import load_reward_fn
-
     if ":" not in spec:
         raise WinnowError(f"adaptive.answer: use 'auto', 'math', 'module:function' or 'file.py:function', got {spec!r}")
-    fn = load_reward_fn(spec)  # the loader resolves any named callable, not only rewards
-    return cast(Extractor, fn)
+    return cast(Extractor, load(spec))

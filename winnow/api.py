@@ -251,13 +251,13 @@ def score_stage(
     """The score stage into ``run_dir/score`` (``winnow score``): the (M, N) matrix in
     ``score/rewards.npy``. ``reward`` (or ``reward_fn``) may be a callable (named
     ``module:qualname``, identified by its code for resume)."""
-    from winnow import stages
+    from winnow.adaptive import score_or_assemble
 
     given: ScoreConfig | dict = config or fields
     if reward is not None:
         given = {**(asdict(given) if isinstance(given, ScoreConfig) else given), "reward_fn": reward}
     config, fn = _score_section(given)
-    return stages.score(run_dir, config, reward=fn)
+    return score_or_assemble(run_dir, config, reward=fn)
 
 
 @quiet_unless_verbose()

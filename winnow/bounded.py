@@ -28,7 +28,6 @@ run here should return verdicts, not raise.
 from __future__ import annotations
 
 import atexit
-import importlib
 import os
 import signal
 import socket
@@ -37,6 +36,8 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+
+from winnow.loader import resolve
 
 GRACE_S = 1.0
 """How long past its limit the caller waits for a call before it kills the worker."""
@@ -187,11 +188,6 @@ def _alarm(signum, frame) -> None:
     raise OutOfTime
 
 
-def _load(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _serve(conn: Connection) -> None:
     """Answer batches until the caller closes the pipe: ("ready", None), then one
     ("ok", result) / ("timeout", None) per item, or ("error", message)."""
@@ -203,9 +199,9 @@ def _serve(conn: Connection) -> None:
         except (EOFError, OSError):
             return
         try:
-            fn = _load(fn_spec)
+            fn = resolve(fn_spec)
             if setup is not None and setup not in set_up:
-                _load(setup)()
+                resolve(setup)()
                 set_up.add(setup)
         except Exception as e:  # noqa: BLE001 -- reported to the caller, which raises it
             conn.send(("error", f"cannot load {fn_spec!r} (setup {setup!r}): {type(e).__name__}: {e}"))

@@ -18,8 +18,7 @@ from typing import Any
 import yaml
 
 from winnow.errors import WinnowError
-from winnow.executors import EXECUTORS
-from winnow.generate import BACKENDS, Sampling, check_sampling
+from winnow.generate.contract import BACKENDS, Sampling, check_sampling
 from winnow.models import DTYPES
 from winnow.records import config_hash, read_text  # noqa: F401  (config_hash: its old home)
 from winnow.remote import ClientSettings
@@ -664,6 +663,10 @@ class AdaptiveConfig:
             )
         else:
             _check(not value, "adaptive.stop_when", f"{name} takes no parameter, got {self.stop_when!r}")
+
+
+EXECUTORS = ("local", "ray")
+"""Every executor name: the one list (``winnow.executors.run_shards`` dispatches on it)."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ class Model:
         """The generate fields given at load; every call starts from them."""
         self.config = build(GenerateConfig, dict(fields, models=[name]), source="winnow.load_model")
         self.backend = make(self.config, name)
-        """The built backend (``winnow.generate.Backend``): weights in memory."""
+        """The built backend (``winnow.generate.contract.Backend``): weights in memory."""
 
     def __repr__(self) -> str:
         return f"winnow.Model({self.name!r}, backend={self.config.backend!r}, device={self.config.device!r})"

@@ -8,6 +8,7 @@ import numpy as np
 
 from winnow import select as sel
 from winnow import stages
+from winnow.adaptive import sample_adaptive, score_or_assemble
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
 from winnow.records import read_json
@@ -48,8 +49,6 @@ def run_stages(
         return name in configs and (only is None or name in only)
 
     if adaptive is not None and adaptive.step is not None:
-        from winnow.adaptive import sample_adaptive
-
         if "score" not in configs:
             raise WinnowError("adaptive.step: adaptive sampling scores as it samples; give a reward (--reward-fn, ...)")
         summary["generate"] = sample_adaptive(
@@ -58,7 +57,7 @@ def run_stages(
     if wanted("generate") and "generate" not in summary:
         summary["generate"] = stages.generate(run_dir, prompts, configs["generate"], executor=executor)
     if wanted("score"):  # after adaptive steps under this config: put together from them
-        summary["score"] = stages.score(run_dir, configs["score"], reward=reward, executor=executor)
+        summary["score"] = score_or_assemble(run_dir, configs["score"], reward=reward, executor=executor)
     if wanted("select"):
         summary["select"] = stages.select(run_dir, configs["select"])
     if wanted("sft"):

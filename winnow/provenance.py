@@ -18,6 +18,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
+from winnow.loader import module_file
 from winnow.records import atomic_write_json, sha256_file
 
 BUILTIN_REWARDS_FILE = Path(__file__).parent / "rewards" / "builtins.py"
@@ -53,17 +54,9 @@ def reward_fn_identity(spec: str) -> str:
         if spec not in BUILTINS or BUILTINS[spec].target.startswith("winnow.rewards.builtins:"):
             return _short(_file_entries(BUILTIN_REWARDS_FILE.parent, [BUILTIN_REWARDS_FILE]))
         spec = BUILTINS[spec].target  # a verifier: its own module
-    target = spec.rpartition(":")[0]
-    if target.endswith(".py"):
-        path = Path(target)
-    else:
-        try:
-            found = importlib.util.find_spec(target)
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.origin or not Path(found.origin).is_file():
-            return "unknown"  # loading it fails later with the module named
-        path = Path(found.origin)
+    path = module_file(spec)
+    if path is None:
+        return "unknown"  # loading it fails later with the module named
     if not path.is_file():
         return "missing"
     return _short(_file_entries(path.parent, [path]))

@@ -36,6 +36,7 @@ import numpy as np
 from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, shard_file
+from winnow.loader import split
 from winnow.lock import StageLock
 from winnow.records import (
     TMP_SUFFIX,
@@ -456,7 +457,7 @@ def reward_change_note(stored: dict, new: dict) -> str:
         return ""
     spec = (new.get("score") or {}).get("reward_fn")
     specs = [spec] if isinstance(spec, str) else list(spec or [])
-    files = [s.rpartition(":")[0] for s in specs if ":" in s]
+    files = [split(s)[0] for s in specs if ":" in s]
     if not files:
         return " (a reward's code or model changed since this stage began: winnow's own, or a reward model's files)"
     return (

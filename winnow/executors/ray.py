@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from winnow.errors import WinnowError, install_hint
-from winnow.executors import Meter, ShardReport, ShardTask, ShardWorker, write_shard
+from winnow.executors.shards import Meter, ShardReport, ShardTask, ShardWorker, write_shard
 
 if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
     from winnow.config import ExecutorConfig

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from winnow.generate import Sampling, Watch, chat, decode, fallback
+from winnow.generate import chat, decode, fallback
+from winnow.generate.contract import Sampling, Watch
 from winnow.generate.stop import StopStrings
 from winnow.models import load_causal_lm, load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt

@@ -38,7 +38,7 @@ import numpy as np
 
 from winnow import remote
 from winnow.errors import WinnowError
-from winnow.generate import Sampling
+from winnow.generate.contract import Sampling
 from winnow.records import Completion, Prompt
 from winnow.replies import Choice, parse_choices, reply_limit
 

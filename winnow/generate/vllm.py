@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from winnow.errors import WinnowError, install_hint
-from winnow.generate import Sampling, chat
+from winnow.generate import chat
+from winnow.generate.contract import Sampling
 from winnow.models import load_tokenizer, refuse_encoder_decoder, resolve_dtype, resolve_model
 from winnow.records import Completion, Prompt
 

@@ -9,20 +9,14 @@ A sequence-classification reward model is wrapped to the same contract
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import importlib
-import importlib.util
 import math
 import numbers
-import os
-import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from winnow.errors import WinnowError, install_hint
+from winnow.loader import ExitCalled, Watch, contained, did_you_mean, exit_call, load, resolve
 from winnow.verifiers import Scores
 
 RewardFn = Callable[..., list]
@@ -97,60 +91,14 @@ def load_reward_fn(spec: str) -> RewardFn:
     if ":" not in spec:
         if spec not in BUILTINS:
             raise WinnowError(
-                f"unknown reward function {spec!r}{_did_you_mean(spec, BUILTINS)}: use a built-in "
+                f"unknown reward function {spec!r}{did_you_mean(spec, BUILTINS)}: use a built-in "
                 f"({', '.join(BUILTINS)}), 'module:function' or 'path/to/file.py:function'"
             )
-        module_name, _, fn_name = BUILTINS[spec].target.partition(":")
         try:
-            return getattr(importlib.import_module(module_name), fn_name)
+            return resolve(BUILTINS[spec].target)
         except ImportError as e:
             raise WinnowError(f"reward function {spec!r} needs {e.name}: {install_hint('verifiers')}") from None
-    target, _, name = spec.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise WinnowError(f"reward function file does not exist: {path}")
-        module_spec = importlib.util.spec_from_file_location(f"winnow_user_reward_{path.stem}", path)
-        if module_spec is None or module_spec.loader is None:
-            raise WinnowError(f"{path}: cannot be loaded as a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_spec.name] = module
-        try:
-            with contained():
-                module_spec.loader.exec_module(module)
-        except (SystemExit, ExitCalled) as e:
-            raise WinnowError(f"{path}: importing the reward module failed: it called {_exit_call(e)}") from None
-        except Exception as e:
-            raise WinnowError(f"{path}: importing the reward module failed: {type(e).__name__}: {e}") from e
-    else:
-        try:
-            with contained():
-                module = importlib.import_module(target)
-        except (SystemExit, ExitCalled) as e:
-            raise WinnowError(
-                f"reward function {spec!r}: importing {target!r} failed: it called {_exit_call(e)}"
-            ) from None
-        except Exception as e:  # an ImportError, or whatever the module's body raised
-            raise WinnowError(
-                f"reward function {spec!r}: cannot import module {target!r}: {type(e).__name__}: {e}"
-            ) from e
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        functions = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise WinnowError(
-            f"reward function {spec!r}: {target} has no callable {name!r}{_did_you_mean(name, functions)}"
-        )
-    return fn
-
-
-def _did_you_mean(name: str, names) -> str:
-    """`` (did you mean 'vader'?)`` for a near miss among ``names``, else ''.
-
-    >>> _did_you_mean("vadr", BUILTINS), _did_you_mean("zzz", BUILTINS)
-    (" (did you mean 'vader'?)", '')
-    """
-    close = difflib.get_close_matches(name, list(names), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return load(spec)
 
 
 def call_reward(
@@ -177,7 +125,7 @@ def call_reward(
             f"reward function {name!r} took longer than --reward-timeout {timeout:g} s on {batch}"
         ) from None
     except (SystemExit, ExitCalled) as e:
-        raise WinnowError(f"reward function {name!r} called {_exit_call(e)} on {batch}") from None
+        raise WinnowError(f"reward function {name!r} called {exit_call(e)} on {batch}") from None
     except WinnowError as e:  # a verifier's own refusal of a row: its message already names the row
         raise WinnowError(f"reward function {name!r}: {e}") from None
     except Exception as e:
@@ -222,110 +170,13 @@ def call_reward(
     return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)
 
 
-# ---- isolation: what a reward may do to the process ------------------------------------------
-#
-# Rewards run in this process: a worker process per batch would cost a fork and a pickle of
-# every row (about a millisecond per batch, and rewards holding models or clients cannot be
-# shipped). Instead the three ways a reward can end or redirect the run are contained cheaply:
-# sys.exit raises SystemExit (caught like any error); os._exit is swapped, for the duration
-# of the call, for a function that raises (a C extension calling _exit(2) directly is not
-# caught); and the working folder is put back if the reward changed it. A time limit runs
-# the call in a daemon thread and stops waiting after ``timeout``: Python cannot kill a
-# thread, so a reward that hangs is abandoned, and the error that follows ends the command
-# (the CLI exits 2; the thread dies with the process). Without a limit no thread is started:
-# the default path costs two attribute swaps and one getcwd per batch.
-
-
-class ExitCalled(BaseException):
-    """Raised in place of ``os._exit(code)`` while a reward runs."""
-
-    def __init__(self, code: int):
-        super().__init__(code)
-        self.code = code
-
-
-def _raise_exit(code: int = 0) -> None:
-    raise ExitCalled(code)
-
-
-class Watch:
-    """One reward call run in a thread (``_with_timeout``) and the waiter that may give up on it.
-
-    The call holds os._exit swapped (``_hold_exit``) until it ends; a waiter that gives up
-    releases that hold for it, so the process has the real os._exit back at once. Exactly
-    one of the two releases it, decided under ``_EXIT_LOCK``."""
-
-    def __init__(self) -> None:
-        self.given_up = False
-        self.ended = False
-
-    def give_up(self) -> None:
-        with _EXIT_LOCK:
-            if not self.ended:
-                self.given_up = True
-                _release_exit()
-
-
-_EXIT_LOCK = threading.Lock()
-_holders = 0
-"""Reward calls under way in this process: os._exit raises while any is. Counted, not saved
-and put back per call, because calls overlap (a server scores in several threads): a call
-that saved another's swapped-in function would put it back for good."""
-_saved_exit = os._exit
-
-
-def _hold_exit() -> None:
-    global _holders, _saved_exit
-    with _EXIT_LOCK:
-        if _holders == 0:
-            _saved_exit = os._exit
-            os._exit = _raise_exit  # type: ignore[assignment]
-        _holders += 1
-
-
-def _release_exit() -> None:
-    """Drop one hold (the caller holds ``_EXIT_LOCK``); the last one puts os._exit back."""
-    global _holders
-    _holders -= 1
-    if _holders == 0:
-        os._exit = _saved_exit
-
-
-@contextlib.contextmanager
-def contained(watch: Watch | None = None) -> Iterator[None]:
-    """While a reward's code runs: os._exit raises ExitCalled, and the working folder is restored.
-
-    watch: set for a call a waiter may give up on (``_with_timeout``). The process has moved
-    on by the time such a call ends, so it restores nothing then: the folder it saw at the
-    start is no longer the one to go back to, and its hold on os._exit was released for it.
-    """
-    try:
-        cwd: str | None = os.getcwd()
-    except OSError:
-        cwd = None
-    _hold_exit()
-    try:
-        yield
-    finally:
-        with _EXIT_LOCK:
-            given_up = watch is not None and watch.given_up
-            if not given_up:
-                if watch is not None:
-                    watch.ended = True
-                _release_exit()
-        if not given_up and cwd is not None:
-            with contextlib.suppress(OSError):
-                if os.getcwd() != cwd:
-                    os.chdir(cwd)
+# A reward's call runs contained as its module's import did (``winnow.loader.contained``: os._exit
+# raises, the working folder is put back); a time limit runs it in a thread it may be abandoned in.
 
 
 def _contained_call(fn: RewardFn, prompts: list, completions: list, kw: dict, watch: Watch | None):
     with contained(watch):
         return fn(prompts, completions, **kw)
-
-
-def _exit_call(e: BaseException) -> str:
-    return f"os._exit({e.code})" if isinstance(e, ExitCalled) else f"sys.exit({e.code})"  # type: ignore[attr-defined]
 
 
 class _Overran(Exception):

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from winnow.config import ServeConfig
 from winnow.errors import WinnowError
-from winnow.generate import Sampling, check_sampling
+from winnow.generate.contract import Sampling, check_sampling
 from winnow.records import Completion, Prompt
 from winnow.serve import schema
 from winnow.serve.work import ApiError, Outcome

@@ -45,7 +45,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from winnow.config import ServeConfig
-from winnow.generate import Backend
+from winnow.generate.contract import Backend
 from winnow.rewards.apply import RewardApplier
 from winnow.serve import schema
 from winnow.serve.answer import choose as _aggregate  # noqa: F401 -- the name tests/test_serve.py imports

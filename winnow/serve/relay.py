@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow import remote
-from winnow.generate import Sampling
+from winnow.generate.contract import Sampling
 from winnow.generate.openai_api import OpenAIBackend, extra_body
 from winnow.records import Completion
 from winnow.replies import NO_REASON, finish_reason

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from winnow.generate import Sampling
+from winnow.generate.contract import Sampling
 from winnow.generate.openai_api import OpenAIBackend
 from winnow.records import Prompt
 from winnow.serve import schema, stream

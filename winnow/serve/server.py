@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from winnow.config import ServeConfig
-from winnow.generate import Backend, Sampling
+from winnow.generate.contract import Backend, Sampling
 from winnow.rewards.apply import RewardApplier
 from winnow.serve.answer import Picked
 from winnow.serve.batcher import Batcher, Job, QueueFull

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from winnow.config import ServeConfig
-from winnow.generate import Backend, Sampling
+from winnow.generate.contract import Backend, Sampling
 from winnow.records import Completion, Prompt
 from winnow.rewards import RewardTimeout
 from winnow.rewards.apply import RewardApplier
@@ -65,7 +65,7 @@ class Ticket:
 
 
 class TicketWatch:
-    """``winnow.generate.Watch`` over one batch's tickets (prompt i is ticket i)."""
+    """``winnow.generate.contract.Watch`` over one batch's tickets (prompt i is ticket i)."""
 
     def __init__(self, tickets: list[Ticket]):
         self.tickets = tickets

@@ -39,12 +39,6 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     # Streamed: the driver holds the prompts and the reward matrix, never every completion;
     # each task names the generate rows its worker reads (``score_input``).
     gen = completed_manifest(run_dir, "generate")
-    if reward is None and gen.get("adaptive"):
-        from winnow.adaptive import score_adaptive, scored_under
-
-        if scored_under(gen) == config.stage_config():
-            # sampled adaptively under this very config: its steps scored every completion already
-            return score_adaptive(run_dir, config, executor=executor)
     prompts = load_prompts(run_dir, gen)
     remember_prompts(str(run_dir), gen["config_hash"], prompts)  # a local worker need not read them again
     stage = Stage(run_dir, "score", folder_config(config, gen["config_hash"], reward))

@@ -1,0 +1,59 @@
+"""The layering holds, imports inside functions included: a stage never reaches up to the
+orchestration above it, a backend or an executor never imports the package that dispatches
+to it, and the bottom layer (``config``, ``answers``, ``loader``) imports nothing above it."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+WINNOW = Path(__file__).resolve().parent.parent / "winnow"
+
+NEVER = [
+    ("stages/*.py", "winnow.adaptive", "whether a score is put together from adaptive steps is the pipeline's choice"),
+    ("config.py", "winnow.executors", "the executors are configured by config, not the other way"),
+    ("answers.py", "winnow.rewards", "an extractor is loaded by winnow.loader"),
+    ("loader.py", "winnow.rewards", "the loader is at the bottom"),
+]
+"""(files under winnow/, a module they may not import, why)."""
+
+
+def imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """Every import of a file, at any depth: (line, module, the names taken from it)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.append((node.lineno, node.module, [alias.name for alias in node.names]))
+    return out
+
+
+@pytest.mark.parametrize(("files", "banned", "why"), NEVER)
+def test_a_lower_layer_never_imports_a_higher_one(files, banned, why):
+    found = [
+        f"{path.relative_to(WINNOW.parent)}:{line}: {module}"
+        for path in sorted(WINNOW.glob(files))
+        for line, module, _ in imports(path)
+        if module == banned or module.startswith(banned + ".")
+    ]
+    assert found == [], why
+
+
+@pytest.mark.parametrize("package", ["generate", "executors"])
+def test_a_package_module_takes_nothing_from_its_own_init(package):
+    """``from winnow.generate import decode`` (a sibling module) is fine; ``from
+    winnow.generate import Sampling`` runs the dispatching ``__init__``'s names back into a
+    backend it dispatches to: the contract lives in a module of its own."""
+    folder = WINNOW / package
+    siblings = {p.stem for p in folder.glob("*.py")}
+    found = [
+        f"{path.name}:{line}: {name}"
+        for path in sorted(folder.glob("*.py"))
+        if path.name != "__init__.py"
+        for line, module, names in imports(path)
+        if module == f"winnow.{package}"
+        for name in names
+        if name not in siblings
+    ]
+    assert found == []

@@ -1,0 +1,113 @@
+"""The shard contract every executor keeps: a ``ShardTask`` in, a ``ShardWorker``'s rows out,
+written whole as ``shard-<name>.jsonl`` (``write_shard``), and a ``ShardReport`` of what was
+done. The executors (``winnow.executors``, ``winnow.executors.ray``) import this module, never
+the package that dispatches to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from winnow.config import ExecutorConfig
+from winnow.errors import WinnowError
+from winnow.records import atomic_write_jsonl, config_hash, read_json
+
+
+@dataclass(frozen=True)
+class Meter:
+    """What a stage's progress bar counts: ``unit`` (e.g. "completion") and how many each
+    task makes, by task name (None: one shard a task). A worker with a ``progress``
+    attribute is given the bar's ``update`` to count within a shard (the local executor);
+    the bar is topped up to the task's size as its shard lands either way."""
+
+    unit: str = "shard"
+    sizes: dict[str, int] | None = None
+
+    def size(self, task: ShardTask) -> int:
+        return 1 if self.sizes is None else self.sizes[task.name]
+
+    def bar(self, tasks: Sequence[ShardTask], desc: str) -> tqdm:
+        return tqdm(total=sum(self.size(t) for t in tasks), desc=desc, unit=self.unit)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to make: its name (file ``shard-<name>.jsonl``) and its picklable inputs."""
+
+    name: str
+    payload: Any
+    """What the worker needs for this shard alone (prompt rows, completion rows, a seed)."""
+
+
+class ShardWorker(Protocol):
+    def run(self, task: ShardTask) -> list[dict]:
+        """The rows of one shard, keyed by (prompt_id, sample_index); no file I/O."""
+        ...
+
+
+@dataclass
+class ShardReport:
+    """What an executor did: shards written, shards that failed every try (name -> error)."""
+
+    executor: str = "local"
+    workers: int = 0
+    """Workers built (0 when no shard was pending; replacements of lost ones included)."""
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+    """Tries beyond the first, over all shards."""
+
+    def merge(self, other: ShardReport) -> ShardReport:
+        """This report followed by ``other`` (a stage that runs one pool per model)."""
+        return ShardReport(
+            executor=other.executor,
+            workers=self.workers + other.workers,
+            done=self.done + other.done,
+            failed={**self.failed, **other.failed},
+            retries=self.retries + other.retries,
+        )
+
+    def record(self, config: ExecutorConfig) -> dict:
+        """The manifest's ``executor`` entry: how the shards of this invocation were made."""
+        workers = 1 if config.name == "local" else config.workers
+        return {"name": config.name, "workers": workers, "retries": self.retries}
+
+    def raise_failed(self, stage: str, total: int) -> None:
+        """A clear error naming every shard that failed, after the others were written."""
+        if not self.failed:
+            return
+        lines = "; ".join(f"shard-{name}.jsonl: {error}" for name, error in sorted(self.failed.items()))
+        raise WinnowError(
+            f"{stage}: {len(self.failed)} of {total} pending shards failed every try ({lines}). "
+            "The other shards are written; rerun the same command to retry only these."
+        )
+
+
+def shard_file(stage_dir: Path, name: str) -> Path:
+    return Path(stage_dir) / f"shard-{name}.jsonl"
+
+
+def write_shard(stage_dir: Path, name: str, rows: list[dict], *, config_hash: str | None = None) -> None:
+    """Write one shard atomically (temp file + rename): present means whole.
+
+    With ``config_hash``, the writer first checks that the stage's ``config.json`` is still
+    the one its driver claimed, so no worker adds a shard to a stage of another config.
+    """
+    if config_hash is not None:
+        check_stage_config(stage_dir, config_hash)
+    atomic_write_jsonl(shard_file(stage_dir, name), rows)
+
+
+def check_stage_config(stage_dir: Path, expected_hash: str) -> None:
+    """Refuse to write into ``stage_dir`` unless its config.json hashes to ``expected_hash``."""
+    path = Path(stage_dir) / "config.json"
+    found = config_hash(read_json(path)) if path.exists() else None
+    if found != expected_hash:
+        raise WinnowError(
+            f"{path}: the stage's config changed under this writer ({expected_hash} -> {found}); shard not written"
+        )
