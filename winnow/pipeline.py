@@ -11,6 +11,7 @@ from winnow import stages
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
 from winnow.records import read_json
+from winnow.rundir import check_format
 
 
 def run_stages(
@@ -82,6 +83,7 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     path = Path(run_dir) / "generate" / "manifest.json"
     if path.exists():
         manifest = read_json(path)
+        check_format(path.parent, manifest)
         try:
             model = manifest["config"]["generate"]["models"][0]
         except (KeyError, IndexError, TypeError):
