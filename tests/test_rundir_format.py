@@ -147,8 +147,11 @@ def test_a_stage_of_another_format_is_neither_resumed_nor_read(tmp_path, found):
     assert str(e.value) == line
 
 
-def test_a_manifest_that_is_not_an_object_is_of_no_format(tmp_path):
+def test_a_manifest_that_is_not_an_object_is_damaged_not_of_another_format(tmp_path):
     (tmp_path / "score").mkdir()
     (tmp_path / "score" / "manifest.json").write_text("[1]")
-    with pytest.raises(WinnowError, match=r"/score was written by run-dir format 0 \(before"):
+    with pytest.raises(WinnowError) as e:
         completed_manifest(tmp_path, "score")
+    assert str(e.value) == (
+        f"{tmp_path}/score/manifest.json: damaged (no file records); rerun `winnow score` on this run dir to rebuild it"
+    )

@@ -336,6 +336,7 @@ def test_completed_manifest_errors(tmp_path):
     path.parent.mkdir()
     for content, problem in [
         ({"format": 1, "files": []}, "damaged (no file records)"),
+        ([1], "damaged (no file records)"),
         (
             {"format": 1, "files": {}, "config": {"a": 1}, "config_hash": "x"},
             "damaged (config does not match its hash)",

@@ -288,8 +288,11 @@ def stored_config(config: dict) -> dict:
 
 def check_format(folder: Path, stored) -> None:
     """Refuse a stage folder whose config.json or manifest.json (``stored``, as read) was
-    written in another run-dir format than ``FORMAT``: one line saying what to do."""
-    found = stored.get("format") if isinstance(stored, dict) else None
+    written in another run-dir format than ``FORMAT``: one line saying what to do.
+    A file that is no JSON object is damaged, not of another format: the caller says so."""
+    if not isinstance(stored, dict):
+        return
+    found = stored.get("format")
     if type(found) is int and found == FORMAT:  # type: True == 1, yet is no format
         return
     raise WinnowError(format_refusal(Path(folder), found))
