@@ -335,7 +335,7 @@ def test_resume_after_the_reward_function_changed_is_refused(workdir, tiny_polic
     (workdir / "rewards.py").write_text(
         REWARDS.replace('raise RuntimeError("lost connection")', "return [2.0] * len(completions)")
     )
-    fails(score, capsys, "refusing to resume", "provenance.reward:")
+    fails(score, capsys, "refusing to resume", "provenance.reward.0:")
     assert len(list((workdir / "run/score").glob("shard-*.jsonl"))) == 2
     with (workdir / "rewards.py").open("a") as f:  # a comment alone: the words say why it counts
         f.write("# a comment\n")

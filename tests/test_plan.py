@@ -169,7 +169,7 @@ def test_a_changed_reward_in_a_step_is_named_with_what_follows(workdir, tiny_pol
     assert main(args("bon", workdir, tiny_policy, *adaptive, "--reward-fn", f"{workdir}/script.py:reward")) == 2
     err = one_line_error(capsys)
     step1 = run / "adaptive" / "step-1"
-    assert f"{step1}/score: provenance.reward: " in err
+    assert f"{step1}/score: provenance.reward.0: " in err
     assert f"{step1 / 'score'}, which must be redone" in err and f"{run}/score: made after" in err
 
 

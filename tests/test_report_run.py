@@ -14,7 +14,7 @@ from winnow import stages
 from winnow.cli import main
 from winnow.config import SelectConfig, config_hash
 from winnow.report import run_report
-from winnow.rundir import file_record
+from winnow.rundir import FORMAT, file_record
 
 nan = math.nan
 # prompt -> [(text, num_tokens, finish_reason, reward)] for sample indices 0, 1, 2
@@ -39,11 +39,14 @@ def make_run(root: Path) -> Path:
     write_jsonl(gen / "shard-m0-00000.jsonl", rows)
     config = {"generate": {"models": ["m"], "max_new_tokens": 5}}
     files = {name: file_record(gen / name) for name in ("prompts.jsonl", "shard-m0-00000.jsonl")}
-    manifest = {"config": config, "config_hash": config_hash(config), "shards": ["m0-00000"], "num_columns": 3}
+    manifest = {"format": FORMAT, "config": config, "config_hash": config_hash(config), "shards": ["m0-00000"]}
+    manifest["num_columns"] = 3
     (gen / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
     np.save(score / "rewards.npy", np.array([[s[3] for s in samples] for samples in RUN.values()]))
     files = {"rewards.npy": file_record(score / "rewards.npy")}
-    (score / "manifest.json").write_text(json.dumps({"config": {}, "config_hash": config_hash({}), "files": files}))
+    (score / "manifest.json").write_text(
+        json.dumps({"format": FORMAT, "config": {}, "config_hash": config_hash({}), "files": files})
+    )
     return root
 
 

@@ -295,18 +295,6 @@ class ScoreConfig:
     """CPU-bound verifiers: processes scoring batches in parallel (unset: one per CPU this
     process may use). It changes how fast, never what: it is not part of the stage config."""
 
-    NEW_FIELDS = (
-        "reward_weights",
-        "reference_column",
-        "reasoning_tags",
-        "ifeval_mode",
-        "code_timeout_s",
-        "code_memory_mb",
-        "code_strict_results",
-        "pass_threshold",
-    )
-    """Fields left out of the stored stage config while at their defaults, so that a score
-    stage of a run made before they existed resumes under the same config."""
     OPERATIONAL = (
         "processes",
         "reward_timeout",
@@ -319,12 +307,8 @@ class ScoreConfig:
 
     def stage_config(self) -> dict:
         """The fields that decide the rewards, stored and compared on resume."""
-        defaults = ScoreConfig()
         # how fast and how long, never what: processes, time limits and retries may change on resume
         out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
-        for name in self.NEW_FIELDS:
-            if out[name] == getattr(defaults, name):
-                del out[name]
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
         return out
@@ -486,9 +470,8 @@ class SelectConfig:
     """Keep only prompts whose share of passing samples is <= this."""
 
     def stage_config(self) -> dict:
-        """The config a select stage is stored under; unset new fields are left out, so
-        stages made before they existed resume."""
-        return _without_unset(asdict(self), SelectConfig, ("pass_threshold", "min_pass_rate", "max_pass_rate"))
+        """The config a select stage is stored under: every field."""
+        return asdict(self)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -569,11 +552,8 @@ class TrainConfig:
     whole completion, reasoning included."""
 
     def stage_config(self) -> dict:
-        """The stored config; strip_reasoning only when on, so older sft stages resume."""
-        out = asdict(self)
-        if not self.strip_reasoning:
-            del out["strip_reasoning"]
-        return out
+        """The stored config: every field."""
+        return asdict(self)
 
     def validate(self) -> None:
         _check(
@@ -902,12 +882,6 @@ SECTIONS = {
     "serve": ServeConfig,
     "import": ImportConfig,
 }
-
-
-def _without_unset(config: dict, cls: type, names: tuple[str, ...]) -> dict:
-    """``config`` without the fields ``names`` that hold their defaults."""
-    defaults = {f.name: f.default for f in fields(cls)}
-    return {k: v for k, v in config.items() if not (k in names and v == defaults[k])}
 
 
 def _check(ok: Any, name: str, message: str) -> None:

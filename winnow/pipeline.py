@@ -12,6 +12,7 @@ from winnow.adaptive import sample_adaptive, score_or_assemble
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
 from winnow.records import read_json
+from winnow.rundir import check_format
 
 
 def run_stages(
@@ -81,6 +82,7 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     path = Path(run_dir) / "generate" / "manifest.json"
     if path.exists():
         manifest = read_json(path)
+        check_format(path.parent, manifest)
         try:
             model = manifest["config"]["generate"]["models"][0]
         except (KeyError, IndexError, TypeError):

@@ -22,7 +22,6 @@ a later round trains) is ``UNKNOWN`` and left out of the comparison.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.lock import check_free
 from winnow.records import Prompt, read_json
-from winnow.rundir import Stage, completed_manifest, reward_change_note
+from winnow.rundir import Stage, check_format, completed_manifest, reward_change_note, stored_config
 
 UNKNOWN = "\x00known once the run gets there"
 """A config value only the run can know; a hash of a config holding one is UNKNOWN too."""
@@ -431,7 +430,7 @@ def _generate_shards(prompts, generate) -> dict[str, int]:
 
 def known_hash(config: dict) -> str:
     """The config's hash, as a Stage computes it; UNKNOWN if any part of it is."""
-    return UNKNOWN if unknown(config) else config_hash(json.loads(json.dumps(config)))
+    return UNKNOWN if unknown(config) else config_hash(stored_config(config))
 
 
 def unknown(value) -> bool:
@@ -457,7 +456,8 @@ def stage_plan(folder: Path, expected: dict, *, shards: dict[str, int] | None = 
     if not path.is_file():
         return StagePlan(folder, "run", pending=pending)
     stored = read_json(path)
-    expected = json.loads(json.dumps(expected))
+    check_format(folder, stored)  # another format is refused whole, not compared field by field
+    expected = stored_config(expected)
     changes = _changes(stored, expected)
     if changes:
         changes[-1] += reward_change_note(stored, expected)  # a changed hash alone says nothing of its cause

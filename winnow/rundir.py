@@ -2,7 +2,8 @@
 
 Layout (``run/`` is the ``--run-dir``)::
 
-    run/generate/config.json          what the outputs are made under (written before the first)
+    run/generate/config.json          what the outputs are made under (written before the first),
+                                      with the run-dir ``format`` first
     run/generate/lock                 held (flock) by the one process writing the stage
     run/generate/shard-m0-00000.jsonl finished shards (temp file + rename)
     run/generate/verified.jsonl       the driver's record of each shard it checked: rows, sha256
@@ -22,6 +23,10 @@ Shards are trusted only when recorded: the driver checks each shard the executor
 re-checks the shards against those records; a missing or damaged one goes back to the
 pending list and is made again (shard seeds are per index, so the result is the same).
 Readers check every file against the manifest and name the one that is wrong.
+
+Every config.json and manifest.json records the run-dir ``format`` it was written in
+(``FORMAT``). A stage folder of any other format, or of none (made before formats were
+recorded), is refused whole, in one line saying what to do: it is never read as this one.
 """
 
 from __future__ import annotations
@@ -48,6 +53,14 @@ from winnow.records import (
     sha256_file,
 )
 
+FORMAT = 1
+"""The run-directory format this winnow writes and reads (``format`` in every stage's
+config.json and manifest.json; docs/reference/files.md). Raise it whenever what a stage
+stores, or how a reader reads it, changes: folders of another format are then refused
+rather than misread, and no reader needs to guess which winnow wrote a file.
+
+1: the first recorded format. Every config field is stored, defaults included; a score
+stage's reward provenance is a list, one hash per reward."""
 LEDGER = "verified.jsonl"
 TMP_DIR_PREFIX = ".tmp-"
 """Temp folders (a checkpoint being saved) start so; a resumed stage removes those a kill left."""
@@ -59,7 +72,7 @@ class Stage:
     def __init__(self, run_dir: str | Path, name: str, config: dict):
         self.dir = Path(run_dir) / name
         self.name = name
-        self.config = json.loads(json.dumps(config))  # normalise tuples etc. to JSON types
+        self.config = stored_config(config)
         self.hash = config_hash(self.config)
         self.lock = StageLock(self.dir / "lock")
         self._records: dict[str, dict] | None = None
@@ -88,6 +101,7 @@ class Stage:
         stored_path = self.dir / "config.json"
         if stored_path.exists():
             stored = read_json(stored_path)
+            check_format(self.dir, stored)
             if stored != self.config:
                 changes = "; ".join(_diff(stored, self.config)) or "(unknown)"
                 raise WinnowError(
@@ -249,11 +263,59 @@ class Stage:
                 json.dumps({"file": n, **files[n], "config_hash": self.hash}, sort_keys=True) + "\n" for n in names
             ]
             atomic_write_text(self.dir / LEDGER, "".join(lines))
-        manifest = {"stage": self.name, "config": self.config, "config_hash": self.hash, "files": files, **summary}
+        manifest = {
+            "format": FORMAT,
+            "stage": self.name,
+            "config": self.config,
+            "config_hash": self.hash,
+            "files": files,
+            **summary,
+        }
         if shards is not None:
             manifest["shards"] = list(shards)
         atomic_write_json(self.dir / "manifest.json", manifest)
         return manifest
+
+
+def stored_config(config: dict) -> dict:
+    """The config as a stage stores it (its config.json, hashed): the run-dir format first,
+    then ``config`` in JSON types (tuples become lists).
+
+    >>> stored_config({"select": {"k": (1, 2)}})
+    {'format': 1, 'select': {'k': [1, 2]}}
+    """
+    return {"format": FORMAT, **json.loads(json.dumps(config))}
+
+
+def check_format(folder: Path, stored) -> None:
+    """Refuse a stage folder whose config.json or manifest.json (``stored``, as read) was
+    written in another run-dir format than ``FORMAT``: one line saying what to do.
+    A file that is no JSON object is damaged, not of another format: the caller says so."""
+    if not isinstance(stored, dict):
+        return
+    found = stored.get("format")
+    if type(found) is int and found == FORMAT:  # type: True == 1, yet is no format
+        return
+    raise WinnowError(format_refusal(Path(folder), found))
+
+
+def format_refusal(folder: Path, found) -> str:
+    """The one line that refuses stage ``folder`` of run-dir format ``found`` (None: unrecorded).
+
+    >>> format_refusal(Path("r/score"), None)  # doctest: +NORMALIZE_WHITESPACE
+    'r/score was written by run-dir format 0 (before run dirs recorded their format); this
+    winnow reads format 1: use a new --run-dir, or delete r/score to redo this stage.'
+    """
+    if found is None:
+        written = "format 0 (before run dirs recorded their format)"
+    elif type(found) is int:
+        written = f"format {found}" + (" (a newer winnow)" if found > FORMAT else "")
+    else:
+        written = f"an unknown format ({found!r})"
+    return (
+        f"{folder} was written by run-dir {written}; this winnow reads format {FORMAT}: "
+        f"use a new --run-dir, or {_to_delete(folder.parent, folder.name)}"
+    )
 
 
 def file_record(path: Path, **extra) -> dict:
@@ -349,6 +411,7 @@ def completed_manifest(run_dir: str | Path, name: str) -> dict:
     if not path.exists():
         raise WinnowError(f"{path} not found: run `winnow {name}` on this run dir first")
     manifest = read_json(path)
+    check_format(path.parent, manifest)
     fix = f"rerun `winnow {name}` on this run dir to rebuild it"
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise WinnowError(f"{path}: damaged (no file records); {fix}")

@@ -17,7 +17,7 @@ from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.records import TMP_SUFFIX, read_json
 from winnow.rounds import rounds_in
-from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file
+from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file, check_format
 
 STAGES = ("generate", "score", "select", "sft", "dpo")
 UPSTREAM = {
@@ -119,6 +119,12 @@ def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[
         manifest = read_json(manifest_path) if manifest_path.exists() else None
     except WinnowError as e:
         return [f"{e}; rerun `winnow {name}` to rebuild it"], notes, None
+    try:  # a folder of another run-dir format is refused whole, as every command refuses it
+        for stored in (config, manifest):
+            if stored is not None:
+                check_format(folder, stored)
+    except WinnowError as e:
+        return [str(e)], notes, None
     if manifest is None:
         if config is None:
             notes.append("started, nothing written yet")
@@ -180,8 +186,7 @@ def _check_file_map(folder: Path, name: str, manifest: dict, stage_hash) -> list
 
 
 def _ledger_entries(path: Path, stage_hash) -> list | None:
-    """The ledger's entries without their config hash; None if unreadable or of another config.
-    Ledgers written before lines carried the hash are read as of this config."""
+    """The ledger's entries without their config hash; None if unreadable or of another config."""
     if not path.is_file():
         return None
     entries = []
@@ -190,7 +195,7 @@ def _ledger_entries(path: Path, stage_hash) -> list | None:
             entry = json.loads(line)
         except ValueError:
             return None
-        if not isinstance(entry, dict) or entry.pop("config_hash", stage_hash) != stage_hash:
+        if not isinstance(entry, dict) or entry.pop("config_hash", None) != stage_hash:
             return None
         entries.append(entry)
     return entries
@@ -212,7 +217,11 @@ def check_report(run_dir: Path, hashes: dict[str, str]) -> list[str]:
         if not isinstance(report, dict):
             return [f"{folder / 'report.json'}: damaged; rerun `winnow report`"]
         made_from = report.get("made_from")
-        if isinstance(made_from, dict):  # reports written before it was recorded lack it
+        if not isinstance(made_from, dict):
+            problems.append(
+                f"{folder / 'report.json'}: damaged (no record of the stages it was made from); rerun `winnow report`"
+            )
+        else:
             stale = [s for s, h in sorted(made_from.items()) if hashes.get(s) != h]
             if stale:
                 problems.append(

@@ -170,13 +170,13 @@ class ScoreWorker:
         return rows
 
 
-def _reward_identity(config: ScoreConfig, reward) -> str | list[str]:
-    """The hash of each reward's code or model, so resuming after one changed is refused
-    (one string for one reward, as before weights existed)."""
+def _reward_identity(config: ScoreConfig, reward) -> list[str]:
+    """The hash of each reward's code or model, one per reward, so resuming after one
+    changed is refused."""
     from winnow.provenance import callable_identity, model_identity, reward_fn_identity
 
     if reward is not None:
-        return callable_identity(reward)
+        return [callable_identity(reward)]
     out = []
     for kind, spec in config.rewards():
         if kind == "model":
@@ -188,7 +188,7 @@ def _reward_identity(config: ScoreConfig, reward) -> str | list[str]:
             out.append(rubric_identity(config.judge_rubric))
         else:
             out.append(reward_fn_identity(spec))
-    return out[0] if len(out) == 1 else out
+    return out
 
 
 def reward_matrix(
