@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from winnow.cli import OPTIONS, parser
+from winnow.cli import OPTIONS, STAGES_OF, Option, parser
 from winnow.config import CHOICES, SECTIONS, build, field_docs
 from winnow.errors import WinnowError
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
@@ -34,13 +34,13 @@ def help_of(command: str, flag: str) -> str:
 
 def test_every_option_is_a_documented_field():
     for rows in OPTIONS.values():
-        for flag, section, field, _, _ in rows:
+        for flag, section, field, *_ in rows:
             assert field_docs(SECTIONS[section]).get(field), f"{flag}: {section}.{field} has no docstring"
 
 
 @pytest.mark.parametrize(("command", "section"), [(c, s) for c in ("generate", "serve", "run") for s in OPTIONS])
 def test_help_is_the_docstring_with_its_choices(command, section):
-    for flag, row_section, field, _, _ in OPTIONS[section]:
+    for flag, row_section, field, *_ in OPTIONS[section]:
         if (
             row_section != section
             or section
@@ -58,6 +58,42 @@ def test_help_is_the_docstring_with_its_choices(command, section):
         assert shown.startswith(field_docs(SECTIONS[section])[field].replace("%", "%%")[:40])
         if (section, field) in CHOICES:
             assert f"Choices: {' | '.join(CHOICES[section, field])}." in shown
+
+
+def test_an_option_row_holds_no_help_of_its_own():
+    # (flag, section, field) and at most a metavar or nargs: help, type and default are the field's
+    assert Option._fields == ("flag", "section", "field", "metavar", "nargs")
+    for rows in OPTIONS.values():
+        for row in rows:
+            assert row.metavar is None or row.metavar.replace(",", "").isupper(), row
+            assert row.nargs in (None, "+"), row
+
+
+def test_every_flag_shows_exactly_its_field_docstring_then_choices_and_default():
+    for command, sections in STAGES_OF.items():
+        for section in sections:
+            for flag, _, field, *_ in OPTIONS[section]:
+                if command == "serve" and section == "score" and field in SERVE_REFUSED:
+                    continue
+                doc = field_docs(SECTIONS[section])[field]
+                extra = help_of(command, flag).replace("%%", "%").removeprefix(doc)
+                assert extra != help_of(command, flag), f"winnow {command} {flag}: help is not its field's docstring"
+                assert extra == "" or extra.startswith((" Choices:", " Shipped", " Repeat", " (default:")), (
+                    flag,
+                    extra,
+                )
+
+
+def test_the_flag_kind_comes_from_the_annotation():
+    by_flag = {a.option_strings[0]: a for a in parser()._subparsers._group_actions[0].choices["run"]._actions}  # type: ignore[union-attr]
+    assert (by_flag["--n"].type, by_flag["--n"].metavar) == (int, "N")
+    assert (by_flag["--temperature"].type, by_flag["--temperature"].metavar) == (float, "FLOAT")
+    assert by_flag["--dedup"].nargs == 0 and by_flag["--dedup"].default is None
+    assert type(by_flag["--stop"]).__name__ == "_AppendAction" and by_flag["--stop"].metavar == "TEXT"
+    assert by_flag["--reasoning-tags"].nargs == "+" and by_flag["--reasoning-tags"].metavar == "TAG"
+    assert by_flag["--reward-weights"].type("1,-0.5") == [1.0, -0.5]
+    assert by_flag["--api-key-env"].metavar == "VAR" and by_flag["--base-url"].metavar == "URL"
+    assert "(default: 1.0)" in " ".join(str(by_flag["--temperature"].help).split())
 
 
 def test_device_help_names_mps_and_serve_backend_names_vllm():

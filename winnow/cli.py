@@ -13,7 +13,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from winnow import summary
 from winnow.config import (
@@ -21,9 +21,7 @@ from winnow.config import (
     DEVICES,
     DTYPES,
     MAX_SEED,
-    PAIRINGS,
     SECTIONS,
-    STRATEGIES,
     build,
     field_docs,
     load_yaml,
@@ -32,7 +30,6 @@ from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
-from winnow.verifiers.reasoning import FORMATS as REASONING_FORMATS
 
 
 def float_list(text: str) -> list[float]:
@@ -40,204 +37,152 @@ def float_list(text: str) -> list[float]:
     return [float(part) for part in text.split(",")]
 
 
-# (flag, section, field, type, help): one table, so every subcommand spells options alike.
-# The help a flag shows is its config field's docstring (``option_help``), with the choices
-# from ``config.CHOICES`` and the default from the dataclass: the row's own help text is only
-# used for a field without a docstring, and may be None or "".
-OPTIONS: dict[str, list[tuple[str, str, str, Any, str]]] = {
+# Each option is (flag, section, field): its type, metavar, choices, help and default come
+# from that config field (annotation, ``config.CHOICES``, docstring, default), so one table
+# spells options alike for every subcommand. A row names only what the field cannot say:
+# a metavar other than the one its type and name give, or ``nargs``.
+class Option(NamedTuple):
+    flag: str
+    section: str
+    field: str
+    metavar: str | None = None
+    nargs: str | None = None
+
+
+OPTIONS: dict[str, list[Option]] = {
     "generate": [
-        ("--model", "generate", "models", "append", "policy model folder or 'smollm2'; repeat for several models"),
-        ("--backend", "generate", "backend", str, "generation engine: hf | openai | vllm"),
-        ("--n", "generate", "n", int, "completions per prompt and model"),
-        ("--temperature", "generate", "temperature", float, "sampling temperature (0 = greedy)"),
-        ("--top-p", "generate", "top_p", float, "nucleus sampling mass in (0, 1]"),
-        ("--top-k", "generate", "top_k", int, "top-k sampling (0 = off)"),
-        ("--min-p", "generate", "min_p", float, "min-p sampling (0 = off)"),
-        ("--repetition-penalty", "generate", "repetition_penalty", float, "penalty on repeated tokens (1 = off)"),
-        ("--stop", "generate", "stop", "append", "a string that ends a completion; repeat for several"),
-        ("--max-new-tokens", "generate", "max_new_tokens", int, "most tokens per completion"),
-        ("--seed", "generate", "seed", int, "sampling seed"),
-        ("--batch-size", "generate", "batch_size", int, "prompts per generate call"),
-        ("--shard-size", "generate", "shard_size", int, "prompts per shard (unit of resume)"),
-        ("--long-prompts", "generate", "long_prompts", str, "prompts too long for the context: error | skip"),
-        ("--base-url", "generate", "base_url", str, "openai backend: server API root, e.g. http://127.0.0.1:8000/v1"),
-        ("--api-key-env", "generate", "api_key_env", str, "openai backend: environment variable holding the API key"),
-        ("--endpoint", "generate", "endpoint", str, "openai backend: auto | chat | completions"),
-        ("--concurrency", "generate", "concurrency", int, "openai backend: requests in flight at once"),
-        ("--request-timeout", "generate", "request_timeout", float, "openai backend: seconds per request"),
-        ("--max-retries", "generate", "max_retries", int, "openai backend: retries on 429/5xx/timeouts"),
-        ("--tensor-parallel-size", "generate", "tensor_parallel_size", int, "vllm: GPUs per model"),
-        ("--gpu-memory-utilization", "generate", "gpu_memory_utilization", float, "vllm: memory share for the engine"),
-        ("--max-model-len", "generate", "max_model_len", int, "vllm: context length to allocate for"),
+        Option("--model", "generate", "models", metavar="PATH"),
+        Option("--backend", "generate", "backend"),
+        Option("--n", "generate", "n"),
+        Option("--temperature", "generate", "temperature"),
+        Option("--top-p", "generate", "top_p"),
+        Option("--top-k", "generate", "top_k"),
+        Option("--min-p", "generate", "min_p"),
+        Option("--repetition-penalty", "generate", "repetition_penalty"),
+        Option("--stop", "generate", "stop", metavar="TEXT"),
+        Option("--max-new-tokens", "generate", "max_new_tokens"),
+        Option("--seed", "generate", "seed"),
+        Option("--batch-size", "generate", "batch_size"),
+        Option("--shard-size", "generate", "shard_size"),
+        Option("--long-prompts", "generate", "long_prompts"),
+        Option("--base-url", "generate", "base_url"),
+        Option("--api-key-env", "generate", "api_key_env"),
+        Option("--endpoint", "generate", "endpoint"),
+        Option("--concurrency", "generate", "concurrency"),
+        Option("--request-timeout", "generate", "request_timeout"),
+        Option("--max-retries", "generate", "max_retries"),
+        Option("--tensor-parallel-size", "generate", "tensor_parallel_size"),
+        Option("--gpu-memory-utilization", "generate", "gpu_memory_utilization"),
+        Option("--max-model-len", "generate", "max_model_len"),
     ],
     "score": [
-        (
-            "--reward-fn",
-            "score",
-            "reward_fn",
-            "append",
-            f"built-in ({', '.join(BUILTINS)}), module:function or file.py:function; repeat for several",
-        ),
-        ("--reward-model", "score", "reward_model", str, "sequence-classification reward model folder"),
-        ("--batch-tokens", "score", "batch_tokens", int, "reward model: most padded tokens per batch"),
-        ("--max-batch-size", "score", "max_batch_size", int, "reward model: most rows per batch"),
-        (
-            "--reward-prefix-sharing",
-            "score",
-            "reward_prefix_sharing",
-            str,
-            "reward model: score a prompt's completions on one shared prefill: auto | on | off | packed",
-        ),
-        ("--reward-judge", "score", "reward_judge", str, "judge model server API root (OpenAI-compatible)"),
-        ("--judge-model", "score", "judge_model", str, "judge: served model name"),
-        ("--judge-rubric", "score", "judge_rubric", str, "judge: rubric template file with {prompt} and {completion}"),
-        ("--judge-api-key-env", "score", "judge_api_key_env", str, "judge: environment variable holding its key"),
-        ("--judge-concurrency", "score", "judge_concurrency", int, "judge: requests in flight at once"),
-        ("--judge-request-timeout", "score", "judge_request_timeout", float, "judge: seconds per request"),
-        ("--judge-max-retries", "score", "judge_max_retries", int, "judge: retries on 429/5xx/timeouts"),
-        (
-            "--reward-weights",
-            "score",
-            "reward_weights",
-            float_list,
-            "weights of several rewards, e.g. 1.0,0.2: reward fns as given, then model, then judge (default: 1.0 each)",
-        ),
-        ("--reference-column", "score", "reference_column", str, "verifiers: the prompts column holding the answer"),
-        (
-            "--reasoning-tags",
-            "score",
-            "reasoning_tags",
-            "tags",
-            f"OPEN CLOSE, or a format ({', '.join(REASONING_FORMATS)}): rewards see the text after CLOSE",
-        ),
-        ("--ifeval-mode", "score", "ifeval_mode", str, "verifier ifeval: strict | loose"),
-        ("--code-timeout", "score", "code_timeout_s", float, "verifier code: seconds per program in the sandbox"),
-        ("--code-memory-mb", "score", "code_memory_mb", int, "verifier code: memory limit per program (MB)"),
-        (
-            "--code-strict-results",
-            "score",
-            "code_strict_results",
-            "flag",
-            "verifier code: tests see only results of builtin types (no always-equal objects)",
-        ),
-        ("--score-processes", "score", "processes", int, "verifiers: processes in parallel (default: one per CPU)"),
-        ("--reward-timeout", "score", "reward_timeout", float, "seconds one reward batch may take (default: no limit)"),
-        ("--pass-threshold", "score", "pass_threshold", float, "a completion passes at reward >= this"),
+        Option("--reward-fn", "score", "reward_fn", metavar="SPEC"),
+        Option("--reward-model", "score", "reward_model", metavar="PATH"),
+        Option("--batch-tokens", "score", "batch_tokens"),
+        Option("--max-batch-size", "score", "max_batch_size"),
+        Option("--reward-prefix-sharing", "score", "reward_prefix_sharing"),
+        Option("--reward-judge", "score", "reward_judge", metavar="URL"),
+        Option("--judge-model", "score", "judge_model"),
+        Option("--judge-rubric", "score", "judge_rubric", metavar="PATH"),
+        Option("--judge-api-key-env", "score", "judge_api_key_env"),
+        Option("--judge-concurrency", "score", "judge_concurrency"),
+        Option("--judge-request-timeout", "score", "judge_request_timeout"),
+        Option("--judge-max-retries", "score", "judge_max_retries"),
+        Option("--reward-weights", "score", "reward_weights", metavar="W1,W2"),
+        Option("--reference-column", "score", "reference_column"),
+        Option("--reasoning-tags", "score", "reasoning_tags", metavar="TAG", nargs="+"),
+        Option("--ifeval-mode", "score", "ifeval_mode"),
+        Option("--code-timeout", "score", "code_timeout_s"),
+        Option("--code-memory-mb", "score", "code_memory_mb"),
+        Option("--code-strict-results", "score", "code_strict_results"),
+        Option("--score-processes", "score", "processes"),
+        Option("--reward-timeout", "score", "reward_timeout"),
+        Option("--pass-threshold", "score", "pass_threshold"),
     ],
     "select": [
-        ("--strategy", "select", "strategy", str, " | ".join(STRATEGIES)),
-        ("--k", "select", "k", int, "pairs overall, or per prompt for top_k_per_prompt and rso"),
-        ("--threshold", "select", "threshold", float, "keep rewards >= this (strategy threshold)"),
-        ("--beta", "select", "beta", float, "RSO temperature (> 0): accept with probability exp((r - r_max) / beta)"),
-        ("--dedup", "select", "dedup", "flag", "drop repeated completion texts within a prompt"),
-        ("--drop-truncated", "select", "drop_truncated", "flag", "leave out completions cut by max_new_tokens"),
-        ("--pairs", "select", "pairs", str, "also write preference pairs: " + " | ".join(PAIRINGS)),
-        ("--pair-k", "select", "pair_k", int, "pairs rso: candidates accepted per prompt (default: all)"),
-        ("--min-margin", "select", "min_margin", float, "keep pairs whose reward margin is at least this"),
-        ("--select-seed", "select", "seed", int, "seed of the random controls and of RSO"),
-        (
-            "--select-pass-threshold",
-            "select",
-            "pass_threshold",
-            float,
-            "passing, pass-fail and the pass-rate filter: pass at reward >= this (default: score's)",
-        ),
-        ("--min-pass-rate", "select", "min_pass_rate", float, "keep prompts whose pass rate is >= this"),
-        ("--max-pass-rate", "select", "max_pass_rate", float, "keep prompts whose pass rate is <= this"),
+        Option("--strategy", "select", "strategy"),
+        Option("--k", "select", "k"),
+        Option("--threshold", "select", "threshold"),
+        Option("--beta", "select", "beta"),
+        Option("--dedup", "select", "dedup"),
+        Option("--drop-truncated", "select", "drop_truncated"),
+        Option("--pairs", "select", "pairs"),
+        Option("--pair-k", "select", "pair_k"),
+        Option("--min-margin", "select", "min_margin"),
+        Option("--select-seed", "select", "seed"),
+        Option("--select-pass-threshold", "select", "pass_threshold"),
+        Option("--min-pass-rate", "select", "min_pass_rate"),
+        Option("--max-pass-rate", "select", "max_pass_rate"),
     ],
     "adaptive": [
-        ("--adaptive-step", "adaptive", "step", int, "sample this many per open prompt and step, up to --n"),
-        (
-            "--stop-when",
-            "adaptive",
-            "stop_when",
-            str,
-            "close a prompt on: pass | pass-and-fail | passing:K | consensus:F",
-        ),
-        (
-            "--answer",
-            "adaptive",
-            "answer",
-            str,
-            "answer extractor of consensus and bon --aggregate: auto | math | module:function",
-        ),
+        Option("--adaptive-step", "adaptive", "step"),
+        Option("--stop-when", "adaptive", "stop_when"),
+        Option("--answer", "adaptive", "answer"),
     ],
     "sft": [
-        ("--sft-model", "sft", "model", str, "starting checkpoint (default: the first generate model)"),
-        ("--lora", "sft", "lora", "flag", "train LoRA adapters, merged on save"),
-        ("--learning-rate", "sft", "learning_rate", float, "peak learning rate"),
-        ("--epochs", "sft", "epochs", float, "passes over the selected rows"),
-        ("--sft-batch-size", "sft", "batch_size", int, "rows per optimizer step"),
-        ("--max-length", "sft", "max_length", int, "tokens kept per training row"),
-        (
-            "--sft-strip-reasoning",
-            "sft",
-            "strip_reasoning",
-            "flag",
-            "train on the answer after the reasoning tags only",
-        ),
+        Option("--sft-model", "sft", "model", metavar="PATH"),
+        Option("--lora", "sft", "lora"),
+        Option("--learning-rate", "sft", "learning_rate"),
+        Option("--epochs", "sft", "epochs"),
+        Option("--sft-batch-size", "sft", "batch_size"),
+        Option("--max-length", "sft", "max_length"),
+        Option("--sft-strip-reasoning", "sft", "strip_reasoning"),
     ],
     "rounds": [
-        ("--rounds", "rounds", "count", int, "rounds, each in RUN_DIR/round-<r>, sampling from the last checkpoint"),
-        ("--pool", "rounds", "pool", str, "candidates a round selects among: all (rounds so far) | latest"),
-        ("--sft-from", "rounds", "sft_from", str, "checkpoint each round fine-tunes: start | previous"),
+        Option("--rounds", "rounds", "count"),
+        Option("--pool", "rounds", "pool"),
+        Option("--sft-from", "rounds", "sft_from"),
     ],
     # Where generate and score make their shards; never part of a stage's config.
     "executor": [
-        ("--executor", "executor", "name", str, "where shards are made: local | ray"),
-        (
-            "--ray-address",
-            "executor",
-            "ray_address",
-            str,
-            "ray: 'auto' joins this machine's cluster (default: a new local one)",
-        ),
-        ("--workers", "executor", "workers", int, "ray: actors, each loading the model once"),
-        ("--cpus-per-worker", "executor", "cpus_per_worker", float, "ray: CPUs per actor (fractions allowed)"),
-        ("--gpus-per-worker", "executor", "gpus_per_worker", float, "ray: GPUs per actor (fractions allowed)"),
-        ("--shard-retries", "executor", "retries", int, "ray: further tries of a failed shard, on another actor"),
+        Option("--executor", "executor", "name"),
+        Option("--ray-address", "executor", "ray_address", metavar="ADDRESS"),
+        Option("--workers", "executor", "workers"),
+        Option("--cpus-per-worker", "executor", "cpus_per_worker"),
+        Option("--gpus-per-worker", "executor", "gpus_per_worker"),
+        Option("--shard-retries", "executor", "retries"),
     ],
     "dpo": [
-        ("--dpo-model", "dpo", "model", str, "starting checkpoint and reference (default: the first generate model)"),
-        ("--lora", "dpo", "lora", "flag", "train LoRA adapters, merged on save"),
-        ("--dpo-beta", "dpo", "beta", float, "DPO beta: larger keeps the policy closer to the reference"),
-        ("--learning-rate", "dpo", "learning_rate", float, "peak learning rate"),
-        ("--epochs", "dpo", "epochs", float, "passes over the pairs"),
-        ("--dpo-batch-size", "dpo", "batch_size", int, "pairs per optimizer step"),
-        ("--max-length", "dpo", "max_length", int, "tokens kept per side of a pair"),
+        Option("--dpo-model", "dpo", "model", metavar="PATH"),
+        Option("--lora", "dpo", "lora"),
+        Option("--dpo-beta", "dpo", "beta"),
+        Option("--learning-rate", "dpo", "learning_rate"),
+        Option("--epochs", "dpo", "epochs"),
+        Option("--dpo-batch-size", "dpo", "batch_size"),
+        Option("--max-length", "dpo", "max_length"),
     ],
     "serve": [
-        ("--model", "serve", "model", str, "model folder or 'smollm2' (hf), or the upstream's model name (openai)"),
-        ("--backend", "serve", "backend", str, "generation engine: hf | openai"),
-        ("--served-model-name", "serve", "served_model_name", str, "name clients use (default: --model)"),
-        ("--host", "serve", "host", str, "address to listen on"),
-        ("--port", "serve", "port", int, "port to listen on"),
-        ("--api-key-env", "serve", "api_key_env", str, "environment variable holding the bearer key clients send"),
-        ("--device", "serve", "device", str, "auto | cpu | cuda[:i]"),
-        ("--batch-size", "serve", "batch_size", int, "hf backend: prompts decoded together"),
-        ("--base-url", "serve", "base_url", str, "openai backend: upstream server API root"),
-        ("--upstream-api-key-env", "serve", "upstream_api_key_env", str, "openai backend: upstream key variable"),
-        ("--best-of", "serve", "best_of", int, "Best-of-N: candidates per answer by default"),
-        ("--max-best-of", "serve", "max_best_of", int, "cap on a request's best_of"),
-        ("--max-n", "serve", "max_n", int, "cap on a request's n"),
-        ("--default-max-tokens", "serve", "default_max_tokens", int, "max_tokens of a request that gives none"),
-        ("--max-tokens", "serve", "max_tokens", int, "cap on a request's max_tokens"),
-        ("--max-prompt-tokens", "serve", "max_prompt_tokens", int, "cap on a request's prompt tokens"),
-        ("--max-body-bytes", "serve", "max_body_bytes", int, "cap on a request body's size"),
-        ("--batch-window-ms", "serve", "batch_window_ms", float, "how long a batch waits for more requests"),
-        ("--max-batch-prompts", "serve", "max_batch_prompts", int, "most requests per backend call (1 = no batching)"),
-        ("--max-queue", "serve", "max_queue", int, "waiting requests before 429"),
-        ("--log-prompts", "serve", "log_prompts", "flag", "log each request's prompt (off by default)"),
-        ("--shutdown-grace-s", "serve", "shutdown_grace_s", float, "on SIGTERM: seconds in-flight requests get"),
-        ("--keepalive-s", "serve", "keepalive_s", float, "streaming: seconds between SSE keep-alive comments"),
-        ("--metrics-public", "serve", "metrics_public", "flag", "serve /metrics without the API key"),
+        Option("--model", "serve", "model", metavar="PATH"),
+        Option("--backend", "serve", "backend"),
+        Option("--served-model-name", "serve", "served_model_name"),
+        Option("--host", "serve", "host"),
+        Option("--port", "serve", "port"),
+        Option("--api-key-env", "serve", "api_key_env"),
+        Option("--device", "serve", "device"),
+        Option("--batch-size", "serve", "batch_size"),
+        Option("--base-url", "serve", "base_url"),
+        Option("--upstream-api-key-env", "serve", "upstream_api_key_env"),
+        Option("--best-of", "serve", "best_of"),
+        Option("--max-best-of", "serve", "max_best_of"),
+        Option("--max-n", "serve", "max_n"),
+        Option("--default-max-tokens", "serve", "default_max_tokens"),
+        Option("--max-tokens", "serve", "max_tokens"),
+        Option("--max-prompt-tokens", "serve", "max_prompt_tokens"),
+        Option("--max-body-bytes", "serve", "max_body_bytes"),
+        Option("--batch-window-ms", "serve", "batch_window_ms"),
+        Option("--max-batch-prompts", "serve", "max_batch_prompts"),
+        Option("--max-queue", "serve", "max_queue"),
+        Option("--log-prompts", "serve", "log_prompts"),
+        Option("--shutdown-grace-s", "serve", "shutdown_grace_s"),
+        Option("--keepalive-s", "serve", "keepalive_s"),
+        Option("--metrics-public", "serve", "metrics_public"),
     ],
     "import": [
-        ("--completion-id-column", "import", "id_column", str, "completions: column holding the prompt id"),
-        ("--text-column", "import", "text_column", str, "completions: column holding the completion text"),
-        ("--model", "import", "model", str, "model name for rows without a model column"),
-        ("--max-new-tokens", "import", "max_new_tokens", int, "the token limit the completions were made under"),
-        ("--shard-rows", "import", "shard_rows", int, "completions per generate shard"),
+        Option("--completion-id-column", "import", "id_column"),
+        Option("--text-column", "import", "text_column"),
+        Option("--model", "import", "model"),
+        Option("--max-new-tokens", "import", "max_new_tokens"),
+        Option("--shard-rows", "import", "shard_rows"),
     ],
 }
 STAGES_OF = {
@@ -319,20 +264,8 @@ def parser() -> argparse.ArgumentParser:
             )
         for stage in stages:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
-            for flag, _, field, kind, text in OPTIONS[stage]:
-                dest, shown = field_key(stage, field), option_help(stage, field, text or "", kind)
-                if name == "serve" and stage == "score" and field in SERVE_REFUSED:
-                    shown = argparse.SUPPRESS  # taken only to be refused in one line (serve.reward.REFUSED)
-                if kind == "flag":
-                    group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
-                elif kind == "append":
-                    group.add_argument(
-                        flag, dest=dest, action="append", metavar=metavar(kind, field, stage), help=shown
-                    )
-                elif kind == "tags":
-                    group.add_argument(flag, dest=dest, nargs="+", metavar="TAG", help=shown)
-                else:
-                    group.add_argument(flag, dest=dest, type=kind, metavar=metavar(kind, field, stage), help=shown)
+            for option in OPTIONS[stage]:
+                add_option(group, option, refused=name == "serve" and stage == "score")
         if name == "import":
             p.add_argument(
                 "--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder"
@@ -381,37 +314,68 @@ def field_key(section: str, field: str) -> str:
     return f"{section}__{field}"
 
 
-PLAIN_METAVARS = {
-    "reward_fn": "SPEC",
-    "stop": "TEXT",
-    "ray_address": "ADDRESS",
-    "reward_judge": "URL",
-    "reward_weights": "W1,W2",
-}
-PATH_FIELDS = ("models", "model", "reward_model", "judge_rubric")
+def add_option(group: argparse._ArgumentGroup, option: Option, refused: bool = False) -> None:
+    """One flag, as its config field describes it; ``refused``: ``winnow serve``'s score
+    options it takes only to refuse in one line (``serve.reward.REFUSED``), so unlisted."""
+    flag, section, field = option.flag, option.section, option.field
+    kind, dest = option.nargs or kind_of(section, field), field_key(section, field)  # nargs: one flag, several values
+    shown = option_help(section, field, kind)
+    if refused and field in SERVE_REFUSED:
+        shown = argparse.SUPPRESS
+    if kind == "flag":
+        group.add_argument(flag, dest=dest, action="store_true", default=None, help=shown)
+        return
+    shape = {"action": "append"} if kind == "append" else {"type": kind}
+    if option.nargs:
+        shape = {"nargs": option.nargs}
+    group.add_argument(flag, dest=dest, metavar=option.metavar or metavar(kind, field), help=shown, **shape)
 
 
-def metavar(kind: Any, field: str, section: str = "") -> str:
-    """A plain metavar, as in the tools users know: N, FLOAT, PATH, URL, VAR, NAME."""
-    if (section, field) == ("import", "model"):  # a name recorded with imported rows, not a folder
-        return "NAME"
+def field_spec(section: str, field: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == field)
+
+
+def kind_of(section: str, field: str) -> Any:
+    """How a flag reads its value, from its field's annotation: ``bool`` a flag with no value,
+    a list of strings a repeated flag, a list of numbers ``1.0,0.2``, else int | float | str.
+
+    >>> kind_of("select", "dedup"), kind_of("generate", "stop"), kind_of("score", "reward_weights").__name__
+    ('flag', 'append', 'float_list')
+    >>> kind_of("generate", "n"), kind_of("score", "pass_threshold"), kind_of("score", "reward_model")
+    (<class 'int'>, <class 'float'>, <class 'str'>)
+    """
+    parts = [p.strip() for p in str(field_spec(section, field).type).split("|") if p.strip() != "None"]
+    if "bool" in parts:
+        return "flag"
+    if "list[float]" in parts:
+        return float_list
+    if "list[str]" in parts:
+        return "append"
+    return {"int": int, "float": float, "str": str}[parts[0]]
+
+
+def metavar(kind: Any, field: str) -> str:
+    """A plain metavar, as in the tools users know: N, FLOAT, VAR, URL, else NAME (an
+    ``Option`` row names any other: PATH, SPEC, TEXT...).
+
+    >>> metavar(int, "n"), metavar(float, "beta"), metavar(str, "api_key_env"), metavar(str, "base_url")
+    ('N', 'FLOAT', 'VAR', 'URL')
+    """
     if kind is int:
         return "N"
     if kind is float:
         return "FLOAT"
-    if field in PLAIN_METAVARS:
-        return PLAIN_METAVARS[field]
     if field.endswith("_env"):
         return "VAR"
     if field.endswith("url"):
         return "URL"
-    return "PATH" if field in PATH_FIELDS else "NAME"
+    return "NAME"
 
 
-def option_help(section: str, field: str, text: str, kind: Any) -> str:
-    """A flag's help: its config field's docstring (else the OPTIONS row's text), the values
-    it accepts (``config.CHOICES``) and its default, all from the one place each is defined."""
-    doc = field_docs(SECTIONS[section]).get(field) or text
+def option_help(section: str, field: str, kind: Any) -> str:
+    """A flag's help: its config field's docstring, the values it accepts (``config.CHOICES``)
+    and its default, all from the one place each is defined."""
+    doc = field_docs(SECTIONS[section])[field]
     choices = CHOICES.get((section, field))
     if choices:
         doc += f" Choices: {' | '.join(choices)}."
@@ -425,7 +389,7 @@ def option_help(section: str, field: str, text: str, kind: Any) -> str:
 
 def with_default(text: str, section: str, field: str) -> str:
     """The help text with the option's default from its config dataclass (the one source)."""
-    spec = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == field)
+    spec = field_spec(section, field)
     default = spec.default if spec.default is not dataclasses.MISSING else None
     if spec.default_factory is not dataclasses.MISSING:
         default = spec.default_factory()
@@ -501,7 +465,7 @@ def numbers_as_values(argv: list[str]) -> list[str]:
     ['--reward-weights=-1,-0.5', '--k=-2', '--debug']
     """
     kinds = (int, float, float_list)
-    numeric = {flag for options in OPTIONS.values() for flag, _, _, kind, _ in options if kind in kinds}
+    numeric = {o.flag for options in OPTIONS.values() for o in options if kind_of(o.section, o.field) in kinds}
     out: list[str] = []
     i = 0
     while i < len(argv):
