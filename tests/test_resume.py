@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
+from helpers import tree_digest
 
 from winnow.cli import main
 
@@ -81,15 +81,6 @@ def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
         "8",
         *extra,
     ]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file below root (model weights included), by relative path."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture()
