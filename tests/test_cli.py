@@ -33,11 +33,7 @@ def words(prompts, completions, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path, tiny_policy):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    (tmp_path / "rewards.py").write_text(REWARD_FILE)
-    return tmp_path
+WORKDIR_FILES = {"rewards.py": REWARD_FILE}
 
 
 def selected_pairs(path: Path) -> list[tuple[str, int, float]]:

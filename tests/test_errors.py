@@ -39,11 +39,7 @@ def run_args(d: Path, model: Path, *extra) -> list[str]:
     return ["run", *gen[1:], "--reward-fn", "length", *extra]
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    (tmp_path / "rewards.py").write_text(REWARDS)
-    return tmp_path
+WORKDIR_FILES = {"rewards.py": REWARDS}
 
 
 @pytest.fixture(scope="module")

@@ -66,15 +66,8 @@ def stall(prompts, completions, prompt_ids, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(
-        tmp_path / "prompts.jsonl",
-        [{"id": f"p{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)],
-    )
-    (tmp_path / "rewards.py").write_text(REWARDS)
-    (tmp_path / "score.yaml").write_text("score:\n  shard_size: 8\n")  # 2 prompts x n=4 a shard
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"p{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)]
+WORKDIR_FILES = {"rewards.py": REWARDS, "score.yaml": "score:\n  shard_size: 8\n"}  # 2 prompts x n=4 a shard
 
 
 @pytest.fixture()

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
 from helpers import wait_for
 
 ray = pytest.importorskip("ray")
@@ -39,12 +38,8 @@ def held(prompts, completions, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"item {i}"} for i in range(4)])
-    (tmp_path / "rewards.py").write_text(REWARD)
-    (tmp_path / "hold").touch()
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"p{i}", "prompt": f"item {i}"} for i in range(4)]
+WORKDIR_FILES = {"rewards.py": REWARD, "hold": ""}
 
 
 def start_driver(d: Path, model: Path) -> subprocess.Popen:

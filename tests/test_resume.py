@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
 from helpers import tree_digest
 
 from winnow.cli import main
@@ -83,13 +82,7 @@ def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
     ]
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(
-        tmp_path / "prompts.jsonl",
-        [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)],
-    )
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)]
 
 
 def start_held(argv: list[str], log: Path) -> subprocess.Popen:

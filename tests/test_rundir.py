@@ -21,12 +21,6 @@ from winnow.lock import StageLock
 
 
 @pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    return tmp_path
-
-
-@pytest.fixture()
 def finished(workdir, tiny_policy):
     """A run dir through generate, score and select (3 generate shards of 2, 2, 1 prompts)."""
     run = workdir / "run"
