@@ -112,6 +112,23 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+# What a test module's `workdir` holds unless it says otherwise (WORKDIR_PROMPTS, WORKDIR_FILES).
+DEFAULT_PROMPTS = [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)]
+
+
+@pytest.fixture()
+def workdir(tmp_path, request) -> Path:
+    """``tmp_path`` holding ``prompts.jsonl`` and the test module's other input files.
+
+    The module sets ``WORKDIR_PROMPTS`` (rows; default ``DEFAULT_PROMPTS``: ids p0..p4) and
+    ``WORKDIR_FILES`` (file name -> text, written as given; default none).
+    """
+    write_jsonl(tmp_path / "prompts.jsonl", getattr(request.module, "WORKDIR_PROMPTS", DEFAULT_PROMPTS))
+    for name, text in getattr(request.module, "WORKDIR_FILES", {}).items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny models: they gain nothing from a second one,

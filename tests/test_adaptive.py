@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
 from test_ray import own_ray  # noqa: F401  (a fixture)
 from test_resume import tree_digest
 
@@ -46,11 +45,8 @@ EXPECTED_PASS = np.array(
 )
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(4)])
-    (tmp_path / "script.py").write_text(SCRIPT)
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(4)]
+WORKDIR_FILES = {"script.py": SCRIPT}
 
 
 def bon_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
+from helpers import fails, gen_args
 
 from winnow.cli import main
 
@@ -32,30 +33,7 @@ def words(prompts, completions, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path, tiny_policy):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    (tmp_path / "rewards.py").write_text(REWARD_FILE)
-    return tmp_path
-
-
-def gen_args(d: Path, model: Path, *extra) -> list[str]:
-    return [
-        "generate",
-        "--prompts",
-        str(d / "prompts.jsonl"),
-        "--run-dir",
-        str(d / "run"),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "4",
-        "--device",
-        "cpu",
-        *extra,
-    ]
+WORKDIR_FILES = {"rewards.py": REWARD_FILE}
 
 
 def selected_pairs(path: Path) -> list[tuple[str, int, float]]:
@@ -231,14 +209,6 @@ def test_help(command, capsys):
 
 
 # ---- bad input: a clear message, exit 2, nothing half-written --------------------------------
-
-
-def fails(argv, capsys, *patterns) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    for p in patterns:
-        assert p in err, err
-    return err
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
+from helpers import fails, gen_args
 
 from winnow.cli import main
 
@@ -33,35 +34,12 @@ def flaky(prompts, completions, prompt_ids, **kw):
 """
 
 
-def gen_args(d: Path, model: Path, *extra) -> list[str]:
-    return [
-        "generate",
-        "--prompts",
-        str(d / "prompts.jsonl"),
-        "--run-dir",
-        str(d / "run"),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "4",
-        "--device",
-        "cpu",
-        *extra,
-    ]
-
-
 def run_args(d: Path, model: Path, *extra) -> list[str]:
     gen = gen_args(d, model)
     return ["run", *gen[1:], "--reward-fn", "length", *extra]
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    (tmp_path / "rewards.py").write_text(REWARDS)
-    return tmp_path
+WORKDIR_FILES = {"rewards.py": REWARDS}
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +53,6 @@ def selected_run(tmp_path_factory, tiny_policy) -> Path:
     return d / "run"
 
 
-def fails(argv, capsys, *patterns) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    for p in patterns:
-        assert p in err, err
-    assert "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("winnow: error:")] == [err.strip().splitlines()[-1]]
-    return err
-
-
 # ---- numbers that slipped through ------------------------------------------------------------
 
 
@@ -94,12 +62,18 @@ def test_tiny_temperature_is_refused(workdir, tiny_policy, capsys, value):
         gen_args(workdir, tiny_policy, "--temperature", value),
         capsys,
         f"generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got {float(value)}",
+        error_last=True,
     )
     assert not (workdir / "run").exists()
 
 
 def test_huge_n_is_refused_before_anything_is_allocated(workdir, tiny_policy, capsys):
-    fails(gen_args(workdir, tiny_policy, "--n", "1000000000"), capsys, "generate.n: must be between 1 and 10000")
+    fails(
+        gen_args(workdir, tiny_policy, "--n", "1000000000"),
+        capsys,
+        "generate.n: must be between 1 and 10000",
+        error_last=True,
+    )
     assert not (workdir / "run").exists()
 
 
@@ -112,7 +86,12 @@ def test_huge_n_is_refused_before_anything_is_allocated(workdir, tiny_policy, ca
 )
 def test_reward_function_returning_a_non_list_or_a_huge_int(workdir, tiny_policy, capsys, fn, pattern):
     assert main(gen_args(workdir, tiny_policy)) == 0
-    fails(["score", "--run-dir", str(workdir / "run"), "--reward-fn", f"{workdir}/rewards.py:{fn}"], capsys, pattern)
+    fails(
+        ["score", "--run-dir", str(workdir / "run"), "--reward-fn", f"{workdir}/rewards.py:{fn}"],
+        capsys,
+        pattern,
+        error_last=True,
+    )
     assert not (workdir / "run/score/manifest.json").exists()
 
 
@@ -128,7 +107,9 @@ def test_diverging_sft_fails_loudly_without_a_checkpoint(selected_run, tmp_path,
     run = tmp_path / "run"
     shutil.copytree(selected_run, run)
     sft = ["sft", "--run-dir", str(run), "--sft-model", str(tiny_policy), "--device", "cpu", "--epochs", "2"]
-    fails([*sft, "--learning-rate", "1e30"], capsys, "sft: training diverged", "lower sft.learning_rate")
+    fails(
+        [*sft, "--learning-rate", "1e30"], capsys, "sft: training diverged", "lower sft.learning_rate", error_last=True
+    )
     assert not (run / "sft/checkpoint").exists() and not (run / "sft/manifest.json").exists()
     assert not [p for p in (run / "sft").iterdir() if p.name.startswith(".tmp")]
     assert main([*sft, "--learning-rate", "1e-3"]) == 0  # nothing was claimed: a fixed rerun works
@@ -143,7 +124,12 @@ def test_sft_max_length_that_leaves_no_completion(selected_run, tmp_path, tiny_p
     run = tmp_path / "run"
     shutil.copytree(selected_run, run)
     argv = ["sft", "--run-dir", str(run), "--sft-model", str(tiny_policy), "--device", "cpu", "--max-length", "8"]
-    fails(argv, capsys, "sft.max_length: 8 tokens leave no completion token in any of the 5 selected rows")
+    fails(
+        argv,
+        capsys,
+        "sft.max_length: 8 tokens leave no completion token in any of the 5 selected rows",
+        error_last=True,
+    )
     assert not (run / "sft/checkpoint").exists()
 
 
@@ -152,7 +138,12 @@ def test_sft_max_length_that_leaves_no_completion(selected_run, tmp_path, tiny_p
 
 def test_invalid_utf8_in_prompts(workdir, tiny_policy, capsys):
     (workdir / "prompts.jsonl").write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9 \xff"}\n')
-    fails(gen_args(workdir, tiny_policy), capsys, "prompts.jsonl:2: not valid UTF-8 (byte 0xe9 at column 16)")
+    fails(
+        gen_args(workdir, tiny_policy),
+        capsys,
+        "prompts.jsonl:2: not valid UTF-8 (byte 0xe9 at column 16)",
+        error_last=True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,13 +156,13 @@ def test_invalid_utf8_in_prompts(workdir, tiny_policy, capsys):
     ],
 )
 def test_bad_numbers_and_devices(workdir, tiny_policy, capsys, flags, pattern):
-    fails(gen_args(workdir, tiny_policy, *flags), capsys, pattern)
+    fails(gen_args(workdir, tiny_policy, *flags), capsys, pattern, error_last=True)
     assert not (workdir / "run").exists()
 
 
 def test_threshold_minus_inf_is_a_value_not_a_flag(workdir, tiny_policy, capsys):
     argv = ["select", "--run-dir", str(workdir / "run"), "--strategy", "threshold", "--threshold", "-inf"]
-    fails(argv, capsys, "select.threshold: strategy threshold needs a finite threshold, got -inf")
+    fails(argv, capsys, "select.threshold: strategy threshold needs a finite threshold, got -inf", error_last=True)
 
 
 @pytest.mark.parametrize(
@@ -192,14 +183,14 @@ def test_threshold_minus_inf_is_a_value_not_a_flag(workdir, tiny_policy, capsys)
 )
 def test_yaml_types_and_ranges_fail_before_any_stage_runs(workdir, tiny_policy, capsys, yaml_text, pattern):
     (workdir / "cfg.yaml").write_text(yaml_text)
-    fails([*run_args(workdir, tiny_policy), "--config", str(workdir / "cfg.yaml")], capsys, pattern)
+    fails([*run_args(workdir, tiny_policy), "--config", str(workdir / "cfg.yaml")], capsys, pattern, error_last=True)
     assert not (workdir / "run").exists()  # generate never started
 
 
 def test_bon_out_pointing_at_a_folder_fails_before_generating(workdir, tiny_policy, capsys):
     (workdir / "outdir").mkdir()
     argv = ["bon", *gen_args(workdir, tiny_policy)[1:], "--reward-fn", "length", "--out", str(workdir / "outdir")]
-    fails(argv, capsys, f"--out {workdir / 'outdir'} is a folder")
+    fails(argv, capsys, f"--out {workdir / 'outdir'} is a folder", error_last=True)
     assert not (workdir / "run").exists()
 
 
@@ -235,14 +226,14 @@ def test_disk_full_is_one_line(workdir, tiny_policy, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    fails(gen_args(workdir, tiny_policy), capsys, "winnow: error: No space left on device")
+    fails(gen_args(workdir, tiny_policy), capsys, "winnow: error: No space left on device", error_last=True)
 
 
 def test_corrupt_config_json_in_the_run_dir(workdir, tiny_policy, capsys):
     assert main(gen_args(workdir, tiny_policy)) == 0
     path = workdir / "run/generate/config.json"
     path.write_bytes(b"\x00\x01garbage")
-    fails(gen_args(workdir, tiny_policy), capsys, f"{path}: damaged (not valid JSON")
+    fails(gen_args(workdir, tiny_policy), capsys, f"{path}: damaged (not valid JSON", error_last=True)
 
 
 def test_debug_shows_the_traceback(workdir, tiny_policy, capsys):
@@ -294,7 +285,7 @@ def test_utf8_with_bom_is_read(workdir, tiny_policy):
 )
 def test_ambiguous_prompt_rows_are_refused(workdir, tiny_policy, capsys, row, pattern):
     write_jsonl(workdir / "prompts.jsonl", [{"prompt": "fine"}, row])
-    fails(gen_args(workdir, tiny_policy), capsys, "prompts.jsonl:2", pattern)
+    fails(gen_args(workdir, tiny_policy), capsys, "prompts.jsonl:2", pattern, error_last=True)
 
 
 @pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775)])
@@ -330,16 +321,16 @@ def test_resume_after_the_reward_function_changed_is_refused(workdir, tiny_polic
     (workdir / "cfg.yaml").write_text("score: {shard_size: 8}\n")
     score = ["score", "--config", str(workdir / "cfg.yaml"), "--run-dir", str(workdir / "run")]
     score += ["--reward-fn", f"{workdir}/rewards.py:flaky"]
-    fails(score, capsys, "lost connection")  # interrupted after the first shard
+    fails(score, capsys, "lost connection", error_last=True)  # interrupted after the first shard
     assert len(list((workdir / "run/score").glob("shard-*.jsonl"))) == 2
     (workdir / "rewards.py").write_text(
         REWARDS.replace('raise RuntimeError("lost connection")', "return [2.0] * len(completions)")
     )
-    fails(score, capsys, "refusing to resume", "provenance.reward.0:")
+    fails(score, capsys, "refusing to resume", "provenance.reward.0:", error_last=True)
     assert len(list((workdir / "run/score").glob("shard-*.jsonl"))) == 2
     with (workdir / "rewards.py").open("a") as f:  # a comment alone: the words say why it counts
         f.write("# a comment\n")
-    err = fails(score, capsys, "refusing to resume")
+    err = fails(score, capsys, "refusing to resume", error_last=True)
     assert (
         f"(the reward's file changed since this stage began ({workdir}/rewards.py): a reward is identified by its "
         "whole file, so any edit, a comment included, counts; put the file back as it was to resume). "
@@ -352,7 +343,7 @@ def test_resume_after_the_model_changed_is_refused(workdir, tiny_policy, tiny_po
     shutil.copytree(tiny_policy, model)
     assert main(gen_args(workdir, model)) == 0
     shutil.copy(tiny_policy_b / "model.safetensors", model / "model.safetensors")
-    fails(gen_args(workdir, model), capsys, "refusing to resume", f"provenance.models.{model}:")
+    fails(gen_args(workdir, model), capsys, "refusing to resume", f"provenance.models.{model}:", error_last=True)
 
 
 def test_a_folder_where_a_file_belongs(selected_run, tmp_path, capsys):
@@ -362,6 +353,6 @@ def test_a_folder_where_a_file_belongs(selected_run, tmp_path, capsys):
     target.unlink()
     target.mkdir()
     (target / "x").write_text("")
-    err = fails(["select", "--run-dir", str(run)], capsys, "Is a directory", str(target))
+    err = fails(["select", "--run-dir", str(run)], capsys, "Is a directory", str(target), error_last=True)
     assert len(err.strip().splitlines()) == 1
     assert not [p for p in (run / "select").iterdir() if p.name.endswith(".tmp")]

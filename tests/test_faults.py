@@ -17,7 +17,6 @@ The default suite runs 2 kills (in score and sft; test_resume.py kills generate)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
+from helpers import tree_digest
 
 STAGES = ("generate", "score", "select", "sft")
 SEED = int(os.environ.get("WINNOW_FAULT_SEED", "20261125"))
@@ -70,14 +70,6 @@ def run_argv(workdir: Path, run: Path, model: Path) -> list[str]:
         "--sft-batch-size",
         "2",
     ]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def holder(run: Path, stage: str) -> int | None:

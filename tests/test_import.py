@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 from conftest import write_jsonl
@@ -19,10 +20,7 @@ def run_cli(*argv) -> None:
 
 
 def fails(capsys, *argv) -> str:
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("winnow: error:") == 1, err
-    return err.strip()
+    return helpers.fails([str(a) for a in argv], capsys, one_error=True).strip()
 
 
 def shard_rows(run: Path) -> list[dict]:

@@ -13,8 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from conftest import write_jsonl
 from serving import FakeServer
 
 from winnow.cli import main
@@ -50,10 +48,7 @@ def shards(run: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((run / "generate").glob("shard-*.jsonl"))}
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(24)])
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(24)]
 
 
 def test_requests_stay_concurrency_deep_across_shards_with_the_same_rows(workdir, monkeypatch):

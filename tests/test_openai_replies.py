@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
 from serving import FakeServer
 
 from winnow.cli import main
@@ -19,11 +18,8 @@ PROMPTS = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(5)] + [
 ]
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    (tmp_path / "fast.yaml").write_text("generate: {retry_backoff: 0.001}\n")
-    return tmp_path
+WORKDIR_PROMPTS = PROMPTS
+WORKDIR_FILES = {"fast.yaml": "generate: {retry_backoff: 0.001}\n"}
 
 
 def generate(workdir: Path, url: str, run: str, *extra: str) -> int:

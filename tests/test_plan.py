@@ -25,12 +25,8 @@ def bare(prompts, completions):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(5)])
-    (tmp_path / "rewards.py").write_text(REWARDS)
-    (tmp_path / "script.py").write_text(SCRIPT)
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(5)]
+WORKDIR_FILES = {"rewards.py": REWARDS, "script.py": SCRIPT}
 
 
 def args(command: str, d: Path, model: Path, *extra: str) -> list[str]:

@@ -7,7 +7,6 @@ The byte-identity test runs in the default suite; the fault tests are marked ``r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_jsonl
+from helpers import tree_digest, wait_for
 
 from winnow.cli import main
 
@@ -66,15 +66,8 @@ def stall(prompts, completions, prompt_ids, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(
-        tmp_path / "prompts.jsonl",
-        [{"id": f"p{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)],
-    )
-    (tmp_path / "rewards.py").write_text(REWARDS)
-    (tmp_path / "score.yaml").write_text("score:\n  shard_size: 8\n")  # 2 prompts x n=4 a shard
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"p{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)]
+WORKDIR_FILES = {"rewards.py": REWARDS, "score.yaml": "score:\n  shard_size: 8\n"}  # 2 prompts x n=4 a shard
 
 
 @pytest.fixture()
@@ -123,21 +116,6 @@ def bon_args(d: Path, run: str, model: Path, *extra) -> list[str]:
 RAY = ["--executor", "ray", "--workers", "2", "--cpus-per-worker", "1"]
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file below root by relative path; a manifest without its executor record."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):  # a temp file a killed worker left behind
-            continue
-        data = p.read_bytes()
-        if p.name == "manifest.json":
-            manifest = json.loads(data)
-            manifest.pop("executor", None)
-            data = json.dumps(manifest, sort_keys=True).encode()
-        out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
-    return out
-
-
 def executor_record(run: Path, stage: str) -> dict:
     return json.loads((run / stage / "manifest.json").read_text())["executor"]
 
@@ -171,14 +149,6 @@ def hold_a_busy_worker(node) -> psutil.Process | None:
     return None
 
 
-def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
-
-
 @pytest.fixture()
 def own_ray(monkeypatch):
     """No Ray running in this process: the executor starts its own local instance; shut down after."""
@@ -202,7 +172,9 @@ def score_locally_then_on_ray(workdir: Path, tiny_policy: Path, fn: list[str]) -
     shutil.rmtree(workdir / "ray" / "score")
     (workdir / "ray" / "best.jsonl").unlink()
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "ray", "--cpus-per-worker", "0.5")) == 0
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert tree_digest(workdir / "ray", hidden=False, executor=False) == tree_digest(
+        workdir / "local", hidden=False, executor=False
+    )
 
 
 @pytest.mark.timeout(90)
@@ -235,7 +207,7 @@ def test_ray_run_matches_local_run_byte_for_byte(workdir, tiny_policy, cluster):
     assert main(bon_args(workdir, "local", tiny_policy, *fn)) == 0
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, *RAY)) == 0
     local, distributed = workdir / "local", workdir / "ray"
-    assert tree_digest(distributed) == tree_digest(local)
+    assert tree_digest(distributed, hidden=False, executor=False) == tree_digest(local, hidden=False, executor=False)
     assert len(list((local / "generate").glob("shard-*.jsonl"))) == NUM_PROMPTS
     assert len(list((local / "score").glob("shard-*.jsonl"))) == NUM_PROMPTS * 4 // 8
     for stage in ("generate", "score"):
@@ -262,7 +234,9 @@ def test_worker_killed_mid_shard_is_retried_and_run_identical(workdir, tiny_poli
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, *RAY)) == 0
     watcher.join(timeout=5)
     assert killed and not psutil.pid_exists(killed[0])
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert tree_digest(workdir / "ray", hidden=False, executor=False) == tree_digest(
+        workdir / "local", hidden=False, executor=False
+    )
     assert executor_record(workdir / "ray", "score") == {"name": "ray", "workers": 2, "retries": 1}
 
 
@@ -304,7 +278,9 @@ def test_node_lost_mid_generation_run_identical(workdir, tiny_policy, cluster):
         if removed:
             break
     assert removed, "the second node's worker was never seen inside a shard"
-    assert tree_digest(workdir / removed[0]) == tree_digest(workdir / "local")
+    assert tree_digest(workdir / removed[0], hidden=False, executor=False) == tree_digest(
+        workdir / "local", hidden=False, executor=False
+    )
     record = executor_record(workdir / removed[0], "generate")
     assert record["retries"] >= 1, f"the lost node's worker was not inside a shard: {record}"
 
@@ -330,7 +306,9 @@ def test_poisoned_shard_is_named_the_rest_finish_and_a_rerun_repairs_only_it(wor
     (workdir / "poison").unlink()
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, *RAY)) == 0
     assert {p.name: p.stat().st_mtime_ns for p in score.glob("shard-*.jsonl") if p.name in written} == written
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert tree_digest(workdir / "ray", hidden=False, executor=False) == tree_digest(
+        workdir / "local", hidden=False, executor=False
+    )
     assert len((workdir / "poison-tries").read_text().split()) == 3  # the rerun made only shard 00002
 
 
@@ -362,5 +340,7 @@ def test_driver_killed_rerun_resumes_under_either_executor(workdir, tiny_policy,
     # A resume under another executor is allowed: the executor is not part of the stage config.
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, "--executor", "local")) == 0
     assert {p.name: p.stat().st_mtime_ns for p in generate.glob("shard-*.jsonl") if p.name in before} == before
-    assert tree_digest(workdir / "ray") == tree_digest(workdir / "local")
+    assert tree_digest(workdir / "ray", hidden=False, executor=False) == tree_digest(
+        workdir / "local", hidden=False, executor=False
+    )
     assert executor_record(workdir / "ray", "generate") == {"name": "local", "workers": 1, "retries": 0}

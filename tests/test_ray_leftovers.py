@@ -12,11 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import wait_for
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -39,12 +38,8 @@ def held(prompts, completions, **kw):
 """
 
 
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"item {i}"} for i in range(4)])
-    (tmp_path / "rewards.py").write_text(REWARD)
-    (tmp_path / "hold").touch()
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"p{i}", "prompt": f"item {i}"} for i in range(4)]
+WORKDIR_FILES = {"rewards.py": REWARD, "hold": ""}
 
 
 def start_driver(d: Path, model: Path) -> subprocess.Popen:
@@ -54,7 +49,7 @@ def start_driver(d: Path, model: Path) -> subprocess.Popen:
     argv += ["--executor", "ray", "--workers", "1", "--cpus-per-worker", "1"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen([sys.executable, "-m", "winnow", *argv], env=env, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: proc.poll() is not None or (d / "holding").exists(), 180, "a score shard under way")
+    wait_for(lambda: proc.poll() is not None or (d / "holding").exists(), 180, "a score shard under way", poll_s=0.05)
     assert proc.poll() is None, f"the driver ended first: {proc.stderr.read() if proc.stderr else ''}"
     return proc
 
@@ -86,14 +81,6 @@ def named(processes: list, name: str):
     return next(p for p in processes if p.name().startswith(name) or name in " ".join(p.cmdline()[:1]))
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while not (value := condition()):
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 def ended(proc: subprocess.Popen, timeout: float) -> int:
     try:
         return proc.wait(timeout=timeout)
@@ -119,6 +106,7 @@ def test_driver_killed_leaves_no_ray_process(workdir, tiny_policy):
         lambda: not alive(ours),
         30,
         f"Ray's processes to go: {alive(ours)} {reaper.marked_pids(token)} {alive(reapers)}",
+        poll_s=0.05,
     )
 
 
@@ -135,7 +123,7 @@ def test_gcs_killed_mid_run_is_one_line_and_leaves_no_ray_process(workdir, tiny_
         "winnow: error: score: the Ray instance's head was lost (its GCS went away); "
         "finished shards are kept, rerun the same command to resume"
     )
-    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}")
+    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}", poll_s=0.05)
 
 
 @pytest.mark.ray
@@ -154,7 +142,7 @@ def test_raylet_killed_mid_run_is_one_line_and_exit_2(workdir, tiny_policy):
     )
     generate = workdir / "run" / "generate"
     assert (generate / "manifest.json").exists() and len(list(generate.glob("shard-*.jsonl"))) == 1
-    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}")
+    wait_for(lambda: not alive(ours), 30, f"Ray's processes to go: {alive(ours)}", poll_s=0.05)
 
 
 def test_the_reaper_kills_what_carries_its_mark_when_its_driver_ends(tmp_path):
@@ -173,7 +161,7 @@ def test_the_reaper_kills_what_carries_its_mark_when_its_driver_ends(tmp_path):
     try:
         driver.kill()
         driver.wait()
-        wait_for(lambda: not alive([marked]), 10, "the marked process to go")
+        wait_for(lambda: not alive([marked]), 10, "the marked process to go", poll_s=0.05)
         assert alive([plain]), "an unmarked process was killed"
     finally:
         for p in (marked, plain):

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import helpers
 import pytest
 from conftest import write_jsonl
 
@@ -24,24 +25,8 @@ NUM_PROMPTS = 4
 
 
 def gen_args(run: Path, prompts: Path, model: Path, *extra) -> list[str]:
-    return [
-        "generate",
-        "--prompts",
-        str(prompts),
-        "--run-dir",
-        str(run),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "6",
-        "--shard-size",
-        "1",
-        "--device",
-        "cpu",
-        *extra,
-    ]
+    """``winnow generate`` of ``prompts`` into ``run``: 6 new tokens, one prompt a shard."""
+    return helpers.gen_args(run.parent, model, *extra, run=run, prompts=prompts, max_new_tokens=6, shard_size=1)
 
 
 def error_line(capsys) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import tree_digest
 
 from winnow.cli import main
 
@@ -83,22 +82,7 @@ def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
     ]
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file below root (model weights included), by relative path."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(
-        tmp_path / "prompts.jsonl",
-        [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)],
-    )
-    return tmp_path
+WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)]
 
 
 def start_held(argv: list[str], log: Path) -> subprocess.Popen:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_jsonl
+from helpers import fails, gen_args, tree_digest, wait_for
 from test_resume import HELD_AFTER, HELD_RUN
 
 from winnow.cli import main
@@ -21,58 +20,14 @@ from winnow.errors import WinnowError
 from winnow.lock import StageLock
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def gen_args(d: Path, model: Path, *extra) -> list[str]:
-    return [
-        "generate",
-        "--prompts",
-        str(d / "prompts.jsonl"),
-        "--run-dir",
-        str(d / "run"),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "4",
-        "--shard-size",
-        "2",
-        "--device",
-        "cpu",
-        *extra,
-    ]
-
-
-@pytest.fixture()
-def workdir(tmp_path):
-    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    return tmp_path
-
-
 @pytest.fixture()
 def finished(workdir, tiny_policy):
     """A run dir through generate, score and select (3 generate shards of 2, 2, 1 prompts)."""
     run = workdir / "run"
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     assert main(["score", "--run-dir", str(run), "--reward-fn", "length"]) == 0
     assert main(["select", "--run-dir", str(run), "--strategy", "top_per_prompt"]) == 0
     return run
-
-
-def fails(argv, capsys, *patterns) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    for p in patterns:
-        assert p in err, err
-    assert "Traceback" not in err and err.count("winnow: error:") == 1, err
-    return err
 
 
 # ---- one writer per stage ----------------------------------------------------------------
@@ -105,14 +60,6 @@ def start(argv: list[str]) -> subprocess.Popen:
     )
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"finished before the check: {proc.stderr.read() if proc.stderr else ''}"
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def holds_lock(folder: Path, pid: int):
     def check() -> bool:
         try:
@@ -129,14 +76,14 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
     after the first is killed, the changed config is still refused, and the first resumes,
     taking over the dead process's lock."""
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"item {i}"} for i in range(12)])
-    first = gen_args(tmp_path, tiny_policy, "--shard-size", "1")
+    first = gen_args(tmp_path, tiny_policy, "--shard-size", "1", shard_size=2)
     folder = tmp_path / "run/generate"
     # Held for good in its generate call for shard HELD_AFTER + 1, holding the lock: the
     # second process meets a live writer however fast the first one runs.
     a = subprocess.Popen(
         [sys.executable, "-c", HELD_RUN, *first], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= HELD_AFTER, a)
+    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= HELD_AFTER, proc=a)
     try:
         b = subprocess.run(
             [sys.executable, "-m", "winnow", *first, *change], capture_output=True, text=True, timeout=300
@@ -162,7 +109,7 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
 
 def test_a_second_score_is_refused_while_the_first_writes(workdir, tiny_policy):
     run = workdir / "run"
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     (workdir / "rewards.py").write_text(REWARDS)
     # The first writer's reward function holds it inside the stage (lock taken) until the
     # test lets it go, so the second writer meets the lock however fast the machine is.
@@ -175,7 +122,7 @@ def test_a_second_score_is_refused_while_the_first_writes(workdir, tiny_policy):
         env=env,
     )
     try:
-        wait_for(lambda: (workdir / "gate.held").exists(), a)
+        wait_for(lambda: (workdir / "gate.held").exists(), proc=a)
         assert holds_lock(run / "score", a.pid)()
         b = subprocess.run(
             [
@@ -232,8 +179,9 @@ def test_emptied_generate_shard_is_named_by_score_and_repaired_by_generate(finis
         capsys,
         str(shard),
         "0 rows, the manifest records 4",
+        one_error=True,
     )
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     assert main(["score", "--run-dir", str(finished), "--reward-fn", "length"]) == 0
     assert tree_digest(finished) == before
 
@@ -242,8 +190,13 @@ def test_deleted_generate_shard_is_named_and_repaired(finished, workdir, tiny_po
     shard = finished / "generate/shard-m0-00001.jsonl"
     before = shard.read_bytes()
     shard.unlink()
-    fails(["select", "--run-dir", str(finished), "--strategy", "top_per_prompt"], capsys, f"{shard}: missing")
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    fails(
+        ["select", "--run-dir", str(finished), "--strategy", "top_per_prompt"],
+        capsys,
+        f"{shard}: missing",
+        one_error=True,
+    )
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     assert shard.read_bytes() == before
 
 
@@ -252,7 +205,7 @@ def test_deleted_rewards_are_named_and_rebuilt(finished, capsys):
     before = tree_digest(finished)
     path.unlink()
     shutil.rmtree(finished / "select")
-    fails(["select", "--run-dir", str(finished)], capsys, f"{path}: missing", "rerun `winnow score`")
+    fails(["select", "--run-dir", str(finished)], capsys, f"{path}: missing", "rerun `winnow score`", one_error=True)
     assert main(["score", "--run-dir", str(finished), "--reward-fn", "length"]) == 0
     assert main(["select", "--run-dir", str(finished)]) == 0
     assert tree_digest(finished) == before
@@ -263,7 +216,12 @@ def test_rewards_of_the_wrong_shape_are_named_and_rebuilt(finished, capsys):
     before = tree_digest(finished)
     np.save(path, np.zeros((5, 3)))
     shutil.rmtree(finished / "select")
-    fails(["select", "--run-dir", str(finished)], capsys, f"{path}: shape (5, 3), the manifest records (5, 4)")
+    fails(
+        ["select", "--run-dir", str(finished)],
+        capsys,
+        f"{path}: shape (5, 3), the manifest records (5, 4)",
+        one_error=True,
+    )
     assert main(["score", "--run-dir", str(finished), "--reward-fn", "length"]) == 0
     assert main(["select", "--run-dir", str(finished)]) == 0
     assert tree_digest(finished) == before
@@ -276,9 +234,9 @@ def test_truncated_manifest_is_named_and_rebuilt_without_redoing_shards(finished
     shards = {p: p.stat().st_mtime_ns for p in (finished / stage).glob("shard-*.jsonl")}
     path.write_text(path.read_text()[:50])
     shutil.rmtree(finished / "select")
-    fails(["select", "--run-dir", str(finished)], capsys, f"{path}: damaged (not valid JSON")
+    fails(["select", "--run-dir", str(finished)], capsys, f"{path}: damaged (not valid JSON", one_error=True)
     rerun = (
-        gen_args(workdir, tiny_policy)
+        gen_args(workdir, tiny_policy, shard_size=2)
         if stage == "generate"
         else ["score", "--run-dir", str(finished), "--reward-fn", "length"]
     )
@@ -294,7 +252,7 @@ def test_damaged_shard_of_an_unfinished_stage_is_remade(finished, workdir, tiny_
     (finished / "generate/manifest.json").unlink()
     (finished / "generate/shard-m0-00000.jsonl").write_text('{"prompt_id": "p0", "sample_index": 0}\n')
     (finished / "generate/.shard-m0-00001.jsonl.x1y2.tmp").write_text("half a shard")  # a kill left it
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     assert tree_digest(finished / "generate") == before
 
 
@@ -306,7 +264,7 @@ def test_unrecorded_shard_is_not_trusted(finished, workdir, tiny_policy):
     lines = ledger.read_text().splitlines(keepends=True)
     ledger.write_text("".join(lines[:1]) + lines[1][:20])  # the last record cut short by the kill
     (finished / "generate/shard-m0-00001.jsonl").write_text("")
-    assert main(gen_args(workdir, tiny_policy)) == 0
+    assert main(gen_args(workdir, tiny_policy, shard_size=2)) == 0
     assert tree_digest(finished / "generate") == before
 
 
@@ -344,7 +302,7 @@ def full_run(tmp_path_factory, tiny_policy) -> tuple[Path, list[str]]:
     """A finished run dir through sft, and the generate command that made it."""
     d = tmp_path_factory.mktemp("full")
     write_jsonl(d / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt number {i}"} for i in range(5)])
-    gen = gen_args(d, tiny_policy)
+    gen = gen_args(d, tiny_policy, shard_size=2)
     assert main(gen) == 0
     assert main(["score", "--run-dir", str(d / "run"), "--reward-fn", "length"]) == 0
     assert main(["select", "--run-dir", str(d / "run")]) == 0
@@ -410,7 +368,7 @@ def test_verify_names_each_damaged_file_and_a_rerun_repairs_it(
     }
     commands["generate"][commands["generate"].index("--run-dir") + 1] = str(run)
     if repairer is None:
-        fails(commands[stage], capsys, named, "damaged")
+        fails(commands[stage], capsys, named, "damaged", one_error=True)
         return
     assert main(commands[repairer]) == 0
     assert tree_digest(run) == before

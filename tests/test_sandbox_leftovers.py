@@ -13,11 +13,11 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+from helpers import wait_for
 
 from winnow.verifiers import sandbox
 
@@ -138,24 +138,17 @@ def harnesses(memory_mb):
     return found
 
 
-def wait_for(condition, deadline_s):
-    end = time.monotonic() + deadline_s
-    while not condition() and time.monotonic() < end:
-        time.sleep(0.05)
-    return condition()
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_a_killed_grader_leaves_no_program_running_and_no_folder(isolation, tmp_path):
     memory_mb = random.randint(300, 900)  # marks this test's processes
     child = grader("import time\ntime.sleep(60)\n", isolation, tmp_path, timeout_s=50, memory_mb=memory_mb)
     try:
-        assert wait_for(lambda: harnesses(memory_mb), 20), "the program never started"
+        assert wait_for(lambda: harnesses(memory_mb), 20, poll_s=0.05, fail=False), "the program never started"
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.communicate()
-    assert wait_for(lambda: not harnesses(memory_mb), 5), "the program outlived its grader"
+    assert wait_for(lambda: not harnesses(memory_mb), 5, poll_s=0.05, fail=False), "the program outlived its grader"
     # bwrap: the folder was a tmpfs of the namespace, gone with it; rlimits: the next grader
     # removes the folder of one that died
     if isolation == "rlimits":
@@ -193,7 +186,7 @@ def test_a_grader_that_exits_while_a_thread_runs_programs_leaves_nothing(isolati
     assert done.returncode == 2, done.stderr.decode()[-1500:]
     assert done.stdout.decode().strip() == "running"
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # removed at exit, not at the next start
-    assert wait_for(lambda: not harnesses(memory_mb), 5), "the program outlived its grader"
+    assert wait_for(lambda: not harnesses(memory_mb), 5, poll_s=0.05, fail=False), "the program outlived its grader"
 
 
 @pytest.mark.timeout(60)
