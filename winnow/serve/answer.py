@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from winnow import select
 from winnow.config import ServeConfig
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling, check_sampling
@@ -26,7 +27,7 @@ Picked = list[tuple[Completion, float | None]]
 """The choices to return, best first: each completion with its reward (None = unscored or
 no reward)."""
 
-AGGREGATES: dict[str, bool] = {"best": True, "majority": True, "weighted": True}
+AGGREGATES: dict[str, bool] = dict.fromkeys(select.AGGREGATES, True)
 """How a request may ask the answer to be chosen (``aggregate``), and whether this server
 does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted`` = the vote
 over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
