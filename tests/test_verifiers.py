@@ -116,6 +116,30 @@ def test_choice_references_as_letters_or_indices():
         None,
     ]
     assert check(choice, ["(D)", "(D)"], [3, None]) == [1.0, None]
+    assert [reference_letter(r) for r in [9, 10, -1, "XB"]] == ["J", None, None, None]
+    assert check(choice, ["(A)", "(B)", "(C)"], [None, "B", "C"]) == [None, 1.0, 1.0]  # the rows after go on
+
+
+def test_choice_names_its_missing_column_and_refuses_unaligned_lists():
+    with pytest.raises(KeyError) as missing:
+        choice(["q"], ["(B)"], gold=["B"])
+    assert missing.value.args[0] == (
+        "verifier 'choice' reads the reference from column 'answer', which the prompts do not have "
+        "(columns: gold); set --reference-column"
+    )
+    with pytest.raises(ValueError, match="zip"):
+        choice(["q", "q"], ["(B)", "(C)"], answer=["B"])
+
+
+def test_choice_hedges_and_set_asides_are_looked_for_within_their_windows():
+    # a hedge counts when it ends after the statement starts, and from 64 characters before it
+    assert read_choice("A or C is correct") is None
+    assert read_choice(r"A or B\boxed{C}") == "C"  # the hedge ends where the statement starts
+    assert read_choice("A or" + " " * 61 + "C is correct") == "C"  # the hedge starts 65 back
+    assert read_choice("A or" + " " * 80 + "C is correct, not B or D") == "C"
+    # a letter is set aside by a word at most 40 characters before it
+    assert read_choice("Not (A). (B)") == "B"
+    assert read_choice("not" + " " * 38 + "(A) (B)") is None
 
 
 # ---------------------------------------------------------------- exact
@@ -145,6 +169,19 @@ def test_exact_null_and_non_string_references_follow_the_rule():
     scores = check(exact, completions, refs)
     assert scores == [1.0, 1.0, 1.0, None, None, None, None, None]
     assert scores.no_answer_at == ()
+    # digits in full, never an exponent: 1e-07 is written 0.0000001
+    assert check(exact, ["0.0000001", "1e-07"], [1e-07, 1e-07]) == [1.0, 0.0]
+
+
+def test_exact_names_its_missing_column_and_refuses_unaligned_lists():
+    with pytest.raises(KeyError) as missing:
+        exact(["q"], ["Paris"], gold=["Paris"])
+    assert missing.value.args[0] == (
+        "verifier 'exact' reads the reference from column 'answer', which the prompts do not have "
+        "(columns: gold); set --reference-column"
+    )
+    with pytest.raises(ValueError, match="zip"):
+        exact(["q", "q"], ["Paris", "Lyon"], answer=["Paris"])
 
 
 # ---------------------------------------------------------------- reasoning tags
