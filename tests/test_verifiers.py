@@ -12,7 +12,7 @@ from winnow.cli import parser
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS, call_reward, load_reward_fn
 from winnow.rewards.apply import weighted_sum
-from winnow.verifiers import Scores
+from winnow.verifiers import Scores, references
 from winnow.verifiers.choice import choice, read_choice, reference_letter
 from winnow.verifiers.exact import exact, normalise
 from winnow.verifiers.math import math as math_verifier
@@ -197,6 +197,27 @@ def test_answer_after_reasoning_open_and_closed_traces():
     assert answer_after_reasoning("4", tags) is None  # no closing tag: the reasoning never ended
     assert answer_after_reasoning("<think>a</think>b<think>c", tags) is None
     assert answer_after_reasoning("[r]x[/r]y", resolve_tags(["[r]", "[/r]"])) == "y"
+    assert resolve_tags(None) is None and resolve_tags([]) is None
+    assert resolve_tags(("<r>", "</r>")) == ("<r>", "</r>")
+    assert answer_after_reasoning("a</think>b</think>c", tags) == "c"  # after the last closing tag
+    assert answer_after_reasoning("</think>", tags) == ""  # closed, with an empty answer
+
+
+def test_scores_and_the_reference_column():
+    plain = Scores([1.0, 0.0])
+    assert (plain, plain.no_answer, plain.no_answer_at) == ([1.0, 0.0], 0, None)
+    assert Scores([0.0], no_answer=1).no_answer_at is None
+    at = Scores([0.0, 0.0, 1.0], no_answer=7, no_answer_at=iter([0, 1]))  # the positions decide the count
+    assert (at.no_answer, at.no_answer_at) == (2, (0, 1))
+    assert references({"answer": ["4"], "prompt_ids": ["p"]}, "answer", "math") == ["4"]
+    with pytest.raises(KeyError) as missing:
+        references({"prompt_ids": ["p"], "sample_indices": [0], "b": [1], "a": [2]}, "gold", "math")
+    assert missing.value.args[0] == (
+        "verifier 'math' reads the reference from column 'gold', which the prompts do not have "
+        "(columns: a, b); set --reference-column"
+    )
+    with pytest.raises(KeyError, match=r"\(columns: none\)"):
+        references({}, "gold", "math")
 
 
 # ---------------------------------------------------------------- weighted sum and the table
