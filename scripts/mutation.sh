@@ -45,22 +45,22 @@ declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py tests/test_verified_select.py"
   [records]="tests/test_records.py"
   [rundir]="tests/test_rundir_unit.py"
-  [report]="tests/test_report.py"
+  [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
   [config]="tests/test_config.py tests/test_config_bounds.py"
   [answers]="tests/test_answers.py"
-  [passk]="tests/test_passk.py --deselect=tests/test_passk.py::test_report_with_pass_threshold
-    --deselect=tests/test_passk.py::test_report_command_takes_pass_threshold"
-  [votes]="tests/test_votes.py"
-  [verifiers]="tests/test_verifiers.py"
-  [exact]="tests/test_verifiers.py"
-  [choice]="tests/test_verifiers.py tests/test_choice_cases.py"
-  [reasoning]="tests/test_verifiers.py"
-  [math]="tests/test_verifiers.py tests/test_verifiers_math.py
-    --deselect=tests/test_verifiers_math.py::test_every_case_gets_its_known_verdict"
-  [text]="tests/test_verifiers_ifeval.py"
-  [sentences]="tests/test_verifiers_ifeval.py"
-  [ifeval]="tests/test_verifiers_ifeval.py"
+  [passk]="tests/report/test_passk.py --deselect=tests/report/test_passk.py::test_report_with_pass_threshold
+    --deselect=tests/report/test_passk.py::test_report_command_takes_pass_threshold"
+  [votes]="tests/report/test_votes.py"
+  [verifiers]="tests/verifiers/test_verifiers.py"
+  [exact]="tests/verifiers/test_verifiers.py"
+  [choice]="tests/verifiers/test_verifiers.py tests/verifiers/test_choice.py"
+  [reasoning]="tests/verifiers/test_verifiers.py"
+  [math]="tests/verifiers/test_verifiers.py tests/verifiers/test_math.py
+    --deselect=tests/verifiers/test_math.py::test_every_case_gets_its_known_verdict"
+  [text]="tests/verifiers/test_ifeval.py"
+  [sentences]="tests/verifiers/test_ifeval.py"
+  [ifeval]="tests/verifiers/test_ifeval.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config answers passk votes

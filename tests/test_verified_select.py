@@ -136,7 +136,7 @@ def test_aggregate_best_majority_weighted():
 def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
     import json
 
-    import test_report_run
+    from report import test_run as test_report_run
 
     from winnow.pipeline import best_of_n
 

@@ -9,7 +9,7 @@ from math import comb
 
 import numpy as np
 import pytest
-from test_report_run import make_run
+from test_run import make_run
 
 from winnow.cli import main
 from winnow.report import passk, run_report, votes
