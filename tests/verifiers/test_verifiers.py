@@ -218,6 +218,8 @@ def test_scores_and_the_reference_column():
     )
     with pytest.raises(KeyError, match=r"\(columns: none\)"):
         references({}, "gold", "math")
+    with pytest.raises(KeyError, match=r"^\"verifier 'math' reads the reference from column 'answer'"):
+        math_verifier(["q"], ["1"], gold=["1"])
 
 
 # ---------------------------------------------------------------- weighted sum and the table
