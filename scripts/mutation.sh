@@ -24,7 +24,7 @@ declare -A file=(
   [rundir]=winnow/rundir.py
   [report]=winnow/report/stats.py
   [prompts]=winnow/prompts.py
-  [config]=winnow/config.py
+  [config]=winnow/config/fields.py
 )
 declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py"

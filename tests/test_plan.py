@@ -14,7 +14,8 @@ from test_adaptive import SCRIPT
 from test_resume import tree_digest
 
 import winnow
-from winnow.cli import main, parser
+from winnow.cli import main
+from winnow.cli_options import parser
 
 REWARDS = """
 def score(prompts, completions, **kw):

@@ -12,7 +12,8 @@ from conftest import write_jsonl
 
 from winnow import stages
 from winnow.cli import main
-from winnow.config import SelectConfig, config_hash
+from winnow.config import SelectConfig
+from winnow.records import config_hash
 from winnow.report import run_report
 from winnow.rundir import FORMAT, file_record
 

@@ -9,7 +9,7 @@ from conftest import write_jsonl
 from test_rounds import rounds_cmd
 
 from winnow.cli import main
-from winnow.config import config_hash
+from winnow.records import config_hash
 
 
 @pytest.fixture(scope="module")
