@@ -64,7 +64,7 @@ class GenerateConfig:
     long_prompts: LongPrompts = "error"
     """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
     device: str = device_field()
-    """``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``."""
+    """Where the policy runs (``auto``: CUDA if present, else CPU)."""
     base_url: str | None = None
     """openai backend: the server's API root, e.g. ``http://127.0.0.1:8000/v1``."""
     api_key_env: str | None = None

@@ -73,7 +73,7 @@ class ScoreConfig:
     shard_size: int = bounded(1024, ge=1)
     """Completions per shard file: the unit of resume."""
     device: str = device_field()
-    """Reward model device: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    """Where the reward model runs (``auto``: CUDA if present, else CPU)."""
     dtype: Dtype = "auto"
     """Reward model precision: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
     device that supports it, else float32)."""

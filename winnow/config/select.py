@@ -36,8 +36,9 @@ class SelectConfig:
     section: ClassVar[str] = "select"
 
     strategy: Strategy = field(default="top_per_prompt", metadata={"noun": "strategy"})
-    """One of ``winnow.select.STRATEGIES``: top_per_prompt, top_k_overall, top_k_per_prompt,
-    threshold, random_per_prompt, random_k_overall (the random ones are matched controls), rso."""
+    """Which completions to keep (``winnow.select``): the best per prompt, the best k overall
+    or per prompt, all above a threshold, RSO's samples of the reward-tilted policy, the
+    passing ones; the random ones are matched controls of the first two."""
     k: int | None = bounded(None, ge=1)
     """Pairs to keep (top_k_overall, random_k_overall) or per prompt (top_k_per_prompt;
     rso, default 1)."""

@@ -29,7 +29,7 @@ class ServeConfig:
     api_key_env: str | None = None
     """Name of the environment variable holding the bearer key clients must send; unset = open."""
     device: str = device_field()
-    """hf backend: ``auto``, ``cpu`` or ``cuda[:i]``."""
+    """hf backend: where the model runs (``auto``: CUDA if present, else CPU)."""
     batch_size: int = bounded(16, ge=1, le=4096)
     """hf backend: prompts decoded together inside one backend call."""
     base_url: str | None = None

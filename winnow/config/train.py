@@ -34,7 +34,7 @@ class TrainConfig:
     seed: int = seed_field()
     """Seed of data order and initialisation of LoRA weights."""
     device: str = device_field()
-    """``auto``, ``cpu`` or ``cuda``."""
+    """Where training runs (``auto``: CUDA if present, else CPU)."""
     dtype: Dtype = "auto"
     """Precision of the weights trained: float32, bfloat16, float16, or ``auto`` (bfloat16
     on a CUDA device that supports it, with bf16 mixed precision; else float32)."""
@@ -76,7 +76,7 @@ class DpoConfig:
     seed: int = seed_field()
     """Seed of data order and initialisation of LoRA weights."""
     device: str = device_field()
-    """``auto``, ``cpu`` or ``cuda``."""
+    """Where training runs (``auto``: CUDA if present, else CPU)."""
     dtype: Dtype = "auto"
     """Precision of the weights trained, as for sft: float32, bfloat16, float16, or ``auto``."""
 

@@ -42,7 +42,6 @@ def generate(
     first_column + n x models columns, the first ones empty.
     """
     config.validate()
-    sampling_of(config)  # a sampling field the backend would not honour: refused before any work
     executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
