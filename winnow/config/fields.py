@@ -59,7 +59,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = ("auto", "cpu", "mps", "cuda", "cuda:N")
 """What ``DEVICE`` accepts, as help and error messages show it."""
 MAX_SEED = 2**63 - 1
-"""Seeds are unsigned 64-bit for numpy and torch; one past a signed int64 overflows torch's."""
+"""The largest seed: a signed 64-bit integer, which numpy, torch and every backend take."""
 
 
 def bounded(
@@ -129,14 +129,11 @@ def literal_of(annotation: Any) -> tuple[str, ...]:
 def check_fields(config: Any) -> None:
     """Every field of ``config`` against its annotation's ``Literal`` and its metadata; the
     first bad one raises ``WinnowError("section.field: ...")``."""
-    section = type(config).section
+    cls = type(config)
     for spec in fields(config):
-        value = getattr(config, spec.name)
-        if value is None:
-            continue
-        problem = _problem(value, spec, literal_of(hints(type(config))[spec.name]))  # type: ignore[arg-type]
+        problem = problem_of(cls, spec.name, getattr(config, spec.name))
         if problem:
-            raise WinnowError(f"{section}.{spec.name}: {problem}")
+            raise WinnowError(f"{cls.section}.{spec.name}: {problem}")
 
 
 def problem_of(cls: type, name: str, value: Any) -> str | None:

@@ -11,8 +11,10 @@ from winnow.errors import WinnowError
 MIN_TEMPERATURE = 1e-5
 """Temperatures in (0, 1e-5) are refused: logits divided by them overflow (1e-300 sampled an
 out-of-vocabulary token). 0 is greedy decoding, which is what such a temperature means.
-Every backend samples from float32 logits (the hf decode loop casts them before the division),
-where 1e-5 leaves ample room; ``winnow serve`` takes the same floor."""
+The hf decode loop divides float32 logits (cast first, whatever the model's dtype): at 1e-5,
+as at 1e-3, logits of size ~100 still give finite probabilities and the greedy token, so the
+one floor is 1e-5 for ``winnow generate`` and ``winnow serve`` alike (vLLM raises anything
+below 1e-2 to 1e-2 itself)."""
 MAX_TEMPERATURE = 100
 """Above this sampling is uniform in all but name; past float32's range (3e38) the divisor
 itself overflows to inf."""
