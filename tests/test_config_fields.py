@@ -151,3 +151,11 @@ def test_a_tiny_temperature_is_refused_with_generates_words():
     with pytest.raises(ValidationError) as caught:
         CompletionRequest.model_validate({"model": "m", "prompt": "x", "temperature": 1e-6})
     assert "must be 0 (greedy) or a number between 1e-05 and 100, got 1e-06" in str(caught.value)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_report_seed_is_refused_as_every_seed_field_is(tmp_path, capsys, seed):
+    from winnow.cli import main
+
+    assert main(["report", str(tmp_path), "--seed", seed]) == 2
+    assert capsys.readouterr().err == f"winnow: error: --seed must be between 0 and 2**63 - 1, got {seed}\n"

@@ -16,7 +16,8 @@ from typing import Any
 
 from winnow import summary
 from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, STAGES_OF, numbers_as_values, parser
-from winnow.config import MAX_SEED, SECTIONS
+from winnow.config import SECTIONS, SelectConfig
+from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
 from winnow.settings import build, load_yaml
 
@@ -119,8 +120,8 @@ def report_command(args: argparse.Namespace) -> None:
 
     if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
         raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise WinnowError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if problem := problem_of(SelectConfig, "seed", args.seed):  # a seed's range, as every seed field's
+        raise WinnowError(f"--seed {problem}")
     options = {"iters": args.bootstrap_iters, "seed": args.seed, "pass_threshold": args.pass_threshold}
     rounds = rounds_to_report(args.run_dir)
     for r in rounds:  # the folder of a --rounds run: each round's report, under its name
