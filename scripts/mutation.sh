@@ -32,7 +32,7 @@ declare -A tests=(
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/test_report.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
-  [config]="tests/test_config.py tests/test_config_bounds.py tests/test_config_fields.py"
+  [config]="tests/test_config.py tests/test_config_bounds.py tests/test_config_fields.py winnow/config/fields.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)

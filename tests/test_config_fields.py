@@ -159,3 +159,32 @@ def test_report_seed_is_refused_as_every_seed_field_is(tmp_path, capsys, seed):
 
     assert main(["report", str(tmp_path), "--seed", seed]) == 2
     assert capsys.readouterr().err == f"winnow: error: --seed must be between 0 and 2**63 - 1, got {seed}\n"
+
+
+def test_the_field_helpers_write_their_metadata():
+    from winnow.config.fields import DEVICE, DEVICES, MAX_SEED, bounded, device_field, seed_field
+
+    spec = bounded(3, ge=1, gt=0, le=9, lt=10, finite=True, zero="off", unit="s", note="n", interval=True)
+    assert spec.default == 3
+    assert dict(spec.metadata) == {
+        "ge": 1,
+        "gt": 0,
+        "le": 9,
+        "lt": 10,
+        "zero": "off",
+        "unit": "s",
+        "note": "n",
+        "finite": True,
+        "interval": True,
+    }
+    assert dict(bounded(None).metadata) == {} and bounded(None).default is None
+    assert (seed_field().default, dict(seed_field(7).metadata), seed_field(7).default) == (
+        0,
+        {"ge": 0, "le": MAX_SEED},
+        7,
+    )
+    assert (device_field().default, dict(device_field("cpu").metadata), device_field("cpu").default) == (
+        "auto",
+        {"pattern": DEVICE, "shown": DEVICES},
+        "cpu",
+    )

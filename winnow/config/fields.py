@@ -158,8 +158,6 @@ def _problem(value: Any, spec: Field, values: tuple[str, ...]) -> str | None:
     if "pattern" in meta and not meta["pattern"].fullmatch(value):
         shown = meta["shown"]
         return f"must be {', '.join(shown[:-1])} or {shown[-1]}, got {value!r}"
-    if not {"ge", "gt", "le", "lt", "finite"} & set(meta):
-        return None
     ok = (
         ("ge" not in meta or value >= meta["ge"])
         and ("gt" not in meta or value > meta["gt"])
@@ -179,35 +177,38 @@ def rule(meta: Any) -> str:
     ('in (0, 1]', 'between 1 and 10000', 'finite and > 0')
     >>> rule({"ge": 1e-5, "le": 100, "zero": "greedy"}), rule({"ge": 0, "le": 2**63 - 1})
     ('0 (greedy) or a number between 1e-05 and 100', 'between 0 and 2**63 - 1')
+    >>> rule({"ge": 0, "lt": 1}), rule({"ge": 0, "le": 1, "interval": True}), rule({"lt": 1}), rule({"le": 1})
+    ('in [0, 1)', 'in [0, 1]', '< 1', '<= 1')
+    >>> rule({"gt": 0, "finite": True, "unit": "seconds"}), rule({"finite": True}), rule({"ge": 1, "note": "1 = off"})
+    ('a finite number of seconds > 0', 'finite', '>= 1 (1 = off)')
     """
     low = next(((op, meta[k]) for k, op in (("ge", ">="), ("gt", ">")) if k in meta), None)
     high = next(((op, meta[k]) for k, op in (("le", "<="), ("lt", "<")) if k in meta), None)
-    if low and high:
-        closed = low[0] == ">=" and high[0] == "<="
-        if closed and not meta.get("interval"):
-            text = f"between {_num(low[1])} and {_num(high[1])}"
-        else:
-            text = (
-                f"in {'[' if low[0] == '>=' else '('}{_num(low[1])}, {_num(high[1])}{']' if high[0] == '<=' else ')'}"
-            )
-        if meta.get("zero"):
-            text = f"0 ({meta['zero']}) or a number {text}"
+    if low and high and low[0] == ">=" and high[0] == "<=" and not meta.get("interval"):
+        text = f"between {_num(low[1])} and {_num(high[1])}"
+    elif low and high:
+        opening, closing = "[" if low[0] == ">=" else "(", "]" if high[0] == "<=" else ")"
+        text = f"in {opening}{_num(low[1])}, {_num(high[1])}{closing}"
     elif low or high:
         op, bound = low or high  # type: ignore[misc]
         text = f"{op} {_num(bound)}"
-        if meta.get("zero"):
-            text = f"0 ({meta['zero']}) or a finite number {text}"
-        elif meta.get("unit"):
+        if meta.get("unit"):
             text = f"a finite number of {meta['unit']} {text}"
         elif meta.get("finite"):
             text = f"finite and {text}"
     else:
         text = "finite"
+    if meta.get("zero"):
+        text = f"0 ({meta['zero']}) or a number {text}"
     return f"{text} ({meta['note']})" if meta.get("note") else text
 
 
 def _num(x: float) -> str:
-    """A bound as a reader writes it: 10000, 0.01, 1e-05, and the seed limit as 2**63 - 1."""
+    """A bound as a reader writes it, and the seed limit as 2**63 - 1.
+
+    >>> _num(10_000), _num(0.01), _num(1e-5), _num(100.0), _num(2**63 - 1)
+    ('10000', '0.01', '1e-05', '100', '2**63 - 1')
+    """
     if x == MAX_SEED:
         return "2**63 - 1"
     return str(x) if isinstance(x, int) else f"{x:g}"
