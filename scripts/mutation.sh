@@ -24,7 +24,7 @@ declare -A file=(
   [rundir]=winnow/rundir.py
   [report]=winnow/report/stats.py
   [prompts]=winnow/prompts.py
-  [config]=winnow/config.py
+  [config]=winnow/config/fields.py
 )
 declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py"
@@ -32,7 +32,7 @@ declare -A tests=(
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
-  [config]="tests/test_config.py tests/test_config_bounds.py"
+  [config]="tests/test_config.py tests/test_config_bounds.py tests/test_config_fields.py winnow/config/fields.py"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)

@@ -35,11 +35,11 @@ import numpy as np
 
 from winnow import select as sel
 from winnow import stages
-from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig, config_hash
+from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
 from winnow.generate import kept_backends
-from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
+from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy, config_hash
 from winnow.rundir import Stage, completed_manifest, load_generations, load_scored, read_shards
 from winnow.stream import load_prompts, text_hash
 

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.lock import check_free
-from winnow.records import Prompt, read_json
+from winnow.records import Prompt, config_hash, read_json
 from winnow.rundir import Stage, check_format, completed_manifest, reward_change_note, stored_config
 
 UNKNOWN = "\x00known once the run gets there"
@@ -212,7 +211,11 @@ def refusal(refused: list[StagePlan]) -> WinnowError:
 
 def check_models(generate) -> None:
     """Each generate model is a folder holding config.json, or smollm2 (a server's models
-    are names the server knows: they are not checked here)."""
+    are names the server knows: they are not checked here); the backend honours every
+    sampling field asked of it."""
+    from winnow.generate.contract import sampling_of
+
+    sampling_of(generate)
     if generate.backend == "openai":
         return
     from winnow.models import check_model

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import ExecutorConfig, GenerateConfig, config_hash
+from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
 from winnow.executors import Meter, ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
+from winnow.generate.contract import sampling_of
 from winnow.provenance import model_identity
-from winnow.records import Prompt, atomic_write_jsonl
+from winnow.records import Prompt, atomic_write_jsonl, config_hash
+from winnow.remote import generate_client
 from winnow.rundir import Stage
 
 
@@ -143,13 +145,13 @@ class GenerateWorker:
             config.models[model_index],
             device=config.device,
             batch_size=config.batch_size,
-            client=config.client_settings(),
+            client=generate_client(config),
             endpoint=config.endpoint,
             dtype=config.dtype,
             engine=config.engine(),
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
-        self.sampling = config.sampling()
+        self.sampling = sampling_of(config)
         self.progress: Callable[[int], object] | None = None
         """Told the completions made as each batch of a shard finishes (the local executor's bar)."""
 
@@ -163,7 +165,7 @@ class GenerateWorker:
         """Shards submitted and not yet written: four times what fills ``concurrency``, plus
         two, so requests stay queued at the server while the oldest shard waits on its
         slowest request (shards are written in order); memory is that many shards' rows."""
-        client = self.config.client_settings()
+        client = generate_client(self.config)
         concurrency = client.concurrency if client is not None else 1
         return 4 * -(-concurrency // self.config.shard_size) + 2
 
@@ -215,7 +217,7 @@ class GenerateWorker:
 
 def _describe_server(config: GenerateConfig) -> dict | None:
     """For a server backend: its URL and served model names, recorded in the manifest."""
-    client = config.client_settings()
+    client = generate_client(config)
     if client is None:
         return None
     from winnow.generate.openai_api import describe_server

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from winnow import select as sel
-from winnow.config import SelectConfig
+from winnow.config import PAIRING_NEEDS, STRATEGY_NEEDS, SelectConfig
 from winnow.errors import WinnowError
 from winnow.pool import load_pool_cells
 from winnow.rundir import Stage
@@ -182,9 +182,9 @@ def iter_pairs(
 def check_pass_threshold(config: SelectConfig, pass_threshold: float | None) -> None:
     """Options that test passing need a threshold: from select, else from the score stage."""
     users = []
-    if "pass_threshold" in sel.STRATEGIES[config.strategy].needs:
+    if "pass_threshold" in STRATEGY_NEEDS[config.strategy]:
         users.append(f"strategy {config.strategy}")
-    if config.pairs and "pass_threshold" in sel.PAIRING_NEEDS[config.pairs]:
+    if config.pairs and "pass_threshold" in PAIRING_NEEDS[config.pairs]:
         users.append(f"pairs {config.pairs}")
     if config.min_pass_rate is not None or config.max_pass_rate is not None:
         users.append("the pass-rate filter")
