@@ -30,7 +30,7 @@ declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py"
   [records]="tests/test_records.py"
   [rundir]="tests/test_rundir_unit.py"
-  [report]="tests/test_report.py"
+  [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
   [config]="tests/test_config.py tests/test_config_bounds.py"
 )

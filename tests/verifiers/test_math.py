@@ -18,7 +18,7 @@ from winnow.verifiers.math import math
 
 pytest.importorskip("math_verify")
 
-CASES = Path(__file__).parent / "data" / "verifier_cases" / "math.jsonl"
+CASES = Path(__file__).parent / "cases" / "math.jsonl"
 # a power tower and a nested factorial: sympy works on either for hours
 PATHOLOGICAL = [r"so \boxed{9^{9^{9^{9}}}}", r"so \boxed{((10!)!)!}"]
 
