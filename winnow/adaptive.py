@@ -183,6 +183,7 @@ class Drawn:
 
     @classmethod
     def empty(cls, prompts: list[Prompt], maximum: int) -> Drawn:
+        """Nothing drawn yet for any of ``prompts``, room for ``maximum`` columns each."""
         m = len(prompts)
         return cls(
             row_of={p.id: i for i, p in enumerate(prompts)},

@@ -463,6 +463,7 @@ class _GroupPool:
         self.made: list[list[Path]] = []
 
     def take(self) -> list[Path] | None:
+        """A settled set from the pool, else a new one; None without cgroups."""
         if not cgroups.available():
             return None
         for k, g in enumerate(self.used):
@@ -476,10 +477,12 @@ class _GroupPool:
         return fresh
 
     def give_back(self, groups: list[Path]) -> None:
+        """A finished program's set, reused once it settles (an empty list: none was taken)."""
         if groups:
             self.used.append(groups)
 
     def remove(self) -> None:
+        """Remove every set this pool made: at the end of ``run_many``."""
         for g in self.made:
             cgroups.remove(g)
 
