@@ -133,10 +133,10 @@ def test_aggregate_best_majority_weighted():
     assert str(lengths.value) == "texts and rewards differ in length: 2 and 1"
 
 
-def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
+def test_bon_aggregate_on_a_hand_made_run(tmp_path):
     import json
 
-    from report import test_run as test_report_run
+    from helpers import make_run
 
     from winnow.pipeline import best_of_n
 
@@ -145,8 +145,7 @@ def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
         "p1": [("maybe 2", 2, "stop", 0.1), ("no answer", 2, "stop", 0.8), ("2.0", 1, "stop", nan)],
         "p2": [("a", 1, "stop", 0.1), ("b", 1, "stop", 0.2), ("c", 1, "stop", 0.3)],
     }
-    monkeypatch.setattr(test_report_run, "RUN", run_texts)
-    run = test_report_run.make_run(tmp_path / "run")
+    run = make_run(tmp_path / "run", run_texts)
     picked = {}
     for how in ("best", "majority", "weighted"):
         out = tmp_path / f"{how}.jsonl"

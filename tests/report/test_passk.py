@@ -1,5 +1,5 @@
 """Pass statistics: pass@k against hand-computed values (c = 0, c = n, k = n), solved shares,
-the votes' entry (their exactness is tests/test_votes.py's), and ``winnow report --pass-threshold`` on a hand-made run."""
+the votes' entry (their exactness is tests/report/test_votes.py's), and ``winnow report --pass-threshold`` on a hand-made run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from math import comb
 
 import numpy as np
 import pytest
-from test_run import make_run
+from helpers import make_run
 
 from winnow.cli import main
 from winnow.report import passk, run_report, votes

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 from winnow.errors import WinnowError

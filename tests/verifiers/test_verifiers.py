@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from winnow.cli import parser
+from winnow.cli_options import parser
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS, call_reward, load_reward_fn
 from winnow.rewards.apply import weighted_sum
