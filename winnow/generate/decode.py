@@ -135,7 +135,10 @@ def sample(
     ids, mask = left_pad(prompts, pad_id, device)  # (B, L)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
     fixed = _fixed_inputs(lm)
-    logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
+    if all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        logits = _prefill_unpadded(lm, prompts, cache, fixed)  # (B, V)
+    else:  # recurrent and conv states cannot be laid out after the fact: prefill left-padded
+        logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
     seen = fill_padding(ids, mask) if penalty else None  # (B, L): the tokens the penalty looks at
 
     # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...).
@@ -185,6 +188,34 @@ def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool
         **{fixed["cache_kwarg"]: cache},
     )
     return lm(**{**fixed["forward"], **inputs}).logits[:, -1, :]  # the model's own choice wins (Bamba)
+
+
+def _prefill_unpadded(lm, prompts: list[list[int]], cache: Cache, fixed: dict) -> torch.Tensor:
+    """Last-position logits (B, V) of the prompts, prefilled without padding: prompts of one
+    length run together, each group with a cache of its own, whose keys and values then go
+    into ``cache``'s ``ReservedLayer``s left-padded to the longest prompt (zeros under the mask).
+
+    A padded prefill computes every pad position in every layer and attends under a mask, the
+    slow path of the attention kernel; on 16 chat prompts of 38-160 tokens it computed 2,560
+    positions for 1,190 real ones.
+    """
+    width = max(len(p) for p in prompts)
+    by_length: dict[int, list[int]] = {}
+    for b, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(b)
+    logits: torch.Tensor | None = None
+    for length, rows in by_length.items():
+        part = Cache(layers=[DynamicLayer() for _ in cache.layers])
+        ids = torch.tensor([prompts[b] for b in rows], dtype=torch.long, device=lm.device)
+        positions = torch.arange(length, device=lm.device).expand(len(rows), length)
+        got = _forward(lm, ids, torch.ones_like(ids), positions, part, fixed, first=True)  # (len(rows), V)
+        if logits is None:
+            logits = got.new_empty(len(prompts), got.shape[-1])
+        logits[rows] = got
+        for layer, filled in zip(cache.layers, part.layers, strict=True):
+            layer.place(filled.keys, filled.values, rows, batch=len(prompts), width=width)  # type: ignore[attr-defined]
+    assert logits is not None
+    return logits
 
 
 def _fixed_inputs(lm) -> dict:
@@ -339,6 +370,19 @@ class ReservedLayer(DynamicLayer):
         self._vbuf[:, :, filled : filled + new] = value_states
         self.keys, self.values = self._kbuf[:, :, : filled + new], self._vbuf[:, :, : filled + new]
         return self.keys, self.values
+
+    def place(self, keys: torch.Tensor, values: torch.Tensor, rows: list[int], *, batch: int, width: int) -> None:
+        """Write a prefill's keys and values (len(rows), heads, length, head_dim) into rows
+        ``rows`` of a (batch, heads, width + reserve, head_dim) buffer, right-aligned at
+        ``width`` (left padding); the padding stays zero, so masked keys are finite."""
+        if self._kbuf is None:
+            self.lazy_initialization(keys, values)
+            shape = (batch, keys.shape[1], width + self.reserve, keys.shape[-1])
+            self._kbuf, self._vbuf = keys.new_zeros(shape), values.new_zeros(shape)
+        index = torch.tensor(rows, device=keys.device)
+        self._kbuf[index, :, width - keys.shape[-2] : width] = keys
+        self._vbuf[index, :, width - keys.shape[-2] : width] = values
+        self.keys, self.values = self._kbuf[:, :, :width], self._vbuf[:, :, :width]
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized and self._kbuf is not None and self.keys is not None:
