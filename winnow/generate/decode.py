@@ -203,17 +203,19 @@ def _prefill_unpadded(lm, prompts: list[list[int]], cache: Cache, fixed: dict) -
     by_length: dict[int, list[int]] = {}
     for b, p in enumerate(prompts):
         by_length.setdefault(len(p), []).append(b)
+    reserved = [layer for layer in cache.layers if isinstance(layer, ReservedLayer)]
     logits: torch.Tensor | None = None
     for length, rows in by_length.items():
-        part = Cache(layers=[DynamicLayer() for _ in cache.layers])
+        filled: list = [DynamicLayer() for _ in reserved]  # each holds (len(rows), heads, length, head_dim)
+        part = Cache(layers=filled)
         ids = torch.tensor([prompts[b] for b in rows], dtype=torch.long, device=lm.device)
         positions = torch.arange(length, device=lm.device).expand(len(rows), length)
         got = _forward(lm, ids, torch.ones_like(ids), positions, part, fixed, first=True)  # (len(rows), V)
         if logits is None:
             logits = got.new_empty(len(prompts), got.shape[-1])
         logits[rows] = got
-        for layer, filled in zip(cache.layers, part.layers, strict=True):
-            layer.place(filled.keys, filled.values, rows, batch=len(prompts), width=width)  # type: ignore[attr-defined]
+        for layer, got_layer in zip(reserved, filled, strict=True):
+            layer.place(got_layer.keys, got_layer.values, rows, batch=len(prompts), width=width)
     assert logits is not None
     return logits
 
