@@ -24,6 +24,7 @@ A model this loop cannot run (``fast_path_problem``) is sampled by ``winnow.gene
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,8 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from winnow.generate import shared_attention as sa
 
 StopCheck = Callable[[list[int]], bool]
 """Given a row's tokens so far, whether a stop string has appeared (``StopStrings.hit``)."""
@@ -141,7 +144,9 @@ def sample(
         logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
     seen = fill_padding(ids, mask) if penalty else None  # (B, L): the tokens the penalty looks at
 
-    # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...).
+    # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...);
+    # where the model allows, decode steps read the prompt's keys once for all n of them.
+    share = _share_slots(lm, cache, mask, fixed) if n > 1 else None
     if n > 1:
         repeat_rows(cache, n)
         logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
@@ -149,30 +154,35 @@ def sample(
     next_pos = mask.sum(-1)  # (A,) position of each active row's next token
     rows = torch.arange(len(prompts) * n, device=device)  # (A,) output row of each active row
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
-
-    for step in range(max_new_tokens):
-        tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
-        running = ~torch.isin(tokens, eos)  # (A,)
-        active = rows.tolist()
-        for row, token in zip(active, tokens.tolist(), strict=True):
-            out[row].append(token)
-        if stop is not None:
-            running &= torch.tensor([not stop(out[row]) for row in active], device=device)
-        if on_step is not None:
-            go_on = on_step(active, tokens.tolist())
-            if go_on is not None:
-                running &= torch.tensor(go_on, dtype=torch.bool, device=device)
-        if step == max_new_tokens - 1 or not running.any():
-            break
-        if not running.all():  # drop finished rows from the cache and the batch
-            keep = fill_holes(running)
-            select_rows(cache, keep)
-            rows, tokens, mask, next_pos = rows[keep], tokens[keep], mask[keep], next_pos[keep]
-            seen = seen[keep] if seen is not None else None
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        seen = torch.cat([seen, tokens[:, None]], dim=1) if seen is not None else None
-        logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
-        next_pos = next_pos + 1
+    if share is not None:
+        share.place(rows // n)
+        fixed = {**fixed, "forward": {**fixed["forward"], "winnow_share": share}}
+    with sa.attending_shared(lm) if share is not None else contextlib.nullcontext():
+        for step in range(max_new_tokens):
+            tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
+            running = ~torch.isin(tokens, eos)  # (A,)
+            active = rows.tolist()
+            for row, token in zip(active, tokens.tolist(), strict=True):
+                out[row].append(token)
+            if stop is not None:
+                running &= torch.tensor([not stop(out[row]) for row in active], device=device)
+            if on_step is not None:
+                go_on = on_step(active, tokens.tolist())
+                if go_on is not None:
+                    running &= torch.tensor(go_on, dtype=torch.bool, device=device)
+            if step == max_new_tokens - 1 or not running.any():
+                break
+            if not running.all():  # drop finished rows from the cache and the batch
+                keep = fill_holes(running)
+                select_rows(cache, keep)
+                rows, tokens, mask, next_pos = rows[keep], tokens[keep], mask[keep], next_pos[keep]
+                seen = seen[keep] if seen is not None else None
+                if share is not None:
+                    share.place(rows // n)
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            seen = torch.cat([seen, tokens[:, None]], dim=1) if seen is not None else None
+            logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
+            next_pos = next_pos + 1
     return out
 
 
@@ -188,6 +198,26 @@ def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool
         **{fixed["cache_kwarg"]: cache},
     )
     return lm(**{**fixed["forward"], **inputs}).logits[:, -1, :]  # the model's own choice wins (Bamba)
+
+
+def _share_slots(lm, cache: Cache, mask: torch.Tensor, fixed: dict) -> sa.ShareSlots | None:
+    """The prompts' keys and values as the prefill left them (B, ...), for
+    ``shared_attention``; None where it does not apply: a model not in its ``MODEL_TYPES``,
+    a layer other than ``ReservedLayer``,
+    an attention other than SDPA (chosen by the user or the model), or a forward that takes
+    no extra keyword arguments to hand it over with."""
+    if not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        return None
+    if lm.config.model_type not in sa.MODEL_TYPES:
+        return None
+    if lm.config._attn_implementation != "sdpa" or not fixed["takes_kwargs"]:
+        return None
+    layers: list = cache.layers
+    keys = [layer.keys.contiguous() for layer in layers]  # (B, kv_heads, P, head_dim), copied once
+    values = [layer.values.contiguous() for layer in layers]
+    bias = torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=keys[0].dtype, device=mask.device)
+    bias.masked_fill_(mask[:, None, None, :] == 0, torch.finfo(bias.dtype).min)
+    return sa.ShareSlots(keys, values, bias, slots=bias.new_empty(0), where=bias.new_empty(0))
 
 
 def _prefill_unpadded(lm, prompts: list[list[int]], cache: Cache, fixed: dict) -> torch.Tensor:
@@ -224,7 +254,11 @@ def _fixed_inputs(lm) -> dict:
     """What every forward of this model gets: the cache's keyword, and ``logits_to_keep=1``
     where the model takes it (logits of the last position only)."""
     takes = inspect.signature(lm.forward).parameters
-    return {"cache_kwarg": cache_kwarg(lm), "forward": {"logits_to_keep": 1} if "logits_to_keep" in takes else {}}
+    return {
+        "cache_kwarg": cache_kwarg(lm),
+        "forward": {"logits_to_keep": 1} if "logits_to_keep" in takes else {},
+        "takes_kwargs": any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()),
+    }
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
