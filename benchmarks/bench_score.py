@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--packing", action="store_true", help="only the packed-scoring comparison (see packing())")
     p.add_argument("--pack-width", type=int, nargs="+", default=[1024], help="packed row widths to try")
     p.add_argument("--json", help="also write the result to this file as JSON")
+    p.add_argument("--workloads", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="which to run")
     a = p.parse_args(argv)
     if a.quick:
         a.repeats = 1
@@ -286,6 +287,8 @@ def _run(a) -> dict:
     )
     stats, max_diff = {}, 0.0
     for name, (prompts, completions) in workloads(words, a.seed, template_tokens, a.quick).items():
+        if name[1] not in a.workloads:
+            continue
         lengths = np.array([len(r) for r in full.tokenize(prompts, completions)])
         prompt_lengths = np.array([len(r) for r in shared.prompt_ids(sorted(set(prompts)))])
         print(
@@ -442,10 +445,12 @@ def check_targets(stats: dict, max_diff: float) -> list[dict]:
         wall = m[DEFAULT]["tokens_per_s"] / m[BOOK]["tokens_per_s"]
         detail = f"wall {wall:.2f}x; {m[DEFAULT]['ceiling_share']:.0%} of the matmul ceiling"
         rows.append(row(f"{name}: default (auto) over the book's fixed batches", ratio, ">=", None, detail))
-    m = stats["(b) long prompts"]["methods"]
-    ratio = m[DEFAULT]["tokens_per_cpu_s"] / m[SHARED]["tokens_per_cpu_s"]
-    wall = m[DEFAULT]["tokens_per_s"] / m[SHARED]["tokens_per_s"]
-    rows.append(row("(b) long prompts: default (auto) over shared prefix (on)", ratio, ">=", 0.95, f"wall {wall:.2f}x"))
+    for name, s in stats.items():  # auto used to be the shared prefix: not slower than that
+        m = s["methods"]
+        ratio = m[DEFAULT]["tokens_per_cpu_s"] / m[SHARED]["tokens_per_cpu_s"]
+        wall = m[DEFAULT]["tokens_per_s"] / m[SHARED]["tokens_per_s"]
+        target = 0.95 if name == "(b) long prompts" else None
+        rows.append(row(f"{name}: default (auto) over shared prefix (on)", ratio, ">=", target, f"wall {wall:.2f}x"))
     rows.append(row("max |score difference| between the methods", max_diff, "<=", 1e-4, "float32, input order"))
     return rows
 
