@@ -3,6 +3,8 @@ orchestration above it, a backend or an executor never imports the package that 
 to it, and the bottom layer (``config``, ``answers``, ``loader``) imports nothing above it."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ WINNOW = Path(__file__).resolve().parent.parent / "winnow"
 
 NEVER = [
     ("stages/*.py", "winnow.adaptive", "whether a score is put together from adaptive steps is the pipeline's choice"),
-    ("config.py", "winnow.executors", "the executors are configured by config, not the other way"),
+    ("config/*.py", "winnow.executors", "the executors are configured by config, not the other way"),
     ("answers.py", "winnow.rewards", "an extractor is loaded by winnow.loader"),
     ("loader.py", "winnow.rewards", "the loader is at the bottom"),
 ]
@@ -57,3 +59,46 @@ def test_a_package_module_takes_nothing_from_its_own_init(package):
         if name not in siblings
     ]
     assert found == []
+
+
+def test_every_test_folder_names_a_winnow_package():
+    """tests/ mirrors the package: a folder of tests is tests/<package>/ for a package of
+    winnow (one with an __init__.py), at any depth; a folder of data (no Python) may lie
+    beside the tests that read it."""
+    tests = Path(__file__).resolve().parent
+    folders = [p for p in sorted(tests.rglob("*")) if p.is_dir() and "__pycache__" not in p.parts]
+    with_code = [p.relative_to(tests) for p in folders if any(p.glob("*.py"))]
+    assert with_code, "no test folders found"
+    stray = [str(p) for p in with_code if not (WINNOW / p / "__init__.py").is_file()]
+    assert stray == [], "a tests/ folder that names no winnow package"
+    assert not list(tests.rglob("__init__.py")), "tests/ holds no packages: pytest imports each file by its path"
+
+
+def test_the_suite_runs_the_doctests_of_every_module():
+    """The whole of winnow/ is a test path, not a hand-kept list of modules with doctests."""
+    import tomllib
+
+    options = tomllib.loads((WINNOW.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "winnow" in options["testpaths"] and "--doctest-modules" in options["addopts"].split()
+
+
+BELOW_CONFIG = ("winnow.errors", "winnow.records")
+"""All of winnow that configuration may import: it is the bottom layer the rest is configured from."""
+
+
+def test_config_imports_nothing_above_errors_and_records():
+    found = [
+        f"{path.relative_to(WINNOW.parent)}:{line}: {module}"
+        for path in sorted((WINNOW / "config").glob("*.py"))
+        for line, module, _ in imports(path)
+        if module.startswith("winnow") and module not in BELOW_CONFIG and not module.startswith("winnow.config")
+    ]
+    assert found == []
+    code = "import sys, winnow.config; print(sorted(m for m in sys.modules if m.startswith('winnow')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    above = [
+        m
+        for m in ast.literal_eval(loaded)
+        if m != "winnow" and m not in BELOW_CONFIG and not m.startswith("winnow.config")
+    ]
+    assert above == []

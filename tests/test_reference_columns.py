@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import fake_generate, write_jsonl
 
 from winnow import stages
 from winnow.cli import main
-from winnow.config import ScoreConfig, SelectConfig, TrainConfig, config_hash
+from winnow.config import ScoreConfig, SelectConfig, TrainConfig
 from winnow.errors import WinnowError
 from winnow.executors import ShardTask
 from winnow.prompts import load_prompts
-from winnow.records import Prompt, atomic_write_jsonl
+from winnow.records import Prompt, config_hash
 from winnow.rewards.apply import _POOLS
-from winnow.rundir import Stage
 from winnow.sft import sft, strip_reasoning
 from winnow.stages.score import ScoreWorker
 
@@ -51,29 +50,6 @@ def counted(prompts, completions, **kw):
 def half(prompts, completions, **kw):
     return [None if c == "skip" else 0.5 for c in completions]
 """
-
-
-def fake_generate(run: Path, prompts: list[Prompt], texts: dict[str, list[str]]) -> None:
-    """A finished generate stage holding the given completion texts (prompt id -> texts by sample)."""
-    n = len(next(iter(texts.values())))
-    rows = [
-        {
-            "prompt_id": p.id,
-            "sample_index": j,
-            "model": "m",
-            "text": texts[p.id][j],
-            "num_tokens": len(texts[p.id][j].split()),
-            "finish_reason": "stop",
-        }
-        for p in prompts
-        for j in range(n)
-    ]
-    with Stage(run, "generate", {"fake": [p.to_row() for p in prompts]}) as stage:
-        stage.claim()
-        atomic_write_jsonl(stage.dir / "shard-m0-00000.jsonl", rows)
-        stage.record_shard("m0-00000", {(r["prompt_id"], r["sample_index"]) for r in rows}, exact=True)
-        atomic_write_jsonl(stage.dir / "prompts.jsonl", [p.to_row() for p in prompts])
-        stage.finish(["m0-00000"], outputs=["prompts.jsonl"], num_columns=n)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -404,8 +380,8 @@ def test_verified_run_end_to_end(tmp_path, tiny_policy, capsys):
 
 
 def test_score_options_from_yaml_and_flags(tmp_path):
-    from winnow.cli import parser
-    from winnow.config import build, load_yaml
+    from winnow.cli_options import parser
+    from winnow.settings import build, load_yaml
 
     path = tmp_path / "c.yaml"
     path.write_text(

@@ -133,28 +133,12 @@ def sample(
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     cache = new_cache(lm, reserve=max_new_tokens)
-
-    # Prefill the B prompts once; only the last position's logits are needed.
-    ids, mask = left_pad(prompts, pad_id, device)  # (B, L)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
     fixed = _fixed_inputs(lm)
-    if all(isinstance(layer, ReservedLayer) for layer in cache.layers):
-        logits = _prefill_unpadded(lm, prompts, cache, fixed)  # (B, V)
-    else:  # recurrent and conv states cannot be laid out after the fact: prefill left-padded
-        logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
-    seen = fill_padding(ids, mask) if penalty else None  # (B, L): the tokens the penalty looks at
-
-    # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...);
-    # where the model allows, decode steps read the prompt's keys once for all n of them.
-    share = _share_slots(lm, cache, mask, fixed) if n > 1 else None
-    if n > 1:
-        repeat_rows(cache, n)
-        logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        seen = seen.repeat_interleave(n, dim=0) if seen is not None else None
+    logits, mask, seen, share = _prefill(lm, prompts, n, pad_id, cache, fixed, penalized=penalty is not None)
     next_pos = mask.sum(-1)  # (A,) position of each active row's next token
     rows = torch.arange(len(prompts) * n, device=device)  # (A,) output row of each active row
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
-    if share is not None:
+    if share is not None:  # decode steps read each prompt's keys once for its n samples
         share.place(rows // n)
         fixed = {**fixed, "forward": {**fixed["forward"], "winnow_share": share}}
     with sa.attending_shared(lm) if share is not None else contextlib.nullcontext():
@@ -164,12 +148,7 @@ def sample(
             active = rows.tolist()
             for row, token in zip(active, tokens.tolist(), strict=True):
                 out[row].append(token)
-            if stop is not None:
-                running &= torch.tensor([not stop(out[row]) for row in active], device=device)
-            if on_step is not None:
-                go_on = on_step(active, tokens.tolist())
-                if go_on is not None:
-                    running &= torch.tensor(go_on, dtype=torch.bool, device=device)
+            running = _unstopped(running, out, active, tokens, stop, on_step)
             if step == max_new_tokens - 1 or not running.any():
                 break
             if not running.all():  # drop finished rows from the cache and the batch
@@ -186,18 +165,44 @@ def sample(
     return out
 
 
-def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool) -> torch.Tensor:
-    """Last-position logits (A, V) of one forward, with the inputs the model's own
-    ``prepare_inputs_for_generation`` makes (e.g. Mamba drops the mask after the prefill)."""
-    inputs = lm.prepare_inputs_for_generation(
-        ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        is_first_iteration=first,
-        **{fixed["cache_kwarg"]: cache},
-    )
-    return lm(**{**fixed["forward"], **inputs}).logits[:, -1, :]  # the model's own choice wins (Bamba)
+def _unstopped(
+    running: torch.Tensor, out: list[list[int]], active: list[int], tokens: torch.Tensor, stop, on_step
+) -> torch.Tensor:
+    """``running`` (A,) less the rows whose text now holds a stop string (``stop``) and those
+    ``on_step`` ends. active: the output row of each of the A rows; tokens (A,): this step's."""
+    if stop is not None:
+        running &= torch.tensor([not stop(out[row]) for row in active], device=running.device)
+    if on_step is not None:
+        go_on = on_step(active, tokens.tolist())
+        if go_on is not None:
+            running &= torch.tensor(go_on, dtype=torch.bool, device=running.device)
+    return running
+
+
+def _prefill(
+    lm, prompts: list[list[int]], n: int, pad_id: int, cache: Cache, fixed: dict, *, penalized: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, sa.ShareSlots | None]:
+    """Prefill the B prompts once into ``cache`` (only the last position's logits are
+    needed), then copy each prompt's cache, mask and logits to its n samples.
+
+    Returns logits (B*n, V), attention mask (B*n, L), when ``penalized`` the tokens the
+    repetition penalty looks at (B*n, L; padding filled), else None, and the prompts' own
+    keys and values for ``shared_attention`` where it applies (see ``_share_slots``), else
+    None. Row b*n + j is sample j of prompt b.
+    """
+    ids, mask = left_pad(prompts, pad_id, lm.device)  # (B, L)
+    if all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        logits = _prefill_unpadded(lm, prompts, cache, fixed)  # (B, V)
+    else:  # recurrent and conv states cannot be laid out after the fact: prefill left-padded
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
+        logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
+    seen = fill_padding(ids, mask) if penalized else None  # (B, L)
+    share = _share_slots(lm, cache, mask, fixed) if n > 1 else None
+    if n > 1:  # (B, ...) -> (B*n, ...)
+        repeat_rows(cache, n)
+        logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        seen = seen.repeat_interleave(n, dim=0) if seen is not None else None
+    return logits, mask, seen, share
 
 
 def _share_slots(lm, cache: Cache, mask: torch.Tensor, fixed: dict) -> sa.ShareSlots | None:
@@ -250,9 +255,24 @@ def _prefill_unpadded(lm, prompts: list[list[int]], cache: Cache, fixed: dict) -
     return logits
 
 
+def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool) -> torch.Tensor:
+    """Last-position logits (A, V) of one forward, with the inputs the model's own
+    ``prepare_inputs_for_generation`` makes (e.g. Mamba drops the mask after the prefill)."""
+    inputs = lm.prepare_inputs_for_generation(
+        ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        is_first_iteration=first,
+        **{fixed["cache_kwarg"]: cache},
+    )
+    return lm(**{**fixed["forward"], **inputs}).logits[:, -1, :]  # the model's own choice wins (Bamba)
+
+
 def _fixed_inputs(lm) -> dict:
     """What every forward of this model gets: the cache's keyword, and ``logits_to_keep=1``
-    where the model takes it (logits of the last position only)."""
+    where the model takes it (logits of the last position only); and whether its forward
+    takes extra keyword arguments (which it hands down to the attention function)."""
     takes = inspect.signature(lm.forward).parameters
     return {
         "cache_kwarg": cache_kwarg(lm),
