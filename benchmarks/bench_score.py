@@ -2,7 +2,7 @@
 
 Run by hand: ``python benchmarks/bench_score.py`` (full size, about ten minutes on 2 cores)
 or with ``--quick``. Builds a random Llama-shaped sequence-classification model in a temp
-folder (no network, no downloaded weights) and scores three workloads, each three ways,
+folder (no network, no downloaded weights) and scores three workloads, each four ways,
 side by side in one run:
 
   workloads: (a) the demo's shape: short prompts, completions of ~48 tokens, N = 8;
@@ -10,9 +10,14 @@ side by side in one run:
              (c) the lognormal mix (16-1,024 tokens, median 48), each pair its own prompt.
   methods:   full rows: ``ClassifierReward(prefix_sharing="off")``, rows sorted and packed
              under a token budget (``plan_batches``);
-             shared prefix: ``ClassifierReward(prefix_sharing="auto")``, each prompt read once
+             default: ``ClassifierReward(prefix_sharing="auto")``, packed rows where the model
+             allows, a shared prefill for a prompt whose completions overflow a row;
+             shared prefix: ``ClassifierReward(prefix_sharing="on")``, each prompt read once
              and its completions scored as continuations of its cache;
-             length-sorted fixed batches (the book's way): sort by length, 32 rows a batch.
+             length-sorted fixed batches (the book's way): sort by length, 8 rows a batch.
+
+Beside them, this machine's fp32 matmul ceiling (``ceiling.py``), measured in the same run;
+``--json PATH`` writes the result as JSON, ``--workloads b`` runs one workload.
 
 Each method is timed from text to scores (rendering and tokenizing included), methods
 interleaved, best of ``--repeats``. Real tokens/s counts the tokens of the full rows (what
