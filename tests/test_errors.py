@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from helpers import fails, gen_args
+from helpers import fails, gen_args, write_jsonl
 
 from winnow.cli import main
 

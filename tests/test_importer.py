@@ -9,7 +9,7 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 from winnow.records import read_json

@@ -61,6 +61,27 @@ def test_a_package_module_takes_nothing_from_its_own_init(package):
     assert found == []
 
 
+def test_every_test_folder_names_a_winnow_package():
+    """tests/ mirrors the package: a folder of tests is tests/<package>/ for a package of
+    winnow (one with an __init__.py), at any depth; a folder of data (no Python) may lie
+    beside the tests that read it."""
+    tests = Path(__file__).resolve().parent
+    folders = [p for p in sorted(tests.rglob("*")) if p.is_dir() and "__pycache__" not in p.parts]
+    with_code = [p.relative_to(tests) for p in folders if any(p.glob("*.py"))]
+    assert with_code, "no test folders found"
+    stray = [str(p) for p in with_code if not (WINNOW / p / "__init__.py").is_file()]
+    assert stray == [], "a tests/ folder that names no winnow package"
+    assert not list(tests.rglob("__init__.py")), "tests/ holds no packages: pytest imports each file by its path"
+
+
+def test_the_suite_runs_the_doctests_of_every_module():
+    """The whole of winnow/ is a test path, not a hand-kept list of modules with doctests."""
+    import tomllib
+
+    options = tomllib.loads((WINNOW.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "winnow" in options["testpaths"] and "--doctest-modules" in options["addopts"].split()
+
+
 BELOW_CONFIG = ("winnow.errors", "winnow.records")
 """All of winnow that configuration may import: it is the bottom layer the rest is configured from."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import fake_generate, write_jsonl
 
 from winnow import stages
 from winnow.cli import main
@@ -19,9 +19,8 @@ from winnow.config import ScoreConfig, SelectConfig, TrainConfig
 from winnow.errors import WinnowError
 from winnow.executors import ShardTask
 from winnow.prompts import load_prompts
-from winnow.records import Prompt, atomic_write_jsonl, config_hash
+from winnow.records import Prompt, config_hash
 from winnow.rewards.apply import _POOLS
-from winnow.rundir import Stage
 from winnow.sft import sft, strip_reasoning
 from winnow.stages.score import ScoreWorker
 
@@ -51,29 +50,6 @@ def counted(prompts, completions, **kw):
 def half(prompts, completions, **kw):
     return [None if c == "skip" else 0.5 for c in completions]
 """
-
-
-def fake_generate(run: Path, prompts: list[Prompt], texts: dict[str, list[str]]) -> None:
-    """A finished generate stage holding the given completion texts (prompt id -> texts by sample)."""
-    n = len(next(iter(texts.values())))
-    rows = [
-        {
-            "prompt_id": p.id,
-            "sample_index": j,
-            "model": "m",
-            "text": texts[p.id][j],
-            "num_tokens": len(texts[p.id][j].split()),
-            "finish_reason": "stop",
-        }
-        for p in prompts
-        for j in range(n)
-    ]
-    with Stage(run, "generate", {"fake": [p.to_row() for p in prompts]}) as stage:
-        stage.claim()
-        atomic_write_jsonl(stage.dir / "shard-m0-00000.jsonl", rows)
-        stage.record_shard("m0-00000", {(r["prompt_id"], r["sample_index"]) for r in rows}, exact=True)
-        atomic_write_jsonl(stage.dir / "prompts.jsonl", [p.to_row() for p in prompts])
-        stage.finish(["m0-00000"], outputs=["prompts.jsonl"], num_columns=n)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -2,7 +2,7 @@
 local executor, whatever happens to its workers.
 
 The byte-identity test runs in the default suite; the fault tests are marked ``ray``:
-``.venv/bin/python -m pytest -m ray tests/test_ray.py`` (a few minutes on 2 cores).
+``.venv/bin/python -m pytest -m ray tests/executors/test_ray.py`` (a few minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
-from helpers import tree_digest, wait_for
+from helpers import flags, tree_digest, wait_for, write_jsonl
 
 from winnow.cli import main
 
@@ -92,23 +91,9 @@ def cluster(monkeypatch):
 
 def bon_args(d: Path, run: str, model: Path, *extra) -> list[str]:
     return [
-        "bon",
-        "--config",
-        str(d / "score.yaml"),
-        "--prompts",
-        str(d / "prompts.jsonl"),
-        "--run-dir",
-        str(d / run),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "24",
-        "--shard-size",
-        "1",
-        "--device",
-        "cpu",
+        *("bon", "--config", str(d / "score.yaml")),
+        *flags(prompts=d / "prompts.jsonl", run_dir=d / run, model=model, n=4, max_new_tokens=24, shard_size=1),
+        *flags(device="cpu"),
         *extra,
     ]
 
@@ -120,16 +105,22 @@ def executor_record(run: Path, stage: str) -> dict:
     return json.loads((run / stage / "manifest.json").read_text())["executor"]
 
 
-def busy_workers() -> list:
-    """This test's Ray worker processes in the middle of a shard (process title set by Ray)."""
+def shard_actors(title: str = "ray::ShardActor") -> list:
+    """This test's Ray worker processes whose title (set by Ray) starts with ``title``:
+    ``ray::ShardActor.run`` for those in the middle of a shard."""
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if " ".join(p.cmdline()).startswith("ray::ShardActor.run"):
+            if " ".join(p.cmdline()).startswith(title):
                 out.append(p)
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def busy_workers() -> list:
+    """This test's Ray worker processes in the middle of a shard."""
+    return shard_actors("ray::ShardActor.run")
 
 
 def hold_a_busy_worker(node) -> psutil.Process | None:
@@ -147,21 +138,6 @@ def hold_a_busy_worker(node) -> psutil.Process | None:
             except psutil.NoSuchProcess:
                 pass
     return None
-
-
-@pytest.fixture()
-def own_ray(monkeypatch):
-    """No Ray running in this process: the executor starts its own local instance; shut down after."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    ours_before = {p.pid for p in psutil.Process().children(recursive=True)}
-    try:
-        yield
-    finally:
-        ours = [p for p in psutil.Process().children(recursive=True) if p.pid not in ours_before]
-        ray.shutdown()
-        for p in ours:
-            if p.is_running():
-                p.kill()
 
 
 def score_locally_then_on_ray(workdir: Path, tiny_policy: Path, fn: list[str]) -> None:
@@ -331,7 +307,8 @@ def test_driver_killed_rerun_resumes_under_either_executor(workdir, tiny_policy,
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(1)  # the killed driver's workers die with it
+    # the killed driver's actors die with it: none may write a shard after this point
+    wait_for(lambda: not shard_actors(), 60, "the killed driver's Ray actors to go")
     # Shards the driver verified and recorded are kept; a file it had not recorded yet is made again.
     recorded = [json.loads(line)["file"] for line in (generate / "verified.jsonl").read_text().splitlines()]
     before = {name: (generate / name).stat().st_mtime_ns for name in recorded}

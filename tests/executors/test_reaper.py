@@ -3,7 +3,7 @@
 Each test runs ``winnow bon --executor ray`` as a real process that starts its own local
 Ray instance, holds it inside a score shard (a reward that waits while a file exists),
 then kills the driver, the GCS or the raylet with SIGKILL. Marked ``ray`` (a minute or so
-each on 2 cores): ``.venv/bin/python -m pytest -m ray tests/test_ray_leftovers.py``.
+each on 2 cores): ``.venv/bin/python -m pytest -m ray tests/executors/test_reaper.py``.
 """
 
 from __future__ import annotations

@@ -7,18 +7,13 @@ import math
 
 import pytest
 import torch
+from tiny_models import PROMPTS
 
 from winnow import stages
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
 from winnow.generate import Sampling, make_backend
 from winnow.records import Prompt
-
-PROMPTS = [
-    Prompt(id="a", text="describe a rainy monday commute"),
-    Prompt(id="b", text="the quick brown fox jumps over the lazy dog and the printer is broken"),
-    Prompt(id="c", messages=({"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"})),
-]
 
 
 def test_rows_carry_keys_and_counts(tiny_policy):
@@ -109,7 +104,7 @@ def test_finish_reason_and_num_tokens_match_generate(tiny_policy):
 
 def test_stop_on_eos(tmp_path):
     """A model whose every logit is equal picks token 0 greedily; make that token EOS."""
-    from conftest import build_policy
+    from tiny_models import build_policy
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = build_policy(tmp_path / "m")

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 from serving import FakeServer
 
 from winnow import remote

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from helpers import wait_for
 from serving import FakeServer
 
 from winnow.cli import main
@@ -114,10 +115,7 @@ def test_killed_overlapping_generate_resumes_to_identical_files(workdir):
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            deadline = time.monotonic() + 120
-            while not gate.held and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert proc.poll() is None, "the run ended before its requests were held"
+            wait_for(lambda: gate.held, 120, "the run's requests to be held", proc=proc)
             time.sleep(rng.uniform(0.0, 0.3))  # the answers let through may still be landing
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_tokenizer
-from test_generate import PROMPTS
+from tiny_models import PROMPTS, SFT_ROWS, make_tokenizer
 
 from winnow.errors import WinnowError
 from winnow.generate import Sampling, decode, make_backend
@@ -187,11 +186,12 @@ def test_policy_and_reward_model_load_in_the_dtype_asked_for(tiny_policy, tiny_r
 
 
 def test_sft_trains_in_the_dtype_asked_for(tmp_path, tiny_policy):
-    from test_sft import ROWS
 
     from winnow.config import TrainConfig
     from winnow.sft import make_trainer
 
-    trainer, _ = make_trainer(ROWS[:1], TrainConfig(model=str(tiny_policy), device="cpu", dtype="bfloat16"), tmp_path)
+    trainer, _ = make_trainer(
+        SFT_ROWS[:1], TrainConfig(model=str(tiny_policy), device="cpu", dtype="bfloat16"), tmp_path
+    )
     assert trainer.model.dtype == torch.bfloat16
     assert not trainer.args.bf16  # no bf16 autocast on CPU (no bf16 units: ~10x slower)

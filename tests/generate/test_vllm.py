@@ -2,7 +2,7 @@
 
 Needs the environment ``bash scripts/setup_vllm.sh`` makes; run with
 
-    .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
+    .venv-vllm/bin/python -m pytest -m vllm tests/generate/test_vllm.py
 
 (each engine takes a minute or more to start on 2 cores). The engine of the module fixture
 runs in-process and eager, with 10% of system memory; the CLI test starts the real
@@ -18,8 +18,8 @@ import sys
 
 import pytest
 import torch
-from conftest import make_tokenizer, write_jsonl
-from test_generate import PROMPTS
+from helpers import write_jsonl
+from tiny_models import PROMPTS, make_tokenizer, tiny_config
 
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
@@ -47,25 +47,14 @@ def texts(completions) -> list[str]:
 def folder(tmp_path_factory):
     """A random 2-layer Llama (head size 64, which vLLM's CPU attention supports) whose EOS
     is the third token it emits greedily for PROMPTS[0], so that prompt stops on EOS."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from winnow.generate.chat import render
 
     path = tmp_path_factory.mktemp("tiny-vllm")
     tokenizer = make_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_config(tokenizer, hidden_size=128, intermediate_size=256, num_attention_heads=2)
     model = LlamaForCausalLM(config).eval()
     ids = torch.tensor([render(tokenizer, PROMPTS[0], "tiny")])
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=3, min_new_tokens=3)

@@ -4,51 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import make_run
 
 from winnow import stages
 from winnow.cli import main
 from winnow.config import SelectConfig
-from winnow.records import config_hash
 from winnow.report import run_report
-from winnow.rundir import FORMAT, file_record
 
 nan = math.nan
-# prompt -> [(text, num_tokens, finish_reason, reward)] for sample indices 0, 1, 2
-RUN = {
-    "p0": [("good day", 3, "stop", 0.5), ("good day", 3, "stop", 0.5), ("a bad bad day", 5, "length", -0.5)],
-    "p1": [("the sun", 3, "stop", 1.0), ("the rain falls", 4, "length", 0.0), ("sun", 2, "stop", 0.2)],
-    "p2": [("ok", 2, "stop", 0.1), ("ok then", 3, "stop", 0.3), ("hmm", 2, "stop", nan)],
-}
-
-
-def make_run(root: Path) -> Path:
-    """generate + score stage folders as the stages write them: prompts, one shard, rewards, manifests."""
-    gen, score = root / "generate", root / "score"
-    gen.mkdir(parents=True)
-    score.mkdir()
-    write_jsonl(gen / "prompts.jsonl", [{"id": p, "prompt": f"say something about {p}"} for p in RUN])
-    rows = [
-        {"prompt_id": p, "sample_index": j, "model": "m", "text": t, "num_tokens": n, "finish_reason": f}
-        for p, samples in RUN.items()
-        for j, (t, n, f, _) in enumerate(samples)
-    ]
-    write_jsonl(gen / "shard-m0-00000.jsonl", rows)
-    config = {"generate": {"models": ["m"], "max_new_tokens": 5}}
-    files = {name: file_record(gen / name) for name in ("prompts.jsonl", "shard-m0-00000.jsonl")}
-    manifest = {"format": FORMAT, "config": config, "config_hash": config_hash(config), "shards": ["m0-00000"]}
-    manifest["num_columns"] = 3
-    (gen / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
-    np.save(score / "rewards.npy", np.array([[s[3] for s in samples] for samples in RUN.values()]))
-    files = {"rewards.npy": file_record(score / "rewards.npy")}
-    (score / "manifest.json").write_text(
-        json.dumps({"format": FORMAT, "config": {}, "config_hash": config_hash({}), "files": files})
-    )
-    return root
 
 
 def test_report_without_a_select_stage(tmp_path):

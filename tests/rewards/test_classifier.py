@@ -83,11 +83,11 @@ def test_oom_is_retried_with_smaller_batches(tiny_reward_model, monkeypatch):
 
 
 def test_multi_label_model_rejected(tmp_path):
-    from conftest import _llama_config, make_tokenizer
+    from tiny_models import make_tokenizer, tiny_config
     from transformers import LlamaForSequenceClassification
 
     tok = make_tokenizer()
-    LlamaForSequenceClassification(_llama_config(tok, num_labels=3)).save_pretrained(tmp_path)
+    LlamaForSequenceClassification(tiny_config(tok, num_labels=3)).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     with pytest.raises(WinnowError, match="has 3 labels; expected 1"):
         ClassifierReward(str(tmp_path), device="cpu")

@@ -11,8 +11,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer, write_jsonl
+from helpers import write_jsonl
 from serving import serve_in_thread
+from tiny_models import make_tokenizer, tiny_config
 
 from winnow.cli import main
 from winnow.config import ServeConfig
@@ -28,23 +29,19 @@ def build_scorer(folder, answer: str):
     One layer with its output projections zeroed passes the embedding straight through;
     embeddings are one-hot, so the logits are a lookup table: next token = table[last token].
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tok = make_tokenizer()
     vocab = len(tok)
     hidden = -(-vocab // 8) * 8  # 4 heads of an even head_dim
-    config = LlamaConfig(
-        vocab_size=vocab,
+    config = tiny_config(
+        tok,
         hidden_size=hidden,
         intermediate_size=8,
         num_hidden_layers=1,
-        num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=512,
         tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
     )
     model = LlamaForCausalLM(config)
     last = tok.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 from serving import FakeServer
 
 from winnow.cli import main

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_reward_prefix import ARCHITECTURES, build, score, workload
+from tiny_models import REWARD_ARCHITECTURES, build_reward_model, reward_scores, workload
 
 from winnow.rewards import packed as pk
 from winnow.rewards import prefix as pf
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(REWARD_ARCHITECTURES))
 def test_packed_scores_equal_full_rows_without_padding(arch, tmp_path):
-    folder = build(tmp_path, arch)
+    folder = build_reward_model(tmp_path, arch)
     prompts, completions = workload(sizes=(1, 2, 3, 5, 8, 13, 16, 8, 8, 8))
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
     for width in (64, 320):
-        packed, rm = score(folder, prompts, completions, prefix_sharing="packed", pack_width=width)
+        packed, rm = reward_scores(folder, prompts, completions, prefix_sharing="packed", pack_width=width)
         np.testing.assert_allclose(packed, full, rtol=0, atol=1e-4)
         lengths = [len(r) for r in rm.tokenize(prompts, completions)]
-        limit = min(width, ARCHITECTURES[arch][2].get("sliding_window") or width)
+        limit = min(width, REWARD_ARCHITECTURES[arch][2].get("sliding_window") or width)
         # rows longer than a packed row are scored in full, every other one packed
         assert [p for p in rm.last_paths if p != "packed"] == ["full"] * sum(n > limit for n in lengths)
-        if width == 320 and not ARCHITECTURES[arch][2].get("sliding_window"):
+        if width == 320 and not REWARD_ARCHITECTURES[arch][2].get("sliding_window"):
             assert rm.stats["padded_tokens"] == 0, rm.stats
 
 

@@ -9,93 +9,38 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import CORPUS, make_tokenizer, write_jsonl
+from helpers import write_jsonl
+from tiny_models import (
+    REWARD_ARCHITECTURES,
+    WORDS,
+    build_reward_model,
+    make_tokenizer,
+    reward_scores,
+    tiny_config,
+    workload,
+)
 
 from winnow.errors import WinnowError
 from winnow.rewards import prefix as pf
 from winnow.rewards.classifier import ClassifierReward
 
-# model_type -> (config class, sequence-classification class, extra config). The windowed
-# ones get a window shorter than the longest rows, so both sides of it are exercised.
-ARCHITECTURES = {
-    "llama": ("LlamaConfig", "LlamaForSequenceClassification", {}),
-    "mistral": ("MistralConfig", "MistralForSequenceClassification", {"sliding_window": 96}),
-    "qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification", {}),
-    "qwen3": ("Qwen3Config", "Qwen3ForSequenceClassification", {"head_dim": 8}),
-    "gemma": ("GemmaConfig", "GemmaForSequenceClassification", {"head_dim": 8}),
-    "gemma2": ("Gemma2Config", "Gemma2ForSequenceClassification", {"head_dim": 8, "sliding_window": 96}),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3TextForSequenceClassification", {"head_dim": 8, "sliding_window": 96}),
-    "phi3": ("Phi3Config", "Phi3ForSequenceClassification", {}),
-    "olmo2": ("Olmo2Config", "Olmo2ForSequenceClassification", {}),
-}
-WORDS = " ".join(CORPUS[:5]).split()
-
-
-def build(folder, arch: str = "llama", tokenizer=None, seed: int = 0, **overrides):
-    """A random 2-layer reward model of ``arch`` with a one-label head, saved to ``folder``."""
-    import transformers
-
-    config_name, model_name, extra = ARCHITECTURES[arch]
-    tok = tokenizer or make_tokenizer()
-    fields = dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-    )
-    config = getattr(transformers, config_name)(**(fields | extra | overrides))
-    torch.manual_seed(seed)
-    getattr(transformers, model_name)(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def workload(seed: int = 0, sizes=(1, 2, 3, 5, 8, 13, 16)) -> tuple[list[str], list[str]]:
-    """Prompts of mixed lengths with N = sizes[i] completions each (0-24 words), shuffled."""
-    rng = random.Random(seed)
-    rows = []
-    for n in sizes:
-        prompt = " ".join(rng.choices(WORDS, k=rng.randint(1, 14)))
-        rows += [(prompt, " ".join(rng.choices(WORDS, k=rng.randint(0, 24)))) for _ in range(n)]
-    rng.shuffle(rows)
-    return [p for p, _ in rows], [c for _, c in rows]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second intra-op thread mostly waits (20x slower
-    under load), so these tests run on one and give the setting back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def score(folder, prompts, completions, **kw) -> tuple[np.ndarray, ClassifierReward]:
-    rm = ClassifierReward(str(folder), device="cpu", **kw)
-    return np.array(rm(prompts, completions), dtype=float), rm
+# Tiny models on a shared 2-core machine: a second intra-op thread mostly waits (20x slower under load).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_listed_architecture_is_tested_here():
-    assert set(ARCHITECTURES) == set(pf.ARCHITECTURES)
+    assert set(REWARD_ARCHITECTURES) == set(pf.ARCHITECTURES)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(REWARD_ARCHITECTURES))
 def test_shared_prefix_scores_equal_full_rows(arch, tmp_path):
-    folder = build(tmp_path, arch)
+    folder = build_reward_model(tmp_path, arch)
     prompts, completions = workload()
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
     assert np.unique(full.round(5)).size > 20  # the rows really score differently
-    windowed = ARCHITECTURES[arch][2].get("sliding_window")
+    windowed = REWARD_ARCHITECTURES[arch][2].get("sliding_window")
     for batch_tokens, max_batch_size in [(10**6, 1), (256, 5), (16384, 64)]:
-        shared, rm = score(
+        shared, rm = reward_scores(
             folder, prompts, completions, prefix_sharing="on", batch_tokens=batch_tokens, max_batch_size=max_batch_size
         )
         np.testing.assert_allclose(shared, full, rtol=0, atol=1e-4)
@@ -112,44 +57,28 @@ def test_shared_prefix_scores_equal_full_rows(arch, tmp_path):
 
 
 def test_shuffled_order_gives_the_same_scores(tmp_path):
-    folder = build(tmp_path)
+    folder = build_reward_model(tmp_path)
     prompts, completions = workload(seed=1)
-    scores, _ = score(folder, prompts, completions, max_batch_size=7)
+    scores, _ = reward_scores(folder, prompts, completions, max_batch_size=7)
     order = list(range(len(prompts)))
     random.Random(2).shuffle(order)
-    shuffled, _ = score(folder, [prompts[i] for i in order], [completions[i] for i in order], max_batch_size=7)
+    shuffled, _ = reward_scores(folder, [prompts[i] for i in order], [completions[i] for i in order], max_batch_size=7)
     np.testing.assert_allclose(shuffled, scores[order], rtol=0, atol=1e-5)
 
 
 def merging_tokenizer():
     """A BPE without pre-tokenization, trained so that "assistant\\nthe quick brown" is one
     token: a completion starting "the quick brown" merges across the prompt's boundary."""
-    from conftest import CHAT_TEMPLATE
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "<|im_end|>", "<|im_start|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS + ["assistant\nthe quick brown"] * 30, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return make_tokenizer(extra_corpus=("assistant\nthe quick brown",) * 30, vocab_size=400, regex=False)
 
 
 def test_a_boundary_that_merges_tokens_is_scored_in_full(tmp_path):
-    folder = build(tmp_path, tokenizer=merging_tokenizer())
+    folder = build_reward_model(tmp_path, tokenizer=merging_tokenizer())
     prompts = ["hello there"] * 4 + ["describe a rainy monday"] * 3
     completions = ["the quick brown fox", "the quick brown dog", "a lazy dog", "good food"]
     completions += ["the quick brown commute", "rainy and late", "a happy day"]
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
-    shared, rm = score(folder, prompts, completions)
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
+    shared, rm = reward_scores(folder, prompts, completions)
     np.testing.assert_allclose(shared, full, rtol=0, atol=1e-4)
     merged = [c.startswith("the quick brown") for c in completions]
     assert rm.last_paths == ["full_prefix_mismatch" if m else "shared_prefix" for m in merged]
@@ -177,9 +106,9 @@ def test_score_is_read_at_the_last_token_eos_included(tmp_path, sharing):
     """A tokenizer without a pad token gets EOS as its pad, and transformers' pooling then
     skips a row's closing EOS; winnow reads the EOS itself, whatever else is in the batch."""
     tok = eos_tokenizer_without_pad()
-    folder = build(tmp_path, tokenizer=tok)
+    folder = build_reward_model(tmp_path, tokenizer=tok)
     prompts, completions = workload(seed=3, sizes=(1, 4, 9))
-    outs = [score(folder, prompts, completions, prefix_sharing=sharing, max_batch_size=b) for b in (1, 3, 64)]
+    outs = [reward_scores(folder, prompts, completions, prefix_sharing=sharing, max_batch_size=b) for b in (1, 3, 64)]
     rm = outs[0][1]
     assert rm.tokenizer.pad_token_id == rm.tokenizer.eos_token_id  # EOS stands in as the pad
     rows = rm.tokenize(prompts, completions)
@@ -201,7 +130,7 @@ def test_unknown_architecture_gets_its_own_pad_token_and_the_full_path(tmp_path,
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     prompts, completions = workload(seed=4, sizes=(3, 5))
-    scores, rm = score(tmp_path, prompts, completions, max_batch_size=4)
+    scores, rm = reward_scores(tmp_path, prompts, completions, max_batch_size=4)
     assert "scoring every row in full: architecture 'gpt2'" in capsys.readouterr().err
     assert set(rm.last_paths) == {"full"}
     assert rm.tokenizer.pad_token == "<|winnow_pad|>" != rm.tokenizer.eos_token
@@ -214,24 +143,15 @@ def test_unknown_architecture_gets_its_own_pad_token_and_the_full_path(tmp_path,
 
 
 def test_encoder_reward_model_takes_the_full_path(tmp_path, capsys):
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     tok = make_tokenizer()
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-    )
+    config = tiny_config(tok, "BertConfig", num_labels=1)
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     prompts, completions = workload(seed=5, sizes=(2, 6))
-    scores, rm = score(tmp_path, prompts, completions, max_batch_size=3)
+    scores, rm = reward_scores(tmp_path, prompts, completions, max_batch_size=3)
     assert "architecture 'bert' (BertForSequenceClassification) is not one" in capsys.readouterr().err
     assert set(rm.last_paths) == {"full"}
     with torch.no_grad():
@@ -243,9 +163,9 @@ def test_encoder_reward_model_takes_the_full_path(tmp_path, capsys):
 
 @pytest.mark.parametrize("sharing", ["off", "auto"])
 def test_a_pair_longer_than_the_context_is_unscored_and_counted(tmp_path, sharing):
-    folder = build(tmp_path, max_position_embeddings=90)
+    folder = build_reward_model(tmp_path, max_position_embeddings=90)
     prompts, completions = workload(seed=6, sizes=(4, 6))
-    scores, rm = score(folder, prompts, completions, prefix_sharing=sharing)
+    scores, rm = reward_scores(folder, prompts, completions, prefix_sharing=sharing)
     lengths = np.array([len(r) for r in rm.tokenize(prompts, completions)])
     too_long = lengths > 90
     assert 0 < too_long.sum() < len(lengths)
@@ -258,9 +178,9 @@ def test_a_pair_longer_than_the_context_is_unscored_and_counted(tmp_path, sharin
 
 
 def test_out_of_memory_in_the_shared_prefix_path_splits_and_retries(tmp_path, monkeypatch):
-    folder = build(tmp_path)
+    folder = build_reward_model(tmp_path)
     prompts, completions = workload(seed=7, sizes=(3, 8, 16))
-    expected, rm = score(folder, prompts, completions)
+    expected, rm = reward_scores(folder, prompts, completions)
     real_prefill, real_tails = pf.prefill, rm._score_tails
 
     def prefill(base, prompts, **kw):  # a fake CUDA OOM for any prefill of more than one prompt
@@ -280,12 +200,12 @@ def test_out_of_memory_in_the_shared_prefix_path_splits_and_retries(tmp_path, mo
 
 
 def test_chat_message_prompts_share_a_prefix(tmp_path):
-    folder = build(tmp_path)
+    folder = build_reward_model(tmp_path)
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "describe a rainy monday"}]
     prompts = [chat] * 5 + ["describe a rainy monday"] * 3
     completions = [" ".join(WORDS[i : i + 3 + i]) for i in range(8)]
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
-    shared, rm = score(folder, prompts, completions)
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
+    shared, rm = reward_scores(folder, prompts, completions)
     np.testing.assert_allclose(shared, full, rtol=0, atol=1e-4)
     assert set(rm.last_paths) == {"shared_prefix"}
     assert sorted(rm.last_tokens_saved).count(0) == 2  # one prefill per distinct prompt
@@ -294,7 +214,7 @@ def test_chat_message_prompts_share_a_prefix(tmp_path):
 def test_score_stage_records_the_setting_and_counts_rows_per_path(tmp_path, tiny_policy):
     from winnow.cli import main
 
-    folder = build(tmp_path / "rm")
+    folder = build_reward_model(tmp_path / "rm")
     write_jsonl(
         tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"describe {w} day"} for i, w in enumerate(WORDS[:5])]
     )
@@ -326,7 +246,7 @@ def test_bad_prefix_sharing_value(tmp_path, capsys):
 
 def test_a_shared_prefix_that_would_change_scores_is_caught_at_load(tmp_path, monkeypatch, capsys):
     """A cache that forgets the prompt (as a changed transformers might) fails the probe."""
-    folder = build(tmp_path)
+    folder = build_reward_model(tmp_path)
 
     def forgetful(self, keys, values, *args, **kw):
         past_k = self.prefix_keys.index_select(0, self.rows)
@@ -335,19 +255,19 @@ def test_a_shared_prefix_that_would_change_scores_is_caught_at_load(tmp_path, mo
 
     monkeypatch.setattr(pf.SharedPrefixLayer, "update", forgetful)
     prompts, completions = workload(seed=8, sizes=(4,))
-    scores, rm = score(folder, prompts, completions)
+    scores, rm = reward_scores(folder, prompts, completions)
     assert "does not reproduce full-row scores" in capsys.readouterr().err
     assert set(rm.last_paths) == {"full"}
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
     np.testing.assert_allclose(scores, full, rtol=0, atol=1e-6)
     with pytest.raises(WinnowError, match="prefix-sharing on, but the shared-prefix path does not reproduce"):
         ClassifierReward(str(folder), device="cpu", prefix_sharing="on")
 
 
 def test_a_failing_shared_prefix_path_falls_back_to_full_rows(tmp_path, monkeypatch, capsys):
-    folder = build(tmp_path)
+    folder = build_reward_model(tmp_path)
     prompts, completions = workload(seed=9, sizes=(3, 5))
-    full, _ = score(folder, prompts, completions, prefix_sharing="off")
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
     auto = ClassifierReward(str(folder), device="cpu")
     on = ClassifierReward(str(folder), device="cpu", prefix_sharing="on")
 

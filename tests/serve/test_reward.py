@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 from serving import FakeServer, serve_process, wait_healthy
 
 from winnow import cli, cli_options

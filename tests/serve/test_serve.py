@@ -13,7 +13,8 @@ import re
 import httpx
 import openai
 import pytest
-from serving import gated, serve_in_thread, wait_until
+from helpers import wait_for
+from serving import gated, serve_in_thread
 
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.generate import OPTIONAL_SAMPLING, Sampling
@@ -286,9 +287,9 @@ def test_full_queue_is_a_429_with_retry_after(tiny_policy):
         async def run():
             async with httpx.AsyncClient(timeout=60) as http:
                 held = [asyncio.ensure_future(http.post(f"{url}/v1/completions", json=body))]
-                await asyncio.to_thread(wait_until, lambda: app.state.batcher.running == 1)
+                await asyncio.to_thread(wait_for, lambda: app.state.batcher.running == 1, 30)
                 held += [asyncio.ensure_future(http.post(f"{url}/v1/completions", json=body)) for _ in range(2)]
-                await asyncio.to_thread(wait_until, lambda: len(app.state.batcher.pending) == 2)
+                await asyncio.to_thread(wait_for, lambda: len(app.state.batcher.pending) == 2, 30)
                 refused = await http.post(f"{url}/v1/completions", json=body)
                 gate.set()
                 return refused, await asyncio.gather(*held)
@@ -318,9 +319,9 @@ def test_50_concurrent_clients_share_backend_calls(plain):
         api = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
         try:
             first = asyncio.ensure_future(one_client(api, 0))
-            await asyncio.to_thread(wait_until, lambda: batcher.running == 1)
+            await asyncio.to_thread(wait_for, lambda: batcher.running == 1, 30)
             rest = [asyncio.ensure_future(one_client(api, i)) for i in range(1, 50)]
-            await asyncio.to_thread(wait_until, lambda: len(batcher.pending) == 49)
+            await asyncio.to_thread(wait_for, lambda: len(batcher.pending) == 49, 30)
             gate.set()
             await asyncio.gather(first, *rest)
         finally:

@@ -10,7 +10,7 @@ import threading
 import time
 
 import httpx
-from conftest import write_jsonl
+from helpers import wait_for, write_jsonl
 from serving import serve_process, wait_healthy
 
 from winnow import cli
@@ -74,9 +74,7 @@ def test_openai_backend_against_winnow_serve_matches_an_hf_run(tmp_path, tiny_po
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/health").json()["running"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the request is in the backend
+        wait_for(lambda: httpx.get(f"{url}/health").json()["running"] > 0, 60, "the request in the backend")
         proc.send_signal(signal.SIGTERM)
         signalled.append(time.monotonic())
         thread.join(timeout=120)

@@ -15,7 +15,8 @@ import time
 
 import httpx
 import pytest
-from serving import counted, free_port, serve_in_thread, serve_process, wait_healthy, wait_until
+from helpers import wait_for
+from serving import counted, free_port, serve_in_thread, serve_process, wait_healthy
 
 from winnow import cli
 from winnow.config import ScoreConfig, ServeConfig
@@ -25,8 +26,10 @@ from winnow.serve.main import build_app
 
 HANGING_REWARD = """
 import threading
+from pathlib import Path
 
 def reward(prompts, completions, **kw):
+    Path(__file__).with_suffix(".entered").touch()  # tells the test the reward was called
     threading.Event().wait()  # never returns
 """
 
@@ -56,8 +59,8 @@ def test_clients_that_give_up_leave_no_work_queued(tiny_policy, best_of):
 
         outcomes = asyncio.run(impatient())
         gone = time.monotonic()
-        wait_until(lambda: not app.state.batcher.pending and app.state.batcher.running == 0, timeout=5,
-                   what="queue empty and backend idle")  # fmt: skip
+        wait_for(lambda: not app.state.batcher.pending and app.state.batcher.running == 0, 5,
+                 "queue empty and backend idle")  # fmt: skip
         idle_after = time.monotonic() - gone
         started = len(steps)
         answer = httpx.post(f"{url}/v1/completions", json=body | {"max_tokens": 4, "n": 1, "best_of": 1}, timeout=30)
@@ -98,8 +101,7 @@ def test_sigterm_stops_the_server_within_its_grace_with_a_wedged_reward(tiny_pol
 
         thread = threading.Thread(target=request, daemon=True)
         thread.start()
-        wait_until(lambda: httpx.get(f"{url}/health").json()["running"] == 1, what="the request in the backend")
-        time.sleep(0.3)  # sampled, now in the reward
+        wait_for((tmp_path / "hang.entered").exists, 60, "the request in the reward")
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

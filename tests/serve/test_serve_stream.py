@@ -17,7 +17,8 @@ import httpx
 import openai
 import psutil
 import pytest
-from serving import counted, serve_in_thread, wait_until
+from helpers import wait_for
+from serving import counted, serve_in_thread
 
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.serve.main import build_app
@@ -216,14 +217,15 @@ def test_a_disconnect_stops_decoding(plain):
     body = {"model": "tiny", "messages": CHAT, "max_tokens": 200, "n": 4, "temperature": 0.0, "stream": True}
     with counted(lm, delay_s=0.01) as steps:
         closed = _stream_until_first_delta(url, body)
-        time.sleep(1.0)
+        # idle once decoding stops: within a step or two if the disconnect stopped it, after
+        # the whole answer (about 2 s) if not, and then the steps counted say so
+        wait_for(lambda: app.state.batcher.running == 0, 30, "the backend idle")
         after_stream = sum(t > closed for t in steps)
-        wait_until(lambda: app.state.batcher.running == 0, what="the backend idle")
         steps.clear()
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/chat/completions", json=body | {"stream": False}, timeout=0.5)
         gave_up = time.monotonic()
-        time.sleep(1.0)
+        wait_for(lambda: app.state.batcher.running == 0, 30, "the backend idle")
         after_timeout = sum(t > gave_up + 0.1 for t in steps)  # the disconnect takes a moment to be seen
         before_timeout = sum(t <= gave_up for t in steps)
     print(
@@ -263,7 +265,7 @@ def test_50_clients_dropping_at_random_leave_the_server_healthy(plain):
     with counted(app.state.backend.lm, delay_s=0.002) as steps:
         left_early = sum(asyncio.run(run()))
         left = time.monotonic()
-        wait_until(lambda: app.state.batcher.running == 0 and not app.state.batcher.pending, what="idle")
+        wait_for(lambda: app.state.batcher.running == 0 and not app.state.batcher.pending, 30, "idle")
         settled = time.monotonic()
         time.sleep(0.5)
         late = sum(t > settled for t in steps)
@@ -413,9 +415,10 @@ def test_a_client_leaving_a_relayed_stream_stops_the_upstream(plain):
     body = {"model": "front", "messages": CHAT, "max_tokens": 200, "n": 2, "temperature": 0.0, "stream": True}
     with serve_in_thread(front_app) as front, counted(app.state.backend.lm, delay_s=0.01) as steps:
         closed = _stream_until_first_delta(front, body)
-        time.sleep(1.0)
+        wait_for(
+            lambda: app.state.batcher.running == 0, 30, "the upstream idle"
+        )  # as in test_a_disconnect_stops_decoding
         after = sum(t > closed + 0.1 for t in steps)
-        wait_until(lambda: app.state.batcher.running == 0, timeout=5, what="the upstream idle")
     assert after <= 2 and len(steps) < 60
 
 

@@ -1,4 +1,4 @@
-"""``choice`` on the hand-written case set (tests/data/verifier_cases/choice.jsonl): every
+"""``choice`` on the hand-written case set (tests/verifiers/cases/choice.jsonl): every
 case's verdict exactly. A case is ``pass`` (1.0), ``fail`` (0.0 with a letter read) or
 ``no_answer`` (0.0, counted as no answer: a bare list of options, a hedge, prose)."""
 
@@ -14,7 +14,7 @@ from winnow.verifiers.choice import choice, read_choice
 
 CASES = [
     json.loads(line)
-    for line in (Path(__file__).parent / "data" / "verifier_cases" / "choice.jsonl").read_text().splitlines()
+    for line in (Path(__file__).parent / "cases" / "choice.jsonl").read_text().splitlines()
     if line.strip()
 ]
 

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from helpers import fake_generate, wait_for
 
 from winnow.verifiers import sandbox
 from winnow.verifiers.code import build_program, code
@@ -89,9 +90,8 @@ def sandbox_processes(memory_mb=None):
 
 
 def wait_none_left(memory_mb=None, deadline_s=5.0):
-    end = time.monotonic() + deadline_s
-    while sandbox_processes(memory_mb) and time.monotonic() < end:
-        time.sleep(0.1)
+    """The sandbox processes still alive once none are, or ``deadline_s`` seconds have passed."""
+    wait_for(lambda: not sandbox_processes(memory_mb), deadline_s, poll_s=0.1, fail=False)
     return sandbox_processes(memory_mb)
 
 
@@ -320,7 +320,6 @@ def test_strict_results_passes_every_canonical_solution():
 @pytest.mark.timeout(120)
 def test_winnow_score_grades_prose_rows_leaves_rows_without_tests_unscored_and_applies_strict(tmp_path):
     """End to end through the CLI: an MBPP-style row, a row whose test is null, --code-strict-results."""
-    from test_reference_columns import fake_generate
 
     from winnow.cli import main
     from winnow.records import Prompt
@@ -343,7 +342,6 @@ def test_winnow_score_grades_prose_rows_leaves_rows_without_tests_unscored_and_a
 
 
 def test_prompts_without_the_test_column_stop_with_one_line_naming_it(tmp_path, capsys):
-    from test_reference_columns import fake_generate
 
     from winnow.cli import main
     from winnow.records import Prompt

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 from winnow.errors import WinnowError
@@ -193,7 +193,7 @@ def test_an_ifeval_file_row_as_it_is():
 
 # ---------------------------------------------------------------- the same verdicts as lm-eval's checkers
 
-CASES_FILE = Path(__file__).parent / "data" / "verifier_cases" / "ifeval.jsonl"
+CASES_FILE = Path(__file__).parent / "cases" / "ifeval.jsonl"
 REFERENCE = [json.loads(line) for line in CASES_FILE.read_text().splitlines()]
 
 

@@ -19,11 +19,12 @@ import psutil
 import pytest
 from helpers import wait_for
 
+import winnow
 from winnow.verifiers import sandbox
 
 ISOLATIONS = ["rlimits"] + (["bwrap"] if sandbox._probe_bwrap() else [])
 needs_bwrap = pytest.mark.skipif(not sandbox._probe_bwrap(), reason="needs bwrap namespaces on this machine")
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(winnow.__file__).resolve().parents[1])  # the children import this winnow, not another
 GRADER = (
     "import json, sys\n"
     "from winnow.verifiers import sandbox\n"

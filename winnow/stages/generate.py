@@ -47,41 +47,13 @@ def generate(
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
         server = _describe_server(config)
-        num_shards = math.ceil(len(prompts) / config.shard_size)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
-        for k, model in enumerate(config.models):
-            names = [shard_name(k, i) for i in range(num_shards)]
-            shard_names += names
-            chunks = {
-                name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
-            }
-            pending = set(stage.pending(names))
-            tasks = [
-                ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
-                for i, name in enumerate(names)
-                if name in pending
-            ]
-            # model k owns columns k*n .. k*n+n-1; a prompt too long for it has no rows at all
-            columns = range(first_column + k * config.n, first_column + (k + 1) * config.n)
-            keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
-            factory = GenerateWorkerFactory(config, k, prompts, first_column)
-            part = run_shards(
-                tasks,
-                factory,
-                stage.dir,
-                claim=stage.claim,
-                executor=executor,
-                desc=f"generate {model}",
-                on_written=stage.recorder(keys, exact=False),
-                config_hash=stage.hash,
-                # completions, not shards: a run of one shard would sit at 0/1 until its end
-                meter=Meter("completion", {t.name: len(t.payload[0]) * config.n for t in tasks}),
-            )
-            if not part.failed:  # failed shards are named once every model has had its turn
-                stage.check_made(tasks, part, keys, exact=False)
-            report = report.merge(part)
-            made += len(tasks)
+        for k in range(len(config.models)):
+            done = sample_model(stage, prompts, config, executor, model_index=k, first_column=first_column)
+            shard_names += done.names
+            report = report.merge(done.report)
+            made += done.made
         report.raise_failed("generate", made)
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
@@ -99,6 +71,59 @@ def generate(
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
+
+
+@dataclass
+class ModelShards:
+    """One model's pass over the prompts: all its shard names, what its pool reported, and
+    how many shards it made now (0 when a resumed run had them all)."""
+
+    names: list[str]
+    report: ShardReport
+    made: int
+
+
+def sample_model(
+    stage: Stage,
+    prompts: list[Prompt],
+    config: GenerateConfig,
+    executor: ExecutorConfig,
+    *,
+    model_index: int,
+    first_column: int,
+) -> ModelShards:
+    """Make model ``model_index``'s pending shards, ``config.shard_size`` prompts each.
+
+    Model k owns columns first_column + k*n .. first_column + k*n + n-1. A shard's failure
+    is left in the report, to be named once every model has had its turn."""
+    k, model = model_index, config.models[model_index]
+    num_shards = math.ceil(len(prompts) / config.shard_size)
+    names = [shard_name(k, i) for i in range(num_shards)]
+    chunks = {name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)}
+    pending = set(stage.pending(names))
+    tasks = [
+        ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
+        for i, name in enumerate(names)
+        if name in pending
+    ]
+    # a prompt too long for the model has no rows at all
+    columns = range(first_column + k * config.n, first_column + (k + 1) * config.n)
+    keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
+    part = run_shards(
+        tasks,
+        GenerateWorkerFactory(config, k, prompts, first_column),
+        stage.dir,
+        claim=stage.claim,
+        executor=executor,
+        desc=f"generate {model}",
+        on_written=stage.recorder(keys, exact=False),
+        config_hash=stage.hash,
+        # completions, not shards: a run of one shard would sit at 0/1 until its end
+        meter=Meter("completion", {t.name: len(t.payload[0]) * config.n for t in tasks}),
+    )
+    if not part.failed:
+        stage.check_made(tasks, part, keys, exact=False)
+    return ModelShards(names, part, len(tasks))
 
 
 def shard_name(model_index: int, shard_index: int) -> str:
