@@ -232,7 +232,10 @@ def test_bad_prompt_files(tmp_path, tiny_policy, capsys, rows, patterns):
     "flags, pattern",
     [
         (["--n", "0"], "generate.n: must be between 1 and 10000, got 0"),
-        (["--temperature", "-0.5"], "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.5"),
+        (
+            ["--temperature", "-0.5"],
+            "generate.temperature: must be 0 (greedy) or a number between 1e-05 and 100, got -0.5",
+        ),
         (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
         (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
         (["--backend", "magic"], "unknown backend 'magic'"),
@@ -284,7 +287,7 @@ def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
         (["--strategy", "rso", "--beta", "0"], "select.beta: must be finite and > 0, got 0.0"),
         (["--pairs", "rso"], "select.beta: pairs rso needs beta"),
         (["--pairs", "best-of"], "select.pairs: unknown pairing 'best-of'"),
-        (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be >= 0"),
+        (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be finite and >= 0"),
     ],
 )
 def test_bad_select_options(workdir, tiny_policy, capsys, flags, pattern):

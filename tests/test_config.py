@@ -6,8 +6,11 @@ from dataclasses import asdict
 
 import pytest
 
-from winnow.config import GenerateConfig, SelectConfig, build, config_hash, load_yaml
+from winnow.config import GenerateConfig, SelectConfig
 from winnow.errors import WinnowError
+from winnow.generate.contract import sampling_of
+from winnow.records import config_hash
+from winnow.settings import build, load_yaml
 
 # ---------------------------------------------------------------- GenerateConfig
 
@@ -21,7 +24,7 @@ def test_defaults_are_valid():
     "field, value, message",
     [
         ("n", 0, "generate.n: must be between 1 and 10000, got 0"),
-        ("temperature", -0.1, "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.1"),
+        ("temperature", -0.1, "generate.temperature: must be 0 (greedy) or a number between 1e-05 and 100, got -0.1"),
         ("top_p", 0.0, "generate.top_p: must be in (0, 1], got 0.0"),
         ("top_p", 1.5, "generate.top_p: must be in (0, 1], got 1.5"),
         ("backend", "tgi", "generate.backend: unknown backend 'tgi'"),
@@ -183,12 +186,12 @@ def test_a_backend_refuses_by_name_the_sampling_fields_it_cannot_honour(monkeypa
     from winnow import generate
 
     monkeypatch.setitem(generate.BACKENDS, "hf", frozenset({"min_p"}))
-    GenerateConfig(min_p=0.1).validate()  # honoured: accepted
+    sampling_of(GenerateConfig(min_p=0.1))  # honoured: accepted
     with pytest.raises(WinnowError, match=r"generate.stop: backend 'hf' does not support stop \(got \('###',\)\)"):
-        GenerateConfig(stop=["###"]).validate()
+        sampling_of(GenerateConfig(stop=["###"]))
     with pytest.raises(WinnowError, match=r"generate\.repetition_penalty: backend 'hf' does not support"):
-        GenerateConfig(repetition_penalty=1.3).validate()
-    GenerateConfig(repetition_penalty=1.0, stop=[]).validate()  # neutral values are not "asked for"
+        sampling_of(GenerateConfig(repetition_penalty=1.3))
+    sampling_of(GenerateConfig(repetition_penalty=1.0, stop=[]))  # neutral values are not "asked for"
 
 
 def test_vllm_engine_options_are_accepted_for_vllm_and_checked():

@@ -17,16 +17,18 @@ from winnow.config import (
     SelectConfig,
     ServeConfig,
     TrainConfig,
-    build,
-    load_yaml,
 )
 from winnow.errors import WinnowError
+from winnow.generate.contract import sampling_of
+from winnow.remote import generate_client, upstream_client
+from winnow.settings import build, load_yaml
 
 inf, nan = math.inf, math.nan
 OPENAI = {"backend": "openai", "base_url": "http://127.0.0.1:1/v1"}
 SEED_MSG = "must be between 0 and 2**63 - 1, got {}"
 DTYPE_MSG = "must be one of auto, float32, bfloat16, float16, got {!r}"
 DEVICE_MSG = "must be auto, cpu, mps, cuda or cuda:N, got {!r}"
+TEMPERATURE_MSG = "must be 0 (greedy) or a number between 1e-05 and 100, got {}"
 
 
 def gen(**kw):
@@ -52,12 +54,15 @@ BAD = [
     (gen(backend="magic"), "generate.backend: unknown backend 'magic' (choose from hf, openai, vllm)"),
     (gen(n=0), "generate.n: must be between 1 and 10000, got 0"),
     (gen(n=10_001), "generate.n: must be between 1 and 10000, got 10001"),
-    (gen(temperature=9e-6), "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got 9e-06"),
-    (gen(temperature=inf), "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got inf"),
-    (gen(temperature=-1.0), "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -1.0"),
+    (gen(temperature=9e-6), "generate.temperature: " + TEMPERATURE_MSG.format(9e-06)),
+    (gen(temperature=inf), "generate.temperature: " + TEMPERATURE_MSG.format(inf)),
+    (gen(temperature=-1.0), "generate.temperature: " + TEMPERATURE_MSG.format(-1.0)),
+    (gen(temperature=100.5), "generate.temperature: " + TEMPERATURE_MSG.format(100.5)),
+    (gen(top_k=2**31 + 1), "generate.top_k: must be between 0 and 2147483648, got 2147483649"),
+    (gen(endpoint="responses"), "generate.endpoint: must be one of auto, chat, completions, got 'responses'"),
     (gen(top_p=0.0), "generate.top_p: must be in (0, 1], got 0.0"),
     (gen(top_p=1.01), "generate.top_p: must be in (0, 1], got 1.01"),
-    (gen(top_k=-1), "generate.top_k: must be >= 0, got -1"),
+    (gen(top_k=-1), "generate.top_k: must be between 0 and 2147483648, got -1"),
     (gen(min_p=-0.1), "generate.min_p: must be in [0, 1), got -0.1"),
     (gen(min_p=1.0), "generate.min_p: must be in [0, 1), got 1.0"),
     (gen(repetition_penalty=0.0), "generate.repetition_penalty: must be between 0.01 and 100 (1 = off), got 0.0"),
@@ -72,14 +77,14 @@ BAD = [
     (gen(device="gpu"), "generate.device: " + DEVICE_MSG.format("gpu")),
     (gen(device="cuda:"), "generate.device: " + DEVICE_MSG.format("cuda:")),
     (gen(dtype="fp8"), "generate.dtype: " + DTYPE_MSG.format("fp8")),
-    (gen(backend="vllm", tensor_parallel_size=0), "generate.tensor_parallel_size: must be >= 1"),
+    (gen(backend="vllm", tensor_parallel_size=0), "generate.tensor_parallel_size: must be >= 1, got 0"),
     (gen(backend="vllm", gpu_memory_utilization=0.0), "generate.gpu_memory_utilization: must be in (0, 1], got 0.0"),
     (gen(backend="vllm", gpu_memory_utilization=1.5), "generate.gpu_memory_utilization: must be in (0, 1], got 1.5"),
-    (gen(backend="vllm", max_model_len=0), "generate.max_model_len: must be >= 1"),
+    (gen(backend="vllm", max_model_len=0), "generate.max_model_len: must be >= 1, got 0"),
     (gen(tensor_parallel_size=2), "generate.tensor_parallel_size: only the vllm backend takes it (got 2)"),
     (gen(gpu_memory_utilization=0.5), "generate.gpu_memory_utilization: only the vllm backend takes it (got 0.5)"),
     (gen(max_model_len=64), "generate.max_model_len: only the vllm backend takes it (got 64)"),
-    (gen(long_prompts="truncate"), "generate.long_prompts: must be one of ('error', 'skip'), got 'truncate'"),
+    (gen(long_prompts="truncate"), "generate.long_prompts: must be one of error, skip, got 'truncate'"),
     (ScoreConfig(reward_fn=None), "score.reward_fn: set reward_fn, reward_model or reward_judge"),
     (
         ScoreConfig(reward_judge="http://j/v1"),
@@ -145,8 +150,8 @@ BAD = [
     (SelectConfig(beta=0.0), "select.beta: must be finite and > 0, got 0.0"),
     (SelectConfig(beta=inf), "select.beta: must be finite and > 0, got inf"),
     (SelectConfig(pair_k=1), "select.pair_k: must be >= 2, got 1"),
-    (SelectConfig(min_margin=-0.1), "select.min_margin: must be >= 0, got -0.1"),
-    (SelectConfig(min_margin=inf), "select.min_margin: must be >= 0, got inf"),
+    (SelectConfig(min_margin=-0.1), "select.min_margin: must be finite and >= 0, got -0.1"),
+    (SelectConfig(min_margin=inf), "select.min_margin: must be finite and >= 0, got inf"),
     (SelectConfig(seed=2**63), "select.seed: " + SEED_MSG.format(2**63)),
     (TrainConfig(learning_rate=0.0), "sft.learning_rate: must be finite and > 0, got 0.0"),
     (TrainConfig(learning_rate=inf), "sft.learning_rate: must be finite and > 0, got inf"),
@@ -161,8 +166,8 @@ BAD = [
     (TrainConfig(batch_size=10**20), "sft.batch_size: must be between 1 and 1048576, got 100000000000000000000"),
     (TrainConfig(max_length=7), "sft.max_length: must be >= 8, got 7"),
     (RoundsConfig(count=0), "rounds.count: must be >= 1, got 0"),
-    (RoundsConfig(pool="some"), "rounds.pool: must be one of ('all', 'latest'), got 'some'"),
-    (RoundsConfig(sft_from="best"), "rounds.sft_from: must be one of ('start', 'previous'), got 'best'"),
+    (RoundsConfig(pool="some"), "rounds.pool: must be one of all, latest, got 'some'"),
+    (RoundsConfig(sft_from="best"), "rounds.sft_from: must be one of start, previous, got 'best'"),
     (DpoConfig(beta=0.0), "dpo.beta: must be finite and > 0, got 0.0"),
     (DpoConfig(beta=inf), "dpo.beta: must be finite and > 0, got inf"),
     (DpoConfig(dtype="x"), "dpo.dtype: " + DTYPE_MSG.format("x")),
@@ -174,25 +179,26 @@ BAD = [
     (DpoConfig(max_length=7), "dpo.max_length: must be >= 8, got 7"),
     (ServeConfig(backend="magic"), "serve.backend: unknown backend 'magic' (choose from hf, openai, vllm)"),
     (ServeConfig(backend="openai"), "serve.base_url: backend 'openai' needs the upstream server's URL (--base-url)"),
-    (ServeConfig(port=-1), "serve.port: must be a port number, got -1"),
-    (ServeConfig(port=65536), "serve.port: must be a port number, got 65536"),
+    (ServeConfig(port=-1), "serve.port: must be between 0 and 65535, got -1"),
+    (ServeConfig(port=65536), "serve.port: must be between 0 and 65535, got 65536"),
     *[
-        (ServeConfig(**{name: 0}), f"serve.{name}: must be >= 1, got 0")
-        for name in (
-            "batch_size",
-            "max_best_of",
-            "max_n",
-            "max_tokens",
-            "max_prompt_tokens",
-            "max_body_bytes",
-            "max_batch_prompts",
-            "max_queue",
-            "retry_after_s",
-        )
+        (ServeConfig(**{name: 0}), f"serve.{name}: must be between 1 and {high}, got 0")
+        for name, high in [
+            ("batch_size", 4096),
+            ("max_best_of", 1024),
+            ("max_n", 1024),
+            ("max_tokens", 1048576),
+            ("max_prompt_tokens", 4194304),
+            ("max_body_bytes", 1073741824),
+            ("max_batch_prompts", 4096),
+            ("max_queue", 1048576),
+            ("retry_after_s", 3600),
+        ]
     ],
-    (ServeConfig(best_of=0), "serve.best_of: must be >= 1, got 0"),
-    (ServeConfig(default_max_tokens=0), "serve.default_max_tokens: must be >= 1, got 0"),
-    (ServeConfig(batch_window_ms=-1.0), "serve.batch_window_ms: must be >= 0, got -1.0"),
+    (ServeConfig(best_of=0), "serve.best_of: must be between 1 and 1024, got 0"),
+    (ServeConfig(default_max_tokens=0), "serve.default_max_tokens: must be between 1 and 1048576, got 0"),
+    (ServeConfig(batch_window_ms=-1.0), "serve.batch_window_ms: must be between 0 and 10000, got -1.0"),
+    (ServeConfig(keepalive_s=0.001), "serve.keepalive_s: must be between 0.01 and 300, got 0.001"),
     (ServeConfig(best_of=17), "serve.best_of: must be <= max_best_of (16)"),
     (ServeConfig(default_max_tokens=513), "serve.default_max_tokens: must be <= max_tokens (512)"),
 ]
@@ -202,6 +208,7 @@ GOOD = [
     judge(judge_concurrency=1, judge_request_timeout=0.001, judge_max_retries=0, judge_retry_backoff=0),
     gen(**OPENAI, concurrency=1, request_timeout=0.001, max_retries=0, retry_backoff=0.0),
     gen(n=1, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0, max_new_tokens=1, batch_size=1, shard_size=1),
+    gen(temperature=100.0, top_k=2**31, endpoint="completions"),
     gen(n=10_000, temperature=1e-5, top_p=1e-9, min_p=0.999, repetition_penalty=1e-2, seed=2**63 - 1),
     gen(seed=0, device="cuda:12", dtype="bfloat16", stop=["\n"]),
     gen(device="mps"),
@@ -254,9 +261,9 @@ def test_boundary_value_is_accepted(config):
 
 
 def test_client_settings_only_for_the_openai_backend():
-    assert gen().client_settings() is None and gen(backend="openai").client_settings() is None
+    assert generate_client(gen()) is None and generate_client(gen(backend="openai")) is None
     s = gen(**OPENAI, api_key_env="KEY", concurrency=3, request_timeout=9.0, max_retries=2, retry_backoff=2.5)
-    c = s.client_settings()
+    c = generate_client(s)
     assert (c.base_url, c.api_key_env, c.concurrency, c.timeout, c.max_retries, c.backoff) == (
         "http://127.0.0.1:1/v1",
         "KEY",
@@ -265,14 +272,14 @@ def test_client_settings_only_for_the_openai_backend():
         2,
         2.5,
     )
-    assert ServeConfig().client_settings() is None and ServeConfig(backend="openai").client_settings() is None
-    u = ServeConfig(backend="openai", base_url="http://u/v1", upstream_api_key_env="UP").client_settings()
+    assert upstream_client(ServeConfig()) is None and upstream_client(ServeConfig(backend="openai")) is None
+    u = upstream_client(ServeConfig(backend="openai", base_url="http://u/v1", upstream_api_key_env="UP"))
     assert (u.base_url, u.api_key_env) == ("http://u/v1", "UP")
 
 
 def test_sampling_and_engine_carry_every_field():
     g = gen(n=3, temperature=0.5, top_p=0.9, top_k=7, max_new_tokens=11, min_p=0.1, repetition_penalty=1.2, stop=["a"])
-    s = g.sampling()
+    s = sampling_of(g)
     assert (s.n, s.temperature, s.top_p, s.top_k, s.max_new_tokens, s.min_p, s.repetition_penalty, s.stop) == (
         3,
         0.5,

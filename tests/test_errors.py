@@ -60,7 +60,7 @@ def test_tiny_temperature_is_refused(workdir, tiny_policy, capsys, value):
     fails(
         gen_args(workdir, tiny_policy, "--temperature", value),
         capsys,
-        f"generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got {float(value)}",
+        f"generate.temperature: must be 0 (greedy) or a number between 1e-05 and 100, got {float(value)}",
         error_last=True,
     )
     assert not (workdir / "run").exists()

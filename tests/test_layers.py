@@ -3,6 +3,8 @@ orchestration above it, a backend or an executor never imports the package that 
 to it, and the bottom layer (``config``, ``answers``, ``loader``) imports nothing above it."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ WINNOW = Path(__file__).resolve().parent.parent / "winnow"
 
 NEVER = [
     ("stages/*.py", "winnow.adaptive", "whether a score is put together from adaptive steps is the pipeline's choice"),
-    ("config.py", "winnow.executors", "the executors are configured by config, not the other way"),
+    ("config/*.py", "winnow.executors", "the executors are configured by config, not the other way"),
     ("answers.py", "winnow.rewards", "an extractor is loaded by winnow.loader"),
     ("loader.py", "winnow.rewards", "the loader is at the bottom"),
 ]
@@ -78,3 +80,25 @@ def test_the_suite_runs_the_doctests_of_every_module():
 
     options = tomllib.loads((WINNOW.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "winnow" in options["testpaths"] and "--doctest-modules" in options["addopts"].split()
+
+
+BELOW_CONFIG = ("winnow.errors", "winnow.records")
+"""All of winnow that configuration may import: it is the bottom layer the rest is configured from."""
+
+
+def test_config_imports_nothing_above_errors_and_records():
+    found = [
+        f"{path.relative_to(WINNOW.parent)}:{line}: {module}"
+        for path in sorted((WINNOW / "config").glob("*.py"))
+        for line, module, _ in imports(path)
+        if module.startswith("winnow") and module not in BELOW_CONFIG and not module.startswith("winnow.config")
+    ]
+    assert found == []
+    code = "import sys, winnow.config; print(sorted(m for m in sys.modules if m.startswith('winnow')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    above = [
+        m
+        for m in ast.literal_eval(loaded)
+        if m != "winnow" and m not in BELOW_CONFIG and not m.startswith("winnow.config")
+    ]
+    assert above == []

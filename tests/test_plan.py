@@ -12,7 +12,8 @@ import pytest
 from helpers import ADAPTIVE_SCRIPT, tree_digest, write_jsonl
 
 import winnow
-from winnow.cli import main, parser
+from winnow.cli import main
+from winnow.cli_options import parser
 
 REWARDS = """
 def score(prompts, completions, **kw):

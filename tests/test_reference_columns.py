@@ -14,11 +14,11 @@ from helpers import fake_generate, read_rows, write_jsonl
 
 from winnow import stages
 from winnow.cli import main
-from winnow.config import ScoreConfig, SelectConfig, TrainConfig, config_hash
+from winnow.config import ScoreConfig, SelectConfig, TrainConfig
 from winnow.errors import WinnowError
 from winnow.executors import ShardTask
 from winnow.prompts import load_prompts
-from winnow.records import Prompt
+from winnow.records import Prompt, config_hash
 from winnow.rewards.apply import _POOLS
 from winnow.sft import sft, strip_reasoning
 from winnow.stages.score import ScoreWorker
@@ -375,8 +375,8 @@ def test_verified_run_end_to_end(tmp_path, tiny_policy, capsys):
 
 
 def test_score_options_from_yaml_and_flags(tmp_path):
-    from winnow.cli import parser
-    from winnow.config import build, load_yaml
+    from winnow.cli_options import parser
+    from winnow.settings import build, load_yaml
 
     path = tmp_path / "c.yaml"
     path.write_text(

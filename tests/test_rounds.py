@@ -114,7 +114,7 @@ def test_round_options_without_rounds_are_refused(tmp_path, prompts, tiny_policy
     argv[argv.index("--pool") + 1] = "everything"
     argv += ["--rounds", "2"]
     assert main(argv) == 2
-    assert "rounds.pool: must be one of ('all', 'latest'), got 'everything'" in capsys.readouterr().err
+    assert "rounds.pool: must be one of all, latest, got 'everything'" in capsys.readouterr().err
 
 
 def test_rounds_run_killed_mid_round_two_resumes_to_identical_files(

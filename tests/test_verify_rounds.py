@@ -8,7 +8,7 @@ import pytest
 from helpers import rounds_cmd, write_jsonl
 
 from winnow.cli import main
-from winnow.config import config_hash
+from winnow.records import config_hash
 
 
 @pytest.fixture(scope="module")

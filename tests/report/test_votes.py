@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -112,3 +113,76 @@ def test_a_class_with_too_many_distinct_totals_is_estimated(monkeypatch):
     rows, estimated = vote_rows(answers, passed, [1, 8], weights=rng.random((1, 8)))
     assert estimated.tolist() == [True]
     assert rows[0, 0] == pytest.approx(0.75, abs=0.05)
+
+
+def test_votes_group_by_equal_in_vote_rows_too():
+    # "1" and "01" are one answer under equal, and it passes; apart, the failing "2" that came first wins
+    answers, passed = [["2", "1", "01"]], np.array([[0, 1, 1]], dtype=bool)
+    same = {"equal": lambda a, b: int(a) == int(b)}
+    assert vote_at_k(answers, passed, [3]).tolist() == [0.0]
+    assert vote_at_k(answers, passed, [3], **same).tolist() == [1.0]
+    assert vote_rows(answers, passed, [3], **same)[0].tolist() == [[1.0]]
+    weights = np.array([[0.9, 0.5, 0.5]])  # 1 weighs 1.0 together, 0.5 apart
+    assert vote_rows(answers, passed, [3], weights=weights)[0].tolist() == [[0.0]]
+    assert vote_rows(answers, passed, [3], weights=weights, **same)[0].tolist() == [[1.0]]
+
+
+def test_no_prompts_and_empty_rows():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no mean of an empty slice
+        none = vote_at_k([], np.zeros((0, 0), dtype=bool), [1, 2])
+    assert none.shape == (2,) and np.isnan(none).all()
+    rows, estimated = vote_rows([[]], np.zeros((1, 0), dtype=bool), [], weights=np.zeros((1, 0)))
+    assert rows.shape == (1, 0) and estimated.tolist() == [False] and estimated.dtype == bool
+    assert vote_rows([[]], np.zeros((1, 0), dtype=bool), [])[1].tolist() == [False]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_estimated_votes_over_the_whole_row_are_the_row_vote(monkeypatch, seed):
+    """k = N: every random subset is the whole row, so the estimate is exact."""
+    monkeypatch.setattr(votes, "MAX_CELLS", 1)  # every prompt estimated
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(2, 7))
+    answers, passed, weights = random_case(rng, n)
+    maj, est_m = vote_rows([answers], passed[None], [n], draws=5)
+    wtd, est_w = vote_rows([answers], passed[None], [n], weights=weights[None], draws=5)
+    assert est_m.tolist() == est_w.tolist() == [True] and est_m.dtype == bool
+    assert maj.tolist() == [[brute(answers, passed, n)]]
+    assert wtd.tolist() == [[brute(answers, passed, n, list(weights))]]
+
+
+def test_estimated_votes_skip_draws_without_a_voter_and_follow_draws_and_seed(monkeypatch):
+    monkeypatch.setattr(votes, "MAX_CELLS", 1)
+    answers, passed = [[None, "a"]], np.array([[0, 1]], dtype=bool)  # maj@1 is 1/2
+    rows, _ = vote_rows(answers, passed, [1])
+    assert rows[0, 0] == pytest.approx(0.5, abs=0.15)
+    assert rows.tolist() == vote_rows(answers, passed, [1], draws=200, seed=0)[0].tolist()
+    assert rows.tolist() != vote_rows(answers, passed, [1], draws=201)[0].tolist()
+    # whole-row votes: with replacement a draw could repeat a sample and miss another
+    answers, passed = [["a", "b", "b"]], np.array([[1, 0, 0]], dtype=bool)
+    assert vote_rows(answers, passed, [3])[0].tolist() == [[0.0]]
+
+
+def test_an_infinite_reward_is_estimated():
+    answers, passed = [["a", "b"]], np.array([[1, 0]], dtype=bool)
+    rows, estimated = vote_rows(answers, passed, [2], weights=np.array([[np.inf, 1.0]]))
+    assert estimated.tolist() == [True] and rows.tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize(
+    ("answers", "weights", "cells"),
+    [
+        (["a", "a"], None, 24),  # one class of 2: 3 sizes x 2 totals x 2 positions x 2
+        (["a"], None, 4),  # one class of 1: 2 sizes x 1 total x 1 position x 2
+        (["a", "a", "b"], [0.25, 0.25, 1.0], 36),  # class a: 3 sizes x 3 totals (1, 2, 4 quarters) x 2 x 2
+    ],
+)
+def test_a_prompt_is_counted_exactly_up_to_max_cells(monkeypatch, answers, weights, cells):
+    passed = np.array([[True] + [False] * (len(answers) - 1)])
+    w = None if weights is None else np.array([weights])
+    monkeypatch.setattr(votes, "MAX_CELLS", cells)
+    rows, estimated = vote_rows([answers], passed, [1], weights=w)
+    assert estimated.tolist() == [False]
+    assert rows[0, 0] == pytest.approx(1 / len(answers), abs=1e-15)
+    monkeypatch.setattr(votes, "MAX_CELLS", cells - 1)
+    assert vote_rows([answers], passed, [1], weights=w)[1].tolist() == [True]

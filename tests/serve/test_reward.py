@@ -18,9 +18,10 @@ import pytest
 from helpers import write_jsonl
 from serving import FakeServer, serve_process, wait_healthy
 
-from winnow import cli
-from winnow.config import ScoreConfig, field_docs
+from winnow import cli, cli_options
+from winnow.config import ScoreConfig
 from winnow.serve.reward import REFUSED, REWARD_TIMEOUT_S
+from winnow.settings import field_docs
 
 REWARD = """
 import threading
@@ -118,7 +119,7 @@ def test_serve_refuses_score_options_it_cannot_apply(flags, line, monkeypatch, c
 
 def test_serve_help_lists_the_score_options_it_applies_and_one_time_limit(capsys):
     with pytest.raises(SystemExit):
-        cli.parser().parse_args(["serve", "--help"])
+        cli_options.parser().parse_args(["serve", "--help"])
     text = capsys.readouterr().out
     listed = re.findall(r"^  (--[a-z-]+)", text, re.M)  # the options as listed under their groups
     assert listed.count("--reward-timeout") == 1 and "--reward-timeout-s" not in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import signal
 import socket
@@ -18,7 +19,8 @@ from helpers import wait_for
 from serving import counted, free_port, serve_in_thread, serve_process, wait_healthy
 
 from winnow import cli
-from winnow.config import SERVE_BOUNDS, ScoreConfig, ServeConfig
+from winnow.config import ScoreConfig, ServeConfig
+from winnow.config.fields import bounds
 from winnow.errors import WinnowError
 from winnow.serve.main import build_app
 
@@ -108,9 +110,12 @@ def test_sigterm_stops_the_server_within_its_grace_with_a_wedged_reward(tiny_pol
     assert code in (0, -signal.SIGTERM)
 
 
-@pytest.mark.parametrize("name", sorted(SERVE_BOUNDS))
+NUMERIC = sorted(f.name for f in dataclasses.fields(ServeConfig) if f.type in ("int", "float") and f.name != "port")
+
+
+@pytest.mark.parametrize("name", NUMERIC)
 def test_every_serve_setting_is_bounded(name):
-    low, high = SERVE_BOUNDS[name]
+    low, high = bounds(ServeConfig, name)["ge"], bounds(ServeConfig, name)["le"]
     for bad in (math.inf, math.nan, high * 10 + 1, low - 1):
         config = ServeConfig(**{name: bad})
         with pytest.raises(WinnowError, match=f"serve.{name}"):

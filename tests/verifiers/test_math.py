@@ -128,3 +128,54 @@ def test_a_math_vote_is_bounded_off_the_main_thread(monkeypatch):
     (same, answer), took = box["result"]
     assert same is False and answer == "0.5"
     assert took < 1.0 + GRACE_S + 2.0, took
+
+
+def test_the_worker_side_reads_and_checks_in_this_process_and_off_the_main_thread():
+    # what the bounded worker runs, called here so that a change to it shows in this process;
+    # in a thread, as math-verify's own SIGALRM limit (which only the main thread may set) is off
+    import logging
+
+    from winnow.verifiers import math as verifier
+
+    box: dict = {}
+
+    def call():
+        verifier._import_math_verify()
+        box["readable"] = [verifier._readable(t) for t in ("$x^2$", "$$", "hello")]
+        box["checks"] = [verifier._check(c, "$0.5$") for c in (r"so \boxed{\frac{1}{2}}", "It is 2", "no idea")]
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(60)
+    assert box == {"readable": [True, False, False], "checks": [1.0, 0.0, None]}
+    assert logging.getLogger("math_verify").level == logging.ERROR
+
+
+@pytest.mark.parametrize(
+    ("reference", "text"),
+    [
+        (72, "72"),
+        (True, None),
+        (100.0, "100"),
+        (2.5, "2.5"),
+        (0.5, "0.5"),
+        (1e20, "100000000000000000000"),
+        ("5e-05", "0.00005"),  # numbers in exponent form: their exact decimal
+        ("1e2", "100"),
+        ("2.50e0", "2.5"),
+        ("2.0e0", "2"),
+        ("inf", "$\\infty$"),
+        ("Natalia sold 48 clips. #### 72", "$72$"),  # GSM8K: after the last ####
+        ("a #### b #### 3", "$3$"),
+        ("2*pi", "$2*\\pi$"),
+        ("x^2", "$x^2$"),  # a LaTeX mark: as it is, between $
+        ("2 and 3", "$2 \\text{and} 3$"),
+        ("2 OR 3", "$2 \\text{OR} 3$"),
+        ("12 dollars and 50 cents", None),  # words between numbers: no one number
+        ("$5", "$\\$5$"),  # a currency sign, escaped
+    ],
+)
+def test_gold_text(reference, text):
+    from winnow.verifiers.math import gold_text
+
+    assert gold_text(reference) == text

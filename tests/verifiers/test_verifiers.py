@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from winnow.cli import parser
+from winnow.cli_options import parser
 from winnow.errors import WinnowError
 from winnow.rewards import BUILTINS, call_reward, load_reward_fn
 from winnow.rewards.apply import weighted_sum
-from winnow.verifiers import Scores
+from winnow.verifiers import Scores, references
 from winnow.verifiers.choice import choice, read_choice, reference_letter
 from winnow.verifiers.exact import exact, normalise
 from winnow.verifiers.math import math as math_verifier
@@ -116,6 +116,30 @@ def test_choice_references_as_letters_or_indices():
         None,
     ]
     assert check(choice, ["(D)", "(D)"], [3, None]) == [1.0, None]
+    assert [reference_letter(r) for r in [9, 10, -1, "XB"]] == ["J", None, None, None]
+    assert check(choice, ["(A)", "(B)", "(C)"], [None, "B", "C"]) == [None, 1.0, 1.0]  # the rows after go on
+
+
+def test_choice_names_its_missing_column_and_refuses_unaligned_lists():
+    with pytest.raises(KeyError) as missing:
+        choice(["q"], ["(B)"], gold=["B"])
+    assert missing.value.args[0] == (
+        "verifier 'choice' reads the reference from column 'answer', which the prompts do not have "
+        "(columns: gold); set --reference-column"
+    )
+    with pytest.raises(ValueError, match="zip"):
+        choice(["q", "q"], ["(B)", "(C)"], answer=["B"])
+
+
+def test_choice_hedges_and_set_asides_are_looked_for_within_their_windows():
+    # a hedge counts when it ends after the statement starts, and from 64 characters before it
+    assert read_choice("A or C is correct") is None
+    assert read_choice(r"A or B\boxed{C}") == "C"  # the hedge ends where the statement starts
+    assert read_choice("A or" + " " * 61 + "C is correct") == "C"  # the hedge starts 65 back
+    assert read_choice("A or" + " " * 80 + "C is correct, not B or D") == "C"
+    # a letter is set aside by a word at most 40 characters before it
+    assert read_choice("Not (A). (B)") == "B"
+    assert read_choice("not" + " " * 38 + "(A) (B)") is None
 
 
 # ---------------------------------------------------------------- exact
@@ -145,6 +169,19 @@ def test_exact_null_and_non_string_references_follow_the_rule():
     scores = check(exact, completions, refs)
     assert scores == [1.0, 1.0, 1.0, None, None, None, None, None]
     assert scores.no_answer_at == ()
+    # digits in full, never an exponent: 1e-07 is written 0.0000001
+    assert check(exact, ["0.0000001", "1e-07"], [1e-07, 1e-07]) == [1.0, 0.0]
+
+
+def test_exact_names_its_missing_column_and_refuses_unaligned_lists():
+    with pytest.raises(KeyError) as missing:
+        exact(["q"], ["Paris"], gold=["Paris"])
+    assert missing.value.args[0] == (
+        "verifier 'exact' reads the reference from column 'answer', which the prompts do not have "
+        "(columns: gold); set --reference-column"
+    )
+    with pytest.raises(ValueError, match="zip"):
+        exact(["q", "q"], ["Paris", "Lyon"], answer=["Paris"])
 
 
 # ---------------------------------------------------------------- reasoning tags
@@ -160,6 +197,29 @@ def test_answer_after_reasoning_open_and_closed_traces():
     assert answer_after_reasoning("4", tags) is None  # no closing tag: the reasoning never ended
     assert answer_after_reasoning("<think>a</think>b<think>c", tags) is None
     assert answer_after_reasoning("[r]x[/r]y", resolve_tags(["[r]", "[/r]"])) == "y"
+    assert resolve_tags(None) is None and resolve_tags([]) is None
+    assert resolve_tags(("<r>", "</r>")) == ("<r>", "</r>")
+    assert answer_after_reasoning("a</think>b</think>c", tags) == "c"  # after the last closing tag
+    assert answer_after_reasoning("</think>", tags) == ""  # closed, with an empty answer
+
+
+def test_scores_and_the_reference_column():
+    plain = Scores([1.0, 0.0])
+    assert (plain, plain.no_answer, plain.no_answer_at) == ([1.0, 0.0], 0, None)
+    assert Scores([0.0], no_answer=1).no_answer_at is None
+    at = Scores([0.0, 0.0, 1.0], no_answer=7, no_answer_at=iter([0, 1]))  # the positions decide the count
+    assert (at.no_answer, at.no_answer_at) == (2, (0, 1))
+    assert references({"answer": ["4"], "prompt_ids": ["p"]}, "answer", "math") == ["4"]
+    with pytest.raises(KeyError) as missing:
+        references({"prompt_ids": ["p"], "sample_indices": [0], "b": [1], "a": [2]}, "gold", "math")
+    assert missing.value.args[0] == (
+        "verifier 'math' reads the reference from column 'gold', which the prompts do not have "
+        "(columns: a, b); set --reference-column"
+    )
+    with pytest.raises(KeyError, match=r"\(columns: none\)"):
+        references({}, "gold", "math")
+    with pytest.raises(KeyError, match=r"^\"verifier 'math' reads the reference from column 'answer'"):
+        math_verifier(["q"], ["1"], gold=["1"])
 
 
 # ---------------------------------------------------------------- weighted sum and the table

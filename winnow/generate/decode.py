@@ -130,19 +130,8 @@ def sample(
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
     cache = new_cache(lm, reserve=max_new_tokens)
-
-    # Prefill the B prompts once; only the last position's logits are needed.
-    ids, mask = left_pad(prompts, pad_id, device)  # (B, L)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
     fixed = _fixed_inputs(lm)
-    logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
-    seen = fill_padding(ids, mask) if penalty else None  # (B, L): the tokens the penalty looks at
-
-    # Copy each prompt's cache, mask and logits to its n samples: (B, ...) -> (B*n, ...).
-    if n > 1:
-        repeat_rows(cache, n)
-        logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        seen = seen.repeat_interleave(n, dim=0) if seen is not None else None
+    logits, mask, seen = _prefill(lm, prompts, n, pad_id, cache, fixed, penalized=penalty is not None)
     next_pos = mask.sum(-1)  # (A,) position of each active row's next token
     rows = torch.arange(len(prompts) * n, device=device)  # (A,) output row of each active row
     out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
@@ -153,12 +142,7 @@ def sample(
         active = rows.tolist()
         for row, token in zip(active, tokens.tolist(), strict=True):
             out[row].append(token)
-        if stop is not None:
-            running &= torch.tensor([not stop(out[row]) for row in active], device=device)
-        if on_step is not None:
-            go_on = on_step(active, tokens.tolist())
-            if go_on is not None:
-                running &= torch.tensor(go_on, dtype=torch.bool, device=device)
+        running = _unstopped(running, out, active, tokens, stop, on_step)
         if step == max_new_tokens - 1 or not running.any():
             break
         if not running.all():  # drop finished rows from the cache and the batch
@@ -171,6 +155,41 @@ def sample(
         logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
         next_pos = next_pos + 1
     return out
+
+
+def _unstopped(
+    running: torch.Tensor, out: list[list[int]], active: list[int], tokens: torch.Tensor, stop, on_step
+) -> torch.Tensor:
+    """``running`` (A,) less the rows whose text now holds a stop string (``stop``) and those
+    ``on_step`` ends. active: the output row of each of the A rows; tokens (A,): this step's."""
+    if stop is not None:
+        running &= torch.tensor([not stop(out[row]) for row in active], device=running.device)
+    if on_step is not None:
+        go_on = on_step(active, tokens.tolist())
+        if go_on is not None:
+            running &= torch.tensor(go_on, dtype=torch.bool, device=running.device)
+    return running
+
+
+def _prefill(
+    lm, prompts: list[list[int]], n: int, pad_id: int, cache: Cache, fixed: dict, *, penalized: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Prefill the B prompts once into ``cache`` (only the last position's logits are
+    needed), then copy each prompt's cache, mask and logits to its n samples.
+
+    Returns logits (B*n, V), attention mask (B*n, L) and, when ``penalized``, the tokens the
+    repetition penalty looks at (B*n, L; padding filled), else None. Row b*n + j is sample j
+    of prompt b.
+    """
+    ids, mask = left_pad(prompts, pad_id, lm.device)  # (B, L)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, L): padding does not shift positions
+    logits = _forward(lm, ids, mask, positions, cache, fixed, first=True)  # (B, V)
+    seen = fill_padding(ids, mask) if penalized else None  # (B, L)
+    if n > 1:  # (B, ...) -> (B*n, ...)
+        repeat_rows(cache, n)
+        logits, mask = logits.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        seen = seen.repeat_interleave(n, dim=0) if seen is not None else None
+    return logits, mask, seen
 
 
 def _forward(lm, ids, mask, positions, cache: Cache, fixed: dict, *, first: bool) -> torch.Tensor:

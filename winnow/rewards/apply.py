@@ -194,10 +194,11 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
         )
         return Part(spec, rm, config.shard_size)
     if kind == "judge":
+        from winnow.remote import judge_client
         from winnow.rewards.judge import JudgeReward  # the openai client: only when asked for
 
         judge = JudgeReward(
-            config.judge_settings(),
+            judge_client(config),
             model=config.judge_model or "",
             rubric=config.judge_rubric,
         )

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from winnow.config import REWARD_PREFIX_SHARING
+from winnow.config.fields import REWARD_PREFIX_SHARING
 from winnow.errors import WinnowError
 from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.rewards import packed as pk
