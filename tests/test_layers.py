@@ -159,3 +159,38 @@ def test_no_import_cycle_even_through_imports_inside_functions():
     graph = module_graph()
     assert len(graph) > 90 and "winnow.executors.ray" in graph["winnow.executors"]  # function-level, seen
     assert cycles(graph) == []
+
+
+def diagram_layers() -> list[list[str]]:
+    """The layering diagram in CONTRIBUTING.md, highest line first: each line's modules as
+    dotted names (``stages/`` the package and all in it, ``demo*`` each module so named)."""
+    text = (WINNOW.parent / "CONTRIBUTING.md").read_text().split("## Layering", 1)[1]
+    block = text.split("```", 2)[1].strip().splitlines()
+    return [[name.strip() for name in line.split("  ", 1)[0].split(",")] for line in block]
+
+
+def layer_of(module: str, layers: list[list[str]]) -> int:
+    """The index of the diagram line that holds ``module`` (0 = the top line)."""
+    rest = module.removeprefix("winnow.") if module != "winnow" else "__init__"
+    for i, names in enumerate(layers):
+        for name in names:
+            if name.endswith("/") and (rest == name[:-1] or rest.startswith(name[:-1] + ".")):
+                return i
+            if name.endswith("*") and rest.startswith(name[:-1]) or rest == name:
+                return i
+    raise AssertionError(f"{module} stands on no line of CONTRIBUTING.md's layering diagram")
+
+
+def test_the_layering_diagram_holds():
+    """No module imports one on a higher line of the diagram (the package's face, which
+    only hands names on lazily, stands above everything and is left out)."""
+    layers = diagram_layers()
+    graph = module_graph()
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        if module != "winnow"
+        for target in sorted(targets)
+        if layer_of(target, layers) < layer_of(module, layers)
+    ]
+    assert upward == []
