@@ -176,7 +176,7 @@ def layer_of(module: str, layers: list[list[str]]) -> int:
         for name in names:
             if name.endswith("/") and (rest == name[:-1] or rest.startswith(name[:-1] + ".")):
                 return i
-            if name.endswith("*") and rest.startswith(name[:-1]) or rest == name:
+            if (name.endswith("*") and rest.startswith(name[:-1])) or rest == name:
                 return i
     raise AssertionError(f"{module} stands on no line of CONTRIBUTING.md's layering diagram")
 
