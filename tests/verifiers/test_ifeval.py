@@ -315,3 +315,20 @@ def test_a_prompts_file_without_ifevals_columns_through_winnow_score(tmp_path, t
         "winnow: error: reward function 'ifeval': ifeval: no prompt has a column 'instruction_id_list' "
         "(IFEval's schema: instruction_id_list and kwargs)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (["a"], '["a"] (a list)'),
+        ({"k": 1}, '{"k": 1} (an object)'),
+        ("é", '"é" (a string)'),  # as the file holds it, not escaped
+        ({1}, "{1} (set)"),  # no JSON for it: its repr and its type's name
+        ("x" * 58, '"' + "x" * 58 + '" (a string)'),  # 60 characters: whole
+        ("x" * 59, '"' + "x" * 56 + "... (a string)"),  # 61: cut to 57 and "..."
+    ],
+)
+def test_a_value_is_shown_as_its_file_holds_it_with_its_kind(value, shown):
+    from winnow.verifiers.ifeval import _shown
+
+    assert _shown(value) == shown
