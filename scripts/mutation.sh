@@ -60,7 +60,7 @@ declare -A tests=(
     --deselect=tests/verifiers/test_math.py::test_every_case_gets_its_known_verdict"
   [text]="tests/verifiers/test_text.py tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
     --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"
-  [sentences]="tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
+  [sentences]="tests/verifiers/test_sentences.py winnow/verifiers/sentences.py tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
     --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"
   [ifeval]="tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
     --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"

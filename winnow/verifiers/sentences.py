@@ -62,11 +62,10 @@ _PUNCTUATION = tuple(";:,.!?")
 
 @dataclass
 class _Token:
-    """One word token of punkt, with its annotations (nltk's PunktToken)."""
+    """One word token of punkt, with its annotations (nltk's PunktToken, less the line and
+    paragraph starts that only its training reads)."""
 
     tok: str
-    parastart: bool = False
-    linestart: bool = False
     sentbreak: bool = False
     abbr: bool = False
     ellipsis: bool = False
@@ -115,18 +114,9 @@ def _english() -> _Tables:
 
 
 def _word_tokens(text: str) -> Iterator[_Token]:
-    """Punkt's word tokens of ``text``, marked at the start of each line and paragraph."""
-    parastart = False
+    """Punkt's word tokens of ``text``, line by line as nltk takes them."""
     for line in text.split("\n"):
-        if not line.strip():
-            parastart = True
-            continue
-        words = _WORD_TOKENIZER.findall(line)
-        if not words:
-            continue
-        yield _Token(words[0], parastart=parastart, linestart=True)
-        parastart = False
-        for word in words[1:]:
+        for word in _WORD_TOKENIZER.findall(line):
             yield _Token(word)
 
 
@@ -158,14 +148,18 @@ def _ortho_heuristic(token: _Token, tables: _Tables) -> bool | None:
 
 
 def _second_pass(token: _Token, following: _Token | None, tables: _Tables) -> None:
-    """Revise a period-final token's annotation from the token after it (section 4 of the paper)."""
+    """Revise a period-final token's annotation from the token after it (section 4 of the paper).
+
+    Where nltk takes a break back it also marks the token an abbreviation; nothing after
+    this pass reads that mark, so only the break is taken back here.
+    """
     if following is None or not token.period_final:
         return
     typ = token.type_no_period
     next_typ = following.type_no_sentperiod
     is_initial = bool(_INITIAL.match(token.tok))
     if (typ, next_typ) in tables.collocations:
-        token.sentbreak, token.abbr = False, True
+        token.sentbreak = False
         return
     if (token.abbr or token.ellipsis) and not is_initial:
         if _ortho_heuristic(following, tables) is True:
@@ -177,7 +171,7 @@ def _second_pass(token: _Token, following: _Token | None, tables: _Tables) -> No
     if is_initial or typ == "##number##":
         starts = _ortho_heuristic(following, tables)
         if starts is False:
-            token.sentbreak, token.abbr = False, True
+            token.sentbreak = False
             return
         if (
             starts is None
@@ -185,7 +179,7 @@ def _second_pass(token: _Token, following: _Token | None, tables: _Tables) -> No
             and following.first_upper
             and not (tables.ortho_context.get(next_typ, 0) & _LC)
         ):
-            token.sentbreak, token.abbr = False, True
+            token.sentbreak = False
 
 
 def _contains_sentbreak(context: str, tables: _Tables) -> bool:
