@@ -229,7 +229,7 @@ def test_bad_options_are_refused_before_anything_is_read(flags, message, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, tiny_policy) -> Path:
+def real_run(tmp_path_factory, tiny_policy, one_thread) -> Path:
     """generate, score (length), select with pairs and sft, on prompts with a reference column."""
     d = tmp_path_factory.mktemp("real")
     write_jsonl(d / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"say {i}", "answer": str(i)} for i in range(3)])
