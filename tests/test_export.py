@@ -162,6 +162,7 @@ def test_a_current_report_is_in_the_card_with_its_plots_and_a_stale_one_is_not(h
         ("non-empty --to", "--to {out}: exists and is not an empty folder; give a new folder (nothing was written)"),
         ("damaged shard", "{run}/generate/shard-m0-00000.jsonl: content differs from the manifest (sha256)"),
         ("rounds folder", "{run}: a --rounds run; export one round's folder, such as {run}/round-1"),
+        ("--to in a stage", "--to {out}: inside the run's stage folder {run}/select; give a folder outside it"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_nothing_written(case, message, hand_run, tmp_path, capsys):
@@ -179,14 +180,16 @@ def test_bad_input_is_one_line_and_leaves_nothing_written(case, message, hand_ru
     elif case == "damaged shard":  # found while the Parquet files are being written: none may remain
         shard = run / "generate" / "shard-m0-00000.jsonl"
         shard.write_text(shard.read_text().replace("good day", "GOOD DAY"))
+    elif case == "--to in a stage":
+        out = run / "select" / "published"
     elif case == "rounds folder":
         run = tmp_path / "rounds"
         shutil.copytree(hand_run, run / "round-1")
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     argv = ["export", str(run), "--to", str(out)] + (["--all-scored"] if case == "damaged shard" else [])
     err = fails(argv, capsys, message.format(run=run, out=out), one_error=True)
     assert len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no DIR, no temp folder beside it
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # no DIR, no temp folder
     if case == "non-empty --to":
         assert [p.name for p in out.iterdir()] == ["mine.txt"]
 

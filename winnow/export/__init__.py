@@ -39,7 +39,7 @@ def export_run(run_dir: str | Path, to: str | Path, config: ExportConfig) -> dic
     config.validate()
     run_dir, to = Path(run_dir), Path(to)
     check_run_dir(run_dir)
-    check_target(to)
+    check_target(to, run_dir)
     if config.model_card:
         from winnow.export.model import write_model
 
@@ -72,10 +72,16 @@ def check_run_dir(run_dir: Path) -> None:
             )
 
 
-def check_target(to: Path) -> None:
-    """``--to`` must be a new folder, or an empty one: an export never overwrites."""
+def check_target(to: Path, run_dir: Path) -> None:
+    """``--to`` must be a new folder, or an empty one, outside the run's stage folders: an
+    export never overwrites, and never adds a file a stage's manifest does not record."""
     if to.exists() and not (to.is_dir() and not any(to.iterdir())):
         raise WinnowError(f"--to {to}: exists and is not an empty folder; give a new folder (nothing was written)")
+    target = to.resolve()
+    for stage in (*READ, *TRAINED, "report"):
+        folder = (run_dir / stage).resolve()
+        if target == folder or folder in target.parents:
+            raise WinnowError(f"--to {to}: inside the run's stage folder {run_dir / stage}; give a folder outside it")
 
 
 def finished(run_dir: Path, stages: tuple[str, ...]) -> dict[str, dict]:
