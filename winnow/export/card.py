@@ -118,15 +118,22 @@ def summary(manifests: dict[str, dict]) -> str:
 
 
 def reward_of(score: dict) -> str:
-    """The reward as the score config names it: functions, reward model, judge, weights."""
-    parts = [f"`{fn}`" for fn in ([score["reward_fn"]] if isinstance(score.get("reward_fn"), str) else [])]
-    parts += [f"`{fn}`" for fn in score.get("reward_fn") or [] if not isinstance(score.get("reward_fn"), str)]
+    """The reward as the score config names it: functions, reward model, judge, weights.
+
+    >>> reward_of({"reward_fn": "length"}), reward_of({"reward_fn": ["math", "length"], "reward_weights": [1, 0.1]})
+    ('`length`', '`math` + `length` weighted [1, 0.1]')
+    >>> reward_of({"reward_fn": "vader", "reward_model": "rm"})  # a string is the default a model replaces
+    'reward model `rm`'
+    """
+    fns = score.get("reward_fn")
+    names = [fns] if isinstance(fns, str) else list(fns or [])
+    if isinstance(fns, str) and (score.get("reward_model") or score.get("reward_judge")):
+        names = []
+    parts = [f"`{name}`" for name in names]
     if score.get("reward_model"):
         parts.append(f"reward model `{score['reward_model']}`")
     if score.get("reward_judge"):
         parts.append(f"judge `{score.get('judge_model')}` at {score['reward_judge']}")
-    if isinstance(score.get("reward_fn"), str) and (score.get("reward_model") or score.get("reward_judge")):
-        parts = parts[1:]  # a reward function given as a string is the default a model or judge replaces
     weights = f" weighted {score['reward_weights']}" if score.get("reward_weights") else ""
     return (" + ".join(parts) or "?") + weights
 
@@ -155,7 +162,7 @@ def made(manifests: dict[str, dict]) -> list[str]:
     if reward_hashes:
         lines += ["", f"Reward code and models are identified by hash: {', '.join(map(str, reward_hashes))}."]
     sel = manifests["select"]
-    options = {k: v for k, v in sel["config"]["select"].items() if v not in (None, False)}
+    options = {k: v for k, v in sel["config"]["select"].items() if v is not None and v is not False}
     lines += ["", "### Selection", "", ", ".join(f"{k} `{v}`" for k, v in options.items()) + "."]
     removed = [f"{sel[k]:,} {k.replace('_', ' ')}" for k in ("truncated_dropped", "duplicates_removed") if k in sel]
     if removed:
