@@ -104,8 +104,12 @@ def write_dataset(run_dir: Path, out: Path, *, all_scored: bool, license: str | 
         if not wanted:
             continue
         schema = tables.schema(columns, pooled=tables.POOLED.get(name, ()) if pooled else (), prompt_columns=extra)
-        rows = tables.all_rows(run_dir) if name == "all" else tables.select_rows(run_dir, name, schema.names)
-        configs[name] = tables.write(out / name, rows, schema, **sizes)
+        batch_rows = sizes.get("batch_rows", tables.BATCH_ROWS)
+        if name == "all":
+            batches = tables.all_tables(run_dir, schema, batch_rows)
+        else:
+            batches = tables.batches(tables.select_rows(run_dir, name, schema.names), schema, batch_rows)
+        configs[name] = tables.write(out / name, batches, schema, **sizes)
     report, note = report_markdown(run_dir, manifests, out)
     text = card.dataset_card(run_dir, manifests, configs, license=license, report=report or note)
     (out / "README.md").write_text(text, encoding="utf-8")
