@@ -47,7 +47,7 @@ declare -A tests=(
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
-  [config]="tests/test_config.py tests/test_config_bounds.py tests/test_config_fields.py winnow/config/fields.py"
+  [config]="tests/config/test_config.py tests/config/test_bounds.py tests/config/test_fields.py winnow/config/fields.py"
   [answers]="tests/test_answers.py"
   [passk]="tests/report/test_passk.py --deselect=tests/report/test_passk.py::test_report_with_pass_threshold
     --deselect=tests/report/test_passk.py::test_report_command_takes_pass_threshold"
