@@ -135,6 +135,14 @@ def test_without_a_license_the_metadata_leaves_it_out_and_the_card_says_so(hand_
     assert "No license was given at export" in card.text
 
 
+def test_a_config_files_export_section_is_read_and_flags_win(hand_run, tmp_path):
+    (tmp_path / "winnow.yaml").write_text("export:\n  license: mit\n  all_scored: true\n")
+    argv = ["export", str(hand_run), "--config", str(tmp_path / "winnow.yaml"), "--license", "cc0-1.0"]
+    assert main([*argv, "--to", str(tmp_path / "out")]) == 0
+    assert hub.DatasetCard.load(tmp_path / "out" / "README.md").data.license == "cc0-1.0"
+    assert (tmp_path / "out" / "all").is_dir()
+
+
 def test_a_current_report_is_in_the_card_with_its_plots_and_a_stale_one_is_not(hand_run, tmp_path):
     assert main(["report", str(hand_run), "--bootstrap-iters", "10"]) == 0
     out = tmp_path / "out"
