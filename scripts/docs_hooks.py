@@ -295,4 +295,5 @@ def _source(rec: dict) -> str:
     return (
         f"commit `{rec['commit'][:7]}`{dirty} ({rec['date']}); {m['cpu_count']} cores, {m['torch_threads']} torch "
         f"threads, torch {m['torch']}, transformers {m['transformers']}; {cost}"
+        + (f" ({rec['note']})" if rec.get("note") else "")
     )

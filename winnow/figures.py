@@ -37,7 +37,8 @@ DIGITS = 6
 BAND = {"share": 0.10, "count": 0.20}
 """Where no record exists for a capability: a reward, pass rate or gain may differ from a recorded
 capability's by at most 0.10 (absolute), a count (samples, prompts passing) by at most 20%
-(relative). Between AVX2 and AVX512 the demos' figures moved by up to 0.053 and 9%."""
+(relative): wide enough for the move from one CPU capability to another, which the records
+show, narrow enough to catch a demo that stopped working."""
 
 
 def machine() -> dict:
