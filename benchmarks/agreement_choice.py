@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from winnow.verifiers.choice import choice
 
-CASES = Path(__file__).resolve().parents[1] / "tests" / "data" / "verifier_cases" / "choice.jsonl"
+CASES = Path(__file__).resolve().parents[1] / "tests" / "verifiers" / "cases" / "choice.jsonl"
 LETTERS = "ABCDEFGH"  # I and J are kept out of generated letters: "I" is the pronoun trap
 STATEMENTS = ["The answer is {}", "Answer: {}", "I choose {}", "the best option is {}", "Final answer - {}"]
 WRAPS = ["{}", "({})", "[{}]", "**{}**", "\\textbf{{{}}}", "${}$", "'{}'"]

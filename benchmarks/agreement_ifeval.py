@@ -20,7 +20,7 @@ of NLTK's tables.)
 
 Run: ``python benchmarks/agreement_ifeval.py --reference-python /work/venvs/ifeval/bin/python``
 (``--cases 2100`` by default, over 4,000 verdicts per mode; ``--json`` prints JSON).
-``--write-cases tests/data/verifier_cases/ifeval.jsonl`` records the fixed case set of the
+``--write-cases tests/verifiers/cases/ifeval.jsonl`` records the fixed case set of the
 default test suite (the curated cases below) with the reference's verdicts.
 """
 

@@ -1,7 +1,7 @@
 """Agreement of the ``math`` verifier with known truth and with raw math-verify.
 
 Run by hand: ``python benchmarks/agreement_math.py`` (about a minute on 2 cores), ``--json``
-for the figures as JSON. The cases are the default suite's (``tests/data/verifier_cases/
+for the figures as JSON. The cases are the default suite's (``tests/verifiers/cases/
 math.jsonl``: completion, reference, expected verdict, class) plus cases varied from them
 by program: each raw-LaTeX reference class with other numbers (intervals, sets, tuples,
 multiples of pi, scientific notation, fractions, square roots, polynomials, money), its
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from winnow.verifiers.math import _DELIMITED, math
 
-CASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "verifier_cases" / "math.jsonl"
+CASES = Path(__file__).resolve().parent.parent / "tests" / "verifiers" / "cases" / "math.jsonl"
 
 
 def boxed(answer: str) -> str:

@@ -2,9 +2,9 @@
 
 A page holds a marker where a generated part goes, so the part cannot drift from the code:
 
-- ``<!-- winnow:cli -->``: every subcommand's usage and options, from ``winnow.cli.parser()``;
+- ``<!-- winnow:cli -->``: every subcommand's usage and options, from ``winnow.cli_options.parser()``;
 - ``<!-- winnow:config -->``: every YAML section and field, from the config dataclasses
-  (type, default, the field's docstring, the choices from ``config.CHOICES``);
+  (type, default, the field's docstring, the choices from ``settings.CHOICES``);
 - ``<!-- winnow:config SECTION -->``: one section's table;
 - ``<!-- winnow:schema MODEL -->``: the fields of a request or response body of
   ``winnow serve``, from its pydantic model in ``winnow.serve.schema``;
@@ -122,7 +122,7 @@ def schema_reference(name: str) -> str:
 
 
 def cli_reference() -> str:
-    from winnow.cli import parser
+    from winnow.cli_options import parser
 
     top = parser()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
@@ -137,7 +137,9 @@ def cli_reference() -> str:
 
 
 def config_reference(only: str | None = None) -> str:
-    from winnow.config import CHOICES, SECTIONS, field_docs
+    from winnow.config import SECTIONS
+    from winnow.config.fields import hints
+    from winnow.settings import CHOICES, field_docs, type_name
 
     out = []
     for section, cls in SECTIONS.items():
@@ -153,7 +155,7 @@ def config_reference(only: str | None = None) -> str:
             text = docs.get(f.name, "")
             if (section, f.name) in CHOICES:
                 text += " Choices: " + ", ".join(f"`{c}`" for c in CHOICES[section, f.name]) + "."
-            kind = str(f.type).replace(" | ", " or ")
+            kind = type_name(hints(cls)[f.name]).replace(" | ", " or ")
             out.append(f"| `{f.name}` | `{kind}` | `{default!r}` | {_cell(text)} |")
         out.append("")
     return "\n".join(out)

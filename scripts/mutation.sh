@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of winnow's pure modules with mutmut: prints the score per module.
 #
-#   bash scripts/mutation.sh                  # all six modules (a few minutes in all on 2 cores)
+#   bash scripts/mutation.sh                  # every module of the table (about an hour on 2 cores)
 #   bash scripts/mutation.sh select records   # some of them
 #   MUTATION_JOBS=1 bash scripts/mutation.sh  # fewer worker processes (default 2)
 #
@@ -10,6 +10,10 @@
 # the worktree is never touched. Score = killed / (all mutants - the equivalent ones listed
 # in scripts/mutation-equivalent.md); a timeout counts as killed. Survivors are printed as
 # `mutmut show NAME` commands, to run in .mutation/<module>/.
+#
+# Pure modules only: the code sandbox (verifiers/code.py, sandbox.py, cgroups.py) spawns and
+# kills processes, so each mutant would cost seconds of process start-up and the run hours.
+# A table entry may deselect a test (`--deselect=FILE::TEST`) that is slow and adds no kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -24,18 +28,43 @@ declare -A file=(
   [rundir]=winnow/rundir.py
   [report]=winnow/report/stats.py
   [prompts]=winnow/prompts.py
-  [config]=winnow/config.py
+  [config]=winnow/config/fields.py
+  [answers]=winnow/answers.py
+  [passk]=winnow/report/passk.py
+  [votes]=winnow/report/votes.py
+  [verifiers]=winnow/verifiers/__init__.py
+  [exact]=winnow/verifiers/exact.py
+  [choice]=winnow/verifiers/choice.py
+  [reasoning]=winnow/verifiers/reasoning.py
+  [math]=winnow/verifiers/math.py
+  [text]=winnow/verifiers/text.py
+  [sentences]=winnow/verifiers/sentences.py
+  [ifeval]=winnow/verifiers/ifeval.py
 )
 declare -A tests=(
-  [select]="tests/test_select.py tests/test_rso_pairs.py"
+  [select]="tests/test_select.py tests/test_rso_pairs.py tests/test_verified_select.py"
   [records]="tests/test_records.py"
   [rundir]="tests/test_rundir_unit.py"
-  [report]="tests/test_report.py"
+  [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"
-  [config]="tests/test_config.py tests/test_config_bounds.py"
+  [config]="tests/config/test_config.py tests/config/test_bounds.py tests/config/test_fields.py winnow/config/fields.py"
+  [answers]="tests/test_answers.py"
+  [passk]="tests/report/test_passk.py --deselect=tests/report/test_passk.py::test_report_with_pass_threshold
+    --deselect=tests/report/test_passk.py::test_report_command_takes_pass_threshold"
+  [votes]="tests/report/test_votes.py"
+  [verifiers]="tests/verifiers/test_verifiers.py"
+  [exact]="tests/verifiers/test_verifiers.py"
+  [choice]="tests/verifiers/test_verifiers.py tests/verifiers/test_choice.py"
+  [reasoning]="tests/verifiers/test_verifiers.py"
+  [math]="tests/verifiers/test_verifiers.py tests/verifiers/test_math.py
+    --deselect=tests/verifiers/test_math.py::test_every_case_gets_its_known_verdict"
+  [text]="tests/verifiers/test_ifeval.py"
+  [sentences]="tests/verifiers/test_ifeval.py"
+  [ifeval]="tests/verifiers/test_ifeval.py"
 )
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config)
+[ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config answers passk votes
+  verifiers exact choice reasoning math text sentences ifeval)
 
 summary=()
 for module in "${modules[@]}"; do

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+from helpers import wait_for
 
 
 def free_port() -> int:
@@ -26,15 +27,15 @@ def free_port() -> int:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+    """Return once ``url``/health answers 200; fail if ``proc`` (the server) exits first, with
+    what it wrote, or if ``timeout`` seconds pass."""
+
+    def healthy() -> bool:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        return False
+
+    wait_for(healthy, timeout, f"{url} to answer /health", proc=proc, poll_s=0.2)
 
 
 @contextlib.contextmanager
@@ -112,14 +113,6 @@ def counted(model, delay_s: float = 0.0) -> Iterator[list[float]]:
         yield steps
     finally:
         handle.remove()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.01)
 
 
 class FakeServer:

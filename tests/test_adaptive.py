@@ -9,30 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_ray import own_ray  # noqa: F401  (a fixture)
-from test_resume import tree_digest
+from helpers import ADAPTIVE_SCRIPT, flags, tree_digest, wait_for
 
 from winnow.adaptive import is_closed
 from winnow.cli import main
 
 nan = np.nan
-# The scripted reward: sample j of prompt q passes (1.0) exactly when j is listed, else 0.0.
-SCRIPT = """
-PASSES = {"q0": {0}, "q1": {2, 3}, "q2": {5}, "q3": set()}
-
-
-def reward(prompts, completions, prompt_ids, sample_indices, **kw):
-    return [float(j in PASSES[q]) for q, j in zip(prompt_ids, sample_indices, strict=True)]
-
-
-def same_answer(text):
-    return "42"
-"""
 # step 1 (columns 0, 1): q0 passes at 0 and closes; step 2 (2, 3): q1 at 2; step 3 (4, 5):
 # q2 at 5; step 4 (6, 7): q3 never passes and stops at MAX = 8.
 EXPECTED_PASS = np.array(
@@ -46,32 +32,14 @@ EXPECTED_PASS = np.array(
 
 
 WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(4)]
-WORKDIR_FILES = {"script.py": SCRIPT}
+WORKDIR_FILES = {"script.py": ADAPTIVE_SCRIPT}
 
 
 def bon_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
     return [
         "bon",
-        "--prompts",
-        str(workdir / "prompts.jsonl"),
-        "--run-dir",
-        str(run),
-        "--model",
-        str(model),
-        "--n",
-        "8",
-        "--adaptive-step",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--shard-size",
-        "1",
-        "--device",
-        "cpu",
-        "--reward-fn",
-        f"{workdir}/script.py:reward",
-        "--pass-threshold",
-        "0.5",
+        *flags(prompts=workdir / "prompts.jsonl", run_dir=run, model=model, n=8, adaptive_step=2, max_new_tokens=6),
+        *flags(shard_size=1, device="cpu", reward_fn=f"{workdir}/script.py:reward", pass_threshold=0.5),
         *extra,
     ]
 
@@ -214,11 +182,8 @@ def test_killed_between_or_mid_step_resumes_to_identical_files(workdir, tiny_pol
         stdout=subprocess.DEVNULL,
         stderr=(workdir / "stderr.txt").open("w"),
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None, (workdir / "stderr.txt").read_text()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: marker.exists() or proc.poll() is not None, 120, marker.name)
+    assert proc.poll() is None, (workdir / "stderr.txt").read_text()
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert (run / "adaptive/step-1/score/manifest.json").exists()

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from helpers import fails, gen_args
+from helpers import CHAPTER, fails, gen_args, write_jsonl
 
 from winnow.cli import main
 
 # The chapter's 5 x 4 reward matrix, served by prompt_id and sample_index.
-CHAPTER = [[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7], [0.2, 0.5, 0.8, 0.6], [0.5, 0.4, 0.3, 0.6]]
 REWARD_FILE = f"""
 R = {CHAPTER!r}
 
@@ -40,12 +38,17 @@ def selected_pairs(path: Path) -> list[tuple[str, int, float]]:
     return [(r["prompt_id"], r["sample_index"], r["reward"]) for r in map(json.loads, path.read_text().splitlines())]
 
 
-def test_chapter_example_through_the_cli(workdir, tiny_policy):
-    run = workdir / "run"
-    assert main(gen_args(workdir, tiny_policy)) == 0
+def chapter_runs(workdir: Path, model: Path) -> tuple[Path, Path]:
+    """Two copies of a run dir generated (5 prompts x 4) and scored with the chapter's matrix."""
+    run, other = workdir / "run", workdir / "run2"
+    assert main(gen_args(workdir, model)) == 0
     assert main(["score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:chapter"]) == 0
-    other = workdir / "run2"
     shutil.copytree(run, other)
+    return run, other
+
+
+def test_chapter_example_through_the_cli(workdir, tiny_policy):
+    run, other = chapter_runs(workdir, tiny_policy)
     assert main(["select", "--run-dir", str(run), "--strategy", "top_k_overall", "--k", "5"]) == 0
     # flattened order 8, 5, 14, 0, 11 -> (row, column) = divmod(index, 4)
     assert selected_pairs(run / "select/selected.jsonl") == [
@@ -133,11 +136,7 @@ def test_yaml_config_with_flag_override(workdir, tiny_policy):
 
 
 def test_chapter_example_pairs_best_worst(workdir, tiny_policy):
-    run = workdir / "run"
-    assert main(gen_args(workdir, tiny_policy)) == 0
-    assert main(["score", "--run-dir", str(run), "--reward-fn", f"{workdir}/rewards.py:chapter"]) == 0
-    other = workdir / "run2"
-    shutil.copytree(run, other)
+    run, other = chapter_runs(workdir, tiny_policy)
     assert main(["select", "--run-dir", str(run), "--pairs", "best-worst"]) == 0
     pairs = [json.loads(line) for line in (run / "select/pairs.jsonl").read_text().splitlines()]
     # best and worst of each row of the chapter's matrix, by hand
@@ -233,7 +232,10 @@ def test_bad_prompt_files(tmp_path, tiny_policy, capsys, rows, patterns):
     "flags, pattern",
     [
         (["--n", "0"], "generate.n: must be between 1 and 10000, got 0"),
-        (["--temperature", "-0.5"], "generate.temperature: must be 0 (greedy) or a finite number >= 1e-05, got -0.5"),
+        (
+            ["--temperature", "-0.5"],
+            "generate.temperature: must be 0 (greedy) or a number between 1e-05 and 100, got -0.5",
+        ),
         (["--top-p", "0"], "generate.top_p: must be in (0, 1]"),
         (["--top-p", "1.5"], "generate.top_p: must be in (0, 1]"),
         (["--backend", "magic"], "unknown backend 'magic'"),
@@ -285,7 +287,7 @@ def test_bad_reward_functions(workdir, tiny_policy, capsys, fn, patterns):
         (["--strategy", "rso", "--beta", "0"], "select.beta: must be finite and > 0, got 0.0"),
         (["--pairs", "rso"], "select.beta: pairs rso needs beta"),
         (["--pairs", "best-of"], "select.pairs: unknown pairing 'best-of'"),
-        (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be >= 0"),
+        (["--pairs", "all", "--min-margin", "-1"], "select.min_margin: must be finite and >= 0"),
     ],
 )
 def test_bad_select_options(workdir, tiny_policy, capsys, flags, pattern):

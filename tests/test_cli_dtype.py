@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 

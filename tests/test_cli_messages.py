@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 
@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGE_COMMANDS = ("generate", "score", "select", "sft", "dpo")
 SKIP = {
     "...": "an elided command line, not a full command",
-    " serve ": "a long-running server (tests/test_serve_cli.py starts it)",
-    "--backend vllm": "vLLM is not installed in the test environment (tests/test_vllm.py)",
-    "--backend openai": "needs a running server (tests/test_openai_backend.py)",
-    "--reward-judge": "needs a judge server (tests/test_judge.py)",
-    "--executor ray": "a Ray cluster (tests/test_ray.py)",
+    " serve ": "a long-running server (tests/serve/test_serve_cli.py starts it)",
+    "--backend vllm": "vLLM is not installed in the test environment (tests/generate/test_vllm.py)",
+    "--backend openai": "needs a running server (tests/generate/test_openai_api.py)",
+    "--reward-judge": "needs a judge server (tests/rewards/test_judge.py)",
+    "--executor ray": "a Ray cluster (tests/executors/test_ray.py)",
     "winnow demo": "the real SmolLM2 demo (tests/test_demo_slow.py)",
     "--config": "needs the user's YAML file",
     "$": "uses shell variables",

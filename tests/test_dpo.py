@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_sft import completion_logprob
+from tiny_models import completion_logprob
 
 from winnow import stages
 from winnow.cli import main

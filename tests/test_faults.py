@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from helpers import tree_digest
+from helpers import flags, tree_digest, write_jsonl
 
 STAGES = ("generate", "score", "select", "sft")
 SEED = int(os.environ.get("WINNOW_FAULT_SEED", "20261125"))
@@ -37,38 +36,10 @@ SEED = int(os.environ.get("WINNOW_FAULT_SEED", "20261125"))
 
 def run_argv(workdir: Path, run: Path, model: Path) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "winnow",
-        "run",
-        "--config",
-        str(workdir / "cfg.yaml"),
-        "--prompts",
-        str(workdir / "prompts.jsonl"),
-        "--run-dir",
-        str(run),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "24",
-        "--shard-size",
-        "1",
-        "--batch-size",
-        "1",
-        "--device",
-        "cpu",
-        "--reward-fn",
-        "length",
-        "--strategy",
-        "top_k_overall",
-        "--k",
-        "24",
-        "--epochs",
-        "2",
-        "--sft-batch-size",
-        "2",
+        *(sys.executable, "-m", "winnow", "run", "--config", str(workdir / "cfg.yaml")),
+        *flags(prompts=workdir / "prompts.jsonl", run_dir=run, model=model, n=4, max_new_tokens=24, shard_size=1),
+        *flags(batch_size=1, device="cpu", reward_fn="length", strategy="top_k_overall", k=24, epochs=2),
+        *flags(sft_batch_size=2),
     ]
 
 

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from winnow.cli import OPTIONS, STAGES_OF, Option, parser
-from winnow.config import CHOICES, SECTIONS, build, field_docs
+from winnow.cli_options import OPTIONS, STAGES_OF, Option, parser
+from winnow.config import SECTIONS
 from winnow.errors import WinnowError
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
+from winnow.settings import CHOICES, build, field_docs
 
 # What a choice needs besides itself to pass validation.
 NEEDS = {

@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from test_adaptive import SCRIPT
-from test_resume import tree_digest
+from helpers import ADAPTIVE_SCRIPT, tree_digest, write_jsonl
 
 import winnow
-from winnow.cli import main, parser
+from winnow.cli import main
+from winnow.cli_options import parser
 
 REWARDS = """
 def score(prompts, completions, **kw):
@@ -26,7 +25,7 @@ def bare(prompts, completions):
 
 
 WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(5)]
-WORKDIR_FILES = {"rewards.py": REWARDS, "script.py": SCRIPT}
+WORKDIR_FILES = {"rewards.py": REWARDS, "script.py": ADAPTIVE_SCRIPT}
 
 
 def args(command: str, d: Path, model: Path, *extra: str) -> list[str]:
@@ -161,7 +160,7 @@ def test_a_changed_reward_in_a_step_is_named_with_what_follows(workdir, tiny_pol
     write_jsonl(workdir / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"count to {i}"} for i in range(4)])
     assert main(args("bon", workdir, tiny_policy, *adaptive, "--reward-fn", f"{workdir}/script.py:reward")) == 0
     capsys.readouterr()
-    (workdir / "script.py").write_text(SCRIPT.replace('"q3": set()', '"q3": {0}'))
+    (workdir / "script.py").write_text(ADAPTIVE_SCRIPT.replace('"q3": set()', '"q3": {0}'))
     assert main(args("bon", workdir, tiny_policy, *adaptive, "--reward-fn", f"{workdir}/script.py:reward")) == 2
     err = one_line_error(capsys)
     step1 = run / "adaptive" / "step-1"

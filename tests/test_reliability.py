@@ -17,7 +17,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 
@@ -290,10 +290,7 @@ def test_report_killed_midway_leaves_no_partial_folder(run_copy, tmp_path):
     script = tmp_path / "killed_report.py"
     script.write_text(KILLED_REPORT)
     proc = subprocess.Popen([sys.executable, str(script), str(run), str(marker)])
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    helpers.wait_for(marker.exists, 120, "the report to be held", proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "report").exists()

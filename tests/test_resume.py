@@ -2,108 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import tree_digest
+from helpers import flags, start_held, tree_digest, wait_for
 
 from winnow.cli import main
 
 NUM_PROMPTS = 8
 HELD_AFTER = 3  # shards the killed run finishes before it is held, and killed
 
-# The killed run: the real CLI in a real process, except that the backend's call for shard
-# HELD_AFTER + 1 waits there until a signal arrives. The test waits for shard HELD_AFTER to
-# appear and then signals, so the kill lands mid-generation however fast the machine is.
-HELD_RUN = f"""
-import signal
-import sys
-import time
-
-# Ctrl-C as a shell delivers it: a parent (pytest-xdist's worker) may have left SIGINT ignored.
-signal.signal(signal.SIGINT, signal.default_int_handler)
-
-from winnow.generate import hf
-
-real_generate = hf.HFBackend.generate
-calls = 0
-
-
-def held_generate(self, *args, **kwargs):
-    global calls
-    calls += 1
-    while calls > {HELD_AFTER}:
-        time.sleep(60)
-    return real_generate(self, *args, **kwargs)
-
-
-hf.HFBackend.generate = held_generate
-from winnow.cli import main
-
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 def run_cmd(workdir: Path, run: Path, model: Path, *extra) -> list[str]:
     return [
         "run",
-        "--prompts",
-        str(workdir / "prompts.jsonl"),
-        "--run-dir",
-        str(run),
-        "--model",
-        str(model),
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "48",
-        "--shard-size",
-        "1",
-        "--batch-size",
-        "1",
-        "--device",
-        "cpu",
-        "--reward-fn",
-        "length",
-        "--strategy",
-        "top_k_overall",
-        "--k",
-        "12",
-        "--epochs",
-        "1",
-        "--sft-batch-size",
-        "8",
+        *flags(prompts=workdir / "prompts.jsonl", run_dir=run, model=model, n=4, max_new_tokens=48, shard_size=1),
+        *flags(batch_size=1, device="cpu", reward_fn="length", strategy="top_k_overall", k=12, epochs=1),
+        *flags(sft_batch_size=8),
         *extra,
     ]
 
 
 WORKDIR_PROMPTS = [{"id": f"q{i}", "prompt": f"write two sentences about item {i}"} for i in range(NUM_PROMPTS)]
-
-
-def start_held(argv: list[str], log: Path) -> subprocess.Popen:
-    """`winnow ARGV` in a new process that stops for good in generation of shard HELD_AFTER + 1."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-c", HELD_RUN, *argv],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),  # a file, not a pipe: a full pipe would block the child
-        text=True,
-    )
-
-
-def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Return once ``path`` exists; fail if ``proc`` exits first or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "exited before being killed"
-        assert time.monotonic() < deadline, f"{path.name} did not appear in {timeout} s"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
@@ -113,8 +34,10 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
 
     run = workdir / "run"
     log = workdir / "stderr.txt"
-    proc = start_held(run_cmd(workdir, run, tiny_policy), log)
-    wait_for_file(run / f"generate/shard-m0-{HELD_AFTER - 1:05d}.jsonl", proc)  # one prompt a shard
+    # a file, not a pipe: a full pipe would block the child
+    proc = start_held(run_cmd(workdir, run, tiny_policy), after=HELD_AFTER, stderr=log.open("w"))
+    shard = run / f"generate/shard-m0-{HELD_AFTER - 1:05d}.jsonl"  # one prompt a shard
+    wait_for(shard.exists, 120, shard.name, proc=proc)
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     assert not (run / "generate/manifest.json").exists()
@@ -135,21 +58,8 @@ def test_killed_run_resumes_to_identical_files(workdir, tiny_policy, sig):
 
 def test_changed_config_is_refused_naming_the_change(workdir, tiny_policy, capsys):
     run = workdir / "run"
-    args = [
-        "generate",
-        "--prompts",
-        str(workdir / "prompts.jsonl"),
-        "--run-dir",
-        str(run),
-        "--model",
-        str(tiny_policy),
-        "--n",
-        "2",
-        "--max-new-tokens",
-        "2",
-        "--device",
-        "cpu",
-    ]
+    args = ["generate", *flags(prompts=workdir / "prompts.jsonl", run_dir=run, model=tiny_policy, n=2)]
+    args += flags(max_new_tokens=2, device="cpu")
     assert main(args) == 0
     before = tree_digest(run)
     assert main(args + ["--temperature", "0.7", "--seed", "3"]) == 2

@@ -4,16 +4,12 @@ checkpoint of each round, and a real process killed mid-round that resumes to id
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
-from test_resume import HELD_AFTER, HELD_RUN, tree_digest, wait_for_file
+from helpers import rounds_cmd, start_held, tree_digest, wait_for, write_jsonl
 
 from winnow import select as sel
 from winnow.cli import main
@@ -21,39 +17,7 @@ from winnow.cli import main
 NUM_PROMPTS = 16
 # The killed run stops for good in round 2's generate call for its third shard (round 1
 # makes NUM_PROMPTS calls, one a shard), so the kill lands mid-round however fast the machine.
-HELD_IN_ROUND_2 = HELD_RUN.replace(f"calls > {HELD_AFTER}", f"calls > {NUM_PROMPTS + 2}")
-
-
-def rounds_cmd(prompts: Path, model: Path, *extra) -> list[str]:
-    """Two rounds with tiny models; one prompt a shard, so a kill lands between shards."""
-    return [
-        "run",
-        "--prompts",
-        str(prompts),
-        "--run-dir",
-        "run",  # relative: the checkpoint a round samples from is recorded as run/round-1/...
-        "--model",
-        str(model),
-        "--rounds",
-        "2",
-        "--n",
-        "4",
-        "--max-new-tokens",
-        "16",
-        "--shard-size",
-        "1",
-        "--batch-size",
-        "1",
-        "--device",
-        "cpu",
-        "--reward-fn",
-        "length",
-        "--epochs",
-        "1",
-        "--sft-batch-size",
-        "8",
-        *extra,
-    ]
+HELD_IN_ROUND_2 = NUM_PROMPTS + 2
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +114,7 @@ def test_round_options_without_rounds_are_refused(tmp_path, prompts, tiny_policy
     argv[argv.index("--pool") + 1] = "everything"
     argv += ["--rounds", "2"]
     assert main(argv) == 2
-    assert "rounds.pool: must be one of ('all', 'latest'), got 'everything'" in capsys.readouterr().err
+    assert "rounds.pool: must be one of all, latest, got 'everything'" in capsys.readouterr().err
 
 
 def test_rounds_run_killed_mid_round_two_resumes_to_identical_files(
@@ -159,11 +123,9 @@ def test_rounds_run_killed_mid_round_two_resumes_to_identical_files(
     argv = rounds_cmd(prompts, tiny_policy)
     monkeypatch.chdir(tmp_path)  # the same relative --run-dir as the reference, in another folder
     run = tmp_path / "run"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HELD_IN_ROUND_2, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    wait_for_file(run / "round-2/generate/shard-m0-00001.jsonl", proc, timeout=600)
+    proc = start_held(argv, after=HELD_IN_ROUND_2)
+    shard = run / "round-2/generate/shard-m0-00001.jsonl"
+    wait_for(shard.exists, 600, shard.name, proc=proc)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert (run / "round-1/sft/manifest.json").exists()

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import CHAPTER
 
 from winnow import select as sel
 from winnow.errors import WinnowError
 
 nan = np.nan
-R = np.array(
-    [
-        [0.7, 0.3, 0.5, 0.2],
-        [0.4, 0.8, 0.6, 0.5],
-        [0.9, 0.3, 0.4, 0.7],
-        [0.2, 0.5, 0.8, 0.6],
-        [0.5, 0.4, 0.3, 0.6],
-    ]
-)
+R = np.array(CHAPTER)  # the chapter's 5 x 4 example
 # Chi-square critical values at p = 0.001 (tables): a correct sampler fails one in 1,000 seeds
 # of this test, and the seeds are fixed, so the test is deterministic.
 CHI2_999 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467, 5: 20.515}

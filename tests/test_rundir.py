@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
-from helpers import fails, gen_args, tree_digest, wait_for
-from test_resume import HELD_AFTER, HELD_RUN
+from helpers import fails, gen_args, start_held, tree_digest, wait_for, write_jsonl
 
 from winnow.cli import main
 from winnow.errors import WinnowError
@@ -78,12 +76,10 @@ def test_a_second_generate_is_refused_while_the_first_writes(tmp_path, tiny_poli
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"item {i}"} for i in range(12)])
     first = gen_args(tmp_path, tiny_policy, "--shard-size", "1", shard_size=2)
     folder = tmp_path / "run/generate"
-    # Held for good in its generate call for shard HELD_AFTER + 1, holding the lock: the
-    # second process meets a live writer however fast the first one runs.
-    a = subprocess.Popen(
-        [sys.executable, "-c", HELD_RUN, *first], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= HELD_AFTER, proc=a)
+    # Held for good in its generate call for shard 4, holding the lock: the second process
+    # meets a live writer however fast the first one runs.
+    a = start_held(first, after=3)
+    wait_for(lambda: len(list(folder.glob("shard-*.jsonl"))) >= 3, proc=a)
     try:
         b = subprocess.run(
             [sys.executable, "-m", "winnow", *first, *change], capture_output=True, text=True, timeout=300

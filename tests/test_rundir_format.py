@@ -10,8 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
-from test_resume import tree_digest
+from helpers import tree_digest, write_jsonl
 
 from winnow.cli import main
 from winnow.errors import WinnowError

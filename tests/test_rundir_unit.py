@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask
+from winnow.records import config_hash
 from winnow.rundir import (
     LEDGER,
     Stage,

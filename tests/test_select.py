@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import CHAPTER
 
 from winnow import select as sel
 from winnow.errors import WinnowError
@@ -14,15 +15,7 @@ nan = np.nan
 inf = np.inf
 
 # The chapter's 5 x 4 example (rows are prompts, columns samples).
-R = np.array(
-    [
-        [0.7, 0.3, 0.5, 0.2],
-        [0.4, 0.8, 0.6, 0.5],
-        [0.9, 0.3, 0.4, 0.7],
-        [0.2, 0.5, 0.8, 0.6],
-        [0.5, 0.4, 0.3, 0.6],
-    ]
-)
+R = np.array(CHAPTER)
 
 
 # ---------------------------------------------------------------- chapter example

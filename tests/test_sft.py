@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from tiny_models import SFT_ROWS, completion_logprob
 
 from winnow import stages
 from winnow.config import GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
@@ -13,38 +13,13 @@ from winnow.generate import Sampling, make_backend
 from winnow.records import Prompt
 from winnow.sft import make_trainer, sft
 
-ROWS = [
-    {
-        "prompt": [{"role": "user", "content": "describe a rainy monday commute"}],
-        "completion": [{"role": "assistant", "content": "a wonderful happy day"}],
-    },
-    {
-        "prompt": [{"role": "user", "content": "write two sentences about a kitchen table"}],
-        "completion": [{"role": "assistant", "content": "great friends and good food"}],
-    },
-]
-
-
-def completion_logprob(folder, row) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([tok(full, add_special_tokens=False)["input_ids"]])
-    with torch.no_grad():
-        logp = model(ids).logits.log_softmax(-1)[0, :-1].gather(-1, ids[0, 1:, None])[:, 0]
-    return logp[len(p_ids) - 1 :].sum().item()
-
 
 def test_loss_is_on_completion_tokens_only(tmp_path, tiny_policy):
-    trainer, tok = make_trainer(ROWS[:1], TrainConfig(model=str(tiny_policy), device="cpu"), tmp_path)
+    trainer, tok = make_trainer(SFT_ROWS[:1], TrainConfig(model=str(tiny_policy), device="cpu"), tmp_path)
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["labels"][0]
-    prompt = tok.apply_chat_template(ROWS[0]["prompt"], tokenize=False, add_generation_prompt=True)
-    full = tok.apply_chat_template(ROWS[0]["prompt"] + ROWS[0]["completion"], tokenize=False)
+    prompt = tok.apply_chat_template(SFT_ROWS[0]["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(SFT_ROWS[0]["prompt"] + SFT_ROWS[0]["completion"], tokenize=False)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tok(full, add_special_tokens=False)["input_ids"][len(prompt_ids) :]
     assert labels[labels != -100].tolist() == completion_ids
@@ -54,7 +29,7 @@ def test_loss_is_on_completion_tokens_only(tmp_path, tiny_policy):
 @pytest.mark.parametrize("lora", [False, True])
 def test_sft_raises_likelihood_of_selected_completions(tmp_path, tiny_policy, lora):
     run = tmp_path / "run"
-    prompts = [Prompt(id=str(i), text=r["prompt"][0]["content"]) for i, r in enumerate(ROWS)]
+    prompts = [Prompt(id=str(i), text=r["prompt"][0]["content"]) for i, r in enumerate(SFT_ROWS)]
     stages.generate(run, prompts, GenerateConfig(models=[str(tiny_policy)], n=2, max_new_tokens=4, device="cpu"))
     stages.score(run, ScoreConfig(reward_fn="length"))
     stages.select(run, SelectConfig(strategy="top_per_prompt"))

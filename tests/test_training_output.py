@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from winnow.cli import main
 

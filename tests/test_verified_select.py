@@ -48,6 +48,12 @@ def test_pass_fail_pairs_best_passing_against_worst_failing():
         sel.make_pairs("pass-fail", M)
 
 
+def test_pass_fail_a_reward_equal_to_the_threshold_passes_and_never_fails():
+    assert sel.pass_fail(np.array([[0.5, 0.0]]), 0.5).tolist() == [[0, 0, 1]]
+    assert sel.pass_fail(np.array([[0.5, 1.0]]), 0.5).tolist() == []
+    assert sel.pass_fail(M, 0.65).dtype == np.int64
+
+
 def test_pass_fail_ties_go_to_the_earlier_sample():
     assert sel.pass_fail(np.array([[0.0, 1.0, 0.0, 1.0]]), 0.5).tolist() == [[0, 1, 0]]
 
@@ -56,6 +62,7 @@ def test_pass_rates_and_filter():
     rates = sel.pass_rates(M, 0.5)
     assert rates[:3].tolist() == [0.4, 0.0, 1.0]  # 2/5, 0/5, 4/4 (NaN is not a sample)
     assert np.isnan(rates[3])
+    assert sel.pass_rates(np.array([[1.0, nan, nan], [0.0, 1.0, nan]]), 0.5).tolist() == [1.0, 0.5]
     assert sel.pass_rate_keep(M, 0.5, low=0.1, high=0.9).tolist() == [True, False, False, False]
     assert sel.pass_rate_keep(M, 0.5, low=0.4).tolist() == [True, False, True, False]
     assert sel.pass_rate_keep(M, 0.5, high=0.4).tolist() == [True, True, False, False]
@@ -92,6 +99,7 @@ def test_weighted_majority_sums_rewards_and_returns_the_best_member():
     # An unscored sample does not vote: a is left with 0.3.
     assert sel.majority(answers, rewards=[nan, 0.2, 0.5, 0.3, 5.0]) == 2
     assert sel.majority(answers, rewards=[nan, nan, nan, nan, 1.0]) == -1
+    assert sel.majority(["a", "b"], rewards=[None, 0.1]) == 1  # None is unscored, as NaN is
 
 
 def test_weighted_majority_checks_the_rewards_length():
@@ -115,14 +123,20 @@ def test_aggregate_best_majority_weighted():
     # no answer anywhere: best
     assert sel.aggregate(["a", "b"], [0.1, 0.2], "majority", extract=lambda t: None) == 1
     assert sel.aggregate(["1", "01"], [0.5, 0.9], "majority", equal=lambda a, b: int(a) == int(b)) == 0
-    with pytest.raises(WinnowError, match="unknown aggregate"):
+    assert sel.aggregate(texts, rewards) == 2  # best by default
+    assert sel.aggregate([], [], "best") == sel.aggregate([], [], "majority") == -1
+    with pytest.raises(WinnowError) as unknown:
         sel.aggregate(["a"], [1.0], "mean")
+    assert str(unknown.value) == "unknown aggregate 'mean' (choose from best, majority, weighted)"
+    with pytest.raises(WinnowError) as lengths:
+        sel.aggregate(["a", "b"], [1.0])
+    assert str(lengths.value) == "texts and rewards differ in length: 2 and 1"
 
 
-def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
+def test_bon_aggregate_on_a_hand_made_run(tmp_path):
     import json
 
-    import test_report_run
+    from helpers import make_run
 
     from winnow.pipeline import best_of_n
 
@@ -131,8 +145,7 @@ def test_bon_aggregate_on_a_hand_made_run(tmp_path, monkeypatch):
         "p1": [("maybe 2", 2, "stop", 0.1), ("no answer", 2, "stop", 0.8), ("2.0", 1, "stop", nan)],
         "p2": [("a", 1, "stop", 0.1), ("b", 1, "stop", 0.2), ("c", 1, "stop", 0.3)],
     }
-    monkeypatch.setattr(test_report_run, "RUN", run_texts)
-    run = test_report_run.make_run(tmp_path / "run")
+    run = make_run(tmp_path / "run", run_texts)
     picked = {}
     for how in ("best", "majority", "weighted"):
         out = tmp_path / f"{how}.jsonl"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_jsonl
-from test_rounds import rounds_cmd
+from helpers import rounds_cmd, write_jsonl
 
 from winnow.cli import main
-from winnow.config import config_hash
+from winnow.records import config_hash
 
 
 @pytest.fixture(scope="module")

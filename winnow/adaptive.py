@@ -28,18 +28,18 @@ the earlier steps' files alone, so a resumed run samples what an uninterrupted o
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from winnow import select as sel
 from winnow import stages
-from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig, config_hash
+from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
 from winnow.generate import kept_backends
-from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy
+from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy, config_hash
 from winnow.rundir import Stage, completed_manifest, load_generations, load_scored, read_shards
 from winnow.stream import load_prompts, text_hash
 
@@ -92,30 +92,6 @@ def is_closed(
     raise WinnowError(f"adaptive.stop_when: unknown rule {name!r}")
 
 
-def run_adaptive(
-    run_dir: str | Path,
-    prompts: list[Prompt],
-    generate: GenerateConfig,
-    score: ScoreConfig,
-    adaptive: AdaptiveConfig,
-    *,
-    executor: ExecutorConfig | None = None,
-    reward=None,
-    step_hook=None,
-) -> dict:
-    """Sample in steps until every prompt's rule is met or generate.n are sampled; then write
-    RUN_DIR/generate and RUN_DIR/score as one (M, generate.n) run. Returns {"generate", "score"}
-    manifests; both hold ``adaptive``: samples and tokens spent per prompt and in total.
-
-    reward: overrides the score config's reward (library use, as in ``stages.score``).
-    step_hook: called with each finished step's number (tests stop a run between steps).
-    """
-    gen_manifest = sample_adaptive(
-        run_dir, prompts, generate, score, adaptive, executor=executor, reward=reward, step_hook=step_hook
-    )
-    return {"generate": gen_manifest, "score": score_adaptive(run_dir, score, executor=executor)}
-
-
 def check_adaptive(generate: GenerateConfig, score: ScoreConfig, adaptive: AdaptiveConfig) -> tuple[str, float]:
     """Refuse sections adaptive sampling cannot run under; returns the stop rule."""
     generate.validate()
@@ -155,14 +131,9 @@ def sample_adaptive(
         from winnow.answers import answer_tools
 
         extract, equal = answer_tools(adaptive.answer)
-    maximum, m = generate.n, len(prompts)
-    row_of = {p.id: i for i, p in enumerate(prompts)}
-    rewards = np.full((m, maximum), np.nan)
-    # text hashes, not texts: passing:K compares them, and a million prompts' texts need not stay
-    texts: list[list[int | None]] = [[None] * maximum for _ in prompts]
-    answers: list[list[str | None]] = [[None] * maximum for _ in prompts]
-    sampled = np.zeros(m, dtype=np.int64)  # columns drawn per prompt (a skipped prompt draws none)
-    open_rows = list(range(m))
+    maximum = generate.n
+    drawn = Drawn.empty(prompts, maximum)
+    open_rows = list(range(len(prompts)))
     steps: list[dict] = []
     start, s = 0, 0
     # one policy load for every step (each step is a generate stage of its own)
@@ -175,22 +146,9 @@ def sample_adaptive(
             config = replace(generate, n=size, seed=step_seed(generate.seed, s))
             gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start)
             score_manifest = stages.score(folder, score, reward=reward, executor=executor)
-            step_prompts, by_key, step_rewards, _ = load_scored(folder)
-            for k, p in enumerate(step_prompts):
-                i = row_of[p.id]
-                rewards[i, start : start + size] = step_rewards[k, start : start + size]
-                for j in range(start, start + size):
-                    c = by_key.get((p.id, j))
-                    if c is not None:
-                        texts[i][j] = text_hash(c["text"])
-                        answers[i][j] = extract(c["text"]) if extract else None
-                        sampled[i] += 1
+            drawn.take(folder, range(start, start + size), extract)
             start += size
-            open_rows = [
-                i
-                for i in open_rows
-                if not is_closed(rule, rewards[i, :start], texts[i][:start], answers[i][:start], threshold, equal)
-            ]
+            open_rows = [i for i in open_rows if not drawn.meets(i, rule, start, threshold, equal)]
             steps.append(
                 {
                     "step": s,
@@ -202,8 +160,58 @@ def sample_adaptive(
             )
             if step_hook is not None:
                 step_hook(s)
-    summary = _summary(adaptive, rule, maximum, sampled, rewards, open_rows, steps, threshold)
+    summary = _summary(adaptive, rule, maximum, drawn.sampled, drawn.rewards, open_rows, steps, threshold)
     return _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps, summary, executor)
+
+
+@dataclass
+class Drawn:
+    """What the steps drew so far, per prompt row i and column j: all a rule looks at.
+
+    rewards: float (M, MAX), NaN where nothing was drawn or scored; texts: (M, MAX) 64-bit
+    text hashes, not texts (passing:K compares them, and a million prompts' texts need not
+    stay), None where nothing was drawn; answers: (M, MAX) extracted answers for consensus
+    (None: none, or another rule); sampled: int (M,) columns drawn per prompt (a skipped
+    prompt draws none).
+    """
+
+    row_of: dict[str, int]
+    rewards: np.ndarray
+    texts: list[list[int | None]]
+    answers: list[list[str | None]]
+    sampled: np.ndarray
+
+    @classmethod
+    def empty(cls, prompts: list[Prompt], maximum: int) -> Drawn:
+        """Nothing drawn yet for any of ``prompts``, room for ``maximum`` columns each."""
+        m = len(prompts)
+        return cls(
+            row_of={p.id: i for i, p in enumerate(prompts)},
+            rewards=np.full((m, maximum), np.nan),
+            texts=[[None] * maximum for _ in prompts],
+            answers=[[None] * maximum for _ in prompts],
+            sampled=np.zeros(m, dtype=np.int64),
+        )
+
+    def take(self, folder: Path, columns: range, extract) -> None:
+        """Take in a scored step's completions in ``columns`` (its prompts are a subset)."""
+        step_prompts, by_key, step_rewards, _ = load_scored(folder)
+        lo, hi = columns.start, columns.stop
+        for k, p in enumerate(step_prompts):
+            i = self.row_of[p.id]
+            self.rewards[i, lo:hi] = step_rewards[k, lo:hi]
+            for j in columns:
+                c = by_key.get((p.id, j))
+                if c is not None:
+                    self.texts[i][j] = text_hash(c["text"])
+                    self.answers[i][j] = extract(c["text"]) if extract else None
+                    self.sampled[i] += 1
+
+    def meets(self, i: int, rule: tuple[str, float], start: int, threshold: float | None, equal) -> bool:
+        """Whether prompt row i's first ``start`` columns meet the rule (``is_closed``)."""
+        return is_closed(
+            rule, self.rewards[i, :start], self.texts[i][:start], self.answers[i][:start], threshold, equal
+        )
 
 
 def scored_under(gen_manifest: dict) -> dict | None:

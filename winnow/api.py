@@ -44,12 +44,13 @@ from winnow.config import (
     ScoreConfig,
     SelectConfig,
     TrainConfig,
-    build,
 )
 from winnow.errors import WinnowError
+from winnow.generate.contract import sampling_of
 from winnow.handle import Model
 from winnow.quiet import quiet_unless_verbose
 from winnow.records import Prompt
+from winnow.settings import build
 
 PromptLike = str | Sequence[dict] | dict | Prompt
 """A prompt: plain text, a chat conversation (a list of {"role", "content"} messages), a row
@@ -97,7 +98,7 @@ def _sample(prompts: Sequence[PromptLike], model: str | Model, fields: dict, *, 
     out: list[list[str]] = []
     for i, start in enumerate(range(0, len(rows), config.shard_size)):
         chunk = rows[start : start + config.shard_size]
-        completions = backend.generate(chunk, config.sampling(), seed=shard_seed(config.seed, 0, i))
+        completions = backend.generate(chunk, sampling_of(config), seed=shard_seed(config.seed, 0, i))
         by_prompt: dict[str, list[str]] = {p.id: [""] * config.n for p in chunk}
         for c in completions:
             by_prompt[c.prompt_id][c.sample_index] = c.text

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from winnow import figures, report, stages
-from winnow.adaptive import run_adaptive
+from winnow.adaptive import sample_adaptive, score_adaptive
 from winnow.config import AdaptiveConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
 from winnow.demo import _timed, cost_summary
 from winnow.models import SMOLLM2, resolve_model
@@ -73,13 +73,9 @@ def run_constraints_demo(run_dir: str | Path, *, quick: bool = False) -> dict:
     score = ScoreConfig(reward_fn=REWARD, pass_threshold=PASS)
     train_dir = run_dir / "train"
     with _timed(timings, peaks, "train: adaptive generate + score"):
-        run_adaptive(
-            train_dir,
-            train_prompts,
-            GenerateConfig(models=[SMOLLM2], **train_cfg),
-            score,
-            AdaptiveConfig(**adaptive_cfg),
-        )
+        generate = GenerateConfig(models=[SMOLLM2], **train_cfg)
+        sample_adaptive(train_dir, train_prompts, generate, score, AdaptiveConfig(**adaptive_cfg))
+        score_adaptive(train_dir, score)  # the steps scored every completion already
     with _timed(timings, peaks, "train: select (passing) + sft"):
         stages.select(train_dir, SelectConfig(**SELECT))
         from winnow.sft import sft

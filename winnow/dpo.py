@@ -10,6 +10,7 @@ LoRA, the base model with adapters disabled).
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from winnow.config import DpoConfig
@@ -18,12 +19,10 @@ from winnow.provenance import model_identity
 from winnow.records import parse_jsonl
 from winnow.rundir import Stage, completed_manifest, verified_bytes
 from winnow.training import (
-    load_starting_model,
-    lora_config,
+    finished_training,
     train_and_save,
-    trainer_arguments,
-    with_checkpoint_path,
-    write_checkpoint,
+    train_into_stage,
+    trl_trainer,
 )
 
 
@@ -41,21 +40,15 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
         run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"], "provenance": provenance}
     )
     with stage:
-        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
-            return with_checkpoint_path(stage)
+        if (done := finished_training(stage)) is not None:
+            return done
         data = verified_bytes(path, selected["files"].get("pairs.jsonl"), stage="select")
         rows = [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
         if not rows:
             raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
-        files, metrics = write_checkpoint(stage, lambda folder: train(rows, config, folder))
-        stage.finish(
-            outputs=files,
-            checkpoint="checkpoint",
-            num_pairs=len(rows),
-            train_loss=metrics["train_loss"],
-            loss_curve=metrics["loss_curve"],
+        return train_into_stage(
+            stage, partial(train, rows, config), kept=("train_loss", "loss_curve"), num_pairs=len(rows)
         )
-        return with_checkpoint_path(stage)
 
 
 def train(rows: list[dict], config: DpoConfig, output_dir: Path) -> dict:
@@ -71,15 +64,6 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
-    model, tokenizer, device, dtype, fp16_amp = load_starting_model(
-        config.model, device=config.device, dtype=config.dtype, section="dpo"
-    )
     # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
     data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    args = TrlDPOConfig(
-        beta=config.beta, **trainer_arguments(config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp)
-    )
-    trainer = DPOTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora_config(config)
-    )
-    return trainer, tokenizer
+    return trl_trainer(DPOTrainer, TrlDPOConfig, data, config, output_dir, section="dpo", beta=config.beta)

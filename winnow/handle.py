@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from winnow.config import GenerateConfig, build
+from winnow.config import GenerateConfig
 from winnow.errors import WinnowError
+from winnow.remote import generate_client
+from winnow.settings import build
 
 
 class Model:
@@ -70,7 +72,7 @@ def backend_args(config: GenerateConfig) -> dict[str, Any]:
         batch_size=config.batch_size,
         dtype=config.dtype,
         engine=config.engine() if config.backend == "vllm" else None,
-        client=config.client_settings(),
+        client=generate_client(config),
         endpoint=config.endpoint,
     )
 

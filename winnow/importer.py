@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import MAX_N, ImportConfig, config_hash
+from winnow.config import MAX_N, ImportConfig
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
-from winnow.records import Completion, Prompt, atomic_write_jsonl, sha256_file
+from winnow.records import Completion, Prompt, atomic_write_jsonl, config_hash, sha256_file
 from winnow.rundir import Stage
 from winnow.stream import iter_jsonl, write_rows
 

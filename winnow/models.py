@@ -15,12 +15,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from winnow.config.fields import DTYPES
 from winnow.errors import WinnowError
 
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-"""Weight and activation precisions a model can be loaded in; ``auto`` picks by device."""
 
 
 def cache_dir() -> Path:

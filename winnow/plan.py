@@ -28,10 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.lock import check_free
-from winnow.records import Prompt, read_json
+from winnow.records import Prompt, config_hash, read_json
 from winnow.rundir import Stage, check_format, completed_manifest, reward_change_note, stored_config
 
 UNKNOWN = "\x00known once the run gets there"
@@ -144,19 +143,7 @@ def check(
     count = rounds.count if rounds is not None and rounds.count is not None else None
     generate: Any = configs.get("generate")
     score: Any = configs.get("score")
-    if adaptive is not None and count is not None:
-        raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
-    if adaptive is not None and score is not None:  # without a score config run_stages says what is missing
-        from winnow.adaptive import check_adaptive
-
-        check_adaptive(generate, score, adaptive)
-    if wanted("generate"):
-        check_models(generate)
-    for name in ("sft", "dpo"):
-        if wanted(name) and configs[name].model:
-            from winnow.models import check_model
-
-            check_model(configs[name].model)
+    _check_sampling_and_models(configs, wanted, adaptive, rounds=count)
     plan = Plan(run_dir, [], rounds=count or 1, adaptive=adaptive is not None)
     if wanted("generate"):
         plan.prompts = len(prompts or [])
@@ -181,6 +168,27 @@ def check(
     if refused:
         raise refusal(refused)
     return plan
+
+
+def _check_sampling_and_models(configs: dict[str, Any], wanted: Callable[[str], bool], adaptive, *, rounds) -> None:
+    """What can be checked before any folder is looked at: adaptive sampling's sections
+    (a single round, a stop rule it can test) and that every model a wanted stage loads exists.
+    adaptive: the adaptive section when it samples in steps, else None; rounds: the count or None."""
+    generate: Any = configs.get("generate")
+    score: Any = configs.get("score")
+    if adaptive is not None and rounds is not None:
+        raise WinnowError("adaptive.step: adaptive sampling runs a single round; leave out --rounds")
+    if adaptive is not None and score is not None:  # without a score config run_stages says what is missing
+        from winnow.adaptive import check_adaptive
+
+        check_adaptive(generate, score, adaptive)
+    if wanted("generate"):
+        check_models(generate)
+    for name in ("sft", "dpo"):
+        if wanted(name) and configs[name].model:
+            from winnow.models import check_model
+
+            check_model(configs[name].model)
 
 
 def follow_refusals(stages: list[StagePlan]) -> list[StagePlan]:
@@ -212,7 +220,11 @@ def refusal(refused: list[StagePlan]) -> WinnowError:
 
 def check_models(generate) -> None:
     """Each generate model is a folder holding config.json, or smollm2 (a server's models
-    are names the server knows: they are not checked here)."""
+    are names the server knows: they are not checked here); the backend honours every
+    sampling field asked of it."""
+    from winnow.generate.contract import sampling_of
+
+    sampling_of(generate)
     if generate.backend == "openai":
         return
     from winnow.models import check_model

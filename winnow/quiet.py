@@ -1,15 +1,21 @@
-"""Library noise off for the length of a call: what the CLI does for a whole process
-(``cli.quiet_libraries``), done by the Python API for one call and undone after it.
+"""Library noise off unless verbose: the one place that knows how each library is quieted.
+
+Two scopes, one list of what is quieted:
+
+- ``quiet_process``, for the rest of a process (the CLI, at its start): the variables the
+  libraries read once, at import (a value the user set is kept), and warning filters.
+- ``quiet_libraries``, for the length of one call (the Python API), undone after it: each
+  library switched through its own functions and put back as it was. Environment variables
+  are not used for the bars there: huggingface_hub and datasets read theirs once, at
+  import, and a bar switched off that way could never be switched on again. So a library
+  must be imported to be quieted: huggingface_hub always is (it is small; transformers
+  takes its bar setting from it when imported later), datasets when the call names it
+  (``imports``: the training calls, whose TRL maps datasets).
 
 Quieted: warnings (FutureWarning from any library, UserWarning from transformers, TRL, peft
 and torch), the progress bars of huggingface_hub (downloads), transformers (the weights
-bar) and datasets (TRL's dataset bars), and transformers' and datasets' log lines below
-ERROR. Each is switched through the library's own functions and put back as it was after
-the call. Environment variables are not used for the bars: huggingface_hub and datasets
-read theirs once, at import, and a bar switched off that way could never be switched on
-again. So a library must be imported to be quieted: huggingface_hub always is (it is
-small; transformers takes its bar setting from it when imported later), datasets when the
-call names it (``imports``: the training calls, whose TRL maps datasets).
+bar) and datasets (TRL's dataset bars), and transformers' log lines below ERROR (and
+datasets' within a call).
 """
 
 from __future__ import annotations
@@ -26,8 +32,31 @@ from typing import ParamSpec, TypeVar
 
 VERBOSITY_ENV = {"transformers": "TRANSFORMERS_VERBOSITY", "datasets": "DATASETS_VERBOSITY"}
 """The variable each library reads (when it sets up its logger) for its log level."""
+BARS_ENV = {"huggingface_hub": "HF_HUB_DISABLE_PROGRESS_BARS", "datasets": "HF_DATASETS_DISABLE_PROGRESS_BARS"}
+"""The variable each library reads, once at import, to switch its bars off (transformers
+takes huggingface_hub's)."""
 LIBRARIES = ("huggingface_hub", "transformers", "datasets")
 """The libraries whose bars and logs are switched off (``_state`` / ``_set`` know each)."""
+
+
+def quiet_process(verbose: bool = False) -> None:
+    """Library warnings, bars and logs off for the rest of the process, unless ``verbose``;
+    called before any library is imported. A variable the user set keeps its value.
+    Tokenizers' parallelism goes off too: after a fork (a worker process) it would warn."""
+    if verbose:
+        return
+    for variable in BARS_ENV.values():
+        os.environ.setdefault(variable, "1")
+    os.environ.setdefault(VERBOSITY_ENV["transformers"], "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _ignore_library_warnings()
+
+
+def _ignore_library_warnings() -> None:
+    """The warning filters of both scopes: FutureWarning from anywhere, and UserWarning from
+    the libraries whose warnings are about their own internals."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|torch)\.")
 
 
 @contextlib.contextmanager
@@ -46,8 +75,7 @@ def quiet_libraries(verbose: bool = False, imports: tuple[str, ...] = ()) -> Ite
         _set(name, bars=False, level=logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|torch)\.")
+            _ignore_library_warnings()
             yield
     finally:
         for k, v in saved_env.items():

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from winnow.config import GenerateConfig, ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 
 T = TypeVar("T")
@@ -50,6 +51,39 @@ class ClientSettings:
         if not key:
             raise WinnowError(f"api_key_env: environment variable {self.api_key_env} is not set or empty")
         return key
+
+
+def generate_client(config: GenerateConfig) -> ClientSettings | None:
+    """How the openai generation backend reaches its server (None for local backends)."""
+    if config.backend != "openai" or not config.base_url:
+        return None
+    return ClientSettings(
+        base_url=config.base_url,
+        api_key_env=config.api_key_env,
+        concurrency=config.concurrency,
+        timeout=config.request_timeout,
+        max_retries=config.max_retries,
+        backoff=config.retry_backoff,
+    )
+
+
+def upstream_client(config: ServeConfig) -> ClientSettings | None:
+    """How ``winnow serve --backend openai`` reaches the upstream server (None for local backends)."""
+    if config.backend != "openai" or not config.base_url:
+        return None
+    return ClientSettings(base_url=config.base_url, api_key_env=config.upstream_api_key_env)
+
+
+def judge_client(config: ScoreConfig) -> ClientSettings:
+    """How the judge reward reaches its server: the ``openai`` backend's client, the judge's settings."""
+    return ClientSettings(
+        base_url=config.reward_judge or "",
+        api_key_env=config.judge_api_key_env,
+        concurrency=config.judge_concurrency,
+        timeout=config.judge_request_timeout,
+        max_retries=config.judge_max_retries,
+        backoff=config.judge_retry_backoff,
+    )
 
 
 def make_client(settings: ClientSettings):

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import config_hash
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, shard_file
 from winnow.loader import split
@@ -48,6 +47,7 @@ from winnow.records import (
     Prompt,
     atomic_write_json,
     atomic_write_text,
+    config_hash,
     parse_jsonl,
     read_json,
     sha256_file,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from winnow.config import PAIRING_NEEDS, STRATEGY_NEEDS
 from winnow.errors import WinnowError
 
 
@@ -445,30 +446,27 @@ def aggregate(
 
 @dataclass(frozen=True)
 class Strategy:
-    """A selection strategy: how to run it, what it needs, and the shape of its output."""
+    """A selection strategy: how to run it and the shape of its output (what it needs:
+    ``config.STRATEGY_NEEDS``)."""
 
     pick: Callable[..., np.ndarray]
     """(rewards, *, k, threshold, beta, seed) -> its output (see ``output``)."""
-    needs: tuple[str, ...]
-    """Parameters that must be given, among "k", "threshold", "beta" and "pass_threshold"."""
     output: str
     """"columns": int (M,); "column_lists": int (M, k), -1 padded; "pairs": int (P, 2)."""
 
 
-# The one list of strategies: the config, the command's help and ``apply`` all read it.
+# How each strategy runs, keyed by the names of ``config.fields.Strategy`` (the one list).
 STRATEGIES: dict[str, Strategy] = {
-    "top_per_prompt": Strategy(lambda r, **p: top_per_prompt(r), (), "columns"),
-    "top_k_overall": Strategy(lambda r, **p: top_k_overall(r, p["k"]), ("k",), "pairs"),
-    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, _per_row(p["k"], r)), ("k",), "column_lists"),
-    "threshold": Strategy(lambda r, **p: threshold(r, p["threshold"]), ("threshold",), "pairs"),
-    "random_per_prompt": Strategy(lambda r, **p: random_per_prompt(r, p["seed"]), (), "columns"),
-    "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), ("k",), "pairs"),
+    "top_per_prompt": Strategy(lambda r, **p: top_per_prompt(r), "columns"),
+    "top_k_overall": Strategy(lambda r, **p: top_k_overall(r, p["k"]), "pairs"),
+    "top_k_per_prompt": Strategy(lambda r, **p: top_k_per_prompt(r, _per_row(p["k"], r)), "column_lists"),
+    "threshold": Strategy(lambda r, **p: threshold(r, p["threshold"]), "pairs"),
+    "random_per_prompt": Strategy(lambda r, **p: random_per_prompt(r, p["seed"]), "columns"),
+    "random_k_overall": Strategy(lambda r, **p: random_k_overall(r, p["k"], p["seed"]), "pairs"),
     # k defaults to 1 for rso: one sample of the tilted policy per prompt.
-    "rso": Strategy(lambda r, **p: rso(r, p["beta"], _per_row(p["k"] or 1, r), p["seed"]), ("beta",), "column_lists"),
+    "rso": Strategy(lambda r, **p: rso(r, p["beta"], _per_row(p["k"] or 1, r), p["seed"]), "column_lists"),
     # k defaults to 1 for passing: one verified completion per prompt (the SFT case).
-    "passing": Strategy(
-        lambda r, **p: passing(r, p["pass_threshold"], _per_row(p["k"] or 1, r)), ("pass_threshold",), "column_lists"
-    ),
+    "passing": Strategy(lambda r, **p: passing(r, p["pass_threshold"], _per_row(p["k"] or 1, r)), "column_lists"),
 }
 
 
@@ -486,7 +484,6 @@ PAIRINGS: dict[str, Callable[..., np.ndarray]] = {
     "rso": lambda r, **p: rso_pairs(r, p["beta"], _per_row(p["k"] or r.shape[1], r), p["seed"]),
     "pass-fail": lambda r, **p: pass_fail(r, p["pass_threshold"]),
 }
-PAIRING_NEEDS = {"best-worst": (), "all": (), "rso": ("beta",), "pass-fail": ("pass_threshold",)}
 
 
 def _rows_with(columns: np.ndarray) -> np.ndarray:
@@ -521,7 +518,7 @@ def apply(
     if strategy not in STRATEGIES:
         raise WinnowError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
     params = {"k": k, "threshold": t, "beta": beta, "seed": seed, "pass_threshold": pass_threshold}
-    for need in STRATEGIES[strategy].needs:
+    for need in STRATEGY_NEEDS[strategy]:
         if params[need] is None:
             raise WinnowError(f"strategy {strategy} needs {need}")
     return to_pairs(strategy, STRATEGIES[strategy].pick(_as_matrix(rewards), **params))

@@ -8,6 +8,7 @@ merged before saving, so ``generate`` loads the result like any other checkpoint
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from winnow.config import TrainConfig
@@ -15,12 +16,10 @@ from winnow.errors import WinnowError
 from winnow.provenance import model_identity
 from winnow.rundir import Stage, completed_manifest, load_selected
 from winnow.training import (
-    load_starting_model,
-    lora_config,
+    finished_training,
     train_and_save,
-    trainer_arguments,
-    with_checkpoint_path,
-    write_checkpoint,
+    train_into_stage,
+    trl_trainer,
 )
 
 
@@ -39,8 +38,8 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     selected = completed_manifest(run_dir, "select")
     stage = Stage(run_dir, "sft", folder_config(config, selected["config_hash"]))
     with stage:
-        if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
-            return with_checkpoint_path(stage)
+        if (done := finished_training(stage)) is not None:
+            return done
         rows = load_selected(run_dir)
         stripped: dict = {}
         if config.strip_reasoning:
@@ -48,17 +47,8 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
             stripped = {"unfinished_reasoning_left_out": left_out}
         if not rows:
             raise WinnowError(f"{run_dir}/select/selected.jsonl has no rows to train on")
-        files, metrics = write_checkpoint(stage, lambda folder: train(rows, config, folder))
-        stage.finish(
-            outputs=files,
-            checkpoint="checkpoint",
-            num_rows=len(rows),
-            rows_trained=metrics["rows_trained"],
-            train_loss=metrics["train_loss"],
-            loss_curve=metrics["loss_curve"],
-            **stripped,
-        )
-        return with_checkpoint_path(stage)
+        kept = ("rows_trained", "train_loss", "loss_curve")
+        return train_into_stage(stage, partial(train, rows, config), kept=kept, num_rows=len(rows), **stripped)
 
 
 def reasoning_tags(run_dir: str | Path) -> tuple[str, str]:
@@ -106,15 +96,5 @@ def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path):
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer, device, dtype, fp16_amp = load_starting_model(
-        config.model, device=config.device, dtype=config.dtype, section="sft"
-    )
     data = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    args = SFTConfig(
-        completion_only_loss=True,
-        **trainer_arguments(config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp),
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora_config(config)
-    )
-    return trainer, tokenizer
+    return trl_trainer(SFTTrainer, SFTConfig, data, config, output_dir, section="sft", completion_only_loss=True)

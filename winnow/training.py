@@ -66,6 +66,21 @@ def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16
     }
 
 
+def trl_trainer(trainer_class, args_class, data, config: Any, output_dir: Path, *, section: str, **options):
+    """(trainer, tokenizer): a TRL trainer of ``trainer_class`` (SFTTrainer, DPOTrainer) over
+    the dataset ``data``, starting from ``config.model`` (``load_starting_model``), its
+    arguments an ``args_class`` (SFTConfig, DPOConfig) of ``trainer_arguments`` plus the
+    trainer's own ``options``, with LoRA adapters when ``config.lora``."""
+    model, tokenizer, device, dtype, fp16_amp = load_starting_model(
+        config.model, device=config.device, dtype=config.dtype, section=section
+    )
+    args = args_class(**options, **trainer_arguments(config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp))
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora_config(config)
+    )
+    return trainer, tokenizer
+
+
 def lora_config(config: Any):
     """peft's LoraConfig on every linear layer when ``config.lora``, else None."""
     if not config.lora:
@@ -128,6 +143,25 @@ def write_checkpoint(stage: Stage, train: Callable[[Path], dict]) -> tuple[list[
         shutil.rmtree(tmp, ignore_errors=True)
     files = sorted(str(p.relative_to(stage.dir)) for p in checkpoint.rglob("*") if p.is_file())
     return files, metrics
+
+
+def finished_training(stage: Stage) -> dict | None:
+    """A training stage already complete with every file it recorded: its manifest (the
+    checkpoint's full path, ``with_checkpoint_path``), which a rerun returns without
+    training again; else None."""
+    if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
+        return with_checkpoint_path(stage)
+    return None
+
+
+def train_into_stage(stage: Stage, train: Callable[[Path], dict], *, kept: tuple[str, ...], **summary) -> dict:
+    """Train into ``<stage>/checkpoint`` (``write_checkpoint``), then finish the stage: its
+    manifest names the checkpoint and holds ``summary`` and the numbers ``kept`` of those
+    ``train`` returned (its loss and loss curve). Returns the manifest with the checkpoint's
+    full path (``with_checkpoint_path``)."""
+    files, metrics = write_checkpoint(stage, train)
+    stage.finish(outputs=files, checkpoint="checkpoint", **summary, **{k: metrics[k] for k in kept})
+    return with_checkpoint_path(stage)
 
 
 def with_checkpoint_path(stage: Stage) -> dict:

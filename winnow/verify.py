@@ -13,9 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from winnow.config import config_hash
 from winnow.errors import WinnowError
-from winnow.records import TMP_SUFFIX, read_json
+from winnow.records import TMP_SUFFIX, config_hash, read_json
 from winnow.rounds import rounds_in
 from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file, check_format
 

@@ -26,6 +26,7 @@ from typing import Any
 from winnow.config import EXECUTORS, ExecutorConfig
 from winnow.errors import WinnowError
 from winnow.executors.shards import (
+    Landing,
     Meter,
     ShardReport,
     ShardTask,
@@ -36,6 +37,7 @@ from winnow.executors.shards import (
 
 __all__ = [  # the shard contract, handed on for callers of the package
     "EXECUTORS",
+    "Landing",
     "Meter",
     "ShardReport",
     "ShardTask",
@@ -70,89 +72,42 @@ def run_shards(
     stage complete while there are any (``ShardReport.raise_failed``).
     """
     name = executor.name if executor is not None else "local"
-    meter = meter or Meter()
     if not tasks:
         return ShardReport(executor=name)
+    landing = Landing(Path(stage_dir), claim, desc, on_written, config_hash, meter or Meter())
     match name:
         case "local":
-            return _run_local(
-                tasks,
-                make_worker,
-                Path(stage_dir),
-                claim=claim,
-                desc=desc,
-                on_written=on_written,
-                config_hash=config_hash,
-                meter=meter,
-            )
+            return _run_local(tasks, make_worker, landing)
         case "ray":
             from winnow.executors.ray import run_ray
 
             assert executor is not None
-            return run_ray(
-                tasks,
-                make_worker,
-                Path(stage_dir),
-                claim=claim,
-                config=executor,
-                desc=desc,
-                on_written=on_written,
-                config_hash=config_hash,
-                meter=meter,
-            )
+            return run_ray(tasks, make_worker, landing, config=executor)
         case _:
             raise WinnowError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
 
 
-def _run_local(
-    tasks: Sequence[ShardTask],
-    make_worker: Callable[[], ShardWorker],
-    stage_dir: Path,
-    *,
-    claim: Callable[[], None],
-    desc: str,
-    on_written: Callable[[str], None] | None,
-    config_hash: str | None,
-    meter: Meter,
-) -> ShardReport:
+def _run_local(tasks: Sequence[ShardTask], make_worker: Callable[[], ShardWorker], landing: Landing) -> ShardReport:
     """One worker in this process, shards in order; the first error stops the stage."""
     worker = make_worker()
     if getattr(worker, "pipelined", False):
-        return _run_overlapped(
-            tasks,
-            worker,
-            stage_dir,
-            claim=claim,
-            desc=desc,
-            on_written=on_written,
-            config_hash=config_hash,
-            meter=meter,
-        )
+        return _run_overlapped(tasks, worker, landing)
     report = ShardReport(executor="local", workers=1)
-    bar = meter.bar(tasks, desc)
+    meter = landing.meter
+    bar = meter.bar(tasks, landing.desc)
     if hasattr(worker, "progress"):  # it counts within a shard (a generate worker, batch by batch)
         worker.progress = bar.update
     try:
         for task in tasks:
             counted = bar.n
-            _write(task, worker.run(task), report, stage_dir, claim, on_written, config_hash)
+            landing.write(task, worker.run(task), report)
             bar.update(max(0, meter.size(task) - (bar.n - counted)))
     finally:
         bar.close()
     return report
 
 
-def _run_overlapped(
-    tasks: Sequence[ShardTask],
-    worker: Any,
-    stage_dir: Path,
-    *,
-    claim: Callable[[], None],
-    desc: str,
-    on_written: Callable[[str], None] | None,
-    config_hash: str | None,
-    meter: Meter,
-) -> ShardReport:
+def _run_overlapped(tasks: Sequence[ShardTask], worker: Any, landing: Landing) -> ShardReport:
     """``_run_local`` for a worker whose shards may overlap (``worker.submit(task)`` returns a
     future of the rows): up to ``worker.depth()`` shards are submitted and not yet written,
     so the next shards' requests start while the last of the current one finish. Shards are
@@ -164,14 +119,14 @@ def _run_overlapped(
     report = ShardReport(executor="local", workers=1)
     depth = worker.depth()
     flying: deque = deque()
-    bar = meter.bar(tasks, desc)
+    bar = landing.meter.bar(tasks, landing.desc)
     try:
         for task in tasks:
             while len(flying) >= depth:
-                bar.update(_land(flying.popleft(), report, stage_dir, claim, on_written, config_hash, meter))
+                bar.update(_land(flying.popleft(), report, landing))
             flying.append((task, worker.submit(task)))
         while flying:
-            bar.update(_land(flying.popleft(), report, stage_dir, claim, on_written, config_hash, meter))
+            bar.update(_land(flying.popleft(), report, landing))
     finally:
         for _, future in flying:
             future.cancel()
@@ -181,20 +136,8 @@ def _run_overlapped(
     return report
 
 
-def _land(item, report: ShardReport, stage_dir: Path, claim, on_written, config_hash, meter: Meter) -> int:
+def _land(item, report: ShardReport, landing: Landing) -> int:
     """Wait for one submitted shard and write it; returns its size on the progress bar."""
     task, future = item
-    _write(task, future.result(), report, stage_dir, claim, on_written, config_hash)
-    return meter.size(task)
-
-
-def _write(
-    task: ShardTask, rows: list[dict], report: ShardReport, stage_dir: Path, claim, on_written, config_hash
-) -> None:
-    """Write one finished shard: the stage is claimed before its first shard lands."""
-    if not report.done:
-        claim()
-    write_shard(stage_dir, task.name, rows, config_hash=config_hash)
-    report.done.append(task.name)
-    if on_written is not None:
-        on_written(task.name)
+    landing.write(task, future.result(), report)
+    return landing.meter.size(task)

@@ -30,30 +30,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from winnow.errors import WinnowError, install_hint
-from winnow.executors.shards import Meter, ShardReport, ShardTask, ShardWorker, write_shard
+from winnow.executors.shards import Landing, ShardReport, ShardTask, ShardWorker, write_shard
 
 if TYPE_CHECKING:  # the config imports this package's executor names, not the reverse
     from winnow.config import ExecutorConfig
 
 
 def run_ray(
-    tasks: Sequence[ShardTask],
-    make_worker: Callable[[], ShardWorker],
-    stage_dir: Path,
-    *,
-    claim: Callable[[], None],
-    config: ExecutorConfig,
-    desc: str,
-    on_written: Callable[[str], None] | None = None,
-    config_hash: str | None = None,
-    meter: Meter | None = None,
+    tasks: Sequence[ShardTask], make_worker: Callable[[], ShardWorker], landing: Landing, *, config: ExecutorConfig
 ) -> ShardReport:
     """Make every task's shard file on a pool of ``config.workers`` Ray actors.
 
-    The driver (this process) holds the stage's lock and calls ``on_written(name)`` as each
-    shard lands, so every shard is verified and recorded here, never on a worker; a shard
-    that fails that check counts as a failed try. Workers pass ``config_hash`` to
-    ``write_shard``, which refuses to add a shard to a stage whose config changed.
+    The driver (this process) holds the stage's lock and calls ``landing.on_written(name)``
+    as each shard lands, so every shard is verified and recorded here, never on a worker; a
+    shard that fails that check counts as a failed try. Workers pass ``landing.config_hash``
+    to ``write_shard``, which refuses to add a shard to a stage whose config changed.
 
     A shard whose try fails (its actor died, or ``worker.run`` raised) goes back to the
     queue and is tried again, on another actor where one is idle, up to ``config.retries``
@@ -63,20 +54,20 @@ def run_ray(
     """
     ray = _connect(config.ray_address)
     _check_fits(ray, config)
-    watch = _RayWatch(ray, desc)
-    pool = _Pool(ray, make_worker, config, stage_dir.resolve(), config_hash)
+    watch = _RayWatch(ray, landing.desc)
+    pool = _Pool(ray, make_worker, config, landing.stage_dir.resolve(), landing.config_hash)
     report = ShardReport(executor="ray")
     queue = deque(_Shard(t) for t in tasks)
     for _ in range(min(config.workers, len(tasks))):
         pool.start()
-    meter = meter or Meter()
-    bar = meter.bar(tasks, desc)
+    meter = landing.meter
+    bar = meter.bar(tasks, landing.desc)
     claimed = False
     try:
         while queue or pool.running:
             while (pick := pool.pick(queue)) is not None:
                 if not claimed:
-                    claim()  # after a worker was built, before the first shard is written
+                    landing.claim()  # after a worker was built, before the first shard is written
                     claimed = True
                 pool.submit(*pick)
             if not (pool.running or pool.building):
@@ -87,20 +78,7 @@ def run_ray(
                     pool.built(ref)
                     continue
                 shard, error = pool.finished(ref)
-                if error is None and on_written is not None:
-                    try:
-                        on_written(shard.task.name)
-                    except WinnowError as e:  # a shard that fails verification is made again
-                        error = f"WinnowError: {e}"
-                if error is None:
-                    report.done.append(shard.task.name)
-                else:
-                    shard.tries += 1
-                    if shard.tries > config.retries:
-                        report.failed[shard.task.name] = error
-                    else:
-                        report.retries += 1
-                        queue.append(shard)
+                error = _settle(shard, error, landing, report, queue, retries=config.retries)
                 workers = len(pool.idle) + len(pool.running)
                 bar.set_postfix(workers=workers, retries=report.retries, failed=len(report.failed), refresh=False)
                 bar.update(meter.size(shard.task) if error is None else 0)
@@ -110,6 +88,30 @@ def run_ray(
         pool.close()
     report.workers = pool.built_count
     return report
+
+
+def _settle(
+    shard: _Shard, error: str | None, landing: Landing, report: ShardReport, queue: deque, *, retries: int
+) -> str | None:
+    """Take in one finished try: a written shard is verified and recorded
+    (``landing.on_written``) and counted done; a failed one (in the actor, or at that check)
+    goes back on ``queue`` while it has ``retries`` left, else counts as failed. Returns the
+    try's error, None when the shard is done."""
+    if error is None and landing.on_written is not None:
+        try:
+            landing.on_written(shard.task.name)
+        except WinnowError as e:  # a shard that fails verification is made again
+            error = f"WinnowError: {e}"
+    if error is None:
+        report.done.append(shard.task.name)
+        return None
+    shard.tries += 1
+    if shard.tries > retries:
+        report.failed[shard.task.name] = error
+    else:
+        report.retries += 1
+        queue.append(shard)
+    return error
 
 
 class ShardActor:

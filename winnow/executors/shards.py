@@ -6,7 +6,7 @@ the package that dispatches to them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +86,35 @@ class ShardReport:
             f"{stage}: {len(self.failed)} of {total} pending shards failed every try ({lines}). "
             "The other shards are written; rerun the same command to retry only these."
         )
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where an executor's shards land and what the driver does as each one lands; every
+    executor takes one.
+
+    stage_dir: the stage folder the ``shard-<name>.jsonl`` files go in. claim: called once,
+    before the first shard is written. on_written(name): called in the driver as each shard
+    lands, to verify and record it. config_hash: passed to every ``write_shard``. desc and
+    meter: the progress bar's label and what it counts.
+    """
+
+    stage_dir: Path
+    claim: Callable[[], None]
+    desc: str = "shards"
+    on_written: Callable[[str], None] | None = None
+    config_hash: str | None = None
+    meter: Meter = field(default_factory=Meter)
+
+    def write(self, task: ShardTask, rows: list[dict], report: ShardReport) -> None:
+        """Write a shard made in this process, claiming the stage before its first shard lands,
+        and count it done in ``report``."""
+        if not report.done:
+            self.claim()
+        write_shard(self.stage_dir, task.name, rows, config_hash=self.config_hash)
+        report.done.append(task.name)
+        if self.on_written is not None:
+            self.on_written(task.name)
 
 
 def shard_file(stage_dir: Path, name: str) -> Path:

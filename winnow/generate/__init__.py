@@ -47,24 +47,30 @@ def make_backend(
     ``client`` (server address, key variable, retries) and ``endpoint`` are for ``openai``.
     Inside ``kept_backends`` the same arguments give back the backend already made."""
 
-    def make() -> Backend:
-        return _make_backend(
-            name,
-            model,
-            device=device,
-            batch_size=batch_size,
-            dtype=dtype,
-            engine=engine,
-            client=client,
-            endpoint=endpoint,
-        )
-
-    if _KEPT is None:
-        return make()
     key = repr((name, model, device, batch_size, dtype, sorted((engine or {}).items()), client, endpoint))
-    if key not in _KEPT:
-        _KEPT[key] = make()
-    return _KEPT[key]
+    if _KEPT is not None and key in _KEPT:
+        return _KEPT[key]
+    backend: Backend
+    match name:
+        case "hf":
+            from winnow.generate.hf import HFBackend
+
+            backend = HFBackend(model, device=device, batch_size=batch_size, dtype=dtype)
+        case "openai":
+            from winnow.generate.openai_api import OpenAIBackend
+
+            if client is None:
+                raise WinnowError("backend openai needs a server: set generate.base_url (--base-url)")
+            backend = OpenAIBackend(model, client=client, endpoint=endpoint)
+        case "vllm":
+            from winnow.generate.vllm import VLLMBackend
+
+            backend = VLLMBackend(model, dtype=dtype, **(engine or {}))
+        case _:
+            raise WinnowError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
+    if _KEPT is not None:
+        _KEPT[key] = backend
+    return backend
 
 
 _KEPT: dict[str, Backend] | None = None
@@ -93,33 +99,3 @@ def kept_backends() -> Iterator[None]:
 def is_kept(backend: Backend) -> bool:
     """Whether ``kept_backends`` holds ``backend`` (its closing then waits for the context's end)."""
     return _KEPT is not None and any(b is backend for b in _KEPT.values())
-
-
-def _make_backend(
-    name: str,
-    model: str,
-    *,
-    device: str,
-    batch_size: int,
-    dtype: str,
-    engine: dict | None,
-    client: ClientSettings | None,
-    endpoint: str,
-) -> Backend:
-    match name:
-        case "hf":
-            from winnow.generate.hf import HFBackend
-
-            return HFBackend(model, device=device, batch_size=batch_size, dtype=dtype)
-        case "openai":
-            from winnow.generate.openai_api import OpenAIBackend
-
-            if client is None:
-                raise WinnowError("backend openai needs a server: set generate.base_url (--base-url)")
-            return OpenAIBackend(model, client=client, endpoint=endpoint)
-        case "vllm":
-            from winnow.generate.vllm import VLLMBackend
-
-            return VLLMBackend(model, dtype=dtype, **(engine or {}))
-        case _:
-            raise WinnowError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")

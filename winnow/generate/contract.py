@@ -7,8 +7,10 @@ honours. Backends import this module, never the package that dispatches to them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, get_args
 
+from winnow.config import GenerateConfig
+from winnow.config.fields import Backend as BackendName
 from winnow.errors import WinnowError
 from winnow.records import Completion, Prompt
 
@@ -44,7 +46,8 @@ BACKENDS: dict[str, frozenset[str]] = {
     "openai": frozenset({"min_p", "repetition_penalty", "stop"}),
     "vllm": frozenset({"min_p", "repetition_penalty", "stop"}),
 }
-"""Every backend name, with the optional sampling fields it honours: the one list of backends."""
+"""Every backend, with the optional sampling fields it honours (the names are ``config.fields.Backend``'s)."""
+assert tuple(BACKENDS) == get_args(BackendName), "BACKENDS must follow config.fields.Backend"
 
 
 def check_sampling(backend: str, sampling: Sampling) -> None:
@@ -56,6 +59,23 @@ def check_sampling(backend: str, sampling: Sampling) -> None:
                 f"generate.{name}: backend {backend!r} does not support {name} (got {value!r}); "
                 f"leave it at {neutral!r} or use a backend that does"
             )
+
+
+def sampling_of(config: GenerateConfig) -> Sampling:
+    """The sampling contract ``config`` asks its backend to honour, checked against what that
+    backend honours (``check_sampling``)."""
+    sampling = Sampling(
+        n=config.n,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        max_new_tokens=config.max_new_tokens,
+        min_p=config.min_p,
+        repetition_penalty=config.repetition_penalty,
+        stop=tuple(config.stop),
+    )
+    check_sampling(config.backend, sampling)
+    return sampling
 
 
 class Watch(Protocol):

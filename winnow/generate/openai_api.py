@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from winnow import remote
+from winnow.config.fields import ENDPOINTS
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling
 from winnow.records import Completion, Prompt
 from winnow.replies import Choice, parse_choices, reply_limit
 
-ENDPOINTS = ("auto", "chat", "completions")
 UNKNOWN_CONTEXT = 1 << 30
 """The server checks prompt lengths itself: locally, no prompt counts as too long."""
 
@@ -57,7 +57,7 @@ class OpenAIBackend:
 
     def __init__(self, model: str, *, client: remote.ClientSettings, endpoint: str = "auto"):
         if endpoint not in ENDPOINTS:
-            raise WinnowError(f"generate.endpoint: must be one of {ENDPOINTS}, got {endpoint!r}")
+            raise WinnowError(f"generate.endpoint: must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
         self.model = model
         self.client = client
         self.endpoint = endpoint

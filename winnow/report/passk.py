@@ -43,7 +43,7 @@ def bootstrap_band(rows: np.ndarray, *, iters: int = 2000, level: float = 0.95, 
     if m == 0:
         return np.full(width, np.nan), np.full(width, np.nan)
     rng = np.random.default_rng(seed)
-    means = np.empty((iters, width))
+    means = np.full((iters, width), np.nan)  # a resample left unfilled would show, as NaN
     for start in range(0, iters, 256):
         size = min(256, iters - start)
         counts = rng.multinomial(m, np.full(m, 1.0 / m), size=size)  # draws per prompt, per resample

@@ -318,9 +318,7 @@ def _fmt(x, spec: str = ".3f") -> str:
 
 
 def markdown(r: dict) -> str:
-    """report.md from report.json's dict."""
-    bon, sel_info = r["best_of_n"], r["selection"]
-    shown = sorted({n for n in bon["n"] if n & (n - 1) == 0} | {bon["n"][-1]}) if bon["n"] else []
+    """report.md from report.json's dict: a section a part of the report, in this order."""
     lines = [
         "# winnow report",
         "",
@@ -329,6 +327,28 @@ def markdown(r: dict) -> str:
         + (f", {r['never_sampled']} cells never sampled (adaptive)" if r.get("never_sampled") else "")
         + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
+    ]
+    lines += _best_of_n_markdown(r["best_of_n"])
+    lines += _selected_markdown(r)
+    lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
+    lines += _pairs_markdown(r["pairs"])
+    return "\n".join(lines)
+
+
+def _powers_of_two(ns: list[int]) -> list[int]:
+    """The rows a curve's table shows: n = 1, 2, 4, ... and the last n.
+
+    >>> _powers_of_two([1, 2, 3, 4, 5, 6])
+    [1, 2, 4, 6]
+    >>> _powers_of_two([])
+    []
+    """
+    return sorted({n for n in ns if n & (n - 1) == 0} | {ns[-1]}) if ns else []
+
+
+def _best_of_n_markdown(bon: dict) -> list[str]:
+    """report.md's best-of-n section: the estimator, then a row per n shown."""
+    return [
         "## Best-of-n",
         "",
         f"Expected best reward of n samples per prompt (unbiased order-statistic estimator over "
@@ -346,11 +366,18 @@ def markdown(r: dict) -> str:
         *[
             f"| {n} | {_fmt(bon['mean'][n - 1])} | [{_fmt(bon['low'][n - 1])}, {_fmt(bon['high'][n - 1])}] "
             f"| {bon['kl_upper_bound'][n - 1]:.3f} |"
-            for n in shown
+            for n in _powers_of_two(bon["n"])
         ],
         "",
         "![best-of-n](best_of_n.png)",
         "",
+    ]
+
+
+def _selected_markdown(r: dict) -> list[str]:
+    """report.md's section comparing the selected completions with all of them."""
+    sel_info = r["selection"]
+    lines = [
         "## Selected against all",
         "",
         f"Selected: {sel_info['source']}, strategy {sel_info.get('strategy')}.",
@@ -381,23 +408,25 @@ def markdown(r: dict) -> str:
     ]
     if removed:
         lines += ["", f"Before selecting: {', '.join(removed)}."]
-    lines += ["", "![selected vs all](selected_vs_all.png)", ""]
-    lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
-    if r["pairs"]:
-        p = r["pairs"]
-        lines += ["## Preference pairs", "", f"{p['count']} pairs."]
-        if p["count"]:
-            lines += [
-                "",
-                "| | chosen | rejected |",
-                "|---|---|---|",
-                f"| mean reward | {p['mean_chosen_reward']:.3f} | {p['mean_rejected_reward']:.3f} |",
-                f"| mean length (tokens) | {p['mean_chosen_tokens']:.1f} | {p['mean_rejected_tokens']:.1f} |",
-                "",
-                f"Mean margin {p['mean_margin']:.3f}.",
-            ]
-        lines.append("")
-    return "\n".join(lines)
+    return lines + ["", "![selected vs all](selected_vs_all.png)", ""]
+
+
+def _pairs_markdown(p: dict | None) -> list[str]:
+    """report.md's preference-pairs section (empty without pairs)."""
+    if not p:
+        return []
+    lines = ["## Preference pairs", "", f"{p['count']} pairs."]
+    if p["count"]:
+        lines += [
+            "",
+            "| | chosen | rejected |",
+            "|---|---|---|",
+            f"| mean reward | {p['mean_chosen_reward']:.3f} | {p['mean_rejected_reward']:.3f} |",
+            f"| mean length (tokens) | {p['mean_chosen_tokens']:.1f} | {p['mean_rejected_tokens']:.1f} |",
+            "",
+            f"Mean margin {p['mean_margin']:.3f}.",
+        ]
+    return lines + [""]
 
 
 def _pass_markdown(p: dict | None, adaptive: dict | None) -> list[str]:
@@ -431,9 +460,9 @@ def _pass_markdown(p: dict | None, adaptive: dict | None) -> list[str]:
         "| k | pass@k | 95% band |",
         "|---|---|---|",
     ]
-    shown = sorted({k for k in pak["k"] if k & (k - 1) == 0} | ({pak["k"][-1]} if pak["k"] else set()))
     lines += [
-        f"| {k} | {_fmt(pak['mean'][k - 1])} | [{_fmt(pak['low'][k - 1])}, {_fmt(pak['high'][k - 1])}] |" for k in shown
+        f"| {k} | {_fmt(pak['mean'][k - 1])} | [{_fmt(pak['low'][k - 1])}, {_fmt(pak['high'][k - 1])}] |"
+        for k in _powers_of_two(pak["k"])
     ]
     if p.get("votes"):
         v = p["votes"]

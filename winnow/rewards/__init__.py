@@ -132,42 +132,50 @@ def call_reward(
         raise WinnowError(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
+    return _checked(values, name, len(completions), kw)
+
+
+def _checked(values, name: str, count: int, kw: dict) -> Scores:
+    """What a reward returned, as ``Scores`` of ``count`` floats (None becomes NaN) with the
+    verifier's ``no_answer`` count or positions; raises WinnowError unless it is a list (or
+    array) of ``count`` numbers or None, each finite and at most ``MAX_REWARD`` in magnitude."""
     no_answer = getattr(values, "no_answer", 0)
     no_answer_at = getattr(values, "no_answer_at", None)
     if hasattr(values, "tolist"):  # a numpy array or torch tensor
         values = values.tolist()
     if not isinstance(values, list | tuple):  # a dict would give its keys, a str its characters
         raise WinnowError(f"reward function {name!r} returned {type(values).__name__}, expected a list of numbers")
-    if len(values) != len(completions):
-        raise WinnowError(f"reward function {name!r} returned {len(values)} values for {len(completions)} completions")
-    out = []
-    for i, v in enumerate(values):
-        if v is None:
-            out.append(math.nan)
-            continue
-        if isinstance(v, bool) or not isinstance(v, numbers.Real):
-            key = ""
-            if kw.get("prompt_ids") and kw.get("sample_indices"):
-                key = f" (prompt_id {kw['prompt_ids'][i]!r}, sample_index {kw['sample_indices'][i]})"
-            raise WinnowError(
-                f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i}{key}: "
-                "expected a number or None"
-            )
-        try:
-            v = float(v)
-        except OverflowError:
-            raise WinnowError(
-                f"reward function {name!r} returned a number too large for a float at position {i}"
-            ) from None
-        if abs(v) > MAX_REWARD:  # inf too; NaN (unscored) compares False and passes
-            raise WinnowError(
-                f"reward function {name!r} returned {v:g} at position {i}: rewards must be finite and at most "
-                f"{MAX_REWARD:g} in magnitude"
-            )
-        out.append(v)
+    if len(values) != count:
+        raise WinnowError(f"reward function {name!r} returned {len(values)} values for {count} completions")
+    out = [_checked_value(v, i, name, kw) for i, v in enumerate(values)]
     if no_answer_at is not None:
         return Scores(out, no_answer_at=no_answer_at)
     return Scores(out, no_answer=no_answer if isinstance(no_answer, int) else 0)
+
+
+def _checked_value(v, i: int, name: str, kw: dict) -> float:
+    """The reward at position i as a float (None: NaN, unscored); raises WinnowError naming
+    the position (and its keys, when given) for a non-number, an overflow or an infinity."""
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        key = ""
+        if kw.get("prompt_ids") and kw.get("sample_indices"):
+            key = f" (prompt_id {kw['prompt_ids'][i]!r}, sample_index {kw['sample_indices'][i]})"
+        raise WinnowError(
+            f"reward function {name!r} returned {v!r} ({type(v).__name__}) at position {i}{key}: "
+            "expected a number or None"
+        )
+    try:
+        v = float(v)
+    except OverflowError:
+        raise WinnowError(f"reward function {name!r} returned a number too large for a float at position {i}") from None
+    if abs(v) > MAX_REWARD:  # inf too; NaN (unscored) compares False and passes
+        raise WinnowError(
+            f"reward function {name!r} returned {v:g} at position {i}: rewards must be finite and at most "
+            f"{MAX_REWARD:g} in magnitude"
+        )
+    return v
 
 
 # A reward's call runs contained as its module's import did (``winnow.loader.contained``: os._exit

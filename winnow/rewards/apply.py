@@ -31,7 +31,7 @@ from winnow.rewards import BUILTINS, MAX_REWARD, builtin_options, call_reward, l
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
-if TYPE_CHECKING:  # the config's type only: nothing of config.py runs here
+if TYPE_CHECKING:  # the config's type only: nothing of winnow.config runs here
     from winnow.config import ScoreConfig
 
 
@@ -194,10 +194,11 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
         )
         return Part(spec, rm, config.shard_size)
     if kind == "judge":
+        from winnow.remote import judge_client
         from winnow.rewards.judge import JudgeReward  # the openai client: only when asked for
 
         judge = JudgeReward(
-            config.judge_settings(),
+            judge_client(config),
             model=config.judge_model or "",
             rubric=config.judge_rubric,
         )

@@ -37,7 +37,7 @@ from transformers.cache_utils import DynamicLayer
 from winnow.generate.decode import cache_kwarg
 
 # Decoder sequence classifiers whose cache this path has been checked against the plain
-# path with (tests/test_reward_prefix.py). Hybrids with linear-attention or state-space
+# path with (tests/rewards/test_prefix.py). Hybrids with linear-attention or state-space
 # layers keep a recurrent state, not keys and values, and are not listed.
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2")
 

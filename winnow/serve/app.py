@@ -48,7 +48,7 @@ from winnow.config import ServeConfig
 from winnow.generate.contract import Backend
 from winnow.rewards.apply import RewardApplier
 from winnow.serve import schema
-from winnow.serve.answer import choose as _aggregate  # noqa: F401 -- the name tests/test_serve.py imports
+from winnow.serve.answer import choose as _aggregate  # noqa: F401 -- the name tests/serve/test_serve.py imports
 from winnow.serve.metrics import CountStatus
 from winnow.serve.routes import router
 from winnow.serve.server import Server

@@ -10,6 +10,7 @@ import socket
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import make_backend
+from winnow.remote import upstream_client
 from winnow.serve.reward import refuse_unserved, server_applier
 
 
@@ -25,7 +26,7 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None):
         config.model,
         device=config.device,
         batch_size=config.batch_size,
-        client=config.client_settings(),
+        client=upstream_client(config),
     )
     reward = None
     if score is not None:

@@ -25,7 +25,7 @@ from winnow.records import Prompt
 from winnow.serve import schema, stream
 from winnow.serve.answer import Asked, body, check_aggregate, choose, sampling_of
 from winnow.serve.events import batched_events
-from winnow.serve.incoming import authorize, parse, read_body
+from winnow.serve.incoming import M, authorize, parse, read_body
 from winnow.serve.metrics import CONTENT_TYPE
 from winnow.serve.relay import Relay, relay
 from winnow.serve.server import ClientGone, Server
@@ -65,9 +65,7 @@ async def models(request: Request) -> dict:
 @router.post("/v1/chat/completions")
 async def chat(request: Request) -> Any:
     arrived = time.perf_counter()
-    s = server_of(request)
-    authorize(request, s.key)
-    req = parse(schema.ChatCompletionRequest, await read_body(request, s.config.max_body_bytes))
+    s, req = await admitted(request, schema.ChatCompletionRequest)
     prompt = Prompt(id=f"chatcmpl-{uuid.uuid4().hex}", messages=tuple(m.model_dump() for m in req.messages))
     return await answer(s, request, Asked("chat", req, prompt, req.max_tokens or req.max_completion_tokens, arrived))
 
@@ -75,11 +73,17 @@ async def chat(request: Request) -> Any:
 @router.post("/v1/completions")
 async def completions(request: Request) -> Any:
     arrived = time.perf_counter()
-    s = server_of(request)
-    authorize(request, s.key)
-    req = parse(schema.CompletionRequest, await read_body(request, s.config.max_body_bytes))
+    s, req = await admitted(request, schema.CompletionRequest)
     prompt = Prompt(id=f"cmpl-{uuid.uuid4().hex}", text=req.prompt)
     return await answer(s, request, Asked("text", req, prompt, req.max_tokens, arrived))
+
+
+async def admitted(request: Request, model: type[M]) -> tuple[Server, M]:
+    """The server, and the request's body (within ``max_body_bytes``) parsed as ``model``,
+    once the request's key is checked: where both completion routes start."""
+    s = server_of(request)
+    authorize(request, s.key)
+    return s, parse(model, await read_body(request, s.config.max_body_bytes))
 
 
 async def answer(s: Server, request: Request, asked: Asked) -> Any:

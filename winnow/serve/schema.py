@@ -19,9 +19,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-MAX_SEED = 2**63 - 1
-MIN_TEMPERATURE = 1e-3
-"""Below this (and above 0) the logits divided by the temperature overflow: refused, 0 is greedy."""
+from winnow.config import GenerateConfig
+from winnow.config.fields import bounds, problem_of
+
 MAX_STOP = 16
 """Most stop strings a request may give (OpenAI takes 4; vLLM more)."""
 MAX_STOP_CHARS = 256
@@ -62,6 +62,13 @@ def is_neutral(field: str, value: Any, neutral: dict[str, tuple[Any, ...]] = NEU
     return any(type(value) is type(n) and value == n for n in neutral[field])
 
 
+def like(default: Any, name: str, *, sides: tuple[str, ...] = ("ge", "gt", "le", "lt"), **more: float) -> Any:
+    """A request field bounded as generate's config field ``name`` is (its ``sides`` of it):
+    one range for ``winnow generate`` and the server."""
+    limits = {**bounds(GenerateConfig, name, sides=sides), **more}
+    return Field(default, ge=limits.get("ge"), gt=limits.get("gt"), le=limits.get("le"), lt=limits.get("lt"))
+
+
 class StreamOptions(Strict):
     include_usage: bool = False
     """Send a last chunk with the request's usage (every candidate's tokens count)."""
@@ -70,22 +77,28 @@ class StreamOptions(Strict):
 class SamplingFields(Strict):
     """Fields shared by chat and text completion requests, each bounded here, at the edge: a
     value the backend could not sample with (a seed past 64 bits, a temperature whose
-    division overflows) is a 400 naming the field, never a failure inside a shared batch."""
+    division overflows) is a 400 naming the field, never a failure inside a shared batch.
+
+    The sampling fields take their bounds from generate's config fields (``GenerateConfig``),
+    so a request is refused exactly where ``winnow generate`` refuses the same value; n,
+    best_of and max_tokens take only the lower bound there, their most is the server's own
+    setting (``max_n``, ``max_best_of``, ``max_tokens``)."""
 
     model: str
-    n: int = Field(1, ge=1)
-    best_of: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=100)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    n: int = like(1, "n", sides=("ge",))
+    best_of: int | None = like(None, "n", sides=("ge",))
+    temperature: float = like(1.0, "temperature", sides=("le",), ge=0)
+    """0 is greedy; else at least generate's floor (``config.MIN_TEMPERATURE``, checked below)."""
+    top_p: float = like(1.0, "top_p")
+    max_tokens: int | None = like(None, "max_new_tokens")
+    seed: int | None = like(None, "seed")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
-    top_k: int = Field(0, ge=0, le=1 << 31)
-    min_p: float = Field(0.0, ge=0, lt=1)
-    repetition_penalty: float = Field(1.0, ge=0.01, le=100)
+    top_k: int = like(0, "top_k")
+    min_p: float = like(0.0, "min_p")
+    repetition_penalty: float = like(1.0, "repetition_penalty")
     aggregate: str | None = None
     """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
     ``majority`` or ``weighted`` (votes over their final answers; ``answer.AGGREGATES``)."""
@@ -114,8 +127,9 @@ class SamplingFields(Strict):
     @field_validator("temperature")
     @classmethod
     def _not_tiny(cls, value: float) -> float:
-        if 0 < value < MIN_TEMPERATURE:
-            raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {value:g}")
+        problem = problem_of(GenerateConfig, "temperature", value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("stop")
@@ -149,7 +163,7 @@ class ChatMessage(Strict):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = like(None, "max_new_tokens")
     logprobs: bool | None = None
     """Not implemented: only null or false is accepted."""
     top_logprobs: int | None = None

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from winnow.config import ExecutorConfig, GenerateConfig, config_hash
+from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
 from winnow.executors import Meter, ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
+from winnow.generate.contract import sampling_of
 from winnow.provenance import model_identity
-from winnow.records import Prompt, atomic_write_jsonl
+from winnow.records import Prompt, atomic_write_jsonl, config_hash
+from winnow.remote import generate_client
 from winnow.rundir import Stage
 
 
@@ -45,41 +47,13 @@ def generate(
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
         server = _describe_server(config)
-        num_shards = math.ceil(len(prompts) / config.shard_size)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
-        for k, model in enumerate(config.models):
-            names = [shard_name(k, i) for i in range(num_shards)]
-            shard_names += names
-            chunks = {
-                name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)
-            }
-            pending = set(stage.pending(names))
-            tasks = [
-                ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
-                for i, name in enumerate(names)
-                if name in pending
-            ]
-            # model k owns columns k*n .. k*n+n-1; a prompt too long for it has no rows at all
-            columns = range(first_column + k * config.n, first_column + (k + 1) * config.n)
-            keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
-            factory = GenerateWorkerFactory(config, k, prompts, first_column)
-            part = run_shards(
-                tasks,
-                factory,
-                stage.dir,
-                claim=stage.claim,
-                executor=executor,
-                desc=f"generate {model}",
-                on_written=stage.recorder(keys, exact=False),
-                config_hash=stage.hash,
-                # completions, not shards: a run of one shard would sit at 0/1 until its end
-                meter=Meter("completion", {t.name: len(t.payload[0]) * config.n for t in tasks}),
-            )
-            if not part.failed:  # failed shards are named once every model has had its turn
-                stage.check_made(tasks, part, keys, exact=False)
-            report = report.merge(part)
-            made += len(tasks)
+        for k in range(len(config.models)):
+            done = sample_model(stage, prompts, config, executor, model_index=k, first_column=first_column)
+            shard_names += done.names
+            report = report.merge(done.report)
+            made += done.made
         report.raise_failed("generate", made)
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
@@ -97,6 +71,59 @@ def generate(
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
+
+
+@dataclass
+class ModelShards:
+    """One model's pass over the prompts: all its shard names, what its pool reported, and
+    how many shards it made now (0 when a resumed run had them all)."""
+
+    names: list[str]
+    report: ShardReport
+    made: int
+
+
+def sample_model(
+    stage: Stage,
+    prompts: list[Prompt],
+    config: GenerateConfig,
+    executor: ExecutorConfig,
+    *,
+    model_index: int,
+    first_column: int,
+) -> ModelShards:
+    """Make model ``model_index``'s pending shards, ``config.shard_size`` prompts each.
+
+    Model k owns columns first_column + k*n .. first_column + k*n + n-1. A shard's failure
+    is left in the report, to be named once every model has had its turn."""
+    k, model = model_index, config.models[model_index]
+    num_shards = math.ceil(len(prompts) / config.shard_size)
+    names = [shard_name(k, i) for i in range(num_shards)]
+    chunks = {name: prompts[i * config.shard_size : (i + 1) * config.shard_size] for i, name in enumerate(names)}
+    pending = set(stage.pending(names))
+    tasks = [
+        ShardTask(name, (chunks[name], shard_seed(config.seed, k, i)))
+        for i, name in enumerate(names)
+        if name in pending
+    ]
+    # a prompt too long for the model has no rows at all
+    columns = range(first_column + k * config.n, first_column + (k + 1) * config.n)
+    keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
+    part = run_shards(
+        tasks,
+        GenerateWorkerFactory(config, k, prompts, first_column),
+        stage.dir,
+        claim=stage.claim,
+        executor=executor,
+        desc=f"generate {model}",
+        on_written=stage.recorder(keys, exact=False),
+        config_hash=stage.hash,
+        # completions, not shards: a run of one shard would sit at 0/1 until its end
+        meter=Meter("completion", {t.name: len(t.payload[0]) * config.n for t in tasks}),
+    )
+    if not part.failed:
+        stage.check_made(tasks, part, keys, exact=False)
+    return ModelShards(names, part, len(tasks))
 
 
 def shard_name(model_index: int, shard_index: int) -> str:
@@ -143,13 +170,13 @@ class GenerateWorker:
             config.models[model_index],
             device=config.device,
             batch_size=config.batch_size,
-            client=config.client_settings(),
+            client=generate_client(config),
             endpoint=config.endpoint,
             dtype=config.dtype,
             engine=config.engine(),
         )
         self.keep = _fit_in_context(self.backend, prompts, config)
-        self.sampling = config.sampling()
+        self.sampling = sampling_of(config)
         self.progress: Callable[[int], object] | None = None
         """Told the completions made as each batch of a shard finishes (the local executor's bar)."""
 
@@ -163,7 +190,7 @@ class GenerateWorker:
         """Shards submitted and not yet written: four times what fills ``concurrency``, plus
         two, so requests stay queued at the server while the oldest shard waits on its
         slowest request (shards are written in order); memory is that many shards' rows."""
-        client = self.config.client_settings()
+        client = generate_client(self.config)
         concurrency = client.concurrency if client is not None else 1
         return 4 * -(-concurrency // self.config.shard_size) + 2
 
@@ -215,7 +242,7 @@ class GenerateWorker:
 
 def _describe_server(config: GenerateConfig) -> dict | None:
     """For a server backend: its URL and served model names, recorded in the manifest."""
-    client = config.client_settings()
+    client = generate_client(config)
     if client is None:
         return None
     from winnow.generate.openai_api import describe_server

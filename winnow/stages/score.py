@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,66 +45,92 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
     stage = Stage(run_dir, "score", folder_config(config, gen["config_hash"], reward))
     names_of_columns = column_names(prompts)
     with stage:
-        slices = plan_slices(run_dir, gen, config.shard_size)
-        names = [f"{i:05d}" for i in range(len(slices))]
-        by_name = dict(zip(names, slices, strict=True))
-        pending = stage.pending(names)
-        tasks = [ShardTask(name, by_name[name]) for name in pending]
-        keys = SliceKeys({name: by_name[name] for name in pending})
+        plan = plan_tasks(run_dir, gen, stage, config.shard_size)
         report = run_shards(
-            tasks,
+            plan.tasks,
             ScoreWorkerFactory(config, reward, names_of_columns),
             stage.dir,
             claim=stage.claim,
             executor=executor,
             desc="score",
-            on_written=stage.recorder(keys, exact=True),  # type: ignore[arg-type]
+            on_written=stage.recorder(plan.keys, exact=True),  # type: ignore[arg-type]
             config_hash=stage.hash,
         )
-        report.raise_failed("score", len(tasks))
-        stage.check_made(tasks, report, keys, exact=True)  # type: ignore[arg-type]
+        report.raise_failed("score", len(plan.tasks))
+        stage.check_made(plan.tasks, report, plan.keys, exact=True)  # type: ignore[arg-type]
         parts = [spec for _, spec in config.rewards()] if reward is None else [config.reward_fn or "reward"]
         files = ["rewards.npy"] + ([f"rewards-{k}.npy" for k in range(len(parts))] if len(parts) > 1 else [])
-        if not tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
+        if not plan.tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
             return stage.manifest()
         # one pass over the score shards: the matrices and counts, never every row at once
         streamed = stream_matrices(
             stage.dir,
-            names,
+            plan.names,
             stage.records(),
             prompts,
             gen["num_columns"],
             components=len(parts) if len(parts) > 1 else 0,
         )
-        matrix = streamed.total
         num_completions = count_rows(gen, gen["shards"], Path(run_dir) / "generate")
         stage.claim()
-        atomic_write_npy(stage.dir / "rewards.npy", matrix)
+        atomic_write_npy(stage.dir / "rewards.npy", streamed.total)
         extra: dict[str, Any] = {}
         if len(parts) > 1:  # each reward as its own matrix, beside their weighted sum
-            extra["components"] = []
-            for k, (spec, weight) in enumerate(zip(parts, config.weights(), strict=True)):
-                part = streamed.components[k]
-                atomic_write_npy(stage.dir / files[k + 1], part)
-                brief = summarize(part, num_completions=num_completions)
-                extra["components"].append(
-                    {
-                        "reward": spec,
-                        "weight": weight,
-                        "file": files[k + 1],
-                        "scored": brief["scored"],
-                        "mean_reward": brief["mean_reward"],
-                    }
-                )
+            extra["components"] = write_components(
+                stage.dir, streamed.components, parts, config.weights(), num_completions=num_completions
+            )
         return stage.finish(
-            shards=names,
+            shards=plan.names,
             outputs=files,
-            **summarize(matrix, num_completions=num_completions),
+            **summarize(streamed.total, num_completions=num_completions),
             **streamed.paths,
             **answer_counts(streamed.counts, config),
             **extra,
             executor=report.record(executor),
         )
+
+
+@dataclass
+class ScorePlan:
+    """The stage's shards: every shard's name in order (``00000``, ``00001``, ...), the tasks
+    of those not made yet, and the generate rows each of those tasks names."""
+
+    names: list[str]
+    tasks: list[ShardTask]
+    keys: SliceKeys
+
+
+def plan_tasks(run_dir: str | Path, gen: dict, stage: Stage, shard_size: int) -> ScorePlan:
+    """Cut the generate rows into slices of ``shard_size`` rows, a score shard each, and make
+    a task of every shard the stage has not finished (all of them on a first run)."""
+    slices = plan_slices(run_dir, gen, shard_size)
+    names = [f"{i:05d}" for i in range(len(slices))]
+    by_name = dict(zip(names, slices, strict=True))
+    pending = stage.pending(names)
+    tasks = [ShardTask(name, by_name[name]) for name in pending]
+    return ScorePlan(names, tasks, SliceKeys({name: by_name[name] for name in pending}))
+
+
+def write_components(
+    folder: Path, matrices: list[np.ndarray], specs: Sequence[object], weights: list[float], *, num_completions: int
+) -> list[dict]:
+    """Write each reward's own (M, C) matrix as ``rewards-<k>.npy``; return the manifest's
+    ``components``: per reward its spec, weight, file, scored count and mean reward."""
+    out = []
+    for k, (spec, weight) in enumerate(zip(specs, weights, strict=True)):
+        name = f"rewards-{k}.npy"
+        atomic_write_npy(folder / name, matrices[k])
+        brief = summarize(matrices[k], num_completions=num_completions)
+        out.append(
+            {
+                "reward": spec,
+                "weight": weight,
+                "file": name,
+                "scored": brief["scored"],
+                "mean_reward": brief["mean_reward"],
+            }
+        )
+    return out
 
 
 def folder_config(config: ScoreConfig, generate_hash: str, reward=None) -> dict:

@@ -4,17 +4,35 @@ and, when asked, preference pairs into ``select/pairs.jsonl``."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from winnow import select as sel
-from winnow.config import SelectConfig
+from winnow.config import PAIRING_NEEDS, STRATEGY_NEEDS, SelectConfig
 from winnow.errors import WinnowError
 from winnow.pool import load_pool_cells
 from winnow.rundir import Stage
 from winnow.stream import Cells, dedup_by_hash, load_scored_index, write_rows
+
+
+@dataclass
+class Candidates:
+    """What the stage chooses among: the (M, C) reward matrix, the completions behind its
+    cells, and the score stage(s) it came from.
+
+    columns: pooled column -> (round, sample_index), or None for run_dir's own candidates.
+    upstream: ``{"score_hash": h}``, or ``{"score_hashes": {round: h}}`` over a pool.
+    score_threshold: the score stage's ``pass_threshold`` (None over a pool, or when unset).
+    """
+
+    rewards: np.ndarray
+    cells: Cells
+    columns: list[tuple[int, int]] | None
+    upstream: dict
+    score_threshold: float | None
 
 
 def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str | Path] | None = None) -> dict:
@@ -28,46 +46,17 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
     round, and its sample index is the one within that round. None: run_dir's own candidates.
     """
     config.validate()
-    columns: list[tuple[int, int]] | None = None
-    score_threshold = None
     # strategy passing wants distinct passing texts: repeats are dropped as with --dedup
     dedup = config.dedup or config.strategy == "passing"
-    # Streamed: the matrices and an index of where each completion lies are in memory; a
-    # completion's row is read from its shard only when it is written out (``winnow.stream``).
-    if pool is None:
-        index, rewards, scored = load_scored_index(run_dir, hashes=dedup)
-        cells = Cells([index])
-        upstream: dict = {"score_hash": scored["config_hash"]}
-        score_threshold = (scored["config"].get("score") or {}).get("pass_threshold")
-    else:
-        pooled = load_pool_cells(pool, hashes=dedup)
-        rewards, columns, cells = pooled.rewards, pooled.columns, pooled.cells
-        upstream = {"score_hashes": pooled.score_hashes}
-    prompts, by_key = cells.prompts, cells.by_key()
-    pass_threshold = config.pass_threshold if config.pass_threshold is not None else score_threshold
+    found = load_candidates(run_dir, pool, dedup=dedup)
+    cells = found.cells
+    pass_threshold = config.pass_threshold if config.pass_threshold is not None else found.score_threshold
     check_pass_threshold(config, pass_threshold)
-    stage = Stage(run_dir, "select", folder_config(config, upstream))
+    stage = Stage(run_dir, "select", folder_config(config, found.upstream))
     with stage:
         if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
             return stage.manifest()
-        removed: dict[str, int] = {}
-        if config.drop_truncated:
-            # NaN is "not a candidate" to every strategy, so a cut completion can be neither
-            # selected nor one side of a pair.
-            cut = cells.cut
-            removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
-            rewards = np.where(cut, np.nan, rewards)
-        if config.min_pass_rate is not None or config.max_pass_rate is not None:
-            # Whole prompts leave: their samples become NaN, so no strategy or pairing sees them.
-            assert pass_threshold is not None  # check_pass_threshold saw to it
-            keep = sel.pass_rate_keep(rewards, pass_threshold, config.min_pass_rate, config.max_pass_rate)
-            removed["prompts_outside_pass_rate"] = int((~keep).sum())
-            rewards = np.where(keep[:, None], rewards, np.nan)
-        if dedup:
-            assert cells.hashes is not None  # scanned with hashes=dedup
-            deduped = dedup_by_hash(rewards, cells.hashes, cells.present)
-            removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
-            rewards = deduped
+        rewards, removed = drop_candidates(found.rewards, cells, config, pass_threshold, dedup=dedup)
         picked = sel.apply(
             config.strategy,
             rewards,
@@ -77,65 +66,106 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
             seed=config.seed,
             pass_threshold=pass_threshold,
         )
-        chosen_rewards: list[float] = []
-
-        def selected_rows():
-            for i, j in picked.tolist():
-                prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
-                row = {
-                    "prompt": prompt.as_messages(),
-                    "completion": [{"role": "assistant", "content": completion["text"]}],
-                    "prompt_id": prompt.id,
-                    "sample_index": j,
-                    "model": completion["model"],
-                    "reward": float(rewards[i, j]),
-                }
-                if columns is not None:  # provenance: the round, and the sample's index within it
-                    row["round"], row["sample_index"] = columns[j]
-                if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
-                    row["columns"] = prompt.columns
-                chosen_rewards.append(row["reward"])
-                yield row
-
         stage.claim()
-        num_selected = write_rows(stage.dir / "selected.jsonl", selected_rows())
-        summary: dict[str, Any] = {"num_selected": num_selected, **removed}
-        summary["mean_selected_reward"] = float(np.mean(chosen_rewards)) if chosen_rewards else None
+        num_selected, mean_reward = write_selected(stage.dir, picked, rewards, cells, found.columns)
+        summary: dict[str, Any] = {"num_selected": num_selected, **removed, "mean_selected_reward": mean_reward}
         if config.pairs:
-            pairing = config.pairs
-            margins: list[float] = []
-
-            def pair_rows():
-                for pair in iter_pairs(prompts, by_key, rewards, config, pairing, columns, pass_threshold):
-                    margins.append(pair["margin"])
-                    yield pair
-
-            summary["num_pairs"] = write_rows(stage.dir / "pairs.jsonl", pair_rows())
-            summary["mean_margin"] = float(np.mean(margins)) if margins else None
+            pairs = iter_pairs(
+                cells.prompts, cells.by_key(), rewards, config, config.pairs, found.columns, pass_threshold
+            )
+            summary.update(write_pairs(stage.dir, pairs))
         outputs = ["selected.jsonl"] + (["pairs.jsonl"] if config.pairs else [])
         cells.close()
         return stage.finish(outputs=outputs, **summary)
+
+
+def load_candidates(run_dir: str | Path, pool: Mapping[int, str | Path] | None, *, dedup: bool) -> Candidates:
+    """The reward matrix and its completions, streamed: the matrices and an index of where
+    each completion lies are in memory; a completion's row is read from its shard only when
+    it is written out (``winnow.stream``). dedup: also hash every text."""
+    if pool is None:
+        index, rewards, scored = load_scored_index(run_dir, hashes=dedup)
+        score_threshold = (scored["config"].get("score") or {}).get("pass_threshold")
+        return Candidates(rewards, Cells([index]), None, {"score_hash": scored["config_hash"]}, score_threshold)
+    pooled = load_pool_cells(pool, hashes=dedup)
+    return Candidates(pooled.rewards, pooled.cells, pooled.columns, {"score_hashes": pooled.score_hashes}, None)
+
+
+def drop_candidates(
+    rewards: np.ndarray, cells: Cells, config: SelectConfig, pass_threshold: float | None, *, dedup: bool
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The (M, C) rewards with the cells the options rule out set to NaN, which is "not a
+    candidate" to every strategy and pairing, and how many each option removed:
+    ``truncated_dropped`` (cut completions), ``prompts_outside_pass_rate`` (whole prompts),
+    ``duplicates_removed`` (repeated texts), each key present only when its option is on."""
+    removed: dict[str, int] = {}
+    if config.drop_truncated:
+        # a cut completion can be neither selected nor one side of a pair
+        cut = cells.cut
+        removed["truncated_dropped"] = int((cut & ~np.isnan(rewards)).sum())
+        rewards = np.where(cut, np.nan, rewards)
+    if config.min_pass_rate is not None or config.max_pass_rate is not None:
+        assert pass_threshold is not None  # check_pass_threshold saw to it
+        keep = sel.pass_rate_keep(rewards, pass_threshold, config.min_pass_rate, config.max_pass_rate)
+        removed["prompts_outside_pass_rate"] = int((~keep).sum())
+        rewards = np.where(keep[:, None], rewards, np.nan)
+    if dedup:
+        assert cells.hashes is not None  # scanned with hashes=dedup
+        deduped = dedup_by_hash(rewards, cells.hashes, cells.present)
+        removed["duplicates_removed"] = int((np.isnan(deduped) & ~np.isnan(rewards)).sum())
+        rewards = deduped
+    return rewards, removed
+
+
+def write_selected(
+    folder: Path, picked: np.ndarray, rewards: np.ndarray, cells: Cells, columns: list[tuple[int, int]] | None
+) -> tuple[int, float | None]:
+    """Write ``selected.jsonl``, a row per picked (prompt row, column) pair of ``picked``
+    (shape (n, 2)), in pick order; return how many rows and their mean reward (None when
+    nothing was picked)."""
+    prompts, by_key = cells.prompts, cells.by_key()
+    chosen_rewards: list[float] = []
+
+    def rows() -> Iterator[dict]:
+        for i, j in picked.tolist():
+            prompt, completion = prompts[i], by_key[(prompts[i].id, j)]
+            row = {
+                "prompt": prompt.as_messages(),
+                "completion": [{"role": "assistant", "content": completion["text"]}],
+                "prompt_id": prompt.id,
+                "sample_index": j,
+                "model": completion["model"],
+                "reward": float(rewards[i, j]),
+            }
+            if columns is not None:  # provenance: the round, and the sample's index within it
+                row["round"], row["sample_index"] = columns[j]
+            if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
+                row["columns"] = prompt.columns
+            chosen_rewards.append(row["reward"])
+            yield row
+
+    num_selected = write_rows(folder / "selected.jsonl", rows())
+    return num_selected, float(np.mean(chosen_rewards)) if chosen_rewards else None
+
+
+def write_pairs(folder: Path, pairs: Iterator[dict]) -> dict[str, Any]:
+    """Write ``pairs.jsonl``, one row per pair as it comes; return ``num_pairs`` and
+    ``mean_margin`` (None when there is no pair)."""
+    margins: list[float] = []
+
+    def rows() -> Iterator[dict]:
+        for pair in pairs:
+            margins.append(pair["margin"])
+            yield pair
+
+    num_pairs = write_rows(folder / "pairs.jsonl", rows())
+    return {"num_pairs": num_pairs, "mean_margin": float(np.mean(margins)) if margins else None}
 
 
 def folder_config(config: SelectConfig, upstream: dict) -> dict:
     """The stage's ``config.json``: the options and the score stage(s) chosen from
     (``{"score_hash": h}``, or ``{"score_hashes": {round: h}}`` over a pool)."""
     return {"select": config.stage_config(), **upstream}
-
-
-def preference_pairs(
-    prompts,
-    by_key: dict,
-    rewards: np.ndarray,
-    config: SelectConfig,
-    pairing: str,
-    columns: list[tuple[int, int]] | None = None,
-    pass_threshold: float | None = None,
-) -> list[dict]:
-    """Rows {"prompt", "chosen", "rejected"} (TRL's conversational preference format) with both
-    rewards, the margin and where each side came from; pairs under ``min_margin`` or tied are left out.
-    columns: pooled column -> (round, sample_index), for candidates pooled across rounds."""
-    return list(iter_pairs(prompts, by_key, rewards, config, pairing, columns, pass_threshold))
 
 
 def iter_pairs(
@@ -147,7 +177,10 @@ def iter_pairs(
     columns: list[tuple[int, int]] | None = None,
     pass_threshold: float | None = None,
 ) -> Iterator[dict]:
-    """``preference_pairs`` one at a time, so pairs are written without being held together."""
+    """Rows {"prompt", "chosen", "rejected"} (TRL's conversational preference format) with
+    both rewards, the margin and where each side came from, one at a time, so pairs are
+    written without being held together; pairs under ``min_margin`` or tied are left out.
+    columns: pooled column -> (round, sample_index), for candidates pooled across rounds."""
     triples = sel.make_pairs(
         pairing, rewards, k=config.pair_k, beta=config.beta, seed=config.seed, pass_threshold=pass_threshold
     )
@@ -182,9 +215,9 @@ def iter_pairs(
 def check_pass_threshold(config: SelectConfig, pass_threshold: float | None) -> None:
     """Options that test passing need a threshold: from select, else from the score stage."""
     users = []
-    if "pass_threshold" in sel.STRATEGIES[config.strategy].needs:
+    if "pass_threshold" in STRATEGY_NEEDS[config.strategy]:
         users.append(f"strategy {config.strategy}")
-    if config.pairs and "pass_threshold" in sel.PAIRING_NEEDS[config.pairs]:
+    if config.pairs and "pass_threshold" in PAIRING_NEEDS[config.pairs]:
         users.append(f"pairs {config.pairs}")
     if config.min_pass_rate is not None or config.max_pass_rate is not None:
         users.append("the pass-rate filter")

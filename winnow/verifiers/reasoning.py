@@ -10,8 +10,8 @@ A completion whose reasoning never closes has no answer: it scores 0 and is coun
 
 from __future__ import annotations
 
-FORMATS = {"think": ("<think>", "</think>")}
-"""Named reasoning formats: name -> (opening tag, closing tag)."""
+FORMATS: dict[str, tuple[str, str]] = {"think": ("<think>", "</think>")}
+"""Named reasoning formats: name (one of ``config.fields.ReasoningFormat``) -> (opening tag, closing tag)."""
 
 
 def resolve_tags(tags: list[str] | tuple[str, ...] | None) -> tuple[str, str] | None:

@@ -342,19 +342,9 @@ def start(
     nproc = max_procs if (drop or (bwrap and os.geteuid() != 0)) else 0
     limits = [memory_mb << 20, max(1, int(timeout_s) + 1), nproc, FSIZE_MB << 20, 0 if bwrap else 1, os.getpid()]
     cmd = [sys.executable, "-I", "-S", "-B", "_harness.py", *map(str, limits)]
-    fds: dict[str, int] = {}
-    folder: str | None = None
+    fds, folder = _place_files(files, bwrap=bwrap, drop=drop)
     if bwrap:
-        fds = {name: _data_fd(data) for name, data in files.items()}
         cmd = _bwrap_args(_probe_bwrap() or "bwrap", fds) + cmd
-    else:
-        _remove_stale_folders()
-        folder = tempfile.mkdtemp(prefix=f"winnow-sandbox-{os.getpid()}-")
-        for name, data in files.items():
-            Path(folder, name).write_bytes(data)
-        if drop:
-            for name in (".", *files):
-                os.chown(Path(folder, name), NOBODY, NOBODY)
     if groups:
         # a shell joins the groups, then becomes the sandbox: nothing runs outside them
         join = 'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 97; shift; done; shift; exec "$@"'
@@ -386,6 +376,24 @@ def start(
     with _LIVE_LOCK:
         _LIVE[id(job)] = job
     return job
+
+
+def _place_files(files: dict[str, bytes], *, bwrap: bool, drop: bool) -> tuple[dict[str, int], str | None]:
+    """Put the program's files (name -> bytes) where it will find them; returns
+    (descriptors, host folder). Under bwrap: an in-memory file each (name -> descriptor,
+    which bwrap copies into the namespace's folder) and no host folder. Otherwise: a fresh
+    folder in the system temporary folder, named with this process's pid so that the next
+    scorer removes it if this one dies, owned by ``nobody`` when the program runs as nobody."""
+    if bwrap:
+        return {name: _data_fd(data) for name, data in files.items()}, None
+    _remove_stale_folders()
+    folder = tempfile.mkdtemp(prefix=f"winnow-sandbox-{os.getpid()}-")
+    for name, data in files.items():
+        Path(folder, name).write_bytes(data)
+    if drop:
+        for name in (".", *files):
+            os.chown(Path(folder, name), NOBODY, NOBODY)
+    return {}, folder
 
 
 def _kill(job: _Job) -> None:
@@ -442,6 +450,43 @@ def _finish(job: _Job, timed_out: bool) -> Result:
     return Result("passed" if passed else "failed", seconds, text)
 
 
+class _GroupPool:
+    """Empty cgroups for ``run_many``'s programs, one set per running program. A set is reused
+    once the kernel has released the last program's processes (about a second after they
+    end under a pid namespace): a small pool, grown as needed. ``take`` gives None where
+    this process may not create cgroups."""
+
+    def __init__(self, *, max_procs: int, memory_mb: int):
+        self.max_procs, self.memory_mb = max_procs, memory_mb
+        self.tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
+        self.used: list[list[Path]] = []  # given back, perhaps not settled yet
+        self.made: list[list[Path]] = []
+
+    def take(self) -> list[Path] | None:
+        """A settled set from the pool, else a new one; None without cgroups."""
+        if not cgroups.available():
+            return None
+        for k, g in enumerate(self.used):
+            if cgroups.settle(g, timeout_s=0):
+                return self.used.pop(k)
+        # +2: bwrap and the namespace's init; memory: all of a program's processes together
+        name = f"{self.tag}-{len(self.made)}"
+        fresh = cgroups.create(name, max_procs=self.max_procs + 2, memory_bytes=self.memory_mb << 20)
+        if fresh:
+            self.made.append(fresh)
+        return fresh
+
+    def give_back(self, groups: list[Path]) -> None:
+        """A finished program's set, reused once it settles (an empty list: none was taken)."""
+        if groups:
+            self.used.append(groups)
+
+    def remove(self) -> None:
+        """Remove every set this pool made: at the end of ``run_many``."""
+        for g in self.made:
+            cgroups.remove(g)
+
+
 def run_many(
     programs: list[str],
     *,
@@ -460,24 +505,7 @@ def run_many(
     results: list[Result | None] = [None] * len(programs)
     running: dict[int, _Job] = {}
     todo = list(range(len(programs)))[::-1]
-    # cgroups are reused once the kernel has released the last program's processes (about a
-    # second after they end under a pid namespace): a small pool, grown as needed
-    used: list[list[Path]] = []
-    made: list[list[Path]] = []
-    tag = f"winnow-{os.getpid()}-{secrets.token_hex(4)}"
-
-    def take_groups() -> list[Path] | None:
-        if not cgroups.available():
-            return None
-        for k, g in enumerate(used):
-            if cgroups.settle(g, timeout_s=0):
-                return used.pop(k)
-        # +2: bwrap and the namespace's init; memory: all of a program's processes together
-        fresh = cgroups.create(f"{tag}-{len(made)}", max_procs=max_procs + 2, memory_bytes=memory_mb << 20)
-        if fresh:
-            made.append(fresh)
-        return fresh
-
+    pool = _GroupPool(max_procs=max_procs, memory_mb=memory_mb)
     try:
         while todo or running:
             while todo and len(running) < workers:
@@ -488,7 +516,7 @@ def run_many(
                     memory_mb=memory_mb,
                     max_procs=max_procs,
                     isolation=isolation,
-                    groups=take_groups(),
+                    groups=pool.take(),
                 )
             now = time.monotonic()
             for i, job in list(running.items()):
@@ -497,8 +525,7 @@ def run_many(
                     continue
                 _kill(job)  # at the limit; or, after a normal end, whatever it left behind
                 results[i] = _finish(job, timed_out)
-                if job.groups:
-                    used.append(job.groups)
+                pool.give_back(job.groups)
                 del running[i]
             if running:
                 time.sleep(0.003)
@@ -506,8 +533,7 @@ def run_many(
         for job in running.values():
             _kill(job)
             _release(job)
-        for g in made:
-            cgroups.remove(g)
+        pool.remove()
     return [r for r in results if r is not None]
 
 
