@@ -123,6 +123,9 @@ def test_the_demo_prints_how_its_figures_compare_with_the_record(tmp_path):
         "no run recorded on AVX512 yet (recorded: AVX2); scripts/record_figures.py records one"
     )
     assert figures.against_records("demo", same, tmp_path / "absent") is None
+    rec = json.loads((tmp_path / "demo" / "AVX2.json").read_text())
+    (tmp_path / "demo" / "AVX2.json").write_text(json.dumps({**rec, "report": same}))
+    assert figures.against_records("demo", {**same, "heldout_prompts": 4}, tmp_path) is None  # --quick
 
 
 def test_every_recorded_demo_has_records_and_each_run_record_its_provenance():

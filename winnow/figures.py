@@ -255,6 +255,9 @@ def against_records(name: str, report: dict, folder: Path = FOLDER) -> str | Non
     report = json.loads(json.dumps(report))  # as report.json holds it (string keys)
     capability = report["machine"]["cpu_capability"]
     found = records(name, folder)
+    sizes = {rec["report"]["heldout_prompts"] for rec in found.values() if "report" in rec}
+    if sizes and report["heldout_prompts"] not in sizes:  # --quick: a smoke run, not the measurement
+        return None
     verdict, problems = check(name, report, capability, folder)
     if verdict == "new":
         known = ", ".join(sorted(found)) or "none"
