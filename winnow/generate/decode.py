@@ -121,12 +121,11 @@ def sample(
     """Sample ``n`` completions for each of the B prompts (lists of token ids).
 
     Returns B*n token lists, prompt-major: entry b*n + j is sample j of prompt b. Each
-    list ends at (and includes) the first EOS, or at the token after which ``stop`` says a
-    stop string has appeared, or has ``max_new_tokens`` tokens. ``temperature=0`` is greedy
-    decoding (the repetition penalty still applies): pass ``n=1`` then, as all n samples
-    would agree. Randomness comes from torch's global generator: seed it for reproducible
-    samples. ``on_step`` (see ``StepHook``) sees each step's tokens and can end rows early
-    (like a finished row, an ended one shifts the random draws of the rows after it).
+    list ends at (and includes) the first EOS, at the token after which ``stop`` sees a stop
+    string, or at ``max_new_tokens`` tokens. ``temperature=0`` is greedy (the repetition
+    penalty still applies; pass ``n=1``). Randomness comes from torch's global generator: seed
+    it. ``on_step`` (``StepHook``) sees each step's tokens and can end rows early (as a
+    finished row does, an ended one shifts the random draws of the rows after it).
     """
     device = lm.device
     warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None

@@ -22,10 +22,11 @@ does not call the interface at all attends over its full cache as before.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+from winnow.models import attention_swapped
 
 MODEL_TYPES = ("llama", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "starcoder2", "gpt_neox", "gpt2")
 """Models whose attention goes through the AttentionInterface, checked against ``generate()``
@@ -127,17 +128,8 @@ def _softmax_parts(scores: torch.Tensor, values: torch.Tensor):
     return scores.amax(-1, keepdim=True), 1 / probs.amax(-1, keepdim=True), probs @ values
 
 
-@contextmanager
 def attending_shared(lm):
     """Run ``lm`` with ``shared_prefix_attention`` (and SDPA's masks) for the duration."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.masking_utils import sdpa_mask
 
-    AttentionInterface.register(ATTENTION, shared_prefix_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
-    before = lm.config._attn_implementation
-    lm.config._attn_implementation = ATTENTION
-    try:
-        yield
-    finally:
-        lm.config._attn_implementation = before
+    return attention_swapped(lm, ATTENTION, shared_prefix_attention, mask=sdpa_mask)

@@ -100,26 +100,10 @@ class ClassifierReward:
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         self.window = pf.sliding_window(self.model.config)
         self.prefix_sharing = prefix_sharing
-        self.prefix_note: str | None = "off" if prefix_sharing == "off" else pf.unsupported_reason(self.model)
-        if not self.prefix_note:
-            self.prefix_note = self._probe_shared_prefix()
         self.pack_width = pack_width
         self.packs = False
         """Whether rows are packed (``packed``, or ``auto`` where the packed probe passed)."""
-        if not self.prefix_note and prefix_sharing in ("packed", "auto"):
-            packed_note = self._probe_packed()
-            self.packs = packed_note is None
-            if prefix_sharing == "packed":
-                self.prefix_note = packed_note
-            elif packed_note:
-                print(
-                    f"winnow: reward model {path}: sharing each prompt's prefill, not packing: {packed_note}",
-                    file=sys.stderr,
-                )
-        if self.prefix_note and prefix_sharing in ("on", "packed"):
-            raise WinnowError(f"reward model {path}: --reward-prefix-sharing {prefix_sharing}, but {self.prefix_note}")
-        if self.prefix_note and prefix_sharing == "auto":
-            self._note(self.prefix_note)
+        self.prefix_note = self._choose_path()
         self.stats: dict = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
         self.path_counts: Counter[str] = Counter()
         self.tokens_saved = 0
@@ -128,6 +112,30 @@ class ClassifierReward:
         self.last_tokens_saved: list[int] = []
         """After a call: prompt tokens each row did not recompute (its prompt's length for
         every shared-prefix row but the first of its prompt in a chunk, else 0)."""
+
+    def _choose_path(self) -> str | None:
+        """Probe the paths ``prefix_sharing`` allows, fastest first; set ``self.packs`` and
+        return why rows are scored in full (None: the prefix is shared or rows are packed).
+        ``on`` and ``packed`` refuse a model that cannot take them; ``auto`` falls back, with a note."""
+        how = self.prefix_sharing
+        note: str | None = "off" if how == "off" else pf.unsupported_reason(self.model)
+        if not note:
+            note = self._probe_shared_prefix()
+        if not note and how in ("packed", "auto"):
+            packed_note = self._probe_packed()
+            self.packs = packed_note is None
+            if how == "packed":
+                note = packed_note
+            elif packed_note:
+                print(
+                    f"winnow: reward model {self.name}: sharing each prompt's prefill, not packing: {packed_note}",
+                    file=sys.stderr,
+                )
+        if note and how in ("on", "packed"):
+            raise WinnowError(f"reward model {self.name}: --reward-prefix-sharing {how}, but {note}")
+        if note and how == "auto":
+            self._note(note)
+        return note
 
     def _note(self, why: str) -> None:
         print(f"winnow: reward model {self.name}: scoring every row in full: {why}", file=sys.stderr)
