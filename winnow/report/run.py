@@ -146,6 +146,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         # sampled and left without a reward; an adaptive run's cells it never sampled are apart
         "unscored": int((np.isnan(rewards) & cells.present).sum()),
         "never_sampled": int((~cells.present).sum()),
+        # rows that failed and were skipped (on_error: skip), each in its stage's errors.jsonl
+        "errors": {"generate": generate.get("errors", 0), "score": scored.get("errors", 0)},
         "best_of_n": {
             "source": _source(adaptive, first),
             "n": ns.tolist(),
@@ -328,11 +330,28 @@ def markdown(r: dict) -> str:
         + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
     ]
+    failed = errors_line(r)
+    lines += [failed, ""] if failed else []
     lines += _best_of_n_markdown(r["best_of_n"])
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
     lines += _pairs_markdown(r["pairs"])
     return "\n".join(lines)
+
+
+def errors_line(r: dict) -> str | None:
+    """The rows that failed and were skipped, by stage; None when none did.
+
+    >>> errors_line({"errors": {"generate": 1, "score": 2}})
+    'failed and skipped (on_error: skip): 1 in generate (generate/errors.jsonl), 2 in score (score/errors.jsonl)'
+    >>> errors_line({"errors": {"generate": 0, "score": 0}}) is None
+    True
+    """
+    counts = {stage: n for stage, n in (r.get("errors") or {}).items() if n}
+    if not counts:
+        return None
+    parts = ", ".join(f"{n} in {stage} ({stage}/errors.jsonl)" for stage, n in counts.items())
+    return f"failed and skipped (on_error: skip): {parts}"
 
 
 def _powers_of_two(ns: list[int]) -> list[int]:
