@@ -160,3 +160,31 @@ def test_killed_mid_score_and_resumed_gives_identical_files(job):
     want = tree_digest(job / "reference")
     assert got.keys() == want.keys()
     assert got == want
+
+
+def test_a_request_the_server_refuses_is_recorded_and_the_rest_sampled(workdir, capsys):
+    from serving import FakeServer
+
+    def fault(count, body):
+        return 400 if 'about 7"' in json.dumps(body) else None  # the prompt "say something about 7"
+
+    argv = ["generate", "--backend", "openai", "--model", "fake-model", "--on-error", "skip"]
+    argv += flags(prompts=workdir / "prompts.jsonl", run_dir=workdir / "run", n=1, max_new_tokens=16)
+    with FakeServer(fault=fault) as fake:
+        assert main([*argv, "--base-url", fake.url]) == 0
+        fails(
+            [*argv, "--base-url", fake.url, "--run-dir", str(workdir / "strict"), "--on-error", "fail"],
+            capsys,
+            "prompt 'p7': server",
+            "400",
+            one_error=True,
+        )
+    (error,) = read_rows(workdir / "run/generate/errors.jsonl")
+    assert {k: error[k] for k in ("prompt_id", "model", "kind")} == {
+        "prompt_id": "p7",
+        "model": "fake-model",
+        "kind": "request",
+    }
+    assert error["error"].startswith(f"prompt 'p7': server {fake.url} answered ") and "400" in error["error"]
+    manifest = json.loads((workdir / "run/generate/manifest.json").read_text())
+    assert (manifest["errors"], manifest["num_completions"], manifest["skipped_prompts"]) == (1, 99, 1)
