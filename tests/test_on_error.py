@@ -188,3 +188,27 @@ def test_a_request_the_server_refuses_is_recorded_and_the_rest_sampled(workdir, 
     assert error["error"].startswith(f"prompt 'p7': server {fake.url} answered ") and "400" in error["error"]
     manifest = json.loads((workdir / "run/generate/manifest.json").read_text())
     assert (manifest["errors"], manifest["num_completions"], manifest["skipped_prompts"]) == (1, 99, 1)
+
+
+def test_adaptive_steps_carry_their_failed_rows_into_the_assembled_stages(tmp_path, tiny_policy, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text(
+        "".join(json.dumps({"id": f"a{i}", "prompt": f"n {i}"}) + "\n" for i in range(3))
+    )
+    (tmp_path / "script.py").write_text(
+        "def reward(prompts, completions, prompt_ids, sample_indices, **kw):\n"
+        "    if ('a1', 2) in zip(prompt_ids, sample_indices):\n"
+        "        raise ValueError('a1 sample 2')\n"
+        "    return [0.0] * len(completions)\n"
+    )
+    argv = ["bon", *flags(prompts="prompts.jsonl", run_dir="run", model=tiny_policy, n=4, adaptive_step=2)]
+    argv += flags(max_new_tokens=2, device="cpu", reward_fn="script.py:reward", pass_threshold=0.5, on_error="skip")
+    assert main(argv) == 0
+    rewards = np.load(tmp_path / "run/score/rewards.npy")
+    assert np.argwhere(np.isnan(rewards)).tolist() == [[1, 2]]  # no prompt passes: every cell sampled
+    score = json.loads((tmp_path / "run/score/manifest.json").read_text())
+    generate = json.loads((tmp_path / "run/generate/manifest.json").read_text())
+    assert (score["errors"], generate["errors"]) == (1, 0)
+    (row,) = read_rows(tmp_path / "run/score/errors.jsonl")
+    assert (row["prompt_id"], row["sample_index"], row["kind"]) == ("a1", 2, "reward")
+    assert main(["verify", "run"]) == 0
