@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from winnow.errors import WinnowError
-from winnow.rewards import BUILTINS, MAX_REWARD, RewardTimeout, builtin_options, call_reward, load_reward_fn
+from winnow.rewards import BUILTINS, MAX_REWARD, RewardRaised, builtin_options, call_reward, load_reward_fn
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
@@ -171,7 +171,7 @@ class RewardApplier:
                 try:
                     pieces.append(Piece(future.result(), [{}] * len(c[1])))
                 except WinnowError as e:
-                    if self.on_error == "fail" and isinstance(e, RewardTimeout):
+                    if self.on_error == "fail" and not isinstance(e, RewardRaised):
                         raise
                     pieces += self._isolate(part, *c)  # the failing rows found here, by halves
         else:
@@ -196,9 +196,10 @@ class RewardApplier:
     def _isolate(self, part: Part, prompts: list, completions: list[str], kw: dict) -> list[Piece]:
         """One call of ``part``; a call that fails is split in halves and each called again,
         down to the single rows that fail alone (about 2 log2(R) calls for one bad row among
-        R). Under ``on_error: skip`` those come back unscored with the reason; under ``fail``
-        the first one is raised naming its row (a timeout, at once: halving would wait it out
-        again at every level)."""
+        R). Under ``on_error: skip`` those come back unscored with the reason. Under ``fail``
+        only a reward that raised (``RewardRaised``) is searched, and the first row it raises
+        on is named; a wrong return value already names its position, an exit or a timeout
+        its batch (halving would wait out the limit again at every level)."""
         try:
             scores = _call(part.reward, part.name, prompts, completions, kw, self.timeout)
         except WinnowError as e:
@@ -207,8 +208,8 @@ class RewardApplier:
                 if fail:  # the one line names the row, and the way to go on past it
                     raise WinnowError(f"{_row_of(kw)}{e}; --on-error skip records such rows and goes on") from None
                 return [Piece(Scores([math.nan]), [{}], " ".join(str(e).split()))]
-            if fail and isinstance(e, RewardTimeout):
-                raise  # halving would wait out the limit again at every level
+            if fail and not isinstance(e, RewardRaised):
+                raise  # a wrong return value or an exit names its batch; a timeout would be waited out at every level
             half = len(completions) // 2
             pieces = [
                 piece
