@@ -212,3 +212,14 @@ def test_adaptive_steps_carry_their_failed_rows_into_the_assembled_stages(tmp_pa
     (row,) = read_rows(tmp_path / "run/score/errors.jsonl")
     assert (row["prompt_id"], row["sample_index"], row["kind"]) == ("a1", 2, "reward")
     assert main(["verify", "run"]) == 0
+
+
+def test_a_bad_value_is_refused_before_any_work(job, capsys):
+    (job / "bad.yaml").write_text("score:\n  on_error: ignore\n")
+    fails(
+        [*bon(job, "run")[:-2], "--config", str(job / "bad.yaml"), "--dry-run"],
+        capsys,
+        "score.on_error: must be one of fail, skip, got 'ignore'",
+        one_error=True,
+    )
+    assert not (job / "run").exists()
