@@ -136,8 +136,8 @@ def read_rows(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- runs of the command line
 
-
-# The scripted reward of adaptive sampling (test_adaptive.py, test_plan.py): sample j of prompt q passes (1.0) exactly when j is listed, else 0.0.
+# The scripted reward of adaptive sampling (test_adaptive.py, test_plan.py): sample j of
+# prompt q passes (1.0) exactly when j is listed, else 0.0.
 ADAPTIVE_SCRIPT = """
 PASSES = {"q0": {0}, "q1": {2, 3}, "q2": {5}, "q3": set()}
 
@@ -168,8 +168,8 @@ def rounds_cmd(prompts: Path, model: Path, *extra: str) -> list[str]:
 def held_run(after: int) -> str:
     """A script running ``winnow ARGV`` (``python -c SCRIPT ARGV``) as the CLI does, except that the
     backend's generate call number ``after + 1`` (one a shard) waits there for good, until a
-    signal comes. A test waits for shard ``after`` to appear and then signals it, so the signal
-    lands mid-generation however fast the machine is."""
+    signal comes. A test waits for the ``after``-th shard file to appear and then signals, so
+    the signal lands mid-generation however fast the machine is."""
     return f"""
 import signal
 import sys

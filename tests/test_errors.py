@@ -151,7 +151,10 @@ def test_invalid_utf8_in_prompts(workdir, tiny_policy, capsys):
         (["--seed", "-1"], "generate.seed: must be between 0 and 2**63 - 1, got -1"),
         (["--device", "gpu"], "generate.device: must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
         (["--temperature", "-1e-5"], "generate.temperature: must be 0 (greedy)"),
-        (["--temperature", "inf"], "generate.temperature: must be 0 (greedy) or a finite number"),
+        (
+            ["--temperature", "inf"],
+            "generate.temperature: must be 0 (greedy) or a number between 1e-05 and 100, got inf",
+        ),
     ],
 )
 def test_bad_numbers_and_devices(workdir, tiny_policy, capsys, flags, pattern):

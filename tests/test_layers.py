@@ -102,3 +102,95 @@ def test_config_imports_nothing_above_errors_and_records():
         if m != "winnow" and m not in BELOW_CONFIG and not m.startswith("winnow.config")
     ]
     assert above == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """winnow's modules -> the modules of winnow each imports, imports inside functions
+    included. ``from winnow.x import y`` is an arrow to ``winnow.x.y`` where that is a module
+    (a sibling taken by name), else to ``winnow.x``."""
+    names = {}
+    for path in WINNOW.rglob("*.py"):
+        parts = path.relative_to(WINNOW.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        targets = set()
+        for _, module, taken in imports(path):
+            subs = [f"{module}.{t}" for t in taken if f"{module}.{t}" in names]
+            targets |= set(subs) if subs and len(subs) == len(taken) else {module, *subs}
+        graph[name] = {t for t in targets if t in names and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted.
+
+    >>> cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}})
+    [['a', 'b']]
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    graph = module_graph()
+    assert len(graph) > 90 and "winnow.executors.ray" in graph["winnow.executors"]  # function-level, seen
+    assert cycles(graph) == []
+
+
+def diagram_layers() -> list[list[str]]:
+    """The layering diagram in CONTRIBUTING.md, highest line first: each line's modules as
+    dotted names (``stages/`` the package and all in it, ``demo*`` each module so named)."""
+    text = (WINNOW.parent / "CONTRIBUTING.md").read_text().split("## Layering", 1)[1]
+    block = text.split("```", 2)[1].strip().splitlines()
+    return [[name.strip() for name in line.split("  ", 1)[0].split(",")] for line in block]
+
+
+def layer_of(module: str, layers: list[list[str]]) -> int:
+    """The index of the diagram line that holds ``module`` (0 = the top line)."""
+    rest = module.removeprefix("winnow.") if module != "winnow" else "__init__"
+    for i, names in enumerate(layers):
+        for name in names:
+            if name.endswith("/") and (rest == name[:-1] or rest.startswith(name[:-1] + ".")):
+                return i
+            if (name.endswith("*") and rest.startswith(name[:-1])) or rest == name:
+                return i
+    raise AssertionError(f"{module} stands on no line of CONTRIBUTING.md's layering diagram")
+
+
+def test_the_layering_diagram_holds():
+    """No module imports one on a higher line of the diagram (the package's face, which
+    only hands names on lazily, stands above everything and is left out)."""
+    layers = diagram_layers()
+    graph = module_graph()
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        if module != "winnow"
+        for target in sorted(targets)
+        if layer_of(target, layers) < layer_of(module, layers)
+    ]
+    assert upward == []

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fake_generate, write_jsonl
+from helpers import fake_generate, read_rows, write_jsonl
 
 from winnow import stages
 from winnow.cli import main
@@ -50,10 +49,6 @@ def counted(prompts, completions, **kw):
 def half(prompts, completions, **kw):
     return [None if c == "skip" else 0.5 for c in completions]
 """
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ---------------------------------------------------------------- reading the columns
@@ -147,7 +142,7 @@ def scored_run(tmp_path):
 def test_columns_reach_the_reward_aligned_with_completions(scored_run):
     run = scored_run / "run"
     stages.score(run, ScoreConfig(reward_fn=f"{scored_run}/rewards.py:echo", fn_batch_size=4))
-    calls = read_jsonl(scored_run / "calls.jsonl")
+    calls = read_rows(scored_run / "calls.jsonl")
     assert [c["prompt_ids"] for c in calls] == [["a", "a", "a", "b"], ["b", "b"]]
     assert [c["answer"] for c in calls] == [["2", "2", "2", "3"], ["3", "3"]]
     assert [c["source"] for c in calls] == [["s1", "s1", "s1", None], [None, None]]
@@ -158,12 +153,12 @@ def test_columns_go_into_selected_and_pairs_rows(scored_run):
     run = scored_run / "run"
     stages.score(run, ScoreConfig(reward_fn=f"{scored_run}/rewards.py:echo"))
     stages.select(run, SelectConfig(strategy="top_per_prompt", pairs="best-worst"))
-    selected = read_jsonl(run / "select" / "selected.jsonl")
+    selected = read_rows(run / "select" / "selected.jsonl")
     assert [(r["prompt_id"], r["sample_index"], r["columns"]) for r in selected] == [
         ("a", 2, {"answer": "2", "source": "s1"}),
         ("b", 2, {"answer": "3"}),
     ]
-    pairs = read_jsonl(run / "select" / "pairs.jsonl")
+    pairs = read_rows(run / "select" / "pairs.jsonl")
     assert [(p["prompt_id"], p["columns"]) for p in pairs] == [
         ("a", {"answer": "2", "source": "s1"}),
         ("b", {"answer": "3"}),
@@ -201,7 +196,7 @@ def test_math_through_the_stage_counts_no_answer(tmp_path):
     manifest = stages.score(tmp_path / "run", ScoreConfig(reward_fn=["math"]))
     assert np.load(tmp_path / "run" / "score" / "rewards.npy").tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
     assert manifest["no_answer"] == 1 and "unfinished_reasoning" not in manifest and "components" not in manifest
-    rows = read_jsonl(tmp_path / "run" / "score" / "shard-00000.jsonl")
+    rows = read_rows(tmp_path / "run" / "score" / "shard-00000.jsonl")
     assert [r.get("no_answer", False) for r in rows] == [False, False, True, False, False, False]
     assert manifest["config"]["score"]["reward_fn"] == "math"  # --reward-fn math and reward_fn: math are one config
 
@@ -209,7 +204,7 @@ def test_math_through_the_stage_counts_no_answer(tmp_path):
 def test_a_count_without_positions_is_kept_on_the_row_opening_the_call(scored_run):
     run = scored_run / "run"
     manifest = stages.score(run, ScoreConfig(reward_fn=f"{scored_run}/rewards.py:counted", fn_batch_size=4))
-    rows = read_jsonl(run / "score" / "shard-00000.jsonl")
+    rows = read_rows(run / "score" / "shard-00000.jsonl")
     assert [r.get("no_answer_in_call", 0) for r in rows] == [3, 0, 0, 0, 1, 0]
     assert not any("no_answer" in r for r in rows) and manifest["no_answer"] == 4
 
@@ -246,7 +241,7 @@ def test_weighted_rewards_each_kept_and_summed_by_hand(scored_run):
         (True, 1.0, "rewards-0.npy"),
         (False, -2.0, "rewards-1.npy"),
     ]
-    row = read_jsonl(score / "shard-00000.jsonl")[1]
+    row = read_rows(score / "shard-00000.jsonl")[1]
     assert (row["reward"], row["rewards"]) == (20.0, [21.0, 0.5])
 
 
@@ -300,15 +295,15 @@ def test_reasoning_tags_rewards_see_the_answer_and_unfinished_score_zero(scored_
         reward_fn=["math", f"{scored_run}/rewards.py:echo"], reward_weights=[1.0, 0.0], reasoning_tags=["think"]
     )
     manifest = stages.score(scored_run / "run2", config)
-    calls = read_jsonl(scored_run / "calls.jsonl")
+    calls = read_rows(scored_run / "calls.jsonl")
     assert [c["completions"] for c in calls] == [[" 2", "3", "3", " 3"]]  # never the reasoning, never the unfinished
     assert np.load(scored_run / "run2" / "score" / "rewards-0.npy").tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]
     assert manifest["unfinished_reasoning"] == 2 and manifest["no_answer"] == 0
-    rows = read_jsonl(scored_run / "run2" / "score" / "shard-00000.jsonl")
+    rows = read_rows(scored_run / "run2" / "score" / "shard-00000.jsonl")
     assert [r.get("unfinished_reasoning", False) for r in rows] == [False, True, False, False, True, False]
     # selection keeps the whole completion, reasoning included
     stages.select(scored_run / "run2", SelectConfig(strategy="top_per_prompt"))
-    selected = read_jsonl(scored_run / "run2" / "select" / "selected.jsonl")
+    selected = read_rows(scored_run / "run2" / "select" / "selected.jsonl")
     assert [r["completion"][0]["content"] for r in selected] == ["<think>2 + 2 = 5?</think> 2", "<think>x</think>3"]
 
 
@@ -362,7 +357,7 @@ def test_verified_run_end_to_end(tmp_path, tiny_policy, capsys):
     ]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     run = tmp_path / "run"
-    assert read_jsonl(run / "generate" / "prompts.jsonl")[1] == {
+    assert read_rows(run / "generate" / "prompts.jsonl")[1] == {
         "id": "q1",
         "prompt": "what is 1 plus 1?",
         "columns": {"answer": "#### 2"},
@@ -371,7 +366,7 @@ def test_verified_run_end_to_end(tmp_path, tiny_policy, capsys):
     assert score["config"]["score"]["reward_fn"] == "math" and isinstance(score["no_answer"], int)
     rewards = np.load(run / "score" / "rewards.npy")
     assert rewards.shape == (3, 2) and set(np.unique(rewards)) <= {0.0, 1.0}
-    selected = read_jsonl(run / "select" / "selected.jsonl")
+    selected = read_rows(run / "select" / "selected.jsonl")
     assert [(r["prompt_id"], r["columns"]) for r in selected] == [
         (f"q{i}", {"answer": f"#### {2 * i}"}) for i in range(3)
     ]

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, ST
 from winnow.config import SECTIONS, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
+from winnow.quiet import quiet_process
 from winnow.settings import build, load_yaml
 
 MAX_BOOTSTRAP_ITERS = 1_000_000
@@ -34,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input, a bad file in the run dir or an OS error (one line on
     stderr; ``--debug`` adds the traceback); 130 interrupted; 1 an internal bug (traceback)."""
     args = parse_args(numbers_as_values(sys.argv[1:] if argv is None else argv))
-    if not getattr(args, "verbose", False):
-        quiet_libraries()
+    quiet_process(verbose=getattr(args, "verbose", False))
     try:
         run_command(args)
     except (WinnowError, OSError) as e:
@@ -62,17 +60,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         hint = "".join(f" (did you mean {g[0]}?)" for g in guesses[:1] if g)
         command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     return args
-
-
-def quiet_libraries() -> None:
-    """Keep per-load progress bars and library warnings off the terminal: winnow's own
-    progress (one bar per stage) is what users read. ``--verbose`` leaves them on."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|trl|peft|torch)\.")
 
 
 def one_line(error: Exception) -> str:

@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from winnow.config.fields import DTYPES
@@ -187,3 +189,21 @@ def refuse_encoder_decoder(path: Path) -> None:
         raise WinnowError(
             f"model {path} is an encoder-decoder ({config.model_type}); winnow samples decoder-only causal LMs"
         )
+
+
+@contextmanager
+def attention_swapped(model, name: str, attention: Callable, mask: Callable | None = None) -> Iterator[None]:
+    """Run ``model`` with ``attention`` registered in transformers as ``name`` (and ``mask``
+    as its mask function; with none, transformers builds no mask for it) for the duration."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    AttentionInterface.register(name, attention)
+    if mask is not None:
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask)
+    before = model.config._attn_implementation
+    model.config._attn_implementation = name
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tiny_archs import ARCHS, COMMON, PATHS, build
 
-from winnow.generate import decode, fallback
+from winnow.generate import decode, fallback, shared_attention
 
 PROMPTS = [[1, 5, 6, 7, 8, 9, 10, 11, 12], [1, 20, 21], [1, 30, 31, 32, 33, 34]]
 STEPS = 8
@@ -62,3 +62,33 @@ def test_probe_catches_state_outside_the_cache(monkeypatch):
     monkeypatch.setattr(decode, "fast_path_problem", lambda lm: None)
     reason = fallback.probe(lm, pad_id=0)
     assert reason is not None and "RecurrentGemmaForCausalLM" in reason
+
+
+def test_shared_prefix_attention_serves_fast_path_models_only():
+    """Every model type the shared-prefix decode attention serves is one this file checks
+    against ``generate()`` on the fast path (the n=2 case above runs it)."""
+    assert set(shared_attention.MODEL_TYPES) <= {t for t, path in PATHS.items() if path == "fast"}
+
+
+def test_shared_prefix_attention_samples_what_plain_attention_samples(monkeypatch):
+    """Seeded sampling, n=4, rows finishing at different steps: the same tokens with the
+    prompt's keys read once per prompt as with the n-fold copy read per row."""
+    lm = build("llama")
+    calls = []
+    real = shared_attention.shared_prefix_attention
+
+    def counted(module, query, *args, **kw):
+        calls.append(kw.get("winnow_share") is not None)
+        return real(module, query, *args, **kw)
+
+    monkeypatch.setattr(shared_attention, "shared_prefix_attention", counted)
+
+    def run() -> list[list[int]]:
+        torch.manual_seed(0)
+        return decode.sample(lm, PROMPTS, n=4, max_new_tokens=STEPS, eos_ids=[EOS, 7], pad_id=0)
+
+    shared = run()
+    assert calls and all(calls) and shared == run()  # used, and reproducible
+    monkeypatch.setattr(shared_attention, "MODEL_TYPES", ())
+    calls.clear()
+    assert run() == shared and not calls

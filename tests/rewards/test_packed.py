@@ -55,3 +55,18 @@ def test_whole_prompts_go_in_rows_and_every_completion_is_placed_once():
     # every token of the row is a query exactly once
     into = np.concatenate([u.into.numpy() for u in blocks.parts])
     assert sorted(into) == list(range(len(ids)))
+
+
+def test_auto_packs_and_a_prompt_that_overflows_a_row_shares_its_prefill(tmp_path, capsys):
+    folder = build_reward_model(tmp_path, "llama")
+    prompts, completions = workload(seed=3, sizes=(1, 3, 16))
+    full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
+    auto, rm = reward_scores(folder, prompts, completions, pack_width=200)
+    np.testing.assert_allclose(auto, full, rtol=0, atol=1e-4)
+    rows = rm.tokenize(prompts, completions)
+    groups, _, _ = pf.group_rows(rm.prompt_ids(prompts), rows, list(range(len(rows))))
+    overflows = {r for g in groups if len(g.prompt) + sum(len(t) for t in g.tails) > 200 for r in g.rows}
+    assert len(overflows) == 16  # the prompt with 16 completions; the others fit a row with theirs
+    assert rm.last_paths == ["shared_prefix" if i in overflows else "packed" for i in range(len(rows))]
+    assert rm.summary()["rows"] == {"shared_prefix": 16, "packed": 4}
+    assert "winnow: reward model" not in capsys.readouterr().err  # no note: nothing fell back

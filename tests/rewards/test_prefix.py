@@ -21,6 +21,7 @@ from tiny_models import (
 )
 
 from winnow.errors import WinnowError
+from winnow.rewards import packed as pk
 from winnow.rewards import prefix as pf
 from winnow.rewards.classifier import ClassifierReward
 
@@ -72,16 +73,17 @@ def merging_tokenizer():
     return make_tokenizer(extra_corpus=("assistant\nthe quick brown",) * 30, vocab_size=400, regex=False)
 
 
-def test_a_boundary_that_merges_tokens_is_scored_in_full(tmp_path):
+@pytest.mark.parametrize(("sharing", "path"), [("on", "shared_prefix"), ("auto", "packed")])
+def test_a_boundary_that_merges_tokens_is_scored_in_full(tmp_path, sharing, path):
     folder = build_reward_model(tmp_path, tokenizer=merging_tokenizer())
     prompts = ["hello there"] * 4 + ["describe a rainy monday"] * 3
     completions = ["the quick brown fox", "the quick brown dog", "a lazy dog", "good food"]
     completions += ["the quick brown commute", "rainy and late", "a happy day"]
     full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
-    shared, rm = reward_scores(folder, prompts, completions)
+    shared, rm = reward_scores(folder, prompts, completions, prefix_sharing=sharing)
     np.testing.assert_allclose(shared, full, rtol=0, atol=1e-4)
     merged = [c.startswith("the quick brown") for c in completions]
-    assert rm.last_paths == ["full_prefix_mismatch" if m else "shared_prefix" for m in merged]
+    assert rm.last_paths == ["full_prefix_mismatch" if m else path for m in merged]
 
 
 def eos_tokenizer_without_pad():
@@ -180,7 +182,7 @@ def test_a_pair_longer_than_the_context_is_unscored_and_counted(tmp_path, sharin
 def test_out_of_memory_in_the_shared_prefix_path_splits_and_retries(tmp_path, monkeypatch):
     folder = build_reward_model(tmp_path)
     prompts, completions = workload(seed=7, sizes=(3, 8, 16))
-    expected, rm = reward_scores(folder, prompts, completions)
+    expected, rm = reward_scores(folder, prompts, completions, prefix_sharing="on")
     real_prefill, real_tails = pf.prefill, rm._score_tails
 
     def prefill(base, prompts, **kw):  # a fake CUDA OOM for any prefill of more than one prompt
@@ -205,7 +207,7 @@ def test_chat_message_prompts_share_a_prefix(tmp_path):
     prompts = [chat] * 5 + ["describe a rainy monday"] * 3
     completions = [" ".join(WORDS[i : i + 3 + i]) for i in range(8)]
     full, _ = reward_scores(folder, prompts, completions, prefix_sharing="off")
-    shared, rm = reward_scores(folder, prompts, completions)
+    shared, rm = reward_scores(folder, prompts, completions, prefix_sharing="on")
     np.testing.assert_allclose(shared, full, rtol=0, atol=1e-4)
     assert set(rm.last_paths) == {"shared_prefix"}
     assert sorted(rm.last_tokens_saved).count(0) == 2  # one prefill per distinct prompt
@@ -229,7 +231,7 @@ def test_score_stage_records_the_setting_and_counts_rows_per_path(tmp_path, tiny
         runs[sharing] = run
     manifest = json.loads((runs["auto"] / "score/manifest.json").read_text())
     assert json.loads((runs["auto"] / "score/config.json").read_text())["score"]["reward_prefix_sharing"] == "auto"
-    assert manifest["rows_by_scoring_path"] == {"shared_prefix": 20}
+    assert manifest["rows_by_scoring_path"] == {"packed": 20}  # auto: the fastest exact path
     assert manifest["prompt_tokens_saved"] > 0
     assert json.loads((runs["off"] / "score/manifest.json").read_text())["rows_by_scoring_path"] == {"full": 20}
     np.testing.assert_allclose(
@@ -275,6 +277,7 @@ def test_a_failing_shared_prefix_path_falls_back_to_full_rows(tmp_path, monkeypa
         raise TypeError("forward() got an unexpected keyword argument 'cache'")
 
     monkeypatch.setattr(pf, "score_tails", broken)
+    monkeypatch.setattr(pk, "score_packed", broken)  # auto would pack these rows
     np.testing.assert_allclose(np.array(auto(prompts, completions), dtype=float), full, rtol=0, atol=1e-6)
     assert set(auto.last_paths) == {"full"} and "failed (TypeError" in capsys.readouterr().err
     with pytest.raises(TypeError, match="unexpected keyword"):

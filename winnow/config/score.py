@@ -59,11 +59,13 @@ class ScoreConfig:
     """Reward model: most rows per batch."""
     reward_prefix_sharing: PrefixSharing = "auto"
     """Reward model: read each prompt once and score its completions as continuations of
-    that shared prefill (exact for causal decoders). ``auto``: where the model allows it,
-    else every row in full with a note; ``on``: an architecture it does not know is an
-    error; ``off``: every row in full; ``packed``: whole prompts and their completions end
-    to end in rows of their own length, attention per prompt and completion, no padding
-    (``winnow.rewards.packed``; an error where the model does not allow it)."""
+    that shared prefill (exact for causal decoders). ``auto``: the fastest exact path the
+    model allows: packed (a prompt whose completions overflow a packed row shares its
+    prefill), else the shared prefix, else every row in full with a note; ``on``: the
+    shared prefix, an architecture it does not know is an error; ``off``: every row in
+    full; ``packed``: whole prompts and their completions end to end in rows of their own
+    length, attention per prompt and completion, no padding (``winnow.rewards.packed``; an
+    error where the model does not allow it)."""
     fn_batch_size: int = bounded(256, ge=1)
     """Reward function: rows per call."""
     reward_timeout: float | None = bounded(None, gt=0, finite=True, unit="seconds")

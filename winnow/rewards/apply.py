@@ -34,7 +34,7 @@ from winnow.rewards import BUILTINS, MAX_REWARD, RewardRaised, builtin_options, 
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
-if TYPE_CHECKING:  # the config's type only: nothing of config.py runs here
+if TYPE_CHECKING:  # the config's type only: nothing of winnow.config runs here
     from winnow.config import ScoreConfig
 
 

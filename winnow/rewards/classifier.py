@@ -50,13 +50,14 @@ class ClassifierReward:
     """``ClassifierReward(path)(prompts, completions) -> list[float | None]`` from a 1-label head.
 
     batch_tokens, max_batch_size and max_padding shape the batches: see ``plan_batches``.
-    prefix_sharing: ``auto`` shares each prompt's prefill among its completions where the
-    model allows it (else scores rows in full, with a note), ``on`` insists (an architecture
-    the shared-prefix path does not know is an error), ``off`` scores every row in full,
-    ``packed`` lays several prompts' completions end to end in rows of up to ``pack_width``
-    tokens, one forward pass a row (``winnow.rewards.packed``: each prompt read once, no
-    padding, attention per prompt and completion; like ``on``, an error where the model
-    does not allow it).
+    prefix_sharing: ``auto`` takes the fastest exact path the model allows: packed where its
+    probe passes (a prompt whose completions overflow one packed row shares its prefill
+    instead, so that it is read once), else the shared prefix, else every row in full, with
+    a note; ``on`` insists on the shared prefix (an architecture it does not know is an
+    error), ``off`` scores every row in full, ``packed`` lays several prompts' completions
+    end to end in rows of up to ``pack_width`` tokens, one forward pass a row
+    (``winnow.rewards.packed``: each prompt read once, no padding, attention per prompt and
+    completion; like ``on``, an error where the model does not allow it).
     """
 
     def __init__(
@@ -99,16 +100,10 @@ class ClassifierReward:
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         self.window = pf.sliding_window(self.model.config)
         self.prefix_sharing = prefix_sharing
-        self.prefix_note: str | None = "off" if prefix_sharing == "off" else pf.unsupported_reason(self.model)
-        if not self.prefix_note:
-            self.prefix_note = self._probe_shared_prefix()
         self.pack_width = pack_width
-        if not self.prefix_note and prefix_sharing == "packed":
-            self.prefix_note = self._probe_packed()
-        if self.prefix_note and prefix_sharing in ("on", "packed"):
-            raise WinnowError(f"reward model {path}: --reward-prefix-sharing {prefix_sharing}, but {self.prefix_note}")
-        if self.prefix_note and prefix_sharing == "auto":
-            self._note(self.prefix_note)
+        self.packs = False
+        """Whether rows are packed (``packed``, or ``auto`` where the packed probe passed)."""
+        self.prefix_note = self._choose_path()
         self.stats: dict = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "oom_retries": 0}
         self.path_counts: Counter[str] = Counter()
         self.tokens_saved = 0
@@ -117,6 +112,30 @@ class ClassifierReward:
         self.last_tokens_saved: list[int] = []
         """After a call: prompt tokens each row did not recompute (its prompt's length for
         every shared-prefix row but the first of its prompt in a chunk, else 0)."""
+
+    def _choose_path(self) -> str | None:
+        """Probe the paths ``prefix_sharing`` allows, fastest first; set ``self.packs`` and
+        return why rows are scored in full (None: the prefix is shared or rows are packed).
+        ``on`` and ``packed`` refuse a model that cannot take them; ``auto`` falls back, with a note."""
+        how = self.prefix_sharing
+        note: str | None = "off" if how == "off" else pf.unsupported_reason(self.model)
+        if not note:
+            note = self._probe_shared_prefix()
+        if not note and how in ("packed", "auto"):
+            packed_note = self._probe_packed()
+            self.packs = packed_note is None
+            if how == "packed":
+                note = packed_note
+            elif packed_note:
+                print(
+                    f"winnow: reward model {self.name}: sharing each prompt's prefill, not packing: {packed_note}",
+                    file=sys.stderr,
+                )
+        if note and how in ("on", "packed"):
+            raise WinnowError(f"reward model {self.name}: --reward-prefix-sharing {how}, but {note}")
+        if note and how == "auto":
+            self._note(note)
+        return note
 
     def _note(self, why: str) -> None:
         print(f"winnow: reward model {self.name}: scoring every row in full: {why}", file=sys.stderr)
@@ -215,6 +234,8 @@ class ClassifierReward:
         full = fits
         if self.prefix_sharing == "packed":
             full = self._score_packed(prompts, ids, fits, scores, paths, saved)
+        elif self.packs:  # auto: packed, with a fall back to the full path as below
+            full = self._score_shared(prompts, ids, fits, scores, paths, saved, packed=True)
         elif not self.prefix_note:
             full = self._score_shared(prompts, ids, fits, scores, paths, saved)
         self._score_full(full, ids, scores)
@@ -223,9 +244,14 @@ class ClassifierReward:
         self.tokens_saved += sum(saved)
         return [None if np.isnan(s) else float(s) for s in scores]
 
-    def _score_shared(self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int]) -> list[int]:
-        """Score the rows of ``fits`` that can share their prompt's prefill; returns the rest."""
+    def _score_shared(
+        self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int], *, packed: bool = False
+    ) -> list[int]:
+        """Score the rows of ``fits`` that can share their prompt's prefill (``packed``: most
+        of them packed, see ``_score_packed``); returns the rest."""
         try:
+            if packed:
+                return self._score_packed(prompts, ids, fits, scores, paths, saved, whole_only=True)
             groups, mismatched, alone = pf.group_rows(self.prompt_ids(prompts), ids, fits)
             for i in mismatched:
                 paths[i] = "full_prefix_mismatch"
@@ -238,21 +264,34 @@ class ClassifierReward:
         except Exception as e:  # auto promises the full path, never a crash (re-raised above when it can)
             if self.prefix_sharing == "on":
                 raise
-            self.prefix_note = f"the shared-prefix path failed ({type(e).__name__}: {e})"
+            self.prefix_note = f"the {'packed' if packed else 'shared-prefix'} path failed ({type(e).__name__}: {e})"
+            self.packs = False
             self._note(self.prefix_note)
             for i in fits:
                 paths[i], saved[i] = "full", 0
             return fits
 
-    def _score_packed(self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int]) -> list[int]:
-        """Score the rows of ``fits`` packed (``winnow.rewards.packed``); returns the rest."""
+    def _score_packed(
+        self, prompts, ids, fits: list[int], scores, paths: list[str], saved: list[int], *, whole_only: bool = False
+    ) -> list[int]:
+        """Score the rows of ``fits`` packed (``winnow.rewards.packed``); returns the rest.
+
+        ``whole_only`` (``auto``): a prompt whose completions do not all fit in one row with
+        it would be read once per row it spans; those share one prefill instead (the
+        shared-prefix path reads a long prompt once and pads little among long completions).
+        """
         groups, mismatched, alone = pf.group_rows(self.prompt_ids(prompts), ids, fits)
         for i in mismatched:
             paths[i] = "full_prefix_mismatch"
-        # a prompt with one completion gains nothing from sharing, but packs as well as any
-        groups += [pf.Group(ids[i][: len(ids[i]) - 1], [i], [ids[i][-1:]]) for i in alone]
         # a prompt and tail longer than the window would not see what they see in a full row
         width = min(self.pack_width, self.window) if self.window else self.pack_width
+        far: list[int] = []
+        if whole_only:
+            split = [g for g in groups if len(g.prompt) + sum(len(t) for t in g.tails) > width]
+            groups = [g for g in groups if len(g.prompt) + sum(len(t) for t in g.tails) <= width]
+            far = self._score_groups(split, scores, paths, saved)
+        # a prompt with one completion gains nothing from sharing, but packs as well as any
+        groups += [pf.Group(ids[i][: len(ids[i]) - 1], [i], [ids[i][-1:]]) for i in alone]
         rows, too_long = pk.plan_rows(groups, width)
         for row in tqdm(rows, desc="reward model (packed)", unit="row", leave=False):
             done, got, tokens = pk.score_packed(
@@ -265,7 +304,7 @@ class ClassifierReward:
                 if r not in too_long:
                     paths[r] = "packed"
                     saved[r] = len(g.prompt) if k else 0  # about: a prompt split over rows is read again
-        return sorted(mismatched + too_long)
+        return sorted(mismatched + too_long + far)
 
     def _score_full(self, rows: list[int], ids: list[list[int]], scores: np.ndarray) -> None:
         """Score whole rows (indices into ids) in planned batches; write into scores."""

@@ -26,12 +26,12 @@ caller checks the scores against full rows on a probe first.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from winnow.models import attention_swapped
 from winnow.rewards.prefix import Group
 
 
@@ -224,19 +224,10 @@ def _attend(query, key, value, part: Units, scaling, softcap) -> torch.Tensor:
     return out.transpose(1, 2).reshape(u * lq, h, d).index_select(0, part.take)
 
 
-@contextmanager
 def attending_in_blocks(base):
     """Run ``base`` with ``block_attention`` for the duration (its mask building is skipped:
     transformers builds no mask for an attention it has no mask function for)."""
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(ATTENTION, block_attention)
-    before = base.config._attn_implementation
-    base.config._attn_implementation = ATTENTION
-    try:
-        yield
-    finally:
-        base.config._attn_implementation = before
+    return attention_swapped(base, ATTENTION, block_attention)
 
 
 @torch.inference_mode()
