@@ -204,12 +204,12 @@ class RewardApplier:
             scores = _call(part.reward, part.name, prompts, completions, kw, self.timeout)
         except WinnowError as e:
             fail = self.on_error == "fail"
+            if fail and not isinstance(e, RewardRaised):
+                raise  # a wrong return value or an exit names its batch; a timeout would be waited out at every level
             if len(completions) == 1:
                 if fail:  # the one line names the row, and the way to go on past it
                     raise WinnowError(f"{_row_of(kw)}{e}; --on-error skip records such rows and goes on") from None
                 return [Piece(Scores([math.nan]), [{}], " ".join(str(e).split()))]
-            if fail and not isinstance(e, RewardRaised):
-                raise  # a wrong return value or an exit names its batch; a timeout would be waited out at every level
             half = len(completions) // 2
             pieces = [
                 piece
