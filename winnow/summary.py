@@ -153,10 +153,23 @@ def warn_failed(m: dict, folder: str) -> str | None:
     )
 
 
+def errors_line(r: dict) -> str | None:
+    """The rows that failed and were skipped, by stage; None when none did.
+
+    >>> errors_line({"errors": {"generate": 1, "score": 2}})
+    'failed and skipped (on_error: skip): 1 in generate (generate/errors.jsonl), 2 in score (score/errors.jsonl)'
+    >>> errors_line({"errors": {"generate": 0, "score": 0}}) is None
+    True
+    """
+    counts = {stage: n for stage, n in (r.get("errors") or {}).items() if n}
+    if not counts:
+        return None
+    parts = ", ".join(f"{n} in {stage} ({stage}/errors.jsonl)" for stage, n in counts.items())
+    return f"failed and skipped (on_error: skip): {parts}"
+
+
 def report_lines(result: dict) -> list[str]:
     """``winnow report``'s terminal lines (besides the best-of-n table)."""
-    from winnow.report.run import errors_line
-
     lines = [line] if (line := errors_line(result)) else []
     for name in ("all", "selected"):
         part = result[name]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow import select as sel
+from winnow import summary
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode
 from winnow.report import plots
@@ -330,28 +331,13 @@ def markdown(r: dict) -> str:
         + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
     ]
-    failed = errors_line(r)
+    failed = summary.errors_line(r)
     lines += [failed, ""] if failed else []
     lines += _best_of_n_markdown(r["best_of_n"])
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
     lines += _pairs_markdown(r["pairs"])
     return "\n".join(lines)
-
-
-def errors_line(r: dict) -> str | None:
-    """The rows that failed and were skipped, by stage; None when none did.
-
-    >>> errors_line({"errors": {"generate": 1, "score": 2}})
-    'failed and skipped (on_error: skip): 1 in generate (generate/errors.jsonl), 2 in score (score/errors.jsonl)'
-    >>> errors_line({"errors": {"generate": 0, "score": 0}}) is None
-    True
-    """
-    counts = {stage: n for stage, n in (r.get("errors") or {}).items() if n}
-    if not counts:
-        return None
-    parts = ", ".join(f"{n} in {stage} ({stage}/errors.jsonl)" for stage, n in counts.items())
-    return f"failed and skipped (on_error: skip): {parts}"
 
 
 def _powers_of_two(ns: list[int]) -> list[int]:
