@@ -8,7 +8,8 @@ from helpers import write_jsonl
 
 from winnow.cli import main
 from winnow.errors import WinnowError
-from winnow.verifiers.ifeval import CHECKERS, check_row, ifeval
+from winnow.verifiers import ifeval as ifeval_module
+from winnow.verifiers.ifeval import CHECKERS, check_row, ifeval, loose_variants
 from winnow.verifiers.text import count_sentences, count_words, sentences, word_tokens
 
 
@@ -368,4 +369,112 @@ def test_an_instructions_arguments_are_refused_in_exact_words(monkeypatch):
     assert _arguments("punctuation:no_comma", {}) == {}
     assert refused("language:response_language", {"language": "en"}) == (
         "instruction 'language:response_language' needs the langdetect package: pip install langdetect"
+    )
+
+
+# ---------------------------------------------------------------- each checker's edge, verdict by verdict
+
+
+@pytest.mark.parametrize(
+    ("instruction_id", "kwargs", "response", "followed"),
+    [
+        # each of the three answers, in its exact case
+        ("detectable_format:constrained_response", {}, "My answer is yes.", True),
+        ("detectable_format:constrained_response", {}, "My answer is no.", True),
+        ("detectable_format:constrained_response", {}, "my answer is yes.", False),
+        # the response's own quotes are stripped, nothing else: a phrase may end in X
+        ("startend:end_checker", {"end_phrase": "fax"}, 'Send a FAX"', True),
+        # a fence of any of the three spellings, or a bare one
+        ("detectable_format:json_format", {}, '```Json\n{"a": 1}\n```', True),
+        ("detectable_format:json_format", {}, '```JSON\n{"a": 1}\n```', True),
+        ("detectable_format:json_format", {}, '```\n{"a": 1}\n```', True),
+        # a blank paragraph before the nth counts in the split but not in the count
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "b"},
+            "a\n\n\n\nb",
+            False,
+        ),
+        # quotes before the first word go, and its letters are kept up to a punctuation mark
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 1, "nth_paragraph": 1, "first_word": "hello"},
+            '"Hello," she said.',
+            True,
+        ),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 1, "nth_paragraph": 1, "first_word": "xavier"},
+            "'Xavier's here.",
+            True,
+        ),
+        # a highlight's text may be an X; ** ** holds nothing; **bold** is one highlight
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 1}, "*X*", True),
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 1}, "** **", False),
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "**bold**", False),
+        ("detectable_format:number_highlighted_sections", {"num_highlights": 1}, "**bold**", True),
+        # an empty first paragraph (before the first divider) is not counted
+        ("length_constraints:number_paragraphs", {"num_paragraphs": 2}, "*** A *** B", True),
+        # P.P.S with spaces; any other marker is matched as written, on any line
+        ("detectable_content:postscript", {"postscript_marker": "P.P.S"}, "Bye.\nP. P. S. see you", True),
+        ("detectable_content:postscript", {"postscript_marker": "Note:"}, "Hi.\nNOTE: one\nmore text", True),
+        # one quote alone is not a quotation; two are
+        ("startend:quotation", {}, '"', False),
+        ("startend:quotation", {}, '""', True),
+        # keywords match inside words; one that is not a valid pattern is matched literally
+        ("keywords:existence", {"keywords": ["cat"]}, "Concatenate.", True),
+        ("keywords:existence", {"keywords": ["[citation"]}, "A fact [CITATION needed].", True),
+        # a title's text may be an X
+        ("detectable_format:title", {}, "<<X>>", True),
+        # two responses: blank parts only at the ends
+        ("combination:two_responses", {}, "A******B", True),
+        ("combination:two_responses", {}, "******A******B", True),
+        ("combination:two_responses", {}, "A******B******", True),
+        ("combination:two_responses", {}, "A************B", False),
+    ],
+)
+def test_a_checkers_edge(instruction_id, kwargs, response, followed):
+    assert one(instruction_id, response, **kwargs) is followed
+
+
+def test_loose_variants_are_the_eight_in_order():
+    assert loose_variants("Sure!\n*Hi*\nThere\nBye") == [
+        "Sure!\n*Hi*\nThere\nBye",
+        "Sure!\nHi\nThere\nBye",
+        "*Hi*\nThere\nBye",
+        "Sure!\n*Hi*\nThere",
+        "*Hi*\nThere",
+        "Hi\nThere\nBye",
+        "Sure!\nHi\nThere",
+        "Hi\nThere",
+    ]
+
+
+def test_check_row_is_strict_by_default_and_refuses_another_mode():
+    assert check_row("Sure!\nno commas", ["punctuation:no_comma"], [{}]) == [True]
+    assert check_row("Sure, here:\nno commas", ["punctuation:no_comma"], [{}]) == [False]
+    with pytest.raises(WinnowError) as e:
+        check_row("x", ["punctuation:no_comma"], [{}], mode="lenient")
+    assert str(e.value) == "ifeval: mode must be 'strict' or 'loose', got 'lenient'"
+
+
+def test_ifeval_passes_the_mode_and_scores_every_row():
+    ids = [["punctuation:no_comma"], [], ["punctuation:no_comma"], ["punctuation:no_comma"]]
+    completions = ["Sure, here:\nno commas", "x", " ", ""]
+    args = [[{}], [], [{}], [{}]]
+    assert ifeval(["p"] * 4, completions, instruction_id_list=ids, kwargs=args) == [0.0, None, 0.0, 0.0]
+    s = ifeval(["p"] * 4, completions, instruction_id_list=ids, kwargs=args, mode="loose")
+    assert (s, s.no_answer) == ([1.0, None, 0.0, 0.0], 2)
+    # a completion without its row is refused, not dropped
+    with pytest.raises(ValueError):
+        ifeval(["p"] * 2, ["a", "b"], instruction_id_list=[["punctuation:no_comma"]], kwargs=[[{}]])
+
+
+def test_a_slow_pattern_is_refused_in_exact_words(monkeypatch):
+    monkeypatch.setattr(ifeval_module, "REGEX_TIMEOUT_S", 0.05)
+    with pytest.raises(WinnowError) as e:
+        check_row("a" * 40 + "b", ["keywords:existence"], [{"keywords": ["(a|aa)+$"]}])
+    assert str(e.value) == (
+        "ifeval: the pattern '(a|aa)+$' took longer than 0.05 s to search; "
+        "write it as a plain keyword or a simpler regular expression"
     )
