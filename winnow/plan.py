@@ -151,6 +151,16 @@ def check(
         plan.max_new_tokens = generate.max_new_tokens
     if score is not None and (wanted("score") or adaptive is not None):
         plan.rewards = check_rewards(score, _columns(run_dir, prompts, wanted("generate")), reward)
+    select_config: Any = configs.get("select")
+    if wanted("select") and select_config is not None and select_config.decontaminate:
+        from winnow.decontaminate import file_sha256
+
+        for path in select_config.decontaminate:  # each eval file readable before any work
+            file_sha256(path)
+    if wanted("select") and select_config is not None and select_config.near_dedup:
+        from winnow.decontaminate import load_datasketch
+
+        load_datasketch()
     if wanted("select") and score is not None:
         from winnow.stages.select import check_pass_threshold
 
