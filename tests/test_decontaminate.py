@@ -46,9 +46,10 @@ def select(run, *extra: str) -> int:
     return main(["select", "--run-dir", str(run), *extra])
 
 
-def test_a_13_gram_drops_the_row_a_12_gram_does_not_and_the_next_best_is_taken(run):
+def test_a_13_gram_drops_the_row_a_12_gram_does_not_and_the_next_best_is_taken(run, capsys):
     evals = run.parent / "evals.jsonl"
     assert select(run, "--decontaminate", str(evals)) == 0
+    assert "(left out: 0 contaminated prompts, 2 contaminated completions) ->" in capsys.readouterr().out
     picked = [(r["prompt_id"], r["sample_index"]) for r in read_rows(run / "select" / "selected.jsonl")]
     # p0: samples 0 and 2 hold 13-grams; the clean sample 1 (0.5) is taken. p1: a 12-gram stays.
     assert picked == [("p0", 1), ("p1", 0), ("p2", 0)]
