@@ -30,6 +30,7 @@ SKIP = {
     "--executor ray": "a Ray cluster (tests/executors/test_ray.py)",
     "winnow demo": "the real SmolLM2 demo (tests/test_demo_slow.py)",
     "--config": "needs the user's YAML file",
+    "--push-to-hub": "uploads to the Hugging Face Hub: a network and a token (tests/test_export.py checks the folder)",
     "$": "uses shell variables",
     "--strategy passing": "a tiny random model seldom passes a verifier, leaving nothing to fine-tune on "
     "(tests/test_adaptive.py runs adaptive sampling with a scripted reward)",

@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report | export.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -118,6 +118,16 @@ def report_command(args: argparse.Namespace) -> None:
     if not rounds:
         result = run_report(args.run_dir, out_dir=args.out, **options)
         summary.print_report(result, args.out or f"{args.run_dir}/report")
+
+
+def export_command(args: argparse.Namespace) -> None:
+    from winnow.export import export_run
+
+    file_config = load_yaml(args.config) if args.config else {}
+    config = build(
+        SECTIONS["export"], file_config.get("export") or {}, _flags(args, "export"), source=args.config or "flags"
+    )
+    summary.print_export(export_run(args.run_dir, args.to, config))
 
 
 def stage_command(args: argparse.Namespace) -> None:
@@ -284,6 +294,7 @@ COMMANDS = {
     "demo": demo_command,
     "verify": verify_command,
     "report": report_command,
+    "export": export_command,
 }
 """Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 

@@ -173,6 +173,14 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--max-new-tokens", "import", "max_new_tokens"),
         Option("--shard-rows", "import", "shard_rows"),
     ],
+    "export": [
+        Option("--all-scored", "export", "all_scored"),
+        Option("--license", "export", "license", metavar="ID"),
+        Option("--model-card", "export", "model_card"),
+        Option("--stage", "export", "stage"),
+        Option("--push-to-hub", "export", "push_to_hub", metavar="REPO"),
+        Option("--private", "export", "private"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate", "adaptive", "score", "executor"],
@@ -226,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     add_verify(sub)
     add_demo(sub)
     add_report(sub)
+    add_export(sub)
     return top
 
 
@@ -313,6 +322,19 @@ def add_report(sub: Any) -> None:
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     rep.add_argument("--pass-threshold", type=float, help="pass at reward >= this (default: the score stage's)")
     rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def add_export(sub: Any) -> None:
+    text = "a finished run as a dataset folder with its card (Parquet, for datasets and the Hub), or its checkpoint"
+    exp = sub.add_parser("export", help=text, description=text)
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with finished generate, score and select")
+    exp.add_argument("--to", metavar="DIR", required=True, help="the folder to write: new, or empty")
+    exp.add_argument("--config", metavar="PATH", help="YAML file whose export section holds any option below")
+    exp.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    exp.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
+    group = exp.add_argument_group("export")
+    for option in OPTIONS["export"]:
+        add_option(group, option)
 
 
 def field_key(section: str, field: str) -> str:

@@ -180,3 +180,28 @@ def print_report(result: dict, out: str) -> None:
 def err(line: str | None) -> None:
     if line:
         print(line, file=sys.stderr)
+
+
+def export_lines(result: dict) -> list[str]:
+    """``winnow export``'s lines: what was written where, and the URL when it was uploaded.
+
+    >>> export_lines({"folder": "out", "configs": {"selected": 6, "pairs": 2}, "report": "none"})
+    ['export: selected 6 rows, pairs 2 rows -> out (datasets.load_dataset("out"); the card: out/README.md)']
+    >>> export_lines({"folder": "m", "stage": "sft", "files": 6, "url": "https://huggingface.co/o/m"})
+    ['export: the sft checkpoint (6 files) with its model card -> m', 'uploaded: https://huggingface.co/o/m']
+    """
+    if "configs" in result:
+        rows = ", ".join(f"{name} {count:,} rows" for name, count in result["configs"].items())
+        folder = result["folder"]
+        lines = [f'export: {rows} -> {folder} (datasets.load_dataset("{folder}"); the card: {folder}/README.md)']
+        if result["report"] != "none":
+            lines.append(f"report: {result['report']}")
+    else:
+        lines = [
+            f"export: the {result['stage']} checkpoint ({result['files']} files) with its model card -> {result['folder']}"
+        ]
+    return lines + ([f"uploaded: {result['url']}"] if result.get("url") else [])
+
+
+def print_export(result: dict) -> None:
+    print("\n".join(export_lines(result)))
