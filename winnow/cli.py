@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow import summary
-from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, STAGES_OF, numbers_as_values, parser
+from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, STAGES_OF, numbers_as_values, parser
 from winnow.config import SECTIONS, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
@@ -217,6 +217,8 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
                 name = sorted(flags)[0]
                 raise WinnowError(f"score.{name}: winnow generate scores only with --adaptive-step (adaptive.step)")
             continue
+        if getattr(args, "on_error", None) and stage in ON_ERROR_STAGES:
+            flags["on_error"] = args.on_error
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype

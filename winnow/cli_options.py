@@ -200,6 +200,8 @@ GROUP_NOTES = {
 }
 """A line under a command's option group, where the group means something else there."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
+ON_ERROR_STAGES = ("generate", "score")
+"""The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
 NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
 DRY_RUN = ("generate", "score", "run", "bon")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
@@ -259,6 +261,13 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
         p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
         p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+    if name in DRY_RUN:  # the commands that sample or score: a row may fail in either
+        docs = " ".join(field_docs(SECTIONS[stage])["on_error"] for stage in ON_ERROR_STAGES)
+        p.add_argument(
+            "--on-error",
+            choices=CHOICES[("generate", "on_error")],
+            help=f"{docs} (default: fail; sets generate.on_error and score.on_error)".replace("%", "%%"),
+        )
     if set(DEVICE_STAGES) & set(stages) and name != "serve":
         p.add_argument(
             "--device",

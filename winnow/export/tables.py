@@ -53,16 +53,7 @@ PAIRS = {
     "rejected_tokens": pa.int64(),
 }
 """``select/pairs.jsonl``'s rows (TRL's preference format); ``chosen_round`` and ``rejected_round`` when pooled."""
-ALL = {
-    "prompt": MESSAGES,
-    "completion": MESSAGES,
-    "prompt_id": pa.string(),
-    "sample_index": pa.int64(),
-    "model": pa.string(),
-    "reward": pa.float64(),
-    "num_tokens": pa.int64(),
-    "finish_reason": pa.string(),
-}
+ALL = {**SELECTED, "num_tokens": pa.int64(), "finish_reason": pa.string()}
 """Every completion of the generate stage with its reward (null: unscored)."""
 POOLED = {"selected": ("round",), "pairs": ("chosen_round", "rejected_round")}
 """The columns a selection pooled over rounds adds: the round each completion came from."""

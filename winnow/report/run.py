@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow import select as sel
+from winnow import summary
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode
 from winnow.report import plots
@@ -146,6 +147,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         # sampled and left without a reward; an adaptive run's cells it never sampled are apart
         "unscored": int((np.isnan(rewards) & cells.present).sum()),
         "never_sampled": int((~cells.present).sum()),
+        # rows that failed and were skipped (on_error: skip), each in its stage's errors.jsonl
+        "errors": {"generate": generate.get("errors", 0), "score": scored.get("errors", 0)},
         "best_of_n": {
             "source": _source(adaptive, first),
             "n": ns.tolist(),
@@ -328,6 +331,8 @@ def markdown(r: dict) -> str:
         + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
     ]
+    failed = summary.errors_line(r)
+    lines += [failed, ""] if failed else []
     lines += _best_of_n_markdown(r["best_of_n"])
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))

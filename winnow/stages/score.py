@@ -12,10 +12,10 @@ import numpy as np
 
 from winnow import select as sel
 from winnow.config import ExecutorConfig, ScoreConfig
-from winnow.executors import ShardTask, run_shards
+from winnow.executors import ERROR, ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rewards.apply import RewardApplier
-from winnow.rundir import Stage, completed_manifest
+from winnow.rundir import Stage, completed_manifest, refuse_errors
 from winnow.stages.score_input import (
     ScoreSlice,
     SliceKeys,
@@ -58,6 +58,8 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         )
         report.raise_failed("score", len(plan.tasks))
         stage.check_made(plan.tasks, report, plan.keys, exact=True)  # type: ignore[arg-type]
+        errors = stage.errors(plan.names)
+        refuse_errors(stage, errors, accepted=("reward",) if config.on_error == "skip" else ())
         parts = [spec for _, spec in config.rewards()] if reward is None else [config.reward_fn or "reward"]
         files = ["rewards.npy"] + ([f"rewards-{k}.npy" for k in range(len(parts))] if len(parts) > 1 else [])
         if not plan.tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
@@ -81,8 +83,9 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
             )
         return stage.finish(
             shards=plan.names,
-            outputs=files,
+            outputs=files + stage.write_errors(errors),
             **summarize(streamed.total, num_completions=num_completions),
+            errors=len(errors),
             **streamed.paths,
             **answer_counts(streamed.counts, config),
             **extra,
@@ -194,6 +197,10 @@ class ScoreWorker:
             if got.in_call[i]:
                 row["no_answer_in_call"] = got.in_call[i]
             rows.append(row)
+            if got.failed[i] is not None:  # its errors-<shard>.jsonl row (``on_error: skip``)
+                name, reason = got.failed[i]  # type: ignore[misc]
+                keys = {k: c[k] for k in ("prompt_id", "sample_index", "model")}
+                rows.append({**keys, "kind": "reward", "reward_fn": name, ERROR: reason})
         return rows
 
 
