@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from bench_scale import stage  # one command in a fresh process: wall, CPU time, peak RSS
 
-from winnow.records import config_hash
-from winnow.rundir import FORMAT, file_record
+from winnow.records import config_hash, file_record
+from winnow.rundir import FORMAT
 
 N = 16
 SHARD_PROMPTS = 1024

@@ -79,6 +79,7 @@ FILES = {
         }
     ],
     "mmlu.jsonl": [{"id": "m0", "prompt": "Which is a colour? (A) dog (B) red", "gold": "B"}],
+    "evals.jsonl": [{"id": "e0", "question": "What is 2 + 2?", "answer": "2 + 2 is 4, so the answer is 4."}],
     "responses.jsonl": [{"prompt_id": f"p{i}", "text": f"about {i}, twice: {j}"} for i in range(3) for j in range(2)],
 }
 MADE_FOR = {

@@ -98,6 +98,10 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--select-pass-threshold", "select", "pass_threshold"),
         Option("--min-pass-rate", "select", "min_pass_rate"),
         Option("--max-pass-rate", "select", "max_pass_rate"),
+        Option("--decontaminate", "select", "decontaminate", metavar="FILE", nargs="+"),
+        Option("--decontaminate-ngram", "select", "decontaminate_ngram"),
+        Option("--near-dedup", "select", "near_dedup"),
+        Option("--near-dedup-threshold", "select", "near_dedup_threshold"),
     ],
     "adaptive": [
         Option("--adaptive-step", "adaptive", "step"),

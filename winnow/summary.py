@@ -66,6 +66,17 @@ def _select(m: dict, folder: str) -> str:
     line = f"select: {m['num_selected']:,} completions selected, mean reward {_num(m.get('mean_selected_reward'))}"
     if m.get("num_pairs") is not None:
         line += f", {m['num_pairs']:,} pairs"
+    kept_out = [
+        f"{m[k]:,} {label}"
+        for k, label in (
+            ("contaminated_prompts", "contaminated prompts"),
+            ("contaminated_completions", "contaminated completions"),
+            ("near_duplicates_removed", "near-duplicates"),
+        )
+        if m.get(k) is not None
+    ]
+    if kept_out:  # the first matches are in the manifest and the report
+        line += f" (left out: {', '.join(kept_out)})"
     return f"{line} -> {folder}/selected.jsonl"
 
 

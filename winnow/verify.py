@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 from winnow.errors import WinnowError
-from winnow.records import TMP_SUFFIX, config_hash, read_json
+from winnow.records import TMP_SUFFIX, check_file, config_hash, read_json
 from winnow.rounds import rounds_in
-from winnow.rundir import ERRORS, LEDGER, TMP_DIR_PREFIX, check_file, check_format
+from winnow.rundir import ERRORS, LEDGER, TMP_DIR_PREFIX, check_format
 
 STAGES = ("generate", "score", "select", "sft", "dpo")
 UPSTREAM = {

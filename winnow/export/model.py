@@ -12,7 +12,8 @@ from huggingface_hub import ModelCardData
 from winnow.errors import WinnowError
 from winnow.export import card
 from winnow.models import HUB_ID, SMOLLM2
-from winnow.rundir import check_file, completed_manifest
+from winnow.records import check_file
+from winnow.rundir import completed_manifest
 
 SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The Hub id of the model ``smollm2`` names (``winnow.models``)."""

@@ -413,7 +413,34 @@ def _selected_markdown(r: dict) -> list[str]:
     ]
     if removed:
         lines += ["", f"Before selecting: {', '.join(removed)}."]
-    return lines + ["", "![selected vs all](selected_vs_all.png)", ""]
+    return lines + _kept_out_markdown(sel_info) + ["", "![selected vs all](selected_vs_all.png)", ""]
+
+
+def _kept_out_markdown(sel_info: dict) -> list[str]:
+    """What decontamination and near-dedup removed, with the first matches the manifest keeps."""
+    lines = []
+    if sel_info.get("contaminated_prompts") is not None:
+        n = sel_info.get("decontaminate_ngram")
+        lines += [
+            "",
+            f"Decontaminated ({n}-grams shared with an eval item): {sel_info['contaminated_prompts']} prompts "
+            f"and {sel_info['contaminated_completions']} further completions left out.",
+        ]
+        for m in sel_info.get("contamination_matches", []):
+            what = "its prompt" if m["sample_index"] is None else f"sample {m['sample_index']}"
+            lines.append(f'- {m["prompt_id"]} {what} shares "{m["ngram"]}" with {m["eval_item"]}')
+    if sel_info.get("near_duplicates_removed") is not None:
+        t = sel_info.get("near_dedup_threshold")
+        lines += [
+            "",
+            f"Near-duplicates (Jaccard >= {t}): {sel_info['near_duplicates_removed']} selected completions dropped (each prompt's next-best candidate taken instead, where it has one).",
+        ]
+        for m in sel_info.get("near_duplicate_matches", []):
+            lines.append(
+                f"- {m['prompt_id']} sample {m['sample_index']} is like {m['like_prompt_id']} "
+                f"sample {m['like_sample_index']} (Jaccard {m['jaccard']})"
+            )
+    return lines
 
 
 def _pairs_markdown(p: dict | None) -> list[str]:
