@@ -2,6 +2,7 @@
 
     python benchmarks/run_all.py            # full sizes (about 20 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke sizes (a few minutes; targets not meaningful)
+    python benchmarks/run_all.py --only adaptive --json figures/benchmarks   # also a result file per benchmark
 
 Each ``bench_*.py`` has ``main(argv) -> {"benchmark", "rows": [{check, measured, target,
 passed, detail}], "passed"}`` and prints its own detailed tables; this script runs them
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes")
     parser.add_argument("--only", nargs="*", choices=list(BENCHMARKS), help="run just these")
+    parser.add_argument(
+        "--json",
+        metavar="FOLDER",
+        help="write FOLDER/<benchmark>.json: its rows with the commit, machine, date and command",
+    )
     args = parser.parse_args(argv)
 
     import numpy
@@ -67,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
         results[name] = BENCHMARKS[name].main(["--quick"] if args.quick else [])
-        print(f"\n({name}: {time.perf_counter() - start:.0f} s)")
+        seconds = time.perf_counter() - start
+        print(f"\n({name}: {seconds:.0f} s)")
+        if args.json:
+            _write_json(Path(args.json) / f"{name}.json", name, results[name], seconds, args.quick)
 
     print("\n## Summary\n\n| benchmark | check | measured | target | result |\n|---|---|---:|---|---|")
     for name, result in results.items():
@@ -77,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r["check"] for res in results.values() for r in res["rows"] if r["passed"] is False]
     print(f"\n{len(failed)} target(s) missed" + (": " + "; ".join(failed) if failed else ""))
     return 1 if failed and not args.quick else 0
+
+
+def _write_json(path: Path, name: str, result: dict, seconds: float, quick: bool) -> None:
+    """A benchmark's result as a record: what ran, where, at which commit (``winnow.figures.machine``)."""
+    import subprocess
+
+    from winnow.figures import machine
+    from winnow.records import atomic_write_json
+
+    git = ["git", "-C", str(Path(__file__).parent)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run([*git, "status", "--porcelain", "--", "winnow"], capture_output=True, text=True).stdout)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = f"python benchmarks/run_all.py --only {name}" + (" --quick" if quick else "")
+    record = {"benchmark": name, "command": command, "commit": commit, "dirty": dirty, "date": date.today().isoformat()}
+    atomic_write_json(path, {**record, "machine": machine(), "wall_seconds": round(seconds, 1), "result": result})
 
 
 def _cpus() -> int:

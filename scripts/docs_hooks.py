@@ -7,7 +7,13 @@ A page holds a marker where a generated part goes, so the part cannot drift from
   (type, default, the field's docstring, the choices from ``settings.CHOICES``);
 - ``<!-- winnow:config SECTION -->``: one section's table;
 - ``<!-- winnow:schema MODEL -->``: the fields of a request or response body of
-  ``winnow serve``, from its pydantic model in ``winnow.serve.schema``.
+  ``winnow serve``, from its pydantic model in ``winnow.serve.schema``;
+- ``<!-- winnow:figures TABLE -->``: a table of the demos' recorded figures, one column per CPU
+  capability, from ``figures/`` (``winnow.figures``; ``TABLES`` names them).
+
+README.md, which is read raw, holds each figures table between its marker and
+``<!-- winnow:end -->``; ``fill_blocks`` rewrites them (``scripts/record_figures.py readme``)
+and a test checks that the README's are the ones the records give.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import argparse
 import dataclasses
 import re
 
-MARKER = re.compile(r"<!-- winnow:(cli|config|schema)(?: (\w+))? -->")
+MARKER = re.compile(r"<!-- winnow:(cli|config|schema|figures)(?: ([\w-]+))? -->")
+BLOCK = re.compile(r"(<!-- winnow:figures ([\w-]+) -->\n)(.*?)(<!-- winnow:end -->)", re.DOTALL)
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
@@ -88,6 +95,8 @@ def _generated(match: re.Match) -> str:
         return cli_reference()
     if kind == "config":
         return config_reference(name)
+    if kind == "figures":
+        return figures_table(name)
     return schema_reference(name)
 
 
@@ -155,3 +164,138 @@ def config_reference(only: str | None = None) -> str:
 def _cell(text: str | None) -> str:
     """One table cell: one line, pipes and angle brackets escaped."""
     return " ".join(str(text or "").split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def fill_blocks(text: str) -> str:
+    """Each ``<!-- winnow:figures TABLE -->`` ... ``<!-- winnow:end -->`` block of a raw page
+    (README.md) filled with the table the records give now."""
+    return BLOCK.sub(lambda m: m.group(1) + figures_table(m.group(2)) + m.group(4), text)
+
+
+def _value(key: str, digits: int = 3):
+    return lambda f: f"{f[key]:.{digits}f}" if isinstance(f[key], float) else f"{f[key]:,}"
+
+
+def _gain(key: str):
+    return lambda f: f"{f[key]:+.3f} [{f[key + ' ci95 low']:+.3f}, {f[key + ' ci95 high']:+.3f}]"
+
+
+def _pair(first: str, second: str, sep: str, digits: int = 3):
+    return lambda f: f"{_value(first, digits)(f)}{sep}{_value(second, digits)(f)}"
+
+
+FAMILIES = {
+    "keywords:existence": "include a word",
+    "keywords:forbidden_words": "forbidden words",
+    "detectable_format:title": "`<<title>>`",
+    "length_constraints:number_words": "fewer than N words",
+    "detectable_content:postscript": "P.S.",
+    "punctuation:no_comma": "no commas",
+    "startend:quotation": "quotation marks",
+}
+"""The constraints demo's instruction families, as the tables name them."""
+
+TABLES: dict[str, tuple[str, list[tuple[str, str, object]]]] = {
+    "demo": (
+        "mean reward, 32 held-out prompts x 8 samples",
+        [
+            ("starting SmolLM2-135M-Instruct", "demo", _value("mean_reward start")),
+            ("round 1: fine-tuned on its best-of-8", "demo", _value("mean_reward round 1")),
+            (
+                "round 2 (`winnow demo --rounds 2`): best of 16 over both rounds",
+                "demo-rounds-2",
+                _value("mean_reward round 2"),
+            ),
+            ("round 1 over start (paired bootstrap 95% CI)", "demo", _gain("gain round 1 over start")),
+            ("round 2 over round 1", "demo-rounds-2", _gain("gain round 2 over round 1")),
+            ("round 2 over start", "demo-rounds-2", _gain("gain round 2 over start")),
+            (
+                "training prompts, one sample / best of 8",
+                "demo",
+                _pair("train_mean_reward", "train_mean_best_reward", " / "),
+            ),
+        ],
+    ),
+    "constraints": (
+        "`winnow demo --task constraints`",
+        [
+            ("held-out strict pass@1, start (42 prompts x 4 samples)", "demo-constraints", _value("pass_at_1 start")),
+            ("held-out strict pass@1, fine-tuned", "demo-constraints", _value("pass_at_1 fine-tuned")),
+            ("gain (paired bootstrap 95% CI)", "demo-constraints", _gain("gain")),
+            (
+                "training samples, adaptive / fixed N = 8",
+                "demo-constraints",
+                _pair("train samples", "train fixed_samples", " / "),
+            ),
+            (
+                "training prompts with a passing completion",
+                "demo-constraints",
+                _pair("train prompts_with_a_pass", "train prompts", " of "),
+            ),
+            ("passing completions fine-tuned on", "demo-constraints", _value("train selected")),
+            (
+                "pass@1 / pass@2 over the first step's samples",
+                "demo-constraints",
+                _pair("train pass@1", "train pass@2", " / "),
+            ),
+        ],
+    ),
+    "constraints-families": (
+        "held-out strict pass@1 by family: start / fine-tuned",
+        [
+            (label, "demo-constraints", _pair(f"pass_at_1 start {iid}", f"pass_at_1 fine-tuned {iid}", " / ", 2))
+            for iid, label in FAMILIES.items()
+        ],
+    ),
+}
+"""Each figures table: its corner cell and its rows (label, demo whose records hold it, cell from figures)."""
+
+
+def figures_table(name: str) -> str:
+    """One table of recorded figures: a row per figure, a column per CPU capability (run records
+    first), then where each column's figures come from. A figure a record lacks reads "-"."""
+    from winnow.figures import records
+
+    corner, rows = TABLES[name]
+    demos = list(dict.fromkeys(demo for _, demo, _ in rows))
+    found = {demo: records(demo) for demo in demos}
+    caps = sorted({c for recs in found.values() for c in recs}, key=lambda c: (_copied(found, c), c))
+    out = [f"| {corner} | " + " | ".join(caps) + " |", "|---|" + "---|" * len(caps)]
+    for label, demo, cell in rows:
+        cells = []
+        for cap in caps:
+            rec = found[demo].get(cap)
+            try:
+                cells.append(cell(rec["figures"]) if rec else "-")  # type: ignore[operator]
+            except KeyError:
+                cells.append("-")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    for demo in demos:
+        cells = [_source(found[demo][cap]) if cap in found[demo] else "-" for cap in caps]
+        out.append(f"| `winnow {' '.join(_argv(demo))}`: how measured | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _argv(demo: str) -> tuple[str, ...]:
+    from winnow.figures import DEMOS
+
+    return DEMOS[demo].argv
+
+
+def _copied(found: dict, cap: str) -> bool:
+    return all(recs[cap]["provenance"] != "run" for recs in found.values() if cap in recs)
+
+
+def _source(rec: dict) -> str:
+    """Where a record's figures come from, in one cell."""
+    peak = (rec.get("report") or {}).get("peak_memory_mb") or rec.get("peak_memory_mb")
+    cost = f"{rec['wall_seconds']:,.0f} s wall, {peak / 1024:.1f} GB peak"
+    if rec["provenance"] != "run":
+        return f"copied from the docs of commit `{rec['commit'][:7]}` ({rec['date']}, an earlier commit); {cost}"
+    m = rec["machine"]
+    dirty = " with uncommitted changes" if rec["dirty"] else ""
+    return (
+        f"commit `{rec['commit'][:7]}`{dirty} ({rec['date']}); {m['cpu_count']} cores, {m['torch_threads']} torch "
+        f"threads, torch {m['torch']}, transformers {m['transformers']}; {cost}"
+        + (f" ({rec['note']})" if rec.get("note") else "")
+    )

@@ -58,9 +58,12 @@ declare -A tests=(
   [reasoning]="tests/verifiers/test_verifiers.py"
   [math]="tests/verifiers/test_verifiers.py tests/verifiers/test_math.py
     --deselect=tests/verifiers/test_math.py::test_every_case_gets_its_known_verdict"
-  [text]="tests/verifiers/test_ifeval.py"
-  [sentences]="tests/verifiers/test_ifeval.py"
-  [ifeval]="tests/verifiers/test_ifeval.py"
+  [text]="tests/verifiers/test_text.py tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
+    --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"
+  [sentences]="tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
+    --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"
+  [ifeval]="tests/verifiers/test_ifeval.py --deselect=tests/verifiers/test_ifeval.py::test_a_bad_row_through_winnow_score_is_one_line_and_exit_2
+    --deselect=tests/verifiers/test_ifeval.py::test_a_prompts_file_without_ifevals_columns_through_winnow_score"
 )
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(select records rundir report prompts config answers passk votes

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from winnow import report, stages
+from winnow import figures, report, stages
 from winnow.config import GenerateConfig, RoundsConfig, ScoreConfig, SelectConfig, TrainConfig
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
@@ -36,6 +36,8 @@ TRAIN: dict[str, Any] = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size
 EVAL: dict[str, Any] = dict(n=8, temperature=1.0, max_new_tokens=48, batch_size=16, shard_size=16, seed=1)
 SELECT: dict[str, Any] = dict(strategy="top_per_prompt")
 SFT: dict[str, Any] = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
+SEEDS = {"train": TRAIN["seed"], "held-out": EVAL["seed"], "sft": SFT["seed"], "bootstrap": 0}
+"""What the figures depend on besides the machine (``winnow.figures``); later rounds derive theirs."""
 SIDE_BY_SIDE = 3
 """Held-out prompts shown with a completion of the starting and of the last model."""
 
@@ -215,6 +217,8 @@ def write_report(run_dir: Path, names: list[str], rounds: int, timings: dict, pe
         "train_stats": {f"round {r}": train_stats(train_dir, r) for r in range(1, rounds + 1)},
         "side_by_side": side_by_side(names, SIDE_BY_SIDE, run_dir),
         **cost_summary(timings, peaks, peak_mb),
+        "machine": figures.machine(),
+        "seeds": SEEDS,
     }
     start, last = evals["start"][2], evals[names[-1]][2]
     report.plot(
@@ -337,3 +341,7 @@ def print_summary(result: dict, run_dir: Path) -> None:
     )
     if any(g["ci95"][0] <= 0 for g in result["gains"]):
         console.print("[yellow]not every gain's 95% interval excludes zero[/yellow]")
+    console.print(figures.depends_on(result["machine"], result["seeds"]))
+    recorded = figures.against_records({1: "demo", 2: "demo-rounds-2"}.get(result["rounds"], ""), result)
+    if recorded:
+        console.print(recorded)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from winnow import report, stages
+from winnow import figures, report, stages
 from winnow.adaptive import sample_adaptive, score_adaptive
 from winnow.config import AdaptiveConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
 from winnow.demo import _timed, cost_summary
@@ -43,6 +43,8 @@ ADAPTIVE: dict[str, Any] = dict(step=2, stop_when="pass")
 EVAL: dict[str, Any] = dict(n=4, temperature=0.8, max_new_tokens=48, batch_size=64, shard_size=64, seed=1)
 SELECT: dict[str, Any] = dict(strategy="passing", k=2)
 SFT: dict[str, Any] = dict(learning_rate=5e-5, epochs=3, batch_size=8, max_length=256, seed=0)
+SEEDS = {"train": TRAIN["seed"], "held-out": EVAL["seed"], "sft": SFT["seed"], "bootstrap": 0}
+"""What the figures depend on besides the machine (``winnow.figures``); adaptive steps derive theirs."""
 
 
 def constraint_prompts():
@@ -132,6 +134,8 @@ def write_report(run_dir: Path, names: list[str], train_report: dict, timings: d
             "selected": len(stages.load_selected(run_dir / "train")),
         },
         **cost_summary(timings, peaks, peak_mb),
+        "machine": figures.machine(),
+        "seeds": SEEDS,
     }
     atomic_write_json(run_dir / "report.json", result)
     atomic_write_text(run_dir / "report.md", markdown(result))
@@ -201,4 +205,8 @@ def _print(r: dict, run_dir: Path) -> None:
     console.print(
         f"total {r['total_seconds']:.0f} s wall, peak memory {r['peak_memory_mb']} MB; report: {run_dir / 'report.md'}"
     )
+    console.print(figures.depends_on(r["machine"], r["seeds"]))
+    recorded = figures.against_records("demo-constraints", r)
+    if recorded:
+        console.print(recorded)
     print(json.dumps({"report": str(run_dir / "report.json")}))

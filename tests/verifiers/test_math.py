@@ -138,6 +138,7 @@ def test_the_worker_side_reads_and_checks_in_this_process_and_off_the_main_threa
     from winnow.verifiers import math as verifier
 
     box: dict = {}
+    logging.getLogger("math_verify").setLevel(logging.NOTSET)  # as a fresh worker has it
 
     def call():
         verifier._import_math_verify()
@@ -169,6 +170,7 @@ def test_the_worker_side_reads_and_checks_in_this_process_and_off_the_main_threa
         ("a #### b #### 3", "$3$"),
         ("2*pi", "$2*\\pi$"),
         ("x^2", "$x^2$"),  # a LaTeX mark: as it is, between $
+        ("x**2", "$x^2$"),  # a power written as in Python
         ("2 and 3", "$2 \\text{and} 3$"),
         ("2 OR 3", "$2 \\text{OR} 3$"),
         ("12 dollars and 50 cents", None),  # words between numbers: no one number
