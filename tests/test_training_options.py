@@ -208,7 +208,7 @@ def test_run_with_eval_split_writes_tensorboard_events(tmp_path, tiny_policy, ca
     train_events = EventAccumulator(str(events[0])).Reload()
     assert [e.step for e in train_events.Scalars("train/loss")] == [1, 2]
     scalars = EventAccumulator(str(run / "sft" / "tensorboard")).Reload().Tags()["scalars"]
-    assert {"train/loss", "eval/loss", "train/learning_rate"} <= set(scalars)
+    assert {"train/loss", "train/grad_norm", "eval/loss", "train/learning_rate"} <= set(scalars)
     # the logging options may change on a rerun; what is trained may not
     capsys.readouterr()
     assert (
