@@ -119,7 +119,7 @@ def check_trl_options(config: Any) -> None:
     args_class = getattr(trl, TRL_CONFIGS[section])
     names = {f.name for f in dataclasses.fields(args_class)}
     for key in config.trl:
-        if key in SET_BY_WINNOW:
+        if key in SET_BY_WINNOW and hasattr(config, SET_BY_WINNOW[key]):  # dpo's beta: not sft's
             raise WinnowError(f"{section}.trl.{key}: set by {section}.{SET_BY_WINNOW[key]}; give that instead")
         if key in OWNED:
             raise WinnowError(f"{section}.trl.{key}: winnow saves the checkpoint whole in RUN_DIR/{section}/checkpoint")
