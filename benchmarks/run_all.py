@@ -22,6 +22,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_adaptive
+import bench_decontaminate
 import bench_demo
 import bench_fallback
 import bench_generate
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "verifiers": bench_verifiers,
     "agreement": bench_verifier_agreement,
     "adaptive": bench_adaptive,
+    "decontaminate": bench_decontaminate,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
 """name -> a module (or namespace) whose ``main(argv)`` runs it; ``packing`` is bench_score.py --packing."""

@@ -43,7 +43,7 @@ declare -A file=(
 )
 declare -A tests=(
   [select]="tests/test_select.py tests/test_rso_pairs.py tests/test_verified_select.py"
-  [records]="tests/test_records.py"
+  [records]="tests/test_records.py tests/test_rundir_unit.py"
   [rundir]="tests/test_rundir_unit.py"
   [report]="tests/report/test_stats.py"
   [prompts]="tests/test_prompts.py tests/test_prompts_messages.py"

@@ -263,8 +263,8 @@ def make_run(root: Path, samples: dict[str, list[tuple[str, int, str, float]]] =
     """
     import numpy as np
 
-    from winnow.records import config_hash
-    from winnow.rundir import FORMAT, file_record
+    from winnow.records import config_hash, file_record
+    from winnow.rundir import FORMAT
 
     gen, score = root / "generate", root / "score"
     gen.mkdir(parents=True)

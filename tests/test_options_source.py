@@ -24,6 +24,8 @@ NEEDS = {
     ("select", "strategy", "threshold"): {"threshold": 0.5},
     ("select", "strategy", "rso"): {"beta": 0.1},
     ("select", "pairs", "rso"): {"beta": 0.1},
+    ("export", "stage", "sft"): {"model_card": True},
+    ("export", "stage", "dpo"): {"model_card": True},
 }
 
 

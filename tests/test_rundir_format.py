@@ -98,6 +98,7 @@ COMMANDS = {
     "select": ("generate", lambda d, m: ["select", "--run-dir", str(d / "run"), "--strategy", "top_per_prompt"]),
     "report": ("generate", lambda d, m: ["report", str(d / "run"), "--bootstrap-iters", "10"]),
     "bon": ("generate", lambda d, m: args("bon", d, m, "--reward-fn", "length")),
+    "export": ("generate", lambda d, m: ["export", str(d / "run"), "--to", str(d / "out")]),
 }
 """command -> (the stage folder it refuses first, its arguments)."""
 

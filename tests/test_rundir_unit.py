@@ -12,15 +12,13 @@ import pytest
 
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask
-from winnow.records import config_hash
+from winnow.records import check_file, config_hash, file_record
 from winnow.rundir import (
     LEDGER,
     Stage,
     _diff,
     _read_ledger,
-    check_file,
     completed_manifest,
-    file_record,
     load_generations,
     load_scored,
     load_selected,

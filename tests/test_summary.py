@@ -74,7 +74,7 @@ def test_summary_lines_of_each_stage_and_of_rounds():
     sft = {"num_rows": 5, "train_loss": 5.7371, "checkpoint": "r/sft/checkpoint"}
     assert stage_lines({"round-1": {"generate": generate, "sft": sft}}, "r") == [
         "round-1:",
-        "  generate: 20 completions, 5 prompts x 4 samples, 1 prompts skipped (too long) -> r/round-1/generate",
+        "  generate: 20 completions, 5 prompts x 4 samples, 1 prompts skipped -> r/round-1/generate",
         "  sft: trained on 5 rows, final loss 5.737 -> r/sft/checkpoint",
     ]
     dpo = {"num_pairs": 3, "train_loss": 0.69, "checkpoint": "r/dpo/checkpoint"}

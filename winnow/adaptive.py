@@ -39,8 +39,8 @@ from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreC
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
 from winnow.generate import kept_backends
-from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy, config_hash
-from winnow.rundir import Stage, completed_manifest, load_generations, load_scored, read_shards
+from winnow.records import Prompt, atomic_write_jsonl, atomic_write_npy, config_hash, parse_jsonl
+from winnow.rundir import ERRORS, Stage, completed_manifest, load_generations, load_scored, read_shards, verified_bytes
 from winnow.stream import load_prompts, text_hash
 
 
@@ -289,9 +289,11 @@ def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps,
             _write_recorded(gen, name, rows)
         atomic_write_jsonl(gen.dir / "prompts.jsonl", prompt_rows)
         skipped = sum(1 for p in prompts if not any(c["prompt_id"] == p.id for c in completions))
+        errors = _step_errors(run_dir, steps, "generate")
         return gen.finish(
             shards=names,
-            outputs=["prompts.jsonl"],
+            outputs=["prompts.jsonl", *gen.write_errors(errors)],
+            errors=len(errors),
             num_prompts=len(prompts),
             num_columns=generate.n,
             num_completions=len(completions),
@@ -351,14 +353,30 @@ def score_adaptive(run_dir: str | Path, score: ScoreConfig, *, executor: Executo
             extra["components"] = [
                 {k: v for k, v in c.items() if k in ("reward", "weight", "file")} for c in components
             ]
+        errors = _step_errors(run_dir, steps, "score")
         return sc.finish(
             shards=names,
-            outputs=outputs,
+            outputs=outputs + sc.write_errors(errors),
+            errors=len(errors),
             **stages.summarize(matrix, num_completions=gen_manifest["num_completions"]),
             **extra,
             adaptive=gen_manifest["adaptive"],
             executor={"name": (executor or ExecutorConfig()).name},
         )
+
+
+def _step_errors(run_dir: Path, steps: list[dict], stage: str) -> list[dict]:
+    """The rows that failed and were skipped in the steps' ``stage`` stages (``on_error:
+    skip``), step by step: the assembled stage records them as its own."""
+    rows: list[dict] = []
+    for step in steps:
+        folder = step_dir(run_dir, step["step"])
+        record = completed_manifest(folder, stage)["files"].get(ERRORS)
+        if record is not None:
+            path = folder / stage / ERRORS
+            data = verified_bytes(path, record, stage=stage)
+            rows += [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+    return rows
 
 
 def _key(row: dict):

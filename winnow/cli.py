@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report | export.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow import summary
-from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, STAGES_OF, numbers_as_values, parser
+from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, STAGES_OF, numbers_as_values, parser
 from winnow.config import SECTIONS, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
@@ -120,6 +120,16 @@ def report_command(args: argparse.Namespace) -> None:
         summary.print_report(result, args.out or f"{args.run_dir}/report")
 
 
+def export_command(args: argparse.Namespace) -> None:
+    from winnow.export import export_run
+
+    file_config = load_yaml(args.config) if args.config else {}
+    config = build(
+        SECTIONS["export"], file_config.get("export") or {}, _flags(args, "export"), source=args.config or "flags"
+    )
+    summary.print_export(export_run(args.run_dir, args.to, config))
+
+
 def stage_command(args: argparse.Namespace) -> None:
     """generate | score | select | sft | run | bon | dpo: configs from defaults, the YAML
     file and the flags, then the stages in order (``pipeline.run_stages``)."""
@@ -207,6 +217,8 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
                 name = sorted(flags)[0]
                 raise WinnowError(f"score.{name}: winnow generate scores only with --adaptive-step (adaptive.step)")
             continue
+        if getattr(args, "on_error", None) and stage in ON_ERROR_STAGES:
+            flags["on_error"] = args.on_error
         if getattr(args, "device", None) and stage in DEVICE_STAGES:
             flags["device"] = args.device
         if getattr(args, "dtype", None) and stage in DEVICE_STAGES:  # rounds, executor: no dtype
@@ -284,6 +296,7 @@ COMMANDS = {
     "demo": demo_command,
     "verify": verify_command,
     "report": report_command,
+    "export": export_command,
 }
 """Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 

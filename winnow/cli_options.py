@@ -98,6 +98,10 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--select-pass-threshold", "select", "pass_threshold"),
         Option("--min-pass-rate", "select", "min_pass_rate"),
         Option("--max-pass-rate", "select", "max_pass_rate"),
+        Option("--decontaminate", "select", "decontaminate", metavar="FILE", nargs="+"),
+        Option("--decontaminate-ngram", "select", "decontaminate_ngram"),
+        Option("--near-dedup", "select", "near_dedup"),
+        Option("--near-dedup-threshold", "select", "near_dedup_threshold"),
     ],
     "adaptive": [
         Option("--adaptive-step", "adaptive", "step"),
@@ -191,6 +195,14 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--max-new-tokens", "import", "max_new_tokens"),
         Option("--shard-rows", "import", "shard_rows"),
     ],
+    "export": [
+        Option("--all-scored", "export", "all_scored"),
+        Option("--license", "export", "license", metavar="ID"),
+        Option("--model-card", "export", "model_card"),
+        Option("--stage", "export", "stage"),
+        Option("--push-to-hub", "export", "push_to_hub", metavar="REPO"),
+        Option("--private", "export", "private"),
+    ],
 }
 STAGES_OF = {
     "generate": ["generate", "adaptive", "score", "executor"],
@@ -210,6 +222,8 @@ GROUP_NOTES = {
 }
 """A line under a command's option group, where the group means something else there."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
+ON_ERROR_STAGES = ("generate", "score")
+"""The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
 NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
 DRY_RUN = ("generate", "score", "run", "bon")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
@@ -244,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
     add_verify(sub)
     add_demo(sub)
     add_report(sub)
+    add_export(sub)
     return top
 
 
@@ -268,6 +283,13 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
         p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
         p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+    if name in DRY_RUN:  # the commands that sample or score: a row may fail in either
+        docs = " ".join(field_docs(SECTIONS[stage])["on_error"] for stage in ON_ERROR_STAGES)
+        p.add_argument(
+            "--on-error",
+            choices=CHOICES[("generate", "on_error")],
+            help=f"{docs} (default: fail; sets generate.on_error and score.on_error)".replace("%", "%%"),
+        )
     if set(DEVICE_STAGES) & set(stages) and name != "serve":
         p.add_argument(
             "--device",
@@ -331,6 +353,19 @@ def add_report(sub: Any) -> None:
     rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     rep.add_argument("--pass-threshold", type=float, help="pass at reward >= this (default: the score stage's)")
     rep.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+
+def add_export(sub: Any) -> None:
+    text = "a finished run as a dataset folder with its card (Parquet, for datasets and the Hub), or its checkpoint"
+    exp = sub.add_parser("export", help=text, description=text)
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with finished generate, score and select")
+    exp.add_argument("--to", metavar="DIR", required=True, help="the folder to write: new, or empty")
+    exp.add_argument("--config", metavar="PATH", help="YAML file whose export section holds any option below")
+    exp.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    exp.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
+    group = exp.add_argument_group("export")
+    for option in OPTIONS["export"]:
+        add_option(group, option)
 
 
 def field_key(section: str, field: str) -> str:

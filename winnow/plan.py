@@ -156,13 +156,8 @@ def check(
         plan.max_new_tokens = generate.max_new_tokens
     if score is not None and (wanted("score") or adaptive is not None):
         plan.rewards = check_rewards(score, _columns(run_dir, prompts, wanted("generate")), reward)
-    if wanted("select") and score is not None:
-        from winnow.stages.select import check_pass_threshold
-
-        select = configs["select"]
-        check_pass_threshold(
-            select, select.pass_threshold if select.pass_threshold is not None else score.pass_threshold
-        )
+    if wanted("select") and configs.get("select") is not None:
+        _check_select(configs["select"], score)
     if count is not None:
         for r in range(1, count + 1):
             plan.stages += _round_stages(run_dir, r, prompts or [], configs, rounds)
@@ -173,6 +168,26 @@ def check(
     if refused:
         raise refusal(refused)
     return plan
+
+
+def _check_select(select, score) -> None:
+    """What the select stage reads besides the run: each eval file of ``--decontaminate``
+    (readable), datasketch for ``--near-dedup``, and the pass threshold its strategy needs."""
+    if select.decontaminate:
+        from winnow.decontaminate import file_sha256
+
+        for path in select.decontaminate:  # each eval file readable before any work
+            file_sha256(path)
+    if select.near_dedup:
+        from winnow.decontaminate import load_datasketch
+
+        load_datasketch()
+    if score is not None:
+        from winnow.stages.select import check_pass_threshold
+
+        check_pass_threshold(
+            select, select.pass_threshold if select.pass_threshold is not None else score.pass_threshold
+        )
 
 
 def _check_sampling_and_models(configs: dict[str, Any], wanted: Callable[[str], bool], adaptive, *, rounds) -> None:

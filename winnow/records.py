@@ -252,3 +252,48 @@ def config_hash(obj: Any) -> str:
         obj = asdict(obj)
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_record(path: Path, **extra) -> dict:
+    """What the manifest says of a file: size, sha256, and rows (JSONL) or shape (.npy)."""
+    record = {"bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
+    if path.suffix == ".jsonl" and "rows" not in record:
+        record["rows"] = _count_rows(path)
+    if path.suffix == ".npy":
+        record["shape"] = list(np.load(path, mmap_mode="r").shape)
+    return record
+
+
+def _count_rows(path: Path) -> int:
+    """Non-blank lines of a JSONL file, read in 1 MiB blocks (an output may be GBs)."""
+    rows, tail = 0, b""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            rows += sum(1 for line in lines if line.strip())
+    return rows + (1 if tail.strip() else 0)
+
+
+def check_file(path: Path, record: dict) -> str | None:
+    """None when ``path`` matches its record, else what is wrong, in words."""
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return "its record in the manifest is damaged"
+    if not path.exists():
+        return "missing"
+    if not path.is_file():
+        return "not a file"
+    if sha256_file(path) == record["sha256"]:
+        return None
+    if "rows" in record:
+        rows = _count_rows(path)
+        if rows != record["rows"]:
+            return f"{rows} rows, the manifest records {record['rows']}"
+    if "shape" in record:
+        try:
+            shape = list(np.load(path, mmap_mode="r").shape)
+        except (ValueError, OSError):
+            return "not a readable .npy array"
+        if shape != record["shape"]:
+            return f"shape {tuple(shape)}, the manifest records {tuple(record['shape'])}"
+    return "content differs from the manifest (sha256)"

@@ -43,6 +43,9 @@ class ClientSettings:
     backoff: float = 0.5
     """First wait in seconds; doubled every retry (with jitter), at most ``max_backoff``."""
     max_backoff: float = 30.0
+    skip_failed: bool = False
+    """A prompt whose request still fails after the retries is left without completions and
+    reported (``generate.on_error: skip``) rather than ending the call."""
 
     def api_key(self) -> str:
         if not self.api_key_env:
@@ -64,6 +67,7 @@ def generate_client(config: GenerateConfig) -> ClientSettings | None:
         timeout=config.request_timeout,
         max_retries=config.max_retries,
         backoff=config.retry_backoff,
+        skip_failed=config.on_error == "skip",
     )
 
 

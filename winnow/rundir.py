@@ -6,7 +6,9 @@ Layout (``run/`` is the ``--run-dir``)::
                                       with the run-dir ``format`` first
     run/generate/lock                 held (flock) by the one process writing the stage
     run/generate/shard-m0-00000.jsonl finished shards (temp file + rename)
+    run/generate/errors-m0-00000.jsonl rows of that shard that failed and were skipped (on_error: skip)
     run/generate/verified.jsonl       the driver's record of each shard it checked: rows, sha256
+    run/generate/errors.jsonl         every shard's errors, in shard order (only when there are any)
     run/generate/prompts.jsonl        the prompts, ids assigned
     run/generate/manifest.json        written last: its presence means "complete"; it records
                                       every output file (bytes, sha256, rows or shape)
@@ -39,15 +41,18 @@ from pathlib import Path
 import numpy as np
 
 from winnow.errors import WinnowError
-from winnow.executors import ShardReport, ShardTask, shard_file
+from winnow.executors import ShardReport, ShardTask, errors_file, shard_file
 from winnow.loader import split
 from winnow.lock import StageLock
 from winnow.records import (
     TMP_SUFFIX,
     Prompt,
     atomic_write_json,
+    atomic_write_jsonl,
     atomic_write_text,
+    check_file,
     config_hash,
+    file_record,
     parse_jsonl,
     read_json,
     sha256_file,
@@ -62,6 +67,8 @@ rather than misread, and no reader needs to guess which winnow wrote a file.
 1: the first recorded format. Every config field is stored, defaults included; a score
 stage's reward provenance is a list, one hash per reward."""
 LEDGER = "verified.jsonl"
+ERRORS = "errors.jsonl"
+"""A stage's rows that failed and were skipped (``on_error: skip``), one JSON object each."""
 TMP_DIR_PREFIX = ".tmp-"
 """Temp folders (a checkpoint being saved) start so; a resumed stage removes those a kill left."""
 
@@ -179,10 +186,13 @@ class Stage:
         """
         out = []
         for name in names:
-            relpath = shard_file(self.dir, name).name
-            if self.matches(relpath):
+            relpath, errors = shard_file(self.dir, name).name, errors_file(self.dir, name).name
+            # a shard's errors file, where it has one, must be whole too: the two are made together
+            has_errors = errors in self.records() or (self.dir / errors).exists()
+            if self.matches(relpath) and (not has_errors or self.matches(errors)):
                 continue
             (self.dir / relpath).unlink(missing_ok=True)
+            (self.dir / errors).unlink(missing_ok=True)
             out.append(name)
         return out
 
@@ -205,7 +215,30 @@ class Stage:
         if exact and len(seen) != len(keys):
             path.unlink(missing_ok=True)
             raise WinnowError(f"{path}: {len(seen)} rows, expected {len(keys)}; shard removed")
-        record = file_record(path, rows=len(rows))
+        failed = self._check_errors(name, {prompt_id for prompt_id, _ in keys})
+        # the errors file is recorded before its shard: a recorded shard has its errors recorded
+        if failed is not None:
+            self._record(errors_file(self.dir, name), failed)
+        self._record(path, len(rows))
+
+    def _check_errors(self, name: str, prompt_ids: set) -> int | None:
+        """Rows in shard ``name``'s errors file (None: it has none), each of this shard's prompts."""
+        path = errors_file(self.dir, name)
+        if not path.exists():
+            return None
+        rows = list(parse_jsonl(path.read_bytes().splitlines(keepends=True), path))
+        for lineno, row in rows:
+            if row.get("prompt_id") not in prompt_ids:
+                path.unlink(missing_ok=True)
+                shard_file(self.dir, name).unlink(missing_ok=True)
+                raise WinnowError(
+                    f"{path}:{lineno}: prompt_id {row.get('prompt_id')!r} is not one of this shard's; shard removed"
+                )
+        return len(rows)
+
+    def _record(self, path: Path, rows: int) -> None:
+        """Append a checked file's record to the ledger."""
+        record = file_record(path, rows=rows)
         line = json.dumps({"file": path.name, **record, "config_hash": self.hash}, sort_keys=True) + "\n"
         self.lock.check_held()  # a writer that lost its lock must not record what another may redo
         with open(self.dir / LEDGER, "a", encoding="utf-8") as f:
@@ -239,6 +272,20 @@ class Stage:
         if missing:
             raise WinnowError(f"{self.dir}: the executor made no file for shard(s) {', '.join(missing)}")
 
+    def errors(self, shards: list[str]) -> list[dict]:
+        """The rows that failed and were skipped in recorded shards ``shards``, in shard order."""
+        names = [n for n in shards if errors_file(self.dir, n).name in self.records()]
+        return read_shards(self.dir, names, self.records(), stage=self.name, file=errors_file)
+
+    def write_errors(self, rows: list[dict]) -> list[str]:
+        """``errors.jsonl``: every shard's errors in one file, for a reader; the outputs to
+        record (none when nothing failed, and a stale one removed)."""
+        if not rows:
+            (self.dir / ERRORS).unlink(missing_ok=True)
+            return []
+        atomic_write_jsonl(self.dir / ERRORS, rows)
+        return [ERRORS]
+
     def read_shards(self, names: list[str]) -> list[dict]:
         """The rows of recorded shards ``names``, in the order given, each checked."""
         return read_shards(self.dir, names, self.records(), stage=self.name)
@@ -253,7 +300,10 @@ class Stage:
         """Write the manifest, last: config, its hash, every output's record and a summary."""
         self.lock.check_held()
         self.claim()
-        names = [shard_file(self.dir, s).name for s in shards or []]
+        names = []
+        for s in shards or []:  # each shard, after its errors file where it has one
+            failed = errors_file(self.dir, s).name
+            names += ([failed] if failed in self.records() else []) + [shard_file(self.dir, s).name]
         files = {relpath: self.records()[relpath] for relpath in names}
         files.update({relpath: self.record_file(relpath) for relpath in outputs})
         # The ledger is rewritten in shard order, so identical runs leave identical files
@@ -275,6 +325,24 @@ class Stage:
             manifest["shards"] = list(shards)
         atomic_write_json(self.dir / "manifest.json", manifest)
         return manifest
+
+
+def refuse_errors(stage: Stage, rows: list[dict], *, accepted: tuple[str, ...]) -> None:
+    """Refuse to finish ``stage`` with failed rows its ``on_error: fail`` does not accept.
+
+    Shards made by an earlier ``--on-error skip`` run may hold failed rows (``on_error`` says
+    how hard to try, so a rerun may change it); finished under ``fail``, the stage would
+    hold rows that setting promises never to skip. ``accepted``: the ``kind`` of row the
+    stage may still hold (``long_prompt`` and ``request`` in generate, ``reward`` in score).
+    """
+    refused = [row for row in rows if row.get("kind") not in accepted]
+    if refused:
+        first = refused[0]
+        raise WinnowError(
+            f"{stage.dir}: {len(refused)} row(s) failed in shards made under --on-error skip (first: "
+            f"{first.get('error')}); rerun with --on-error skip to finish the stage with them recorded in "
+            f"{stage.dir / ERRORS}, or {_to_delete(stage.dir.parent, stage.name)}"
+        )
 
 
 def stored_config(config: dict) -> dict:
@@ -318,51 +386,6 @@ def format_refusal(folder: Path, found) -> str:
     )
 
 
-def file_record(path: Path, **extra) -> dict:
-    """What the manifest says of a file: size, sha256, and rows (JSONL) or shape (.npy)."""
-    record = {"bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
-    if path.suffix == ".jsonl" and "rows" not in record:
-        record["rows"] = _count_rows(path)
-    if path.suffix == ".npy":
-        record["shape"] = list(np.load(path, mmap_mode="r").shape)
-    return record
-
-
-def _count_rows(path: Path) -> int:
-    """Non-blank lines of a JSONL file, read in 1 MiB blocks (an output may be GBs)."""
-    rows, tail = 0, b""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            lines = (tail + block).split(b"\n")
-            tail = lines.pop()
-            rows += sum(1 for line in lines if line.strip())
-    return rows + (1 if tail.strip() else 0)
-
-
-def check_file(path: Path, record: dict) -> str | None:
-    """None when ``path`` matches its record, else what is wrong, in words."""
-    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
-        return "its record in the manifest is damaged"
-    if not path.exists():
-        return "missing"
-    if not path.is_file():
-        return "not a file"
-    if sha256_file(path) == record["sha256"]:
-        return None
-    if "rows" in record:
-        rows = _count_rows(path)
-        if rows != record["rows"]:
-            return f"{rows} rows, the manifest records {record['rows']}"
-    if "shape" in record:
-        try:
-            shape = list(np.load(path, mmap_mode="r").shape)
-        except (ValueError, OSError):
-            return "not a readable .npy array"
-        if shape != record["shape"]:
-            return f"shape {tuple(shape)}, the manifest records {tuple(record['shape'])}"
-    return "content differs from the manifest (sha256)"
-
-
 def verified_bytes(path: Path, record: dict | None, *, stage: str) -> bytes:
     """The bytes of ``path``, checked against its record; a clear error naming the file if not."""
     hint = f"rerun `winnow {stage}` on this run dir to remake it"
@@ -374,11 +397,14 @@ def verified_bytes(path: Path, record: dict | None, *, stage: str) -> bytes:
     return path.read_bytes()
 
 
-def read_shards(folder: Path, names: list[str], records: dict, *, stage: str) -> list[dict]:
-    """The rows of shards ``names`` in ``folder``, in the order given, checked against ``records``."""
+def read_shards(
+    folder: Path, names: list[str], records: dict, *, stage: str, file: Callable[[Path, str], Path] = shard_file
+) -> list[dict]:
+    """The rows of shards ``names`` in ``folder``, in the order given, checked against ``records``
+    (``file``: ``errors_file`` reads their errors instead)."""
     rows: list[dict] = []
     for name in names:
-        path = shard_file(folder, name)
+        path = file(folder, name)
         data = verified_bytes(path, records.get(path.name), stage=stage)
         rows.extend(row for _, row in parse_jsonl(data.splitlines(keepends=True), path))
     return rows

@@ -32,9 +32,9 @@ import numpy as np
 
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
-from winnow.records import BOM, Prompt, atomic_writer
+from winnow.records import BOM, Prompt, atomic_writer, check_file
 from winnow.replies import ended_on_its_own
-from winnow.rundir import check_file, completed_manifest, verified_bytes
+from winnow.rundir import completed_manifest, verified_bytes
 
 NO_ROW = -1
 """``CompletionIndex.shard`` of a cell with no completion (a prompt too long for a model)."""

@@ -33,7 +33,8 @@ def stage_lines(summary: dict, run_dir: str) -> list[str]:
 
 
 def _generate(m: dict, folder: str) -> str:
-    skipped = f", {m['skipped_prompts']} prompts skipped (too long)" if m.get("skipped_prompts") else ""
+    skipped = f", {m['skipped_prompts']} prompts skipped" if m.get("skipped_prompts") else ""
+    skipped += _errors(m, folder)
     a = m.get("adaptive")
     spent = f" in {a['steps']} adaptive steps ({_num(a['saved_share'], '.0%')} fewer than fixed N)" if a else ""
     each = f"up to {m['num_columns']:,}" if a else f"{m['num_columns']:,}"
@@ -43,9 +44,19 @@ def _generate(m: dict, folder: str) -> str:
     )
 
 
+def _errors(m: dict, folder: str) -> str:
+    """Where a stage's failed rows are, when some failed and were skipped.
+
+    >>> _errors({"errors": 2}, "runs/x/score"), _errors({"errors": 0}, "runs/x/score")
+    (', 2 failed (runs/x/score/errors.jsonl)', '')
+    """
+    return f", {m['errors']:,} failed ({folder}/errors.jsonl)" if m.get("errors") else ""
+
+
 def _score(m: dict, folder: str) -> str:
     return (
-        f"score: {m['scored']:,} of {m['num_completions']:,} completions scored ({m['unscored']:,} unscored), "
+        f"score: {m['scored']:,} of {m['num_completions']:,} completions scored ({m['unscored']:,} unscored"
+        f"{_errors(m, folder)}), "
         f"mean reward {_num(m.get('mean_reward'))}, mean best per prompt {_num(m.get('mean_best_reward'))} "
         f"-> {folder}/rewards.npy"
     )
@@ -55,6 +66,17 @@ def _select(m: dict, folder: str) -> str:
     line = f"select: {m['num_selected']:,} completions selected, mean reward {_num(m.get('mean_selected_reward'))}"
     if m.get("num_pairs") is not None:
         line += f", {m['num_pairs']:,} pairs"
+    kept_out = [
+        f"{m[k]:,} {label}"
+        for k, label in (
+            ("contaminated_prompts", "contaminated prompts"),
+            ("contaminated_completions", "contaminated completions"),
+            ("near_duplicates_removed", "near-duplicates"),
+        )
+        if m.get(k) is not None
+    ]
+    if kept_out:  # the first matches are in the manifest and the report
+        line += f" (left out: {', '.join(kept_out)})"
     return f"{line} -> {folder}/selected.jsonl"
 
 
@@ -118,17 +140,53 @@ def warn_unscored(scored: int, total: int, folder: str, share: float = 0.5) -> s
 
 
 def warn_unscored_stages(manifests: dict, run_dir: str) -> None:
-    """``warn_unscored`` on stderr for each score stage among the manifests (a rounds run's too)."""
+    """``warn_unscored`` on stderr for each score stage among the manifests (a rounds run's
+    too), and ``warn_failed`` for each generate or score stage."""
     for name, m in manifests.items():
         if name.startswith("round-"):
             warn_unscored_stages(m, f"{run_dir}/{name}")
-        elif name == "score":
+            continue
+        if name in ("generate", "score"):
+            err(warn_failed(m, f"{run_dir}/{name}"))
+        if name == "score":
             err(warn_unscored(m["scored"], m["num_completions"], f"{run_dir}/score"))
+
+
+def warn_failed(m: dict, folder: str) -> str | None:
+    """The line a stage prints on stderr when rows failed and were skipped (``on_error:
+    skip``), so that no command (``bon`` prints only its table) keeps quiet about them.
+
+    >>> print(warn_failed({"errors": 2}, "run/score"))
+    winnow: warning: 2 rows failed and were skipped (--on-error skip); each is in run/score/errors.jsonl with its reason
+    >>> warn_failed({"errors": 0}, "run/score") is None
+    True
+    """
+    if not m.get("errors"):
+        return None
+    return (
+        f"winnow: warning: {m['errors']:,} rows failed and were skipped (--on-error skip); each is in "
+        f"{folder}/errors.jsonl with its reason"
+    )
+
+
+def errors_line(r: dict) -> str | None:
+    """The rows that failed and were skipped, by stage; None when none did.
+
+    >>> errors_line({"errors": {"generate": 1, "score": 2}})
+    'failed and skipped (on_error: skip): 1 in generate (generate/errors.jsonl), 2 in score (score/errors.jsonl)'
+    >>> errors_line({"errors": {"generate": 0, "score": 0}}) is None
+    True
+    """
+    counts = {stage: n for stage, n in (r.get("errors") or {}).items() if n}
+    if not counts:
+        return None
+    parts = ", ".join(f"{n} in {stage} ({stage}/errors.jsonl)" for stage, n in counts.items())
+    return f"failed and skipped (on_error: skip): {parts}"
 
 
 def report_lines(result: dict) -> list[str]:
     """``winnow report``'s terminal lines (besides the best-of-n table)."""
-    lines = []
+    lines = [line] if (line := errors_line(result)) else []
     for name in ("all", "selected"):
         part = result[name]
         lines.append(
@@ -174,3 +232,28 @@ def print_report(result: dict, out: str) -> None:
 def err(line: str | None) -> None:
     if line:
         print(line, file=sys.stderr)
+
+
+def export_lines(result: dict) -> list[str]:
+    """``winnow export``'s lines: what was written where, and the URL when it was uploaded.
+
+    >>> export_lines({"folder": "out", "configs": {"selected": 6, "pairs": 2}, "report": "none"})
+    ['export: selected 6 rows, pairs 2 rows -> out (datasets.load_dataset("out"); the card: out/README.md)']
+    >>> export_lines({"folder": "m", "stage": "sft", "files": 6, "url": "https://huggingface.co/o/m"})
+    ['export: the sft checkpoint (6 files) with its model card -> m', 'uploaded: https://huggingface.co/o/m']
+    """
+    if "configs" in result:
+        rows = ", ".join(f"{name} {count:,} rows" for name, count in result["configs"].items())
+        folder = result["folder"]
+        lines = [f'export: {rows} -> {folder} (datasets.load_dataset("{folder}"); the card: {folder}/README.md)']
+        if result["report"] != "none":
+            lines.append(f"report: {result['report']}")
+    else:
+        lines = [
+            f"export: the {result['stage']} checkpoint ({result['files']} files) with its model card -> {result['folder']}"
+        ]
+    return lines + ([f"uploaded: {result['url']}"] if result.get("url") else [])
+
+
+def print_export(result: dict) -> None:
+    print("\n".join(export_lines(result)))

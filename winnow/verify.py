@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 from winnow.errors import WinnowError
-from winnow.records import TMP_SUFFIX, config_hash, read_json
+from winnow.records import TMP_SUFFIX, check_file, config_hash, read_json
 from winnow.rounds import rounds_in
-from winnow.rundir import LEDGER, TMP_DIR_PREFIX, check_file, check_format
+from winnow.rundir import ERRORS, LEDGER, TMP_DIR_PREFIX, check_format
 
 STAGES = ("generate", "score", "select", "sft", "dpo")
 UPSTREAM = {
@@ -172,8 +172,12 @@ def _check_file_map(folder: Path, name: str, manifest: dict, stage_hash) -> list
     """The manifest records every output the stage makes, and the ledger agrees with it."""
     path, files = folder / "manifest.json", manifest["files"]
     shards = manifest.get("shards")
-    names = [f"shard-{s}.jsonl" for s in shards] if isinstance(shards, list) else []
+    names = []
+    for s in shards if isinstance(shards, list) else []:  # each shard, after its errors file where it has one
+        names += [f] if (f := f"errors-{s}.jsonl") in files else []
+        names.append(f"shard-{s}.jsonl")
     wanted = [*REQUIRED.get(name, ()), *names] + (["pairs.jsonl"] if "num_pairs" in manifest else [])
+    wanted += [ERRORS] if manifest.get("errors") else []
     problems = [f"{path}: records no {f}; rerun `winnow {name}`" for f in wanted if f not in files]
     if not files and name not in REQUIRED:
         problems.append(f"{path}: records no files; rerun `winnow {name}`")

@@ -270,14 +270,16 @@ def test_poisoned_shard_is_named_the_rest_finish_and_a_rerun_repairs_only_it(wor
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, *RAY)) == 2
     err = capsys.readouterr().err
     assert "score: 1 of 6 pending shards failed every try (shard-00002.jsonl: " in err
-    assert "RuntimeError: poisoned batch (batch starting at prompt_id 'p4')" in err
+    assert "prompt_id 'p5' sample_index 0: reward function" in err and "raised RuntimeError: poisoned batch" in err
     assert "rerun the same command to retry only these" in err
     score = workdir / "ray" / "score"
     written = {p.name: p.stat().st_mtime_ns for p in score.glob("shard-*.jsonl")}
     assert sorted(written) == [f"shard-{i:05d}.jsonl" for i in (0, 1, 3, 4, 5)]
     assert not (score / "manifest.json").exists() and not (score / "rewards.npy").exists()
     tries = (workdir / "poison-tries").read_text().split()
-    assert len(tries) == 3 and len(set(tries)) == 2  # the first try and 2 retries, on both workers
+    # the first try and 2 retries, on both workers; each try calls the reward on the shard's
+    # batch, then on the halves holding p5 (4, 2, 1 rows) to name the row it raises on
+    assert len(tries) == 3 * 4 and len(set(tries)) == 2
 
     (workdir / "poison").unlink()
     assert main(bon_args(workdir, "ray", tiny_policy, *fn, *RAY)) == 0
@@ -285,7 +287,7 @@ def test_poisoned_shard_is_named_the_rest_finish_and_a_rerun_repairs_only_it(wor
     assert tree_digest(workdir / "ray", hidden=False, executor=False) == tree_digest(
         workdir / "local", hidden=False, executor=False
     )
-    assert len((workdir / "poison-tries").read_text().split()) == 3  # the rerun made only shard 00002
+    assert len((workdir / "poison-tries").read_text().split()) == 3 * 4  # the rerun made only shard 00002
 
 
 @pytest.mark.ray

@@ -12,6 +12,7 @@ adds only the rules between its fields.
 """
 
 from winnow.config.executor import EXECUTORS, ExecutorConfig
+from winnow.config.export import ExportConfig
 from winnow.config.fields import DEVICES, MAX_SEED
 from winnow.config.generate import MAX_N, MIN_TEMPERATURE, GenerateConfig, ImportConfig
 from winnow.config.score import MAX_REWARD_WEIGHT, ScoreConfig
@@ -32,6 +33,7 @@ SECTIONS: dict[str, type] = {
         DpoConfig,
         ServeConfig,
         ImportConfig,
+        ExportConfig,
     )
 }
 """YAML section (and CLI option group) -> its dataclass, in the order the docs list them."""
@@ -50,6 +52,7 @@ __all__ = [
     "AdaptiveConfig",
     "DpoConfig",
     "ExecutorConfig",
+    "ExportConfig",
     "GenerateConfig",
     "ImportConfig",
     "RoundsConfig",

@@ -25,6 +25,9 @@ Backend = Literal["hf", "openai", "vllm"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 """Weight and activation precisions (``winnow.models.torch_dtype`` maps them)."""
 LongPrompts = Literal["error", "skip"]
+OnError = Literal["fail", "skip"]
+"""What a row that fails does: stop the stage (exit 2, naming the row) or be recorded in the
+stage's ``errors.jsonl`` and left without completions or reward (``winnow.executors.shards``)."""
 Endpoint = Literal["auto", "chat", "completions"]
 PrefixSharing = Literal["auto", "on", "off", "packed"]
 IfevalMode = Literal["strict", "loose"]

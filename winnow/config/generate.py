@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-from winnow.config.fields import Backend, Dtype, Endpoint, LongPrompts, bounded, check_fields, device_field, seed_field
+from winnow.config.fields import (
+    Backend,
+    Dtype,
+    Endpoint,
+    LongPrompts,
+    OnError,
+    bounded,
+    check_fields,
+    device_field,
+    seed_field,
+)
 from winnow.errors import WinnowError
 
 MIN_TEMPERATURE = 1e-5
@@ -64,7 +74,13 @@ class GenerateConfig:
     shard_size: int = bounded(32, ge=1)
     """Prompts per shard file: the unit of resume (batches never span two shards)."""
     long_prompts: LongPrompts = "error"
-    """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted)."""
+    """A prompt that leaves no room for max_new_tokens in the context: 'error' or 'skip' (counted,
+    and recorded in ``generate/errors.jsonl``); ``on_error: skip`` skips them too."""
+    on_error: OnError = "fail"
+    """A prompt that fails (too long for the model's context; a request the server still refuses
+    after ``max_retries``): 'fail' stops with one line naming it; 'skip' records it in
+    ``generate/errors.jsonl`` (prompt_id, model, reason), leaves it without completions and goes
+    on. Operational: a rerun may change it, and a stage holding errors finishes only under 'skip'."""
     device: str = device_field()
     """Where the policy runs (``auto``: CUDA if present, else CPU)."""
     base_url: str | None = None
@@ -84,7 +100,7 @@ class GenerateConfig:
     retry_backoff: float = bounded(0.5, ge=0)
     """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
 
-    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff")
+    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff", "on_error")
     """Fields that say how hard to try, not what to sample: a rerun may change them."""
 
     def stage_config(self) -> dict:
@@ -121,6 +137,10 @@ class GenerateConfig:
             for name, value in self.engine().items():
                 if value is not None and value != 1:
                     raise WinnowError(f"generate.{name}: only the vllm backend takes it (got {value})")
+
+    def skips_long_prompts(self) -> bool:
+        """Whether a prompt too long for the context is skipped (and recorded) rather than an error."""
+        return self.long_prompts == "skip" or self.on_error == "skip"
 
     def engine(self) -> dict:
         """vLLM's engine options, passed through as given (None = vLLM's default)."""

@@ -9,6 +9,7 @@ from typing import ClassVar, get_args
 from winnow.config.fields import (
     Dtype,
     IfevalMode,
+    OnError,
     PrefixSharing,
     ReasoningFormat,
     bounded,
@@ -110,8 +111,16 @@ class ScoreConfig:
     """CPU-bound verifiers: processes scoring batches in parallel (unset: one per CPU this
     process may use). It changes how fast, never what: it is not part of the stage config."""
 
+    on_error: OnError = "fail"
+    """A completion a reward fails on (raises, outlasts ``reward_timeout``, returns no number):
+    'fail' stops with one line naming it; 'skip' finds the failing rows of the call (halving
+    it), records each in ``score/errors.jsonl`` (prompt_id, sample_index, model, reward, reason),
+    leaves it unscored (NaN) and goes on. Operational: a rerun may change it, and a stage
+    holding errors finishes only under 'skip'."""
+
     OPERATIONAL = (
         "processes",
+        "on_error",
         "reward_timeout",
         "judge_concurrency",
         "judge_request_timeout",

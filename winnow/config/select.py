@@ -71,6 +71,20 @@ class SelectConfig:
     are not always solved nor never); needs a pass threshold."""
     max_pass_rate: float | None = bounded(None, ge=0, le=1, interval=True)
     """Keep only prompts whose share of passing samples is <= this."""
+    decontaminate: list[str] | None = None
+    """Eval files to keep out: a prompt, or a completion, sharing an n-gram of
+    decontaminate_ngram words with an eval item is no candidate (a prompt's next-best clean
+    completion is selected instead). A .jsonl file: one item a row, its text the columns text,
+    prompt, question, problem, answer, solution present; any other file: one item a line.
+    Each file's sha256 is part of the stage's config."""
+    decontaminate_ngram: int = bounded(13, ge=1)
+    """Words in a shared n-gram that counts as contamination (lowercased \\w+ words)."""
+    near_dedup: bool = False
+    """Drop a selected completion whose word 5-shingles have a MinHash-estimated Jaccard >=
+    near_dedup_threshold with an earlier selected one; its prompt's next-best candidate is
+    selected instead (if it too is a near-duplicate, the next, and so on)."""
+    near_dedup_threshold: float = bounded(0.8, gt=0, le=1, interval=True)
+    """Jaccard on word 5-shingles at or above which two completions are near-duplicates."""
 
     def stage_config(self) -> dict:
         """The config a select stage is stored under: every field."""

@@ -26,22 +26,26 @@ from typing import Any
 from winnow.config import EXECUTORS, ExecutorConfig
 from winnow.errors import WinnowError
 from winnow.executors.shards import (
+    ERROR,
     Landing,
     Meter,
     ShardReport,
     ShardTask,
     ShardWorker,
+    errors_file,
     shard_file,
     write_shard,
 )
 
 __all__ = [  # the shard contract, handed on for callers of the package
+    "ERROR",
     "EXECUTORS",
     "Landing",
     "Meter",
     "ShardReport",
     "ShardTask",
     "ShardWorker",
+    "errors_file",
     "run_shards",
     "shard_file",
     "write_shard",

@@ -1,6 +1,8 @@
 """The shard contract every executor keeps: a ``ShardTask`` in, a ``ShardWorker``'s rows out,
 written whole as ``shard-<name>.jsonl`` (``write_shard``), and a ``ShardReport`` of what was
-done. The executors (``winnow.executors``, ``winnow.executors.ray``) import this module, never
+done. A row carrying ``ERROR`` is no output but a row that failed (``on_error: skip``): those
+go to ``errors-<name>.jsonl``, written whole before the shard, so a present shard always has
+its errors beside it. The executors (``winnow.executors``, ``winnow.executors.ray``) import this module, never
 the package that dispatches to them.
 """
 
@@ -46,8 +48,13 @@ class ShardTask:
 
 class ShardWorker(Protocol):
     def run(self, task: ShardTask) -> list[dict]:
-        """The rows of one shard, keyed by (prompt_id, sample_index); no file I/O."""
+        """The rows of one shard, keyed by (prompt_id, sample_index), and a row with an
+        ``ERROR`` key for each that failed and was skipped; no file I/O."""
         ...
+
+
+ERROR = "error"
+"""The key that marks a worker's row as a failure record (its value: the reason, one line)."""
 
 
 @dataclass
@@ -121,14 +128,28 @@ def shard_file(stage_dir: Path, name: str) -> Path:
     return Path(stage_dir) / f"shard-{name}.jsonl"
 
 
+def errors_file(stage_dir: Path, name: str) -> Path:
+    """The rows of shard ``name`` that failed and were skipped (absent when none did)."""
+    return Path(stage_dir) / f"errors-{name}.jsonl"
+
+
 def write_shard(stage_dir: Path, name: str, rows: list[dict], *, config_hash: str | None = None) -> None:
     """Write one shard atomically (temp file + rename): present means whole.
 
-    With ``config_hash``, the writer first checks that the stage's ``config.json`` is still
-    the one its driver claimed, so no worker adds a shard to a stage of another config.
+    Rows carrying ``ERROR`` are written first, atomically too, to ``errors-<name>.jsonl``
+    (and a stale one of an earlier try is removed when there are none), so that a shard
+    file on disk always has its errors beside it. With ``config_hash``, the writer first
+    checks that the stage's ``config.json`` is still the one its driver claimed, so no
+    worker adds a shard to a stage of another config.
     """
     if config_hash is not None:
         check_stage_config(stage_dir, config_hash)
+    failed = [row for row in rows if ERROR in row]
+    if failed:
+        atomic_write_jsonl(errors_file(stage_dir, name), failed)
+        rows = [row for row in rows if ERROR not in row]
+    else:
+        errors_file(stage_dir, name).unlink(missing_ok=True)
     atomic_write_jsonl(shard_file(stage_dir, name), rows)
 
 

@@ -135,17 +135,29 @@ class OpenAIBackend:
         choices: dict[tuple[int, int], Choice] = {}
         if first is not None:
             choices.update({(0, j): c for j, c in enumerate(first)})
+        failed: dict[int, str] = {}
         for (i, slot), got in zip(slots, results, strict=True):
-            if slot is None:
+            if isinstance(got, str):  # skipped (``ClientSettings.skip_failed``): got is why
+                failed.setdefault(i, got)
+            elif slot is None:
                 choices.update({(i, k): c for k, c in enumerate(got)})
             else:
                 choices[(i, slot)] = got[0]
-        return [self._completion(p, j, choices[(i, j)]) for i, p in enumerate(prompts) for j in range(n)]
+        out = Completions(
+            self._completion(p, j, choices[(i, j)]) for i, p in enumerate(prompts) if i not in failed for j in range(n)
+        )
+        out.failed = {prompts[i].id: why for i, why in sorted(failed.items())}
+        return out
 
     def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
-        async def job() -> list[Choice]:
-            got = await self._call(prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs))
-            return self._checked(prompt, got, n)
+        async def job() -> list[Choice] | str:
+            try:
+                got = await self._call(prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs))
+                return self._checked(prompt, got, n)
+            except WinnowError as e:  # refused, or still failing after the retries
+                if not self.client.skip_failed:
+                    raise
+                return " ".join(str(e).split())  # the reason: the prompt is skipped
 
         return job
 
@@ -240,6 +252,16 @@ class OpenAIBackend:
             num_tokens=choice.num_tokens,
             finish_reason=choice.finish_reason,
         )
+
+
+class Completions(list):
+    """A call's completions (list[Completion], grouped by prompt) and ``failed``: prompt id
+    -> why, for the prompts skipped after their request failed (none unless the client
+    skips failed requests); the generate stage records those in ``errors.jsonl``."""
+
+    def __init__(self, completions=()):
+        super().__init__(completions)
+        self.failed: dict[str, str] = {}
 
 
 class _SharedLoop:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow import select as sel
+from winnow import summary
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode
 from winnow.report import plots
@@ -146,6 +147,8 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         # sampled and left without a reward; an adaptive run's cells it never sampled are apart
         "unscored": int((np.isnan(rewards) & cells.present).sum()),
         "never_sampled": int((~cells.present).sum()),
+        # rows that failed and were skipped (on_error: skip), each in its stage's errors.jsonl
+        "errors": {"generate": generate.get("errors", 0), "score": scored.get("errors", 0)},
         "best_of_n": {
             "source": _source(adaptive, first),
             "n": ns.tolist(),
@@ -328,6 +331,8 @@ def markdown(r: dict) -> str:
         + f"; max_new_tokens {r['max_new_tokens']}.",
         "",
     ]
+    failed = summary.errors_line(r)
+    lines += [failed, ""] if failed else []
     lines += _best_of_n_markdown(r["best_of_n"])
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
@@ -408,7 +413,34 @@ def _selected_markdown(r: dict) -> list[str]:
     ]
     if removed:
         lines += ["", f"Before selecting: {', '.join(removed)}."]
-    return lines + ["", "![selected vs all](selected_vs_all.png)", ""]
+    return lines + _kept_out_markdown(sel_info) + ["", "![selected vs all](selected_vs_all.png)", ""]
+
+
+def _kept_out_markdown(sel_info: dict) -> list[str]:
+    """What decontamination and near-dedup removed, with the first matches the manifest keeps."""
+    lines = []
+    if sel_info.get("contaminated_prompts") is not None:
+        n = sel_info.get("decontaminate_ngram")
+        lines += [
+            "",
+            f"Decontaminated ({n}-grams shared with an eval item): {sel_info['contaminated_prompts']} prompts "
+            f"and {sel_info['contaminated_completions']} further completions left out.",
+        ]
+        for m in sel_info.get("contamination_matches", []):
+            what = "its prompt" if m["sample_index"] is None else f"sample {m['sample_index']}"
+            lines.append(f'- {m["prompt_id"]} {what} shares "{m["ngram"]}" with {m["eval_item"]}')
+    if sel_info.get("near_duplicates_removed") is not None:
+        t = sel_info.get("near_dedup_threshold")
+        lines += [
+            "",
+            f"Near-duplicates (Jaccard >= {t}): {sel_info['near_duplicates_removed']} selected completions dropped (each prompt's next-best candidate taken instead, where it has one).",
+        ]
+        for m in sel_info.get("near_duplicate_matches", []):
+            lines.append(
+                f"- {m['prompt_id']} sample {m['sample_index']} is like {m['like_prompt_id']} "
+                f"sample {m['like_sample_index']} (Jaccard {m['jaccard']})"
+            )
+    return lines
 
 
 def _pairs_markdown(p: dict | None) -> list[str]:

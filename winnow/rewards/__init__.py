@@ -80,6 +80,11 @@ class RewardTimeout(WinnowError):
     """A reward call outlasted ``score.reward_timeout`` (``winnow serve`` answers it with 504)."""
 
 
+class RewardRaised(WinnowError):
+    """The reward itself raised on a call (not a wrong return value, a timeout or an exit):
+    ``score.on_error: fail`` finds the row it raised on to name it."""
+
+
 def builtin_options(spec: str, config) -> dict:
     """The keyword options a built-in gets from the score config (none for other specs)."""
     entry = BUILTINS.get(spec)
@@ -129,7 +134,7 @@ def call_reward(
     except WinnowError as e:  # a verifier's own refusal of a row: its message already names the row
         raise WinnowError(f"reward function {name!r}: {e}") from None
     except Exception as e:
-        raise WinnowError(
+        raise RewardRaised(
             f"reward function {name!r} raised {type(e).__name__}: {e} (batch starting at prompt_id {first!r})"
         ) from e
     return _checked(values, name, len(completions), kw)

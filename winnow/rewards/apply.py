@@ -10,13 +10,16 @@ A batch is R rows: each a prompt (its text or messages), a completion text, its 
 2. **Each reward** of ``score.rewards()`` in calls of ``Part.step`` rows, each call under
    ``score.reward_timeout`` (``call_reward``: contained, abandoned past the limit with
    ``RewardTimeout``, values checked: one per row, None -> NaN, finite, at most
-   ``MAX_REWARD``); a CPU-bound built-in's calls in parallel processes.
+   ``MAX_REWARD``); a CPU-bound built-in's calls in parallel processes. Under
+   ``score.on_error: skip`` a call that fails is halved until the rows that fail alone
+   are found; those are unscored (NaN) and reported (``Applied.failed``).
 3. **The weighted sum** (``score.reward_weights``), NaN where any reward is NaN, refused
    past ``MAX_REWARD`` as a single reward is.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from winnow.errors import WinnowError
-from winnow.rewards import BUILTINS, MAX_REWARD, builtin_options, call_reward, load_reward_fn
+from winnow.rewards import BUILTINS, MAX_REWARD, RewardRaised, builtin_options, call_reward, load_reward_fn
 from winnow.verifiers import Scores
 from winnow.verifiers.reasoning import answer_after_reasoning, resolve_tags
 
@@ -64,6 +67,20 @@ class Applied:
     """(R,): a verifier that gives only a count: that count on the row opening its call."""
     paths: list[dict]
     """(R,): a reward model's scoring path of each row (``scored_by``, ``prompt_tokens_saved``)."""
+    failed: list[tuple[str, str] | None] = field(default_factory=list)
+    """(R,): (reward, reason) where a reward failed on the row under ``on_error: skip`` (the
+    row is then unscored, NaN); None elsewhere."""
+
+
+@dataclass
+class Piece:
+    """What one call (or, under ``on_error: skip``, one part of a failed call) gave its rows."""
+
+    scores: Scores
+    extras: list[dict]
+    """Per row: what the reward added (``row_extras``)."""
+    error: str | None = None
+    """Why the call failed on its one row (its value is then NaN)."""
 
 
 class RewardApplier:
@@ -78,6 +95,7 @@ class RewardApplier:
         self.tags = resolve_tags(config.reasoning_tags)
         self.processes = config.processes or usable_cpus()
         self.timeout = config.reward_timeout
+        self.on_error = config.on_error
         if reward is not None:
             self.parts = [
                 Part(name or str(config.reward_model or config.reward_fn or "reward"), reward, config.fn_batch_size)
@@ -109,13 +127,16 @@ class RewardApplier:
             [answers[i] for i in live],
             {key: [column[i] for i in live] for key, column in keywords.items()},
         )
+        failed: list[tuple[str, str] | None] = [None] * r
         for k, part in enumerate(self.parts):
-            got, flags, counts, part_paths = self._score(part, *batch)
+            got, flags, counts, part_paths, why = self._score(part, *batch)
             values[k, live] = got
-            for i, flag, n, p in zip(live, flags, counts, part_paths, strict=True):
+            for i, flag, n, p, reason in zip(live, flags, counts, part_paths, why, strict=True):
                 no_answer[i] |= flag
                 in_call[i] += n
                 paths[i].update(p)
+                if reason is not None and failed[i] is None:  # the first reward that failed on the row
+                    failed[i] = (part.name, reason)
         total = weighted_sum(values, self.weights)
         over = np.flatnonzero(np.abs(total) > MAX_REWARD)  # each is bounded; large weights can still overflow
         if over.size:
@@ -126,13 +147,14 @@ class RewardApplier:
                 f"at most {MAX_REWARD:g} in magnitude; lower score.reward_weights"
             )
         unfinished = [a is None for a in answers]
-        return Applied(total, values, unfinished, no_answer, in_call, paths)
+        return Applied(total, values, unfinished, no_answer, in_call, paths, failed)
 
     def _score(
         self, part: Part, prompts: list, answers: list, keywords: dict[str, list]
-    ) -> tuple[list[float], list[bool], list[int], list[dict]]:
+    ) -> tuple[list[float], list[bool], list[int], list[dict], list[str | None]]:
         """One reward over rows: (values, no-answer flags, for a verifier that gives only a
-        count: that count on each call's first row, scoring paths)."""
+        count: that count on each call's first row, scoring paths, why each row failed
+        (None: it did not; only under ``on_error: skip``))."""
         calls = [
             (
                 prompts[start : start + part.step],
@@ -141,29 +163,78 @@ class RewardApplier:
             )
             for start in range(0, len(answers), part.step)
         ]
-        results: list[Scores] = []
-        extras: list[list[dict]] = []
+        pieces: list[Piece] = []
         if part.spec is not None and self.processes > 1 and len(calls) > 1:
             pool = process_pool(self.processes)
             futures = [pool.submit(_call_builtin, part.spec, part.options, *c, self.timeout) for c in calls]
-            results = [f.result() for f in futures]  # in call order, so rows keep their places
-            extras = [[{}] * len(c[1]) for c in calls]
+            for c, future in zip(calls, futures, strict=True):  # in call order, so rows keep their places
+                try:
+                    pieces.append(Piece(future.result(), [{}] * len(c[1])))
+                except WinnowError as e:
+                    if self.on_error == "fail" and not isinstance(e, RewardRaised):
+                        raise
+                    pieces += self._isolate(part, *c)  # the failing rows found here, by halves
         else:
-            for c in calls:  # what the reward says of each row is read right after its call
-                results.append(_call(part.reward, part.name, *c, self.timeout))
-                extras.append(row_extras(part.reward, len(c[1])))
+            for c in calls:
+                pieces += self._isolate(part, *c)
         values: list[float] = []
         flags: list[bool] = []
         counts: list[int] = []
         paths: list[dict] = []
-        for (_, completions, _), scores, extra in zip(calls, results, extras, strict=True):
+        failed: list[str | None] = []
+        for piece in pieces:
+            scores, rows = piece.scores, len(piece.scores)
             values += scores
             at = set(scores.no_answer_at or ())
-            flags += [j in at for j in range(len(completions))]
+            flags += [j in at for j in range(rows)]
             count = scores.no_answer if scores.no_answer_at is None else 0
-            counts += [count] + [0] * (len(completions) - 1)
-            paths += extra
-        return values, flags, counts, paths
+            counts += [count] + [0] * (rows - 1)
+            paths += piece.extras
+            failed += [piece.error] * rows
+        return values, flags, counts, paths, failed
+
+    def _isolate(self, part: Part, prompts: list, completions: list[str], kw: dict) -> list[Piece]:
+        """One call of ``part``; a call that fails is split in halves and each called again,
+        down to the single rows that fail alone (about 2 log2(R) calls for one bad row among
+        R). Under ``on_error: skip`` those come back unscored with the reason. Under ``fail``
+        only a reward that raised (``RewardRaised``) is searched, and the first row it raises
+        on is named; a wrong return value already names its position, an exit or a timeout
+        its batch (halving would wait out the limit again at every level)."""
+        try:
+            scores = _call(part.reward, part.name, prompts, completions, kw, self.timeout)
+        except WinnowError as e:
+            fail = self.on_error == "fail"
+            if fail and not isinstance(e, RewardRaised):
+                raise  # a wrong return value or an exit names its batch; a timeout would be waited out at every level
+            if len(completions) == 1:
+                if fail:  # the one line names the row, and the way to go on past it
+                    raise WinnowError(f"{_row_of(kw)}{e}; --on-error skip records such rows and goes on") from None
+                return [Piece(Scores([math.nan]), [{}], " ".join(str(e).split()))]
+            half = len(completions) // 2
+            pieces = [
+                piece
+                for cut in (slice(0, half), slice(half, None))
+                for piece in self._isolate(
+                    part, prompts[cut], completions[cut], {key: column[cut] for key, column in kw.items()}
+                )
+            ]
+            if fail:
+                raise  # the call failed, though each half alone did not: stop as it did
+            return pieces
+        # what the reward says of each row is read right after its call
+        return [Piece(scores, row_extras(part.reward, len(completions)))]
+
+
+def _row_of(kw: dict) -> str:
+    """The keys of a one-row call, as a message's prefix.
+
+    >>> _row_of({"prompt_ids": ["p4"], "sample_indices": [2]}), _row_of({})
+    ("prompt_id 'p4' sample_index 2: ", '')
+    """
+    if not kw.get("prompt_ids"):
+        return ""
+    sample = f" sample_index {kw['sample_indices'][0]}" if kw.get("sample_indices") else ""
+    return f"prompt_id {kw['prompt_ids'][0]!r}{sample}: "
 
 
 def row_extras(reward, rows: int) -> list[dict]:

@@ -12,13 +12,13 @@ import numpy as np
 
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
-from winnow.executors import Meter, ShardReport, ShardTask, run_shards
+from winnow.executors import ERROR, Meter, ShardReport, ShardTask, run_shards
 from winnow.generate import make_backend
 from winnow.generate.contract import sampling_of
 from winnow.provenance import model_identity
 from winnow.records import Prompt, atomic_write_jsonl, config_hash
 from winnow.remote import generate_client
-from winnow.rundir import Stage
+from winnow.rundir import Stage, refuse_errors
 
 
 def shard_seed(seed: int, model_index: int, shard_index: int) -> int:
@@ -55,6 +55,8 @@ def generate(
             report = report.merge(done.report)
             made += done.made
         report.raise_failed("generate", made)
+        errors = stage.errors(shard_names)
+        refuse_errors(stage, errors, accepted=_accepted(config))
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
         # one pass over the shards, one in memory at a time: only the counts are kept
@@ -63,11 +65,12 @@ def generate(
         atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
         return stage.finish(
             shards=shard_names,
-            outputs=["prompts.jsonl"],
+            outputs=["prompts.jsonl", *stage.write_errors(errors)],
             num_prompts=len(prompts),
             num_columns=first_column + config.n * len(config.models),
             num_completions=num_completions,
             skipped_prompts=skipped,
+            errors=len(errors),
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
@@ -175,7 +178,8 @@ class GenerateWorker:
             dtype=config.dtype,
             engine=config.engine(),
         )
-        self.keep = _fit_in_context(self.backend, prompts, config)
+        self.too_long = _too_long(self.backend, prompts, config)
+        """Prompt id -> why it is skipped (too long for the context); the rest are sampled."""
         self.sampling = sampling_of(config)
         self.progress: Callable[[int], object] | None = None
         """Told the completions made as each batch of a shard finishes (the local executor's bar)."""
@@ -197,10 +201,11 @@ class GenerateWorker:
     def submit(self, task: ShardTask) -> concurrent.futures.Future:
         """``run`` without waiting, for a backend with ``submit``: a future of the shard's rows."""
         chunk, seed = task.payload
-        chunk = [p for p in chunk if p.id in self.keep]
+        failed = self._skipped(chunk)
+        chunk = [p for p in chunk if p.id not in self.too_long]
         out: concurrent.futures.Future = concurrent.futures.Future()
         if not chunk:
-            out.set_result([])
+            out.set_result(failed)
             return out
         inner = self.backend.submit(chunk, self.sampling, seed=seed)  # type: ignore[attr-defined]
 
@@ -210,7 +215,7 @@ class GenerateWorker:
             elif f.exception() is not None:
                 out.set_exception(f.exception())
             else:
-                out.set_result(self._rows(f.result()))
+                out.set_result(failed + self._rows(f.result()))
 
         inner.add_done_callback(done)
         out.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
@@ -224,20 +229,41 @@ class GenerateWorker:
 
     def run(self, task: ShardTask) -> list[dict]:
         chunk, seed = task.payload
-        chunk = [p for p in chunk if p.id in self.keep]
+        failed = self._skipped(chunk)
+        chunk = [p for p in chunk if p.id not in self.too_long]
         if hasattr(self.backend, "on_batch"):  # a backend that decodes a shard in batches says when each ends
             self.backend.on_batch = self.progress
         completions = self.backend.generate(chunk, self.sampling, seed=seed) if chunk else []
-        return self._rows(completions)
+        return failed + self._rows(completions)
+
+    def _skipped(self, chunk: list[Prompt]) -> list[dict]:
+        """An error row (``ERROR``) for each prompt of ``chunk`` too long for the context."""
+        model = self.config.models[self.model_index]
+        return [
+            {"prompt_id": p.id, "model": model, "kind": "long_prompt", ERROR: self.too_long[p.id]}
+            for p in chunk
+            if p.id in self.too_long
+        ]
 
     def _rows(self, completions) -> list[dict]:
-        shard = []
+        shard: list[dict] = []
+        for prompt_id, reason in getattr(completions, "failed", {}).items():  # refused after retries
+            model = self.config.models[self.model_index]
+            shard.append({"prompt_id": prompt_id, "model": model, "kind": "request", ERROR: reason})
         for c in completions:
             row = c.to_row()
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
             row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
         return shard
+
+
+def _accepted(config: GenerateConfig) -> tuple[str, ...]:
+    """The kinds of error row a stage may finish with under ``config``: any under
+    ``on_error: skip``; long prompts alone under ``long_prompts: skip``."""
+    if config.on_error == "skip":
+        return ("long_prompt", "request")
+    return ("long_prompt",) if config.long_prompts == "skip" else ()
 
 
 def _describe_server(config: GenerateConfig) -> dict | None:
@@ -250,20 +276,23 @@ def _describe_server(config: GenerateConfig) -> dict | None:
     return describe_server(client, config.models)
 
 
-def _fit_in_context(backend, prompts: list[Prompt], config: GenerateConfig) -> set[str]:
-    """Ids of prompts that leave room for max_new_tokens; too-long ones error or are skipped."""
+def _too_long(backend, prompts: list[Prompt], config: GenerateConfig) -> dict[str, str]:
+    """Prompt id -> why, for each prompt that leaves no room for max_new_tokens: an error
+    naming the first, unless such prompts are skipped (``GenerateConfig.skips_long_prompts``)."""
     room = backend.context_length() - config.max_new_tokens
-    keep = set()
+    out = {}
     for row, (prompt, length) in enumerate(zip(prompts, backend.prompt_lengths(prompts), strict=True), start=1):
         if length <= room:
-            keep.add(prompt.id)
-        elif config.long_prompts == "error":
-            raise WinnowError(
-                f"prompt {prompt.id!r} (row {row}) has {length} tokens, more than the {room} that model "
-                f"{backend.model} leaves for the prompt (context {backend.context_length()} minus "
-                f"max_new_tokens {config.max_new_tokens}); pass --long-prompts skip to skip such prompts"
-            )
-    return keep
+            continue
+        why = (
+            f"prompt {prompt.id!r} (row {row}) has {length} tokens, more than the {room} that model "
+            f"{backend.model} leaves for the prompt (context {backend.context_length()} minus "
+            f"max_new_tokens {config.max_new_tokens})"
+        )
+        if not config.skips_long_prompts():
+            raise WinnowError(f"{why}; pass --on-error skip (or --long-prompts skip) to skip such prompts")
+        out[prompt.id] = why
+    return out
 
 
 def _count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int]:

@@ -12,10 +12,10 @@ import numpy as np
 
 from winnow import select as sel
 from winnow.config import ExecutorConfig, ScoreConfig
-from winnow.executors import ShardTask, run_shards
+from winnow.executors import ERROR, ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
 from winnow.rewards.apply import RewardApplier
-from winnow.rundir import Stage, completed_manifest
+from winnow.rundir import Stage, completed_manifest, refuse_errors
 from winnow.stages.score_input import (
     ScoreSlice,
     SliceKeys,
@@ -58,36 +58,68 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         )
         report.raise_failed("score", len(plan.tasks))
         stage.check_made(plan.tasks, report, plan.keys, exact=True)  # type: ignore[arg-type]
+        errors = stage.errors(plan.names)
+        refuse_errors(stage, errors, accepted=("reward",) if config.on_error == "skip" else ())
         parts = [spec for _, spec in config.rewards()] if reward is None else [config.reward_fn or "reward"]
         files = ["rewards.npy"] + ([f"rewards-{k}.npy" for k in range(len(parts))] if len(parts) > 1 else [])
         if not plan.tasks and stage.stored_manifest() and all(stage.matches(f) for f in files):
             return stage.manifest()
-        # one pass over the score shards: the matrices and counts, never every row at once
-        streamed = stream_matrices(
-            stage.dir,
-            plan.names,
-            stage.records(),
+        return _finish(
+            stage,
+            run_dir,
+            gen,
             prompts,
-            gen["num_columns"],
-            components=len(parts) if len(parts) > 1 else 0,
-        )
-        num_completions = count_rows(gen, gen["shards"], Path(run_dir) / "generate")
-        stage.claim()
-        atomic_write_npy(stage.dir / "rewards.npy", streamed.total)
-        extra: dict[str, Any] = {}
-        if len(parts) > 1:  # each reward as its own matrix, beside their weighted sum
-            extra["components"] = write_components(
-                stage.dir, streamed.components, parts, config.weights(), num_completions=num_completions
-            )
-        return stage.finish(
-            shards=plan.names,
-            outputs=files,
-            **summarize(streamed.total, num_completions=num_completions),
-            **streamed.paths,
-            **answer_counts(streamed.counts, config),
-            **extra,
+            plan,
+            config,
+            parts=parts,
+            files=files,
+            errors=errors,
             executor=report.record(executor),
         )
+
+
+def _finish(
+    stage: Stage,
+    run_dir: str | Path,
+    gen: dict,
+    prompts: list[Prompt],
+    plan: ScorePlan,
+    config: ScoreConfig,
+    *,
+    parts: Sequence,
+    files: list[str],
+    errors: list[dict],
+    executor: dict,
+) -> dict:
+    """Put the stage's shards together: ``rewards.npy`` (M x C), each reward's own matrix
+    where there are several, ``errors.jsonl`` where rows failed; then the manifest."""
+    # one pass over the score shards: the matrices and counts, never every row at once
+    streamed = stream_matrices(
+        stage.dir,
+        plan.names,
+        stage.records(),
+        prompts,
+        gen["num_columns"],
+        components=len(parts) if len(parts) > 1 else 0,
+    )
+    num_completions = count_rows(gen, gen["shards"], Path(run_dir) / "generate")
+    stage.claim()
+    atomic_write_npy(stage.dir / "rewards.npy", streamed.total)
+    extra: dict[str, Any] = {}
+    if len(parts) > 1:  # each reward as its own matrix, beside their weighted sum
+        extra["components"] = write_components(
+            stage.dir, streamed.components, parts, config.weights(), num_completions=num_completions
+        )
+    return stage.finish(
+        shards=plan.names,
+        outputs=files + stage.write_errors(errors),
+        **summarize(streamed.total, num_completions=num_completions),
+        errors=len(errors),
+        **streamed.paths,
+        **answer_counts(streamed.counts, config),
+        **extra,
+        executor=executor,
+    )
 
 
 @dataclass
@@ -194,6 +226,10 @@ class ScoreWorker:
             if got.in_call[i]:
                 row["no_answer_in_call"] = got.in_call[i]
             rows.append(row)
+            if got.failed[i] is not None:  # its errors-<shard>.jsonl row (``on_error: skip``)
+                name, reason = got.failed[i]  # type: ignore[misc]
+                keys = {k: c[k] for k in ("prompt_id", "sample_index", "model")}
+                rows.append({**keys, "kind": "reward", "reward_fn": name, ERROR: reason})
         return rows
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from winnow import select as sel
 from winnow.config import PAIRING_NEEDS, STRATEGY_NEEDS, SelectConfig
+from winnow.decontaminate import EvalIndex, file_sha256, minhash, near_duplicates
 from winnow.errors import WinnowError
 from winnow.pool import load_pool_cells
 from winnow.rundir import Stage
@@ -57,15 +58,25 @@ def select(run_dir: str | Path, config: SelectConfig, *, pool: Mapping[int, str 
         if stage.stored_manifest() and all(stage.matches(f) for f in stage.manifest()["files"]):
             return stage.manifest()
         rewards, removed = drop_candidates(found.rewards, cells, config, pass_threshold, dedup=dedup)
-        picked = sel.apply(
-            config.strategy,
-            rewards,
-            k=config.k,
-            t=config.threshold,
-            beta=config.beta,
-            seed=config.seed,
-            pass_threshold=pass_threshold,
-        )
+        if config.decontaminate:
+            rewards, found_out = drop_contaminated(rewards, cells, config)
+            removed.update(found_out)
+
+        def pick(rewards: np.ndarray) -> np.ndarray:
+            return sel.apply(
+                config.strategy,
+                rewards,
+                k=config.k,
+                t=config.threshold,
+                beta=config.beta,
+                seed=config.seed,
+                pass_threshold=pass_threshold,
+            )
+
+        picked = pick(rewards)
+        if config.near_dedup:
+            rewards, picked, near = drop_near_duplicates(rewards, picked, cells, config.near_dedup_threshold, pick)
+            removed.update(near)
         stage.claim()
         num_selected, mean_reward = write_selected(stage.dir, picked, rewards, cells, found.columns)
         summary: dict[str, Any] = {"num_selected": num_selected, **removed, "mean_selected_reward": mean_reward}
@@ -117,6 +128,92 @@ def drop_candidates(
     return rewards, removed
 
 
+MATCHES_SHOWN = 5
+"""Matches the manifest keeps (and the report shows) of each filter: the first ones found."""
+
+
+def drop_contaminated(rewards: np.ndarray, cells: Cells, config: SelectConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """The (M, C) rewards with every candidate sharing a ``decontaminate_ngram``-gram with an
+    eval item set to NaN: a contaminated prompt's whole row, else each contaminated completion
+    (so selection takes the prompt's next-best clean one). Every candidate (a scored cell) is
+    read once, in row then column order. Returns the counts ``contaminated_prompts`` and
+    ``contaminated_completions`` (outside those prompts) and ``contamination_matches``, the
+    first ``MATCHES_SHOWN``: ``{"prompt_id", "sample_index" (None for the prompt), "eval_item",
+    "ngram"}``."""
+    assert config.decontaminate is not None
+    index = EvalIndex.build(config.decontaminate, config.decontaminate_ngram)
+    rewards = rewards.copy()
+    matches: list[dict] = []
+    prompts_out = completions_out = 0
+    for i, prompt in enumerate(cells.prompts):
+        alive = np.flatnonzero(~np.isnan(rewards[i]))
+        if not len(alive):
+            continue
+        text = "\n".join(m["content"] for m in prompt.as_messages() if isinstance(m.get("content"), str))
+        found = index.find(text)
+        if found is not None:
+            prompts_out += 1
+            rewards[i] = np.nan
+            matches.append(
+                {"prompt_id": prompt.id, "sample_index": None, "eval_item": found.item, "ngram": found.ngram}
+            )
+            continue
+        for j in alive.tolist():
+            row = cells.row(i, j)
+            found = index.find(row["text"]) if row is not None else None
+            if found is not None:
+                completions_out += 1
+                rewards[i, j] = np.nan
+                matches.append(
+                    {"prompt_id": prompt.id, "sample_index": j, "eval_item": found.item, "ngram": found.ngram}
+                )
+    return rewards, {
+        "contaminated_prompts": prompts_out,
+        "contaminated_completions": completions_out,
+        "contamination_matches": matches[:MATCHES_SHOWN],
+    }
+
+
+def drop_near_duplicates(
+    rewards: np.ndarray, picked: np.ndarray, cells: Cells, threshold: float, pick
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Drop selected completions that are near-duplicates of earlier selected ones (in pick
+    order, ``winnow.decontaminate.near_duplicates``) and select again, until the picks hold
+    none: each pass NaNs at least one cell, so it ends; the same inputs give the same passes.
+    A completion's MinHash is computed once (512 bytes of signature and 1 KB of object a
+    selected cell). pick: (M, C) rewards -> (n, 2) picks, the stage's strategy.
+    Returns the rewards, the final picks, ``near_duplicates_removed`` and
+    ``near_duplicate_matches`` (the first ``MATCHES_SHOWN`` found:
+    ``{"prompt_id", "sample_index", "like_prompt_id", "like_sample_index", "jaccard"}``)."""
+    rewards = rewards.copy()
+    signatures: dict[tuple[int, int], Any] = {}
+    removed, matches = 0, []  # type: tuple[int, list[dict]]
+    while True:
+        keys = [(i, j) for i, j in picked.tolist()]
+        for key in keys:
+            if key not in signatures:
+                row = cells.row(*key)
+                signatures[key] = minhash(row["text"] if row is not None else "")
+        dropped = near_duplicates(keys, signatures, threshold)
+        if not dropped:
+            break
+        for (i, j), (a, b), jaccard in dropped:
+            rewards[i, j] = np.nan
+            if len(matches) < MATCHES_SHOWN:
+                matches.append(
+                    {
+                        "prompt_id": cells.prompts[i].id,
+                        "sample_index": j,
+                        "like_prompt_id": cells.prompts[a].id,
+                        "like_sample_index": b,
+                        "jaccard": round(float(jaccard), 4),
+                    }
+                )
+        removed += len(dropped)
+        picked = pick(rewards)
+    return rewards, picked, {"near_duplicates_removed": removed, "near_duplicate_matches": matches}
+
+
 def write_selected(
     folder: Path, picked: np.ndarray, rewards: np.ndarray, cells: Cells, columns: list[tuple[int, int]] | None
 ) -> tuple[int, float | None]:
@@ -163,9 +260,11 @@ def write_pairs(folder: Path, pairs: Iterator[dict]) -> dict[str, Any]:
 
 
 def folder_config(config: SelectConfig, upstream: dict) -> dict:
-    """The stage's ``config.json``: the options and the score stage(s) chosen from
-    (``{"score_hash": h}``, or ``{"score_hashes": {round: h}}`` over a pool)."""
-    return {"select": config.stage_config(), **upstream}
+    """The stage's ``config.json``: the options, the sha256 of each eval file (so a changed
+    file refuses resume) and the score stage(s) chosen from (``{"score_hash": h}``, or
+    ``{"score_hashes": {round: h}}`` over a pool)."""
+    digests = {"eval_sha256": [file_sha256(p) for p in config.decontaminate]} if config.decontaminate else {}
+    return {"select": config.stage_config(), **digests, **upstream}
 
 
 def iter_pairs(
