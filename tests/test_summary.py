@@ -79,6 +79,10 @@ def test_summary_lines_of_each_stage_and_of_rounds():
     ]
     dpo = {"num_pairs": 3, "train_loss": 0.69, "checkpoint": "r/dpo/checkpoint"}
     assert stage_lines({"dpo": dpo}, "r") == ["dpo: trained on 3 pairs, final loss 0.690 -> r/dpo/checkpoint"]
+    held = {**dpo, "eval_rows": 1, "eval_loss": 0.7}
+    assert stage_lines({"dpo": held}, "r") == [
+        "dpo: trained on 2 of 3 pairs (1 held out, eval loss 0.700), final loss 0.690 -> r/dpo/checkpoint"
+    ]
     adaptive = {**generate, "skipped_prompts": 0, "adaptive": {"steps": 3, "saved_share": 0.375}}
     assert stage_lines({"generate": adaptive}, "r") == [
         "generate: 20 completions, 5 prompts x up to 4 samples in 3 adaptive steps (38% fewer than fixed N) "

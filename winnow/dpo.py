@@ -9,7 +9,6 @@ LoRA, the base model with adapters disabled).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from winnow.provenance import model_identity
 from winnow.records import parse_jsonl
 from winnow.rundir import Stage, completed_manifest, verified_bytes
 from winnow.training import (
+    check_trl_options,
     finished_training,
     train_and_save,
     train_into_stage,
@@ -29,6 +29,7 @@ from winnow.training import (
 def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
     """Fine-tune ``config.model`` on ``select/pairs.jsonl`` with DPO; saves ``dpo/checkpoint``."""
     config.validate()
+    check_trl_options(config)
     if not config.model:
         raise WinnowError("dpo.model: no starting checkpoint given")
     selected = completed_manifest(run_dir, "select")
@@ -37,7 +38,7 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
         raise WinnowError(f"{path} not found: run `winnow select --pairs best-worst|all|rso` first")
     provenance = {"model": model_identity(config.model)}
     stage = Stage(
-        run_dir, "dpo", {"dpo": asdict(config), "select_hash": selected["config_hash"], "provenance": provenance}
+        run_dir, "dpo", {"dpo": config.stage_config(), "select_hash": selected["config_hash"], "provenance": provenance}
     )
     with stage:
         if (done := finished_training(stage)) is not None:
@@ -47,18 +48,18 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
         if not rows:
             raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
         return train_into_stage(
-            stage, partial(train, rows, config), kept=("train_loss", "loss_curve"), num_pairs=len(rows)
+            stage, partial(train, rows, config, logs=stage.dir), kept=("train_loss", "loss_curve"), num_pairs=len(rows)
         )
 
 
-def train(rows: list[dict], config: DpoConfig, output_dir: Path) -> dict:
+def train(rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None) -> dict:
     """Run DPOTrainer on preference rows and save a full checkpoint to output_dir; diverged
     training raises WinnowError and saves nothing (``training.train_and_save``)."""
-    trainer, tokenizer = make_trainer(rows, config, output_dir)
+    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs)
     return train_and_save(trainer, tokenizer, config, output_dir, section="dpo")
 
 
-def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
+def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None):
     """A DPOTrainer over rows {"prompt": [messages], "chosen": [messages], "rejected": [messages]}."""
     import datasets
     from trl import DPOConfig as TrlDPOConfig
@@ -66,4 +67,4 @@ def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path):
 
     # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
     data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    return trl_trainer(DPOTrainer, TrlDPOConfig, data, config, output_dir, section="dpo", beta=config.beta)
+    return trl_trainer(DPOTrainer, TrlDPOConfig, data, config, output_dir, section="dpo", logs=logs, beta=config.beta)

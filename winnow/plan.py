@@ -131,11 +131,16 @@ def check(
     ``reward``: a callable used instead of the score config's reward (library use).
     """
     run_dir = Path(run_dir)
-    for section in configs.values():
-        section.validate()
 
     def wanted(name: str) -> bool:
         return name in configs and (only is None or name in only)
+
+    for section in configs.values():
+        section.validate()
+    if wanted("sft"):  # a misspelt TRL option is refused before anything is sampled
+        from winnow.training import check_trl_options
+
+        check_trl_options(configs["sft"])
 
     adaptive: Any = configs.get("adaptive")
     adaptive = adaptive if adaptive is not None and adaptive.step is not None else None

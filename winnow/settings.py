@@ -82,6 +82,10 @@ def typed(value: Any, annotation: Any, name: str) -> Any:
         if not ok:
             raise WinnowError(f"{name}: expected a list of strings, got {value!r}")
         return value
+    if "dict" in parts:  # a mapping passed on by name (``sft.trl``): its keys are checked where it is used
+        if not isinstance(value, dict):
+            raise WinnowError(f"{name}: expected a mapping of names to values, got {value!r} ({type(value).__name__})")
+        return value
     kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     for part in parts:
         allowed = kinds.get(part, ())
@@ -106,6 +110,8 @@ def type_name(annotation: Any) -> str:
         return " | ".join(type_name(a) for a in typing.get_args(annotation))
     if typing.get_origin(annotation) is Literal:
         return "str"
+    if typing.get_origin(annotation) is dict:
+        return "dict"
     if annotation is type(None):
         return "None"
     return annotation.__name__ if isinstance(annotation, type) else str(annotation)

@@ -16,6 +16,7 @@ from winnow.errors import WinnowError
 from winnow.provenance import model_identity
 from winnow.rundir import Stage, completed_manifest, load_selected
 from winnow.training import (
+    check_trl_options,
     finished_training,
     train_and_save,
     train_into_stage,
@@ -33,6 +34,7 @@ def folder_config(config: TrainConfig, select_hash: str) -> dict:
 def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     """Fine-tune ``config.model`` on ``select/selected.jsonl``; saves ``sft/checkpoint``."""
     config.validate()
+    check_trl_options(config)
     if not config.model:
         raise WinnowError("sft.model: no starting checkpoint given")
     selected = completed_manifest(run_dir, "select")
@@ -48,7 +50,9 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
         if not rows:
             raise WinnowError(f"{run_dir}/select/selected.jsonl has no rows to train on")
         kept = ("rows_trained", "train_loss", "loss_curve")
-        return train_into_stage(stage, partial(train, rows, config), kept=kept, num_rows=len(rows), **stripped)
+        return train_into_stage(
+            stage, partial(train, rows, config, logs=stage.dir), kept=kept, num_rows=len(rows), **stripped
+        )
 
 
 def reasoning_tags(run_dir: str | Path) -> tuple[str, str]:
@@ -74,14 +78,14 @@ def strip_reasoning(rows: list[dict], tags: tuple[str, str]) -> tuple[list[dict]
     return out, len(rows) - len(out)
 
 
-def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:
+def train(rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None) -> dict:
     """Run SFTTrainer on prompt-completion rows and save a full checkpoint to output_dir.
 
     Returns {"train_loss": float, "loss_curve": [[step, loss], ...], "rows_trained": int}
     (rows whose completion max_length cut off entirely are not trained on). Diverged
     training raises WinnowError and saves nothing (``training.train_and_save``).
     """
-    trainer, tokenizer = make_trainer(rows, config, output_dir)
+    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs)
     kept = len(trainer.train_dataset)  # TRL drops rows whose completion max_length cut off entirely
     if kept == 0:
         raise WinnowError(
@@ -91,10 +95,12 @@ def train(rows: list[dict], config: TrainConfig, output_dir: Path) -> dict:
     return {**train_and_save(trainer, tokenizer, config, output_dir, section="sft"), "rows_trained": kept}
 
 
-def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path):
+def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None):
     """An SFTTrainer over rows {"prompt": [messages], "completion": [messages]}; loss on completions."""
     import datasets
     from trl import SFTConfig, SFTTrainer
 
     data = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-    return trl_trainer(SFTTrainer, SFTConfig, data, config, output_dir, section="sft", completion_only_loss=True)
+    return trl_trainer(
+        SFTTrainer, SFTConfig, data, config, output_dir, section="sft", logs=logs, completion_only_loss=True
+    )

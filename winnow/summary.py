@@ -83,6 +83,11 @@ def _select(m: dict, folder: str) -> str:
 def _trained(name: str):
     def line(m: dict, folder: str) -> str:
         rows = f"{m['num_pairs']:,} pairs" if "num_pairs" in m else f"{m.get('num_rows', 0):,} rows"
+        if "eval_rows" in m:  # an eval split: say how many were held out, and their final loss
+            total = m.get("num_pairs", m.get("num_rows", 0))
+            rows = (
+                f"{total - m['eval_rows']:,} of {rows} ({m['eval_rows']:,} held out, eval loss {_num(m['eval_loss'])})"
+            )
         return f"{name}: trained on {rows}, final loss {_num(m.get('train_loss'))} -> {m['checkpoint']}"
 
     return line

@@ -7,7 +7,11 @@ these pieces, so a fix to CPU defaults, precision or divergence checks lands in 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib.util
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.errors import WinnowError
+from winnow.loader import did_you_mean
 from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
 from winnow.records import honour_umask
 from winnow.rundir import TMP_DIR_PREFIX, Stage
@@ -41,8 +46,9 @@ def load_starting_model(model: str | None, *, device: str, dtype: str, section: 
     return lm, tokenizer, device, torch_dtype, fp16_amp
 
 
-def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16_amp: bool) -> dict:
-    """Keyword arguments every TRL config gets from a winnow training section."""
+def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16_amp: bool, evaluate: bool) -> dict:
+    """Keyword arguments every TRL config gets from a winnow training section (``evaluate``:
+    an eval split is held out), before the section's ``trl`` mapping."""
     import torch
 
     return {
@@ -50,9 +56,13 @@ def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.epochs,
         "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "max_length": config.max_length,
-        "lr_scheduler_type": "linear",
-        "warmup_steps": 0,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        # transformers reads a warmup_steps below 1 as a share of the optimizer steps
+        "warmup_steps": config.warmup_ratio or config.warmup_steps,
+        "weight_decay": config.weight_decay,
         "seed": config.seed,
         # TRL turns both on by default; on CPU they make a step ~10x slower (no bf16 units).
         "bf16": dtype == torch.bfloat16 and device != "cpu",
@@ -60,29 +70,139 @@ def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16
         "gradient_checkpointing": False,
         "use_cpu": device == "cpu",
         "save_strategy": "no",
-        "report_to": "none",
-        "logging_steps": 1,
+        "report_to": config.report_to,
+        "logging_steps": config.logging_steps,
+        "eval_strategy": "steps" if evaluate else "no",
+        "eval_steps": config.logging_steps if evaluate else None,
         "dataloader_num_workers": 0,
     }
 
 
-def trl_trainer(trainer_class, args_class, data, config: Any, output_dir: Path, *, section: str, **options):
+SET_BY_WINNOW = {
+    "learning_rate": "learning_rate",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "max_length": "max_length",
+    "lr_scheduler_type": "lr_scheduler_type",
+    "warmup_steps": "warmup_steps",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "seed": "seed",
+    "bf16": "dtype",
+    "fp16": "dtype",
+    "use_cpu": "device",
+    "report_to": "report_to",
+    "logging_steps": "logging_steps",
+    "beta": "beta",
+}
+"""TRL fields a section's ``trl`` mapping may not set, and the option that sets each: a
+fact given in two places would leave a reader guessing which wins."""
+OWNED = ("output_dir", "save_strategy")
+"""TRL fields winnow keeps to itself: the checkpoint is saved once, whole, in the stage folder."""
+
+TRL_CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig"}
+"""The TRL dataclass each training section's arguments are."""
+
+
+def check_trl_options(config: Any) -> None:
+    """Refuse, in one line, a key of ``config.trl`` that is no field of the section's TRL
+    config (naming the closest one) or that winnow sets itself (naming the option), and
+    ``report_to: wandb`` without wandb: before any model loads."""
+    section = config.section
+    if config.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise WinnowError(f"{section}.report_to: wandb is not installed (pip install wandb)")
+    if not config.trl:
+        return
+    import trl
+
+    args_class = getattr(trl, TRL_CONFIGS[section])
+    names = {f.name for f in dataclasses.fields(args_class)}
+    for key in config.trl:
+        if key in SET_BY_WINNOW and hasattr(config, SET_BY_WINNOW[key]):  # dpo's beta: not sft's
+            raise WinnowError(f"{section}.trl.{key}: set by {section}.{SET_BY_WINNOW[key]}; give that instead")
+        if key in OWNED:
+            raise WinnowError(f"{section}.trl.{key}: winnow saves the checkpoint whole in RUN_DIR/{section}/checkpoint")
+        if key not in names:
+            raise WinnowError(
+                f"{section}.trl.{key}: not a field of TRL's {args_class.__name__}{did_you_mean(key, names)}"
+            )
+
+
+def trl_trainer(
+    trainer_class, args_class, data, config: Any, output_dir: Path, *, section: str, logs: Path | None = None, **options
+):
     """(trainer, tokenizer): a TRL trainer of ``trainer_class`` (SFTTrainer, DPOTrainer) over
-    the dataset ``data``, starting from ``config.model`` (``load_starting_model``), its
-    arguments an ``args_class`` (SFTConfig, DPOConfig) of ``trainer_arguments`` plus the
-    trainer's own ``options``, with LoRA adapters when ``config.lora``."""
+    the dataset ``data`` (less an eval split when ``config.eval_split``), starting from
+    ``config.model`` (``load_starting_model``), its arguments an ``args_class`` (SFTConfig,
+    DPOConfig) of ``trainer_arguments``, the trainer's own ``options`` and the section's
+    ``trl`` mapping, with LoRA adapters when ``config.lora``. TensorBoard and W&B write
+    under ``logs`` (default: ``output_dir/logs``). The ``trl`` keys are checked first by
+    the stage (``check_trl_options``); TRL checks their values here."""
     model, tokenizer, device, dtype, fp16_amp = load_starting_model(
         config.model, device=config.device, dtype=config.dtype, section=section
     )
-    args = args_class(**options, **trainer_arguments(config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp))
-    trainer = trainer_class(
-        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora_config(config)
+    train, held_out = split_eval(data, config.eval_split, seed=config.seed, section=section)
+    base = trainer_arguments(
+        config, output_dir, device=device, dtype=dtype, fp16_amp=fp16_amp, evaluate=held_out is not None
     )
+    try:
+        args = args_class(**{**base, **options, **config.trl})
+    except (TypeError, ValueError) as e:  # TRL's and transformers' own checks of a value
+        raise WinnowError(f"{section}.trl: TRL refused the arguments: {' '.join(str(e).split())}") from None
+    with logging_to(logs or output_dir / "logs", config.report_to):
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=held_out,
+            processing_class=tokenizer,
+            peft_config=lora_config(config),
+        )
     return trainer, tokenizer
 
 
+def split_eval(data, share: float, *, seed: int, section: str):
+    """(train, held out): ceil(share x rows) rows drawn with ``seed`` held out of ``data``
+    (a ``datasets.Dataset``), or (data, None) when ``share`` is 0."""
+    if not share:
+        return data, None
+    held = math.ceil(share * len(data))
+    if held >= len(data):
+        raise WinnowError(
+            f"{section}.eval_split: {share:g} of {len(data)} rows holds out {held}, leaving none to train on"
+        )
+    parts = data.train_test_split(test_size=held, seed=seed)
+    return parts["train"], parts["test"]
+
+
+@contextlib.contextmanager
+def logging_to(folder: Path, report_to: str):
+    """While the trainer is built, TensorBoard's event files are sent to ``folder/tensorboard``
+    (transformers reads TENSORBOARD_LOGGING_DIR as it makes its callback; the trainer's own
+    output folder is deleted after training). W&B's run goes to ``folder/wandb``, offline
+    when no WANDB_API_KEY is set so no network is needed: wandb reads these as training
+    starts, so they stay set for the process (where not set already)."""
+    name = "TENSORBOARD_LOGGING_DIR"
+    before = os.environ.get(name)
+    if report_to == "tensorboard":
+        os.environ[name] = str(folder / "tensorboard")
+    if report_to == "wandb":
+        os.environ.setdefault("WANDB_DIR", str(folder))
+        if not os.environ.get("WANDB_API_KEY"):
+            os.environ.setdefault("WANDB_MODE", "offline")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def lora_config(config: Any):
-    """peft's LoraConfig on every linear layer when ``config.lora``, else None."""
+    """peft's LoraConfig on ``config.lora_target_modules`` (default every linear layer) when
+    ``config.lora``, else None."""
     if not config.lora:
         return None
     from peft import LoraConfig
@@ -91,7 +211,7 @@ def lora_config(config: Any):
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.0,
-        target_modules="all-linear",
+        target_modules=config.lora_target_modules or "all-linear",
         task_type="CAUSAL_LM",
     )
 
@@ -107,6 +227,7 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     _labelled_bar(trainer, section)
     result = trainer.train()
     curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
+    held_out = _evaluate(trainer)
     hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
     for step, loss in curve:
         if not math.isfinite(loss):
@@ -122,7 +243,23 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     trained.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     shutil.rmtree(output_dir / "trainer", ignore_errors=True)
-    return {"train_loss": float(result.metrics["train_loss"]), "loss_curve": curve}
+    return {"train_loss": float(result.metrics["train_loss"]), "loss_curve": curve, **held_out}
+
+
+EVAL_KEYS = ("eval_rows", "eval_loss", "eval_curve")
+"""What a stage's manifest holds of its eval split, when it has one."""
+
+
+def _evaluate(trainer) -> dict:
+    """{"eval_rows": int, "eval_loss": float, "eval_curve": [[step, loss], ...]} of the
+    trained model on the held-out rows (the curve: the losses logged during training and the
+    final one); {} without an eval split."""
+    if trainer.eval_dataset is None:
+        return {}
+    final = float(trainer.evaluate()["eval_loss"])
+    by_step = {e["step"]: e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e}
+    curve = [[step, loss] for step, loss in sorted(by_step.items())]
+    return {"eval_rows": len(trainer.eval_dataset), "eval_loss": final, "eval_curve": curve}
 
 
 def write_checkpoint(stage: Stage, train: Callable[[Path], dict]) -> tuple[list[str], dict]:
@@ -157,10 +294,11 @@ def finished_training(stage: Stage) -> dict | None:
 def train_into_stage(stage: Stage, train: Callable[[Path], dict], *, kept: tuple[str, ...], **summary) -> dict:
     """Train into ``<stage>/checkpoint`` (``write_checkpoint``), then finish the stage: its
     manifest names the checkpoint and holds ``summary`` and the numbers ``kept`` of those
-    ``train`` returned (its loss and loss curve). Returns the manifest with the checkpoint's
+    ``train`` returned (its loss and loss curve), and the eval split's (``EVAL_KEYS``). Returns the manifest with the checkpoint's
     full path (``with_checkpoint_path``)."""
     files, metrics = write_checkpoint(stage, train)
-    stage.finish(outputs=files, checkpoint="checkpoint", **summary, **{k: metrics[k] for k in kept})
+    kept += EVAL_KEYS
+    stage.finish(outputs=files, checkpoint="checkpoint", **summary, **{k: metrics[k] for k in kept if k in metrics})
     return with_checkpoint_path(stage)
 
 

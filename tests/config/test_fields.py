@@ -30,6 +30,8 @@ BESIDE = {
     "generate": {"models": ["m"], "backend": "vllm"},  # vllm: the only backend taking the engine fields
     "adaptive": {"step": 1},
     "serve": {"best_of": 1, "max_best_of": 1024, "default_max_tokens": 1, "max_tokens": 1 << 20},
+    "sft": {"lora": True},  # the LoRA options apply with LoRA only
+    "dpo": {"lora": True},
 }
 """Values that keep a section's rules between fields out of the way."""
 

@@ -50,6 +50,23 @@ StopRule = Literal["pass", "pass-and-fail", "passing", "consensus"]
 """Names of adaptive sampling's stop rules (``passing`` and ``consensus`` take ``:K`` / ``:F``)."""
 Executor = Literal["local", "ray"]
 """Executors (``winnow.executors.run_shards`` dispatches on them)."""
+Scheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+]
+"""Learning-rate schedules: transformers' ``SchedulerType`` values, TRL's ``lr_scheduler_type``."""
+ReportTo = Literal["none", "tensorboard", "wandb"]
+"""Where training also logs its losses (the stage manifest always holds them)."""
 ReasoningFormat = Literal["think"]
 """Named reasoning formats (``winnow.verifiers.reasoning.FORMATS`` holds their tags)."""
 
