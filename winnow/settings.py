@@ -6,6 +6,7 @@ command's help and the docs. The dataclasses themselves are ``winnow.config``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -142,7 +143,17 @@ list these, and ``validate`` checks against the same annotation, so they cannot 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of a config dataclass, as one line
-    (reStructuredText quotes removed): the help of its CLI flag and its docs entry."""
+    (reStructuredText quotes removed): the help of its CLI flag and its docs entry. Fields a
+    class takes from a base dataclass carry the base's docstrings."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """``field_docs`` of the fields written in ``cls``'s own source."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}

@@ -223,7 +223,9 @@ GOOD = [
     SelectConfig(strategy="threshold", threshold=-1e300),
     SelectConfig(strategy="rso", beta=1e-9, pairs="rso", pair_k=2, min_margin=0.0, seed=2**63 - 1),
     SelectConfig(pairs="best-worst"),
-    TrainConfig(learning_rate=1e-300, epochs=1e-9, lora=True, lora_r=1, lora_alpha=1, batch_size=1, max_length=8, seed=0),
+    TrainConfig(
+        learning_rate=1e-300, epochs=1e-9, lora=True, lora_r=1, lora_alpha=1, batch_size=1, max_length=8, seed=0
+    ),
     RoundsConfig(count=1, pool="latest", sft_from="previous"),
     RoundsConfig(count=None),
     DpoConfig(beta=1e-9, learning_rate=1e-12, epochs=1e-3, batch_size=1, max_length=8),
