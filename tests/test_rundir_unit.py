@@ -14,6 +14,7 @@ from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask
 from winnow.records import check_file, config_hash, file_record
 from winnow.rundir import (
+    FORMAT,
     LEDGER,
     Stage,
     _diff,
@@ -155,9 +156,9 @@ def test_a_stage_made_recorded_and_finished(tmp_path):
         assert stage.pending(["s0", "s1"]) == [] and stage.has_shard("s0")
         (stage.dir / "prompts.jsonl").write_text('{"id": "s0", "prompt": "p"}\n')
         manifest = stage.finish(["s0", "s1"], outputs=["prompts.jsonl"], num=2)
-    stored = {"format": 1, **CONFIG}  # the run-dir format first
+    stored = {"format": FORMAT, **CONFIG}  # the run-dir format first
     assert json.loads((stage.dir / "config.json").read_text()) == stored
-    assert manifest["format"] == 1 and manifest["stage"] == "generate" and manifest["config"] == stored
+    assert manifest["format"] == FORMAT and manifest["stage"] == "generate" and manifest["config"] == stored
     assert (
         manifest["config_hash"] == config_hash(stored) and manifest["shards"] == ["s0", "s1"] and manifest["num"] == 2
     )
@@ -213,7 +214,7 @@ def test_a_refusal_names_every_stage_made_from_the_changed_one(tmp_path):
 
 def test_tuples_in_a_config_are_stored_as_lists(tmp_path):
     stage = Stage(tmp_path, "generate", {"models": ("a", "b")})
-    stored = {"format": 1, "models": ["a", "b"]}
+    stored = {"format": FORMAT, "models": ["a", "b"]}
     assert stage.config == stored and stage.hash == config_hash(stored)
 
 
@@ -333,10 +334,10 @@ def test_completed_manifest_errors(tmp_path):
     assert str(e.value) == f"{path} not found: run `winnow score` on this run dir first"
     path.parent.mkdir()
     for content, problem in [
-        ({"format": 1, "files": []}, "damaged (no file records)"),
+        ({"format": FORMAT, "files": []}, "damaged (no file records)"),
         ([1], "damaged (no file records)"),
         (
-            {"format": 1, "files": {}, "config": {"a": 1}, "config_hash": "x"},
+            {"format": FORMAT, "files": {}, "config": {"a": 1}, "config_hash": "x"},
             "damaged (config does not match its hash)",
         ),
     ]:
@@ -459,7 +460,7 @@ def test_late_shards_are_checked_as_strictly_and_recorded_once(tmp_path):
 
 def test_a_changed_config_with_no_field_to_name(tmp_path):
     (tmp_path / "generate").mkdir()
-    (tmp_path / "generate" / "config.json").write_text(json.dumps({"format": 1, **CONFIG, "extra": None}))
+    (tmp_path / "generate" / "config.json").write_text(json.dumps({"format": FORMAT, **CONFIG, "extra": None}))
     with pytest.raises(WinnowError) as e, Stage(tmp_path, "generate", CONFIG):
         pass
     assert "under a changed config: (unknown). Use a new --run-dir" in str(e.value)
