@@ -217,3 +217,18 @@ class FakeServer:
                 self._send(*fake.answer(self.path, body))
 
         return Handler
+
+
+def scripted_judge(reply: Callable[[str], str]) -> FakeServer:
+    """A ``FakeServer`` that answers each chat request with ``reply(its last message)``: a
+    judge whose verdicts the test writes, behind the real client and its reply checks."""
+
+    def fault(count: int, body: dict):
+        def edit(payload: dict) -> dict:
+            payload["choices"][0]["message"]["content"] = reply(body["messages"][-1]["content"])
+            payload["usage"] = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+            return payload
+
+        return edit
+
+    return FakeServer(fault)

@@ -263,6 +263,9 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
         name = getattr(reward, "__qualname__", None) or type(reward).__name__
         check_call(reward, name, {}, columns)
         return [name]
+    from winnow.rewards.fallback import check_fallback, fallback_note
+
+    check_fallback(config)
     names = []
     for kind, spec in config.rewards():
         if kind == "model":
@@ -284,7 +287,7 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
         options = builtin_options(spec, config)
         refuse_option_columns(spec, options, columns or ())
         check_call(load_reward_fn(spec), spec, options, columns)
-        names.append(spec)
+        names.append(spec + fallback_note(config, spec))
     return names
 
 

@@ -78,10 +78,11 @@ def upstream_client(config: ServeConfig) -> ClientSettings | None:
     return ClientSettings(base_url=config.base_url, api_key_env=config.upstream_api_key_env)
 
 
-def judge_client(config: ScoreConfig) -> ClientSettings:
-    """How the judge reward reaches its server: the ``openai`` backend's client, the judge's settings."""
+def judge_client(config: ScoreConfig, url: str | None = None) -> ClientSettings:
+    """How a judge reaches its server (the judge reward's ``reward_judge``, or ``url``: the
+    fallback judge's): the ``openai`` backend's client, the judge's settings."""
     return ClientSettings(
-        base_url=config.reward_judge or "",
+        base_url=url or config.reward_judge or "",
         api_key_env=config.judge_api_key_env,
         concurrency=config.judge_concurrency,
         timeout=config.judge_request_timeout,

@@ -4,16 +4,14 @@ left unscored and counted."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from helpers import write_jsonl
 from serving import serve_in_thread
-from tiny_models import make_tokenizer, tiny_config
+from tiny_models import build_scorer
 
 from winnow.cli import main
 from winnow.config import ServeConfig
@@ -21,47 +19,6 @@ from winnow.errors import WinnowError
 from winnow.remote import ClientSettings
 from winnow.rewards.judge import JudgeReward, parse_score
 from winnow.serve.main import build_app
-
-
-def build_scorer(folder, answer: str):
-    """A Llama whose greedy continuation of any chat prompt is ``answer`` then EOS.
-
-    One layer with its output projections zeroed passes the embedding straight through;
-    embeddings are one-hot, so the logits are a lookup table: next token = table[last token].
-    """
-    from transformers import LlamaForCausalLM
-
-    tok = make_tokenizer()
-    vocab = len(tok)
-    hidden = -(-vocab // 8) * 8  # 4 heads of an even head_dim
-    config = tiny_config(
-        tok,
-        hidden_size=hidden,
-        intermediate_size=8,
-        num_hidden_layers=1,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    last = tok.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=True)
-    last = last["input_ids"][-1] if isinstance(last, dict) or hasattr(last, "keys") else last[-1]
-    chain = [last, *tok(answer, add_special_tokens=False)["input_ids"], tok.eos_token_id]
-    assert len(set(chain)) == len(chain), "the answer's tokens must be distinct for a lookup table"
-    table = torch.zeros(vocab, hidden)
-    table[:, tok.eos_token_id] = 1.0  # every other token leads to EOS
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.model.embed_tokens.weight.copy_(torch.eye(vocab, hidden))
-        for cur, nxt in itertools.pairwise(chain):
-            table[:, cur] = 0.0
-            table[nxt, cur] = 1.0
-        model.lm_head.weight.copy_(table)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

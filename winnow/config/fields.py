@@ -28,6 +28,12 @@ LongPrompts = Literal["error", "skip"]
 OnError = Literal["fail", "skip"]
 """What a row that fails does: stop the stage (exit 2, naming the row) or be recorded in the
 stage's ``errors.jsonl`` and left without completions or reward (``winnow.executors.shards``)."""
+FallbackOn = Literal["no-answer", "fail"]
+"""Which rows of a rule verifier a fallback judge decides: those the rule reads no answer in,
+or those and the ones it fails (``winnow.rewards.fallback``)."""
+SelectBy = Literal["reward", "judge"]
+"""What picks Best-of-N's completion: the highest reward, or a judge model comparing the
+candidates (``winnow.rewards.pick``)."""
 Endpoint = Literal["auto", "chat", "completions"]
 PrefixSharing = Literal["auto", "on", "off", "packed"]
 IfevalMode = Literal["strict", "loose"]

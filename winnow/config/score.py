@@ -8,6 +8,7 @@ from typing import ClassVar, get_args
 
 from winnow.config.fields import (
     Dtype,
+    FallbackOn,
     IfevalMode,
     OnError,
     PrefixSharing,
@@ -22,6 +23,10 @@ MAX_REWARD_WEIGHT = 1e6
 """Largest |weight| of a reward in a weighted sum: a larger one is a typo, and near 1e308
 the sum overflows to infinity (which is not a reward). Each reward is at most
 ``rewards.MAX_REWARD`` (1e100) in magnitude, so a sum of K stays within K * 1e106."""
+
+
+FALLBACK_FIELDS = ("fallback_judge", "fallback_on", "fallback_prompt")
+"""The fallback judge's fields: left out of the stage config while it is unset."""
 
 
 @dataclass
@@ -53,6 +58,19 @@ class ScoreConfig:
     (exponential backoff with jitter), then an error naming the prompt."""
     judge_retry_backoff: float = bounded(0.5, ge=0)
     """Judge: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+    fallback_judge: str | None = None
+    """Rule verifiers (math, choice, exact): a judge model behind an OpenAI-compatible server
+    (its API root, ``http://host/v1``) that decides the rows the rule cannot: those it reads
+    no answer in and, with ``fallback_on: fail``, those it fails. The judge sees the
+    question, the reference and the answer and says whether they are equivalent (1.0) or
+    not (0.0); each score row records ``decided_by`` (rule or judge). Its model is
+    judge_model; it is reached with the judge_* settings."""
+    fallback_on: FallbackOn = "no-answer"
+    """Fallback judge: the rows it decides: ``no-answer`` (the rule read no answer) or
+    ``fail`` (those, and the rows the rule fails)."""
+    fallback_prompt: str | None = None
+    """Fallback judge: a prompt template file with {question}, {reference} and {answer}
+    (default: the shipped ``winnow/data/judge_equivalence.txt``)."""
     batch_tokens: int = bounded(16384, ge=1)
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = bounded(64, ge=1)
@@ -135,6 +153,9 @@ class ScoreConfig:
         out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
+        if self.fallback_judge is None:  # unset, a stage keeps the config (and hash) it had before these existed
+            for name in FALLBACK_FIELDS:
+                del out[name]
         return out
 
     def rewards(self) -> list[tuple[str, str]]:
@@ -177,6 +198,11 @@ class ScoreConfig:
             raise WinnowError("score.reference_column: must not be empty")
         if self.reward_judge and not self.judge_model:
             raise WinnowError("score.judge_model: reward_judge needs the judge model name (--judge-model)")
+        if self.fallback_judge and not self.judge_model:
+            raise WinnowError("score.judge_model: fallback_judge needs the judge model name (--judge-model)")
+        if not self.fallback_judge and (self.fallback_on != "no-answer" or self.fallback_prompt is not None):
+            name = "fallback_on" if self.fallback_on != "no-answer" else "fallback_prompt"
+            raise WinnowError(f"score.{name}: applies to a fallback judge only; set fallback_judge (--fallback-judge)")
 
     def _check_weights(self) -> None:
         """One finite weight within +-MAX_REWARD_WEIGHT per reward; several kinds need them."""

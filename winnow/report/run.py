@@ -29,6 +29,7 @@ from winnow import summary
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode
 from winnow.report import plots
+from winnow.report.judges import judge_sections, judges_markdown
 from winnow.report.passk import pass_stats
 from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows
 from winnow.report.streamed import CompletionArrays, array_stats
@@ -168,6 +169,7 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
         "adaptive": adaptive,
         "pass": _pass(cells.prompts, cells.by_key(), rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
+        **judge_sections(run_dir, scored),
         "_plot": {
             "all": {"rewards": everything.rewards, "tokens": everything.tokens},
             "selected": {"rewards": selected.rewards, "tokens": selected.tokens},
@@ -337,6 +339,7 @@ def markdown(r: dict) -> str:
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
     lines += _pairs_markdown(r["pairs"])
+    lines += judges_markdown(r)
     return "\n".join(lines)
 
 

@@ -102,6 +102,9 @@ class RewardApplier:
             ]
             self.weights = [1.0]
         else:
+            from winnow.rewards.fallback import check_fallback
+
+            check_fallback(config)
             self.parts = [make_part(kind, spec, config) for kind, spec in config.rewards()]
             self.weights = config.weights()
         for part in self.parts:
@@ -240,6 +243,8 @@ def _row_of(kw: dict) -> str:
 def row_extras(reward, rows: int) -> list[dict]:
     """Fields a reward's last call adds to each score row: a reward model's scoring path,
     a judge's raw reply (to see why a row is unscored); none for a function."""
+    if hasattr(reward, "last_extras"):  # a rule backed by a judge: what decided each row
+        return reward.last_extras
     if hasattr(reward, "last_paths"):
         return [
             {"scored_by": p, "prompt_tokens_saved": t}
@@ -276,6 +281,21 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
         return Part(f"judge {config.judge_model}", judge, config.fn_batch_size)
     options = builtin_options(spec, config)
     fn = partial(load_reward_fn(spec), **options) if options else load_reward_fn(spec)
+    if config.fallback_judge:
+        from winnow.rewards.fallback import RuleThenJudge, falls_back
+
+        if falls_back(spec):  # in this process: the judge's client does not travel to a pool's
+            from winnow.remote import judge_client
+
+            backed = RuleThenJudge(
+                fn,
+                judge_client(config, config.fallback_judge),
+                model=config.judge_model or "",
+                on=config.fallback_on,
+                prompt=config.fallback_prompt,
+                reference_column=config.reference_column,
+            )
+            return Part(spec, backed, config.fn_batch_size, None, options)
     parallel = spec in BUILTINS and BUILTINS[spec].cpu_bound
     return Part(spec, fn, config.fn_batch_size, spec if parallel else None, options)
 

@@ -24,6 +24,8 @@ from winnow.replies import parse_choices, reply_limit
 
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.?\s*$")
+DATA = Path(__file__).parent.parent / "data"
+"""The shipped prompt templates of the judges."""
 
 
 def default_rubric() -> str:
@@ -49,6 +51,38 @@ def parse_score(answer: str, low: float = 1, high: float = 10) -> float | None:
         return None
     value = float(match.group(1))
     return value if low <= value <= high else None
+
+
+def load_template(path: str | None, default: str, slots: tuple[str, ...], field: str) -> str:
+    """A judge's prompt template: the file at ``path``, else the shipped ``default`` (a file
+    of ``winnow/data/``); raises WinnowError naming ``field`` when the file is missing or
+    lacks one of ``slots`` (``{question}``, ...)."""
+    if path is not None and not Path(path).is_file():
+        raise WinnowError(f"{field}: file does not exist: {path}")
+    text = Path(path).read_text(encoding="utf-8") if path else (DATA / default).read_text(encoding="utf-8")
+    for slot in slots:
+        if "{" + slot + "}" not in text:
+            raise WinnowError(f"{field}: template {path or default} has no {{{slot}}}")
+    return text
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """Each ``{name}`` of ``values`` replaced in one pass, so a completion that holds
+    ``{reference}`` (or any braces) is sent as it is.
+
+    >>> fill("Q: {question} A: {answer}", {"question": "{answer}?", "answer": "4"})
+    'Q: {answer}? A: 4'
+    """
+    pattern = re.compile("|".join(re.escape("{" + name + "}") for name in values))
+    return pattern.sub(lambda m: values[m.group(0)[1:-1]], template)
+
+
+def template_identity(path: str | None, default: str) -> str:
+    """A short hash of the template in use (the file, else the shipped default), for provenance."""
+    import hashlib
+
+    text = Path(path).read_text(encoding="utf-8") if path and Path(path).is_file() else (DATA / default).read_text()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def render_prompt(prompt) -> str:
@@ -88,47 +122,62 @@ class JudgeReward:
 
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
         ids = kw.get("prompt_ids") or [f"row {i}" for i in range(len(completions))]
-        answers = asyncio.run(self._ask(prompts, completions, ids))
+        texts = [self.render(p, c) for p, c in zip(prompts, completions, strict=True)]
+        answers = ask(self.client, model=self.model, texts=texts, ids=ids, max_tokens=self.max_tokens)
         self.last_replies = answers
         scores = [parse_score(a, self.low, self.high) for a in answers]
         self.stats["asked"] += len(scores)
         self.stats["unparseable"] += sum(s is None for s in scores)
         return scores
 
-    async def _ask(self, prompts: list, completions: list[str], ids: list) -> list[str]:
-        import openai
 
-        api = remote.make_client(self.client)
+def ask(client: remote.ClientSettings, *, model: str, texts: list[str], ids: list, max_tokens: int) -> list[str]:
+    """The judge's reply to each text, sent as one user turn at temperature 0 (seed 0).
 
-        async def request(messages: list[dict]) -> str:
-            body = await remote.create(
-                api,
-                chat=True,
-                limit=reply_limit(1, self.max_tokens),
-                model=self.model,
-                messages=messages,
-                temperature=0.0,
-                max_tokens=self.max_tokens,
-                seed=0,
-            )
-            choices = parse_choices(body, chat=True, max_tokens=self.max_tokens)
-            if len(choices) != 1:
-                raise remote.InvalidReply(f"{len(choices)} choices for n=1")
-            return choices[0].text
+    Returns list[str], len = texts, in their order. ``ids[i]`` names text i's prompt in an
+    error. The judge reward, the rule's fallback judge and the judge that picks all ask
+    through here, so the three send, retry and check replies alike.
+    """
+    return asyncio.run(ask_async(client, model=model, texts=texts, ids=ids, max_tokens=max_tokens))
 
-        def job(prompt, completion, pid):
-            async def ask() -> str:
-                what = f"judge on prompt {pid!r}"
-                messages = [{"role": "user", "content": self.render(prompt, completion)}]
-                try:
-                    return await remote.call(self.client, what, lambda: request(messages))
-                except openai.APIStatusError as e:
-                    raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
 
-            return ask
+async def ask_async(
+    client: remote.ClientSettings, *, model: str, texts: list[str], ids: list, max_tokens: int
+) -> list[str]:
+    """``ask`` inside a running event loop (a server's)."""
+    import openai
 
-        try:
-            jobs = [job(p, c, i) for p, c, i in zip(prompts, completions, ids, strict=True)]
-            return await remote.gather_bounded(self.client.concurrency, jobs)
-        finally:
-            await api.close()
+    api = remote.make_client(client)
+
+    async def request(messages: list[dict]) -> str:
+        body = await remote.create(
+            api,
+            chat=True,
+            limit=reply_limit(1, max_tokens),
+            model=model,
+            messages=messages,
+            temperature=0.0,
+            max_tokens=max_tokens,
+            seed=0,
+        )
+        choices = parse_choices(body, chat=True, max_tokens=max_tokens)
+        if len(choices) != 1:
+            raise remote.InvalidReply(f"{len(choices)} choices for n=1")
+        return choices[0].text
+
+    def job(text: str, pid):
+        async def one() -> str:
+            what = f"judge on prompt {pid!r}"
+            messages = [{"role": "user", "content": text}]
+            try:
+                return await remote.call(client, what, lambda: request(messages))
+            except openai.APIStatusError as e:
+                raise WinnowError(f"{what}: server {client.base_url} answered {remote.describe(e)}") from None
+
+        return one
+
+    try:
+        jobs = [job(t, i) for t, i in zip(texts, ids, strict=True)]
+        return await remote.gather_bounded(client.concurrency, jobs)
+    finally:
+        await api.close()

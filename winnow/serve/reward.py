@@ -27,6 +27,9 @@ REFUSED: dict[str, str] = {
     "code_timeout_s": "the code verifier reads prompts columns, which a request does not carry",
     "code_memory_mb": "the code verifier reads prompts columns, which a request does not carry",
     "code_strict_results": "the code verifier reads prompts columns, which a request does not carry",
+    "fallback_judge": "it backs a verifier, which reads prompts columns a request does not carry",
+    "fallback_on": "it backs a verifier, which reads prompts columns a request does not carry",
+    "fallback_prompt": "it backs a verifier, which reads prompts columns a request does not carry",
 }
 """Score options ``winnow serve`` refuses, with the reason; it applies every other one."""
 REWARD_TIMEOUT_S = 60.0

@@ -237,6 +237,7 @@ def _reward_identity(config: ScoreConfig, reward) -> list[str]:
     """The hash of each reward's code or model, one per reward, so resuming after one
     changed is refused."""
     from winnow.provenance import callable_identity, model_identity, reward_fn_identity
+    from winnow.rewards.fallback import TEMPLATE, falls_back
 
     if reward is not None:
         return [callable_identity(reward)]
@@ -249,6 +250,10 @@ def _reward_identity(config: ScoreConfig, reward) -> list[str]:
             from winnow.rewards.judge import rubric_identity
 
             out.append(rubric_identity(config.judge_rubric))
+        elif config.fallback_judge and falls_back(spec):  # the rule's code and the judge's prompt
+            from winnow.rewards.judge import template_identity
+
+            out.append(f"{reward_fn_identity(spec)}+{template_identity(config.fallback_prompt, TEMPLATE)}")
         else:
             out.append(reward_fn_identity(spec))
     return out
@@ -284,14 +289,17 @@ def answer_counts(counts: Counter, config: ScoreConfig) -> dict:
     counts: over the score rows, ``no_answer`` (flagged rows plus counts given per call) and
     ``unfinished_reasoning`` (``score_input.stream_matrices`` adds them up)."""
     from winnow.rewards import BUILTINS
+    from winnow.rewards.fallback import TALLY
 
-    out = {}
+    out: dict[str, Any] = {}
     verifies = any(spec in BUILTINS and BUILTINS[spec].verifier for _, spec in config.rewards())
     total = counts["no_answer"]
     if verifies or total:
         out["no_answer"] = total
     if config.reasoning_tags:
         out["unfinished_reasoning"] = counts["unfinished_reasoning"]
+    if config.fallback_judge:
+        out["rule_then_judge"] = {name: counts[name] for name in TALLY}
     return out
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from winnow.errors import WinnowError
 from winnow.executors import shard_file
 from winnow.records import Prompt
+from winnow.rewards.fallback import tally
 from winnow.stream import iter_lines, iter_shard_rows, load_prompts, loads, verified_shard
 
 
@@ -153,7 +154,8 @@ class Streamed:
     paths: dict
     """A reward model's rows per scoring path and prompt tokens saved; empty for functions."""
     counts: Counter
-    """``no_answer`` and ``unfinished_reasoning`` over the rows."""
+    """``no_answer`` and ``unfinished_reasoning`` over the rows; with a fallback judge, the
+    ``rule_then_judge`` counts (``winnow.rewards.fallback.tally``)."""
 
 
 def stream_matrices(
@@ -182,6 +184,8 @@ def stream_matrices(
             saved += row["prompt_tokens_saved"]
         counts["no_answer"] += bool(row.get("no_answer")) + row.get("no_answer_in_call", 0)
         counts["unfinished_reasoning"] += bool(row.get("unfinished_reasoning"))
+        if "decided_by" in row:  # a rule backed by a judge
+            counts.update(tally(row))
     summary = {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if paths else {}
     return Streamed(matrix, parts, summary, counts)
 
