@@ -26,6 +26,8 @@ NEEDS = {
     ("select", "pairs", "rso"): {"beta": 0.1},
     ("export", "stage", "sft"): {"model_card": True},
     ("export", "stage", "dpo"): {"model_card": True},
+    ("score", "fallback_on", "fail"): {"fallback_judge": "http://127.0.0.1:1/v1", "judge_model": "j"},
+    ("pick", "select_by", "judge"): {"judge": "http://127.0.0.1:1/v1", "judge_model": "j"},
 }
 
 

@@ -170,11 +170,15 @@ def stage_command(args: argparse.Namespace) -> None:
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
         return
+    if args.command == "bon":
+        pipeline.check_pick(configs["pick"], args.aggregate)  # before any sample is drawn
     manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
     summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
-        count, head = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
+        count, head = pipeline.best_of_n(
+            run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer, pick=configs["pick"]
+        )
         n = configs["generate"].n * len(configs["generate"].models)
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
@@ -248,6 +252,11 @@ def print_best_of_n(head: list[dict], count: int, out: Path, n: int, aggregate: 
     console.print(table)
     if count > len(head):
         console.print(f"... and {count - len(head):,} more prompts in {out}")
+    from winnow.report.judges import pick_agreement
+
+    picked = pick_agreement(out)
+    if picked is not None:  # one line, never folded
+        print(summary.pick_line(picked))
 
 
 def _fmt(x) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from winnow import select as sel
 from winnow import stages
 from winnow.adaptive import sample_adaptive, score_or_assemble
-from winnow.config import GenerateConfig
+from winnow.config import GenerateConfig, PickConfig
 from winnow.errors import WinnowError
 from winnow.records import read_json
 from winnow.rundir import check_format
@@ -95,12 +96,25 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     return GenerateConfig().models[0]
 
 
+def check_pick(pick: PickConfig, aggregate: str) -> None:
+    """A judge picks in place of the highest reward: refuse it beside a vote (``--aggregate``)."""
+    if pick.select_by == "judge" and aggregate != "best":
+        raise WinnowError(
+            f"pick.select_by: a judge picks in place of --aggregate best; --aggregate {aggregate} votes instead"
+        )
+
+
 PREVIEW = 20
 """Rows of Best-of-N that ``best_of_n`` hands back for the terminal; the file holds all."""
 
 
 def best_of_n(
-    run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    aggregate: str = "best",
+    answer: str = "auto",
+    pick: PickConfig | None = None,
 ) -> tuple[int, list[dict]]:
     """The chosen completion per prompt with its reward (M rows; the earliest sample wins a
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
@@ -108,20 +122,29 @@ def best_of_n(
 
     aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
     ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    pick: with ``select_by: judge``, a judge model picks instead (``winnow.rewards.pick``); a
+    row then holds ``selected_by: judge``, ``reward_pick`` (the highest reward's sample_index),
+    ``judge_calls`` and ``judge_fallbacks``.
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
     from winnow.stream import load_scored_index, write_rows
 
+    if pick is not None:
+        check_pick(pick, aggregate)
     index, rewards, _ = load_scored_index(run_dir)
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
     best = sel.top_per_prompt(rewards) if aggregate == "best" else None
+    picks = judge_picks(index, rewards, pick) if pick is not None and pick.select_by == "judge" else None
     head: list[dict] = []
 
     def rows():
         for i, prompt in enumerate(index.prompts):
-            if best is not None:
+            chosen = next(picks) if picks is not None else None
+            if chosen is not None:
+                j = chosen.index
+            elif best is not None:
                 j = int(best[i])
             else:
                 texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
@@ -139,6 +162,10 @@ def best_of_n(
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None
+            if chosen is not None and best is not None:
+                reward_pick = int(best[i])
+                row |= {"selected_by": "judge", "reward_pick": reward_pick if reward_pick >= 0 else None}
+                row |= {"judge_calls": chosen.calls, "judge_fallbacks": chosen.fallbacks}
             if len(head) < PREVIEW:
                 head.append(row)
             yield row
@@ -148,3 +175,30 @@ def best_of_n(
     finally:
         index.close()
     return count, head
+
+
+PICK_CHUNK = 64
+"""Prompts whose tournaments run together (their texts in memory at once)."""
+
+
+def judge_picks(index, rewards: np.ndarray, pick: PickConfig) -> Iterator:
+    """The judge's ``Pick`` of each prompt of ``index``, in order, ``PICK_CHUNK`` prompts'
+    tournaments at a time (``winnow.rewards.pick``)."""
+    from winnow.remote import ClientSettings
+    from winnow.rewards.judge import load_template
+    from winnow.rewards.pick import SLOTS, TEMPLATE, Judge, pick_best
+
+    judge = Judge(
+        ClientSettings(base_url=pick.judge or "", api_key_env=pick.api_key_env, concurrency=pick.concurrency),
+        pick.judge_model or "",
+        window=pick.window,
+        seed=pick.seed,
+        template=load_template(pick.prompt, TEMPLATE, SLOTS, "pick.prompt"),
+        max_tokens=pick.max_tokens,
+    )
+    prompts = index.prompts
+    for start in range(0, len(prompts), PICK_CHUNK):
+        chunk = range(start, min(len(prompts), start + PICK_CHUNK))
+        texts = [[(index.row(i, k) or {}).get("text") for k in range(rewards.shape[1])] for i in chunk]
+        questions = [prompts[i].content for i in chunk]
+        yield from pick_best(judge, questions, texts, [rewards[i] for i in chunk], [prompts[i].id for i in chunk])

@@ -219,7 +219,24 @@ def report_lines(result: dict) -> list[str]:
         lines.append(
             f"pass (reward >= {p['threshold']}): {head or 'no prompt fully scored'}; solved by none/some/all: {shares}"
         )
+    if result.get("rule_then_judge"):
+        lines.append(f"rule then judge{_judged(result['rule_then_judge'])}")
+    if result.get("judge_pick"):
+        lines.append(pick_line(result["judge_pick"]))
     return lines
+
+
+def pick_line(p: dict) -> str:
+    """How often the judge's pick was the reward's (``winnow.report.judges.pick_agreement``).
+
+    >>> pick_line({"agree": 3, "compared": 4, "agreement": 0.75, "judge_calls": 12, "fallbacks": 1})
+    "judge: picked the reward's pick on 3 of 4 prompts (75%); 12 judge calls, 1 reply naming no candidate"
+    """
+    return (
+        f"judge: picked the reward's pick on {p['agree']:,} of {p['compared']:,} prompts ({_num(p['agreement'], '.0%')}); "
+        f"{p['judge_calls']:,} judge calls, {p['fallbacks']:,} {'reply' if p['fallbacks'] == 1 else 'replies'} "
+        "naming no candidate"
+    )
 
 
 def print_report(result: dict, out: str) -> None:

@@ -32,6 +32,7 @@ BESIDE = {
     "serve": {"best_of": 1, "max_best_of": 1024, "default_max_tokens": 1, "max_tokens": 1 << 20},
     "sft": {"lora": True},  # the LoRA options apply with LoRA only
     "dpo": {"lora": True},
+    "pick": {"select_by": "judge", "judge": "http://127.0.0.1:1/v1", "judge_model": "j"},  # its options need a judge
 }
 """Values that keep a section's rules between fields out of the way."""
 

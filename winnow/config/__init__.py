@@ -16,7 +16,14 @@ from winnow.config.export import ExportConfig
 from winnow.config.fields import DEVICES, MAX_SEED
 from winnow.config.generate import MAX_N, MIN_TEMPERATURE, GenerateConfig, ImportConfig
 from winnow.config.score import MAX_REWARD_WEIGHT, ScoreConfig
-from winnow.config.select import PAIRING_NEEDS, STRATEGY_NEEDS, AdaptiveConfig, RoundsConfig, SelectConfig
+from winnow.config.select import (
+    PAIRING_NEEDS,
+    STRATEGY_NEEDS,
+    AdaptiveConfig,
+    PickConfig,
+    RoundsConfig,
+    SelectConfig,
+)
 from winnow.config.serve import ServeConfig
 from winnow.config.train import MAX_BATCH_SIZE, DpoConfig, TrainConfig
 
@@ -29,6 +36,7 @@ SECTIONS: dict[str, type] = {
         TrainConfig,
         RoundsConfig,
         AdaptiveConfig,
+        PickConfig,
         ExecutorConfig,
         DpoConfig,
         ServeConfig,
@@ -55,6 +63,7 @@ __all__ = [
     "ExportConfig",
     "GenerateConfig",
     "ImportConfig",
+    "PickConfig",
     "RoundsConfig",
     "ScoreConfig",
     "SelectConfig",

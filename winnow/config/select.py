@@ -1,5 +1,5 @@
-"""``select``, ``rounds`` and ``adaptive``: which completions are kept, over how many rounds,
-and when a prompt has been sampled enough."""
+"""``select``, ``rounds``, ``adaptive`` and ``pick``: which completions are kept, over how many
+rounds, when a prompt has been sampled enough, and what picks Best-of-N's completion."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, get_args
 
-from winnow.config.fields import Pairing, Pool, SftFrom, StopRule, Strategy, bounded, check_fields, seed_field
+from winnow.config.fields import (
+    Pairing,
+    Pool,
+    SelectBy,
+    SftFrom,
+    StopRule,
+    Strategy,
+    bounded,
+    check_fields,
+    seed_field,
+)
 from winnow.errors import WinnowError
 
 STRATEGY_NEEDS: dict[str, tuple[str, ...]] = {
@@ -166,6 +176,52 @@ class AdaptiveConfig:
             )
         if name in ("pass", "pass-and-fail") and value:
             raise WinnowError(f"adaptive.stop_when: {name} takes no parameter, got {self.stop_when!r}")
+
+
+@dataclass
+class PickConfig:
+    """What picks ``winnow bon``'s completion of each prompt (``winnow.rewards.pick``)."""
+
+    section: ClassVar[str] = "pick"
+
+    select_by: SelectBy = "reward"
+    """``reward``: the highest reward (or the vote of ``--aggregate``); ``judge``: a judge
+    model compares the prompt's candidates, ``window`` at a time, the winners compared
+    again until one is left (a tournament), and names the best; their positions are
+    shuffled with ``seed``. A reply naming no candidate leaves the window's highest
+    reward the winner, and is counted."""
+    judge: str | None = None
+    """Judge that picks: its OpenAI-compatible API root (``http://host/v1``)."""
+    judge_model: str | None = None
+    """Judge that picks: the served model name."""
+    window: int = bounded(4, ge=2, le=64)
+    """Judge that picks: candidates shown in one call; n candidates take one call when
+    n <= window, else ceil(n / window) calls a round (a lone candidate left over goes on
+    without one) until one is left: 3 calls for 8 candidates in windows of 4, 7 in windows of 2."""
+    seed: int = seed_field()
+    """Judge that picks: seed of the order its candidates are shown in (per prompt)."""
+    prompt: str | None = None
+    """Judge that picks: a prompt template file with {question} and {candidates} (default:
+    the shipped ``winnow/data/judge_pick.txt``, which asks for the number as ``[[k]]``)."""
+    max_tokens: int = bounded(64, ge=1)
+    """Judge that picks: tokens its reply may take."""
+    api_key_env: str | None = None
+    """Judge that picks: name of the environment variable holding its API key (never stored)."""
+    concurrency: int = bounded(16, ge=1)
+    """Judge that picks: requests in flight at once."""
+
+    def validate(self) -> None:
+        """Every field in its range; a judge needs its URL and model, and its options a judge."""
+        check_fields(self)
+        if self.select_by == "judge":
+            for name, flag in (("judge", "--pick-judge"), ("judge_model", "--pick-model")):
+                if not getattr(self, name):
+                    raise WinnowError(f"pick.{name}: select_by judge needs it ({flag})")
+            return
+        defaults = PickConfig()
+        for name in ("judge", "judge_model", "window", "seed", "prompt", "max_tokens", "api_key_env", "concurrency"):
+            if getattr(self, name) != getattr(defaults, name):
+                raise WinnowError(f"pick.{name}: applies to select_by judge only (--select-by judge)")
 
 
 def _share(text: str) -> float:
