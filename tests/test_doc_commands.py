@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers import write_jsonl
+from serving import scripted_judge
 
 from winnow.cli import main
 
@@ -93,8 +94,19 @@ MADE_FOR = {
 generate (and a length-scored one for a report) from the prompts file of their schema."""
 
 
+DOCS_JUDGE = "http://localhost:8000/v1"
+"""The judge server the docs name: a scripted one stands in for it."""
+
+
+@pytest.fixture
+def judge_url():
+    """A judge that finds every answer equivalent and picks the first candidate of a window."""
+    with scripted_judge(lambda content: "[[1]]" if "Candidate 1:" in content else "yes") as judge:
+        yield judge.url
+
+
 @pytest.mark.docs
-def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, monkeypatch):
+def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, monkeypatch, judge_url):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"say something about {i}"} for i in range(3)])
     (tmp_path / "my_rewards.py").write_text(REWARDS)
@@ -121,6 +133,7 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
                 skipped_dirs.add(run_dir)
                 continue
             swap = {"smollm2": str(tiny_policy), "path/to/rm": str(tiny_reward_model), "vader": "length"}
+            swap[DOCS_JUDGE] = judge_url
             # a tiny random model never ends a completion: --drop-truncated would leave nothing
             argv = [swap.get(a, a) for a in shlex.split(command)[1:] if a != "--drop-truncated"]
             argv = fresh_copy_for_alternatives(argv)

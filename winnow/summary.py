@@ -58,20 +58,18 @@ def _score(m: dict, folder: str) -> str:
         f"score: {m['scored']:,} of {m['num_completions']:,} completions scored ({m['unscored']:,} unscored"
         f"{_errors(m, folder)}), "
         f"mean reward {_num(m.get('mean_reward'))}, mean best per prompt {_num(m.get('mean_best_reward'))}"
-        f"{_judged(m.get('rule_then_judge'))} -> {folder}/rewards.npy"
+        f"{'; ' + _judged(m['rule_then_judge']) if m.get('rule_then_judge') else ''} -> {folder}/rewards.npy"
     )
 
 
-def _judged(counts: dict | None) -> str:
-    """A rule backed by a judge: what each decided ("" without one).
+def _judged(counts: dict) -> str:
+    """A rule backed by a judge: what each decided.
 
     >>> _judged({"rule_passes": 2, "judge_asked": 5, "judge_passes": 3, "judge_overrides": 1})
-    '; 2 rule passes, 5 rows to the judge: 3 passed, 1 overriding the rule'
+    '2 rule passes, 5 rows to the judge: 3 passed, 1 overriding the rule'
     """
-    if not counts:
-        return ""
     return (
-        f"; {counts['rule_passes']:,} rule passes, {counts['judge_asked']:,} rows to the judge: "
+        f"{counts['rule_passes']:,} rule passes, {counts['judge_asked']:,} rows to the judge: "
         f"{counts['judge_passes']:,} passed, {counts['judge_overrides']:,} overriding the rule"
     )
 
@@ -220,7 +218,7 @@ def report_lines(result: dict) -> list[str]:
             f"pass (reward >= {p['threshold']}): {head or 'no prompt fully scored'}; solved by none/some/all: {shares}"
         )
     if result.get("rule_then_judge"):
-        lines.append(f"rule then judge{_judged(result['rule_then_judge'])}")
+        lines.append(f"rule then judge: {_judged(result['rule_then_judge'])}")
     if result.get("judge_pick"):
         lines.append(pick_line(result["judge_pick"]))
     return lines

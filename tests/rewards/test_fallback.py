@@ -128,6 +128,7 @@ def test_the_default_prompt_shows_the_judge_question_reference_and_answer(import
     with scripted_judge(lambda content: seen.append(content) or "no") as judge:
         argv = ["score", "--run-dir", str(imported / "run"), "--reward-fn", "math", "--fallback-judge", judge.url]
         assert main([*argv, "--judge-model", "judge"]) == 0
+    assert "; 2 rule passes, 3 rows to the judge: 0 passed, 0 overriding the rule -> " in capsys.readouterr().out
     first = next(s for s in seen if "one half" in s)
     assert "What is 1 divided by 2?" in first and "Reference answer:\n1/2\n" in first
     assert "Student's answer:\none half\n" in first

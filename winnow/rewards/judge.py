@@ -10,6 +10,11 @@ Requests go through the ``openai`` backend's client, retry policy and concurrenc
 ``judge_concurrency``), and every reply is checked as the backend checks its replies
 (``winnow.replies``): an HTML page, a missing ``message`` or a ``content`` that is not a
 string is an invalid reply, retried, then one line naming the prompt.
+
+``ask`` is how every judge of winnow sends its prompts (this reward, the rule verifiers'
+fallback judge in ``winnow.rewards.fallback``, the judge that picks in
+``winnow.rewards.pick``), and ``load_template`` / ``fill`` how each reads and fills its
+prompt template.
 """
 
 from __future__ import annotations
@@ -146,6 +151,9 @@ async def ask_async(
 ) -> list[str]:
     """``ask`` inside a running event loop (a server's)."""
     import openai
+
+    if not texts:  # nothing to ask: no client made
+        return []
 
     api = remote.make_client(client)
 
