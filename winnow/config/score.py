@@ -25,10 +25,6 @@ the sum overflows to infinity (which is not a reward). Each reward is at most
 ``rewards.MAX_REWARD`` (1e100) in magnitude, so a sum of K stays within K * 1e106."""
 
 
-FALLBACK_FIELDS = ("fallback_judge", "fallback_on", "fallback_prompt")
-"""The fallback judge's fields: left out of the stage config while it is unset."""
-
-
 @dataclass
 class ScoreConfig:
     section: ClassVar[str] = "score"
@@ -153,9 +149,6 @@ class ScoreConfig:
         out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
-        if self.fallback_judge is None:  # unset, a stage keeps the config (and hash) it had before these existed
-            for name in FALLBACK_FIELDS:
-                del out[name]
         return out
 
     def rewards(self) -> list[tuple[str, str]]:
