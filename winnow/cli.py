@@ -144,6 +144,8 @@ def stage_command(args: argparse.Namespace) -> None:
     if getattr(args, "out", None):
         refuse_run_dir_file(run_dir, args.out)
     configs = stage_configs(args, file_config, run_dir)
+    if args.command == "bon":
+        pipeline.check_pick(configs["pick"], args.aggregate)  # before any sample is drawn, dry run included
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -170,8 +172,6 @@ def stage_command(args: argparse.Namespace) -> None:
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
         return
-    if args.command == "bon":
-        pipeline.check_pick(configs["pick"], args.aggregate)  # before any sample is drawn
     manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
     summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
