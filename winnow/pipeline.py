@@ -123,8 +123,8 @@ def best_of_n(
     aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
     ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
     pick: with ``select_by: judge``, a judge model picks instead (``winnow.rewards.pick``); a
-    row then holds ``selected_by: judge``, ``reward_pick`` (the highest reward's sample_index),
-    ``judge_calls`` and ``judge_fallbacks``.
+    row then holds ``selected_by: judge``, ``reward_pick`` (the highest reward's sample_index)
+    and ``best_reward`` (its reward), ``judge_calls`` and ``judge_fallbacks``.
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
@@ -165,6 +165,7 @@ def best_of_n(
             if chosen is not None and best is not None:
                 reward_pick = int(best[i])
                 row |= {"selected_by": "judge", "reward_pick": reward_pick if reward_pick >= 0 else None}
+                row["best_reward"] = float(rewards[i, reward_pick]) if reward_pick >= 0 else None
                 row |= {"judge_calls": chosen.calls, "judge_fallbacks": chosen.fallbacks}
             if len(head) < PREVIEW:
                 head.append(row)

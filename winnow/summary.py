@@ -227,11 +227,14 @@ def report_lines(result: dict) -> list[str]:
 def pick_line(p: dict) -> str:
     """How often the judge's pick was the reward's (``winnow.report.judges.pick_agreement``).
 
-    >>> pick_line({"agree": 3, "compared": 4, "agreement": 0.75, "judge_calls": 12, "fallbacks": 1})
-    "judge: picked the reward's pick on 3 of 4 prompts (75%); 12 judge calls, 1 reply naming no candidate"
+    >>> line = pick_line({"agree": 3, "as_good": 4, "compared": 4, "agreement": 0.75, "judge_calls": 12, "fallbacks": 1})
+    >>> line == ("judge: picked the reward's pick on 3 of 4 prompts (75%), one of the highest reward on 4; "
+    ...          "12 judge calls, 1 reply naming no candidate")
+    True
     """
     return (
-        f"judge: picked the reward's pick on {p['agree']:,} of {p['compared']:,} prompts ({_num(p['agreement'], '.0%')}); "
+        f"judge: picked the reward's pick on {p['agree']:,} of {p['compared']:,} prompts ({_num(p['agreement'], '.0%')}), "
+        f"one of the highest reward on {p['as_good']:,}; "
         f"{p['judge_calls']:,} judge calls, {p['fallbacks']:,} {'reply' if p['fallbacks'] == 1 else 'replies'} "
         "naming no candidate"
     )

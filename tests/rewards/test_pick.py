@@ -112,9 +112,14 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
     assert [r["sample_index"] for r in rows] == [shuffled(4, 0, f"p{i}")[3] for i in range(3)]
     assert [r["reward_pick"] for r in rows] == [int(np.argmax(rewards[i])) for i in range(3)]
     assert [(r["selected_by"], r["judge_calls"], r["judge_fallbacks"]) for r in rows] == [("judge", 3, 0)] * 3
+    assert [r["best_reward"] for r in rows] == [float(np.max(rewards[i])) for i in range(3)]
     agree = sum(r["sample_index"] == r["reward_pick"] for r in rows)
+    as_good = sum(rewards[i, r["sample_index"]] == np.max(rewards[i]) for i, r in enumerate(rows))
     out = capsys.readouterr().out
-    assert f"judge: picked the reward's pick on {agree} of 3 prompts ({agree / 3:.0%}); 9 judge calls, 0 replies" in out
+    assert (
+        f"judge: picked the reward's pick on {agree} of 3 prompts ({agree / 3:.0%}), one of the highest reward on "
+        f"{as_good}; 9 judge calls, 0 replies naming no candidate\n"
+    ) in out
     assert main(["report", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert report["judge_pick"] == {
@@ -122,6 +127,7 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
         "compared": 3,
         "agree": agree,
         "agreement": agree / 3,
+        "as_good": as_good,
         "judge_calls": 9,
         "fallbacks": 0,
     }

@@ -35,11 +35,12 @@ def pick_agreement(path: Path) -> dict | None:
     """How often a judge's pick was the reward's: None unless ``path`` holds judge picks.
 
     ``agreement`` = agree / prompts compared (those with both a judge's pick and a scored
-    completion to be the reward's pick); None when there are none.
+    completion to be the reward's pick); None when there are none. ``as_good``: prompts
+    whose judge's pick has the highest reward, the reward's pick or another tied with it.
     """
     if not path.is_file():
         return None
-    prompts = agree = compared = calls = fallbacks = 0
+    prompts = agree = as_good = compared = calls = fallbacks = 0
     with path.open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
@@ -51,6 +52,7 @@ def pick_agreement(path: Path) -> dict | None:
             if row["sample_index"] is not None and row["reward_pick"] is not None:
                 compared += 1
                 agree += row["sample_index"] == row["reward_pick"]
+                as_good += row["reward"] == row["best_reward"]  # rewards tie often: another sample as good
     if not prompts:
         return None
     return {
@@ -58,6 +60,7 @@ def pick_agreement(path: Path) -> dict | None:
         "compared": compared,
         "agree": agree,
         "agreement": agree / compared if compared else None,
+        "as_good": as_good,
         "judge_calls": calls,
         "fallbacks": fallbacks,
     }
@@ -89,7 +92,8 @@ def judges_markdown(r: dict) -> list[str]:
             "## A judge that picks",
             "",
             f"The judge's pick was also the reward's pick on {pick['agree']} of {pick['compared']} prompts "
-            f"({share}); {pick['judge_calls']} judge calls, {pick['fallbacks']} windows whose reply named no "
+            f"({share}), and had the highest reward (the reward's pick or one tied with it) on {pick['as_good']}; "
+            f"{pick['judge_calls']} judge calls, {pick['fallbacks']} windows whose reply named no "
             "candidate (the window's highest reward taken instead).",
             "",
         ]
