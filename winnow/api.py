@@ -343,7 +343,7 @@ def _score_section(given: ScoreConfig | dict | None) -> tuple[ScoreConfig, Calla
     else:
         named = {**(given or {}), "reward_fn": _name(fn)}
     config = _section(ScoreConfig, named, "score")
-    if config.reward_model or config.reward_judge:
+    if config.reward_model or config.prm_model or config.reward_judge:
         raise WinnowError(
             "winnow: score.reward_fn: a Python function must be the only reward, not with a reward model or judge"
         )

@@ -22,7 +22,7 @@ from winnow.settings import build, load_yaml
 
 MAX_BOOTSTRAP_ITERS = 1_000_000
 """The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
-REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
+REWARD_FIELDS = ("reward_fn", "reward_model", "prm_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 ONLY = {"generate": ("generate",)}
 """Commands that hold a section's config without running its stage (generate's score
@@ -166,6 +166,8 @@ def stage_command(args: argparse.Namespace) -> None:
         brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
         summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
+    if getattr(args, "aggregate", None) == "prm-weighted" and not configs["score"].prm_model:
+        raise WinnowError("--aggregate prm-weighted needs a process reward model (--prm-model)")
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)

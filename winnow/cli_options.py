@@ -66,6 +66,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--batch-tokens", "score", "batch_tokens"),
         Option("--max-batch-size", "score", "max_batch_size"),
         Option("--reward-prefix-sharing", "score", "reward_prefix_sharing"),
+        Option("--prm-model", "score", "prm_model", metavar="PATH"),
+        Option("--prm-shape", "score", "prm_shape"),
+        Option("--prm-step-separator", "score", "prm_step_separator", metavar="TEXT"),
+        Option("--prm-step-tag", "score", "prm_step_tag", metavar="TOKEN"),
+        Option("--prm-labels", "score", "prm_labels", metavar="TOKEN", nargs="+"),
+        Option("--prm-aggregate", "score", "prm_aggregate"),
         Option("--reward-judge", "score", "reward_judge", metavar="URL"),
         Option("--judge-model", "score", "judge_model"),
         Option("--judge-rubric", "score", "judge_rubric", metavar="PATH"),
@@ -316,7 +322,7 @@ def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
             choices=AGGREGATES,
             default="best",
             help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
-            "reward (default: best)",
+            "reward; prm-weighted: votes weighed by the process reward model's scores (default: best)",
         )
 
 

@@ -106,15 +106,17 @@ def best_of_n(
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
     first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
-    ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``prm-weighted``
+    (votes over the answers ``answer`` extracts, weighed by the reward or by the process
+    reward model's own scores: ``winnow.select.aggregate``); a row then also holds its answer.
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
     from winnow.stream import load_scored_index, write_rows
 
-    index, rewards, _ = load_scored_index(run_dir)
+    index, rewards, manifest = load_scored_index(run_dir)
+    votes = prm_matrix(run_dir, manifest, rewards) if aggregate == "prm-weighted" else rewards
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
     best = sel.top_per_prompt(rewards) if aggregate == "best" else None
     head: list[dict] = []
@@ -125,7 +127,7 @@ def best_of_n(
                 j = int(best[i])
             else:
                 texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
-                j = sel.aggregate(texts, rewards[i], aggregate, extract=extract, equal=equal)
+                j = sel.aggregate(texts, votes[i], aggregate, extract=extract, equal=equal)
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -148,3 +150,21 @@ def best_of_n(
     finally:
         index.close()
     return count, head
+
+
+def prm_matrix(run_dir: str | Path, manifest: dict, rewards: np.ndarray) -> np.ndarray:
+    """The process reward model's own scores (M, C) in a scored run: ``rewards`` where it is
+    the only reward, else its own matrix beside the weighted sum (``rewards-<k>.npy``, k its
+    place in ``ScoreConfig.rewards()``)."""
+    from winnow.stream import verified_shard
+
+    stored = manifest["config"]["score"]
+    if not stored.get("prm_model"):
+        raise WinnowError("--aggregate prm-weighted: the run was not scored with a process reward model (--prm-model)")
+    components = manifest.get("components")
+    if not components:
+        return rewards
+    k = len(components) - 1 - (1 if stored.get("reward_judge") else 0)  # in weight order, only a judge follows it
+    path = Path(run_dir) / "score" / components[k]["file"]
+    verified_shard(path, manifest["files"].get(components[k]["file"]), stage="score")
+    return np.load(path)
