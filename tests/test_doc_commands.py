@@ -1,7 +1,8 @@
 """The ``winnow ...`` commands written in README.md and docs/ run as written, on tiny models.
 
 Each command is taken from the fenced bash blocks, in document order, in one working
-folder: ``smollm2`` becomes the tiny policy, ``path/to/rm`` the tiny reward model, and
+folder: ``smollm2`` becomes the tiny policy, ``path/to/rm`` the tiny reward model,
+``path/to/prm`` the tiny process reward model, and
 ``vader`` the ``length`` reward (VADER scores a tiny model's noise 0 throughout: no pairs). Commands
 that need what a test machine lacks are skipped by an explicit rule with its reason, and
 the skip list is asserted, so a new example is either run or named here.
@@ -94,7 +95,7 @@ generate (and a length-scored one for a report) from the prompts file of their s
 
 
 @pytest.mark.docs
-def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, monkeypatch):
+def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, tiny_prm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"say something about {i}"} for i in range(3)])
     (tmp_path / "my_rewards.py").write_text(REWARDS)
@@ -120,7 +121,12 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
                 skipped.append(command)
                 skipped_dirs.add(run_dir)
                 continue
-            swap = {"smollm2": str(tiny_policy), "path/to/rm": str(tiny_reward_model), "vader": "length"}
+            swap = {
+                "smollm2": str(tiny_policy),
+                "path/to/rm": str(tiny_reward_model),
+                "path/to/prm": str(tiny_prm),
+                "vader": "length",
+            }
             # a tiny random model never ends a completion: --drop-truncated would leave nothing
             argv = [swap.get(a, a) for a in shlex.split(command)[1:] if a != "--drop-truncated"]
             argv = fresh_copy_for_alternatives(argv)
