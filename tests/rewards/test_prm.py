@@ -243,3 +243,23 @@ def test_bad_prm_config_is_one_line_before_any_work(models, stepped_run, tmp_pat
         one_error=True,
     )
     assert not (tmp_path / "r2").exists()
+
+
+def test_the_server_scores_with_the_same_applier(models):
+    """``winnow serve --prm-model``: the server's applier rewards each candidate by its steps
+    and hands the step scores back with it; ``prm-weighted`` is refused by name (``bon``'s)."""
+    from winnow.config import ScoreConfig
+    from winnow.serve.answer import check_aggregate
+    from winnow.serve.reward import server_applier
+    from winnow.serve.work import ApiError
+
+    folder = str(models["math-shepherd"])
+    applier = server_applier(ScoreConfig(prm_model=folder, prm_aggregate="mean", device="cpu"))
+    got = applier.apply(PROMPTS, COMPLETIONS, {"prompt_ids": ["a", "b"], "sample_indices": [0, 0]})
+    steps = load(folder).step_rewards(PROMPTS, COMPLETIONS)
+    for i in range(2):
+        np.testing.assert_allclose(got.paths[i]["step_scores"], steps[i], rtol=0, atol=1e-6)  # type: ignore[arg-type]
+        assert got.total[i] == pytest.approx(np.mean(got.paths[i]["step_scores"]), rel=1e-12)
+    with pytest.raises(ApiError, match="aggregate 'prm-weighted' is not available on this server yet") as e:
+        check_aggregate("prm-weighted", rewarded=True)
+    assert e.value.param == "aggregate"
