@@ -157,8 +157,6 @@ class ScoreConfig:
         """The fields that decide the rewards, stored and compared on resume."""
         # how fast and how long, never what: processes, time limits and retries may change on resume
         out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
-        if not self.prm_model:  # without a process reward model its options mean nothing (and hashes stay as they were)
-            out = {k: v for k, v in out.items() if not k.startswith("prm_")}
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
         return out
