@@ -1,4 +1,4 @@
-"""``winnow eval`` and ``winnow run --eval-prompts`` (``winnow.evaluate``): every figure checked
+"""``winnow eval`` and ``winnow run --eval-prompts`` (``winnow.evaluation``): every figure checked
 against the rewards computed by hand from the run dirs' completions, the interval against
 ``paired_bootstrap`` on the two matrices, resume, bad input, and the curve across rounds."""
 
@@ -169,3 +169,20 @@ def test_run_with_eval_prompts_draws_the_curve_across_two_rounds(workdir, tiny_p
     assert json.loads(Path("run/report/report.json").read_text())["eval"] == result
     assert Path("run/report/eval_curve.png").stat().st_size > 5_000
     assert Path("run/round-2/report/report.md").exists()  # each round's own report, as before
+
+
+def count_e(prompts, completions, **kw):
+    return [float(c.count("e")) for c in completions]
+
+
+def test_the_python_api_gives_what_the_command_gives(workdir, tiny_policy):
+    import winnow
+
+    assert main(eval_cmd(workdir, workdir / "cli", tiny_policy)) == 0
+    sampling = {"n": N, "max_new_tokens": 8, "shard_size": 1, "batch_size": 1, "device": "cpu", "seed": 3}
+    score = {"reward_fn": count_e, "pass_threshold": THRESHOLD}
+    got = winnow.evaluate(
+        workdir / "api", workdir / "prompts.jsonl", model=str(tiny_policy), generate=sampling, score=score
+    )
+    assert got == json.loads((workdir / "cli/eval.json").read_text())
+    assert got["gains"] == [] and [m["name"] for m in got["models"]] == ["model"]

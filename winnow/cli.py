@@ -196,9 +196,9 @@ def stage_command(args: argparse.Namespace) -> None:
 
 
 def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> None:
-    """``winnow eval``: the model (and --baseline) on the prompts, into RUN_DIR (``winnow.evaluate``);
+    """``winnow eval``: the model (and --baseline) on the prompts, into RUN_DIR (``winnow.evaluation``);
     prints its lines, or with ``as_json`` eval.json's dict."""
-    from winnow.evaluate import eval_models, evaluate
+    from winnow.evaluation import eval_models, evaluate
     from winnow.report import evals
 
     models = eval_models(configs["generate"], configs["eval"])

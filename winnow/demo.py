@@ -6,7 +6,7 @@
    fine-tuned on those rows. With ``rounds=R``, round r samples from round r-1's
    checkpoint and chooses among the candidates of every round so far (``winnow.rounds``).
 3. The starting model and each round's checkpoint sample the held-out prompts
-   (``winnow.evaluate``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report
+   (``winnow.evaluation``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report
    gives each mean reward, a paired bootstrap 95% interval for each gain, three held-out
    prompts answered by the starting and the last model side by side, and the length and
    diversity of what selection kept and of what each model writes.
@@ -26,7 +26,7 @@ import numpy as np
 
 from winnow import figures, report, stages
 from winnow.config import EvalConfig, GenerateConfig, RoundsConfig, ScoreConfig, SelectConfig, TrainConfig
-from winnow.evaluate import evaluate, model_dir
+from winnow.evaluation import evaluate, model_dir
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
@@ -177,7 +177,7 @@ def train_stats(train_dir: Path, r: int) -> dict:
 
 def write_report(run_dir: Path, evaluated: dict, rounds: int, timings: dict, peaks: dict) -> dict:
     """Tables (report.md, report.json) and plot (rewards.png) of every model's held-out rewards;
-    ``evaluated``: the held-out evaluation's result (``winnow.evaluate``), its figures as they are."""
+    ``evaluated``: the held-out evaluation's result (``winnow.evaluation``), its figures as they are."""
     names = [m["name"] for m in evaluated["models"]]
     evals = {name: heldout(run_dir, name) for name in names}
     train_dir = run_dir / "train"

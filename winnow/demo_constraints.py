@@ -9,7 +9,7 @@
 3. ``--strategy passing`` keeps up to K passing completions per prompt; the starting
    checkpoint is fine-tuned on them.
 4. The starting and the fine-tuned model answer the held-out prompts (topics the training
-   prompts do not use; ``winnow.evaluate``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report gives each one's strict pass rate of single samples,
+   prompts do not use; ``winnow.evaluation``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report gives each one's strict pass rate of single samples,
    the gain with a paired bootstrap 95% interval (prompts resampled), the training run's
    pass@k and what adaptive sampling saved against a fixed MAX.
 Every step goes through the same stage functions as ``winnow run``, so a rerun resumes.
@@ -29,7 +29,7 @@ from winnow import figures, report, stages
 from winnow.adaptive import sample_adaptive, score_adaptive
 from winnow.config import AdaptiveConfig, EvalConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
 from winnow.demo import _timed, cost_summary
-from winnow.evaluate import evaluate, model_dir
+from winnow.evaluation import evaluate, model_dir
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
@@ -114,7 +114,7 @@ def by_family(prompts, rates: np.ndarray) -> dict[str, float]:
 
 
 def write_report(run_dir: Path, evaluated: dict, train_report: dict, timings: dict, peaks: dict) -> dict:
-    """``evaluated``: the held-out evaluation's result (``winnow.evaluate``), its figures as they are."""
+    """``evaluated``: the held-out evaluation's result (``winnow.evaluation``), its figures as they are."""
     names = [m["name"] for m in evaluated["models"]]
     rates = {name: pass_rates(run_dir, name) for name in names}
     prompts = rates[names[0]][0]

@@ -93,8 +93,8 @@ def _held_out(config) -> list | None:
 def evaluate_run(run_dir: str | Path, prompts, configs: dict, checkpoints: list[str], *, reward=None) -> dict:
     """The starting model (sft.model) and each round's checkpoint, in order, evaluated on the
     held-out ``prompts`` with the generate config, seed included, in ``RUN_DIR/eval/``
-    (``winnow.evaluate``); returns eval.json's dict."""
-    from winnow.evaluate import evaluate
+    (``winnow.evaluation``); returns eval.json's dict."""
+    from winnow.evaluation import evaluate
     from winnow.report.evals import FOLDER
 
     models = {"start": configs["sft"].model, **{f"round {r}": c for r, c in enumerate(checkpoints, start=1)}}

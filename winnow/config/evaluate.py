@@ -13,7 +13,7 @@ MAX_BOOTSTRAP_ITERS = 1_000_000
 
 @dataclass
 class EvalConfig:
-    """Held-out evaluation (``winnow.evaluate``): each model samples the same prompts with the
+    """Held-out evaluation (``winnow.evaluation``): each model samples the same prompts with the
     generate section's options and seed, the score section's reward scores them; the result
     is each model's mean reward (and pass@1, pass@k with ``score.pass_threshold``) and each
     gain with a paired bootstrap 95% interval, prompts resampled."""

@@ -1,7 +1,7 @@
 """Held-out evaluation as tables and a curve: what ``winnow eval`` writes, and the section
 ``winnow report`` adds for a run evaluated with ``--eval-prompts`` (``RUN_DIR/eval/eval.json``).
 
-The numbers are computed by ``winnow.evaluate``; this module only reads and draws them.
+The numbers are computed by ``winnow.evaluation``; this module only reads and draws them.
 """
 
 from __future__ import annotations
