@@ -110,11 +110,16 @@ def evaluate(
 
 def summarize(out: str | Path, models: dict[str, str], *, threshold: float | None, iters: int, seed: int) -> dict:
     """eval.json's dict from the models' finished score stages under ``out``."""
-    matrices = {name: load_scored(model_dir(out, name))[2] for name in models}
-    shapes = {m.shape for m in matrices.values()}
-    if len(shapes) != 1:
-        raise WinnowError(f"{out}: the models' reward matrices differ in shape {sorted(shapes)}; rerun in a new folder")
-    ((prompts, n),) = shapes
+    loaded = {name: load_scored(model_dir(out, name)) for name in models}
+    ids = {name: [p.id for p in prompts] for name, (prompts, *_) in loaded.items()}
+    first = next(iter(models))
+    for name in models:  # the gains pair prompts by row: every model's rows must be the same prompts
+        if ids[name] != ids[first]:
+            raise WinnowError(
+                f"{model_dir(out, name)}: not the prompts of {model_dir(out, first)}; evaluate into a new folder"
+            )
+    matrices = {name: rewards for name, (_, _, rewards, _) in loaded.items()}
+    prompts, n = matrices[first].shape
     means = {name: _prompt_means(r) for name, r in matrices.items()}
     rates = {name: sel.pass_rates(r, threshold) for name, r in matrices.items()} if threshold is not None else {}
     result = {
