@@ -11,9 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fails, flags, read_rows, rounds_cmd, start_held, tree_digest, wait_for, write_jsonl
+from helpers import (
+    HAND_RUN,
+    fails,
+    flags,
+    make_run,
+    read_rows,
+    rounds_cmd,
+    start_held,
+    tree_digest,
+    wait_for,
+    write_jsonl,
+)
 
 from winnow.cli import main
+from winnow.evaluation import summarize, write
 from winnow.report.passk import bootstrap_band
 from winnow.report.stats import paired_bootstrap
 
@@ -30,6 +42,32 @@ WORKDIR_FILES = {
 @pytest.fixture(autouse=True)
 def _threads(one_thread):
     yield
+
+
+def test_the_figures_of_two_hand_made_runs(tmp_path):
+    # HAND_RUN's rewards: p0 [0.5, 0.5, -0.5], p1 [1.0, 0.0, 0.2], p2 [0.1, 0.3, unscored]; "after" adds 0.1
+    after = {p: [(t, n, f, r + 0.1) for t, n, f, r in row] for p, row in HAND_RUN.items()}
+    make_run(tmp_path / "before")
+    make_run(tmp_path / "after", after)
+    result = summarize(tmp_path, {"before": "a", "after": "b"}, threshold=0.25, iters=1000, seed=0)
+    before, later = result["models"]
+    assert (before["name"], before["completions"], before["scored"]) == ("before", 9, 8)
+    assert before["mean_reward"] == pytest.approx(2.1 / 8) and later["mean_reward"] == pytest.approx(2.9 / 8)
+    # passing at 0.25: p0 2 of 3, p1 1 of 3, p2 1 of its 2 scored; after: 2 of 3, 2 of 3, 1 of 2
+    assert before["pass_at_1"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 2) / 3)
+    assert later["pass_at_1"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3)
+    # pass@k over the fully scored prompts p0 (c=2) and p1 (c=1) of n=3
+    assert before["pass_at_k"]["rows"] == 2
+    assert before["pass_at_k"]["mean"] == pytest.approx([1 / 2, (1 + 2 / 3) / 2, 1.0])
+    (gain,) = result["gains"]
+    means = [np.array([0.5 / 3, 1.2 / 3, 0.2]), np.array([0.8 / 3, 1.5 / 3, 0.3])]
+    assert gain["gain"] == pytest.approx(0.1)
+    assert gain["ci95"] == pytest.approx(list(paired_bootstrap(*means, iters=1000)))
+    assert gain["pass_at_1_gain"] == pytest.approx(1 / 9)
+    write(tmp_path, result)
+    table = (tmp_path / "eval.md").read_text()
+    assert "| before | a | 0.263 |" in table and "| after over before | +0.100 |" in table
+    assert json.loads((tmp_path / "eval.json").read_text()) == result
 
 
 def eval_cmd(workdir: Path, out: Path, model: Path, *extra: str, baseline: Path | None = None) -> list[str]:
