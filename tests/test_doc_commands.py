@@ -33,6 +33,7 @@ SKIP = {
     "--config": "needs the user's YAML file",
     "--push-to-hub": "uploads to the Hugging Face Hub: a network and a token (tests/test_export.py checks the folder)",
     "$": "uses shell variables",
+    "runs/demo/": "reads the checkpoint of a finished `winnow demo` (tests/test_demo_slow.py)",
     "--strategy passing": "a tiny random model seldom passes a verifier, leaving nothing to fine-tune on "
     "(tests/test_adaptive.py runs adaptive sampling with a scripted reward)",
 }
@@ -79,6 +80,7 @@ FILES = {
             "entry_point": "add",
         }
     ],
+    "heldout.jsonl": [{"id": f"h{i}", "prompt": f"say something new about {i}"} for i in range(3)],
     "mmlu.jsonl": [{"id": "m0", "prompt": "Which is a colour? (A) dog (B) red", "gold": "B"}],
     "evals.jsonl": [{"id": "e0", "question": "What is 2 + 2?", "answer": "2 + 2 is 4, so the answer is 4."}],
     "responses.jsonl": [{"prompt_id": f"p{i}", "text": f"about {i}, twice: {j}"} for i in range(3) for j in range(2)],

@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report | export.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | eval | demo | report | export.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -103,7 +104,8 @@ def verify_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from winnow.report import rounds_to_report, run_report
+    from winnow.report import evals, rounds_to_report, run_report
+    from winnow.report.run import eval_report
 
     if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
         raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
@@ -111,6 +113,9 @@ def report_command(args: argparse.Namespace) -> None:
         raise WinnowError(f"--seed {problem}")
     options = {"iters": args.bootstrap_iters, "seed": args.seed, "pass_threshold": args.pass_threshold}
     rounds = rounds_to_report(args.run_dir)
+    if rounds and (evaluated := eval_report(args.run_dir, args.out)):  # first: the rounds' go inside its folder
+        folder = Path(args.out or f"{args.run_dir}/report")
+        print("\n".join(evals.lines(evaluated, *(folder / f for f in ("report.md", "report.json", evals.CURVE)))))
     for r in rounds:  # the folder of a --rounds run: each round's report, under its name
         out = f"{args.out}/round-{r}" if args.out else f"{args.run_dir}/round-{r}/report"
         print(f"round-{r}:")
@@ -156,6 +161,10 @@ def stage_command(args: argparse.Namespace) -> None:
             prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
             id_column=args.id_column or file_config.get("id_column", "id"),
         )
+    if args.command == "eval":
+        assert prompts is not None
+        evaluate_command(run_dir, prompts, configs, as_json=args.json)
+        return
     if args.command == "import":
         from winnow.importer import import_completions
 
@@ -181,6 +190,31 @@ def stage_command(args: argparse.Namespace) -> None:
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
         summary.print_stages(manifests, run_dir, as_json=args.json)
+    if "eval" in configs and configs["eval"].prompts and not args.json:
+        from winnow.report import evals
+
+        out = Path(run_dir) / evals.FOLDER
+        print("\n".join(evals.lines(evals.read(run_dir) or {}, *(out / name for name in evals.FILES))))
+
+
+def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> None:
+    """``winnow eval``: the model (and --baseline) on the prompts, into RUN_DIR (``winnow.evaluation``);
+    prints its lines, or with ``as_json`` eval.json's dict."""
+    from winnow.evaluation import eval_models, evaluate
+    from winnow.report import evals
+
+    models = eval_models(configs["generate"], configs["eval"])
+    result = evaluate(
+        run_dir,
+        prompts,
+        models,
+        configs["generate"],
+        configs["score"],
+        configs["eval"],
+        executor=configs.get("executor"),
+    )
+    files = (Path(run_dir) / name for name in evals.FILES)
+    print(json.dumps(result, indent=2) if as_json else "\n".join(evals.lines(result, *files)))
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:

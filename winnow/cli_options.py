@@ -148,6 +148,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--gpus-per-worker", "executor", "gpus_per_worker"),
         Option("--shard-retries", "executor", "retries"),
     ],
+    "eval": [
+        Option("--eval-prompts", "eval", "prompts", metavar="PATH"),
+        Option("--baseline", "eval", "baseline", metavar="PATH"),
+        Option("--bootstrap-iters", "eval", "bootstrap_iters"),
+        Option("--bootstrap-seed", "eval", "bootstrap_seed"),
+    ],
     "dpo": [
         Option("--dpo-model", "dpo", "model", metavar="PATH"),
         Option("--lora", "dpo", "lora"),
@@ -215,22 +221,29 @@ STAGES_OF = {
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor"],
     "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
     "import": ["import"],
+    "eval": ["generate", "score", "eval", "executor"],
 }
 GROUP_NOTES = {
     ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
     ("generate", "score"): "with --adaptive-step only: how the steps are scored; `winnow score` with the "
     "same options then puts RUN_DIR/score together from them",
+    ("eval", "generate"): "how each model samples the held-out prompts: --model is the model evaluated; "
+    "--baseline samples with the same options and seed",
+    ("run", "eval"): "after training, evaluate the starting model and each round's checkpoint on held-out "
+    "prompts, sampled as the generate options say (RUN_DIR/eval)",
 }
 """A line under a command's option group, where the group means something else there."""
+ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
+"""(section, field) -> the one command that takes its flag, where the section serves several."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval"}
 DRY_RUN = ("generate", "score", "run", "bon")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
 
@@ -245,6 +258,7 @@ COMMAND_HELP = {
     "dpo": "DPO on the preference pairs of select --pairs",
     "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     "import": "write a generate stage from completions made elsewhere",
+    "eval": "evaluate a checkpoint on held-out prompts: mean reward, pass@k, the gain over --baseline",
 }
 """The one-line help of each stage command (``winnow --help`` and the command's own)."""
 
@@ -259,7 +273,8 @@ def parser() -> argparse.ArgumentParser:
         for stage in stages:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for option in OPTIONS[stage]:
-                add_option(group, option, refused=name == "serve" and stage == "score")
+                if ONLY_IN.get((stage, option.field), name) == name:
+                    add_option(group, option, refused=name == "serve" and stage == "score")
         add_outputs(p, name)
     add_verify(sub)
     add_demo(sub)

@@ -357,7 +357,7 @@ def test_load_yaml_messages(tmp_path):
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
     known = (
-        "adaptive, dpo, executor, export, generate, id_column, import, prompt_column, prompts, rounds, run_dir, "
+        "adaptive, dpo, eval, executor, export, generate, id_column, import, prompt_column, prompts, rounds, run_dir, "
         "score, select, serve, sft"
     )
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
