@@ -157,12 +157,8 @@ def stage_command(args: argparse.Namespace) -> None:
             id_column=args.id_column or file_config.get("id_column", "id"),
         )
     if args.command == "import":
-        from winnow.importer import import_completions
-
-        if not args.completions:
-            raise WinnowError("--completions is required")
         assert prompts is not None
-        manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
+        manifest = import_command(args, file_config, run_dir, prompts, configs)
         brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
         summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
@@ -179,6 +175,44 @@ def stage_command(args: argparse.Namespace) -> None:
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
         summary.print_stages(manifests, run_dir, as_json=args.json)
+
+
+def import_command(args: argparse.Namespace, file_config: dict, run_dir: str, prompts: list, configs: dict) -> dict:
+    """``import --completions`` (any completions file) or ``import --openai-batch`` (a batch's
+    results, under the config's generate section); the stage's manifest."""
+    if bool(args.completions) == bool(args.openai_batch):
+        raise WinnowError("give one of --completions and --openai-batch")
+    if args.completions:
+        from winnow.importer import import_completions
+
+        if args.on_error:
+            raise WinnowError("--on-error: only with --openai-batch (every row of --completions is checked first)")
+        return import_completions(run_dir, args.completions, prompts, configs["import"])
+    from winnow.openai_batch import import_openai_batch
+
+    flags = {"on_error": args.on_error} if args.on_error else {}
+    source = args.config or "flags"
+    generate = build(SECTIONS["generate"], file_config.get("generate") or {}, flags, source=source)
+    return import_openai_batch(run_dir, args.openai_batch, prompts, generate)
+
+
+def batch_requests_command(args: argparse.Namespace) -> None:
+    """``winnow batch-requests``: the generate section's requests, one line per sample, to ``--out``."""
+    from winnow.openai_batch import batch_requests
+    from winnow.prompts import load_prompts
+
+    file_config = load_yaml(args.config) if args.config else {}
+    config = stage_configs(args, file_config, run_dir="")["generate"]
+    path = args.prompts or file_config.get("prompts")
+    if not path:
+        raise WinnowError("--prompts is required (or prompts in the config file)")
+    prompts = load_prompts(
+        path,
+        prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
+        id_column=args.id_column or file_config.get("id_column", "id"),
+    )
+    count = batch_requests(prompts, config, args.out)
+    print(f"wrote {count} requests ({len(prompts)} prompts x {config.n} x {len(config.models)} models) to {args.out}")
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
@@ -297,6 +331,7 @@ COMMANDS = {
     "verify": verify_command,
     "report": report_command,
     "export": export_command,
+    "batch-requests": batch_requests_command,
 }
 """Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 

@@ -184,9 +184,35 @@ def errors_line(r: dict) -> str | None:
     return f"failed and skipped (on_error: skip): {parts}"
 
 
+def usage_line(r: dict) -> str | None:
+    """What the API requests used, by stage, with the cost where a price was given; None
+    when no stage went through an API.
+
+    >>> usage = {"requests": 4, "prompt_tokens": 120, "completion_tokens": 64}
+    >>> usage_line({"api_usage": {"generate": {**usage, "price_per_mtok": [0.15, 0.6], "cost": 5.64e-05}}})
+    'API usage: generate 4 requests, 120 prompt + 64 completion tokens, cost 0.0000564 (0.15, 0.6 per million)'
+    >>> usage_line({"api_usage": {"judge": {**usage, "requests_without_usage": 1}}})
+    'API usage: judge 4 requests, 120 prompt + 64 completion tokens (1 reply gave no usage)'
+    """
+    parts = []
+    for stage, u in (r.get("api_usage") or {}).items():
+        text = f"{stage} {u['requests']:,} requests, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens"
+        if "cost" in u:
+            text += (
+                f", cost {u['cost']:.7f}".rstrip("0")
+                + f" ({u['price_per_mtok'][0]:g}, {u['price_per_mtok'][1]:g} per million)"
+            )
+        if u.get("requests_without_usage"):
+            n = u["requests_without_usage"]
+            text += f" ({n} {'reply gave' if n == 1 else 'replies gave'} no usage)"
+        parts.append(text)
+    return f"API usage: {'; '.join(parts)}" if parts else None
+
+
 def report_lines(result: dict) -> list[str]:
     """``winnow report``'s terminal lines (besides the best-of-n table)."""
     lines = [line] if (line := errors_line(result)) else []
+    lines += [line] if (line := usage_line(result)) else []
     for name in ("all", "selected"):
         part = result[name]
         lines.append(
