@@ -158,11 +158,10 @@ def import_openai_batch(run_dir: str | Path, output: str | Path, prompts: list[P
         if not pending and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
         stage.claim()
-        for name, rows in _shards(expected, results, config):
-            if name in pending:
+        for name, rows, keys in _shards(expected, results, config):
+            if name in pending:  # a failed prompt has no rows: the keys it may hold, as the backend's
                 write_shard(stage.dir, name, rows, config_hash=stage.hash)
-                keys = {(r["prompt_id"], r["sample_index"]) for r in rows if ERROR not in r}
-                stage.record_shard(name, keys, exact=True)
+                stage.record_shard(name, keys, exact=False)
         errors = stage.errors(names)
         refuse_errors(stage, errors, accepted=accepted_errors(config))
         num_completions, skipped, usage = count_streamed(stage, names, prompts, len(config.models))
@@ -176,13 +175,14 @@ def import_openai_batch(run_dir: str | Path, output: str | Path, prompts: list[P
             skipped_prompts=skipped,
             errors=len(errors),
             usage=usage.record(config.price_per_mtok),
-            source={"openai_batch": str(source), "sha256": sha256_file(source), "rows": len(results)},
+            source={"path": str(source), "sha256": sha256_file(source), "rows": len(results), "kind": "openai_batch"},
         )
 
 
 def _shards(expected: dict[str, Slot], results: dict[str, Result], config: GenerateConfig):
-    """(shard name, rows) in order, rows as the openai backend's worker makes them: the
-    error row of each failed prompt first, then each kept prompt's completions by sample."""
+    """(shard name, rows, the keys it may hold) in order, rows as the openai backend's worker
+    makes them: the error row of each failed prompt first, then each kept prompt's
+    completions by sample."""
     by_shard: dict[str, list[tuple[str, Slot]]] = {}
     for cid, slot in expected.items():
         by_shard.setdefault(slot.shard, []).append((cid, slot))
@@ -209,7 +209,7 @@ def _shards(expected: dict[str, Slot], results: dict[str, Result], config: Gener
             ).to_row()
             row["usage"] = got.usage
             rows.append(row)
-        yield name, rows
+        yield name, rows, {(slot.prompt.id, slot.sample_index) for _, slot in entries}
 
 
 def read_results(source: Path, expected: dict[str, Slot], *, max_tokens: int, endpoint: str) -> dict[str, Result]:
