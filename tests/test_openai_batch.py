@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from helpers import write_jsonl
-from serving import FakeServer
+from serving import FakeServer, serve_process, wait_healthy
 
 from winnow.cli import main
 from winnow.generate.openai_api import request_seed
@@ -92,7 +93,10 @@ def test_round_trip_makes_the_stage_the_openai_backend_makes(folder, capsys):
         assert main(["batch-requests", "--config", str(config), "--out", str(folder / "batch.jsonl")]) == 0
         answer_all(folder / "batch.jsonl", fake.url, folder / "results.jsonl", shuffle=3)
         assert main(["generate", "--config", str(config), "--run-dir", str(folder / "backend")]) == 0
-    argv = ["import", "--openai-batch", str(folder / "results.jsonl"), "--config", str(config)]
+    # the config batch-requests keeps beside the batch: the same generate section, every field
+    beside = folder / "batch.config.yaml"
+    assert yaml.safe_load(beside.read_text())["generate"]["seed"] == 7
+    argv = ["import", "--openai-batch", str(folder / "results.jsonl"), "--config", str(beside)]
     assert main([*argv, "--run-dir", str(folder / "batch")]) == 0
     assert stage_files(folder / "batch") == stage_files(folder / "backend")
     manifest = json.loads((folder / "batch" / "generate" / "manifest.json").read_text())
@@ -199,3 +203,31 @@ def test_skip_records_failed_and_missing_requests_and_keeps_the_rest(folder, cap
     assert (manifest["errors"], manifest["num_completions"], manifest["usage"]["requests"]) == (2, 3, 3)
     assert main(["verify", str(folder / "run")]) == 0
     capsys.readouterr()
+
+
+def test_round_trip_through_winnow_serve_then_score_and_select(tmp_path, tiny_policy):
+    """A real model behind ``winnow serve`` answers the batch's lines one by one; with n = 1
+    the openai backend asks for the same samples with the same seeds, so the two stages, the
+    scores and the selection are the same."""
+    write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"q{i}", "prompt": f"tell me about {i}"} for i in range(4)])
+    model = str(tiny_policy)
+    with serve_process(["--model", model, "--device", "cpu", "--max-tokens", "64"]) as (url, proc):
+        wait_healthy(url, proc)
+        flags = ["--prompts", str(tmp_path / "prompts.jsonl"), "--backend", "openai", "--base-url", f"{url}/v1"]
+        flags += ["--model", model, "--n", "1", "--max-new-tokens", "5", "--shard-size", "3", "--seed", "11"]
+        assert main(["batch-requests", *flags, "--out", str(tmp_path / "batch.jsonl")]) == 0
+        answer_all(tmp_path / "batch.jsonl", f"{url}/v1", tmp_path / "results.jsonl", shuffle=1)
+        # one request at a time, as the lines were answered: winnow serve samples a batch of
+        # concurrent requests with the first one's seed
+        assert main(["generate", *flags, "--concurrency", "1", "--run-dir", str(tmp_path / "backend")]) == 0
+    config = str(tmp_path / "batch.config.yaml")
+    argv = ["import", "--openai-batch", str(tmp_path / "results.jsonl"), "--config", config]
+    assert main([*argv, "--run-dir", str(tmp_path / "batch")]) == 0
+    assert stage_files(tmp_path / "batch") == stage_files(tmp_path / "backend")
+    for run in ("batch", "backend"):
+        assert main(["score", "--run-dir", str(tmp_path / run), "--reward-fn", "length"]) == 0
+        assert main(["select", "--run-dir", str(tmp_path / run), "--strategy", "top_k_overall", "--k", "2"]) == 0
+    for name in ("score/rewards.npy", "select/selected.jsonl"):
+        assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "backend" / name).read_bytes()
+    manifest = json.loads((tmp_path / "batch" / "generate" / "manifest.json").read_text())
+    assert manifest["usage"]["requests"] == 4 and manifest["usage"]["prompt_tokens"] > 0

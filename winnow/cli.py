@@ -198,7 +198,7 @@ def import_command(args: argparse.Namespace, file_config: dict, run_dir: str, pr
 
 def batch_requests_command(args: argparse.Namespace) -> None:
     """``winnow batch-requests``: the generate section's requests, one line per sample, to ``--out``."""
-    from winnow.openai_batch import batch_requests
+    from winnow.openai_batch import batch_requests, write_config
     from winnow.prompts import load_prompts
 
     file_config = load_yaml(args.config) if args.config else {}
@@ -206,13 +206,13 @@ def batch_requests_command(args: argparse.Namespace) -> None:
     path = args.prompts or file_config.get("prompts")
     if not path:
         raise WinnowError("--prompts is required (or prompts in the config file)")
-    prompts = load_prompts(
-        path,
-        prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
-        id_column=args.id_column or file_config.get("id_column", "id"),
-    )
+    source = {"prompts": path, "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt")}
+    source["id_column"] = args.id_column or file_config.get("id_column", "id")
+    prompts = load_prompts(path, prompt_column=source["prompt_column"], id_column=source["id_column"])
     count = batch_requests(prompts, config, args.out)
+    beside = write_config(args.out, config, source)
     print(f"wrote {count} requests ({len(prompts)} prompts x {config.n} x {len(config.models)} models) to {args.out}")
+    print(f"its config: {beside} (import the results with `winnow import --openai-batch FILE --config {beside}`)")
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:

@@ -30,7 +30,7 @@ is not the batch's.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from winnow.config import GenerateConfig
@@ -38,7 +38,7 @@ from winnow.errors import WinnowError, where
 from winnow.executors import ERROR, write_shard
 from winnow.generate.contract import Sampling, sampling_of
 from winnow.generate.openai_api import OpenAIBackend, endpoint_of, request_seed
-from winnow.records import Completion, Prompt, atomic_write_jsonl, read_jsonl, sha256_file
+from winnow.records import Completion, Prompt, atomic_write_jsonl, atomic_write_text, read_jsonl, sha256_file
 from winnow.remote import InvalidReply, generate_client
 from winnow.replies import Choice, parse_choices, usage_of
 from winnow.rundir import Stage, refuse_errors
@@ -106,6 +106,24 @@ def batch_requests(prompts: list[Prompt], config: GenerateConfig, out: str | Pat
     lines = [_line(backends[s.model_index], s, sampling) for s in slots(prompts, config)]
     atomic_write_jsonl(Path(out), lines)
     return len(lines)
+
+
+def config_beside(out: str | Path) -> Path:
+    """Where ``batch-requests`` keeps the config of the batch at ``out``: ``batch.jsonl`` ->
+    ``batch.config.yaml``."""
+    return Path(out).with_suffix(".config.yaml")
+
+
+def write_config(out: str | Path, config: GenerateConfig, prompts: dict) -> Path:
+    """The YAML file ``import --openai-batch --config`` reads back: ``prompts`` (its
+    ``prompts``, ``prompt_column`` and ``id_column``, the path made absolute) and the generate
+    section the requests were made with, every field. Returns its path."""
+    import yaml
+
+    path = config_beside(out)
+    data = {**prompts, "prompts": str(Path(prompts["prompts"]).resolve()), "generate": asdict(config)}
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def _line(backend: OpenAIBackend, slot: Slot, sampling: Sampling) -> dict:
