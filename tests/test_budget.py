@@ -5,8 +5,10 @@ manifests (generate's, the judge's) and in ``winnow report``."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -18,18 +20,23 @@ from winnow.budget import Pacer, Usage, estimate_tokens
 from winnow.cli import main
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(10)]
-SLACK = 0.04
-"""Seconds a gap may fall short of its limit: arrival times at the server are measured after
-the request crossed a socket, so two requests' gaps differ by their transit times (on a
-shared 2-core machine, tens of milliseconds)."""
+SLACK = 0.15
+"""Seconds the span of the arrivals may fall short of what the limits ask for. Arrival times
+are taken at the server, after each request crossed a socket and waited for a thread of a
+process on 2 cores shared with others (load 15 was seen): one arrival may come a tenth of a
+second late, which shortens the span when it is the first. The event loop's own times are
+checked exactly in ``test_the_pacer_spaces_waiters_by_the_clock_and_books_what_a_reply_used``."""
 
 
-def assert_spaced(arrived: list[float], gap: float) -> None:
-    """Requests arrived ``gap`` seconds apart: every gap after the first (the first request
-    also opens the connection, so the second may catch it up), and the whole span."""
-    gaps = [b - a for a, b in itertools.pairwise(arrived)]
-    assert min(gaps[1:]) >= gap - SLACK, gaps
-    assert arrived[-1] - arrived[1] >= (len(arrived) - 2) * gap - SLACK, gaps
+def assert_spaced(arrived: list[float], gaps: list[float]) -> None:
+    """Requests arrived ``gaps[k]`` seconds after request k (each gap the limits ask for):
+    over the whole span, and in the median gap, which one late arrival does not move (it
+    shortens the gap after it and lengthens the one before). Requests sent without a limit
+    arrive in clumps: a median gap near 0."""
+    arrived = sorted(arrived)
+    actual = [b - a for a, b in itertools.pairwise(arrived)]
+    assert arrived[-1] - arrived[0] >= sum(gaps) - SLACK, (actual, gaps)
+    assert statistics.median(a / g for a, g in zip(actual, gaps, strict=True)) >= 0.8, (actual, gaps)
 
 
 @pytest.fixture()
@@ -69,14 +76,13 @@ def test_requests_per_minute_spaces_the_requests_and_changes_no_row(folder):
     server, arrived = timed()
     with server as fake:
         assert generate(folder, fake.url, "free") == 0
-        free = list(arrived)
+        free = [b - a for a, b in itertools.pairwise(sorted(arrived))]
         arrived.clear()
         # 600 a minute: one every 0.1 s, though 16 may be in flight at once
         assert generate(folder, fake.url, "paced", "--max-requests-per-minute", "600") == 0
     assert len(arrived) == 10
-    assert_spaced(arrived, 0.1)
-    assert arrived[-1] - arrived[0] < 0.9 + 1.0  # paced, not stalled
-    assert free[-1] - free[0] < 0.9  # without the limit the same requests go at once
+    assert_spaced(arrived, [0.1] * 9)
+    assert statistics.median(free) < 0.05, free  # without the limit they come in clumps
     assert shards(folder / "paced") == shards(folder / "free")
     assert json.loads((folder / "paced" / "generate" / "config.json").read_text()) == json.loads(
         (folder / "free" / "generate" / "config.json").read_text()
@@ -95,9 +101,7 @@ def test_tokens_per_minute_spends_each_replys_usage(folder):
     assert [r["usage"] for r in rows] == [{"prompt_tokens": 3, "completion_tokens": r["num_tokens"]} for r in rows]
     used = [3 + r["num_tokens"] for r in rows]
     assert all(u > estimate_tokens(len("prompt 0"), 4) for u in used)  # the estimate (6) would space them less
-    gaps = [b - a for a, b in itertools.pairwise(arrived)]
-    assert all(gap >= u / 100 - SLACK for gap, u in list(zip(gaps, used, strict=False))[1:]), (gaps, used)
-    assert arrived[-1] - arrived[1] >= sum(used[1:-1]) / 100 - SLACK, (gaps, used)
+    assert_spaced(arrived, [u / 100 for u in used[:-1]])
     manifest = json.loads((folder / "paced" / "generate" / "manifest.json").read_text())
     tokens = sum(r["num_tokens"] for r in rows)
     assert manifest["usage"] == {
@@ -118,7 +122,7 @@ def test_the_judge_is_paced_and_its_usage_priced_in_the_manifest_and_the_report(
         argv = ["score", "--run-dir", str(folder / "run"), *judge, "--judge-max-requests-per-minute", "600"]
         assert main([*argv, "--judge-price-per-mtok", "1,2"]) == 0
     assert len(arrived) == 10
-    assert_spaced(arrived, 0.1)
+    assert_spaced(arrived, [0.1] * 9)
     rows = [json.loads(line) for p in sorted((folder / "run" / "score").glob("shard-*")) for line in p.open()]
     usage = Usage.of_rows(r["judge_usage"] for r in rows)
     assert usage.requests == 10 and usage.prompt_tokens == 30  # the fake's 3 prompt tokens a request
@@ -138,15 +142,29 @@ def test_the_judge_is_paced_and_its_usage_priced_in_the_manifest_and_the_report(
     assert line in (folder / "run" / "report" / "report.md").read_text()
 
 
-def test_the_pacer_books_starts_in_order_and_gives_back_what_a_reply_did_not_use():
-    now = [0.0]
-    pacer = Pacer(tokens_per_minute=60, clock=lambda: now[0])  # one token a second
-    assert [pacer.reserve(10), pacer.reserve(10)] == [0.0, 10.0]
-    pacer.settle(10, 4)  # the first used 4: the third may start 6 s sooner
-    assert pacer.reserve(1) == 14.0
-    pacer.settle(1, None)  # a reply without usage: its estimate stands
-    now[0] = 30.0
-    assert pacer.reserve(1) == 30.0  # never before now
+def test_the_pacer_spaces_waiters_by_the_clock_and_books_what_a_reply_used():
+    """No server: waits timed by the event loop's own clock (a fast, exact check of what the
+    server-side tests see through a socket)."""
+    pacer = Pacer(requests_per_minute=1200)  # one every 0.05 s
+
+    async def five() -> list[float]:
+        times: list[float] = []
+
+        async def one() -> None:
+            await pacer.wait(0)
+            times.append(time.monotonic())
+
+        await asyncio.gather(*(one() for _ in range(5)))
+        return times
+
+    times = asyncio.run(five())
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.05 - 0.005, times
+    tokens = Pacer(tokens_per_minute=60)  # one token a second
+    tokens.book(10, at=0.0)
+    tokens.settle(10, None)  # a reply without usage: its estimate stands
+    assert tokens.ready_at() == 10.0
+    tokens.settle(10, 4)  # it used 4
+    assert tokens.ready_at() == 4.0
     assert not Pacer().limited
 
 

@@ -1,8 +1,8 @@
 """API requests within a per-minute budget, and what they used and cost.
 
 **Pacing** (``Pacer``): ``max_requests_per_minute`` R and ``max_tokens_per_minute`` T are
-kept by virtual scheduling (a leaky bucket with no burst): each request is given the
-earliest start that keeps both, in the order requests ask, and waits for it.
+kept as a leaky bucket with no burst: a request waits until both allow it, and is booked
+against both as it goes.
 
 - requests: starts are at least 60/R seconds apart, so no minute (and no second, as
   providers that enforce a limit per second count it) holds more than its share;
@@ -49,14 +49,13 @@ class Pacer:
 
     ``clock``: seconds, monotonic (tests pass their own); ``None`` limits: no limit.
 
-    >>> now = [0.0]
-    >>> pacer = Pacer(requests_per_minute=60, tokens_per_minute=600, clock=lambda: now[0])
-    >>> [pacer.reserve(5) for _ in range(3)]  # 1 s apart for requests; 5 tokens take 0.5 s
-    [0.0, 1.0, 2.0]
-    >>> pacer.reserve(100)  # 100 tokens: 10 s of the budget from its start
-    3.0
-    >>> pacer.reserve(5)
-    13.0
+    >>> pacer = Pacer(requests_per_minute=60, tokens_per_minute=600)  # 1 s a request; 10 tokens a second
+    >>> pacer.book(5, at=0.0); pacer.ready_at()  # the request limit: the next at 1 s
+    1.0
+    >>> pacer.book(100, at=1.0); pacer.ready_at()  # 100 tokens: 10 s of the budget from its start
+    11.0
+    >>> pacer.settle(100, 40); pacer.ready_at()  # it used 40: the next may start 6 s sooner
+    5.0
     """
 
     def __init__(
@@ -78,13 +77,14 @@ class Pacer:
     def limited(self) -> bool:
         return bool(self.request_gap or self.token_gap)
 
-    def reserve(self, estimate: int) -> float:
-        """The start time of a request estimated at ``estimate`` tokens, booked now (callers
-        wait until then): the earliest time both limits allow, never before now."""
-        start = max(self.clock(), self.next_request, self.next_token)
-        self.next_request = start + self.request_gap
-        self.next_token = start + estimate * self.token_gap
-        return start
+    def ready_at(self) -> float:
+        """The earliest time the next request may start under both limits."""
+        return max(self.next_request, self.next_token)
+
+    def book(self, estimate: int, *, at: float) -> None:
+        """A request estimated at ``estimate`` tokens starts at ``at`` (at or after ``ready_at``)."""
+        self.next_request = at + self.request_gap
+        self.next_token = at + estimate * self.token_gap
 
     def settle(self, estimate: int, used: int | None) -> None:
         """A reply's usage replaces its request's estimate (None: the reply said nothing, the
@@ -93,12 +93,14 @@ class Pacer:
             self.next_token += (used - estimate) * self.token_gap
 
     async def wait(self, estimate: int) -> None:
-        """Book a start (``reserve``) and sleep until it."""
+        """Sleep until the limits allow a request, then book it at that moment. Booked when it
+        goes, not ahead: a caller held up (a busy event loop) delays the ones after it rather
+        than letting them through together once it is free."""
         if not self.limited:
             return
-        delay = self.reserve(estimate) - self.clock()
-        if delay > 0:
+        while (delay := self.ready_at() - self.clock()) > 0:
             await asyncio.sleep(delay)
+        self.book(estimate, at=self.clock())
 
 
 @dataclass
@@ -115,20 +117,23 @@ class Usage:
     completion_tokens: int = 0
     unreported: int = 0
 
-    def add(self, prompt_tokens: int | None, completion_tokens: int) -> None:
+    def add(self, entry: dict) -> None:
+        """One request's ``{"prompt_tokens": P, "completion_tokens": C}`` (P None: unreported)."""
         self.requests += 1
-        self.prompt_tokens += prompt_tokens or 0
-        self.completion_tokens += completion_tokens
-        self.unreported += prompt_tokens is None
+        self.prompt_tokens += entry.get("prompt_tokens") or 0
+        self.completion_tokens += entry.get("completion_tokens") or 0
+        self.unreported += entry.get("prompt_tokens") is None
 
     @classmethod
-    def of_rows(cls, rows: Iterable[dict | None]) -> Usage:
-        """The sum of ``{"prompt_tokens": P, "completion_tokens": C}`` entries (one per
-        request; None entries skipped)."""
+    def of_rows(cls, entries: Iterable[dict]) -> Usage:
+        """The sum of requests' entries.
+
+        >>> Usage.of_rows([{"prompt_tokens": 3, "completion_tokens": 4}, {"prompt_tokens": None, "completion_tokens": 2}])
+        Usage(requests=2, prompt_tokens=3, completion_tokens=6, unreported=1)
+        """
         total = cls()
-        for row in rows:
-            if row is not None:
-                total.add(row.get("prompt_tokens"), row.get("completion_tokens") or 0)
+        for entry in entries:
+            total.add(entry)
         return total
 
     def record(self, price_per_mtok: list[float] | None = None) -> dict:

@@ -320,7 +320,7 @@ class _Counted:
         for row in self.rows:
             self.count += 1
             if "usage" in row:
-                self.usage.add(row["usage"].get("prompt_tokens"), row["usage"].get("completion_tokens") or 0)
+                self.usage.add(row["usage"])
             yield row
 
 

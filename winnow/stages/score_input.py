@@ -187,7 +187,7 @@ def stream_matrices(
         counts["no_answer"] += bool(row.get("no_answer")) + row.get("no_answer_in_call", 0)
         counts["unfinished_reasoning"] += bool(row.get("unfinished_reasoning"))
         if "judge_usage" in row:
-            judged.add(row["judge_usage"].get("prompt_tokens"), row["judge_usage"].get("completion_tokens") or 0)
+            judged.add(row["judge_usage"])
     summary = {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if paths else {}
     return Streamed(matrix, parts, summary, counts, judged if judged.requests else None)
 
