@@ -148,14 +148,7 @@ def stage_command(args: argparse.Namespace) -> None:
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
 
-        path = args.prompts or file_config.get("prompts")
-        if not path:
-            raise WinnowError("--prompts is required (or prompts in the config file)")
-        prompts = load_prompts(
-            path,
-            prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
-            id_column=args.id_column or file_config.get("id_column", "id"),
-        )
+        prompts = load_prompts(**prompts_source(args, file_config))
     if args.command == "import":
         assert prompts is not None
         manifest = import_command(args, file_config, run_dir, prompts, configs)
@@ -203,16 +196,25 @@ def batch_requests_command(args: argparse.Namespace) -> None:
 
     file_config = load_yaml(args.config) if args.config else {}
     config = stage_configs(args, file_config, run_dir="")["generate"]
-    path = args.prompts or file_config.get("prompts")
-    if not path:
-        raise WinnowError("--prompts is required (or prompts in the config file)")
-    source = {"prompts": path, "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt")}
-    source["id_column"] = args.id_column or file_config.get("id_column", "id")
-    prompts = load_prompts(path, prompt_column=source["prompt_column"], id_column=source["id_column"])
+    source = prompts_source(args, file_config)
+    prompts = load_prompts(**source)
     count = batch_requests(prompts, config, args.out)
     beside = write_config(args.out, config, source)
     print(f"wrote {count} requests ({len(prompts)} prompts x {config.n} x {len(config.models)} models) to {args.out}")
     print(f"its config: {beside} (import the results with `winnow import --openai-batch FILE --config {beside}`)")
+
+
+def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
+    """Where the prompts are and which columns hold them (flags, then the config file), as
+    ``load_prompts`` takes them."""
+    path = args.prompts or file_config.get("prompts")
+    if not path:
+        raise WinnowError("--prompts is required (or prompts in the config file)")
+    return {
+        "path": path,
+        "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt"),
+        "id_column": args.id_column or file_config.get("id_column", "id"),
+    }
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:

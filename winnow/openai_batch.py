@@ -115,13 +115,18 @@ def config_beside(out: str | Path) -> Path:
 
 
 def write_config(out: str | Path, config: GenerateConfig, prompts: dict) -> Path:
-    """The YAML file ``import --openai-batch --config`` reads back: ``prompts`` (its
-    ``prompts``, ``prompt_column`` and ``id_column``, the path made absolute) and the generate
-    section the requests were made with, every field. Returns its path."""
+    """The YAML file ``import --openai-batch --config`` reads back: the prompts (``prompts``:
+    ``path``, ``prompt_column`` and ``id_column`` as ``load_prompts`` takes them; the path made
+    absolute) and the generate section the requests were made with, every field. Returns its path."""
     import yaml
 
     path = config_beside(out)
-    data = {**prompts, "prompts": str(Path(prompts["prompts"]).resolve()), "generate": asdict(config)}
+    data = {
+        "prompts": str(Path(prompts["path"]).resolve()),
+        "prompt_column": prompts["prompt_column"],
+        "id_column": prompts["id_column"],
+        "generate": asdict(config),
+    }
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
