@@ -153,25 +153,14 @@ def stage_command(args: argparse.Namespace) -> None:
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
 
-        path = args.prompts or file_config.get("prompts")
-        if not path:
-            raise WinnowError("--prompts is required (or prompts in the config file)")
-        prompts = load_prompts(
-            path,
-            prompt_column=args.prompt_column or file_config.get("prompt_column", "prompt"),
-            id_column=args.id_column or file_config.get("id_column", "id"),
-        )
+        prompts = load_prompts(**prompts_source(args, file_config))
     if args.command == "eval":
         assert prompts is not None
         evaluate_command(run_dir, prompts, configs, as_json=args.json)
         return
     if args.command == "import":
-        from winnow.importer import import_completions
-
-        if not args.completions:
-            raise WinnowError("--completions is required")
         assert prompts is not None
-        manifest = import_completions(run_dir, args.completions, prompts, configs["import"])
+        manifest = import_command(args, file_config, run_dir, prompts, configs)
         brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
         summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
@@ -215,6 +204,53 @@ def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> 
     )
     files = (Path(run_dir) / name for name in evals.FILES)
     print(json.dumps(result, indent=2) if as_json else "\n".join(evals.lines(result, *files)))
+
+
+def import_command(args: argparse.Namespace, file_config: dict, run_dir: str, prompts: list, configs: dict) -> dict:
+    """``import --completions`` (any completions file) or ``import --openai-batch`` (a batch's
+    results, under the config's generate section); the stage's manifest."""
+    if bool(args.completions) == bool(args.openai_batch):
+        raise WinnowError("give one of --completions and --openai-batch")
+    if args.completions:
+        from winnow.importer import import_completions
+
+        if args.on_error:
+            raise WinnowError("--on-error: only with --openai-batch (every row of --completions is checked first)")
+        return import_completions(run_dir, args.completions, prompts, configs["import"])
+    from winnow.openai_batch import import_openai_batch
+
+    flags = {"on_error": args.on_error} if args.on_error else {}
+    source = args.config or "flags"
+    generate = build(SECTIONS["generate"], file_config.get("generate") or {}, flags, source=source)
+    return import_openai_batch(run_dir, args.openai_batch, prompts, generate)
+
+
+def batch_requests_command(args: argparse.Namespace) -> None:
+    """``winnow batch-requests``: the generate section's requests, one line per sample, to ``--out``."""
+    from winnow.openai_batch import batch_requests, write_config
+    from winnow.prompts import load_prompts
+
+    file_config = load_yaml(args.config) if args.config else {}
+    config = stage_configs(args, file_config, run_dir="")["generate"]
+    source = prompts_source(args, file_config)
+    prompts = load_prompts(**source)
+    count = batch_requests(prompts, config, args.out)
+    beside = write_config(args.out, config, source)
+    print(f"wrote {count} requests ({len(prompts)} prompts x {config.n} x {len(config.models)} models) to {args.out}")
+    print(f"its config: {beside} (import the results with `winnow import --openai-batch FILE --config {beside}`)")
+
+
+def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
+    """Where the prompts are and which columns hold them (flags, then the config file), as
+    ``load_prompts`` takes them."""
+    path = args.prompts or file_config.get("prompts")
+    if not path:
+        raise WinnowError("--prompts is required (or prompts in the config file)")
+    return {
+        "path": path,
+        "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt"),
+        "id_column": args.id_column or file_config.get("id_column", "id"),
+    }
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
@@ -333,6 +369,7 @@ COMMANDS = {
     "verify": verify_command,
     "report": report_command,
     "export": export_command,
+    "batch-requests": batch_requests_command,
 }
 """Subcommand -> the function that runs it (flat dispatch: one entry per command)."""
 

@@ -56,6 +56,9 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--concurrency", "generate", "concurrency"),
         Option("--request-timeout", "generate", "request_timeout"),
         Option("--max-retries", "generate", "max_retries"),
+        Option("--max-requests-per-minute", "generate", "max_requests_per_minute"),
+        Option("--max-tokens-per-minute", "generate", "max_tokens_per_minute"),
+        Option("--price-per-mtok", "generate", "price_per_mtok", metavar="IN,OUT"),
         Option("--tensor-parallel-size", "generate", "tensor_parallel_size"),
         Option("--gpu-memory-utilization", "generate", "gpu_memory_utilization"),
         Option("--max-model-len", "generate", "max_model_len"),
@@ -79,6 +82,9 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--judge-concurrency", "score", "judge_concurrency"),
         Option("--judge-request-timeout", "score", "judge_request_timeout"),
         Option("--judge-max-retries", "score", "judge_max_retries"),
+        Option("--judge-max-requests-per-minute", "score", "judge_max_requests_per_minute"),
+        Option("--judge-max-tokens-per-minute", "score", "judge_max_tokens_per_minute"),
+        Option("--judge-price-per-mtok", "score", "judge_price_per_mtok", metavar="IN,OUT"),
         Option("--reward-weights", "score", "reward_weights", metavar="W1,W2"),
         Option("--reference-column", "score", "reference_column"),
         Option("--reasoning-tags", "score", "reasoning_tags", metavar="TAG", nargs="+"),
@@ -227,6 +233,7 @@ STAGES_OF = {
     "serve": ["serve", "score"],
     "import": ["import"],
     "eval": ["generate", "score", "eval", "executor"],
+    "batch-requests": ["generate"],
 }
 GROUP_NOTES = {
     ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
@@ -243,7 +250,9 @@ ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval", "batch-requests"}
+NO_RUN_DIR = ("serve", "batch-requests")
+"""Commands that write no run directory."""
 DRY_RUN = ("generate", "score", "run", "bon")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
 
@@ -259,6 +268,7 @@ COMMAND_HELP = {
     "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     "import": "write a generate stage from completions made elsewhere",
     "eval": "evaluate a checkpoint on held-out prompts: mean reward, pass@k, the gain over --baseline",
+    "batch-requests": "write a generate stage's requests as an OpenAI batch input file",
 }
 """The one-line help of each stage command (``winnow --help`` and the command's own)."""
 
@@ -289,7 +299,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
     p.add_argument("--config", metavar="PATH", help="YAML file with any of the options below (flags win)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
-    if name != "serve":
+    if name not in NO_RUN_DIR:
         p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
     if name in DRY_RUN:
         p.add_argument(
@@ -298,7 +308,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
             help="check everything and print the plan (prompts, N, stages to run, resume or skip, outputs, "
             "tokens to sample at most), then exit without writing anything",
         )
-    if name not in ("serve", "bon"):
+    if name not in ("serve", "bon", "batch-requests"):
         p.add_argument("--json", action="store_true", help="print the stages' manifests as JSON, not a summary")
     if name in NEEDS_PROMPTS:
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
@@ -311,7 +321,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
             choices=CHOICES[("generate", "on_error")],
             help=f"{docs} (default: fail; sets generate.on_error and score.on_error)".replace("%", "%%"),
         )
-    if set(DEVICE_STAGES) & set(stages) and name != "serve":
+    if set(DEVICE_STAGES) & set(stages) and name not in NO_RUN_DIR:  # those run no model here
         p.add_argument(
             "--device",
             metavar="NAME",
@@ -325,9 +335,23 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
 
 
 def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
-    """import's completions file; bon's output file and aggregate."""
+    """import's completions file; bon's output file and aggregate; batch-requests' file."""
     if name == "import":
         p.add_argument("--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder")
+        p.add_argument(
+            "--openai-batch",
+            metavar="PATH",
+            help="instead of --completions: the output file of an OpenAI batch (or vllm run-batch) made from "
+            "`winnow batch-requests`; the generate section of --config must be the one the requests were made with",
+        )
+        p.add_argument(
+            "--on-error",
+            choices=CHOICES[("generate", "on_error")],
+            help="with --openai-batch: a request that failed or has no result stops the import (fail, the default) "
+            "or is recorded in generate/errors.jsonl and its prompt left without completions (skip)",
+        )
+    if name == "batch-requests":
+        p.add_argument("--out", metavar="PATH", required=True, help="the batch input file to write (JSONL)")
     if name == "bon":
         p.add_argument(
             "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"

@@ -227,6 +227,24 @@ def rule(meta: Any) -> str:
     return f"{text} ({meta['note']})" if meta.get("note") else text
 
 
+def check_price(name: str, price: list[float] | None) -> None:
+    """A ``price_per_mtok`` field: None, or ``[IN, OUT]``, two finite prices >= 0 (per million
+    prompt and completion tokens).
+
+    >>> check_price("generate.price_per_mtok", [0.15, 0.6])
+    >>> check_price("generate.price_per_mtok", [0.15])
+    Traceback (most recent call last):
+    winnow.errors.WinnowError: generate.price_per_mtok: expected IN,OUT (two prices per million tokens), got [0.15]
+    """
+    if price is None:
+        return
+    ok = isinstance(price, list) and len(price) == 2
+    if not ok or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in price):
+        raise WinnowError(f"{name}: expected IN,OUT (two prices per million tokens), got {price!r}")
+    if not all(math.isfinite(x) and x >= 0 for x in price):
+        raise WinnowError(f"{name}: prices must be finite and >= 0, got {price!r}")
+
+
 def _num(x: float) -> str:
     """A bound as a reader writes it, and the seed limit as 2**63 - 1.
 

@@ -16,6 +16,7 @@ from winnow.config.fields import (
     ReasoningFormat,
     bounded,
     check_fields,
+    check_price,
     device_field,
 )
 from winnow.errors import WinnowError
@@ -55,6 +56,16 @@ class ScoreConfig:
     (exponential backoff with jitter), then an error naming the prompt."""
     judge_retry_backoff: float = bounded(0.5, ge=0)
     """Judge: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+    judge_max_requests_per_minute: int | None = bounded(None, ge=1)
+    """Judge: requests started per minute at most, spaced evenly (one every 60/R seconds,
+    retries included); unset = no limit. It only delays requests: the scores are the same."""
+    judge_max_tokens_per_minute: int | None = bounded(None, ge=1)
+    """Judge: prompt plus completion tokens per minute at most (an estimate before each
+    request, the rubric's characters / 4 plus its 16 answer tokens, corrected by the reply's
+    usage); unset = no limit."""
+    judge_price_per_mtok: list[float] | None = None
+    """Judge: ``IN,OUT``, the price of a million prompt tokens and of a million completion
+    tokens; the manifest and the report then show the judge's cost. Unset: token counts only."""
     batch_tokens: int = bounded(16384, ge=1)
     """Reward model: most tokens per batch, padding included (batches are length-sorted)."""
     max_batch_size: int = bounded(64, ge=1)
@@ -150,6 +161,9 @@ class ScoreConfig:
         "judge_request_timeout",
         "judge_max_retries",
         "judge_retry_backoff",
+        "judge_max_requests_per_minute",
+        "judge_max_tokens_per_minute",
+        "judge_price_per_mtok",
     )
     """Fields that say how fast and how hard to try, not what to score: a rerun may change them."""
 
@@ -188,6 +202,11 @@ class ScoreConfig:
     def validate(self) -> None:
         """Every field in its range (``check_fields``), then the rules between fields."""
         check_fields(self)
+        check_price("score.judge_price_per_mtok", self.judge_price_per_mtok)
+        if not self.reward_judge:  # refused by name, never accepted and ignored
+            for name in ("judge_max_requests_per_minute", "judge_max_tokens_per_minute", "judge_price_per_mtok"):
+                if getattr(self, name) is not None:
+                    raise WinnowError(f"score.{name}: only the judge takes it (reward_judge, --reward-judge)")
         if not (self.reward_model or self.prm_model or self.reward_judge or self.reward_fn):
             raise WinnowError("score.reward_fn: set reward_fn, reward_model, prm_model or reward_judge")
         if isinstance(self.reward_fn, list) and not all(self.reward_fn):

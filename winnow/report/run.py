@@ -152,6 +152,10 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         "never_sampled": int((~cells.present).sum()),
         # rows that failed and were skipped (on_error: skip), each in its stage's errors.jsonl
         "errors": {"generate": generate.get("errors", 0), "score": scored.get("errors", 0)},
+        # what the API requests used (and cost, with a price): the openai backend's, the judge's
+        "api_usage": {
+            k: v for k, v in (("generate", generate.get("usage")), ("judge", scored.get("judge_usage"))) if v
+        },
         "best_of_n": {
             "source": _source(adaptive, first),
             "n": ns.tolist(),
@@ -337,6 +341,8 @@ def markdown(r: dict) -> str:
     ]
     failed = summary.errors_line(r)
     lines += [failed, ""] if failed else []
+    used = summary.usage_line(r)
+    lines += [used, ""] if used else []
     lines += _best_of_n_markdown(r["best_of_n"])
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))

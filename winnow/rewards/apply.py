@@ -240,7 +240,7 @@ def _row_of(kw: dict) -> str:
 def row_extras(reward, rows: int) -> list[dict]:
     """Fields a reward's last call adds to each score row: a reward model's scoring path,
     a process reward model's step scores, a judge's raw reply (to see why a row is
-    unscored); none for a function."""
+    unscored) and its request's usage; none for a function."""
     if hasattr(reward, "last_step_scores"):
         return [{"step_scores": s} for s in reward.last_step_scores]
     if hasattr(reward, "last_paths"):
@@ -249,7 +249,10 @@ def row_extras(reward, rows: int) -> list[dict]:
             for p, t in zip(reward.last_paths, reward.last_tokens_saved, strict=True)
         ]
     if hasattr(reward, "last_replies"):
-        return [{"judge_reply": reply} for reply in reward.last_replies]
+        return [
+            {"judge_reply": reply, "judge_usage": usage}
+            for reply, usage in zip(reward.last_replies, reward.last_usage, strict=True)
+        ]
     return [{}] * rows
 
 

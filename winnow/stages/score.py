@@ -118,6 +118,7 @@ def _finish(
         **streamed.paths,
         **answer_counts(streamed.counts, config),
         **extra,
+        **({"judge_usage": streamed.judge_usage.record(config.judge_price_per_mtok)} if streamed.judge_usage else {}),
         executor=executor,
     )
 
