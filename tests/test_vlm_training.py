@@ -270,3 +270,14 @@ def test_images_are_bounded_by_size_and_pixels(tmp_path, monkeypatch):
 def test_rows_without_images_pass_as_they_are(tmp_path):
     rows = [{"prompt": "a"}, {"prompt": "b", "images": []}]
     assert image_paths(rows, tmp_path, Path("s.jsonl")) == rows
+
+
+def test_a_max_length_that_cuts_image_tokens_is_one_line(tmp_path, vlms, capsys):
+    """LLaVA's 16 image tokens do not fit in 12: the model's mismatch becomes the option's name."""
+    run = tmp_path / "run"
+    hand_select(run, image_rows(run))
+    err = fails([*sft_args(run, vlms["llava"]), "--max-length", "12"], capsys, error_last=True)
+    assert err.strip().splitlines()[-1] == (
+        "winnow: error: sft.max_length: 12 tokens cut off the image tokens of a prompt; raise --max-length"
+    )
+    assert not (run / "sft" / "checkpoint").exists()

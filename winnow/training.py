@@ -250,9 +250,12 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     nothing is saved.
     """
     trainer.add_callback(_stop_on_non_finite_loss())
-    _labelled_bar(trainer, section)
-    with image_tokens_kept(section, config.max_length):
-        result = trainer.train()
+    bar = _labelled_bar(trainer, section)
+    try:
+        with image_tokens_kept(section, config.max_length):
+            result = trainer.train()
+    finally:  # a failed step leaves the bar open: its last line would hold the error's
+        bar.close()
     curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
     held_out = _evaluate(trainer)
     hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
@@ -336,10 +339,10 @@ def with_checkpoint_path(stage: Stage) -> dict:
     return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
 
 
-def _labelled_bar(trainer, label: str) -> None:
+def _labelled_bar(trainer, label: str):
     """One progress bar named after the stage, counting optimizer steps with the last logged
     loss beside it, in place of the trainer's unlabelled bar and its per-step log dicts (the
-    loss curve goes to the stage manifest)."""
+    loss curve goes to the stage manifest). Returns the callback; its ``close()`` ends the bar."""
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -360,6 +363,9 @@ def _labelled_bar(trainer, label: str) -> None:
                 self.bar.set_postfix(loss=f"{loss:.4g}")
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.close()
+
+        def close(self):
             if self.bar is not None:
                 self.bar.close()
 
@@ -367,7 +373,9 @@ def _labelled_bar(trainer, label: str) -> None:
     # disables its tqdm and prints every log dict with PrinterCallback instead: both go.
     trainer.pop_callback(PrinterCallback)
     trainer.pop_callback(ProgressCallback)
-    trainer.add_callback(StageBar())
+    bar = StageBar()
+    trainer.add_callback(bar)
+    return bar
 
 
 def _stop_on_non_finite_loss():
