@@ -44,7 +44,10 @@ def error_of(path, **kw) -> str:
             {"messages": [{"role": "user", "content": "a"}, {"role": "user"}]},
             "field 'messages[1]': expected {'role': str, 'content': str or list of parts}",
         ),
-        ({"messages": [{"role": 1, "content": "a"}]}, "field 'messages[0]': expected {'role': str, 'content': str or list of parts}"),
+        (
+            {"messages": [{"role": 1, "content": "a"}]},
+            "field 'messages[0]': expected {'role': str, 'content': str or list of parts}",
+        ),
         ({"messages": ["hi"]}, "field 'messages[0]': expected {'role': str, 'content': str or list of parts}"),
         (
             {"messages": [{"role": "bot", "content": "a"}]},
