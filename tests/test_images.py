@@ -8,11 +8,12 @@ import base64
 import hashlib
 import io
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import fails, flags, read_rows, write_jsonl
+from helpers import fails, flags, read_rows, start_held, tree_digest, wait_for, write_jsonl
 from tiny_vlm import build_vlm, tiny_image
 
 from winnow import images
@@ -245,3 +246,34 @@ def test_decoded_images_are_shared_per_call():
     rows = images.decoded([(a,), (a, b), ()])
     assert rows[0][0] is rows[1][0] and rows[2] == []
     assert rows[1][1].size == (24, 20) and rows[1][1].mode == "RGB"
+
+
+def test_killed_vision_run_resumes_to_identical_files(tmp_path, vlm):
+    """Killed (SIGKILL) in its third shard and rerun, a run dir with images ends with the same
+    files, byte for byte, as one never interrupted: images, shards, rewards, selection."""
+    prompts = run_prompts(tmp_path)
+    (tmp_path / "vision_reward.py").write_text(REWARD)
+
+    def stages(run: Path) -> list[list[str]]:
+        sampling = flags(prompts=prompts, model=vlm, n=3, max_new_tokens=6, shard_size=1, device="cpu")
+        return [
+            ["generate", *flags(run_dir=run), *sampling],
+            ["score", *flags(run_dir=run, reward_fn=f"{tmp_path}/vision_reward.py:brightness")],
+            ["select", *flags(run_dir=run, strategy="top_per_prompt")],
+        ]
+
+    reference = tmp_path / "reference"
+    for argv in stages(reference):
+        assert main(argv) == 0
+    run = tmp_path / "run"
+    proc = start_held(stages(run)[0], after=2, stderr=(tmp_path / "stderr.txt").open("w"))
+    shard = run / "generate/shard-m0-00001.jsonl"
+    wait_for(shard.exists, 120, shard.name, proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (run / "generate/manifest.json").exists()
+    assert len(list((run / "images").iterdir())) == 2  # stored before the first shard
+    for argv in stages(run):
+        assert main(argv) == 0
+    got = {k: v for k, v in tree_digest(run).items() if not k.startswith("generate/.")}  # a kill's temp file
+    assert got == tree_digest(reference)
