@@ -5,8 +5,8 @@ relative to the run dir, each stored once under its sha256 (``"images":
 ["images/<sha256>.png"]``), with one ``{"type": "image"}`` placeholder a image in its prompt's
 messages. Before any model loads, every path is checked and bounded (``image_paths``); the
 dataset then holds the checked paths and ``datasets`` opens each image only when its batch
-is collated, so the images of a large run are never all in memory. The model is loaded with
-``AutoModelForImageTextToText`` and its processor is TRL's ``processing_class``: TRL's
+is collated, so the images of a large run are never all in memory. The model is loaded as
+generate loads it (``models.load_vision_lm``) and its processor is TRL's ``processing_class``: TRL's
 vision collator turns the messages and images into ``pixel_values`` and token ids, with the
 loss on completion tokens only, as for text.
 
@@ -16,29 +16,19 @@ Rows without images on a text model take the text path unchanged (``dataset``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
 from pathlib import Path, PurePosixPath
 
 from winnow.errors import WinnowError, where
-from winnow.records import read_json
+from winnow.images import FOLDER, read_stored
 
-IMAGES_FOLDER = "images"
-"""The run dir's folder of images, each named ``<sha256 of its bytes>.<ext>``."""
-MAX_IMAGE_BYTES = 64 << 20
-"""An image file above this size is refused (a stored image is a prompt's, not a dataset's)."""
-MAX_IMAGE_PIXELS = 64_000_000
+MAX_STORED_BYTES = 64 << 20
+"""A stored image file above this size is refused before it is read (generate stores images
+of at most ``--max-image-bytes``, 20 MiB unless raised)."""
+MAX_PIXELS = 64_000_000
 """An image whose header declares more pixels (width x height) is refused before it is
 decoded: a small compressed file can expand to gigabytes."""
-
-
-def is_vision_model(path: Path) -> bool:
-    """Whether the checkpoint folder holds a model ``AutoModelForImageTextToText`` loads
-    (its ``config.json``'s ``model_type`` is in transformers' image-text-to-text table)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    return (read_json(path / "config.json") or {}).get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 
 def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dict]:
@@ -47,8 +37,8 @@ def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dic
     rows: the rows of ``source`` (a file winnow wrote, one row a line), in order; a row
     without ``images`` (or with ``[]``) is returned as it is. Each path must be
     ``images/<name>`` in ``run_dir``, a regular file (no link) of at most
-    ``MAX_IMAGE_BYTES``, whose bytes hash to the sha256 its name begins with, and an image
-    of at most ``MAX_IMAGE_PIXELS``. Raises WinnowError naming the file, line and field,
+    ``MAX_STORED_BYTES``, whose bytes hash to the sha256 its name holds, and an image
+    of at most ``MAX_PIXELS``. Raises WinnowError naming the file, line and field,
     e.g. ``select/selected.jsonl:3: field 'images[0]': images/ab.png not found in run``.
     """
     folder = Path(run_dir)
@@ -70,30 +60,31 @@ def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dic
 
 def checked_image(run_dir: Path, name: object, place: str) -> Path:
     """The absolute path of the stored image ``name`` (``images/<sha256>.<ext>``), read with
-    bounds; ``place`` prefixes the one-line WinnowError it raises otherwise."""
+    bounds and its bytes checked against its name (``images.read_stored``); ``place``
+    prefixes the one-line WinnowError it raises otherwise."""
     parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-    if len(parts) != 2 or parts[0] != IMAGES_FOLDER or parts[1] in (".", ".."):
-        raise WinnowError(f"{place}: {name!r} is not a path {IMAGES_FOLDER}/<sha256>.<ext> in the run dir")
-    path = run_dir / IMAGES_FOLDER / parts[1]
+    if len(parts) != 2 or parts[0] != FOLDER or parts[1] in (".", ".."):
+        raise WinnowError(f"{place}: {name!r} is not a path {FOLDER}/<sha256>.<ext> in the run dir")
+    path = run_dir / FOLDER / parts[1]
     try:
         info = os.lstat(path)
-        link = (run_dir / IMAGES_FOLDER).is_symlink()
+        link = (run_dir / FOLDER).is_symlink()
     except FileNotFoundError:
         raise WinnowError(f"{place}: {name} not found in {run_dir}") from None
     if link or not stat.S_ISREG(info.st_mode):
         raise WinnowError(f"{place}: {name} in {run_dir} is not a regular file (links are not followed)")
-    if info.st_size > MAX_IMAGE_BYTES:
-        raise WinnowError(f"{place}: {name} is {info.st_size} bytes, over the {MAX_IMAGE_BYTES} allowed")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if parts[1].split(".", 1)[0] != digest:
-        raise WinnowError(f"{place}: {name} is damaged: its bytes hash to sha256 {digest[:12]}...")
+    if info.st_size > MAX_STORED_BYTES:
+        raise WinnowError(f"{place}: {name} is {info.st_size} bytes, over the {MAX_STORED_BYTES} allowed")
+    try:
+        read_stored(run_dir, str(name))
+    except WinnowError as e:
+        raise WinnowError(f"{place}: {e}") from None
     check_pixels(path, str(name), place)
     return path.resolve()
 
 
 def check_pixels(path: Path, name: str, place: str) -> None:
-    """Refuse a file PIL cannot read as an image, or one over ``MAX_IMAGE_PIXELS`` (read
+    """Refuse a file PIL cannot read as an image, or one over ``MAX_PIXELS`` (read
     from its header: nothing is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -102,8 +93,8 @@ def check_pixels(path: Path, name: str, place: str) -> None:
             width, height = image.size
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise WinnowError(f"{place}: {name} is not a readable image ({' '.join(str(e).split())})") from None
-    if width * height > MAX_IMAGE_PIXELS:
-        raise WinnowError(f"{place}: {name} is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS} allowed")
+    if width * height > MAX_PIXELS:
+        raise WinnowError(f"{place}: {name} is {width}x{height} pixels, over the {MAX_PIXELS} allowed")
 
 
 def dataset(columns: list[dict], *, vision: bool, source: str, model: Path):
@@ -124,7 +115,7 @@ def dataset(columns: list[dict], *, vision: bool, source: str, model: Path):
         if with_images:
             raise WinnowError(
                 f"{where(source, field='images')}: {with_images} of {len(columns)} rows carry images but {model} is "
-                "a text-only model; give a vision-language model (one AutoModelForImageTextToText loads)"
+                "a text-only model (its config has no vision_config); give a vision-language model"
             )
         return datasets.Dataset.from_list([{k: v for k, v in row.items() if k != "images"} for row in columns])
     rows = [{k: (v if k == "images" else as_parts(v)) for k, v in {"images": [], **row}.items()} for row in columns]
@@ -142,17 +133,6 @@ def as_parts(messages: list[dict]) -> list[dict]:
         {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m.get("content"), str) else m
         for m in messages
     ]
-
-
-def load_vision_model(path: Path, dtype):
-    """(model, processor) of a vision-language checkpoint folder, weights in ``dtype``; the
-    processor's tokenizer pads with EOS when it has no pad token."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(path)
-    if processor.tokenizer.pad_token is None:
-        processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype), processor
 
 
 IMAGE_TOKENS_CUT = ("Image features and image tokens do not match", "image placeholder tokens")

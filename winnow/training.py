@@ -20,16 +20,23 @@ from typing import Any
 
 from winnow.errors import WinnowError
 from winnow.loader import did_you_mean
-from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.models import (
+    is_vision_language,
+    load_tokenizer,
+    load_vision_lm,
+    pick_device,
+    resolve_dtype,
+    resolve_model,
+)
 from winnow.records import honour_umask
 from winnow.rundir import TMP_DIR_PREFIX, Stage
-from winnow.train_images import dataset, image_tokens_kept, is_vision_model, load_vision_model
+from winnow.train_images import dataset, image_tokens_kept
 
 
 def load_starting_model(path: Path, *, vision: bool, device: str, dtype: str):
     """(model, tokenizer or processor, device, torch dtype, fp16 AMP?) for the checkpoint
     folder to fine-tune; a vision-language model comes with its processor
-    (``train_images.load_vision_model``).
+    (``models.load_vision_lm``, as generate loads it).
 
     fp16 training on CUDA keeps float32 master weights (the grad scaler cannot unscale fp16
     gradients); bfloat16 needs no scaler, so its weights are bfloat16 themselves.
@@ -42,7 +49,7 @@ def load_starting_model(path: Path, *, vision: bool, device: str, dtype: str):
     fp16_amp = torch_dtype == torch.float16 and device != "cpu"
     weights = torch.float32 if fp16_amp else torch_dtype
     if vision:
-        lm, processor = load_vision_model(path, weights)
+        lm, processor = load_vision_lm(path, dtype=weights, device=device)
         return lm, processor, device, torch_dtype, fp16_amp
     tokenizer = load_tokenizer(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
@@ -163,7 +170,7 @@ def trl_trainer(
     (default: ``output_dir/logs``). The ``trl`` keys are checked first by the stage
     (``check_trl_options``); TRL checks their values here."""
     path = starting_checkpoint(config.model, section)
-    vision = is_vision_model(path)
+    vision = is_vision_language(path)
     data = dataset(columns, vision=vision, source=source, model=path)
     model, processing, device, dtype, fp16_amp = load_starting_model(
         path, vision=vision, device=config.device, dtype=config.dtype
