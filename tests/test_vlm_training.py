@@ -237,18 +237,43 @@ def bad_runs(run: Path) -> dict[str, tuple[object, str]]:
     }
 
 
+def looking_at(*names) -> dict:
+    """A row whose prompt has one image part for each of ``names``."""
+    parts = [{"type": "image"} for _ in names] + [{"type": "text", "text": "compare"}]
+    return {"prompt": [{"role": "user", "content": parts}], "images": list(names)}
+
+
 def test_each_bad_image_is_named_by_file_line_and_field(tmp_path):
     run = tmp_path / "run"
     cases = bad_runs(run)
     good = store_image(run, 0)
     for why, (entry, message) in cases.items():
-        rows = [{"images": [good]}, {"images": [good, entry]}]
+        rows = [looking_at(good), looking_at(good, entry)]
         with pytest.raises(WinnowError) as e:
             image_paths(rows, run, Path("selected.jsonl"))
         assert str(e.value).startswith("selected.jsonl:2: field 'images[1]': "), why
         assert message in str(e.value), (why, str(e.value))
     with pytest.raises(WinnowError, match=r"^selected.jsonl:1: field 'images': expected a list of paths, got 'x.png'$"):
         image_paths([{"images": "x.png"}], run, Path("selected.jsonl"))
+
+
+def test_images_and_image_parts_must_pair_up(tmp_path):
+    """TRL fills the prompt's image parts with the row's images in order: a count that differs
+    would fail mid-training, so it is one line before."""
+    run = tmp_path / "run"
+    good = store_image(run, 0)
+    two_parts = looking_at(good, good)
+    expected = (
+        's.jsonl:2: field \'prompt\': 2 {"type": "image"} part(s) for 1 image(s); '
+        "the images fill the prompt's image parts in order, one each"
+    )
+    with pytest.raises(WinnowError) as e:
+        image_paths([looking_at(good), {**two_parts, "images": [good]}], run, Path("s.jsonl"))
+    assert str(e.value) == expected
+    text_prompt = {"prompt": [{"role": "user", "content": "what is it"}], "images": [good]}
+    with pytest.raises(WinnowError, match=r"^s.jsonl:1: field 'prompt': 0 .* for 1 image"):
+        image_paths([text_prompt], run, Path("s.jsonl"))
+    assert image_paths([two_parts], run, Path("s.jsonl"))[0]["images"] == [str((run / good).resolve())] * 2
 
 
 def test_images_are_bounded_by_size_and_pixels(tmp_path, monkeypatch):
@@ -260,13 +285,13 @@ def test_images_are_bounded_by_size_and_pixels(tmp_path, monkeypatch):
     with pytest.raises(
         WinnowError, match=rf"^s.jsonl:1: field 'images\[0\]': {name} is 24x20 pixels, over the 479 allowed$"
     ):
-        image_paths([{"images": [name]}], run, Path("s.jsonl"))
+        image_paths([looking_at(name)], run, Path("s.jsonl"))
     size = (run / name).stat().st_size
     monkeypatch.setattr(train_images, "MAX_STORED_BYTES", size - 1)
     with pytest.raises(
         WinnowError, match=rf"^s.jsonl:1: field 'images\[0\]': {name} is {size} bytes, over the {size - 1} allowed$"
     ):
-        image_paths([{"images": [name]}], run, Path("s.jsonl"))
+        image_paths([looking_at(name)], run, Path("s.jsonl"))
 
 
 def test_rows_without_images_pass_as_they_are(tmp_path):

@@ -38,8 +38,9 @@ def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dic
     without ``images`` (or with ``[]``) is returned as it is. Each path must be
     ``images/<name>`` in ``run_dir``, a regular file (no link) of at most
     ``MAX_STORED_BYTES``, whose bytes hash to the sha256 its name holds, and an image
-    of at most ``MAX_PIXELS``. Raises WinnowError naming the file, line and field,
-    e.g. ``select/selected.jsonl:3: field 'images[0]': images/ab.png not found in run``.
+    of at most ``MAX_PIXELS``; the row's prompt holds one ``{"type": "image"}`` part for
+    each (``placeholders``). Raises WinnowError naming the file, line and field, e.g.
+    ``select/selected.jsonl:3: field 'images[0]': images/ab.png not found in run``.
     """
     folder = Path(run_dir)
     checked: dict[str, str] = {}  # an image many rows share is read once
@@ -51,11 +52,36 @@ def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dic
             continue
         if not isinstance(names, list):
             raise WinnowError(f"{where(source, lineno, 'images')}: expected a list of paths, got {names!r}")
+        if (found := placeholders(row.get("prompt"))) != len(names):
+            raise WinnowError(
+                f'{where(source, lineno, "prompt")}: {found} {{"type": "image"}} part(s) for {len(names)} '
+                "image(s); the images fill the prompt's image parts in order, one each"
+            )
         for j, name in enumerate(names):
             if not isinstance(name, str) or name not in checked:
                 checked[name] = str(checked_image(folder, name, where(source, lineno, f"images[{j}]")))
         out.append({**row, "images": [checked[name] for name in names]})
     return out
+
+
+def placeholders(prompt: object) -> int:
+    """How many ``{"type": "image"}`` parts the messages ``prompt`` hold (0 for anything else).
+
+    >>> placeholders([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a"}]}])
+    1
+    >>> placeholders([{"role": "user", "content": "no parts"}])
+    0
+    """
+    if not isinstance(prompt, list):
+        return 0
+    contents = [m.get("content") for m in prompt if isinstance(m, dict)]
+    return sum(
+        1
+        for c in contents
+        if isinstance(c, list)
+        for part in c
+        if isinstance(part, dict) and part.get("type") == "image"
+    )
 
 
 def checked_image(run_dir: Path, name: object, place: str) -> Path:
