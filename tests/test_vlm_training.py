@@ -171,12 +171,13 @@ def test_sft_with_lora_on_each_architecture(tmp_path, vlms, arch):
     assert not list((run / "sft").glob(".tmp-*"))
 
 
-def test_dpo_with_lora_on_pairs_with_images(tmp_path, vlms):
+@pytest.mark.parametrize("arch", sorted(VLM_ARCHS))
+def test_dpo_with_lora_on_pairs_with_images(tmp_path, vlms, arch):
     run = tmp_path / "run"
     rows = image_rows(run)
     pairs = as_pairs(rows)
     hand_select(run, rows, pairs)
-    base = vlms["llava"]
+    base = vlms[arch]
     config = DpoConfig(model=str(base), lora=True, beta=0.1, learning_rate=2e-2, epochs=8, batch_size=1, device="cpu")
     manifest = dpo(run, config)
     assert manifest["num_pairs"] == 2 and math.isfinite(manifest["train_loss"])
