@@ -41,11 +41,14 @@ def vision_inputs(processor, prompt: Prompt) -> tuple[list[int], dict]:
     writes any BOS, so no special tokens are added again.
     """
     images = [image.pil() for image in prompt.images]
-    batch = processor(
-        text=[vision_text(processor, prompt)],
-        images=[images] if images else None,
-        add_special_tokens=False,
-        return_tensors="pt",
-    )
+    try:
+        batch = processor(
+            text=[vision_text(processor, prompt)],
+            images=[images] if images else None,
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+    except ValueError as e:  # e.g. text that spells the model's image token: one image too many
+        raise WinnowError(f"prompt {prompt.id!r}: the model's processor refused it: {str(e).splitlines()[0]}") from None
     ids = batch["input_ids"][0].tolist()
     return ids, {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
