@@ -18,6 +18,11 @@ def render(tokenizer, prompt: Prompt, model: str) -> list[int]:
     The template already writes any BOS it wants, so its output is tokenized without adding
     special tokens again (otherwise BOS would be doubled). ``model`` names the model in errors.
     """
+    if prompt.images:
+        raise WinnowError(
+            f"prompt {prompt.id!r} has images, but model {model} is not a vision-language model "
+            "(its config has no vision_config)"
+        )
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(prompt.as_messages(), tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
