@@ -277,3 +277,15 @@ def test_killed_vision_run_resumes_to_identical_files(tmp_path, vlm):
         assert main(argv) == 0
     got = {k: v for k, v in tree_digest(run).items() if not k.startswith("generate/.")}  # a kill's temp file
     assert got == tree_digest(reference)
+
+
+def test_images_for_a_text_model_are_refused_naming_the_prompt(tmp_path, tiny_policy, capsys):
+    prompts = run_prompts(tmp_path)
+    argv = ["generate", *flags(prompts=prompts, run_dir=tmp_path / "run", model=tiny_policy, n=1, device="cpu")]
+    fails(
+        argv,
+        capsys,
+        f"winnow: error: prompt 'p0' has images, but model {tiny_policy} is not a vision-language model "
+        "(its config has no vision_config)",
+        one_error=True,
+    )

@@ -74,16 +74,16 @@ def _token_ids(tok) -> dict:
     )
 
 
-def _gemma3(tok):
+def _gemma3(tok, text: dict):
     """Gemma 3: a SigLIP tower on 16x16 images of 4-pixel patches, pooled 2x2 into 4 image tokens
     that the processor puts between ``<start_of_image>`` and ``<end_of_image>``."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
     from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
     ids = _token_ids(tok)
-    text = TEXT | ids | dict(head_dim=8, query_pre_attn_scalar=8, sliding_window=64)
+    head = text["hidden_size"] // text["num_attention_heads"]
     config = Gemma3Config(
-        text_config=text,
+        text_config=text | ids | dict(head_dim=head, query_pre_attn_scalar=head, sliding_window=64),
         vision_config=dict(
             hidden_size=16,
             intermediate_size=32,
@@ -108,7 +108,7 @@ def _gemma3(tok):
     return model, processor
 
 
-def _llava(tok):
+def _llava(tok, text: dict):
     """LLaVA: a CLIP vision tower on 16x16 images of 4-pixel patches (16 image tokens, CLS dropped)."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
@@ -126,7 +126,7 @@ def _llava(tok):
     )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=TEXT | ids | dict(model_type="llama"),
+        text_config=text | ids | dict(model_type="llama"),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(SIDE // 4) ** 2,
         **ids,
@@ -143,7 +143,7 @@ def _llava(tok):
     return LlavaForConditionalGeneration(config), processor
 
 
-def _idefics3(tok):
+def _idefics3(tok, text: dict):
     """Idefics3 (SmolVLM): one global 16x16 image (no splitting), 4x4 patches, pixel-shuffled 2x2:
     4 image tokens between ``<fake_token_around_image><global-img>`` and ``<fake_token_around_image>``."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
@@ -159,7 +159,7 @@ def _idefics3(tok):
             image_size=SIDE,
             patch_size=4,
         ),
-        text_config=TEXT | ids | dict(model_type="llama"),
+        text_config=text | ids | dict(model_type="llama"),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         **ids,
@@ -192,15 +192,16 @@ VLM_ARCHS = {
 }
 
 
-def build_vlm(folder: Path, arch: str = "llava", seed: int = 0) -> Path:
+def build_vlm(folder: Path, arch: str = "llava", seed: int = 0, **text) -> Path:
     """A random tiny vision-language model of ``arch`` (a ``VLM_ARCHS`` key) with its processor,
-    saved to ``folder``; returns ``folder``."""
+    saved to ``folder``; returns ``folder``. ``text`` changes fields of the text model's ``TEXT``
+    (vLLM's CPU attention wants a head size of 64: ``hidden_size=128, num_attention_heads=2``)."""
     import torch
 
     image_tokens, named, builder = VLM_ARCHS[arch]
     tok = _tokenizer(image_tokens, named)
     torch.manual_seed(seed)
-    model, processor = builder(tok)
+    model, processor = builder(tok, TEXT | text)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return Path(folder)

@@ -156,6 +156,22 @@ def decoded(per_row: list[tuple[Image, ...]]) -> list[list]:
     return [[pil[i.path] for i in row] for row in per_row]
 
 
+def openai_messages(prompt: Prompt) -> list[dict]:
+    """The prompt's messages as OpenAI's chat API takes them: each ``{"type": "image"}`` part
+    becomes ``{"type": "image_url", "image_url": {"url": <data: URL>}}`` of the next image."""
+    messages = prompt.as_messages()
+    if not prompt.images:
+        return messages
+    queue = iter(prompt.images)
+    for m in messages:
+        if isinstance(m["content"], list):
+            m["content"] = [
+                {"type": "image_url", "image_url": {"url": next(queue).data_url()}} if part["type"] == "image" else part
+                for part in m["content"]
+            ]
+    return messages
+
+
 def stored_prompt(run_dir: str | Path, row: dict) -> Prompt:
     """The prompt of a row of a run dir's ``generate/prompts.jsonl`` (``Prompt.to_row``'s
     inverse), its images read back from ``run_dir`` (``read_stored``)."""

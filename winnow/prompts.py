@@ -95,6 +95,15 @@ def prompt_from_row(row: dict, index: int) -> Prompt:
     return _parse_row(row, index, f"prompts[{index}]", None, "prompt", "id", ImageRules(Path.cwd()))
 
 
+def chat_with_images(messages: list, *, name: str, max_image_bytes: int = img.MAX_IMAGE_BYTES) -> Prompt:
+    """A chat request's messages (OpenAI's form: images as ``image_url`` parts with
+    ``data:`` URLs) as a prompt in the stored form, under the id ``name``; a bad message or
+    image raises WinnowError naming ``name`` and the field."""
+    rules = ImageRules(Path.cwd(), max_bytes=max_image_bytes)  # no images column: no paths to resolve
+    parsed, inline = _parse_messages(messages, name, None, rules)
+    return Prompt(id=name, messages=parsed, images=inline)
+
+
 def _check_id_column_used(path: Path, prompts: list[Prompt], id_column: str) -> None:
     """An id column named by the user that no row has is a typo, not a request for row-N ids."""
     if id_column != "id" and all(p.id == f"row-{i}" for i, p in enumerate(prompts)):

@@ -83,3 +83,14 @@ def last_logits(backend: HFBackend, prompt: Prompt) -> torch.Tensor:
     ids, more = vision_inputs(backend.processor, prompt)
     with torch.no_grad():
         return backend.lm(input_ids=torch.tensor([ids]), **more).logits[0, -1]
+
+
+def test_text_spelling_the_image_token_is_refused_naming_the_prompt(tmp_path):
+    from winnow.errors import WinnowError
+
+    backend = HFBackend(str(build_vlm(tmp_path / "llava", "llava")), device="cpu")
+    content = [{"type": "image"}, {"type": "text", "text": "is <image> a tag?"}]
+    prompt = Prompt(id="tag", messages=({"role": "user", "content": content},), images=(image(0),))
+    with pytest.raises(WinnowError) as e:
+        backend.prompt_lengths([prompt])
+    assert str(e.value).startswith("prompt 'tag': the model's processor refused it: The total number of <image> tokens")

@@ -18,6 +18,11 @@ def render(tokenizer, prompt: Prompt, model: str) -> list[int]:
     The template already writes any BOS it wants, so its output is tokenized without adding
     special tokens again (otherwise BOS would be doubled). ``model`` names the model in errors.
     """
+    if prompt.images:
+        raise WinnowError(
+            f"prompt {prompt.id!r} has images, but model {model} is not a vision-language model "
+            "(its config has no vision_config)"
+        )
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(prompt.as_messages(), tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -41,11 +46,14 @@ def vision_inputs(processor, prompt: Prompt) -> tuple[list[int], dict]:
     writes any BOS, so no special tokens are added again.
     """
     images = [image.pil() for image in prompt.images]
-    batch = processor(
-        text=[vision_text(processor, prompt)],
-        images=[images] if images else None,
-        add_special_tokens=False,
-        return_tensors="pt",
-    )
+    try:
+        batch = processor(
+            text=[vision_text(processor, prompt)],
+            images=[images] if images else None,
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+    except ValueError as e:  # e.g. text that spells the model's image token: one image too many
+        raise WinnowError(f"prompt {prompt.id!r}: the model's processor refused it: {str(e).splitlines()[0]}") from None
     ids = batch["input_ids"][0].tolist()
     return ids, {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
