@@ -5,6 +5,7 @@ trained completions given their images, and a bad image is refused in one line b
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import torch
 from helpers import fails, flags, read_rows, write_jsonl
 from tiny_vlm import VLM_ARCHS, build_vlm, tiny_image
 
+from winnow import images
 from winnow.cli import main
 from winnow.config import DpoConfig, TrainConfig
 from winnow.dpo import dpo
@@ -133,6 +135,28 @@ def test_a_batch_holds_the_images_and_the_loss_is_on_completion_tokens(tmp_path,
     assert labels[labels != -100].tolist() == full_ids[len(prompt_ids) :]
     assert batch["input_ids"][0].tolist()[: len(prompt_ids)] == prompt_ids  # 16 image tokens among them
     assert prompt_ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 16
+
+
+def test_the_pixels_trained_on_are_those_sampled_from(tmp_path, vlms):
+    """A transparent image is decoded as generate decodes it (``images.Image.pil``), not by
+    the processor's own conversion, which would put it on white."""
+    from PIL import Image
+
+    rgba = Image.new("RGBA", (24, 20), (200, 30, 90, 0))  # every pixel transparent
+    buffer = io.BytesIO()
+    rgba.save(buffer, "PNG")
+    stored = images.decode(buffer.getvalue(), name="test")
+    run = tmp_path / "run"
+    (run / stored.path).parent.mkdir(parents=True)
+    (run / stored.path).write_bytes(stored.data)
+    row = {**looking_at(stored.path), "completion": [{"role": "assistant", "content": ANSWERS[0]}]}
+    rows = image_paths([row], run, Path("s.jsonl"))
+    trainer, processor = make_trainer(rows, TrainConfig(model=str(vlms["llava"]), device="cpu"), tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    sampled = processor.image_processor(images=[stored.pil()], return_tensors="pt")["pixel_values"]
+    on_white = processor.image_processor(images=[rgba], return_tensors="pt")["pixel_values"]
+    assert torch.equal(batch["pixel_values"], sampled)
+    assert not torch.equal(sampled, on_white)
 
 
 @pytest.mark.parametrize("arch", sorted(VLM_ARCHS))

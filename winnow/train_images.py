@@ -2,10 +2,10 @@
 
 A row of ``select/selected.jsonl`` or ``select/pairs.jsonl`` names its images by path
 relative to the run dir, each stored once under its sha256 (``"images":
-["images/<sha256>.png"]``), with one ``{"type": "image"}`` placeholder a image in its prompt's
+["images/<sha256>.png"]``), with one ``{"type": "image"}`` placeholder for each in its prompt's
 messages. Before any model loads, every path is checked and bounded (``image_paths``); the
-dataset then holds the checked paths and ``datasets`` opens each image only when its batch
-is collated, so the images of a large run are never all in memory. The model is loaded as
+dataset then holds the checked paths and each image is decoded only when its batch is
+collated, so the images of a large run are never all in memory. The model is loaded as
 generate loads it (``models.load_vision_lm``) and its processor is TRL's ``processing_class``: TRL's
 vision collator turns the messages and images into ``pixel_values`` and token ids, with the
 loss on completion tokens only, as for text.
@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from winnow.errors import WinnowError, where
 from winnow.images import FOLDER, read_stored
+from winnow.images import Image as Stored
 
 MAX_STORED_BYTES = 64 << 20
 """A stored image file above this size is refused before it is read (generate stores images
@@ -129,10 +130,10 @@ def dataset(columns: list[dict], *, vision: bool, source: str, model: Path):
     columns: one dict a row of TRL's columns (``prompt``, ``completion`` or ``chosen`` and
     ``rejected``), with ``images`` (checked absolute paths, ``image_paths``) where the row
     has any. A text model: the columns as they are, without ``images`` (refused, naming
-    ``source``, when a row has some). A vision-language model:
-    every row gets ``images`` (``[]`` where it has none), opened as PIL images when read,
-    and every message's content is a list of parts (Arrow needs one type a column, and
-    TRL's collator fills the ``{"type": "image"}`` parts in order).
+    ``source``, when a row has some). A vision-language model: every row gets ``images``
+    (``[]`` where it has none), decoded when a batch reads them (``decoded_images``), and
+    every message's content is a list of parts (Arrow needs one type a column, and TRL's
+    collator fills the ``{"type": "image"}`` parts in order).
     """
     import datasets
 
@@ -145,8 +146,16 @@ def dataset(columns: list[dict], *, vision: bool, source: str, model: Path):
             )
         return datasets.Dataset.from_list([{k: v for k, v in row.items() if k != "images"} for row in columns])
     rows = [{k: (v if k == "images" else as_parts(v)) for k, v in {"images": [], **row}.items()} for row in columns]
-    data = datasets.Dataset.from_list(rows)
-    return data.cast_column("images", datasets.List(datasets.Image()))
+    return datasets.Dataset.from_list(rows).with_transform(decoded_images)
+
+
+def decoded_images(batch: dict) -> dict:
+    """A batch of the dataset (column -> values) whose ``images`` (per row, checked paths)
+    are decoded as generate and the rewards decode them (``images.Image.pil``: RGB, an alpha
+    channel dropped), so the model learns from the pixels it sampled from; a processor's own
+    conversion would put transparent pixels on white instead."""
+    rows = batch["images"]
+    return {**batch, "images": [[Stored(path=p, data=Path(p).read_bytes()).pil() for p in row] for row in rows]}
 
 
 def as_parts(messages: list[dict]) -> list[dict]:
