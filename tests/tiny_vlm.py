@@ -217,3 +217,9 @@ def tiny_image(seed: int = 0, size: tuple[int, int] = (24, 20), fmt: str = "PNG"
     out = io.BytesIO()
     img.save(out, format=fmt)
     return out.getvalue()
+
+
+if __name__ == "__main__":  # python tests/tiny_vlm.py FOLDER [ARCH]: a tiny VLM to try winnow on
+    import sys
+
+    print(build_vlm(Path(sys.argv[1]), *sys.argv[2:3]))
