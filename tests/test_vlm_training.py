@@ -116,6 +116,11 @@ def trained_logprob(folder, run: Path, rows: list[dict], side: str = "completion
     return sum(completion_logprob(folder, r["prompt"], r[side], run / r["images"][0]) for r in rows)
 
 
+def margin(folder, run: Path, pairs: list[dict]) -> float:
+    """Sum over pairs of log p(chosen) - log p(rejected), each given its prompt's image."""
+    return trained_logprob(folder, run, pairs, "chosen") - trained_logprob(folder, run, pairs, "rejected")
+
+
 def test_a_batch_holds_the_images_and_the_loss_is_on_completion_tokens(tmp_path, vlms):
     """TRL's vision collator: pixel values of each row's image, labels only on the completion."""
     run = tmp_path / "run"
@@ -205,11 +210,20 @@ def test_dpo_with_lora_on_pairs_with_images(tmp_path, vlms, arch):
     config = DpoConfig(model=str(base), lora=True, beta=0.1, learning_rate=2e-2, epochs=8, batch_size=1, device="cpu")
     manifest = dpo(run, config)
     assert manifest["num_pairs"] == 2 and math.isfinite(manifest["train_loss"])
+    assert margin(manifest["checkpoint"], run, pairs) > margin(base, run, pairs) + 1.0
 
-    def margin(folder) -> float:
-        return trained_logprob(folder, run, pairs, "chosen") - trained_logprob(folder, run, pairs, "rejected")
 
-    assert margin(manifest["checkpoint"]) > margin(base) + 1.0
+def test_full_fine_tuning_without_lora(tmp_path, vlms):
+    """Every weight trained (the default): SFT and DPO on one run dir, each the likelier for it."""
+    run = tmp_path / "run"
+    rows = image_rows(run)
+    pairs = as_pairs(rows)
+    hand_select(run, rows, pairs)
+    base = vlms["llava"]
+    trained = sft(run, TrainConfig(model=str(base), learning_rate=1e-3, epochs=4, batch_size=2, device="cpu"))
+    assert trained_logprob(trained["checkpoint"], run, rows[::2]) > trained_logprob(base, run, rows[::2]) + 1.0
+    preferred = dpo(run, DpoConfig(model=str(base), learning_rate=1e-3, epochs=4, batch_size=1, device="cpu"))
+    assert margin(preferred["checkpoint"], run, pairs) > margin(base, run, pairs) + 1.0
 
 
 def sft_args(run: Path, model: Path) -> list[str]:
