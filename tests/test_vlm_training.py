@@ -338,11 +338,13 @@ def test_rows_without_images_pass_as_they_are(tmp_path):
     assert image_paths(rows, tmp_path, Path("s.jsonl")) == rows
 
 
-def test_a_max_length_that_cuts_image_tokens_is_one_line(tmp_path, vlms, capsys):
-    """LLaVA's 16 image tokens do not fit in 12: the model's mismatch becomes the option's name."""
+@pytest.mark.parametrize("arch", sorted(VLM_ARCHS))
+def test_a_max_length_that_cuts_image_tokens_is_one_line(tmp_path, vlms, capsys, arch):
+    """A prompt's image tokens (4 to 16, with their markers) and its text do not fit in 12: the
+    model's mismatch of features and tokens becomes the option's name."""
     run = tmp_path / "run"
     hand_select(run, image_rows(run))
-    err = fails([*sft_args(run, vlms["llava"]), "--max-length", "12"], capsys, error_last=True)
+    err = fails([*sft_args(run, vlms[arch]), "--max-length", "12"], capsys, error_last=True)
     assert err.strip().splitlines()[-1] == (
         "winnow: error: sft.max_length: 12 tokens cut off the image tokens of a prompt; raise --max-length"
     )
