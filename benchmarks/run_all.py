@@ -26,6 +26,7 @@ import bench_decontaminate
 import bench_demo
 import bench_fallback
 import bench_generate
+import bench_images
 import bench_ray
 import bench_score
 import bench_select
@@ -45,6 +46,7 @@ BENCHMARKS = {
     "agreement": bench_verifier_agreement,
     "adaptive": bench_adaptive,
     "decontaminate": bench_decontaminate,
+    "images": bench_images,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
 """name -> a module (or namespace) whose ``main(argv)`` runs it; ``packing`` is bench_score.py --packing."""

@@ -3,7 +3,7 @@ work folder of input files, one torch thread, and a Ray instance of the test's o
 
 Plain helpers are modules beside this file, imported by name from any test folder
 (``pythonpath = ["tests"]`` in pyproject.toml): ``helpers`` (argument lists, refusals, digests,
-waiting, hand-made run dirs), ``tiny_models``, ``tiny_archs`` and ``serving`` (local servers).
+waiting, hand-made run dirs), ``tiny_models``, ``tiny_archs``, ``tiny_vlm`` (vision-language) and ``serving`` (local servers).
 """
 
 from __future__ import annotations

@@ -108,6 +108,7 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
     (tmp_path / "my_rewards.py").write_text(REWARDS)
     for name, rows in FILES.items():
         write_jsonl(tmp_path / name, rows)
+    vision_files(tmp_path)
     ran, skipped, skipped_dirs = [], [], set()
     for path in doc_files():
         for command in commands(path):
@@ -142,6 +143,25 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
             ran.append(command)
     assert len(ran) >= 10, ran
     assert len(skipped) <= len(ran), skipped
+
+
+def vision_files(folder: Path) -> None:
+    """What docs/howto/images.md works on: the tiny VLM its first command builds
+    (``tiny-vlm``), a prompts file naming two pictures, and the reward it shows."""
+    from tiny_vlm import build_vlm, tiny_image
+
+    build_vlm(folder / "tiny-vlm", "llava")
+    (folder / "photos").mkdir()
+    for i, name in enumerate(("cat.png", "street.jpg")):
+        (folder / "photos" / name).write_bytes(tiny_image(i, fmt="PNG" if name.endswith("png") else "JPEG"))
+    ask = [{"type": "image"}, {"type": "text", "text": "What colour dominates this picture?"}]
+    rows = [
+        {"id": "q1", "messages": [{"role": "user", "content": ask}], "images": ["photos/cat.png"]},
+        {"id": "q2", "prompt": "Describe this picture in one sentence.", "images": ["photos/street.jpg"]},
+    ]
+    write_jsonl(folder / "vqa.jsonl", rows)
+    page = (ROOT / "docs/howto/images.md").read_text()
+    (folder / "my_vision_rewards.py").write_text(re.findall(r"```python\n(import numpy.*?)```", page, flags=re.S)[0])
 
 
 def fresh_copy_for_alternatives(argv: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow import images
 from winnow.config import (
     AdaptiveConfig,
     DpoConfig,
@@ -152,6 +153,8 @@ def score(
         }
         for column in columns:  # a reference answer ...: one list per column, as the stage passes them
             keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
+        if any(p.images for _, _, p, _ in flat):
+            keywords["images"] = images.decoded([p.images for _, _, p, _ in flat])
         got = applier.apply([p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], keywords)
         for (i, j, _, _), v in zip(flat, got.total.tolist(), strict=True):
             matrix[i, j] = v

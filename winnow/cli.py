@@ -18,6 +18,7 @@ from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, ST
 from winnow.config import SECTIONS, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
+from winnow.images import MAX_IMAGE_BYTES
 from winnow.quiet import quiet_process
 from winnow.settings import build, load_yaml
 
@@ -250,6 +251,8 @@ def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
         "path": path,
         "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt"),
         "id_column": args.id_column or file_config.get("id_column", "id"),
+        "image_paths_outside": args.image_paths_outside,
+        "max_image_bytes": MAX_IMAGE_BYTES if args.max_image_bytes is None else args.max_image_bytes,
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from winnow.config import DEVICES, SECTIONS
 from winnow.config.fields import DTYPES, hints
+from winnow.images import MAX_IMAGE_BYTES
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
@@ -314,6 +315,17 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
         p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
         p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+        p.add_argument(
+            "--image-paths-outside",
+            action="store_true",
+            help="accept image paths that lead outside the prompts file's folder (default: refused)",
+        )
+        p.add_argument(
+            "--max-image-bytes",
+            type=int,
+            metavar="N",
+            help=f"largest image a prompt may hold, in bytes of its file (default: {MAX_IMAGE_BYTES})",
+        )
     if name in DRY_RUN:  # the commands that sample or score: a row may fail in either
         docs = " ".join(field_docs(SECTIONS[stage])["on_error"] for stage in ON_ERROR_STAGES)
         p.add_argument(

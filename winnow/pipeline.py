@@ -178,6 +178,8 @@ def best_of_n(
                 "reward": float(rewards[i, j]) if c else None,
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
+            if prompt.images:  # paths relative to the run dir, which holds the files
+                row["images"] = [image.path for image in prompt.images]
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None

@@ -42,6 +42,7 @@ import numpy as np
 
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, errors_file, shard_file
+from winnow.images import stored_prompt
 from winnow.loader import split
 from winnow.lock import StageLock
 from winnow.records import (
@@ -490,7 +491,7 @@ def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dic
     folder = Path(run_dir) / "generate"
     path = folder / "prompts.jsonl"
     data = verified_bytes(path, manifest["files"].get("prompts.jsonl"), stage="generate")
-    prompts = [_prompt_from_row(row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+    prompts = [stored_prompt(run_dir, row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not isinstance(manifest.get("num_columns"), int):
         raise WinnowError(f"{folder / 'manifest.json'}: damaged (no shard list); rerun `winnow generate` to rebuild it")
@@ -518,13 +519,6 @@ def load_selected(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "select" / "selected.jsonl"
     data = verified_bytes(path, manifest["files"].get("selected.jsonl"), stage="select")
     return [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
-
-
-def _prompt_from_row(row: dict) -> Prompt:
-    columns = row.get("columns") or {}
-    if "messages" in row:
-        return Prompt(id=row["id"], messages=tuple(row["messages"]), columns=columns)
-    return Prompt(id=row["id"], text=row["prompt"], columns=columns)
 
 
 def _to_delete(run_dir: Path, name: str) -> str:

@@ -37,9 +37,13 @@ def sample(
     min_p: float = 0.0,
     repetition_penalty: float = 1.0,
     stop: StopCheck | None = None,
+    extras: list[dict] | None = None,
 ) -> list[list[int]]:
     """Same arguments and result as ``decode.sample``: B*n token lists, prompt-major, each
-    ending at its first EOS, at the token that completed a stop string, or at max_new_tokens."""
+    ending at its first EOS, at the token that completed a stop string, or at max_new_tokens.
+
+    ``extras``: per prompt, the model inputs besides its token ids (a vision-language
+    model's ``pixel_values`` and the like, as its processor made them), passed to ``generate``."""
     greedy = temperature == 0
     settings: dict = dict(
         repetition_penalty=repetition_penalty,
@@ -53,11 +57,12 @@ def sample(
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     out: list[list[int]] = []
     with _neutral_generation_config(lm):
-        for prompt in prompts:
+        for b, prompt in enumerate(prompts):
             ids = torch.tensor([prompt], device=lm.device)
             criteria = StoppingCriteriaList([_StopText(len(prompt), stop)]) if stop else None
+            more = {k: v.to(lm.device) for k, v in extras[b].items()} if extras is not None else {}
             rows = lm.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings
+                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings, **more
             )
             samples = [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
             out += samples * n if greedy else samples
