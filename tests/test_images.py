@@ -289,3 +289,15 @@ def test_images_for_a_text_model_are_refused_naming_the_prompt(tmp_path, tiny_po
         "(its config has no vision_config)",
         one_error=True,
     )
+
+
+def test_a_reward_model_refuses_prompts_with_images(tmp_path, vlm, tiny_reward_model, capsys):
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+    assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
+    err = fails(["score", *flags(run_dir=run, reward_model=tiny_reward_model, device="cpu")], capsys, one_error=True)
+    assert err.strip().splitlines()[-1] == (
+        f"winnow: error: reward function '{tiny_reward_model}': prompts with images are not supported by a reward "
+        f"model ({tiny_reward_model}), which scores text; use a reward function, which gets the images, "
+        "or a vision-language judge"
+    )
