@@ -185,6 +185,8 @@ def test_vision_language_run_end_to_end(tmp_path, vlm):
     assert stored == sorted(f"images/{sha(tiny_image(s))}.png" for s in (0, 1))
     assert sum(p.stat().st_size for p in (run / "images").iterdir()) == len(tiny_image(0)) + len(tiny_image(1))
     assert not any(b"base64" in p.read_bytes() for p in run.rglob("*.jsonl"))  # never inlined in a row
+    manifest = json.loads((run / "generate/manifest.json").read_text())
+    assert manifest["images"] == {"files": 2, "bytes": len(tiny_image(0)) + len(tiny_image(1)), "prompts": 3}
 
     completions = {
         (r["prompt_id"], r["sample_index"]): r["text"] for r in read_rows(run / "generate/shard-m0-00000.jsonl")

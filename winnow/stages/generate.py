@@ -73,6 +73,7 @@ def generate(
             num_completions=num_completions,
             skipped_prompts=skipped,
             errors=len(errors),
+            **images.stored_summary(prompts),
             **({"server": server} if server else {}),
             executor=report.record(executor),
         )
