@@ -303,3 +303,16 @@ def test_a_reward_model_refuses_prompts_with_images(tmp_path, vlm, tiny_reward_m
         f"model ({tiny_reward_model}), which scores text; use a reward function, which gets the images, "
         "or a vision-language judge"
     )
+
+
+def test_text_parts_reach_a_text_model_as_its_text(tiny_policy):
+    from winnow.generate.chat import render
+    from winnow.models import load_tokenizer
+    from winnow.records import Prompt
+
+    tok = load_tokenizer(tiny_policy)
+    parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
+    as_parts = Prompt(id="a", messages=({"role": "user", "content": parts},))
+    as_text = Prompt(id="a", messages=({"role": "user", "content": "hello there"},))
+    assert render(tok, as_parts, "m") == render(tok, as_text, "m")
+    assert as_parts.texts() == ["hello there"]
