@@ -185,6 +185,8 @@ def test_vision_language_run_end_to_end(tmp_path, vlm):
     assert stored == sorted(f"images/{sha(tiny_image(s))}.png" for s in (0, 1))
     assert sum(p.stat().st_size for p in (run / "images").iterdir()) == len(tiny_image(0)) + len(tiny_image(1))
     assert not any(b"base64" in p.read_bytes() for p in run.rglob("*.jsonl"))  # never inlined in a row
+    manifest = json.loads((run / "generate/manifest.json").read_text())
+    assert manifest["images"] == {"files": 2, "bytes": len(tiny_image(0)) + len(tiny_image(1)), "prompts": 3}
 
     completions = {
         (r["prompt_id"], r["sample_index"]): r["text"] for r in read_rows(run / "generate/shard-m0-00000.jsonl")
@@ -289,3 +291,28 @@ def test_images_for_a_text_model_are_refused_naming_the_prompt(tmp_path, tiny_po
         "(its config has no vision_config)",
         one_error=True,
     )
+
+
+def test_a_reward_model_refuses_prompts_with_images(tmp_path, vlm, tiny_reward_model, capsys):
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+    assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
+    err = fails(["score", *flags(run_dir=run, reward_model=tiny_reward_model, device="cpu")], capsys, one_error=True)
+    assert err.strip().splitlines()[-1] == (
+        f"winnow: error: reward function '{tiny_reward_model}': prompts with images are not supported by a reward "
+        f"model ({tiny_reward_model}), which scores text; use a reward function, which gets the images, "
+        "or a vision-language judge"
+    )
+
+
+def test_text_parts_reach_a_text_model_as_its_text(tiny_policy):
+    from winnow.generate.chat import render
+    from winnow.models import load_tokenizer
+    from winnow.records import Prompt
+
+    tok = load_tokenizer(tiny_policy)
+    parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]
+    as_parts = Prompt(id="a", messages=({"role": "user", "content": parts},))
+    as_text = Prompt(id="a", messages=({"role": "user", "content": "hello there"},))
+    assert render(tok, as_parts, "m") == render(tok, as_text, "m")
+    assert as_parts.texts() == ["hello there"]

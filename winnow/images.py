@@ -131,6 +131,20 @@ def store(run_dir: str | Path, prompts: list[Prompt]) -> int:
     return written
 
 
+def stored_summary(prompts: list[Prompt]) -> dict:
+    """What a generate manifest says of the prompts' images: distinct files and their bytes
+    (each stored once), and how many prompts hold any; empty when none does.
+
+    >>> stored_summary([Prompt(id="a", text="x")])
+    {}
+    """
+    distinct = {i.path: len(i.data) for p in prompts for i in p.images}
+    if not distinct:
+        return {}
+    with_images = sum(1 for p in prompts if p.images)
+    return {"images": {"files": len(distinct), "bytes": sum(distinct.values()), "prompts": with_images}}
+
+
 def read_stored(run_dir: str | Path, path: str) -> Image:
     """The image a run dir's row names (``images/<sha256>.<ext>``), its bytes checked against
     the hash in its name: a damaged or replaced file is named, never used."""

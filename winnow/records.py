@@ -49,6 +49,18 @@ class Prompt:
             return [dict(m) for m in self.messages]
         return [{"role": "user", "content": self.text}]
 
+    def texts(self) -> list[str]:
+        """The text of each message in order, a message of content parts as its text parts
+        joined (its images left out).
+
+        >>> Prompt(id="a", messages=({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]},)).texts()
+        ['hi']
+        """
+        return [
+            m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
+            for m in self.as_messages()
+        ]
+
     def to_row(self) -> dict:
         """The row of ``generate/prompts.jsonl``; other columns go under ``columns`` and images
         under ``images``, each left out when there are none, so a file of ids and prompts gives

@@ -24,7 +24,12 @@ def render(tokenizer, prompt: Prompt, model: str) -> list[int]:
             "(its config has no vision_config)"
         )
     if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(prompt.as_messages(), tokenize=False, add_generation_prompt=True)
+        messages = prompt.as_messages()
+        if any(
+            isinstance(m["content"], list) for m in messages
+        ):  # text parts only: a text model's template takes strings
+            messages = [{"role": m["role"], "content": t} for m, t in zip(messages, prompt.texts(), strict=True)]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     if prompt.text is None:
         raise WinnowError(f"prompt {prompt.id!r} has chat messages, but model {model} has no chat template")

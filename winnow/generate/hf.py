@@ -84,7 +84,7 @@ class HFBackend:
     """Told the completions made as each batch ends (a progress bar that moves within a shard)."""
 
     streams = True
-    """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with the fast loop."""
+    """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with either loop."""
 
     def generate(
         self, prompts: list[Prompt], sampling: Sampling, seed: int, watch: Watch | None = None
@@ -136,7 +136,7 @@ class HFBackend:
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
         loop = fallback.sample if self.fallback_reason else decode.sample
-        watched: dict = {"on_step": hook} if hook is not None and not self.fallback_reason else {}
+        watched: dict = {"on_step": hook} if hook is not None else {}
         if extras is not None:
             watched["extras"] = extras
         rows = loop(

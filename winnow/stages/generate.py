@@ -74,6 +74,7 @@ def generate(
             num_completions=num_completions,
             skipped_prompts=skipped,
             errors=len(errors),
+            **images.stored_summary(prompts),
             **({"server": server} if server else {}),
             **({"usage": usage.record(config.price_per_mtok)} if server else {}),
             executor=report.record(executor),

@@ -149,7 +149,7 @@ def drop_contaminated(rewards: np.ndarray, cells: Cells, config: SelectConfig) -
         alive = np.flatnonzero(~np.isnan(rewards[i]))
         if not len(alive):
             continue
-        text = "\n".join(m["content"] for m in prompt.as_messages() if isinstance(m.get("content"), str))
+        text = "\n".join(prompt.texts())  # a vision-language prompt's text parts too
         found = index.find(text)
         if found is not None:
             prompts_out += 1
