@@ -180,11 +180,12 @@ def stage_command(args: argparse.Namespace) -> None:
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
         summary.print_stages(manifests, run_dir, as_json=args.json)
-    if "eval" in configs and configs["eval"].prompts and not args.json:
+    if "eval" in configs and configs["eval"].prompts and not args.json:  # run --eval-prompts
         from winnow.report import evals
 
         out = Path(run_dir) / evals.FOLDER
-        print("\n".join(evals.lines(evals.read(run_dir) or {}, *(out / name for name in evals.FILES))))
+        if evaluated := evals.read(run_dir):
+            print("\n".join(evals.lines(evaluated, *(out / name for name in evals.FILES))))
 
 
 def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> None:
