@@ -234,12 +234,19 @@ def test_stored_image_is_checked_against_its_name(tmp_path, vlm, capsys):
     assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
     stored = run / f"images/{sha(tiny_image(1))}.png"
     stored.write_bytes(tiny_image(2))
-    fails(
-        ["score", *flags(run_dir=run, reward_fn="length")],
-        capsys,
-        f"winnow: error: {stored}: damaged (its sha256 is not the one in its name); rerun `winnow generate`",
-        one_error=True,
+    damaged = f"{stored}: damaged (its sha256 is not the one in its name); rerun `winnow generate`"
+    fails(["score", *flags(run_dir=run, reward_fn="length")], capsys, f"winnow: error: {damaged}", one_error=True)
+    assert main(["verify", str(run)]) == 2
+    assert f"generate  PROBLEM {damaged}" in capsys.readouterr().out
+    stored.unlink()
+    assert main(["verify", str(run)]) == 2
+    assert (
+        f"generate  PROBLEM {stored}: cannot read image {stored}: No such file or directory" in capsys.readouterr().out
     )
+    # the rerun the message asks for puts the image back, and the run goes on
+    assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
+    assert stored.read_bytes() == tiny_image(1)
+    assert main(["verify", str(run)]) == 0
 
 
 def test_decoded_images_are_shared_per_call():
