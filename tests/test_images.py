@@ -18,6 +18,7 @@ from tiny_vlm import build_vlm, tiny_image
 
 from winnow import images
 from winnow.cli import main
+from winnow.errors import WinnowError
 from winnow.prompts import load_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -323,3 +324,30 @@ def test_text_parts_reach_a_text_model_as_its_text(tiny_policy):
     as_text = Prompt(id="a", messages=({"role": "user", "content": "hello there"},))
     assert render(tok, as_parts, "m") == render(tok, as_text, "m")
     assert as_parts.texts() == ["hello there"]
+
+
+def test_best_of_n_in_python_with_an_image(vlm):
+    """``winnow.best_of_n`` on a chat with an ``image_url`` part: the reward gets the image, and
+    the answer is the best of what ``winnow.sample`` draws with the same seed."""
+    import winnow
+
+    part = {"type": "image_url", "image_url": {"url": data_url(tiny_image(0))}}
+    chat = [[{"role": "user", "content": [part, ASK]}]]
+    seen = []
+
+    def brightness(prompts, completions, images, **kw):
+        seen.extend(images)
+        return [
+            np.asarray(row[0].convert("L")).mean() / 255 + len(c) / 1000
+            for row, c in zip(images, completions, strict=True)
+        ]
+
+    options = dict(model=str(vlm), n=4, max_new_tokens=6, device="cpu")
+    [best] = winnow.best_of_n(chat, reward=brightness, **options)
+    [texts] = winnow.sample(chat, **options)
+    assert best == max(texts, key=len)  # the image is the same for all four: length decides
+    assert len(seen) == 4 and all(row[0].size == (24, 20) for row in seen)
+    with pytest.raises(WinnowError, match=r"^prompts\[0\]: field 'messages\[0\].content\[0\]': only data: URLs"):
+        winnow.sample(
+            [[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}]], **options
+        )
