@@ -18,6 +18,7 @@ from tiny_vlm import build_vlm, tiny_image
 
 from winnow import images
 from winnow.cli import main
+from winnow.errors import WinnowError
 from winnow.prompts import load_prompts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -234,12 +235,19 @@ def test_stored_image_is_checked_against_its_name(tmp_path, vlm, capsys):
     assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
     stored = run / f"images/{sha(tiny_image(1))}.png"
     stored.write_bytes(tiny_image(2))
-    fails(
-        ["score", *flags(run_dir=run, reward_fn="length")],
-        capsys,
-        f"winnow: error: {stored}: damaged (its sha256 is not the one in its name); rerun `winnow generate`",
-        one_error=True,
+    damaged = f"{stored}: damaged (its sha256 is not the one in its name); rerun `winnow generate`"
+    fails(["score", *flags(run_dir=run, reward_fn="length")], capsys, f"winnow: error: {damaged}", one_error=True)
+    assert main(["verify", str(run)]) == 2
+    assert f"generate  PROBLEM {damaged}" in capsys.readouterr().out
+    stored.unlink()
+    assert main(["verify", str(run)]) == 2
+    assert (
+        f"generate  PROBLEM {stored}: cannot read image {stored}: No such file or directory" in capsys.readouterr().out
     )
+    # the rerun the message asks for puts the image back, and the run goes on
+    assert main(["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]) == 0
+    assert stored.read_bytes() == tiny_image(1)
+    assert main(["verify", str(run)]) == 0
 
 
 def test_decoded_images_are_shared_per_call():
@@ -316,3 +324,30 @@ def test_text_parts_reach_a_text_model_as_its_text(tiny_policy):
     as_text = Prompt(id="a", messages=({"role": "user", "content": "hello there"},))
     assert render(tok, as_parts, "m") == render(tok, as_text, "m")
     assert as_parts.texts() == ["hello there"]
+
+
+def test_best_of_n_in_python_with_an_image(vlm):
+    """``winnow.best_of_n`` on a chat with an ``image_url`` part: the reward gets the image, and
+    the answer is the best of what ``winnow.sample`` draws with the same seed."""
+    import winnow
+
+    part = {"type": "image_url", "image_url": {"url": data_url(tiny_image(0))}}
+    chat = [[{"role": "user", "content": [part, ASK]}]]
+    seen = []
+
+    def brightness(prompts, completions, images, **kw):
+        seen.extend(images)
+        return [
+            np.asarray(row[0].convert("L")).mean() / 255 + len(c) / 1000
+            for row, c in zip(images, completions, strict=True)
+        ]
+
+    options = dict(model=str(vlm), n=4, max_new_tokens=6, device="cpu")
+    [best] = winnow.best_of_n(chat, reward=brightness, **options)
+    [texts] = winnow.sample(chat, **options)
+    assert best == max(texts, key=len)  # the image is the same for all four: length decides
+    assert len(seen) == 4 and all(row[0].size == (24, 20) for row in seen)
+    with pytest.raises(WinnowError, match=r"^prompts\[0\]: field 'messages\[0\].content\[0\]': only data: URLs"):
+        winnow.sample(
+            [[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}]], **options
+        )

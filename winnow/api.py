@@ -366,7 +366,13 @@ def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
 
             out.append(prompt_from_row(p, i))
         elif isinstance(p, Sequence) and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
-            out.append(Prompt(id=str(i), messages=tuple(dict(m) for m in p if isinstance(m, dict))))
+            messages = [dict(m) for m in p if isinstance(m, dict)]
+            if any(isinstance(m["content"], list) for m in messages):  # content parts: images among them
+                from winnow.prompts import chat_with_images
+
+                out.append(chat_with_images(messages, id=str(i), name=f"prompts[{i}]"))
+            else:
+                out.append(Prompt(id=str(i), messages=tuple(messages)))
         else:
             raise WinnowError(
                 f"prompts[{i}]: expected text, a list of {{role, content}} messages or a row "

@@ -121,14 +121,20 @@ def from_reference(ref, *, folder: Path, name: str, outside: bool = False, max_b
 def store(run_dir: str | Path, prompts: list[Prompt]) -> int:
     """Write each image of ``prompts`` not yet in ``run_dir/images/`` (atomically, once
     however many prompts hold it); returns how many files were written. A file already there
-    under its sha256 name holds the same bytes."""
+    is kept when it holds the bytes its name hashes, and written anew when it does not (a
+    damaged one is mended by rerunning the stage)."""
     written = 0
     for image in {i.path: i for p in prompts for i in p.images}.values():
         target = Path(run_dir) / image.path
-        if not target.is_file():
+        if not (target.is_file() and _sha256_file(target) == Path(image.path).stem):
             atomic_write_bytes(target, image.data)
             written += 1
     return written
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def stored_summary(prompts: list[Prompt]) -> dict:

@@ -95,13 +95,15 @@ def prompt_from_row(row: dict, index: int) -> Prompt:
     return _parse_row(row, index, f"prompts[{index}]", None, "prompt", "id", ImageRules(Path.cwd()))
 
 
-def chat_with_images(messages: list, *, name: str, max_image_bytes: int = img.MAX_IMAGE_BYTES) -> Prompt:
-    """A chat request's messages (OpenAI's form: images as ``image_url`` parts with
-    ``data:`` URLs) as a prompt in the stored form, under the id ``name``; a bad message or
-    image raises WinnowError naming ``name`` and the field."""
+def chat_with_images(
+    messages: list, *, id: str, name: str | None = None, max_image_bytes: int = img.MAX_IMAGE_BYTES
+) -> Prompt:
+    """Chat messages whose content may be parts (OpenAI's form: images as ``image_url``
+    parts with ``data:`` URLs) as the prompt ``id`` in the stored form; a bad message or
+    image raises WinnowError naming ``name`` (default: the id) and the field."""
     rules = ImageRules(Path.cwd(), max_bytes=max_image_bytes)  # no images column: no paths to resolve
-    parsed, inline = _parse_messages(messages, name, None, rules)
-    return Prompt(id=name, messages=parsed, images=inline)
+    parsed, inline = _parse_messages(messages, name or id, None, rules)
+    return Prompt(id=id, messages=parsed, images=inline)
 
 
 def _check_id_column_used(path: Path, prompts: list[Prompt], id_column: str) -> None:

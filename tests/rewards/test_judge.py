@@ -157,7 +157,7 @@ def test_a_vision_language_judge_sees_the_prompt_image(tmp_path):
         assert judge([prompt], ["a dog"], images=images.decoded([(image,)])) == [None]  # a random model's bytes
     text = judge.render(prompt, "a dog")
     assert "user: [image]what is it?" in text
-    asked = chat_with_images([{"role": "user", "content": judge_content(text, [image.pil()])}], name="asked")
+    asked = chat_with_images([{"role": "user", "content": judge_content(text, [image.pil()])}], id="asked")
     assert asked.images[0].pil().tobytes() == image.pil().tobytes()  # the same pixels went out, as PNG
     greedy = Sampling(n=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=5)
     assert judge.last_replies == [app.state.backend.generate([asked], greedy, seed=0)[0].text]

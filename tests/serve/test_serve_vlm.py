@@ -110,7 +110,7 @@ def test_best_of_n_with_an_image_keeps_the_best_by_a_reward_that_reads_it(bon):
     [choice] = answer["choices"]
     from winnow.prompts import chat_with_images
 
-    prompt = chat_with_images(chat(4), name="p")
+    prompt = chat_with_images(chat(4), id="p")
     sampling = Sampling(n=4, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8)
     grey = np.asarray(prompt.images[0].pil().convert("L")).mean() / 255
     texts = [c.text for c in app.state.backend.generate([prompt], sampling, seed=5)]

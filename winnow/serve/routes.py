@@ -88,7 +88,7 @@ def chat_prompt(name: str, req: schema.ChatCompletionRequest) -> Prompt:
     if all(isinstance(m["content"], str) for m in messages):
         return Prompt(id=name, messages=tuple(messages))
     try:
-        return chat_with_images(messages, name=name)
+        return chat_with_images(messages, id=name)
     except WinnowError as e:
         raise ApiError(400, str(e).removeprefix(f"{name}: "), param="messages") from None
 
