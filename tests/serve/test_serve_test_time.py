@@ -56,6 +56,7 @@ def test_return_candidates_lists_every_candidate_and_the_selected_one(bon):
     assert r.usage.completion_tokens == sum(c["num_tokens"] for c in candidates)
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     assert all(1 <= c["num_tokens"] <= 6 and c["finish_reason"] in ("stop", "length") for c in candidates)
+    assert all(c["step_scores"] is None for c in candidates)  # no process reward model here
 
 
 def test_without_return_candidates_the_body_has_no_candidates(bon):

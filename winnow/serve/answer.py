@@ -127,6 +127,7 @@ def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
     """``return_candidates``: every candidate in sampling order, and ``selected_index``, the
     place among them of the first choice (found by identity: two candidates may share a text)."""
     rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
+    steps = got.step_scores if got.step_scores is not None else [None] * len(got.candidates)
     candidates = [
         schema.Candidate(
             index=j,
@@ -134,8 +135,9 @@ def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
             finish_reason=c.finish_reason,
             num_tokens=c.num_tokens,
             reward=None if math.isnan(r) else r,
+            step_scores=s,
         )
-        for j, (c, r) in enumerate(zip(got.candidates, rewards, strict=True))
+        for j, (c, r, s) in enumerate(zip(got.candidates, rewards, steps, strict=True))
     ]
     first = picked[0][0]
     selected = next(j for j, c in enumerate(got.candidates) if c is first)

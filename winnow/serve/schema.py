@@ -245,6 +245,8 @@ class Candidate(BaseModel):
     num_tokens: int
     reward: float | None
     """Its reward (None = unscored)."""
+    step_scores: list[float] | None = None
+    """One score per step from a process reward model (``--prm-model``); None without one."""
 
 
 class ChatCompletion(BaseModel):
