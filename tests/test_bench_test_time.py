@@ -46,13 +46,15 @@ def test_methods_on_a_hand_made_matrix(bench):
     # prompt 0 votes 4 (right); prompt 1's eight answers tie at one vote: the first, "1", wrong
     assert vote.correct.tolist() == [1.0, 0.0] and vote.samples == 16 and vote.tokens == sum(range(1, 17))
     # consensus 0.6: prompt 0 holds 3 of 4 after the first step; prompt 1 reads all 8
-    stop = bench.stopped("consensus", m, ("consensus", 0.6), bench.voter(m), 8)
+    stop = bench.stopped("consensus", m, ("consensus", 0.6), bench.voter(m), 8, 4)
     assert stop.correct.tolist() == [1.0, 0.0] and stop.samples == 4 + 8
     assert stop.tokens == (1 + 2 + 3 + 4) + sum(range(9, 17))
     oracle = bench.fixed("verifier", m, bench.verified(m), 8)
     assert oracle.correct.tolist() == [1.0, 1.0]
-    first_pass = bench.stopped("pass", m, ("pass", 0.0), bench.verified(m), 8)
-    assert first_pass.samples == 4 + 8 and first_pass.correct.tolist() == [1.0, 1.0]
+    first_pass = bench.stopped("pass", m, ("pass", 0.0), bench.verified(m), 8, 2)
+    # prompt 0 passes at sample 1 (the first step of 2), prompt 1 at sample 5 (the third step)
+    assert first_pass.samples == 2 + 6 and first_pass.correct.tolist() == [1.0, 1.0]
+    assert first_pass.name == "pass (step 2)" and first_pass.tokens == (1 + 2) + (9 + 10 + 11 + 12 + 13 + 14)
 
 
 def test_the_band_holds_the_mean(bench):
