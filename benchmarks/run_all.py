@@ -26,6 +26,7 @@ import bench_decontaminate
 import bench_demo
 import bench_fallback
 import bench_generate
+import bench_images
 import bench_ray
 import bench_score
 import bench_select
@@ -47,6 +48,7 @@ BENCHMARKS = {
     "adaptive": bench_adaptive,
     "decontaminate": bench_decontaminate,
     "test_time": bench_test_time,
+    "images": bench_images,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
 """name -> a module (or namespace) whose ``main(argv)`` runs it; ``packing`` is bench_score.py --packing."""

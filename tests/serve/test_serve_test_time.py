@@ -91,13 +91,21 @@ def test_a_budget_buys_whole_candidates_at_their_worst_case(bon):
             {"aggregate": "confidence"},
             {},
             "aggregate",
-            "aggregate 'confidence' needs log-probabilities, which the hf backend does not give",
+            "aggregate 'confidence' needs the candidates' log-probabilities, which this server's backends do not give",
+        ),
+        (
+            {"aggregate": "prm-weighted"},
+            {},
+            "aggregate",
+            "aggregate 'prm-weighted' weighs votes by a process reward model's scores apart from the other rewards, "
+            "which winnow bon does; a server sums its rewards: serve with --prm-model as the only reward and ask "
+            "for weighted",
         ),
         (
             {"aggregate": "median"},
             {},
             "aggregate",
-            "aggregate must be one of best, majority, weighted, confidence, got 'median'",
+            "aggregate must be one of best, majority, weighted, prm-weighted, confidence, got 'median'",
         ),
         (
             {"return_candidates": "yes"},
@@ -153,3 +161,23 @@ def test_an_unscored_candidate_is_listed_with_a_null_reward():
     got = outcome(["a", "bb"], [float("nan"), 0.5])
     listing = listed(got, choose(None, got, 1))
     assert [c.reward for c in listing["candidates"]] == [None, 0.5] and listing["selected_index"] == 1
+
+
+def test_a_process_reward_models_step_scores_come_with_each_candidate(tiny_policy, tiny_prm):
+    from winnow.rewards.prm import ProcessReward
+
+    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=3)
+    score = ScoreConfig(prm_model=str(tiny_prm), prm_aggregate="min", device="cpu")
+    with serve_in_thread(build_app(config, score)) as url:
+        r = client(url).completions.create(
+            model="tiny", prompt="add two numbers", max_tokens=8, seed=1, extra_body={"return_candidates": True}
+        )
+    candidates = r.model_extra["candidates"]
+    # the same model run apart, on the same rows: one score per step, the reward their minimum
+    apart = ProcessReward(str(tiny_prm), device="cpu").step_rewards(
+        ["add two numbers"] * 3, [c["text"] for c in candidates]
+    )
+    for c, steps in zip(candidates, apart, strict=True):
+        assert c["step_scores"] == pytest.approx(steps, abs=1e-6) and len(steps) >= 1
+        assert c["reward"] == pytest.approx(min(steps), abs=1e-6)
+    assert r.model_extra["selected_index"] == first_best([c["reward"] for c in candidates])

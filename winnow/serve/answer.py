@@ -31,8 +31,14 @@ AGGREGATES: tuple[str, ...] = tuple(dict.fromkeys((*select.AGGREGATES, "confiden
 """How a request may ask the answer to be chosen (``aggregate``): ``best`` = the
 highest-reward candidates; ``majority`` and ``weighted`` = the vote over the candidates'
 final answers, plain or reward-weighted (``winnow.select.aggregate``); ``confidence`` = the
-vote weighted by each candidate's token confidence, which needs the backend's
-log-probabilities (``unservable`` says when a server cannot do one)."""
+vote weighted by each candidate's token confidence (DeepConf). ``UNSERVED`` names those a
+server cannot do."""
+UNSERVED: dict[str, str] = {
+    "prm-weighted": "weighs votes by a process reward model's scores apart from the other rewards, which "
+    "winnow bon does; a server sums its rewards: serve with --prm-model as the only reward and ask for weighted",
+    "confidence": "needs the candidates' log-probabilities, which this server's backends do not give",
+}
+"""Aggregates a server cannot do, each with why (the end of a sentence)."""
 
 
 def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listing: bool = False) -> BaseModel:
@@ -63,31 +69,16 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listi
     return schema.TextCompletion(id=id, created=created, model=served, choices=text, **more)
 
 
-def check_aggregate(name: str | None, *, rewarded: bool, backend_name: str, logprobs: bool) -> None:
-    """A 400 naming ``aggregate`` for a name not in ``AGGREGATES`` or one this server cannot
-    do (``logprobs``: whether its backend gives log-probabilities)."""
+def check_aggregate(name: str | None, *, rewarded: bool) -> None:
+    """A 400 naming ``aggregate`` for a name not in ``AGGREGATES`` or one a server cannot do."""
     if name is None:
         return
     if name not in AGGREGATES:
         raise ApiError(400, f"aggregate must be one of {', '.join(AGGREGATES)}, got {name!r}", param="aggregate")
+    if name in UNSERVED:
+        raise ApiError(400, f"aggregate {name!r} {UNSERVED[name]}", param="aggregate", code="aggregate_not_available")
     if not rewarded:
         raise ApiError(400, "aggregate needs a server started with a reward (Best-of-N mode)", param="aggregate")
-    why = unservable(name, backend_name=backend_name, logprobs=logprobs)
-    if why:
-        raise ApiError(400, f"aggregate {name!r} {why}", param="aggregate", code="aggregate_not_available")
-
-
-def unservable(name: str, *, backend_name: str, logprobs: bool) -> str | None:
-    """Why a server cannot choose by ``name`` (the end of a sentence); None = it can.
-    ``confidence`` weighs votes by the candidates' log-probabilities.
-
-    >>> unservable("majority", backend_name="hf", logprobs=False)
-    >>> unservable("confidence", backend_name="hf", logprobs=False)
-    'needs log-probabilities, which the hf backend does not give'
-    """
-    if name == "confidence" and not logprobs:
-        return f"needs log-probabilities, which the {backend_name} backend does not give"
-    return None
 
 
 def choose(name: str | None, got: Outcome, n: int) -> Picked:

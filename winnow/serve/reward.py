@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import fields, replace
 
+from winnow import images
 from winnow.config import ScoreConfig
 from winnow.errors import WinnowError
 from winnow.records import Completion, Prompt
@@ -83,6 +84,8 @@ def scored_candidates(
         "prompt_ids": [c.prompt_id for c in rows],
         "sample_indices": [c.sample_index for c in rows],
     }
+    if any(by_id[c.prompt_id].images for c in rows):
+        keywords["images"] = images.decoded([by_id[c.prompt_id].images for c in rows])
     try:
         got = applier.apply([by_id[c.prompt_id].content for c in rows], [c.text for c in rows], keywords)
     except RewardTimeout as e:

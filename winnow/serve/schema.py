@@ -168,9 +168,27 @@ def _json(value: Any) -> str:
     return json.dumps(int(value) if isinstance(value, float) and value.is_integer() else value)
 
 
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(Strict):
+    url: str
+    """A ``data:image/...;base64,`` URL (the server downloads nothing)."""
+    detail: Literal["auto"] = "auto"
+    """Only ``auto``: the model's processor decides the resolution."""
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[TextPart | ImagePart]
+    """Text, or content parts: text and images (for a vision-language model)."""
 
 
 class ChatCompletionRequest(SamplingFields):
