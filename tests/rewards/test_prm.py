@@ -260,6 +260,6 @@ def test_the_server_scores_with_the_same_applier(models):
     for i in range(2):
         np.testing.assert_allclose(got.paths[i]["step_scores"], steps[i], rtol=0, atol=1e-6)  # type: ignore[arg-type]
         assert got.total[i] == pytest.approx(np.mean(got.paths[i]["step_scores"]), rel=1e-12)
-    with pytest.raises(ApiError, match="aggregate 'prm-weighted' is not available on this server yet") as e:
+    with pytest.raises(ApiError, match="aggregate 'prm-weighted' weighs votes by a process reward model's") as e:
         check_aggregate("prm-weighted", rewarded=True)
     assert e.value.param == "aggregate"
