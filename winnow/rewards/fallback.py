@@ -145,7 +145,10 @@ class RuleThenJudge:
             for i in asked
         ]
         ids = kw.get("prompt_ids") or list(range(len(completions)))
-        replies = ask(self.client, model=self.model, texts=texts, ids=[ids[i] for i in asked], max_tokens=MAX_TOKENS)
+        asking = [ids[i] for i in asked]
+        replies = [
+            text for text, _ in ask(self.client, model=self.model, texts=texts, ids=asking, max_tokens=MAX_TOKENS)
+        ]
         out = list(scores)
         self.last_extras = [row_fields(reading) for reading in rule]
         for i, reply in zip(asked, replies, strict=True):

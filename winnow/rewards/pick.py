@@ -159,9 +159,10 @@ async def pick_best_async(
     while any(len(a) > 1 for a in alive):
         asked = [(m, w) for m, a in enumerate(alive) if len(a) > 1 for w in windows(a, judge.window) if len(w) > 1]
         texts = [_prompt(judge.template, questions[m], [candidates[m][i] or "" for i in w]) for m, w in asked]
-        replies = await ask_async(
+        answered = await ask_async(
             judge.client, model=judge.model, texts=texts, ids=[keys[m] for m, _ in asked], max_tokens=judge.max_tokens
         )
+        replies = [text for text, _ in answered]
         winners: dict[tuple[int, int], int] = {}
         for (m, w), reply in zip(asked, replies, strict=True):
             k = parse_pick(reply, len(w))

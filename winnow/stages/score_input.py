@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.budget import Usage
 from winnow.errors import WinnowError
 from winnow.executors import shard_file
 from winnow.records import Prompt
@@ -140,7 +141,10 @@ def remember_prompts(run_dir: str, generate_hash: str, prompts: list[Prompt]) ->
     """Hold the prompts of one generate stage for the score workers of this process (the
     driver, which has read them already, saves a local worker reading them again)."""
     _RECORDS.clear()  # one stage at a time: a long-lived worker does not pile them up
-    _RECORDS[(run_dir, generate_hash)] = {p.id: (p.content, p.columns) for p in prompts}
+    # images ride with the columns (``images`` is a reserved column name): the worker decodes them per call
+    _RECORDS[(run_dir, generate_hash)] = {
+        p.id: (p.content, p.columns | {"images": p.images} if p.images else p.columns) for p in prompts
+    }
 
 
 @dataclass
@@ -156,6 +160,8 @@ class Streamed:
     counts: Counter
     """``no_answer`` and ``unfinished_reasoning`` over the rows; with a fallback judge, the
     ``rule_then_judge`` counts (``winnow.rewards.fallback.tally``)."""
+    judge_usage: Usage | None = None
+    """What the judge's requests used, summed over the rows (None: no judge)."""
 
 
 def stream_matrices(
@@ -171,6 +177,7 @@ def stream_matrices(
     paths: Counter = Counter()
     counts: Counter = Counter()
     saved = 0
+    judged = Usage()
     for row in iter_shard_rows(folder, names, records, stage="score"):
         i, j = index[row["prompt_id"]], row["sample_index"]
         if row["reward"] is not None:
@@ -186,8 +193,10 @@ def stream_matrices(
         counts["unfinished_reasoning"] += bool(row.get("unfinished_reasoning"))
         if "decided_by" in row:  # a rule backed by a judge
             counts.update(tally(row))
+        if "judge_usage" in row:
+            judged.add(row["judge_usage"])
     summary = {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if paths else {}
-    return Streamed(matrix, parts, summary, counts)
+    return Streamed(matrix, parts, summary, counts, judged if judged.requests else None)
 
 
 def count_rows(manifest: dict, names: Iterable[str], folder: Path) -> int:
