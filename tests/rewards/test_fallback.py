@@ -81,6 +81,7 @@ def test_rows_without_an_answer_go_to_the_judge_and_each_records_what_decided(im
         "judge_overrides": 0,
     }
     assert summary["no_answer"] == 4  # the rule's readings stay: it read no answer in four
+    assert summary["judge_usage"] == {"requests": 3, "prompt_tokens": 9, "completion_tokens": 3}  # 3 + 1 a reply
     assert np.load(imported / "run" / "score" / "rewards.npy").tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
     got = rows(imported)
     assert {k: v["decided_by"] for k, v in got.items()} == {

@@ -17,7 +17,8 @@ with no verdict leaves the rule's score.
 
 Every row records what decided it (``row_fields``): ``rule`` (``pass``, ``fail`` or
 ``no_answer``: the rule's reading), ``decided_by`` (``rule`` or ``judge``) and, where the
-judge was asked, ``judge`` (``pass``, ``fail`` or ``unclear``) and ``judge_reply``. The score
+judge was asked, ``judge`` (``pass``, ``fail`` or ``unclear``), ``judge_reply`` and
+``judge_usage`` (its request's tokens, which the score manifest sums as for the judge reward). The score
 stage adds them up (``tally``) into its manifest's ``rule_then_judge`` counts, which the
 report shows.
 """
@@ -121,6 +122,8 @@ class RuleThenJudge:
         self.rule, self.client, self.model, self.on = rule, client, model, on
         self.template = load_template(prompt, TEMPLATE, SLOTS, "score.fallback_prompt")
         self.reference_column = reference_column
+        self.pacer = client.pacer()
+        """The per-minute limits (``judge_max_requests_per_minute``, ...), shared by all its calls."""
         self.last_extras: list[dict] = []
 
     def __call__(self, prompts: list, completions: list[str], **kw) -> Scores:
@@ -146,16 +149,15 @@ class RuleThenJudge:
         ]
         ids = kw.get("prompt_ids") or list(range(len(completions)))
         asking = [ids[i] for i in asked]
-        replies = [
-            text for text, _ in ask(self.client, model=self.model, texts=texts, ids=asking, max_tokens=MAX_TOKENS)
-        ]
+        replies = ask(self.client, model=self.model, texts=texts, ids=asking, max_tokens=MAX_TOKENS, pacer=self.pacer)
         out = list(scores)
         self.last_extras = [row_fields(reading) for reading in rule]
-        for i, reply in zip(asked, replies, strict=True):
+        for i, (reply, usage) in zip(asked, replies, strict=True):
             verdict = parse_verdict(reply)
             if verdict is not None:
                 out[i] = verdict
-            self.last_extras[i] = row_fields(rule[i], verdict, reply)
+            # its usage too: the score manifest sums every judge's (judge_usage) and prices it
+            self.last_extras[i] = {**row_fields(rule[i], verdict, reply), "judge_usage": usage}
         return Scores(out, no_answer_at=sorted(no_answer))
 
 
