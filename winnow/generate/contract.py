@@ -35,16 +35,20 @@ class Sampling:
     """CTRL-style penalty on tokens already in the prompt or completion; 1 = off."""
     stop: tuple[str, ...] = ()
     """Strings that end a completion (not included in its text); finish_reason 'stop'."""
+    top_logprobs: int = 0
+    """Return each completion's per-token log-probabilities (``Completion.logprobs``), with
+    each token's confidence from the k most likely tokens' log-probabilities; 0 = off.
+    Never changes what is sampled."""
 
 
-OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": ()}
+OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": (), "top_logprobs": 0}
 """Optional sampling fields and their neutral ("off") values."""
 
 BACKENDS: dict[str, frozenset[str]] = {
     # top_k, min_p and repetition_penalty travel to an openai server as extra body fields (see openai_api)
-    "hf": frozenset({"min_p", "repetition_penalty", "stop"}),
-    "openai": frozenset({"min_p", "repetition_penalty", "stop"}),
-    "vllm": frozenset({"min_p", "repetition_penalty", "stop"}),
+    "hf": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
+    "openai": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
+    "vllm": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
 }
 """Every backend, with the optional sampling fields it honours (the names are ``config.fields.Backend``'s)."""
 assert tuple(BACKENDS) == get_args(BackendName), "BACKENDS must follow config.fields.Backend"
@@ -73,6 +77,7 @@ def sampling_of(config: GenerateConfig) -> Sampling:
         min_p=config.min_p,
         repetition_penalty=config.repetition_penalty,
         stop=tuple(config.stop),
+        top_logprobs=config.top_logprobs,
     )
     check_sampling(config.backend, sampling)
     return sampling

@@ -117,6 +117,7 @@ def sample(
     repetition_penalty: float = 1.0,
     stop: StopCheck | None = None,
     on_step: StepHook | None = None,
+    logprobs: Logprobs | None = None,
 ) -> list[list[int]]:
     """Sample ``n`` completions for each of the B prompts (lists of token ids).
 
@@ -126,8 +127,12 @@ def sample(
     penalty still applies; pass ``n=1``). Randomness comes from torch's global generator: seed
     it. ``on_step`` (``StepHook``) sees each step's tokens and can end rows early (as a
     finished row does, an ended one shifts the random draws of the rows after it).
+    ``logprobs`` (optional) is filled with each output row's per-token log-probabilities
+    and confidence; computing them reads the logits and never changes what is sampled.
     """
     device = lm.device
+    if logprobs is not None:
+        logprobs.start(len(prompts) * n)
     warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
@@ -142,9 +147,12 @@ def sample(
         fixed = {**fixed, "forward": {**fixed["forward"], "winnow_share": share}}
     with sa.attending_shared(lm) if share is not None else contextlib.nullcontext():
         for step in range(max_new_tokens):
+            scored = logprobs.log_softmax(logits) if logprobs is not None else None  # before pick touches logits
             tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
             running = ~torch.isin(tokens, eos)  # (A,)
             active = rows.tolist()
+            if logprobs is not None and scored is not None:
+                logprobs.add(active, scored, tokens)
             for row, token in zip(active, tokens.tolist(), strict=True):
                 out[row].append(token)
             running = _unstopped(running, out, active, tokens, stop, on_step)
@@ -162,6 +170,40 @@ def sample(
             logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
             next_pos = next_pos + 1
     return out
+
+
+class Logprobs:
+    """Per-token log-probabilities of what ``sample`` (or ``fallback.sample``) draws, for
+    confidence (``winnow.confidence``): filled when handed to the loop.
+
+    From the model's own distribution, ``log_softmax`` of the raw logits (before the
+    repetition penalty, temperature and the top-k/top-p/min-p filters). ``sampled[r]``: the
+    log-probability of each token of output row r; ``confidence[r]``: each token's
+    confidence, minus the mean of the ``top_k`` highest log-probabilities at that position.
+    """
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+        self.sampled: list[list[float]] = []
+        self.confidence: list[list[float]] = []
+
+    def start(self, rows: int) -> None:
+        """Room for ``rows`` output rows (B*n), emptied."""
+        self.sampled = [[] for _ in range(rows)]
+        self.confidence = [[] for _ in range(rows)]
+
+    def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """(A, V) log-probabilities in float32, a new tensor (the logits are left as they are)."""
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def add(self, rows: list[int], scored: torch.Tensor, tokens: torch.Tensor) -> None:
+        """One step: ``scored`` (A, V) from ``log_softmax``, ``tokens`` (A,) sampled, ``rows``
+        the output row of each of the A rows."""
+        sampled = scored.gather(1, tokens[:, None]).squeeze(1).tolist()
+        confidence = (-scored.topk(self.top_k, dim=-1).values.mean(dim=-1)).tolist()
+        for row, lp, c in zip(rows, sampled, confidence, strict=True):
+            self.sampled[row].append(lp)
+            self.confidence[row].append(c)
 
 
 def _unstopped(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.confidence import row_columns
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
 from winnow.executors import ERROR, Meter, ShardReport, ShardTask, run_shards
@@ -252,6 +253,8 @@ class GenerateWorker:
             shard.append({"prompt_id": prompt_id, "model": model, "kind": "request", ERROR: reason})
         for c in completions:
             row = c.to_row()
+            # the log-probabilities as the config keeps them: two numbers, or every token's too
+            row.update(row_columns(c.logprobs, window=self.config.confidence_window, keep=self.config.keep_logprobs))
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
             row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
