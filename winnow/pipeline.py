@@ -100,23 +100,33 @@ PREVIEW = 20
 
 
 def best_of_n(
-    run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    aggregate: str = "best",
+    answer: str = "auto",
+    keep_confident: float | None = None,
 ) -> tuple[int, list[dict]]:
     """The chosen completion per prompt with its reward (M rows; the earliest sample wins a
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
     first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
-    ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``confidence`` (votes
+    over the answers ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds
+    its answer. keep_confident: a percentage P: each prompt's most confident P% of samples
+    alone take part (the run must have been sampled with ``generate.top_logprobs``).
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
+    from winnow.confidence import WEIGHT, weights_of
     from winnow.stream import load_scored_index, write_rows
 
     index, rewards, _ = load_scored_index(run_dir)
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
-    best = sel.top_per_prompt(rewards) if aggregate == "best" else None
+    confident = aggregate == "confidence" or keep_confident is not None
+    best = sel.top_per_prompt(rewards) if aggregate == "best" and not confident else None
+    where = f"{Path(run_dir) / 'generate'}"
     head: list[dict] = []
 
     def rows():
@@ -124,8 +134,18 @@ def best_of_n(
             if best is not None:
                 j = int(best[i])
             else:
-                texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
-                j = sel.aggregate(texts, rewards[i], aggregate, extract=extract, equal=equal)
+                candidates = [index.row(i, k) for k in range(rewards.shape[1])]
+                texts = [(c or {}).get("text") for c in candidates]
+                weights = weights_of(candidates, where) if confident else None
+                j = sel.aggregate(
+                    texts,
+                    rewards[i],
+                    aggregate,
+                    extract=extract,
+                    equal=equal,
+                    confidence=weights,
+                    keep_confident=keep_confident,
+                )
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -139,6 +159,8 @@ def best_of_n(
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None
+            if confident:
+                row[WEIGHT] = c.get(WEIGHT) if c else None
             if len(head) < PREVIEW:
                 head.append(row)
             yield row
