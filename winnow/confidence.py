@@ -47,10 +47,15 @@ class TokenLogprobs:
 
     sampled: (T,) the log-probability of each sampled token under the model's distribution;
     confidence: (T,) each token's confidence ``C_i`` from the top-k (``token_confidence``).
+    tokens and top, only when asked (``Sampling.top_tokens``, for a server's logprobs body):
+    (T,) the sampled token ids, and (T, k) each position's k most likely (token id,
+    log-probability) pairs, most likely first; () otherwise.
     """
 
     sampled: tuple[float, ...]
     confidence: tuple[float, ...]
+    tokens: tuple[int, ...] = ()
+    top: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 def token_confidence(top_logprobs: np.ndarray) -> np.ndarray:

@@ -159,3 +159,60 @@ def test_confidence_fields_refused_by_name(fields, message):
     with pytest.raises(WinnowError) as e:
         GenerateConfig(**fields).validate()
     assert str(e.value) == message
+
+
+# --- what an OpenAI-compatible server returns ---------------------------------------------
+
+
+def test_replies_read_chat_and_completions_logprobs():
+    from winnow.replies import parse_choices
+
+    chat = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "ab"}, "logprobs": {"content": [
+        {"token": "a", "logprob": -0.5, "top_logprobs": [{"token": "a", "logprob": -0.5}, {"token": "b", "logprob": -1.5}]},
+        {"token": "b", "logprob": -2, "top_logprobs": [{"token": "c", "logprob": -1.0}, {"token": "b", "logprob": -2}]},
+    ]}}]}  # fmt: skip
+    got = parse_choices(chat, chat=True, max_tokens=4, top_logprobs=2)[0].logprobs
+    assert got.sampled == (-0.5, -2.0) and got.confidence == (1.0, 1.5)
+    text = {"choices": [{"index": 0, "finish_reason": "length", "text": "ab", "logprobs": {
+        "tokens": ["a", "b"], "token_logprobs": [-0.5, -2.0], "top_logprobs": [{"a": -0.5, "b": -1.5, "z": -9.0}, {"c": -1.0}],
+    }}]}  # fmt: skip
+    got = parse_choices(text, chat=False, max_tokens=4, top_logprobs=2)[0].logprobs
+    assert got.sampled == (-0.5, -2.0) and got.confidence == (1.0, 1.0)  # the 2 highest; one given, one used
+
+
+@pytest.mark.parametrize(
+    ("logprobs", "message"),
+    [
+        (None, "choice 0: no per-token logprobs, though 2 top log-probabilities were asked for"),
+        ({"content": [{"logprob": -1.0, "top_logprobs": []}]}, "choice 0: token 0 has no top log-probabilities"),
+        (
+            {"content": [{"logprob": 0.5, "top_logprobs": [{"logprob": -1}]}]},
+            "choice 0: token 0: logprob 0.5 is not a finite number <= 0",
+        ),
+        (
+            {"content": [{"logprob": True, "top_logprobs": [{"logprob": -1}]}]},
+            "choice 0: token 0: logprob true is not a finite number <= 0",
+        ),
+    ],
+)
+def test_replies_refuse_logprobs_a_server_invents(logprobs, message):
+    from winnow.remote import InvalidReply
+    from winnow.replies import parse_choices
+
+    body = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "a"}, "logprobs": logprobs}]}
+    with pytest.raises(InvalidReply) as e:
+        parse_choices(body, chat=True, max_tokens=4, top_logprobs=2)
+    assert str(e.value) == message
+
+
+def test_vllm_logprobs_take_the_k_highest_beside_the_sampled_one():
+    from types import SimpleNamespace as L
+
+    from winnow.generate.vllm import token_logprobs
+
+    steps = [{1: L(logprob=-0.25), 2: L(logprob=-2.75), 5: L(logprob=-6.0)}, {4: L(logprob=-1.0), 3: L(logprob=-3.0)}]
+    got = token_logprobs([5, 3], steps, 2)  # sampled 5 is outside the top 2: vLLM adds it
+    assert got.sampled == (-6.0, -3.0) and got.confidence == (1.5, 2.0)
+    assert token_logprobs([5, 3], None, 0) is None
+    with pytest.raises(WinnowError, match="vLLM returned no log-probabilities for 2 tokens, though 2 were asked for"):
+        token_logprobs([5, 3], None, 2)

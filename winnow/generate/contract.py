@@ -38,17 +38,22 @@ class Sampling:
     top_logprobs: int = 0
     """Return each completion's per-token log-probabilities (``Completion.logprobs``), with
     each token's confidence from the k most likely tokens' log-probabilities; 0 = off.
-    Never changes what is sampled."""
+    Every backend does; it never changes what is sampled. (What to return, not how to
+    sample: not among ``OPTIONAL_SAMPLING``.)"""
+    top_tokens: bool = False
+    """With top_logprobs, ``hf`` only (``winnow serve`` refuses logprobs on other backends):
+    also the sampled token ids and each position's k most likely (token id, log-probability)
+    pairs (``TokenLogprobs.tokens``, ``.top``), which a server's logprobs body names."""
 
 
-OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": (), "top_logprobs": 0}
+OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": ()}
 """Optional sampling fields and their neutral ("off") values."""
 
 BACKENDS: dict[str, frozenset[str]] = {
     # top_k, min_p and repetition_penalty travel to an openai server as extra body fields (see openai_api)
-    "hf": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
-    "openai": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
-    "vllm": frozenset({"min_p", "repetition_penalty", "stop", "top_logprobs"}),
+    "hf": frozenset({"min_p", "repetition_penalty", "stop"}),
+    "openai": frozenset({"min_p", "repetition_penalty", "stop"}),
+    "vllm": frozenset({"min_p", "repetition_penalty", "stop"}),
 }
 """Every backend, with the optional sampling fields it honours (the names are ``config.fields.Backend``'s)."""
 assert tuple(BACKENDS) == get_args(BackendName), "BACKENDS must follow config.fields.Backend"

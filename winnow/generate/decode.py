@@ -180,17 +180,22 @@ class Logprobs:
     repetition penalty, temperature and the top-k/top-p/min-p filters). ``sampled[r]``: the
     log-probability of each token of output row r; ``confidence[r]``: each token's
     confidence, minus the mean of the ``top_k`` highest log-probabilities at that position.
+    With ``keep_top`` also ``top[r]``: each position's ``top_k`` (token id, log-probability)
+    pairs, most likely first (a server's logprobs body names them).
     """
 
-    def __init__(self, top_k: int):
+    def __init__(self, top_k: int, *, keep_top: bool = False):
         self.top_k = top_k
+        self.keep_top = keep_top
         self.sampled: list[list[float]] = []
         self.confidence: list[list[float]] = []
+        self.top: list[list[tuple[tuple[int, float], ...]]] = []
 
     def start(self, rows: int) -> None:
         """Room for ``rows`` output rows (B*n), emptied."""
         self.sampled = [[] for _ in range(rows)]
         self.confidence = [[] for _ in range(rows)]
+        self.top = [[] for _ in range(rows)]
 
     def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """(A, V) log-probabilities in float32, a new tensor (the logits are left as they are)."""
@@ -200,10 +205,14 @@ class Logprobs:
         """One step: ``scored`` (A, V) from ``log_softmax``, ``tokens`` (A,) sampled, ``rows``
         the output row of each of the A rows."""
         sampled = scored.gather(1, tokens[:, None]).squeeze(1).tolist()
-        confidence = (-scored.topk(self.top_k, dim=-1).values.mean(dim=-1)).tolist()
+        top = scored.topk(self.top_k, dim=-1)
+        confidence = (-top.values.mean(dim=-1)).tolist()
         for row, lp, c in zip(rows, sampled, confidence, strict=True):
             self.sampled[row].append(lp)
             self.confidence[row].append(c)
+        if self.keep_top:
+            for row, ids, values in zip(rows, top.indices.tolist(), top.values.tolist(), strict=True):
+                self.top[row].append(tuple(zip(ids, values, strict=True)))
 
 
 def _unstopped(

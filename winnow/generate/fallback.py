@@ -88,6 +88,7 @@ def _score(logprobs: decode.Logprobs, logits: tuple, samples: list[list[int]], *
     for r in range(len(samples) // copies, len(samples)):  # greedy copies of the one decoded row
         logprobs.sampled[first_row + r] = list(logprobs.sampled[first_row])
         logprobs.confidence[first_row + r] = list(logprobs.confidence[first_row])
+        logprobs.top[first_row + r] = list(logprobs.top[first_row])
 
 
 def probe(lm, pad_id: int) -> str | None:

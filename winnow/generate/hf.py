@@ -105,7 +105,7 @@ class HFBackend:
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
         loop = fallback.sample if self.fallback_reason else decode.sample
         watched: dict = {"on_step": hook} if hook is not None and not self.fallback_reason else {}
-        scored = decode.Logprobs(sampling.top_logprobs) if sampling.top_logprobs else None
+        scored = decode.Logprobs(sampling.top_logprobs, keep_top=sampling.top_tokens) if sampling.top_logprobs else None
         if scored is not None:
             watched["logprobs"] = scored
         rows = loop(
@@ -128,7 +128,8 @@ class HFBackend:
         per_row: list[TokenLogprobs | None] = [None] * len(rows)
         if scored is not None:
             per_row = [
-                TokenLogprobs(tuple(s), tuple(c)) for s, c in zip(scored.sampled, scored.confidence, strict=True)
+                TokenLogprobs(tuple(s), tuple(c), tuple(r) if sampling.top_tokens else (), tuple(t))
+                for s, c, r, t in zip(scored.sampled, scored.confidence, rows, scored.top, strict=True)
             ]
         return (
             [rows[b * n : (b + 1) * n] * copies for b in range(len(ids))],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -33,8 +33,11 @@ does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted``
 over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
 
 
-def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseModel:
-    """The JSON answer: a chat completion or a text completion with the picked choices."""
+def body(
+    kind: str, id: str, served: str, got: Outcome, picked: Picked, *, logprobs: int | None = None, tokenizer=None
+) -> BaseModel:
+    """The JSON answer: a chat completion or a text completion with the picked choices; with
+    ``logprobs`` (top log-probabilities asked per token) each choice's, named by ``tokenizer``."""
     created = int(time.time())
     if kind == "chat":
         chat = [
@@ -45,6 +48,7 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseM
                     finish_reason=c.finish_reason,
                     num_tokens=c.num_tokens,
                     reward=r,
+                    logprobs=chat_logprobs(c, logprobs, tokenizer) if logprobs is not None else None,
                 )
             )
             for i, (c, r) in enumerate(picked)
@@ -52,11 +56,55 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseM
         return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **extras(got))
     text = [
         schema.TextChoice.model_validate(
-            dict(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
+            dict(
+                index=i,
+                text=c.text,
+                finish_reason=c.finish_reason,
+                num_tokens=c.num_tokens,
+                reward=r,
+                logprobs=text_logprobs(c, logprobs, tokenizer) if logprobs is not None else None,
+            )
         )
         for i, (c, r) in enumerate(picked)
     ]
     return schema.TextCompletion(id=id, created=created, model=served, choices=text, **extras(got))
+
+
+LOGPROB_FLOOR = -9999.0
+"""A log-probability of -inf (a token the model rules out) as OpenAI writes it: JSON has no -inf."""
+
+
+def chat_logprobs(c: Completion, k: int, tokenizer) -> schema.ChatLogprobs | None:
+    """A chat choice's ``logprobs``: each token, its log-probability and its k most likely alternatives."""
+    lp = c.logprobs
+    if lp is None:
+        return None
+
+    def entry(token: int, value: float) -> dict:
+        text = tokenizer.decode([token])
+        return {"token": text, "logprob": max(value, LOGPROB_FLOOR), "bytes": list(text.encode("utf-8"))}
+
+    content = [
+        schema.TokenLogprob(**entry(t, x), top_logprobs=[schema.TopLogprob(**entry(i, y)) for i, y in top[:k]])
+        for t, x, top in zip(lp.tokens, lp.sampled, lp.top, strict=True)
+    ]
+    return schema.ChatLogprobs(content=content)
+
+
+def text_logprobs(c: Completion, k: int, tokenizer) -> schema.TextLogprobs | None:
+    """A text choice's ``logprobs``: tokens, their log-probabilities, the k most likely alternatives
+    of each (by token text), and where each token starts in the text."""
+    lp = c.logprobs
+    if lp is None:
+        return None
+    tokens = [tokenizer.decode([t]) for t in lp.tokens]
+    offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    return schema.TextLogprobs(
+        tokens=tokens,
+        token_logprobs=[max(x, LOGPROB_FLOOR) for x in lp.sampled],
+        top_logprobs=[{tokenizer.decode([i]): max(y, LOGPROB_FLOOR) for i, y in top[:k]} for top in lp.top],
+        text_offset=offsets,
+    )
 
 
 def check_aggregate(name: str | None, *, rewarded: bool) -> None:
@@ -157,7 +205,24 @@ def sampling_of(
         check_sampling(backend_name, sampling)
     except WinnowError as e:
         raise ApiError(400, str(e).split(": ", 1)[-1], param=str(e).split(":", 1)[0].split(".")[-1]) from None
-    return sampling
+    return with_logprobs(req, sampling, backend_name)
+
+
+def with_logprobs(req: schema.SamplingFields, sampling: Sampling, backend_name: str) -> Sampling:
+    """``sampling`` asking the backend for the log-probabilities the request wants (at least
+    one top one: the contract's confidence needs it), or refused by name."""
+    if isinstance(req, schema.ChatCompletionRequest) and req.top_logprobs and not req.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    asked = req.asked_logprobs()
+    if asked is None:
+        return sampling
+    if req.stream:
+        raise ApiError(400, "logprobs is not available with stream: true", param="logprobs")
+    if backend_name != "hf":
+        raise ApiError(
+            400, f"logprobs needs a server on the hf backend (this one runs {backend_name})", param="logprobs"
+        )
+    return replace(sampling, top_logprobs=max(asked, 1), top_tokens=True)
 
 
 Kind = Literal["chat", "text"]

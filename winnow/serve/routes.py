@@ -116,7 +116,9 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         return Response(status_code=499)
     picked = choose(req.aggregate, got, req.n)
     s.count(got, picked, asked.arrived, streamed=False)
-    return body(asked.kind, prompt.id, s.served, got, picked).model_dump(exclude_none=not rewarded)
+    tokenizer = getattr(s.backend, "tokenizer", None)  # names the tokens of a logprobs body (hf only)
+    answered = body(asked.kind, prompt.id, s.served, got, picked, logprobs=req.asked_logprobs(), tokenizer=tokenizer)
+    return answered.model_dump(exclude_none=not rewarded)
 
 
 async def relayed(s: Server, asked: Asked, sampling: Sampling) -> StreamingResponse:
