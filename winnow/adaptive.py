@@ -234,9 +234,7 @@ class Drawn:
                     self.confidence[i, j] = _confidence_of(c)
                     self.sampled[i] += 1
 
-    def meets(
-        self, i: int, rule: tuple[str, float], start: int, threshold: float | None, equal, *, step: int = 2
-    ) -> bool:
+    def meets(self, i: int, rule: tuple[str, float], start: int, threshold: float | None, equal, *, step: int) -> bool:
         """Whether prompt row i's first ``start`` columns, after step ``step`` (1, 2, ...), meet
         the rule (``is_closed``); under ``WARM_UP``'s rule the first step never closes a prompt."""
         if rule[0] == WARM_UP and step == 1:

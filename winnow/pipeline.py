@@ -111,41 +111,30 @@ def best_of_n(
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
     first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``confidence`` (votes
-    over the answers ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds
-    its answer. keep_confident: a percentage P: each prompt's most confident P% of samples
-    alone take part (the run must have been sampled with ``generate.top_logprobs``).
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``confidence`` (votes over
+    the answers ``answer`` extracts: ``select.aggregate``); a row then also holds its answer.
+    keep_confident: P, each prompt's most confident P% alone take part (``generate.top_logprobs``).
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
-    from winnow.confidence import WEIGHT, weights_of
+    from winnow.confidence import WEIGHT
     from winnow.stream import load_scored_index, write_rows
 
     index, rewards, _ = load_scored_index(run_dir)
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
     confident = aggregate == "confidence" or keep_confident is not None
     best = sel.top_per_prompt(rewards) if aggregate == "best" and not confident else None
-    where = f"{Path(run_dir) / 'generate'}"
+    tools = (extract, equal)
     head: list[dict] = []
 
     def rows():
         for i, prompt in enumerate(index.prompts):
-            if best is not None:
-                j = int(best[i])
-            else:
-                candidates = [index.row(i, k) for k in range(rewards.shape[1])]
-                texts = [(c or {}).get("text") for c in candidates]
-                weights = weights_of(candidates, where) if confident else None
-                j = sel.aggregate(
-                    texts,
-                    rewards[i],
-                    aggregate,
-                    extract=extract,
-                    equal=equal,
-                    confidence=weights,
-                    keep_confident=keep_confident,
-                )
+            j = (
+                int(best[i])
+                if best is not None
+                else _vote(index, rewards, i, aggregate, tools, keep_confident, run_dir)
+            )
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -170,3 +159,17 @@ def best_of_n(
     finally:
         index.close()
     return count, head
+
+
+def _vote(index, rewards: np.ndarray, i: int, how: str, tools: tuple, keep: float | None, run_dir) -> int:
+    """Prompt row i's chosen column (-1: none) by ``select.aggregate``, its candidates read
+    from ``index``: their texts, and their confidence when ``how`` or ``keep`` needs it.
+    tools: (extract, equal) for the vote."""
+    from winnow.confidence import weights_of
+
+    candidates = [index.row(i, k) for k in range(rewards.shape[1])]
+    texts = [(c or {}).get("text") for c in candidates]
+    confident = how == "confidence" or keep is not None
+    weights = weights_of(candidates, f"{Path(run_dir) / 'generate'}") if confident else None
+    extract, equal = tools
+    return sel.aggregate(texts, rewards[i], how, extract=extract, equal=equal, confidence=weights, keep_confident=keep)

@@ -463,18 +463,7 @@ def aggregate(
         raise WinnowError(f"texts and rewards differ in length: {len(texts)} and {r.shape[0]}")
     c = None
     if how == "confidence" or keep_confident is not None:
-        if confidence is None:
-            raise WinnowError(
-                f"aggregate {how!r} with keep_confident {keep_confident} needs each candidate's confidence"
-            )
-        c = np.asarray(confidence, dtype=float)
-        if c.shape != r.shape:
-            raise WinnowError(f"confidence must have one value per candidate ({r.shape[0]}), got shape {c.shape}")
-    if keep_confident is not None:
-        assert c is not None
-        kept = keep_confident_mask(c, keep_confident)
-        texts = [t if k else None for t, k in zip(texts, kept, strict=True)]
-        r, c = np.where(kept, r, np.nan), np.where(kept, c, np.nan)
+        texts, r, c = _confident(texts, r, confidence, keep_confident, how)
     if how != "best":
         from winnow.answers import extract_answer
 
@@ -485,6 +474,21 @@ def aggregate(
         if picked >= 0:
             return picked
     return int(top_per_prompt(r[None, :])[0]) if r.size else -1
+
+
+def _confident(texts, r: np.ndarray, confidence, keep: float | None, how: str):
+    """(texts, rewards, confidence (N,)) with only the most confident ``keep`` % of the
+    candidates left (the others: None, NaN, NaN); all of them when ``keep`` is None."""
+    if confidence is None:
+        raise WinnowError(f"aggregate {how!r} with keep_confident {keep} needs each candidate's confidence")
+    c = np.asarray(confidence, dtype=float)
+    if c.shape != r.shape:
+        raise WinnowError(f"confidence must have one value per candidate ({r.shape[0]}), got shape {c.shape}")
+    if keep is None:
+        return texts, r, c
+    kept = keep_confident_mask(c, keep)
+    texts = [t if k else None for t, k in zip(texts, kept, strict=True)]
+    return texts, np.where(kept, r, np.nan), np.where(kept, c, np.nan)
 
 
 @dataclass(frozen=True)

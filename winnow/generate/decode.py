@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -127,12 +128,9 @@ def sample(
     penalty still applies; pass ``n=1``). Randomness comes from torch's global generator: seed
     it. ``on_step`` (``StepHook``) sees each step's tokens and can end rows early (as a
     finished row does, an ended one shifts the random draws of the rows after it).
-    ``logprobs`` (optional) is filled with each output row's per-token log-probabilities
-    and confidence; computing them reads the logits and never changes what is sampled.
+    ``logprobs`` (``Logprobs``) gets each row's log-probabilities; they change no token.
     """
     device = lm.device
-    if logprobs is not None:
-        logprobs.start(len(prompts) * n)
     warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None
     penalty = RepetitionPenaltyLogitsProcessor(repetition_penalty) if repetition_penalty != 1.0 else None
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
@@ -147,15 +145,10 @@ def sample(
         fixed = {**fixed, "forward": {**fixed["forward"], "winnow_share": share}}
     with sa.attending_shared(lm) if share is not None else contextlib.nullcontext():
         for step in range(max_new_tokens):
-            scored = logprobs.log_softmax(logits) if logprobs is not None else None  # before pick touches logits
-            tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
-            running = ~torch.isin(tokens, eos)  # (A,)
-            active = rows.tolist()
-            if logprobs is not None and scored is not None:
-                logprobs.add(active, scored, tokens)
+            tokens, active = _picked(logits, warpers, penalty, seen, rows, logprobs)  # (A,), A output rows
             for row, token in zip(active, tokens.tolist(), strict=True):
                 out[row].append(token)
-            running = _unstopped(running, out, active, tokens, stop, on_step)
+            running = _unstopped(~torch.isin(tokens, eos), out, active, tokens, stop, on_step)  # (A,)
             if step == max_new_tokens - 1 or not running.any():
                 break
             if not running.all():  # drop finished rows from the cache and the batch
@@ -170,6 +163,17 @@ def sample(
             logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
             next_pos = next_pos + 1
     return out
+
+
+def _picked(logits, warpers, penalty, seen, rows: torch.Tensor, logprobs: Logprobs | None):
+    """One step's tokens (``pick``) and the output row of each (a list); ``logprobs``, when
+    given, scores them from the logits as they were before ``pick``."""
+    scored = logprobs.log_softmax(logits) if logprobs is not None else None
+    tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
+    active = rows.tolist()
+    if logprobs is not None and scored is not None:
+        logprobs.add(active, scored, tokens)
+    return tokens, active
 
 
 class Logprobs:
@@ -187,15 +191,10 @@ class Logprobs:
     def __init__(self, top_k: int, *, keep_top: bool = False):
         self.top_k = top_k
         self.keep_top = keep_top
-        self.sampled: list[list[float]] = []
-        self.confidence: list[list[float]] = []
-        self.top: list[list[tuple[tuple[int, float], ...]]] = []
-
-    def start(self, rows: int) -> None:
-        """Room for ``rows`` output rows (B*n), emptied."""
-        self.sampled = [[] for _ in range(rows)]
-        self.confidence = [[] for _ in range(rows)]
-        self.top = [[] for _ in range(rows)]
+        # output row -> its tokens' values; a row that sampled nothing reads as []
+        self.sampled: defaultdict[int, list[float]] = defaultdict(list)
+        self.confidence: defaultdict[int, list[float]] = defaultdict(list)
+        self.top: defaultdict[int, list[tuple[tuple[int, float], ...]]] = defaultdict(list)
 
     def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """(A, V) log-probabilities in float32, a new tensor (the logits are left as they are)."""

@@ -56,7 +56,6 @@ def sample(
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     if logprobs is not None:
         settings.update(return_dict_in_generate=True, output_logits=True)
-        logprobs.start(len(prompts) * n)
     out: list[list[int]] = []
     with _neutral_generation_config(lm):
         for prompt in prompts:

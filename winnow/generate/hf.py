@@ -128,8 +128,13 @@ class HFBackend:
         per_row: list[TokenLogprobs | None] = [None] * len(rows)
         if scored is not None:
             per_row = [
-                TokenLogprobs(tuple(s), tuple(c), tuple(r) if sampling.top_tokens else (), tuple(t))
-                for s, c, r, t in zip(scored.sampled, scored.confidence, rows, scored.top, strict=True)
+                TokenLogprobs(
+                    sampled=tuple(scored.sampled[i]),
+                    confidence=tuple(scored.confidence[i]),
+                    tokens=tuple(row) if sampling.top_tokens else (),
+                    top=tuple(scored.top[i]),
+                )
+                for i, row in enumerate(rows)
             ]
         return (
             [rows[b * n : (b + 1) * n] * copies for b in range(len(ids))],
