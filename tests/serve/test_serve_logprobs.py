@@ -99,3 +99,9 @@ def test_openai_backend_gets_confidence_from_winnow_serve(url, hf, endpoint):
             assert list(c.logprobs.sampled) == list(e.logprobs.sampled)
             if endpoint == "chat":
                 np.testing.assert_allclose(c.logprobs.confidence, e.logprobs.confidence, rtol=1e-6)
+
+
+def test_a_confidence_vote_is_refused_as_not_available_yet(url):
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 2, "aggregate": "confidence"}
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "aggregate_not_available", r.text

@@ -27,10 +27,11 @@ Picked = list[tuple[Completion, float | None]]
 """The choices to return, best first: each completion with its reward (None = unscored or
 no reward)."""
 
-AGGREGATES: dict[str, bool] = dict.fromkeys(select.AGGREGATES, True)
+AGGREGATES: dict[str, bool] = {**dict.fromkeys(select.AGGREGATES, True), "confidence": False}
 """How a request may ask the answer to be chosen (``aggregate``), and whether this server
 does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted`` = the vote
-over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
+over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``);
+``confidence`` (votes weighed by each candidate's confidence) not yet: a 400 saying so."""
 
 
 def body(
