@@ -419,7 +419,8 @@ def confident_share(answers, confidence, equal: Callable[[str, str], bool] | Non
     return max((float(w[m].sum()) for m in classes), default=0.0) / total if total > 0 else 0.0
 
 
-AGGREGATES = ("best", "majority", "weighted", "confidence")
+AGGREGATES = ("best", "majority", "weighted", "prm-weighted", "confidence")
+"""Ways Best-of-N picks a prompt's answer (``aggregate``)."""
 
 
 def aggregate(
@@ -437,9 +438,11 @@ def aggregate(
     texts: length N (str, or None for a missing candidate); rewards: length N (NaN = unscored).
     how: ``best`` (the highest reward, ties to the earlier), ``majority`` (the vote over
     extracted answers, ``majority`` without rewards), ``weighted`` (each answer weighs the
-    sum of its rewards) or ``confidence`` (each answer weighs the sum of its samples'
-    ``confidence``: DeepConf's confidence-weighted majority vote; the chosen sample is the
-    winner's most confident). extract: text -> answer or None (default:
+    sum of its rewards), ``prm-weighted`` (``weighted``, where the caller passes a process
+    reward model's aggregated step scores as ``rewards``: ``winnow.pipeline.best_of_n``) or
+    ``confidence`` (each answer weighs the sum of its samples' ``confidence``: DeepConf's
+    confidence-weighted majority vote; the chosen sample is the winner's most confident).
+    extract: text -> answer or None (default:
     ``winnow.answers.extract_answer``); equal: answer equivalence (default ``==``).
     confidence: length N, each candidate's confidence (``winnow.confidence.WEIGHT``; NaN:
     none), for ``confidence`` and ``keep_confident``. keep_confident: a percentage P: only
@@ -469,7 +472,7 @@ def aggregate(
 
         read = extract or extract_answer
         answers = [None if t is None else read(t) for t in texts]
-        weights = {"majority": None, "weighted": r, "confidence": c}[how]
+        weights = {"majority": None, "weighted": r, "prm-weighted": r, "confidence": c}[how]
         picked = majority(answers, rewards=weights, equal=equal)
         if picked >= 0:
             return picked

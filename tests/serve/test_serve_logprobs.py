@@ -101,7 +101,38 @@ def test_openai_backend_gets_confidence_from_winnow_serve(url, hf, endpoint):
                 np.testing.assert_allclose(c.logprobs.confidence, e.logprobs.confidence, rtol=1e-6)
 
 
-def test_a_confidence_vote_is_refused_as_not_available_yet(url):
-    body = {"model": "tiny", "prompt": "x", "max_tokens": 2, "aggregate": "confidence"}
-    r = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "aggregate_not_available", r.text
+def test_a_confidence_vote_picks_the_answer_with_the_most_confidence():
+    """Five candidates, hand-built: 4 holds three votes but little confidence (0.2 + 0.3 +
+    0.1), 3 two votes and 4.0 of it; the winner's most confident candidate comes first, the
+    rest by reward. A majority vote would pick 4."""
+    from winnow.confidence import TokenLogprobs
+    from winnow.records import Completion
+    from winnow.serve.answer import choose
+    from winnow.serve.work import Outcome
+
+    def candidate(j: int, text: str, confidence: tuple[float, ...]) -> Completion:
+        lp = TokenLogprobs(sampled=(-1.0,) * len(confidence), confidence=confidence)
+        return Completion("p", j, "tiny", text, len(confidence), "stop", logprobs=lp)
+
+    candidates = [
+        candidate(0, "= 3", (1.0, 1.0)),  # lowest group confidence: the mean, shorter than the window
+        candidate(1, "= 4", (0.2,)),
+        candidate(2, "= 4", (0.4, 0.2)),
+        candidate(3, "= 3", (3.0,)),
+        candidate(4, "= 4", (0.1,)),
+    ]
+    got = Outcome(prompt_tokens=3, candidates=candidates, rewards=[0.9, 0.1, 0.2, 0.3, 0.5])
+    assert [(c.sample_index, r) for c, r in choose("confidence", got, 2)] == [(3, 0.3), (0, 0.9)]
+    assert choose("majority", got, 1)[0][0].sample_index == 1
+
+
+def test_a_best_of_n_server_votes_by_confidence(tiny_policy):
+    from winnow.config import ScoreConfig
+
+    config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=4)
+    with serve_in_thread(build_app(config, ScoreConfig(reward_fn="length"))) as root:
+        body = {"model": "tiny", "prompt": "x", "max_tokens": 4, "aggregate": "confidence", "return_candidates": True}
+        r = httpx.post(f"{root}/v1/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert len(got["candidates"]) == 4 and got["choices"][0]["text"] == got["candidates"][got["selected_index"]]["text"]

@@ -13,6 +13,7 @@ from winnow.config.fields import (
     OnError,
     bounded,
     check_fields,
+    check_price,
     device_field,
     seed_field,
 )
@@ -107,6 +108,19 @@ class GenerateConfig:
     backoff with jitter), then an error naming the prompt."""
     retry_backoff: float = bounded(0.5, ge=0)
     """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+    max_requests_per_minute: int | None = bounded(None, ge=1)
+    """openai backend: requests started per minute at most, spaced evenly (one every 60/R
+    seconds, retries included) over all the requests in flight; unset = no limit. It only
+    delays requests: what is sampled is the same."""
+    max_tokens_per_minute: int | None = bounded(None, ge=1)
+    """openai backend: prompt plus completion tokens per minute at most. A request is paid
+    for by an estimate before it is sent (the prompt's characters / 4, plus max_new_tokens
+    for each choice asked for), corrected by the reply's usage once it comes; unset = no
+    limit. It only delays requests."""
+    price_per_mtok: list[float] | None = None
+    """openai backend: ``IN,OUT``, the price of a million prompt tokens and of a million
+    completion tokens; the manifest and the report then show the cost of the requests'
+    usage. Unset: token counts only."""
 
     top_logprobs: int = bounded(0, ge=2, le=MAX_TOP_LOGPROBS, zero="off")
     """Record each completion's confidence from the log-probabilities of the k most likely
@@ -122,7 +136,16 @@ class GenerateConfig:
     """Also keep every token's log-probability and confidence in the rows (``token_logprobs``,
     ``token_confidence``); off: only the two summaries. Needs top_logprobs."""
 
-    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff", "on_error")
+    OPERATIONAL = (
+        "concurrency",
+        "request_timeout",
+        "max_retries",
+        "retry_backoff",
+        "on_error",
+        "max_requests_per_minute",
+        "max_tokens_per_minute",
+        "price_per_mtok",
+    )
     """Fields that say how hard to try, not what to sample: a rerun may change them."""
 
     def stage_config(self) -> dict:
@@ -156,6 +179,11 @@ class GenerateConfig:
             raise WinnowError(
                 "generate.long_prompts: backend 'openai' cannot skip long prompts: the server checks lengths and refuses them"
             )
+        check_price("generate.price_per_mtok", self.price_per_mtok)
+        if self.backend != "openai":  # refused by name, never accepted and ignored
+            for name in ("max_requests_per_minute", "max_tokens_per_minute", "price_per_mtok"):
+                if getattr(self, name) is not None:
+                    raise WinnowError(f"generate.{name}: only the openai backend takes it (--backend openai)")
         if self.top_logprobs == 0:  # refused by name, never accepted and ignored
             for name, default in CONFIDENCE_FIELDS.items():
                 if getattr(self, name) != default:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow import images
+from winnow.budget import Usage
 from winnow.confidence import row_columns
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
@@ -47,6 +49,7 @@ def generate(
     rows = [p.to_row() for p in prompts]
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
+        images.store(run_dir, prompts)  # before sampling: a resumed run finds them all
         server = _describe_server(config)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
@@ -57,11 +60,11 @@ def generate(
             made += done.made
         report.raise_failed("generate", made)
         errors = stage.errors(shard_names)
-        refuse_errors(stage, errors, accepted=_accepted(config))
+        refuse_errors(stage, errors, accepted=accepted_errors(config))
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
         # one pass over the shards, one in memory at a time: only the counts are kept
-        num_completions, skipped = _count_streamed(stage, shard_names, prompts, len(config.models))
+        num_completions, skipped, usage = count_streamed(stage, shard_names, prompts, len(config.models))
         stage.claim()
         atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
         return stage.finish(
@@ -72,7 +75,9 @@ def generate(
             num_completions=num_completions,
             skipped_prompts=skipped,
             errors=len(errors),
+            **images.stored_summary(prompts),
             **({"server": server} if server else {}),
+            **({"usage": usage.record(config.price_per_mtok)} if server else {}),
             executor=report.record(executor),
         )
 
@@ -251,8 +256,11 @@ class GenerateWorker:
         for prompt_id, reason in getattr(completions, "failed", {}).items():  # refused after retries
             model = self.config.models[self.model_index]
             shard.append({"prompt_id": prompt_id, "model": model, "kind": "request", ERROR: reason})
+        usage = getattr(completions, "usage", {})  # a server backend's: each request's, at its first row
         for c in completions:
             row = c.to_row()
+            if (c.prompt_id, c.sample_index) in usage:
+                row["usage"] = usage[(c.prompt_id, c.sample_index)]
             # the log-probabilities as the config keeps them: two numbers, or every token's too
             row.update(row_columns(c.logprobs, window=self.config.confidence_window, keep=self.config.keep_logprobs))
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
@@ -261,7 +269,7 @@ class GenerateWorker:
         return shard
 
 
-def _accepted(config: GenerateConfig) -> tuple[str, ...]:
+def accepted_errors(config: GenerateConfig) -> tuple[str, ...]:
     """The kinds of error row a stage may finish with under ``config``: any under
     ``on_error: skip``; long prompts alone under ``long_prompts: skip``."""
     if config.on_error == "skip":
@@ -298,24 +306,27 @@ def _too_long(backend, prompts: list[Prompt], config: GenerateConfig) -> dict[st
     return out
 
 
-def _count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int]:
-    """(completions, prompt-model pairs with none) of the shards ``names``, read one at a time."""
+def count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int, Usage]:
+    """(completions, prompt-model pairs with none, the requests' usage) of the shards
+    ``names``, read one at a time."""
     from winnow.stream import iter_shard_rows
 
     counted = _Counted(iter_shard_rows(stage.dir, names, stage.records(), stage="generate"))
     skipped = _count_skipped(prompts, counted, num_models)
-    return counted.count, skipped
+    return counted.count, skipped, counted.usage
 
 
 class _Counted:
-    """An iterable that counts what passed through it."""
+    """An iterable that counts what passed through it, and sums the rows' ``usage``."""
 
     def __init__(self, rows):
-        self.rows, self.count = rows, 0
+        self.rows, self.count, self.usage = rows, 0, Usage()
 
     def __iter__(self):
         for row in self.rows:
             self.count += 1
+            if "usage" in row:
+                self.usage.add(row["usage"])
             yield row
 
 
