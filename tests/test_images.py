@@ -351,3 +351,12 @@ def test_best_of_n_in_python_with_an_image(vlm):
         winnow.sample(
             [[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}]], **options
         )
+
+
+def test_dry_run_counts_the_images(tmp_path, vlm, capsys):
+    prompts = run_prompts(tmp_path)
+    argv = ["generate", *flags(prompts=prompts, run_dir=tmp_path / "run", model=vlm, n=2, device="cpu"), "--dry-run"]
+    assert main(argv) == 0
+    size = len(tiny_image(0)) + len(tiny_image(1))
+    assert f"images: 2 distinct ({size:,} bytes) in 3 prompts, stored once" in capsys.readouterr().out.splitlines()
+    assert not (tmp_path / "run").exists()
