@@ -31,6 +31,7 @@ import bench_ray
 import bench_score
 import bench_select
 import bench_serve
+import bench_test_time
 import bench_verifier_agreement
 import bench_verifiers
 
@@ -46,6 +47,7 @@ BENCHMARKS = {
     "agreement": bench_verifier_agreement,
     "adaptive": bench_adaptive,
     "decontaminate": bench_decontaminate,
+    "test_time": bench_test_time,
     "images": bench_images,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }

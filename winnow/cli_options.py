@@ -57,6 +57,9 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--concurrency", "generate", "concurrency"),
         Option("--request-timeout", "generate", "request_timeout"),
         Option("--max-retries", "generate", "max_retries"),
+        Option("--max-requests-per-minute", "generate", "max_requests_per_minute"),
+        Option("--max-tokens-per-minute", "generate", "max_tokens_per_minute"),
+        Option("--price-per-mtok", "generate", "price_per_mtok", metavar="IN,OUT"),
         Option("--tensor-parallel-size", "generate", "tensor_parallel_size"),
         Option("--gpu-memory-utilization", "generate", "gpu_memory_utilization"),
         Option("--max-model-len", "generate", "max_model_len"),
@@ -67,6 +70,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--batch-tokens", "score", "batch_tokens"),
         Option("--max-batch-size", "score", "max_batch_size"),
         Option("--reward-prefix-sharing", "score", "reward_prefix_sharing"),
+        Option("--prm-model", "score", "prm_model", metavar="PATH"),
+        Option("--prm-shape", "score", "prm_shape"),
+        Option("--prm-step-separator", "score", "prm_step_separator", metavar="TEXT"),
+        Option("--prm-step-tag", "score", "prm_step_tag", metavar="TOKEN"),
+        Option("--prm-labels", "score", "prm_labels", metavar="TOKEN", nargs="+"),
+        Option("--prm-aggregate", "score", "prm_aggregate"),
         Option("--reward-judge", "score", "reward_judge", metavar="URL"),
         Option("--judge-model", "score", "judge_model"),
         Option("--judge-rubric", "score", "judge_rubric", metavar="PATH"),
@@ -74,6 +83,9 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--judge-concurrency", "score", "judge_concurrency"),
         Option("--judge-request-timeout", "score", "judge_request_timeout"),
         Option("--judge-max-retries", "score", "judge_max_retries"),
+        Option("--judge-max-requests-per-minute", "score", "judge_max_requests_per_minute"),
+        Option("--judge-max-tokens-per-minute", "score", "judge_max_tokens_per_minute"),
+        Option("--judge-price-per-mtok", "score", "judge_price_per_mtok", metavar="IN,OUT"),
         Option("--reward-weights", "score", "reward_weights", metavar="W1,W2"),
         Option("--reference-column", "score", "reference_column"),
         Option("--reasoning-tags", "score", "reasoning_tags", metavar="TAG", nargs="+"),
@@ -143,6 +155,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--gpus-per-worker", "executor", "gpus_per_worker"),
         Option("--shard-retries", "executor", "retries"),
     ],
+    "eval": [
+        Option("--eval-prompts", "eval", "prompts", metavar="PATH"),
+        Option("--baseline", "eval", "baseline", metavar="PATH"),
+        Option("--bootstrap-iters", "eval", "bootstrap_iters"),
+        Option("--bootstrap-seed", "eval", "bootstrap_seed"),
+    ],
     "dpo": [
         Option("--dpo-model", "dpo", "model", metavar="PATH"),
         Option("--lora", "dpo", "lora"),
@@ -210,22 +228,32 @@ STAGES_OF = {
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor"],
     "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
     "import": ["import"],
+    "eval": ["generate", "score", "eval", "executor"],
+    "batch-requests": ["generate"],
 }
 GROUP_NOTES = {
     ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
     ("generate", "score"): "with --adaptive-step only: how the steps are scored; `winnow score` with the "
     "same options then puts RUN_DIR/score together from them",
+    ("eval", "generate"): "how each model samples the held-out prompts: --model is the model evaluated; "
+    "--baseline samples with the same options and seed",
+    ("run", "eval"): "after training, evaluate the starting model and each round's checkpoint on held-out "
+    "prompts, sampled as the generate options say (RUN_DIR/eval)",
 }
 """A line under a command's option group, where the group means something else there."""
+ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
+"""(section, field) -> the one command that takes its flag, where the section serves several."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {"generate", "run", "bon", "import"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval", "batch-requests"}
+NO_RUN_DIR = ("serve", "batch-requests")
+"""Commands that write no run directory."""
 DRY_RUN = ("generate", "score", "run", "bon")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
 
@@ -240,6 +268,8 @@ COMMAND_HELP = {
     "dpo": "DPO on the preference pairs of select --pairs",
     "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     "import": "write a generate stage from completions made elsewhere",
+    "eval": "evaluate a checkpoint on held-out prompts: mean reward, pass@k, the gain over --baseline",
+    "batch-requests": "write a generate stage's requests as an OpenAI batch input file",
 }
 """The one-line help of each stage command (``winnow --help`` and the command's own)."""
 
@@ -254,7 +284,8 @@ def parser() -> argparse.ArgumentParser:
         for stage in stages:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for option in OPTIONS[stage]:
-                add_option(group, option, refused=name == "serve" and stage == "score")
+                if ONLY_IN.get((stage, option.field), name) == name:
+                    add_option(group, option, refused=name == "serve" and stage == "score")
         add_outputs(p, name)
     add_verify(sub)
     add_demo(sub)
@@ -269,7 +300,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
     p.add_argument("--config", metavar="PATH", help="YAML file with any of the options below (flags win)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--verbose", action="store_true", help="let libraries print their own progress and logs")
-    if name != "serve":
+    if name not in NO_RUN_DIR:
         p.add_argument("--run-dir", metavar="PATH", help="run directory (reruns resume from it)")
     if name in DRY_RUN:
         p.add_argument(
@@ -278,7 +309,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
             help="check everything and print the plan (prompts, N, stages to run, resume or skip, outputs, "
             "tokens to sample at most), then exit without writing anything",
         )
-    if name not in ("serve", "bon"):
+    if name not in ("serve", "bon", "batch-requests"):
         p.add_argument("--json", action="store_true", help="print the stages' manifests as JSON, not a summary")
     if name in NEEDS_PROMPTS:
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
@@ -302,7 +333,7 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
             choices=CHOICES[("generate", "on_error")],
             help=f"{docs} (default: fail; sets generate.on_error and score.on_error)".replace("%", "%%"),
         )
-    if set(DEVICE_STAGES) & set(stages) and name != "serve":
+    if set(DEVICE_STAGES) & set(stages) and name not in NO_RUN_DIR:  # those run no model here
         p.add_argument(
             "--device",
             metavar="NAME",
@@ -316,9 +347,23 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
 
 
 def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
-    """import's completions file; bon's output file and aggregate."""
+    """import's completions file; bon's output file and aggregate; batch-requests' file."""
     if name == "import":
         p.add_argument("--completions", metavar="PATH", help="completions: .jsonl, .parquet or a saved dataset folder")
+        p.add_argument(
+            "--openai-batch",
+            metavar="PATH",
+            help="instead of --completions: the output file of an OpenAI batch (or vllm run-batch) made from "
+            "`winnow batch-requests`; the generate section of --config must be the one the requests were made with",
+        )
+        p.add_argument(
+            "--on-error",
+            choices=CHOICES[("generate", "on_error")],
+            help="with --openai-batch: a request that failed or has no result stops the import (fail, the default) "
+            "or is recorded in generate/errors.jsonl and its prompt left without completions (skip)",
+        )
+    if name == "batch-requests":
+        p.add_argument("--out", metavar="PATH", required=True, help="the batch input file to write (JSONL)")
     if name == "bon":
         p.add_argument(
             "--out", metavar="PATH", help="where to write the best completions (default: RUN_DIR/best.jsonl)"
@@ -328,7 +373,7 @@ def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
             choices=AGGREGATES,
             default="best",
             help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
-            "reward (default: best)",
+            "reward; prm-weighted: votes weighed by the process reward model's scores (default: best)",
         )
 
 

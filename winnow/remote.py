@@ -1,4 +1,5 @@
-"""Talking to an OpenAI-compatible server: one async client, bounded concurrency, retries.
+"""Talking to an OpenAI-compatible server: one async client, bounded concurrency, retries,
+per-minute limits (``winnow.budget``).
 
 Shared by the ``openai`` generation backend and the judge reward. Settings are plain values
 (picklable, so a backend built from them can be shipped to a worker process or a Ray actor);
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from winnow.budget import Pacer
 from winnow.config import GenerateConfig, ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 
@@ -46,6 +48,14 @@ class ClientSettings:
     skip_failed: bool = False
     """A prompt whose request still fails after the retries is left without completions and
     reported (``generate.on_error: skip``) rather than ending the call."""
+    requests_per_minute: int | None = None
+    """Requests started per minute at most (``winnow.budget.Pacer``); None: no limit."""
+    tokens_per_minute: int | None = None
+    """Prompt plus completion tokens per minute at most; None: no limit."""
+
+    def pacer(self) -> Pacer:
+        """A pacer of these limits, for the requests that are to share it."""
+        return Pacer(requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute)
 
     def api_key(self) -> str:
         if not self.api_key_env:
@@ -68,6 +78,8 @@ def generate_client(config: GenerateConfig) -> ClientSettings | None:
         max_retries=config.max_retries,
         backoff=config.retry_backoff,
         skip_failed=config.on_error == "skip",
+        requests_per_minute=config.max_requests_per_minute,
+        tokens_per_minute=config.max_tokens_per_minute,
     )
 
 
@@ -87,6 +99,8 @@ def judge_client(config: ScoreConfig) -> ClientSettings:
         timeout=config.judge_request_timeout,
         max_retries=config.judge_max_retries,
         backoff=config.judge_retry_backoff,
+        requests_per_minute=config.judge_max_requests_per_minute,
+        tokens_per_minute=config.judge_max_tokens_per_minute,
     )
 
 
@@ -152,14 +166,25 @@ def _retry_after(error: BaseException) -> float | None:
         return None
 
 
-async def call(settings: ClientSettings, what: str, request: Callable[[], Awaitable[T]]) -> T:
+async def call(
+    settings: ClientSettings,
+    what: str,
+    request: Callable[[], Awaitable[T]],
+    pacer: Pacer | None = None,
+    estimate: int = 0,
+) -> T:
     """Await ``request()``, retrying transient failures; then a WinnowError naming ``what``.
 
     ``what`` names the unit of work (``prompt 'p3'``), so the error says which prompt failed.
     A non-transient error (400, 401, 404) is raised at once as it is: callers that can do
     something about it (fall back from n > 1) catch ``openai.APIStatusError`` themselves.
+    ``pacer``: every try waits for its start under the per-minute limits first, booked at
+    ``estimate`` tokens (the request settles it from its reply); the wait is not part of
+    the request's timeout.
     """
     for attempt in range(settings.max_retries + 1):
+        if pacer is not None:
+            await pacer.wait(estimate)
         try:
             return await _whole(settings.timeout, request)
         except Exception as e:  # openai's errors; anything else is a bug and re-raised below

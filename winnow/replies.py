@@ -18,6 +18,7 @@ Rules of one choice (``choices`` is a non-empty list of objects whose ``index`` 
   ``abort``...), a short name; missing or null is ``other``. Only ``stop`` counts as a
   completion that ended on its own (``ended_on_its_own``): selection's ``drop_truncated``
   and the report's cut share count every other reason.
+- usage (``usage_of``): ``usage.prompt_tokens``, when given, an int in [0, 2**31).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ BODY_SLACK = 64 * 1024
 """Bytes of reply beyond that: ids, usage, headers of the JSON object."""
 NO_REASON = "other"
 """The finish reason of a choice whose server gave none (missing or null)."""
+MAX_PROMPT_TOKENS = 1 << 31
+"""Most prompt tokens a reply's usage may report (no context is longer)."""
 REASON_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -103,6 +106,25 @@ def parse_choices(body: Any, *, chat: bool, max_tokens: int) -> list[Choice]:
     if total is not None:
         _count(total, len(rows) * max_tokens, "usage.completion_tokens")
     return [_choice(c, chat, max_tokens, total if len(rows) == 1 else None) for c in rows]
+
+
+def usage_of(body: dict, choices: list[Choice]) -> dict:
+    """What one request used: ``{"prompt_tokens": P, "completion_tokens": C}`` from the
+    reply's ``usage`` (checked by ``parse_choices`` first). P is None when the reply gives
+    none; C, when it gives none, is the sum of the choices' own counts.
+
+    >>> c = [Choice("hi", 2, "stop")]
+    >>> usage_of({"usage": {"prompt_tokens": 9, "completion_tokens": 2}}, c), usage_of({}, c)
+    ({'prompt_tokens': 9, 'completion_tokens': 2}, {'prompt_tokens': None, 'completion_tokens': 2})
+    """
+    usage = body.get("usage") or {}
+    prompt = usage.get("prompt_tokens")
+    if prompt is not None:
+        _count(prompt, MAX_PROMPT_TOKENS, "usage.prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if completion is None:
+        completion = sum(c.num_tokens or 0 for c in choices)
+    return {"prompt_tokens": prompt, "completion_tokens": completion}
 
 
 def _choice(c: dict, chat: bool, max_tokens: int, usage_count: Any) -> Choice:

@@ -59,7 +59,7 @@ from winnow.records import (
     sha256_file,
 )
 
-FORMAT = 2
+FORMAT = 3
 """The run-directory format this winnow writes and reads (``format`` in every stage's
 config.json and manifest.json; docs/reference/files.md). Raise it whenever what a stage
 stores, or how a reader reads it, changes: folders of another format are then refused
@@ -69,7 +69,9 @@ rather than misread, and no reader needs to guess which winnow wrote a file.
 stage's reward provenance is a list, one hash per reward.
 2: select stores its decontamination and near-dedup fields, sft and dpo their training
 options (schedule, warm-up, eval split, TRL mapping); a shard's failed rows are kept in
-``errors-<shard>.jsonl``, recorded in the ledger beside the shard."""
+``errors-<shard>.jsonl``, recorded in the ledger beside the shard.
+3: score stores its process reward model fields (``prm_model`` and its options), and its
+rows may hold ``step_scores``."""
 LEDGER = "verified.jsonl"
 ERRORS = "errors.jsonl"
 """A stage's rows that failed and were skipped (``on_error: skip``), one JSON object each."""
@@ -354,7 +356,7 @@ def stored_config(config: dict) -> dict:
     then ``config`` in JSON types (tuples become lists).
 
     >>> stored_config({"select": {"k": (1, 2)}})
-    {'format': 2, 'select': {'k': [1, 2]}}
+    {'format': 3, 'select': {'k': [1, 2]}}
     """
     return {"format": FORMAT, **json.loads(json.dumps(config))}
 
@@ -376,7 +378,7 @@ def format_refusal(folder: Path, found) -> str:
 
     >>> format_refusal(Path("r/score"), None)  # doctest: +NORMALIZE_WHITESPACE
     'r/score was written by run-dir format 0 (before run dirs recorded their format); this
-    winnow reads format 2: use a new --run-dir, or delete r/score to redo this stage.'
+    winnow reads format 3: use a new --run-dir, or delete r/score to redo this stage.'
     """
     if found is None:
         written = "format 0 (before run dirs recorded their format)"

@@ -38,11 +38,12 @@ def _generate(m: dict, folder: str) -> str:
     a = m.get("adaptive")
     spent = f" in {a['steps']} adaptive steps ({_num(a['saved_share'], '.0%')} fewer than fixed N)" if a else ""
     each = f"up to {m['num_columns']:,}" if a else f"{m['num_columns']:,}"
+    used = f", API {usage_text(m['usage'])}" if m.get("usage") else ""
     img = m.get("images")
     stored = f", {img['files']:,} images stored once ({img['bytes']:,} bytes)" if img else ""
     return (
         f"generate: {m['num_completions']:,} completions, {m['num_prompts']:,} prompts x {each} samples"
-        f"{stored}{spent}{skipped} -> {folder}"
+        f"{stored}{spent}{skipped}{used} -> {folder}"
     )
 
 
@@ -59,8 +60,9 @@ def _score(m: dict, folder: str) -> str:
     return (
         f"score: {m['scored']:,} of {m['num_completions']:,} completions scored ({m['unscored']:,} unscored"
         f"{_errors(m, folder)}), "
-        f"mean reward {_num(m.get('mean_reward'))}, mean best per prompt {_num(m.get('mean_best_reward'))} "
-        f"-> {folder}/rewards.npy"
+        f"mean reward {_num(m.get('mean_reward'))}, mean best per prompt {_num(m.get('mean_best_reward'))}"
+        + (f", judge {usage_text(m['judge_usage'])}" if m.get("judge_usage") else "")
+        + f" -> {folder}/rewards.npy"
     )
 
 
@@ -99,7 +101,9 @@ def _import(m: dict, folder: str) -> str:
     """An import is a generate stage: it is written to RUN_DIR/generate."""
     return (
         f"import: {m['num_completions']:,} completions, {m['num_prompts']:,} prompts x up to "
-        f"{m['num_columns']:,} samples from {m['source']['path']} -> {folder.rsplit('/', 1)[0]}/generate"
+        f"{m['num_columns']:,} samples from {m['source']['path']}{_errors(m, folder.rsplit('/', 1)[0] + '/generate')}"
+        + (f", API {usage_text(m['usage'])}" if m.get("usage") else "")
+        + f" -> {folder.rsplit('/', 1)[0]}/generate"
     )
 
 
@@ -186,9 +190,36 @@ def errors_line(r: dict) -> str | None:
     return f"failed and skipped (on_error: skip): {parts}"
 
 
+def usage_line(r: dict) -> str | None:
+    """What the API requests used, by stage, with the cost where a price was given; None
+    when no stage went through an API.
+
+    >>> usage = {"requests": 4, "prompt_tokens": 120, "completion_tokens": 64}
+    >>> usage_line({"api_usage": {"generate": {**usage, "price_per_mtok": [0.15, 0.6], "cost": 5.64e-05}}})
+    'API usage: generate 4 requests, 120 prompt + 64 completion tokens, cost 0.0000564 (0.15, 0.6 per million)'
+    >>> usage_line({"api_usage": {"judge": {**usage, "requests_without_usage": 1}}})
+    'API usage: judge 4 requests, 120 prompt + 64 completion tokens (1 reply gave no usage)'
+    """
+    parts = [f"{stage} {usage_text(u)}" for stage, u in (r.get("api_usage") or {}).items()]
+    return f"API usage: {'; '.join(parts)}" if parts else None
+
+
+def usage_text(u: dict) -> str:
+    """A manifest's ``usage`` (``winnow.budget.Usage.record``) in words."""
+    text = f"{u['requests']:,} requests, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens"
+    if "cost" in u:
+        price = f" ({u['price_per_mtok'][0]:g}, {u['price_per_mtok'][1]:g} per million)"
+        text += f", cost {u['cost']:.7f}".rstrip("0").rstrip(".") + price
+    if u.get("requests_without_usage"):
+        n = u["requests_without_usage"]
+        text += f" ({n} {'reply gave' if n == 1 else 'replies gave'} no usage)"
+    return text
+
+
 def report_lines(result: dict) -> list[str]:
     """``winnow report``'s terminal lines (besides the best-of-n table)."""
     lines = [line] if (line := errors_line(result)) else []
+    lines += [line] if (line := usage_line(result)) else []
     for name in ("all", "selected"):
         part = result[name]
         lines.append(

@@ -31,6 +31,10 @@ stage's ``errors.jsonl`` and left without completions or reward (``winnow.execut
 Endpoint = Literal["auto", "chat", "completions"]
 PrefixSharing = Literal["auto", "on", "off", "packed"]
 IfevalMode = Literal["strict", "loose"]
+PrmShape = Literal["auto", "math-shepherd", "token-class"]
+"""Process reward model shapes (``winnow.rewards.prm.SHAPES`` holds how each is read)."""
+PrmAggregate = Literal["min", "last", "prod", "mean"]
+"""How a process reward model's step scores make one reward (``winnow.rewards.prm.AGGREGATES``)."""
 Strategy = Literal[
     "top_per_prompt",
     "top_k_overall",
@@ -221,6 +225,24 @@ def rule(meta: Any) -> str:
     if meta.get("zero"):
         text = f"0 ({meta['zero']}) or a number {text}"
     return f"{text} ({meta['note']})" if meta.get("note") else text
+
+
+def check_price(name: str, price: list[float] | None) -> None:
+    """A ``price_per_mtok`` field: None, or ``[IN, OUT]``, two finite prices >= 0 (per million
+    prompt and completion tokens).
+
+    >>> check_price("generate.price_per_mtok", [0.15, 0.6])
+    >>> check_price("generate.price_per_mtok", [0.15])
+    Traceback (most recent call last):
+    winnow.errors.WinnowError: generate.price_per_mtok: expected IN,OUT (two prices per million tokens), got [0.15]
+    """
+    if price is None:
+        return
+    ok = isinstance(price, list) and len(price) == 2
+    if not ok or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in price):
+        raise WinnowError(f"{name}: expected IN,OUT (two prices per million tokens), got {price!r}")
+    if not all(math.isfinite(x) and x >= 0 for x in price):
+        raise WinnowError(f"{name}: prices must be finite and >= 0, got {price!r}")
 
 
 def _num(x: float) -> str:

@@ -13,6 +13,7 @@ from winnow.config.fields import (
     OnError,
     bounded,
     check_fields,
+    check_price,
     device_field,
     seed_field,
 )
@@ -99,8 +100,30 @@ class GenerateConfig:
     backoff with jitter), then an error naming the prompt."""
     retry_backoff: float = bounded(0.5, ge=0)
     """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
+    max_requests_per_minute: int | None = bounded(None, ge=1)
+    """openai backend: requests started per minute at most, spaced evenly (one every 60/R
+    seconds, retries included) over all the requests in flight; unset = no limit. It only
+    delays requests: what is sampled is the same."""
+    max_tokens_per_minute: int | None = bounded(None, ge=1)
+    """openai backend: prompt plus completion tokens per minute at most. A request is paid
+    for by an estimate before it is sent (the prompt's characters / 4, plus max_new_tokens
+    for each choice asked for), corrected by the reply's usage once it comes; unset = no
+    limit. It only delays requests."""
+    price_per_mtok: list[float] | None = None
+    """openai backend: ``IN,OUT``, the price of a million prompt tokens and of a million
+    completion tokens; the manifest and the report then show the cost of the requests'
+    usage. Unset: token counts only."""
 
-    OPERATIONAL = ("concurrency", "request_timeout", "max_retries", "retry_backoff", "on_error")
+    OPERATIONAL = (
+        "concurrency",
+        "request_timeout",
+        "max_retries",
+        "retry_backoff",
+        "on_error",
+        "max_requests_per_minute",
+        "max_tokens_per_minute",
+        "price_per_mtok",
+    )
     """Fields that say how hard to try, not what to sample: a rerun may change them."""
 
     def stage_config(self) -> dict:
@@ -131,6 +154,11 @@ class GenerateConfig:
             raise WinnowError(
                 "generate.long_prompts: backend 'openai' cannot skip long prompts: the server checks lengths and refuses them"
             )
+        check_price("generate.price_per_mtok", self.price_per_mtok)
+        if self.backend != "openai":  # refused by name, never accepted and ignored
+            for name in ("max_requests_per_minute", "max_tokens_per_minute", "price_per_mtok"):
+                if getattr(self, name) is not None:
+                    raise WinnowError(f"generate.{name}: only the openai backend takes it (--backend openai)")
         if not all(self.stop):
             raise WinnowError("generate.stop: stop strings must not be empty")
         if self.backend != "vllm":  # refused by name, never accepted and ignored

@@ -19,6 +19,13 @@ of one. The backend learns which on its first prompt. Every request carries a se
 derived from the shard's seed and the prompt's place in the shard (and the sample's, for
 single requests), so a retried or resumed shard asks for exactly the same samples.
 
+Limits (``max_requests_per_minute``, ``max_tokens_per_minute``): every try of every request
+waits for its start under them (``winnow.budget.Pacer``, one per backend, shared by all its
+shards); a request is booked at an estimate of its tokens and settled by its reply's usage.
+Each request's usage (``usage.prompt_tokens``, ``usage.completion_tokens``) is kept on the row
+of its first choice (``usage``), and the stage's manifest sums them (and prices them). The
+probe's try that is not kept (choices without token counts) is not counted.
+
 Shards overlap (``submit``): every shard's requests run on one event loop in a thread of
 its own, under one semaphore of ``concurrency``, so the next shard's requests start while
 the last of the current one finish and the server is kept ``concurrency`` deep across
@@ -37,12 +44,16 @@ from typing import Any
 import numpy as np
 
 from winnow import remote
+from winnow.budget import estimate_tokens
 from winnow.config.fields import ENDPOINTS
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling
 from winnow.images import openai_messages
 from winnow.records import Completion, Prompt
-from winnow.replies import Choice, parse_choices, reply_limit
+from winnow.replies import Choice, parse_choices, reply_limit, usage_of
+
+Reply = tuple[list[Choice], dict]
+"""A request's choices in index order and its usage (``winnow.replies.usage_of``)."""
 
 UNKNOWN_CONTEXT = 1 << 30
 """The server checks prompt lengths itself: locally, no prompt counts as too long."""
@@ -66,6 +77,8 @@ class OpenAIBackend:
         """How n > 1 samples are asked for: "n" (one request), "logprobs" (one request,
         counts from logprobs) or "single" (n requests); learned on the first prompt."""
         self._shared: _SharedLoop | None = None
+        self.pacer = client.pacer()
+        """The per-minute limits, shared by every request of this backend (all its shards)."""
 
     def context_length(self) -> int:
         return UNKNOWN_CONTEXT
@@ -107,7 +120,7 @@ class OpenAIBackend:
         client = shared.client() if shared is not None else remote.make_client(self.client)
         try:
             n = sampling.n
-            first: list[Choice] | None = None
+            first: Reply | None = None
             if n > 1 and self.n_mode is None and prompts:
                 if shared is None:
                     first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
@@ -134,27 +147,35 @@ class OpenAIBackend:
             if shared is None:
                 await client.close()
         choices: dict[tuple[int, int], Choice] = {}
+        usage: dict[tuple[int, int], dict] = {}  # a request's usage, at its first choice
         if first is not None:
-            choices.update({(0, j): c for j, c in enumerate(first)})
+            choices.update({(0, j): c for j, c in enumerate(first[0])})
+            usage[(0, 0)] = first[1]
         failed: dict[int, str] = {}
         for (i, slot), got in zip(slots, results, strict=True):
             if isinstance(got, str):  # skipped (``ClientSettings.skip_failed``): got is why
                 failed.setdefault(i, got)
             elif slot is None:
-                choices.update({(i, k): c for k, c in enumerate(got)})
+                choices.update({(i, k): c for k, c in enumerate(got[0])})
+                usage[(i, 0)] = got[1]
             else:
-                choices[(i, slot)] = got[0]
-        out = Completions(
-            self._completion(p, j, choices[(i, j)]) for i, p in enumerate(prompts) if i not in failed for j in range(n)
-        )
+                choices[(i, slot)] = got[0][0]
+                usage[(i, slot)] = got[1]
+        kept = [(i, p, j) for i, p in enumerate(prompts) if i not in failed for j in range(n)]
+        out = Completions(self._completion(p, j, choices[(i, j)]) for i, p, j in kept)
+        out.usage = {(p.id, j): usage[(i, j)] for i, p, j in kept if (i, j) in usage}
         out.failed = {prompts[i].id: why for i, why in sorted(failed.items())}
         return out
 
     def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
-        async def job() -> list[Choice] | str:
+        estimate = self.estimate(prompt, sampling, n)
+
+        async def job() -> Reply | str:
             try:
-                got = await self._call(prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs))
-                return self._checked(prompt, got, n)
+                got = await self._call(
+                    prompt, lambda: self._request(client, prompt, sampling, n, seed, logprobs), estimate=estimate
+                )
+                return self._checked(prompt, got[0], n), got[1]
             except WinnowError as e:  # refused, or still failing after the retries
                 if not self.client.skip_failed:
                     raise
@@ -162,23 +183,25 @@ class OpenAIBackend:
 
         return job
 
-    async def _call(self, prompt: Prompt, request, refusals: tuple = ()):
-        """``remote.call`` for one prompt; a refusal (4xx) not in ``refusals`` is an error naming it."""
+    async def _call(self, prompt: Prompt, request, refusals: tuple = (), *, estimate: int = 0):
+        """``remote.call`` for one prompt, paced (booked at ``estimate`` tokens); a refusal
+        (4xx) not in ``refusals`` is an error naming it."""
         import openai
 
         what = f"prompt {prompt.id!r}"
         try:
-            return await remote.call(self.client, what, request)
+            return await remote.call(self.client, what, request, self.pacer, estimate)
         except refusals:
             raise
         except openai.APIStatusError as e:
             raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
 
-    async def _probe(self, client, prompt: Prompt, sampling: Sampling, seed: int) -> list[Choice] | None:
+    async def _probe(self, client, prompt: Prompt, sampling: Sampling, seed: int) -> Reply | None:
         """Ask for n samples in one request, then with logprobs; settle ``n_mode``.
 
-        Returns the first prompt's choices when one request gave all n with token counts,
-        else None (the prompt is then asked for as n single requests like the rest).
+        Returns the first prompt's choices and usage when one request gave all n with token
+        counts, else None (the prompt is then asked for as n single requests like the rest).
+        A try whose choices lack counts is not kept, nor is its usage counted.
         """
         import openai
 
@@ -189,17 +212,33 @@ class OpenAIBackend:
                     prompt,
                     lambda lp=mode == "logprobs": self._request(client, prompt, sampling, sampling.n, seed, lp),
                     refusals,
+                    estimate=self.estimate(prompt, sampling, sampling.n),
                 )
             except refusals:
                 continue  # the server refuses n > 1 (or logprobs): try the next way
-            if len(got) == sampling.n and all(c.num_tokens is not None for c in got):
+            if len(got[0]) == sampling.n and all(c.num_tokens is not None for c in got[0]):
                 self.n_mode = mode
                 return got
         self.n_mode = "single"
         return None
 
-    async def _request(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
-        """One HTTP request; returns its choices in index order, checked (``winnow.replies``)."""
+    async def _request(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool) -> Reply:
+        """One HTTP request; returns its choices in index order, checked (``winnow.replies``),
+        and its usage (which settles the pacer's estimate)."""
+        chat, params = self.params(prompt, sampling, n, seed, logprobs)
+        body = await remote.create(client, chat=chat, limit=reply_limit(n, sampling.max_new_tokens), **params)
+        choices = parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens)
+        usage = usage_of(body, choices)
+        used = None if usage["prompt_tokens"] is None else usage["prompt_tokens"] + usage["completion_tokens"]
+        self.pacer.settle(self.estimate(prompt, sampling, n), used)
+        return choices, usage
+
+    def params(
+        self, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool = False
+    ) -> tuple[bool, dict[str, Any]]:
+        """(whether it goes to /chat/completions, the request's parameters as the client takes
+        them: ``extra_body`` holds the fields the OpenAI API lacks). ``winnow.openai_batch``
+        writes the same parameters into a batch file."""
         common: dict[str, Any] = dict(
             model=self.model,
             n=n,
@@ -220,17 +259,19 @@ class OpenAIBackend:
             if logprobs:
                 common["logprobs"] = 0
             common["prompt"] = prompt.text
-        body = await remote.create(client, chat=chat, limit=reply_limit(n, sampling.max_new_tokens), **common)
-        return parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens)
+        return chat, common
+
+    def estimate(self, prompt: Prompt, sampling: Sampling, n: int) -> int:
+        """Tokens a request for ``n`` samples of ``prompt`` is booked at before its reply."""
+        chars = (
+            len(prompt.text)
+            if prompt.text is not None
+            else sum(len(str(m.get("content", ""))) for m in prompt.as_messages())
+        )
+        return estimate_tokens(chars, sampling.max_new_tokens, n)
 
     def endpoint_of(self, prompt: Prompt) -> str:
-        """``chat`` or ``completions``: where ``prompt`` is sampled (``endpoint``; ``auto``:
-        chat for a messages prompt). A messages prompt on ``completions`` is refused."""
-        if self.endpoint == "chat" or (self.endpoint == "auto" and prompt.messages is not None):
-            return "chat"
-        if prompt.text is None:
-            raise WinnowError(f"prompt {prompt.id!r} has chat messages; endpoint 'completions' takes text prompts only")
-        return "completions"
+        return endpoint_of(self.endpoint, prompt)
 
     def _checked(self, prompt: Prompt, choices: list[Choice], n: int) -> list[Choice]:
         if len(choices) != n:
@@ -258,11 +299,14 @@ class OpenAIBackend:
 class Completions(list):
     """A call's completions (list[Completion], grouped by prompt) and ``failed``: prompt id
     -> why, for the prompts skipped after their request failed (none unless the client
-    skips failed requests); the generate stage records those in ``errors.jsonl``."""
+    skips failed requests); the generate stage records those in ``errors.jsonl``.
+    ``usage``: (prompt id, sample index) of each request's first completion -> that
+    request's ``{"prompt_tokens", "completion_tokens"}`` (``winnow.replies.usage_of``)."""
 
     def __init__(self, completions=()):
         super().__init__(completions)
         self.failed: dict[str, str] = {}
+        self.usage: dict[tuple[str, int], dict] = {}
 
 
 class _SharedLoop:
@@ -309,6 +353,16 @@ class _SharedLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+def endpoint_of(endpoint: str, prompt: Prompt) -> str:
+    """``chat`` or ``completions``: where ``prompt`` is sampled under ``endpoint`` (``auto``:
+    chat for a messages prompt). A messages prompt on ``completions`` is refused."""
+    if endpoint == "chat" or (endpoint == "auto" and prompt.messages is not None):
+        return "chat"
+    if prompt.text is None:
+        raise WinnowError(f"prompt {prompt.id!r} has chat messages; endpoint 'completions' takes text prompts only")
+    return "completions"
 
 
 def extra_body(sampling: Sampling) -> dict:

@@ -10,7 +10,10 @@ Requests go through the ``openai`` backend's client, retry policy and concurrenc
 (``winnow.remote``), with their own settings (``judge_request_timeout``, ``judge_max_retries``,
 ``judge_concurrency``), and every reply is checked as the backend checks its replies
 (``winnow.replies``): an HTML page, a missing ``message`` or a ``content`` that is not a
-string is an invalid reply, retried, then one line naming the prompt.
+string is an invalid reply, retried, then one line naming the prompt. With
+``judge_max_requests_per_minute`` / ``judge_max_tokens_per_minute`` every request waits for
+its start under those limits (``winnow.budget.Pacer``), and each score row keeps what its
+request used (``judge_usage``), which the score manifest sums and prices.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import re
 from pathlib import Path
 
 from winnow import remote
+from winnow.budget import estimate_tokens
 from winnow.errors import WinnowError
-from winnow.replies import parse_choices, reply_limit
+from winnow.replies import parse_choices, reply_limit, usage_of
 
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 BARE_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*\.?\s*$")
@@ -112,6 +116,10 @@ class JudgeReward:
         self.stats = {"asked": 0, "unparseable": 0}
         self.last_replies: list[str] = []
         """The judge's raw replies of the last call, row for row (kept with each score row)."""
+        self.last_usage: list[dict] = []
+        """What each request of the last call used, row for row (``winnow.replies.usage_of``)."""
+        self.pacer = client.pacer()
+        """The per-minute limits, shared by every request of this judge (all its calls)."""
 
     def render(self, prompt, completion: str) -> str:
         # replace, not str.format: prompts and completions may hold braces
@@ -120,19 +128,21 @@ class JudgeReward:
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
         ids = kw.get("prompt_ids") or [f"row {i}" for i in range(len(completions))]
         images = kw.get("images") or [[] for _ in completions]  # a vision-language run's, per row
-        answers = asyncio.run(self._ask(prompts, completions, ids, images))
+        replies = asyncio.run(self._ask(prompts, completions, ids, images))
+        answers = [text for text, _ in replies]
         self.last_replies = answers
+        self.last_usage = [usage for _, usage in replies]
         scores = [parse_score(a, self.low, self.high) for a in answers]
         self.stats["asked"] += len(scores)
         self.stats["unparseable"] += sum(s is None for s in scores)
         return scores
 
-    async def _ask(self, prompts: list, completions: list[str], ids: list, images: list) -> list[str]:
+    async def _ask(self, prompts: list, completions: list[str], ids: list, images: list) -> list[tuple[str, dict]]:
         import openai
 
         api = remote.make_client(self.client)
 
-        async def request(messages: list[dict]) -> str:
+        async def request(messages: list[dict], estimate: int) -> tuple[str, dict]:
             body = await remote.create(
                 api,
                 chat=True,
@@ -146,14 +156,21 @@ class JudgeReward:
             choices = parse_choices(body, chat=True, max_tokens=self.max_tokens)
             if len(choices) != 1:
                 raise remote.InvalidReply(f"{len(choices)} choices for n=1")
-            return choices[0].text
+            usage = usage_of(body, choices)
+            used = None if usage["prompt_tokens"] is None else usage["prompt_tokens"] + usage["completion_tokens"]
+            self.pacer.settle(estimate, used)
+            return choices[0].text, usage
 
         def job(prompt, completion, pid, seen):
-            async def ask() -> str:
+            async def ask() -> tuple[str, dict]:
                 what = f"judge on prompt {pid!r}"
-                messages = [{"role": "user", "content": judge_content(self.render(prompt, completion), seen)}]
+                text = self.render(prompt, completion)
+                messages = [{"role": "user", "content": judge_content(text, seen)}]
+                estimate = estimate_tokens(len(text), self.max_tokens)  # the text's: images are not counted
                 try:
-                    return await remote.call(self.client, what, lambda: request(messages))
+                    return await remote.call(
+                        self.client, what, lambda: request(messages, estimate), self.pacer, estimate
+                    )
                 except openai.APIStatusError as e:
                     raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
 

@@ -65,7 +65,16 @@ def refuse_unserved(score: ScoreConfig) -> None:
 
 
 def score_candidates(applier: RewardApplier, prompts: list[Prompt], rows: list[Completion]) -> list[float]:
-    """The reward of each row (NaN = unscored), applied as the score stage applies it.
+    """The reward of each row (NaN = unscored): ``scored_candidates``'s rewards alone."""
+    return scored_candidates(applier, prompts, rows)[0]
+
+
+def scored_candidates(
+    applier: RewardApplier, prompts: list[Prompt], rows: list[Completion]
+) -> tuple[list[float], list[list[float] | None]]:
+    """The reward of each row (NaN = unscored), applied as the score stage applies it, and
+    each row's step scores where a process reward model gave them (None elsewhere): two
+    lists of len(rows), in row order.
 
     Raises ``RewardTimeout`` when a reward call outlasts ``score.reward_timeout``: Python
     cannot stop it, so its thread is abandoned (the log says so) and the server goes on.
@@ -82,4 +91,5 @@ def score_candidates(applier: RewardApplier, prompts: list[Prompt], rows: list[C
     except RewardTimeout as e:
         log.error("%s; its thread is abandoned", e)
         raise
-    return got.total.tolist()
+    # a score row's extras (``rewards.apply.row_extras``) carry a process reward model's steps
+    return got.total.tolist(), [extra.get("step_scores") for extra in got.paths]

@@ -35,6 +35,9 @@ from winnow.serve.work import ApiError, Ticket
 
 log = logging.getLogger("winnow.serve")
 
+LISTING = {"candidates", "selected_index"}
+"""Body fields only ``return_candidates`` asks for (left out otherwise, not sent as null)."""
+
 router = APIRouter()
 
 
@@ -116,7 +119,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
     if s.config.log_prompts:
         log.info("%s prompt: %r", prompt.id, prompt.content)
     live = not rewarded or sampling.n == 1
-    if req.stream and live and s.backend_name == "openai":
+    if req.stream and live and s.backend_name == "openai" and not req.return_candidates:
         return await relayed(s, asked, sampling)
     ticket = Ticket(prompt, live=req.stream and live)
     if req.stream:
@@ -131,7 +134,8 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         return Response(status_code=499)
     picked = choose(req.aggregate, got, req.n)
     s.count(got, picked, asked.arrived, streamed=False)
-    return body(asked.kind, prompt.id, s.served, got, picked).model_dump(exclude_none=not rewarded)
+    answered = body(asked.kind, prompt.id, s.served, got, picked, listing=req.return_candidates)
+    return answered.model_dump(exclude_none=not rewarded, exclude=None if req.return_candidates else LISTING)
 
 
 async def relayed(s: Server, asked: Asked, sampling: Sampling) -> StreamingResponse:

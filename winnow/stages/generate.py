@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow import images
+from winnow.budget import Usage
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
 from winnow.executors import ERROR, Meter, ShardReport, ShardTask, run_shards
@@ -58,11 +59,11 @@ def generate(
             made += done.made
         report.raise_failed("generate", made)
         errors = stage.errors(shard_names)
-        refuse_errors(stage, errors, accepted=_accepted(config))
+        refuse_errors(stage, errors, accepted=accepted_errors(config))
         if not made and stage.stored_manifest() and stage.matches("prompts.jsonl"):
             return stage.manifest()
         # one pass over the shards, one in memory at a time: only the counts are kept
-        num_completions, skipped = _count_streamed(stage, shard_names, prompts, len(config.models))
+        num_completions, skipped, usage = count_streamed(stage, shard_names, prompts, len(config.models))
         stage.claim()
         atomic_write_jsonl(stage.dir / "prompts.jsonl", rows)
         return stage.finish(
@@ -75,6 +76,7 @@ def generate(
             errors=len(errors),
             **images.stored_summary(prompts),
             **({"server": server} if server else {}),
+            **({"usage": usage.record(config.price_per_mtok)} if server else {}),
             executor=report.record(executor),
         )
 
@@ -253,15 +255,18 @@ class GenerateWorker:
         for prompt_id, reason in getattr(completions, "failed", {}).items():  # refused after retries
             model = self.config.models[self.model_index]
             shard.append({"prompt_id": prompt_id, "model": model, "kind": "request", ERROR: reason})
+        usage = getattr(completions, "usage", {})  # a server backend's: each request's, at its first row
         for c in completions:
             row = c.to_row()
+            if (c.prompt_id, c.sample_index) in usage:
+                row["usage"] = usage[(c.prompt_id, c.sample_index)]
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
             row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
         return shard
 
 
-def _accepted(config: GenerateConfig) -> tuple[str, ...]:
+def accepted_errors(config: GenerateConfig) -> tuple[str, ...]:
     """The kinds of error row a stage may finish with under ``config``: any under
     ``on_error: skip``; long prompts alone under ``long_prompts: skip``."""
     if config.on_error == "skip":
@@ -298,24 +303,27 @@ def _too_long(backend, prompts: list[Prompt], config: GenerateConfig) -> dict[st
     return out
 
 
-def _count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int]:
-    """(completions, prompt-model pairs with none) of the shards ``names``, read one at a time."""
+def count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_models: int) -> tuple[int, int, Usage]:
+    """(completions, prompt-model pairs with none, the requests' usage) of the shards
+    ``names``, read one at a time."""
     from winnow.stream import iter_shard_rows
 
     counted = _Counted(iter_shard_rows(stage.dir, names, stage.records(), stage="generate"))
     skipped = _count_skipped(prompts, counted, num_models)
-    return counted.count, skipped
+    return counted.count, skipped, counted.usage
 
 
 class _Counted:
-    """An iterable that counts what passed through it."""
+    """An iterable that counts what passed through it, and sums the rows' ``usage``."""
 
     def __init__(self, rows):
-        self.rows, self.count = rows, 0
+        self.rows, self.count, self.usage = rows, 0, Usage()
 
     def __iter__(self):
         for row in self.rows:
             self.count += 1
+            if "usage" in row:
+                self.usage.add(row["usage"])
             yield row
 
 

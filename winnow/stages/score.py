@@ -119,6 +119,7 @@ def _finish(
         **streamed.paths,
         **answer_counts(streamed.counts, config),
         **extra,
+        **({"judge_usage": streamed.judge_usage.record(config.judge_price_per_mtok)} if streamed.judge_usage else {}),
         executor=executor,
     )
 
@@ -245,7 +246,7 @@ def _reward_identity(config: ScoreConfig, reward) -> list[str]:
         return [callable_identity(reward)]
     out = []
     for kind, spec in config.rewards():
-        if kind == "model":
+        if kind in ("model", "prm"):
             out.append(model_identity(spec))
         elif kind == "judge":
             # the judge is a served model: its URL and name are in the config; the rubric is hashed

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow.budget import Usage
 from winnow.errors import WinnowError
 from winnow.executors import shard_file
 from winnow.records import Prompt
@@ -157,6 +158,8 @@ class Streamed:
     """A reward model's rows per scoring path and prompt tokens saved; empty for functions."""
     counts: Counter
     """``no_answer`` and ``unfinished_reasoning`` over the rows."""
+    judge_usage: Usage | None = None
+    """What the judge's requests used, summed over the rows (None: no judge)."""
 
 
 def stream_matrices(
@@ -172,6 +175,7 @@ def stream_matrices(
     paths: Counter = Counter()
     counts: Counter = Counter()
     saved = 0
+    judged = Usage()
     for row in iter_shard_rows(folder, names, records, stage="score"):
         i, j = index[row["prompt_id"]], row["sample_index"]
         if row["reward"] is not None:
@@ -185,8 +189,10 @@ def stream_matrices(
             saved += row["prompt_tokens_saved"]
         counts["no_answer"] += bool(row.get("no_answer")) + row.get("no_answer_in_call", 0)
         counts["unfinished_reasoning"] += bool(row.get("unfinished_reasoning"))
+        if "judge_usage" in row:
+            judged.add(row["judge_usage"])
     summary = {"rows_by_scoring_path": dict(sorted(paths.items())), "prompt_tokens_saved": saved} if paths else {}
-    return Streamed(matrix, parts, summary, counts)
+    return Streamed(matrix, parts, summary, counts, judged if judged.requests else None)
 
 
 def count_rows(manifest: dict, names: Iterable[str], folder: Path) -> int:
