@@ -360,3 +360,17 @@ def test_dry_run_counts_the_images(tmp_path, vlm, capsys):
     size = len(tiny_image(0)) + len(tiny_image(1))
     assert f"images: 2 distinct ({size:,} bytes) in 3 prompts, stored once" in capsys.readouterr().out.splitlines()
     assert not (tmp_path / "run").exists()
+
+
+def test_imported_completions_keep_their_prompts_images(tmp_path, capsys):
+    """``winnow import`` of completions made elsewhere for prompts with images: the images are
+    stored once as generate stores them, and a reward reads them in ``winnow score``."""
+    prompts = run_prompts(tmp_path)
+    (tmp_path / "vision_reward.py").write_text(REWARD)
+    made = write_jsonl(tmp_path / "made.jsonl", [{"prompt_id": p, "text": "abc"} for p in ("p0", "p1", "p2")])
+    run = tmp_path / "run"
+    assert main(["import", *flags(prompts=prompts, completions=made, run_dir=run)]) == 0
+    assert sorted(p.name for p in (run / "images").iterdir()) == sorted(f"{sha(tiny_image(s))}.png" for s in (0, 1))
+    assert main(["score", *flags(run_dir=run, reward_fn=f"{tmp_path}/vision_reward.py:brightness")]) == 0
+    expected = [[_grey(tiny_image(s)) + 3 / 1000] for s in (0, 1, 0)]
+    np.testing.assert_allclose(np.load(run / "score/rewards.npy"), expected, rtol=1e-12)
