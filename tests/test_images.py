@@ -374,3 +374,13 @@ def test_imported_completions_keep_their_prompts_images(tmp_path, capsys):
     assert main(["score", *flags(run_dir=run, reward_fn=f"{tmp_path}/vision_reward.py:brightness")]) == 0
     expected = [[_grey(tiny_image(s)) + 3 / 1000] for s in (0, 1, 0)]
     np.testing.assert_allclose(np.load(run / "score/rewards.npy"), expected, rtol=1e-12)
+
+
+def test_too_many_pixels_is_refused_before_decoding():
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", (8001, 8000)).save(out, format="PNG")  # a few kB of file, 64,008,000 pixels
+    with pytest.raises(WinnowError) as e:
+        images.decode(out.getvalue(), name="p.jsonl:1: field 'images[0]'")
+    assert str(e.value) == "p.jsonl:1: field 'images[0]': image of 8001x8000 pixels, more than 64,000,000"
