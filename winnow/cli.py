@@ -150,8 +150,6 @@ def stage_command(args: argparse.Namespace) -> None:
     if getattr(args, "out", None):
         refuse_run_dir_file(run_dir, args.out)
     configs = stage_configs(args, file_config, run_dir)
-    if args.command == "bon":
-        pipeline.check_pick(configs["pick"], args.aggregate)  # before any sample is drawn, dry run included
     prompts = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
@@ -169,6 +167,8 @@ def stage_command(args: argparse.Namespace) -> None:
         return
     if getattr(args, "aggregate", None) == "prm-weighted" and not configs["score"].prm_model:
         raise WinnowError("--aggregate prm-weighted needs a process reward model (--prm-model)")
+    if args.command == "bon":
+        check_confident_choice(args.aggregate, args.keep_confident, configs["generate"])
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
@@ -178,7 +178,12 @@ def stage_command(args: argparse.Namespace) -> None:
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
         count, head = pipeline.best_of_n(
-            run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer, pick=configs["pick"]
+            run_dir,
+            out=out,
+            aggregate=args.aggregate,
+            answer=configs["adaptive"].answer,
+            keep_confident=args.keep_confident,
+            pick=configs["pick"],
         )
         n = configs["generate"].n * len(configs["generate"].models)
         print_best_of_n(head, count, out, n, args.aggregate)
@@ -261,6 +266,16 @@ def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
     }
 
 
+def check_confident_choice(aggregate: str, keep_confident: float | None, generate) -> None:
+    """``bon --aggregate confidence`` and ``--keep-confident`` read each sample's confidence:
+    refused before any sampling unless it is recorded, and a percentage outside (0, 100]."""
+    if keep_confident is not None and not 0 < keep_confident <= 100:
+        raise WinnowError(f"--keep-confident: must be a percentage in (0, 100], got {keep_confident:g}")
+    if (aggregate == "confidence" or keep_confident is not None) and not generate.top_logprobs:
+        flag = "--aggregate confidence" if aggregate == "confidence" else "--keep-confident"
+        raise WinnowError(f"{flag}: needs each sample's confidence: sample with --top-logprobs K (e.g. 20)")
+
+
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
     """``--dry-run``: the checked plan (``winnow.plan``); nothing is written."""
     from winnow.plan import check
@@ -308,6 +323,8 @@ def stage_configs(args: argparse.Namespace, file_config: dict, run_dir: str) -> 
         configs[stage] = build(SECTIONS[stage], file_config.get(stage) or {}, flags, source=args.config or "flags")
     if "rounds" in configs and configs["rounds"].count is None:
         _refuse_round_options_without_rounds(args, file_config)
+    if "pick" in configs:  # bon: a judge beside a vote is refused before any sample, in a dry run too
+        pipeline.check_pick(configs["pick"], args.aggregate, args.keep_confident)
     return configs
 
 

@@ -136,12 +136,17 @@ def default_sft_model(run_dir: str | Path, generate: GenerateConfig | None, file
     return GenerateConfig().models[0]
 
 
-def check_pick(pick: PickConfig, aggregate: str) -> None:
-    """A judge picks in place of the highest reward: refuse it beside a vote (``--aggregate``)."""
-    if pick.select_by == "judge" and aggregate != "best":
+def check_pick(pick: PickConfig, aggregate: str, keep_confident: float | None = None) -> None:
+    """A judge picks in place of the highest reward: refuse it beside a vote (``--aggregate``)
+    or a confidence filter (``--keep-confident``)."""
+    if pick.select_by != "judge":
+        return
+    if aggregate != "best":
         raise WinnowError(
             f"pick.select_by: a judge picks in place of --aggregate best; --aggregate {aggregate} votes instead"
         )
+    if keep_confident is not None:
+        raise WinnowError("pick.select_by: a judge picks among every candidate; --keep-confident filters a vote")
 
 
 PREVIEW = 20
@@ -154,43 +159,34 @@ def best_of_n(
     *,
     aggregate: str = "best",
     answer: str = "auto",
+    keep_confident: float | None = None,
     pick: PickConfig | None = None,
 ) -> tuple[int, list[dict]]:
-    """The chosen completion per prompt with its reward (M rows; the earliest sample wins a
-    tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
-    first ``PREVIEW`` rows).
+    """The chosen completion per prompt with its reward (M rows; the earliest sample wins a tie), written to
+    ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``prm-weighted``
-    (votes over the answers ``answer`` extracts, weighed by the reward or by the process
-    reward model's own scores: ``winnow.select.aggregate``); a row then also holds its answer.
-    pick: with ``select_by: judge``, a judge model picks instead (``winnow.rewards.pick``); a
-    row then holds ``selected_by: judge``, ``reward_pick`` (the highest reward's sample_index)
-    and ``best_reward`` (its reward), ``judge_calls`` and ``judge_fallbacks``.
-    Streamed as select is: the reward matrix and an index of where each completion lies,
-    then one prompt's completions at a time, so memory does not grow with their texts.
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted``, ``prm-weighted`` (the process reward model's
+    own scores) or ``confidence`` (votes over the answers ``answer`` extracts: ``select.aggregate``); a row then also
+    holds its answer. keep_confident: P, each prompt's most confident P% alone vote (``generate.top_logprobs``).
+    pick: a judge picks instead (``judge_picks``). Streamed as select is: the reward matrix and where each
+    completion lies, then one prompt's completions at a time (memory does not grow with texts).
     """
     from winnow.answers import answer_tools
+    from winnow.confidence import WEIGHT
     from winnow.stream import load_scored_index, write_rows
 
-    if pick is not None:
-        check_pick(pick, aggregate)
     index, rewards, manifest = load_scored_index(run_dir)
     votes = prm_matrix(run_dir, manifest, rewards) if aggregate == "prm-weighted" else rewards
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
-    best = sel.top_per_prompt(rewards) if aggregate == "best" else None
-    picks = judge_picks(index, rewards, pick) if pick is not None and pick.select_by == "judge" else None
+    confident = aggregate == "confidence" or keep_confident is not None
+    best = sel.top_per_prompt(rewards) if aggregate == "best" and not confident else None
+    best, picks = judge_picks(index, rewards, best, pick, aggregate=aggregate, keep_confident=keep_confident)
+    tools = (extract, equal)
     head: list[dict] = []
 
     def rows():
         for i, prompt in enumerate(index.prompts):
-            chosen = next(picks) if picks is not None else None
-            if chosen is not None:
-                j = chosen.index
-            elif best is not None:
-                j = int(best[i])
-            else:
-                texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
-                j = sel.aggregate(texts, votes[i], aggregate, extract=extract, equal=equal)
+            j = int(best[i]) if best is not None else _vote(index, votes, i, aggregate, tools, keep_confident, run_dir)
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -206,17 +202,14 @@ def best_of_n(
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None
-            if chosen is not None and best is not None:
-                reward_pick = int(best[i])
-                row |= {"selected_by": "judge", "reward_pick": reward_pick if reward_pick >= 0 else None}
-                row["best_reward"] = float(rewards[i, reward_pick]) if reward_pick >= 0 else None
-                row |= {"judge_calls": chosen.calls, "judge_fallbacks": chosen.fallbacks}
+            if confident:
+                row[WEIGHT] = c.get(WEIGHT) if c else None
             if len(head) < PREVIEW:
                 head.append(row)
             yield row
 
     try:
-        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", rows())
+        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", judged_rows(rows(), picks, rewards))
     finally:
         index.close()
     return count, head
@@ -240,13 +233,33 @@ def prm_matrix(run_dir: str | Path, manifest: dict, rewards: np.ndarray) -> np.n
     return np.load(path)
 
 
+def _vote(index, votes: np.ndarray, i: int, how: str, tools: tuple, keep: float | None, run_dir) -> int:
+    """Prompt row i's chosen column (-1: none) by ``select.aggregate`` over ``votes`` (M, C)
+    (the rewards, or the process reward model's scores), its candidates read from ``index``:
+    their texts, and their confidence when ``how`` or ``keep`` needs it. tools: (extract, equal)."""
+    from winnow.confidence import weights_of
+
+    candidates = [index.row(i, k) for k in range(votes.shape[1])]
+    texts = [(c or {}).get("text") for c in candidates]
+    confident = how == "confidence" or keep is not None
+    weights = weights_of(candidates, f"{Path(run_dir) / 'generate'}") if confident else None
+    extract, equal = tools
+    return sel.aggregate(texts, votes[i], how, extract=extract, equal=equal, confidence=weights, keep_confident=keep)
+
+
 PICK_CHUNK = 64
 """Prompts whose tournaments run together (their texts in memory at once)."""
 
 
-def judge_picks(index, rewards: np.ndarray, pick: PickConfig) -> Iterator:
-    """The judge's ``Pick`` of each prompt of ``index``, in order, ``PICK_CHUNK`` prompts'
-    tournaments at a time (``winnow.rewards.pick``)."""
+def judge_picks(
+    index, rewards: np.ndarray, best: np.ndarray | None, pick: PickConfig | None, *, aggregate: str, keep_confident
+) -> tuple[np.ndarray | None, list | None]:
+    """(chosen column per prompt, the ``Pick`` of each): the judge's with ``pick.select_by: judge``
+    (``winnow.rewards.pick``; ``PICK_CHUNK`` prompts' tournaments at a time, their texts read from
+    ``index``), else ``best`` as it is and None. A judge beside a vote or a confidence filter is refused."""
+    if pick is None or pick.select_by != "judge":
+        return best, None
+    check_pick(pick, aggregate, keep_confident)
     from winnow.remote import ClientSettings
     from winnow.rewards.judge import load_template
     from winnow.rewards.pick import SLOTS, TEMPLATE, Judge, pick_best
@@ -259,9 +272,35 @@ def judge_picks(index, rewards: np.ndarray, pick: PickConfig) -> Iterator:
         template=load_template(pick.prompt, TEMPLATE, SLOTS, "pick.prompt"),
         max_tokens=pick.max_tokens,
     )
-    prompts = index.prompts
+    prompts, picks = index.prompts, []
     for start in range(0, len(prompts), PICK_CHUNK):
         chunk = range(start, min(len(prompts), start + PICK_CHUNK))
         texts = [[(index.row(i, k) or {}).get("text") for k in range(rewards.shape[1])] for i in chunk]
         questions = [prompts[i].content for i in chunk]
-        yield from pick_best(judge, questions, texts, [rewards[i] for i in chunk], [prompts[i].id for i in chunk])
+        picks += pick_best(judge, questions, texts, [rewards[i] for i in chunk], [prompts[i].id for i in chunk])
+    return np.array([p.index for p in picks], dtype=np.int64), picks
+
+
+def judged_rows(rows: Iterator[dict], picks: list | None, rewards: np.ndarray) -> Iterator[dict]:
+    """Best-of-N's rows, each picked by the judge given the fields of ``judged_fields`` (the
+    same dicts, so the rows kept for the terminal have them too); as they are without a judge."""
+    if picks is None:
+        yield from rows
+        return
+    for row, chosen, values in zip(rows, picks, rewards, strict=True):
+        row.update(judged_fields(chosen, values))
+        yield row
+
+
+def judged_fields(chosen, rewards: np.ndarray) -> dict:
+    """What a row picked by the judge adds: the reward's own pick (the highest reward, the
+    earliest of a tie; None when none is scored) and its reward, the calls and fallbacks.
+    rewards: float (C,), the prompt's row."""
+    best = int(sel.top_per_prompt(rewards[None, :])[0])
+    return {
+        "selected_by": "judge",
+        "reward_pick": best if best >= 0 else None,
+        "best_reward": float(rewards[best]) if best >= 0 else None,
+        "judge_calls": chosen.calls,
+        "judge_fallbacks": chosen.fallbacks,
+    }

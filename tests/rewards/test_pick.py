@@ -151,6 +151,19 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
             ],
             "pick.select_by: a judge picks in place of --aggregate best; --aggregate majority votes instead",
         ),
+        (
+            [
+                "--select-by",
+                "judge",
+                "--pick-judge",
+                "http://127.0.0.1:9/v1",
+                "--pick-model",
+                "j",
+                "--keep-confident",
+                "50",
+            ],
+            "pick.select_by: a judge picks among every candidate; --keep-confident filters a vote",
+        ),
     ],
 )
 def test_a_judge_that_picks_is_refused_in_one_line_before_sampling(tmp_path, capsys, extra, message):
