@@ -199,8 +199,8 @@ class PickConfig:
     """Judge that picks: the served model name."""
     window: int = bounded(4, ge=2, le=64)
     """Judge that picks: candidates shown in one call; n candidates take one call when
-    n <= window, else ceil(n / window) calls a round (a lone candidate left over goes on
-    without one) until one is left: 3 calls for 8 candidates in windows of 4, 7 in windows of 2."""
+    n <= window, else ceil(m / window) calls a round of m (a lone candidate left over goes
+    on without one) until one is left: 3 calls for 8 candidates in windows of 4, 7 in windows of 2."""
     seed: int = seed_field()
     """Judge that picks: seed of the order its candidates are shown in (per prompt)."""
     prompt: str | None = None
