@@ -207,3 +207,10 @@ def test_ray_workers_each_hold_their_share_of_the_limits():
     assert (shared.judge_max_tokens_per_minute, shared.judge_max_requests_per_minute) == (300.0, None)
     assert per_worker(judge, LIMITS["score"], local.share()) is judge
     assert judge_client(shared).pacer().token_gap == 60 / 300
+
+
+def test_the_dry_run_prices_the_most_the_completions_may_use(folder, capsys):
+    assert generate(folder, "http://127.0.0.1:9/v1", "run", "--price-per-mtok", "1,2", "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "tokens to sample: at most 40 (10 completions x max_new_tokens 4)" in out
+    assert "their price: at most 8e-05 for those tokens, plus the prompts' tokens" in out  # 40 x 2 / 10**6
