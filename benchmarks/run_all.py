@@ -26,10 +26,12 @@ import bench_decontaminate
 import bench_demo
 import bench_fallback
 import bench_generate
+import bench_images
 import bench_ray
 import bench_score
 import bench_select
 import bench_serve
+import bench_test_time
 import bench_verifier_agreement
 import bench_verifiers
 
@@ -45,6 +47,8 @@ BENCHMARKS = {
     "agreement": bench_verifier_agreement,
     "adaptive": bench_adaptive,
     "decontaminate": bench_decontaminate,
+    "test_time": bench_test_time,
+    "images": bench_images,
     "packing": SimpleNamespace(main=lambda argv: bench_score.main(["--packing", *argv])),
 }
 """name -> a module (or namespace) whose ``main(argv)`` runs it; ``packing`` is bench_score.py --packing."""

@@ -3,7 +3,7 @@ work folder of input files, one torch thread, and a Ray instance of the test's o
 
 Plain helpers are modules beside this file, imported by name from any test folder
 (``pythonpath = ["tests"]`` in pyproject.toml): ``helpers`` (argument lists, refusals, digests,
-waiting, hand-made run dirs), ``tiny_models``, ``tiny_archs`` and ``serving`` (local servers).
+waiting, hand-made run dirs), ``tiny_models``, ``tiny_archs``, ``tiny_vlm`` (vision-language) and ``serving`` (local servers).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import write_jsonl
-from tiny_models import build_policy, build_reward_model
+from tiny_models import build_policy, build_prm, build_reward_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -33,6 +33,11 @@ def tiny_policy_b(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reward_model(tmp_path_factory) -> Path:
     return build_reward_model(tmp_path_factory.mktemp("rm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prm(tmp_path_factory) -> Path:
+    return build_prm(tmp_path_factory.mktemp("prm"))
 
 
 # What a test module's `workdir` holds unless it says otherwise (WORKDIR_PROMPTS, WORKDIR_FILES).

@@ -1,7 +1,8 @@
 """The ``winnow ...`` commands written in README.md and docs/ run as written, on tiny models.
 
 Each command is taken from the fenced bash blocks, in document order, in one working
-folder: ``smollm2`` becomes the tiny policy, ``path/to/rm`` the tiny reward model, and
+folder: ``smollm2`` becomes the tiny policy, ``path/to/rm`` the tiny reward model,
+``path/to/prm`` the tiny process reward model, and
 ``vader`` the ``length`` reward (VADER scores a tiny model's noise 0 throughout: no pairs). Commands
 that need what a test machine lacks are skipped by an explicit rule with its reason, and
 the skip list is asserted, so a new example is either run or named here.
@@ -32,6 +33,7 @@ SKIP = {
     "--config": "needs the user's YAML file",
     "--push-to-hub": "uploads to the Hugging Face Hub: a network and a token (tests/test_export.py checks the folder)",
     "$": "uses shell variables",
+    "runs/demo/": "reads the checkpoint of a finished `winnow demo` (tests/test_demo_slow.py)",
     "--strategy passing": "a tiny random model seldom passes a verifier, leaving nothing to fine-tune on "
     "(tests/test_adaptive.py runs adaptive sampling with a scripted reward)",
 }
@@ -83,6 +85,7 @@ FILES = {
             "entry_point": "add",
         }
     ],
+    "heldout.jsonl": [{"id": f"h{i}", "prompt": f"say something new about {i}"} for i in range(3)],
     "mmlu.jsonl": [{"id": "m0", "prompt": "Which is a colour? (A) dog (B) red", "gold": "B"}],
     "evals.jsonl": [{"id": "e0", "question": "What is 2 + 2?", "answer": "2 + 2 is 4, so the answer is 4."}],
     "responses.jsonl": [{"prompt_id": f"p{i}", "text": f"about {i}, twice: {j}"} for i in range(3) for j in range(2)],
@@ -99,12 +102,13 @@ generate (and a length-scored one for a report) from the prompts file of their s
 
 
 @pytest.mark.docs
-def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, monkeypatch):
+def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_model, tiny_prm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"say something about {i}"} for i in range(3)])
     (tmp_path / "my_rewards.py").write_text(REWARDS)
     for name, rows in FILES.items():
         write_jsonl(tmp_path / name, rows)
+    vision_files(tmp_path)
     ran, skipped, skipped_dirs = [], [], set()
     for path in doc_files():
         for command in commands(path):
@@ -125,7 +129,12 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
                 skipped.append(command)
                 skipped_dirs.add(run_dir)
                 continue
-            swap = {"smollm2": str(tiny_policy), "path/to/rm": str(tiny_reward_model), "vader": "length"}
+            swap = {
+                "smollm2": str(tiny_policy),
+                "path/to/rm": str(tiny_reward_model),
+                "path/to/prm": str(tiny_prm),
+                "vader": "length",
+            }
             # a tiny random model never ends a completion: --drop-truncated would leave nothing
             argv = [swap.get(a, a) for a in shlex.split(command)[1:] if a != "--drop-truncated"]
             argv = fresh_copy_for_alternatives(argv)
@@ -134,6 +143,25 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
             ran.append(command)
     assert len(ran) >= 10, ran
     assert len(skipped) <= len(ran), skipped
+
+
+def vision_files(folder: Path) -> None:
+    """What docs/howto/images.md works on: the tiny VLM its first command builds
+    (``tiny-vlm``), a prompts file naming two pictures, and the reward it shows."""
+    from tiny_vlm import build_vlm, tiny_image
+
+    build_vlm(folder / "tiny-vlm", "llava")
+    (folder / "photos").mkdir()
+    for i, name in enumerate(("cat.png", "street.jpg")):
+        (folder / "photos" / name).write_bytes(tiny_image(i, fmt="PNG" if name.endswith("png") else "JPEG"))
+    ask = [{"type": "image"}, {"type": "text", "text": "What colour dominates this picture?"}]
+    rows = [
+        {"id": "q1", "messages": [{"role": "user", "content": ask}], "images": ["photos/cat.png"]},
+        {"id": "q2", "prompt": "Describe this picture in one sentence.", "images": ["photos/street.jpg"]},
+    ]
+    write_jsonl(folder / "vqa.jsonl", rows)
+    page = (ROOT / "docs/howto/images.md").read_text()
+    (folder / "my_vision_rewards.py").write_text(re.findall(r"```python\n(import numpy.*?)```", page, flags=re.S)[0])
 
 
 def fresh_copy_for_alternatives(argv: list[str]) -> list[str]:

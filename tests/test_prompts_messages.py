@@ -42,10 +42,13 @@ def error_of(path, **kw) -> str:
         ({"messages": "hi"}, "field 'messages': expected a non-empty list of messages"),
         (
             {"messages": [{"role": "user", "content": "a"}, {"role": "user"}]},
-            "field 'messages[1]': expected {'role': str, 'content': str}",
+            "field 'messages[1]': expected {'role': str, 'content': str or list of parts}",
         ),
-        ({"messages": [{"role": 1, "content": "a"}]}, "field 'messages[0]': expected {'role': str, 'content': str}"),
-        ({"messages": ["hi"]}, "field 'messages[0]': expected {'role': str, 'content': str}"),
+        (
+            {"messages": [{"role": 1, "content": "a"}]},
+            "field 'messages[0]': expected {'role': str, 'content': str or list of parts}",
+        ),
+        ({"messages": ["hi"]}, "field 'messages[0]': expected {'role': str, 'content': str or list of parts}"),
         (
             {"messages": [{"role": "bot", "content": "a"}]},
             "field 'messages[0]': unknown role 'bot' (use system, user, assistant)",

@@ -251,7 +251,7 @@ def test_sft_refuses_a_sequence_classifier(run_copy, tiny_reward_model, capsys):
 # ---- case 13: files -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"format": 2, "config": 3}'])
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"format": 3, "config": 3}'])
 def test_sft_default_model_from_a_damaged_generate_manifest(run_copy, content, capsys):
     run, _ = run_copy
     (run / "generate" / "manifest.json").write_text(content)

@@ -64,14 +64,15 @@ def test_every_config_and_manifest_records_the_format(workdir, capsys):
     run = workdir / "run"
     for name in FOLDERS:
         for file in ("config.json", "manifest.json"):
-            assert json.loads((run / name / file).read_text())["format"] == FORMAT == 2
+            assert json.loads((run / name / file).read_text())["format"] == FORMAT == 3
     assert main(["verify", str(run)]) == 0, capsys.readouterr()
 
 
 WRITTEN = {
     None: "format 0 (before run dirs recorded their format)",
     0: "format 0",
-    3: "format 3 (a newer winnow)",
+    2: "format 2",
+    4: "format 4 (a newer winnow)",
     "1": "an unknown format ('1')",
     True: "an unknown format (True)",
 }
@@ -87,7 +88,7 @@ def refusal(run: Path, name: str, found) -> str:
         else f"{run}/{name} to redo this stage"
     )
     return (
-        f"{run}/{name} was written by run-dir {WRITTEN[found]}; this winnow reads format 2: use a new "
+        f"{run}/{name} was written by run-dir {WRITTEN[found]}; this winnow reads format 3: use a new "
         f"--run-dir, or delete {delete}."
     )
 
@@ -104,7 +105,7 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("found", [None, 3])
+@pytest.mark.parametrize("found", [None, 2])
 def test_another_format_is_refused_in_one_line(workdir, tiny_policy, capsys, command, found):
     run = workdir / "run"
     set_format(run, found)
@@ -115,7 +116,7 @@ def test_another_format_is_refused_in_one_line(workdir, tiny_policy, capsys, com
     assert tree_digest(run) == before
 
 
-@pytest.mark.parametrize("found", [None, 3])
+@pytest.mark.parametrize("found", [None, 2])
 def test_verify_names_each_stage_of_another_format(workdir, capsys, found):
     run = workdir / "run"
     set_format(run, found)
@@ -136,7 +137,7 @@ def test_a_stage_of_another_format_is_neither_resumed_nor_read(tmp_path, found):
         data = {k: v for k, v in json.loads(path.read_text()).items() if k != "format"}
         path.write_text(json.dumps(data if found is None else {**data, "format": found}))
     line = (
-        f"{tmp_path}/sft was written by run-dir {WRITTEN[found]}; this winnow reads format 2: "
+        f"{tmp_path}/sft was written by run-dir {WRITTEN[found]}; this winnow reads format 3: "
         f"use a new --run-dir, or delete {tmp_path}/sft to redo this stage."
     )
     with pytest.raises(WinnowError) as e:

@@ -174,3 +174,37 @@ def reward_scores(folder, prompts, completions, **kw):
 
     rm = ClassifierReward(str(folder), device="cpu", **kw)
     return np.array(rm(prompts, completions), dtype=float), rm
+
+
+PRM_SHAPES = ("math-shepherd", "token-class", "qwen-prm")
+"""Tiny process reward models (``build_prm``): a Llama LM with Math-Shepherd's tag, a Qwen2
+token classifier with two labels, and Qwen2.5-Math-PRM's own layout (its Linear-ReLU-Linear
+head, ``Qwen2ForProcessRewardModel`` in config.json)."""
+
+
+def build_prm(folder: Path, shape: str = "math-shepherd", seed: int = 0, tag: str | None = None) -> Path:
+    """A random 2-layer process reward model of ``shape`` (``PRM_SHAPES``) whose tokenizer knows
+    its step tag (``ки`` or ``<extra_0>``, or ``tag``; ``tag=""`` adds none)."""
+    import json
+
+    import torch
+    import transformers
+
+    tok = make_tokenizer()
+    tag = ("ки" if shape == "math-shepherd" else "<extra_0>") if tag is None else tag
+    if tag:
+        tok.add_special_tokens({"additional_special_tokens": [tag]})
+    torch.manual_seed(seed)
+    if shape == "math-shepherd":
+        model = transformers.LlamaForCausalLM(tiny_config(tok))
+    else:
+        model = transformers.Qwen2ForTokenClassification(tiny_config(tok, "Qwen2Config", num_labels=2))
+        if shape == "qwen-prm":
+            h = model.config.hidden_size
+            model.score = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.ReLU(), torch.nn.Linear(h, 2))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    if shape == "qwen-prm":  # as the real folder says it (its own code, which winnow does not run)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen2ForProcessRewardModel"]}))
+    return folder

@@ -8,7 +8,8 @@ The public surface (``winnow.api``; everything else is internal and may change):
 In memory: ``sample`` (M x N texts), ``score`` (the M x N reward matrix), ``best_of_n``;
 ``load_model`` keeps a model loaded across calls (a ``Model`` handle).
 In a run directory (resumable): ``run`` and the stages ``generate_stage``, ``score_stage``,
-``select_stage``, ``sft_stage``, ``dpo_stage``. Names are loaded on first use, so
+``select_stage``, ``sft_stage``, ``dpo_stage``; ``evaluate``: a checkpoint on held-out
+prompts. Names are loaded on first use, so
 ``import winnow`` stays fast (no torch, no transformers until a model is needed).
 """
 
@@ -24,6 +25,7 @@ _EXPORTS = {
     "score": "winnow.api",
     "best_of_n": "winnow.api",
     "run": "winnow.api",
+    "evaluate": "winnow.api",
     "generate_stage": "winnow.api",
     "score_stage": "winnow.api",
     "select_stage": "winnow.api",
@@ -56,6 +58,7 @@ __all__ = [
     "__version__",
     "best_of_n",
     "dpo_stage",
+    "evaluate",
     "generate_stage",
     "load_model",
     "load_prompts",
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
     from winnow.api import (
         best_of_n,
         dpo_stage,
+        evaluate,
         generate_stage,
         run,
         sample,

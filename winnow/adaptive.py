@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow import images, stages
 from winnow import select as sel
-from winnow import stages
 from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
@@ -287,6 +287,7 @@ def _assemble_generate(run_dir, prompts, generate, score, adaptive, rule, steps,
         gen.claim()
         for name, rows in zip(names, rows_per_step, strict=True):
             _write_recorded(gen, name, rows)
+        images.store(run_dir, prompts)
         atomic_write_jsonl(gen.dir / "prompts.jsonl", prompt_rows)
         skipped = sum(1 for p in prompts if not any(c["prompt_id"] == p.id for c in completions))
         errors = _step_errors(run_dir, steps, "generate")

@@ -35,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from winnow import images
 from winnow.config import (
     AdaptiveConfig,
     DpoConfig,
+    EvalConfig,
     ExecutorConfig,
     GenerateConfig,
     RoundsConfig,
@@ -151,6 +153,8 @@ def score(
         }
         for column in columns:  # a reference answer ...: one list per column, as the stage passes them
             keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
+        if any(p.images for _, _, p, _ in flat):
+            keywords["images"] = images.decoded([p.images for _, _, p, _ in flat])
         got = applier.apply([p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], keywords)
         for (i, j, _, _), v in zip(flat, got.total.tolist(), strict=True):
             matrix[i, j] = v
@@ -198,6 +202,7 @@ def run(
     sft_from: str = "start",
     executor: ExecutorConfig | dict | None = None,
     adaptive: AdaptiveConfig | dict | None = None,
+    eval_prompts: str | Path | None = None,
     verbose: bool = False,
 ) -> dict:
     """generate -> score -> select -> sft in ``run_dir``, as ``winnow run`` does (rerunning
@@ -205,8 +210,10 @@ def run(
     ``score.reward_fn`` may be a Python callable (``score={"reward_fn": polite}``);
     ``sft.model`` defaults to the first generate model. ``rounds``: that many rounds, each in
     ``run_dir/round-<r>`` (``winnow.rounds``). ``adaptive`` (``{"step": 2, "stop_when":
-    "pass"}``): sample in steps up to ``generate.n`` (``winnow.adaptive``). Returns each
-    stage's manifest (by round).
+    "pass"}``): sample in steps up to ``generate.n`` (``winnow.adaptive``). ``eval_prompts``:
+    a held-out prompts file; the starting model and each round's checkpoint are then
+    evaluated on it in ``run_dir/eval`` (``winnow.evaluation``; its result in ``eval/eval.json``).
+    Returns each stage's manifest (by round).
     """
     from winnow.pipeline import run_stages
 
@@ -221,7 +228,55 @@ def run(
     train = _section(TrainConfig, sft, "sft")
     configs["sft"] = train if train.model else replace(train, model=configs["generate"].models[0])
     configs["rounds"] = build(RoundsConfig, {"count": rounds, "pool": pool, "sft_from": sft_from}, source="rounds")
+    configs["eval"] = build(EvalConfig, {"prompts": None if eval_prompts is None else str(eval_prompts)}, source="eval")
     return run_stages(run_dir, _prompt_source(prompts), configs, reward=reward)
+
+
+@quiet_unless_verbose()
+def evaluate(
+    run_dir: str | Path,
+    prompts: str | Path | Sequence[PromptLike],
+    *,
+    model: str,
+    baseline: str | None = None,
+    generate: GenerateConfig | dict | None = None,
+    score: ScoreConfig | dict | None = None,
+    bootstrap_iters: int = 10_000,
+    bootstrap_seed: int = 0,
+    executor: ExecutorConfig | dict | None = None,
+    verbose: bool = False,
+) -> dict:
+    """``model`` (and ``baseline``, sampled with the same options and seed) on held-out
+    ``prompts`` in ``run_dir``, as ``winnow eval`` does (rerunning resumes): each model's
+    mean reward, pass@1 and pass@k with ``score.pass_threshold``, and the gain over the
+    baseline with a paired bootstrap 95% interval (``winnow.evaluation``). ``generate``: the
+    sampling options (its ``models`` are ``model`` and ``baseline``); ``score``: the reward, a
+    callable too. Returns eval.json's dict (its ``models`` in order, then ``gains``)."""
+    from winnow.evaluation import eval_models
+    from winnow.evaluation import evaluate as run_eval
+
+    sampling = _section(GenerateConfig, {**_as_dict(generate), "models": [model]}, "generate")
+    config = build(
+        EvalConfig,
+        {"baseline": baseline, "bootstrap_iters": bootstrap_iters, "bootstrap_seed": bootstrap_seed},
+        source="winnow: eval",
+    )
+    score_config, reward = _score_section(score)
+    return run_eval(
+        run_dir,
+        _prompt_source(prompts),
+        eval_models(sampling, config),
+        sampling,
+        score_config,
+        config,
+        reward=reward,
+        executor=_section(ExecutorConfig, executor, "executor"),
+    )
+
+
+def _as_dict(given: Any) -> dict:
+    """A section given as its config or as a dict, as a dict of its fields."""
+    return asdict(given) if isinstance(given, GenerateConfig) else dict(given or {})
 
 
 @quiet_unless_verbose()
@@ -311,7 +366,13 @@ def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
 
             out.append(prompt_from_row(p, i))
         elif isinstance(p, Sequence) and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
-            out.append(Prompt(id=str(i), messages=tuple(dict(m) for m in p if isinstance(m, dict))))
+            messages = [dict(m) for m in p if isinstance(m, dict)]
+            if any(isinstance(m["content"], list) for m in messages):  # content parts: images among them
+                from winnow.prompts import chat_with_images
+
+                out.append(chat_with_images(messages, id=str(i), name=f"prompts[{i}]"))
+            else:
+                out.append(Prompt(id=str(i), messages=tuple(messages)))
         else:
             raise WinnowError(
                 f"prompts[{i}]: expected text, a list of {{role, content}} messages or a row "
@@ -343,7 +404,7 @@ def _score_section(given: ScoreConfig | dict | None) -> tuple[ScoreConfig, Calla
     else:
         named = {**(given or {}), "reward_fn": _name(fn)}
     config = _section(ScoreConfig, named, "score")
-    if config.reward_model or config.reward_judge:
+    if config.reward_model or config.prm_model or config.reward_judge:
         raise WinnowError(
             "winnow: score.reward_fn: a Python function must be the only reward, not with a reward model or judge"
         )

@@ -1,4 +1,4 @@
-"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | demo | report | export.
+"""The ``winnow`` command: generate | score | select | sft | dpo | run | bon | eval | demo | report | export.
 
 Options come from the dataclass defaults, then ``--config file.yaml``, then flags.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -17,12 +18,13 @@ from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, ST
 from winnow.config import SECTIONS, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
+from winnow.images import MAX_IMAGE_BYTES
 from winnow.quiet import quiet_process
 from winnow.settings import build, load_yaml
 
 MAX_BOOTSTRAP_ITERS = 1_000_000
 """The bootstrap holds iters x prompts draws; beyond a million the band no longer moves."""
-REWARD_FIELDS = ("reward_fn", "reward_model", "reward_judge")
+REWARD_FIELDS = ("reward_fn", "reward_model", "prm_model", "reward_judge")
 """Any of these turns ``winnow serve`` into a Best-of-N server."""
 ONLY = {"generate": ("generate",)}
 """Commands that hold a section's config without running its stage (generate's score
@@ -103,7 +105,8 @@ def verify_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from winnow.report import rounds_to_report, run_report
+    from winnow.report import evals, rounds_to_report, run_report
+    from winnow.report.run import eval_report
 
     if not 1 <= args.bootstrap_iters <= MAX_BOOTSTRAP_ITERS:
         raise WinnowError(f"--bootstrap-iters must be between 1 and {MAX_BOOTSTRAP_ITERS}, got {args.bootstrap_iters}")
@@ -111,6 +114,9 @@ def report_command(args: argparse.Namespace) -> None:
         raise WinnowError(f"--seed {problem}")
     options = {"iters": args.bootstrap_iters, "seed": args.seed, "pass_threshold": args.pass_threshold}
     rounds = rounds_to_report(args.run_dir)
+    if rounds and (evaluated := eval_report(args.run_dir, args.out)):  # first: the rounds' go inside its folder
+        folder = Path(args.out or f"{args.run_dir}/report")
+        print("\n".join(evals.lines(evaluated, *(folder / f for f in ("report.md", "report.json", evals.CURVE)))))
     for r in rounds:  # the folder of a --rounds run: each round's report, under its name
         out = f"{args.out}/round-{r}" if args.out else f"{args.run_dir}/round-{r}/report"
         print(f"round-{r}:")
@@ -149,12 +155,18 @@ def stage_command(args: argparse.Namespace) -> None:
         from winnow.prompts import load_prompts
 
         prompts = load_prompts(**prompts_source(args, file_config))
+    if args.command == "eval":
+        assert prompts is not None
+        evaluate_command(run_dir, prompts, configs, as_json=args.json)
+        return
     if args.command == "import":
         assert prompts is not None
         manifest = import_command(args, file_config, run_dir, prompts, configs)
         brief = {k: v for k, v in manifest.items() if k != "config"}  # as run_stages gives a stage's
         summary.print_stages({"import": brief}, run_dir, as_json=args.json)
         return
+    if getattr(args, "aggregate", None) == "prm-weighted" and not configs["score"].prm_model:
+        raise WinnowError("--aggregate prm-weighted needs a process reward model (--prm-model)")
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
@@ -168,6 +180,32 @@ def stage_command(args: argparse.Namespace) -> None:
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
         summary.print_stages(manifests, run_dir, as_json=args.json)
+    if "eval" in configs and configs["eval"].prompts and not args.json:  # run --eval-prompts
+        from winnow.report import evals
+
+        out = Path(run_dir) / evals.FOLDER
+        if evaluated := evals.read(run_dir):
+            print("\n".join(evals.lines(evaluated, *(out / name for name in evals.FILES))))
+
+
+def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> None:
+    """``winnow eval``: the model (and --baseline) on the prompts, into RUN_DIR (``winnow.evaluation``);
+    prints its lines, or with ``as_json`` eval.json's dict."""
+    from winnow.evaluation import eval_models, evaluate
+    from winnow.report import evals
+
+    models = eval_models(configs["generate"], configs["eval"])
+    result = evaluate(
+        run_dir,
+        prompts,
+        models,
+        configs["generate"],
+        configs["score"],
+        configs["eval"],
+        executor=configs.get("executor"),
+    )
+    files = (Path(run_dir) / name for name in evals.FILES)
+    print(json.dumps(result, indent=2) if as_json else "\n".join(evals.lines(result, *files)))
 
 
 def import_command(args: argparse.Namespace, file_config: dict, run_dir: str, prompts: list, configs: dict) -> dict:
@@ -214,6 +252,8 @@ def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
         "path": path,
         "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt"),
         "id_column": args.id_column or file_config.get("id_column", "id"),
+        "image_paths_outside": args.image_paths_outside,
+        "max_image_bytes": MAX_IMAGE_BYTES if args.max_image_bytes is None else args.max_image_bytes,
     }
 
 

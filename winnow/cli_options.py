@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 from winnow.config import DEVICES, SECTIONS
 from winnow.config.fields import DTYPES, hints
+from winnow.images import MAX_IMAGE_BYTES
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
@@ -69,6 +70,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--batch-tokens", "score", "batch_tokens"),
         Option("--max-batch-size", "score", "max_batch_size"),
         Option("--reward-prefix-sharing", "score", "reward_prefix_sharing"),
+        Option("--prm-model", "score", "prm_model", metavar="PATH"),
+        Option("--prm-shape", "score", "prm_shape"),
+        Option("--prm-step-separator", "score", "prm_step_separator", metavar="TEXT"),
+        Option("--prm-step-tag", "score", "prm_step_tag", metavar="TOKEN"),
+        Option("--prm-labels", "score", "prm_labels", metavar="TOKEN", nargs="+"),
+        Option("--prm-aggregate", "score", "prm_aggregate"),
         Option("--reward-judge", "score", "reward_judge", metavar="URL"),
         Option("--judge-model", "score", "judge_model"),
         Option("--judge-rubric", "score", "judge_rubric", metavar="PATH"),
@@ -148,6 +155,12 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--gpus-per-worker", "executor", "gpus_per_worker"),
         Option("--shard-retries", "executor", "retries"),
     ],
+    "eval": [
+        Option("--eval-prompts", "eval", "prompts", metavar="PATH"),
+        Option("--baseline", "eval", "baseline", metavar="PATH"),
+        Option("--bootstrap-iters", "eval", "bootstrap_iters"),
+        Option("--bootstrap-seed", "eval", "bootstrap_seed"),
+    ],
     "dpo": [
         Option("--dpo-model", "dpo", "model", metavar="PATH"),
         Option("--lora", "dpo", "lora"),
@@ -215,23 +228,30 @@ STAGES_OF = {
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor"],
     "bon": ["generate", "score", "adaptive", "executor"],
     "dpo": ["dpo"],
     "serve": ["serve", "score"],
     "import": ["import"],
+    "eval": ["generate", "score", "eval", "executor"],
     "batch-requests": ["generate"],
 }
 GROUP_NOTES = {
     ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
     ("generate", "score"): "with --adaptive-step only: how the steps are scored; `winnow score` with the "
     "same options then puts RUN_DIR/score together from them",
+    ("eval", "generate"): "how each model samples the held-out prompts: --model is the model evaluated; "
+    "--baseline samples with the same options and seed",
+    ("run", "eval"): "after training, evaluate the starting model and each round's checkpoint on held-out "
+    "prompts, sampled as the generate options say (RUN_DIR/eval)",
 }
 """A line under a command's option group, where the group means something else there."""
+ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
+"""(section, field) -> the one command that takes its flag, where the section serves several."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {"generate", "run", "bon", "import", "batch-requests"}
+NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval", "batch-requests"}
 NO_RUN_DIR = ("serve", "batch-requests")
 """Commands that write no run directory."""
 DRY_RUN = ("generate", "score", "run", "bon")
@@ -248,6 +268,7 @@ COMMAND_HELP = {
     "dpo": "DPO on the preference pairs of select --pairs",
     "serve": "OpenAI-compatible server over a backend; Best-of-N with a reward",
     "import": "write a generate stage from completions made elsewhere",
+    "eval": "evaluate a checkpoint on held-out prompts: mean reward, pass@k, the gain over --baseline",
     "batch-requests": "write a generate stage's requests as an OpenAI batch input file",
 }
 """The one-line help of each stage command (``winnow --help`` and the command's own)."""
@@ -263,7 +284,8 @@ def parser() -> argparse.ArgumentParser:
         for stage in stages:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for option in OPTIONS[stage]:
-                add_option(group, option, refused=name == "serve" and stage == "score")
+                if ONLY_IN.get((stage, option.field), name) == name:
+                    add_option(group, option, refused=name == "serve" and stage == "score")
         add_outputs(p, name)
     add_verify(sub)
     add_demo(sub)
@@ -293,6 +315,17 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
         p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
         p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
+        p.add_argument(
+            "--image-paths-outside",
+            action="store_true",
+            help="accept image paths that lead outside the prompts file's folder (default: refused)",
+        )
+        p.add_argument(
+            "--max-image-bytes",
+            type=int,
+            metavar="N",
+            help=f"largest image a prompt may hold, in bytes of its file (default: {MAX_IMAGE_BYTES})",
+        )
     if name in DRY_RUN:  # the commands that sample or score: a row may fail in either
         docs = " ".join(field_docs(SECTIONS[stage])["on_error"] for stage in ON_ERROR_STAGES)
         p.add_argument(
@@ -340,7 +373,7 @@ def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
             choices=AGGREGATES,
             default="best",
             help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
-            "reward (default: best)",
+            "reward; prm-weighted: votes weighed by the process reward model's scores (default: best)",
         )
 
 

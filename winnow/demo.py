@@ -5,7 +5,8 @@
 2. The best completion per prompt (top_per_prompt) is kept and the starting checkpoint is
    fine-tuned on those rows. With ``rounds=R``, round r samples from round r-1's
    checkpoint and chooses among the candidates of every round so far (``winnow.rounds``).
-3. The starting model and each round's checkpoint sample the held-out prompts; the report
+3. The starting model and each round's checkpoint sample the held-out prompts
+   (``winnow.evaluation``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report
    gives each mean reward, a paired bootstrap 95% interval for each gain, three held-out
    prompts answered by the starting and the last model side by side, and the length and
    diversity of what selection kept and of what each model writes.
@@ -14,7 +15,6 @@ Every step goes through the same stage functions as ``winnow run``, so a rerun r
 
 from __future__ import annotations
 
-import itertools
 import json
 import resource
 import time
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from winnow import figures, report, stages
-from winnow.config import GenerateConfig, RoundsConfig, ScoreConfig, SelectConfig, TrainConfig
+from winnow.config import EvalConfig, GenerateConfig, RoundsConfig, ScoreConfig, SelectConfig, TrainConfig
+from winnow.evaluation import evaluate, model_dir
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
@@ -75,13 +76,17 @@ def run_demo(run_dir: str | Path, *, quick: bool = False, rounds: int = 1) -> di
     plan.validate()
     done = run_rounds(train_dir, train_prompts, configs, plan, step=lambda name: _timed(timings, peaks, name))
     models = {"start": SMOLLM2, **{f"round {r}": summary["sft"]["checkpoint"] for r, summary in done.items()}}
-
-    for name, model in models.items():
-        eval_dir = run_dir / f"eval-{name.replace(' ', '-')}"
-        with _timed(timings, peaks, f"held-out: generate + score ({name})"):
-            stages.generate(eval_dir, heldout, GenerateConfig(models=[model], **eval_cfg))
-            stages.score(eval_dir, ScoreConfig(reward_fn="vader"))
-    return write_report(run_dir, list(models), rounds, timings, peaks)
+    # what `winnow eval` runs: every model on the held-out prompts with the same seeds
+    evaluated = evaluate(
+        run_dir / "eval",
+        heldout,
+        models,
+        GenerateConfig(models=[SMOLLM2], **eval_cfg),
+        ScoreConfig(reward_fn="vader"),
+        EvalConfig(bootstrap_seed=SEEDS["bootstrap"]),
+        step=lambda name: _timed(timings, peaks, name),
+    )
+    return write_report(run_dir, evaluated, rounds, timings, peaks)
 
 
 class _timed:
@@ -128,28 +133,8 @@ def _peak_rss_mb() -> float | None:
 
 def heldout(run_dir: Path, name: str) -> tuple[list, dict, np.ndarray]:
     """Held-out prompts, completions by (prompt_id, sample_index) and rewards (P, N) of one model."""
-    prompts, by_key, rewards, _ = load_scored(run_dir / f"eval-{name.replace(' ', '-')}")
+    prompts, by_key, rewards, _ = load_scored(model_dir(run_dir / "eval", name))
     return prompts, by_key, rewards
-
-
-def gains(names: list[str], means: dict[str, np.ndarray]) -> list[dict]:
-    """Each round over the one before it (round 1 over the start), and the last over the start;
-    means: per-prompt mean reward, shape (P,), of each model on the same prompts."""
-    pairs = list(itertools.pairwise(names))
-    if len(names) > 2:
-        pairs.append((names[0], names[-1]))
-    out = []
-    for before, after in pairs:
-        low, high = report.paired_bootstrap(means[before], means[after])
-        out.append(
-            {
-                "before": before,
-                "after": after,
-                "gain": float(np.mean(means[after] - means[before])),
-                "ci95": [low, high],
-            }
-        )
-    return out
 
 
 def side_by_side(names: list[str], count: int, run_dir: Path) -> list[dict]:
@@ -190,25 +175,27 @@ def train_stats(train_dir: Path, r: int) -> dict:
     return {"all": report.completion_stats(everything), "selected": report.completion_stats(selected)}
 
 
-def write_report(run_dir: Path, names: list[str], rounds: int, timings: dict, peaks: dict) -> dict:
-    """Tables (report.md, report.json) and plot (rewards.png) of every model's held-out rewards."""
+def write_report(run_dir: Path, evaluated: dict, rounds: int, timings: dict, peaks: dict) -> dict:
+    """Tables (report.md, report.json) and plot (rewards.png) of every model's held-out rewards;
+    ``evaluated``: the held-out evaluation's result (``winnow.evaluation``), its figures as they are."""
+    names = [m["name"] for m in evaluated["models"]]
     evals = {name: heldout(run_dir, name) for name in names}
-    means = {name: np.nanmean(rewards, axis=1) for name, (_, _, rewards) in evals.items()}
     train_dir = run_dir / "train"
     round1 = load_scored(round_dir(train_dir, 1))[2]
     # Resetting the peak mark per step also resets ru_maxrss, so take the largest step peak.
     peak_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *filter(None, peaks.values())])
-    first_gain = gains(names[:2], means)[0]
+    mean_reward = {m["name"]: m["mean_reward"] for m in evaluated["models"]}
+    gains = [{k: g[k] for k in ("before", "after", "gain", "ci95")} for g in evaluated["gains"]]
     result = {
         "rounds": rounds,
-        "heldout_prompts": int(means["start"].size),
-        "samples_per_prompt": int(evals["start"][2].shape[1]),
-        "mean_reward": {name: float(np.nanmean(rewards)) for name, (_, _, rewards) in evals.items()},
-        "mean_reward_start": float(np.nanmean(evals["start"][2])),
-        "mean_reward_finetuned": float(np.nanmean(evals[names[-1]][2])),
-        "gain": first_gain["gain"],
-        "gain_ci95": first_gain["ci95"],
-        "gains": gains(names, means),
+        "heldout_prompts": evaluated["prompts"],
+        "samples_per_prompt": evaluated["samples_per_prompt"],
+        "mean_reward": mean_reward,
+        "mean_reward_start": mean_reward["start"],
+        "mean_reward_finetuned": mean_reward[names[-1]],
+        "gain": gains[0]["gain"],
+        "gain_ci95": gains[0]["ci95"],
+        "gains": gains,
         "train_mean_reward": float(np.nanmean(round1)),
         "train_mean_best_reward": float(np.nanmean(np.nanmax(round1, axis=1))),
         "heldout_stats": {

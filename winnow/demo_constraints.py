@@ -9,7 +9,7 @@
 3. ``--strategy passing`` keeps up to K passing completions per prompt; the starting
    checkpoint is fine-tuned on them.
 4. The starting and the fine-tuned model answer the held-out prompts (topics the training
-   prompts do not use); the report gives each one's strict pass rate of single samples,
+   prompts do not use; ``winnow.evaluation``, what ``winnow eval`` runs, into ``RUN_DIR/eval/``); the report gives each one's strict pass rate of single samples,
    the gain with a paired bootstrap 95% interval (prompts resampled), the training run's
    pass@k and what adaptive sampling saved against a fixed MAX.
 Every step goes through the same stage functions as ``winnow run``, so a rerun resumes.
@@ -27,8 +27,9 @@ import numpy as np
 
 from winnow import figures, report, stages
 from winnow.adaptive import sample_adaptive, score_adaptive
-from winnow.config import AdaptiveConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
+from winnow.config import AdaptiveConfig, EvalConfig, GenerateConfig, ScoreConfig, SelectConfig, TrainConfig
 from winnow.demo import _timed, cost_summary
+from winnow.evaluation import evaluate, model_dir
 from winnow.models import SMOLLM2, resolve_model
 from winnow.prompts import load_prompts
 from winnow.records import atomic_write_json, atomic_write_text
@@ -83,18 +84,22 @@ def run_constraints_demo(run_dir: str | Path, *, quick: bool = False) -> dict:
         checkpoint = sft(train_dir, TrainConfig(model=SMOLLM2, **sft_cfg))["checkpoint"]
     with _timed(timings, peaks, "train: report (pass@k, adaptive savings)"):
         train_report = report.run_report(train_dir, iters=1000)
-    models = {"start": SMOLLM2, "fine-tuned": checkpoint}
-    for name, model in models.items():
-        with _timed(timings, peaks, f"held-out: generate + score ({name})"):
-            folder = run_dir / f"eval-{name}"
-            stages.generate(folder, heldout, GenerateConfig(models=[model], **eval_cfg))
-            stages.score(folder, score)
-    return write_report(run_dir, list(models), train_report, timings, peaks)
+    # what `winnow eval` runs: both models on the held-out prompts with the same seeds
+    evaluated = evaluate(
+        run_dir / "eval",
+        heldout,
+        {"start": SMOLLM2, "fine-tuned": checkpoint},
+        GenerateConfig(models=[SMOLLM2], **eval_cfg),
+        score,
+        EvalConfig(bootstrap_seed=SEEDS["bootstrap"]),
+        step=lambda name: _timed(timings, peaks, name),
+    )
+    return write_report(run_dir, evaluated, train_report, timings, peaks)
 
 
 def pass_rates(run_dir: Path, name: str) -> tuple[list, np.ndarray]:
     """Held-out prompts and the strict pass rate of each one's samples, shape (P,)."""
-    prompts, _, rewards, _ = load_scored(run_dir / f"eval-{name}")
+    prompts, _, rewards, _ = load_scored(model_dir(run_dir / "eval", name))
     with np.errstate(invalid="ignore"):
         return prompts, np.nanmean(np.where(np.isnan(rewards), np.nan, rewards >= PASS), axis=1)
 
@@ -108,20 +113,21 @@ def by_family(prompts, rates: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 
-def write_report(run_dir: Path, names: list[str], train_report: dict, timings: dict, peaks: dict) -> dict:
+def write_report(run_dir: Path, evaluated: dict, train_report: dict, timings: dict, peaks: dict) -> dict:
+    """``evaluated``: the held-out evaluation's result (``winnow.evaluation``), its figures as they are."""
+    names = [m["name"] for m in evaluated["models"]]
     rates = {name: pass_rates(run_dir, name) for name in names}
     prompts = rates[names[0]][0]
-    before, after = rates[names[0]][1], rates[names[-1]][1]
-    low, high = report.paired_bootstrap(before, after)
+    gain = evaluated["gains"][0]
     peak_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, *filter(None, peaks.values())])
     adaptive = train_report["adaptive"]
     pass_section = train_report["pass"]
     result = {
-        "heldout_prompts": len(prompts),
-        "samples_per_prompt": int(load_scored(run_dir / f"eval-{names[0]}")[2].shape[1]),
-        "pass_at_1": {name: float(np.mean(r)) for name, (_, r) in rates.items()},
-        "gain": float(np.mean(after - before)),
-        "gain_ci95": [low, high],
+        "heldout_prompts": evaluated["prompts"],
+        "samples_per_prompt": evaluated["samples_per_prompt"],
+        "pass_at_1": {m["name"]: m["pass_at_1"] for m in evaluated["models"]},
+        "gain": gain["pass_at_1_gain"],
+        "gain_ci95": gain["pass_at_1_ci95"],
         "pass_at_1_by_family": {name: by_family(prompts, r) for name, (_, r) in rates.items()},
         "train": {
             "prompts": adaptive["prompts"],

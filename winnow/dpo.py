@@ -17,6 +17,7 @@ from winnow.errors import WinnowError
 from winnow.provenance import model_identity
 from winnow.records import parse_jsonl
 from winnow.rundir import Stage, completed_manifest, verified_bytes
+from winnow.train_images import image_paths
 from winnow.training import (
     check_trl_options,
     finished_training,
@@ -24,6 +25,9 @@ from winnow.training import (
     train_into_stage,
     trl_trainer,
 )
+
+PAIRS = Path("select/pairs.jsonl")
+"""The pairs trained on, as errors name them when no run dir is given."""
 
 
 def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
@@ -47,24 +51,43 @@ def dpo(run_dir: str | Path, config: DpoConfig) -> dict:
         rows = [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
         if not rows:
             raise WinnowError(f"{path} has no pairs to train on (a lower --min-margin keeps more)")
+        rows = image_paths(rows, run_dir, path)  # checked before any model loads
         return train_into_stage(
-            stage, partial(train, rows, config, logs=stage.dir), kept=("train_loss", "loss_curve"), num_pairs=len(rows)
+            stage,
+            partial(train, rows, config, logs=stage.dir, source=path),
+            kept=("train_loss", "loss_curve"),
+            num_pairs=len(rows),
         )
 
 
-def train(rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None) -> dict:
-    """Run DPOTrainer on preference rows and save a full checkpoint to output_dir; diverged
-    training raises WinnowError and saves nothing (``training.train_and_save``)."""
-    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs)
+def train(
+    rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None, source: Path = PAIRS
+) -> dict:
+    """Run DPOTrainer on preference rows (of ``source``) and save a full checkpoint to
+    output_dir; diverged training raises WinnowError and saves nothing (``training.train_and_save``)."""
+    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs, source=source)
     return train_and_save(trainer, tokenizer, config, output_dir, section="dpo")
 
 
-def make_trainer(rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None):
-    """A DPOTrainer over rows {"prompt": [messages], "chosen": [messages], "rejected": [messages]}."""
-    import datasets
+def make_trainer(
+    rows: list[dict], config: DpoConfig, output_dir: Path, *, logs: Path | None = None, source: Path = PAIRS
+):
+    """A DPOTrainer over rows {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
+    of ``source``, with "images" (checked absolute paths, ``train_images.image_paths``)
+    where a row has any."""
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
-    # Only TRL's three columns: the rewards and provenance stay in pairs.jsonl.
-    data = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    return trl_trainer(DPOTrainer, TrlDPOConfig, data, config, output_dir, section="dpo", logs=logs, beta=config.beta)
+    # Only TRL's columns: the rewards and provenance stay in pairs.jsonl.
+    columns = [{k: r[k] for k in ("prompt", "chosen", "rejected", "images") if k in r} for r in rows]
+    return trl_trainer(
+        DPOTrainer,
+        TrlDPOConfig,
+        columns,
+        config,
+        output_dir,
+        section="dpo",
+        source=str(source),
+        logs=logs,
+        beta=config.beta,
+    )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow import images
 from winnow.config import MAX_N, ImportConfig
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
@@ -72,6 +73,7 @@ def import_completions(
                 continue
             write_rows(shard_file(stage.dir, name), rows)
             stage.record_shard(name, {(r["prompt_id"], r["sample_index"]) for r in rows}, exact=True)
+        images.store(run_dir, prompts)
         atomic_write_jsonl(stage.dir / "prompts.jsonl", prompt_rows)
         return stage.finish(
             shards=names,

@@ -180,6 +180,46 @@ def load_causal_lm(path: Path, *, dtype, device: str):
     return lm.to(device).eval()  # type: ignore[arg-type]  # transformers' stubs mistype `to`
 
 
+def is_vision_language(path: Path) -> bool:
+    """Whether the model in ``path`` reads images: its config has a vision tower
+    (``vision_config``), as every ``AutoModelForImageTextToText`` architecture's does."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None
+
+
+def load_vision_lm(path: Path, *, dtype, device: str):
+    """(model, processor) of a vision-language model in a local folder: the model by
+    ``AutoModelForImageTextToText`` in ``dtype`` on ``device``, in eval mode, and its
+    processor (``load_processor``)."""
+    from transformers import AutoModelForImageTextToText
+
+    processor = load_processor(path)
+    try:
+        lm = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    except ValueError as e:  # transformers' "Unrecognized configuration class ..."
+        raise WinnowError(
+            f"model {path} cannot be loaded as a vision-language model: {str(e).splitlines()[0]}"
+        ) from None
+    return lm.to(device).eval(), processor  # type: ignore[arg-type]
+
+
+def load_processor(path: Path):
+    """A vision-language model's processor (tokenizer, image processor, chat template), the
+    tokenizer given a pad token (EOS when it has none)."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (ValueError, OSError, ImportError, AttributeError) as e:  # none saved; one that needs torchvision
+        raise WinnowError(f"model {path}: its processor cannot be loaded: {str(e).splitlines()[0]}") from None
+    if not hasattr(processor, "image_processor"):
+        raise WinnowError(f"model {path}: it has a vision tower but its folder holds no image processor")
+    if processor.tokenizer.pad_token is None:
+        processor.tokenizer.pad_token = processor.tokenizer.eos_token
+    return processor
+
+
 def refuse_encoder_decoder(path: Path) -> None:
     """Refuse an encoder-decoder checkpoint (T5, BART, ...) with a clear message."""
     from transformers import AutoConfig

@@ -25,9 +25,12 @@ def run_stages(
     ``only`` names the stages to run when ``configs`` holds more (``winnow generate
     --adaptive-step`` holds a score config for its steps but writes RUN_DIR/generate alone).
     ``reward``: a reward callable that overrides the score config's (library use, as in ``stages.score``).
+    With ``configs["eval"].prompts`` (``--eval-prompts``), the starting model and each round's
+    checkpoint are then evaluated on those prompts in ``RUN_DIR/eval/`` (``evaluate_run``).
     """
     from winnow.sft import sft
 
+    held_out = _held_out(configs.get("eval"))  # a bad file fails before any work
     rounds = configs.get("rounds")
     multi_round = rounds is not None and rounds.count is not None
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
@@ -41,6 +44,8 @@ def run_stages(
 
         assert rounds is not None
         by_round = run_rounds(run_dir, prompts, configs, rounds, reward=reward)
+        if held_out is not None:
+            evaluate_run(run_dir, held_out, configs, [m["sft"]["checkpoint"] for m in by_round.values()], reward=reward)
         return {f"round-{r}": _brief(summary) for r, summary in by_round.items()}
     summary = {}
     executor = configs.get("executor")  # where generate and score make shards, never what
@@ -67,7 +72,42 @@ def run_stages(
         from winnow.dpo import dpo
 
         summary["dpo"] = dpo(run_dir, configs["dpo"])
+    if held_out is not None and "sft" in summary:
+        evaluate_run(run_dir, held_out, configs, [summary["sft"]["checkpoint"]], reward=reward)
     return _brief(summary)
+
+
+def _held_out(config) -> list | None:
+    """The held-out prompts of ``eval.prompts`` (None: no evaluation); a baseline is ``winnow eval``'s."""
+    if config is None:
+        return None
+    if config.baseline is not None:
+        raise WinnowError("eval.baseline: for winnow eval; winnow run evaluates its starting model and checkpoints")
+    if config.prompts is None:
+        return None
+    from winnow.prompts import load_prompts
+
+    return load_prompts(config.prompts)
+
+
+def evaluate_run(run_dir: str | Path, prompts, configs: dict, checkpoints: list[str], *, reward=None) -> dict:
+    """The starting model (sft.model) and each round's checkpoint, in order, evaluated on the
+    held-out ``prompts`` with the generate config, seed included, in ``RUN_DIR/eval/``
+    (``winnow.evaluation``); returns eval.json's dict."""
+    from winnow.evaluation import evaluate
+    from winnow.report.evals import FOLDER
+
+    models = {"start": configs["sft"].model, **{f"round {r}": c for r, c in enumerate(checkpoints, start=1)}}
+    return evaluate(
+        Path(run_dir) / FOLDER,
+        prompts,
+        models,
+        configs["generate"],
+        configs["score"],
+        configs["eval"],
+        reward=reward,
+        executor=configs.get("executor"),
+    )
 
 
 def _brief(summary: dict) -> dict:
@@ -106,15 +146,17 @@ def best_of_n(
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
     first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority`` or ``weighted`` (votes over the answers
-    ``answer`` extracts: ``winnow.select.aggregate``); a row then also holds its answer.
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``prm-weighted``
+    (votes over the answers ``answer`` extracts, weighed by the reward or by the process
+    reward model's own scores: ``winnow.select.aggregate``); a row then also holds its answer.
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
     from winnow.stream import load_scored_index, write_rows
 
-    index, rewards, _ = load_scored_index(run_dir)
+    index, rewards, manifest = load_scored_index(run_dir)
+    votes = prm_matrix(run_dir, manifest, rewards) if aggregate == "prm-weighted" else rewards
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
     best = sel.top_per_prompt(rewards) if aggregate == "best" else None
     head: list[dict] = []
@@ -125,7 +167,7 @@ def best_of_n(
                 j = int(best[i])
             else:
                 texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
-                j = sel.aggregate(texts, rewards[i], aggregate, extract=extract, equal=equal)
+                j = sel.aggregate(texts, votes[i], aggregate, extract=extract, equal=equal)
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -136,6 +178,8 @@ def best_of_n(
                 "reward": float(rewards[i, j]) if c else None,
                 "mean_reward": float(np.nanmean(rewards[i])) if c else None,
             }
+            if prompt.images:  # paths relative to the run dir, which holds the files
+                row["images"] = [image.path for image in prompt.images]
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None
@@ -148,3 +192,21 @@ def best_of_n(
     finally:
         index.close()
     return count, head
+
+
+def prm_matrix(run_dir: str | Path, manifest: dict, rewards: np.ndarray) -> np.ndarray:
+    """The process reward model's own scores (M, C) in a scored run: ``rewards`` where it is
+    the only reward, else its own matrix beside the weighted sum (``rewards-<k>.npy``, k its
+    place in ``ScoreConfig.rewards()``)."""
+    from winnow.stream import verified_shard
+
+    stored = manifest["config"]["score"]
+    if not stored.get("prm_model"):
+        raise WinnowError("--aggregate prm-weighted: the run was not scored with a process reward model (--prm-model)")
+    components = manifest.get("components")
+    if not components:
+        return rewards
+    k = len(components) - 1 - (1 if stored.get("reward_judge") else 0)  # in weight order, only a judge follows it
+    path = Path(run_dir) / "score" / components[k]["file"]
+    verified_shard(path, manifest["files"].get(components[k]["file"]), stage="score")
+    return np.load(path)

@@ -278,6 +278,12 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
             check_model(spec)
             names.append(f"reward model {spec}")
             continue
+        if kind == "prm":
+            from winnow.rewards.prm import check_prm
+
+            shape = check_prm(spec, shape=config.prm_shape, tag=config.prm_step_tag, labels=config.prm_labels)
+            names.append(f"process reward model {spec} ({shape}, {config.prm_aggregate} of its steps)")
+            continue
         if kind == "judge":
             if config.judge_rubric and not Path(config.judge_rubric).is_file():
                 raise WinnowError(f"score.judge_rubric: file does not exist: {config.judge_rubric}")

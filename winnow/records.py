@@ -39,6 +39,9 @@ class Prompt:
     messages: tuple[dict, ...] | None = None
     columns: dict[str, Any] = field(default_factory=dict)
     """Column name -> JSON value, in file order; empty when the row holds only id and prompt."""
+    images: tuple = ()
+    """``winnow.images.Image`` values, one per ``{"type": "image"}`` part of ``messages``, in
+    order (TRL's form); empty for a prompt without images."""
 
     def as_messages(self) -> list[dict]:
         """The prompt as chat messages: a text prompt becomes one user turn."""
@@ -46,9 +49,22 @@ class Prompt:
             return [dict(m) for m in self.messages]
         return [{"role": "user", "content": self.text}]
 
+    def texts(self) -> list[str]:
+        """The text of each message in order, a message of content parts as its text parts
+        joined (its images left out).
+
+        >>> Prompt(id="a", messages=({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]},)).texts()
+        ['hi']
+        """
+        return [
+            m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
+            for m in self.as_messages()
+        ]
+
     def to_row(self) -> dict:
-        """The row of ``generate/prompts.jsonl``; other columns go under ``columns``, left out
-        when there are none, so a file of ids and prompts gives the same rows (and hash) as ever."""
+        """The row of ``generate/prompts.jsonl``; other columns go under ``columns`` and images
+        under ``images``, each left out when there are none, so a file of ids and prompts gives
+        the same rows (and hash) as ever."""
         row: dict[str, Any] = {"id": self.id}
         if self.messages is not None:
             row["messages"] = [dict(m) for m in self.messages]
@@ -56,6 +72,8 @@ class Prompt:
             row["prompt"] = self.text
         if self.columns:
             row["columns"] = dict(self.columns)
+        if self.images:  # by run-dir path, which names the bytes: the row's hash covers them
+            row["images"] = [image.path for image in self.images]
         return row
 
     @property

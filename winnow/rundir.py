@@ -42,6 +42,7 @@ import numpy as np
 
 from winnow.errors import WinnowError
 from winnow.executors import ShardReport, ShardTask, errors_file, shard_file
+from winnow.images import stored_prompt
 from winnow.loader import split
 from winnow.lock import StageLock
 from winnow.records import (
@@ -58,7 +59,7 @@ from winnow.records import (
     sha256_file,
 )
 
-FORMAT = 2
+FORMAT = 3
 """The run-directory format this winnow writes and reads (``format`` in every stage's
 config.json and manifest.json; docs/reference/files.md). Raise it whenever what a stage
 stores, or how a reader reads it, changes: folders of another format are then refused
@@ -68,7 +69,9 @@ rather than misread, and no reader needs to guess which winnow wrote a file.
 stage's reward provenance is a list, one hash per reward.
 2: select stores its decontamination and near-dedup fields, sft and dpo their training
 options (schedule, warm-up, eval split, TRL mapping); a shard's failed rows are kept in
-``errors-<shard>.jsonl``, recorded in the ledger beside the shard."""
+``errors-<shard>.jsonl``, recorded in the ledger beside the shard.
+3: score stores its process reward model fields (``prm_model`` and its options), and its
+rows may hold ``step_scores``."""
 LEDGER = "verified.jsonl"
 ERRORS = "errors.jsonl"
 """A stage's rows that failed and were skipped (``on_error: skip``), one JSON object each."""
@@ -353,7 +356,7 @@ def stored_config(config: dict) -> dict:
     then ``config`` in JSON types (tuples become lists).
 
     >>> stored_config({"select": {"k": (1, 2)}})
-    {'format': 2, 'select': {'k': [1, 2]}}
+    {'format': 3, 'select': {'k': [1, 2]}}
     """
     return {"format": FORMAT, **json.loads(json.dumps(config))}
 
@@ -375,7 +378,7 @@ def format_refusal(folder: Path, found) -> str:
 
     >>> format_refusal(Path("r/score"), None)  # doctest: +NORMALIZE_WHITESPACE
     'r/score was written by run-dir format 0 (before run dirs recorded their format); this
-    winnow reads format 2: use a new --run-dir, or delete r/score to redo this stage.'
+    winnow reads format 3: use a new --run-dir, or delete r/score to redo this stage.'
     """
     if found is None:
         written = "format 0 (before run dirs recorded their format)"
@@ -488,7 +491,7 @@ def load_generations(run_dir: str | Path) -> tuple[list[Prompt], list[dict], dic
     folder = Path(run_dir) / "generate"
     path = folder / "prompts.jsonl"
     data = verified_bytes(path, manifest["files"].get("prompts.jsonl"), stage="generate")
-    prompts = [_prompt_from_row(row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
+    prompts = [stored_prompt(run_dir, row) for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not isinstance(manifest.get("num_columns"), int):
         raise WinnowError(f"{folder / 'manifest.json'}: damaged (no shard list); rerun `winnow generate` to rebuild it")
@@ -516,13 +519,6 @@ def load_selected(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "select" / "selected.jsonl"
     data = verified_bytes(path, manifest["files"].get("selected.jsonl"), stage="select")
     return [row for _, row in parse_jsonl(data.splitlines(keepends=True), path)]
-
-
-def _prompt_from_row(row: dict) -> Prompt:
-    columns = row.get("columns") or {}
-    if "messages" in row:
-        return Prompt(id=row["id"], messages=tuple(row["messages"]), columns=columns)
-    return Prompt(id=row["id"], text=row["prompt"], columns=columns)
 
 
 def _to_delete(run_dir: Path, name: str) -> str:

@@ -403,7 +403,8 @@ def consensus_share(answers, equal: Callable[[str, str], bool] | None = None) ->
     return max((len(m) for m in classes), default=0) / len(answers) if len(answers) else 0.0
 
 
-AGGREGATES = ("best", "majority", "weighted")
+AGGREGATES = ("best", "majority", "weighted", "prm-weighted")
+"""Ways Best-of-N picks a prompt's answer (``aggregate``)."""
 
 
 def aggregate(
@@ -418,8 +419,9 @@ def aggregate(
 
     texts: length N (str, or None for a missing candidate); rewards: length N (NaN = unscored).
     how: ``best`` (the highest reward, ties to the earlier), ``majority`` (the vote over
-    extracted answers, ``majority`` without rewards) or ``weighted`` (each answer weighs the
-    sum of its rewards). extract: text -> answer or None (default:
+    extracted answers, ``majority`` without rewards), ``weighted`` (each answer weighs the
+    sum of its rewards) or ``prm-weighted`` (``weighted``, where the caller passes a process
+    reward model's aggregated step scores as ``rewards``: ``winnow.pipeline.best_of_n``). extract: text -> answer or None (default:
     ``winnow.answers.extract_answer``); equal: answer equivalence (default ``==``).
     A vote in which no candidate has an answer falls back to ``best``.
 
@@ -438,7 +440,7 @@ def aggregate(
 
         read = extract or extract_answer
         answers = [None if t is None else read(t) for t in texts]
-        picked = majority(answers, rewards=r if how == "weighted" else None, equal=equal)
+        picked = majority(answers, rewards=None if how == "majority" else r, equal=equal)
         if picked >= 0:
             return picked
     return int(top_per_prompt(r[None, :])[0]) if r.size else -1

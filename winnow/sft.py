@@ -15,6 +15,7 @@ from winnow.config import TrainConfig
 from winnow.errors import WinnowError
 from winnow.provenance import model_identity
 from winnow.rundir import Stage, completed_manifest, load_selected
+from winnow.train_images import image_paths
 from winnow.training import (
     check_trl_options,
     finished_training,
@@ -22,6 +23,9 @@ from winnow.training import (
     train_into_stage,
     trl_trainer,
 )
+
+SELECTED = Path("select/selected.jsonl")
+"""The rows trained on, as errors name them when no run dir is given."""
 
 
 def folder_config(config: TrainConfig, select_hash: str) -> dict:
@@ -42,7 +46,8 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
     with stage:
         if (done := finished_training(stage)) is not None:
             return done
-        rows = load_selected(run_dir)
+        source = Path(run_dir) / "select" / "selected.jsonl"
+        rows = image_paths(load_selected(run_dir), run_dir, source)  # checked before any model loads
         stripped: dict = {}
         if config.strip_reasoning:
             rows, left_out = strip_reasoning(rows, reasoning_tags(run_dir))
@@ -51,7 +56,11 @@ def sft(run_dir: str | Path, config: TrainConfig) -> dict:
             raise WinnowError(f"{run_dir}/select/selected.jsonl has no rows to train on")
         kept = ("rows_trained", "train_loss", "loss_curve")
         return train_into_stage(
-            stage, partial(train, rows, config, logs=stage.dir), kept=kept, num_rows=len(rows), **stripped
+            stage,
+            partial(train, rows, config, logs=stage.dir, source=source),
+            kept=kept,
+            num_rows=len(rows),
+            **stripped,
         )
 
 
@@ -78,14 +87,16 @@ def strip_reasoning(rows: list[dict], tags: tuple[str, str]) -> tuple[list[dict]
     return out, len(rows) - len(out)
 
 
-def train(rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None) -> dict:
-    """Run SFTTrainer on prompt-completion rows and save a full checkpoint to output_dir.
+def train(
+    rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None, source: Path = SELECTED
+) -> dict:
+    """Run SFTTrainer on prompt-completion rows (of ``source``) and save a full checkpoint to output_dir.
 
     Returns {"train_loss": float, "loss_curve": [[step, loss], ...], "rows_trained": int}
     (rows whose completion max_length cut off entirely are not trained on). Diverged
     training raises WinnowError and saves nothing (``training.train_and_save``).
     """
-    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs)
+    trainer, tokenizer = make_trainer(rows, config, output_dir, logs=logs, source=source)
     kept = len(trainer.train_dataset)  # TRL drops rows whose completion max_length cut off entirely
     if kept == 0:
         raise WinnowError(
@@ -95,12 +106,24 @@ def train(rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path
     return {**train_and_save(trainer, tokenizer, config, output_dir, section="sft"), "rows_trained": kept}
 
 
-def make_trainer(rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None):
-    """An SFTTrainer over rows {"prompt": [messages], "completion": [messages]}; loss on completions."""
-    import datasets
+def make_trainer(
+    rows: list[dict], config: TrainConfig, output_dir: Path, *, logs: Path | None = None, source: Path = SELECTED
+):
+    """An SFTTrainer over rows {"prompt": [messages], "completion": [messages]} of ``source``,
+    with "images" (checked absolute paths, ``train_images.image_paths``) where a row has
+    any; loss on completions."""
     from trl import SFTConfig, SFTTrainer
 
-    data = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    keys = ("prompt", "completion", "images")
+    columns = [{k: r[k] for k in keys if k in r} for r in rows]
     return trl_trainer(
-        SFTTrainer, SFTConfig, data, config, output_dir, section="sft", logs=logs, completion_only_loss=True
+        SFTTrainer,
+        SFTConfig,
+        columns,
+        config,
+        output_dir,
+        section="sft",
+        source=str(source),
+        logs=logs,
+        completion_only_loss=True,
     )

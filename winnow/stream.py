@@ -32,6 +32,7 @@ import numpy as np
 
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
+from winnow.images import stored_prompt
 from winnow.records import BOM, Prompt, atomic_writer, check_file
 from winnow.replies import ended_on_its_own
 from winnow.rundir import completed_manifest, verified_bytes
@@ -124,12 +125,7 @@ def load_prompts(run_dir: str | Path, manifest: dict) -> list[Prompt]:
     data = verified_shard(path, manifest["files"].get("prompts.jsonl"), stage="generate")
     out = []
     for lineno, _, line in iter_lines(data):
-        row = loads(line, path, lineno)
-        columns = row.get("columns") or {}  # the prompt row's other columns (reference answers)
-        if "messages" in row:
-            out.append(Prompt(id=row["id"], messages=tuple(row["messages"]), columns=columns))
-        else:
-            out.append(Prompt(id=row["id"], text=row["prompt"], columns=columns))
+        out.append(stored_prompt(run_dir, loads(line, path, lineno)))
     return out
 
 

@@ -39,9 +39,11 @@ def _generate(m: dict, folder: str) -> str:
     spent = f" in {a['steps']} adaptive steps ({_num(a['saved_share'], '.0%')} fewer than fixed N)" if a else ""
     each = f"up to {m['num_columns']:,}" if a else f"{m['num_columns']:,}"
     used = f", API {usage_text(m['usage'])}" if m.get("usage") else ""
+    img = m.get("images")
+    stored = f", {img['files']:,} images stored once ({img['bytes']:,} bytes)" if img else ""
     return (
         f"generate: {m['num_completions']:,} completions, {m['num_prompts']:,} prompts x {each} samples"
-        f"{spent}{skipped}{used} -> {folder}"
+        f"{stored}{spent}{skipped}{used} -> {folder}"
     )
 
 

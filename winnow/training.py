@@ -20,13 +20,23 @@ from typing import Any
 
 from winnow.errors import WinnowError
 from winnow.loader import did_you_mean
-from winnow.models import load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.models import (
+    is_vision_language,
+    load_tokenizer,
+    load_vision_lm,
+    pick_device,
+    resolve_dtype,
+    resolve_model,
+)
 from winnow.records import honour_umask
 from winnow.rundir import TMP_DIR_PREFIX, Stage
+from winnow.train_images import dataset, image_tokens_kept
 
 
-def load_starting_model(model: str | None, *, device: str, dtype: str, section: str):
-    """(model, tokenizer, device, torch dtype, fp16 AMP?) for the checkpoint to fine-tune.
+def load_starting_model(path: Path, *, vision: bool, device: str, dtype: str):
+    """(model, tokenizer or processor, device, torch dtype, fp16 AMP?) for the checkpoint
+    folder to fine-tune; a vision-language model comes with its processor
+    (``models.load_vision_lm``, as generate loads it).
 
     fp16 training on CUDA keeps float32 master weights (the grad scaler cannot unscale fp16
     gradients); bfloat16 needs no scaler, so its weights are bfloat16 themselves.
@@ -34,16 +44,25 @@ def load_starting_model(model: str | None, *, device: str, dtype: str, section: 
     import torch
     from transformers import AutoModelForCausalLM
 
+    device = pick_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    fp16_amp = torch_dtype == torch.float16 and device != "cpu"
+    weights = torch.float32 if fp16_amp else torch_dtype
+    if vision:
+        lm, processor = load_vision_lm(path, dtype=weights, device=device)
+        return lm, processor, device, torch_dtype, fp16_amp
+    tokenizer = load_tokenizer(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
+    return lm, tokenizer, device, torch_dtype, fp16_amp
+
+
+def starting_checkpoint(model: str | None, section: str) -> Path:
+    """The folder of the checkpoint to fine-tune, refused unless it has an LM head."""
     if not model:
         raise WinnowError(f"{section}.model: no starting checkpoint given")
     path = resolve_model(model)
     refuse_non_causal(path, section)
-    device = pick_device(device)
-    tokenizer = load_tokenizer(path)
-    torch_dtype = resolve_dtype(dtype, device)
-    fp16_amp = torch_dtype == torch.float16 and device != "cpu"
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fp16_amp else torch_dtype)
-    return lm, tokenizer, device, torch_dtype, fp16_amp
+    return path
 
 
 def trainer_arguments(config: Any, output_dir: Path, *, device: str, dtype, fp16_amp: bool, evaluate: bool) -> dict:
@@ -130,17 +149,31 @@ def check_trl_options(config: Any) -> None:
 
 
 def trl_trainer(
-    trainer_class, args_class, data, config: Any, output_dir: Path, *, section: str, logs: Path | None = None, **options
+    trainer_class,
+    args_class,
+    columns: list[dict],
+    config: Any,
+    output_dir: Path,
+    *,
+    section: str,
+    source: str,
+    logs: Path | None = None,
+    **options,
 ):
-    """(trainer, tokenizer): a TRL trainer of ``trainer_class`` (SFTTrainer, DPOTrainer) over
-    the dataset ``data`` (less an eval split when ``config.eval_split``), starting from
-    ``config.model`` (``load_starting_model``), its arguments an ``args_class`` (SFTConfig,
-    DPOConfig) of ``trainer_arguments``, the trainer's own ``options`` and the section's
-    ``trl`` mapping, with LoRA adapters when ``config.lora``. TensorBoard and W&B write
-    under ``logs`` (default: ``output_dir/logs``). The ``trl`` keys are checked first by
-    the stage (``check_trl_options``); TRL checks their values here."""
-    model, tokenizer, device, dtype, fp16_amp = load_starting_model(
-        config.model, device=config.device, dtype=config.dtype, section=section
+    """(trainer, tokenizer or processor): a TRL trainer of ``trainer_class`` (SFTTrainer,
+    DPOTrainer) over the rows ``columns`` of ``source`` (TRL's columns, ``images`` where a
+    row has any: ``train_images.dataset``), less an eval split when ``config.eval_split``,
+    starting from ``config.model`` (``load_starting_model``; a vision-language model trains
+    with its processor), its arguments an ``args_class`` (SFTConfig, DPOConfig) of
+    ``trainer_arguments``, the trainer's own ``options`` and the section's ``trl`` mapping,
+    with LoRA adapters when ``config.lora``. TensorBoard and W&B write under ``logs``
+    (default: ``output_dir/logs``). The ``trl`` keys are checked first by the stage
+    (``check_trl_options``); TRL checks their values here."""
+    path = starting_checkpoint(config.model, section)
+    vision = is_vision_language(path)
+    data = dataset(columns, vision=vision, source=source, model=path)
+    model, processing, device, dtype, fp16_amp = load_starting_model(
+        path, vision=vision, device=config.device, dtype=config.dtype
     )
     train, held_out = split_eval(data, config.eval_split, seed=config.seed, section=section)
     base = trainer_arguments(
@@ -156,10 +189,10 @@ def trl_trainer(
             args=args,
             train_dataset=train,
             eval_dataset=held_out,
-            processing_class=tokenizer,
+            processing_class=processing,
             peft_config=lora_config(config),
         )
-    return trainer, tokenizer
+    return trainer, processing
 
 
 def split_eval(data, share: float, *, seed: int, section: str):
@@ -224,8 +257,12 @@ def train_and_save(trainer, tokenizer, config: Any, output_dir: Path, *, section
     nothing is saved.
     """
     trainer.add_callback(_stop_on_non_finite_loss())
-    _labelled_bar(trainer, section)
-    result = trainer.train()
+    bar = _labelled_bar(trainer, section)
+    try:
+        with image_tokens_kept(section, config.max_length):
+            result = trainer.train()
+    finally:  # a failed step leaves the bar open: its last line would hold the error's
+        bar.close()
     curve = [[e["step"], e["loss"]] for e in trainer.state.log_history if "loss" in e]
     held_out = _evaluate(trainer)
     hint = f"lower {section}.learning_rate (now {config.learning_rate:g}); no checkpoint was written"
@@ -309,10 +346,10 @@ def with_checkpoint_path(stage: Stage) -> dict:
     return {**manifest, "checkpoint": str(stage.dir / manifest["checkpoint"])}
 
 
-def _labelled_bar(trainer, label: str) -> None:
+def _labelled_bar(trainer, label: str):
     """One progress bar named after the stage, counting optimizer steps with the last logged
     loss beside it, in place of the trainer's unlabelled bar and its per-step log dicts (the
-    loss curve goes to the stage manifest)."""
+    loss curve goes to the stage manifest). Returns the callback; its ``close()`` ends the bar."""
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -333,6 +370,9 @@ def _labelled_bar(trainer, label: str) -> None:
                 self.bar.set_postfix(loss=f"{loss:.4g}")
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.close()
+
+        def close(self):
             if self.bar is not None:
                 self.bar.close()
 
@@ -340,7 +380,9 @@ def _labelled_bar(trainer, label: str) -> None:
     # disables its tqdm and prints every log dict with PrinterCallback instead: both go.
     trainer.pop_callback(PrinterCallback)
     trainer.pop_callback(ProgressCallback)
-    trainer.add_callback(StageBar())
+    bar = StageBar()
+    trainer.add_callback(bar)
+    return bar
 
 
 def _stop_on_non_finite_loss():

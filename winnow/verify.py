@@ -2,7 +2,8 @@
 
 For each stage folder: its config and manifest are readable and agree, every file the
 manifest records is present with the recorded size and sha256 (so row counts and the reward
-matrix's shape too), and the stage was made from the upstream stage now in the run dir.
+matrix's shape too), and the stage was made from the upstream stage now in the run dir; each
+image the prompts name is in ``images/`` with the bytes its name hashes.
 Temp files a killed run left, and a writer holding the lock, are reported as notes.
 """
 
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 from winnow.errors import WinnowError
+from winnow.images import read_stored
 from winnow.records import TMP_SUFFIX, check_file, config_hash, read_json
 from winnow.rounds import rounds_in
 from winnow.rundir import ERRORS, LEDGER, TMP_DIR_PREFIX, check_format
@@ -158,10 +160,28 @@ def _check_stage(folder: Path, name: str, hashes: dict[str, str]) -> tuple[list[
                 f"rerun `winnow {name}` in a new run dir"
             )
     problems += _check_file_map(folder, name, manifest, stage_hash)
+    if name == "generate" and not problems:
+        problems += _check_images(folder)
     extra = sorted(p.name for p in folder.glob("shard-*.jsonl") if p.name not in manifest["files"])
     if extra:
         notes.append(f"{len(extra)} shard file(s) not in the manifest, ignored: {', '.join(extra[:3])}")
     return problems, notes, stage_hash if not problems else None
+
+
+def _check_images(folder: Path) -> list[str]:
+    """Each image the prompts name (``images/<sha256>.<ext>`` in the run dir) present, and
+    holding the bytes its name hashes."""
+    problems, seen = [], set()
+    for line in (folder / "prompts.jsonl").read_bytes().splitlines():
+        for path in json.loads(line).get("images", ()) if line.strip() else ():
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                read_stored(folder.parent, path)
+            except WinnowError as e:
+                problems.append(str(e))
+    return problems
 
 
 REQUIRED = {"generate": ("prompts.jsonl",), "score": ("rewards.npy",), "select": ("selected.jsonl",)}

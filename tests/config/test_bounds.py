@@ -85,7 +85,7 @@ BAD = [
     (gen(gpu_memory_utilization=0.5), "generate.gpu_memory_utilization: only the vllm backend takes it (got 0.5)"),
     (gen(max_model_len=64), "generate.max_model_len: only the vllm backend takes it (got 64)"),
     (gen(long_prompts="truncate"), "generate.long_prompts: must be one of error, skip, got 'truncate'"),
-    (ScoreConfig(reward_fn=None), "score.reward_fn: set reward_fn, reward_model or reward_judge"),
+    (ScoreConfig(reward_fn=None), "score.reward_fn: set reward_fn, reward_model, prm_model or reward_judge"),
     (
         ScoreConfig(reward_judge="http://j/v1"),
         "score.judge_model: reward_judge needs the judge model name (--judge-model)",
@@ -357,7 +357,7 @@ def test_load_yaml_messages(tmp_path):
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
     known = (
-        "adaptive, dpo, executor, export, generate, id_column, import, prompt_column, prompts, rounds, run_dir, "
+        "adaptive, dpo, eval, executor, export, generate, id_column, import, prompt_column, prompts, rounds, run_dir, "
         "score, select, serve, sft"
     )
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"

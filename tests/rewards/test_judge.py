@@ -135,3 +135,29 @@ def test_rubric_must_hold_both_slots(tmp_path):
 )
 def test_parse_score(answer, value):
     assert parse_score(answer) == value
+
+
+def test_a_vision_language_judge_sees_the_prompt_image(tmp_path):
+    """Rows whose prompt has an image: the judge's request carries it as an ``image_url`` part
+    before the rubric, so a vision-language judge served by ``winnow serve`` answers what the
+    model answers to that image and text (greedy, compared with the served backend itself)."""
+    from tiny_vlm import build_vlm, tiny_image
+
+    from winnow import images
+    from winnow.generate.contract import Sampling
+    from winnow.prompts import chat_with_images
+    from winnow.rewards.judge import judge_content
+
+    vlm = build_vlm(tmp_path / "vlm", "llava")
+    app = build_app(ServeConfig(model=str(vlm), served_model_name="judge", device="cpu", max_body_bytes=100_000))
+    image = images.decode(tiny_image(0), name="test")
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}]
+    with serve_in_thread(app) as url:
+        judge = JudgeReward(ClientSettings(base_url=f"{url}/v1"), model="judge", max_tokens=5)
+        assert judge([prompt], ["a dog"], images=images.decoded([(image,)])) == [None]  # a random model's bytes
+    text = judge.render(prompt, "a dog")
+    assert "user: [image]what is it?" in text
+    asked = chat_with_images([{"role": "user", "content": judge_content(text, [image.pil()])}], id="asked")
+    assert asked.images[0].pil().tobytes() == image.pil().tobytes()  # the same pixels went out, as PNG
+    greedy = Sampling(n=1, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=5)
+    assert judge.last_replies == [app.state.backend.generate([asked], greedy, seed=0)[0].text]

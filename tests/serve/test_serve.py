@@ -111,6 +111,8 @@ def test_api_key(plain):
         (dict(user="u" * 257), "user"),
         (dict(stream_options={"include_usage": True}), "stream_options"),  # without stream
         (dict(extra_body={"aggregate": "best"}), "aggregate"),  # no reward: nothing to aggregate
+        (dict(extra_body={"budget": 100}), "budget"),  # no reward: no candidates to budget
+        (dict(extra_body={"return_candidates": True}), "return_candidates"),
     ],
 )
 def test_each_cap_is_a_400_with_an_openai_error_body(plain, kwargs, param):

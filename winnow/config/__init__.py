@@ -11,6 +11,7 @@ field's choices are its ``Literal`` annotation and its range is in its metadata
 adds only the rules between its fields.
 """
 
+from winnow.config.evaluate import EvalConfig
 from winnow.config.executor import EXECUTORS, ExecutorConfig
 from winnow.config.export import ExportConfig
 from winnow.config.fields import DEVICES, MAX_SEED
@@ -34,6 +35,7 @@ SECTIONS: dict[str, type] = {
         ServeConfig,
         ImportConfig,
         ExportConfig,
+        EvalConfig,
     )
 }
 """YAML section (and CLI option group) -> its dataclass, in the order the docs list them."""
@@ -51,6 +53,7 @@ __all__ = [
     "STRATEGY_NEEDS",
     "AdaptiveConfig",
     "DpoConfig",
+    "EvalConfig",
     "ExecutorConfig",
     "ExportConfig",
     "GenerateConfig",

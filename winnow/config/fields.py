@@ -31,6 +31,10 @@ stage's ``errors.jsonl`` and left without completions or reward (``winnow.execut
 Endpoint = Literal["auto", "chat", "completions"]
 PrefixSharing = Literal["auto", "on", "off", "packed"]
 IfevalMode = Literal["strict", "loose"]
+PrmShape = Literal["auto", "math-shepherd", "token-class"]
+"""Process reward model shapes (``winnow.rewards.prm.SHAPES`` holds how each is read)."""
+PrmAggregate = Literal["min", "last", "prod", "mean"]
+"""How a process reward model's step scores make one reward (``winnow.rewards.prm.AGGREGATES``)."""
 Strategy = Literal[
     "top_per_prompt",
     "top_k_overall",

@@ -11,6 +11,8 @@ from winnow.config.fields import (
     IfevalMode,
     OnError,
     PrefixSharing,
+    PrmAggregate,
+    PrmShape,
     ReasoningFormat,
     bounded,
     check_fields,
@@ -77,6 +79,28 @@ class ScoreConfig:
     full; ``packed``: whole prompts and their completions end to end in rows of their own
     length, attention per prompt and completion, no padding (``winnow.rewards.packed``; an
     error where the model does not allow it)."""
+    prm_model: str | None = None
+    """A process reward model folder: one score per step of each completion, in one forward
+    pass per completion (``winnow.rewards.prm``); the completion's reward is ``prm_aggregate``
+    of its step scores, and the step scores are kept in the score rows (``step_scores``)."""
+    prm_shape: PrmShape = "auto"
+    """Process reward model: how it reads a step. ``math-shepherd``: a causal LM, a tag token
+    after each step, P(good) from the logits of the two label tokens at the tag;
+    ``token-class``: a two-class head on every token (Qwen2.5-Math-PRM), P(class 1) at the
+    tag; ``auto``: from the model's architecture (``*ForCausalLM`` or
+    ``*ForTokenClassification`` / ``*ForProcessRewardModel``)."""
+    prm_step_separator: str = "\n\n"
+    """Process reward model: the text that ends a step (default a blank line; ``\\n`` and
+    ``\\t`` are read as a newline and a tab). Blank steps are dropped."""
+    prm_step_tag: str | None = None
+    """Process reward model: the token placed after each step and read there (default:
+    ``ки`` for math-shepherd, ``<extra_0>`` for token-class); one token of its vocabulary."""
+    prm_labels: list[str] | None = None
+    """Process reward model, math-shepherd: the good and bad label tokens (default ``+ -``),
+    one token each."""
+    prm_aggregate: PrmAggregate = "min"
+    """Process reward model: a completion's reward from its step scores (each in [0, 1]):
+    ``min`` (its weakest step), ``last``, ``prod`` or ``mean``."""
     fn_batch_size: int = bounded(256, ge=1)
     """Reward function: rows per call."""
     reward_timeout: float | None = bounded(None, gt=0, finite=True, unit="seconds")
@@ -93,9 +117,9 @@ class ScoreConfig:
     device that supports it, else float32)."""
     reward_weights: list[float] | None = None
     """Weights of several rewards, in this order: the reward functions as listed, then the
-    reward model, then the judge, each between -1e6 and 1e6. ``rewards.npy`` is their
-    weighted sum, unscored (NaN) where any of them is unscored; each is kept apart too.
-    Unset: 1.0 each."""
+    reward model, the process reward model, then the judge, each between -1e6 and 1e6.
+    ``rewards.npy`` is their weighted sum, unscored (NaN) where any of them is unscored;
+    each is kept apart too. Unset: 1.0 each."""
     reference_column: str = "answer"
     """Verifiers (math, choice, exact): the prompts column holding the reference answer.
     (ifeval reads the columns ``instruction_id_list`` and ``kwargs``; code reads ``test`` and
@@ -152,17 +176,21 @@ class ScoreConfig:
         return out
 
     def rewards(self) -> list[tuple[str, str]]:
-        """The rewards summed, in weight order: ("fn", spec) ..., ("model", folder), ("judge", URL).
+        """The rewards summed, in weight order: ("fn", spec) ..., ("model", folder), ("prm",
+        folder), ("judge", URL).
 
         A reward function given as a string keeps its old meaning: the default that a reward
-        model or judge replaces. Given as a list (the repeatable flag), it joins them.
+        model, process reward model or judge replaces. Given as a list (the repeatable flag),
+        it joins them.
         """
         fns = [self.reward_fn] if isinstance(self.reward_fn, str) else list(self.reward_fn or [])
-        if isinstance(self.reward_fn, str) and (self.reward_model or self.reward_judge):
+        if isinstance(self.reward_fn, str) and (self.reward_model or self.prm_model or self.reward_judge):
             fns = []
         out = [("fn", spec) for spec in fns]
         if self.reward_model:
             out.append(("model", self.reward_model))
+        if self.prm_model:
+            out.append(("prm", self.prm_model))
         if self.reward_judge:
             out.append(("judge", self.reward_judge))
         return out
@@ -179,8 +207,8 @@ class ScoreConfig:
             for name in ("judge_max_requests_per_minute", "judge_max_tokens_per_minute", "judge_price_per_mtok"):
                 if getattr(self, name) is not None:
                     raise WinnowError(f"score.{name}: only the judge takes it (reward_judge, --reward-judge)")
-        if not (self.reward_model or self.reward_judge or self.reward_fn):
-            raise WinnowError("score.reward_fn: set reward_fn, reward_model or reward_judge")
+        if not (self.reward_model or self.prm_model or self.reward_judge or self.reward_fn):
+            raise WinnowError("score.reward_fn: set reward_fn, reward_model, prm_model or reward_judge")
         if isinstance(self.reward_fn, list) and not all(self.reward_fn):
             raise WinnowError("score.reward_fn: reward function names must not be empty")
         self._check_weights()
@@ -196,11 +224,22 @@ class ScoreConfig:
             raise WinnowError("score.reference_column: must not be empty")
         if self.reward_judge and not self.judge_model:
             raise WinnowError("score.judge_model: reward_judge needs the judge model name (--judge-model)")
+        self._check_prm()
+
+    def _check_prm(self) -> None:
+        """The process reward model's texts: a separator and a tag that are not empty, two labels."""
+        if self.prm_step_separator == "":
+            raise WinnowError("score.prm_step_separator: must not be empty")
+        if self.prm_step_tag == "":
+            raise WinnowError("score.prm_step_tag: must not be empty")
+        labels = self.prm_labels
+        if labels is not None and (len(labels) != 2 or not all(labels) or labels[0] == labels[1]):
+            raise WinnowError(f"score.prm_labels: give two different labels, GOOD BAD, got {labels}")
 
     def _check_weights(self) -> None:
         """One finite weight within +-MAX_REWARD_WEIGHT per reward; several kinds need them."""
         if self.reward_weights is None:
-            if isinstance(self.reward_fn, list) and (self.reward_model or self.reward_judge):
+            if isinstance(self.reward_fn, list) and (self.reward_model or self.prm_model or self.reward_judge):
                 raise WinnowError("score.reward_weights: reward functions with a reward model or judge need weights")
             return
         rewards = self.rewards()

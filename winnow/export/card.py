@@ -127,11 +127,13 @@ def reward_of(score: dict) -> str:
     """
     fns = score.get("reward_fn")
     names = [fns] if isinstance(fns, str) else list(fns or [])
-    if isinstance(fns, str) and (score.get("reward_model") or score.get("reward_judge")):
+    if isinstance(fns, str) and (score.get("reward_model") or score.get("prm_model") or score.get("reward_judge")):
         names = []
     parts = [f"`{name}`" for name in names]
     if score.get("reward_model"):
         parts.append(f"reward model `{score['reward_model']}`")
+    if score.get("prm_model"):
+        parts.append(f"process reward model `{score['prm_model']}` ({score.get('prm_aggregate')} of its steps)")
     if score.get("reward_judge"):
         parts.append(f"judge `{score.get('judge_model')}` at {score['reward_judge']}")
     weights = f" weighted {score['reward_weights']}" if score.get("reward_weights") else ""

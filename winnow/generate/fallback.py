@@ -37,9 +37,16 @@ def sample(
     min_p: float = 0.0,
     repetition_penalty: float = 1.0,
     stop: StopCheck | None = None,
+    extras: list[dict] | None = None,
+    on_step: decode.StepHook | None = None,
 ) -> list[list[int]]:
     """Same arguments and result as ``decode.sample``: B*n token lists, prompt-major, each
-    ending at its first EOS, at the token that completed a stop string, or at max_new_tokens."""
+    ending at its first EOS, at the token that completed a stop string, or at max_new_tokens.
+
+    ``extras``: per prompt, the model inputs besides its token ids (a vision-language
+    model's ``pixel_values`` and the like, as its processor made them), passed to ``generate``.
+    ``on_step``: as in ``decode.sample`` (output row b*n + j is sample j of prompt b), called
+    from a stopping criterion after each step of each prompt's ``generate`` call."""
     greedy = temperature == 0
     settings: dict = dict(
         repetition_penalty=repetition_penalty,
@@ -53,11 +60,17 @@ def sample(
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     out: list[list[int]] = []
     with _neutral_generation_config(lm):
-        for prompt in prompts:
+        for b, prompt in enumerate(prompts):
             ids = torch.tensor([prompt], device=lm.device)
-            criteria = StoppingCriteriaList([_StopText(len(prompt), stop)]) if stop else None
+            criteria: StoppingCriteriaList | None = None
+            if on_step is not None:  # a watched call: the watch also sees what stop strings end
+                first = b * (1 if greedy else n)
+                criteria = StoppingCriteriaList([_Watched(len(prompt), stop, on_step, first, set(eos_ids))])
+            elif stop is not None:
+                criteria = StoppingCriteriaList([_StopText(len(prompt), stop)])
+            more = {k: v.to(lm.device) for k, v in extras[b].items()} if extras is not None else {}
             rows = lm.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings
+                input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings, **more
             )
             samples = [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
             out += samples * n if greedy else samples
@@ -99,6 +112,27 @@ class _StopText(StoppingCriteria):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         done = [self.check(row[self.prompt_len :].tolist()) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Watched(StoppingCriteria):
+    """``on_step`` told each running row's new token after every step (rows ``first`` + r of
+    the call's output); ends the rows it ends, those whose completion holds a stop string, and
+    remembers those that sampled an EOS, so the padding ``generate`` adds to them is never reported."""
+
+    def __init__(self, prompt_len: int, check: StopCheck | None, on_step: decode.StepHook, first: int, eos: set[int]):
+        self.prompt_len, self.check, self.on_step, self.first, self.eos = prompt_len, check, on_step, first, eos
+        self.ended: set[int] = set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        live = [r for r in range(input_ids.shape[0]) if r not in self.ended]
+        tokens = input_ids[live, -1].tolist()
+        go_on = self.on_step([self.first + r for r in live], tokens)
+        for k, r in enumerate(live):
+            stopped = self.check is not None and self.check(input_ids[r, self.prompt_len :].tolist())
+            if tokens[k] in self.eos or stopped or (go_on is not None and not go_on[k]):
+                self.ended.add(r)
+        done = [r in self.ended for r in range(input_ids.shape[0])]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

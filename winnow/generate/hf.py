@@ -2,6 +2,8 @@
 
 The loop is ``decode.sample``; a model it cannot run (``fallback.probe`` says why, once, at
 load) is sampled with transformers' ``generate()`` by ``fallback.sample``, same contract.
+A vision-language model (``models.is_vision_language``) is loaded with its processor and
+always sampled by ``fallback.sample``, which hands ``generate()`` the processor's image inputs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import torch
 from winnow.generate import chat, decode, fallback
 from winnow.generate.contract import Sampling, Watch
 from winnow.generate.stop import StopStrings
-from winnow.models import load_causal_lm, load_tokenizer, pick_device, resolve_dtype, resolve_model
+from winnow.models import (
+    is_vision_language,
+    load_causal_lm,
+    load_tokenizer,
+    load_vision_lm,
+    pick_device,
+    resolve_dtype,
+    resolve_model,
+)
 from winnow.records import Completion, Prompt
 
 
@@ -27,11 +37,21 @@ class HFBackend:
         self.batch_size = batch_size
         self.device = pick_device(device)
         path = resolve_model(model)
-        self.tokenizer = load_tokenizer(path)
-        self.lm = load_causal_lm(path, dtype=resolve_dtype(dtype, self.device), device=self.device)
+        self.processor = None
+        """A vision-language model's processor (None for a text model)."""
+        if is_vision_language(path):
+            self.lm, self.processor = load_vision_lm(path, dtype=resolve_dtype(dtype, self.device), device=self.device)
+            self.tokenizer = self.processor.tokenizer
+        else:
+            self.tokenizer = load_tokenizer(path)
+            self.lm = load_causal_lm(path, dtype=resolve_dtype(dtype, self.device), device=self.device)
         eos = self.lm.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.fallback_reason = fallback.probe(self.lm, self.tokenizer.pad_token_id)
+        self.fallback_reason = (
+            "a vision-language model's images reach it only through generate()"
+            if self.processor is not None
+            else fallback.probe(self.lm, self.tokenizer.pad_token_id)
+        )
         """Why the fast loop is not used for this model (None when it is)."""
         if self.fallback_reason:
             print(
@@ -40,11 +60,22 @@ class HFBackend:
             )
 
     def context_length(self) -> int:
-        return int(getattr(self.lm.config, "max_position_embeddings", None) or 2048)
+        config = self.lm.config if self.processor is None else self.lm.config.get_text_config(decoder=True)
+        return int(getattr(config, "max_position_embeddings", None) or 2048)
 
     def render(self, prompt: Prompt) -> list[int]:
-        """Prompt token ids (``chat.render``: the chat template when there is one)."""
+        """Prompt token ids (``chat.render``: the chat template when there is one; a
+        vision-language model's processor, its images' tokens included)."""
+        if self.processor is not None:
+            return chat.vision_inputs(self.processor, prompt)[0]
         return chat.render(self.tokenizer, prompt, self.model)
+
+    def _encode(self, prompts: list[Prompt]) -> tuple[list[list[int]], list[dict] | None]:
+        """(token ids per prompt, per prompt the other model inputs: None for a text model)."""
+        if self.processor is None:
+            return [self.render(p) for p in prompts], None
+        encoded = [chat.vision_inputs(self.processor, p) for p in prompts]
+        return [ids for ids, _ in encoded], [more for _, more in encoded]
 
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         return [len(self.render(p)) for p in prompts]
@@ -53,7 +84,7 @@ class HFBackend:
     """Told the completions made as each batch ends (a progress bar that moves within a shard)."""
 
     streams = True
-    """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with the fast loop."""
+    """``generate`` takes a ``watch`` (text as it is sampled, cancellation), with either loop."""
 
     def generate(
         self, prompts: list[Prompt], sampling: Sampling, seed: int, watch: Watch | None = None
@@ -70,7 +101,7 @@ class HFBackend:
         """
         torch.manual_seed(seed)
         stops = StopStrings(self.tokenizer, sampling.stop)
-        ids = [self.render(p) for p in prompts]
+        ids, extras = self._encode(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # stable: ties keep input order
         tokens: dict[int, list[list[int]]] = {}  # prompt index -> its n completions' token ids
         for start in range(0, len(order), self.batch_size):
@@ -82,7 +113,10 @@ class HFBackend:
                 if not batch:
                     continue
             hook = _StepWatch(self.tokenizer, watch, batch, sampling, stops) if watch is not None else None
-            for i, samples in zip(batch, self._sample([ids[i] for i in batch], sampling, stops, hook), strict=True):
+            more = [extras[i] for i in batch] if extras is not None else None
+            for i, samples in zip(
+                batch, self._sample([ids[i] for i in batch], sampling, stops, hook, more), strict=True
+            ):
                 tokens[i] = samples
             if self.on_batch is not None:
                 self.on_batch(len(batch) * sampling.n)
@@ -90,13 +124,21 @@ class HFBackend:
         return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
 
     def _sample(
-        self, ids: list[list[int]], sampling: Sampling, stops: StopStrings, hook: decode.StepHook | None = None
+        self,
+        ids: list[list[int]],
+        sampling: Sampling,
+        stops: StopStrings,
+        hook: decode.StepHook | None = None,
+        extras: list[dict] | None = None,
     ) -> list[list[list[int]]]:
-        """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens)."""
+        """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens).
+        ``extras``: a vision-language model's image inputs per prompt (``chat.vision_inputs``)."""
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
         loop = fallback.sample if self.fallback_reason else decode.sample
-        watched = {"on_step": hook} if hook is not None and not self.fallback_reason else {}
+        watched: dict = {"on_step": hook} if hook is not None else {}
+        if extras is not None:
+            watched["extras"] = extras
         rows = loop(
             self.lm,
             ids,

@@ -48,6 +48,7 @@ from winnow.budget import estimate_tokens
 from winnow.config.fields import ENDPOINTS
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling
+from winnow.images import openai_messages
 from winnow.records import Completion, Prompt
 from winnow.replies import Choice, parse_choices, reply_limit, usage_of
 
@@ -253,7 +254,7 @@ class OpenAIBackend:
         if chat:
             if logprobs:
                 common.update(logprobs=True, top_logprobs=0)
-            common["messages"] = prompt.as_messages()
+            common["messages"] = openai_messages(prompt)  # images as data: URL content parts
         else:
             if logprobs:
                 common["logprobs"] = 0

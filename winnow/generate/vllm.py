@@ -5,6 +5,8 @@ vLLM as token ids, so both backends see identical prompts. Each prompt is one re
 its own seed, drawn from the shard's seed and the prompt's id: a prompt's samples do not
 depend on which other prompts share the call. ``finish_reason`` and ``num_tokens`` are
 vLLM's own: 'stop' for EOS or a stop string (cut from the text), 'length' at max_tokens.
+A vision-language model's prompt is its processor's chat template as token ids, image
+markers not yet expanded, with the images as ``multi_modal_data``: vLLM expands them itself.
 
 vLLM is an optional extra (``pip install -e '.[vllm]'``), imported only here. On a machine
 without a GPU, ``bash scripts/setup_vllm.sh`` makes ``.venv-vllm`` with vLLM's CPU build.
@@ -20,7 +22,14 @@ import torch
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import chat
 from winnow.generate.contract import Sampling
-from winnow.models import load_tokenizer, refuse_encoder_decoder, resolve_dtype, resolve_model
+from winnow.models import (
+    is_vision_language,
+    load_processor,
+    load_tokenizer,
+    refuse_encoder_decoder,
+    resolve_dtype,
+    resolve_model,
+)
 from winnow.records import Completion, Prompt
 
 CPU_FREE_SHARE = 0.8
@@ -104,7 +113,9 @@ class VLLMBackend:
         self.model = model
         path = resolve_model(model)
         refuse_encoder_decoder(path)
-        self.tokenizer = load_tokenizer(path)
+        self.processor = load_processor(path) if is_vision_language(path) else None
+        """A vision-language model's processor (None for a text model)."""
+        self.tokenizer = self.processor.tokenizer if self.processor is not None else load_tokenizer(path)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         options: dict = dict(
             model=str(path),
@@ -127,11 +138,27 @@ class VLLMBackend:
         return int(self.llm.llm_engine.model_config.max_model_len)
 
     def render(self, prompt: Prompt) -> list[int]:
-        """Prompt token ids: the same code, and so the same ids, as the transformers backend."""
+        """Prompt token ids: the same code, and so the same ids, as the transformers backend
+        (a vision-language model's: its images' tokens counted, as the processor expands them)."""
+        if self.processor is not None:
+            return chat.vision_inputs(self.processor, prompt)[0]
         return chat.render(self.tokenizer, prompt, self.model)
 
     def prompt_lengths(self, prompts: list[Prompt]) -> list[int]:
         return [len(self.render(p)) for p in prompts]
+
+    def request(self, prompt: Prompt):
+        """vLLM's input for one prompt: token ids, and for a vision-language model the
+        template's ids with image markers unexpanded and the images as ``multi_modal_data``."""
+        from vllm.inputs import TokensPrompt
+
+        if self.processor is None:
+            return TokensPrompt(prompt_token_ids=self.render(prompt))
+        text = chat.vision_text(self.processor, prompt)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes any BOS
+        if not prompt.images:
+            return TokensPrompt(prompt_token_ids=ids)
+        return TokensPrompt(prompt_token_ids=ids, multi_modal_data={"image": [i.pil() for i in prompt.images]})
 
     def generate(self, prompts: list[Prompt], sampling: Sampling, seed: int) -> list[Completion]:
         """One request per prompt with ``n`` samples; rows grouped by prompt, in input order.
@@ -140,7 +167,6 @@ class VLLMBackend:
         refuses n > 1 without sampling, and the n samples would agree anyway.
         """
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         greedy = sampling.temperature == 0
         params = [
@@ -157,7 +183,7 @@ class VLLMBackend:
             )
             for p in prompts
         ]
-        requests = [TokensPrompt(prompt_token_ids=self.render(p)) for p in prompts]
+        requests = [self.request(p) for p in prompts]
         outputs = self.llm.generate(requests, params)
         rows = []
         for prompt, output in zip(prompts, outputs, strict=True):

@@ -116,3 +116,20 @@ def plot_pass(path: Path, rates: np.ndarray, mean: np.ndarray, low: np.ndarray, 
     right.set_title("pass@k (Chen et al. 2021)")
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_eval_curve(path: Path, names: list[str], curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Held-out figures across models, one panel a figure: each model's value with its 95%
+    interval as an error bar. curves: label -> (value, low, high), each shape (len(names),)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    xs = np.arange(len(names))
+    for ax, (label, (value, low, high)) in zip(axes[0], curves.items(), strict=True):
+        below, above = np.nan_to_num(value - low), np.nan_to_num(high - value)
+        ax.errorbar(xs, value, yerr=[below, above], marker="o", capsize=4)
+        ax.set_xticks(xs, names)
+        ax.set_ylabel(f"{label} (held-out)")
+        ax.set_title(f"{label}, 95% interval (prompts resampled)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

@@ -7,6 +7,7 @@ Reads ``generate`` and ``score`` (and ``select`` when it ran) and writes, under
     report.md            the same as tables
     best_of_n.png        best-of-n reward with its bootstrap band, against n and against KL
     selected_vs_all.png  reward and length histograms, selected against all
+    eval_curve.png       held-out reward of the start and the checkpoint, for a run with --eval-prompts
 
 Without a select stage, "selected" is the best completion of each prompt (what
 ``top_per_prompt`` and ``winnow bon`` pick).
@@ -28,7 +29,7 @@ from winnow import select as sel
 from winnow import summary
 from winnow.errors import WinnowError
 from winnow.records import atomic_write_json, atomic_write_text, dir_mode
-from winnow.report import plots
+from winnow.report import evals, plots
 from winnow.report.passk import pass_stats
 from winnow.report.stats import best_of_n_band, best_of_n_curve, best_of_n_kl, best_of_n_rows
 from winnow.report.streamed import CompletionArrays, array_stats
@@ -109,6 +110,8 @@ def _write_report(result: dict, out: Path) -> dict:
     groups = {name: (np.array(v["rewards"], dtype=float), np.array(v["tokens"])) for name, v in _groups(result)}
     if all(len(tokens) for _, tokens in groups.values()):
         plots.plot_selected_vs_all(out / "selected_vs_all.png", groups)
+    if result.get("eval"):
+        evals.draw(result["eval"], out / evals.CURVE)
     clean = _json_ready({k: v for k, v in result.items() if not k.startswith("_")})
     atomic_write_json(out / "report.json", clean)
     atomic_write_text(out / "report.md", markdown(clean))
@@ -171,6 +174,7 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         # the stages read, so `winnow verify` can tell a report made before they were redone
         "made_from": {"generate": generate["config_hash"], "score": scored["config_hash"]},
         "adaptive": adaptive,
+        "eval": evals.read(run_dir),  # the held-out evaluation of `run --eval-prompts`, when it ran
         "pass": _pass(cells.prompts, cells.by_key(), rewards, generate, scored, pass_threshold, iters=iters, seed=seed),
         "_plot": {
             "all": {"rewards": everything.rewards, "tokens": everything.tokens},
@@ -343,7 +347,25 @@ def markdown(r: dict) -> str:
     lines += _selected_markdown(r)
     lines += _pass_markdown(r.get("pass"), r.get("adaptive"))
     lines += _pairs_markdown(r["pairs"])
+    if r.get("eval"):
+        lines += evals.markdown(r["eval"]) + [f"![held-out curve]({evals.CURVE})", ""]
     return "\n".join(lines)
+
+
+def eval_report(run_dir: str | Path, out_dir: str | Path | None = None) -> dict | None:
+    """The held-out evaluation of a rounds run (``RUN_DIR/eval``: start, round 1, round 2...)
+    as its own report in ``out_dir`` (default ``RUN_DIR/report``): report.json, report.md and
+    the curve; None, writing nothing, when the run was not evaluated. Written before the
+    rounds' reports, which go into ``round-<r>`` folders inside an ``out_dir``."""
+    result = evals.read(run_dir)
+    if result is None:
+        return None
+    with staged_folder(Path(out_dir) if out_dir else Path(run_dir) / "report") as out:
+        evals.draw(result, out / evals.CURVE)
+        atomic_write_json(out / "report.json", {"eval": result})
+        lines = ["# winnow report", "", *evals.markdown(result), f"![held-out curve]({evals.CURVE})", ""]
+        atomic_write_text(out / "report.md", "\n".join(lines))
+    return result
 
 
 def _powers_of_two(ns: list[int]) -> list[int]:

@@ -239,7 +239,10 @@ def _row_of(kw: dict) -> str:
 
 def row_extras(reward, rows: int) -> list[dict]:
     """Fields a reward's last call adds to each score row: a reward model's scoring path,
-    a judge's raw reply (to see why a row is unscored) and its request's usage; none for a function."""
+    a process reward model's step scores, a judge's raw reply (to see why a row is
+    unscored) and its request's usage; none for a function."""
+    if hasattr(reward, "last_step_scores"):
+        return [{"step_scores": s} for s in reward.last_step_scores]
     if hasattr(reward, "last_paths"):
         return [
             {"scored_by": p, "prompt_tokens_saved": t}
@@ -267,6 +270,22 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
             prefix_sharing=config.reward_prefix_sharing,
         )
         return Part(spec, rm, config.shard_size)
+    if kind == "prm":
+        from winnow.rewards.prm import ProcessReward  # torch and transformers: only when asked for
+
+        prm = ProcessReward(
+            config.prm_model or "",
+            shape=config.prm_shape,
+            separator=config.prm_step_separator,
+            step_tag=config.prm_step_tag,
+            labels=config.prm_labels,
+            aggregate=config.prm_aggregate,
+            device=config.device,
+            dtype=config.dtype,
+            batch_tokens=config.batch_tokens,
+            max_batch_size=config.max_batch_size,
+        )
+        return Part(f"prm {spec}", prm, config.shard_size)
     if kind == "judge":
         from winnow.remote import judge_client
         from winnow.rewards.judge import JudgeReward  # the openai client: only when asked for

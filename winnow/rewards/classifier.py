@@ -224,6 +224,11 @@ class ClassifierReward:
     # ------------------------------------------------------------------ scoring
 
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
+        if any(kw.get("images") or ()):  # its tokenizer would read an image part as text
+            raise WinnowError(
+                f"prompts with images are not supported by a reward model ({self.name}), which scores text; "
+                "use a reward function, which gets the images, or a vision-language judge"
+            )
         ids = self.tokenize(prompts, completions)
         scores = np.full(len(ids), np.nan, dtype=np.float64)
         paths = ["full"] * len(ids)

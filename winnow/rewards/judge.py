@@ -2,7 +2,8 @@
 
 Each (prompt, completion) is put into a rubric template (``{prompt}`` and ``{completion}``
 are replaced; the shipped default asks for "Score: N" from 1 to 10), sent as one user
-turn at temperature 0, and the number in the answer is the reward. An answer without a
+turn at temperature 0, and the number in the answer is the reward. A prompt's images go
+before the rubric's text as ``image_url`` parts: the judge is then a vision-language model. An answer without a
 number in the rubric's range leaves the row unscored (None, NaN in the matrix), and is
 counted in ``stats["unparseable"]`` and, like every unscored row, in the score summary.
 Requests go through the ``openai`` backend's client, retry policy and concurrency bound
@@ -56,10 +57,40 @@ def parse_score(answer: str, low: float = 1, high: float = 10) -> float | None:
 
 
 def render_prompt(prompt) -> str:
-    """A text prompt as it is; chat messages as 'role: content' lines."""
+    """A text prompt as it is; chat messages as 'role: content' lines, an image part as
+    ``[image]`` (the judge sees the images themselves as parts of its request; not a model's own
+    image token, which its processor would take for one more image).
+
+    >>> render_prompt([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}])
+    'user: [image]what is it?'
+    """
     if isinstance(prompt, str):
         return prompt
-    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+    return "\n".join(f"{m['role']}: {_text_of(m['content'])}" for m in prompt)
+
+
+def _text_of(content: str | list[dict]) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join("[image]" if part["type"] == "image" else part["text"] for part in content)
+
+
+def judge_content(text: str, images: list) -> str | list[dict]:
+    """The judge's user turn: the rubric's text, after the prompt's images (PIL images, sent
+    as PNG ``data:`` URL parts, as a vision-language judge takes them) when it has any."""
+    if not images:
+        return text
+    parts: list[dict] = [{"type": "image_url", "image_url": {"url": _png_url(image)}} for image in images]
+    return [*parts, {"type": "text", "text": text}]
+
+
+def _png_url(image) -> str:
+    import base64
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
 class JudgeReward:
@@ -96,7 +127,8 @@ class JudgeReward:
 
     def __call__(self, prompts: list, completions: list[str], **kw) -> list[float | None]:
         ids = kw.get("prompt_ids") or [f"row {i}" for i in range(len(completions))]
-        replies = asyncio.run(self._ask(prompts, completions, ids))
+        images = kw.get("images") or [[] for _ in completions]  # a vision-language run's, per row
+        replies = asyncio.run(self._ask(prompts, completions, ids, images))
         answers = [text for text, _ in replies]
         self.last_replies = answers
         self.last_usage = [usage for _, usage in replies]
@@ -105,7 +137,7 @@ class JudgeReward:
         self.stats["unparseable"] += sum(s is None for s in scores)
         return scores
 
-    async def _ask(self, prompts: list, completions: list[str], ids: list) -> list[tuple[str, dict]]:
+    async def _ask(self, prompts: list, completions: list[str], ids: list, images: list) -> list[tuple[str, dict]]:
         import openai
 
         api = remote.make_client(self.client)
@@ -129,12 +161,12 @@ class JudgeReward:
             self.pacer.settle(estimate, used)
             return choices[0].text, usage
 
-        def job(prompt, completion, pid):
+        def job(prompt, completion, pid, seen):
             async def ask() -> tuple[str, dict]:
                 what = f"judge on prompt {pid!r}"
                 text = self.render(prompt, completion)
-                messages = [{"role": "user", "content": text}]
-                estimate = estimate_tokens(len(text), self.max_tokens)
+                messages = [{"role": "user", "content": judge_content(text, seen)}]
+                estimate = estimate_tokens(len(text), self.max_tokens)  # the text's: images are not counted
                 try:
                     return await remote.call(
                         self.client, what, lambda: request(messages, estimate), self.pacer, estimate
@@ -145,7 +177,7 @@ class JudgeReward:
             return ask
 
         try:
-            jobs = [job(p, c, i) for p, c, i in zip(prompts, completions, ids, strict=True)]
+            jobs = [job(p, c, i, seen) for p, c, i, seen in zip(prompts, completions, ids, images, strict=True)]
             return await remote.gather_bounded(self.client.concurrency, jobs)
         finally:
             await api.close()

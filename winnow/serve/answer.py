@@ -27,15 +27,25 @@ Picked = list[tuple[Completion, float | None]]
 """The choices to return, best first: each completion with its reward (None = unscored or
 no reward)."""
 
-AGGREGATES: dict[str, bool] = dict.fromkeys(select.AGGREGATES, True)
-"""How a request may ask the answer to be chosen (``aggregate``), and whether this server
-does it: ``best`` = the highest-reward candidates; ``majority`` and ``weighted`` = the vote
-over the candidates' final answers, plain or reward-weighted (``winnow.select.aggregate``)."""
+AGGREGATES: tuple[str, ...] = tuple(dict.fromkeys((*select.AGGREGATES, "confidence")))
+"""How a request may ask the answer to be chosen (``aggregate``): ``best`` = the
+highest-reward candidates; ``majority`` and ``weighted`` = the vote over the candidates'
+final answers, plain or reward-weighted (``winnow.select.aggregate``); ``confidence`` = the
+vote weighted by each candidate's token confidence (DeepConf). ``UNSERVED`` names those a
+server cannot do."""
+UNSERVED: dict[str, str] = {
+    "prm-weighted": "weighs votes by a process reward model's scores apart from the other rewards, which "
+    "winnow bon does; a server sums its rewards: serve with --prm-model as the only reward and ask for weighted",
+    "confidence": "needs the candidates' log-probabilities, which this server's backends do not give",
+}
+"""Aggregates a server cannot do, each with why (the end of a sentence)."""
 
 
-def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseModel:
-    """The JSON answer: a chat completion or a text completion with the picked choices."""
+def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listing: bool = False) -> BaseModel:
+    """The JSON answer: a chat completion or a text completion with the picked choices
+    (``listing``: and every candidate, ``listed``)."""
     created = int(time.time())
+    more = extras(got) | (listed(got, picked) if listing else {})
     if kind == "chat":
         chat = [
             schema.ChatChoice.model_validate(
@@ -49,29 +59,24 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked) -> BaseM
             )
             for i, (c, r) in enumerate(picked)
         ]
-        return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **extras(got))
+        return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **more)
     text = [
         schema.TextChoice.model_validate(
             dict(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
         )
         for i, (c, r) in enumerate(picked)
     ]
-    return schema.TextCompletion(id=id, created=created, model=served, choices=text, **extras(got))
+    return schema.TextCompletion(id=id, created=created, model=served, choices=text, **more)
 
 
 def check_aggregate(name: str | None, *, rewarded: bool) -> None:
+    """A 400 naming ``aggregate`` for a name not in ``AGGREGATES`` or one a server cannot do."""
     if name is None:
         return
     if name not in AGGREGATES:
         raise ApiError(400, f"aggregate must be one of {', '.join(AGGREGATES)}, got {name!r}", param="aggregate")
-    if not AGGREGATES[name]:
-        served = ", ".join(k for k, on in AGGREGATES.items() if on)
-        raise ApiError(
-            400,
-            f"aggregate {name!r} is not available on this server yet (available: {served})",
-            param="aggregate",
-            code="aggregate_not_available",
-        )
+    if name in UNSERVED:
+        raise ApiError(400, f"aggregate {name!r} {UNSERVED[name]}", param="aggregate", code="aggregate_not_available")
     if not rewarded:
         raise ApiError(400, "aggregate needs a server started with a reward (Best-of-N mode)", param="aggregate")
 
@@ -109,6 +114,27 @@ def extras(got: Outcome) -> dict:
     return out
 
 
+def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
+    """``return_candidates``: every candidate in sampling order, and ``selected_index``, the
+    place among them of the first choice (found by identity: two candidates may share a text)."""
+    rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
+    steps = got.step_scores if got.step_scores is not None else [None] * len(got.candidates)
+    candidates = [
+        schema.Candidate(
+            index=j,
+            text=c.text,
+            finish_reason=c.finish_reason,
+            num_tokens=c.num_tokens,
+            reward=None if math.isnan(r) else r,
+            step_scores=s,
+        )
+        for j, (c, r, s) in enumerate(zip(got.candidates, rewards, steps, strict=True))
+    ]
+    first = picked[0][0]
+    selected = next(j for j, c in enumerate(got.candidates) if c is first)
+    return {"candidates": candidates, "selected_index": selected}
+
+
 def pick(got: Outcome, n: int) -> Picked:
     """The n answers to return: all n samples, or the n best candidates (NaN last, ties by index)."""
     if got.rewards is None:
@@ -122,6 +148,39 @@ def _or0(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
 
+def candidates_count(req: schema.SamplingFields, config: ServeConfig, tokens: int) -> int:
+    """Best-of-N: how many candidates to sample: the request's ``best_of`` (else the server's,
+    at least ``n``), capped by its ``budget`` at ``budget // max_tokens`` whole candidates.
+
+    The budget counts each candidate at its worst case (``tokens``, its ``max_tokens``), so
+    what is sampled never passes it whatever the lengths turn out to be; a candidate's
+    ``max_tokens`` is never cut to fit more of them (a cut answer loses its final line)."""
+    k = req.best_of if req.best_of is not None else max(config.best_of, req.n)
+    if k < req.n:
+        raise ApiError(400, f"best_of ({k}) must be >= n ({req.n})", param="best_of")
+    if k > config.max_best_of:
+        raise ApiError(400, f"best_of must be <= {config.max_best_of}, got {k}", param="best_of")
+    if req.budget is None:
+        return k
+    if req.budget < req.n * tokens:
+        raise ApiError(
+            400,
+            f"budget must be >= n * max_tokens ({req.n} * {tokens} = {req.n * tokens}), got {req.budget}",
+            param="budget",
+        )
+    return min(k, req.budget // tokens)
+
+
+def plain_count(req: schema.SamplingFields) -> int:
+    """Without a reward: ``n`` samples; every Best-of-N field is refused by name."""
+    if req.best_of is not None and req.best_of != req.n:
+        raise ApiError(400, "best_of needs a server started with a reward (Best-of-N mode)", param="best_of")
+    for name in ("budget", "return_candidates"):
+        if getattr(req, name) not in (None, False):
+            raise ApiError(400, f"{name} needs a server started with a reward (Best-of-N mode)", param=name)
+    return req.n
+
+
 def sampling_of(
     req: schema.SamplingFields, config: ServeConfig, max_tokens: int | None, *, rewarded: bool, backend_name: str
 ) -> Sampling:
@@ -130,19 +189,10 @@ def sampling_of(
         raise ApiError(400, "stream_options needs stream: true", param="stream_options")
     if req.n > config.max_n:
         raise ApiError(400, f"n must be <= {config.max_n}, got {req.n}", param="n")
-    if rewarded:
-        k = req.best_of if req.best_of is not None else max(config.best_of, req.n)
-        if k < req.n:
-            raise ApiError(400, f"best_of ({k}) must be >= n ({req.n})", param="best_of")
-        if k > config.max_best_of:
-            raise ApiError(400, f"best_of must be <= {config.max_best_of}, got {k}", param="best_of")
-    else:
-        if req.best_of is not None and req.best_of != req.n:
-            raise ApiError(400, "best_of needs a server started with a reward (Best-of-N mode)", param="best_of")
-        k = req.n
     tokens = max_tokens if max_tokens is not None else config.default_max_tokens
     if tokens > config.max_tokens:
         raise ApiError(400, f"max_tokens must be <= {config.max_tokens}, got {tokens}", param="max_tokens")
+    k = candidates_count(req, config, tokens) if rewarded else plain_count(req)
     sampling = Sampling(
         n=k,
         temperature=req.temperature,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow.serve import stream
-from winnow.serve.answer import Asked, Picked, choose, extras
+from winnow.serve.answer import Asked, Picked, choose, extras, listed
 from winnow.serve.batcher import Job
 from winnow.serve.server import Server, outcome
 from winnow.serve.work import ApiError, Outcome, Ticket
@@ -109,7 +109,8 @@ def _answered(
     chunks: stream.Chunks, asked: Asked, got: Outcome, picked: Picked, live: bool, rewarded: bool, progress: Progress
 ) -> Iterator[bytes]:
     """The chosen answers after what was streamed live: the rest of each text, its finishing
-    chunk (``num_tokens``; Best-of-N: ``reward``, ``candidate_rewards`` on the last), the usage."""
+    chunk (``num_tokens``; Best-of-N: ``reward``, and on the last ``candidate_rewards``, with
+    ``return_candidates`` also ``candidates`` and ``selected_index``), the usage."""
     more = extras(got)
     for index, (c, r) in enumerate(picked):
         done_text = progress.sent.get(index, "") if live else ""
@@ -125,7 +126,14 @@ def _answered(
             choice_extra["reward"] = r
             if index == len(picked) - 1:
                 body_extra["candidate_rewards"] = more["candidate_rewards"]
+                if asked.req.return_candidates:
+                    body_extra |= _as_json(listed(got, picked))
         yield chunks.finish(index, c.finish_reason, choice_extra, body_extra)
     if asked.include_usage:
         usage = more["usage"]
         yield chunks.usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+def _as_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic values (the candidates) as the plain JSON values an event carries."""
+    return {k: [x.model_dump() for x in v] if isinstance(v, list) else v for k, v in fields.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import fields, replace
 
+from winnow import images
 from winnow.config import ScoreConfig
 from winnow.errors import WinnowError
 from winnow.records import Completion, Prompt
@@ -64,7 +65,16 @@ def refuse_unserved(score: ScoreConfig) -> None:
 
 
 def score_candidates(applier: RewardApplier, prompts: list[Prompt], rows: list[Completion]) -> list[float]:
-    """The reward of each row (NaN = unscored), applied as the score stage applies it.
+    """The reward of each row (NaN = unscored): ``scored_candidates``'s rewards alone."""
+    return scored_candidates(applier, prompts, rows)[0]
+
+
+def scored_candidates(
+    applier: RewardApplier, prompts: list[Prompt], rows: list[Completion]
+) -> tuple[list[float], list[list[float] | None]]:
+    """The reward of each row (NaN = unscored), applied as the score stage applies it, and
+    each row's step scores where a process reward model gave them (None elsewhere): two
+    lists of len(rows), in row order.
 
     Raises ``RewardTimeout`` when a reward call outlasts ``score.reward_timeout``: Python
     cannot stop it, so its thread is abandoned (the log says so) and the server goes on.
@@ -74,9 +84,12 @@ def score_candidates(applier: RewardApplier, prompts: list[Prompt], rows: list[C
         "prompt_ids": [c.prompt_id for c in rows],
         "sample_indices": [c.sample_index for c in rows],
     }
+    if any(by_id[c.prompt_id].images for c in rows):
+        keywords["images"] = images.decoded([by_id[c.prompt_id].images for c in rows])
     try:
         got = applier.apply([by_id[c.prompt_id].content for c in rows], [c.text for c in rows], keywords)
     except RewardTimeout as e:
         log.error("%s; its thread is abandoned", e)
         raise
-    return got.total.tolist()
+    # a score row's extras (``rewards.apply.row_extras``) carry a process reward model's steps
+    return got.total.tolist(), [extra.get("step_scores") for extra in got.paths]

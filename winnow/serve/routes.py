@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling
 from winnow.generate.openai_api import OpenAIBackend
+from winnow.prompts import chat_with_images
 from winnow.records import Prompt
 from winnow.serve import schema, stream
 from winnow.serve.answer import Asked, body, check_aggregate, choose, sampling_of
@@ -32,6 +34,9 @@ from winnow.serve.server import ClientGone, Server
 from winnow.serve.work import ApiError, Ticket
 
 log = logging.getLogger("winnow.serve")
+
+LISTING = {"candidates", "selected_index"}
+"""Body fields only ``return_candidates`` asks for (left out otherwise, not sent as null)."""
 
 router = APIRouter()
 
@@ -66,7 +71,7 @@ async def models(request: Request) -> dict:
 async def chat(request: Request) -> Any:
     arrived = time.perf_counter()
     s, req = await admitted(request, schema.ChatCompletionRequest)
-    prompt = Prompt(id=f"chatcmpl-{uuid.uuid4().hex}", messages=tuple(m.model_dump() for m in req.messages))
+    prompt = chat_prompt(f"chatcmpl-{uuid.uuid4().hex}", req)
     return await answer(s, request, Asked("chat", req, prompt, req.max_tokens or req.max_completion_tokens, arrived))
 
 
@@ -76,6 +81,19 @@ async def completions(request: Request) -> Any:
     s, req = await admitted(request, schema.CompletionRequest)
     prompt = Prompt(id=f"cmpl-{uuid.uuid4().hex}", text=req.prompt)
     return await answer(s, request, Asked("text", req, prompt, req.max_tokens, arrived))
+
+
+def chat_prompt(name: str, req: schema.ChatCompletionRequest) -> Prompt:
+    """The request's messages as the prompt ``name``. Content parts (a vision-language
+    request's text and ``image_url`` parts) are read as a prompts file's are, images decoded
+    and checked, a bad one answered 400 naming the part; plain text messages are taken as they are."""
+    messages = [m.model_dump(exclude_defaults=True) for m in req.messages]
+    if all(isinstance(m["content"], str) for m in messages):
+        return Prompt(id=name, messages=tuple(messages))
+    try:
+        return chat_with_images(messages, id=name)
+    except WinnowError as e:
+        raise ApiError(400, str(e).removeprefix(f"{name}: "), param="messages") from None
 
 
 async def admitted(request: Request, model: type[M]) -> tuple[Server, M]:
@@ -101,7 +119,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
     if s.config.log_prompts:
         log.info("%s prompt: %r", prompt.id, prompt.content)
     live = not rewarded or sampling.n == 1
-    if req.stream and live and s.backend_name == "openai":
+    if req.stream and live and s.backend_name == "openai" and not req.return_candidates:
         return await relayed(s, asked, sampling)
     ticket = Ticket(prompt, live=req.stream and live)
     if req.stream:
@@ -116,7 +134,8 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         return Response(status_code=499)
     picked = choose(req.aggregate, got, req.n)
     s.count(got, picked, asked.arrived, streamed=False)
-    return body(asked.kind, prompt.id, s.served, got, picked).model_dump(exclude_none=not rewarded)
+    answered = body(asked.kind, prompt.id, s.served, got, picked, listing=req.return_candidates)
+    return answered.model_dump(exclude_none=not rewarded, exclude=None if req.return_candidates else LISTING)
 
 
 async def relayed(s: Server, asked: Asked, sampling: Sampling) -> StreamingResponse:

@@ -7,9 +7,11 @@ number field takes an integer (``"temperature": 1``). Unknown fields are refused
 ``logprobs`` ...) is accepted at its neutral value, the one clients send by default, which
 leaves the answer as it is (``NEUTRAL``); any other value is a 400 naming it, never silently
 dropped. Beyond the
-official fields, requests may carry ``best_of`` (Best-of-N mode) and ``top_k``, ``min_p``,
-``repetition_penalty`` (as vLLM accepts them); responses add ``num_tokens`` and, in
-Best-of-N mode, ``reward`` to each choice and ``candidate_rewards`` to the body.
+official fields, requests may carry ``top_k``, ``min_p``, ``repetition_penalty`` (as vLLM
+accepts them) and, in Best-of-N mode, ``best_of``, ``aggregate``, ``budget`` and
+``return_candidates``; responses add ``num_tokens`` and, in Best-of-N mode, ``reward`` to
+each choice and ``candidate_rewards`` to the body (with ``return_candidates``, also
+``candidates`` and ``selected_index``).
 """
 
 from __future__ import annotations
@@ -101,7 +103,17 @@ class SamplingFields(Strict):
     repetition_penalty: float = like(1.0, "repetition_penalty")
     aggregate: str | None = None
     """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
-    ``majority`` or ``weighted`` (votes over their final answers; ``answer.AGGREGATES``)."""
+    ``majority`` or ``weighted`` (votes over their final answers), ``confidence`` (votes
+    weighted by the model's token confidence; needs a backend that gives log-probabilities);
+    the list is ``answer.AGGREGATES``."""
+    budget: int | None = Field(None, ge=1)
+    """Best-of-N: most completion tokens the candidates may use together. It buys whole
+    candidates at their worst case: ``min(best_of, budget // max_tokens)`` are sampled, each
+    with its full ``max_tokens``, so ``usage.completion_tokens`` never passes it; a budget
+    that buys fewer than ``n`` candidates is a 400."""
+    return_candidates: bool = False
+    """Best-of-N: the body also carries ``candidates`` (every candidate sampled, with its
+    text and reward) and ``selected_index`` (the candidate the first choice is)."""
     presence_penalty: float = 0.0
     """Not implemented: only 0 is accepted (``NEUTRAL``)."""
     frequency_penalty: float = 0.0
@@ -156,9 +168,27 @@ def _json(value: Any) -> str:
     return json.dumps(int(value) if isinstance(value, float) and value.is_integer() else value)
 
 
+class TextPart(Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(Strict):
+    url: str
+    """A ``data:image/...;base64,`` URL (the server downloads nothing)."""
+    detail: Literal["auto"] = "auto"
+    """Only ``auto``: the model's processor decides the resolution."""
+
+
+class ImagePart(Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[TextPart | ImagePart]
+    """Text, or content parts: text and images (for a vision-language model)."""
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -223,6 +253,20 @@ class TextChoice(BaseModel):
     reward: float | None = None
 
 
+class Candidate(BaseModel):
+    """One candidate sampled for a Best-of-N answer (``return_candidates``)."""
+
+    index: int
+    """Its place in sampling order: the index into ``candidate_rewards``."""
+    text: str
+    finish_reason: str
+    num_tokens: int
+    reward: float | None
+    """Its reward (None = unscored)."""
+    step_scores: list[float] | None = None
+    """One score per step from a process reward model (``--prm-model``); None without one."""
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -232,6 +276,10 @@ class ChatCompletion(BaseModel):
     usage: Usage
     candidate_rewards: list[float | None] | None = None
     """Best-of-N: the reward of every candidate sampled, in sampling order (None = unscored)."""
+    candidates: list[Candidate] | None = None
+    """``return_candidates``: every candidate sampled, in sampling order."""
+    selected_index: int | None = None
+    """``return_candidates``: the index (in ``candidates``) of the first choice's candidate."""
 
 
 class TextCompletion(BaseModel):
@@ -242,6 +290,8 @@ class TextCompletion(BaseModel):
     choices: list[TextChoice]
     usage: Usage
     candidate_rewards: list[float | None] | None = None
+    candidates: list[Candidate] | None = None
+    selected_index: int | None = None
 
 
 class ModelCard(BaseModel):

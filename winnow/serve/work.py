@@ -18,7 +18,7 @@ from winnow.generate.contract import Backend, Sampling
 from winnow.records import Completion, Prompt
 from winnow.rewards import RewardTimeout
 from winnow.rewards.apply import RewardApplier
-from winnow.serve.reward import score_candidates
+from winnow.serve.reward import scored_candidates
 
 log = logging.getLogger("winnow.serve")
 
@@ -42,6 +42,9 @@ class Outcome:
     candidates: list[Completion]
     rewards: list[float] | None
     """Best-of-N: one per candidate (NaN = unscored); None without a reward."""
+    step_scores: list[list[float] | None] | None = None
+    """Best-of-N: one per candidate, its process reward model's step scores (None: no
+    such model, or unscored); None without a reward."""
 
 
 @dataclass(eq=False)
@@ -103,7 +106,7 @@ def work(
     rows = _sample(backend, [tickets[i] for i in keep], sampling, seed)
     n = sampling.n
     try:
-        rewards = _score(reward, prompts, rows, [slot for slot, i in enumerate(keep) if not tickets[i].cancelled], n)
+        scored = _score(reward, prompts, rows, [slot for slot, i in enumerate(keep) if not tickets[i].cancelled], n)
     except RewardTimeout as e:
         for i in keep:
             out[i] = ApiError(504, str(e), type="server_error", code="reward_timeout")
@@ -117,7 +120,8 @@ def work(
         out[i] = Outcome(
             prompt_tokens=lengths[i],
             candidates=part,
-            rewards=rewards[slot * n : (slot + 1) * n] if rewards is not None else None,
+            rewards=scored[0][slot * n : (slot + 1) * n] if scored is not None else None,
+            step_scores=scored[1][slot * n : (slot + 1) * n] if scored is not None else None,
         )
     return out  # type: ignore[return-value]  # every slot is filled above
 
@@ -156,13 +160,16 @@ def _sample(backend: Backend, tickets: list[Ticket], sampling: Sampling, seed: i
 
 def _score(
     reward: RewardApplier | None, prompts: list[Prompt], rows: list[Completion], scored: list[int], n: int
-) -> list[float] | None:
-    """Best-of-N: the reward of each row (NaN for the rows of slots not in ``scored``, whose
-    client left); None without a reward or when no slot is scored. ``RewardTimeout`` passes."""
+) -> tuple[list[float], list[list[float] | None]] | None:
+    """Best-of-N: the reward and the step scores of each row (NaN and None for the rows of
+    slots not in ``scored``, whose client left); None without a reward or when no slot is
+    scored. ``RewardTimeout`` passes."""
     if reward is None or not scored:
         return None
-    got = score_candidates(reward, prompts, [rows[s * n + j] for s in scored for j in range(n)])
+    got, steps = scored_candidates(reward, prompts, [rows[s * n + j] for s in scored for j in range(n)])
     rewards = [float("nan")] * len(rows)
+    step_scores: list[list[float] | None] = [None] * len(rows)
     for k, s in enumerate(scored):
         rewards[s * n : (s + 1) * n] = got[k * n : (k + 1) * n]
-    return rewards
+        step_scores[s * n : (s + 1) * n] = steps[k * n : (k + 1) * n]
+    return rewards, step_scores

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from winnow import images
 from winnow.budget import LIMITS, Usage, per_worker
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
@@ -47,6 +48,7 @@ def generate(
     rows = [p.to_row() for p in prompts]
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
+        images.store(run_dir, prompts)  # before sampling: a resumed run finds them all
         server = _describe_server(config)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
@@ -72,6 +74,7 @@ def generate(
             num_completions=num_completions,
             skipped_prompts=skipped,
             errors=len(errors),
+            **images.stored_summary(prompts),
             **({"server": server} if server else {}),
             **({"usage": usage.record(config.price_per_mtok)} if server else {}),
             executor=report.record(executor),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow import images
 from winnow import select as sel
 from winnow.budget import LIMITS, per_worker
 from winnow.config import ExecutorConfig, ScoreConfig
@@ -209,6 +210,8 @@ class ScoreWorker:
         }
         for name in self.columns:  # one list per prompts column (None where a row lacks it)
             keywords[name] = [columns.get(name) for _, _, columns in triples]
+        if "images" in keywords:  # a vision-language run's: decoded here, for this call's rows only
+            keywords["images"] = images.decoded([found or () for found in keywords["images"]])
         got = self.applier.apply([content for content, _, _ in triples], [c["text"] for _, c, _ in triples], keywords)
         several = len(self.applier.parts) > 1
         rows = []
@@ -245,7 +248,7 @@ def _reward_identity(config: ScoreConfig, reward) -> list[str]:
         return [callable_identity(reward)]
     out = []
     for kind, spec in config.rewards():
-        if kind == "model":
+        if kind in ("model", "prm"):
             out.append(model_identity(spec))
         elif kind == "judge":
             # the judge is a served model: its URL and name are in the config; the rubric is hashed
@@ -273,11 +276,12 @@ def reward_matrix(
 
 
 def column_names(prompts: list[Prompt]) -> tuple[str, ...]:
-    """Every prompts column besides id and prompt, in first-seen order."""
+    """Every prompts column besides id and prompt, in first-seen order, then ``images`` when
+    a prompt has any (rewards get them as a keyword, as they get a column)."""
     seen: dict[str, None] = {}
     for p in prompts:
         seen.update(dict.fromkeys(p.columns))
-    return tuple(seen)
+    return tuple(seen) + (("images",) if any(p.images for p in prompts) else ())
 
 
 def answer_counts(counts: Counter, config: ScoreConfig) -> dict:

@@ -140,7 +140,10 @@ def remember_prompts(run_dir: str, generate_hash: str, prompts: list[Prompt]) ->
     """Hold the prompts of one generate stage for the score workers of this process (the
     driver, which has read them already, saves a local worker reading them again)."""
     _RECORDS.clear()  # one stage at a time: a long-lived worker does not pile them up
-    _RECORDS[(run_dir, generate_hash)] = {p.id: (p.content, p.columns) for p in prompts}
+    # images ride with the columns (``images`` is a reserved column name): the worker decodes them per call
+    _RECORDS[(run_dir, generate_hash)] = {
+        p.id: (p.content, p.columns | {"images": p.images} if p.images else p.columns) for p in prompts
+    }
 
 
 @dataclass

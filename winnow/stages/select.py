@@ -149,7 +149,7 @@ def drop_contaminated(rewards: np.ndarray, cells: Cells, config: SelectConfig) -
         alive = np.flatnonzero(~np.isnan(rewards[i]))
         if not len(alive):
             continue
-        text = "\n".join(m["content"] for m in prompt.as_messages() if isinstance(m.get("content"), str))
+        text = "\n".join(prompt.texts())  # a vision-language prompt's text parts too
         found = index.find(text)
         if found is not None:
             prompts_out += 1
@@ -238,6 +238,8 @@ def write_selected(
                 row["round"], row["sample_index"] = columns[j]
             if prompt.columns:  # the prompt row's other columns, nested so none can shadow a key above
                 row["columns"] = prompt.columns
+            if prompt.images:  # TRL's images column: run-dir paths, one per {"type": "image"} part
+                row["images"] = [image.path for image in prompt.images]
             chosen_rewards.append(row["reward"])
             yield row
 
@@ -308,6 +310,8 @@ def iter_pairs(
             (pair["rejected_round"], pair["rejected_index"]) = columns[b]
         if prompt.columns:
             pair["columns"] = prompt.columns
+        if prompt.images:
+            pair["images"] = [image.path for image in prompt.images]
         yield pair
 
 
