@@ -351,3 +351,36 @@ def test_best_of_n_in_python_with_an_image(vlm):
         winnow.sample(
             [[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]}]], **options
         )
+
+
+def test_dry_run_counts_the_images(tmp_path, vlm, capsys):
+    prompts = run_prompts(tmp_path)
+    argv = ["generate", *flags(prompts=prompts, run_dir=tmp_path / "run", model=vlm, n=2, device="cpu"), "--dry-run"]
+    assert main(argv) == 0
+    size = len(tiny_image(0)) + len(tiny_image(1))
+    assert f"images: 2 distinct ({size:,} bytes) in 3 prompts, stored once" in capsys.readouterr().out.splitlines()
+    assert not (tmp_path / "run").exists()
+
+
+def test_imported_completions_keep_their_prompts_images(tmp_path, capsys):
+    """``winnow import`` of completions made elsewhere for prompts with images: the images are
+    stored once as generate stores them, and a reward reads them in ``winnow score``."""
+    prompts = run_prompts(tmp_path)
+    (tmp_path / "vision_reward.py").write_text(REWARD)
+    made = write_jsonl(tmp_path / "made.jsonl", [{"prompt_id": p, "text": "abc"} for p in ("p0", "p1", "p2")])
+    run = tmp_path / "run"
+    assert main(["import", *flags(prompts=prompts, completions=made, run_dir=run)]) == 0
+    assert sorted(p.name for p in (run / "images").iterdir()) == sorted(f"{sha(tiny_image(s))}.png" for s in (0, 1))
+    assert main(["score", *flags(run_dir=run, reward_fn=f"{tmp_path}/vision_reward.py:brightness")]) == 0
+    expected = [[_grey(tiny_image(s)) + 3 / 1000] for s in (0, 1, 0)]
+    np.testing.assert_allclose(np.load(run / "score/rewards.npy"), expected, rtol=1e-12)
+
+
+def test_too_many_pixels_is_refused_before_decoding():
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", (8001, 8000)).save(out, format="PNG")  # a few kB of file, 64,008,000 pixels
+    with pytest.raises(WinnowError) as e:
+        images.decode(out.getvalue(), name="p.jsonl:1: field 'images[0]'")
+    assert str(e.value) == "p.jsonl:1: field 'images[0]': image of 8001x8000 pixels, more than 64,000,000"

@@ -127,7 +127,9 @@ def test_aggregate_best_majority_weighted():
     assert sel.aggregate([], [], "best") == sel.aggregate([], [], "majority") == -1
     with pytest.raises(WinnowError) as unknown:
         sel.aggregate(["a"], [1.0], "mean")
-    assert str(unknown.value) == "unknown aggregate 'mean' (choose from best, majority, weighted, prm-weighted)"
+    assert str(unknown.value) == (
+        "unknown aggregate 'mean' (choose from best, majority, weighted, prm-weighted, confidence)"
+    )
     with pytest.raises(WinnowError) as lengths:
         sel.aggregate(["a", "b"], [1.0])
     assert str(lengths.value) == "texts and rewards differ in length: 2 and 1"

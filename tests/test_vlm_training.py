@@ -320,7 +320,7 @@ def test_images_are_bounded_by_size_and_pixels(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     name = store_image(run, 0)  # 24 x 20 pixels
-    monkeypatch.setattr(train_images, "MAX_PIXELS", 479)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 479)
     with pytest.raises(
         WinnowError, match=rf"^s.jsonl:1: field 'images\[0\]': {name} is 24x20 pixels, over the 479 allowed$"
     ):

@@ -205,6 +205,10 @@ def build_prm(folder: Path, shape: str = "math-shepherd", seed: int = 0, tag: st
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     if shape == "qwen-prm":  # as the real folder says it (its own code, which winnow does not run)
+        from safetensors.torch import load_file, save_file
+
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen2ForProcessRewardModel"]}))
+        weights = load_file(folder / "model.safetensors")  # and the LM head a checkpoint may keep
+        save_file({**weights, "lm_head.weight": torch.zeros(len(tok), h)}, folder / "model.safetensors")
     return folder

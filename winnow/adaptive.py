@@ -11,6 +11,11 @@ or ``generate.n`` (MAX) have been sampled. Rules (``AdaptiveConfig.stop_when``):
     consensus:F     the most common extracted answer holds a share >= F of the prompt's
                     samples (Adaptive-Consistency, Aggarwal et al. 2023); unextractable
                     answers count in the share's denominator
+    confident-consensus:F
+                    after the first step (a warm-up: no prompt closes on it), the answer
+                    with the most summed confidence holds a share >= F of the confidence
+                    of all the prompt's samples (DeepConf's online stop, Fu et al. 2025;
+                    each sample weighs its lowest group confidence, ``winnow.confidence``)
 
 Layout: each step is an ordinary generate + score run directory, so each resumes as a stage
 does (a kill mid-step, then a rerun, ends with the same files)::
@@ -35,6 +40,7 @@ import numpy as np
 
 from winnow import images, stages
 from winnow import select as sel
+from winnow.confidence import WEIGHT
 from winnow.config import AdaptiveConfig, ExecutorConfig, GenerateConfig, ScoreConfig
 from winnow.errors import WinnowError
 from winnow.executors import write_shard
@@ -53,6 +59,12 @@ def step_seed(seed: int, s: int) -> int:
     return int(np.random.SeedSequence([seed, 0xADA, s]).generate_state(1)[0])
 
 
+CONSENSUS_RULES = ("consensus", "confident-consensus")
+"""The rules that read extracted answers (``adaptive.answer``)."""
+WARM_UP = "confident-consensus"
+"""The rule under which no prompt closes on the first step (DeepConf's warm-up)."""
+
+
 def is_closed(
     rule: tuple[str, float],
     rewards: np.ndarray,
@@ -60,25 +72,32 @@ def is_closed(
     answers: list[str | None] | None,
     threshold: float | None,
     equal=None,
+    confidence: np.ndarray | None = None,
 ) -> bool:
     """Whether one prompt's samples so far meet the rule.
 
     rewards: float (n,) of the samples drawn so far (NaN = unscored, neither passes nor
     fails); texts: (n,) their texts, or stand-ins equal exactly when the texts are (the step
     loop keeps 64-bit text hashes, not texts; None: no completion); answers: (n,) extracted answers,
-    for consensus, grouped by ``equal`` (default ``==``). Every sample drawn so far counts in
-    consensus's denominator.
+    for the consensus rules, grouped by ``equal`` (default ``==``); confidence: float (n,) each
+    sample's lowest group confidence, for confident-consensus. Every sample drawn so far counts
+    in a consensus's denominator. (The warm-up is the step loop's: see ``Drawn.meets``.)
 
     >>> r = np.array([0.0, 1.0, np.nan])
     >>> is_closed(("pass", 0), r, ["a", "b", "c"], None, 0.5), is_closed(("passing", 2), r, ["a", "b", "c"], None, 0.5)
     (True, False)
     >>> is_closed(("consensus", 0.6), r, ["a", "b", "c"], ["4", "4", None], None)
     True
+    >>> is_closed(("confident-consensus", 0.6), r, ["a", "b", "c"], ["4", "5", "5"], None, confidence=np.array([6.0, 1.0, 2.0]))
+    True
     """
     name, param = rule
     if name == "consensus":
         assert answers is not None
         return sel.consensus_share(answers, equal) >= param
+    if name == "confident-consensus":
+        assert answers is not None and confidence is not None
+        return sel.confident_share(answers, confidence, equal) >= param
     assert threshold is not None
     with np.errstate(invalid="ignore"):
         passed, failed = rewards >= threshold, rewards < threshold
@@ -102,8 +121,12 @@ def check_adaptive(generate: GenerateConfig, score: ScoreConfig, adaptive: Adapt
     if len(generate.models) != 1:
         raise WinnowError("adaptive sampling takes one model (generate.models); run one adaptive run per model")
     rule = adaptive.rule()
-    if rule[0] != "consensus" and score.pass_threshold is None:
+    if rule[0] not in CONSENSUS_RULES and score.pass_threshold is None:
         raise WinnowError(f"adaptive.stop_when {adaptive.stop_when} needs score.pass_threshold (--pass-threshold)")
+    if rule[0] == "confident-consensus" and not generate.top_logprobs:
+        raise WinnowError(
+            f"adaptive.stop_when {adaptive.stop_when} weighs each sample's confidence: sample with --top-logprobs K (e.g. 20)"
+        )
     return rule
 
 
@@ -127,7 +150,7 @@ def sample_adaptive(
     assert adaptive.step is not None  # check_adaptive saw to it
     threshold = score.pass_threshold
     extract = equal = None
-    if rule[0] == "consensus":
+    if rule[0] in CONSENSUS_RULES:
         from winnow.answers import answer_tools
 
         extract, equal = answer_tools(adaptive.answer)
@@ -148,7 +171,7 @@ def sample_adaptive(
             score_manifest = stages.score(folder, score, reward=reward, executor=executor)
             drawn.take(folder, range(start, start + size), extract)
             start += size
-            open_rows = [i for i in open_rows if not drawn.meets(i, rule, start, threshold, equal)]
+            open_rows = [i for i in open_rows if not drawn.meets(i, rule, start, threshold, equal, step=s)]
             steps.append(
                 {
                     "step": s,
@@ -172,7 +195,8 @@ class Drawn:
     text hashes, not texts (passing:K compares them, and a million prompts' texts need not
     stay), None where nothing was drawn; answers: (M, MAX) extracted answers for consensus
     (None: none, or another rule); sampled: int (M,) columns drawn per prompt (a skipped
-    prompt draws none).
+    prompt draws none); confidence: float (M, MAX) each sample's lowest group confidence
+    when the rows hold it (``generate.top_logprobs``), else NaN.
     """
 
     row_of: dict[str, int]
@@ -180,6 +204,7 @@ class Drawn:
     texts: list[list[int | None]]
     answers: list[list[str | None]]
     sampled: np.ndarray
+    confidence: np.ndarray
 
     @classmethod
     def empty(cls, prompts: list[Prompt], maximum: int) -> Drawn:
@@ -191,6 +216,7 @@ class Drawn:
             texts=[[None] * maximum for _ in prompts],
             answers=[[None] * maximum for _ in prompts],
             sampled=np.zeros(m, dtype=np.int64),
+            confidence=np.full((m, maximum), np.nan),
         )
 
     def take(self, folder: Path, columns: range, extract) -> None:
@@ -205,13 +231,24 @@ class Drawn:
                 if c is not None:
                     self.texts[i][j] = text_hash(c["text"])
                     self.answers[i][j] = extract(c["text"]) if extract else None
+                    self.confidence[i, j] = _confidence_of(c)
                     self.sampled[i] += 1
 
-    def meets(self, i: int, rule: tuple[str, float], start: int, threshold: float | None, equal) -> bool:
-        """Whether prompt row i's first ``start`` columns meet the rule (``is_closed``)."""
+    def meets(self, i: int, rule: tuple[str, float], start: int, threshold: float | None, equal, *, step: int) -> bool:
+        """Whether prompt row i's first ``start`` columns, after step ``step`` (1, 2, ...), meet
+        the rule (``is_closed``); under ``WARM_UP``'s rule the first step never closes a prompt."""
+        if rule[0] == WARM_UP and step == 1:
+            return False
+        confidence = self.confidence[i, :start]
         return is_closed(
-            rule, self.rewards[i, :start], self.texts[i][:start], self.answers[i][:start], threshold, equal
+            rule, self.rewards[i, :start], self.texts[i][:start], self.answers[i][:start], threshold, equal, confidence
         )
+
+
+def _confidence_of(row: dict) -> float:
+    """A row's lowest group confidence; NaN when it has none (no tokens, or not recorded)."""
+    value = row.get(WEIGHT)
+    return np.nan if value is None else float(value)
 
 
 def scored_under(gen_manifest: dict) -> dict | None:
@@ -251,7 +288,7 @@ def assembled_generate_config(prompts, generate, score, adaptive, step_hashes) -
     return {
         "generate": generate.stage_config(),
         # the extractor decides only consensus's samples: other rules leave it out
-        "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] == "consensus"},
+        "adaptive": {k: v for k, v in asdict(adaptive).items() if k != "answer" or rule[0] in CONSENSUS_RULES},
         "score": score.stage_config(),  # which prompts stayed open follows from these scores
         "prompts_hash": config_hash([p.to_row() for p in prompts]),
         "steps": step_hashes,

@@ -167,6 +167,8 @@ def stage_command(args: argparse.Namespace) -> None:
         return
     if getattr(args, "aggregate", None) == "prm-weighted" and not configs["score"].prm_model:
         raise WinnowError("--aggregate prm-weighted needs a process reward model (--prm-model)")
+    if args.command == "bon":
+        check_confident_choice(args.aggregate, args.keep_confident, configs["generate"])
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
         print_plan(args.command, run_dir, prompts, configs, out)
@@ -175,7 +177,13 @@ def stage_command(args: argparse.Namespace) -> None:
     summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
-        count, head = pipeline.best_of_n(run_dir, out=out, aggregate=args.aggregate, answer=configs["adaptive"].answer)
+        count, head = pipeline.best_of_n(
+            run_dir,
+            out=out,
+            aggregate=args.aggregate,
+            answer=configs["adaptive"].answer,
+            keep_confident=args.keep_confident,
+        )
         n = configs["generate"].n * len(configs["generate"].models)
         print_best_of_n(head, count, out, n, args.aggregate)
     else:
@@ -255,6 +263,16 @@ def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
         "image_paths_outside": args.image_paths_outside,
         "max_image_bytes": MAX_IMAGE_BYTES if args.max_image_bytes is None else args.max_image_bytes,
     }
+
+
+def check_confident_choice(aggregate: str, keep_confident: float | None, generate) -> None:
+    """``bon --aggregate confidence`` and ``--keep-confident`` read each sample's confidence:
+    refused before any sampling unless it is recorded, and a percentage outside (0, 100]."""
+    if keep_confident is not None and not 0 < keep_confident <= 100:
+        raise WinnowError(f"--keep-confident: must be a percentage in (0, 100], got {keep_confident:g}")
+    if (aggregate == "confidence" or keep_confident is not None) and not generate.top_logprobs:
+        flag = "--aggregate confidence" if aggregate == "confidence" else "--keep-confident"
+        raise WinnowError(f"{flag}: needs each sample's confidence: sample with --top-logprobs K (e.g. 20)")
 
 
 def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:

@@ -63,6 +63,9 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--tensor-parallel-size", "generate", "tensor_parallel_size"),
         Option("--gpu-memory-utilization", "generate", "gpu_memory_utilization"),
         Option("--max-model-len", "generate", "max_model_len"),
+        Option("--top-logprobs", "generate", "top_logprobs", metavar="K"),
+        Option("--confidence-window", "generate", "confidence_window", metavar="TOKENS"),
+        Option("--keep-logprobs", "generate", "keep_logprobs"),
     ],
     "score": [
         Option("--reward-fn", "score", "reward_fn", metavar="SPEC"),
@@ -373,7 +376,15 @@ def add_outputs(p: argparse.ArgumentParser, name: str) -> None:
             choices=AGGREGATES,
             default="best",
             help="best: highest reward; majority: vote over extracted answers; weighted: votes weighed by "
-            "reward; prm-weighted: votes weighed by the process reward model's scores (default: best)",
+            "reward; prm-weighted: votes weighed by the process reward model's scores; confidence: votes weighed "
+            "by each sample's lowest group confidence (needs --top-logprobs) (default: best)",
+        )
+        p.add_argument(
+            "--keep-confident",
+            type=float,
+            metavar="P",
+            help="only each prompt's most confident P%% of samples (by lowest group confidence) take part in "
+            "the choice, as in DeepConf (10 or 90); needs --top-logprobs (default: all)",
         )
 
 

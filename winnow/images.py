@@ -25,6 +25,9 @@ from winnow.records import Prompt, atomic_write_bytes
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 """Largest image accepted by default (bytes of the encoded file; OpenAI's limit per image)."""
+MAX_IMAGE_PIXELS = 64_000_000
+"""Most pixels an image may have (read from its header, before it is decoded): a small file
+can decode to gigabytes."""
 FOLDER = "images"
 """The run dir's folder of images (one file per distinct image)."""
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff"}
@@ -66,7 +69,9 @@ def decode(data: bytes, *, name: str, max_bytes: int = MAX_IMAGE_BYTES) -> Image
         raise WinnowError(f"{name}: image of {len(data)} bytes, larger than the limit of {max_bytes}")
     try:
         with PILImage.open(io.BytesIO(data)) as img:
-            fmt = img.format
+            fmt, (width, height) = img.format, img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise WinnowError(f"{name}: image of {width}x{height} pixels, more than {MAX_IMAGE_PIXELS:,}")
             img.load()  # decode every pixel: a truncated file fails here, not in the backend
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
         raise WinnowError(f"{name}: not a readable image ({' '.join(str(e).split())})") from None

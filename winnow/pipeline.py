@@ -140,34 +140,39 @@ PREVIEW = 20
 
 
 def best_of_n(
-    run_dir: str | Path, out: str | Path | None = None, *, aggregate: str = "best", answer: str = "auto"
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    aggregate: str = "best",
+    answer: str = "auto",
+    keep_confident: float | None = None,
 ) -> tuple[int, list[dict]]:
     """The chosen completion per prompt with its reward (M rows; the earliest sample wins a
     tie), written to ``out`` (default ``RUN_DIR/best.jsonl``). Returns (rows written, the
     first ``PREVIEW`` rows).
 
-    aggregate: ``best`` (highest reward), ``majority``, ``weighted`` or ``prm-weighted``
-    (votes over the answers ``answer`` extracts, weighed by the reward or by the process
-    reward model's own scores: ``winnow.select.aggregate``); a row then also holds its answer.
+    aggregate: ``best`` (highest reward), ``majority``, ``weighted``, ``prm-weighted`` (the process
+    reward model's own scores) or ``confidence`` (votes over the answers ``answer`` extracts:
+    ``select.aggregate``); a row then also holds its answer. keep_confident: P, each prompt's
+    most confident P% alone take part (``generate.top_logprobs``).
     Streamed as select is: the reward matrix and an index of where each completion lies,
     then one prompt's completions at a time, so memory does not grow with their texts.
     """
     from winnow.answers import answer_tools
+    from winnow.confidence import WEIGHT
     from winnow.stream import load_scored_index, write_rows
 
     index, rewards, manifest = load_scored_index(run_dir)
     votes = prm_matrix(run_dir, manifest, rewards) if aggregate == "prm-weighted" else rewards
     extract, equal = answer_tools(answer) if aggregate != "best" else (None, None)
-    best = sel.top_per_prompt(rewards) if aggregate == "best" else None
+    confident = aggregate == "confidence" or keep_confident is not None
+    best = sel.top_per_prompt(rewards) if aggregate == "best" and not confident else None
+    tools = (extract, equal)
     head: list[dict] = []
 
     def rows():
         for i, prompt in enumerate(index.prompts):
-            if best is not None:
-                j = int(best[i])
-            else:
-                texts = [(c or {}).get("text") for c in (index.row(i, k) for k in range(rewards.shape[1]))]
-                j = sel.aggregate(texts, votes[i], aggregate, extract=extract, equal=equal)
+            j = int(best[i]) if best is not None else _vote(index, votes, i, aggregate, tools, keep_confident, run_dir)
             c = index.row(i, j) if j >= 0 else None
             row = {
                 "prompt_id": prompt.id,
@@ -183,6 +188,8 @@ def best_of_n(
             if extract is not None:
                 row["aggregate"] = aggregate
                 row["answer"] = extract(c["text"]) if c else None
+            if confident:
+                row[WEIGHT] = c.get(WEIGHT) if c else None
             if len(head) < PREVIEW:
                 head.append(row)
             yield row
@@ -210,3 +217,17 @@ def prm_matrix(run_dir: str | Path, manifest: dict, rewards: np.ndarray) -> np.n
     path = Path(run_dir) / "score" / components[k]["file"]
     verified_shard(path, manifest["files"].get(components[k]["file"]), stage="score")
     return np.load(path)
+
+
+def _vote(index, votes: np.ndarray, i: int, how: str, tools: tuple, keep: float | None, run_dir) -> int:
+    """Prompt row i's chosen column (-1: none) by ``select.aggregate`` over ``votes`` (M, C)
+    (the rewards, or the process reward model's scores), its candidates read from ``index``:
+    their texts, and their confidence when ``how`` or ``keep`` needs it. tools: (extract, equal)."""
+    from winnow.confidence import weights_of
+
+    candidates = [index.row(i, k) for k in range(votes.shape[1])]
+    texts = [(c or {}).get("text") for c in candidates]
+    confident = how == "confidence" or keep is not None
+    weights = weights_of(candidates, f"{Path(run_dir) / 'generate'}") if confident else None
+    extract, equal = tools
+    return sel.aggregate(texts, votes[i], how, extract=extract, equal=equal, confidence=weights, keep_confident=keep)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from winnow import images
 from winnow.budget import cost
 from winnow.errors import WinnowError
 from winnow.lock import check_free
@@ -76,6 +77,8 @@ class Plan:
     adaptive: bool = False
     rewards: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    images: dict | None = None
+    """The prompts' images (``images.stored_summary``): distinct files, bytes, prompts holding any."""
 
     def completions(self) -> tuple[int, int] | None:
         """(completions still to sample at most, completions already made); None where
@@ -95,6 +98,9 @@ class Plan:
         out = []
         if self.prompts is not None:
             out.append(f"prompts: {self.prompts}")
+        if self.images:
+            i = self.images
+            out.append(f"images: {i['files']} distinct ({i['bytes']:,} bytes) in {i['prompts']} prompts, stored once")
         if self.samples is not None:
             per = "at most " if self.adaptive else ""
             rounds = f", in each of {self.rounds} rounds" if self.rounds > 1 else ""
@@ -157,6 +163,8 @@ def check(
     _check_sampling_and_models(configs, wanted, adaptive, rounds=count)
     plan = Plan(run_dir, [], rounds=count or 1, adaptive=adaptive is not None)
     if wanted("generate"):
+        check_reads_images(generate, prompts or [])
+        plan.images = images.stored_summary(prompts or []).get("images")
         plan.prompts = len(prompts or [])
         plan.samples = generate.n * len(generate.models)
         plan.max_new_tokens = generate.max_new_tokens
@@ -258,6 +266,22 @@ def check_models(generate) -> None:
 
     for spec in generate.models:
         check_model(spec)
+
+
+def check_reads_images(generate, prompts: list[Prompt]) -> None:
+    """With prompts that hold images, each model a local backend loads must be a
+    vision-language model (a server's models are the server's to judge)."""
+    first = next((p for p in prompts if p.images), None)
+    if first is None or generate.backend == "openai":
+        return
+    from winnow.models import SMOLLM2, is_vision_language, resolve_model
+
+    for spec in generate.models:  # smollm2 (a text model) is not converted just to be told so
+        if spec == SMOLLM2 or not is_vision_language(resolve_model(spec)):
+            raise WinnowError(
+                f"prompt {first.id!r} has images, but model {spec} is not a vision-language model "
+                "(its config has no vision_config)"
+            )
 
 
 def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | None = None) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from winnow.confidence import TokenLogprobs
 from winnow.errors import WinnowError, where
 
 BOM = b"\xef\xbb\xbf"
@@ -92,9 +93,19 @@ class Completion:
     text: str
     num_tokens: int
     finish_reason: str  # "stop" (EOS sampled) or "length" (max_new_tokens reached)
+    logprobs: TokenLogprobs | None = None
+    """Per-token log-probabilities and confidence, when the backend was asked for them; never
+    part of ``to_row`` as such (the generate stage keeps a summary: ``confidence.row_columns``)."""
 
     def to_row(self) -> dict:
-        return asdict(self)
+        return {
+            "prompt_id": self.prompt_id,
+            "sample_index": self.sample_index,
+            "model": self.model,
+            "text": self.text,
+            "num_tokens": self.num_tokens,
+            "finish_reason": self.finish_reason,
+        }
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:

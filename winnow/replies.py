@@ -24,10 +24,14 @@ Rules of one choice (``choices`` is a non-empty list of objects whose ``index`` 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from winnow.confidence import TokenLogprobs
 from winnow.remote import InvalidReply
 
 TEXT_CHARS_PER_TOKEN = 256
@@ -50,15 +54,18 @@ class Choice:
     text: str
     num_tokens: int | None
     finish_reason: str
+    logprobs: TokenLogprobs | None = None
+    """Per-token log-probabilities, when they were asked for (``parse_choices(top_logprobs=k)``)."""
 
 
-def reply_limit(n: int, max_tokens: int) -> int:
-    """Most bytes a reply of ``n`` choices of at most ``max_tokens`` tokens may take.
+def reply_limit(n: int, max_tokens: int, *, top_logprobs: int = 0) -> int:
+    """Most bytes a reply of ``n`` choices of at most ``max_tokens`` tokens may take, with
+    ``top_logprobs`` top entries per token beside each token's own.
 
-    >>> reply_limit(1, 16)
-    98304
+    >>> reply_limit(1, 16), reply_limit(1, 16, top_logprobs=20)
+    (98304, 753664)
     """
-    return BODY_SLACK + n * max_tokens * BYTES_PER_TOKEN
+    return BODY_SLACK + n * max_tokens * BYTES_PER_TOKEN * (1 + top_logprobs)
 
 
 def ended_on_its_own(finish_reason: str) -> bool:
@@ -85,11 +92,13 @@ def finish_reason(value: Any, where: str = "choice") -> str:
     return value
 
 
-def parse_choices(body: Any, *, chat: bool, max_tokens: int) -> list[Choice]:
+def parse_choices(body: Any, *, chat: bool, max_tokens: int, top_logprobs: int = 0) -> list[Choice]:
     """The choices of a decoded chat (``chat=True``) or text completion, in index order.
 
     body: the reply's JSON. Returns one Choice per entry of ``choices``; ``num_tokens`` is
     None when the reply says nothing of it (callers that need it refuse that themselves).
+    top_logprobs: k > 0 when the request asked for k top log-probabilities per token: each
+    choice must then carry them (``token_logprobs``), and its ``logprobs`` holds them.
     """
     rows = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(rows, list) or not all(isinstance(c, dict) for c in rows):
@@ -105,7 +114,65 @@ def parse_choices(body: Any, *, chat: bool, max_tokens: int) -> list[Choice]:
     total = (usage or {}).get("completion_tokens")
     if total is not None:
         _count(total, len(rows) * max_tokens, "usage.completion_tokens")
-    return [_choice(c, chat, max_tokens, total if len(rows) == 1 else None) for c in rows]
+    choices = [_choice(c, chat, max_tokens, total if len(rows) == 1 else None) for c in rows]
+    if top_logprobs:
+        for choice, c in zip(choices, rows, strict=True):
+            choice.logprobs = token_logprobs(c.get("logprobs"), chat=chat, k=top_logprobs, where=f"choice {c['index']}")
+    return choices
+
+
+def token_logprobs(value: Any, *, chat: bool, k: int, where: str) -> TokenLogprobs:
+    """A choice's ``logprobs`` as asked with k top log-probabilities, read strictly.
+
+    Chat: ``{"content": [{"logprob": x, "top_logprobs": [{"logprob": y}, ...]}, ...]}``;
+    completions: ``{"token_logprobs": [x, ...], "top_logprobs": [{"<token>": y, ...}, ...]}``.
+    Each log-probability is a finite number <= 0 (an int or a float, not a bool); each token
+    has at least one top entry, and its confidence is minus the mean of its k highest (a
+    completions reply keys them by token text, so two tokens of one text arrive as one).
+    """
+    pairs = _chat_pairs(value) if chat else _text_pairs(value)
+    if pairs is None:
+        raise InvalidReply(f"{where}: no per-token logprobs, though {k} top log-probabilities were asked for")
+    sampled, confidence = [], []
+    for t, (x, tops) in enumerate(pairs):
+        if not isinstance(tops, list) or not tops:
+            raise InvalidReply(f"{where}: token {t} has no top log-probabilities")
+        sampled.append(_logprob(x, f"{where}: token {t}"))
+        values = sorted((_logprob(y, f"{where}: token {t}") for y in tops), reverse=True)
+        confidence.append(-float(np.mean(values[:k])))
+    return TokenLogprobs(tuple(sampled), tuple(confidence))
+
+
+def _chat_pairs(value: Any) -> list[tuple[Any, Any]] | None:
+    """(sampled log-probability, top log-probabilities) per token of a chat choice's logprobs."""
+    content = value.get("content") if isinstance(value, dict) else None
+    if not isinstance(content, list) or not all(isinstance(e, dict) for e in content):
+        return None
+    return [(e.get("logprob"), _top_values(e.get("top_logprobs"))) for e in content]
+
+
+def _top_values(tops: Any) -> Any:
+    """A chat token's ``top_logprobs`` entries' log-probabilities (as given when not a list of objects)."""
+    if isinstance(tops, list) and all(isinstance(t, dict) for t in tops):
+        return [t.get("logprob") for t in tops]
+    return tops
+
+
+def _text_pairs(value: Any) -> list[tuple[Any, Any]] | None:
+    """(sampled log-probability, top log-probabilities) per token of a completions choice's logprobs."""
+    if not isinstance(value, dict):
+        return None
+    sampled, tops = value.get("token_logprobs"), value.get("top_logprobs")
+    if not isinstance(sampled, list) or not isinstance(tops, list) or len(sampled) != len(tops):
+        return None
+    return [(x, list(t.values()) if isinstance(t, dict) else t) for x, t in zip(sampled, tops, strict=True)]
+
+
+def _logprob(value: Any, where: str) -> float:
+    """A log-probability: a finite number <= 0, not a bool."""
+    if type(value) not in (int, float) or not math.isfinite(value) or value > 0:
+        raise InvalidReply(f"{where}: logprob {_short(value)} is not a finite number <= 0")
+    return float(value)
 
 
 def usage_of(body: dict, choices: list[Choice]) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from winnow.confidence import keep_confident as keep_confident_mask
 from winnow.config import PAIRING_NEEDS, STRATEGY_NEEDS
 from winnow.errors import WinnowError
 
@@ -403,7 +404,22 @@ def consensus_share(answers, equal: Callable[[str, str], bool] | None = None) ->
     return max((len(m) for m in classes), default=0) / len(answers) if len(answers) else 0.0
 
 
-AGGREGATES = ("best", "majority", "weighted", "prm-weighted")
+def confident_share(answers, confidence, equal: Callable[[str, str], bool] | None = None) -> float:
+    """Share of the N samples' summed confidence held by the answer that holds the most of it
+    (DeepConf's consensus beta: the leading answer's confidence-weighted votes over all).
+    Unextractable answers count in the total but never agree, as in ``consensus_share``; a
+    NaN confidence (a sample of no tokens) weighs nothing. Float in [0, 1], 0.0 when nothing weighs.
+
+    >>> confident_share(["4", "4", None, "5"], [1.0, 2.0, 1.0, 4.0])
+    0.5
+    """
+    w = np.nan_to_num(np.asarray(confidence, dtype=float), nan=0.0)
+    total = float(w.sum())
+    classes = vote_classes(answers, equal)
+    return max((float(w[m].sum()) for m in classes), default=0.0) / total if total > 0 else 0.0
+
+
+AGGREGATES = ("best", "majority", "weighted", "prm-weighted", "confidence")
 """Ways Best-of-N picks a prompt's answer (``aggregate``)."""
 
 
@@ -414,36 +430,68 @@ def aggregate(
     *,
     extract: Callable[[str], str | None] | None = None,
     equal: Callable[[str, str], bool] | None = None,
+    confidence=None,
+    keep_confident: float | None = None,
 ) -> int:
     """Best-of-N's answer among one prompt's N candidates: the index of the chosen one, -1 if none.
 
     texts: length N (str, or None for a missing candidate); rewards: length N (NaN = unscored).
     how: ``best`` (the highest reward, ties to the earlier), ``majority`` (the vote over
     extracted answers, ``majority`` without rewards), ``weighted`` (each answer weighs the
-    sum of its rewards) or ``prm-weighted`` (``weighted``, where the caller passes a process
-    reward model's aggregated step scores as ``rewards``: ``winnow.pipeline.best_of_n``). extract: text -> answer or None (default:
+    sum of its rewards), ``prm-weighted`` (``weighted``, where the caller passes a process
+    reward model's aggregated step scores as ``rewards``: ``winnow.pipeline.best_of_n``) or
+    ``confidence`` (each answer weighs the sum of its samples' ``confidence``: DeepConf's
+    confidence-weighted majority vote; the chosen sample is the winner's most confident).
+    extract: text -> answer or None (default:
     ``winnow.answers.extract_answer``); equal: answer equivalence (default ``==``).
-    A vote in which no candidate has an answer falls back to ``best``.
+    confidence: length N, each candidate's confidence (``winnow.confidence.WEIGHT``; NaN:
+    none), for ``confidence`` and ``keep_confident``. keep_confident: a percentage P: only
+    the most confident P% of the candidates take part, whatever ``how``
+    (``winnow.confidence.keep_confident``: DeepConf's filter). A vote in which no candidate
+    has an answer falls back to ``best``.
 
     >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "majority")
     1
     >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "weighted"), aggregate(["a", "b"], [0.1, 0.5])
     (0, 1)
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "confidence", confidence=[5.0, 2.0, 2.5])
+    0
+    >>> aggregate(["= 3", "= 4", "= 4"], [0.9, 0.1, 0.2], "majority", confidence=[3.0, 1.0, 2.0], keep_confident=50)
+    0
     """
     r = np.asarray(rewards, dtype=float)
     if how not in AGGREGATES:
         raise WinnowError(f"unknown aggregate {how!r} (choose from {', '.join(AGGREGATES)})")
     if len(texts) != r.shape[0]:
         raise WinnowError(f"texts and rewards differ in length: {len(texts)} and {r.shape[0]}")
+    c = None
+    if how == "confidence" or keep_confident is not None:
+        texts, r, c = _confident(texts, r, confidence, keep_confident, how)
     if how != "best":
         from winnow.answers import extract_answer
 
         read = extract or extract_answer
         answers = [None if t is None else read(t) for t in texts]
-        picked = majority(answers, rewards=None if how == "majority" else r, equal=equal)
+        weights = {"majority": None, "weighted": r, "prm-weighted": r, "confidence": c}[how]
+        picked = majority(answers, rewards=weights, equal=equal)
         if picked >= 0:
             return picked
     return int(top_per_prompt(r[None, :])[0]) if r.size else -1
+
+
+def _confident(texts, r: np.ndarray, confidence, keep: float | None, how: str):
+    """(texts, rewards, confidence (N,)) with only the most confident ``keep`` % of the
+    candidates left (the others: None, NaN, NaN); all of them when ``keep`` is None."""
+    if confidence is None:
+        raise WinnowError(f"aggregate {how!r} with keep_confident {keep} needs each candidate's confidence")
+    c = np.asarray(confidence, dtype=float)
+    if c.shape != r.shape:
+        raise WinnowError(f"confidence must have one value per candidate ({r.shape[0]}), got shape {c.shape}")
+    if keep is None:
+        return texts, r, c
+    kept = keep_confident_mask(c, keep)
+    texts = [t if k else None for t, k in zip(texts, kept, strict=True)]
+    return texts, np.where(kept, r, np.nan), np.where(kept, c, np.nan)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from winnow import images
 from winnow.errors import WinnowError, where
 from winnow.images import FOLDER, read_stored
 from winnow.images import Image as Stored
@@ -27,9 +28,6 @@ from winnow.images import Image as Stored
 MAX_STORED_BYTES = 64 << 20
 """A stored image file above this size is refused before it is read (generate stores images
 of at most ``--max-image-bytes``, 20 MiB unless raised)."""
-MAX_PIXELS = 64_000_000
-"""An image whose header declares more pixels (width x height) is refused before it is
-decoded: a small compressed file can expand to gigabytes."""
 
 
 def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dict]:
@@ -39,7 +37,7 @@ def image_paths(rows: list[dict], run_dir: str | Path, source: Path) -> list[dic
     without ``images`` (or with ``[]``) is returned as it is. Each path must be
     ``images/<name>`` in ``run_dir``, a regular file (no link) of at most
     ``MAX_STORED_BYTES``, whose bytes hash to the sha256 its name holds, and an image
-    of at most ``MAX_PIXELS``; the row's prompt holds one ``{"type": "image"}`` part for
+    of at most ``images.MAX_IMAGE_PIXELS``; the row's prompt holds one ``{"type": "image"}`` part for
     each (``placeholders``). Raises WinnowError naming the file, line and field, e.g.
     ``select/selected.jsonl:3: field 'images[0]': images/ab.png not found in run``.
     """
@@ -111,8 +109,8 @@ def checked_image(run_dir: Path, name: object, place: str) -> Path:
 
 
 def check_pixels(path: Path, name: str, place: str) -> None:
-    """Refuse a file PIL cannot read as an image, or one over ``MAX_PIXELS`` (read
-    from its header: nothing is decoded)."""
+    """Refuse a file PIL cannot read as an image, or one over ``images.MAX_IMAGE_PIXELS``
+    (the limit prompts are read under), read from its header: nothing is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -120,8 +118,8 @@ def check_pixels(path: Path, name: str, place: str) -> None:
             width, height = image.size
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise WinnowError(f"{place}: {name} is not a readable image ({' '.join(str(e).split())})") from None
-    if width * height > MAX_PIXELS:
-        raise WinnowError(f"{place}: {name} is {width}x{height} pixels, over the {MAX_PIXELS} allowed")
+    if width * height > images.MAX_IMAGE_PIXELS:
+        raise WinnowError(f"{place}: {name} is {width}x{height} pixels, over the {images.MAX_IMAGE_PIXELS} allowed")
 
 
 def dataset(columns: list[dict], *, vision: bool, source: str, model: Path):

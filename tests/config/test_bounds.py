@@ -138,7 +138,8 @@ BAD = [
     (AdaptiveConfig(step=0), "adaptive.step: must be >= 1, got 0"),
     (
         AdaptiveConfig(step=2, stop_when="always"),
-        "adaptive.stop_when: must be one of pass, pass-and-fail, passing:K, consensus:F, got 'always'",
+        "adaptive.stop_when: must be one of pass, pass-and-fail, passing:K, consensus:F, confident-consensus:F, "
+        "got 'always'",
     ),
     (
         AdaptiveConfig(step=2, stop_when="consensus:2"),

@@ -27,7 +27,8 @@ NUMERIC = [
 
 
 BESIDE = {
-    "generate": {"models": ["m"], "backend": "vllm"},  # vllm: the only backend taking the engine fields
+    # vllm: the only backend taking the engine fields; top_logprobs: the confidence fields need it
+    "generate": {"models": ["m"], "backend": "vllm", "top_logprobs": 20},
     "adaptive": {"step": 1},
     "serve": {"best_of": 1, "max_best_of": 1024, "default_max_tokens": 1, "max_tokens": 1 << 20},
     "sft": {"lora": True},  # the LoRA options apply with LoRA only

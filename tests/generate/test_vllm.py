@@ -117,6 +117,17 @@ def test_greedy_equals_hf_and_stops_on_eos(backend, hf):
     assert any(c.finish_reason == "length" and c.num_tokens == 12 for c in out)
 
 
+def test_greedy_logprobs_and_confidence_equal_the_hf_backends(backend, hf):
+    """vLLM's default raw log-probabilities are the model's own distribution, as the hf
+    backend's: greedy, the same tokens, the same per-token values (to float32 rounding)."""
+    asked = with_(GREEDY, top_logprobs=5)
+    out, ref = backend.generate(PROMPTS, asked, seed=0), hf.generate(PROMPTS, asked, seed=0)
+    for c, r in zip(out, ref, strict=True):
+        assert len(c.logprobs.sampled) == c.num_tokens == r.num_tokens
+        assert c.logprobs.sampled == pytest.approx(r.logprobs.sampled, abs=1e-3)
+        assert c.logprobs.confidence == pytest.approx(r.logprobs.confidence, abs=1e-3)
+
+
 def test_n_samples_keyed_and_finish_reasons(backend):
     out = backend.generate(PROMPTS, with_(GREEDY, n=4, temperature=1.0, max_new_tokens=6), seed=0)
     assert [(c.prompt_id, c.sample_index) for c in out] == [(p.id, j) for p in PROMPTS for j in range(4)]

@@ -451,14 +451,11 @@ def test_neutral_values_of_unimplemented_fields_are_accepted(plain):
 @pytest.mark.parametrize(
     "path, field, value, accepted",
     [
-        ("chat", "logprobs", True, "null or false"),
-        ("chat", "top_logprobs", 2, "null or 0"),
         ("chat", "presence_penalty", 0.5, "0"),
         ("chat", "frequency_penalty", -1, "0"),
         ("chat", "response_format", {"type": "json_object"}, 'null or {"type": "text"}'),
         ("chat", "logit_bias", {"50256": -100}, "null or {}"),
         ("chat", "tool_choice", "auto", 'null or "none"'),
-        ("text", "logprobs", 0, "null"),
         ("text", "echo", True, "false"),
     ],
 )

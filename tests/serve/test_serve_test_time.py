@@ -88,12 +88,6 @@ def test_a_budget_buys_whole_candidates_at_their_worst_case(bon):
         ({"budget": 7}, dict(n=2), "budget", "budget must be >= n * max_tokens (2 * 4 = 8), got 7"),
         ({"budget": 0}, {}, "budget", "budget: Input should be greater than or equal to 1"),
         (
-            {"aggregate": "confidence"},
-            {},
-            "aggregate",
-            "aggregate 'confidence' needs the candidates' log-probabilities, which this server's backends do not give",
-        ),
-        (
             {"aggregate": "prm-weighted"},
             {},
             "aggregate",

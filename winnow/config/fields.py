@@ -50,8 +50,8 @@ Pairing = Literal["best-worst", "all", "rso", "pass-fail"]
 """Ways to build preference pairs (``winnow.select.PAIRINGS``)."""
 Pool = Literal["all", "latest"]
 SftFrom = Literal["start", "previous"]
-StopRule = Literal["pass", "pass-and-fail", "passing", "consensus"]
-"""Names of adaptive sampling's stop rules (``passing`` and ``consensus`` take ``:K`` / ``:F``)."""
+StopRule = Literal["pass", "pass-and-fail", "passing", "consensus", "confident-consensus"]
+"""Names of adaptive sampling's stop rules (``passing`` takes ``:K``, the consensus rules ``:F``)."""
 Executor = Literal["local", "ray"]
 """Executors (``winnow.executors.run_shards`` dispatches on them)."""
 Scheduler = Literal[

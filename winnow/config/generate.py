@@ -36,6 +36,14 @@ MAX_N = 10_000
 """Most completions per prompt and model, checked before anything is allocated."""
 MAX_TOP_K = 1 << 31
 """A larger top_k keeps every token anyway, and overflows the int32 vLLM keeps it in."""
+MAX_TOP_LOGPROBS = 20
+"""Most top log-probabilities per token: the OpenAI API's limit, and vLLM's server default."""
+CONFIDENCE_WINDOW = 32
+"""Tokens in a confidence group by default (DeepConf's 2048 is sized for reasoning traces of
+tens of thousands of tokens; 32 fits completions of a few dozen to a few hundred)."""
+CONFIDENCE_FIELDS = {"top_logprobs": 0, "confidence_window": CONFIDENCE_WINDOW, "keep_logprobs": False}
+"""The confidence fields and their defaults: left out of the stage's config while confidence is
+off, so a run dir made before they existed keeps its config hash."""
 
 
 @dataclass
@@ -115,6 +123,20 @@ class GenerateConfig:
     completion tokens; the manifest and the report then show the cost of the requests'
     usage. Unset: token counts only."""
 
+    top_logprobs: int = bounded(0, ge=2, le=MAX_TOP_LOGPROBS, zero="off")
+    """Record each completion's confidence from the log-probabilities of the k most likely
+    tokens at each position (DeepConf's token confidence: minus their mean; 20 in the paper):
+    the row's ``mean_confidence`` and ``lowest_group_confidence``, which ``bon --aggregate
+    confidence``, ``--keep-confident`` and ``--stop-when confident-consensus:F`` read. 0 = off;
+    never changes what is sampled."""
+    confidence_window: int = bounded(CONFIDENCE_WINDOW, ge=1)
+    """Tokens in a group for the lowest group confidence (a sliding window, stride 1; a shorter
+    completion is one group). DeepConf uses 2048 for long reasoning traces; the default 32 suits
+    short completions. Needs top_logprobs."""
+    keep_logprobs: bool = False
+    """Also keep every token's log-probability and confidence in the rows (``token_logprobs``,
+    ``token_confidence``); off: only the two summaries. Needs top_logprobs."""
+
     OPERATIONAL = (
         "concurrency",
         "request_timeout",
@@ -129,7 +151,10 @@ class GenerateConfig:
 
     def stage_config(self) -> dict:
         """The fields that decide the rows, stored and compared on resume."""
-        return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
+        off = self.top_logprobs == 0  # then every confidence field is at its default (validate)
+        return {
+            k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL and not (off and k in CONFIDENCE_FIELDS)
+        }
 
     dtype: Dtype = "auto"
     """Precision of the policy: float32, bfloat16, float16, or ``auto`` (bfloat16 on a CUDA
@@ -160,6 +185,10 @@ class GenerateConfig:
             for name in ("max_requests_per_minute", "max_tokens_per_minute", "price_per_mtok"):
                 if getattr(self, name) is not None:
                     raise WinnowError(f"generate.{name}: only the openai backend takes it (--backend openai)")
+        if self.top_logprobs == 0:  # refused by name, never accepted and ignored
+            for name, default in CONFIDENCE_FIELDS.items():
+                if getattr(self, name) != default:
+                    raise WinnowError(f"generate.{name}: needs top_logprobs (--top-logprobs K, e.g. 20)")
         if not all(self.stop):
             raise WinnowError("generate.stop: stop strings must not be empty")
         if self.backend != "vllm":  # refused by name, never accepted and ignored

@@ -134,8 +134,10 @@ class AdaptiveConfig:
     """Samples per open prompt and step; None: no adaptive sampling (all n at once)."""
     stop_when: str = "pass"
     """When a prompt closes: ``pass`` (one completion with reward >= score.pass_threshold),
-    ``pass-and-fail`` (one of each: a DPO pair), ``passing:K`` (K distinct passing texts) or
-    ``consensus:F`` (the most common extracted answer holds a share >= F of the samples)."""
+    ``pass-and-fail`` (one of each: a DPO pair), ``passing:K`` (K distinct passing texts),
+    ``consensus:F`` (the most common extracted answer holds a share >= F of the samples) or
+    ``confident-consensus:F`` (after the first step, a warm-up, the leading answer holds a
+    share >= F of the samples' summed confidence, DeepConf's stop; needs generate.top_logprobs)."""
     answer: str = "auto"
     """How consensus (and ``bon --aggregate``) reads a completion's answer: ``auto`` (the
     last \\boxed{...}, else 'answer is/:' X, else the last number), ``math`` (math-verify's
@@ -154,15 +156,16 @@ class AdaptiveConfig:
         name, _, value = self.stop_when.partition(":")
         if name not in get_args(StopRule):
             raise WinnowError(
-                f"adaptive.stop_when: must be one of pass, pass-and-fail, passing:K, consensus:F, got {self.stop_when!r}"
+                "adaptive.stop_when: must be one of pass, pass-and-fail, passing:K, consensus:F, "
+                f"confident-consensus:F, got {self.stop_when!r}"
             )
         if name == "passing" and not (value.isdigit() and int(value) >= 1):
             raise WinnowError(
                 f"adaptive.stop_when: passing needs an integer K >= 1 (passing:2), got {self.stop_when!r}"
             )
-        if name == "consensus" and not 0 < _share(value) <= 1:
+        if name in ("consensus", "confident-consensus") and not 0 < _share(value) <= 1:
             raise WinnowError(
-                f"adaptive.stop_when: consensus needs a share F in (0, 1] (consensus:0.6), got {self.stop_when!r}"
+                f"adaptive.stop_when: {name} needs a share F in (0, 1] ({name}:0.6), got {self.stop_when!r}"
             )
         if name in ("pass", "pass-and-fail") and value:
             raise WinnowError(f"adaptive.stop_when: {name} takes no parameter, got {self.stop_when!r}")

@@ -35,6 +35,15 @@ class Sampling:
     """CTRL-style penalty on tokens already in the prompt or completion; 1 = off."""
     stop: tuple[str, ...] = ()
     """Strings that end a completion (not included in its text); finish_reason 'stop'."""
+    top_logprobs: int = 0
+    """Return each completion's per-token log-probabilities (``Completion.logprobs``), with
+    each token's confidence from the k most likely tokens' log-probabilities; 0 = off.
+    Every backend does; it never changes what is sampled. (What to return, not how to
+    sample: not among ``OPTIONAL_SAMPLING``.)"""
+    top_tokens: bool = False
+    """With top_logprobs, ``hf`` only (``winnow serve`` refuses logprobs on other backends):
+    also the sampled token ids and each position's k most likely (token id, log-probability)
+    pairs (``TokenLogprobs.tokens``, ``.top``), which a server's logprobs body names."""
 
 
 OPTIONAL_SAMPLING: dict[str, object] = {"min_p": 0.0, "repetition_penalty": 1.0, "stop": ()}
@@ -73,6 +82,7 @@ def sampling_of(config: GenerateConfig) -> Sampling:
         min_p=config.min_p,
         repetition_penalty=config.repetition_penalty,
         stop=tuple(config.stop),
+        top_logprobs=config.top_logprobs,
     )
     check_sampling(config.backend, sampling)
     return sampling

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,7 @@ def sample(
     repetition_penalty: float = 1.0,
     stop: StopCheck | None = None,
     on_step: StepHook | None = None,
+    logprobs: Logprobs | None = None,
 ) -> list[list[int]]:
     """Sample ``n`` completions for each of the B prompts (lists of token ids).
 
@@ -126,6 +128,7 @@ def sample(
     penalty still applies; pass ``n=1``). Randomness comes from torch's global generator: seed
     it. ``on_step`` (``StepHook``) sees each step's tokens and can end rows early (as a
     finished row does, an ended one shifts the random draws of the rows after it).
+    ``logprobs`` (``Logprobs``) gets each row's log-probabilities; they change no token.
     """
     device = lm.device
     warpers = make_warpers(temperature, top_p, top_k, min_p) if temperature > 0 else None
@@ -142,12 +145,10 @@ def sample(
         fixed = {**fixed, "forward": {**fixed["forward"], "winnow_share": share}}
     with sa.attending_shared(lm) if share is not None else contextlib.nullcontext():
         for step in range(max_new_tokens):
-            tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
-            running = ~torch.isin(tokens, eos)  # (A,)
-            active = rows.tolist()
+            tokens, active = _picked(logits, warpers, penalty, seen, rows, logprobs)  # (A,), A output rows
             for row, token in zip(active, tokens.tolist(), strict=True):
                 out[row].append(token)
-            running = _unstopped(running, out, active, tokens, stop, on_step)
+            running = _unstopped(~torch.isin(tokens, eos), out, active, tokens, stop, on_step)  # (A,)
             if step == max_new_tokens - 1 or not running.any():
                 break
             if not running.all():  # drop finished rows from the cache and the batch
@@ -162,6 +163,55 @@ def sample(
             logits = _forward(lm, tokens[:, None], mask, next_pos[:, None], cache, fixed, first=False)
             next_pos = next_pos + 1
     return out
+
+
+def _picked(logits, warpers, penalty, seen, rows: torch.Tensor, logprobs: Logprobs | None):
+    """One step's tokens (``pick``) and the output row of each (a list); ``logprobs``, when
+    given, scores them from the logits as they were before ``pick``."""
+    scored = logprobs.log_softmax(logits) if logprobs is not None else None
+    tokens = pick(logits, warpers, penalty=penalty, seen=seen)  # (A,)
+    active = rows.tolist()
+    if logprobs is not None and scored is not None:
+        logprobs.add(active, scored, tokens)
+    return tokens, active
+
+
+class Logprobs:
+    """Per-token log-probabilities of what ``sample`` (or ``fallback.sample``) draws, for
+    confidence (``winnow.confidence``): filled when handed to the loop.
+
+    From the model's own distribution, ``log_softmax`` of the raw logits (before the
+    repetition penalty, temperature and the top-k/top-p/min-p filters). ``sampled[r]``: the
+    log-probability of each token of output row r; ``confidence[r]``: each token's
+    confidence, minus the mean of the ``top_k`` highest log-probabilities at that position.
+    With ``keep_top`` also ``top[r]``: each position's ``top_k`` (token id, log-probability)
+    pairs, most likely first (a server's logprobs body names them).
+    """
+
+    def __init__(self, top_k: int, *, keep_top: bool = False):
+        self.top_k = top_k
+        self.keep_top = keep_top
+        # output row -> its tokens' values; a row that sampled nothing reads as []
+        self.sampled: defaultdict[int, list[float]] = defaultdict(list)
+        self.confidence: defaultdict[int, list[float]] = defaultdict(list)
+        self.top: defaultdict[int, list[tuple[tuple[int, float], ...]]] = defaultdict(list)
+
+    def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """(A, V) log-probabilities in float32, a new tensor (the logits are left as they are)."""
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def add(self, rows: list[int], scored: torch.Tensor, tokens: torch.Tensor) -> None:
+        """One step: ``scored`` (A, V) from ``log_softmax``, ``tokens`` (A,) sampled, ``rows``
+        the output row of each of the A rows."""
+        sampled = scored.gather(1, tokens[:, None]).squeeze(1).tolist()
+        top = scored.topk(self.top_k, dim=-1)
+        confidence = (-top.values.mean(dim=-1)).tolist()
+        for row, lp, c in zip(rows, sampled, confidence, strict=True):
+            self.sampled[row].append(lp)
+            self.confidence[row].append(c)
+        if self.keep_top:
+            for row, ids, values in zip(rows, top.indices.tolist(), top.values.tolist(), strict=True):
+                self.top[row].append(tuple(zip(ids, values, strict=True)))
 
 
 def _unstopped(

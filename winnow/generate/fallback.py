@@ -39,6 +39,7 @@ def sample(
     stop: StopCheck | None = None,
     extras: list[dict] | None = None,
     on_step: decode.StepHook | None = None,
+    logprobs: decode.Logprobs | None = None,
 ) -> list[list[int]]:
     """Same arguments and result as ``decode.sample``: B*n token lists, prompt-major, each
     ending at its first EOS, at the token that completed a stop string, or at max_new_tokens.
@@ -46,7 +47,8 @@ def sample(
     ``extras``: per prompt, the model inputs besides its token ids (a vision-language
     model's ``pixel_values`` and the like, as its processor made them), passed to ``generate``.
     ``on_step``: as in ``decode.sample`` (output row b*n + j is sample j of prompt b), called
-    from a stopping criterion after each step of each prompt's ``generate`` call."""
+    from a stopping criterion after each step of each prompt's ``generate`` call.
+    ``logprobs``: filled from ``generate()``'s raw logits (``output_logits``); no token changes."""
     greedy = temperature == 0
     settings: dict = dict(
         repetition_penalty=repetition_penalty,
@@ -58,6 +60,8 @@ def sample(
     )
     if not greedy:  # top_k 0 = off (None would mean generate's default of 50)
         settings.update(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    if logprobs is not None:
+        settings.update(return_dict_in_generate=True, output_logits=True)
     out: list[list[int]] = []
     with _neutral_generation_config(lm):
         for b, prompt in enumerate(prompts):
@@ -69,12 +73,33 @@ def sample(
             elif stop is not None:
                 criteria = StoppingCriteriaList([_StopText(len(prompt), stop)])
             more = {k: v.to(lm.device) for k, v in extras[b].items()} if extras is not None else {}
-            rows = lm.generate(
+            got = lm.generate(
                 input_ids=ids, attention_mask=torch.ones_like(ids), stopping_criteria=criteria, **settings, **more
             )
+            rows = got.sequences if logprobs is not None else got
             samples = [_trim(row[len(prompt) :].tolist(), set(eos_ids), stop) for row in rows]
-            out += samples * n if greedy else samples
+            samples = samples * n if greedy else samples
+            if logprobs is not None:
+                _score(logprobs, got.logits, samples, first_row=len(out), copies=n if greedy else 1)
+            out += samples
     return out
+
+
+def _score(logprobs: decode.Logprobs, logits: tuple, samples: list[list[int]], *, first_row: int, copies: int) -> None:
+    """Fill ``logprobs`` for one prompt's rows from ``generate()``'s per-step raw logits (a
+    tuple of (rows, V), one per step; a finished row's later steps are padding, left out).
+    ``samples``: the rows' trimmed tokens; ``copies``: how often each row was repeated (greedy)."""
+    for step, step_logits in enumerate(logits):
+        scored = logprobs.log_softmax(step_logits)
+        live = [r for r in range(len(samples) // copies) if step < len(samples[r])]  # a greedy row once
+        if not live:
+            continue
+        tokens = torch.tensor([samples[r][step] for r in live], device=scored.device)
+        logprobs.add([first_row + r for r in live], scored[live], tokens)
+    for r in range(len(samples) // copies, len(samples)):  # greedy copies of the one decoded row
+        logprobs.sampled[first_row + r] = list(logprobs.sampled[first_row])
+        logprobs.confidence[first_row + r] = list(logprobs.confidence[first_row])
+        logprobs.top[first_row + r] = list(logprobs.top[first_row])
 
 
 def probe(lm, pad_id: int) -> str | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from winnow.confidence import TokenLogprobs
 from winnow.generate import chat, decode, fallback
 from winnow.generate.contract import Sampling, Watch
 from winnow.generate.stop import StopStrings
@@ -104,24 +105,28 @@ class HFBackend:
         ids, extras = self._encode(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))  # stable: ties keep input order
         tokens: dict[int, list[list[int]]] = {}  # prompt index -> its n completions' token ids
+        scores: dict[int, list[TokenLogprobs | None]] = {}  # prompt index -> their log-probabilities
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             if watch is not None:
                 for i in [i for i in batch if watch.cancelled(i)]:
-                    tokens[i] = [[] for _ in range(sampling.n)]
+                    tokens[i], scores[i] = [[] for _ in range(sampling.n)], [None] * sampling.n
                 batch = [i for i in batch if i not in tokens]
                 if not batch:
                     continue
             hook = _StepWatch(self.tokenizer, watch, batch, sampling, stops) if watch is not None else None
             more = [extras[i] for i in batch] if extras is not None else None
-            for i, samples in zip(
-                batch, self._sample([ids[i] for i in batch], sampling, stops, hook, more), strict=True
-            ):
-                tokens[i] = samples
+            sampled, logprobs = self._sample([ids[i] for i in batch], sampling, stops, hook, more)
+            for i, samples, got in zip(batch, sampled, logprobs, strict=True):
+                tokens[i], scores[i] = samples, got
             if self.on_batch is not None:
                 self.on_batch(len(batch) * sampling.n)
         n = sampling.n
-        return [self._completion(prompt, j, tokens[i][j], stops) for i, prompt in enumerate(prompts) for j in range(n)]
+        return [
+            self._completion(prompt, j, tokens[i][j], stops, scores[i][j])
+            for i, prompt in enumerate(prompts)
+            for j in range(n)
+        ]
 
     def _sample(
         self,
@@ -130,8 +135,9 @@ class HFBackend:
         stops: StopStrings,
         hook: decode.StepHook | None = None,
         extras: list[dict] | None = None,
-    ) -> list[list[list[int]]]:
-        """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens).
+    ) -> tuple[list[list[list[int]]], list[list[TokenLogprobs | None]]]:
+        """Token ids of ``sampling.n`` completions for each prompt: shape (B, n, <= max_new_tokens);
+        and their log-probabilities, (B, n), None each unless ``sampling.top_logprobs``.
         ``extras``: a vision-language model's image inputs per prompt (``chat.vision_inputs``)."""
         greedy = sampling.temperature == 0
         n = 1 if greedy else sampling.n  # greedy samples are all alike: decode once and repeat
@@ -139,6 +145,9 @@ class HFBackend:
         watched: dict = {"on_step": hook} if hook is not None else {}
         if extras is not None:
             watched["extras"] = extras
+        scored = decode.Logprobs(sampling.top_logprobs, keep_top=sampling.top_tokens) if sampling.top_logprobs else None
+        if scored is not None:
+            watched["logprobs"] = scored
         rows = loop(
             self.lm,
             ids,
@@ -155,9 +164,31 @@ class HFBackend:
             **watched,
         )
         # rows are prompt-major: row b*n + j is sample j of prompt b
-        return [rows[b * n : (b + 1) * n] * (sampling.n if greedy else 1) for b in range(len(ids))]
+        copies = sampling.n if greedy else 1
+        per_row: list[TokenLogprobs | None] = [None] * len(rows)
+        if scored is not None:
+            per_row = [
+                TokenLogprobs(
+                    sampled=tuple(scored.sampled[i]),
+                    confidence=tuple(scored.confidence[i]),
+                    tokens=tuple(row) if sampling.top_tokens else (),
+                    top=tuple(scored.top[i]),
+                )
+                for i, row in enumerate(rows)
+            ]
+        return (
+            [rows[b * n : (b + 1) * n] * copies for b in range(len(ids))],
+            [per_row[b * n : (b + 1) * n] * copies for b in range(len(ids))],
+        )
 
-    def _completion(self, prompt: Prompt, sample_index: int, tokens: list[int], stops: StopStrings) -> Completion:
+    def _completion(
+        self,
+        prompt: Prompt,
+        sample_index: int,
+        tokens: list[int],
+        stops: StopStrings,
+        logprobs: TokenLogprobs | None = None,
+    ) -> Completion:
         """``tokens`` ends at its first EOS (kept, and counted), at the token that completed a
         stop string (the text is cut before the stop string), or at max_new_tokens."""
         if not tokens:  # a cancelled prompt that never started: discarded by the caller
@@ -177,6 +208,7 @@ class HFBackend:
             text=text,
             num_tokens=len(tokens),
             finish_reason="stop" if stopped or tokens[-1] in self.eos_ids else "length",
+            logprobs=logprobs,
         )
 
 

@@ -1,8 +1,9 @@
 """The ``openai`` backend: completions from any OpenAI-compatible server (vLLM, SGLang, TGI,
 llama.cpp, ``winnow serve``, a hosted API), through the official async client.
 
-What is sent: ``n``, ``temperature``, ``top_p``, ``max_tokens``, ``seed`` and ``stop`` as
-the OpenAI API defines them; ``top_k``, ``min_p`` and ``repetition_penalty``, which the
+What is sent: ``n``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop`` and,
+when confidence is asked for (``Sampling.top_logprobs`` = k), ``logprobs`` with k top
+log-probabilities per token, as the OpenAI API defines them; ``top_k``, ``min_p`` and ``repetition_penalty``, which the
 official API lacks, go in the request body as extra fields when they are not neutral
 (vLLM, SGLang and ``winnow serve`` read them; a server that does not know them answers
 400, which is an error here, never a silent default).
@@ -226,8 +227,10 @@ class OpenAIBackend:
         """One HTTP request; returns its choices in index order, checked (``winnow.replies``),
         and its usage (which settles the pacer's estimate)."""
         chat, params = self.params(prompt, sampling, n, seed, logprobs)
-        body = await remote.create(client, chat=chat, limit=reply_limit(n, sampling.max_new_tokens), **params)
-        choices = parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens)
+        top = sampling.top_logprobs
+        limit = reply_limit(n, sampling.max_new_tokens, top_logprobs=top)
+        body = await remote.create(client, chat=chat, limit=limit, **params)
+        choices = parse_choices(body, chat=chat, max_tokens=sampling.max_new_tokens, top_logprobs=top)
         usage = usage_of(body, choices)
         used = None if usage["prompt_tokens"] is None else usage["prompt_tokens"] + usage["completion_tokens"]
         self.pacer.settle(self.estimate(prompt, sampling, n), used)
@@ -251,13 +254,14 @@ class OpenAIBackend:
         if sampling.stop:
             common["stop"] = list(sampling.stop)
         chat = self.endpoint_of(prompt) == "chat"
+        top = sampling.top_logprobs  # confidence asked for: logprobs with the k top ones (they count tokens too)
         if chat:
-            if logprobs:
-                common.update(logprobs=True, top_logprobs=0)
+            if logprobs or top:
+                common.update(logprobs=True, top_logprobs=top)
             common["messages"] = openai_messages(prompt)  # images as data: URL content parts
         else:
-            if logprobs:
-                common["logprobs"] = 0
+            if logprobs or top:
+                common["logprobs"] = top
             common["prompt"] = prompt.text
         return chat, common
 
@@ -293,6 +297,7 @@ class OpenAIBackend:
             text=choice.text,
             num_tokens=choice.num_tokens,
             finish_reason=choice.finish_reason,
+            logprobs=choice.logprobs,
         )
 
 

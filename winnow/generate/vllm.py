@@ -19,6 +19,7 @@ import zlib
 import numpy as np
 import torch
 
+from winnow.confidence import TokenLogprobs
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import chat
 from winnow.generate.contract import Sampling
@@ -180,6 +181,7 @@ class VLLMBackend:
                 stop=list(sampling.stop) or None,
                 max_tokens=sampling.max_new_tokens,
                 seed=request_seed(seed, p.id),
+                logprobs=sampling.top_logprobs or None,  # None: none computed (0 would give the sampled token's)
             )
             for p in prompts
         ]
@@ -201,9 +203,33 @@ class VLLMBackend:
                         text=c.text,
                         num_tokens=len(c.token_ids),
                         finish_reason=c.finish_reason,
+                        logprobs=token_logprobs(c.token_ids, c.logprobs, sampling.top_logprobs),
                     )
                 )
         return rows
+
+
+def token_logprobs(token_ids, logprobs, k: int) -> TokenLogprobs | None:
+    """A vLLM sample's log-probabilities as the contract has them; None unless asked (k > 0).
+
+    ``logprobs``: one dict per sampled token, token id -> ``Logprob`` (``.logprob``), holding
+    the k most likely tokens and the sampled one (k + 1 entries when it is not among them).
+    vLLM's default ``logprobs_mode`` gives the model's raw distribution, as the hf backend does.
+
+    >>> from types import SimpleNamespace as L
+    >>> got = token_logprobs([7], [{3: L(logprob=-0.5), 9: L(logprob=-1.5), 7: L(logprob=-4.0)}], 2)
+    >>> got.sampled, got.confidence
+    ((-4.0,), (1.0,))
+    """
+    if not k:
+        return None
+    if logprobs is None or len(logprobs) != len(token_ids):
+        raise WinnowError(f"vLLM returned no log-probabilities for {len(token_ids)} tokens, though {k} were asked for")
+    sampled = tuple(float(step[t].logprob) for t, step in zip(token_ids, logprobs, strict=True))
+    confidence = tuple(
+        -float(np.mean(sorted((float(lp.logprob) for lp in step.values()), reverse=True)[:k])) for step in logprobs
+    )
+    return TokenLogprobs(sampled, confidence)
 
 
 def request_seed(seed: int, prompt_id: str) -> int:

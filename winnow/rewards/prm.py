@@ -349,7 +349,8 @@ def load_model(folder: Path, shape: str, dtype):
 def load_process_reward_head(folder: Path, dtype):
     """A ``*ForProcessRewardModel`` folder (Qwen2.5-Math-PRM) as a token classifier: the base
     model of its type, and its head ``score``, Linear(h, h) - ReLU - Linear(h, 2), built
-    here, the weights read from its safetensors files (no code from the folder runs)."""
+    here, the weights read from its safetensors files (no code from the folder runs; an
+    ``lm_head`` left in them is not read)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForTokenClassification
 
@@ -360,6 +361,8 @@ def load_process_reward_head(folder: Path, dtype):
     state: dict = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
+    # a PRM checkpoint may still hold the LM head it was trained from; nothing reads it (vLLM skips it too)
+    state = {k: v for k, v in state.items() if not k.startswith("lm_head.")}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from winnow import select
 from winnow.config import ServeConfig
+from winnow.config.generate import CONFIDENCE_WINDOW, MAX_TOP_LOGPROBS
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling, check_sampling
 from winnow.records import Completion, Prompt
@@ -31,19 +32,32 @@ AGGREGATES: tuple[str, ...] = tuple(dict.fromkeys((*select.AGGREGATES, "confiden
 """How a request may ask the answer to be chosen (``aggregate``): ``best`` = the
 highest-reward candidates; ``majority`` and ``weighted`` = the vote over the candidates'
 final answers, plain or reward-weighted (``winnow.select.aggregate``); ``confidence`` = the
-vote weighted by each candidate's token confidence (DeepConf). ``UNSERVED`` names those a
-server cannot do."""
+vote weighted by each candidate's lowest group confidence (DeepConf: ``winnow.confidence``),
+from ``CONFIDENCE_TOP`` top log-probabilities per token over windows of
+``CONFIDENCE_WINDOW`` tokens. ``UNSERVED`` names those a server cannot do."""
+CONFIDENCE_TOP = MAX_TOP_LOGPROBS
+"""Top log-probabilities per token a ``confidence`` vote asks the backend for (DeepConf's 20)."""
 UNSERVED: dict[str, str] = {
     "prm-weighted": "weighs votes by a process reward model's scores apart from the other rewards, which "
     "winnow bon does; a server sums its rewards: serve with --prm-model as the only reward and ask for weighted",
-    "confidence": "needs the candidates' log-probabilities, which this server's backends do not give",
 }
 """Aggregates a server cannot do, each with why (the end of a sentence)."""
 
 
-def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listing: bool = False) -> BaseModel:
+def body(
+    kind: str,
+    id: str,
+    served: str,
+    got: Outcome,
+    picked: Picked,
+    *,
+    listing: bool = False,
+    logprobs: int | None = None,
+    tokenizer=None,
+) -> BaseModel:
     """The JSON answer: a chat completion or a text completion with the picked choices
-    (``listing``: and every candidate, ``listed``)."""
+    (``listing``: and every candidate, ``listed``; ``logprobs``, the top log-probabilities
+    asked per token: each choice's, its tokens named by ``tokenizer``)."""
     created = int(time.time())
     more = extras(got) | (listed(got, picked) if listing else {})
     if kind == "chat":
@@ -55,6 +69,7 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listi
                     finish_reason=c.finish_reason,
                     num_tokens=c.num_tokens,
                     reward=r,
+                    logprobs=chat_logprobs(c, logprobs, tokenizer) if logprobs is not None else None,
                 )
             )
             for i, (c, r) in enumerate(picked)
@@ -62,11 +77,55 @@ def body(kind: str, id: str, served: str, got: Outcome, picked: Picked, *, listi
         return schema.ChatCompletion(id=id, created=created, model=served, choices=chat, **more)
     text = [
         schema.TextChoice.model_validate(
-            dict(index=i, text=c.text, finish_reason=c.finish_reason, num_tokens=c.num_tokens, reward=r)
+            dict(
+                index=i,
+                text=c.text,
+                finish_reason=c.finish_reason,
+                num_tokens=c.num_tokens,
+                reward=r,
+                logprobs=text_logprobs(c, logprobs, tokenizer) if logprobs is not None else None,
+            )
         )
         for i, (c, r) in enumerate(picked)
     ]
     return schema.TextCompletion(id=id, created=created, model=served, choices=text, **more)
+
+
+LOGPROB_FLOOR = -9999.0
+"""A log-probability of -inf (a token the model rules out) as OpenAI writes it: JSON has no -inf."""
+
+
+def chat_logprobs(c: Completion, k: int, tokenizer) -> schema.ChatLogprobs | None:
+    """A chat choice's ``logprobs``: each token, its log-probability and its k most likely alternatives."""
+    lp = c.logprobs
+    if lp is None:
+        return None
+
+    def entry(token: int, value: float) -> dict:
+        text = tokenizer.decode([token])
+        return {"token": text, "logprob": max(value, LOGPROB_FLOOR), "bytes": list(text.encode("utf-8"))}
+
+    content = [
+        schema.TokenLogprob(**entry(t, x), top_logprobs=[schema.TopLogprob(**entry(i, y)) for i, y in top[:k]])
+        for t, x, top in zip(lp.tokens, lp.sampled, lp.top, strict=True)
+    ]
+    return schema.ChatLogprobs(content=content)
+
+
+def text_logprobs(c: Completion, k: int, tokenizer) -> schema.TextLogprobs | None:
+    """A text choice's ``logprobs``: tokens, their log-probabilities, the k most likely alternatives
+    of each (by token text), and where each token starts in the text."""
+    lp = c.logprobs
+    if lp is None:
+        return None
+    tokens = [tokenizer.decode([t]) for t in lp.tokens]
+    offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    return schema.TextLogprobs(
+        tokens=tokens,
+        token_logprobs=[max(x, LOGPROB_FLOOR) for x in lp.sampled],
+        top_logprobs=[{tokenizer.decode([i]): max(y, LOGPROB_FLOOR) for i, y in top[:k]} for top in lp.top],
+        text_offset=offsets,
+    )
 
 
 def check_aggregate(name: str | None, *, rewarded: bool) -> None:
@@ -97,8 +156,30 @@ def choose(name: str | None, got: Outcome, n: int) -> Picked:
                 return ranked[:n]
             first = got.candidates[chosen]
             return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
+        case "confidence":
+            return confident(got, n)
         case _:  # refused in check_aggregate
             raise ApiError(400, f"aggregate {name!r} is not available", param="aggregate")
+
+
+def confident(got: Outcome, n: int) -> Picked:
+    """``aggregate: confidence``: the vote's winner (``select.aggregate(..., "confidence")``,
+    each candidate weighing its lowest group confidence) first, then the rest by reward."""
+    from winnow.confidence import WEIGHT, summarize
+    from winnow.select import aggregate
+
+    ranked = pick(got, len(got.candidates))
+    rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
+    weights = [
+        math.nan if c.logprobs is None else summarize(c.logprobs.confidence, CONFIDENCE_WINDOW)[WEIGHT]
+        for c in got.candidates
+    ]
+    weights = [math.nan if w is None else w for w in weights]
+    chosen = aggregate([c.text for c in got.candidates], rewards, "confidence", confidence=weights)
+    if chosen < 0:
+        return ranked[:n]
+    first = got.candidates[chosen]
+    return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
 
 
 def extras(got: Outcome) -> dict:
@@ -207,7 +288,26 @@ def sampling_of(
         check_sampling(backend_name, sampling)
     except WinnowError as e:
         raise ApiError(400, str(e).split(": ", 1)[-1], param=str(e).split(":", 1)[0].split(".")[-1]) from None
-    return sampling
+    if req.aggregate == "confidence":  # the vote weighs each candidate's confidence
+        sampling = replace(sampling, top_logprobs=max(sampling.top_logprobs, CONFIDENCE_TOP))
+    return with_logprobs(req, sampling, backend_name)
+
+
+def with_logprobs(req: schema.SamplingFields, sampling: Sampling, backend_name: str) -> Sampling:
+    """``sampling`` asking the backend for the log-probabilities the request wants (at least
+    one top one: the contract's confidence needs it), or refused by name."""
+    if isinstance(req, schema.ChatCompletionRequest) and req.top_logprobs and not req.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    asked = req.asked_logprobs()
+    if asked is None:
+        return sampling
+    if req.stream:
+        raise ApiError(400, "logprobs is not available with stream: true", param="logprobs")
+    if backend_name != "hf":
+        raise ApiError(
+            400, f"logprobs needs a server on the hf backend (this one runs {backend_name})", param="logprobs"
+        )
+    return replace(sampling, top_logprobs=max(asked, 1, sampling.top_logprobs), top_tokens=True)
 
 
 Kind = Literal["chat", "text"]

@@ -134,7 +134,18 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         return Response(status_code=499)
     picked = choose(req.aggregate, got, req.n)
     s.count(got, picked, asked.arrived, streamed=False)
-    answered = body(asked.kind, prompt.id, s.served, got, picked, listing=req.return_candidates)
+    tokenizer = getattr(s.backend, "tokenizer", None)  # names the tokens of a logprobs body (hf only)
+    asked_logprobs = req.asked_logprobs()
+    answered = body(
+        asked.kind,
+        prompt.id,
+        s.served,
+        got,
+        picked,
+        listing=req.return_candidates,
+        logprobs=asked_logprobs,
+        tokenizer=tokenizer,
+    )
     return answered.model_dump(exclude_none=not rewarded, exclude=None if req.return_candidates else LISTING)
 
 

@@ -4,7 +4,7 @@ Requests are validated strictly, as OpenAI validates them: a field of the wrong 
 (``"max_tokens": "4"``, ``"n": true``, ``"seed": 5.0``) is a 400 naming it, never converted; a
 number field takes an integer (``"temperature": 1``). Unknown fields are refused
 (``extra="forbid"``). An OpenAI field the server does not implement (``presence_penalty``,
-``logprobs`` ...) is accepted at its neutral value, the one clients send by default, which
+``logit_bias`` ...) is accepted at its neutral value, the one clients send by default, which
 leaves the answer as it is (``NEUTRAL``); any other value is a 400 naming it, never silently
 dropped. Beyond the
 official fields, requests may carry ``top_k``, ``min_p``, ``repetition_penalty`` (as vLLM
@@ -37,8 +37,6 @@ class Strict(BaseModel):
 
 
 NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "presence_penalty": (0.0,),
     "frequency_penalty": (0.0,),
     "logit_bias": (None, {}),
@@ -56,7 +54,7 @@ a request field (typed as OpenAI types it); a request whose value is not neutral
 def is_neutral(field: str, value: Any, neutral: dict[str, tuple[Any, ...]] = NEUTRAL) -> bool:
     """Whether ``value`` is one of the field's neutral values, type included (``0`` is not ``false``).
 
-    >>> is_neutral("logprobs", False), is_neutral("logprobs", 0), is_neutral("presence_penalty", 0.0)
+    >>> is_neutral("echo", False), is_neutral("echo", 0), is_neutral("presence_penalty", 0.0)
     (True, False, True)
     >>> is_neutral("response_format", {"type": "json_object"})
     False
@@ -157,6 +155,10 @@ class SamplingFields(Strict):
                 raise ValueError(f"a stop string has at most {MAX_STOP_CHARS} characters, got {len(s)}")
         return value
 
+    def asked_logprobs(self) -> int | None:
+        """Top log-probabilities asked for per token; None: no logprobs (each body says how it asks)."""
+        return None
+
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -195,9 +197,16 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = like(None, "max_new_tokens")
     logprobs: bool | None = None
-    """Not implemented: only null or false is accepted."""
-    top_logprobs: int | None = None
-    """Not implemented: only null or 0 is accepted."""
+    """true: each choice's ``logprobs.content`` gives every token's log-probability under the
+    model's own distribution (before temperature and the other sampling settings), with its
+    ``top_logprobs`` most likely alternatives (``--backend hf``; not with ``stream``)."""
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    """With logprobs: the most likely tokens listed at each position, 0 to 20."""
+
+    def asked_logprobs(self) -> int | None:
+        """Top log-probabilities asked for per token; None: no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     response_format: dict[str, Any] | None = None
     """Not implemented: only null or ``{"type": "text"}`` is accepted."""
     tools: list[dict[str, Any]] | None = None
@@ -208,14 +217,18 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: str
-    logprobs: int | None = None
-    """Not implemented: only null is accepted (0 asks for the sampled tokens' log-probabilities)."""
+    logprobs: int | None = Field(None, ge=0, le=20)
+    """Each choice's ``logprobs`` gives every token's log-probability under the model's own
+    distribution, with this many most likely alternatives per position (0 to 20; 0: the
+    sampled tokens' alone); ``--backend hf``, not with ``stream``."""
     echo: bool = False
     """Not implemented: only false is accepted."""
     suffix: str | None = None
     """Not implemented: only null or ``""`` is accepted."""
 
-    neutral: ClassVar[dict[str, tuple[Any, ...]]] = {**NEUTRAL, "logprobs": (None,)}
+    def asked_logprobs(self) -> int | None:
+        """Top log-probabilities asked for per token; None: no logprobs."""
+        return self.logprobs
 
 
 class Usage(BaseModel):
@@ -229,13 +242,36 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob]
+    """One entry per completion token, the sampled token's log-probability and its alternatives."""
+
+
+class TextLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str
     """'stop' or 'length'; with ``--backend openai``, another reason the upstream gave
     (``content_filter``, ``abort``) or ``other`` when it gave none."""
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
+    """With ``logprobs: true``: every completion token's log-probability (EOS included)."""
     num_tokens: int
     """Completion tokens of this choice (winnow extension: usage only gives the total)."""
     reward: float | None = None
@@ -248,7 +284,8 @@ class TextChoice(BaseModel):
     finish_reason: str
     """'stop' or 'length'; with ``--backend openai``, another reason the upstream gave
     (``content_filter``, ``abort``) or ``other`` when it gave none."""
-    logprobs: None = None
+    logprobs: TextLogprobs | None = None
+    """With ``logprobs: K``: every completion token's log-probability (EOS included)."""
     num_tokens: int
     reward: float | None = None
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from winnow import images
 from winnow.budget import LIMITS, Usage, per_worker
+from winnow.confidence import row_columns
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
 from winnow.executors import ERROR, Meter, ShardReport, ShardTask, run_shards
@@ -261,6 +262,8 @@ class GenerateWorker:
             row = c.to_row()
             if (c.prompt_id, c.sample_index) in usage:
                 row["usage"] = usage[(c.prompt_id, c.sample_index)]
+            # the log-probabilities as the config keeps them: two numbers, or every token's too
+            row.update(row_columns(c.logprobs, window=self.config.confidence_window, keep=self.config.keep_logprobs))
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
             row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
