@@ -7,9 +7,13 @@ samples it read (whole steps), which is what sampling it for real would have cos
 adaptive loop draws the same columns in the same order (``winnow.adaptive.is_closed`` is
 the rule here and there).
 
-(A) Arithmetic questions with a reference answer (math verifier, pass at 1.0), N = 16:
-    one sample; majority of N (math-verify's equality); ``consensus:F`` adaptive stopping;
-    Best-of-N picked by the verifier (an oracle: it reads the reference).
+(A) Arithmetic questions with a reference answer (math verifier, pass at 1.0), N = 16,
+    sampled with each completion's confidence (``--top-logprobs 20``, which changes no
+    token): one sample; majority of N (math-verify's equality); confidence-weighted
+    majority (DeepConf: each vote weighs its sample's lowest group confidence);
+    ``consensus:F`` and ``confident-consensus:F`` adaptive stopping (the latter after a
+    warm-up step, as ``winnow.adaptive`` runs it); Best-of-N picked by the verifier (an
+    oracle: it reads the reference).
 (B) The constraints demo's training prompts (IFEval strict check), N = 8: one sample;
     Best-of-N by the verifier's reward (it reads the prompt's instruction list, as a
     verified run does); ``pass`` adaptive stopping.
@@ -34,8 +38,9 @@ import numpy as np
 
 from winnow import select as sel
 from winnow import stages
-from winnow.adaptive import is_closed
+from winnow.adaptive import WARM_UP, is_closed
 from winnow.answers import answer_tools
+from winnow.confidence import WEIGHT
 from winnow.config import GenerateConfig, ScoreConfig
 from winnow.demo_constraints import PASS, REWARD, constraint_prompts
 from winnow.models import SMOLLM2
@@ -50,6 +55,8 @@ CONSENSUS = 0.6
 share the targets are checked at)."""
 LOOSER = 0.5
 """A looser share, shown beside it (2 of the first 4 samples agreeing stop a prompt)."""
+TOP_LOGPROBS = 20
+"""Top log-probabilities per token behind each sample's confidence (DeepConf's k)."""
 
 
 @dataclass
@@ -58,13 +65,15 @@ class Matrix:
 
     correct: bool (M, N), the verifier's verdict; tokens: int (M, N); texts: (M, N) str;
     answers: (M, N) the extracted answers (None: none), for the votes; equal: when two
-    answers are the same (None: ``==``)."""
+    answers are the same (None: ``==``); confidence: float (M, N), each sample's lowest
+    group confidence (NaN: none recorded)."""
 
     correct: np.ndarray
     tokens: np.ndarray
     texts: list[list[str]]
     answers: list[list[str | None]]
     equal: Callable[[str, str], bool] | None = None
+    confidence: np.ndarray | None = None
 
 
 @dataclass
@@ -92,10 +101,15 @@ def arithmetic_prompts(count: int, seed: int = 0) -> list[Prompt]:
     return out
 
 
-def sampled(root: Path, prompts: list[Prompt], score: ScoreConfig, *, n: int, tokens: int, tools=None) -> Matrix:
+def sampled(
+    root: Path, prompts: list[Prompt], score: ScoreConfig, *, n: int, tokens: int, tools=None, top_logprobs: int = 0
+) -> Matrix:
     """Sample N per prompt and score them (a run directory; a rerun resumes), as a Matrix;
-    ``tools``: the (extract, equal) of the votes (``winnow.answers.answer_tools``)."""
-    config = GenerateConfig(models=[SMOLLM2], n=n, temperature=0.8, max_new_tokens=tokens, batch_size=64, seed=3)
+    ``tools``: the (extract, equal) of the votes (``winnow.answers.answer_tools``);
+    ``top_logprobs``: record each sample's confidence (0: not)."""
+    config = GenerateConfig(
+        models=[SMOLLM2], n=n, temperature=0.8, max_new_tokens=tokens, batch_size=64, seed=3, top_logprobs=top_logprobs
+    )
     stages.generate(root, prompts, config)
     stages.score(root, score)
     scored, by_key, rewards, _ = load_scored(root)
@@ -109,6 +123,7 @@ def sampled(root: Path, prompts: list[Prompt], score: ScoreConfig, *, n: int, to
         texts=texts,
         answers=[[tools[0](t) for t in row] for row in texts] if tools else [[None] * n for _ in texts],
         equal=tools[1] if tools else None,
+        confidence=np.array([[np.nan if r.get(WEIGHT) is None else r[WEIGHT] for r in row] for row in rows]),
     )
 
 
@@ -138,11 +153,15 @@ def stopped(
 
 
 def _stop_at(m: Matrix, i: int, rule: tuple[str, float], maximum: int, step: int) -> int:
+    """Samples read before prompt i closes; under ``WARM_UP``'s rule not on the first step."""
     read = 0
     while read < maximum:
         read = min(read + step, maximum)
+        if rule[0] == WARM_UP and read == step:
+            continue
         rewards = m.correct[i, :read].astype(float)
-        if is_closed(rule, rewards, m.texts[i][:read], m.answers[i][:read], 1.0, m.equal):
+        confidence = None if m.confidence is None else m.confidence[i, :read]
+        if is_closed(rule, rewards, m.texts[i][:read], m.answers[i][:read], 1.0, m.equal, confidence):
             return read
     return read
 
@@ -154,6 +173,22 @@ def _right(m: Matrix, i: int, j: int) -> bool:
 def voter(m: Matrix) -> Callable[[int, int], int]:
     """The majority vote over a prompt's first n samples (``winnow.select.majority``)."""
     return lambda i, n: sel.majority(m.answers[i][:n], equal=m.equal)
+
+
+def confident_voter(m: Matrix) -> Callable[[int, int], int]:
+    """The confidence-weighted vote over a prompt's first n samples (``winnow.select.aggregate``
+    with ``confidence``: each answer weighs its samples' lowest group confidences)."""
+    assert m.confidence is not None
+    unscored = [np.nan] * len(m.correct[0])
+    return lambda i, n: sel.aggregate(
+        m.texts[i][:n], unscored[:n], "confidence", extract=_read(m, i), equal=m.equal, confidence=m.confidence[i, :n]
+    )
+
+
+def _read(m: Matrix, i: int) -> Callable[[str], str | None]:
+    """Prompt i's extracted answers, looked up by text (extracted once, in ``sampled``)."""
+    known = dict(zip(m.texts[i], m.answers[i], strict=True))
+    return known.__getitem__
 
 
 def verified(m: Matrix) -> Callable[[int, int], int]:
@@ -198,18 +233,33 @@ def table(title: str, m: Matrix, methods: list[Method], reference: Method) -> li
 
 def arithmetic(root: Path, count: int, n: int, tokens: int) -> tuple[list[dict], dict]:
     score = ScoreConfig(reward_fn="math", pass_threshold=1.0)
-    m = sampled(root / "arithmetic", arithmetic_prompts(count), score, n=n, tokens=tokens, tools=answer_tools("math"))
-    vote = voter(m)
+    tools = answer_tools("math")
+    m = sampled(
+        root / "arithmetic",
+        arithmetic_prompts(count),
+        score,
+        n=n,
+        tokens=tokens,
+        tools=tools,
+        top_logprobs=TOP_LOGPROBS,
+    )
+    vote, confident, step = voter(m), confident_voter(m), STEPS["arithmetic"]
     majority = fixed(f"majority of {n}", m, vote, n)
+    adaptive = stopped(
+        f"confident-consensus:{CONSENSUS} stopping", m, ("confident-consensus", CONSENSUS), confident, n, step
+    )
     methods = [
         single(m),
         majority,
-        stopped(f"consensus:{CONSENSUS} stopping", m, ("consensus", CONSENSUS), vote, n, STEPS["arithmetic"]),
-        stopped(f"consensus:{LOOSER} stopping", m, ("consensus", LOOSER), vote, n, STEPS["arithmetic"]),
+        fixed(f"confidence-weighted majority of {n}", m, confident, n),
+        stopped(f"consensus:{CONSENSUS} stopping", m, ("consensus", CONSENSUS), vote, n, step),
+        stopped(f"consensus:{LOOSER} stopping", m, ("consensus", LOOSER), vote, n, step),
+        adaptive,
+        stopped(f"confident-consensus:{LOOSER} stopping", m, ("confident-consensus", LOOSER), confident, n, step),
         fixed(f"Best-of-{n} by the verifier (oracle)", m, verified(m), n),
     ]
     title = f"(A) {count} arithmetic questions, math verifier, N = {n}, {tokens} new tokens"
-    return table(title, m, methods, majority), {"consensus": methods[2], "majority": majority}
+    return table(title, m, methods, majority), {"adaptive": adaptive, "majority": majority}
 
 
 def constraints(root: Path, count: int, n: int, tokens: int) -> list[dict]:
@@ -247,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     a_rows, a = arithmetic(root, questions, n_a, tokens)
     b_rows = constraints(root, count, n_b, tokens)
     seconds = time.perf_counter() - start
-    checks = _checks(a["majority"], a["consensus"], quick=args.quick)
+    checks = _checks(a["majority"], a["adaptive"], quick=args.quick)
     print(f"\n({seconds:.0f} s in all: sampling, or resuming it from --run-dir, and the replays)")
     return {
         "benchmark": "test_time",

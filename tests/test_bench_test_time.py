@@ -57,6 +57,19 @@ def test_methods_on_a_hand_made_matrix(bench):
     assert first_pass.name == "pass (step 2)" and first_pass.tokens == (1 + 2) + (9 + 10 + 11 + 12 + 13 + 14)
 
 
+def test_confidence_votes_and_confident_stopping_wait_out_the_warm_up(bench):
+    m = matrix(bench)
+    # prompt 1: sample 5 (the right "6") is far more confident than the rest together
+    m.confidence = np.ones((2, 8))
+    m.confidence[1, 5] = 20.0
+    vote = bench.fixed("confidence", m, bench.confident_voter(m), 8)
+    assert vote.correct.tolist() == [1.0, 1.0]
+    # prompt 0 agrees from the first step, but the first step is the warm-up: it closes after 8
+    # (share 7/8); prompt 1 closes once sample 5 is read, at 8 (20 of 27)
+    stop = bench.stopped("cc", m, ("confident-consensus", 0.6), bench.confident_voter(m), 8, 4)
+    assert stop.samples == 8 + 8 and stop.correct.tolist() == [1.0, 1.0] and stop.name == "cc (step 4)"
+
+
 def test_the_band_holds_the_mean(bench):
     values = np.array([1.0, 0.0, 1.0, 1.0])
     low, high = bench.band(values)

@@ -16,8 +16,10 @@ import pytest
 from helpers import write_jsonl
 from serving import FakeServer
 
-from winnow.budget import Pacer, Usage, estimate_tokens
+from winnow.budget import LIMITS, Pacer, Usage, estimate_tokens, per_worker
 from winnow.cli import main
+from winnow.config import ExecutorConfig, ScoreConfig
+from winnow.remote import judge_client
 
 PROMPTS = [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(10)]
 SLACK = 0.15
@@ -171,7 +173,7 @@ def test_the_pacer_spaces_waiters_by_the_clock_and_books_what_a_reply_used():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--max-requests-per-minute", "0"], "generate.max_requests_per_minute: must be >= 1, got 0"),
+        (["--max-requests-per-minute", "0"], "generate.max_requests_per_minute: must be finite and > 0, got 0.0"),
         (
             ["--price-per-mtok", "1"],
             "generate.price_per_mtok: expected IN,OUT (two prices per million tokens), got [1.0]",
@@ -194,3 +196,21 @@ def test_a_limit_on_a_local_backend_or_without_a_judge_is_refused(folder, capsys
     assert capsys.readouterr().err == (
         "winnow: error: score.judge_price_per_mtok: only the judge takes it (reward_judge, --reward-judge)\n"
     )
+
+
+def test_ray_workers_each_hold_their_share_of_the_limits():
+    """Every worker process paces its own requests: together they keep the whole limit."""
+    ray, local = ExecutorConfig(name="ray", workers=3), ExecutorConfig(workers=3)
+    assert (ray.share(), local.share()) == (3, 1)
+    judge = ScoreConfig(reward_judge="http://127.0.0.1:1/v1", judge_model="j", judge_max_tokens_per_minute=900)
+    shared = per_worker(judge, LIMITS["score"], ray.share())
+    assert (shared.judge_max_tokens_per_minute, shared.judge_max_requests_per_minute) == (300.0, None)
+    assert per_worker(judge, LIMITS["score"], local.share()) is judge
+    assert judge_client(shared).pacer().token_gap == 60 / 300
+
+
+def test_the_dry_run_prices_the_most_the_completions_may_use(folder, capsys):
+    assert generate(folder, "http://127.0.0.1:9/v1", "run", "--price-per-mtok", "1,2", "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "tokens to sample: at most 40 (10 completions x max_new_tokens 4)" in out
+    assert "their price: at most 8e-05 for those tokens, plus the prompts' tokens" in out  # 40 x 2 / 10**6

@@ -215,6 +215,7 @@ def test_round_trip_through_winnow_serve_then_score_and_select(tmp_path, tiny_po
         wait_healthy(url, proc)
         flags = ["--prompts", str(tmp_path / "prompts.jsonl"), "--backend", "openai", "--base-url", f"{url}/v1"]
         flags += ["--model", model, "--n", "1", "--max-new-tokens", "5", "--shard-size", "3", "--seed", "11"]
+        flags += ["--top-logprobs", "2"]  # the rows keep confidence columns: the import must make them alike
         assert main(["batch-requests", *flags, "--out", str(tmp_path / "batch.jsonl")]) == 0
         answer_all(tmp_path / "batch.jsonl", f"{url}/v1", tmp_path / "results.jsonl", shuffle=1)
         # one request at a time, as the lines were answered: winnow serve samples a batch of
@@ -231,3 +232,5 @@ def test_round_trip_through_winnow_serve_then_score_and_select(tmp_path, tiny_po
         assert (tmp_path / "batch" / name).read_bytes() == (tmp_path / "backend" / name).read_bytes()
     manifest = json.loads((tmp_path / "batch" / "generate" / "manifest.json").read_text())
     assert manifest["usage"]["requests"] == 4 and manifest["usage"]["prompt_tokens"] > 0
+    rows = [json.loads(line) for p in sorted((tmp_path / "batch" / "generate").glob("shard-*")) for line in p.open()]
+    assert all("usage" in r and len(r) > 7 for r in rows)  # usage, and the confidence summaries

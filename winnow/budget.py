@@ -25,10 +25,14 @@ summed per stage; with a price (``IN,OUT`` per million tokens) their cost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CHARS_PER_TOKEN = 4
 """Characters per token of the estimate before a reply (OpenAI's rule of thumb for English)."""
@@ -61,8 +65,8 @@ class Pacer:
     def __init__(
         self,
         *,
-        requests_per_minute: int | None = None,
-        tokens_per_minute: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.request_gap = 60.0 / requests_per_minute if requests_per_minute else 0.0
@@ -101,6 +105,25 @@ class Pacer:
         while (delay := self.ready_at() - self.clock()) > 0:
             await asyncio.sleep(delay)
         self.book(estimate, at=self.clock())
+
+
+def per_worker(config: T, fields: tuple[str, ...], workers: int) -> T:
+    """``config`` with each per-minute limit named in ``fields`` divided among ``workers``
+    processes (each holds a pacer of its own, so together they keep the whole limit).
+
+    >>> from winnow.config import GenerateConfig
+    >>> per_worker(GenerateConfig(max_requests_per_minute=600), LIMITS["generate"], 4).max_requests_per_minute
+    150.0
+    """
+    shares = {f: getattr(config, f) / workers for f in fields if getattr(config, f) is not None}
+    return dataclasses.replace(config, **shares) if workers > 1 and shares else config  # type: ignore[type-var]
+
+
+LIMITS = {
+    "generate": ("max_requests_per_minute", "max_tokens_per_minute"),
+    "score": ("judge_max_requests_per_minute", "judge_max_tokens_per_minute"),
+}
+"""Each section's per-minute limits (what ``per_worker`` divides)."""
 
 
 @dataclass

@@ -15,7 +15,8 @@ the seed it derives when it asks for samples one at a time: ``request_seed(shard
 place in shard, sample)``. So the stage that ``import --openai-batch`` writes is the one
 ``winnow generate --backend openai`` writes under the same config against a server that
 takes single requests (always with ``--n 1``): same ``config.json``, same shard files, row
-for row, each row's ``usage`` included; score and select read it as any generate stage.
+for row, each row's ``usage`` and log-probability columns (``--top-logprobs``) included;
+score and select read it as any generate stage.
 
 Each result line must name a ``custom_id`` of the batch, once, and answer 200 with a reply
 that passes ``winnow.replies`` (one choice, with a token count). A line that does not (an
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from winnow.confidence import row_columns
 from winnow.config import GenerateConfig
 from winnow.errors import WinnowError, where
 from winnow.executors import ERROR, write_shard
@@ -165,7 +167,7 @@ def import_openai_batch(run_dir: str | Path, output: str | Path, prompts: list[P
     if not source.is_file():
         raise WinnowError(f"batch output file does not exist: {source}")
     expected = {custom_id(s.prompt.id, s.sample_index): s for s in slots(prompts, config)}
-    results = read_results(source, expected, max_tokens=config.max_new_tokens, endpoint=config.endpoint)
+    results = read_results(source, expected, config)
     for cid, slot in expected.items():
         if cid not in results:
             why = f"{where(source, None, 'custom_id')}: no result for {cid!r} (prompt_id {slot.prompt.id!r})"
@@ -221,22 +223,22 @@ def _shards(expected: dict[str, Slot], results: dict[str, Result], config: Gener
             if slot.prompt.id in failed:
                 continue
             got = results[cid]
-            assert got.choice is not None and got.choice.num_tokens is not None
+            choice = got.choice
+            assert choice is not None and choice.num_tokens is not None
             row = Completion(
-                slot.prompt.id,
-                slot.sample_index,
-                model,
-                got.choice.text,
-                got.choice.num_tokens,
-                got.choice.finish_reason,
+                slot.prompt.id, slot.sample_index, model, choice.text, choice.num_tokens, choice.finish_reason
             ).to_row()
             row["usage"] = got.usage
+            # the log-probabilities as the backend's worker keeps them (GenerateWorker._rows)
+            row.update(row_columns(choice.logprobs, window=config.confidence_window, keep=config.keep_logprobs))
             rows.append(row)
         yield name, rows, {(slot.prompt.id, slot.sample_index) for _, slot in entries}
 
 
-def read_results(source: Path, expected: dict[str, Slot], *, max_tokens: int, endpoint: str) -> dict[str, Result]:
-    """custom_id -> its Result, for every line of the output file, each checked."""
+def read_results(source: Path, expected: dict[str, Slot], config: GenerateConfig) -> dict[str, Result]:
+    """custom_id -> its Result, for every line of the output file, each checked as the
+    openai backend checks a reply to the line's request (``config``: its endpoint, token
+    limit and top log-probabilities)."""
     out: dict[str, Result] = {}
     lines: dict[str, int] = {}
     for line, row in read_jsonl(source):
@@ -248,12 +250,12 @@ def read_results(source: Path, expected: dict[str, Slot], *, max_tokens: int, en
         if cid in out:
             raise WinnowError(f"{where(source, line, 'custom_id')}: {cid!r} repeats line {lines[cid]}")
         lines[cid] = line
-        chat = endpoint_of(endpoint, expected[cid].prompt) == "chat"
-        out[cid] = _result(row, source, line, chat=chat, max_tokens=max_tokens)
+        chat = endpoint_of(config.endpoint, expected[cid].prompt) == "chat"
+        out[cid] = _result(row, source, line, chat=chat, max_tokens=config.max_new_tokens, top=config.top_logprobs)
     return out
 
 
-def _result(row: dict, source: Path, line: int, *, chat: bool, max_tokens: int) -> Result:
+def _result(row: dict, source: Path, line: int, *, chat: bool, max_tokens: int, top: int) -> Result:
     """One result line: its choice and usage, or why it failed."""
     if row.get("error") is not None:
         error = row["error"]
@@ -269,7 +271,7 @@ def _result(row: dict, source: Path, line: int, *, chat: bool, max_tokens: int) 
         detail = detail if isinstance(detail, str) else ""
         return Result(failed=f"{where(source, line, 'response.status_code')}: {status!r} {detail}".rstrip())
     try:
-        choices = parse_choices(body, chat=chat, max_tokens=max_tokens)
+        choices = parse_choices(body, chat=chat, max_tokens=max_tokens, top_logprobs=top)
         if len(choices) != 1 or choices[0].num_tokens is None:
             raise InvalidReply(f"{len(choices)} choices, token count {choices[0].num_tokens}; expected one, counted")
         usage = usage_of(body, choices)  # type: ignore[arg-type]  # parse_choices took it: an object

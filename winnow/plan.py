@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow import images
+from winnow.budget import cost
 from winnow.errors import WinnowError
 from winnow.lock import check_free
 from winnow.records import Prompt, config_hash, read_json
@@ -70,6 +71,8 @@ class Plan:
     samples: int | None = None
     """Completions per prompt and round: N x models (the most, for adaptive sampling)."""
     max_new_tokens: int | None = None
+    price_per_mtok: list[float] | None = None
+    """The openai backend's price (``IN,OUT`` per million tokens), for the most the completions cost."""
     rounds: int = 1
     adaptive: bool = False
     rewards: list[str] = field(default_factory=list)
@@ -118,6 +121,9 @@ class Plan:
                 f"tokens to sample: at most {left * self.max_new_tokens:,} "
                 f"({left:,} completions x max_new_tokens {self.max_new_tokens}{done})"
             )
+            if self.price_per_mtok is not None:
+                most = cost(0, left * self.max_new_tokens, self.price_per_mtok)
+                out.append(f"their price: at most {most:g} for those tokens, plus the prompts' tokens")
         if self.outputs:
             out.append("outputs: " + ", ".join(map(str, self.outputs)))
         return out
@@ -162,6 +168,7 @@ def check(
         plan.prompts = len(prompts or [])
         plan.samples = generate.n * len(generate.models)
         plan.max_new_tokens = generate.max_new_tokens
+        plan.price_per_mtok = generate.price_per_mtok
     if score is not None and (wanted("score") or adaptive is not None):
         plan.rewards = check_rewards(score, _columns(run_dir, prompts, wanted("generate")), reward)
     if wanted("select") and configs.get("select") is not None:

@@ -48,9 +48,9 @@ class ClientSettings:
     skip_failed: bool = False
     """A prompt whose request still fails after the retries is left without completions and
     reported (``generate.on_error: skip``) rather than ending the call."""
-    requests_per_minute: int | None = None
+    requests_per_minute: float | None = None
     """Requests started per minute at most (``winnow.budget.Pacer``); None: no limit."""
-    tokens_per_minute: int | None = None
+    tokens_per_minute: float | None = None
     """Prompt plus completion tokens per minute at most; None: no limit."""
 
     def pacer(self) -> Pacer:

@@ -12,6 +12,8 @@ import openai
 import pytest
 from serving import serve_in_thread
 
+from winnow.answers import extract_answer
+from winnow.confidence import TokenLogprobs
 from winnow.config import ScoreConfig, ServeConfig
 from winnow.records import Completion
 from winnow.serve.answer import choose, listed
@@ -115,6 +117,34 @@ def test_unservable_choices_are_a_400_naming_the_field(bon, extra, kwargs, param
     assert (e.value.status_code, e.value.param, e.value.body["message"]) == (400, param, message)
 
 
+def test_confidence_votes_weigh_each_candidates_lowest_group_confidence(bon):
+    r = client(bon).completions.create(
+        model="tiny",
+        prompt="x",
+        max_tokens=6,
+        seed=5,
+        extra_body={"best_of": 5, "aggregate": "confidence", "return_candidates": True},
+    )
+    candidates = r.model_extra["candidates"]
+    confidence = [c["confidence"] for c in candidates]
+    assert all(isinstance(x, float) and x > 0 for x in confidence)
+    # the vote by hand: each answer weighs the sum of its candidates' confidence, the first
+    # answer wins a tie, and its most confident candidate is chosen; no answer: the best reward
+    answers = [extract_answer(c["text"]) for c in candidates]
+    weight: dict[str, float] = {}
+    for a, x in zip(answers, confidence, strict=True):
+        if a is not None:
+            weight[a] = weight.get(a, 0.0) + x
+    if weight:
+        winner = max(weight, key=lambda a: (weight[a], -answers.index(a)))
+        members = [j for j, a in enumerate(answers) if a == winner]
+        expected = max(members, key=lambda j: (confidence[j], -j))
+    else:
+        expected = first_best([c["reward"] for c in candidates])
+    assert r.model_extra["selected_index"] == expected
+    assert r.choices[0].text == candidates[expected]["text"]
+
+
 def test_a_streamed_answer_lists_the_candidates_on_its_last_chunk(bon):
     events = []
     payload = {"model": "tiny", "prompt": "x", "max_tokens": 4, "seed": 1, "stream": True, "return_candidates": True}
@@ -130,9 +160,19 @@ def test_a_streamed_answer_lists_the_candidates_on_its_last_chunk(bon):
     assert text == last["candidates"][last["selected_index"]]["text"]
 
 
-def outcome(texts: list[str], rewards: list[float]) -> Outcome:
+def outcome(texts: list[str], rewards: list[float], confidence: list[float] | None = None) -> Outcome:
+    """One request's candidates; with ``confidence``, each sampled with log-probabilities whose
+    token confidences are all that value (so it is the lowest group confidence too)."""
     rows = [
-        Completion(prompt_id="p", sample_index=j, model="m", text=t, num_tokens=2 + j, finish_reason="stop")
+        Completion(
+            prompt_id="p",
+            sample_index=j,
+            model="m",
+            text=t,
+            num_tokens=2 + j,
+            finish_reason="stop",
+            logprobs=None if confidence is None else TokenLogprobs((-0.5,) * (2 + j), (confidence[j],) * (2 + j)),
+        )
         for j, t in enumerate(texts)
     ]
     return Outcome(prompt_tokens=1, candidates=rows, rewards=rewards)
@@ -175,3 +215,16 @@ def test_a_process_reward_models_step_scores_come_with_each_candidate(tiny_polic
         assert c["step_scores"] == pytest.approx(steps, abs=1e-6) and len(steps) >= 1
         assert c["reward"] == pytest.approx(min(steps), abs=1e-6)
     assert r.model_extra["selected_index"] == first_best([c["reward"] for c in candidates])
+
+
+def test_confidence_outvotes_the_count_and_is_listed():
+    # majority: 4 (two votes), candidate 1; confidence: 3 weighs 5.0 against 2.0 + 2.5, candidate 0
+    got = outcome(["so = 3", "so = 4", "so = 4"], [0.1, 0.9, 0.2], confidence=[5.0, 2.0, 2.5])
+    assert listed(got, choose("majority", got, 1))["selected_index"] == 1
+    listing = listed(got, choose("confidence", got, 2))
+    assert listing["selected_index"] == 0 and [c.confidence for c in listing["candidates"]] == [5.0, 2.0, 2.5]
+    # the winning answer's most confident candidate: 4 weighs 1.0 + 3.0 against 3's 2.0
+    got = outcome(["so = 4", "so = 3", "so = 4"], [0.9, 0.1, 0.2], confidence=[1.0, 2.0, 3.0])
+    assert listed(got, choose("confidence", got, 1))["selected_index"] == 2
+    plain = outcome(["a"], [0.1])  # sampled without log-probabilities
+    assert [c.confidence for c in listed(plain, choose(None, plain, 1))["candidates"]] == [None]

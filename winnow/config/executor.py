@@ -38,3 +38,8 @@ class ExecutorConfig:
 
     def validate(self) -> None:
         check_fields(self)
+
+    def share(self) -> int:
+        """Worker processes that make shards at once, each with its own API rate limits
+        (``winnow.budget.per_worker`` gives each its share): 1 here, ``workers`` under Ray."""
+        return 1 if self.name == "local" else self.workers

@@ -108,11 +108,12 @@ class GenerateConfig:
     backoff with jitter), then an error naming the prompt."""
     retry_backoff: float = bounded(0.5, ge=0)
     """openai backend: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
-    max_requests_per_minute: int | None = bounded(None, ge=1)
+    max_requests_per_minute: float | None = bounded(None, gt=0, finite=True)
     """openai backend: requests started per minute at most, spaced evenly (one every 60/R
-    seconds, retries included) over all the requests in flight; unset = no limit. It only
-    delays requests: what is sampled is the same."""
-    max_tokens_per_minute: int | None = bounded(None, ge=1)
+    seconds, retries included) over all the requests in flight (under ``--executor ray``,
+    over all workers: each holds its share); unset = no limit. It only delays requests:
+    what is sampled is the same."""
+    max_tokens_per_minute: float | None = bounded(None, gt=0, finite=True)
     """openai backend: prompt plus completion tokens per minute at most. A request is paid
     for by an estimate before it is sent (the prompt's characters / 4, plus max_new_tokens
     for each choice asked for), corrected by the reply's usage once it comes; unset = no

@@ -57,10 +57,10 @@ class ScoreConfig:
     (exponential backoff with jitter), then an error naming the prompt."""
     judge_retry_backoff: float = bounded(0.5, ge=0)
     """Judge: first retry wait in seconds, doubled each retry (full jitter, at most 30 s)."""
-    judge_max_requests_per_minute: int | None = bounded(None, ge=1)
+    judge_max_requests_per_minute: float | None = bounded(None, gt=0, finite=True)
     """Judge: requests started per minute at most, spaced evenly (one every 60/R seconds,
     retries included); unset = no limit. It only delays requests: the scores are the same."""
-    judge_max_tokens_per_minute: int | None = bounded(None, ge=1)
+    judge_max_tokens_per_minute: float | None = bounded(None, gt=0, finite=True)
     """Judge: prompt plus completion tokens per minute at most (an estimate before each
     request, the rubric's characters / 4 plus its 16 answer tokens, corrected by the reply's
     usage); unset = no limit."""

@@ -119,6 +119,28 @@ def _write_report(result: dict, out: Path) -> dict:
     return clean
 
 
+def _best_of_n(rewards: np.ndarray, adaptive: dict | None, *, iters: int, seed: int) -> dict:
+    """The best-of-n curve of an M x N reward matrix, its bootstrap band and KL bound."""
+    # An adaptive run sampled a prompt's later columns only while its rule was unmet: the
+    # prompts scored in every column are the hard ones, so best-of-n over them reads low.
+    # The first step's columns, which every prompt got, give the unbiased curve (as pass@k).
+    first = min(adaptive["step"], rewards.shape[1]) if adaptive else rewards.shape[1]
+    curve = rewards[:, :first]
+    low, high = best_of_n_band(curve, iters=iters, seed=seed)
+    ns = np.arange(1, first + 1)
+    return {
+        "source": _source(adaptive, first),
+        "n": ns.tolist(),
+        "mean": best_of_n_curve(curve).tolist(),
+        "low": low.tolist(),
+        "high": high.tolist(),
+        "kl_upper_bound": best_of_n_kl(ns).tolist(),
+        "rows": int(best_of_n_rows(curve).shape[0]),
+        "bootstrap_iters": iters,
+        "level": 0.95,
+    }
+
+
 def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: float | None = None) -> dict:
     """Every number of the report (NaN where undefined); keys starting with _ hold plot data.
 
@@ -134,14 +156,6 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
     del rows, cols
     selection, selected = _selection(run_dir, cells, rewards)
     adaptive = generate.get("adaptive")
-    # An adaptive run sampled a prompt's later columns only while its rule was unmet: the
-    # prompts scored in every column are the hard ones, so best-of-n over them reads low.
-    # The first step's columns, which every prompt got, give the unbiased curve (as pass@k).
-    first = min(adaptive["step"], rewards.shape[1]) if adaptive else rewards.shape[1]
-    curve = rewards[:, :first]
-    mean = best_of_n_curve(curve)
-    low, high = best_of_n_band(curve, iters=iters, seed=seed)
-    ns = np.arange(1, first + 1)
     result = {
         "prompts": len(index.prompts),
         "columns": int(rewards.shape[1]),
@@ -157,17 +171,7 @@ def compute(run_dir: Path, *, iters: int = 2000, seed: int = 0, pass_threshold: 
         "api_usage": {
             k: v for k, v in (("generate", generate.get("usage")), ("judge", scored.get("judge_usage"))) if v
         },
-        "best_of_n": {
-            "source": _source(adaptive, first),
-            "n": ns.tolist(),
-            "mean": mean.tolist(),
-            "low": low.tolist(),
-            "high": high.tolist(),
-            "kl_upper_bound": best_of_n_kl(ns).tolist(),
-            "rows": int(best_of_n_rows(curve).shape[0]),
-            "bootstrap_iters": iters,
-            "level": 0.95,
-        },
+        "best_of_n": _best_of_n(rewards, adaptive, iters=iters, seed=seed),
         "selection": selection,
         "all": array_stats(everything, seed=seed),
         "selected": array_stats(selected, seed=seed),

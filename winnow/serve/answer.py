@@ -165,21 +165,32 @@ def choose(name: str | None, got: Outcome, n: int) -> Picked:
 def confident(got: Outcome, n: int) -> Picked:
     """``aggregate: confidence``: the vote's winner (``select.aggregate(..., "confidence")``,
     each candidate weighing its lowest group confidence) first, then the rest by reward."""
-    from winnow.confidence import WEIGHT, summarize
     from winnow.select import aggregate
 
     ranked = pick(got, len(got.candidates))
     rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
-    weights = [
-        math.nan if c.logprobs is None else summarize(c.logprobs.confidence, CONFIDENCE_WINDOW)[WEIGHT]
-        for c in got.candidates
-    ]
-    weights = [math.nan if w is None else w for w in weights]
+    weights = [confidence_of(c) for c in got.candidates]
     chosen = aggregate([c.text for c in got.candidates], rewards, "confidence", confidence=weights)
     if chosen < 0:
         return ranked[:n]
     first = got.candidates[chosen]
     return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
+
+
+def confidence_of(c: Completion) -> float:
+    """A candidate's lowest group confidence over ``CONFIDENCE_WINDOW`` tokens (what its vote
+    weighs); NaN when it was sampled without log-probabilities or has no token.
+
+    >>> from winnow.confidence import TokenLogprobs
+    >>> confidence_of(Completion("p", 0, "m", "= 4", 3, "stop", TokenLogprobs((-0.1,) * 3, (2.0, 4.0, 3.0))))
+    3.0
+    """
+    from winnow.confidence import WEIGHT, summarize
+
+    if c.logprobs is None:
+        return math.nan
+    value = summarize(c.logprobs.confidence, CONFIDENCE_WINDOW)[WEIGHT]
+    return math.nan if value is None else value
 
 
 def extras(got: Outcome) -> dict:
@@ -208,6 +219,7 @@ def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
             num_tokens=c.num_tokens,
             reward=None if math.isnan(r) else r,
             step_scores=s,
+            confidence=None if math.isnan(confidence_of(c)) else confidence_of(c),
         )
         for j, (c, r, s) in enumerate(zip(got.candidates, rewards, steps, strict=True))
     ]

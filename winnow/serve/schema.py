@@ -102,7 +102,7 @@ class SamplingFields(Strict):
     aggregate: str | None = None
     """Best-of-N: how the answer is chosen from the candidates: ``best`` (highest reward),
     ``majority`` or ``weighted`` (votes over their final answers), ``confidence`` (votes
-    weighted by the model's token confidence; needs a backend that gives log-probabilities);
+    weighted by the model's token confidence, from log-probabilities every backend gives);
     the list is ``answer.AGGREGATES``."""
     budget: int | None = Field(None, ge=1)
     """Best-of-N: most completion tokens the candidates may use together. It buys whole
@@ -302,6 +302,9 @@ class Candidate(BaseModel):
     """Its reward (None = unscored)."""
     step_scores: list[float] | None = None
     """One score per step from a process reward model (``--prm-model``); None without one."""
+    confidence: float | None = None
+    """Its lowest group confidence, what a ``confidence`` vote weighs it by
+    (``winnow.confidence``); None when it was sampled without log-probabilities."""
 
 
 class ChatCompletion(BaseModel):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from winnow import images
-from winnow.budget import Usage
+from winnow.budget import LIMITS, Usage, per_worker
 from winnow.confidence import row_columns
 from winnow.config import ExecutorConfig, GenerateConfig
 from winnow.errors import WinnowError
@@ -120,7 +120,8 @@ def sample_model(
     keys = {name: {(p.id, j) for p in chunks[name] for j in columns} for name in pending}
     part = run_shards(
         tasks,
-        GenerateWorkerFactory(config, k, prompts, first_column),
+        # each worker paces its own requests: a share of the limits each
+        GenerateWorkerFactory(per_worker(config, LIMITS["generate"], executor.share()), k, prompts, first_column),
         stage.dir,
         claim=stage.claim,
         executor=executor,

@@ -12,6 +12,7 @@ import numpy as np
 
 from winnow import images
 from winnow import select as sel
+from winnow.budget import LIMITS, per_worker
 from winnow.config import ExecutorConfig, ScoreConfig
 from winnow.executors import ERROR, ShardTask, run_shards
 from winnow.records import Prompt, atomic_write_npy, reward_to_json
@@ -49,7 +50,8 @@ def score(run_dir: str | Path, config: ScoreConfig, reward=None, executor: Execu
         plan = plan_tasks(run_dir, gen, stage, config.shard_size)
         report = run_shards(
             plan.tasks,
-            ScoreWorkerFactory(config, reward, names_of_columns),
+            # each worker paces its judge's requests: a share of the limits each
+            ScoreWorkerFactory(per_worker(config, LIMITS["score"], executor.share()), reward, names_of_columns),
             stage.dir,
             claim=stage.claim,
             executor=executor,
