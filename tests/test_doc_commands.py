@@ -160,10 +160,11 @@ def test_documented_commands_run_as_written(tmp_path, tiny_policy, tiny_reward_m
 
 def vision_files(folder: Path) -> None:
     """What docs/howto/images.md works on: the tiny VLM its first command builds
-    (``tiny-vlm``), a prompts file naming two pictures, and the reward it shows."""
-    from tiny_vlm import build_vlm, tiny_image
+    (``tiny-vlm``), a reward model that reads images (``tiny-vision-rm``), a prompts file naming two pictures, and the reward it shows."""
+    from tiny_vlm import build_vision_rm, build_vlm, tiny_image
 
     build_vlm(folder / "tiny-vlm", "llava")
+    build_vision_rm(folder / "tiny-vision-rm")
     (folder / "photos").mkdir()
     for i, name in enumerate(("cat.png", "street.jpg")):
         (folder / "photos" / name).write_bytes(tiny_image(i, fmt="PNG" if name.endswith("png") else "JPEG"))

@@ -207,6 +207,24 @@ def build_vlm(folder: Path, arch: str = "llava", seed: int = 0, **text) -> Path:
     return Path(folder)
 
 
+def build_vision_rm(folder: Path, seed: int = 0) -> Path:
+    """A random tiny reward model that reads images: Gemma 3's config and processor from
+    ``_gemma3`` with a one-label head (``Gemma3ForSequenceClassification``), saved to ``folder``."""
+    import torch
+    from transformers import Gemma3ForSequenceClassification
+
+    image_tokens, named, builder = VLM_ARCHS["gemma3"]
+    torch.manual_seed(seed)
+    lm, processor = builder(_tokenizer(image_tokens, named), TEXT)
+    lm.config.num_labels = 1
+    model = Gemma3ForSequenceClassification(lm.config)
+    # as ``_gemma3`` does: a zero projection would make every image look the same
+    model.model.multi_modal_projector.mm_input_projection_weight.data.normal_(0.0, 0.5)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
 def tiny_image(seed: int = 0, size: tuple[int, int] = (24, 20), fmt: str = "PNG") -> bytes:
     """The bytes of a small image of random colored pixels (``size`` = (width, height))."""
     from PIL import Image

@@ -264,17 +264,7 @@ def row_extras(reward, rows: int) -> list[dict]:
 def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
     """Load one reward of ``config.rewards()``; a built-in gets its options from the config."""
     if kind == "model":
-        from winnow.rewards.classifier import ClassifierReward  # torch and transformers: only when asked for
-
-        rm = ClassifierReward(
-            config.reward_model or "",
-            device=config.device,
-            dtype=config.dtype,
-            batch_tokens=config.batch_tokens,
-            max_batch_size=config.max_batch_size,
-            prefix_sharing=config.reward_prefix_sharing,
-        )
-        return Part(spec, rm, config.shard_size)
+        return Part(spec, load_reward_model(config), config.shard_size)
     if kind == "prm":
         from winnow.rewards.prm import ProcessReward  # torch and transformers: only when asked for
 
@@ -320,6 +310,29 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
             return Part(spec, backed, config.fn_batch_size, None, options)
     parallel = spec in BUILTINS and BUILTINS[spec].cpu_bound
     return Part(spec, fn, config.fn_batch_size, spec if parallel else None, options)
+
+
+def load_reward_model(config: ScoreConfig):
+    """``config.reward_model`` loaded: through its processor where its config has a vision
+    tower (``winnow.rewards.vision``), else as a text reward model (``classifier``)."""
+    from winnow.models import is_vision_language, resolve_model  # torch and transformers: only when asked for
+
+    path = config.reward_model or ""
+    options: dict[str, Any] = dict(
+        device=config.device,
+        dtype=config.dtype,
+        batch_tokens=config.batch_tokens,
+        max_batch_size=config.max_batch_size,
+        prefix_sharing=config.reward_prefix_sharing,
+    )
+    folder = resolve_model(path)
+    if is_vision_language(folder):
+        from winnow.rewards.vision import VisionClassifierReward
+
+        return VisionClassifierReward(folder, name=path, **options)
+    from winnow.rewards.classifier import ClassifierReward
+
+    return ClassifierReward(path, **options)
 
 
 def refuse_option_columns(name: str, options: dict, columns: tuple[str, ...]) -> None:
