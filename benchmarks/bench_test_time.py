@@ -336,13 +336,15 @@ def last_number(text: str) -> str | None:
 def judge_counts(m: Matrix, prompts: list[Prompt], r: Rejudged, on: str) -> dict:
     """Under ``on``: the judge's calls, passes, fails, unclear replies, overrides (a rule
     fail it passes), tokens, and how many of its verdicts agree with the last-number
-    reading (the verdict is 1.0 exactly when the text's last integer is the reference)."""
+    reading (the verdict is 1.0 exactly when the text's last integer is the reference), and
+    how many of its passes that reading passes too."""
     asked = asked_under(r, on)
     decided = asked & ~np.isnan(r.verdict)
-    agree = sum(
-        (last_number(m.texts[i][j]) == prompts[i].columns["answer"]) == (r.verdict[i, j] == 1.0)
+    reads = {
+        (i, j): last_number(m.texts[i][j]) == prompts[i].columns["answer"]
         for i, j in zip(*np.nonzero(decided), strict=True)
-    )
+    }
+    agree = sum(read == (r.verdict[i, j] == 1.0) for (i, j), read in reads.items())
     return {
         "fallback_on": on,
         "judge_calls": int(asked.sum()),
@@ -352,20 +354,23 @@ def judge_counts(m: Matrix, prompts: list[Prompt], r: Rejudged, on: str) -> dict
         "judge_overrides": int((asked & (r.rule == "fail") & (r.verdict == 1.0)).sum()),
         "judge_tokens": int(r.tokens[asked].sum()),
         "agree_with_last_number": int(agree),
+        "passes_with_last_number": int(sum(read and r.verdict[i, j] == 1.0 for (i, j), read in reads.items())),
         "decided": int(decided.sum()),
     }
 
 
 def judge_table(rows: list[dict], seconds_per_call: float) -> None:
     print(
-        "\n| fallback_on | judge calls | passes | fails | unclear | overrides | judge tokens | agrees with last number |"
+        "\n| fallback_on | judge calls | passes | fails | unclear | overrides | judge tokens "
+        "| agrees with last number | passes the last number passes |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in rows:
         print(
             f"| {c['fallback_on']} | {c['judge_calls']} | {c['judge_passes']} | {c['judge_fails']} "
             f"| {c['judge_unclear']} | {c['judge_overrides']} | {c['judge_tokens']:,} "
-            f"| {c['agree_with_last_number']} of {c['decided']} |"
+            f"| {c['agree_with_last_number']} of {c['decided']} "
+            f"| {c['passes_with_last_number']} of {c['judge_passes']} |"
         )
     print(f"\n({seconds_per_call:.1f} s per judge call, {JUDGE_CONCURRENCY} in flight)")
 

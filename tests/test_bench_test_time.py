@@ -152,6 +152,7 @@ def test_rule_then_judge_rows_on_a_hand_made_matrix(bench):
         "judge_overrides": 0,
         "judge_tokens": 33,
         "agree_with_last_number": 1,
+        "passes_with_last_number": 1,
         "decided": 2,
     }
     # fail adds 0-2 (5, no: agrees), 1-0 (6, yes: an override, disagrees), 1-3 (8, no: agrees)
@@ -164,6 +165,7 @@ def test_rule_then_judge_rows_on_a_hand_made_matrix(bench):
         "judge_overrides": 1,
         "judge_tokens": 66,
         "agree_with_last_number": 3,
+        "passes_with_last_number": 1,
         "decided": 5,
     }
 
