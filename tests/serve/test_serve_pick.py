@@ -11,7 +11,7 @@ import re
 import httpx
 import openai
 import pytest
-from serving import scripted_judge, serve_in_thread
+from serving import FakeServer, scripted_judge, serve_in_thread
 
 from winnow import cli
 from winnow.config import PickConfig, ScoreConfig, ServeConfig
@@ -201,3 +201,15 @@ def test_serve_with_a_judge_but_no_reward_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "winnow: error: pick.window: applies to select_by judge only (--select-by judge)\n"
     )
+
+
+def test_a_judge_that_fails_is_a_502_naming_it(tiny_policy):
+    with FakeServer(lambda count, body: 400) as broken, tiny_server(tiny_policy, broken.url) as url:
+        r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 4}, timeout=60)
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "judge_failed")
+    assert error["message"].startswith(
+        f"the judge that picks failed: judge on prompt '{judge_key(None, 'x')}': server "
+    )
+    assert len(broken.requests) == 1  # a 400 is not retried
