@@ -13,7 +13,11 @@ the rule here and there).
     majority (DeepConf: each vote weighs its sample's lowest group confidence);
     ``consensus:F`` and ``confident-consensus:F`` adaptive stopping (the latter after a
     warm-up step, as ``winnow.adaptive`` runs it); Best-of-N picked by the verifier (an
-    oracle: it reads the reference).
+    oracle: it reads the reference). Rule then judge, on the first ``--judged`` questions
+    (all N samples of each): the math rule alone against the rule backed by the shipped
+    SmolLM2 as an equivalence judge (``winnow.rewards.fallback.RuleThenJudge``), served by
+    a real ``winnow serve`` subprocess on a free port, under ``fallback_on: no-answer``
+    and ``fail``; the judge's calls, tokens and overrides beside them.
 (B) The constraints demo's training prompts (IFEval strict check), N = 8: one sample;
     Best-of-N by the verifier's reward (it reads the prompt's instruction list, as a
     verified run does); ``pass`` adaptive stopping.
@@ -21,13 +25,18 @@ the rule here and there).
 Bands: 95% bootstrap intervals over prompts (``winnow.report.stats.paired_bootstrap``) of
 each accuracy, and of its difference from the fixed-N method it is compared with.
 
-    python benchmarks/bench_test_time.py [--questions 60] [--constraints 105] [--quick]
+    python benchmarks/bench_test_time.py [--questions 60] [--constraints 105] [--judged 8] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
+import re
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,6 +66,10 @@ LOOSER = 0.5
 """A looser share, shown beside it (2 of the first 4 samples agreeing stop a prompt)."""
 TOP_LOGPROBS = 20
 """Top log-probabilities per token behind each sample's confidence (DeepConf's k)."""
+JUDGED = 8
+"""Arithmetic questions (the first ones) whose N samples rule then judge re-scores: under
+``fallback_on: fail`` nearly every sample of a 135M model is a judge call, several seconds
+each on a 2-core CPU, so the judged rows cover these questions only."""
 
 
 @dataclass
@@ -231,12 +244,207 @@ def table(title: str, m: Matrix, methods: list[Method], reference: Method) -> li
     return rows
 
 
-def arithmetic(root: Path, count: int, n: int, tokens: int) -> tuple[list[dict], dict]:
+@dataclass
+class Rejudged:
+    """The first k prompts' samples as rule then judge read them, all (k, N): rule, the
+    rule's reading (``pass``, ``fail``, ``no_answer``); asked, bool, whether the judge was
+    asked (under ``fallback_on: fail``, which asks about every row ``no-answer`` asks
+    about and more); verdict, float, its verdict (1.0, 0.0; NaN: unclear or not asked);
+    tokens, int, its call's prompt plus completion tokens (0: not asked)."""
+
+    rule: np.ndarray
+    asked: np.ndarray
+    verdict: np.ndarray
+    tokens: np.ndarray
+    seconds: float = 0.0
+
+
+def rejudge(m: Matrix, prompts: list[Prompt], judge, k: int) -> Rejudged:
+    """Every sample of the first k prompts scored once by ``judge``: a ``RuleThenJudge``
+    under ``fallback_on: fail`` (its call, then its ``last_extras``). The judge sees the same
+    question, reference and answer under either ``fallback_on``, at temperature 0, so the
+    ``no-answer`` rows read the verdicts of the rows that setting asks about
+    (``passes``) rather than asking twice."""
+    n = m.correct.shape[1]
+    cells = [(i, j) for i in range(k) for j in range(n)]
+    start = time.perf_counter()
+    judge(
+        [prompts[i].text for i, _ in cells],
+        [m.texts[i][j] for i, j in cells],
+        answer=[prompts[i].columns["answer"] for i, _ in cells],
+        prompt_ids=[prompts[i].id for i, _ in cells],
+    )
+    seconds = time.perf_counter() - start
+    extras = judge.last_extras
+    verdicts = {"pass": 1.0, "fail": 0.0}
+    usage = [e.get("judge_usage") or {} for e in extras]
+    return Rejudged(
+        rule=np.array([e.get("rule") for e in extras]).reshape(k, n),
+        asked=np.array(["judge" in e for e in extras]).reshape(k, n),
+        verdict=np.array([verdicts.get(e.get("judge", ""), np.nan) for e in extras]).reshape(k, n),
+        tokens=np.array([(u.get("prompt_tokens") or 0) + (u.get("completion_tokens") or 0) for u in usage]).reshape(
+            k, n
+        ),
+        seconds=seconds,
+    )
+
+
+def asked_under(r: Rejudged, on: str) -> np.ndarray:
+    """bool (k, N): the rows the judge is asked about under ``fallback_on`` = ``on`` (``fail``
+    asks about the rule's fails too)."""
+    return r.asked & ((r.rule == "no_answer") | (on == "fail"))
+
+
+def passes(r: Rejudged, on: str | None) -> np.ndarray:
+    """bool (k, N): the rule's passes, and under ``on`` (None: the rule alone) the rows the
+    judge is asked about and says equivalent (an unclear reply leaves the rule's fail).
+
+    >>> r = Rejudged(np.array([["pass", "fail", "no_answer", "fail"]]), np.array([[False, True, True, True]]),
+    ...              np.array([[np.nan, 1.0, 1.0, np.nan]]), np.array([[0, 50, 50, 50]]))
+    >>> passes(r, None).tolist(), passes(r, "no-answer").tolist(), passes(r, "fail").tolist()
+    ([[True, False, False, False]], [[True, False, True, False]], [[True, True, True, False]])
+    """
+    rule = r.rule == "pass"
+    return rule if on is None else rule | (asked_under(r, on) & (r.verdict == 1.0))
+
+
+def judged_methods(m: Matrix, r: Rejudged, modes: list[str]) -> list[Method]:
+    """One sample and Best-of-N by the verifier, over the first k prompts, as the rule alone
+    and as rule then judge under each of ``modes`` count a pass."""
+    k, n = r.rule.shape
+    out = []
+    for on in [None, *modes]:
+        sub = dataclasses.replace(
+            m, correct=passes(r, on), tokens=m.tokens[:k], texts=m.texts[:k], answers=m.answers[:k]
+        )
+        which = "rule only" if on is None else f"rule then judge ({on})"
+        out.append(dataclasses.replace(single(sub), name=f"one sample, {which}"))
+        out.append(fixed(f"Best-of-{n} by the verifier, {which}", sub, verified(sub), n))
+    return out
+
+
+def last_number(text: str) -> str | None:
+    """The last integer written in a text, a loose reading to check the judge's verdicts by.
+
+    >>> last_number("7 + 5 is 12."), last_number("It is -3, so \\boxed{-3}"), last_number("none")
+    ('12', '-3', None)
+    """
+    numbers = re.findall(r"-?\d+", text)
+    return numbers[-1] if numbers else None
+
+
+def judge_counts(m: Matrix, prompts: list[Prompt], r: Rejudged, on: str) -> dict:
+    """Under ``on``: the judge's calls, passes, fails, unclear replies, overrides (a rule
+    fail it passes), tokens, and how many of its verdicts agree with the last-number
+    reading (the verdict is 1.0 exactly when the text's last integer is the reference), and
+    how many of its passes that reading passes too."""
+    asked = asked_under(r, on)
+    decided = asked & ~np.isnan(r.verdict)
+    reads = {
+        (i, j): last_number(m.texts[i][j]) == prompts[i].columns["answer"]
+        for i, j in zip(*np.nonzero(decided), strict=True)
+    }
+    agree = sum(read == (r.verdict[i, j] == 1.0) for (i, j), read in reads.items())
+    return {
+        "fallback_on": on,
+        "judge_calls": int(asked.sum()),
+        "judge_passes": int((asked & (r.verdict == 1.0)).sum()),
+        "judge_fails": int((asked & (r.verdict == 0.0)).sum()),
+        "judge_unclear": int((asked & np.isnan(r.verdict)).sum()),
+        "judge_overrides": int((asked & (r.rule == "fail") & (r.verdict == 1.0)).sum()),
+        "judge_tokens": int(r.tokens[asked].sum()),
+        "agree_with_last_number": int(agree),
+        "passes_with_last_number": int(sum(read and r.verdict[i, j] == 1.0 for (i, j), read in reads.items())),
+        "decided": int(decided.sum()),
+    }
+
+
+def judge_table(rows: list[dict], seconds_per_call: float) -> None:
+    print(
+        "\n| fallback_on | judge calls | passes | fails | unclear | overrides | judge tokens "
+        "| agrees with last number | passes the last number passes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in rows:
+        print(
+            f"| {c['fallback_on']} | {c['judge_calls']} | {c['judge_passes']} | {c['judge_fails']} "
+            f"| {c['judge_unclear']} | {c['judge_overrides']} | {c['judge_tokens']:,} "
+            f"| {c['agree_with_last_number']} of {c['decided']} "
+            f"| {c['passes_with_last_number']} of {c['judge_passes']} |"
+        )
+    print(f"\n({seconds_per_call:.1f} s per judge call, {JUDGE_CONCURRENCY} in flight)")
+
+
+JUDGE_CONCURRENCY = 4
+"""Judge requests in flight at once (the server batches them)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def served_judge(log: Path) -> tuple[str, subprocess.Popen]:
+    """``winnow serve --model smollm2`` as a subprocess on a free port, its output in ``log``;
+    its API root once ``/health`` answers."""
+    import httpx
+
+    port = free_port()
+    argv = [sys.executable, "-m", "winnow", "serve", "--model", "smollm2", "--served-model-name", "judge"]
+    with log.open("w") as out:  # the child holds its own copy of the file
+        argv += ["--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if process.poll() is not None:
+            raise RuntimeError(f"the judge server exited ({process.returncode}); see {log}")
+        try:
+            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
+                return f"{root}/v1", process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError("the judge server did not start")
+
+
+def judged(m: Matrix, prompts: list[Prompt], k: int, log: Path) -> tuple[list[dict], list[dict]]:
+    """Rule then judge on the first k prompts' samples with a served SmolLM2 judge (its
+    server's output in ``log``): the table's rows and the judge's counts under each
+    ``fallback_on``."""
+    from functools import partial
+
+    from winnow.remote import ClientSettings
+    from winnow.rewards.fallback import RuleThenJudge
+    from winnow.verifiers.math import math
+
+    url, process = served_judge(log)
+    try:
+        client = ClientSettings(url, concurrency=JUDGE_CONCURRENCY, timeout=600.0)
+        judge = RuleThenJudge(partial(math, reference_column="answer"), client, model="judge", on="fail")
+        r = rejudge(m, prompts, judge, k)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    n, modes = m.correct.shape[1], ["no-answer", "fail"]
+    methods = judged_methods(m, r, modes)
+    title = f"(A, judged) the first {k} of the arithmetic questions, N = {n}: the math rule alone or backed by a judge"
+    rows = table(title, m, methods, methods[0])
+    counts = [judge_counts(m, prompts, r, on) for on in modes]
+    judge_table(counts, r.seconds / max(int(r.asked.sum()), 1))
+    return rows, counts
+
+
+def arithmetic(root: Path, count: int, n: int, tokens: int, judged_k: int = 0) -> tuple[list[dict], dict]:
+    """(A)'s table and rows; with ``judged_k``, rule then judge's table on the first ones too
+    (``out["judged"]``, ``out["judge"]``)."""
     score = ScoreConfig(reward_fn="math", pass_threshold=1.0)
     tools = answer_tools("math")
+    prompts = arithmetic_prompts(count)
     m = sampled(
         root / "arithmetic",
-        arithmetic_prompts(count),
+        prompts,
         score,
         n=n,
         tokens=tokens,
@@ -259,7 +467,11 @@ def arithmetic(root: Path, count: int, n: int, tokens: int) -> tuple[list[dict],
         fixed(f"Best-of-{n} by the verifier (oracle)", m, verified(m), n),
     ]
     title = f"(A) {count} arithmetic questions, math verifier, N = {n}, {tokens} new tokens"
-    return table(title, m, methods, majority), {"adaptive": adaptive, "majority": majority}
+    out: dict = {"adaptive": adaptive, "majority": majority}
+    rows = table(title, m, methods, majority)
+    if judged_k:
+        out["judged"], out["judge"] = judged(m, prompts, min(judged_k, count), root / "judge-server.log")
+    return rows, out
 
 
 def constraints(root: Path, count: int, n: int, tokens: int) -> list[dict]:
@@ -286,15 +498,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--questions", type=int, default=60, help="arithmetic questions for (A)")
     parser.add_argument("--constraints", type=int, default=105, help="constraints prompts for (B) (all: 105)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--judged", type=int, default=JUDGED, help="arithmetic questions rule then judge re-scores")
     parser.add_argument("--run-dir", help="where the samples go (default: a temp folder; reruns resume)")
     parser.add_argument("--quick", action="store_true", help="smoke sizes, no targets")
     args = parser.parse_args(argv)
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="winnow-bench-test-time-"))
     questions, count, tokens, n_a, n_b = args.questions, args.constraints, args.max_new_tokens, 16, 8
+    judged_k = args.judged
     if args.quick:
-        questions, count, tokens, n_a, n_b = 4, 3, 8, 8, 4
+        questions, count, tokens, n_a, n_b, judged_k = 4, 3, 8, 8, 4, min(judged_k, 1)
     start = time.perf_counter()
-    a_rows, a = arithmetic(root, questions, n_a, tokens)
+    a_rows, a = arithmetic(root, questions, n_a, tokens, judged_k)
     b_rows = constraints(root, count, n_b, tokens)
     seconds = time.perf_counter() - start
     checks = _checks(a["majority"], a["adaptive"], quick=args.quick)
@@ -305,6 +519,8 @@ def main(argv: list[str] | None = None) -> dict:
         "passed": all(r["passed"] is not False for r in checks),
         "arithmetic": a_rows,
         "constraints": b_rows,
+        "arithmetic_judged": a.get("judged", []),
+        "judge": a.get("judge", []),
         "seconds": seconds,
     }
 

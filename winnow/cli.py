@@ -376,12 +376,13 @@ def serve_command(args: argparse.Namespace) -> None:
             f"{source}: serve.reward_timeout_s: the reward time limit is score.reward_timeout "
             "(--reward-timeout); set it in the score section"
         )
-    layers = {stage: _flags(args, stage) for stage in ("serve", "score")}
+    layers = {stage: _flags(args, stage) for stage in ("serve", "score", "pick")}
     config = build(SECTIONS["serve"], file_config.get("serve") or {}, layers["serve"], source=source)
     file_score = file_config.get("score") or {}
     rewarded = any(layers["score"].get(f) or file_score.get(f) for f in REWARD_FIELDS)
     score = build(SECTIONS["score"], file_score, layers["score"], source=source) if rewarded else None
-    serve(config, score)
+    pick = build(SECTIONS["pick"], file_config.get("pick") or {}, layers["pick"], source=source)
+    serve(config, score, pick)
 
 
 def _flags(args: argparse.Namespace, stage: str) -> dict:

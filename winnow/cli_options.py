@@ -248,7 +248,7 @@ STAGES_OF = {
     "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor"],
     "bon": ["generate", "score", "adaptive", "pick", "executor"],
     "dpo": ["dpo"],
-    "serve": ["serve", "score"],
+    "serve": ["serve", "score", "pick"],
     "import": ["import"],
     "eval": ["generate", "score", "eval", "executor"],
     "batch-requests": ["generate"],

@@ -260,18 +260,9 @@ def judge_picks(
     if pick is None or pick.select_by != "judge":
         return best, None
     check_pick(pick, aggregate, keep_confident)
-    from winnow.remote import ClientSettings
-    from winnow.rewards.judge import load_template
-    from winnow.rewards.pick import SLOTS, TEMPLATE, Judge, pick_best
+    from winnow.rewards.pick import judge_of, pick_best
 
-    judge = Judge(
-        ClientSettings(base_url=pick.judge or "", api_key_env=pick.api_key_env, concurrency=pick.concurrency),
-        pick.judge_model or "",
-        window=pick.window,
-        seed=pick.seed,
-        template=load_template(pick.prompt, TEMPLATE, SLOTS, "pick.prompt"),
-        max_tokens=pick.max_tokens,
-    )
+    judge = judge_of(pick)
     prompts, picks = index.prompts, []
     for start in range(0, len(prompts), PICK_CHUNK):
         chunk = range(start, min(len(prompts), start + PICK_CHUNK))

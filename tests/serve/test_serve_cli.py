@@ -110,7 +110,7 @@ def test_openai_backend_against_winnow_serve_matches_an_hf_run(tmp_path, tiny_po
 
 def test_serve_flags_reach_the_config_and_a_reward_flag_turns_on_best_of_n(monkeypatch):
     got = []
-    monkeypatch.setattr("winnow.serve.main.serve", lambda config, score: got.append((config, score)))
+    monkeypatch.setattr("winnow.serve.main.serve", lambda config, score, pick=None: got.append((config, score)))
     assert cli.main(["serve", "--model", "m", "--port", "9001", "--max-n", "2"]) == 0
     assert cli.main(["serve", "--model", "m", "--reward-fn", "length", "--best-of", "3", "--log-prompts"]) == 0
     (plain, no_reward), (bon, reward) = got

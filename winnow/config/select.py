@@ -183,7 +183,8 @@ class AdaptiveConfig:
 
 @dataclass
 class PickConfig:
-    """What picks ``winnow bon``'s completion of each prompt (``winnow.rewards.pick``)."""
+    """What picks ``winnow bon``'s completion of each prompt, or ``winnow serve``'s answer of
+    each Best-of-N request (``winnow.rewards.pick``)."""
 
     section: ClassVar[str] = "pick"
 

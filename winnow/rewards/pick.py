@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winnow import remote
+from winnow.config import PickConfig
 from winnow.rewards.judge import ask_async, fill, load_template, render_prompt
 
 TEMPLATE = "judge_pick.txt"
@@ -109,6 +110,18 @@ class Judge:
     seed: int = 0
     template: str = field(default_factory=lambda: load_template(None, TEMPLATE, SLOTS, "pick.prompt"))
     max_tokens: int = 64
+
+
+def judge_of(pick: PickConfig) -> Judge:
+    """The judge ``pick`` (``select_by: judge``) describes; its prompt file is read here."""
+    return Judge(
+        remote.ClientSettings(base_url=pick.judge or "", api_key_env=pick.api_key_env, concurrency=pick.concurrency),
+        pick.judge_model or "",
+        window=pick.window,
+        seed=pick.seed,
+        template=load_template(pick.prompt, TEMPLATE, SLOTS, "pick.prompt"),
+        max_tokens=pick.max_tokens,
+    )
 
 
 @dataclass

@@ -8,6 +8,7 @@ raises ``ApiError`` (400, naming the field).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -21,6 +22,8 @@ from winnow.config.generate import CONFIDENCE_WINDOW, MAX_TOP_LOGPROBS
 from winnow.errors import WinnowError
 from winnow.generate.contract import Sampling, check_sampling
 from winnow.records import Completion, Prompt
+from winnow.rewards.judge import render_prompt
+from winnow.rewards.pick import Pick
 from winnow.serve import schema
 from winnow.serve.work import ApiError, Outcome
 
@@ -42,6 +45,10 @@ UNSERVED: dict[str, str] = {
     "winnow bon does; a server sums its rewards: serve with --prm-model as the only reward and ask for weighted",
 }
 """Aggregates a server cannot do, each with why (the end of a sentence)."""
+SELECT_BY: tuple[str, ...] = ("reward", "judge")
+"""What may pick a request's answer (``select_by``): ``reward`` = ``aggregate``'s choice;
+``judge`` = the tournament of the judge the server was started with (``winnow.rewards.pick``):
+its pick first, then the rest by reward."""
 
 
 def body(
@@ -54,12 +61,14 @@ def body(
     listing: bool = False,
     logprobs: int | None = None,
     tokenizer=None,
+    verdict: Pick | None = None,
 ) -> BaseModel:
     """The JSON answer: a chat completion or a text completion with the picked choices
-    (``listing``: and every candidate, ``listed``; ``logprobs``, the top log-probabilities
-    asked per token: each choice's, its tokens named by ``tokenizer``)."""
+    (``listing``: and every candidate, ``listed``, ``verdict`` being the judge's tournament where
+    a judge picked; ``logprobs``, the top log-probabilities asked per token: each choice's,
+    its tokens named by ``tokenizer``)."""
     created = int(time.time())
-    more = extras(got) | (listed(got, picked) if listing else {})
+    more = extras(got) | (listed(got, picked, verdict) if listing else {})
     if kind == "chat":
         chat = [
             schema.ChatChoice.model_validate(
@@ -142,39 +151,66 @@ def check_aggregate(name: str | None, *, rewarded: bool) -> None:
 
 def choose(name: str | None, got: Outcome, n: int) -> Picked:
     """The n answers to return, chosen as ``aggregate`` says (default and ``best``: ``pick``)."""
+    from winnow.select import aggregate
+
+    rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
     match name:
         case None | "best":
             return pick(got, n)
         case "majority" | "weighted":
             # the vote's winner first, then the rest by reward (a vote names one answer; n > 1 asks for more)
-            from winnow.select import aggregate
-
-            ranked = pick(got, len(got.candidates))
-            rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
-            chosen = aggregate([c.text for c in got.candidates], rewards, name)
-            if chosen < 0:
-                return ranked[:n]
-            first = got.candidates[chosen]
-            return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
+            return led_by(got, aggregate([c.text for c in got.candidates], rewards, name), n)
         case "confidence":
-            return confident(got, n)
+            # the vote's winner, each candidate weighing its lowest group confidence (DeepConf)
+            weights = [confidence_of(c) for c in got.candidates]
+            return led_by(got, aggregate([c.text for c in got.candidates], rewards, name, confidence=weights), n)
         case _:  # refused in check_aggregate
             raise ApiError(400, f"aggregate {name!r} is not available", param="aggregate")
 
 
-def confident(got: Outcome, n: int) -> Picked:
-    """``aggregate: confidence``: the vote's winner (``select.aggregate(..., "confidence")``,
-    each candidate weighing its lowest group confidence) first, then the rest by reward."""
-    from winnow.select import aggregate
-
+def led_by(got: Outcome, chosen: int, n: int) -> Picked:
+    """The n answers to return with candidate ``chosen`` first (a vote's or a judge's), then
+    the rest by reward; by reward alone when ``chosen`` is -1 (no winner)."""
     ranked = pick(got, len(got.candidates))
-    rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
-    weights = [confidence_of(c) for c in got.candidates]
-    chosen = aggregate([c.text for c in got.candidates], rewards, "confidence", confidence=weights)
     if chosen < 0:
         return ranked[:n]
     first = got.candidates[chosen]
     return ([x for x in ranked if x[0] is first] + [x for x in ranked if x[0] is not first])[:n]
+
+
+def check_select_by(name: str | None, aggregate: str | None, *, rewarded: bool, judged: bool) -> str:
+    """What picks the request's answer (``select_by``, else the server's: ``judge`` where it was
+    started with one); a 400 naming ``select_by`` for a name not in ``SELECT_BY``, a judge the
+    server lacks, or any choice without a reward, and naming ``aggregate`` for a vote beside a judge."""
+    if name is not None and name not in SELECT_BY:
+        raise ApiError(400, f"select_by must be one of {', '.join(SELECT_BY)}, got {name!r}", param="select_by")
+    if name is not None and not rewarded:
+        raise ApiError(400, "select_by needs a server started with a reward (Best-of-N mode)", param="select_by")
+    if name == "judge" and not judged:
+        raise ApiError(
+            400,
+            "select_by judge needs a server started with a judge that picks "
+            "(--select-by judge --pick-judge URL --pick-model NAME)",
+            param="select_by",
+        )
+    chosen = name or ("judge" if judged else "reward")
+    if chosen == "judge" and aggregate not in (None, "best"):
+        raise ApiError(
+            400,
+            f"aggregate {aggregate!r} votes, and a judge picks in place of a vote: ask select_by reward to vote",
+            param="aggregate",
+        )
+    return chosen
+
+
+def judge_key(seed: int | None, content) -> str:
+    """What seeds the order a judge is shown a request's candidates in (with ``pick.seed``):
+    the request's seed and prompt, so one request asked twice is judged in one order.
+
+    >>> judge_key(1, "q") == judge_key(1, "q") != judge_key(2, "q"), len(judge_key(None, "q"))
+    (True, 16)
+    """
+    return hashlib.sha256(f"{seed}\n{render_prompt(content)}".encode()).hexdigest()[:16]
 
 
 def confidence_of(c: Completion) -> float:
@@ -206,9 +242,11 @@ def extras(got: Outcome) -> dict:
     return out
 
 
-def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
-    """``return_candidates``: every candidate in sampling order, and ``selected_index``, the
-    place among them of the first choice (found by identity: two candidates may share a text)."""
+def listed(got: Outcome, picked: Picked, verdict: Pick | None = None) -> dict[str, Any]:
+    """``return_candidates``: every candidate in sampling order, ``selected_index``, the place
+    among them of the first choice (found by identity: two candidates may share a text), and
+    ``selected_by``; where a judge picked (``verdict``), whether the highest reward picks the
+    same candidate (``judge_agrees``; None when none is scored) and the judge's calls."""
     rewards = got.rewards if got.rewards is not None else [math.nan] * len(got.candidates)
     steps = got.step_scores if got.step_scores is not None else [None] * len(got.candidates)
     candidates = [
@@ -225,7 +263,13 @@ def listed(got: Outcome, picked: Picked) -> dict[str, Any]:
     ]
     first = picked[0][0]
     selected = next(j for j, c in enumerate(got.candidates) if c is first)
-    return {"candidates": candidates, "selected_index": selected}
+    out: dict[str, Any] = {"candidates": candidates, "selected_index": selected, "selected_by": "reward"}
+    if verdict is not None:
+        scored = any(not math.isnan(r) for r in rewards)
+        reward_pick = next(j for j, c in enumerate(got.candidates) if c is pick(got, 1)[0][0])
+        out |= {"selected_by": "judge", "judge_agrees": reward_pick == selected if scored else None}
+        out["judge_calls"] = verdict.calls
+    return out
 
 
 def pick(got: Outcome, n: int) -> Picked:

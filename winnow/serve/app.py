@@ -47,6 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from winnow.config import ServeConfig
 from winnow.generate.contract import Backend
 from winnow.rewards.apply import RewardApplier
+from winnow.rewards.pick import Judge
 from winnow.serve import schema
 from winnow.serve.answer import choose as _aggregate  # noqa: F401 -- the name tests/serve/test_serve.py imports
 from winnow.serve.metrics import CountStatus
@@ -58,10 +59,16 @@ log = logging.getLogger("winnow.serve")
 
 
 def create_app(
-    backend: Backend, config: ServeConfig, *, backend_name: str, reward: RewardApplier | None = None
+    backend: Backend,
+    config: ServeConfig,
+    *,
+    backend_name: str,
+    reward: RewardApplier | None = None,
+    judge: Judge | None = None,
 ) -> FastAPI:
-    """The app over a built backend; ``reward`` (the score stage's applier) turns on Best-of-N."""
-    server = Server.build(backend, config, backend_name=backend_name, reward=reward)
+    """The app over a built backend; ``reward`` (the score stage's applier) turns on Best-of-N,
+    ``judge`` (the judge that picks) makes it pick Best-of-N's answer by default."""
+    server = Server.build(backend, config, backend_name=backend_name, reward=reward, judge=judge)
     app = FastAPI(title="winnow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     app.state.batcher = server.batcher

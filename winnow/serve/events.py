@@ -18,8 +18,9 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.rewards.pick import Pick
 from winnow.serve import stream
-from winnow.serve.answer import Asked, Picked, choose, extras, listed
+from winnow.serve.answer import Asked, Picked, extras, listed
 from winnow.serve.batcher import Job
 from winnow.serve.server import Server, outcome
 from winnow.serve.work import ApiError, Outcome, Ticket
@@ -56,6 +57,7 @@ async def batched_events(server: Server, asked: Asked, ticket: Ticket, job: Job)
                 yield event
         try:
             got = outcome(waiter.result())
+            picked, verdict = await server.chosen(asked, got)
         except ApiError as e:
             yield stream.error(e.status, e.message, e.type, e.code)
             yield stream.DONE
@@ -65,8 +67,8 @@ async def batched_events(server: Server, asked: Asked, ticket: Ticket, job: Job)
             yield stream.error(500, f"the backend failed: {type(e).__name__}", "server_error", None)
             yield stream.DONE
             return
-        picked = choose(asked.req.aggregate, got, asked.req.n)
-        for event in _answered(chunks, asked, got, picked, ticket.live, server.reward is not None, progress):
+        rewarded = server.reward is not None
+        for event in _answered(chunks, asked, got, picked, ticket.live, rewarded, progress, verdict):
             yield event
         yield stream.DONE
         server.count(got, picked, asked.arrived, streamed=True, first_at=progress.first_at)
@@ -106,7 +108,14 @@ async def _sampled(
 
 
 def _answered(
-    chunks: stream.Chunks, asked: Asked, got: Outcome, picked: Picked, live: bool, rewarded: bool, progress: Progress
+    chunks: stream.Chunks,
+    asked: Asked,
+    got: Outcome,
+    picked: Picked,
+    live: bool,
+    rewarded: bool,
+    progress: Progress,
+    verdict: Pick | None = None,
 ) -> Iterator[bytes]:
     """The chosen answers after what was streamed live: the rest of each text, its finishing
     chunk (``num_tokens``; Best-of-N: ``reward``, and on the last ``candidate_rewards``, with
@@ -127,7 +136,7 @@ def _answered(
             if index == len(picked) - 1:
                 body_extra["candidate_rewards"] = more["candidate_rewards"]
                 if asked.req.return_candidates:
-                    body_extra |= _as_json(listed(got, picked))
+                    body_extra |= _as_json(listed(got, picked, verdict))
         yield chunks.finish(index, c.finish_reason, choice_extra, body_extra)
     if asked.include_usage:
         usage = more["usage"]

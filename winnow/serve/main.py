@@ -7,16 +7,18 @@ import logging
 import math
 import socket
 
-from winnow.config import ScoreConfig, ServeConfig
+from winnow.config import PickConfig, ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import make_backend
 from winnow.remote import upstream_client
 from winnow.serve.reward import refuse_unserved, server_applier
 
 
-def build_app(config: ServeConfig, score: ScoreConfig | None = None):
-    """The FastAPI app for ``config``; Best-of-N mode when ``score`` names a reward."""
+def build_app(config: ServeConfig, score: ScoreConfig | None = None, pick: PickConfig | None = None):
+    """The FastAPI app for ``config``; Best-of-N mode when ``score`` names a reward, its answer
+    picked by a judge when ``pick`` says ``select_by: judge``."""
     config.validate()
+    judge = picking_judge(pick, score)
     try:
         from winnow.serve.app import create_app
     except ImportError as e:
@@ -32,10 +34,28 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None):
     if score is not None:
         score.validate()
         reward = server_applier(score)
-    return create_app(backend, config, backend_name=config.backend, reward=reward)
+    return create_app(backend, config, backend_name=config.backend, reward=reward, judge=judge)
 
 
-def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
+def picking_judge(pick: PickConfig | None, score: ScoreConfig | None):
+    """The judge that picks (``winnow.rewards.pick.Judge``) ``pick`` names; None without one.
+    It picks among Best-of-N's candidates, so it needs a reward (one line otherwise)."""
+    if pick is None:
+        return None
+    pick.validate()
+    if pick.select_by != "judge":
+        return None
+    if score is None:
+        raise WinnowError(
+            "pick.select_by: a judge picks among Best-of-N's candidates; serve with a reward "
+            "(--reward-fn, --reward-model, ...) to sample them"
+        )
+    from winnow.rewards.pick import judge_of
+
+    return judge_of(pick)
+
+
+def serve(config: ServeConfig, score: ScoreConfig | None = None, pick: PickConfig | None = None) -> None:
     """Serve until SIGINT/SIGTERM. Requests in flight get ``shutdown_grace_s`` to finish
     (uvicorn's graceful shutdown); then the server exits, even with a backend call or a
     reward that never returns (they run in daemon threads, which do not hold the process)."""
@@ -45,10 +65,13 @@ def serve(config: ServeConfig, score: ScoreConfig | None = None) -> None:
     if score is not None:  # before the port and the model: a refused option is one line at once
         score.validate()
         refuse_unserved(score)
+    picking_judge(pick, score)  # a judge without a reward is one line before the port too
     sock = listen(config.host, config.port)  # before the model loads: a busy port fails at once
-    app = build_app(config, score)
+    app = build_app(config, score, pick)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mode = f"Best-of-N with {score_name(score)}, best_of {config.best_of}" if score else "plain sampling"
+    if score and pick and pick.select_by == "judge":
+        mode += f", picked by judge {pick.judge_model}"
     name = config.served_model_name or config.model
     print(f"winnow serve: {name!r} ({config.backend}) on http://{config.host}:{config.port}/v1 ({mode})", flush=True)
     settings = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=math.ceil(config.shutdown_grace_s))

@@ -25,7 +25,7 @@ from winnow.generate.openai_api import OpenAIBackend
 from winnow.prompts import chat_with_images
 from winnow.records import Prompt
 from winnow.serve import schema, stream
-from winnow.serve.answer import Asked, body, check_aggregate, choose, sampling_of
+from winnow.serve.answer import Asked, body, check_aggregate, check_select_by, sampling_of
 from winnow.serve.events import batched_events
 from winnow.serve.incoming import M, authorize, parse, read_body
 from winnow.serve.metrics import CONTENT_TYPE
@@ -35,7 +35,7 @@ from winnow.serve.work import ApiError, Ticket
 
 log = logging.getLogger("winnow.serve")
 
-LISTING = {"candidates", "selected_index"}
+LISTING = {"candidates", "selected_index", "selected_by", "judge_agrees", "judge_calls"}
 """Body fields only ``return_candidates`` asks for (left out otherwise, not sent as null)."""
 
 router = APIRouter()
@@ -116,6 +116,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         )
     sampling = sampling_of(req, s.config, asked.max_tokens, rewarded=rewarded, backend_name=s.backend_name)
     check_aggregate(req.aggregate, rewarded=rewarded)
+    check_select_by(req.select_by, req.aggregate, rewarded=rewarded, judged=s.judge is not None)
     if s.config.log_prompts:
         log.info("%s prompt: %r", prompt.id, prompt.content)
     live = not rewarded or sampling.n == 1
@@ -132,7 +133,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         got = await s.wait(request, ticket, job)
     except ClientGone:
         return Response(status_code=499)
-    picked = choose(req.aggregate, got, req.n)
+    picked, verdict = await s.chosen(asked, got)
     s.count(got, picked, asked.arrived, streamed=False)
     tokenizer = getattr(s.backend, "tokenizer", None)  # names the tokens of a logprobs body (hf only)
     asked_logprobs = req.asked_logprobs()
@@ -145,6 +146,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         listing=req.return_candidates,
         logprobs=asked_logprobs,
         tokenizer=tokenizer,
+        verdict=verdict,
     )
     return answered.model_dump(exclude_none=not rewarded, exclude=None if req.return_candidates else LISTING)
 

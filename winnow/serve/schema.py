@@ -8,10 +8,10 @@ number field takes an integer (``"temperature": 1``). Unknown fields are refused
 leaves the answer as it is (``NEUTRAL``); any other value is a 400 naming it, never silently
 dropped. Beyond the
 official fields, requests may carry ``top_k``, ``min_p``, ``repetition_penalty`` (as vLLM
-accepts them) and, in Best-of-N mode, ``best_of``, ``aggregate``, ``budget`` and
+accepts them) and, in Best-of-N mode, ``best_of``, ``aggregate``, ``select_by``, ``budget`` and
 ``return_candidates``; responses add ``num_tokens`` and, in Best-of-N mode, ``reward`` to
 each choice and ``candidate_rewards`` to the body (with ``return_candidates``, also
-``candidates`` and ``selected_index``).
+``candidates``, ``selected_index``, ``selected_by`` and ``judge_agrees``).
 """
 
 from __future__ import annotations
@@ -104,6 +104,10 @@ class SamplingFields(Strict):
     ``majority`` or ``weighted`` (votes over their final answers), ``confidence`` (votes
     weighted by the model's token confidence, from log-probabilities every backend gives);
     the list is ``answer.AGGREGATES``."""
+    select_by: str | None = None
+    """Best-of-N: what picks the answer: ``reward`` (``aggregate``'s choice) or ``judge`` (the
+    judge model the server was started with, ``--select-by judge``, comparing the candidates
+    in a tournament); default: the server's ``--select-by``. The list is ``answer.SELECT_BY``."""
     budget: int | None = Field(None, ge=1)
     """Best-of-N: most completion tokens the candidates may use together. It buys whole
     candidates at their worst case: ``min(best_of, budget // max_tokens)`` are sampled, each
@@ -320,6 +324,14 @@ class ChatCompletion(BaseModel):
     """``return_candidates``: every candidate sampled, in sampling order."""
     selected_index: int | None = None
     """``return_candidates``: the index (in ``candidates``) of the first choice's candidate."""
+    selected_by: str | None = None
+    """``return_candidates``: what picked it, ``reward`` or ``judge``."""
+    judge_agrees: bool | None = None
+    """``return_candidates`` with ``selected_by: judge``: whether the judge's pick is the
+    candidate the highest reward picks (the earliest on a tie); None without a judge or
+    when no candidate is scored."""
+    judge_calls: int | None = None
+    """``return_candidates`` with ``selected_by: judge``: the judge calls its tournament made."""
 
 
 class TextCompletion(BaseModel):
@@ -332,6 +344,9 @@ class TextCompletion(BaseModel):
     candidate_rewards: list[float | None] | None = None
     candidates: list[Candidate] | None = None
     selected_index: int | None = None
+    selected_by: str | None = None
+    judge_agrees: bool | None = None
+    judge_calls: int | None = None
 
 
 class ModelCard(BaseModel):

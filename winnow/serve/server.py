@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from winnow.config import ServeConfig
+from winnow.errors import WinnowError
 from winnow.generate.contract import Backend, Sampling
 from winnow.rewards.apply import RewardApplier
-from winnow.serve.answer import Picked
+from winnow.rewards.pick import Judge, Pick, pick_best_async
+from winnow.serve.answer import Asked, Picked, check_select_by, choose, judge_key, led_by
 from winnow.serve.batcher import Batcher, Job, QueueFull
 from winnow.serve.incoming import api_key, disconnected
 from winnow.serve.metrics import Metrics
@@ -63,9 +65,19 @@ class Server:
     """The model name clients ask for (``served_model_name``, else ``model``)."""
     created: int
     """When the app was made (unix seconds): the ``created`` of ``/v1/models``."""
+    judge: Judge | None = None
+    """The judge that picks (``--select-by judge``): a request's default, ``select_by: judge``."""
 
     @classmethod
-    def build(cls, backend: Backend, config: ServeConfig, *, backend_name: str, reward: RewardApplier | None) -> Server:
+    def build(
+        cls,
+        backend: Backend,
+        config: ServeConfig,
+        *,
+        backend_name: str,
+        reward: RewardApplier | None,
+        judge: Judge | None = None,
+    ) -> Server:
         """The batcher runs ``work`` (sample, then score) over each batch in its thread."""
         key = api_key(config)  # an unset key variable fails before anything is made
         batcher = Batcher(
@@ -87,6 +99,7 @@ class Server:
             key=key,
             served=config.served_model_name or config.model,
             created=int(time.time()),
+            judge=judge,
         )
 
     def busy(self) -> ApiError:
@@ -119,6 +132,27 @@ class Server:
         if not waiter.done() or waiter.cancelled():
             raise ClientGone
         return outcome(waiter.result())
+
+    async def chosen(self, asked: Asked, got: Outcome) -> tuple[Picked, Pick | None]:
+        """The answers to return and, where the judge picked, its tournament (else None):
+        ``choose``'s by reward, or the judge's pick first (its order seeded by ``judge_key``)."""
+        req = asked.req
+        by = check_select_by(
+            req.select_by, req.aggregate, rewarded=self.reward is not None, judged=self.judge is not None
+        )
+        if by != "judge" or self.judge is None:
+            return choose(req.aggregate, got, req.n), None
+        try:
+            [verdict] = await pick_best_async(
+                self.judge,
+                [asked.prompt.content],
+                [[c.text for c in got.candidates]],
+                [got.rewards] if got.rewards is not None else None,
+                [judge_key(req.seed, asked.prompt.content)],
+            )
+        except WinnowError as e:
+            raise ApiError(502, f"the judge that picks failed: {e}", type="server_error", code="judge_failed") from None
+        return led_by(got, verdict.index, req.n), verdict
 
     def count(self, got: Outcome, picked: Picked, arrived: float, *, streamed: bool, first_at: float | None = None):
         """The metrics of one request answered through the batcher."""
