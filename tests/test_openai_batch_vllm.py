@@ -63,7 +63,9 @@ def test_vllm_run_batch_output_imports_as_the_live_openai_backends_stage(folder,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     flags = ["--prompts", str(tmp_path / "prompts.jsonl"), "--backend", "openai", "--base-url", f"{url}/v1"]
-    flags += ["--model", str(folder), "--n", "1", "--max-new-tokens", "8", "--shard-size", "2", "--seed", "5"]
+    # vLLM's run_batch serves /v1/chat/completions, not /v1/completions: the chat endpoint
+    flags += ["--model", str(folder), "--endpoint", "chat", "--n", "1", "--max-new-tokens", "8"]
+    flags += ["--shard-size", "2", "--seed", "5"]
     assert main(["batch-requests", *flags, "--out", str(tmp_path / "batch.jsonl")]) == 0
     io = ["-i", str(tmp_path / "batch.jsonl"), "-o", str(tmp_path / "results.jsonl"), "--model", str(folder)]
     done = subprocess.run(vllm_module("run_batch", *io), capture_output=True, text=True, timeout=1800)
