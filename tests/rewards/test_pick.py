@@ -133,35 +133,21 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
     }
 
 
+# A judge that picks, at an address nothing listens on: these runs are refused before any request.
+JUDGE_PICKS = ["--select-by", "judge", "--pick-judge", "http://127.0.0.1:9/v1", "--pick-model", "j"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--select-by", "judge", "--pick-model", "j"], "pick.judge: select_by judge needs it (--pick-judge)"),
         (["--pick-window", "3"], "pick.window: applies to select_by judge only (--select-by judge)"),
         (
-            [
-                "--select-by",
-                "judge",
-                "--pick-judge",
-                "http://127.0.0.1:9/v1",
-                "--pick-model",
-                "j",
-                "--aggregate",
-                "majority",
-            ],
+            [*JUDGE_PICKS, "--aggregate", "majority"],
             "pick.select_by: a judge picks in place of --aggregate best; --aggregate majority votes instead",
         ),
         (
-            [
-                "--select-by",
-                "judge",
-                "--pick-judge",
-                "http://127.0.0.1:9/v1",
-                "--pick-model",
-                "j",
-                "--keep-confident",
-                "50",
-            ],
+            [*JUDGE_PICKS, "--keep-confident", "50"],
             "pick.select_by: a judge picks among every candidate; --keep-confident filters a vote",
         ),
     ],
