@@ -68,7 +68,7 @@ def overhead(num_shards: int) -> list[dict]:
         for j in range(8)
     ]
     tasks = [
-        ShardTask(f"{i:05d}", [("prompt", c) for c in completions[i * 8 : (i + 1) * 8]]) for i in range(num_shards)
+        ShardTask(f"{i:05d}", [("prompt", c, {}) for c in completions[i * 8 : (i + 1) * 8]]) for i in range(num_shards)
     ]
     factory = ScoreWorkerFactory(ScoreConfig(reward_fn="length"))
     local = timed_run(tasks, factory, ExecutorConfig(name="local"))
