@@ -1,6 +1,7 @@
 """``winnow verify`` of a run evaluated with ``--eval-prompts``: each model's run dir under
 ``RUN/eval`` is checked as any run dir, with the same lines prefixed by its folder, and
-eval.json must be there; ``winnow verify`` of a ``winnow eval`` folder does the same."""
+eval.json must be there; ``winnow verify`` of a ``winnow eval`` folder does the same. The
+run reads its held-out file with the prompts' column options."""
 
 from __future__ import annotations
 
@@ -8,24 +9,31 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import flags, write_jsonl
+from helpers import flags, read_rows, write_jsonl
 
 from winnow.cli import main
 from winnow.records import check_file, read_json
 
-HELD_OUT = [{"id": f"h{i}", "prompt": f"say {i}"} for i in range(2)]
+HELD_OUT = [{"qid": f"h{i}", "question": f"say {i}"} for i in range(2)]
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_policy, one_thread) -> Path:
-    """One round of ``winnow run --eval-prompts`` with the tiny model: RUN/eval/start and round-1."""
+    """One round of ``winnow run --eval-prompts`` with the tiny model: RUN/eval/start and
+    round-1; both files hold their prompts in the columns ``--prompt-column`` and ``--id-column`` name."""
     root = tmp_path_factory.mktemp("verify-eval")
-    prompts = write_jsonl(root / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(3)])
-    held = write_jsonl(root / "heldout.jsonl", HELD_OUT)
+    rows = [{"qid": f"p{i}", "question": f"prompt {i}"} for i in range(3)]
+    prompts, held = write_jsonl(root / "prompts.jsonl", rows), write_jsonl(root / "heldout.jsonl", HELD_OUT)
     argv = ["run", *flags(prompts=prompts, run_dir=root / "run", model=tiny_policy, reward_fn="length")]
     argv += flags(n=2, max_new_tokens=4, shard_size=2, device="cpu", epochs=1, eval_prompts=held)
-    assert main(argv) == 0
+    assert main([*argv, *flags(prompt_column="question", id_column="qid")]) == 0
     return root / "run"
+
+
+def test_the_held_out_file_is_read_with_the_prompts_column_options(evaluated):
+    for name in ("start", "round-1"):
+        got = read_rows(evaluated / "eval" / name / "generate" / "prompts.jsonl")
+        assert [(r["id"], r["prompt"]) for r in got] == [(r["qid"], r["question"]) for r in HELD_OUT]
 
 
 @pytest.fixture()
