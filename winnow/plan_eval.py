@@ -50,8 +50,7 @@ class EvalPlan:
         named = ", ".join(f"{name} ({model})" for name, model in self.models.items())
         out = [
             f"held-out eval: {self.prompts} prompt{'s' if self.prompts != 1 else ''} from {self.source}, "
-            f"{self.samples} samples per prompt "
-            f"and model, at most {self.max_new_tokens} tokens each",
+            f"{self.samples} samples per prompt and model, at most {self.max_new_tokens} tokens each",
             f"  models: {named}",
         ]
         out += [f"  {s.action:<7} {s.folder}" + (f"  ({s.note})" if s.note else "") for s in self.stages]
