@@ -132,6 +132,7 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--pick-max-tokens", "pick", "max_tokens"),
         Option("--pick-api-key-env", "pick", "api_key_env"),
         Option("--pick-concurrency", "pick", "concurrency"),
+        Option("--pick-price-per-mtok", "pick", "price_per_mtok", metavar="IN,OUT"),
     ],
     "adaptive": [
         Option("--adaptive-step", "adaptive", "step"),

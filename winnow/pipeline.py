@@ -209,7 +209,8 @@ def best_of_n(
             yield row
 
     try:
-        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", judged_rows(rows(), picks, rewards))
+        judged = judged_rows(rows(), picks, rewards, pick.price_per_mtok if pick else None)
+        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", judged)
     finally:
         index.close()
     return count, head
@@ -272,21 +273,24 @@ def judge_picks(
     return np.array([p.index for p in picks], dtype=np.int64), picks
 
 
-def judged_rows(rows: Iterator[dict], picks: list | None, rewards: np.ndarray) -> Iterator[dict]:
+def judged_rows(
+    rows: Iterator[dict], picks: list | None, rewards: np.ndarray, price: list[float] | None = None
+) -> Iterator[dict]:
     """Best-of-N's rows, each picked by the judge given the fields of ``judged_fields`` (the
     same dicts, so the rows kept for the terminal have them too); as they are without a judge."""
     if picks is None:
         yield from rows
         return
     for row, chosen, values in zip(rows, picks, rewards, strict=True):
-        row.update(judged_fields(chosen, values))
+        row.update(judged_fields(chosen, values, price))
         yield row
 
 
-def judged_fields(chosen, rewards: np.ndarray) -> dict:
+def judged_fields(chosen, rewards: np.ndarray, price: list[float] | None = None) -> dict:
     """What a row picked by the judge adds: the reward's own pick (the highest reward, the
-    earliest of a tie; None when none is scored) and its reward, the calls and fallbacks.
-    rewards: float (C,), the prompt's row."""
+    earliest of a tie; None when none is scored) and its reward, the calls and fallbacks,
+    and the tokens the calls used (``judge_usage``: ``winnow.budget.Usage.record``, its cost
+    at ``price``, ``pick.price_per_mtok``, when one is given). rewards: float (C,), the prompt's row."""
     best = int(sel.top_per_prompt(rewards[None, :])[0])
     return {
         "selected_by": "judge",
@@ -294,4 +298,5 @@ def judged_fields(chosen, rewards: np.ndarray) -> dict:
         "best_reward": float(rewards[best]) if best >= 0 else None,
         "judge_calls": chosen.calls,
         "judge_fallbacks": chosen.fallbacks,
+        "judge_usage": chosen.usage.record(price),
     }

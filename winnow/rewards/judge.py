@@ -23,7 +23,6 @@ prompt template.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -186,7 +185,7 @@ class JudgeReward:
         return scores
 
 
-def ask(
+async def ask_async(
     client: remote.ClientSettings,
     *,
     model: str,
@@ -202,24 +201,9 @@ def ask(
 
     Returns [(reply, usage)], len = texts, in their order; ``ids[i]`` names text i's prompt
     in an error. The judge reward, the rule's fallback judge and the judge that picks all
-    ask through here, so the three send, pace, retry and check replies alike.
+    ask through here, so the three send, pace, retry and check replies alike. Awaited
+    inside a running event loop (a server's); ``ask`` is its blocking twin.
     """
-    return asyncio.run(
-        ask_async(client, model=model, texts=texts, ids=ids, max_tokens=max_tokens, images=images, pacer=pacer)
-    )
-
-
-async def ask_async(
-    client: remote.ClientSettings,
-    *,
-    model: str,
-    texts: list[str],
-    ids: list,
-    max_tokens: int,
-    images: list | None = None,
-    pacer: Pacer | None = None,
-) -> list[tuple[str, dict]]:
-    """``ask`` inside a running event loop (a server's)."""
     import openai
 
     if not texts:  # nothing to ask: no client made
@@ -264,3 +248,7 @@ async def ask_async(
         return await remote.gather_bounded(client.concurrency, jobs)
     finally:
         await api.close()
+
+
+ask = remote.blocking(ask_async)
+"""``ask_async`` run to the end outside an event loop (the score stage's judges)."""
