@@ -148,7 +148,7 @@ class Pick:
 async def pick_best_async(
     judge: Judge,
     questions: list,
-    candidates: list[list[str | None]],
+    candidates: Sequence[Sequence[str | None]],
     rewards: Sequence[Sequence[float]] | None = None,
     keys: Sequence[str] | None = None,
 ) -> list[Pick]:
