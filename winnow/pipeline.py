@@ -209,8 +209,9 @@ def best_of_n(
             yield row
 
     try:
-        judged = judged_rows(rows(), picks, rewards, pick.price_per_mtok if pick else None)
-        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", judged)
+        count = write_rows(
+            Path(out) if out else Path(run_dir) / "best.jsonl", judged_rows(rows(), picks, rewards, pick)
+        )
     finally:
         index.close()
     return count, head
@@ -274,13 +275,15 @@ def judge_picks(
 
 
 def judged_rows(
-    rows: Iterator[dict], picks: list | None, rewards: np.ndarray, price: list[float] | None = None
+    rows: Iterator[dict], picks: list | None, rewards: np.ndarray, pick: PickConfig | None = None
 ) -> Iterator[dict]:
     """Best-of-N's rows, each picked by the judge given the fields of ``judged_fields`` (the
-    same dicts, so the rows kept for the terminal have them too); as they are without a judge."""
+    same dicts, so the rows kept for the terminal have them too; its tokens priced at
+    ``pick.price_per_mtok``); as they are without a judge."""
     if picks is None:
         yield from rows
         return
+    price = pick.price_per_mtok if pick is not None else None
     for row, chosen, values in zip(rows, picks, rewards, strict=True):
         row.update(judged_fields(chosen, values, price))
         yield row

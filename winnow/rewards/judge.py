@@ -198,12 +198,9 @@ async def ask_async(
     """The judge's reply to each text and what its request used (``winnow.replies.usage_of``),
     each text sent as one user turn (after its row's images, when ``images`` gives them) at
     temperature 0, seed 0, under ``pacer``'s per-minute limits (default: the client's own).
-
     Returns [(reply, usage)], len = texts, in their order; ``ids[i]`` names text i's prompt
-    in an error. The judge reward, the rule's fallback judge and the judge that picks all
-    ask through here, so the three send, pace, retry and check replies alike. Awaited
-    inside a running event loop (a server's); ``ask`` is its blocking twin.
-    """
+    in an error. Every judge (the reward, the rule's fallback, the one that picks) asks
+    through here or ``ask``, its blocking twin, so all send, pace, retry and check alike."""
     import openai
 
     if not texts:  # nothing to ask: no client made
