@@ -149,6 +149,13 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
             "cost": cost,
         },
     }
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert (
+        f"The judge's calls used 9 requests, {prompt_tokens:,} prompt + 18 completion tokens, cost {cost:.7f}".rstrip(
+            "0"
+        )
+        + " (1, 2 per million)."
+    ) in md
 
 
 @pytest.mark.parametrize(
