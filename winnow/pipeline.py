@@ -218,9 +218,7 @@ def best_of_n(
             yield row
 
     try:
-        count = write_rows(
-            Path(out) if out else Path(run_dir) / "best.jsonl", judged_rows(rows(), picks, rewards, pick)
-        )
+        count = write_rows(Path(out or Path(run_dir) / "best.jsonl"), judged_rows(rows(), picks, rewards, pick))
     finally:
         index.close()
     return count, head
