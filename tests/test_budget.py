@@ -194,7 +194,7 @@ def test_a_limit_on_a_local_backend_or_without_a_judge_is_refused(folder, capsys
     )
     assert main(["score", "--run-dir", str(folder / "r"), "--judge-price-per-mtok", "1,2"]) == 2
     assert capsys.readouterr().err == (
-        "winnow: error: score.judge_price_per_mtok: only the judge takes it (reward_judge, --reward-judge)\n"
+        "winnow: error: score.judge_price_per_mtok: only a judge takes it (--reward-judge or --fallback-judge)\n"
     )
 
 

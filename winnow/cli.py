@@ -179,25 +179,37 @@ def stage_command(args: argparse.Namespace) -> None:
     manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command), held_out=held_out)
     summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
-        out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
-        count, head = pipeline.best_of_n(
-            run_dir,
-            out=out,
-            aggregate=args.aggregate,
-            answer=configs["adaptive"].answer,
-            keep_confident=args.keep_confident,
-            pick=configs["pick"],
-        )
-        n = configs["generate"].n * len(configs["generate"].models)
-        print_best_of_n(head, count, out, n, args.aggregate)
+        write_best_of_n(args, run_dir, configs)
     else:
         summary.print_stages(manifests, run_dir, as_json=args.json)
     if "eval" in configs and configs["eval"].prompts and not args.json:  # run --eval-prompts
-        from winnow.report import evals
+        print_held_out(run_dir)
 
-        out = Path(run_dir) / evals.FOLDER
-        if evaluated := evals.read(run_dir):
-            print("\n".join(evals.lines(evaluated, *(out / name for name in evals.FILES))))
+
+def write_best_of_n(args: argparse.Namespace, run_dir: str, configs: dict) -> None:
+    """``bon``'s last step: the chosen completion per prompt to ``--out`` (default RUN/best.jsonl)."""
+    from winnow import pipeline
+
+    out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
+    count, head = pipeline.best_of_n(
+        run_dir,
+        out=out,
+        aggregate=args.aggregate,
+        answer=configs["adaptive"].answer,
+        keep_confident=args.keep_confident,
+        pick=configs["pick"],
+    )
+    n = configs["generate"].n * len(configs["generate"].models)
+    print_best_of_n(head, count, out, n, args.aggregate)
+
+
+def print_held_out(run_dir: str) -> None:
+    """``run --eval-prompts``: the held-out table and where its files are."""
+    from winnow.report import evals
+
+    out = Path(run_dir) / evals.FOLDER
+    if evaluated := evals.read(run_dir):
+        print("\n".join(evals.lines(evaluated, *(out / name for name in evals.FILES))))
 
 
 def evaluate_command(run_dir: str, prompts, configs: dict, *, as_json: bool) -> None:

@@ -34,19 +34,9 @@ def run_stages(
     from winnow.sft import sft
 
     held_out = _held_out(configs.get("eval"), held_out)  # a bad file fails before any work
+    _check_plan(run_dir, prompts, configs, only, reward=reward, held_out=held_out)
     rounds = configs.get("rounds")
-    multi_round = rounds is not None and rounds.count is not None
-    if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
-        from winnow.plan import check
-
-        check(
-            run_dir, prompts, configs, only=only, reward=reward
-        )  # every part, before any model loads or sample is drawn
-    if held_out is not None:  # the evaluation after training too: its reward, its folders
-        from winnow.plan_eval import check_eval
-
-        check_eval(run_dir, held_out, configs, reward=reward)
-    if multi_round:
+    if rounds is not None and rounds.count is not None:
         from winnow.rounds import run_rounds
 
         assert rounds is not None
@@ -82,6 +72,19 @@ def run_stages(
     if held_out is not None and "sft" in summary:
         evaluate_run(run_dir, held_out, configs, [summary["sft"]["checkpoint"]], reward=reward)
     return _brief(summary)
+
+
+def _check_plan(run_dir, prompts, configs: dict, only, *, reward, held_out) -> None:
+    """Every part of the plan, before any model loads or sample is drawn: the stages' configs,
+    reward, columns and folders (``plan.check``), and the evaluation after training (``check_eval``)."""
+    if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
+        from winnow.plan import check
+
+        check(run_dir, prompts, configs, only=only, reward=reward)
+    if held_out is not None:
+        from winnow.plan_eval import check_eval
+
+        check_eval(run_dir, held_out, configs, reward=reward)
 
 
 def _held_out(config, read: list | None) -> list | None:

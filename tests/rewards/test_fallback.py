@@ -172,3 +172,16 @@ def test_a_tiny_model_served_by_winnow_serve_is_the_judge(imported, tmp_path, ca
     assert summary["rule_then_judge"]["judge_passes"] == 3  # "half of it" too, this judge says yes to all
     assert np.load(imported / "run" / "score" / "rewards.npy").tolist() == [[1, 1, 0, 1], [1, 1, 0, 0]]
     assert rows(imported)[("half", 3)]["judge_reply"] == "yes"
+
+
+def test_a_fallback_judge_alone_is_priced_by_the_judge_price(imported, capsys):
+    with scripted_judge(judge_of([])) as judge:
+        summary = run_score(imported, judge.url, capsys, "--judge-price-per-mtok", "1000,2000")
+    # 9 prompt tokens at 1000 per million and 3 completion tokens at 2000 per million
+    assert summary["judge_usage"] == {
+        "requests": 3,
+        "prompt_tokens": 9,
+        "completion_tokens": 3,
+        "price_per_mtok": [1000.0, 2000.0],
+        "cost": 0.015,
+    }

@@ -225,10 +225,10 @@ class ScoreConfig:
         """Every field in its range (``check_fields``), then the rules between fields."""
         check_fields(self)
         check_price("score.judge_price_per_mtok", self.judge_price_per_mtok)
-        if not self.reward_judge:  # refused by name, never accepted and ignored
+        if not (self.reward_judge or self.fallback_judge):  # refused by name, never accepted and ignored
             for name in ("judge_max_requests_per_minute", "judge_max_tokens_per_minute", "judge_price_per_mtok"):
                 if getattr(self, name) is not None:
-                    raise WinnowError(f"score.{name}: only the judge takes it (reward_judge, --reward-judge)")
+                    raise WinnowError(f"score.{name}: only a judge takes it (--reward-judge or --fallback-judge)")
         if not (self.reward_model or self.prm_model or self.reward_judge or self.reward_fn):
             raise WinnowError("score.reward_fn: set reward_fn, reward_model, prm_model or reward_judge")
         if isinstance(self.reward_fn, list) and not all(self.reward_fn):
