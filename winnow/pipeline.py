@@ -31,7 +31,7 @@ def run_stages(
     """
     from winnow.sft import sft
 
-    held_out = _held_out(configs.get("eval"))  # a bad file fails before any work
+    held_out = _held_out(configs.get("eval"), configs.get("images"))  # a bad file fails before any work
     rounds = configs.get("rounds")
     multi_round = rounds is not None and rounds.count is not None
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
@@ -78,8 +78,9 @@ def run_stages(
     return _brief(summary)
 
 
-def _held_out(config) -> list | None:
-    """The held-out prompts of ``eval.prompts`` (None: no evaluation); a baseline is ``winnow eval``'s."""
+def _held_out(config, images=None) -> list | None:
+    """The held-out prompts of ``eval.prompts`` (None: no evaluation), their images read as
+    the ``images`` section says (as the prompts'); a baseline is ``winnow eval``'s."""
     if config is None:
         return None
     if config.baseline is not None:
@@ -88,7 +89,8 @@ def _held_out(config) -> list | None:
         return None
     from winnow.prompts import load_prompts
 
-    return load_prompts(config.prompts)
+    rules = {"image_paths_outside": images.paths_outside, "max_image_bytes": images.max_bytes} if images else {}
+    return load_prompts(config.prompts, **rules)
 
 
 def evaluate_run(run_dir: str | Path, prompts, configs: dict, checkpoints: list[str], *, reward=None) -> dict:

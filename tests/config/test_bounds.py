@@ -358,8 +358,8 @@ def test_load_yaml_messages(tmp_path):
     with pytest.raises(WinnowError) as e:
         load_yaml(path)
     known = (
-        "adaptive, dpo, eval, executor, export, generate, id_column, import, pick, prompt_column, prompts, rounds, run_dir, "
-        "score, select, serve, sft"
+        "adaptive, dpo, eval, executor, export, generate, id_column, images, import, pick, prompt_column, prompts, "
+        "rounds, run_dir, score, select, serve, sft"
     )
     assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
     path.write_text("generate: [1, 2\n")
