@@ -505,3 +505,20 @@ def test_adaptive_steps_share_one_copy_and_a_copied_run_dir_works(tmp_path, vlm,
     assert main(["select", *flags(run_dir=copy, strategy="top_per_prompt")]) == 0
     assert main(["verify", str(copy)]) == 0
     capsys.readouterr()
+
+
+def test_later_rounds_link_to_round_one_images(tmp_path, vlm):
+    """``run --rounds 2`` with images: round 2's images are hard links to round 1's (one copy
+    on disk), and the run dir moved to another place verifies."""
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+    argv = ["run", *flags(prompts=prompts, run_dir=run, model=vlm, rounds=2, n=2, max_new_tokens=4, device="cpu")]
+    argv += [*flags(reward_fn="length", epochs=1, sft_batch_size=3), "--lora"]
+    assert main(argv) == 0
+    for name in (f"images/{sha(tiny_image(s))}.png" for s in (0, 1)):
+        first, second = ((run / f"round-{r}" / name).stat() for r in (1, 2))
+        assert second.st_ino == first.st_ino and first.st_nlink == 2
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert main(["verify", str(moved / "round-2")]) == 0
+    assert (moved / "round-2" / f"images/{sha(tiny_image(1))}.png").read_bytes() == tiny_image(1)
