@@ -24,7 +24,6 @@ from winnow.config.images import MAX_IMAGE_BYTES  # the one default (``images.ma
 from winnow.errors import WinnowError
 from winnow.records import Prompt, atomic_write_bytes
 
-__all__ = ["MAX_IMAGE_BYTES", "Image"]
 MAX_IMAGE_PIXELS = 64_000_000
 """Most pixels an image may have (read from its header, before it is decoded): a small file
 can decode to gigabytes."""
