@@ -149,11 +149,14 @@ def stage_command(args: argparse.Namespace) -> None:
     if getattr(args, "out", None):
         refuse_run_dir_file(run_dir, args.out)
     configs = stage_configs(args, file_config, run_dir)
-    prompts = None
+    prompts = held_out = None
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
 
-        prompts = load_prompts(**prompts_source(args, file_config, configs["images"]))
+        source = prompts_source(args, file_config, configs["images"])
+        prompts = load_prompts(**source)
+        if args.command == "run" and configs["eval"].prompts:  # read as the prompts are: the same columns
+            held_out = load_prompts(**{**source, "path": configs["eval"].prompts})
     if args.command == "eval":
         assert prompts is not None
         evaluate_command(run_dir, prompts, configs, as_json=args.json)
@@ -170,9 +173,9 @@ def stage_command(args: argparse.Namespace) -> None:
         check_confident_choice(args.aggregate, args.keep_confident, configs["generate"])
     if getattr(args, "dry_run", False):
         out = (Path(args.out) if args.out else Path(run_dir) / "best.jsonl") if args.command == "bon" else None
-        print_plan(args.command, run_dir, prompts, configs, out)
+        print_plan(args.command, run_dir, prompts, configs, out, held_out)
         return
-    manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command))
+    manifests = pipeline.run_stages(run_dir, prompts, configs, only=ONLY.get(args.command), held_out=held_out)
     summary.warn_unscored_stages(manifests, run_dir)
     if args.command == "bon":
         out = Path(args.out) if args.out else Path(run_dir) / "best.jsonl"
@@ -276,11 +279,18 @@ def check_confident_choice(aggregate: str, keep_confident: float | None, generat
         raise WinnowError(f"{flag}: needs each sample's confidence: sample with --top-logprobs K (e.g. 20)")
 
 
-def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None) -> None:
-    """``--dry-run``: the checked plan (``winnow.plan``); nothing is written."""
+def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | None, held_out=None) -> None:
+    """``--dry-run``: the checked plan (``winnow.plan``), with ``held_out`` (run --eval-prompts)
+    its evaluation's (``winnow.plan_eval``); nothing is written."""
     from winnow.plan import check
 
     plan = check(run_dir, prompts, configs, only=ONLY.get(command))
+    if held_out is not None:
+        from winnow.plan_eval import check_eval
+        from winnow.report.evals import FOLDER
+
+        plan.more = check_eval(run_dir, held_out, configs).lines()
+        plan.outputs.append(Path(run_dir) / FOLDER)
     if out is not None:
         plan.outputs.append(out)
     print(f"winnow {command} --dry-run: the plan for {run_dir} (checked; nothing was written)")

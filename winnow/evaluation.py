@@ -39,17 +39,13 @@ from winnow.config import EvalConfig, ExecutorConfig, GenerateConfig, ScoreConfi
 from winnow.errors import WinnowError
 from winnow.records import Prompt, atomic_write_json, atomic_write_text
 from winnow.report import evals
+from winnow.report.evals import model_dir
 from winnow.report.passk import bootstrap_band, pass_stats
 from winnow.report.stats import paired_bootstrap
 from winnow.rundir import load_scored
 
 Step = Callable[[str], contextlib.AbstractContextManager]
 """A context manager around each model's generate + score, given a label (the demos time them)."""
-
-
-def model_dir(out: str | Path, name: str) -> Path:
-    """The run dir of one evaluated model: ``OUT/<name>`` with spaces as dashes (``round-1``)."""
-    return Path(out) / name.replace(" ", "-")
 
 
 def eval_models(generate: GenerateConfig, config: EvalConfig) -> dict[str, str]:

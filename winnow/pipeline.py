@@ -17,7 +17,7 @@ from winnow.rundir import check_format
 
 
 def run_stages(
-    run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None, *, reward=None
+    run_dir: str | Path, prompts, configs: dict, only: tuple[str, ...] | None = None, *, reward=None, held_out=None
 ) -> dict:
     """Run the configured stages in order; returns each stage's manifest summary.
 
@@ -27,11 +27,13 @@ def run_stages(
     --adaptive-step`` holds a score config for its steps but writes RUN_DIR/generate alone).
     ``reward``: a reward callable that overrides the score config's (library use, as in ``stages.score``).
     With ``configs["eval"].prompts`` (``--eval-prompts``), the starting model and each round's
-    checkpoint are then evaluated on those prompts in ``RUN_DIR/eval/`` (``evaluate_run``).
+    checkpoint are then evaluated on those prompts in ``RUN_DIR/eval/`` (``evaluate_run``):
+    ``held_out``, the file read as the command reads its prompts (the same column and image
+    options), or when None, read here with the default ones.
     """
     from winnow.sft import sft
 
-    held_out = _held_out(configs.get("eval"), configs.get("images"))  # a bad file fails before any work
+    held_out = _held_out(configs.get("eval"), held_out)  # a bad file fails before any work
     rounds = configs.get("rounds")
     multi_round = rounds is not None and rounds.count is not None
     if any(name in configs and (only is None or name in only) for name in ("generate", "score")):
@@ -40,6 +42,10 @@ def run_stages(
         check(
             run_dir, prompts, configs, only=only, reward=reward
         )  # every part, before any model loads or sample is drawn
+    if held_out is not None:  # the evaluation after training too: its reward, its folders
+        from winnow.plan_eval import check_eval
+
+        check_eval(run_dir, held_out, configs, reward=reward)
     if multi_round:
         from winnow.rounds import run_rounds
 
@@ -78,19 +84,20 @@ def run_stages(
     return _brief(summary)
 
 
-def _held_out(config, images=None) -> list | None:
-    """The held-out prompts of ``eval.prompts`` (None: no evaluation), their images read as
-    the ``images`` section says (as the prompts'); a baseline is ``winnow eval``'s."""
+def _held_out(config, read: list | None) -> list | None:
+    """The held-out prompts of ``eval.prompts`` (None: no evaluation): ``read`` when the
+    caller read the file; a baseline is ``winnow eval``'s."""
     if config is None:
         return None
     if config.baseline is not None:
         raise WinnowError("eval.baseline: for winnow eval; winnow run evaluates its starting model and checkpoints")
     if config.prompts is None:
         return None
+    if read is not None:
+        return read
     from winnow.prompts import load_prompts
 
-    rules = {"image_paths_outside": images.paths_outside, "max_image_bytes": images.max_bytes} if images else {}
-    return load_prompts(config.prompts, **rules)
+    return load_prompts(config.prompts)
 
 
 def evaluate_run(run_dir: str | Path, prompts, configs: dict, checkpoints: list[str], *, reward=None) -> dict:

@@ -79,6 +79,8 @@ class Plan:
     outputs: list[Path] = field(default_factory=list)
     images: dict | None = None
     """The prompts' images (``images.stored_summary``): distinct files, bytes, prompts holding any."""
+    more: list[str] = field(default_factory=list)
+    """Lines of a step after the stages, printed before the outputs (``plan_eval``)."""
 
     def completions(self) -> tuple[int, int] | None:
         """(completions still to sample at most, completions already made); None where
@@ -124,6 +126,7 @@ class Plan:
             if self.price_per_mtok is not None:
                 most = cost(0, left * self.max_new_tokens, self.price_per_mtok)
                 out.append(f"their price: at most {most:g} for those tokens, plus the prompts' tokens")
+        out += self.more
         if self.outputs:
             out.append("outputs: " + ", ".join(map(str, self.outputs)))
         return out
@@ -409,7 +412,7 @@ def _stages(run_dir: Path, prompts, configs: dict, wanted, adaptive, reward) -> 
     elif wanted("generate"):
         expected = generate_config(prompts, generate)
         gen_hash = known_hash(expected)
-        out.append(stage_plan(run_dir / "generate", expected, shards=_generate_shards(prompts, generate)))
+        out.append(stage_plan(run_dir / "generate", expected, shards=generate_shards(prompts, generate)))
     elif wanted("score"):
         gen_manifest = completed_manifest(run_dir, "generate")
         gen_hash = gen_manifest["config_hash"]
@@ -469,7 +472,7 @@ def _round_stages(run_dir: Path, r: int, prompts: list[Prompt], configs: dict, r
     expected = generate_config(prompts, config)
     if r > 1:
         expected["provenance"] = UNKNOWN  # the checkpoint round r-1 trains
-    gen_plan = stage_plan(folder / "generate", expected, shards=_generate_shards(prompts, config))
+    gen_plan = stage_plan(folder / "generate", expected, shards=generate_shards(prompts, config))
     score_expected = score_config(configs["score"], known_hash(expected))
     pool = range(1, r + 1) if rounds.pool == "all" else [r]
     score_hashes = {str(s): known_hash(score_expected) if s == r else UNKNOWN for s in pool}
@@ -487,7 +490,7 @@ def _round_stages(run_dir: Path, r: int, prompts: list[Prompt], configs: dict, r
     ]
 
 
-def _generate_shards(prompts, generate) -> dict[str, int]:
+def generate_shards(prompts, generate) -> dict[str, int]:
     """Shard file name -> completions it holds, as ``stages.generate`` names the shards."""
     from winnow.executors import shard_file
     from winnow.stages.generate import shard_name

@@ -13,7 +13,11 @@ Rules of one choice (``choices`` is a non-empty list of objects whose ``index`` 
   ``max_tokens``. Missing, null, ``0``, ``false``, ``[]`` are all refused, never read as "".
 - token count: the choice's ``num_tokens`` (``winnow serve``), else ``usage.completion_tokens``
   for a lone choice, else the length of its logprobs; an int (not a bool, not a string) in
-  [0, max_tokens]. ``usage.completion_tokens``, when given, is such an int up to n * max_tokens.
+  [0, max_tokens]. ``usage.completion_tokens``, when given, is such an int up to
+  candidates * max_tokens, where candidates is the number of choices, or, for a reply of a
+  Best-of-N server that bills every candidate it sampled (``winnow serve --best-of K``), the
+  length of its ``candidate_rewards`` (a list of at least as many entries as choices). Such a
+  total is never read as one choice's count.
 - finish reason: kept as the server gave it (``stop``, ``length``, ``content_filter``,
   ``abort``...), a short name; missing or null is ``other``. Only ``stop`` counts as a
   completion that ended on its own (``ended_on_its_own``): selection's ``drop_truncated``
@@ -112,13 +116,36 @@ def parse_choices(body: Any, *, chat: bool, max_tokens: int, top_logprobs: int =
     if usage is not None and not isinstance(usage, dict):
         raise InvalidReply(f"usage {_short(usage)} is not an object")
     total = (usage or {}).get("completion_tokens")
+    sampled = candidates_sampled(body, len(rows))
     if total is not None:
-        _count(total, len(rows) * max_tokens, "usage.completion_tokens")
-    choices = [_choice(c, chat, max_tokens, total if len(rows) == 1 else None) for c in rows]
+        _count(total, sampled * max_tokens, "usage.completion_tokens")
+    choices = [_choice(c, chat, max_tokens, total if sampled == 1 else None) for c in rows]
     if top_logprobs:
         for choice, c in zip(choices, rows, strict=True):
             choice.logprobs = token_logprobs(c.get("logprobs"), chat=chat, k=top_logprobs, where=f"choice {c['index']}")
     return choices
+
+
+def candidates_sampled(body: dict, choices: int) -> int:
+    """How many completions the reply's usage pays for: its ``choices``, or the length of its
+    ``candidate_rewards`` where a Best-of-N server lists every candidate it sampled (their
+    tokens are all in ``usage.completion_tokens``, as the caller pays for all of them).
+
+    >>> candidates_sampled({}, 2), candidates_sampled({"candidate_rewards": [0.5, None, 1.0, 2.0]}, 1)
+    (2, 4)
+    >>> candidates_sampled({"candidate_rewards": [1.0]}, 2)
+    Traceback (most recent call last):
+    ...
+    winnow.remote.InvalidReply: candidate_rewards [1.0] is not a list of at least 2 candidates' rewards
+    """
+    listed = body.get("candidate_rewards")
+    if listed is None:
+        return choices
+    if not isinstance(listed, list) or len(listed) < choices:
+        raise InvalidReply(
+            f"candidate_rewards {_short(listed)} is not a list of at least {choices} candidates' rewards"
+        )
+    return len(listed)
 
 
 def token_logprobs(value: Any, *, chat: bool, k: int, where: str) -> TokenLogprobs:

@@ -26,6 +26,9 @@ from winnow.records import read_text
 
 TOP_LEVEL = ("prompts", "run_dir", "prompt_column", "id_column")
 """Top-level YAML keys besides the stage sections (all strings)."""
+FILE_RELATIVE = ((None, "prompts"), ("eval", "prompts"))
+"""(section or None for the top level, key): the prompts files a YAML config names, read
+relative to the config file's folder (every other path is read as given, from the current folder)."""
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -47,8 +50,10 @@ def load_yaml(path: str | Path) -> dict:
             raise WinnowError(f"{path}: field '{key}': expected a mapping of options, got {type(value).__name__}")
         if key in TOP_LEVEL and not isinstance(value, str):
             raise WinnowError(f"{path}: field '{key}': expected a string, got {value!r} ({type(value).__name__})")
-    if "prompts" in data and not Path(data["prompts"]).is_absolute():
-        data["prompts"] = str(path.parent / data["prompts"])  # relative to the file, not the shell
+    for holder, key in FILE_RELATIVE:  # relative to the file, not the shell
+        values = data if holder is None else data.get(holder)
+        if isinstance(values, dict) and isinstance(values.get(key), str) and not Path(values[key]).is_absolute():
+            values[key] = str(path.parent / values[key])
     return data
 
 

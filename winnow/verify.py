@@ -5,6 +5,9 @@ manifest records is present with the recorded size and sha256 (so row counts and
 matrix's shape too), and the stage was made from the upstream stage now in the run dir; each
 image the prompts name is in ``images/`` with the bytes its name hashes.
 Temp files a killed run left, and a writer holding the lock, are reported as notes.
+A held-out evaluation (``RUN_DIR/eval`` of ``run --eval-prompts``, or the folder of
+``winnow eval``) is checked the same way, one run dir per model evaluated (``eval/start/score
+ok``), and its eval.json must be there, naming only models whose folder is.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from winnow.errors import WinnowError
 from winnow.images import read_stored
 from winnow.records import TMP_SUFFIX, check_file, config_hash, read_json
+from winnow.report.evals import FOLDER, RESULT, model_dir
 from winnow.rounds import rounds_in
 from winnow.rundir import ERRORS, LEDGER, TMP_DIR_PREFIX, check_format
 
@@ -28,6 +32,8 @@ UPSTREAM = {
     "dpo": ("select", "select_hash"),
 }
 """stage -> (the stage it reads, the config field holding that stage's config hash)."""
+EVAL_STAGES = ("generate", "score")
+"""The stages of each evaluated model's run dir (``winnow.evaluation``)."""
 
 
 def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
@@ -41,11 +47,60 @@ def verify_run(run_dir: str | Path) -> tuple[list[str], int]:
     if not run_dir.is_dir():
         raise WinnowError(f"run dir does not exist or is not a folder: {run_dir}")
     rounds = rounds_in(run_dir)
-    if rounds and not any((run_dir / name).exists() for name in STAGES):
-        return _verify_rounds(run_dir, rounds)
-    if not rounds and not any((run_dir / name).exists() for name in STAGES):
+    staged = any((run_dir / name).exists() for name in STAGES)
+    if not staged and _evaluated(run_dir, rounds):  # `winnow eval`'s folder (its models may be round-1...)
+        return verify_evaluation(run_dir, prefix="")
+    if not rounds and not staged:
         return [f"{run_dir}: no stage folders ({', '.join(STAGES)}) and no round-<r> folders: not a run dir"], 1
-    return _verify_stages(run_dir)
+    lines, problems = _verify_rounds(run_dir, rounds) if rounds and not staged else _verify_stages(run_dir)
+    if (run_dir / FOLDER).is_dir():  # `run --eval-prompts`: each model evaluated is a run dir too
+        found, count = verify_evaluation(run_dir / FOLDER, prefix=f"{FOLDER}/")
+        lines, problems = lines + found, problems + count
+    return lines, problems
+
+
+def verify_evaluation(folder: Path, *, prefix: str) -> tuple[list[str], int]:
+    """A held-out evaluation's folder (``winnow.evaluation``): each model's run dir checked
+    as any run dir, its lines prefixed ``<prefix><model>/``; and eval.json, written last,
+    present and naming only models whose folder is there."""
+    lines, problems = [], 0
+    for model in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if any((model / name).exists() for name in STAGES):
+            found, count = _verify_stages(model, EVAL_STAGES)
+        else:
+            found, count = [f"PROBLEM {model}: no stage folders ({', '.join(STAGES)}): not a model's run dir"], 1
+        lines += [f"{prefix}{model.name}/{line}" for line in found]
+        problems += count
+    found = _check_eval_file(folder)
+    problems += len(found)
+    lines += [f"{prefix}{RESULT:9} PROBLEM {p}" for p in found] or [f"{prefix}{RESULT:9} ok"]
+    return lines, problems
+
+
+def _evaluated(folder: Path, rounds: list[int]) -> bool:
+    """Whether ``folder`` (holding no stage folder) is an evaluation's: its result is there,
+    or, unless it holds rounds, a model's run dir (an evaluation killed before its result)."""
+    if (folder / RESULT).exists():
+        return True
+    models = (p for p in folder.iterdir() if p.is_dir())
+    return not rounds and any((m / name).is_dir() for m in models for name in STAGES)
+
+
+def _check_eval_file(folder: Path) -> list[str]:
+    path = folder / RESULT
+    if not path.is_file():
+        return [f"{path}: missing: the evaluation is not finished; rerun the command that evaluated"]
+    try:
+        models = read_json(path).get("models")
+        names = [m["name"] for m in models]
+    except (WinnowError, AttributeError, KeyError, TypeError):
+        return [f"{path}: damaged; rerun the command that evaluated"]
+    return [
+        f"{path}: names model {name!r}, whose folder {model_dir(folder, name)} is missing; "
+        "rerun the command that evaluated"
+        for name in names
+        if not model_dir(folder, name).is_dir()
+    ]
 
 
 def _verify_rounds(run_dir: Path, rounds: list[int]) -> tuple[list[str], int]:
@@ -63,10 +118,10 @@ def _verify_rounds(run_dir: Path, rounds: list[int]) -> tuple[list[str], int]:
     return lines, problems
 
 
-def _verify_stages(run_dir: Path) -> tuple[list[str], int]:
+def _verify_stages(run_dir: Path, stages: tuple[str, ...] = STAGES) -> tuple[list[str], int]:
     lines, problems = [], 0
     hashes: dict[str, str] = {}
-    for name in STAGES:
+    for name in stages:
         folder = run_dir / name
         if not folder.exists():
             lines.append(f"{name:9} not run")

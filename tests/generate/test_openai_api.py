@@ -98,6 +98,28 @@ def test_one_request_per_prompt_with_seeds_from_the_shard(workdir):
     assert manifest["config"]["generate"]["api_key_env"] == "WINNOW_TEST_KEY"
 
 
+def test_the_probe_try_not_kept_is_counted_in_the_usage(workdir):
+    """The fake gives no per-choice counts: the probe's first try (n=3, no logprobs) is paid
+    for and discarded, then asked again with logprobs; both replies are in the usage."""
+    with FakeServer() as fake:
+        assert generate(workdir, fake.url, "run") == 0
+    got = rows(workdir / "run")
+    discarded = fake.requests[0]
+    assert discarded["n"] == 3 and discarded.get("logprobs") is None
+    words = sum(len(f"prompt 0 seed={discarded['seed']} j={j}".split()) for j in range(3))
+    assert got[0]["prompt_id"] == "p0"
+    assert got[0]["probe"] == {"n_mode": "logprobs", "usage": [{"prompt_tokens": 3, "completion_tokens": words}]}
+    assert all("probe" not in r for r in got[1:])
+    kept = [r["usage"] for r in got if "usage" in r]
+    usage = json.loads((workdir / "run" / "generate" / "manifest.json").read_text())["usage"]
+    assert usage == {
+        "requests": len(kept) + 1,
+        "prompt_tokens": 3 * (len(kept) + 1),
+        "completion_tokens": sum(u["completion_tokens"] for u in kept) + words,
+    }
+    assert len(fake.requests) == len(kept) + 1
+
+
 def test_server_refusing_n_gets_single_requests(workdir):
     with FakeServer(refuse_n=True) as fake:
         assert generate(workdir, fake.url, "run") == 0
@@ -139,6 +161,8 @@ def test_server_that_never_recovers_names_the_prompt_and_a_rerun_resumes(workdir
         assert generate(workdir, server.url, "run") == 0  # the server recovered; retries may differ on rerun
     asked = {prompt_text(b) if "messages" not in b else "chat" for b in server.requests[before:]}
     assert asked == {"prompt 2", "prompt 3", "prompt 4", "chat"}  # the finished shard was not redone
+    # the mode the first run's probe paid for is read from its shard: every request asks for logprobs
+    assert [b.get("logprobs") for b in server.requests[before:]] == [0, 0, 0, True]
     with FakeServer() as healthy:
         assert generate(workdir, healthy.url, "healthy") == 0
     assert shards(workdir / "run") == shards(workdir / "healthy")

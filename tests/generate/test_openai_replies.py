@@ -57,6 +57,17 @@ def usage_edit(count):
     return edit
 
 
+def best_of_edit(candidate_rewards, count):
+    """A reply as a Best-of-N server gives it: every candidate's reward, and usage billing them all."""
+
+    def edit(payload: dict) -> dict:
+        payload["candidate_rewards"] = candidate_rewards
+        payload["usage"]["completion_tokens"] = count
+        return payload
+
+    return edit
+
+
 DELETE = object()
 
 # (case, prompt the server spoils, the edit, what the one line says of the reply)
@@ -74,6 +85,20 @@ SPOILED = [
     ("count true", "p3", usage_edit(True), "usage.completion_tokens true is not a token count in [0, 4]"),
     ("count '7'", "p3", usage_edit("7"), 'usage.completion_tokens "7" is not a token count in [0, 4]'),
     ("count 5", "p3", usage_edit(5), "usage.completion_tokens 5 is not a token count in [0, 4]"),
+    # a Best-of-N server bills every candidate it lists, and no more: 2 candidates of at most 4 tokens
+    (
+        "count 9 of 2 candidates",
+        "p3",
+        best_of_edit([1.0, None], 9),
+        "usage.completion_tokens 9 is not a token count in [0, 8]",
+    ),
+    (
+        "candidates not a list",
+        "p3",
+        best_of_edit("3", 2),
+        'candidate_rewards "3" is not a list of at least 1 candidates\' rewards',
+    ),
+    ("no candidate", "p3", best_of_edit([], 2), "candidate_rewards [] is not a list of at least 1 candidates' rewards"),
     ("long text", "p3", choice_edit(text="x" * 1025), "choice 0: 1025 characters, more than 4 tokens can hold"),
     (
         "huge reply",

@@ -21,7 +21,8 @@ class EvalConfig:
     section: ClassVar[str] = "eval"
 
     prompts: str | None = None
-    """``winnow run``: held-out prompts (a prompts file, read as ``--prompts`` is); the
+    """``winnow run``: held-out prompts (a prompts file, read as ``--prompts`` is, with the same
+    ``--prompt-column`` and ``--id-column``; in a YAML file, relative to its folder); the
     starting model and each round's checkpoint are evaluated on them in ``RUN_DIR/eval/``."""
     baseline: str | None = None
     """``winnow eval``: a second model evaluated on the same prompts with the same seeds; the

@@ -25,7 +25,10 @@ waits for its start under them (``winnow.budget.Pacer``, one per backend, shared
 shards); a request is booked at an estimate of its tokens and settled by its reply's usage.
 Each request's usage (``usage.prompt_tokens``, ``usage.completion_tokens``) is kept on the row
 of its first choice (``usage``), and the stage's manifest sums them (and prices them). The
-probe's try that is not kept (choices without token counts) is not counted.
+probe's tries that are not kept (choices without token counts) were paid for too: the call's
+first row records them (``probe``: the mode learned and each discarded try's usage), the
+manifest counts them, and a rerun that resumes the stage takes the mode from that row
+instead of paying for the probe again (so its rows are those of an uninterrupted run).
 
 Shards overlap (``submit``): every shard's requests run on one event loop in a thread of
 its own, under one semaphore of ``concurrency``, so the next shard's requests start while
@@ -122,13 +125,14 @@ class OpenAIBackend:
         try:
             n = sampling.n
             first: Reply | None = None
+            discarded: list[dict] = []  # the probe's tries not kept: paid for, so counted
             if n > 1 and self.n_mode is None and prompts:
                 if shared is None:
-                    first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
+                    first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0), discarded)
                 else:
                     async with shared.probe_lock():  # overlapping shards: one probe, the others wait for it
                         if self.n_mode is None:
-                            first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0))
+                            first = await self._probe(client, prompts[0], sampling, request_seed(seed, 0), discarded)
             jobs: list[Callable[[], Awaitable[Any]]] = []
             slots: list[tuple[int, int | None]] = []  # (prompt index, sample index or None = all n)
             for i, prompt in enumerate(prompts):
@@ -166,6 +170,8 @@ class OpenAIBackend:
         out = Completions(self._completion(p, j, choices[(i, j)]) for i, p, j in kept)
         out.usage = {(p.id, j): usage[(i, j)] for i, p, j in kept if (i, j) in usage}
         out.failed = {prompts[i].id: why for i, why in sorted(failed.items())}
+        if discarded:  # a probe that cost more than the request it kept
+            out.probe = {"n_mode": self.n_mode, "usage": discarded}
         return out
 
     def _job(self, client, prompt: Prompt, sampling: Sampling, n: int, seed: int, logprobs: bool):
@@ -197,12 +203,15 @@ class OpenAIBackend:
         except openai.APIStatusError as e:
             raise WinnowError(f"{what}: server {self.client.base_url} answered {remote.describe(e)}") from None
 
-    async def _probe(self, client, prompt: Prompt, sampling: Sampling, seed: int) -> Reply | None:
+    async def _probe(
+        self, client, prompt: Prompt, sampling: Sampling, seed: int, discarded: list[dict]
+    ) -> Reply | None:
         """Ask for n samples in one request, then with logprobs; settle ``n_mode``.
 
         Returns the first prompt's choices and usage when one request gave all n with token
         counts, else None (the prompt is then asked for as n single requests like the rest).
-        A try whose choices lack counts is not kept, nor is its usage counted.
+        A try whose choices lack counts is not kept; its usage is appended to ``discarded``
+        (the server answered it, so it was paid for).
         """
         import openai
 
@@ -220,6 +229,7 @@ class OpenAIBackend:
             if len(got[0]) == sampling.n and all(c.num_tokens is not None for c in got[0]):
                 self.n_mode = mode
                 return got
+            discarded.append(got[1])
         self.n_mode = "single"
         return None
 
@@ -306,12 +316,15 @@ class Completions(list):
     -> why, for the prompts skipped after their request failed (none unless the client
     skips failed requests); the generate stage records those in ``errors.jsonl``.
     ``usage``: (prompt id, sample index) of each request's first completion -> that
-    request's ``{"prompt_tokens", "completion_tokens"}`` (``winnow.replies.usage_of``)."""
+    request's ``{"prompt_tokens", "completion_tokens"}`` (``winnow.replies.usage_of``).
+    ``probe``: None, or where this call's probe discarded tries (paid for, not kept), the
+    mode it learned and each such try's usage: ``{"n_mode": "logprobs", "usage": [{...}]}``."""
 
     def __init__(self, completions=()):
         super().__init__(completions)
         self.failed: dict[str, str] = {}
         self.usage: dict[tuple[str, int], dict] = {}
+        self.probe: dict | None = None
 
 
 class _SharedLoop:

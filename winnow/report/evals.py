@@ -17,13 +17,20 @@ from winnow.report import plots
 FOLDER = "eval"
 """Where ``winnow run --eval-prompts`` evaluates, inside the run dir."""
 CURVE = "eval_curve.png"
-FILES = ("eval.md", "eval.json", CURVE)
+RESULT = "eval.json"
+"""Every number of an evaluation; written after its models' run dirs are finished."""
+FILES = ("eval.md", RESULT, CURVE)
 """What an evaluation writes besides its models' run dirs."""
+
+
+def model_dir(out: str | Path, name: str) -> Path:
+    """The run dir of one evaluated model: ``OUT/<name>`` with spaces as dashes (``round-1``)."""
+    return Path(out) / name.replace(" ", "-")
 
 
 def read(run_dir: str | Path) -> dict | None:
     """``RUN_DIR/eval/eval.json``, or None when the run was not evaluated."""
-    path = Path(run_dir) / FOLDER / "eval.json"
+    path = Path(run_dir) / FOLDER / RESULT
     if not path.is_file():
         return None
     try:

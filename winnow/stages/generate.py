@@ -124,7 +124,13 @@ def sample_model(
     part = run_shards(
         tasks,
         # each worker paces its own requests: a share of the limits each
-        GenerateWorkerFactory(per_worker(config, LIMITS["generate"], executor.share()), k, prompts, first_column),
+        GenerateWorkerFactory(
+            per_worker(config, LIMITS["generate"], executor.share()),
+            k,
+            prompts,
+            first_column,
+            n_mode=probed_mode(stage, [name for name in names if name not in pending]),
+        ),
         stage.dir,
         claim=stage.claim,
         executor=executor,
@@ -166,9 +172,14 @@ class GenerateWorkerFactory:
     """All prompts, so a too-long one is reported before the first shard is sampled."""
     first_column: int = 0
     """Sample index of this stage's first completion (see ``generate``)."""
+    n_mode: str | None = None
+    """How the openai backend asks for n samples, where a finished shard recorded it (``probed_mode``)."""
 
     def __call__(self) -> GenerateWorker:
-        return GenerateWorker(self.config, self.model_index, self.prompts, self.first_column)
+        worker = GenerateWorker(self.config, self.model_index, self.prompts, self.first_column)
+        if self.n_mode is not None and hasattr(worker.backend, "n_mode"):
+            worker.backend.n_mode = self.n_mode  # learned by an earlier run: not paid for twice
+        return worker
 
 
 class GenerateWorker:
@@ -261,16 +272,40 @@ class GenerateWorker:
             model = self.config.models[self.model_index]
             shard.append({"prompt_id": prompt_id, "model": model, "kind": "request", ERROR: reason})
         usage = getattr(completions, "usage", {})  # a server backend's: each request's, at its first row
-        for c in completions:
+        probe = getattr(completions, "probe", None)  # the tries its probe paid for and discarded
+        for place, c in enumerate(completions):
             row = c.to_row()
             if (c.prompt_id, c.sample_index) in usage:
                 row["usage"] = usage[(c.prompt_id, c.sample_index)]
+            if probe is not None and place == 0:
+                row[PROBE] = probe
             # the log-probabilities as the config keeps them: two numbers, or every token's too
             row.update(row_columns(c.logprobs, window=self.config.confidence_window, keep=self.config.keep_logprobs))
             # model k owns columns k*n .. k*n+n-1, after the first_column ones of earlier steps
             row["sample_index"] += self.first_column + self.model_index * self.config.n
             shard.append(row)
         return shard
+
+
+PROBE = "probe"
+"""The row key of what the openai backend's probe discarded (``openai_api.Completions.probe``)."""
+
+
+def probed_mode(stage: Stage, finished: list[str]) -> str | None:
+    """The n mode a finished shard of these recorded, or None: then the backend probes (at
+    no extra cost where the server honours n). The record is on the first row of the shard
+    whose call probed (error rows go to its errors file), so one line a shard is read."""
+    import json
+
+    from winnow.executors import shard_file
+
+    for name in finished:
+        with shard_file(stage.dir, name).open("rb") as f:
+            first = f.readline()
+        row = json.loads(first) if first.strip() else {}
+        if PROBE in row:
+            return row[PROBE]["n_mode"]
+    return None
 
 
 def accepted_errors(config: GenerateConfig) -> tuple[str, ...]:
@@ -321,7 +356,8 @@ def count_streamed(stage: Stage, names: list[str], prompts: list[Prompt], num_mo
 
 
 class _Counted:
-    """An iterable that counts what passed through it, and sums the rows' ``usage``."""
+    """An iterable that counts what passed through it, and sums the rows' ``usage`` (each
+    request's) and ``probe`` (the openai backend's probe tries it did not keep)."""
 
     def __init__(self, rows):
         self.rows, self.count, self.usage = rows, 0, Usage()
@@ -331,6 +367,8 @@ class _Counted:
             self.count += 1
             if "usage" in row:
                 self.usage.add(row["usage"])
+            for entry in row.get(PROBE, {}).get("usage", []):
+                self.usage.add(entry)
             yield row
 
 

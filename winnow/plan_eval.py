@@ -1,0 +1,116 @@
+"""The held-out evaluation's part of a plan (``winnow run --eval-prompts``): checked and
+listed by ``--dry-run`` as the other stages are, reading only.
+
+After training, ``winnow.evaluation`` samples and scores the held-out prompts with the
+starting model and each round's checkpoint, one run dir each under ``RUN_DIR/eval``
+(``start``, ``round-1``...). Here each of those folders is compared with the config it
+would be written under (``plan.stage_plan``). A checkpoint is made by the run itself, so
+its identity, and the hashes that follow from it, are ``UNKNOWN`` until then; a folder of
+one model never refuses because of another's (the models are sampled independently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from winnow.budget import cost
+from winnow.plan import (
+    UNKNOWN,
+    StagePlan,
+    check_models,
+    check_rewards,
+    follow_refusals,
+    generate_shards,
+    known_hash,
+    refusal,
+    stage_plan,
+)
+from winnow.records import Prompt
+from winnow.report.evals import FOLDER, model_dir
+
+
+@dataclass
+class EvalPlan:
+    """What the evaluation will do: its models by name, and each model's two folders."""
+
+    source: str
+    """The held-out prompts file (``eval.prompts``)."""
+    prompts: int
+    models: dict[str, str]
+    stages: list[StagePlan]
+    samples: int
+    """Completions per prompt and model (generate's n)."""
+    max_new_tokens: int
+    price_per_mtok: list[float] | None = None
+
+    def lines(self) -> list[str]:
+        """What ``--dry-run`` prints of it, after the run's own stages."""
+        named = ", ".join(f"{name} ({model})" for name, model in self.models.items())
+        out = [
+            f"held-out eval: {self.prompts} prompt{'s' if self.prompts != 1 else ''} from {self.source}, "
+            f"{self.samples} samples per prompt and model, at most {self.max_new_tokens} tokens each",
+            f"  models: {named}",
+        ]
+        out += [f"  {s.action:<7} {s.folder}" + (f"  ({s.note})" if s.note else "") for s in self.stages]
+        left = sum(
+            self.prompts * self.samples if s.pending is None else s.pending
+            for s in self.stages
+            if s.folder.name == "generate"
+        )
+        out.append(
+            f"  tokens to sample for it: at most {left * self.max_new_tokens:,} "
+            f"({left:,} completions x max_new_tokens {self.max_new_tokens})"
+        )
+        if self.price_per_mtok is not None:
+            most = cost(0, left * self.max_new_tokens, self.price_per_mtok)
+            out.append(f"  their price: at most {most:g} for those tokens, plus the prompts' tokens")
+        return out
+
+
+def eval_models(run_dir: str | Path, configs: dict[str, Any]) -> dict[str, str]:
+    """The models ``pipeline.evaluate_run`` will evaluate, in order: ``start`` (sft.model),
+    then each round's checkpoint where sft writes it (``RUN_DIR/sft/checkpoint``, or
+    ``RUN_DIR/round-<r>/sft/checkpoint`` of a --rounds run)."""
+    rounds = configs.get("rounds")
+    count = rounds.count if rounds is not None and rounds.count is not None else None
+    folders = [Path(run_dir)] if count is None else [Path(run_dir) / f"round-{r}" for r in range(1, count + 1)]
+    checkpoints = {f"round {r}": str(folder / "sft" / "checkpoint") for r, folder in enumerate(folders, start=1)}
+    return {"start": configs["sft"].model, **checkpoints}
+
+
+def check_eval(run_dir: str | Path, held_out: list[Prompt], configs: dict[str, Any], *, reward=None) -> EvalPlan:
+    """Check the evaluation ``run_stages`` will make after training; raise WinnowError (one
+    line) on a bad part (the reward cannot read the held-out prompts, a model is missing, a
+    folder under RUN_DIR/eval would refuse its config)."""
+    from winnow.stages.generate import folder_config as generate_config
+    from winnow.stages.score import column_names
+    from winnow.stages.score import folder_config as score_config
+
+    generate, score, config = configs["generate"], configs["score"], configs["eval"]
+    models = eval_models(run_dir, configs)
+    check_models(replace(generate, models=[models["start"]]))  # the checkpoints do not exist yet
+    check_rewards(score, column_names(held_out), reward)
+    stages: list[StagePlan] = []
+    for name, model in models.items():
+        folder, sampled = model_dir(Path(run_dir) / FOLDER, name), replace(generate, models=[model])
+        expected = generate_config(held_out, sampled)
+        if name != "start":
+            expected["provenance"] = UNKNOWN  # the checkpoint the run trains
+        pair = [
+            stage_plan(folder / "generate", expected, shards=generate_shards(held_out, sampled)),
+            stage_plan(folder / "score", score_config(score, known_hash(expected), reward)),
+        ]
+        if refused := follow_refusals(pair):
+            raise refusal(refused)
+        stages += pair
+    return EvalPlan(
+        source=str(config.prompts),
+        prompts=len(held_out),
+        models=models,
+        stages=stages,
+        samples=generate.n,
+        max_new_tokens=generate.max_new_tokens,
+        price_per_mtok=generate.price_per_mtok,
+    )
