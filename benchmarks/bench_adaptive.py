@@ -15,16 +15,17 @@
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_test_time import arithmetic_prompts
+from results import checks, print_checks, result
 
 from winnow import select as sel
 from winnow import stages
-from winnow.adaptive import run_adaptive
+from winnow.adaptive import sample_adaptive, score_adaptive
 from winnow.answers import answer_tools
 from winnow.config import AdaptiveConfig, GenerateConfig, ScoreConfig
 from winnow.demo_constraints import PASS, REWARD, constraint_prompts
@@ -42,14 +43,14 @@ def adaptive_against_fixed(root: Path, prompts: list[Prompt], *, maximum: int, s
     stages.score(root / "fixed", score)
     fixed_s = time.perf_counter() - start
     start = time.perf_counter()
-    done = run_adaptive(
-        root / "adaptive", prompts, GenerateConfig(**sample), score, AdaptiveConfig(step=step, stop_when="pass")
-    )
+    adaptive = AdaptiveConfig(step=step, stop_when="pass")
+    done = sample_adaptive(root / "adaptive", prompts, GenerateConfig(**sample), score, adaptive)
+    score_adaptive(root / "adaptive", score)
     adaptive_s = time.perf_counter() - start
     fixed = load_scored(root / "fixed")
     fixed_rewards = fixed[2]
     fixed_tokens = sum(c["num_tokens"] for c in fixed[1].values())
-    a = done["generate"]["adaptive"]
+    a = done["adaptive"]
     adaptive_rewards = load_scored(root / "adaptive")[2]
     # the rule replayed on the fixed matrix: columns until the first pass, in whole steps
     replay = []
@@ -68,18 +69,6 @@ def adaptive_against_fixed(root: Path, prompts: list[Prompt], *, maximum: int, s
         "fixed_seconds": fixed_s,
         "adaptive_seconds": adaptive_s,
     }
-
-
-def arithmetic_prompts(count: int, seed: int = 0) -> list[Prompt]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(count):
-        a, b = rng.randint(2, 30), rng.randint(2, 30)
-        op = rng.choice(["+", "-"])
-        answer = a + b if op == "+" else a - b
-        text = f"What is {a} {op} {b}? Give the final number in \\boxed{{}}."
-        out.append(Prompt(id=f"a{i:03d}", text=text, columns={"answer": str(answer)}))
-    return out
 
 
 def majority_against_single(root: Path, prompts: list[Prompt], *, n: int, tokens: int) -> dict:
@@ -136,21 +125,9 @@ def main(argv: list[str] | None = None) -> dict:
         ("adaptive yield / fixed yield", yield_ratio, ">= 0.98", yield_ratio >= 0.98),
         ("majority accuracy - single accuracy", b["majority"] - b["single"], "reported", True),
     ]
-    print("\n| check | measured | target | result |\n|---|---:|---|---|")
-    for name, value, target, ok in rows:
-        verdict = "PASS" if ok else "FAIL"
-        print(f"| {name} | {value:.3g} | {target} | {'-' if args.quick else verdict} |")
-    checks = [
-        {"check": name, "measured": value, "target": target, "passed": None if args.quick else ok, "detail": ""}
-        for name, value, target, ok in rows
-    ]
-    return {
-        "benchmark": "adaptive",
-        "rows": checks,
-        "passed": all(r["passed"] is not False for r in checks),
-        "adaptive": a,
-        "votes": b,
-    }
+    judged = checks(rows, quick=args.quick)
+    print_checks(judged, detail=False)
+    return result("adaptive", judged, adaptive=a, votes=b)
 
 
 if __name__ == "__main__":

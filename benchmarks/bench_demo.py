@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import check, print_checks, result
+
 MAX_SECONDS = 15 * 60
 MAX_MEMORY_MB = 6 * 1024
 
@@ -51,21 +53,21 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nmean held-out reward: " + ", ".join(f"{k} {v:.3f}" for k, v in report["mean_reward"].items()))
     low, high = report["gain_ci95"]
     rows = [
-        _row(
+        check(
             "demo wall time, whole command",
             wall / 60,
             "<= 15 min",
             wall <= MAX_SECONDS,
             f"{wall:.0f} s, CPU {cpu:.0f} s",
         ),
-        _row(
+        check(
             "demo peak memory",
             report["peak_memory_mb"] / 1024,
             "<= 6 GB",
             report["peak_memory_mb"] <= MAX_MEMORY_MB,
             f"{report['peak_memory_mb']} MB",
         ),
-        _row(
+        check(
             "demo gain, lower end of the 95% CI",
             low,
             "> 0",
@@ -76,28 +78,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:  # a smoke run measures nothing
         for r in rows:
             r["passed"] = None
-    print("\n| check | measured | target | result | detail |\n|---|---:|---|---|---|")
-    for r in rows:
-        result = "-" if r["passed"] is None else "PASS" if r["passed"] else "FAIL"
-        print(f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {result} | {r['detail']} |")
-    return {
-        "benchmark": "demo",
-        "rows": rows,
-        "passed": all(r["passed"] is not False for r in rows),
-        "wall_seconds": wall,
-        "cpu_seconds": cpu,
-        "report": report,
-    }
+    print_checks(rows)
+    return result("demo", rows, wall_seconds=wall, cpu_seconds=cpu, report=report)
 
 
 def _children_cpu() -> float:
     """User + system seconds of finished child processes (the demo, every thread)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _row(check: str, measured: float, target: str, passed: bool, detail: str) -> dict:
-    return {"check": check, "measured": measured, "target": target, "passed": passed, "detail": detail}
 
 
 if __name__ == "__main__":

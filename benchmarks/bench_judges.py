@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
-import threading
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+# the tests' local-server helpers (``serving``: uvicorn in a thread, waiting for /health) serve the judge here too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 # answers: (text, truly equivalent to the reference)
 MATH_SET = {
@@ -54,33 +55,12 @@ QUESTIONS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_judge() -> tuple[str, object]:
-    """``winnow serve smollm2`` in a thread; its API root once it answers."""
-    import httpx
-    import uvicorn
-
+def judge_app():
+    """``winnow serve smollm2`` as an app, the model loaded, its served name ``judge``."""
     from winnow.config import ServeConfig
     from winnow.serve.main import build_app
 
-    port = free_port()
-    app = build_app(ServeConfig(model="smollm2", served_model_name="judge", device="cpu"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    root = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                return f"{root}/v1", server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the judge server did not start")
+    return build_app(ServeConfig(model="smollm2", served_model_name="judge", device="cpu"))
 
 
 def rule_then_judge(url: str) -> dict:
@@ -158,14 +138,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--window", type=int, default=4)
     args = parser.parse_args(argv)
-    url, server = serve_judge()
-    try:
+    from serving import serve_in_thread
+
+    with serve_in_thread(judge_app()) as root:  # uvicorn in a thread of this process
+        url = f"{root}/v1"
         out = {
             "rule_then_judge": rule_then_judge(url),
             "judge_pick": judge_picks(url, args.prompts, args.n, args.window),
         }
-    finally:
-        server.should_exit = True  # type: ignore[attr-defined]
     print(json.dumps(out, indent=2))
     return out
 

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import check, print_checks, result
+
 from winnow.config import ExecutorConfig, GenerateConfig, ScoreConfig
 from winnow.executors import ShardTask, run_shards, write_shard
 from winnow.records import Prompt
@@ -66,7 +68,7 @@ def overhead(num_shards: int) -> list[dict]:
         for j in range(8)
     ]
     tasks = [
-        ShardTask(f"{i:05d}", [("prompt", c) for c in completions[i * 8 : (i + 1) * 8]]) for i in range(num_shards)
+        ShardTask(f"{i:05d}", [("prompt", c, {}) for c in completions[i * 8 : (i + 1) * 8]]) for i in range(num_shards)
     ]
     factory = ScoreWorkerFactory(ScoreConfig(reward_fn="length"))
     local = timed_run(tasks, factory, ExecutorConfig(name="local"))
@@ -179,17 +181,9 @@ def shard_write(num_prompts: int = 32, n: int = 8, tokens: int = 200) -> list[di
     return [row("atomic write of one generate shard (ms)", min(times) * 1e3, detail)]
 
 
-def row(check: str, measured: float, detail: str) -> dict:
-    return {"check": check, "measured": measured, "target": "-", "passed": None, "detail": detail}
-
-
-def print_table(title: str, rows: list[dict]) -> None:
-    print(f"\n### {title}\n")
-    print("| check | measured | target | result | detail |")
-    print("|---|---:|---|---|---|")
-    for r in rows:
-        result = {True: "PASS", False: "FAIL", None: "-"}[r["passed"]]
-        print(f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {result} | {r['detail']} |")
+def row(name: str, measured: float, detail: str) -> dict:
+    """A measured row with no target."""
+    return check(name, measured, "-", None, detail)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -211,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         ray.shutdown()
-    print_table("Ray executor", rows)
-    return {"benchmark": "ray", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
+    print_checks(rows, title="Ray executor")
+    return result("ray", rows)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import time
 import tracemalloc
 
 import numpy as np
+from results import check, print_checks, result
 
 from winnow.select import top_k_overall, top_per_prompt
 
@@ -205,22 +206,7 @@ def row(name: str, measured: float, op: str | None, target: float | None, detail
     """One table row; ``passed`` is None for a context row that has no target."""
     ops = {"<=": lambda: measured <= target, ">=": lambda: measured >= target, "==": lambda: measured == target}
     passed = ops[op]() if op else None
-    return {
-        "check": name,
-        "measured": measured,
-        "target": f"{op} {target:g}" if op else "-",
-        "passed": passed,
-        "detail": detail,
-    }
-
-
-def print_table(title: str, rows: list[dict]) -> None:
-    print(f"\n### {title}\n")
-    print("| check | measured | target | result | detail |")
-    print("|---|---:|---|---|---|")
-    for r in rows:
-        result = {True: "PASS", False: "FAIL", None: "-"}[r["passed"]]
-        print(f"| {r['check']} | {r['measured']:.3g} | {r['target']} | {result} | {r['detail']} |")
+    return check(name, measured, f"{op} {target:g}" if op else "-", passed, detail)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -240,8 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = vs_numpy(a.rows, a.cols, a.k, a.repeats, a.seed) + vs_python(
         a.ref_rows, a.ref_cols, a.ref_rows, a.repeats, a.seed
     )
-    print_table("winnow.select", rows)
-    return {"benchmark": "select", "rows": rows, "passed": all(r["passed"] is not False for r in rows)}
+    print_checks(rows, title="winnow.select")
+    return result("select", rows)
 
 
 if __name__ == "__main__":

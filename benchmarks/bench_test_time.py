@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from results import checks, print_checks, result
 
 from winnow import select as sel
 from winnow import stages
@@ -56,6 +56,9 @@ from winnow.models import SMOLLM2
 from winnow.records import Prompt
 from winnow.report.stats import paired_bootstrap
 from winnow.rundir import load_scored
+
+# the tests' local-server helpers (``serving``: a free port, waiting for /health) serve the judge here too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 STEPS = {"arithmetic": 4, "constraints": 2}
 """Samples per adaptive step, per task (an eighth of N, as bench_adaptive's step 2 of 16 is)."""
@@ -379,16 +382,10 @@ JUDGE_CONCURRENCY = 4
 """Judge requests in flight at once (the server batches them)."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def served_judge(log: Path) -> tuple[str, subprocess.Popen]:
     """``winnow serve --model smollm2`` as a subprocess on a free port, its output in ``log``;
     its API root once ``/health`` answers."""
-    import httpx
+    from serving import free_port, wait_healthy
 
     port = free_port()
     argv = [sys.executable, "-m", "winnow", "serve", "--model", "smollm2", "--served-model-name", "judge"]
@@ -396,17 +393,12 @@ def served_judge(log: Path) -> tuple[str, subprocess.Popen]:
         argv += ["--device", "cpu", "--host", "127.0.0.1", "--port", str(port)]
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if process.poll() is not None:
-            raise RuntimeError(f"the judge server exited ({process.returncode}); see {log}")
-        try:
-            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
-                return f"{root}/v1", process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.terminate()
-    raise RuntimeError("the judge server did not start")
+    try:
+        wait_healthy(root, process, timeout=300)
+    except AssertionError as e:
+        process.terminate()
+        raise RuntimeError(f"the judge server did not start ({e}); see {log}") from None
+    return f"{root}/v1", process
 
 
 def judged(m: Matrix, prompts: list[Prompt], k: int, log: Path) -> tuple[list[dict], list[dict]]:
@@ -511,18 +503,17 @@ def main(argv: list[str] | None = None) -> dict:
     a_rows, a = arithmetic(root, questions, n_a, tokens, judged_k)
     b_rows = constraints(root, count, n_b, tokens)
     seconds = time.perf_counter() - start
-    checks = _checks(a["majority"], a["adaptive"], quick=args.quick)
+    rows = _checks(a["majority"], a["adaptive"], quick=args.quick)
     print(f"\n({seconds:.0f} s in all: sampling, or resuming it from --run-dir, and the replays)")
-    return {
-        "benchmark": "test_time",
-        "rows": checks,
-        "passed": all(r["passed"] is not False for r in checks),
-        "arithmetic": a_rows,
-        "constraints": b_rows,
-        "arithmetic_judged": a.get("judged", []),
-        "judge": a.get("judge", []),
-        "seconds": seconds,
-    }
+    return result(
+        "test_time",
+        rows,
+        arithmetic=a_rows,
+        constraints=b_rows,
+        arithmetic_judged=a.get("judged", []),
+        judge=a.get("judge", []),
+        seconds=seconds,
+    )
 
 
 def _checks(fixed_n: Method, adaptive: Method, *, quick: bool) -> list[dict]:
@@ -530,17 +521,15 @@ def _checks(fixed_n: Method, adaptive: Method, *, quick: bool) -> list[dict]:
     accuracy whose difference from the fixed N's has a band that reaches 0 or above."""
     saving = fixed_n.tokens / max(adaptive.tokens, 1.0)
     _, high = band(adaptive.correct, fixed_n.correct)
-    rows = [
-        (f"tokens, {fixed_n.name} / {adaptive.name}", saving, ">= 2", saving >= 2),
-        (f"accuracy, {adaptive.name} - {fixed_n.name}: band's upper end", high, ">= 0", high >= 0),
-    ]
-    print("\n| check | measured | target | result |\n|---|---:|---|---|")
-    for name, value, target, ok in rows:
-        print(f"| {name} | {value:.3g} | {target} | {'-' if quick else ('PASS' if ok else 'FAIL')} |")
-    return [
-        {"check": name, "measured": value, "target": target, "passed": None if quick else ok, "detail": ""}
-        for name, value, target, ok in rows
-    ]
+    rows = checks(
+        [
+            (f"tokens, {fixed_n.name} / {adaptive.name}", saving, ">= 2", saving >= 2),
+            (f"accuracy, {adaptive.name} - {fixed_n.name}: band's upper end", high, ">= 0", high >= 0),
+        ],
+        quick=quick,
+    )
+    print_checks(rows, detail=False)
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
     python benchmarks/run_all.py --only adaptive --json figures/benchmarks   # also a result file per benchmark
 
 Each ``bench_*.py`` has ``main(argv) -> {"benchmark", "rows": [{check, measured, target,
-passed, detail}], "passed"}`` and prints its own detailed tables; this script runs them
-one after another (never concurrently: they time the same cores) and summarises.
+passed, detail}], "passed"}`` (``results.py``) and prints its own detailed tables; this
+script runs them one after another (never concurrently: they time the same cores) and summarises.
 """
 
 from __future__ import annotations

@@ -184,6 +184,11 @@ def _pair(first: str, second: str, sep: str, digits: int = 3):
     return lambda f: f"{_value(first, digits)(f)}{sep}{_value(second, digits)(f)}"
 
 
+def _rows_of(demo: str, *rows: tuple[str, object]) -> list[tuple[str, str, object]]:
+    """A table's rows whose figures one demo's records hold: each (label, cell) as (label, demo, cell)."""
+    return [(label, demo, cell) for label, cell in rows]
+
+
 FAMILIES = {
     "keywords:existence": "include a word",
     "keywords:forbidden_words": "forbidden words",
@@ -218,34 +223,26 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, object]]]] = {
     ),
     "constraints": (
         "`winnow demo --task constraints`",
-        [
-            ("held-out strict pass@1, start (42 prompts x 4 samples)", "demo-constraints", _value("pass_at_1 start")),
-            ("held-out strict pass@1, fine-tuned", "demo-constraints", _value("pass_at_1 fine-tuned")),
-            ("gain (paired bootstrap 95% CI)", "demo-constraints", _gain("gain")),
-            (
-                "training samples, adaptive / fixed N = 8",
-                "demo-constraints",
-                _pair("train samples", "train fixed_samples", " / "),
-            ),
-            (
-                "training prompts with a passing completion",
-                "demo-constraints",
-                _pair("train prompts_with_a_pass", "train prompts", " of "),
-            ),
-            ("passing completions fine-tuned on", "demo-constraints", _value("train selected")),
-            (
-                "pass@1 / pass@2 over the first step's samples",
-                "demo-constraints",
-                _pair("train pass@1", "train pass@2", " / "),
-            ),
-        ],
+        _rows_of(
+            "demo-constraints",
+            ("held-out strict pass@1, start (42 prompts x 4 samples)", _value("pass_at_1 start")),
+            ("held-out strict pass@1, fine-tuned", _value("pass_at_1 fine-tuned")),
+            ("gain (paired bootstrap 95% CI)", _gain("gain")),
+            ("training samples, adaptive / fixed N = 8", _pair("train samples", "train fixed_samples", " / ")),
+            ("training prompts with a passing completion", _pair("train prompts_with_a_pass", "train prompts", " of ")),
+            ("passing completions fine-tuned on", _value("train selected")),
+            ("pass@1 / pass@2 over the first step's samples", _pair("train pass@1", "train pass@2", " / ")),
+        ),
     ),
     "constraints-families": (
         "held-out strict pass@1 by family: start / fine-tuned",
-        [
-            (label, "demo-constraints", _pair(f"pass_at_1 start {iid}", f"pass_at_1 fine-tuned {iid}", " / ", 2))
-            for iid, label in FAMILIES.items()
-        ],
+        _rows_of(
+            "demo-constraints",
+            *(
+                (label, _pair(f"pass_at_1 start {iid}", f"pass_at_1 fine-tuned {iid}", " / ", 2))
+                for iid, label in FAMILIES.items()
+            ),
+        ),
     ),
 }
 """Each figures table: its corner cell and its rows (label, demo whose records hold it, cell from figures)."""

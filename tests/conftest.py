@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import write_jsonl
-from tiny_models import build_policy, build_prm, build_reward_model
+from tiny_models import build_policy, build_prm, build_reward_model, make_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,6 +38,18 @@ def tiny_reward_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prm(tmp_path_factory) -> Path:
     return build_prm(tmp_path_factory.mktemp("prm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv(tmp_path_factory) -> Path:
+    """A saved RWKV model with the chat tokenizer: an architecture only ``generate()`` runs
+    (``tiny_archs.GENERATE_PATH``), so the transformers backend takes its fallback."""
+    from tiny_archs import build
+
+    folder = tmp_path_factory.mktemp("rwkv")
+    build("rwkv").save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
 
 
 # What a test module's `workdir` holds unless it says otherwise (WORKDIR_PROMPTS, WORKDIR_FILES).

@@ -1,5 +1,5 @@
 """Plain helpers shared by the test files: argument lists, refusals, file digests, waiting,
-processes held mid-run, and run dirs made by hand.
+processes held mid-run, run dirs made by hand, and scripts imported by path.
 
 Fixtures live in ``conftest.py``; these are ordinary functions, imported as ``from helpers import ...``
 from any test folder. Where test files need different checks, the difference is a keyword here, never
@@ -9,6 +9,7 @@ a second copy.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,9 +17,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from winnow.cli import main
+from winnow.errors import WinnowError
 
 # The chapter's 5 x 4 reward matrix: rows are prompts p0..p4, columns sample indices 0..3.
 CHAPTER = [[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7], [0.2, 0.5, 0.8, 0.6], [0.5, 0.4, 0.3, 0.6]]
@@ -121,6 +124,33 @@ def wait_for(
             return condition()
         time.sleep(poll_s)
     return value
+
+
+def import_file(path: Path) -> ModuleType:
+    """The module in ``path``, a script outside any package (``scripts/docs_hooks.py``,
+    ``benchmarks/bench_*.py``), imported afresh under its file's stem and registered in
+    ``sys.modules`` as an import would (a dataclass looks its module up there)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def refusal(call: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """The one line of the ``WinnowError`` that ``call(*args, **kwargs)`` raises (it must raise one).
+
+    >>> def load(path):
+    ...     raise WinnowError(f"{path}: field 'n': expected an integer")
+    >>> refusal(load, "cfg.yaml")
+    "cfg.yaml: field 'n': expected an integer"
+    """
+    try:
+        call(*args, **kwargs)
+    except WinnowError as e:
+        return str(e)
+    raise AssertionError(f"{getattr(call, '__name__', call)} refused nothing")
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -9,9 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+from serving import scripted_judge
 
 import winnow
 from winnow.provenance import callable_identity
+from winnow.rewards.pick import shuffled
 
 PROMPTS = ["write about a cat", [{"role": "user", "content": "write about a dog"}], "write about rain"]
 
@@ -70,6 +72,32 @@ def test_best_of_n_is_the_argmax_of_sample_and_score(tiny_policy):
     best = winnow.best_of_n(PROMPTS, reward=length, **kw)
     texts = winnow.sample(PROMPTS, **kw)
     assert best == [row[int(np.argmax([len(t) for t in row]))] for row in texts]
+
+
+def test_best_of_n_select_by_judge_is_the_judges_pick(tiny_policy):
+    kw = dict(model=str(tiny_policy), n=4, seed=3, max_new_tokens=6, device="cpu")
+    texts = winnow.sample(PROMPTS, **kw)
+    with scripted_judge(lambda content: "[[2]]") as server:
+        pick = {"judge": server.url, "judge_model": "judge", "window": 2, "seed": 5}
+        best = winnow.best_of_n(PROMPTS, reward=length, select_by="judge", pick=pick, **kw)
+        assert len(server.requests) == 3 * len(PROMPTS)  # 4 candidates in windows of 2: 2 calls, then the final
+        assert {r["model"] for r in server.requests} == {"judge"}
+    # the second shown wins every window, so the last of each prompt's order (seed 5, its id) wins
+    assert best == [texts[i][shuffled(4, 5, str(i))[3]] for i in range(len(PROMPTS))]
+
+
+@pytest.mark.parametrize(
+    ("select_by", "pick", "message"),
+    [
+        ("judge", {"judge_model": "j"}, "pick.judge: select_by judge needs it (--pick-judge)"),
+        (None, {"window": 3}, "pick.window: applies to select_by judge only (--select-by judge)"),
+        ("vote", {}, "pick.select_by: must be one of reward, judge, got 'vote'"),
+    ],
+)
+def test_best_of_n_refuses_a_bad_judge_before_sampling(select_by, pick, message):
+    with pytest.raises(winnow.WinnowError) as e:
+        winnow.best_of_n(["a"], model="no/such/model", reward=length, select_by=select_by, pick=pick)
+    assert str(e.value) == message
 
 
 def test_bad_options_name_the_field(tiny_policy):

@@ -5,12 +5,12 @@ runs end to end on the real model, with a served judge (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import import_file
 
 from winnow.rewards.fallback import parse_verdict, row_fields
 
@@ -19,12 +19,9 @@ PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_test_time.
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_test_time", PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_test_time"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(PATH.parent))  # the modules it imports from beside it
+        yield import_file(PATH)
     del sys.modules["bench_test_time"]
 
 

@@ -4,7 +4,6 @@ chapter the reader does not have, and doctests in docstrings render as code."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import import_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\]\(([^)#\s]+\.md)")
@@ -85,11 +85,7 @@ def test_every_page_ends_with_a_whole_sentence():
 
 
 def docs_hooks():
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(ROOT / "scripts" / "docs_hooks.py")
 
 
 def test_a_docstring_doctest_renders_as_code_not_a_blockquote():

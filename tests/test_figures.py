@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import import_file
 
 from winnow import demo, figures
 
@@ -18,13 +19,7 @@ COMMIT = "c0ffee" * 6 + "c0ff"
 
 
 def docs_hooks():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(ROOT / "scripts" / "docs_hooks.py")
 
 
 def quick_demo(run_dir: Path, policy: Path, monkeypatch, **train) -> dict:

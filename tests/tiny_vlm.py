@@ -16,19 +16,22 @@ import io
 import random
 from pathlib import Path
 
-from tiny_models import CORPUS, SPECIALS
+from tiny_models import CORPUS, SPECIALS, TINY
 
-# Text part of every tiny VLM (a Llama- or Qwen2-shaped decoder).
-TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-)
+# Text part of every tiny VLM (a Llama- or Qwen2-shaped decoder): the tiny text models' size,
+# with room for a prompt's image tokens.
+TEXT = TINY | dict(max_position_embeddings=512)
 # The side of the square the image processors resize every image to (pixels).
 SIDE = 16
+# Vision tower of every tiny VLM: 16x16 images of 4-pixel patches; a builder names only what it changes.
+VISION = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=SIDE,
+    patch_size=4,
+)
 
 
 def _template(image_marker: str) -> str:
@@ -84,14 +87,7 @@ def _gemma3(tok, text: dict):
     head = text["hidden_size"] // text["num_attention_heads"]
     config = Gemma3Config(
         text_config=text | ids | dict(head_dim=head, query_pre_attn_scalar=head, sliding_window=64),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=SIDE,
-            patch_size=4,
-        ),
+        vision_config=VISION,
         mm_tokens_per_image=4,
         boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
@@ -114,18 +110,8 @@ def _llava(tok, text: dict):
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     ids = _token_ids(tok)
-    vision = dict(
-        model_type="clip_vision_model",
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=SIDE,
-        patch_size=4,
-        projection_dim=16,
-    )
     config = LlavaConfig(
-        vision_config=vision,
+        vision_config=VISION | dict(model_type="clip_vision_model", num_hidden_layers=2, projection_dim=16),
         text_config=text | ids | dict(model_type="llama"),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(SIDE // 4) ** 2,
@@ -151,14 +137,7 @@ def _idefics3(tok, text: dict):
 
     ids = _token_ids(tok)
     config = Idefics3Config(
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=SIDE,
-            patch_size=4,
-        ),
+        vision_config=VISION,
         text_config=text | ids | dict(model_type="llama"),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,

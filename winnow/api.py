@@ -42,6 +42,7 @@ from winnow.config import (
     EvalConfig,
     ExecutorConfig,
     GenerateConfig,
+    PickConfig,
     RoundsConfig,
     ScoreConfig,
     SelectConfig,
@@ -170,6 +171,8 @@ def best_of_n(
     n: int = 8,
     seed: int = 0,
     reward_model: str | None = None,
+    select_by: str | None = None,
+    pick: PickConfig | dict | None = None,
     verbose: bool = False,
     **options: Any,
 ) -> list[str | None]:
@@ -178,14 +181,44 @@ def best_of_n(
 
     ``model`` as in ``sample`` (a name, or a handle from ``winnow.load_model``); ``options``:
     generate fields, as ``sample`` takes them (``temperature``, ``max_new_tokens``, ``top_p`` ...).
+
+    ``select_by="judge"`` lets a judge model pick each prompt's sample instead, as ``winnow bon
+    --select-by judge`` does (``winnow.rewards.pick``: a tournament in windows, positions
+    shuffled per prompt id; a reply naming no candidate leaves the window's highest reward):
+    ``pick`` holds the judge's fields (``PickConfig``, or a dict of them: ``judge``, its API
+    root, and ``judge_model`` are needed; ``window``, ``seed``, ``prompt`` ... are optional).
+    The reward is still computed: it settles those fallbacks.
     """
     from winnow.select import top_per_prompt
 
+    judge = _judge(select_by, pick)  # a bad judge fails before anything loads
     _check_reward(prompts, reward, reward_model)  # before the policy's weights load
     texts = _sample(prompts, model, dict(n=n, seed=seed, **options), source="winnow.best_of_n")
     rewards = score(prompts, texts, reward=reward, reward_model=reward_model)
-    best = top_per_prompt(rewards)
-    return [row[j] if j >= 0 else None for row, j in zip(texts, best.tolist(), strict=True)]
+    if judge is None:
+        best = top_per_prompt(rewards).tolist()
+    else:
+        from winnow.rewards.pick import pick_best
+
+        rows = as_prompts(prompts)
+        picks = pick_best(judge, [p.content for p in rows], texts, list(rewards), [p.id for p in rows])
+        best = [p.index for p in picks]
+    return [row[j] if j >= 0 else None for row, j in zip(texts, best, strict=True)]
+
+
+def _judge(select_by: str | None, pick: PickConfig | dict | None):
+    """The judge that picks (``winnow.rewards.pick.Judge``) that ``select_by`` and ``pick``
+    describe, its prompt file read; None for ``select_by`` reward (the default). ``select_by``,
+    when given, is ``pick``'s own ``select_by``."""
+    fields = asdict(pick) if isinstance(pick, PickConfig) else dict(pick or {})
+    if select_by is not None:
+        fields["select_by"] = select_by
+    config = build(PickConfig, fields, source="winnow.best_of_n: pick")
+    if config.select_by != "judge":
+        return None
+    from winnow.rewards.pick import judge_of
+
+    return judge_of(config)
 
 
 @quiet_unless_verbose("datasets")  # TRL maps the data with datasets' bars

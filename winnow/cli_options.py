@@ -78,6 +78,7 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--prm-step-tag", "score", "prm_step_tag", metavar="TOKEN"),
         Option("--prm-labels", "score", "prm_labels", metavar="TOKEN", nargs="+"),
         Option("--prm-aggregate", "score", "prm_aggregate"),
+        Option("--prm-system", "score", "prm_system", metavar="TEXT"),
         Option("--reward-judge", "score", "reward_judge", metavar="URL"),
         Option("--judge-model", "score", "judge_model"),
         Option("--judge-rubric", "score", "judge_rubric", metavar="PATH"),
@@ -131,6 +132,7 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--pick-max-tokens", "pick", "max_tokens"),
         Option("--pick-api-key-env", "pick", "api_key_env"),
         Option("--pick-concurrency", "pick", "concurrency"),
+        Option("--pick-price-per-mtok", "pick", "price_per_mtok", metavar="IN,OUT"),
     ],
     "adaptive": [
         Option("--adaptive-step", "adaptive", "step"),

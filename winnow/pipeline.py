@@ -218,7 +218,7 @@ def best_of_n(
             yield row
 
     try:
-        count = write_rows(Path(out) if out else Path(run_dir) / "best.jsonl", judged_rows(rows(), picks, rewards))
+        count = write_rows(Path(out or Path(run_dir) / "best.jsonl"), judged_rows(rows(), picks, rewards, pick))
     finally:
         index.close()
     return count, head
@@ -281,21 +281,26 @@ def judge_picks(
     return np.array([p.index for p in picks], dtype=np.int64), picks
 
 
-def judged_rows(rows: Iterator[dict], picks: list | None, rewards: np.ndarray) -> Iterator[dict]:
+def judged_rows(
+    rows: Iterator[dict], picks: list | None, rewards: np.ndarray, pick: PickConfig | None = None
+) -> Iterator[dict]:
     """Best-of-N's rows, each picked by the judge given the fields of ``judged_fields`` (the
-    same dicts, so the rows kept for the terminal have them too); as they are without a judge."""
+    same dicts, so the rows kept for the terminal have them too; its tokens priced at
+    ``pick.price_per_mtok``); as they are without a judge."""
     if picks is None:
         yield from rows
         return
+    price = pick.price_per_mtok if pick is not None else None
     for row, chosen, values in zip(rows, picks, rewards, strict=True):
-        row.update(judged_fields(chosen, values))
+        row.update(judged_fields(chosen, values, price))
         yield row
 
 
-def judged_fields(chosen, rewards: np.ndarray) -> dict:
+def judged_fields(chosen, rewards: np.ndarray, price: list[float] | None = None) -> dict:
     """What a row picked by the judge adds: the reward's own pick (the highest reward, the
-    earliest of a tie; None when none is scored) and its reward, the calls and fallbacks.
-    rewards: float (C,), the prompt's row."""
+    earliest of a tie; None when none is scored) and its reward, the calls and fallbacks,
+    and the tokens the calls used (``judge_usage``: ``winnow.budget.Usage.record``, its cost
+    at ``price``, ``pick.price_per_mtok``, when one is given). rewards: float (C,), the prompt's row."""
     best = int(sel.top_per_prompt(rewards[None, :])[0])
     return {
         "selected_by": "judge",
@@ -303,4 +308,5 @@ def judged_fields(chosen, rewards: np.ndarray) -> dict:
         "best_reward": float(rewards[best]) if best >= 0 else None,
         "judge_calls": chosen.calls,
         "judge_fallbacks": chosen.fallbacks,
+        "judge_usage": chosen.usage.record(price),
     }

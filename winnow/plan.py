@@ -311,7 +311,13 @@ def check_rewards(config, columns: tuple[str, ...] | None, reward: Callable | No
         if kind == "prm":
             from winnow.rewards.prm import check_prm
 
-            shape = check_prm(spec, shape=config.prm_shape, tag=config.prm_step_tag, labels=config.prm_labels)
+            shape = check_prm(
+                spec,
+                shape=config.prm_shape,
+                tag=config.prm_step_tag,
+                labels=config.prm_labels,
+                system=config.prm_system,
+            )
             names.append(f"process reward model {spec} ({shape}, {config.prm_aggregate} of its steps)")
             continue
         if kind == "judge":

@@ -11,12 +11,13 @@ config, manifest or error message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from winnow.budget import Pacer
 from winnow.config import GenerateConfig, ScoreConfig, ServeConfig
@@ -251,3 +252,29 @@ async def gather_bounded(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+P = ParamSpec("P")
+
+
+def blocking(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking twin of the coroutine function ``fn``: the same parameters, run to the
+    end in an event loop of its own (so it cannot be called inside a running loop: a server
+    awaits ``fn`` itself). One body serves both, so the two cannot drift; the twin is named
+    ``fn``'s name less ``_async``, and its docstring is ``fn``'s after a line saying so.
+
+    >>> async def double_async(x: int) -> int:
+    ...     return 2 * x
+    >>> double = blocking(double_async)
+    >>> double(3), double.__name__
+    (6, 'double')
+    """
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(fn(*args, **kwargs))
+
+    run.__name__ = fn.__name__.removesuffix("_async")
+    run.__qualname__ = fn.__qualname__.removesuffix("_async")
+    run.__doc__ = f"``{fn.__name__}`` run to the end in an event loop of its own.\n\n{fn.__doc__ or ''}"
+    return run

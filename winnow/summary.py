@@ -219,7 +219,12 @@ def usage_line(r: dict) -> str | None:
 
 def usage_text(u: dict) -> str:
     """A manifest's ``usage`` (``winnow.budget.Usage.record``) in words."""
-    text = f"{u['requests']:,} requests, {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens"
+    return f"{u['requests']:,} requests, {tokens_text(u)}"
+
+
+def tokens_text(u: dict) -> str:
+    """``usage_text`` less the requests: the tokens, the cost, the replies without usage."""
+    text = f"{u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens"
     if "cost" in u:
         price = f" ({u['price_per_mtok'][0]:g}, {u['price_per_mtok'][1]:g} per million)"
         text += f", cost {u['cost']:.7f}".rstrip("0").rstrip(".") + price
@@ -265,12 +270,17 @@ def pick_line(p: dict) -> str:
     >>> line == ("judge: picked the reward's pick on 3 of 4 prompts (75%), one of the highest reward on 4; "
     ...          "12 judge calls, 1 reply naming no candidate")
     True
+    >>> used = {"requests": 12, "prompt_tokens": 3000, "completion_tokens": 48, "price_per_mtok": [0.5, 1.5], "cost": 0.001572}
+    >>> pick_line({"agree": 3, "as_good": 4, "compared": 4, "agreement": 0.75, "judge_calls": 12, "fallbacks": 0,
+    ...            "judge_usage": used}).split("; ")[-1]
+    '12 judge calls, 0 replies naming no candidate, 3,000 prompt + 48 completion tokens, cost 0.001572 (0.5, 1.5 per million)'
     """
+    used = p.get("judge_usage")
     return (
         f"judge: picked the reward's pick on {p['agree']:,} of {p['compared']:,} prompts ({_num(p['agreement'], '.0%')}), "
         f"one of the highest reward on {p['as_good']:,}; "
         f"{p['judge_calls']:,} judge calls, {p['fallbacks']:,} {'reply' if p['fallbacks'] == 1 else 'replies'} "
-        "naming no candidate"
+        "naming no candidate" + (f", {tokens_text(used)}" if used else "")
     )
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import yaml
+from helpers import refusal
 
 from winnow.config import (
     AdaptiveConfig,
@@ -346,37 +347,26 @@ def test_build_converts_ints_for_float_fields_and_keeps_the_rest():
 
 def test_load_yaml_messages(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text("generate: 5\n")
-    with pytest.raises(WinnowError) as e:
-        load_yaml(path)
-    assert str(e.value) == f"{path}: field 'generate': expected a mapping of options, got int"
-    path.write_text("run_dir: 7\n")
-    with pytest.raises(WinnowError) as e:
-        load_yaml(path)
-    assert str(e.value) == f"{path}: field 'run_dir': expected a string, got 7 (int)"
-    path.write_text("genrate: {}\n")
-    with pytest.raises(WinnowError) as e:
-        load_yaml(path)
+
+    def refused(text: str) -> str:
+        path.write_text(text)
+        return refusal(load_yaml, path)
+
+    assert refused("generate: 5\n") == f"{path}: field 'generate': expected a mapping of options, got int"
+    assert refused("run_dir: 7\n") == f"{path}: field 'run_dir': expected a string, got 7 (int)"
     known = (
         "adaptive, dpo, eval, executor, export, generate, id_column, images, import, pick, prompt_column, prompts, "
         "rounds, run_dir, score, select, serve, sft"
     )
-    assert str(e.value) == f"{path}: field 'genrate': unknown key (known: {known})"
-    path.write_text("generate: [1, 2\n")
+    assert refused("genrate: {}\n") == f"{path}: field 'genrate': unknown key (known: {known})"
     with pytest.raises(yaml.YAMLError) as parser_error:
-        yaml.safe_load(path.read_text())
-    with pytest.raises(WinnowError) as e:
-        load_yaml(path)
+        yaml.safe_load("generate: [1, 2\n")
+    message = refused("generate: [1, 2\n")
     # the parser's own message, on one line
-    assert str(e.value) == f"{path}: invalid YAML: " + " ".join(str(parser_error.value).split())
-    assert "expected ',' or ']'" in str(e.value)
-    path.write_text("[1]\n")
-    with pytest.raises(WinnowError) as e:
-        load_yaml(path)
-    assert str(e.value) == f"{path}: expected a mapping at the top level"
-    with pytest.raises(WinnowError) as e:
-        load_yaml(tmp_path / "nope.yaml")
-    assert str(e.value) == f"config file does not exist: {tmp_path / 'nope.yaml'}"
+    assert message == f"{path}: invalid YAML: " + " ".join(str(parser_error.value).split())
+    assert "expected ',' or ']'" in message
+    assert refused("[1]\n") == f"{path}: expected a mapping at the top level"
+    assert refusal(load_yaml, tmp_path / "nope.yaml") == f"config file does not exist: {tmp_path / 'nope.yaml'}"
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(WinnowError, match="config file does not exist"):
         load_yaml(tmp_path / "dir.yaml")

@@ -133,24 +133,20 @@ def test_load_yaml_empty_file_is_empty_config(tmp_path):
     assert load_yaml(path) == {}
 
 
-def test_load_yaml_unknown_top_level_key(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "generate:\n  n: 4\ngenrate:\n  n: 8\n", "field 'genrate': unknown key", id="unknown-top-level-key"
+        ),
+        pytest.param("generate: [1, 2\n", "invalid YAML", id="invalid-yaml"),
+        pytest.param("- generate\n- select\n", "expected a mapping", id="top-level-must-be-mapping"),
+    ],
+)
+def test_load_yaml_refuses_naming_the_file(tmp_path, text, message):
     path = tmp_path / "cfg.yaml"
-    path.write_text("generate:\n  n: 4\ngenrate:\n  n: 8\n")
-    with pytest.raises(WinnowError, match=re.escape(f"{path}: field 'genrate': unknown key")):
-        load_yaml(path)
-
-
-def test_load_yaml_invalid_yaml(tmp_path):
-    path = tmp_path / "cfg.yaml"
-    path.write_text("generate: [1, 2\n")
-    with pytest.raises(WinnowError, match=re.escape(f"{path}: invalid YAML")):
-        load_yaml(path)
-
-
-def test_load_yaml_top_level_must_be_mapping(tmp_path):
-    path = tmp_path / "cfg.yaml"
-    path.write_text("- generate\n- select\n")
-    with pytest.raises(WinnowError, match=re.escape(f"{path}: expected a mapping")):
+    path.write_text(text)
+    with pytest.raises(WinnowError, match=re.escape(f"{path}: {message}")):
         load_yaml(path)
 
 

@@ -102,21 +102,10 @@ def test_fallback_logprobs_equal_a_forward_pass(tiny_policy):
         np.testing.assert_allclose(record.confidence[r], -expected.topk(K, dim=-1).values.mean(dim=-1), atol=1e-4)
 
 
-def test_a_model_only_generate_runs_returns_logprobs(rwkv_folder):
-    backend = make_backend("hf", str(rwkv_folder), device="cpu")
+def test_a_model_only_generate_runs_returns_logprobs(tiny_rwkv):
+    backend = make_backend("hf", str(tiny_rwkv), device="cpu")
     sampling = Sampling(n=2, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=6, top_logprobs=K)
     assert all(len(c.logprobs.confidence) == c.num_tokens for c in backend.generate(PROMPTS[:2], sampling, seed=2))
-
-
-@pytest.fixture(scope="module")
-def rwkv_folder(tmp_path_factory):
-    from tiny_archs import build
-    from tiny_models import make_tokenizer
-
-    folder = tmp_path_factory.mktemp("rwkv")
-    build("rwkv").save_pretrained(folder)
-    make_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def shard_rows(run_dir) -> list[dict]:

@@ -116,18 +116,8 @@ def test_sampled_rows_never_hold_a_stop_string(tiny_policy):
 # --- the generate() fallback, on a saved model folder -----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rwkv_folder(tmp_path_factory):
-    from tiny_archs import build
-
-    folder = tmp_path_factory.mktemp("rwkv")
-    build("rwkv").save_pretrained(folder)
-    make_tokenizer().save_pretrained(folder)
-    return folder
-
-
-def test_fallback_says_so_once_and_matches_generate(rwkv_folder, capsys):
-    backend = make_backend("hf", str(rwkv_folder), device="cpu", batch_size=3)
+def test_fallback_says_so_once_and_matches_generate(tiny_rwkv, capsys):
+    backend = make_backend("hf", str(tiny_rwkv), device="cpu", batch_size=3)
     err = capsys.readouterr().err
     assert err.count("RwkvForCausalLM keeps a cache of its own; sampling with transformers' generate() instead") == 1
     out = backend.generate(PROMPTS, with_(GREEDY, max_new_tokens=8), seed=0)
@@ -138,8 +128,8 @@ def test_fallback_says_so_once_and_matches_generate(rwkv_folder, capsys):
     assert capsys.readouterr().err == ""  # said once, at load
 
 
-def test_fallback_honours_n_seed_and_stop(rwkv_folder):
-    backend = make_backend("hf", str(rwkv_folder), device="cpu")
+def test_fallback_honours_n_seed_and_stop(tiny_rwkv):
+    backend = make_backend("hf", str(tiny_rwkv), device="cpu")
     sampling = Sampling(n=3, temperature=1.0, top_p=0.9, top_k=50, max_new_tokens=8, min_p=0.01, stop=("e",))
     prompts = PROMPTS[:2]
     first = backend.generate(prompts, sampling, seed=4)

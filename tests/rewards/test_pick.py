@@ -51,6 +51,8 @@ def test_the_tournament_makes_the_calls_stated_and_returns_the_best(n, window, c
         [pick] = pick_best(judge_at(server.url, window=window), ["q"], [texts], keys=["p0"])
         assert len(server.requests) == calls == calls_for(n, window)
     assert (pick.index, pick.calls, pick.fallbacks) == (max(n - 2, 0), calls, 0)
+    # the scripted judge's usage is 3 prompt and 1 completion tokens a reply
+    assert (pick.usage.requests, pick.usage.prompt_tokens, pick.usage.completion_tokens) == (calls, 3 * calls, calls)
     assert all(2 <= len(w) <= window for w in seen)
     first_round = [w for w in windows([texts[i] for i in shuffled(n, 0, "p0")], window) if len(w) > 1]
     assert all(w in seen for w in first_round)  # the candidates are shown in the seed's order
@@ -105,7 +107,7 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
         argv = ["bon", "--prompts", str(tmp_path / "prompts.jsonl"), "--run-dir", str(tmp_path / "run")]
         argv += ["--model", str(tiny_policy), "--n", "4", "--max-new-tokens", "4", "--device", "cpu"]
         argv += ["--reward-fn", "length", "--select-by", "judge", "--pick-judge", f"{url}/v1", "--pick-model", "judge"]
-        assert main([*argv, "--pick-window", "2"]) == 0
+        assert main([*argv, "--pick-window", "2", "--pick-price-per-mtok", "1,2"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "best.jsonl").open()]
     rewards = np.load(tmp_path / "run" / "score" / "rewards.npy")
     # "2" in every window of two: the second shown wins each, so the last in the seed's order wins
@@ -115,10 +117,19 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
     assert [r["best_reward"] for r in rows] == [float(np.max(rewards[i])) for i in range(3)]
     agree = sum(r["sample_index"] == r["reward_pick"] for r in rows)
     as_good = sum(rewards[i, r["sample_index"]] == np.max(rewards[i]) for i, r in enumerate(rows))
+    # the judge answers "2" and its end of text: 2 completion tokens a call, as its usage says
+    assert [(r["judge_usage"]["requests"], r["judge_usage"]["completion_tokens"]) for r in rows] == [(3, 6)] * 3
+    prompt_tokens = sum(r["judge_usage"]["prompt_tokens"] for r in rows)
+    cost = round((prompt_tokens * 1 + 18 * 2) / 1e6, 9)
+    assert [r["judge_usage"]["cost"] for r in rows] == [
+        round((r["judge_usage"]["prompt_tokens"] + 6 * 2) / 1e6, 9) for r in rows
+    ]
     out = capsys.readouterr().out
     assert (
         f"judge: picked the reward's pick on {agree} of 3 prompts ({agree / 3:.0%}), one of the highest reward on "
-        f"{as_good}; 9 judge calls, 0 replies naming no candidate\n"
+        f"{as_good}; 9 judge calls, 0 replies naming no candidate, {prompt_tokens:,} prompt + 18 completion tokens, "
+        f"cost {cost:.7f}".rstrip("0")
+        + " (1, 2 per million)\n"
     ) in out
     assert main(["report", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
@@ -130,7 +141,25 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
         "as_good": as_good,
         "judge_calls": 9,
         "fallbacks": 0,
+        "judge_usage": {
+            "requests": 9,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 18,
+            "price_per_mtok": [1.0, 2.0],
+            "cost": cost,
+        },
     }
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert (
+        f"The judge's calls used 9 requests, {prompt_tokens:,} prompt + 18 completion tokens, cost {cost:.7f}".rstrip(
+            "0"
+        )
+        + " (1, 2 per million)."
+    ) in md
+
+
+# A judge that picks, at an address nothing listens on: these runs are refused before any request.
+JUDGE_PICKS = ["--select-by", "judge", "--pick-judge", "http://127.0.0.1:9/v1", "--pick-model", "j"]
 
 
 @pytest.mark.parametrize(
@@ -139,29 +168,11 @@ def test_bon_select_by_judge_with_winnow_serve_as_the_judge(tmp_path, tiny_polic
         (["--select-by", "judge", "--pick-model", "j"], "pick.judge: select_by judge needs it (--pick-judge)"),
         (["--pick-window", "3"], "pick.window: applies to select_by judge only (--select-by judge)"),
         (
-            [
-                "--select-by",
-                "judge",
-                "--pick-judge",
-                "http://127.0.0.1:9/v1",
-                "--pick-model",
-                "j",
-                "--aggregate",
-                "majority",
-            ],
+            [*JUDGE_PICKS, "--aggregate", "majority"],
             "pick.select_by: a judge picks in place of --aggregate best; --aggregate majority votes instead",
         ),
         (
-            [
-                "--select-by",
-                "judge",
-                "--pick-judge",
-                "http://127.0.0.1:9/v1",
-                "--pick-model",
-                "j",
-                "--keep-confident",
-                "50",
-            ],
+            [*JUDGE_PICKS, "--keep-confident", "50"],
             "pick.select_by: a judge picks among every candidate; --keep-confident filters a vote",
         ),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import typing
 
 import numpy as np
@@ -146,6 +147,47 @@ def test_refusals_name_the_model_and_the_token(models, tmp_path):
         prm.check_prm(str(untagged), shape="auto", tag=None, labels=None)
 
 
+SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+"""Qwen2.5-Math-PRM's system message, as its model card gives it."""
+
+
+def test_a_system_message_reaches_the_prm_in_place_of_the_prompts(models, one_thread):
+    """``system``: put first in the chat template, a chat prompt's own system message dropped,
+    and the step scores are those of that input (a pass per prefix over it)."""
+    plain, told = load(models["qwen-prm"]), load(models["qwen-prm"], system=SYSTEM)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "say a thing"}]
+    turn = "<|im_start|>user\nsay a thing<|im_end|>\n<|im_start|>assistant\nthe quick brown<extra_0>fox jumps<extra_0>"
+    for prompt in ("say a thing", chat):
+        [(ids, tags)] = told.tokenize([prompt], COMPLETIONS[:1])  # type: ignore[misc]
+        assert told.tokenizer.decode(ids) == f"<s><|im_start|>system\n{SYSTEM}<|im_end|>\n{turn}<|im_end|>\n"
+        [scores] = told.step_rewards([prompt], COMPLETIONS[:1])
+        np.testing.assert_allclose(scores, prefix_pass(told, ids, tags), rtol=0, atol=1e-6)  # type: ignore[arg-type]
+    [(ids, _)] = plain.tokenize([chat], COMPLETIONS[:1])  # type: ignore[misc]
+    assert plain.tokenizer.decode(ids).startswith("<s><|im_start|>system\nBe brief.<|im_end|>")
+    assert told.step_rewards(["say a thing"], COMPLETIONS[:1]) != plain.step_rewards(["say a thing"], COMPLETIONS[:1])
+
+
+def test_a_system_message_is_refused_where_it_cannot_go(models, tmp_path):
+    from winnow.config import ScoreConfig
+    from winnow.errors import WinnowError
+
+    with pytest.raises(WinnowError) as e:
+        ScoreConfig(reward_fn="length", prm_system=SYSTEM).validate()
+    assert str(e.value) == "score.prm_system: only a process reward model takes it (prm_model, --prm-model)"
+    bare = tmp_path / "bare"
+    shutil.copytree(models["qwen-prm"], bare)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    (bare / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "chat_template"}))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    assert prm.check_prm(str(bare), shape="auto", tag=None, labels=None) == "token-class"  # fine without one
+    message = (
+        f"process reward model {bare} has no chat template to hold a system message (score.prm_system, --prm-system)"
+    )
+    with pytest.raises(WinnowError) as e:
+        prm.check_prm(str(bare), shape="auto", tag=None, labels=None, system=SYSTEM)
+    assert str(e.value) == message
+
+
 # ---------------------------------------------------------------- the commands
 
 STEPS = {
@@ -187,6 +229,23 @@ def test_score_keeps_step_scores_and_prm_weighted_votes_by_them(models, stepped_
             answer = STEPS[p][j].rsplit(" ", 1)[-1]
             weight[answer] = weight.get(answer, 0.0) + rewards[i, j]
         assert best[p]["answer"] == max(weight, key=weight.__getitem__) and best[p]["aggregate"] == "prm-weighted"
+
+
+def test_score_prm_system_is_scored_under_and_part_of_the_config(models, stepped_run, capsys):
+    from winnow.config import ScoreConfig
+
+    run, folder = stepped_run, str(models["qwen-prm"])
+    args = ["score", "--run-dir", str(run), "--prm-model", folder, "--device", "cpu"]
+    assert main([*args, "--prm-system", SYSTEM]) == 0
+    rows = {(r["prompt_id"], r["sample_index"]): r for r in read_rows(run / "score" / "shard-00000.jsonl")}
+    expected = load(folder, system=SYSTEM).step_rewards(["What is 2 + 2?"] * 3, STEPS["p0"])
+    for j in range(3):
+        np.testing.assert_allclose(rows[("p0", j)]["step_scores"], expected[j], rtol=0, atol=1e-6)  # type: ignore[arg-type]
+    manifest = json.loads((run / "score" / "manifest.json").read_text())
+    assert manifest["config"]["score"]["prm_system"] == SYSTEM
+    # unset, the stage config is what it was before the field existed: old runs resume
+    assert "prm_system" not in ScoreConfig(prm_model=folder).stage_config()
+    fails([*args, "--prm-system", "Be brief."], capsys, "refusing to resume", "prm_system", error_last=True)
 
 
 def test_bon_with_a_prm(models, tiny_policy, tmp_path):

@@ -49,11 +49,28 @@ def fresh(judge):
     return server, script
 
 
-def tiny_server(tiny_policy, judge_url: str | None, window: int = 4):
+def tiny_server(tiny_policy, judge_url: str | None, window: int = 4, price: list[float] | None = None):
     """Best-of-N with the 'length' reward, best_of 4; picked by a judge at ``judge_url`` (if any)."""
     config = ServeConfig(model=str(tiny_policy), served_model_name="tiny", device="cpu", best_of=4, max_best_of=8)
-    pick = PickConfig(select_by="judge", judge=judge_url, judge_model="judge", window=window) if judge_url else None
+    pick = (
+        PickConfig(select_by="judge", judge=judge_url, judge_model="judge", window=window, price_per_mtok=price)
+        if judge_url
+        else None
+    )
     return serve_in_thread(build_app(config, ScoreConfig(reward_fn="length"), pick))
+
+
+def judge_usage(calls: int, cost: float | None = None) -> dict:
+    """The body's ``judge_usage`` after ``calls`` replies of the scripted judge (3 prompt and 1
+    completion tokens each, as its replies' usage says)."""
+    return {
+        "calls": calls,
+        "prompt_tokens": 3 * calls,
+        "completion_tokens": calls,
+        "total_tokens": 4 * calls,
+        "calls_without_usage": 0,
+        "cost": cost,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +107,17 @@ def ask(url: str, best_of: int, seed: int = 3, **extra):
 @pytest.mark.parametrize("best_of", [8, 5, 2])
 def test_the_judge_picks_the_first_shown_and_makes_the_tournaments_calls(judged, fresh, best_of):
     server, _ = fresh
-    body = ask(judged, best_of).model_extra
+    r = ask(judged, best_of)
+    body = r.model_extra
     # a judge naming [[1]] every time: the first of the seed's order wins every round (windows of 2)
     assert body["selected_index"] == shuffled(best_of, 0, judge_key(3, "x"))[0]
     assert body["selected_by"] == "judge"
     assert len(server.requests) == body["judge_calls"] == calls_for(best_of, 2) == {8: 7, 5: 4, 2: 1}[best_of]
     rewards = body["candidate_rewards"]
     assert body["judge_agrees"] == (first_best(rewards) == body["selected_index"])
+    # usage counts the served model's tokens alone; the judge's are apart, in judge_usage
+    assert body["judge_usage"] == judge_usage(calls_for(best_of, 2))
+    assert r.usage.completion_tokens == sum(c["num_tokens"] for c in body["candidates"])
 
 
 def test_the_answer_is_the_candidate_the_judges_replies_name(judged, fresh):
@@ -138,7 +159,7 @@ def test_select_by_reward_on_a_judged_server_asks_no_judge(judged, fresh):
     body = ask(judged, 4, select_by="reward").model_extra
     assert body["selected_by"] == "reward" and body["judge_agrees"] is None and body["judge_calls"] is None
     assert body["selected_index"] == first_best(body["candidate_rewards"])
-    assert server.requests == []
+    assert server.requests == [] and "judge_usage" not in body
 
 
 def test_a_streamed_answer_is_the_judges_pick_too(judged, fresh):
@@ -149,12 +170,25 @@ def test_a_streamed_answer_is_the_judges_pick_too(judged, fresh):
         max_tokens=6,
         seed=3,
         stream=True,
+        stream_options={"include_usage": True},
         extra_body={"best_of": 4, "return_candidates": True},
     )
-    chunks = [e.model_extra for e in events]
-    last = next(c for c in reversed(chunks) if c.get("candidates"))
+    chunks = list(events)
+    last = next(c.model_extra for c in reversed(chunks) if c.model_extra.get("candidates"))
     assert last["selected_by"] == "judge" and last["judge_calls"] == 3 == len(server.requests)
     assert last["selected_index"] == shuffled(4, 0, judge_key(3, "x"))[0]
+    assert last["judge_usage"] == judge_usage(3)
+    assert chunks[-1].usage.completion_tokens == sum(c["num_tokens"] for c in last["candidates"])
+
+
+def test_the_judges_tokens_and_cost_come_without_return_candidates(tiny_policy, fresh):
+    server, _ = fresh
+    with tiny_server(tiny_policy, server.url, window=2, price=[1000.0, 2000.0]) as url:
+        r = client(url).completions.create(model="tiny", prompt="x", max_tokens=6, seed=3, extra_body={"best_of": 4})
+    body = r.model_extra
+    assert len(server.requests) == 3 and "candidates" not in body and "judge_calls" not in body
+    # 9 prompt tokens at 1000 and 3 completion tokens at 2000 a million
+    assert body["judge_usage"] == judge_usage(3, cost=0.015)
 
 
 def refused(url: str, **fields) -> dict:

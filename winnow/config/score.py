@@ -115,6 +115,12 @@ class ScoreConfig:
     prm_aggregate: PrmAggregate = "min"
     """Process reward model: a completion's reward from its step scores (each in [0, 1]):
     ``min`` (its weakest step), ``last``, ``prod`` or ``mean``."""
+    prm_system: str | None = None
+    """Process reward model: a system message put first in its chat template, in place of
+    any the prompt has (the policy's instructions are not the PRM's): the one the model was
+    trained with, e.g. Qwen2.5-Math-PRM's model card's "Please reason step by step, and put
+    your final answer within \\boxed{}.". Needs a model with a chat template. Unset: the
+    prompt's messages as they are."""
     fn_batch_size: int = bounded(256, ge=1)
     """Reward function: rows per call."""
     reward_timeout: float | None = bounded(None, gt=0, finite=True, unit="seconds")
@@ -187,6 +193,8 @@ class ScoreConfig:
         out = {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
         if isinstance(self.reward_fn, list) and len(self.reward_fn) == 1:
             out["reward_fn"] = self.reward_fn[0]  # --reward-fn X and reward_fn: X are one config
+        if self.prm_system is None:  # unset, a run scored before the field existed resumes
+            del out["prm_system"]
         return out
 
     def rewards(self) -> list[tuple[str, str]]:
@@ -246,11 +254,16 @@ class ScoreConfig:
         self._check_prm()
 
     def _check_prm(self) -> None:
-        """The process reward model's texts: a separator and a tag that are not empty, two labels."""
+        """The process reward model's texts: a separator and a tag that are not empty, two
+        labels, a system message only for a process reward model."""
         if self.prm_step_separator == "":
             raise WinnowError("score.prm_step_separator: must not be empty")
         if self.prm_step_tag == "":
             raise WinnowError("score.prm_step_tag: must not be empty")
+        if self.prm_system is not None and not self.prm_model:
+            raise WinnowError("score.prm_system: only a process reward model takes it (prm_model, --prm-model)")
+        if self.prm_system == "":
+            raise WinnowError("score.prm_system: must not be empty (leave it unset for none)")
         labels = self.prm_labels
         if labels is not None and (len(labels) != 2 or not all(labels) or labels[0] == labels[1]):
             raise WinnowError(f"score.prm_labels: give two different labels, GOOD BAD, got {labels}")

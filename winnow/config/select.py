@@ -4,7 +4,7 @@ rounds, when a prompt has been sampled enough, and what picks Best-of-N's comple
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import ClassVar, get_args
 
 from winnow.config.fields import (
@@ -16,6 +16,7 @@ from winnow.config.fields import (
     Strategy,
     bounded,
     check_fields,
+    check_price,
     seed_field,
 )
 from winnow.errors import WinnowError
@@ -213,17 +214,22 @@ class PickConfig:
     """Judge that picks: name of the environment variable holding its API key (never stored)."""
     concurrency: int = bounded(16, ge=1)
     """Judge that picks: requests in flight at once."""
+    price_per_mtok: list[float] | None = None
+    """Judge that picks: ``IN,OUT``, the price of a million prompt tokens and of a million
+    completion tokens; each row's ``judge_usage`` (and a server's answer) then shows what its
+    calls cost. Unset: token counts only."""
 
     def validate(self) -> None:
         """Every field in its range; a judge needs its URL and model, and its options a judge."""
         check_fields(self)
+        check_price("pick.price_per_mtok", self.price_per_mtok)
         if self.select_by == "judge":
             for name, flag in (("judge", "--pick-judge"), ("judge_model", "--pick-model")):
                 if not getattr(self, name):
                     raise WinnowError(f"pick.{name}: select_by judge needs it ({flag})")
             return
         defaults = PickConfig()
-        for name in ("judge", "judge_model", "window", "seed", "prompt", "max_tokens", "api_key_env", "concurrency"):
+        for name in [f.name for f in fields(self) if f.name != "select_by"]:
             if getattr(self, name) != getattr(defaults, name):
                 raise WinnowError(f"pick.{name}: applies to select_by judge only (--select-by judge)")
 

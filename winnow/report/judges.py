@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from winnow.budget import Usage
 from winnow.rewards.fallback import TALLY
+from winnow.summary import usage_text
 
 BEST = "best.jsonl"
 """Where ``winnow bon`` writes by default, in the run dir."""
@@ -41,6 +43,7 @@ def pick_agreement(path: Path) -> dict | None:
     if not path.is_file():
         return None
     prompts = agree = as_good = compared = calls = fallbacks = 0
+    used: list[dict | None] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
@@ -49,6 +52,7 @@ def pick_agreement(path: Path) -> dict | None:
             prompts += 1
             calls += row["judge_calls"]
             fallbacks += row["judge_fallbacks"]
+            used.append(row.get("judge_usage"))
             if row["sample_index"] is not None and row["reward_pick"] is not None:
                 compared += 1
                 agree += row["sample_index"] == row["reward_pick"]
@@ -63,7 +67,25 @@ def pick_agreement(path: Path) -> dict | None:
         "as_good": as_good,
         "judge_calls": calls,
         "fallbacks": fallbacks,
+        **({"judge_usage": summed_usage(used)} if used and None not in used else {}),  # rows written before: none
     }
+
+
+def summed_usage(rows: list) -> dict:
+    """The rows' ``judge_usage`` entries (``winnow.budget.Usage.record``) summed; priced as
+    they are (one price per run).
+
+    >>> row = {"requests": 3, "prompt_tokens": 9, "completion_tokens": 3, "price_per_mtok": [1.0, 2.0], "cost": 1.5e-05}
+    >>> summed_usage([row, row])
+    {'requests': 6, 'prompt_tokens': 18, 'completion_tokens': 6, 'price_per_mtok': [1.0, 2.0], 'cost': 3e-05}
+    """
+    total = Usage()
+    for u in rows:
+        total.requests += u["requests"]
+        total.prompt_tokens += u["prompt_tokens"]
+        total.completion_tokens += u["completion_tokens"]
+        total.unreported += u.get("requests_without_usage", 0)
+    return total.record(rows[0].get("price_per_mtok"))
 
 
 NAMES = {
@@ -94,7 +116,8 @@ def judges_markdown(r: dict) -> list[str]:
             f"The judge's pick was also the reward's pick on {pick['agree']} of {pick['compared']} prompts "
             f"({share}), and had the highest reward (the reward's pick or one tied with it) on {pick['as_good']}; "
             f"{pick['judge_calls']} judge calls, {pick['fallbacks']} windows whose reply named no "
-            "candidate (the window's highest reward taken instead).",
+            "candidate (the window's highest reward taken instead)."
+            + (f" The judge's calls used {usage_text(pick['judge_usage'])}." if pick.get("judge_usage") else ""),
             "",
         ]
     return lines

@@ -275,6 +275,7 @@ def make_part(kind: str, spec: str, config: ScoreConfig) -> Part:
             step_tag=config.prm_step_tag,
             labels=config.prm_labels,
             aggregate=config.prm_aggregate,
+            system=config.prm_system,
             device=config.device,
             dtype=config.dtype,
             batch_tokens=config.batch_tokens,

@@ -23,7 +23,6 @@ prompt template.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -186,7 +185,7 @@ class JudgeReward:
         return scores
 
 
-def ask(
+async def ask_async(
     client: remote.ClientSettings,
     *,
     model: str,
@@ -199,27 +198,9 @@ def ask(
     """The judge's reply to each text and what its request used (``winnow.replies.usage_of``),
     each text sent as one user turn (after its row's images, when ``images`` gives them) at
     temperature 0, seed 0, under ``pacer``'s per-minute limits (default: the client's own).
-
     Returns [(reply, usage)], len = texts, in their order; ``ids[i]`` names text i's prompt
-    in an error. The judge reward, the rule's fallback judge and the judge that picks all
-    ask through here, so the three send, pace, retry and check replies alike.
-    """
-    return asyncio.run(
-        ask_async(client, model=model, texts=texts, ids=ids, max_tokens=max_tokens, images=images, pacer=pacer)
-    )
-
-
-async def ask_async(
-    client: remote.ClientSettings,
-    *,
-    model: str,
-    texts: list[str],
-    ids: list,
-    max_tokens: int,
-    images: list | None = None,
-    pacer: Pacer | None = None,
-) -> list[tuple[str, dict]]:
-    """``ask`` inside a running event loop (a server's)."""
+    in an error. Every judge (the reward, the rule's fallback, the one that picks) asks
+    through here or ``ask``, its blocking twin, so all send, pace, retry and check alike."""
     import openai
 
     if not texts:  # nothing to ask: no client made
@@ -264,3 +245,7 @@ async def ask_async(
         return await remote.gather_bounded(client.concurrency, jobs)
     finally:
         await api.close()
+
+
+ask = remote.blocking(ask_async)
+"""``ask_async`` run to the end outside an event loop (the score stage's judges)."""

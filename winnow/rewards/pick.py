@@ -24,7 +24,6 @@ go to the judge together, ``concurrency`` at a time (``winnow.rewards.judge.ask_
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import re
@@ -32,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winnow import remote
+from winnow.budget import Usage
 from winnow.config import PickConfig
 from winnow.rewards.judge import ask_async, fill, load_template, render_prompt
 
@@ -110,6 +110,8 @@ class Judge:
     seed: int = 0
     template: str = field(default_factory=lambda: load_template(None, TEMPLATE, SLOTS, "pick.prompt"))
     max_tokens: int = 64
+    price_per_mtok: list[float] | None = None
+    """``[IN, OUT]`` per million tokens: what a server's answer says its calls cost (None: tokens only)."""
 
 
 def judge_of(pick: PickConfig) -> Judge:
@@ -121,6 +123,7 @@ def judge_of(pick: PickConfig) -> Judge:
         seed=pick.seed,
         template=load_template(pick.prompt, TEMPLATE, SLOTS, "pick.prompt"),
         max_tokens=pick.max_tokens,
+        price_per_mtok=pick.price_per_mtok,
     )
 
 
@@ -136,12 +139,16 @@ class Pick:
     """Windows whose reply named no candidate (their highest reward won)."""
     order: list[int] = field(default_factory=list)
     """The candidates' positions in the order the judge was shown them."""
+    usage: Usage = field(default_factory=Usage)
+    """The tokens its calls used, as the judge's replies report them (``usage.requests`` ==
+    ``calls``; a reply without ``usage`` counts its completion tokens alone, and is counted
+    in ``usage.unreported``)."""
 
 
-def pick_best(
+async def pick_best_async(
     judge: Judge,
     questions: list,
-    candidates: list[list[str | None]],
+    candidates: Sequence[Sequence[str | None]],
     rewards: Sequence[Sequence[float]] | None = None,
     keys: Sequence[str] | None = None,
 ) -> list[Pick]:
@@ -150,19 +157,9 @@ def pick_best(
     questions: M prompts (text or chat messages); candidates: M lists of texts (None: no
     such candidate, never shown); rewards: M lists aligned with candidates (NaN: unscored),
     read only to settle a fallback; keys: M prompt ids that seed each order (default:
-    their positions). Returns M ``Pick``.
+    their positions). Returns M ``Pick``. Awaited inside a running event loop (a server's);
+    ``pick_best`` is its blocking twin.
     """
-    return asyncio.run(pick_best_async(judge, questions, candidates, rewards, keys))
-
-
-async def pick_best_async(
-    judge: Judge,
-    questions: list,
-    candidates: list[list[str | None]],
-    rewards: Sequence[Sequence[float]] | None = None,
-    keys: Sequence[str] | None = None,
-) -> list[Pick]:
-    """``pick_best`` inside a running event loop (a server's)."""
     keys = list(keys) if keys is not None else [str(i) for i in range(len(questions))]
     picks, alive = [], []
     for given, key in zip(candidates, keys, strict=True):
@@ -175,11 +172,11 @@ async def pick_best_async(
         answered = await ask_async(
             judge.client, model=judge.model, texts=texts, ids=[keys[m] for m, _ in asked], max_tokens=judge.max_tokens
         )
-        replies = [text for text, _ in answered]
         winners: dict[tuple[int, int], int] = {}
-        for (m, w), reply in zip(asked, replies, strict=True):
+        for (m, w), (reply, used) in zip(asked, answered, strict=True):
             k = parse_pick(reply, len(w))
             picks[m].calls += 1
+            picks[m].usage.add(used)
             if k is None:
                 picks[m].fallbacks += 1
                 winners[m, w[0]] = _highest(w, rewards[m] if rewards is not None else None)
@@ -191,6 +188,10 @@ async def pick_best_async(
                 if len(alive[m]) == 1:
                     picks[m].index = alive[m][0]
     return picks
+
+
+pick_best = remote.blocking(pick_best_async)
+"""``pick_best_async`` run to the end outside an event loop (``winnow bon``, ``winnow.best_of_n``)."""
 
 
 def _prompt(template: str, question, texts: list[str]) -> str:

@@ -198,11 +198,37 @@ def reading(folder: Path, tokenizer, *, shape: str, tag: str | None, labels, nam
     return Reading(shape, tag, tag_id, (label_ids[0], label_ids[1]))
 
 
-def check_prm(path: str, *, shape: str, tag: str | None, labels) -> str:
+def check_prm(path: str, *, shape: str, tag: str | None, labels, system: str | None = None) -> str:
     """``winnow.plan``'s check of a process reward model before any work: the folder, its
-    shape, its tag and labels (``reading``). Returns the shape."""
+    shape, its tag and labels (``reading``), a chat template where a ``system`` message is
+    given. Returns the shape."""
     folder = resolve_model(path)
-    return reading(folder, load_tokenizer(folder), shape=shape, tag=tag, labels=labels, name=path).shape
+    tokenizer = load_tokenizer(folder)
+    check_system(tokenizer, system, path)
+    return reading(folder, tokenizer, shape=shape, tag=tag, labels=labels, name=path).shape
+
+
+def check_system(tokenizer, system: str | None, name: str) -> None:
+    """A system message needs a chat template to hold it: refused by name, never dropped."""
+    if system is not None and not tokenizer.chat_template:
+        raise WinnowError(
+            f"process reward model {name} has no chat template to hold a system message (score.prm_system, --prm-system)"
+        )
+
+
+def with_system(prompt, system: str | None) -> list[dict]:
+    """The chat messages a PRM reads for ``prompt`` (text: one user turn): ``system`` first in
+    place of the prompt's own system messages, when given.
+
+    >>> with_system([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "Reason.")
+    [{'role': 'system', 'content': 'Reason.'}, {'role': 'user', 'content': '2+2?'}]
+    >>> with_system("2+2?", None)
+    [{'role': 'user', 'content': '2+2?'}]
+    """
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system is None:
+        return messages
+    return [{"role": "system", "content": system}, *(m for m in messages if m["role"] != "system")]
 
 
 class ProcessReward:
@@ -222,6 +248,7 @@ class ProcessReward:
         step_tag: str | None = None,
         labels: list[str] | None = None,
         aggregate: str = "min",
+        system: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_tokens: int = 16384,
@@ -237,6 +264,8 @@ class ProcessReward:
         self.device = pick_device(device)
         self.batch_tokens, self.max_batch_size, self.max_padding = batch_tokens, max_batch_size, max_padding
         self.tokenizer = load_tokenizer(folder)
+        check_system(self.tokenizer, system, path)
+        self.system = system
         self.reading = reading(folder, self.tokenizer, shape=shape, tag=step_tag, labels=labels, name=path)
         self.model = load_model(folder, self.reading.shape, resolve_dtype(dtype, self.device))
         self.model.to(self.device).eval()
@@ -283,7 +312,7 @@ class ProcessReward:
     def _render(self, prompt, body: str) -> list[int]:
         tok = self.tokenizer
         if tok.chat_template:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+            messages = with_system(prompt, self.system)
             text = tok.apply_chat_template(messages + [{"role": "assistant", "content": body}], tokenize=False)
             return tok(text, add_special_tokens=False)["input_ids"]  # the template wrote BOS
         if not isinstance(prompt, str):

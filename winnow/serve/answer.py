@@ -62,13 +62,14 @@ def body(
     logprobs: int | None = None,
     tokenizer=None,
     verdict: Pick | None = None,
+    judge_usage: schema.JudgeUsage | None = None,
 ) -> BaseModel:
     """The JSON answer: a chat completion or a text completion with the picked choices
     (``listing``: and every candidate, ``listed``, ``verdict`` being the judge's tournament where
     a judge picked; ``logprobs``, the top log-probabilities asked per token: each choice's,
-    its tokens named by ``tokenizer``)."""
+    its tokens named by ``tokenizer``; ``judge_usage``, the judge's tokens where it picked)."""
     created = int(time.time())
-    more = extras(got) | (listed(got, picked, verdict) if listing else {})
+    more = extras(got) | (listed(got, picked, verdict) if listing else {}) | {"judge_usage": judge_usage}
     if kind == "chat":
         chat = [
             schema.ChatChoice.model_validate(

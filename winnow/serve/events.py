@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow.rewards.pick import Pick
-from winnow.serve import stream
+from winnow.serve import schema, stream
 from winnow.serve.answer import Asked, Picked, extras, listed
 from winnow.serve.batcher import Job
 from winnow.serve.server import Server, outcome
@@ -68,7 +68,8 @@ async def batched_events(server: Server, asked: Asked, ticket: Ticket, job: Job)
             yield stream.DONE
             return
         rewarded = server.reward is not None
-        for event in _answered(chunks, asked, got, picked, ticket.live, rewarded, progress, verdict):
+        used = server.judge_usage(verdict)
+        for event in _answered(chunks, asked, got, picked, ticket.live, rewarded, progress, verdict, used):
             yield event
         yield stream.DONE
         server.count(got, picked, asked.arrived, streamed=True, first_at=progress.first_at)
@@ -116,10 +117,12 @@ def _answered(
     rewarded: bool,
     progress: Progress,
     verdict: Pick | None = None,
+    judge_usage: schema.JudgeUsage | None = None,
 ) -> Iterator[bytes]:
     """The chosen answers after what was streamed live: the rest of each text, its finishing
     chunk (``num_tokens``; Best-of-N: ``reward``, and on the last ``candidate_rewards``, with
-    ``return_candidates`` also ``candidates`` and ``selected_index``), the usage."""
+    ``return_candidates`` also ``candidates`` and ``selected_index``, and ``judge_usage`` where
+    a judge picked), the usage."""
     more = extras(got)
     for index, (c, r) in enumerate(picked):
         done_text = progress.sent.get(index, "") if live else ""
@@ -137,6 +140,8 @@ def _answered(
                 body_extra["candidate_rewards"] = more["candidate_rewards"]
                 if asked.req.return_candidates:
                     body_extra |= _as_json(listed(got, picked, verdict))
+                if judge_usage is not None:
+                    body_extra["judge_usage"] = judge_usage.model_dump()
         yield chunks.finish(index, c.finish_reason, choice_extra, body_extra)
     if asked.include_usage:
         usage = more["usage"]

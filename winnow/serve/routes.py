@@ -147,8 +147,10 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         logprobs=asked_logprobs,
         tokenizer=tokenizer,
         verdict=verdict,
+        judge_usage=s.judge_usage(verdict),
     )
-    return answered.model_dump(exclude_none=not rewarded, exclude=None if req.return_candidates else LISTING)
+    left_out = (set() if req.return_candidates else LISTING) | ({"judge_usage"} if verdict is None else set())
+    return answered.model_dump(exclude_none=not rewarded, exclude=left_out)
 
 
 async def relayed(s: Server, asked: Asked, sampling: Sampling) -> StreamingResponse:

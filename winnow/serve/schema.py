@@ -11,7 +11,9 @@ official fields, requests may carry ``top_k``, ``min_p``, ``repetition_penalty``
 accepts them) and, in Best-of-N mode, ``best_of``, ``aggregate``, ``select_by``, ``budget`` and
 ``return_candidates``; responses add ``num_tokens`` and, in Best-of-N mode, ``reward`` to
 each choice and ``candidate_rewards`` to the body (with ``return_candidates``, also
-``candidates``, ``selected_index``, ``selected_by`` and ``judge_agrees``).
+``candidates``, ``selected_index``, ``selected_by`` and ``judge_agrees``). Where a judge
+picked, the body also carries ``judge_usage``: the judge's tokens, apart from ``usage``,
+which counts the served model's alone.
 """
 
 from __future__ import annotations
@@ -241,6 +243,23 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class JudgeUsage(BaseModel):
+    """What the judge that picked used for one request (``select_by: judge``). Apart from
+    ``usage``, which counts the served model's tokens alone: the judge is another model, at
+    another price, and ``usage.completion_tokens`` stays within the request's ``budget``."""
+
+    calls: int
+    """Judge calls the tournament made."""
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    calls_without_usage: int = 0
+    """Calls whose reply gave no ``usage``: their prompt tokens are missing from
+    ``prompt_tokens``, their completion tokens are the reply's own count."""
+    cost: float | None = None
+    """What the tokens cost at the server's ``--pick-price-per-mtok``; None without one."""
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -332,6 +351,8 @@ class ChatCompletion(BaseModel):
     when no candidate is scored."""
     judge_calls: int | None = None
     """``return_candidates`` with ``selected_by: judge``: the judge calls its tournament made."""
+    judge_usage: JudgeUsage | None = None
+    """``selected_by: judge``: the judge's tokens (left out when no judge picked)."""
 
 
 class TextCompletion(BaseModel):
@@ -347,6 +368,7 @@ class TextCompletion(BaseModel):
     selected_by: str | None = None
     judge_agrees: bool | None = None
     judge_calls: int | None = None
+    judge_usage: JudgeUsage | None = None
 
 
 class ModelCard(BaseModel):

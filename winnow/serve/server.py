@@ -18,6 +18,7 @@ from winnow.errors import WinnowError
 from winnow.generate.contract import Backend, Sampling
 from winnow.rewards.apply import RewardApplier
 from winnow.rewards.pick import Judge, Pick, pick_best_async
+from winnow.serve import schema
 from winnow.serve.answer import Asked, Picked, check_select_by, choose, judge_key, led_by
 from winnow.serve.batcher import Batcher, Job, QueueFull
 from winnow.serve.incoming import api_key, disconnected
@@ -153,6 +154,21 @@ class Server:
         except WinnowError as e:
             raise ApiError(502, f"the judge that picks failed: {e}", type="server_error", code="judge_failed") from None
         return led_by(got, verdict.index, req.n), verdict
+
+    def judge_usage(self, verdict: Pick | None) -> schema.JudgeUsage | None:
+        """What the judge's tournament ``verdict`` used, priced at the judge's price; None
+        where no judge picked."""
+        if verdict is None or self.judge is None:
+            return None
+        used = verdict.usage.record(self.judge.price_per_mtok)
+        return schema.JudgeUsage(
+            calls=verdict.calls,
+            prompt_tokens=used["prompt_tokens"],
+            completion_tokens=used["completion_tokens"],
+            total_tokens=used["prompt_tokens"] + used["completion_tokens"],
+            calls_without_usage=used.get("requests_without_usage", 0),
+            cost=used.get("cost"),
+        )
 
     def count(self, got: Outcome, picked: Picked, arrived: float, *, streamed: bool, first_at: float | None = None):
         """The metrics of one request answered through the batcher."""
