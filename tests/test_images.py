@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -384,3 +385,140 @@ def test_too_many_pixels_is_refused_before_decoding():
     with pytest.raises(WinnowError) as e:
         images.decode(out.getvalue(), name="p.jsonl:1: field 'images[0]'")
     assert str(e.value) == "p.jsonl:1: field 'images[0]': image of 8001x8000 pixels, more than 64,000,000"
+
+
+def test_image_options_are_yaml_keys_of_the_images_section(tmp_path, vlm, capsys):
+    """``images.max_bytes`` and ``images.paths_outside`` in a config file do what the flags do,
+    and flags win over the file."""
+    prompts = tmp_path / "in"
+    prompts.mkdir()
+    (tmp_path / "outside.png").write_bytes(tiny_image(0))
+    (prompts / "huge.png").write_bytes(tiny_image(0, size=(300, 300)))
+    one = [{"role": "user", "content": [{"type": "image"}, ASK]}]
+    path = write_jsonl(prompts / "p.jsonl", [{"messages": one, "images": ["../outside.png"]}])
+    argv = ["generate", *flags(prompts=path, run_dir=tmp_path / "run", model=vlm, n=2, device="cpu"), "--dry-run"]
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("images:\n  paths_outside: true\n")
+    assert main([*argv, "--config", str(outside)]) == 0
+    assert "images: 1 distinct" in capsys.readouterr().out
+    fails(argv, capsys, "(pass --image-paths-outside to allow it)", one_error=True)
+
+    big = write_jsonl(prompts / "big.jsonl", [{"messages": one, "images": ["huge.png"]}])
+    small = tmp_path / "small.yaml"
+    small.write_text("images:\n  max_bytes: 100000\n")
+    size = (prompts / "huge.png").stat().st_size
+    argv = ["generate", *flags(prompts=big, run_dir=tmp_path / "run", model=vlm, n=2, device="cpu"), "--dry-run"]
+    err = fails([*argv, "--config", str(small)], capsys, one_error=True)
+    assert f"winnow: error: {big}:1: field 'images[0]': image of {size} bytes, larger than the limit of 100000" in err
+    assert main([*argv, "--config", str(small), "--max-image-bytes", str(size)]) == 0  # the flag wins
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "argv", "message"),
+    [
+        ("images:\n  max_bytes: 0\n", [], "winnow: error: images.max_bytes: must be >= 1, got 0"),
+        ("", ["--max-image-bytes", "-3"], "winnow: error: images.max_bytes: must be >= 1, got -3"),
+        ("images:\n  max_byte: 3\n", [], "field 'max_byte': unknown option for ImagesConfig"),
+    ],
+)
+def test_bad_image_options_are_one_line(tmp_path, capsys, yaml_text, argv, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}])
+    base = ["generate", "--config", str(config), *flags(prompts=path, run_dir=tmp_path / "run"), *argv]
+    fails(base, capsys, message, one_error=True, error_last=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_image_limit_has_one_default_shown_in_the_help(capsys):
+    from winnow.config import ImagesConfig
+    from winnow.config.images import MAX_IMAGE_BYTES
+
+    assert images.MAX_IMAGE_BYTES is MAX_IMAGE_BYTES == ImagesConfig().max_bytes == 20 * 1024 * 1024
+    for command in ("generate", "run", "bon", "import", "eval", "batch-requests"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "--max-image-bytes N Largest image a prompt may hold" in shown, command
+        assert "(default: 20971520)" in shown and "--image-paths-outside Accept image paths" in shown, command
+
+
+def test_image_options_leave_the_generate_config_hash_alone(tmp_path, vlm):
+    """Other limits that accept the same images sample the same rows: a rerun resumes."""
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+    argv = ["generate", *flags(prompts=prompts, run_dir=run, model=vlm, n=1, max_new_tokens=2, device="cpu")]
+    assert main([*argv, "--max-image-bytes", "5000"]) == 0
+    config = (run / "generate/config.json").read_text()
+    assert "max_bytes" not in config and "paths_outside" not in config
+    assert main([*argv, "--image-paths-outside"]) == 0  # finished under the same config: nothing to redo
+    assert (run / "generate/config.json").read_text() == config
+
+
+def test_store_links_to_the_shared_copy(tmp_path):
+    """A nested run dir's images are hard links to the shared run dir's: one copy on disk,
+    written there first; a damaged shared copy is mended, not linked."""
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x", "images": ["img0.png"]}])
+    top, nested = tmp_path / "run", tmp_path / "run/adaptive/step-1"
+    (tmp_path / "img0.png").write_bytes(tiny_image(0))
+    prompt = load_prompts(tmp_path / "p.jsonl")
+    name = prompt[0].images[0].path
+    assert images.store(nested, prompt, shared=top) == 1
+    assert (top / name).read_bytes() == tiny_image(0)
+    assert (nested / name).stat().st_ino == (top / name).stat().st_ino
+    assert images.store(nested, prompt, shared=top) == 0  # whole already: nothing written
+    (top / name).unlink()
+    (top / name).write_bytes(b"damaged")
+    (nested / name).unlink()
+    assert images.store(nested, prompt, shared=top) == 1
+    assert (nested / name).read_bytes() == tiny_image(0) == (top / name).read_bytes()
+    assert (nested / name).stat().st_ino == (top / name).stat().st_ino
+
+
+def test_adaptive_steps_share_one_copy_and_a_copied_run_dir_works(tmp_path, vlm, capsys):
+    """Adaptive steps hold hard links to RUN_DIR/images, not copies; the run dir copied to
+    another place (links become files) verifies, resumes with nothing to redo, and goes on."""
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+
+    def generate(run_dir: Path) -> list[str]:
+        sampling = flags(prompts=prompts, model=vlm, n=2, max_new_tokens=4, device="cpu", run_dir=run_dir)
+        steps = flags(adaptive_step=1, stop_when="pass", pass_threshold=1e9, reward_fn="length")
+        return ["generate", *sampling, *steps]
+
+    assert main(generate(run)) == 0
+    for name in (f"images/{sha(tiny_image(s))}.png" for s in (0, 1)):
+        top = (run / name).stat()
+        steps = [(run / f"adaptive/step-{s}" / name).stat() for s in (1, 2)]
+        assert [st.st_ino for st in steps] == [top.st_ino] * 2 and top.st_nlink == 3
+    on_disk = {(p.stat().st_ino, p.stat().st_size) for p in run.rglob("images/*")}
+    assert sum(size for _, size in on_disk) == len(tiny_image(0)) + len(tiny_image(1))
+
+    copy = tmp_path / "elsewhere/run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(run)
+    before = tree_digest(copy)
+    assert main(["verify", str(copy)]) == 0
+    assert main(generate(copy)) == 0
+    assert tree_digest(copy) == before
+    assert main(["score", *flags(run_dir=copy, reward_fn="length", pass_threshold=1e9)]) == 0
+    assert main(["select", *flags(run_dir=copy, strategy="top_per_prompt")]) == 0
+    assert main(["verify", str(copy)]) == 0
+    capsys.readouterr()
+
+
+def test_later_rounds_link_to_round_one_images(tmp_path, vlm):
+    """``run --rounds 2`` with images: round 2's images are hard links to round 1's (one copy
+    on disk), and the run dir moved to another place verifies."""
+    prompts = run_prompts(tmp_path)
+    run = tmp_path / "run"
+    argv = ["run", *flags(prompts=prompts, run_dir=run, model=vlm, rounds=2, n=2, max_new_tokens=4, device="cpu")]
+    argv += [*flags(reward_fn="length", epochs=1, sft_batch_size=3), "--lora"]
+    assert main(argv) == 0
+    for name in (f"images/{sha(tiny_image(s))}.png" for s in (0, 1)):
+        first, second = ((run / f"round-{r}" / name).stat() for r in (1, 2))
+        assert second.st_ino == first.st_ino and first.st_nlink == 2
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert main(["verify", str(moved / "round-2")]) == 0
+    assert (moved / "round-2" / f"images/{sha(tiny_image(1))}.png").read_bytes() == tiny_image(1)

@@ -85,6 +85,15 @@ def test_the_batch_file_holds_the_openai_backends_requests(folder):
         assert body.get("prompt") == PROMPTS[i].get("prompt") and body.get("messages") == PROMPTS[i].get("messages")
 
 
+def test_the_config_beside_keeps_the_image_options(folder):
+    """``import --openai-batch --config`` reads the prompts' images as batch-requests did."""
+    config = write_config(folder, "http://127.0.0.1:9/v1")
+    argv = ["batch-requests", "--config", str(config), "--out", str(folder / "batch.jsonl")]
+    assert main([*argv, "--max-image-bytes", "5000", "--image-paths-outside"]) == 0
+    beside = yaml.safe_load((folder / "batch.config.yaml").read_text())
+    assert beside["images"] == {"paths_outside": True, "max_bytes": 5000}
+
+
 def test_round_trip_makes_the_stage_the_openai_backend_makes(folder, capsys):
     """Against a server that takes single requests the backend asks for each sample alone,
     with the seeds the batch file holds: the imported stage is the same, file for file."""

@@ -167,7 +167,8 @@ def sample_adaptive(
             folder = step_dir(run_dir, s)
             chunk = [prompts[i] for i in open_rows]
             config = replace(generate, n=size, seed=step_seed(generate.seed, s))
-            gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start)
+            # the steps' images are hard links to RUN_DIR/images, which the assembled stage keeps
+            gen_manifest = stages.generate(folder, chunk, config, executor, first_column=start, image_store=run_dir)
             score_manifest = stages.score(folder, score, reward=reward, executor=executor)
             drawn.take(folder, range(start, start + size), extract)
             start += size

@@ -15,10 +15,9 @@ from typing import Any
 
 from winnow import summary
 from winnow.cli_options import DEVICE_STAGES, NEEDS_PROMPTS, ON_ERROR_STAGES, STAGES_OF, numbers_as_values, parser
-from winnow.config import SECTIONS, SelectConfig
+from winnow.config import SECTIONS, ImagesConfig, SelectConfig
 from winnow.config.fields import problem_of
 from winnow.errors import WinnowError
-from winnow.images import MAX_IMAGE_BYTES
 from winnow.quiet import quiet_process
 from winnow.settings import build, load_yaml
 
@@ -154,7 +153,7 @@ def stage_command(args: argparse.Namespace) -> None:
     if args.command in NEEDS_PROMPTS:
         from winnow.prompts import load_prompts
 
-        source = prompts_source(args, file_config)
+        source = prompts_source(args, file_config, configs["images"])
         prompts = load_prompts(**source)
         if args.command == "run" and configs["eval"].prompts:  # read as the prompts are: the same columns
             held_out = load_prompts(**{**source, "path": configs["eval"].prompts})
@@ -257,8 +256,9 @@ def batch_requests_command(args: argparse.Namespace) -> None:
     from winnow.prompts import load_prompts
 
     file_config = load_yaml(args.config) if args.config else {}
-    config = stage_configs(args, file_config, run_dir="")["generate"]
-    source = prompts_source(args, file_config)
+    configs = stage_configs(args, file_config, run_dir="")
+    config = configs["generate"]
+    source = prompts_source(args, file_config, configs["images"])
     prompts = load_prompts(**source)
     count = batch_requests(prompts, config, args.out)
     beside = write_config(args.out, config, source)
@@ -266,9 +266,9 @@ def batch_requests_command(args: argparse.Namespace) -> None:
     print(f"its config: {beside} (import the results with `winnow import --openai-batch FILE --config {beside}`)")
 
 
-def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
-    """Where the prompts are and which columns hold them (flags, then the config file), as
-    ``load_prompts`` takes them."""
+def prompts_source(args: argparse.Namespace, file_config: dict, images: ImagesConfig) -> dict:
+    """Where the prompts are and which columns hold them (flags, then the config file), and
+    how their images are read (the ``images`` section), as ``load_prompts`` takes them."""
     path = args.prompts or file_config.get("prompts")
     if not path:
         raise WinnowError("--prompts is required (or prompts in the config file)")
@@ -276,8 +276,8 @@ def prompts_source(args: argparse.Namespace, file_config: dict) -> dict:
         "path": path,
         "prompt_column": args.prompt_column or file_config.get("prompt_column", "prompt"),
         "id_column": args.id_column or file_config.get("id_column", "id"),
-        "image_paths_outside": args.image_paths_outside,
-        "max_image_bytes": MAX_IMAGE_BYTES if args.max_image_bytes is None else args.max_image_bytes,
+        "image_paths_outside": images.paths_outside,
+        "max_image_bytes": images.max_bytes,
     }
 
 

@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 
 from winnow.config import DEVICES, SECTIONS
 from winnow.config.fields import DTYPES, hints
-from winnow.images import MAX_IMAGE_BYTES
 from winnow.rewards import BUILTINS
 from winnow.select import AGGREGATES
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
@@ -226,6 +225,11 @@ OPTIONS: dict[str, list[Option]] = {
         Option("--keepalive-s", "serve", "keepalive_s"),
         Option("--metrics-public", "serve", "metrics_public"),
     ],
+    # How a prompts file's images are read, by every command that reads prompts.
+    "images": [
+        Option("--image-paths-outside", "images", "paths_outside"),
+        Option("--max-image-bytes", "images", "max_bytes", metavar="N"),
+    ],
     "import": [
         Option("--completion-id-column", "import", "id_column"),
         Option("--text-column", "import", "text_column"),
@@ -243,17 +247,17 @@ OPTIONS: dict[str, list[Option]] = {
     ],
 }
 STAGES_OF = {
-    "generate": ["generate", "adaptive", "score", "executor"],
+    "generate": ["generate", "adaptive", "score", "executor", "images"],
     "score": ["score", "executor"],
     "select": ["select"],
     "sft": ["sft"],
-    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor"],
-    "bon": ["generate", "score", "adaptive", "pick", "executor"],
+    "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor", "images"],
+    "bon": ["generate", "score", "adaptive", "pick", "executor", "images"],
     "dpo": ["dpo"],
     "serve": ["serve", "score", "pick"],
-    "import": ["import"],
-    "eval": ["generate", "score", "eval", "executor"],
-    "batch-requests": ["generate"],
+    "import": ["import", "images"],
+    "eval": ["generate", "score", "eval", "executor", "images"],
+    "batch-requests": ["generate", "images"],
 }
 GROUP_NOTES = {
     ("generate", "adaptive"): "sample in steps until each prompt's rule is met (needs a reward: see score)",
@@ -270,7 +274,8 @@ ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {"generate", "run", "bon", "import", "eval", "batch-requests"}
+NEEDS_PROMPTS = {name for name, sections in STAGES_OF.items() if "images" in sections}
+"""The commands that read a prompts file (and so its images)."""
 NO_RUN_DIR = ("serve", "batch-requests")
 """Commands that write no run directory."""
 DRY_RUN = ("generate", "score", "run", "bon")
@@ -334,17 +339,6 @@ def add_common(p: argparse.ArgumentParser, name: str, stages: list[str]) -> None
         p.add_argument("--prompts", metavar="PATH", help="prompts: .jsonl, .json, .parquet or a saved dataset folder")
         p.add_argument("--prompt-column", metavar="NAME", help="column holding the prompt (default: prompt)")
         p.add_argument("--id-column", metavar="NAME", help="column holding the id (default: id)")
-        p.add_argument(
-            "--image-paths-outside",
-            action="store_true",
-            help="accept image paths that lead outside the prompts file's folder (default: refused)",
-        )
-        p.add_argument(
-            "--max-image-bytes",
-            type=int,
-            metavar="N",
-            help=f"largest image a prompt may hold, in bytes of its file (default: {MAX_IMAGE_BYTES})",
-        )
     if name in DRY_RUN:  # the commands that sample or score: a row may fail in either
         docs = " ".join(field_docs(SECTIONS[stage])["on_error"] for stage in ON_ERROR_STAGES)
         p.add_argument(

@@ -20,11 +20,10 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from winnow.config.images import MAX_IMAGE_BYTES  # the one default (``images.max_bytes``)
 from winnow.errors import WinnowError
 from winnow.records import Prompt, atomic_write_bytes
 
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-"""Largest image accepted by default (bytes of the encoded file; OpenAI's limit per image)."""
 MAX_IMAGE_PIXELS = 64_000_000
 """Most pixels an image may have (read from its header, before it is decoded): a small file
 can decode to gigabytes."""
@@ -123,18 +122,52 @@ def from_reference(ref, *, folder: Path, name: str, outside: bool = False, max_b
     return from_file(ref, folder=folder, name=name, outside=outside, max_bytes=max_bytes)
 
 
-def store(run_dir: str | Path, prompts: list[Prompt]) -> int:
+def store(run_dir: str | Path, prompts: list[Prompt], *, shared: str | Path | None = None) -> int:
     """Write each image of ``prompts`` not yet in ``run_dir/images/`` (atomically, once
     however many prompts hold it); returns how many files were written. A file already there
     is kept when it holds the bytes its name hashes, and written anew when it does not (a
-    damaged one is mended by rerunning the stage)."""
+    damaged one is mended by rerunning the stage).
+
+    ``shared``: the run dir that holds the one copy when ``run_dir`` is nested in it (an
+    adaptive step's folder, a later round's): each image is stored there first and
+    hard-linked here, so the disk holds its bytes once while every run dir stays whole on its
+    own (``winnow verify``, resume, a copy or move of either read plain files; a copy made
+    elsewhere holds its own bytes). Where the file system cannot link, the image is copied."""
     written = 0
     for image in {i.path: i for p in prompts for i in p.images}.values():
         target = Path(run_dir) / image.path
-        if not (target.is_file() and _sha256_file(target) == Path(image.path).stem):
-            atomic_write_bytes(target, image.data)
-            written += 1
+        if _holds(target, image.path):
+            continue
+        source = Path(shared) / image.path if shared is not None else None
+        if source is not None and source != target:
+            if not _holds(source, image.path):
+                atomic_write_bytes(source, image.data)
+            if _link(source, target):
+                written += 1
+                continue
+        atomic_write_bytes(target, image.data)
+        written += 1
     return written
+
+
+def _holds(path: Path, name: str) -> bool:
+    """Whether ``path`` is a regular file whose bytes hash to the sha256 in ``name``."""
+    return path.is_file() and not path.is_symlink() and _sha256_file(path) == Path(name).stem
+
+
+def _link(source: Path, target: Path) -> bool:
+    """``target`` made a hard link to ``source`` (a temp link renamed into place, so a reader
+    never sees half a file); False where the file system refuses links (then nothing changed)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.link")
+    try:
+        temp.unlink(missing_ok=True)
+        os.link(source, temp)
+        os.replace(temp, target)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _sha256_file(path: Path) -> str:

@@ -118,8 +118,10 @@ def config_beside(out: str | Path) -> Path:
 
 def write_config(out: str | Path, config: GenerateConfig, prompts: dict) -> Path:
     """The YAML file ``import --openai-batch --config`` reads back: the prompts (``prompts``:
-    ``path``, ``prompt_column`` and ``id_column`` as ``load_prompts`` takes them; the path made
-    absolute) and the generate section the requests were made with, every field. Returns its path."""
+    ``path``, ``prompt_column``, ``id_column`` and the image options as ``load_prompts`` takes
+    them; the path made absolute), the ``images`` section they were read under (so the import
+    reads the same images) and the generate section the requests were made with, every field.
+    Returns its path."""
     import yaml
 
     path = config_beside(out)
@@ -127,6 +129,7 @@ def write_config(out: str | Path, config: GenerateConfig, prompts: dict) -> Path
         "prompts": str(Path(prompts["path"]).resolve()),
         "prompt_column": prompts["prompt_column"],
         "id_column": prompts["id_column"],
+        "images": {"paths_outside": prompts["image_paths_outside"], "max_bytes": prompts["max_image_bytes"]},
         "generate": asdict(config),
     }
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -96,6 +96,7 @@ def run_round(
             prompts,
             replace(generate, models=models, seed=round_seed(generate.seed, r)),
             executor=configs.get("executor"),
+            image_store=round_dir(run_dir, 1),  # later rounds' images are hard links to round 1's
         )
     with step(f"round {r}: score"):
         out["score"] = stages.score(folder, configs["score"], reward=reward, executor=configs.get("executor"))

@@ -355,8 +355,8 @@ def test_load_yaml_messages(tmp_path):
     assert refused("generate: 5\n") == f"{path}: field 'generate': expected a mapping of options, got int"
     assert refused("run_dir: 7\n") == f"{path}: field 'run_dir': expected a string, got 7 (int)"
     known = (
-        "adaptive, dpo, eval, executor, export, generate, id_column, import, pick, prompt_column, prompts, rounds, run_dir, "
-        "score, select, serve, sft"
+        "adaptive, dpo, eval, executor, export, generate, id_column, images, import, pick, prompt_column, prompts, "
+        "rounds, run_dir, score, select, serve, sft"
     )
     assert refused("genrate: {}\n") == f"{path}: field 'genrate': unknown key (known: {known})"
     with pytest.raises(yaml.YAMLError) as parser_error:

@@ -16,6 +16,7 @@ from winnow.config.executor import EXECUTORS, ExecutorConfig
 from winnow.config.export import ExportConfig
 from winnow.config.fields import DEVICES, MAX_SEED
 from winnow.config.generate import MAX_N, MIN_TEMPERATURE, GenerateConfig, ImportConfig
+from winnow.config.images import MAX_IMAGE_BYTES, ImagesConfig
 from winnow.config.score import MAX_REWARD_WEIGHT, ScoreConfig
 from winnow.config.select import (
     PAIRING_NEEDS,
@@ -32,6 +33,7 @@ SECTIONS: dict[str, type] = {
     cls.section: cls
     for cls in (
         GenerateConfig,
+        ImagesConfig,
         ScoreConfig,
         SelectConfig,
         TrainConfig,
@@ -52,6 +54,7 @@ __all__ = [
     "DEVICES",
     "EXECUTORS",
     "MAX_BATCH_SIZE",
+    "MAX_IMAGE_BYTES",
     "MAX_N",
     "MAX_REWARD_WEIGHT",
     "MAX_SEED",
@@ -65,6 +68,7 @@ __all__ = [
     "ExecutorConfig",
     "ExportConfig",
     "GenerateConfig",
+    "ImagesConfig",
     "ImportConfig",
     "PickConfig",
     "RoundsConfig",

@@ -11,6 +11,8 @@ Layout of the dataset folder::
     DIR/all/train-...parquet                 config ``all``, with ``all_scored``
     DIR/report/*.png                         the report's plots, when the run has a current report
 
+A run whose prompts had images adds an ``images`` column to every config (``images``).
+
 The folder is written beside DIR and renamed into place when whole (``staged_folder``, the
 one folder-atomic writer): a failed or killed export leaves no DIR.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from winnow.config.export import ExportConfig
 from winnow.errors import WinnowError
 from winnow.export import card, tables
+from winnow.export import images as img
 from winnow.records import read_json, read_text
 from winnow.report.run import staged_folder
 from winnow.rundir import completed_manifest
@@ -93,7 +96,13 @@ def write_dataset(run_dir: Path, out: Path, *, all_scored: bool, license: str | 
     """The Parquet configs and README.md of ``run_dir`` into ``out``; sizes: ``tables.write``'s."""
     manifests = {s: completed_manifest(run_dir, s) for s in READ} | finished(run_dir, TRAINED)
     select = manifests["select"]
-    extra = tables.has_prompt_columns(load_prompts(run_dir, manifests["generate"]))
+    prompts = load_prompts(run_dir, manifests["generate"])
+    extra = tables.has_prompt_columns(prompts)
+    stored = img.stored(prompts) or None  # None: a text run, exported as ever
+    batch_rows = sizes.get("batch_rows", tables.BATCH_ROWS)
+    if stored is not None:
+        batch_rows = img.batch_rows(prompts, batch_rows)
+    del prompts  # 10^5 prompts are tens of MB: not held while the tables are written
     pooled = "score_hashes" in select["config"]
     configs: dict[str, tuple[int, list[str]]] = {}
     for name, columns, wanted in (
@@ -103,15 +112,17 @@ def write_dataset(run_dir: Path, out: Path, *, all_scored: bool, license: str | 
     ):
         if not wanted:
             continue
-        schema = tables.schema(columns, pooled=tables.POOLED.get(name, ()) if pooled else (), prompt_columns=extra)
-        batch_rows = sizes.get("batch_rows", tables.BATCH_ROWS)
+        pool = tables.POOLED.get(name, ()) if pooled else ()
+        schema = tables.schema(columns, pooled=pool, prompt_columns=extra, images=stored is not None)
         if name == "all":
             batches = tables.all_tables(run_dir, schema, batch_rows)
         else:
-            batches = tables.batches(tables.select_rows(run_dir, name, schema.names), schema, batch_rows)
+            rows = tables.select_rows(run_dir, name, schema.names, stored)
+            batches = tables.batches(rows, schema, batch_rows)
         configs[name] = tables.write(out / name, batches, schema, **sizes)
     report, note = report_markdown(run_dir, manifests, out)
-    text = card.dataset_card(run_dir, manifests, configs, license=license, report=report or note)
+    distinct = len(stored) if stored else 0
+    text = card.dataset_card(run_dir, manifests, configs, license=license, report=report or note, images=distinct)
     (out / "README.md").write_text(text, encoding="utf-8")
     shown = "included" if report else "stale, left out" if note else "none"
     return {"configs": {name: rows for name, (rows, _) in configs.items()}, "report": shown}

@@ -40,17 +40,21 @@ def size_category(rows: int) -> str:
     return next((name for limit, name in SIZES if rows < limit), "n>1B")
 
 
-def card_data(configs: dict[str, tuple[int, list[str]]], license: str | None, pairs: bool) -> DatasetCardData:
+def card_data(
+    configs: dict[str, tuple[int, list[str]]], license: str | None, pairs: bool, images: bool = False
+) -> DatasetCardData:
     """The YAML metadata: configs (``selected`` the default, each a ``train`` split of its
-    Parquet files), license when given, task category, size category and tags."""
+    Parquet files), license when given, task category, size category and tags; with
+    ``images``, the vision-language task category and a tag."""
     entries = [
         {"config_name": name, **({"default": True} if name == "selected" else {}), "data_files": _files(name)}
         for name in configs
     ]
     tags = ["synthetic", "rejection-sampling", "best-of-n", "winnow"] + (["dpo"] if pairs else [])
+    tags += ["vision"] if images else []
     return DatasetCardData(
         license=license,  # None leaves it out
-        task_categories=["text-generation"],
+        task_categories=["text-generation"] + (["image-text-to-text"] if images else []),
         size_categories=[size_category(max(rows for rows, _ in configs.values()))],
         tags=tags,
         configs=entries,
@@ -68,13 +72,15 @@ def dataset_card(
     *,
     license: str | None,
     report: str | None,
+    images: int = 0,
 ) -> str:
     """README.md: metadata, a summary, the configs, how it was made, commands, hashes, report.
 
     manifests: stage -> its manifest (generate, score, select; sft and dpo when finished).
     configs: config name -> (rows, Parquet file names). report: the report's markdown, ready.
+    images: the distinct images the rows carry (0: a text run, whose card says nothing of them).
     """
-    data = card_data(configs, license, "pairs" in configs)
+    data = card_data(configs, license, "pairs" in configs, images=images > 0)
     lines = ["---", data.to_yaml(), "---", "", "# Rejection-sampled data made with winnow", ""]
     lines += [summary(manifests), ""]
     lines += ["## Configs", "", "| config | rows | what |", "|---|---|---|"]
@@ -88,6 +94,7 @@ def dataset_card(
     ]
     lines += [f'{name}_rows = load_dataset("PATH_OR_REPO", "{name}")' for name in configs if name != "selected"]
     lines += ["```", ""]
+    lines += images_lines(images)
     lines += made(manifests)
     lines += commands(run_dir, manifests)
     lines += hashes(manifests)
@@ -95,6 +102,25 @@ def dataset_card(
         lines += [report, ""]
     lines += license_lines(license)
     return "\n".join(lines)
+
+
+def images_lines(images: int) -> list[str]:
+    """What the card says of the rows' images (nothing for a text run).
+
+    >>> images_lines(0)
+    []
+    """
+    if not images:
+        return []
+    return [
+        "## Images",
+        "",
+        f"The prompts hold images ({images:,} distinct). Every row carries its prompt's images in `images`, a "
+        "list per row (the `datasets` Image feature: `PIL.Image` values once loaded), and its prompt's messages "
+        'hold one `{"type": "image"}` part per image, in order: TRL\'s conversational vision format, which its '
+        "SFT and DPO trainers take with a vision-language model's processor.",
+        "",
+    ]
 
 
 def summary(manifests: dict[str, dict]) -> str:

@@ -6,7 +6,8 @@ dataset. Each config (``selected``, ``pairs``, ``all``) is a folder of files
 Columns are fixed per config (below), so every file and row group has one schema whatever
 the first rows hold (a first batch of unscored rewards would otherwise be typed null). A
 prompt row's other columns (reference answers, IFEval's instructions) are of any JSON shape,
-so they travel as JSON text in ``columns``.
+so they travel as JSON text in ``columns``. A run whose prompts had images adds ``images``
+(``winnow.export.images``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 
 from winnow.errors import WinnowError, where
 from winnow.executors import shard_file
+from winnow.export import images as img
 from winnow.records import Prompt
 from winnow.rundir import completed_manifest
 from winnow.stream import check_jsonl, generate_shards, iter_jsonl, iter_lines, load_prompts, verified_shard
@@ -63,13 +65,23 @@ FILE_ROWS = 500_000
 """Rows per file: files of a few hundred MB, as the Hub prefers them."""
 
 
-def schema(columns: dict[str, pa.DataType], *, pooled: tuple[str, ...] = (), prompt_columns: bool = False) -> pa.Schema:
-    """A config's schema: its columns, the pooled ones, and ``columns`` (JSON text) when the
-    prompts have other columns."""
+def schema(
+    columns: dict[str, pa.DataType],
+    *,
+    pooled: tuple[str, ...] = (),
+    prompt_columns: bool = False,
+    images: bool = False,
+) -> pa.Schema:
+    """A config's schema: its columns, the pooled ones, ``columns`` (JSON text) when the
+    prompts have other columns, and with ``images`` the prompt as parts and the images
+    (``winnow.export.images``)."""
     fields = [*columns.items(), *((name, pa.int64()) for name in pooled)]
     if prompt_columns:
         fields.append(("columns", pa.string()))
-    return pa.schema(fields)
+    if not images:
+        return pa.schema(fields)
+    fields = [(name, img.MESSAGES if name == "prompt" else kind) for name, kind in fields]
+    return img.with_features(pa.schema([*fields, ("images", img.IMAGES)]))
 
 
 class ParquetSink:
@@ -99,7 +111,8 @@ class ParquetSink:
     def _next_file(self) -> None:
         self._close_file()
         self._files.append(self.folder / f"train-{len(self._files):05d}.parquet")
-        self._writer = pq.ParquetWriter(self._files[-1], self.schema, compression="zstd")
+        extra = img.writer_options(self.schema)  # {} for a text config: written as ever
+        self._writer = pq.ParquetWriter(self._files[-1], self.schema, compression="zstd", **extra)
         self._in_file = 0
 
     def _close_file(self) -> None:
@@ -141,9 +154,12 @@ def batches(rows: Iterable[dict], schema: pa.Schema, batch_rows: int = BATCH_ROW
         yield pa.Table.from_pylist(batch, schema=schema)
 
 
-def select_rows(run_dir: Path, name: str, columns: Iterable[str]) -> Iterator[dict]:
+def select_rows(
+    run_dir: Path, name: str, columns: Iterable[str], images: dict[str, bytes] | None = None
+) -> Iterator[dict]:
     """The rows of ``select/<name>.jsonl``, checked against the select manifest first, one
-    line at a time; a key that is no column of the config names its file, line and field."""
+    line at a time; a key that is no column of the config names its file, line and field.
+    ``images``: the run's images by path (``img.stored``), for a config with images."""
     manifest = completed_manifest(run_dir, "select")
     path = run_dir / "select" / f"{name}.jsonl"
     check_jsonl(path, manifest["files"].get(f"{name}.jsonl"), stage="select")
@@ -152,6 +168,8 @@ def select_rows(run_dir: Path, name: str, columns: Iterable[str]) -> Iterator[di
         extra = sorted(set(row) - known)
         if extra:
             raise WinnowError(f"{where(path, lineno, extra[0])}: not a column winnow exports (a newer select stage?)")
+        if images is not None:
+            row = img.row_with_images(row, images, where=where(path, lineno))
         yield as_parquet_row(row)
 
 
@@ -177,7 +195,13 @@ def all_tables(run_dir: Path, schema: pa.Schema, batch_rows: int = BATCH_ROWS) -
     path = run_dir / "score" / "rewards.npy"
     verified_shard(path, scored["files"].get("rewards.npy"), stage="score")
     rewards = np.load(path)  # (M, C) float64: the numbers of the run, as every reader holds them
-    by_prompt = {"prompt": pa.array([p.as_messages() for p in prompts], type=MESSAGES)}
+    if "images" in schema.names:
+        by_prompt = {"prompt": pa.array([img.as_parts(p.as_messages()) for p in prompts], type=img.MESSAGES)}
+        stored = img.stored(prompts)
+        cells = [img.cells([i.path for i in p.images], stored, where=str(path)) for p in prompts]
+        by_prompt["images"] = pa.array(cells, type=img.IMAGES)
+    else:
+        by_prompt = {"prompt": pa.array([p.as_messages() for p in prompts], type=MESSAGES)}
     if "columns" in schema.names:
         by_prompt["columns"] = pa.array([as_json(p.columns) for p in prompts], type=pa.string())
     row_of = {p.id: i for i, p in enumerate(prompts)}
@@ -228,8 +252,9 @@ def _table(batch: list[_Completion], row_of: dict, rewards, by_prompt: dict, sch
         "num_tokens": pa.array([c.num_tokens for c in batch], type=pa.int64()),
         "finish_reason": pa.array([c.finish_reason for c in batch], type=pa.string()),
     }
-    if "columns" in by_prompt:
-        columns["columns"] = by_prompt["columns"].take(rows)
+    for name in ("columns", "images"):
+        if name in by_prompt:
+            columns[name] = by_prompt[name].take(rows)
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 

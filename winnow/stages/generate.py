@@ -36,6 +36,7 @@ def generate(
     executor: ExecutorConfig | None = None,
     *,
     first_column: int = 0,
+    image_store: str | Path | None = None,
 ) -> dict:
     """Sample ``config.n`` completions per prompt from each model; returns the manifest.
 
@@ -43,13 +44,15 @@ def generate(
     ``first_column``: sample index of the first completion (an adaptive run's later steps
     continue the columns of the earlier ones); the stage's matrix then has
     first_column + n x models columns, the first ones empty.
+    ``image_store``: the run dir that keeps the one copy of the images, when ``run_dir`` is
+    nested in it (``images.store``'s ``shared``); it never changes what is sampled.
     """
     config.validate()
     executor = executor or ExecutorConfig()
     rows = [p.to_row() for p in prompts]
     stage = Stage(run_dir, "generate", folder_config(prompts, config, first_column))
     with stage:
-        images.store(run_dir, prompts)  # before sampling: a resumed run finds them all
+        images.store(run_dir, prompts, shared=image_store)  # before sampling: a resumed run finds them all
         server = _describe_server(config)
         shard_names, made = [], 0
         report = ShardReport(executor=executor.name)  # all models' pools together
