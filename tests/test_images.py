@@ -94,7 +94,7 @@ def bad_rows(tmp_path: Path) -> list[tuple[dict, str]]:
         (
             {"messages": one, "images": ["../outside.png"]},
             f"field 'images[0]': image path '../outside.png' is outside the prompts file's folder {tmp_path} "
-            "(pass --image-paths-outside to allow it)",
+            "(pass --image-paths-outside, or images: {paths_outside: true} in YAML, to allow it)",
         ),
         (
             {"messages": one, "images": ["huge.png"]},
@@ -401,7 +401,12 @@ def test_image_options_are_yaml_keys_of_the_images_section(tmp_path, vlm, capsys
     outside.write_text("images:\n  paths_outside: true\n")
     assert main([*argv, "--config", str(outside)]) == 0
     assert "images: 1 distinct" in capsys.readouterr().out
-    fails(argv, capsys, "(pass --image-paths-outside to allow it)", one_error=True)
+    fails(
+        argv,
+        capsys,
+        "(pass --image-paths-outside, or images: {paths_outside: true} in YAML, to allow it)",
+        one_error=True,
+    )
 
     big = write_jsonl(prompts / "big.jsonl", [{"messages": one, "images": ["huge.png"]}])
     small = tmp_path / "small.yaml"

@@ -106,7 +106,7 @@ def from_file(ref: str, *, folder: Path, name: str, outside: bool = False, max_b
     if not outside and not path.is_relative_to(folder.resolve()):
         raise WinnowError(
             f"{name}: image path {ref!r} is outside the prompts file's folder {folder} "
-            "(pass --image-paths-outside to allow it)"
+            "(pass --image-paths-outside, or images: {paths_outside: true} in YAML, to allow it)"
         )
     return decode(_read_bounded(path, name=name, max_bytes=max_bytes), name=name, max_bytes=max_bytes)
 

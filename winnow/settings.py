@@ -32,7 +32,7 @@ relative to the config file's folder (every other path is read as given, from th
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config: top-level keys ``prompts``, ``run_dir`` and one section per stage."""
+    """Read a YAML config: the top-level keys (``TOP_LEVEL``) and the sections (``SECTIONS``)."""
     path = Path(path)
     if not path.is_file():
         raise WinnowError(f"config file does not exist: {path}")
