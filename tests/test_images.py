@@ -512,6 +512,21 @@ def test_adaptive_steps_share_one_copy_and_a_copied_run_dir_works(tmp_path, vlm,
     capsys.readouterr()
 
 
+def test_evaluated_models_link_to_the_first_models_images(tmp_path, vlm, capsys):
+    """``winnow eval`` with a baseline: the second model's images are hard links to the first's
+    (one copy on disk), and each folder verifies on its own."""
+    prompts = run_prompts(tmp_path)
+    out = tmp_path / "out"
+    argv = ["eval", *flags(model=vlm, baseline=vlm, prompts=prompts, run_dir=out, n=2, max_new_tokens=4)]
+    assert main([*argv, *flags(device="cpu", reward_fn="length")]) == 0
+    for name in (f"images/{sha(tiny_image(s))}.png" for s in (0, 1)):
+        first, second = ((out / folder / name).stat() for folder in ("baseline", "model"))
+        assert second.st_ino == first.st_ino and first.st_nlink == 2
+        assert (out / "model" / name).read_bytes() == (out / "baseline" / name).read_bytes()
+    assert main(["verify", str(out)]) == 0
+    capsys.readouterr()
+
+
 def test_later_rounds_link_to_round_one_images(tmp_path, vlm):
     """``run --rounds 2`` with images: round 2's images are hard links to round 1's (one copy
     on disk), and the run dir moved to another place verifies."""

@@ -92,10 +92,12 @@ def evaluate(
             reward=reward,
         )
     step = step or (lambda _: contextlib.nullcontext())
+    first = model_dir(out, next(iter(models)))  # keeps the images; the other models' are hard links
     for name, model in models.items():
         folder = model_dir(out, name)
         with step(f"held-out: generate + score ({name})"):
-            stages.generate(folder, prompts, replace(generate, models=[model]), executor=executor)
+            sampling = replace(generate, models=[model])
+            stages.generate(folder, prompts, sampling, executor=executor, image_store=first)
             stages.score(folder, score, reward=reward, executor=executor)
     result = summarize(
         out, models, threshold=score.pass_threshold, iters=config.bootstrap_iters, seed=config.bootstrap_seed

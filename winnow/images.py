@@ -128,8 +128,9 @@ def store(run_dir: str | Path, prompts: list[Prompt], *, shared: str | Path | No
     is kept when it holds the bytes its name hashes, and written anew when it does not (a
     damaged one is mended by rerunning the stage).
 
-    ``shared``: the run dir that holds the one copy when ``run_dir`` is nested in it (an
-    adaptive step's folder, a later round's): each image is stored there first and
+    ``shared``: the run dir that holds the one copy for ``run_dir`` (the run dir an adaptive
+    step's folder or a later round's is nested in, or the first evaluated model's folder for
+    the others): each image is stored there first and
     hard-linked here, so the disk holds its bytes once while every run dir stays whole on its
     own (``winnow verify``, resume, a copy or move of either read plain files; a copy made
     elsewhere holds its own bytes). Where the file system cannot link, the image is copied."""

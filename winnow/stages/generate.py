@@ -44,8 +44,9 @@ def generate(
     ``first_column``: sample index of the first completion (an adaptive run's later steps
     continue the columns of the earlier ones); the stage's matrix then has
     first_column + n x models columns, the first ones empty.
-    ``image_store``: the run dir that keeps the one copy of the images, when ``run_dir`` is
-    nested in it (``images.store``'s ``shared``); it never changes what is sampled.
+    ``image_store``: the run dir that keeps the one copy of the images (the run dir an adaptive
+    step or a later round is nested in, or the first evaluated model's; ``images.store``'s
+    ``shared``); it never changes what is sampled.
     """
     config.validate()
     executor = executor or ExecutorConfig()
