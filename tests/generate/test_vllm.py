@@ -196,12 +196,12 @@ def test_repetition_penalty_as_in_the_hf_backend(backend, hf):
 
 
 def test_long_prompts_follow_the_policy(backend):
-    from winnow.stages.generate import _fit_in_context
+    from winnow.stages.generate import _too_long
 
     assert backend.context_length() == 256  # --max-model-len
     long = Prompt(id="long", text="the quick brown fox " * 60)
     config = GenerateConfig(backend="vllm", max_new_tokens=16, max_model_len=256)
     with pytest.raises(WinnowError, match=r"prompt 'long' \(row 2\) has \d+ tokens, more than the 240"):
-        _fit_in_context(backend, [PROMPTS[0], long], config)
+        _too_long(backend, [PROMPTS[0], long], config)
     config.long_prompts = "skip"
-    assert _fit_in_context(backend, [PROMPTS[0], long], config) == {PROMPTS[0].id}
+    assert list(_too_long(backend, [PROMPTS[0], long], config)) == ["long"]
