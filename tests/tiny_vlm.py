@@ -171,10 +171,20 @@ VLM_ARCHS = {
 }
 
 
-def build_vlm(folder: Path, arch: str = "llava", seed: int = 0, **text) -> Path:
+# model_type -> (prefix transformers saves, prefix of the Hub's checkpoints): transformers 5
+# saves a CLIP or SigLIP tower without its ``vision_model`` level and reads either name, while
+# vLLM reads only the Hub's (llava-hf/*, google/gemma-3-*).
+HUB_NAMES = {
+    "llava": ("vision_tower.", "vision_tower.vision_model."),
+    "gemma3": ("vision_tower.", "vision_tower.vision_model."),
+}
+
+
+def build_vlm(folder: Path, arch: str = "llava", seed: int = 0, hub_names: bool = False, **text) -> Path:
     """A random tiny vision-language model of ``arch`` (a ``VLM_ARCHS`` key) with its processor,
     saved to ``folder``; returns ``folder``. ``text`` changes fields of the text model's ``TEXT``
-    (vLLM's CPU attention wants a head size of 64: ``hidden_size=128, num_attention_heads=2``)."""
+    (vLLM's CPU attention wants a head size of 64: ``hidden_size=128, num_attention_heads=2``).
+    ``hub_names``: the weights under the names a Hub checkpoint gives them (``HUB_NAMES``)."""
     import torch
 
     image_tokens, named, builder = VLM_ARCHS[arch]
@@ -183,7 +193,19 @@ def build_vlm(folder: Path, arch: str = "llava", seed: int = 0, **text) -> Path:
     model, processor = builder(tok, TEXT | text)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    if hub_names and arch in HUB_NAMES:
+        _rename_weights(Path(folder) / "model.safetensors", *HUB_NAMES[arch])
     return Path(folder)
+
+
+def _rename_weights(path: Path, old: str, new: str) -> None:
+    """Rewrite the safetensors file ``path`` with every weight name starting ``old`` starting ``new``."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(path)
+    save_file(
+        {new + k.removeprefix(old) if k.startswith(old) else k: v for k, v in weights.items()}, path, {"format": "pt"}
+    )
 
 
 def build_vision_rm(folder: Path, seed: int = 0) -> Path:

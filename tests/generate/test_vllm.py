@@ -16,9 +16,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
-from helpers import write_jsonl
+from helpers import ADAPTIVE_SCRIPT, flags, write_jsonl
 from tiny_models import PROMPTS, make_tokenizer, tiny_config
 
 from winnow.config import GenerateConfig
@@ -205,3 +206,26 @@ def test_long_prompts_follow_the_policy(backend):
         _too_long(backend, [PROMPTS[0], long], config)
     config.long_prompts = "skip"
     assert list(_too_long(backend, [PROMPTS[0], long], config)) == ["long"]
+
+
+def test_adaptive_best_of_n_records_vllms_confidence(folder, tmp_path):
+    """``winnow bon`` sampling adaptively from vLLM with ``--top-logprobs``, in a process of
+    its own: the scripted reward (which sample indices pass) closes each prompt at the step
+    test_adaptive.py expects, whatever vLLM writes, and every row has vLLM's confidence."""
+    from test_adaptive import EXPECTED_PASS, WORKDIR_PROMPTS
+
+    (tmp_path / "script.py").write_text(ADAPTIVE_SCRIPT)
+    run = tmp_path / "run"
+    argv = ["bon", *flags(prompts=write_jsonl(tmp_path / "q.jsonl", WORKDIR_PROMPTS), run_dir=run, model=folder)]
+    argv += flags(n=8, adaptive_step=2, max_new_tokens=6, reward_fn=f"{tmp_path}/script.py:reward", pass_threshold=0.5)
+    argv += flags(backend="vllm", dtype="float32", gpu_memory_utilization=MEMORY, max_model_len=256, top_logprobs=3)
+    done = subprocess.run([sys.executable, "-m", "winnow", *argv], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(run / "score" / "rewards.npy"), EXPECTED_PASS)
+    assert json.loads((run / "generate" / "config.json").read_text())["generate"]["backend"] == "vllm"
+    adaptive = json.loads((run / "generate" / "manifest.json").read_text())["adaptive"]
+    assert adaptive["samples_per_prompt"] == [2, 4, 6, 8]
+    rows = [json.loads(line) for shard in (run / "generate").glob("shard-*.jsonl") for line in shard.open()]
+    assert len(rows) == 20 and all(r["mean_confidence"] > 0 and r["lowest_group_confidence"] > 0 for r in rows)
+    best = [json.loads(line) for line in (run / "best.jsonl").read_text().splitlines()]
+    assert [b["sample_index"] for b in best] == [0, 2, 5, 0]

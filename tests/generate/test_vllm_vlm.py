@@ -24,7 +24,8 @@ GREEDY = Sampling(n=2, temperature=0.0, top_p=1.0, top_k=0, max_new_tokens=8)
 # vLLM's LLaVA module imports transformers' torchvision image processor of Pixtral when it
 # loads (Gemma 3's module, Gemma 3's), and the CPU environment has no torchvision: PyPI's
 # wheel is built for CUDA torch and fails against torch+cpu (`torchvision::nms does not
-# exist`), so setup_vllm.sh removes it. Idefics3's module needs none.
+# exist`), so setup_vllm.sh removes it. Idefics3's module needs none. (With those imports
+# stood in for by transformers' PIL image processors, the LLaVA case passes on the CPU build.)
 NEEDS_TORCHVISION = pytest.mark.skipif(
     importlib.util.find_spec("torchvision") is None,
     reason="vLLM's LLaVA module imports torchvision, which the vLLM CPU environment lacks",
@@ -33,8 +34,10 @@ NEEDS_TORCHVISION = pytest.mark.skipif(
 
 @pytest.mark.parametrize("arch", ["idefics3", pytest.param("llava", marks=NEEDS_TORCHVISION)])
 def test_greedy_rows_equal_the_transformers_backend(tmp_path, arch):
-    # head size 64: what vLLM's CPU attention supports
-    folder = build_vlm(tmp_path / arch, arch, hidden_size=128, intermediate_size=256, num_attention_heads=2)
+    # head size 64: what vLLM's CPU attention supports; the Hub's weight names: what vLLM loads
+    folder = build_vlm(
+        tmp_path / arch, arch, hub_names=True, hidden_size=128, intermediate_size=256, num_attention_heads=2
+    )
     look = [{"type": "image"}, {"type": "text", "text": "describe this"}]
     prompts = [
         Prompt(
