@@ -73,12 +73,14 @@ closes before half of N), so the 2x target could be met only if every prompt clo
 CONSENSUS = 0.6
 """``consensus:F``: stop once the leading answer holds this share of the samples."""
 LOOSER = 0.5
-"""A looser share, shown beside it (2 of the first 4 samples agreeing stop a prompt)."""
+"""A looser share, shown beside it (at a step of 4, 2 of the first 4 samples agreeing stop a
+prompt; at a step of 2, any first 2 samples do: 1 of 2 already holds half)."""
 CHECKED = {"arithmetic": CONSENSUS, "products": LOOSER}
-"""The share of ``confident-consensus:F`` the targets are checked at, per task; (C)'s was
-chosen on its pilot questions (``PILOT``) before any measured question was sampled."""
+"""The share of ``confident-consensus:F`` the targets are checked at, per task (one of
+``CONSENSUS`` and ``LOOSER``, the shares the tables show); (C)'s was chosen on its pilot
+questions (``PILOT``) before any measured question was sampled."""
 PILOT = 12
-"""(C)'s first questions in their shuffled order, set aside for choosing its step and
+"""(C)'s first questions in their shuffled order, set aside for choosing its wording, step and
 share (``--pilot`` samples them); the measured questions are the ones after them."""
 TOP_LOGPROBS = 20
 """Top log-probabilities per token behind each sample's confidence (DeepConf's k)."""
@@ -459,7 +461,9 @@ def judged(m: Matrix, prompts: list[Prompt], k: int, log: Path) -> tuple[list[di
     return rows, counts
 
 
-def voted(root: Path, prompts: list[Prompt], *, n: int, tokens: int, step: int, share: float, title: str):
+def voted(
+    root: Path, prompts: list[Prompt], *, n: int, tokens: int, step: int, share: float, title: str
+) -> tuple[list[dict], dict, Matrix]:
     """A short-answer task (the math verifier, votes with its equality) sampled at N and
     replayed by every voting method; its table's rows, ``{"adaptive", "majority"}`` (the
     checked ``confident-consensus:share`` stopping and the majority of N it is checked
