@@ -134,7 +134,8 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
     except ClientGone:
         return Response(status_code=499)
     picked, verdict = await s.chosen(asked, got)
-    s.count(got, picked, asked.arrived, streamed=False)
+    used = s.judge_usage(verdict)
+    s.count(got, picked, asked.arrived, streamed=False, judge=used)
     tokenizer = getattr(s.backend, "tokenizer", None)  # names the tokens of a logprobs body (hf only)
     asked_logprobs = req.asked_logprobs()
     answered = body(
@@ -147,7 +148,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         logprobs=asked_logprobs,
         tokenizer=tokenizer,
         verdict=verdict,
-        judge_usage=s.judge_usage(verdict),
+        judge_usage=used,
     )
     left_out = (set() if req.return_candidates else LISTING) | ({"judge_usage"} if verdict is None else set())
     return answered.model_dump(exclude_none=not rewarded, exclude=left_out)

@@ -170,8 +170,19 @@ class Server:
             cost=used.get("cost"),
         )
 
-    def count(self, got: Outcome, picked: Picked, arrived: float, *, streamed: bool, first_at: float | None = None):
-        """The metrics of one request answered through the batcher."""
+    def count(
+        self,
+        got: Outcome,
+        picked: Picked,
+        arrived: float,
+        *,
+        streamed: bool,
+        first_at: float | None = None,
+        judge: schema.JudgeUsage | None = None,
+    ):
+        """The metrics of one request answered through the batcher; ``judge``: what the judge
+        that picked its answer used (``judge_usage``), None where none did."""
+        used = (judge.calls, judge.prompt_tokens, judge.completion_tokens) if judge is not None else (0, 0, 0)
         self.metrics.answered(
             candidates=len(got.candidates),
             prompt_tokens=got.prompt_tokens,
@@ -180,6 +191,7 @@ class Server:
             arrived=arrived,
             streamed=streamed,
             first_at=first_at,
+            judge=used,
         )
 
 
