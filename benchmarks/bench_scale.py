@@ -106,15 +106,20 @@ HERE = str(Path(__file__).resolve().parent)
 PATH = os.environ.get("PYTHONPATH", "")
 
 
-def stage(argv: list[str]) -> dict:
-    """One winnow command in a fresh process: its wall time (in-process) and peak RSS."""
+def stage(argv: list[str], source: Path | None = None) -> dict:
+    """One winnow command in a fresh process: its wall time (in-process) and peak RSS.
+    ``source``: a folder holding another ``winnow`` package to run instead (an older revision)."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps([str(a) for a in argv])],
         capture_output=True,
         text=True,
         # the benchmarks' folder on the path: a reward module named by file (bench_decontaminate's)
         # imports its sibling benchmarks as it does when run as a script
-        env={**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [HERE, PATH]))},
+        env={
+            **os.environ,
+            "TQDM_DISABLE": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [source and str(source), HERE, PATH])),
+        },
     )
     last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     if out.returncode != 0 or not last.startswith("{"):

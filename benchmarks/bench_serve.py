@@ -289,8 +289,10 @@ def batching_and_overhead(models: dict, workloads: dict, args) -> list[dict]:
                 f"| {name} | {clients} | {b['rps']:.2f} | {s['rps']:.2f} | {b['tps']:.0f} | {s['tps']:.0f} | {ratio:.1f}x |"
             )
             if clients == 32:
+                # a --quick run's cells are too short to judge the batching (as results.checks leaves them)
                 rows.append(dict(check=f"serve {name}: batched / one at a time, 32 clients (req/s)", measured=ratio,
-                                 target=f">= {TARGET}", passed=ratio >= TARGET, detail=""))  # fmt: skip
+                                 target=f">= {TARGET}", passed=None if args.quick else ratio >= TARGET,
+                                 detail=""))  # fmt: skip
     print("\n## Generation through --backend openai against winnow serve vs in-process hf\n")
     costs = []
     for name, model in models.items():

@@ -21,17 +21,23 @@ the rule here and there).
 (B) The constraints demo's training prompts (IFEval strict check), N = 8: one sample;
     Best-of-N by the verifier's reward (it reads the prompt's instruction list, as a
     verified run does); ``pass`` adaptive stopping.
+(C) Single-digit products (``What is 7 * 8? Reply with the number only.``, the math
+    verifier), N = 16: (A)'s methods on a task the model answers right more often and
+    agrees with itself on more; its wording, step and checked share were chosen on pilot
+    questions that are not among the measured ones (``--pilot`` samples them).
 
 Bands: 95% bootstrap intervals over prompts (``winnow.report.stats.paired_bootstrap``) of
 each accuracy, and of its difference from the fixed-N method it is compared with.
 
-    python benchmarks/bench_test_time.py [--questions 60] [--constraints 105] [--judged 8] [--quick]
+    python benchmarks/bench_test_time.py [--questions 60] [--constraints 105] [--products 60] [--judged 8]
+        [--quick | --pilot]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import random
 import re
 import subprocess
@@ -60,13 +66,22 @@ from winnow.rundir import load_scored
 # the tests' local-server helpers (``serving``: a free port, waiting for /health) serve the judge here too
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-STEPS = {"arithmetic": 4, "constraints": 2}
-"""Samples per adaptive step, per task (an eighth of N, as bench_adaptive's step 2 of 16 is)."""
+STEPS = {"arithmetic": 4, "constraints": 2, "products": 2}
+"""Samples per adaptive step, per task: a quarter of N for (A) and (B); an eighth for (C),
+since under ``confident-consensus``'s warm-up a quarter caps the saving at 2x (no prompt
+closes before half of N), so the 2x target could be met only if every prompt closed then."""
 CONSENSUS = 0.6
-"""``consensus:F``: stop once the leading answer holds this share of the samples (the
-share the targets are checked at)."""
+"""``consensus:F``: stop once the leading answer holds this share of the samples."""
 LOOSER = 0.5
-"""A looser share, shown beside it (2 of the first 4 samples agreeing stop a prompt)."""
+"""A looser share, shown beside it (at a step of 4, 2 of the first 4 samples agreeing stop a
+prompt; at a step of 2, any first 2 samples do: 1 of 2 already holds half)."""
+CHECKED = {"arithmetic": CONSENSUS, "products": LOOSER}
+"""The share of ``confident-consensus:F`` the targets are checked at, per task (one of
+``CONSENSUS`` and ``LOOSER``, the shares the tables show); (C)'s was chosen on its pilot
+questions (``PILOT``) before any measured question was sampled."""
+PILOT = 12
+"""(C)'s first questions in their shuffled order, set aside for choosing its wording, step and
+share (``--pilot`` samples them); the measured questions are the ones after them."""
 TOP_LOGPROBS = 20
 """Top log-probabilities per token behind each sample's confidence (DeepConf's k)."""
 JUDGED = 8
@@ -114,6 +129,24 @@ def arithmetic_prompts(count: int, seed: int = 0) -> list[Prompt]:
         answer = a + b if op == "+" else a - b
         text = f"What is {a} {op} {b}? Give the final number in \\boxed{{}}."
         out.append(Prompt(id=f"a{i:03d}", text=text, columns={"answer": str(answer)}))
+    return out
+
+
+def product_prompts(count: int, *, pilot: bool = False) -> list[Prompt]:
+    """``What is a * b?``, a and b in 1..9 (the 81 pairs in a shuffled order, seed 0): the
+    first ``PILOT`` with ``pilot``, else up to ``count`` of the 69 after them.
+
+    >>> [p.id for p in product_prompts(2)], product_prompts(1)[0].columns == {"answer": "35"}
+    (['m12', 'm13'], True)
+    """
+    pairs = list(itertools.product(range(1, 10), repeat=2))
+    random.Random(0).shuffle(pairs)
+    span = range(PILOT) if pilot else range(PILOT, min(PILOT + count, len(pairs)))
+    out = []
+    for k in span:
+        a, b = pairs[k]
+        text = f"What is {a} * {b}? Reply with the number only."
+        out.append(Prompt(id=f"m{k:02d}", text=text, columns={"answer": str(a * b)}))
     return out
 
 
@@ -428,41 +461,54 @@ def judged(m: Matrix, prompts: list[Prompt], k: int, log: Path) -> tuple[list[di
     return rows, counts
 
 
-def arithmetic(root: Path, count: int, n: int, tokens: int, judged_k: int = 0) -> tuple[list[dict], dict]:
-    """(A)'s table and rows; with ``judged_k``, rule then judge's table on the first ones too
-    (``out["judged"]``, ``out["judge"]``)."""
-    score = ScoreConfig(reward_fn="math", pass_threshold=1.0)
+def voted(
+    root: Path, prompts: list[Prompt], *, n: int, tokens: int, step: int, share: float, title: str
+) -> tuple[list[dict], dict, Matrix]:
+    """A short-answer task (the math verifier, votes with its equality) sampled at N and
+    replayed by every voting method; its table's rows, ``{"adaptive", "majority"}`` (the
+    checked ``confident-consensus:share`` stopping and the majority of N it is checked
+    against) and the Matrix."""
     tools = answer_tools("math")
-    prompts = arithmetic_prompts(count)
-    m = sampled(
-        root / "arithmetic",
-        prompts,
-        score,
-        n=n,
-        tokens=tokens,
-        tools=tools,
-        top_logprobs=TOP_LOGPROBS,
-    )
-    vote, confident, step = voter(m), confident_voter(m), STEPS["arithmetic"]
+    score = ScoreConfig(reward_fn="math", pass_threshold=1.0)
+    m = sampled(root, prompts, score, n=n, tokens=tokens, tools=tools, top_logprobs=TOP_LOGPROBS)
+    vote, confident = voter(m), confident_voter(m)
     majority = fixed(f"majority of {n}", m, vote, n)
-    adaptive = stopped(
-        f"confident-consensus:{CONSENSUS} stopping", m, ("confident-consensus", CONSENSUS), confident, n, step
-    )
+    confident_stops = {
+        f: stopped(f"confident-consensus:{f} stopping", m, ("confident-consensus", f), confident, n, step)
+        for f in (CONSENSUS, LOOSER)
+    }
     methods = [
         single(m),
         majority,
         fixed(f"confidence-weighted majority of {n}", m, confident, n),
         stopped(f"consensus:{CONSENSUS} stopping", m, ("consensus", CONSENSUS), vote, n, step),
         stopped(f"consensus:{LOOSER} stopping", m, ("consensus", LOOSER), vote, n, step),
-        adaptive,
-        stopped(f"confident-consensus:{LOOSER} stopping", m, ("confident-consensus", LOOSER), confident, n, step),
+        *confident_stops.values(),
         fixed(f"Best-of-{n} by the verifier (oracle)", m, verified(m), n),
     ]
-    title = f"(A) {count} arithmetic questions, math verifier, N = {n}, {tokens} new tokens"
-    out: dict = {"adaptive": adaptive, "majority": majority}
     rows = table(title, m, methods, majority)
+    return rows, {"adaptive": confident_stops[share], "majority": majority}, m
+
+
+def arithmetic(root: Path, count: int, n: int, tokens: int, judged_k: int = 0) -> tuple[list[dict], dict]:
+    """(A)'s table and rows; with ``judged_k``, rule then judge's table on the first ones too
+    (``out["judged"]``, ``out["judge"]``)."""
+    prompts = arithmetic_prompts(count)
+    title = f"(A) {count} arithmetic questions, math verifier, N = {n}, {tokens} new tokens"
+    step, share = STEPS["arithmetic"], CHECKED["arithmetic"]
+    rows, out, m = voted(root / "arithmetic", prompts, n=n, tokens=tokens, step=step, share=share, title=title)
     if judged_k:
         out["judged"], out["judge"] = judged(m, prompts, min(judged_k, count), root / "judge-server.log")
+    return rows, out
+
+
+def products(root: Path, count: int, n: int, tokens: int, *, pilot: bool = False) -> tuple[list[dict], dict]:
+    """(C)'s table and rows, on its measured questions or (``pilot``) its pilot ones."""
+    prompts = product_prompts(count, pilot=pilot)
+    which = "pilot" if pilot else "measured"
+    title = f"(C) {len(prompts)} single-digit products ({which}), math verifier, N = {n}, {tokens} new tokens"
+    step, share = STEPS["products"], CHECKED["products"]
+    rows, out, _ = voted(root / f"products-{which}", prompts, n=n, tokens=tokens, step=step, share=share, title=title)
     return rows, out
 
 
@@ -489,42 +535,52 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=60, help="arithmetic questions for (A)")
     parser.add_argument("--constraints", type=int, default=105, help="constraints prompts for (B) (all: 105)")
+    parser.add_argument("--products", type=int, default=60, help="measured product questions for (C) (all: 69)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--judged", type=int, default=JUDGED, help="arithmetic questions rule then judge re-scores")
     parser.add_argument("--run-dir", help="where the samples go (default: a temp folder; reruns resume)")
-    parser.add_argument("--quick", action="store_true", help="smoke sizes, no targets")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smoke sizes, no targets")
+    mode.add_argument("--pilot", action="store_true", help="(C) on its pilot questions only, no targets")
     args = parser.parse_args(argv)
     root = Path(args.run_dir or tempfile.mkdtemp(prefix="winnow-bench-test-time-"))
     questions, count, tokens, n_a, n_b = args.questions, args.constraints, args.max_new_tokens, 16, 8
-    judged_k = args.judged
+    judged_k, product_count = args.judged, args.products
     if args.quick:
-        questions, count, tokens, n_a, n_b, judged_k = 4, 3, 8, 8, 4, min(judged_k, 1)
+        questions, count, tokens, n_a, n_b, judged_k, product_count = 4, 3, 8, 8, 4, min(judged_k, 1), 4
+    if args.pilot:
+        c_rows, c = products(root, 0, n_a, tokens, pilot=True)
+        return result("test_time", _checks(c["majority"], c["adaptive"], quick=True, task="(C) "), products=c_rows)
     start = time.perf_counter()
     a_rows, a = arithmetic(root, questions, n_a, tokens, judged_k)
     b_rows = constraints(root, count, n_b, tokens)
+    c_rows, c = products(root, product_count, n_a, tokens)
     seconds = time.perf_counter() - start
     rows = _checks(a["majority"], a["adaptive"], quick=args.quick)
+    rows += _checks(c["majority"], c["adaptive"], quick=args.quick, task="(C) ")
     print(f"\n({seconds:.0f} s in all: sampling, or resuming it from --run-dir, and the replays)")
     return result(
         "test_time",
         rows,
         arithmetic=a_rows,
         constraints=b_rows,
+        products=c_rows,
         arithmetic_judged=a.get("judged", []),
         judge=a.get("judge", []),
         seconds=seconds,
     )
 
 
-def _checks(fixed_n: Method, adaptive: Method, *, quick: bool) -> list[dict]:
+def _checks(fixed_n: Method, adaptive: Method, *, quick: bool, task: str = "") -> list[dict]:
     """The target: the stopping method samples >= 2x fewer tokens than the fixed N, at an
-    accuracy whose difference from the fixed N's has a band that reaches 0 or above."""
+    accuracy whose difference from the fixed N's has a band that reaches 0 or above; the
+    rows' names start with ``task`` ((A)'s rows carry none, as first recorded)."""
     saving = fixed_n.tokens / max(adaptive.tokens, 1.0)
     _, high = band(adaptive.correct, fixed_n.correct)
     rows = checks(
         [
-            (f"tokens, {fixed_n.name} / {adaptive.name}", saving, ">= 2", saving >= 2),
-            (f"accuracy, {adaptive.name} - {fixed_n.name}: band's upper end", high, ">= 0", high >= 0),
+            (f"{task}tokens, {fixed_n.name} / {adaptive.name}", saving, ">= 2", saving >= 2),
+            (f"{task}accuracy, {adaptive.name} - {fixed_n.name}: band's upper end", high, ">= 0", high >= 0),
         ],
         quick=quick,
     )

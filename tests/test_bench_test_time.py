@@ -1,6 +1,7 @@
 """benchmarks/bench_test_time.py: the methods read a hand-made sample matrix as worked out
 here (which column each answers with, how many samples each reads, the tokens charged), and
-rule then judge's rows read a scripted judge's verdicts as worked out here; its --quick mode
+rule then judge's rows read a scripted judge's verdicts as worked out here; the product
+task's pilot questions are kept out of its measured ones; its --quick mode
 runs end to end on the real model, with a served judge (slow)."""
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ def test_rule_then_judge_rows_on_a_hand_made_matrix(bench):
     }
 
 
+def test_the_pilot_products_are_never_measured(bench):
+    pilot, measured = bench.product_prompts(0, pilot=True), bench.product_prompts(100)
+    assert len(pilot) == bench.PILOT == 12 and len(measured) == 81 - 12
+    assert not {p.text for p in pilot} & {p.text for p in measured}
+    assert len({p.text for p in pilot + measured}) == 81 and len({p.id for p in pilot + measured}) == 81
+    assert [p.id for p in bench.product_prompts(3)] == ["m12", "m13", "m14"]
+    assert all(p.columns["answer"] == str(int(a) * int(b)) for p in measured for a, b in [p.text[8:13].split(" * ")])
+
+
 @pytest.mark.slow
 def test_quick_mode_runs_with_the_real_model(bench, tmp_path):
     result = bench.main(["--quick", "--run-dir", str(tmp_path)])
@@ -176,3 +186,8 @@ def test_quick_mode_runs_with_the_real_model(bench, tmp_path):
     assert all(r["band"][0] <= r["accuracy"] <= r["band"][1] for r in rows)
     assert [c["fallback_on"] for c in result["judge"]] == ["no-answer", "fail"]
     assert result["arithmetic_judged"][0]["method"] == "one sample, rule only"
+    assert [r["method"] for r in result["products"]][:2] == ["one sample", "majority of 8"]
+    assert [r["check"] for r in result["rows"]][2:] == [
+        "(C) tokens, majority of 8 / confident-consensus:0.5 stopping (step 2)",
+        "(C) accuracy, confident-consensus:0.5 stopping (step 2) - majority of 8: band's upper end",
+    ]

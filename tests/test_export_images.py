@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import flags, make_run, write_jsonl
+from helpers import fails, flags, make_run, write_jsonl
 from tiny_vlm import build_vlm, tiny_image
 
 from winnow.cli import main
@@ -144,3 +144,76 @@ def test_a_text_run_has_no_images_column_nor_features(tmp_path):
         assert plain.read_bytes() == file.read_bytes(), config
     card = (out / "README.md").read_text()
     assert "## Images" not in card and "image-text-to-text" not in card and "vision" not in card
+
+
+def noise_png(seed: int, side: int) -> bytes:
+    """A PNG of random pixels (about 3 bytes a pixel: PNG cannot compress noise)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(out, format="PNG", compress_level=0)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def many_images(tmp_path_factory) -> tuple[Path, int]:
+    """An imported run of 24 prompts x 2, each prompt with its own ~300 KB image (7 MB of
+    images in all), scored by length and selected with pairs: (run dir, the images' bytes)."""
+    root = tmp_path_factory.mktemp("many_images")
+    rows, completions, total = [], [], 0
+    for i in range(24):
+        data = noise_png(i, 320)
+        (root / f"img{i}.png").write_bytes(data)
+        total += len(data)
+        rows.append({"id": f"p{i}", "messages": [{"role": "user", "content": [{"type": "image"}, ASK]}]})
+        rows[-1]["images"] = [f"img{i}.png"]
+        completions += [{"prompt_id": f"p{i}", "text": "a" * (j + 1)} for j in range(2)]
+    run = root / "run"
+    imported = flags(
+        completions=write_jsonl(root / "c.jsonl", completions), prompts=write_jsonl(root / "p.jsonl", rows)
+    )
+    assert main(["import", *imported, *flags(run_dir=run)]) == 0
+    assert main(["score", *flags(run_dir=run, reward_fn="length")]) == 0
+    assert main(["select", *flags(run_dir=run, pairs="best-worst")]) == 0
+    return run, total
+
+
+def test_export_holds_one_batch_of_images_not_the_runs(many_images, tmp_path, monkeypatch):
+    """Batches of 1 MB of images (3 rows here): the export's Python allocations peak at a few
+    batches' images, far below the run's 7 MB, and every row still gets its own image."""
+    import tracemalloc
+
+    from winnow.export import images as img
+
+    run, total = many_images
+    monkeypatch.setattr(img, "BATCH_BYTES", 1 << 20)
+    tracemalloc.start()
+    try:
+        assert main(["export", str(run), "--to", str(tmp_path / "out"), "--all-scored"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 7_000_000 and peak < 3_000_000, (total, peak)
+    for config, rows in (("selected", 24), ("pairs", 24), ("all", 48)):
+        [file] = (out := tmp_path / "out" / config).glob("*.parquet")
+        table = pq.read_table(file, columns=["prompt_id", "images"])
+        assert table.num_rows == rows and pq.ParquetFile(file).metadata.row_group(0).num_rows == 3, out
+        for pid, cells in zip(table.column("prompt_id").to_pylist(), table.column("images").to_pylist(), strict=True):
+            assert [c["bytes"] for c in cells] == [noise_png(int(pid[1:]), 320)], (config, pid)
+
+
+def test_a_damaged_stored_image_is_named_when_its_batch_is_read(many_images, tmp_path, capsys):
+    """The bytes are checked against the sha256 in their name as each batch reads them: a
+    damaged file is one line naming it, and the export leaves no folder (written then renamed)."""
+    run, _ = many_images
+    stored = sorted((run / "images").iterdir())[-1]
+    original = stored.read_bytes()
+    stored.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    out = tmp_path / "out"
+    try:
+        message = f"{stored}: damaged (its sha256 is not the one in its name); rerun `winnow generate`"
+        fails(["export", str(run), "--to", str(out)], capsys, message, one_error=True)
+    finally:
+        stored.write_bytes(original)
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from winnow.cli_options import ONLY_IN, OPTIONS, STAGES_OF, Option, parser
+from winnow.cli_options import NOT_IN, ONLY_IN, OPTIONS, STAGES_OF, Option, parser
 from winnow.config import SECTIONS
 from winnow.errors import WinnowError
 from winnow.serve.reward import REFUSED as SERVE_REFUSED
@@ -80,7 +80,10 @@ def test_every_flag_shows_exactly_its_field_docstring_then_choices_and_default()
             for flag, _, field, *_ in OPTIONS[section]:
                 if command == "serve" and section == "score" and field in SERVE_REFUSED:
                     continue
-                if ONLY_IN.get((section, field), command) != command:  # another command's flag: not listed
+                taken = ONLY_IN.get((section, field), command) == command and command not in NOT_IN.get(
+                    (section, field), ()
+                )
+                if not taken:  # another command's flag: not listed
                     with pytest.raises(StopIteration):
                         help_of(command, flag)
                     continue

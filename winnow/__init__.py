@@ -43,12 +43,14 @@ _EXPORTS = {
     "DpoConfig": "winnow.config",
     "ExecutorConfig": "winnow.config",
     "AdaptiveConfig": "winnow.config",
+    "ImagesConfig": "winnow.config",
 }
 __all__ = [
     "AdaptiveConfig",
     "DpoConfig",
     "ExecutorConfig",
     "GenerateConfig",
+    "ImagesConfig",
     "Model",
     "Prompt",
     "ScoreConfig",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
         DpoConfig,
         ExecutorConfig,
         GenerateConfig,
+        ImagesConfig,
         ScoreConfig,
         SelectConfig,
         TrainConfig,

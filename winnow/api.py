@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from winnow import images
 from winnow.config import (
     AdaptiveConfig,
     DpoConfig,
     EvalConfig,
     ExecutorConfig,
     GenerateConfig,
+    ImagesConfig,
     PickConfig,
     RoundsConfig,
     ScoreConfig,
@@ -51,6 +51,7 @@ from winnow.config import (
 from winnow.errors import WinnowError
 from winnow.generate.contract import sampling_of
 from winnow.handle import Model
+from winnow.images import decoded
 from winnow.quiet import quiet_unless_verbose
 from winnow.records import Prompt
 from winnow.settings import build
@@ -60,6 +61,10 @@ PromptLike = str | Sequence[dict] | dict | Prompt
 as a prompts file holds it (``{"id": "x1", "prompt": "...", "answer": "72"}``) or a Prompt."""
 Reward = str | Callable[..., Sequence[float | None]]
 """A reward: a built-in name, a ``module:function`` / ``file.py:function`` spec, or a callable."""
+Images = ImagesConfig | dict | None
+"""How prompts' images are read (``images=`` of every function that takes prompts): the
+``images`` section, as a config or a dict of its fields (``paths_outside``, ``max_bytes``);
+None: its defaults, as the CLI's."""
 
 
 @quiet_unless_verbose()
@@ -71,6 +76,7 @@ def sample(
     seed: int = 0,
     temperature: float = 1.0,
     max_new_tokens: int = 64,
+    images: Images = None,
     verbose: bool = False,
     **options: Any,
 ) -> list[list[str]]:
@@ -80,15 +86,15 @@ def sample(
     package), loaded for this call, or a handle from ``winnow.load_model`` (loaded once);
     ``options``: any other generate field (``top_p``, ``stop``, ``backend``, ``device``,
     ``base_url`` ...). The same seed and ``shard_size`` sample exactly what ``winnow
-    generate`` writes for these prompts. ``verbose``: let the libraries print their warnings
-    and progress bars.
+    generate`` writes for these prompts. ``images``: how the prompts' images are read
+    (``Images``). ``verbose``: let the libraries print their warnings and progress bars.
     """
     fields = dict(n=n, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens, **options)
-    return _sample(prompts, model, fields, source="winnow.sample")
+    return _sample(as_prompts(prompts, images=images), model, fields, source="winnow.sample")
 
 
-def _sample(prompts: Sequence[PromptLike], model: str | Model, fields: dict, *, source: str) -> list[list[str]]:
-    """``sample``'s work; ``source`` names the public function in messages."""
+def _sample(rows: list[Prompt], model: str | Model, fields: dict, *, source: str) -> list[list[str]]:
+    """``sample``'s work on prompts already read; ``source`` names the public function in messages."""
     from winnow.handle import make
     from winnow.stages.generate import shard_seed
 
@@ -96,7 +102,6 @@ def _sample(prompts: Sequence[PromptLike], model: str | Model, fields: dict, *, 
         config = model.call_config(fields, source)
     else:
         config = build(GenerateConfig, dict(fields, models=[model]), source=source)
-    rows = as_prompts(prompts)
     backend = model.backend if isinstance(model, Model) else make(config, model)
     out: list[list[str]] = []
     for i, start in enumerate(range(0, len(rows), config.shard_size)):
@@ -116,6 +121,7 @@ def score(
     *,
     reward: Reward | None = "vader",
     reward_model: str | None = None,
+    images: Images = None,
     verbose: bool = False,
     **options: Any,
 ) -> np.ndarray:
@@ -123,14 +129,15 @@ def score(
     given ``prompts[i]``; NaN where the reward returned None (or a row has fewer than N).
 
     ``reward_model``: a sequence-classification model folder, used instead of ``reward``;
-    ``options``: any other score field (``device``, ``batch_tokens`` ...).
+    ``images``: how the prompts' images are read (``Images``); ``options``: any other score
+    field (``device``, ``batch_tokens`` ...).
 
     >>> score(["a", "b"], [["xy", "x"], ["xyz", "no"]], reward="length").tolist()
     [[2.0, 1.0], [3.0, 2.0]]
     """
     from winnow.stages.score import column_names
 
-    rows = as_prompts(prompts)
+    rows = as_prompts(prompts, images=images)
     # a string is a sequence of characters: read as a row, "xy" would be two completions
     fix = "is a string; give a list of completions per prompt, e.g. [['xy']]"
     if isinstance(completions, str):
@@ -155,7 +162,7 @@ def score(
         for column in columns:  # a reference answer ...: one list per column, as the stage passes them
             keywords[column] = [p.columns.get(column) for _, _, p, _ in flat]
         if any(p.images for _, _, p, _ in flat):
-            keywords["images"] = images.decoded([p.images for _, _, p, _ in flat])
+            keywords["images"] = decoded([p.images for _, _, p, _ in flat])
         got = applier.apply([p.content for _, _, p, _ in flat], [text for _, _, _, text in flat], keywords)
         for (i, j, _, _), v in zip(flat, got.total.tolist(), strict=True):
             matrix[i, j] = v
@@ -173,14 +180,16 @@ def best_of_n(
     reward_model: str | None = None,
     select_by: str | None = None,
     pick: PickConfig | dict | None = None,
+    images: Images = None,
     verbose: bool = False,
     **options: Any,
 ) -> list[str | None]:
     """Best-of-N: for each prompt, the highest-reward of ``n`` samples (shape (M,); the
     earliest sample wins a tie; None where every sample was unscored).
 
-    ``model`` as in ``sample`` (a name, or a handle from ``winnow.load_model``); ``options``:
-    generate fields, as ``sample`` takes them (``temperature``, ``max_new_tokens``, ``top_p`` ...).
+    ``model`` as in ``sample`` (a name, or a handle from ``winnow.load_model``); ``images``:
+    how the prompts' images are read (``Images``); ``options``: generate fields, as ``sample``
+    takes them (``temperature``, ``max_new_tokens``, ``top_p`` ...).
 
     ``select_by="judge"`` lets a judge model pick each prompt's sample instead, as ``winnow bon
     --select-by judge`` does (``winnow.rewards.pick``: a tournament in windows, positions
@@ -192,15 +201,15 @@ def best_of_n(
     from winnow.select import top_per_prompt
 
     judge = _judge(select_by, pick)  # a bad judge fails before anything loads
-    _check_reward(prompts, reward, reward_model)  # before the policy's weights load
-    texts = _sample(prompts, model, dict(n=n, seed=seed, **options), source="winnow.best_of_n")
-    rewards = score(prompts, texts, reward=reward, reward_model=reward_model)
+    rows = as_prompts(prompts, images=images)  # read once: each image decoded and checked here
+    _check_reward(rows, reward, reward_model)  # before the policy's weights load
+    texts = _sample(rows, model, dict(n=n, seed=seed, **options), source="winnow.best_of_n")
+    rewards = score(rows, texts, reward=reward, reward_model=reward_model)
     if judge is None:
         best = top_per_prompt(rewards).tolist()
     else:
         from winnow.rewards.pick import pick_best
 
-        rows = as_prompts(prompts)
         picks = pick_best(judge, [p.content for p in rows], texts, list(rewards), [p.id for p in rows])
         best = [p.index for p in picks]
     return [row[j] if j >= 0 else None for row, j in zip(texts, best, strict=True)]
@@ -236,6 +245,7 @@ def run(
     executor: ExecutorConfig | dict | None = None,
     adaptive: AdaptiveConfig | dict | None = None,
     eval_prompts: str | Path | None = None,
+    images: Images = None,
     verbose: bool = False,
 ) -> dict:
     """generate -> score -> select -> sft in ``run_dir``, as ``winnow run`` does (rerunning
@@ -246,7 +256,8 @@ def run(
     "pass"}``): sample in steps up to ``generate.n`` (``winnow.adaptive``). ``eval_prompts``:
     a held-out prompts file; the starting model and each round's checkpoint are then
     evaluated on it in ``run_dir/eval`` (``winnow.evaluation``; its result in ``eval/eval.json``).
-    Returns each stage's manifest (by round).
+    ``images``: how the prompts' images are read (``Images``), ``--image-paths-outside`` and
+    ``--max-image-bytes`` as fields. Returns each stage's manifest (by round).
     """
     from winnow.pipeline import run_stages
 
@@ -262,7 +273,7 @@ def run(
     configs["sft"] = train if train.model else replace(train, model=configs["generate"].models[0])
     configs["rounds"] = build(RoundsConfig, {"count": rounds, "pool": pool, "sft_from": sft_from}, source="rounds")
     configs["eval"] = build(EvalConfig, {"prompts": None if eval_prompts is None else str(eval_prompts)}, source="eval")
-    return run_stages(run_dir, _prompt_source(prompts), configs, reward=reward)
+    return run_stages(run_dir, _prompt_source(prompts, images), configs, reward=reward)
 
 
 @quiet_unless_verbose()
@@ -277,6 +288,7 @@ def evaluate(
     bootstrap_iters: int = 10_000,
     bootstrap_seed: int = 0,
     executor: ExecutorConfig | dict | None = None,
+    images: Images = None,
     verbose: bool = False,
 ) -> dict:
     """``model`` (and ``baseline``, sampled with the same options and seed) on held-out
@@ -284,7 +296,7 @@ def evaluate(
     mean reward, pass@1 and pass@k with ``score.pass_threshold``, and the gain over the
     baseline with a paired bootstrap 95% interval (``winnow.evaluation``). ``generate``: the
     sampling options (its ``models`` are ``model`` and ``baseline``); ``score``: the reward, a
-    callable too. Returns eval.json's dict (its ``models`` in order, then ``gains``)."""
+    callable too; ``images``: how the prompts' images are read (``Images``). Returns eval.json's dict (its ``models`` in order, then ``gains``)."""
     from winnow.evaluation import eval_models
     from winnow.evaluation import evaluate as run_eval
 
@@ -297,7 +309,7 @@ def evaluate(
     score_config, reward = _score_section(score)
     return run_eval(
         run_dir,
-        _prompt_source(prompts),
+        _prompt_source(prompts, images),
         eval_models(sampling, config),
         sampling,
         score_config,
@@ -318,14 +330,17 @@ def generate_stage(
     prompts: str | Path | Sequence[PromptLike],
     config: GenerateConfig | None = None,
     *,
+    images: Images = None,
     verbose: bool = False,
     **fields,
 ) -> dict:
     """The generate stage into ``run_dir/generate`` (``winnow generate``); returns its manifest.
-    ``fields``: GenerateConfig fields (``models=[...]``, ``n`` ...) when no ``config`` is given."""
+    ``fields``: GenerateConfig fields (``models=[...]``, ``n`` ...) when no ``config`` is given;
+    ``images``: how the prompts' images are read (``Images``)."""
     from winnow import stages
 
-    return stages.generate(run_dir, _prompt_source(prompts), config or _section(GenerateConfig, fields, "generate"))
+    rows = _prompt_source(prompts, images)
+    return stages.generate(run_dir, rows, config or _section(GenerateConfig, fields, "generate"))
 
 
 @quiet_unless_verbose()
@@ -376,10 +391,11 @@ def dpo_stage(run_dir: str | Path, config: DpoConfig | None = None, *, verbose: 
     return dpo(run_dir, _with_start(run_dir, config or _section(DpoConfig, fields, "dpo")))
 
 
-def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
+def as_prompts(prompts: Sequence[PromptLike], *, images: Images = None) -> list[Prompt]:
     """Prompts with ids "0", "1", ... (a Prompt keeps its own): texts or chat conversations,
     or rows as a prompts file holds them (``winnow.prompts.prompt_from_row``: their ``id``,
-    else ``row-<i>``, and every other column, which reward functions receive).
+    else ``row-<i>``, and every other column, which reward functions receive). Their images
+    (``image_url`` parts, a row's ``images``) are read under ``images`` (``Images``).
 
     >>> as_prompts(["hi", [{"role": "user", "content": "yo"}]])[1].messages
     ({'role': 'user', 'content': 'yo'},)
@@ -388,6 +404,7 @@ def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
     """
     if isinstance(prompts, str):
         raise WinnowError("prompts: expected a list of prompts, got one string (wrap it in a list)")
+    rules = _section(ImagesConfig, images, "images")
     out = []
     for i, p in enumerate(prompts):
         if isinstance(p, Prompt):
@@ -397,13 +414,13 @@ def as_prompts(prompts: Sequence[PromptLike]) -> list[Prompt]:
         elif isinstance(p, dict):
             from winnow.prompts import prompt_from_row
 
-            out.append(prompt_from_row(p, i))
+            out.append(prompt_from_row(p, i, image_paths_outside=rules.paths_outside, max_image_bytes=rules.max_bytes))
         elif isinstance(p, Sequence) and all(isinstance(m, dict) and "role" in m and "content" in m for m in p):
             messages = [dict(m) for m in p if isinstance(m, dict)]
             if any(isinstance(m["content"], list) for m in messages):  # content parts: images among them
                 from winnow.prompts import chat_with_images
 
-                out.append(chat_with_images(messages, id=str(i), name=f"prompts[{i}]"))
+                out.append(chat_with_images(messages, id=str(i), name=f"prompts[{i}]", max_image_bytes=rules.max_bytes))
             else:
                 out.append(Prompt(id=str(i), messages=tuple(messages)))
         else:
@@ -444,13 +461,15 @@ def _score_section(given: ScoreConfig | dict | None) -> tuple[ScoreConfig, Calla
     return config, fn
 
 
-def _prompt_source(prompts: str | Path | Sequence[PromptLike]) -> list[Prompt]:
-    """A prompts file (as ``--prompts`` takes) or prompts in memory."""
+def _prompt_source(prompts: str | Path | Sequence[PromptLike], images: Images) -> list[Prompt]:
+    """A prompts file (as ``--prompts`` takes) or prompts in memory, their images read under
+    ``images`` (``Images``), as the CLI's ``images`` section reads them."""
     if isinstance(prompts, str | Path):
         from winnow.prompts import load_prompts
 
-        return load_prompts(prompts)
-    return as_prompts(prompts)
+        rules = _section(ImagesConfig, images, "images")
+        return load_prompts(prompts, image_paths_outside=rules.paths_outside, max_image_bytes=rules.max_bytes)
+    return as_prompts(prompts, images=images)
 
 
 def _section(cls, given: Any, name: str):

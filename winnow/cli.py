@@ -404,7 +404,12 @@ def serve_command(args: argparse.Namespace) -> None:
     rewarded = any(layers["score"].get(f) or file_score.get(f) for f in REWARD_FIELDS)
     score = build(SECTIONS["score"], file_score, layers["score"], source=source) if rewarded else None
     pick = build(SECTIONS["pick"], file_config.get("pick") or {}, layers["pick"], source=source)
-    serve(config, score, pick)
+    images = build(SECTIONS["images"], file_config.get("images") or {}, _flags(args, "images"), source=source)
+    if images.paths_outside:  # YAML only: serve has no --image-paths-outside
+        raise WinnowError(
+            f"{source}: images.paths_outside: winnow serve reads no image paths (a request's are data: URLs)"
+        )
+    serve(config, score, pick, images)
 
 
 def _flags(args: argparse.Namespace, stage: str) -> dict:

@@ -254,7 +254,7 @@ STAGES_OF = {
     "run": ["generate", "score", "select", "sft", "rounds", "adaptive", "eval", "executor", "images"],
     "bon": ["generate", "score", "adaptive", "pick", "executor", "images"],
     "dpo": ["dpo"],
-    "serve": ["serve", "score", "pick"],
+    "serve": ["serve", "score", "pick", "images"],
     "import": ["import", "images"],
     "eval": ["generate", "score", "eval", "executor", "images"],
     "batch-requests": ["generate", "images"],
@@ -271,11 +271,14 @@ GROUP_NOTES = {
 """A line under a command's option group, where the group means something else there."""
 ONLY_IN = {("eval", "prompts"): "run", ("eval", "baseline"): "eval"}
 """(section, field) -> the one command that takes its flag, where the section serves several."""
+NOT_IN = {("images", "paths_outside"): ("serve",)}
+"""(section, field) -> the commands that do not take its flag, where the section serves
+several (a request's images are ``data:`` URLs: no path to allow)."""
 DEVICE_STAGES = ("generate", "score", "sft", "dpo")
 ON_ERROR_STAGES = ("generate", "score")
 """The sections one ``--on-error`` sets (each has an ``on_error`` field)."""
-NEEDS_PROMPTS = {name for name, sections in STAGES_OF.items() if "images" in sections}
-"""The commands that read a prompts file (and so its images)."""
+NEEDS_PROMPTS = {name for name, sections in STAGES_OF.items() if "images" in sections} - {"serve"}
+"""The commands that read a prompts file (and so its images); ``serve`` reads a request's."""
 NO_RUN_DIR = ("serve", "batch-requests")
 """Commands that write no run directory."""
 DRY_RUN = ("generate", "score", "run", "bon")
@@ -308,7 +311,9 @@ def parser() -> argparse.ArgumentParser:
         for stage in stages:
             group = p.add_argument_group(stage, GROUP_NOTES.get((name, stage)))
             for option in OPTIONS[stage]:
-                if ONLY_IN.get((stage, option.field), name) == name:
+                if ONLY_IN.get((stage, option.field), name) == name and name not in NOT_IN.get(
+                    (stage, option.field), ()
+                ):
                     add_option(group, option, refused=name == "serve" and stage == "score")
         add_outputs(p, name)
     add_verify(sub)

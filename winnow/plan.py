@@ -118,18 +118,27 @@ class Plan:
         counts = self.completions()
         if counts is not None and self.max_new_tokens is not None:
             left, made = counts
-            done = f"; {made:,} completions already made" if made else ""
-            out.append(
-                f"tokens to sample: at most {left * self.max_new_tokens:,} "
-                f"({left:,} completions x max_new_tokens {self.max_new_tokens}{done})"
-            )
-            if self.price_per_mtok is not None:
-                most = cost(0, left * self.max_new_tokens, self.price_per_mtok)
-                out.append(f"their price: at most {most:g} for those tokens, plus the prompts' tokens")
+            out += token_lines(left, self.max_new_tokens, self.price_per_mtok, made=made)
         out += self.more
         if self.outputs:
             out.append("outputs: " + ", ".join(map(str, self.outputs)))
         return out
+
+
+def token_lines(
+    left: int, max_new_tokens: int, price_per_mtok, *, made: int = 0, label: str = "tokens to sample", indent: str = ""
+) -> list[str]:
+    """The most tokens ``left`` completions can sample and, with a price, the most they cost
+    (a dry run's lines; the prompts' tokens are not counted, only said)."""
+    done = f"; {made:,} completions already made" if made else ""
+    out = [
+        f"{indent}{label}: at most {left * max_new_tokens:,} "
+        f"({left:,} completions x max_new_tokens {max_new_tokens}{done})"
+    ]
+    if price_per_mtok is not None:
+        most = cost(0, left * max_new_tokens, price_per_mtok)
+        out.append(f"{indent}their price: at most {most:g} for those tokens, plus the prompts' tokens")
+    return out
 
 
 def check(

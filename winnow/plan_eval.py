@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from winnow.budget import cost
 from winnow.plan import (
     UNKNOWN,
     StagePlan,
@@ -26,6 +25,7 @@ from winnow.plan import (
     known_hash,
     refusal,
     stage_plan,
+    token_lines,
 )
 from winnow.records import Prompt
 from winnow.report.evals import FOLDER, model_dir
@@ -59,14 +59,8 @@ class EvalPlan:
             for s in self.stages
             if s.folder.name == "generate"
         )
-        out.append(
-            f"  tokens to sample for it: at most {left * self.max_new_tokens:,} "
-            f"({left:,} completions x max_new_tokens {self.max_new_tokens})"
-        )
-        if self.price_per_mtok is not None:
-            most = cost(0, left * self.max_new_tokens, self.price_per_mtok)
-            out.append(f"  their price: at most {most:g} for those tokens, plus the prompts' tokens")
-        return out
+        label = "tokens to sample for it"
+        return out + token_lines(left, self.max_new_tokens, self.price_per_mtok, label=label, indent="  ")
 
 
 def eval_models(run_dir: str | Path, configs: dict[str, Any]) -> dict[str, str]:

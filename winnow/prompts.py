@@ -84,15 +84,19 @@ def load_prompts(
     return prompts
 
 
-def prompt_from_row(row: dict, index: int) -> Prompt:
+def prompt_from_row(
+    row: dict, index: int, *, image_paths_outside: bool = False, max_image_bytes: int = img.MAX_IMAGE_BYTES
+) -> Prompt:
     """One row of the prompts-file shape given in memory (``winnow.run(..., [{"id": "x1",
-    "prompt": "...", "answer": "72"}])``), read as ``load_prompts`` reads a line: other
-    columns kept; no id gives ``row-<index>``; an error names ``prompts[index]`` and the field.
+    "prompt": "...", "answer": "72"}])``), read as ``load_prompts`` reads a line (its image
+    paths relative to the working folder): other columns kept; no id gives ``row-<index>``;
+    an error names ``prompts[index]`` and the field.
 
     >>> prompt_from_row({"id": "x1", "prompt": "2+2?", "answer": "4"}, 0)
     Prompt(id='x1', text='2+2?', messages=None, columns={'answer': '4'}, images=())
     """
-    return _parse_row(row, index, f"prompts[{index}]", None, "prompt", "id", ImageRules(Path.cwd()))
+    rules = ImageRules(Path.cwd(), outside=image_paths_outside, max_bytes=max_image_bytes)
+    return _parse_row(row, index, f"prompts[{index}]", None, "prompt", "id", rules)
 
 
 def chat_with_images(

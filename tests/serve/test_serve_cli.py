@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from helpers import wait_for, write_jsonl
 from serving import serve_process, wait_healthy
 
@@ -110,10 +111,37 @@ def test_openai_backend_against_winnow_serve_matches_an_hf_run(tmp_path, tiny_po
 
 def test_serve_flags_reach_the_config_and_a_reward_flag_turns_on_best_of_n(monkeypatch):
     got = []
-    monkeypatch.setattr("winnow.serve.main.serve", lambda config, score, pick=None: got.append((config, score)))
+    monkeypatch.setattr(
+        "winnow.serve.main.serve", lambda config, score, pick=None, images=None: got.append((config, score))
+    )
     assert cli.main(["serve", "--model", "m", "--port", "9001", "--max-n", "2"]) == 0
     assert cli.main(["serve", "--model", "m", "--reward-fn", "length", "--best-of", "3", "--log-prompts"]) == 0
     (plain, no_reward), (bon, reward) = got
     assert (plain.model, plain.port, plain.max_n, no_reward) == ("m", 9001, 2, None)
     assert (bon.best_of, bon.log_prompts, reward.reward_fn) == (3, True, ["length"])  # the flag repeats
     assert cli.main(["serve", "--model", "m", "--best-of", "40"]) == 2  # above max_best_of
+
+
+def test_max_image_bytes_reaches_serve_and_paths_outside_is_refused(monkeypatch, tmp_path, capsys):
+    """A request's images are data: URLs: ``--max-image-bytes`` applies (``images`` section,
+    flag or YAML), ``paths_outside`` has nothing to allow and is refused, flag and YAML alike."""
+    got = []
+    monkeypatch.setattr("winnow.serve.main.serve", lambda config, score, pick, images: got.append(images))
+    assert cli.main(["serve", "--model", "m", "--max-image-bytes", "5000"]) == 0
+    (tmp_path / "w.yaml").write_text("images:\n  max_bytes: 7000\n")
+    assert cli.main(["serve", "--model", "m", "--config", str(tmp_path / "w.yaml")]) == 0
+    assert cli.main(["serve", "--model", "m"]) == 0
+    assert [images.max_bytes for images in got] == [5000, 7000, 20 * 1024 * 1024]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["serve", "--model", "m", "--image-paths-outside"])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("winnow serve: error: unrecognized arguments: --image-paths-outside"), last
+    (tmp_path / "out.yaml").write_text("images:\n  paths_outside: true\n")
+    assert cli.main(["serve", "--model", "m", "--config", str(tmp_path / "out.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"winnow: error: {tmp_path / 'out.yaml'}: images.paths_outside: winnow serve reads no image paths "
+        "(a request's are data: URLs)\n"
+    )
+    assert len(got) == 3

@@ -35,7 +35,9 @@ def test_the_pages_server_example_runs_as_written(tiny_policy, monkeypatch):
     swap = {"smollm2": str(tiny_policy), "vader": "length"}
     args = [swap.get(w, w) for w in words[2:-2]] + ["--device", "cpu"]
     configured = []
-    monkeypatch.setattr(serve_main, "serve", lambda config, score, pick=None: configured.append((config, score)))
+    monkeypatch.setattr(
+        serve_main, "serve", lambda config, score, pick=None, images=None: configured.append((config, score))
+    )
     assert cli.main(["serve", *args]) == 0
     ((config, score),) = configured
     with serve_in_thread(serve_main.build_app(config, score)) as url:

@@ -191,6 +191,32 @@ def test_the_judges_tokens_and_cost_come_without_return_candidates(tiny_policy, 
     assert body["judge_usage"] == judge_usage(3, cost=0.015)
 
 
+def scraped(url: str) -> dict[str, float]:
+    """The server's ``/metrics`` samples without labels, by name (Prometheus' text format)."""
+    text = httpx.get(f"{url}/metrics", timeout=60).text
+    return {name: float(value) for name, value in re.findall(r"^(\w+) (\S+)$", text, re.M)}
+
+
+def test_metrics_count_the_judges_calls_and_tokens_apart(judged, fresh):
+    server, _ = fresh
+    before = scraped(judged)
+    ask(judged, 4)  # 3 calls: two windows of 2, then the final
+    streamed = client(judged).completions.create(
+        model="tiny", prompt="x", max_tokens=6, seed=3, stream=True, extra_body={"best_of": 2}
+    )
+    list(streamed)  # 1 call
+    ask(judged, 4, select_by="reward")  # no call
+    after = scraped(judged)
+    assert len(server.requests) == 4
+    counted = {name: after[name] - before.get(name, 0.0) for name in after}
+    # each scripted reply's usage: 3 prompt tokens and 1 completion token
+    assert counted["winnow_judge_calls_total"] == 4.0
+    assert counted["winnow_judge_prompt_tokens_total"] == 12.0
+    assert counted["winnow_judge_completion_tokens_total"] == 4.0
+    # the served model's tokens stay its own: 10 candidates, no judge token among them
+    assert counted["winnow_candidates_total"] == 10.0
+
+
 def refused(url: str, **fields) -> dict:
     r = httpx.post(
         f"{url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 4, **fields}, timeout=60

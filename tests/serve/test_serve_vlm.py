@@ -17,7 +17,7 @@ from serving import serve_in_thread
 from tiny_vlm import build_vlm, tiny_image
 
 from winnow.cli import main
-from winnow.config import ScoreConfig, ServeConfig
+from winnow.config import ImagesConfig, ScoreConfig, ServeConfig
 from winnow.generate.contract import Sampling
 from winnow.prompts import load_prompts
 from winnow.serve.main import build_app
@@ -48,10 +48,15 @@ def vlm(tmp_path_factory):
     return build_vlm(tmp_path_factory.mktemp("vlm"), "gemma3")
 
 
+MAX_IMAGE_BYTES = 5000
+"""``served``'s ``--max-image-bytes``: above the tiny images (about 1.5 KB), below a 60x60 one."""
+
+
 @pytest.fixture(scope="module")
 def served(vlm):
-    """(root URL, app) of the tiny VLM, plain sampling."""
-    app = build_app(ServeConfig(model=str(vlm), served_model_name="tiny-vlm", device="cpu", max_body_bytes=200_000))
+    """(root URL, app) of the tiny VLM, plain sampling, images of at most ``MAX_IMAGE_BYTES``."""
+    config = ServeConfig(model=str(vlm), served_model_name="tiny-vlm", device="cpu", max_body_bytes=200_000)
+    app = build_app(config, images=ImagesConfig(max_bytes=MAX_IMAGE_BYTES))
     with serve_in_thread(app) as url:
         yield url, app
 
@@ -133,3 +138,24 @@ def test_a_bad_image_part_is_a_400_naming_it(served):
     assert reply.json()["error"]["message"] == (
         "field 'messages[0].content[0]': only data: URLs of base64 images are accepted, got 'https://example.com/a.png'"
     )
+
+
+def test_an_image_over_max_image_bytes_is_a_400_naming_its_part(served):
+    """The body (about 14 KB) is within ``max_body_bytes``; the image (about 10 KB) is over
+    the server's ``--max-image-bytes``: refused before it is decoded, naming its part."""
+    url, _ = served
+    big = tiny_image(0, size=(60, 60))
+    assert len(tiny_image(2)) < MAX_IMAGE_BYTES < len(big)
+    parts = [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": url_of(0)}}]
+    parts.append({"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(big).decode()}})
+    body = {"model": "tiny-vlm", "messages": [{"role": "user", "content": parts}], "max_tokens": 4}
+    reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    assert reply.status_code == 400
+    assert reply.json()["error"] == {
+        "message": f"field 'messages[0].content[2]': image larger than the limit of {MAX_IMAGE_BYTES} bytes",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": None,
+    }
+    body["messages"][0]["content"] = parts[:2]  # the small image alone is answered
+    assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).status_code == 200

@@ -28,7 +28,6 @@ from winnow.export import images as img
 from winnow.records import read_json, read_text
 from winnow.report.run import staged_folder
 from winnow.rundir import completed_manifest
-from winnow.stream import load_prompts
 
 READ = ("generate", "score", "select")
 """The stages a dataset is made from; each must be finished."""
@@ -96,12 +95,12 @@ def write_dataset(run_dir: Path, out: Path, *, all_scored: bool, license: str | 
     """The Parquet configs and README.md of ``run_dir`` into ``out``; sizes: ``tables.write``'s."""
     manifests = {s: completed_manifest(run_dir, s) for s in READ} | finished(run_dir, TRAINED)
     select = manifests["select"]
-    prompts = load_prompts(run_dir, manifests["generate"])
+    prompts, paths = img.run_prompts(run_dir, manifests["generate"])  # no image bytes: read per batch
     extra = tables.has_prompt_columns(prompts)
-    stored = img.stored(prompts) or None  # None: a text run, exported as ever
+    images = img.RunImages(run_dir, paths) if any(paths) else None  # None: a text run, exported as ever
     batch_rows = sizes.get("batch_rows", tables.BATCH_ROWS)
-    if stored is not None:
-        batch_rows = img.batch_rows(prompts, batch_rows)
+    if images is not None:
+        batch_rows = images.batch_rows(batch_rows)
     del prompts  # 10^5 prompts are tens of MB: not held while the tables are written
     pooled = "score_hashes" in select["config"]
     configs: dict[str, tuple[int, list[str]]] = {}
@@ -113,15 +112,15 @@ def write_dataset(run_dir: Path, out: Path, *, all_scored: bool, license: str | 
         if not wanted:
             continue
         pool = tables.POOLED.get(name, ()) if pooled else ()
-        schema = tables.schema(columns, pooled=pool, prompt_columns=extra, images=stored is not None)
+        schema = tables.schema(columns, pooled=pool, prompt_columns=extra, images=images is not None)
         if name == "all":
-            batches = tables.all_tables(run_dir, schema, batch_rows)
+            batches = tables.all_tables(run_dir, schema, batch_rows, images)
         else:
-            rows = tables.select_rows(run_dir, name, schema.names, stored)
-            batches = tables.batches(rows, schema, batch_rows)
+            rows = tables.select_rows(run_dir, name, schema.names, images)
+            batches = tables.batches(rows, schema, batch_rows, images)
         configs[name] = tables.write(out / name, batches, schema, **sizes)
     report, note = report_markdown(run_dir, manifests, out)
-    distinct = len(stored) if stored else 0
+    distinct = len(images.known) if images else 0
     text = card.dataset_card(run_dir, manifests, configs, license=license, report=report or note, images=distinct)
     (out / "README.md").write_text(text, encoding="utf-8")
     shown = "included" if report else "stale, left out" if note else "none"

@@ -9,21 +9,27 @@ an image), the form TRL's ``prepare_multimodal_messages`` takes; a text prompt b
 becomes one text part and an empty ``images`` list. A run without images is exported as
 before, byte for byte: none of this applies to it.
 
-The bytes are the run's stored images (``RUN/images/<sha256>.<ext>``, each checked against
-its hash when the prompts are read back); an image shared by many rows is written once per
-row group, in the column's dictionary (``writer_options``). A batch holds at most
-``BATCH_BYTES`` of image bytes.
+The bytes are the run's stored images (``RUN/images/<sha256>.<ext>``), read a batch of rows
+at a time (``RunImages``), each checked against its hash as it is read: memory holds one
+batch's images, never the run's (10^5 prompts with an image each are gigabytes). An image
+shared by many rows is read once per batch and written once per row group, in the column's
+dictionary (``writer_options``). A batch holds at most ``BATCH_BYTES`` of image bytes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from winnow.errors import WinnowError
+from winnow.images import read_stored, stored_prompt
 from winnow.records import Prompt
+from winnow.stream import iter_lines, loads, verified_shard
 
 PART = pa.struct([("type", pa.string()), ("text", pa.string())])
 """A content part: ``{"type": "text", "text": ...}`` or ``{"type": "image", "text": null}``."""
@@ -67,21 +73,67 @@ def _leaves(schema: pa.Schema) -> list[str]:
     return [leaf for f in schema for leaf in walk(f.name, f.type)]
 
 
-def stored(prompts: list[Prompt]) -> dict[str, bytes]:
-    """Each distinct image of ``prompts`` by its run-dir path (``images/<sha256>.<ext>``)."""
-    return {image.path: image.data for p in prompts for image in p.images}
+def run_prompts(run_dir: Path, manifest: dict) -> tuple[list[Prompt], list[tuple[str, ...]]]:
+    """The prompts of a finished generate stage (matrix row order), checked, without their
+    images' bytes, and beside them each prompt's image paths (``images/<sha256>.<ext>``;
+    ``()`` for a prompt without images): ``RunImages`` reads the bytes when a batch needs them."""
+    path = run_dir / "generate" / "prompts.jsonl"
+    data = verified_shard(path, manifest["files"].get("prompts.jsonl"), stage="generate")
+    prompts, paths = [], []
+    for lineno, _, line in iter_lines(data):
+        row = loads(line, path, lineno)
+        paths.append(tuple(row.pop("images", ())))  # popped: stored_prompt reads no bytes
+        prompts.append(stored_prompt(run_dir, row))
+    return prompts, paths
 
 
-def batch_rows(prompts: list[Prompt], rows: int) -> int:
-    """Rows a batch may hold so that its image bytes stay under ``BATCH_BYTES`` (at least 1).
+class RunImages:
+    """A run's stored images, read from ``RUN/images`` a batch of rows at a time.
 
-    >>> from winnow.images import Image
-    >>> big = Prompt(id="a", messages=({"role": "user", "content": []},), images=(Image("images/x.png", bytes(40 << 20)),))
-    >>> batch_rows([big], 8192), batch_rows([Prompt(id="b", text="x")], 8192)
-    (1, 8192)
+    ``paths``: each prompt's image paths (``run_prompts``), in matrix row order. What is held
+    between batches is the paths alone; each batch's distinct images are read once
+    (``images.read_stored``: regular files, bytes checked against the sha256 in their name)
+    and let go with the batch.
     """
-    largest = max((sum(len(i.data) for i in p.images) for p in prompts), default=0)
-    return max(1, min(rows, BATCH_BYTES // largest)) if largest else rows
+
+    def __init__(self, run_dir: Path, paths: Sequence[tuple[str, ...]]):
+        self.run_dir, self.paths = run_dir, paths
+        self.known = {path for row in paths for path in row}
+        """Every distinct image of the run's prompts: what a selected row may name."""
+
+    def batch_rows(self, rows: int) -> int:
+        """Rows a batch may hold so that its image bytes stay under ``BATCH_BYTES`` (at least
+        1), from the stored files' sizes (a file missing here is named when it is read)."""
+        size = {path: _size(self.run_dir / path) for path in self.known}
+        largest = max((sum(size[p] for p in row) for row in self.paths), default=0)
+        return max(1, min(rows, BATCH_BYTES // largest)) if largest else rows
+
+    def check(self, paths: list[str], *, where: str) -> list[str]:
+        """``paths`` (a selected row's ``images``), each one of the run's prompts' images."""
+        for path in paths:
+            if path not in self.known:
+                raise WinnowError(f"{where}: field 'images': {path} is not an image of the run's prompts")
+        return paths
+
+    def cells(self, rows: Sequence[Sequence[str]]) -> list[list[dict]]:
+        """Each row's ``images`` cell (its images' bytes and file names), for one batch of
+        rows: each distinct image is read once."""
+        data = {path: read_stored(self.run_dir, path).data for path in {p for row in rows for p in row}}
+        return [[{"bytes": data[p], "path": Path(p).name} for p in row] for row in rows]
+
+    def column(self, prompt_rows: np.ndarray) -> pa.Array:
+        """The ``images`` column of a batch whose rows are of the prompts ``prompt_rows``
+        (matrix row indices, shape (B,)): each prompt's cell made once, taken per row."""
+        distinct, back = np.unique(prompt_rows, return_inverse=True)
+        cells = pa.array(self.cells([self.paths[i] for i in distinct]), type=IMAGES)
+        return cells.take(pa.array(back.reshape(-1)))
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
 
 
 def as_parts(messages: list[dict]) -> list[dict]:
@@ -98,20 +150,11 @@ def as_parts(messages: list[dict]) -> list[dict]:
     return out
 
 
-def cells(paths: list[str], images: dict[str, bytes], *, where: str) -> list[dict]:
-    """A row's ``images`` cell: each path's bytes and file name (``where`` names the row in an error)."""
-    out = []
-    for path in paths:
-        if path not in images:
-            raise WinnowError(f"{where}: field 'images': {path} is not an image of the run's prompts")
-        out.append({"bytes": images[path], "path": Path(path).name})
-    return out
-
-
-def row_with_images(row: dict, images: dict[str, bytes], *, where: str) -> dict:
-    """A row of ``select/selected.jsonl`` or ``pairs.jsonl`` as an image config holds it."""
+def row_with_images(row: dict, images: RunImages, *, where: str) -> dict:
+    """A row of ``select/selected.jsonl`` or ``pairs.jsonl`` as an image config holds it, its
+    images still paths (checked): ``RunImages.cells`` reads them for the row's batch."""
     row["prompt"] = as_parts(row["prompt"])
-    row["images"] = cells(row.get("images", []), images, where=where)
+    row["images"] = images.check(row.get("images", []), where=where)
     return row
 
 

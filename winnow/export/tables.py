@@ -26,7 +26,7 @@ from winnow.executors import shard_file
 from winnow.export import images as img
 from winnow.records import Prompt
 from winnow.rundir import completed_manifest
-from winnow.stream import check_jsonl, generate_shards, iter_jsonl, iter_lines, load_prompts, verified_shard
+from winnow.stream import check_jsonl, generate_shards, iter_jsonl, iter_lines, verified_shard
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 """A conversation, as TRL's conversational formats hold one: [{"role", "content"}, ...]."""
@@ -142,24 +142,35 @@ def write(folder: Path, tables: Iterable[pa.Table], schema: pa.Schema, **sizes: 
     return sink.rows, sink.close()
 
 
-def batches(rows: Iterable[dict], schema: pa.Schema, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
-    """Rows as tables of ``batch_rows`` rows (the last may be shorter)."""
+def batches(
+    rows: Iterable[dict], schema: pa.Schema, batch_rows: int = BATCH_ROWS, images: img.RunImages | None = None
+) -> Iterator[pa.Table]:
+    """Rows as tables of ``batch_rows`` rows (the last may be shorter); with ``images``, each
+    row's ``images`` paths become its cells as its batch is made (``RunImages.cells``)."""
     batch: list[dict] = []
     for row in rows:
         batch.append(row)
         if len(batch) == batch_rows:
-            yield pa.Table.from_pylist(batch, schema=schema)
+            yield _from_rows(batch, schema, images)
             batch = []
     if batch:
-        yield pa.Table.from_pylist(batch, schema=schema)
+        yield _from_rows(batch, schema, images)
+
+
+def _from_rows(batch: list[dict], schema: pa.Schema, images: img.RunImages | None) -> pa.Table:
+    if images is not None:
+        for row, cells in zip(batch, images.cells([row["images"] for row in batch]), strict=True):
+            row["images"] = cells
+    return pa.Table.from_pylist(batch, schema=schema)
 
 
 def select_rows(
-    run_dir: Path, name: str, columns: Iterable[str], images: dict[str, bytes] | None = None
+    run_dir: Path, name: str, columns: Iterable[str], images: img.RunImages | None = None
 ) -> Iterator[dict]:
     """The rows of ``select/<name>.jsonl``, checked against the select manifest first, one
     line at a time; a key that is no column of the config names its file, line and field.
-    ``images``: the run's images by path (``img.stored``), for a config with images."""
+    ``images``: the run's images, for a config with images (a row's stay paths, checked:
+    ``batches`` reads them a batch at a time)."""
     manifest = completed_manifest(run_dir, "select")
     path = run_dir / "select" / f"{name}.jsonl"
     check_jsonl(path, manifest["files"].get(f"{name}.jsonl"), stage="select")
@@ -184,22 +195,22 @@ class _Completion(msgspec.Struct):
     finish_reason: str
 
 
-def all_tables(run_dir: Path, schema: pa.Schema, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+def all_tables(
+    run_dir: Path, schema: pa.Schema, batch_rows: int = BATCH_ROWS, images: img.RunImages | None = None
+) -> Iterator[pa.Table]:
     """Every completion of the generate stage, shard by shard, as tables of ``batch_rows``
     rows: its prompt as messages, its reward from the score stage's (M, C) matrix (null where
-    unscored). Built a column at a time: a prompt's messages are converted once and taken by
-    index, the texts go into Arrow as one list per batch."""
+    unscored), and with ``images`` its prompt's images, read for its batch. Built a column at
+    a time: a prompt's messages are converted once and taken by index, the texts go into
+    Arrow as one list per batch."""
     generated = completed_manifest(run_dir, "generate")
     scored = completed_manifest(run_dir, "score")
-    prompts = load_prompts(run_dir, generated)
+    prompts, _ = img.run_prompts(run_dir, generated)  # the images' bytes are read per batch
     path = run_dir / "score" / "rewards.npy"
     verified_shard(path, scored["files"].get("rewards.npy"), stage="score")
     rewards = np.load(path)  # (M, C) float64: the numbers of the run, as every reader holds them
     if "images" in schema.names:
         by_prompt = {"prompt": pa.array([img.as_parts(p.as_messages()) for p in prompts], type=img.MESSAGES)}
-        stored = img.stored(prompts)
-        cells = [img.cells([i.path for i in p.images], stored, where=str(path)) for p in prompts]
-        by_prompt["images"] = pa.array(cells, type=img.IMAGES)
     else:
         by_prompt = {"prompt": pa.array([p.as_messages() for p in prompts], type=MESSAGES)}
     if "columns" in schema.names:
@@ -213,10 +224,10 @@ def all_tables(run_dir: Path, schema: pa.Schema, batch_rows: int = BATCH_ROWS) -
         for lineno, _, line in iter_lines(data):
             batch.append(_decode(line, shard, lineno))
             if len(batch) == batch_rows:
-                yield _table(batch, row_of, rewards, by_prompt, schema, shard)
+                yield _table(batch, row_of, rewards, by_prompt, schema, shard, images)
                 batch = []
         if batch:
-            yield _table(batch, row_of, rewards, by_prompt, schema, shard)
+            yield _table(batch, row_of, rewards, by_prompt, schema, shard, images)
 
 
 def _decode(line: bytes, path: Path, lineno: int) -> _Completion:
@@ -229,7 +240,15 @@ def _decode(line: bytes, path: Path, lineno: int) -> _Completion:
 _COMPLETION = msgspec.json.Decoder(_Completion).decode
 
 
-def _table(batch: list[_Completion], row_of: dict, rewards, by_prompt: dict, schema: pa.Schema, path: Path) -> pa.Table:
+def _table(
+    batch: list[_Completion],
+    row_of: dict,
+    rewards,
+    by_prompt: dict,
+    schema: pa.Schema,
+    path: Path,
+    images: img.RunImages | None,
+) -> pa.Table:
     """One batch of completions as a table of the ``all`` config."""
     rows = np.array([row_of.get(c.prompt_id, -1) for c in batch], dtype=np.int64)
     cols = np.array([c.sample_index for c in batch], dtype=np.int64)
@@ -252,9 +271,10 @@ def _table(batch: list[_Completion], row_of: dict, rewards, by_prompt: dict, sch
         "num_tokens": pa.array([c.num_tokens for c in batch], type=pa.int64()),
         "finish_reason": pa.array([c.finish_reason for c in batch], type=pa.string()),
     }
-    for name in ("columns", "images"):
-        if name in by_prompt:
-            columns[name] = by_prompt[name].take(rows)
+    if "columns" in by_prompt:
+        columns["columns"] = by_prompt["columns"].take(rows)
+    if images is not None:
+        columns["images"] = images.column(rows)
     return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 

@@ -44,7 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from winnow.config import ServeConfig
+from winnow.config import ImagesConfig, ServeConfig
 from winnow.generate.contract import Backend
 from winnow.rewards.apply import RewardApplier
 from winnow.rewards.pick import Judge
@@ -65,10 +65,12 @@ def create_app(
     backend_name: str,
     reward: RewardApplier | None = None,
     judge: Judge | None = None,
+    images: ImagesConfig | None = None,
 ) -> FastAPI:
     """The app over a built backend; ``reward`` (the score stage's applier) turns on Best-of-N,
-    ``judge`` (the judge that picks) makes it pick Best-of-N's answer by default."""
-    server = Server.build(backend, config, backend_name=backend_name, reward=reward, judge=judge)
+    ``judge`` (the judge that picks) makes it pick Best-of-N's answer by default; ``images``:
+    the limit on a request's images (default: the ``images`` section's defaults)."""
+    server = Server.build(backend, config, backend_name=backend_name, reward=reward, judge=judge, images=images)
     app = FastAPI(title="winnow serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     app.state.batcher = server.batcher

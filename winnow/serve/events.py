@@ -72,7 +72,7 @@ async def batched_events(server: Server, asked: Asked, ticket: Ticket, job: Job)
         for event in _answered(chunks, asked, got, picked, ticket.live, rewarded, progress, verdict, used):
             yield event
         yield stream.DONE
-        server.count(got, picked, asked.arrived, streamed=True, first_at=progress.first_at)
+        server.count(got, picked, asked.arrived, streamed=True, first_at=progress.first_at, judge=used)
     finally:
         if not waiter.done():  # the client left mid-stream: stop its work
             ticket.cancelled = True

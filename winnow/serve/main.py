@@ -7,17 +7,25 @@ import logging
 import math
 import socket
 
-from winnow.config import PickConfig, ScoreConfig, ServeConfig
+from winnow.config import ImagesConfig, PickConfig, ScoreConfig, ServeConfig
 from winnow.errors import WinnowError, install_hint
 from winnow.generate import make_backend
 from winnow.remote import upstream_client
 from winnow.serve.reward import refuse_unserved, server_applier
 
 
-def build_app(config: ServeConfig, score: ScoreConfig | None = None, pick: PickConfig | None = None):
+def build_app(
+    config: ServeConfig,
+    score: ScoreConfig | None = None,
+    pick: PickConfig | None = None,
+    images: ImagesConfig | None = None,
+):
     """The FastAPI app for ``config``; Best-of-N mode when ``score`` names a reward, its answer
-    picked by a judge when ``pick`` says ``select_by: judge``."""
+    picked by a judge when ``pick`` says ``select_by: judge``; ``images``: how large a
+    request's image may be (``images.max_bytes``; a request names no paths)."""
     config.validate()
+    if images is not None:
+        images.validate()
     judge = picking_judge(pick, score)
     try:
         from winnow.serve.app import create_app
@@ -34,7 +42,7 @@ def build_app(config: ServeConfig, score: ScoreConfig | None = None, pick: PickC
     if score is not None:
         score.validate()
         reward = server_applier(score)
-    return create_app(backend, config, backend_name=config.backend, reward=reward, judge=judge)
+    return create_app(backend, config, backend_name=config.backend, reward=reward, judge=judge, images=images)
 
 
 def picking_judge(pick: PickConfig | None, score: ScoreConfig | None):
@@ -55,7 +63,12 @@ def picking_judge(pick: PickConfig | None, score: ScoreConfig | None):
     return judge_of(pick)
 
 
-def serve(config: ServeConfig, score: ScoreConfig | None = None, pick: PickConfig | None = None) -> None:
+def serve(
+    config: ServeConfig,
+    score: ScoreConfig | None = None,
+    pick: PickConfig | None = None,
+    images: ImagesConfig | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM. Requests in flight get ``shutdown_grace_s`` to finish
     (uvicorn's graceful shutdown); then the server exits, even with a backend call or a
     reward that never returns (they run in daemon threads, which do not hold the process)."""
@@ -67,7 +80,7 @@ def serve(config: ServeConfig, score: ScoreConfig | None = None, pick: PickConfi
         refuse_unserved(score)
     picking_judge(pick, score)  # a judge without a reward is one line before the port too
     sock = listen(config.host, config.port)  # before the model loads: a busy port fails at once
-    app = build_app(config, score, pick)
+    app = build_app(config, score, pick, images)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mode = f"Best-of-N with {score_name(score)}, best_of {config.best_of}" if score else "plain sampling"
     if score and pick and pick.select_by == "judge":

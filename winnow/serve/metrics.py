@@ -8,7 +8,10 @@ Names follow Prometheus' conventions (``_total`` counters, ``_seconds`` histogra
 - ``winnow_queue_depth``: requests waiting for the backend; ``winnow_running_requests``;
 - ``winnow_batch_size``: requests per backend call;
 - ``winnow_candidates_total``: completions sampled (every Best-of-N candidate counts);
-- ``winnow_prompt_tokens_total``, ``winnow_completion_tokens_total``;
+- ``winnow_prompt_tokens_total``, ``winnow_completion_tokens_total``: the served model's;
+- ``winnow_judge_calls_total``, ``winnow_judge_prompt_tokens_total``,
+  ``winnow_judge_completion_tokens_total``: a judge that picks (``select_by: judge``), what
+  each answer's ``judge_usage`` says (another model, at another price: counted apart);
 - ``winnow_time_to_first_token_seconds{stream}`` and ``winnow_request_latency_seconds{stream}``:
   from the request's arrival to its first content byte / to its last byte;
 - ``winnow_chosen_reward``: Best-of-N, the reward of each answer returned.
@@ -42,6 +45,13 @@ class Metrics:
         self.candidates = Counter("winnow_candidates", "Completions sampled", registry=r)
         self.prompt_tokens = Counter("winnow_prompt_tokens", "Prompt tokens of answered requests", registry=r)
         self.completion_tokens = Counter("winnow_completion_tokens", "Completion tokens sampled", registry=r)
+        self.judge_calls = Counter("winnow_judge_calls", "Calls of the judge that picks", registry=r)
+        self.judge_prompt_tokens = Counter(
+            "winnow_judge_prompt_tokens", "Prompt tokens of the judge that picks", registry=r
+        )
+        self.judge_completion_tokens = Counter(
+            "winnow_judge_completion_tokens", "Completion tokens of the judge that picks", registry=r
+        )
         self.ttft = Histogram(
             "winnow_time_to_first_token_seconds",
             "Arrival to first content byte",
@@ -69,15 +79,21 @@ class Metrics:
         arrived: float,
         streamed: bool,
         first_at: float | None = None,
+        judge: tuple[int, int, int] = (0, 0, 0),
     ) -> None:
         """Count one request answered in full: ``rewards`` are those of the answers returned
         (None = unscored, not counted); ``arrived`` and ``first_at`` (its first content byte;
-        None = the answer came in one piece) are ``time.perf_counter()`` readings."""
+        None = the answer came in one piece) are ``time.perf_counter()`` readings; ``judge``:
+        the calls, prompt tokens and completion tokens of the judge that picked, if one did."""
         now = time.perf_counter()
         label = "true" if streamed else "false"
         self.candidates.inc(candidates)
         self.prompt_tokens.inc(prompt_tokens)
         self.completion_tokens.inc(completion_tokens)
+        calls, judge_prompt, judge_completion = judge
+        self.judge_calls.inc(calls)
+        self.judge_prompt_tokens.inc(judge_prompt)
+        self.judge_completion_tokens.inc(judge_completion)
         self.ttft.labels(label).observe((first_at or now) - arrived)
         self.latency.labels(label).observe(now - arrived)
         for r in rewards:

@@ -71,7 +71,7 @@ async def models(request: Request) -> dict:
 async def chat(request: Request) -> Any:
     arrived = time.perf_counter()
     s, req = await admitted(request, schema.ChatCompletionRequest)
-    prompt = chat_prompt(f"chatcmpl-{uuid.uuid4().hex}", req)
+    prompt = chat_prompt(f"chatcmpl-{uuid.uuid4().hex}", req, max_image_bytes=s.images.max_bytes)
     return await answer(s, request, Asked("chat", req, prompt, req.max_tokens or req.max_completion_tokens, arrived))
 
 
@@ -83,15 +83,16 @@ async def completions(request: Request) -> Any:
     return await answer(s, request, Asked("text", req, prompt, req.max_tokens, arrived))
 
 
-def chat_prompt(name: str, req: schema.ChatCompletionRequest) -> Prompt:
+def chat_prompt(name: str, req: schema.ChatCompletionRequest, *, max_image_bytes: int) -> Prompt:
     """The request's messages as the prompt ``name``. Content parts (a vision-language
     request's text and ``image_url`` parts) are read as a prompts file's are, images decoded
-    and checked, a bad one answered 400 naming the part; plain text messages are taken as they are."""
+    and checked (at most ``max_image_bytes`` each, ``--max-image-bytes``), a bad one answered
+    400 naming the part; plain text messages are taken as they are."""
     messages = [m.model_dump(exclude_defaults=True) for m in req.messages]
     if all(isinstance(m["content"], str) for m in messages):
         return Prompt(id=name, messages=tuple(messages))
     try:
-        return chat_with_images(messages, id=name)
+        return chat_with_images(messages, id=name, max_image_bytes=max_image_bytes)
     except WinnowError as e:
         raise ApiError(400, str(e).removeprefix(f"{name}: "), param="messages") from None
 
@@ -134,7 +135,8 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
     except ClientGone:
         return Response(status_code=499)
     picked, verdict = await s.chosen(asked, got)
-    s.count(got, picked, asked.arrived, streamed=False)
+    used = s.judge_usage(verdict)
+    s.count(got, picked, asked.arrived, streamed=False, judge=used)
     tokenizer = getattr(s.backend, "tokenizer", None)  # names the tokens of a logprobs body (hf only)
     asked_logprobs = req.asked_logprobs()
     answered = body(
@@ -147,7 +149,7 @@ async def answer(s: Server, request: Request, asked: Asked) -> Any:
         logprobs=asked_logprobs,
         tokenizer=tokenizer,
         verdict=verdict,
-        judge_usage=s.judge_usage(verdict),
+        judge_usage=used,
     )
     left_out = (set() if req.return_candidates else LISTING) | ({"judge_usage"} if verdict is None else set())
     return answered.model_dump(exclude_none=not rewarded, exclude=left_out)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from winnow.config import ServeConfig
+from winnow.config import ImagesConfig, ServeConfig
 from winnow.errors import WinnowError
 from winnow.generate.contract import Backend, Sampling
 from winnow.rewards.apply import RewardApplier
@@ -68,6 +68,9 @@ class Server:
     """When the app was made (unix seconds): the ``created`` of ``/v1/models``."""
     judge: Judge | None = None
     """The judge that picks (``--select-by judge``): a request's default, ``select_by: judge``."""
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    """How a request's images are checked: ``max_bytes`` caps each decoded ``data:`` URL (the
+    body cap, ``max_body_bytes``, applies first); a request carries no paths."""
 
     @classmethod
     def build(
@@ -78,6 +81,7 @@ class Server:
         backend_name: str,
         reward: RewardApplier | None,
         judge: Judge | None = None,
+        images: ImagesConfig | None = None,
     ) -> Server:
         """The batcher runs ``work`` (sample, then score) over each batch in its thread."""
         key = api_key(config)  # an unset key variable fails before anything is made
@@ -101,6 +105,7 @@ class Server:
             served=config.served_model_name or config.model,
             created=int(time.time()),
             judge=judge,
+            images=images or ImagesConfig(),
         )
 
     def busy(self) -> ApiError:
@@ -170,8 +175,19 @@ class Server:
             cost=used.get("cost"),
         )
 
-    def count(self, got: Outcome, picked: Picked, arrived: float, *, streamed: bool, first_at: float | None = None):
-        """The metrics of one request answered through the batcher."""
+    def count(
+        self,
+        got: Outcome,
+        picked: Picked,
+        arrived: float,
+        *,
+        streamed: bool,
+        first_at: float | None = None,
+        judge: schema.JudgeUsage | None = None,
+    ):
+        """The metrics of one request answered through the batcher; ``judge``: what the judge
+        that picked its answer used (``judge_usage``), None where none did."""
+        used = (judge.calls, judge.prompt_tokens, judge.completion_tokens) if judge is not None else (0, 0, 0)
         self.metrics.answered(
             candidates=len(got.candidates),
             prompt_tokens=got.prompt_tokens,
@@ -180,6 +196,7 @@ class Server:
             arrived=arrived,
             streamed=streamed,
             first_at=first_at,
+            judge=used,
         )
 
 
