@@ -271,9 +271,11 @@ def test_weights_must_match_the_rewards():
 
 def test_stage_config_holds_every_field_but_how_fast():
     """Every field that decides the rewards is stored, defaults included (the run-dir format
-    says which fields a stored config holds); how fast and how hard to try is not."""
+    says which fields a stored config holds); how fast and how hard to try is not. The PRM's
+    system prompt is stored only when set, so runs scored before the field existed resume."""
     stored = set(ScoreConfig().stage_config())
-    assert stored == {f.name for f in fields(ScoreConfig)} - set(ScoreConfig.OPERATIONAL)
+    assert stored == {f.name for f in fields(ScoreConfig)} - set(ScoreConfig.OPERATIONAL) - {"prm_system"}
+    assert ScoreConfig(prm_model="prm", prm_system="be exact").stage_config()["prm_system"] == "be exact"
     assert ScoreConfig(reward_fn=["vader"]).stage_config() == ScoreConfig().stage_config()
     assert "processes" not in ScoreConfig(processes=3).stage_config()
     assert TrainConfig().stage_config()["strip_reasoning"] is False
