@@ -95,3 +95,44 @@ def test_a_relative_eval_prompts_in_yaml_is_read_from_the_config_files_folder(fi
     assert main([*argv, *COLUMNS, "--device", "cpu", "--dry-run"]) == 0
     first = eval_lines(capsys.readouterr().out)[0]
     assert first.startswith(f"held-out eval: 1 prompt from {config.parent / 'heldout.jsonl'},")
+
+
+def eval_argv(files: Path, model: Path, baseline: Path, *extra: str) -> list[str]:
+    held_out = files / "heldout.jsonl"
+    return [
+        "eval",
+        *flags(model=model, baseline=baseline, prompts=held_out, run_dir=files / "out", reward_fn="length"),
+        *flags(n=4, max_new_tokens=8, device="cpu"),
+        *COLUMNS,
+        *extra,
+    ]
+
+
+def test_eval_dry_run_lists_both_models_and_writes_nothing(files, tiny_policy, tiny_policy_b, capsys):
+    assert main(eval_argv(files, tiny_policy, tiny_policy_b, "--dry-run")) == 0
+    out = files / "out"
+    assert capsys.readouterr().out.splitlines() == [
+        f"winnow eval --dry-run: the plan for {out} (checked; nothing was written)",
+        f"held-out eval: 2 prompts from {files / 'heldout.jsonl'}, 4 samples per prompt and model, "
+        "at most 8 tokens each",
+        f"  models: baseline ({tiny_policy_b}), model ({tiny_policy})",
+        *(f"  run     {out}/{name}/{stage}" for name in ("baseline", "model") for stage in ("generate", "score")),
+        "  tokens to sample for it: at most 128 (16 completions x max_new_tokens 8)",
+        f"outputs: {out}/eval.json, {out}/eval.md",
+    ]
+    assert not out.exists()
+
+
+def test_eval_dry_run_after_the_run_says_nothing_is_left(files, tiny_policy, tiny_policy_b, capsys):
+    assert main(eval_argv(files, tiny_policy, tiny_policy_b)) == 0
+    capsys.readouterr()
+    assert main(eval_argv(files, tiny_policy, tiny_policy_b, "--dry-run")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[3:7]] == ["skip"] * 4
+    assert lines[7] == "  tokens to sample for it: at most 0 (0 completions x max_new_tokens 8)"
+
+
+def test_eval_dry_run_refuses_a_missing_model_in_one_line(files, tiny_policy, capsys):
+    err = fails(eval_argv(files, tiny_policy, files / "no-such-model", "--dry-run"), capsys, one_error=True)
+    assert "no-such-model" in err
+    assert not (files / "out").exists()

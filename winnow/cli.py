@@ -159,7 +159,10 @@ def stage_command(args: argparse.Namespace) -> None:
             held_out = load_prompts(**{**source, "path": configs["eval"].prompts})
     if args.command == "eval":
         assert prompts is not None
-        evaluate_command(run_dir, prompts, configs, as_json=args.json)
+        if args.dry_run:
+            print_eval_plan(run_dir, prompts, source["path"], configs)
+        else:
+            evaluate_command(run_dir, prompts, configs, as_json=args.json)
         return
     if args.command == "import":
         assert prompts is not None
@@ -307,6 +310,25 @@ def print_plan(command: str, run_dir: str, prompts, configs: dict, out: Path | N
         plan.outputs.append(out)
     print(f"winnow {command} --dry-run: the plan for {run_dir} (checked; nothing was written)")
     print("\n".join(plan.lines()))
+
+
+def print_eval_plan(out: str, prompts, source, configs: dict) -> None:
+    """``winnow eval --dry-run``: each model's folders checked against the configs they would be
+    written under, and the tokens they can sample (``plan_eval.plan_models``); nothing is written."""
+    from dataclasses import replace
+
+    from winnow.evaluation import eval_models
+    from winnow.plan import check_models
+    from winnow.plan_eval import plan_models
+
+    models = eval_models(configs["generate"], configs["eval"])
+    for model in models.values():
+        check_models(replace(configs["generate"], models=[model]))
+    plan = plan_models(Path(out), prompts, str(source), models, configs)
+    print(f"winnow eval --dry-run: the plan for {out} (checked; nothing was written)")
+    print(
+        "\n".join([*plan.lines(), f"outputs: {', '.join(str(Path(out) / name) for name in ('eval.json', 'eval.md'))}"])
+    )
 
 
 def refuse_run_dir_file(run_dir: str, out: str) -> None:

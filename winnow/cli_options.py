@@ -281,7 +281,7 @@ NEEDS_PROMPTS = {name for name, sections in STAGES_OF.items() if "images" in sec
 """The commands that read a prompts file (and so its images); ``serve`` reads a request's."""
 NO_RUN_DIR = ("serve", "batch-requests")
 """Commands that write no run directory."""
-DRY_RUN = ("generate", "score", "run", "bon")
+DRY_RUN = ("generate", "score", "run", "bon", "eval")
 """Commands that take --dry-run: they sample or score, so their plan is worth a look first."""
 
 

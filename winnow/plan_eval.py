@@ -78,20 +78,40 @@ def check_eval(run_dir: str | Path, held_out: list[Prompt], configs: dict[str, A
     """Check the evaluation ``run_stages`` will make after training; raise WinnowError (one
     line) on a bad part (the reward cannot read the held-out prompts, a model is missing, a
     folder under RUN_DIR/eval would refuse its config)."""
+    models = eval_models(run_dir, configs)
+    check_models(replace(configs["generate"], models=[models["start"]]))  # the checkpoints do not exist yet
+    trained = set(models) - {"start"}  # made by the run: their identity is UNKNOWN until then
+    source = str(configs["eval"].prompts)
+    return plan_models(Path(run_dir) / FOLDER, held_out, source, models, configs, trained=trained, reward=reward)
+
+
+def plan_models(
+    out: Path,
+    held_out: list[Prompt],
+    source: str,
+    models: dict[str, str],
+    configs: dict[str, Any],
+    *,
+    trained=(),
+    reward=None,
+) -> EvalPlan:
+    """The evaluation of ``models`` (name -> model) on ``held_out`` (read from the file
+    ``source``) into ``out``/<name>: the reward against the
+    held-out columns and each model's two folders against the configs they would be written
+    under (``trained``: names of checkpoints not made yet). ``winnow eval --dry-run`` and
+    ``check_eval`` share it; raises WinnowError on the first folder that would refuse."""
     from winnow.stages.generate import folder_config as generate_config
     from winnow.stages.score import column_names
     from winnow.stages.score import folder_config as score_config
 
-    generate, score, config = configs["generate"], configs["score"], configs["eval"]
-    models = eval_models(run_dir, configs)
-    check_models(replace(generate, models=[models["start"]]))  # the checkpoints do not exist yet
+    generate, score = configs["generate"], configs["score"]
     check_rewards(score, column_names(held_out), reward)
     stages: list[StagePlan] = []
     for name, model in models.items():
-        folder, sampled = model_dir(Path(run_dir) / FOLDER, name), replace(generate, models=[model])
+        folder, sampled = model_dir(out, name), replace(generate, models=[model])
         expected = generate_config(held_out, sampled)
-        if name != "start":
-            expected["provenance"] = UNKNOWN  # the checkpoint the run trains
+        if name in trained:
+            expected["provenance"] = UNKNOWN
         pair = [
             stage_plan(folder / "generate", expected, shards=generate_shards(held_out, sampled)),
             stage_plan(folder / "score", score_config(score, known_hash(expected), reward)),
@@ -100,7 +120,7 @@ def check_eval(run_dir: str | Path, held_out: list[Prompt], configs: dict[str, A
             raise refusal(refused)
         stages += pair
     return EvalPlan(
-        source=str(config.prompts),
+        source=source,
         prompts=len(held_out),
         models=models,
         stages=stages,
