@@ -130,7 +130,7 @@ def sample_model(
             k,
             prompts,
             first_column,
-            n_mode=probed_mode(stage, [name for name in names if name not in pending]),
+            n_mode=probed_mode(stage, [name for name in names if name not in pending], config),
         ),
         stage.dir,
         claim=stage.claim,
@@ -292,14 +292,17 @@ PROBE = "probe"
 """The row key of what the openai backend's probe discarded (``openai_api.Completions.probe``)."""
 
 
-def probed_mode(stage: Stage, finished: list[str]) -> str | None:
+def probed_mode(stage: Stage, finished: list[str], config: GenerateConfig) -> str | None:
     """The n mode a finished shard of these recorded, or None: then the backend probes (at
     no extra cost where the server honours n). The record is on the first row of the shard
-    whose call probed (error rows go to its errors file), so one line a shard is read."""
+    whose call probed (error rows go to its errors file), so one line a shard is read; only
+    the openai backend asking for n > 1 probes, so for any other nothing is read."""
     import json
 
     from winnow.executors import shard_file
 
+    if config.backend != "openai" or config.n <= 1:
+        return None
     for name in finished:
         with shard_file(stage.dir, name).open("rb") as f:
             first = f.readline()
