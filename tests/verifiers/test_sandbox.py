@@ -129,12 +129,16 @@ def test_the_folder_is_bounded_in_total_not_only_per_file(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing of it reached the host's disk
 
 
-def harnesses(memory_mb):
-    """Sandboxed processes alive that were started with this memory limit (a marker)."""
+def harnesses(memory_mb, *, program_only=False):
+    """Sandboxed processes alive that were started with this memory limit (a marker): bwrap's
+    and the harness's, or with ``program_only`` the harness's (Python) alone. bwrap's command
+    line names the harness from its exec on, before it has asked the kernel to kill it with
+    its parent (``--die-with-parent``): a grader killed then leaves it running, so a test of
+    what outlives the grader waits for the program itself."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "_harness.py" in cmd and str(memory_mb << 20) in cmd:
+        if "_harness.py" in cmd and str(memory_mb << 20) in cmd and (not program_only or cmd[0] == sys.executable):
             found.append(proc)
     return found
 
@@ -145,7 +149,8 @@ def test_a_killed_grader_leaves_no_program_running_and_no_folder(isolation, tmp_
     memory_mb = random.randint(300, 900)  # marks this test's processes
     child = grader("import time\ntime.sleep(60)\n", isolation, tmp_path, timeout_s=50, memory_mb=memory_mb)
     try:
-        assert wait_for(lambda: harnesses(memory_mb), 20, poll_s=0.05, fail=False), "the program never started"
+        started = wait_for(lambda: harnesses(memory_mb, program_only=True), 20, poll_s=0.05, fail=False)
+        assert started, "the program never started"
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.communicate()
@@ -168,7 +173,8 @@ ABANDON = (
     "threading.Thread(target=sandbox.run, args=('import time\\ntime.sleep(60)\\n',), kwargs=kw, daemon=True).start()\n"
     "def running():\n"
     "    try:\n"
-    "        return any('_harness.py' in p.cmdline() for p in psutil.Process().children(recursive=True))\n"
+    "        kids = [p.cmdline() for p in psutil.Process().children(recursive=True)]\n"
+    "        return any('_harness.py' in c and c[0] == sys.executable for c in kids)  # the program, not bwrap\n"
     "    except psutil.Error:\n"
     "        return False\n"
     "end = time.monotonic() + 20\n"
